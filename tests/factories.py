@@ -1,0 +1,193 @@
+"""Tiny *real* transformers checkpoints and datasets for the fast suite.
+
+Everything is built from config classes and a word-level tokenizer made here, so the
+suite needs no download. A "pre-trained" init θ0 is a seeded random model; the
+fine-tuned checkpoints are θ0 trained a few Adam steps on a synthetic sentiment
+task (label 1 when the sentence has more positive than negative words), with
+different seeds / data orders, like the seeds of ``000``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+POS = ["good", "great", "happy", "love", "nice", "fine", "superb", "joy"]
+NEG = ["bad", "awful", "sad", "hate", "poor", "ugly", "grim", "pain"]
+NEUTRAL = ["the", "a", "movie", "day", "food", "was", "is", "and", "it", "this", "very", "so", "today", "service"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "</s>"]
+VOCAB = SPECIAL + POS + NEG + NEUTRAL
+
+
+def make_tokenizer(kind: str = "bert") -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer over :data:`VOCAB` (BERT-style [CLS] x [SEP] for ``bert``)."""
+    vocab = {w: i for i, w in enumerate(VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "bert":
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+        )
+    if kind == "t5":
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
+        )
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
+
+
+def sentences(n: int, seed: int) -> list[tuple[str, int]]:
+    """``n`` synthetic labelled sentences of varied length (4–20 words)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = rng.randint(4, 20)
+        words = [rng.choice(NEUTRAL) for _ in range(k)]
+        npos, nneg = rng.randint(0, 3), rng.randint(0, 3)
+        if npos == nneg:
+            npos += 1
+        for w in [rng.choice(POS) for _ in range(npos)] + [rng.choice(NEG) for _ in range(nneg)]:
+            words.insert(rng.randrange(len(words) + 1), w)
+        out.append((" ".join(words), int(npos > nneg)))
+    return out
+
+
+def write_classification_dataset(path: Path, n: int = 64, seed: int = 123, fmt: str | None = None) -> Path:
+    """CSV / TSV / JSONL with ``text`` and ``label`` columns (format from the suffix)."""
+    rows = sentences(n, seed)
+    fmt = fmt or path.suffix.lstrip(".")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        path.write_text("text" + sep + "label\n" + "".join(f"{t}{sep}{y}\n" for t, y in rows))
+    return path
+
+
+def write_lm_dataset(path: Path, n: int = 32, seed: int = 7) -> Path:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t, _ in sentences(n, seed)))
+    return path
+
+
+def write_seq2seq_dataset(path: Path, n: int = 32, seed: int = 9) -> Path:
+    rows = sentences(n, seed)
+    path.write_text(
+        "".join(json.dumps({"source": t, "target": "good" if y else "bad"}) + "\n" for t, y in rows)
+    )
+    return path
+
+
+def bert_config(**kw) -> BertConfig:
+    base = dict(
+        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=2, pad_token_id=0,
+    )
+    base.update(kw)
+    return BertConfig(**base)
+
+
+def init_classifier(seed: int = 0, **kw) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(bert_config(**kw)).eval()
+
+
+def finetune_classifier(
+    model: BertForSequenceClassification, seed: int, steps: int = 40, lr: float = 5e-3, save_every: int = 0,
+    out: Path | None = None,
+) -> list[Path]:
+    """Train ``model`` in place on synthetic data ordered by ``seed``; optional intermediate saves."""
+    tok = make_tokenizer("bert")
+    data = sentences(steps * 16, 1000 + seed)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    saved = []
+    for step in range(steps):
+        batch = [data[i] for i in torch.randint(len(data), (16,), generator=g).tolist()]
+        enc = tok([t for t, _ in batch], padding=True, return_tensors="pt")
+        loss = model(**enc, labels=torch.tensor([y for _, y in batch])).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if save_every and out is not None and (step + 1) % save_every == 0 and step + 1 < steps:
+            model.eval()
+            saved.append(save(model, out.parent / f"{out.name}-step{step + 1}", tok))
+            model.train()
+    model.eval()
+    return saved
+
+
+def save(model, path: Path, tokenizer: PreTrainedTokenizerFast | None = None) -> Path:
+    """``save_pretrained`` as safetensors, with the tokenizer beside it."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def build_classifier_family(root: Path, steps: int = 40) -> dict[str, Path]:
+    """θ0 (``init``), two fine-tuned seeds (``ft_a``, ``ft_b``), a third (``ft_c``), a trajectory.
+
+    Returns names → model directories, plus ``data`` → an evaluation CSV and
+    ``traj`` steps under ``ft_a-step*``.
+    """
+    tok = make_tokenizer("bert")
+    out: dict[str, Path] = {"init": save(init_classifier(0), root / "init", tok)}
+    for name, seed in (("ft_a", 1), ("ft_b", 2), ("ft_c", 3)):
+        m = init_classifier(0)
+        saved = finetune_classifier(m, seed, steps=steps, save_every=steps // 4 if name == "ft_a" else 0, out=root / name)
+        out[name] = save(m, root / name, tok)
+        for p in saved:
+            out[p.name] = p
+    out["data"] = write_classification_dataset(root / "eval.csv", n=64)
+    return out
+
+
+def build_gpt2(root: Path, seed: int = 0, steps: int = 0) -> Path:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(VOCAB), n_embd=32, n_layer=2, n_head=2, n_positions=64, pad_token_id=0,
+                     bos_token_id=VOCAB.index("</s>"), eos_token_id=VOCAB.index("</s>"))
+    model = GPT2LMHeadModel(cfg).eval()
+    tok = make_tokenizer("gpt2")
+    if steps:
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        model.train()
+        data = [t for t, _ in sentences(steps * 8, 50 + seed)]
+        for s in range(steps):
+            enc = tok(data[s * 8 : (s + 1) * 8], padding=True, return_tensors="pt")
+            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+            loss = model(**enc, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+    return save(model, root, tok)
+
+
+def build_t5(root: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    cfg = T5Config(
+        vocab_size=len(VOCAB), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+        pad_token_id=0, eos_token_id=VOCAB.index("</s>"), decoder_start_token_id=0,
+    )
+    return save(T5ForConditionalGeneration(cfg).eval(), root, make_tokenizer("t5"))
