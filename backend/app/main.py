@@ -1,0 +1,61 @@
+"""The FastAPI application: the API under ``/api`` and the Dash dashboard on the same origin."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from backend.app.api.routes import checkpoints, datasets, health, runs
+from backend.app.core.config import Settings, get_settings
+from basin.errors import BasinError, IncompatibleCheckpoints
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> FastAPI:
+    """Build the app. ``settings`` overrides the environment (tests pass their own)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Basin",
+        description="Loss landscapes and mode connectivity of fine-tuned language models.",
+        version="0.1.0",
+        docs_url="/docs",
+        openapi_url="/api/openapi.json",
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings
+    app.state.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30)
+    settings.store.mkdir(parents=True, exist_ok=True)
+
+    @app.exception_handler(BasinError)
+    async def _basin_error(request: Request, exc: BasinError) -> JSONResponse:
+        body: dict = {"detail": str(exc), "error": type(exc).__name__}
+        if isinstance(exc, IncompatibleCheckpoints):
+            body["mismatches"] = [{"tensor": n, "reason": r} for n, r in exc.mismatches]
+        return JSONResponse(status_code=422, content=body)
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"Redis is unreachable: {exc}"})
+
+    for module in (health, checkpoints, datasets, runs):
+        app.include_router(module.router, prefix="/api")
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def _api_not_found(rest: str) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": f"no such API route: /api/{rest}"})
+
+    if with_ui:
+        try:
+            from a2wsgi import WSGIMiddleware
+
+            from frontend.app import create_dash_app
+        except ImportError as e:  # the dashboard is optional for API-only deployments
+            logger.warning("dashboard not mounted: %s", e)
+        else:
+            dash_app = create_dash_app()
+            app.mount("/", WSGIMiddleware(dash_app.server))
+    return app
