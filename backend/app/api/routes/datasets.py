@@ -1,0 +1,184 @@
+"""Routes: the dataset registry — upload, list, inspect, preview, rename, delete.
+
+Datasets are ``.jsonl`` / ``.csv`` / ``.tsv`` files; an upload is parsed whole and
+refused (422, naming the columns found) unless its columns serve a task:
+classification needs ``text`` + ``label``, causal_lm ``text``, seq2seq ``source`` +
+``target``. Every ``{ref}`` accepts an id, a unique id prefix (≥8) or a name.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
+from backend.app.uploads import (
+    clean_filename,
+    ingest_dataset,
+    receive_form,
+    receive_to_file,
+    store_errors,
+)
+
+logger = logging.getLogger(__name__)
+
+RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+FORM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "name": {"type": "string"},
+                        "task": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+router = APIRouter(tags=["datasets"])
+
+
+class DatasetPublic(BaseModel):
+    """A dataset's manifest as the API shows it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    kind: str = "dataset"
+    format: str
+    columns: list[str]
+    rows: int
+    tasks: list[str]
+    task: str | None = None
+    path: str
+    size_bytes: int
+    created: str
+
+
+class DatasetPreview(BaseModel):
+    """The first rows of a dataset."""
+
+    id: str
+    name: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    total: int
+
+
+class DatasetUpdate(BaseModel):
+    """Rename a dataset and/or set its default task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    task: str | None = None
+
+
+def _finish(response: Response, added) -> dict[str, Any]:
+    response.status_code = 201 if added.created else 200
+    return added.manifest
+
+
+@router.get("/datasets", response_model=list[DatasetPublic])
+def list_datasets(store: StoreDep) -> list[dict[str, Any]]:
+    """List datasets, newest first."""
+    return store.list_datasets()
+
+
+@router.put(
+    "/datasets",
+    openapi_extra=RAW_BODY,
+    response_model=DatasetPublic,
+    status_code=201,
+    dependencies=[WriteAuth],
+    responses={200: {"description": "already stored (same bytes): the existing manifest"}},
+)
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    settings: SettingsDep,
+    name: str = Query(..., description="name ending in .jsonl, .csv or .tsv (tells the format)"),
+    task: str | None = Query(None, description="default task; must be one the columns allow"),
+) -> dict[str, Any]:
+    """Upload a dataset as the raw body (.jsonl, .csv or .tsv, told by the name)."""
+    with store.workspace() as ws:
+        upload = ws / "upload"
+        await receive_to_file(request, upload, settings.max_upload_bytes)
+        with store_errors(not_found=False):
+            added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
+    return _finish(response, added)
+
+
+@router.post(
+    "/datasets",
+    openapi_extra=FORM_BODY,
+    response_model=DatasetPublic,
+    status_code=201,
+    dependencies=[WriteAuth],
+    responses={200: {"description": "already stored (same bytes): the existing manifest"}},
+)
+async def upload_dataset_form(
+    request: Request, response: Response, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Upload a dataset as multipart form: field file, optional name (default: file name) and task."""
+    with store.workspace() as ws:
+        form = await receive_form(request, ws, settings.max_upload_bytes)
+        if "file" not in form.files:
+            raise HTTPException(
+                status_code=422, detail="the form needs a 'file' field with the dataset"
+            )
+        filename, upload = form.files["file"]
+        name = form.fields.get("name") or clean_filename(filename, "")
+        task = form.fields.get("task") or None
+        with store_errors(not_found=False):
+            added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
+    return _finish(response, added)
+
+
+@router.get("/datasets/{ref}", response_model=DatasetPublic)
+def get_dataset(ref: str, store: StoreDep) -> dict[str, Any]:
+    """Show a dataset's manifest: format, columns, row count, tasks it allows."""
+    with store_errors():
+        return store.get_dataset(ref)
+
+
+@router.get("/datasets/{ref}/preview", response_model=DatasetPreview)
+def preview_dataset(
+    ref: str, store: StoreDep, n: int = Query(10, ge=1, le=1000, description="rows to show")
+) -> dict[str, Any]:
+    """Show the first n rows of a dataset."""
+    with store_errors():
+        return store.preview_dataset(ref, n=n)
+
+
+@router.patch("/datasets/{ref}", response_model=DatasetPublic, dependencies=[WriteAuth])
+def update_dataset(ref: str, body: DatasetUpdate, store: StoreDep) -> dict[str, Any]:
+    """Rename a dataset and/or set its default task."""
+    with store_errors():
+        return store.update_dataset(ref, name=body.name, task=body.task)
+
+
+@router.delete("/datasets/{ref}", status_code=204, dependencies=[WriteAuth])
+def delete_dataset(ref: str, store: StoreDep) -> Response:
+    """Delete a dataset and its file."""
+    with store_errors():
+        store.delete_dataset(ref)
+    return Response(status_code=204)

@@ -1,0 +1,420 @@
+"""Receiving uploads safely: stream to ``<store>/tmp/`` with a size cap, then validate.
+
+Nothing here holds an upload in memory: the request body is read chunk by chunk
+(``request.stream()``) into a file inside a store workspace (``Store.workspace()``),
+counting bytes as they arrive — beyond ``Settings.max_upload_bytes`` the upload is
+refused with 413 (a ``Content-Length`` over the cap is refused before reading).
+The format is told by the bytes, never the name:
+
+- ``PK\\x03\\x04`` → zip archive of a Hugging Face model directory;
+- ``\\x1f\\x8b`` → gzip, read as a ``.tar.gz`` of a model directory;
+- otherwise a safetensors header (u64 length + ``{``) → a bare state dict that needs
+  ``config=<checkpoint>``.
+
+Archive members are extracted one by one after checking them: no absolute paths, no
+``..``, no links, no device files or FIFOs, bounded count and total size. Then the
+store validates the model (config loads, safetensors structure, ``.bin`` only via
+``weights_only``) and renames it into place. The workspace is removed whatever
+happens, so a refused or aborted upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import stat
+import struct
+import tarfile
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from fastapi import HTTPException, Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from basin.errors import CheckpointError, DatasetError
+from basin.store import Added, NameTaken, NotFound, Store
+
+logger = logging.getLogger(__name__)
+
+CHUNK_FLUSH = 1 << 20  # write to disk in pieces of about 1 MiB
+MAX_MEMBERS = 10_000
+MAX_FIELD_BYTES = 64 * 1024
+ARCHIVE_EXPANSION = 4  # extracted bytes may be at most this many times the upload cap
+
+
+@contextlib.contextmanager
+def store_errors(*, not_found: bool = True) -> Iterator[None]:
+    """Map the store's lookup errors to HTTP: unknown ref → 404, name clash → 409.
+
+    Other :class:`~basin.errors.BasinError` s fall through to the app's 422 handler.
+    """
+    try:
+        yield
+    except NotFound as e:
+        if not not_found:
+            raise
+        raise HTTPException(status_code=404, detail=str(e)) from None
+    except NameTaken as e:
+        raise HTTPException(status_code=409, detail=str(e)) from None
+
+
+def too_large(limit: int) -> HTTPException:
+    """The 413 answer for an upload over ``limit`` bytes."""
+    return HTTPException(
+        status_code=413,
+        detail=f"upload too large: the limit is {limit} bytes (BASIN_MAX_UPLOAD_BYTES)",
+    )
+
+
+def check_content_length(request: Request, limit: int) -> None:
+    """Refuse up front when the declared ``Content-Length`` exceeds ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise HTTPException(status_code=400, detail="invalid Content-Length header") from None
+        if n > limit:
+            raise too_large(limit)
+
+
+async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body chunk by chunk; raises 413 as soon as more than ``limit`` bytes arrive."""
+    check_content_length(request, limit)
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        if chunk:
+            yield chunk
+
+
+async def receive_to_file(request: Request, dest: Path, limit: int) -> int:
+    """Stream the raw body into ``dest`` (under the cap); returns the byte count."""
+    total = 0
+    buf = bytearray()
+    with open(dest, "wb") as f:
+        async for chunk in limited_stream(request, limit):
+            buf += chunk
+            total += len(chunk)
+            if len(buf) >= CHUNK_FLUSH:
+                f.write(buf)
+                buf.clear()
+        f.write(buf)
+    if total == 0:
+        raise HTTPException(status_code=422, detail="the upload is empty")
+    return total
+
+
+class _FormCollector:
+    """Callbacks for ``python_multipart``'s parser: fields in memory, files straight to disk."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.fields: dict[str, str] = {}
+        self.files: dict[str, tuple[str, Path]] = {}
+        self._headers: dict[str, str] = {}
+        self._hfield = bytearray()
+        self._hvalue = bytearray()
+        self._name = ""
+        self._filename: str | None = None
+        self._data = bytearray()
+        self._file: IO[bytes] | None = None
+        self._count = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._hfield.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._hvalue.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._data = bytearray()
+        self._filename = None
+
+    def _header_end(self) -> None:
+        self._headers[self._hfield.decode("latin-1").lower()] = self._hvalue.decode("latin-1")
+        self._hfield.clear()
+        self._hvalue.clear()
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get("content-disposition", ""))
+        self._name = params.get(b"name", b"").decode("utf-8", "replace")
+        fn = params.get(b"filename")
+        if fn is not None:
+            self._filename = fn.decode("utf-8", "replace")
+            self._count += 1
+            path = self.workspace / f"part-{self._count}"
+            self.files[self._name] = (self._filename, path)
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in _part_end / close()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._file is not None:
+            self._file.write(data[start:end])
+        else:
+            self._data.extend(data[start:end])
+            if len(self._data) > MAX_FIELD_BYTES:
+                raise HTTPException(
+                    status_code=413, detail=f"form field {self._name!r} is too large"
+                )
+
+    def _part_end(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        else:
+            self.fields[self._name] = self._data.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def receive_form(request: Request, workspace: Path, limit: int) -> _FormCollector:
+    """Stream a ``multipart/form-data`` body: files into ``workspace``, fields into memory."""
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+        raise HTTPException(status_code=415, detail="expected a multipart/form-data body")
+    form = _FormCollector(workspace)
+    parser = MultipartParser(params[b"boundary"], form.callbacks())
+    try:
+        async for chunk in limited_stream(request, limit):
+            parser.write(chunk)
+        parser.finalize()
+    except HTTPException:
+        raise
+    except Exception as e:  # python_multipart raises its own parse errors
+        raise HTTPException(status_code=400, detail=f"malformed multipart body: {e}") from None
+    finally:
+        form.close()
+    return form
+
+
+def parse_tags(raw: str | None) -> dict[str, Any] | None:
+    """Tags given as a JSON object in a query parameter or form field."""
+    if raw is None or raw == "":
+        return None
+    try:
+        tags = json.loads(raw)
+    except ValueError as e:
+        raise CheckpointError(f'tags must be a JSON object, e.g. {{"seed": 1}}: {e}') from None
+    if not isinstance(tags, dict):
+        raise CheckpointError('tags must be a JSON object, e.g. {"seed": 1, "step": 100}')
+    return tags
+
+
+# ----------------------------------------------------------------------------- archives
+
+
+def sniff(path: Path) -> str:
+    """``zip``, ``tar.gz`` or ``safetensors`` from the first bytes; CheckpointError otherwise."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(b"PK\x05\x06"):
+        raise CheckpointError("the zip archive is empty")
+    if head.startswith(b"\x1f\x8b"):
+        return "tar.gz"
+    if len(head) == 9 and head[8:9] == b"{":
+        (n,) = struct.unpack("<Q", head[:8])
+        if 0 < n < 100_000_000:
+            return "safetensors"
+    raise CheckpointError(
+        "unrecognised upload: expected a .zip or .tar.gz of a model directory, or a "
+        ".safetensors file (told by its bytes, not its name)"
+    )
+
+
+def _safe_member(name: str) -> PurePosixPath:
+    """A member path that stays inside the extraction folder, or CheckpointError."""
+    if "\\" in name or "\x00" in name:
+        raise CheckpointError(f"archive member {name!r} has a backslash or NUL in its name")
+    p = PurePosixPath(name)
+    if p.is_absolute() or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise CheckpointError(f"archive member {name!r} has an absolute path")
+    if ".." in p.parts:
+        raise CheckpointError(f"archive member {name!r} points outside the archive ('..')")
+    parts = [x for x in p.parts if x not in ("", ".")]
+    if not parts:
+        raise CheckpointError(f"archive member {name!r} has an empty name")
+    return PurePosixPath(*parts)
+
+
+def _copy_limited(src: IO[bytes], dst: Path, budget: list[int]) -> None:
+    with open(dst, "xb") as out:
+        while chunk := src.read(CHUNK_FLUSH):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise CheckpointError("the archive expands beyond the upload size limit")
+            out.write(chunk)
+
+
+def extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
+    """Extract a zip after checking every member (paths, type); CheckpointError on anything odd."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise CheckpointError(f"the archive has more than {MAX_MEMBERS} members")
+            for info in infos:
+                rel = _safe_member(info.filename)
+                mode = info.external_attr >> 16
+                kind = stat.S_IFMT(mode)
+                if stat.S_ISLNK(mode):
+                    raise CheckpointError(f"archive member {info.filename!r} is a symbolic link")
+                if kind and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    raise CheckpointError(f"archive member {info.filename!r} is not a regular file")
+            budget = [max_bytes]
+            for info in infos:
+                rel = _safe_member(info.filename)
+                target = dest.joinpath(*rel.parts)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src:
+                    _copy_limited(src, target, budget)
+    except CheckpointError:
+        raise
+    except FileExistsError as e:
+        raise CheckpointError(
+            f"the archive holds the same file twice: {Path(e.filename).name}"
+        ) from None
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ) as e:
+        raise CheckpointError(f"corrupt or unreadable zip archive: {e}") from None
+
+
+def extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
+    """Extract a ``.tar.gz`` after checking every member; links and devices are refused."""
+    try:
+        with tarfile.open(archive, mode="r:gz") as tf:
+            budget = [max_bytes]
+            count = 0
+            for m in tf:
+                count += 1
+                if count > MAX_MEMBERS:
+                    raise CheckpointError(f"the archive has more than {MAX_MEMBERS} members")
+                rel = _safe_member(m.name)
+                if m.issym() or m.islnk():
+                    raise CheckpointError(f"archive member {m.name!r} is a link")
+                if not (m.isreg() or m.isdir()):
+                    raise CheckpointError(
+                        f"archive member {m.name!r} is a device, FIFO or other special file"
+                    )
+                target = dest.joinpath(*rel.parts)
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(m)
+                if src is None:
+                    raise CheckpointError(f"archive member {m.name!r} cannot be read")
+                with src:
+                    _copy_limited(src, target, budget)
+    except CheckpointError:
+        raise
+    except FileExistsError as e:
+        raise CheckpointError(
+            f"the archive holds the same file twice: {Path(e.filename).name}"
+        ) from None
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"corrupt or unreadable .tar.gz archive: {e}") from None
+
+
+def model_root(extracted: Path) -> Path:
+    """The folder holding ``config.json``: the archive's top level or its single subfolder."""
+    if (extracted / "config.json").is_file():
+        return extracted
+    entries = [p for p in extracted.iterdir() if p.name not in ("__MACOSX",)]
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "config.json").is_file():
+        return entries[0]
+    raise CheckpointError(
+        "config.json is missing: the archive must hold a Hugging Face model directory "
+        "(config.json and weights at its top level or in one folder)"
+    )
+
+
+def ingest_checkpoint(
+    store: Store,
+    upload: Path,
+    workspace: Path,
+    *,
+    name: str,
+    config: str | None,
+    tags: dict[str, Any] | None,
+    max_bytes: int,
+) -> Added:
+    """Validate an uploaded file in ``workspace`` and move it into the store (blocking)."""
+    kind = sniff(upload)
+    if kind == "safetensors":
+        if not config:
+            raise CheckpointError(
+                "a bare .safetensors upload needs config=<checkpoint id or name> to supply its config.json"
+            )
+        return store.import_safetensors(upload, config_ref=config, name=name, tags=tags, move=True)
+    if config:
+        raise CheckpointError(
+            "config= applies only to a bare .safetensors upload; archives carry their own"
+        )
+    extracted = workspace / "extracted"
+    extracted.mkdir()
+    limit = max_bytes * ARCHIVE_EXPANSION
+    (extract_zip if kind == "zip" else extract_tar)(upload, extracted, limit)
+    upload.unlink()
+    root = model_root(extracted)
+    return store.import_checkpoint(root, name=name, tags=tags, mode="move")
+
+
+def ingest_dataset(store: Store, upload: Path, *, name: str, task: str | None) -> Added:
+    """Validate an uploaded dataset file and move it into the store (blocking)."""
+    if not name:
+        raise DatasetError("a dataset upload needs a name ending in .jsonl, .csv or .tsv")
+    return store.import_dataset(upload, name=name, task=task, move=True)
+
+
+def clean_filename(filename: str | None, default: str) -> str:
+    """The last component of a client-supplied file name (never a path)."""
+    base = Path((filename or "").replace("\\", "/")).name.strip()
+    return base or default
+
+
+def strip_suffixes(filename: str) -> str:
+    """``ft_a.tar.gz`` → ``ft_a``; used as a checkpoint's default name."""
+    name = filename
+    for suffix in (".gz", ".tar", ".zip", ".tgz", ".safetensors"):
+        name = name.removesuffix(suffix)
+    return name or filename
+
+
+__all__ = [
+    "clean_filename",
+    "extract_tar",
+    "extract_zip",
+    "ingest_checkpoint",
+    "ingest_dataset",
+    "parse_tags",
+    "receive_form",
+    "receive_to_file",
+    "sniff",
+    "store_errors",
+]

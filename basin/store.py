@@ -1,0 +1,966 @@
+"""The on-disk store: content-addressed checkpoints and datasets, and finished runs.
+
+Layout under ``root``::
+
+    checkpoints/<sha256>/manifest.json   (+ the model files, or a "path" to a registered dir)
+    datasets/<sha256>/manifest.json      (+ data.jsonl | data.csv | data.tsv)
+    runs/<run_id>.json                   finished result documents
+    tmp/                                 uploads and imports in progress
+
+Everything enters the store the same way: it is validated first, a manifest is
+written beside it inside ``tmp/``, and only then is the folder renamed into place
+(one atomic ``rename``). A failure at any step removes the temporary folder, so a
+refused or aborted import leaves nothing behind.
+
+Identity: a checkpoint id is ``sha256`` over its weight files (sorted by name, each
+as ``name \\0 size \\0 bytes``) followed by ``config.json``; a dataset id is the
+``sha256`` of its file. The same content added twice is stored once.
+
+References: wherever an id is accepted, so is a name or a unique id prefix of at
+least :data:`MIN_PREFIX` hex characters.
+
+This module is part of the core: filesystem only, no web or queue imports.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from basin.checkpoints import (
+    TOKENIZER_FILES,
+    compare_meta,
+    inspect_checkpoint,
+    load_state_dict,
+    tensor_meta,
+    weight_files,
+)
+from basin.data import REQUIRED
+from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
+from basin.resolve import CheckpointSource, Resolver
+
+logger = logging.getLogger(__name__)
+
+#: Shortest id prefix accepted as a reference (shorter ones are too easy to mistype).
+MIN_PREFIX = 8
+#: Tasks a dataset can serve, and the columns each needs.
+TASK_COLUMNS: dict[str, tuple[str, ...]] = dict(REQUIRED)
+DATASET_FORMATS = ("jsonl", "csv", "tsv")
+#: Files copied next to a bare ``.safetensors`` from its config checkpoint.
+CONFIG_FILES = (
+    "config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    *TOKENIZER_FILES,
+)
+
+# safetensors dtype code → bytes per element (sub-byte float formats are not accepted)
+_ST_ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+    "C64": 8,
+}
+_MAX_HEADER = 100_000_000
+_NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,200}$")
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_HEX_RE = re.compile(r"^[0-9a-f]+$")
+_REF_KEYS = ("origin", "center", "a", "b", "c", "checkpoints")
+
+
+class NotFound(BasinError):
+    """Mixin for "no such item" errors, so services can answer 404 instead of 422."""
+
+
+class CheckpointNotFound(NotFound, CheckpointError):
+    """No checkpoint matches the reference (also a :class:`CheckpointError`)."""
+
+
+class DatasetNotFound(NotFound, DatasetError):
+    """No dataset matches the reference (also a :class:`DatasetError`)."""
+
+
+class NameTaken(BasinError):
+    """Another checkpoint (or dataset) already has this name; names are unique."""
+
+
+@dataclass(frozen=True)
+class Added:
+    """The result of an import: the manifest, and whether it is new (False: deduplicated)."""
+
+    manifest: dict[str, Any]
+    created: bool
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or not name.strip():
+        raise (CheckpointError if what == "checkpoint" else DatasetError)(
+            f"invalid {what} name {name!r}: 1-200 printable characters, no '/' or '\\'"
+        )
+    return name.strip()
+
+
+def _check_tags(tags: dict | None, *, allow_null: bool = False) -> dict[str, Any]:
+    """Tags are a JSON object; ``seed`` and ``step`` must be integers, ``task`` a string."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict):
+        raise CheckpointError(f"tags must be a JSON object, got {type(tags).__name__}")
+    out: dict[str, Any] = {}
+    for k, v in tags.items():
+        if not isinstance(k, str) or not k:
+            raise CheckpointError(f"tag names must be non-empty strings, got {k!r}")
+        if v is None and allow_null:
+            out[k] = None
+            continue
+        if k in ("seed", "step") and (not isinstance(v, int) or isinstance(v, bool)):
+            raise CheckpointError(f"tag {k!r} must be an integer, got {v!r}")
+        if k == "task" and not isinstance(v, str):
+            raise CheckpointError(f"tag 'task' must be a string, got {v!r}")
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"tag {k!r} is not JSON-serialisable") from None
+        out[k] = v
+    return out
+
+
+def _merge_tags(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge-patch (RFC 7396) on a flat object: ``null`` removes a tag."""
+    new = dict(old)
+    for k, v in patch.items():
+        if v is None:
+            new.pop(k, None)
+        else:
+            new[k] = v
+    return new
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        if p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+def validate_safetensors(path: Path) -> dict[str, dict[str, Any]]:
+    """Check a safetensors file's structure without reading its weights; return its header.
+
+    Layout: ``u64 little-endian N``, then ``N`` bytes of JSON
+    ``{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}``, then
+    the data buffer of ``size - 8 - N`` bytes. Each tensor must have a known dtype, a
+    shape of non-negative ints, and ``end - begin == prod(shape) * itemsize`` with
+    ``0 <= begin <= end <= len(buffer)``; the tensors must cover the whole buffer, so a
+    truncated (or padded) file is refused. Raises :class:`CheckpointError`.
+    """
+    name = path.name
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise CheckpointError(f"{name} is not a safetensors file: shorter than 8 bytes")
+            (n,) = struct.unpack("<Q", raw)
+            if n == 0 or n > _MAX_HEADER or 8 + n > size:
+                raise CheckpointError(
+                    f"{name} is not a valid safetensors file: header length {n} does not fit "
+                    f"a file of {size} bytes (truncated?)"
+                )
+            header = json.loads(f.read(n).decode("utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"cannot read {name}: {e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{name} is not a valid safetensors file: bad JSON header: {e}"
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name} is not a valid safetensors file: header is not an object")
+    header.pop("__metadata__", None)
+    if not header:
+        raise CheckpointError(f"{name} holds no tensors")
+    buffer = size - 8 - n
+    spans = []
+    for key, v in header.items():
+        try:
+            dtype, shape, (begin, end) = v["dtype"], v["shape"], v["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{name}: malformed header entry for tensor {key!r}") from None
+        if dtype not in _ST_ITEMSIZE:
+            raise CheckpointError(f"{name}: tensor {key!r} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise CheckpointError(f"{name}: tensor {key!r} has an invalid shape {shape!r}")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)):
+            raise CheckpointError(f"{name}: tensor {key!r} has invalid offsets")
+        if not 0 <= begin <= end <= buffer:
+            raise CheckpointError(
+                f"{name}: tensor {key!r} lies at bytes {begin}..{end} but the data holds only "
+                f"{buffer} bytes (the file is truncated)"
+            )
+        if end - begin != math.prod(shape) * _ST_ITEMSIZE[dtype]:
+            raise CheckpointError(f"{name}: tensor {key!r} size does not match its shape {shape}")
+        spans.append((begin, end))
+    spans.sort()
+    pos = 0
+    for begin, end in spans:
+        if begin != pos:
+            raise CheckpointError(f"{name}: tensor data overlaps or leaves gaps at byte {pos}")
+        pos = end
+    if pos != buffer:
+        raise CheckpointError(f"{name}: {buffer - pos} bytes after the last tensor (corrupt file)")
+    return header
+
+
+def validate_config(config_dir: Path) -> None:
+    """``config.json`` must exist and load with ``transformers.AutoConfig`` (no remote code)."""
+    if not (config_dir / "config.json").is_file():
+        raise CheckpointError("config.json is missing: a checkpoint needs its Hugging Face config")
+    from transformers import AutoConfig  # heavy import, only when validating
+
+    try:
+        AutoConfig.from_pretrained(str(config_dir), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # transformers raises many types for bad configs
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"config.json does not load with transformers: {msg}") from None
+
+
+def validate_model_dir(directory: Path) -> list[Path]:
+    """Validate a Hugging Face model directory; return its weight files.
+
+    Checks: ``config.json`` loads; weights exist (``model.safetensors``, sharded
+    safetensors, or ``pytorch_model.bin``); each safetensors file's structure
+    (:func:`validate_safetensors`); a ``.bin`` is read only with
+    ``torch.load(weights_only=True)``, so a pickle carrying code is refused unexecuted.
+    """
+    validate_config(directory)
+    fmt, files = weight_files(CheckpointSource.from_path(directory))
+    if fmt == "bin":
+        load_state_dict(CheckpointSource.from_path(directory))
+    else:
+        for f in files:
+            validate_safetensors(f)
+    return files
+
+
+def checkpoint_digest(weights: list[Path], config: Path) -> str:
+    """sha256 hex over the weight files (sorted by name; ``name \\0 size \\0 bytes``) + config."""
+    h = hashlib.sha256()
+    for f in sorted(weights, key=lambda p: p.name):
+        h.update(f.name.encode() + b"\0" + str(f.stat().st_size).encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    h.update(b"config.json\0")
+    h.update(config.read_bytes())
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 hex of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parameter_groups(meta: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, Any]:
+    """Summarise tensors by module: ``{tensors, parameters, groups, modules}``.
+
+    ``groups`` aggregates by the first name component (``bert``, ``classifier``);
+    ``modules`` by the first two (``bert.embeddings``, ``bert.encoder``), or one when
+    the second is already the leaf (``classifier.weight`` → ``classifier``). Each
+    entry: ``{name, tensors, parameters}`` with parameters = Σ prod(shape).
+    """
+
+    def agg(keyfn) -> list[dict[str, Any]]:
+        acc: dict[str, list[int]] = {}
+        for k, (shape, _) in meta.items():
+            g = acc.setdefault(keyfn(k), [0, 0])
+            g[0] += 1
+            g[1] += math.prod(shape)
+        return [{"name": n, "tensors": t, "parameters": p} for n, (t, p) in acc.items()]
+
+    def two(k: str) -> str:
+        parts = k.split(".")
+        return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+    return {
+        "tensors": len(meta),
+        "parameters": sum(math.prod(s) for s, _ in meta.values()),
+        "groups": agg(lambda k: k.split(".")[0]),
+        "modules": agg(two),
+    }
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def detect_dataset_format(name: str, path: Path | None = None) -> str:
+    """``jsonl`` / ``csv`` / ``tsv`` from the name's suffix (``.json`` counts as jsonl)."""
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix in ("json", "ndjson"):
+        suffix = "jsonl"
+    if suffix in DATASET_FORMATS:
+        return suffix
+    if path is not None:
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith(b"{"):
+            return "jsonl"
+        first = head.split(b"\n", 1)[0]
+        return "tsv" if b"\t" in first else "csv"
+    raise DatasetError(f"dataset name {name!r} must end in .jsonl, .csv or .tsv")
+
+
+def text_encoding(path: Path) -> str:
+    """``utf-8-sig`` if the whole file decodes as UTF-8, else ``latin-1`` (as ``basin.data`` reads)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8-sig"
+
+
+def iter_dataset_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    """Rows of a dataset file as dicts; raises :class:`DatasetError` naming the bad line.
+
+    Text is UTF-8, or Latin-1 when it is not valid UTF-8 (the engine's reader does the same).
+    """
+    try:
+        with open(path, encoding=text_encoding(path), newline="") as f:
+            if fmt == "jsonl":
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError as e:
+                        raise DatasetError(f"line {lineno} is not valid JSON: {e}") from None
+                    if not isinstance(row, dict):
+                        raise DatasetError(f"line {lineno} is not a JSON object")
+                    yield row
+            elif fmt in ("csv", "tsv"):
+                reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+                header = next(reader, None)
+                if not header or not any(h.strip() for h in header):
+                    raise DatasetError(f"the {fmt.upper()} file has no header row")
+                header = [h.strip() for h in header]
+                if len(set(header)) != len(header):
+                    raise DatasetError(f"duplicate column names in the header: {header}")
+                for row in reader:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        raise DatasetError(
+                            f"line {reader.line_num} has {len(row)} fields, the header has "
+                            f"{len(header)} ({', '.join(header)})"
+                        )
+                    yield dict(zip(header, row, strict=True))
+            else:
+                raise DatasetError(f"unknown dataset format {fmt!r}")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"the dataset is not UTF-8 text: {e}") from None
+    except csv.Error as e:
+        raise DatasetError(f"the {fmt.upper()} file does not parse: {e}") from None
+
+
+def scan_dataset(path: Path, fmt: str) -> dict[str, Any]:
+    """Parse the whole file: ``{columns, rows, tasks}``.
+
+    ``columns`` in order of first appearance; ``tasks`` lists the tasks whose columns
+    (:data:`TASK_COLUMNS`) every row has. No rows → :class:`DatasetError`.
+    """
+    columns: dict[str, None] = {}
+    common: set[str] | None = None
+    rows = 0
+    for row in iter_dataset_rows(path, fmt):
+        rows += 1
+        for k in row:
+            columns.setdefault(k, None)
+        present = {k for k, v in row.items() if v is not None}
+        common = present if common is None else common & present
+    if rows == 0:
+        raise DatasetError("the dataset has no rows")
+    tasks = [t for t, need in TASK_COLUMNS.items() if set(need) <= (common or set())]
+    return {"columns": list(columns), "rows": rows, "tasks": tasks}
+
+
+def tasks_error(columns: list[str]) -> str:
+    """The message for a dataset whose columns serve no task."""
+    needs = "; ".join(f"{t} needs {' + '.join(c)}" for t, c in TASK_COLUMNS.items())
+    return f"the dataset's columns ({', '.join(columns) or 'none'}) allow no task: {needs}"
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+def _path_refs(path: dict[str, Any]) -> list[str]:
+    """Checkpoint references named in a spec's ``path`` section (strings and lists of them)."""
+    refs: list[str] = []
+    for key in _REF_KEYS:
+        v = path.get(key)
+        if isinstance(v, str):
+            refs.append(v)
+        elif isinstance(v, list):
+            refs.extend(x for x in v if isinstance(x, str))
+    return refs
+
+
+class StoreResolver:
+    """A :class:`~basin.resolve.Resolver` over a :class:`Store`: ids, id prefixes or names."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def checkpoint(self, ref: str) -> CheckpointSource:
+        """The files of a stored checkpoint; ``id`` is its sha256."""
+        m = self.store.get_checkpoint(ref)
+        return CheckpointSource(
+            weights=Path(m["weights"]), config_dir=Path(m["config_dir"]), id=m["id"]
+        )
+
+    def dataset(self, ref: str) -> Path:
+        """The data file of a stored dataset."""
+        return Path(self.store.get_dataset(ref)["path"])
+
+
+class Store:
+    """Checkpoints, datasets and finished runs under one folder (see the module doc).
+
+    Safe to share between processes: every write is a rename of a complete folder or
+    file, and name checks + renames happen under an ``flock`` on ``root/.lock``.
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser().resolve()
+        self.checkpoints_dir = self.root / "checkpoints"
+        self.datasets_dir = self.root / "datasets"
+        self.runs_dir = self.root / "runs"
+        self.tmp_dir = self.root / "tmp"
+        for d in (self.checkpoints_dir, self.datasets_dir, self.runs_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def workspace(self) -> Iterator[Path]:
+        """A fresh folder under ``tmp/``, removed with everything in it on exit."""
+        ws = self.tmp_dir / f"ws-{uuid.uuid4().hex}"
+        ws.mkdir()
+        try:
+            yield ws
+        finally:
+            shutil.rmtree(ws, ignore_errors=True)
+
+    def _discard(self, path: Path) -> None:
+        """Remove a stored folder: rename it away first, so it vanishes at once."""
+        trash = self.tmp_dir / f"del-{uuid.uuid4().hex}"
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _read_manifests(self, base: Path) -> list[dict[str, Any]]:
+        out = []
+        for d in base.iterdir():
+            m = self._read_manifest(d)
+            if m is not None:
+                out.append(m)
+        out.sort(key=lambda m: m.get("created", ""), reverse=True)
+        return out
+
+    def _read_manifest(self, d: Path) -> dict[str, Any] | None:
+        try:
+            m = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("skipping unreadable manifest in %s: %s", d, e)
+            return None
+        return self._with_paths(d, m)
+
+    def _with_paths(self, d: Path, m: dict[str, Any]) -> dict[str, Any]:
+        """Fill in absolute paths for items stored inside the store (they move with it)."""
+        if m.get("kind") == "checkpoint" and m.get("source") != "register":
+            m["path"] = str(d)
+            m["weights"] = str(d)
+            m["config_dir"] = str(d)
+        elif m.get("kind") == "dataset":
+            m["path"] = str(d / m["file"])
+        return m
+
+    def _find(self, base: Path, ref: str, what: str, not_found: type[BasinError]) -> Path:
+        if not isinstance(ref, str) or not ref:
+            raise not_found(f"no {what} reference given")
+        if _HEX_RE.match(ref) and len(ref) == 64 and (base / ref / "manifest.json").is_file():
+            return base / ref
+        manifests = [(d, self._read_manifest(d)) for d in base.iterdir()]
+        manifests = [(d, m) for d, m in manifests if m is not None]
+        named = [d for d, m in manifests if m.get("name") == ref]
+        if len(named) == 1:
+            return named[0]
+        if _HEX_RE.match(ref) and len(ref) >= MIN_PREFIX:
+            hits = [d for d, _ in manifests if d.name.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise not_found(
+                    f"{what} id prefix {ref!r} is ambiguous: matches {len(hits)} {what}s"
+                )
+        hint = (
+            f" (an id prefix needs at least {MIN_PREFIX} characters)" if _HEX_RE.match(ref) else ""
+        )
+        raise not_found(f"no {what} named or with id {ref!r}{hint}")
+
+    def _name_owner(self, base: Path, name: str) -> str | None:
+        for d in base.iterdir():
+            m = self._read_manifest(d)
+            if m is not None and m.get("name") == name:
+                return d.name
+        return None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def list_checkpoints(self) -> list[dict[str, Any]]:
+        """All checkpoint manifests, newest first."""
+        return self._read_manifests(self.checkpoints_dir)
+
+    def get_checkpoint(self, ref: str) -> dict[str, Any]:
+        """A checkpoint manifest by id, unique id prefix (≥8) or name.
+
+        Raises :class:`CheckpointNotFound` (a :class:`CheckpointError`) if none matches.
+        """
+        d = self._find(self.checkpoints_dir, ref, "checkpoint", CheckpointNotFound)
+        m = self._read_manifest(d)
+        if m is None:  # deleted between the lookup and the read
+            raise CheckpointNotFound(f"no checkpoint named or with id {ref!r}")
+        return m
+
+    def checkpoint_summary(self, ref: str) -> dict[str, Any]:
+        """Parameter summary of a stored checkpoint (:func:`parameter_groups`), headers only."""
+        src = self.resolver().checkpoint(ref)
+        return parameter_groups(tensor_meta(src))
+
+    def add_checkpoint_dir(
+        self, src: Path, *, name: str, tags: dict | None = None, copy: bool = True
+    ) -> dict[str, Any]:
+        """Add a Hugging Face model directory; returns its manifest (the existing one if known).
+
+        ``copy=True`` copies the directory into the store; ``copy=False`` registers it
+        in place (the manifest points at ``src``; deleting the checkpoint later never
+        touches ``src``).
+        """
+        mode = "copy" if copy else "register"
+        return self.import_checkpoint(src, name=name, tags=tags, mode=mode).manifest
+
+    def import_checkpoint(
+        self,
+        src: Path,
+        *,
+        name: str,
+        tags: dict | None = None,
+        mode: str = "copy",
+        base: str | None = None,
+    ) -> Added:
+        """Validate and add a model directory; ``mode`` is ``copy``, ``move`` or ``register``.
+
+        ``move`` renames ``src`` into the store (it must be on the store's filesystem,
+        e.g. an extracted upload under ``tmp/``). Returns :class:`Added` with
+        ``created=False`` when the same weights + config are already stored (nothing is
+        added then). Raises :class:`CheckpointError` for invalid input,
+        :class:`NameTaken` when another checkpoint has ``name``.
+        """
+        name = _check_name(name, "checkpoint")
+        tags = _check_tags(tags)
+        src = Path(src).resolve()
+        if not src.is_dir():
+            raise CheckpointError(f"{src} is not a directory")
+        if mode not in ("copy", "move", "register"):
+            raise ValueError(f"mode must be copy, move or register, not {mode!r}")
+        with self.workspace() as ws:
+            if mode == "copy":
+                work = ws / "ckpt"
+                try:
+                    shutil.copytree(src, work, symlinks=False)
+                except (OSError, shutil.Error) as e:
+                    raise CheckpointError(f"cannot copy {src}: {e}") from None
+            else:
+                work = src
+            files = validate_model_dir(work)
+            ident = checkpoint_digest(files, work / "config.json")
+            info = inspect_checkpoint(work)
+            manifest: dict[str, Any] = {
+                "id": ident,
+                "name": name,
+                "kind": "checkpoint",
+                "architecture": info.architecture,
+                "model_type": info.model_type,
+                "num_parameters": info.num_parameters,
+                "num_tensors": info.num_tensors,
+                "dtype": info.dtype,
+                "format": info.format,
+                "has_tokenizer": info.has_tokenizer,
+                "num_labels": info.num_labels,
+                "tags": tags,
+                "created": _now(),
+                "size_bytes": _dir_size(work),
+                "source": "register" if mode == "register" else "upload",
+                "base": base,
+            }
+            if mode == "register":
+                manifest.update(path=str(src), weights=str(src), config_dir=str(src))
+                staged = ws / "entry"
+                staged.mkdir()
+            else:
+                staged = work
+            _write_json_atomic(staged / "manifest.json", manifest)
+            final = self.checkpoints_dir / ident
+            with self._lock():
+                if (final / "manifest.json").is_file():
+                    if mode == "move":
+                        (work / "manifest.json").unlink(missing_ok=True)
+                    logger.info("checkpoint %s already stored; not added again", ident[:12])
+                    return Added(self.get_checkpoint(ident), created=False)
+                owner = self._name_owner(self.checkpoints_dir, name)
+                if owner is not None:
+                    if mode == "move":
+                        (work / "manifest.json").unlink(missing_ok=True)
+                    raise NameTaken(f"checkpoint name {name!r} is already used by {owner[:12]}")
+                os.rename(staged, final)
+        logger.info("added checkpoint %s (%s) as %s", name, mode, ident[:12])
+        return Added(self.get_checkpoint(ident), created=True)
+
+    def add_safetensors(
+        self, file: Path, *, config_ref: str, name: str, tags: dict | None = None
+    ) -> dict[str, Any]:
+        """Add a bare ``.safetensors`` state dict with the config of a stored checkpoint.
+
+        Its keys and shapes must match the config checkpoint's
+        (:class:`IncompatibleCheckpoints` names the mismatched tensors). The stored
+        folder holds ``model.safetensors`` and the config checkpoint's config and
+        tokenizer files, so it is a complete model directory.
+        """
+        return self.import_safetensors(file, config_ref=config_ref, name=name, tags=tags).manifest
+
+    def import_safetensors(
+        self,
+        file: Path,
+        *,
+        config_ref: str,
+        name: str,
+        tags: dict | None = None,
+        move: bool = False,
+    ) -> Added:
+        """Like :meth:`add_safetensors`, returning :class:`Added`; ``move`` renames ``file``."""
+        name = _check_name(name, "checkpoint")
+        tags = _check_tags(tags)
+        file = Path(file)
+        validate_safetensors(file)
+        base = self.resolver().checkpoint(config_ref)
+        with self.workspace() as ws:
+            work = ws / "ckpt"
+            work.mkdir()
+            for f in CONFIG_FILES:
+                if (base.config_dir / f).is_file():
+                    shutil.copy2(base.config_dir / f, work / f)
+            target = work / "model.safetensors"
+            if move:
+                os.rename(file, target)
+            else:
+                shutil.copyfile(file, target)
+            mismatches = compare_meta(
+                [(base.id[:12], tensor_meta(base)), ("upload", tensor_meta(work))]
+            )
+            if mismatches:
+                head = "; ".join(f"{k}: {why}" for k, why in mismatches[:5])
+                raise IncompatibleCheckpoints(
+                    f"the weights do not fit the config checkpoint {config_ref!r}: "
+                    f"{len(mismatches)} mismatched tensor(s): {head}",
+                    mismatches,
+                )
+            return self.import_checkpoint(work, name=name, tags=tags, mode="move", base=base.id)
+
+    def update_checkpoint(
+        self, ref: str, *, name: str | None = None, tags: dict | None = None
+    ) -> dict[str, Any]:
+        """Rename and/or merge tags (a ``None`` tag value removes that tag); returns the manifest."""
+        new_name = _check_name(name, "checkpoint") if name is not None else None
+        patch = _check_tags(tags, allow_null=True) if tags is not None else None
+        with self._lock():
+            d = self._find(self.checkpoints_dir, ref, "checkpoint", CheckpointNotFound)
+            raw = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+            if new_name is not None and new_name != raw["name"]:
+                owner = self._name_owner(self.checkpoints_dir, new_name)
+                if owner is not None and owner != d.name:
+                    raise NameTaken(f"checkpoint name {new_name!r} is already used by {owner[:12]}")
+                raw["name"] = new_name
+            if patch is not None:
+                raw["tags"] = _merge_tags(raw.get("tags") or {}, patch)
+            _write_json_atomic(d / "manifest.json", raw)
+        return self.get_checkpoint(d.name)
+
+    def delete_checkpoint(self, ref: str) -> None:
+        """Remove a checkpoint; a registered one loses only its entry, never its files."""
+        with self._lock():
+            d = self._find(self.checkpoints_dir, ref, "checkpoint", CheckpointNotFound)
+            self._discard(d)
+        logger.info("deleted checkpoint %s", d.name[:12])
+
+    # ------------------------------------------------------------------ datasets
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        """All dataset manifests, newest first."""
+        return self._read_manifests(self.datasets_dir)
+
+    def get_dataset(self, ref: str) -> dict[str, Any]:
+        """A dataset manifest by id, unique id prefix (≥8) or name; :class:`DatasetNotFound` if none."""
+        d = self._find(self.datasets_dir, ref, "dataset", DatasetNotFound)
+        m = self._read_manifest(d)
+        if m is None:
+            raise DatasetNotFound(f"no dataset named or with id {ref!r}")
+        return m
+
+    def add_dataset(self, file: Path, *, name: str, task: str | None = None) -> dict[str, Any]:
+        """Validate and copy a ``.jsonl`` / ``.csv`` / ``.tsv`` dataset in; returns its manifest.
+
+        The format comes from ``name``'s suffix (else the file's, else its content).
+        ``task``, if given, must be one the columns allow.
+        """
+        return self.import_dataset(file, name=name, task=task).manifest
+
+    def import_dataset(
+        self, file: Path, *, name: str, task: str | None = None, move: bool = False
+    ) -> Added:
+        """Like :meth:`add_dataset`, returning :class:`Added`; ``move`` renames ``file``."""
+        name = _check_name(name, "dataset")
+        file = Path(file)
+        if not file.is_file():
+            raise DatasetError(f"{file} is not a file")
+        fmt = (
+            detect_dataset_format(name)
+            if Path(name).suffix.lower().lstrip(".") in (*DATASET_FORMATS, "json", "ndjson")
+            else detect_dataset_format(file.name, file)
+        )
+        scan = scan_dataset(file, fmt)
+        if not scan["tasks"]:
+            raise DatasetError(tasks_error(scan["columns"]))
+        if task is not None and task not in scan["tasks"]:
+            raise DatasetError(
+                f"the dataset cannot serve task {task!r}: {task} needs columns "
+                f"{', '.join(TASK_COLUMNS.get(task, ('?',)))}; found {', '.join(scan['columns'])}"
+            )
+        ident = file_digest(file)
+        with self.workspace() as ws:
+            data_name = f"data.{fmt}"
+            if move:
+                os.rename(file, ws / data_name)
+            else:
+                shutil.copyfile(file, ws / data_name)
+            manifest = {
+                "id": ident,
+                "name": name,
+                "kind": "dataset",
+                "format": fmt,
+                "columns": scan["columns"],
+                "rows": scan["rows"],
+                "tasks": scan["tasks"],
+                "task": task,
+                "file": data_name,
+                "size_bytes": (ws / data_name).stat().st_size,
+                "created": _now(),
+            }
+            _write_json_atomic(ws / "manifest.json", manifest)
+            final = self.datasets_dir / ident
+            with self._lock():
+                if (final / "manifest.json").is_file():
+                    return Added(self.get_dataset(ident), created=False)
+                owner = self._name_owner(self.datasets_dir, name)
+                if owner is not None:
+                    raise NameTaken(f"dataset name {name!r} is already used by {owner[:12]}")
+                os.rename(ws, final)
+        logger.info("added dataset %s as %s", name, ident[:12])
+        return Added(self.get_dataset(ident), created=True)
+
+    def update_dataset(
+        self, ref: str, *, name: str | None = None, task: str | None = None
+    ) -> dict[str, Any]:
+        """Rename a dataset and/or set its default task (one its columns allow)."""
+        new_name = _check_name(name, "dataset") if name is not None else None
+        with self._lock():
+            d = self._find(self.datasets_dir, ref, "dataset", DatasetNotFound)
+            raw = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+            if new_name is not None and new_name != raw["name"]:
+                owner = self._name_owner(self.datasets_dir, new_name)
+                if owner is not None and owner != d.name:
+                    raise NameTaken(f"dataset name {new_name!r} is already used by {owner[:12]}")
+                raw["name"] = new_name
+            if task is not None:
+                if task not in raw["tasks"]:
+                    raise DatasetError(
+                        f"the dataset cannot serve task {task!r}; its columns allow {raw['tasks']}"
+                    )
+                raw["task"] = task
+            _write_json_atomic(d / "manifest.json", raw)
+        return self.get_dataset(d.name)
+
+    def delete_dataset(self, ref: str) -> None:
+        """Remove a dataset and its file."""
+        with self._lock():
+            d = self._find(self.datasets_dir, ref, "dataset", DatasetNotFound)
+            self._discard(d)
+        logger.info("deleted dataset %s", d.name[:12])
+
+    def preview_dataset(self, ref: str, n: int = 10) -> dict[str, Any]:
+        """The first ``n`` (1..1000) rows: ``{id, name, columns, rows: [dict], total}``."""
+        m = self.get_dataset(ref)
+        n = max(1, min(int(n), 1000))
+        rows = []
+        for row in iter_dataset_rows(Path(m["path"]), m["format"]):
+            rows.append(row)
+            if len(rows) >= n:
+                break
+        return {
+            "id": m["id"],
+            "name": m["name"],
+            "columns": m["columns"],
+            "rows": rows,
+            "total": m["rows"],
+        }
+
+    # ------------------------------------------------------------------ resolver
+
+    def resolver(self) -> Resolver:
+        """Store references (ids, unique prefixes, names) → checkpoint sources / dataset files."""
+        return StoreResolver(self)
+
+    # ------------------------------------------------------------------ runs
+
+    def _run_path(self, run_id: str) -> Path:
+        if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+            raise BasinError(f"invalid run id {run_id!r}")
+        return self.runs_dir / f"{run_id}.json"
+
+    def save_run(self, run_id: str, doc: dict) -> Path:
+        """Write a finished run's result document to ``runs/<run_id>.json`` (atomic replace)."""
+        path = self._run_path(run_id)
+        _write_json_atomic(path, doc)
+        return path
+
+    def load_run(self, run_id: str) -> dict | None:
+        """A stored run document, or ``None`` if there is none (or the id is malformed)."""
+        try:
+            path = self._run_path(run_id)
+        except BasinError:
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Light entries ``{id, type, task, dataset, checkpoints, points, created, status}``, newest first."""
+        out = []
+        for p in self.runs_dir.glob("*.json"):
+            try:
+                doc = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                logger.warning("skipping unreadable run document %s: %s", p.name, e)
+                continue
+            spec = doc.get("spec") or {}
+            path = spec.get("path") or {}
+            out.append(
+                {
+                    "id": p.stem,
+                    "type": path.get("type"),
+                    "task": spec.get("task"),
+                    "dataset": spec.get("dataset"),
+                    "checkpoints": _path_refs(path),
+                    "points": len(doc.get("points") or []),
+                    "status": doc.get("status", "finished"),
+                    "created": doc.get("created")
+                    or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat(),
+                }
+            )
+        out.sort(key=lambda r: str(r["created"]), reverse=True)
+        return out
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a stored run document (no error if there is none)."""
+        self._run_path(run_id).unlink(missing_ok=True)
+
+
+__all__ = [
+    "Added",
+    "CheckpointNotFound",
+    "DatasetNotFound",
+    "MIN_PREFIX",
+    "NameTaken",
+    "NotFound",
+    "Store",
+    "StoreResolver",
+    "TASK_COLUMNS",
+    "checkpoint_digest",
+    "parameter_groups",
+    "scan_dataset",
+    "validate_model_dir",
+    "validate_safetensors",
+]

@@ -1,0 +1,110 @@
+"""Backend fixtures: the real FastAPI app over a fresh store folder, driven by ``TestClient``.
+
+The registry routes need no Redis (the app's client connects lazily), so none is
+started here. Archives of the tiny real checkpoints are built in memory per test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from backend.app.core.config import Settings
+from backend.app.main import create_app
+
+TOKEN = "s3cret-token"
+
+
+def zip_dir(directory: Path, prefix: str = "") -> bytes:
+    """A zip of a model directory's files (optionally under a ``prefix/`` folder)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(directory.iterdir()):
+            if p.is_file():
+                zf.write(p, prefix + p.name)
+    return buf.getvalue()
+
+
+def targz_dir(directory: Path, prefix: str = "") -> bytes:
+    """A .tar.gz of a model directory's files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for p in sorted(directory.iterdir()):
+            if p.is_file():
+                tf.add(p, arcname=prefix + p.name)
+    return buf.getvalue()
+
+
+def store_state(root: Path) -> dict[str, list[str]]:
+    """What the store holds: entries of checkpoints/, datasets/ and tmp/ (sorted)."""
+    return {
+        sub: sorted(p.name for p in (root / sub).iterdir()) if (root / sub).exists() else []
+        for sub in ("checkpoints", "datasets", "tmp")
+    }
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[int]:
+    """Run ``app`` under a real uvicorn server on a free 127.0.0.1 port (in a thread)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def make_client(tmp_path) -> Callable[..., TestClient]:
+    """Build a client over a fresh app; keyword arguments override :class:`Settings`."""
+    clients: list[TestClient] = []
+
+    def make(**overrides) -> TestClient:
+        values = {"api_token": None, "redis_url": "redis://127.0.0.1:1/0", **overrides}
+        settings = Settings(store=tmp_path / "store", **values)
+        client = TestClient(create_app(settings, with_ui=False))
+        client.store_root = settings.store  # type: ignore[attr-defined]
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def client(make_client) -> TestClient:
+    """A client over an app with default settings (no token) and an empty store."""
+    return make_client()
