@@ -1,0 +1,344 @@
+"""Reading checkpoints safely, cheaply inspecting them, and checking they fit together.
+
+Formats (``CheckpointSource.weights``):
+
+- a model directory with ``model.safetensors``;
+- a model directory with sharded safetensors (``model.safetensors.index.json``);
+- a model directory with ``pytorch_model.bin``, read ONLY with
+  ``torch.load(..., weights_only=True)`` — a pickle that carries code is refused
+  with :class:`CheckpointError` before anything runs;
+- a bare ``.safetensors`` state dict (its config lives in ``config_dir``).
+
+Nothing else is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import struct
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from basin.errors import CheckpointError
+from basin.resolve import CheckpointSource
+
+logger = logging.getLogger(__name__)
+
+SAFE_SINGLE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_SINGLE = "pytorch_model.bin"
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+    "tokenizer.model", "sentencepiece.bpe.model",
+)
+
+# safetensors header dtype codes → torch dtype names
+_ST_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}
+_FLOAT_NAMES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
+
+#: ``name → (shape, dtype name)``: what the compatibility check compares.
+TensorMeta = dict[str, tuple[tuple[int, ...], str]]
+
+
+def _source(src: CheckpointSource | str | Path) -> CheckpointSource:
+    return src if isinstance(src, CheckpointSource) else CheckpointSource.from_path(src)
+
+
+def weight_files(src: CheckpointSource | str | Path) -> tuple[str, list[Path]]:
+    """``(format, files)`` for a source: format is ``safetensors``, ``sharded`` or ``bin``."""
+    s = _source(src)
+    w = s.weights
+    if not w.exists():
+        raise CheckpointError(f"checkpoint {s.id}: {w} does not exist")
+    if w.is_file():
+        if w.suffix == ".safetensors":
+            return "safetensors", [w]
+        if w.suffix in (".bin", ".pt", ".pth"):
+            return "bin", [w]
+        raise CheckpointError(f"checkpoint {s.id}: {w.name} is not a .safetensors or .bin file")
+    if (w / SAFE_SINGLE).is_file():
+        return "safetensors", [w / SAFE_SINGLE]
+    if (w / SAFE_INDEX).is_file():
+        try:
+            index = json.loads((w / SAFE_INDEX).read_text())
+            shards = sorted(set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {s.id}: unreadable {SAFE_INDEX}: {e}") from None
+        files = []
+        for name in shards:
+            if not isinstance(name, str) or Path(name).name != name:
+                raise CheckpointError(f"checkpoint {s.id}: bad shard name {name!r} in {SAFE_INDEX}")
+            if not (w / name).is_file():
+                raise CheckpointError(f"checkpoint {s.id}: shard {name} listed in {SAFE_INDEX} is missing")
+            files.append(w / name)
+        return "sharded", files
+    if (w / BIN_SINGLE).is_file():
+        return "bin", [w / BIN_SINGLE]
+    raise CheckpointError(
+        f"checkpoint {s.id}: no weights in {w} (expected {SAFE_SINGLE}, {SAFE_INDEX} or {BIN_SINGLE})"
+    )
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor names → dtype, shape, offsets); no weights read."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise CheckpointError(f"{path.name} is not a safetensors file (too short)")
+            (n,) = struct.unpack("<Q", raw)
+            if n > 100_000_000:
+                raise CheckpointError(f"{path.name} is not a safetensors file (header length {n})")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path.name} is not a readable safetensors file: {e}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name} is not a safetensors file (header is not a mapping)")
+    header.pop("__metadata__", None)
+    return header
+
+
+def _load_bin(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path.name} was refused: it is a pickle that does not hold plain tensors "
+            f"(only weights_only loading is allowed): {str(e).splitlines()[0]}"
+        ) from None
+    except Exception as e:  # zip/format errors from torch.load
+        raise CheckpointError(f"{path.name} is not a readable torch checkpoint: {e}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path.name} does not hold a state dict of tensors")
+    return obj
+
+
+def load_state_dict(src: CheckpointSource | str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint on the CPU, in their stored dtype (name → tensor)."""
+    s = _source(src)
+    fmt, files = weight_files(s)
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        if fmt == "bin":
+            out.update(_load_bin(f))
+            continue
+        try:
+            out.update(load_file(str(f), device="cpu"))
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"checkpoint {s.id}: cannot read {f.name}: {e}") from None
+    if not out:
+        raise CheckpointError(f"checkpoint {s.id} holds no tensors")
+    logger.debug("loaded %d tensors from %s", len(out), s.id)
+    return out
+
+
+def tensor_meta(src: CheckpointSource | str | Path) -> TensorMeta:
+    """Shapes and dtypes of every tensor; reads only safetensors headers (``.bin``: mmap load)."""
+    s = _source(src)
+    fmt, files = weight_files(s)
+    meta: TensorMeta = {}
+    for f in files:
+        if fmt == "bin":
+            for k, t in _load_bin(f, mmap=True).items():
+                meta[k] = (tuple(t.shape), str(t.dtype).removeprefix("torch."))
+            continue
+        for k, v in read_safetensors_header(f).items():
+            try:
+                meta[k] = (tuple(int(x) for x in v["shape"]), _ST_DTYPES.get(v["dtype"], v["dtype"].lower()))
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"checkpoint {s.id}: malformed header entry for {k!r}") from None
+    return meta
+
+
+def read_config(config_dir: Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint as a dict."""
+    p = Path(config_dir) / "config.json"
+    try:
+        cfg = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no config.json in {config_dir}") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"unreadable config.json in {config_dir}: {e}") from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise CheckpointError(f"config.json in {config_dir} has no model_type")
+    return cfg
+
+
+def has_tokenizer(directory: Path) -> bool:
+    """Whether a directory holds tokenizer files."""
+    d = Path(directory)
+    return d.is_dir() and any((d / f).is_file() for f in TOKENIZER_FILES)
+
+
+def label_info(config: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    """``(num_labels, label2id)`` of a classification config dict.
+
+    ``transformers`` omits the default two labels (``LABEL_0``, ``LABEL_1``) from
+    ``config.json``, so they are filled in here.
+    """
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        n = len(id2label)
+        l2i = config.get("label2id")
+        if not isinstance(l2i, dict) or not l2i:
+            l2i = {str(v): int(k) for k, v in id2label.items()}
+        return n, {str(k): int(v) for k, v in l2i.items()}
+    n = int(config.get("num_labels", 2))
+    return n, {f"LABEL_{i}": i for i in range(n)}
+
+
+@dataclass
+class CheckpointInfo:
+    """What a manifest records about a checkpoint (cheap: headers and config only)."""
+
+    architecture: str | None
+    model_type: str
+    num_parameters: int
+    dtype: str
+    has_tokenizer: bool
+    num_labels: int | None
+    format: str
+    num_tensors: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def inspect_checkpoint(
+    path: CheckpointSource | str | Path, config_dir: str | Path | None = None
+) -> CheckpointInfo:
+    """Describe a checkpoint without loading its weights.
+
+    ``num_parameters`` counts the elements of every floating tensor stored (tied
+    weights are stored once); ``dtype`` is the most common floating dtype;
+    ``num_labels`` is set for sequence-classification architectures.
+    """
+    s = path if isinstance(path, CheckpointSource) else CheckpointSource.from_path(path, config_dir)
+    cfg = read_config(s.config_dir)
+    fmt, _ = weight_files(s)
+    meta = tensor_meta(s)
+    floats = {k: v for k, v in meta.items() if v[1] in _FLOAT_NAMES}
+    counts: Counter[str] = Counter()
+    nparams = 0
+    for shape, dt in floats.values():
+        n = 1
+        for d in shape:
+            n *= d
+        nparams += n
+        counts[dt] += n
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if archs else None
+    num_labels = None
+    if arch and "SequenceClassification" in arch:
+        num_labels = label_info(cfg)[0]
+    return CheckpointInfo(
+        architecture=arch,
+        model_type=str(cfg["model_type"]),
+        num_parameters=nparams,
+        dtype=counts.most_common(1)[0][0] if counts else "unknown",
+        has_tokenizer=has_tokenizer(s.config_dir) or (s.weights.is_dir() and has_tokenizer(s.weights)),
+        num_labels=num_labels,
+        format=fmt,
+        num_tensors=len(meta),
+        config=cfg,
+    )
+
+
+def compare_meta(metas: Sequence[tuple[str, TensorMeta]]) -> list[tuple[str, str]]:
+    """Mismatches of every checkpoint against the first: ``[(tensor_name, reason)]``."""
+    if not metas:
+        return []
+    first_id, first = metas[0]
+    out: list[tuple[str, str]] = []
+    for other_id, other in metas[1:]:
+        for k, (shape, dt) in first.items():
+            if k not in other:
+                out.append((k, f"missing in {other_id}"))
+            elif other[k][0] != shape:
+                out.append((k, f"shape {list(shape)} in {first_id} vs {list(other[k][0])} in {other_id}"))
+            elif other[k][1] != dt:
+                out.append((k, f"dtype {dt} in {first_id} vs {other[k][1]} in {other_id}"))
+        for k in other:
+            if k not in first:
+                out.append((k, f"missing in {first_id} (present in {other_id})"))
+    return out
+
+
+def check_compatible(sources: Sequence[CheckpointSource | str | Path]) -> list[tuple[str, str]]:
+    """Compare key sets, shapes and dtypes of every source with the first (headers only).
+
+    Returns all mismatches as ``(tensor_name, reason)``; empty when compatible.
+    """
+    srcs = [_source(s) for s in sources]
+    return compare_meta([(s.id, tensor_meta(s)) for s in srcs])
+
+
+def mismatch_message(mismatches: Sequence[tuple[str, str]], show: int = 5) -> str:
+    """One line naming the first few mismatched tensors and the total count."""
+    head = "; ".join(f"{k}: {why}" for k, why in mismatches[:show])
+    more = f" (and {len(mismatches) - show} more)" if len(mismatches) > show else ""
+    return (
+        f"checkpoints are incompatible: {len(mismatches)} mismatched tensor(s): {head}{more}. "
+        "Set on_mismatch: hold to keep them at the first checkpoint."
+    )
+
+
+class CheckpointCache:
+    """LRU of loaded state dicts (CPU), keyed by :attr:`CheckpointSource.id`.
+
+    A long-lived worker keeps its ``max_items`` most recently used checkpoints
+    resident across runs. Thread-safe. Callers must not modify returned tensors.
+    """
+
+    def __init__(self, max_items: int = 4):
+        self.max_items = max(1, int(max_items))
+        self._items: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, src: CheckpointSource) -> dict[str, torch.Tensor]:
+        """The state dict of ``src``, loaded on a miss."""
+        with self._lock:
+            sd = self._items.get(src.id)
+            if sd is not None:
+                self._items.move_to_end(src.id)
+                self.hits += 1
+                return sd
+        sd = load_state_dict(src)
+        with self._lock:
+            self.misses += 1
+            self._items[src.id] = sd
+            self._items.move_to_end(src.id)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return sd
+
+    def __contains__(self, key: object) -> bool:
+        ident = key.id if isinstance(key, CheckpointSource) else key
+        with self._lock:
+            return ident in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -1,0 +1,359 @@
+"""The evaluation engine: :class:`Landscape` (open once, evaluate many points) and :func:`run`.
+
+``Landscape.open`` does all the slow work once — resolve references, read and
+validate the dataset, check the checkpoints fit together, load them, build ONE live
+model, build the path's basis on the device, tokenise the data into padded batches.
+``Landscape.evaluate(point)`` then only mixes the weights in place
+(:meth:`basin.space.ParamSpace.mix_`) and runs the forward passes.
+
+Services drive a Landscape point by point (leases, caches, streams); the CLI calls
+:func:`run`, which returns the result document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from basin import grid
+from basin.analysis import barriers, distances, extremes
+from basin.checkpoints import (
+    CheckpointCache,
+    compare_meta,
+    label_info,
+    load_state_dict,
+    mismatch_message,
+    read_config,
+    tensor_meta,
+)
+from basin.data import Dataset, load_dataset
+from basin.errors import IncompatibleCheckpoints, InvalidSpec
+from basin.evaluate import EVALUATORS, load_tokenizer
+from basin.evaluate.base import Evaluator
+from basin.paths import PATHS, BuildContext, PathType
+from basin.paths.base import Anchor
+from basin.resolve import CheckpointSource, Resolver
+from basin.space import ParamSpace, build_model, live_tensors, select_scope
+from basin.spec import RunSpec
+
+logger = logging.getLogger(__name__)
+
+KEY_VERSION = 1
+_FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+__all__ = ["Anchor", "CheckpointCache", "Landscape", "Point", "run"]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid node: flat ``index`` (row-major for planes: ``iy * nx + ix``) and its coords."""
+
+    index: int
+    coords: dict[str, float]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidSpec(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def precision(dtype: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None, str]:
+    """``(parameter dtype, autocast dtype or None, label)``: bf16 autocast on CUDA for ``auto``."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.float32, torch.bfloat16, "fp32+bf16-autocast"
+        return torch.float32, None, "float32"
+    return _DTYPES[dtype], None, dtype
+
+
+class Landscape:
+    """A run's parameter space, opened once: one live model, a basis, tokenised data.
+
+    Use :meth:`open`; then :meth:`points`, :meth:`evaluate`, :meth:`point_key`,
+    :meth:`summary`; :meth:`close` frees device memory. Not thread-safe: one
+    Landscape evaluates one point at a time.
+    """
+
+    spec: RunSpec
+    anchors: list[Anchor]
+
+    def __init__(self) -> None:  # use Landscape.open
+        self._closed = False
+
+    # ---- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, spec: RunSpec, resolver: Resolver, *, cache: CheckpointCache | None = None) -> Landscape:
+        """Load everything a run needs; raises :class:`basin.errors.BasinError` subclasses on bad input.
+
+        Order: resolve refs → read config → read/validate dataset → tokenizer →
+        compatibility check (headers) → load checkpoints → live model → basis → tokenise.
+        """
+        self = cls()
+        t0 = time.perf_counter()
+        self.spec = spec
+        self.path: PathType = PATHS[spec.path.type](spec.path)
+        self.path.validate()
+        refs = self.path.refs()
+        self.sources: dict[str, CheckpointSource] = {r: resolver.checkpoint(r) for r in refs}
+        first = self.sources[refs[0]]
+        tok_src = resolver.checkpoint(spec.tokenizer) if spec.tokenizer else None
+
+        config = read_config(first.config_dir)
+        self.data: Dataset = load_dataset(
+            resolver.dataset(spec.dataset), spec.task, max_examples=spec.max_examples, seed=spec.seed,
+            label2id=label_info(config)[1] if spec.task == "classification" else None,
+            num_labels=label_info(config)[0] if spec.task == "classification" else None,
+        )
+        tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
+        for s in self.sources.values():
+            tok_dirs += [s.config_dir, s.weights]
+        tokenizer = load_tokenizer([d for d in tok_dirs if d.is_dir()])
+        self.tokenizer_id = tok_src.id if tok_src else None
+
+        metas = [(self.sources[r].id, tensor_meta(self.sources[r])) for r in refs]
+        mismatches = compare_meta(metas)
+        if mismatches and spec.on_mismatch == "error":
+            raise IncompatibleCheckpoints(mismatch_message(mismatches), mismatches)
+        held = {k for k, _ in mismatches}
+        self.mismatches = mismatches
+
+        self.device = resolve_device(spec.device)
+        self.dtype, autocast, self.precision = precision(spec.dtype, self.device)
+
+        loaded: dict[str, dict[str, torch.Tensor]] = {}
+
+        def load(ref: str) -> dict[str, torch.Tensor]:
+            if ref not in loaded:
+                src = self.sources[ref]
+                loaded[ref] = cache.get(src) if cache is not None else load_state_dict(src)
+            return loaded[ref]
+
+        sd0 = load(refs[0])
+        model = build_model(spec.task, first.config_dir, sd0)
+        model.to(device=self.device, dtype=self.dtype)
+        live = live_tensors(model)
+        # one name per underlying tensor: tied aliases (lm_head / wte) share storage
+        by_ptr: dict[tuple[int, tuple[int, ...]], str] = {}
+        uniq = []
+        for k, t in sd0.items():
+            if k in held or k not in live or t.dtype not in _FLOAT or not live[k].is_floating_point():
+                continue
+            ptr = (live[k].data_ptr(), tuple(live[k].shape))
+            if ptr not in by_ptr:
+                by_ptr[ptr] = k
+                uniq.append(k)
+        self.names = select_scope(spec.scope, uniq)
+        self.space = ParamSpace(model, self.names)
+
+        ctx = BuildContext(names=self.names, device=self.device, dtype=self.dtype, load=load)
+        built = self.path.build(ctx)
+        self.space.set_basis(built.origin, built.directions)
+        self.axes = built.axes
+        self.anchors = built.anchors
+        self.extra = built.extra
+        self.space.mix_([0.0] * len(built.directions))
+
+        self.distance = None
+        ends = self.path.endpoints()
+        if ends is not None:
+            a, b = load(ends[0]), load(ends[1])
+            names = [k for k in uniq if k in b and b[k].shape == a[k].shape]
+            self.distance = distances(a, b, names)
+        loaded.clear()
+
+        self.evaluator: Evaluator = EVALUATORS[spec.task](
+            tokenizer, self.data, model, batch_size=spec.batch_size, max_length=spec.max_length,
+            device=self.device, autocast_dtype=autocast,
+        )
+        self._order = grid.order_1d(spec.shape[0]) if spec.is_1d else grid.order_2d(*spec.shape)
+        self._key_base = self._key_base_doc()
+        self.load_s = time.perf_counter() - t0
+        logger.info("opened %s landscape: %d movable tensors, %d examples, %d points on %s in %.2fs",
+                    spec.path.type, len(self.names), len(self.data), spec.num_points, self.device,
+                    self.load_s)
+        return self
+
+    # ---- points ------------------------------------------------------------------------
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The live model (its movable parameters hold the last evaluated point)."""
+        return self.space.model
+
+    def point(self, index: int) -> Point:
+        """The grid node with flat ``index``."""
+        n = self.spec.num_points
+        if not 0 <= index < n:
+            raise IndexError(f"point index {index} outside 0..{n - 1}")
+        if self.spec.is_1d:
+            return Point(index, {"alpha": self.axes[0][index]})
+        ix, iy = grid.unflatten(index, self.spec.shape)
+        return Point(index, {"x": self.axes[0][ix], "y": self.axes[1][iy]})
+
+    def points(self) -> list[Point]:
+        """All grid points in coarse-to-fine order."""
+        return [self.point(i) for i in self._order]
+
+    def evaluate(self, point: Point | dict[str, float]) -> dict[str, float]:
+        """Metrics named in ``spec.metrics`` at a point (a :class:`Point` or a coords dict).
+
+        Writes θ(point) into the live model in place, then runs the evaluator.
+        """
+        if self._closed:
+            raise RuntimeError("landscape is closed")
+        coords = point.coords if isinstance(point, Point) else point
+        self.space.mix_(self.path.coeffs(coords))
+        values = self.evaluator.evaluate(self.space.model)
+        return {m: float(values[m]) for m in self.spec.metrics}
+
+    # ---- cache keys ----------------------------------------------------------------------
+
+    def _key_base_doc(self) -> dict[str, Any]:
+        s = self.spec
+        p = s.path
+        roles = {}
+        for field in ("a", "b", "c", "control", "origin", "center"):
+            ref = getattr(p, field, None)
+            if isinstance(ref, str):
+                roles[field] = self.sources[ref].id
+        if p.type == "trajectory":
+            roles["checkpoints"] = [self.sources[r].id for r in p.checkpoints]
+            if p.basis != "pca":
+                roles["basis"] = [self.sources[r].id for r in p.basis]
+        return {
+            "v": KEY_VERSION,
+            "path": self.path.key_params(),
+            "checkpoints": roles,
+            "dataset": self.data.sha256,
+            "task": s.task,
+            "metrics": sorted(s.metrics),
+            "max_examples": s.max_examples,
+            "max_length": s.max_length,
+            "seed": s.seed,
+            "scope": s.scope,
+            "on_mismatch": s.on_mismatch,
+            "dtype": s.dtype,
+            "precision": self.precision,
+            "tokenizer": self.tokenizer_id,
+        }
+
+    def point_key(self, point: Point | dict[str, float]) -> str:
+        """sha256 hex of everything that determines a point's metrics (not batch size / device).
+
+        Equal keys ⇒ equal metrics: checkpoint ids by role, path parameters that change
+        the point, coordinates, dataset sha256, task, metrics, max_examples, max_length,
+        seed, scope, on_mismatch, dtype and effective precision, tokenizer.
+        """
+        coords = point.coords if isinstance(point, Point) else point
+        doc = dict(self._key_base, coords={k: float(v).hex() for k, v in sorted(coords.items())})
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    # ---- summary -------------------------------------------------------------------------
+
+    def summary(self, results: Sequence[dict]) -> dict:
+        """Summary of evaluated points ``[{index, coords, metrics}]`` (any order, may be partial).
+
+        1D: ``{"barrier": {loss|accuracy: {value, alpha, start, end}}, "distance": {...}}``;
+        2D: ``{"min": {metric: {value, coords}}, "max": {...}, "anchors": [...]}`` plus
+        ``explained_variance`` for trajectories.
+        """
+        if self.spec.is_1d:
+            lo, hi = self.spec.path.range
+            return {"barrier": barriers(results, self.spec.metrics, lo, hi), "distance": self.distance}
+        mins, maxs = extremes(results, self.spec.metrics)
+        out: dict[str, Any] = {
+            "min": mins, "max": maxs,
+            "anchors": [{"name": a.name, "coords": dict(a.coords)} for a in self.anchors],
+        }
+        out.update(self.extra)
+        return out
+
+    def close(self) -> None:
+        """Free the model, basis and batches (device memory)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.space.origin = []
+        self.space.directions = []
+        self.space.live = []
+        self.evaluator.batches = []
+        del self.space
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> Landscape:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run(
+    spec: RunSpec,
+    resolver: Resolver,
+    *,
+    on_point: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = True,
+    cache: CheckpointCache | None = None,
+) -> dict:
+    """Evaluate a whole run in-process and return its result document.
+
+    ``on_point({index, coords, metrics})`` is called after each point (coarse-to-fine
+    order); ``should_stop()`` is checked before each point (cancel: the document then
+    holds the points done so far and ``"status": "cancelled"``). ``progress`` shows a
+    tqdm bar with ETA on stderr.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    land = Landscape.open(spec, resolver, cache=cache)
+    results: list[dict] = []
+    status = "done"
+    t1 = time.perf_counter()
+    try:
+        pts = land.points()
+        with tqdm(total=len(pts), file=sys.stderr, disable=not progress, desc=spec.name or spec.path.type,
+                  unit="pt", leave=False) as bar:
+            for p in pts:
+                if should_stop is not None and should_stop():
+                    status = "cancelled"
+                    break
+                r = {"index": p.index, "coords": dict(p.coords), "metrics": land.evaluate(p)}
+                results.append(r)
+                if on_point is not None:
+                    on_point(r)
+                bar.update(1)
+        eval_s = time.perf_counter() - t1
+        summary = land.summary(results)
+        anchors = [{"name": a.name, "coords": dict(a.coords)} for a in land.anchors]
+        device = str(land.device)
+        load_s = land.load_s
+    finally:
+        land.close()
+    total = time.perf_counter() - t0
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "points": sorted(results, key=lambda r: r["index"]),
+        "anchors": anchors,
+        "summary": summary,
+        "timings": {
+            "load_s": load_s, "eval_s": eval_s, "total_s": total,
+            "points_per_s": len(results) / eval_s if eval_s > 0 else 0.0, "device": device,
+        },
+        "status": status,
+    }

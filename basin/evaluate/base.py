@@ -1,0 +1,85 @@
+"""The evaluator interface: tokenise once, keep padded batches on the device, evaluate a model.
+
+Batches: examples sorted by length, cut into ``batch_size`` chunks, each padded only
+to its own longest sequence (dynamic padding), built once per Landscape and kept on
+the device, so a point costs forward passes and nothing else. Every statistic is
+accumulated on the device and read back with one synchronisation per point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from basin.data import Dataset
+
+
+def pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad integer sequences to the longest: ``(B, T_max)`` int64."""
+    width = max((len(s) for s in seqs), default=0)
+    out = torch.full((len(seqs), max(width, 1)), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Example indices sorted by length (stable), chunked into batches."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class Evaluator(ABC):
+    """Evaluates a live model on a tokenised dataset; ``evaluate(model) -> {metric: value}``."""
+
+    task: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        data: Dataset,
+        model: nn.Module,
+        *,
+        batch_size: int,
+        max_length: int,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.num_examples = len(data)
+        self.batches: list[dict[str, torch.Tensor]] = self.prepare(
+            tokenizer, data, model, batch_size=batch_size, max_length=max_length
+        )
+
+    @abstractmethod
+    def prepare(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int,
+                max_length: int) -> list[dict[str, torch.Tensor]]:
+        """Tokenise ``data`` once into padded batches of model inputs on ``self.device``.
+
+        Each batch is the keyword arguments of one forward pass; targets (labels) are
+        kept by the evaluator in lists aligned with the batches.
+        """
+
+    @abstractmethod
+    def _evaluate(self, model: nn.Module) -> dict[str, float]: ...
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """All of this task's metrics for the model's current parameters."""
+        with torch.inference_mode(), self.autocast():
+            return self._evaluate(model)
+
+    def _to(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in tensors.items()}

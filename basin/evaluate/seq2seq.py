@@ -1,0 +1,58 @@
+"""Sequence-to-sequence: token-mean cross-entropy of ``target`` given ``source``; ``perplexity``.
+
+loss = Σ_{i,t} −log p(y_{i,t} | y_{i,<t}, x_i) / (number of target tokens), with
+teacher forcing (decoder inputs = targets shifted right); perplexity = exp(loss).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from basin.data import Dataset
+from basin.errors import DatasetError
+from basin.evaluate.base import Evaluator, length_batches, pad
+
+
+class Seq2SeqEvaluator(Evaluator):
+    task = "seq2seq"
+    metrics = ("loss", "perplexity")
+
+    def prepare(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int,
+                max_length: int) -> list[dict[str, torch.Tensor]]:
+        src = tokenizer(data.columns["source"], truncation=True, max_length=max_length)["input_ids"]
+        tgt = tokenizer(text_target=data.columns["target"], truncation=True, max_length=max_length)["input_ids"]
+        self.num_tokens = sum(len(t) for t in tgt)
+        if self.num_tokens == 0:
+            raise DatasetError(f"dataset {data.path.name}: every target is empty")
+        cfg = model.config
+        start = cfg.decoder_start_token_id
+        if start is None:
+            start = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        dec_pad = cfg.pad_token_id if cfg.pad_token_id is not None else pad_id
+        out = []
+        self.labels: list[torch.Tensor] = []  # (B, T_tgt) per batch, -100 on padding
+        for idx in length_batches([len(src[i]) + len(tgt[i]) for i in range(len(src))], batch_size):
+            labels = pad([tgt[i] for i in idx], -100)  # (B, T_tgt)
+            dec = pad([[start] + tgt[i][:-1] for i in idx], dec_pad)[:, : labels.shape[1]]
+            out.append(self._to(
+                input_ids=pad([src[i] for i in idx], pad_id),
+                attention_mask=pad([[1] * len(src[i]) for i in idx], 0),
+                decoder_input_ids=dec,
+            ))
+            self.labels.append(labels.to(self.device))
+        return out
+
+    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        nll = torch.zeros((), device=self.device, dtype=torch.float64)
+        for b, labels in zip(self.batches, self.labels, strict=True):
+            logits = model(**b).logits.float()  # (B, T, V)
+            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                   ignore_index=-100, reduction="sum").double()
+        loss = float(nll.cpu()) / self.num_tokens
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}

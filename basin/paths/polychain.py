@@ -1,0 +1,40 @@
+"""Polygonal chain with one bend: A→C for t ≤ ½, C→B for t ≥ ½, linear in each half.
+
+θ(t) = θA + 2t·(θC − θA)                      for t ≤ ½
+θ(t) = θA + (θC − θA) + (2t − 1)·(θB − θC)    for t ≥ ½
+"""
+
+from __future__ import annotations
+
+from basin.errors import InvalidSpec
+from basin.paths.base import Anchor, BuildContext, Built, OneD, sub_
+
+
+class Polychain(OneD):
+    """Basis: origin θA, directions (θC − θA, θB − θC); t on [0, 1]."""
+
+    type = "polychain"
+
+    def refs(self) -> list[str]:
+        return [self.spec.a, self.spec.b, self.spec.control]
+
+    def validate(self) -> None:
+        lo, hi = self.spec.range
+        if lo < 0.0 or hi > 1.0:
+            raise InvalidSpec(f"polychain: range must lie inside [0, 1], got [{lo}, {hi}]")
+
+    def build(self, ctx: BuildContext) -> Built:
+        a = ctx.tensors(self.spec.a)
+        c = ctx.tensors(self.spec.control)
+        dac = sub_(ctx.copy(self.spec.control), a)
+        dcb = sub_(ctx.copy(self.spec.b), c)
+        anchors = [
+            Anchor(self.spec.a, {"alpha": 0.0}),
+            Anchor(self.spec.control, {"alpha": 0.5}),
+            Anchor(self.spec.b, {"alpha": 1.0}),
+        ]
+        return Built(origin=a, directions=[dac, dcb], axes=self.axes(), anchors=anchors)
+
+    def coeffs(self, coords: dict[str, float]) -> list[float]:
+        t = coords["alpha"]
+        return [2.0 * t, 0.0] if t <= 0.5 else [1.0, 2.0 * t - 1.0]

@@ -1,0 +1,95 @@
+"""Turning the references written in a spec into files.
+
+A spec names checkpoints and datasets by *reference*: a filesystem path for the CLI,
+a store id or name for the service. A :class:`Resolver` maps a reference to a
+:class:`CheckpointSource` (where the weights and the config live, plus a stable
+identity) or to a dataset file. :class:`FileResolver` is the CLI's resolver over
+plain paths; the service provides its own over the content-addressed store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from basin.errors import CheckpointError, DatasetError
+
+#: Separates a bare weights file from its config directory in a file reference:
+#: ``weights.safetensors::path/to/config_dir``.
+CONFIG_SEP = "::"
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where one checkpoint's weights and config live.
+
+    ``weights`` is a Hugging Face model directory (``model.safetensors``, sharded
+    safetensors with ``model.safetensors.index.json``, or ``pytorch_model.bin``) or a
+    bare ``.safetensors`` state-dict file. ``config_dir`` holds ``config.json`` (and
+    possibly a tokenizer); for a model directory it is the directory itself. ``id``
+    is a stable identity (the store's sha256, or the resolved absolute path): caches
+    and point keys use it.
+    """
+
+    weights: Path
+    config_dir: Path
+    id: str
+
+    @classmethod
+    def from_path(cls, weights: str | Path, config_dir: str | Path | None = None) -> CheckpointSource:
+        """A source for a local directory or file; ``id`` is the resolved absolute path."""
+        w = Path(weights).expanduser().resolve()
+        c = Path(config_dir).expanduser().resolve() if config_dir is not None else None
+        if c is None:
+            c = w if w.is_dir() else w.parent
+        ident = str(w) if c == w else f"{w}{CONFIG_SEP}{c}"
+        return cls(weights=w, config_dir=c, id=ident)
+
+
+@runtime_checkable
+class Resolver(Protocol):
+    """Maps spec references to files. Raise :class:`CheckpointError` / :class:`DatasetError`."""
+
+    def checkpoint(self, ref: str) -> CheckpointSource: ...
+
+    def dataset(self, ref: str) -> Path: ...
+
+
+class FileResolver:
+    """References are filesystem paths, relative to ``base_dir`` (default: the working dir).
+
+    A checkpoint reference is a model directory, or a bare ``.safetensors`` file whose
+    config is the file's own directory or is given after ``::``
+    (``step3.safetensors::../base``).
+    """
+
+    def __init__(self, base_dir: str | Path | None = None):
+        self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+
+    def _path(self, ref: str) -> Path:
+        p = Path(ref).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def checkpoint(self, ref: str) -> CheckpointSource:
+        """Resolve a checkpoint path; raises :class:`CheckpointError` if it does not exist."""
+        wref, _, cref = ref.partition(CONFIG_SEP)
+        w = self._path(wref)
+        if not w.exists():
+            raise CheckpointError(f"checkpoint {ref!r} not found (looked at {w})")
+        c = self._path(cref) if cref else None
+        if c is not None and not (c / "config.json").is_file():
+            raise CheckpointError(f"config directory {c} for checkpoint {ref!r} has no config.json")
+        if c is None and w.is_file() and not (w.parent / "config.json").is_file():
+            raise CheckpointError(
+                f"checkpoint {ref!r} is a bare weights file with no config.json beside it; "
+                f"name its config directory as '{wref}{CONFIG_SEP}<config_dir>'"
+            )
+        return CheckpointSource.from_path(w, c)
+
+    def dataset(self, ref: str) -> Path:
+        """Resolve a dataset path; raises :class:`DatasetError` if it is not a file."""
+        p = self._path(ref)
+        if not p.is_file():
+            raise DatasetError(f"dataset {ref!r} not found (looked at {p})")
+        return p.resolve()
