@@ -1,0 +1,578 @@
+"""Pure plotly figure builders over Basin *result documents*.
+
+A result document is ``{spec, points: [{index, coords, metrics}], anchors, summary}``
+(see ``docs/contracts.md``). Every builder also accepts a *partial* document — a spec
+plus the points that have arrived so far, in any order — so the dashboard can draw a
+run while it is in progress and ``basin plot`` can draw a finished one with the same
+code.
+
+- 1D paths (linear, bezier, polychain): :func:`line_figure` — metric vs α (or the
+  curve parameter t), points sorted by α, both endpoints marked with their checkpoint
+  names, the chord ``(1−α)·m(θA) + α·m(θB)`` and the barrier annotated.
+- Planes (plane, task_plane, random_plane): :func:`plane_figure` — a ``ny × nx`` grid
+  ``z[iy][ix]`` filled from flat indices ``index = iy·nx + ix``; missing points are
+  ``None`` so the picture fills in as the coarse-to-fine grid refines.
+- Trajectories: the plane figure plus the projected path through the checkpoints.
+
+Only plotly is imported here: no dash, no web code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+__all__ = [
+    "METRIC_LABELS",
+    "compute_barrier",
+    "figure_for",
+    "grid_axes",
+    "grid_matrix",
+    "line_figure",
+    "metric_label",
+    "metric_scale",
+    "overlay_figure",
+    "plane_figure",
+    "report_figures",
+    "short_name",
+]
+
+ONE_D = ("linear", "bezier", "polychain")
+# Metrics where higher is better: their barrier is a drop below the chord.
+HIGHER_IS_BETTER = ("accuracy", "f1")
+METRIC_LABELS = {
+    "loss": "loss (nats)",
+    "accuracy": "accuracy (%)",
+    "f1": "F1 (%)",
+    "perplexity": "perplexity",
+}
+# Anchor marker colours, in anchor order (A, B, C/control, ...).
+ANCHOR_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+CURVE_COLOUR = "#1d2330"
+CHORD_COLOUR = "#888888"
+BARRIER_COLOUR = "#d62728"
+_HEX = re.compile(r"^[0-9a-f]{16,}$")
+
+
+# ---- small helpers ---------------------------------------------------------------------
+
+
+def metric_label(metric: str) -> str:
+    """Axis title with units: ``loss (nats)``, ``accuracy (%)``, else the metric name."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def metric_scale(metric: str) -> float:
+    """Display factor: fractions (accuracy, F1) are drawn in percent, the rest as stored."""
+    return 100.0 if metric in HIGHER_IS_BETTER else 1.0
+
+
+def short_name(name: str, names: Mapping[str, str] | None = None) -> str:
+    """A readable label for a checkpoint reference.
+
+    ``names`` maps store ids to human names (the dashboard passes the checkpoint list);
+    otherwise a sha256 id is cut to 10 hex digits and a path to its last component.
+    """
+    if names and name in names:
+        return names[name]
+    if _HEX.match(name):
+        return name[:10]
+    if "/" in name:
+        return name.rstrip("/").rsplit("/", 1)[-1] or name
+    return name
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def _spec(result: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(result.get("spec") or {})
+
+
+def _path(result: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(_spec(result).get("path") or {})
+
+
+def _metrics(result: Mapping[str, Any]) -> list[str]:
+    m = list(_spec(result).get("metrics") or [])
+    if not m:
+        for p in result.get("points") or []:
+            m = list((p.get("metrics") or {}).keys())
+            if m:
+                break
+    return m
+
+
+def _is_1d(result: Mapping[str, Any]) -> bool:
+    ptype = _path(result).get("type")
+    if ptype:
+        return ptype in ONE_D
+    pts = result.get("points") or []
+    return bool(pts) and "alpha" in (pts[0].get("coords") or {})
+
+
+def _title(result: Mapping[str, Any], metric: str, names: Mapping[str, str] | None) -> str:
+    spec = _spec(result)
+    path = _path(result)
+    ptype = path.get("type", "?")
+    refs = [path[k] for k in ("a", "b", "c", "control", "origin", "center") if isinstance(path.get(k), str)]
+    label = " · ".join(short_name(r, names) for r in refs)
+    if ptype == "trajectory":
+        label = f"{len(path.get('checkpoints') or [])} checkpoints"
+    head = spec.get("name") or (f"{ptype}: {label}" if label else str(ptype))
+    return f"{head} — {metric}"
+
+
+def _alpha_label(result: Mapping[str, Any]) -> str:
+    return "t (curve parameter)" if _path(result).get("type") in ("bezier", "polychain") else "α"
+
+
+def _layout(fig: go.Figure, title: str) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        uirevision="basin",  # keep zoom / camera while points stream in
+    )
+    return fig
+
+
+# ---- 1D ----------------------------------------------------------------------------------
+
+
+def _series(result: Mapping[str, Any], metric: str) -> list[tuple[float, float, int]]:
+    """``[(alpha, value, index)]`` sorted by α; points without the metric are skipped."""
+    out = []
+    for p in result.get("points") or []:
+        a = _num((p.get("coords") or {}).get("alpha"))
+        v = _num((p.get("metrics") or {}).get(metric))
+        if a is not None and v is not None:
+            out.append((a, v, int(p.get("index", -1))))
+    out.sort(key=lambda t: (t[0], t[2]))
+    return out
+
+
+def _anchors_1d(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Anchors with an α coordinate; falls back to the spec's endpoints (α = 0 and 1)."""
+    out = [
+        {"name": str(a.get("name", "?")), "alpha": float(a["coords"]["alpha"])}
+        for a in result.get("anchors") or []
+        if _num((a.get("coords") or {}).get("alpha")) is not None
+    ]
+    if not out:
+        path = _path(result)
+        if isinstance(path.get("a"), str) and isinstance(path.get("b"), str):
+            out = [{"name": path["a"], "alpha": 0.0}, {"name": path["b"], "alpha": 1.0}]
+    return out
+
+
+def _value_at(series: Sequence[tuple[float, float, int]], alpha: float) -> float | None:
+    for a, v, _ in series:
+        if abs(a - alpha) <= 1e-9 * max(1.0, abs(alpha)):
+            return v
+    return None
+
+
+def compute_barrier(
+    series: Sequence[tuple[float, float]], a0: float, v0: float, a1: float, v1: float, metric: str
+) -> dict[str, float] | None:
+    """Barrier of ``metric`` between the endpoints (α=a0, value v0) and (α=a1, value v1).
+
+    With the chord ``c(α) = v0 + (α−a0)/(a1−a0)·(v1−v0)`` over ``α ∈ [a0, a1]``:
+    for losses ``max_α m(α) − c(α)`` (Frankle et al. 2020), for accuracy / F1
+    ``max_α c(α) − m(α)`` (the largest drop below the line). ``series`` is
+    ``[(alpha, value), ...]``; returns ``{"value", "alpha"}`` (0 when only the endpoints
+    are known) or ``None`` when no point lies in ``[a0, a1]``.
+    """
+    if a1 == a0:
+        return None
+    lo, hi = min(a0, a1), max(a0, a1)
+    best: dict[str, float] | None = None
+    sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+    for a, v in series:
+        if a < lo - 1e-12 or a > hi + 1e-12:
+            continue
+        chord = v0 + (a - a0) / (a1 - a0) * (v1 - v0)
+        excess = sign * (v - chord)
+        if best is None or excess > best["value"]:
+            best = {"value": excess, "alpha": a}
+    return best
+
+
+def line_figure(
+    result: Mapping[str, Any], metric: str, *, names: Mapping[str, str] | None = None
+) -> go.Figure:
+    """Metric vs α for a 1D path.
+
+    Traces, in order: ``curve`` (lines+markers, points sorted by α), ``chord`` (dashed
+    straight line between the endpoints' values, when both are evaluated), one marker
+    trace per anchor (``meta="anchor"``, text = checkpoint name), ``barrier`` (a dotted
+    vertical segment from the chord to the curve at the barrier's α). The barrier
+    annotation reads e.g. ``barrier 0.123 nats at α = 0.50``; it comes from
+    ``summary.barrier[metric]`` when present, else :func:`compute_barrier` on the points.
+    Accuracy / F1 are drawn in percent.
+    """
+    scale = metric_scale(metric)
+    series = _series(result, metric)
+    anchors = _anchors_1d(result)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[a for a, _, _ in series],
+            y=[v * scale for _, v, _ in series],
+            mode="lines+markers",
+            name=metric,
+            line={"color": CURVE_COLOUR, "width": 2},
+            marker={"size": 6},
+            customdata=[i for _, _, i in series],
+            hovertemplate="α=%{x:.4g}<br>" + metric + "=%{y:.4g}<br>point %{customdata}<extra></extra>",
+            meta="curve",
+        )
+    )
+    ends = [(a, _value_at(series, a["alpha"])) for a in anchors[:2]]
+    have_chord = len(ends) == 2 and all(v is not None for _, v in ends)
+    if have_chord:
+        (ea, va), (eb, vb) = ends
+        fig.add_trace(
+            go.Scatter(
+                x=[ea["alpha"], eb["alpha"]],
+                y=[va * scale, vb * scale],
+                mode="lines",
+                name="chord",
+                line={"color": CHORD_COLOUR, "dash": "dash", "width": 1.5},
+                hoverinfo="skip",
+                meta="chord",
+            )
+        )
+    for k, anc in enumerate(anchors):
+        v = _value_at(series, anc["alpha"])
+        if v is None:
+            continue
+        label = short_name(anc["name"], names)
+        fig.add_trace(
+            go.Scatter(
+                x=[anc["alpha"]],
+                y=[v * scale],
+                mode="markers+text",
+                name=label,
+                text=[label],
+                textposition="top center",
+                marker={"size": 13, "symbol": "diamond", "color": ANCHOR_COLOURS[k % len(ANCHOR_COLOURS)],
+                        "line": {"width": 1, "color": "white"}},
+                hovertemplate=f"{label}<br>α=%{{x:.4g}}<br>{metric}=%{{y:.4g}}<extra></extra>",
+                meta="anchor",
+            )
+        )
+    barrier = None
+    stored = ((result.get("summary") or {}).get("barrier") or {}).get(metric)
+    if isinstance(stored, Mapping) and _num(stored.get("value")) is not None:
+        barrier = {"value": float(stored["value"]), "alpha": _num(stored.get("alpha"))}
+    elif have_chord:
+        (ea, va), (eb, vb) = ends
+        barrier = compute_barrier([(a, v) for a, v, _ in series], ea["alpha"], va, eb["alpha"], vb, metric)
+    if barrier is not None:
+        unit = {"loss": " nats", "accuracy": " pts", "f1": " pts"}.get(metric, "")
+        where = f" at α = {barrier['alpha']:.2f}" if barrier.get("alpha") is not None else ""
+        text = f"barrier {barrier['value'] * scale:.3g}{unit}{where}"
+        ba = barrier.get("alpha")
+        vb_curve = _value_at(series, ba) if ba is not None else None
+        if vb_curve is not None and have_chord:
+            (ea, va), (eb, vb) = ends
+            chord = va + (ba - ea["alpha"]) / (eb["alpha"] - ea["alpha"]) * (vb - va)
+            fig.add_trace(
+                go.Scatter(
+                    x=[ba, ba], y=[chord * scale, vb_curve * scale], mode="lines", name="barrier",
+                    line={"color": BARRIER_COLOUR, "dash": "dot", "width": 2}, hoverinfo="skip",
+                    meta="barrier", showlegend=False,
+                )
+            )
+            fig.add_annotation(x=ba, y=vb_curve * scale, text=text, showarrow=True, arrowhead=2,
+                               ax=40, ay=-35, font={"color": BARRIER_COLOUR}, name="barrier")
+        else:
+            fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.02, xanchor="right",
+                               text=text, showarrow=False, font={"color": BARRIER_COLOUR},
+                               name="barrier")
+    fig.update_xaxes(title_text=_alpha_label(result), zeroline=False)
+    fig.update_yaxes(title_text=metric_label(metric))
+    return _layout(fig, _title(result, metric, names))
+
+
+def overlay_figure(
+    results: Sequence[Mapping[str, Any]], metric: str, *, names: Mapping[str, str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> go.Figure:
+    """Several 1D runs in one figure: one ``lines+markers`` trace per run (sorted by α),
+    its endpoints marked. ``labels`` names the runs (default: spec name or ``A → B``)."""
+    fig = go.Figure()
+    scale = metric_scale(metric)
+    for k, res in enumerate(results):
+        series = _series(res, metric)
+        path = _path(res)
+        label = (labels[k] if labels and k < len(labels) else None) or _spec(res).get("name") or (
+            f"{short_name(str(path.get('a', '?')), names)} → {short_name(str(path.get('b', '?')), names)}"
+        )
+        colour = ANCHOR_COLOURS[k % len(ANCHOR_COLOURS)]
+        fig.add_trace(go.Scatter(
+            x=[a for a, _, _ in series], y=[v * scale for _, v, _ in series], mode="lines+markers",
+            name=label, line={"color": colour, "width": 2}, marker={"size": 5}, meta="curve",
+        ))
+        ex, ey = [], []
+        for anc in _anchors_1d(res)[:2]:
+            v = _value_at(series, anc["alpha"])
+            if v is not None:
+                ex.append(anc["alpha"])
+                ey.append(v * scale)
+        if ex:
+            fig.add_trace(go.Scatter(
+                x=ex, y=ey, mode="markers", name=f"{label} endpoints", showlegend=False,
+                marker={"size": 11, "symbol": "diamond", "color": colour,
+                        "line": {"width": 1, "color": "white"}}, meta="anchor",
+            ))
+    fig.update_xaxes(title_text="α")
+    fig.update_yaxes(title_text=metric_label(metric))
+    return _layout(fig, f"{len(results)} runs — {metric}")
+
+
+# ---- planes --------------------------------------------------------------------------------
+
+
+def _resolution(result: Mapping[str, Any]) -> tuple[int, int]:
+    res = _path(result).get("resolution")
+    if isinstance(res, Sequence) and len(res) == 2:
+        return int(res[0]), int(res[1])
+    idx = [int(p["index"]) for p in result.get("points") or []]
+    n = int(math.isqrt(max(idx) + 1)) if idx else 1
+    return n, n
+
+
+def _axis(known: dict[int, float], n: int, fallback: tuple[float, float] | None) -> list[float]:
+    """Values of one grid axis, ``n`` nodes, from the coordinates seen so far.
+
+    The grid is regular, so two distinct known nodes fix it: ``v(i) = v(i0) + (i−i0)·step``.
+    With fewer, use the spec's range (``fallback``), else the node number itself.
+    """
+    if len(known) >= 2:
+        (i0, v0), (i1, v1) = min(known.items()), max(known.items())
+        step = (v1 - v0) / (i1 - i0)
+        return [known.get(i, v0 + (i - i0) * step) for i in range(n)]
+    if fallback is not None:
+        lo, hi = fallback
+        return [lo + (hi - lo) * i / (n - 1) if n > 1 else lo for i in range(n)]
+    if known:
+        i0, v0 = next(iter(known.items()))
+        return [v0 + (i - i0) for i in range(n)]
+    return [float(i) for i in range(n)]
+
+
+def grid_axes(result: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    """``(xs, ys)``: coordinates of the ``nx`` columns and ``ny`` rows of a plane's grid."""
+    nx, ny = _resolution(result)
+    kx: dict[int, float] = {}
+    ky: dict[int, float] = {}
+    for p in result.get("points") or []:
+        c = p.get("coords") or {}
+        i = int(p.get("index", -1))
+        if i < 0:
+            continue
+        x, y = _num(c.get("x")), _num(c.get("y"))
+        if x is not None:
+            kx.setdefault(i % nx, x)
+        if y is not None:
+            ky.setdefault(i // nx, y)
+    rng = _path(result).get("range")
+    fx = fy = None
+    if isinstance(rng, Sequence) and len(rng) == 2 and isinstance(rng[0], Sequence):
+        fx, fy = (float(rng[0][0]), float(rng[0][1])), (float(rng[1][0]), float(rng[1][1]))
+    return _axis(kx, nx, fx), _axis(ky, ny, fy)
+
+
+def grid_matrix(result: Mapping[str, Any], metric: str) -> list[list[float | None]]:
+    """``z[iy][ix]`` (shape ``ny × nx``) from flat indices ``index = iy·nx + ix``.
+
+    Nodes not evaluated yet (or out of range) are ``None``; values are in display units
+    (:func:`metric_scale`).
+    """
+    nx, ny = _resolution(result)
+    scale = metric_scale(metric)
+    z: list[list[float | None]] = [[None] * nx for _ in range(ny)]
+    for p in result.get("points") or []:
+        i = int(p.get("index", -1))
+        v = _num((p.get("metrics") or {}).get(metric))
+        if 0 <= i < nx * ny and v is not None:
+            z[i // nx][i % nx] = v * scale
+    return z
+
+
+def _anchors_2d(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for a in result.get("anchors") or []:
+        c = a.get("coords") or {}
+        x, y = _num(c.get("x")), _num(c.get("y"))
+        if x is not None and y is not None:
+            out.append({"name": str(a.get("name", "?")), "x": x, "y": y, "step": a.get("step")})
+    return out
+
+
+def _trajectory_anchors(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The trajectory's checkpoints in training order (the spec's ``checkpoints`` list)."""
+    anchors = _anchors_2d(result)
+    order = list(_path(result).get("checkpoints") or [])
+    if not order:
+        return anchors
+    by_name: dict[str, dict[str, Any]] = {}
+    for a in anchors:
+        by_name.setdefault(a["name"], a)
+    picked = [by_name[n] for n in order if n in by_name]
+    return picked or anchors
+
+
+def _nearest(xs: Sequence[float], v: float) -> int:
+    return min(range(len(xs)), key=lambda i: abs(xs[i] - v))
+
+
+def _z_at(z: list[list[float | None]], xs: list[float], ys: list[float], x: float, y: float) -> float | None:
+    return z[_nearest(ys, y)][_nearest(xs, x)] if xs and ys else None
+
+
+def plane_figure(
+    result: Mapping[str, Any], metric: str, kind: str = "contour", *,
+    names: Mapping[str, str] | None = None, trajectory: bool | None = None,
+) -> go.Figure:
+    """A plane's metric over its ``nx × ny`` grid, as ``contour``, ``heatmap`` or 3D ``surface``.
+
+    Trace 0 (``meta="grid"``) holds ``z[iy][ix]`` from :func:`grid_matrix` with ``None``
+    holes for points not evaluated yet, and ``x``/``y`` from :func:`grid_axes`. Colours:
+    Viridis with low loss dark (for accuracy / F1, high values dark) so basins show as
+    dark valleys. Each anchor is a labelled marker trace (``meta="anchor"``). For
+    ``trajectory`` runs (default: when the path type is trajectory) the checkpoints are
+    joined in order by a ``lines+markers+text`` trace (``meta="trajectory"``) labelled
+    with their training step.
+    """
+    if kind not in ("contour", "surface", "heatmap"):
+        raise ValueError(f"kind must be 'contour', 'surface' or 'heatmap', got {kind!r}")
+    xs, ys = grid_axes(result)
+    z = grid_matrix(result, metric)
+    reverse = metric in HIGHER_IS_BETTER
+    cbar = {"title": {"text": metric_label(metric), "side": "right"}}
+    common = {"x": xs, "y": ys, "z": z, "colorscale": "Viridis", "reversescale": reverse,
+              "colorbar": cbar, "name": metric, "meta": "grid"}
+    ptype = _path(result).get("type")
+    if trajectory is None:
+        trajectory = ptype == "trajectory"
+    fig = go.Figure()
+    if kind == "surface":
+        fig.add_trace(go.Surface(**common, connectgaps=False,
+                                 hovertemplate="x=%{x:.3g}<br>y=%{y:.3g}<br>" + metric + "=%{z:.4g}<extra></extra>"))
+    elif kind == "heatmap":
+        fig.add_trace(go.Heatmap(**common, hoverongaps=False,
+                                 hovertemplate="x=%{x:.3g}<br>y=%{y:.3g}<br>" + metric + "=%{z:.4g}<extra></extra>"))
+    else:
+        fig.add_trace(go.Contour(**common, connectgaps=False, ncontours=20,
+                                 contours={"coloring": "heatmap", "showlines": True},
+                                 line={"width": 0.5, "color": "rgba(255,255,255,0.4)"}))
+    anchors = _anchors_2d(result)
+    path_anchors = _trajectory_anchors(result) if trajectory else []
+    lowest = min((v for row in z for v in row if v is not None), default=0.0)
+
+    def zval(a: dict[str, Any]) -> float:
+        v = _z_at(z, xs, ys, a["x"], a["y"])
+        return lowest if v is None else v
+
+    if trajectory and path_anchors:
+        steps = [a["step"] if a.get("step") is not None else k for k, a in enumerate(path_anchors)]
+        text = [f"step {s}" for s in steps]
+        line = {"color": "#ff7f0e", "width": 3}
+        hover = [f"{short_name(a['name'], names)} (step {s})" for a, s in zip(path_anchors, steps, strict=True)]
+        if kind == "surface":
+            fig.add_trace(go.Scatter3d(
+                x=[a["x"] for a in path_anchors], y=[a["y"] for a in path_anchors],
+                z=[zval(a) for a in path_anchors], mode="lines+markers+text", text=text,
+                hovertext=hover, hoverinfo="text", line=line, marker={"size": 4, "color": "#ff7f0e"},
+                name="trajectory", meta="trajectory",
+            ))
+        else:
+            fig.add_trace(go.Scatter(
+                x=[a["x"] for a in path_anchors], y=[a["y"] for a in path_anchors],
+                mode="lines+markers+text", text=text, textposition="top right", hovertext=hover,
+                hoverinfo="text", line=line, marker={"size": 8, "color": "#ff7f0e"},
+                textfont={"color": "white"}, name="trajectory", meta="trajectory",
+            ))
+    if not trajectory:
+        for k, a in enumerate(anchors):
+            label = short_name(a["name"], names)
+            colour = ANCHOR_COLOURS[k % len(ANCHOR_COLOURS)]
+            if kind == "surface":
+                fig.add_trace(go.Scatter3d(
+                    x=[a["x"]], y=[a["y"]], z=[zval(a)], mode="markers+text", text=[label],
+                    marker={"size": 6, "color": colour, "symbol": "diamond"}, name=label, meta="anchor",
+                ))
+            else:
+                fig.add_trace(go.Scatter(
+                    x=[a["x"]], y=[a["y"]], mode="markers+text", text=[label], textposition="top center",
+                    textfont={"color": "white", "size": 13},
+                    marker={"size": 13, "symbol": "diamond", "color": colour,
+                            "line": {"width": 1.5, "color": "white"}},
+                    name=label, meta="anchor",
+                ))
+    xl, yl = _plane_axis_labels(ptype)
+    if kind == "surface":
+        fig.update_layout(scene={"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": metric_label(metric),
+                                 "camera": {"eye": {"x": 1.5, "y": -1.5, "z": 1.1}}})
+    else:
+        fig.update_xaxes(title_text=xl, range=[min(xs), max(xs)] if xs else None)
+        fig.update_yaxes(title_text=yl, range=[min(ys), max(ys)] if ys else None)
+    return _layout(fig, _title(result, metric, names))
+
+
+def _plane_axis_labels(ptype: str | None) -> tuple[str, str]:
+    if ptype == "task_plane":
+        return "α (along θA − θ0)", "β (along θB − θ0)"
+    if ptype == "random_plane":
+        return "x (along d1)", "y (along d2)"
+    if ptype == "trajectory":
+        return "x (direction 1, ‖·‖₂)", "y (direction 2, ‖·‖₂)"
+    return "x (along θB − θA, ‖·‖₂)", "y (towards θC, ‖·‖₂)"
+
+
+# ---- dispatch ------------------------------------------------------------------------------
+
+
+def figure_for(
+    result: Mapping[str, Any], metric: str | None = None, kind: str = "auto", *,
+    names: Mapping[str, str] | None = None,
+) -> go.Figure:
+    """The natural figure for a result: :func:`line_figure` for 1D paths, else
+    :func:`plane_figure` (``kind="auto"`` → contour). ``metric`` defaults to the spec's first."""
+    metrics = _metrics(result)
+    metric = metric or (metrics[0] if metrics else "loss")
+    if _is_1d(result):
+        if kind not in ("auto", "line"):
+            raise ValueError(f"a 1D path is drawn as a line, not {kind!r}")
+        return line_figure(result, metric, names=names)
+    return plane_figure(result, metric, "contour" if kind == "auto" else kind, names=names)
+
+
+def report_figures(
+    result: Mapping[str, Any], *, names: Mapping[str, str] | None = None
+) -> list[go.Figure]:
+    """Every figure of a report: per metric a line (1D), or a contour AND a 3D surface
+    (planes; trajectories with their path drawn on both). Empty without points."""
+    if not result.get("points"):
+        return []
+    out: list[go.Figure] = []
+    for m in _metrics(result):
+        if _is_1d(result):
+            out.append(line_figure(result, m, names=names))
+        else:
+            out.append(plane_figure(result, m, "contour", names=names))
+            out.append(plane_figure(result, m, "surface", names=names))
+    return out

@@ -1,0 +1,109 @@
+"""Server-side HTTP client for the dashboard's Python callbacks.
+
+The dashboard talks to the API over HTTP only. Browser code uses same-origin
+``fetch``; Python callbacks use this client against ``BASIN_API_INTERNAL`` when set
+(e.g. ``http://api:8000`` in compose), else the origin of the request being served
+(the API and the dashboard share one server).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import flask
+import httpx
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT = 30.0
+
+
+@dataclass
+class ApiResult:
+    """One API answer: HTTP status and decoded JSON body (``None`` when not JSON)."""
+
+    status: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def error(self) -> str:
+        """A human message for a failed call: ``detail`` plus the mismatched tensors, if any."""
+        return error_text(self.status, self.body)
+
+
+def error_text(status: int, body: Any) -> str:
+    """Render an API error body ``{detail, error?, mismatches?}`` as one readable message."""
+    if not isinstance(body, dict):
+        return f"HTTP {status}: {body!s}"[:500] if body else f"HTTP {status}"
+    detail = body.get("detail")
+    if isinstance(detail, list):  # FastAPI's own 422 validation list
+        detail = "; ".join(
+            f"{'.'.join(str(x) for x in d.get('loc', []) if x != 'body')}: {d.get('msg')}" for d in detail
+        )
+    text = str(detail or f"HTTP {status}")
+    mism = body.get("mismatches") or []
+    if mism:
+        lines = [f"{m.get('tensor')}: {m.get('reason')}" for m in mism[:8]]
+        more = f" (+{len(mism) - 8} more)" if len(mism) > 8 else ""
+        text += " — mismatched tensors: " + "; ".join(lines) + more
+    return text
+
+
+def base_url() -> str:
+    """Where Python callbacks reach the API."""
+    env = os.environ.get("BASIN_API_INTERNAL", "").rstrip("/")
+    if env:
+        return env
+    if flask.has_request_context():
+        return flask.request.host_url.rstrip("/")
+    return "http://127.0.0.1:8000"
+
+
+def call(method: str, path: str, *, token: str | None = None, **kw: Any) -> ApiResult:
+    """``method path`` against the API; network failures become a 503-like result, not a raise."""
+    headers = dict(kw.pop("headers", {}) or {})
+    if token:
+        headers["X-Basin-Token"] = token
+    try:
+        r = httpx.request(method, base_url() + path, headers=headers, timeout=TIMEOUT, **kw)
+    except httpx.HTTPError as e:
+        logger.warning("API %s %s failed: %s", method, path, e)
+        return ApiResult(503, {"detail": f"the API could not be reached: {e}"})
+    try:
+        body = r.json()
+    except ValueError:
+        body = r.text
+    return ApiResult(r.status_code, body)
+
+
+def get(path: str, **kw: Any) -> ApiResult:
+    return call("GET", path, **kw)
+
+
+def post(path: str, **kw: Any) -> ApiResult:
+    return call("POST", path, **kw)
+
+
+def all_points(run_id: str) -> tuple[list[dict], str | None]:
+    """Every point of a run so far (following the cursor); returns ``(points, cursor)``."""
+    points: list[dict] = []
+    cursor: str | None = None
+    for _ in range(1000):
+        q = f"?after={cursor}" if cursor else ""
+        r = get(f"/api/runs/{run_id}/points{q}")
+        if not r.ok or not isinstance(r.body, dict):
+            break
+        new = r.body.get("points") or []
+        points.extend(new)
+        nxt = r.body.get("cursor")
+        if not new or nxt == cursor:
+            cursor = nxt or cursor
+            break
+        cursor = nxt
+    return points, cursor

@@ -1,0 +1,93 @@
+"""The Dash dashboard: an app shell (navbar, settings) around the pages in ``frontend/pages``.
+
+``create_dash_app()`` is mounted by the backend at ``/`` with a2wsgi, after the API
+routes, so the pages and ``/api`` share one origin. Browser code fetches ``/api/...``
+directly (live points, uploads); Python callbacks use :mod:`frontend.api`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import dash
+import dash_bootstrap_components as dbc
+import flask
+from dash import dcc, html
+
+from frontend import api
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+
+
+def _navbar() -> dbc.Navbar:
+    links = [
+        ("New run", "/"),
+        ("Runs", "/runs"),
+        ("Checkpoints", "/checkpoints"),
+        ("Datasets", "/datasets"),
+    ]
+    return dbc.Navbar(
+        dbc.Container(
+            [
+                dbc.NavbarBrand("Basin", href="/", className="fw-bold"),
+                dbc.Nav([dbc.NavItem(dbc.NavLink(t, href=h, id=f"nav-{t.split()[-1].lower()}"))
+                         for t, h in links], className="me-auto"),
+                dbc.InputGroup(
+                    [
+                        dbc.InputGroupText("API token", className="small"),
+                        dbc.Input(id="settings-token-input", type="password", size="sm",
+                                  placeholder="only if the server asks", debounce=True,
+                                  persistence=True, persistence_type="local"),
+                    ],
+                    size="sm", style={"maxWidth": "300px"},
+                ),
+            ],
+            fluid=True,
+        ),
+        color="dark", dark=True, className="mb-3",
+    )
+
+
+def _report_route(server: flask.Flask) -> None:
+    """``/reports/<run_id>.html``: the run as a standalone HTML page (plotly inlined)."""
+
+    @server.route("/reports/<run_id>.html")
+    def _report(run_id: str):  # noqa: ANN202 - Flask view
+        from basin.report import render_report
+
+        r = api.get(f"/api/runs/{run_id}/export?format=json")
+        if not r.ok or not isinstance(r.body, dict):
+            return flask.Response(api.error_text(r.status, r.body), status=r.status if r.status >= 400 else 502,
+                                  mimetype="text/plain")
+        resp = flask.Response(render_report(r.body), mimetype="text/html")
+        resp.headers["Content-Disposition"] = f'attachment; filename="basin-{run_id[:12]}.html"'
+        return resp
+
+
+def create_dash_app(api_base: str = "") -> dash.Dash:
+    """Build the dashboard. ``api_base`` prefixes browser-side API calls ("" = same origin)."""
+    app = dash.Dash(
+        __name__,
+        use_pages=True,
+        pages_folder=str(HERE / "pages"),
+        assets_folder=str(HERE / "assets"),
+        requests_pathname_prefix="/",
+        # Bootstrap 5.3 CSS is vendored in assets/ (no CDN: the dashboard must work offline).
+        suppress_callback_exceptions=True,
+        title="Basin",
+        update_title=None,
+    )
+    app.layout = html.Div(
+        [
+            dcc.Store(id="settings-api-base", data=api_base),
+            _navbar(),
+            dbc.Container(dash.page_container, fluid=True, className="pb-5"),
+        ],
+        **{"data-api-base": api_base},
+        id="basin-root",
+    )
+    _report_route(app.server)
+    return app

@@ -1,0 +1,260 @@
+/* Basin dashboard, browser side: live points for the run page, streaming uploads.
+ *
+ * Live points: the run page's dcc.Interval calls basin.poll every ~500 ms; it fetches only
+ * the points after the last cursor, keeps them in the run-points dcc.Store and PATCHES the
+ * figures' data arrays (dash_clientside.Patch) instead of rebuilding them. The Python side
+ * rebuilds a figure (anchors, chord, barrier) only when the status or the refinement level
+ * changes. window.basinArrivals[index] = Date.now() records when each point arrived.
+ *
+ * Uploads: a plain <input type=file> and XMLHttpRequest PUT of the File object (streamed by
+ * the browser, never read into memory, never through Dash callbacks), with upload progress.
+ */
+(function () {
+  "use strict";
+  const TERMINAL = ["done", "failed", "cancelled"];
+  window.basinArrivals = window.basinArrivals || {};
+
+  function token() {
+    const el = document.getElementById("settings-token-input");
+    return el && el.value ? el.value : null;
+  }
+  function apiBase() {
+    const root = document.getElementById("basin-root");
+    return (root && root.getAttribute("data-api-base")) || "";
+  }
+  function errorText(status, body) {
+    if (body && typeof body === "object") {
+      let t = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
+      if (Array.isArray(body.mismatches) && body.mismatches.length) {
+        t += " — mismatched tensors: " + body.mismatches.slice(0, 8)
+          .map((m) => m.tensor + ": " + m.reason).join("; ");
+      }
+      return t;
+    }
+    return "HTTP " + status + (body ? ": " + String(body).slice(0, 300) : "");
+  }
+
+  // Regular grid axis from the coordinates seen so far (same rule as basin.figures._axis).
+  function axis(known, n, fallback) {
+    const keys = Object.keys(known).map(Number).sort((a, b) => a - b);
+    if (keys.length >= 2) {
+      const i0 = keys[0], i1 = keys[keys.length - 1];
+      const step = (known[i1] - known[i0]) / (i1 - i0);
+      return Array.from({length: n}, (_, i) => (i in known ? known[i] : known[i0] + (i - i0) * step));
+    }
+    if (fallback) {
+      return Array.from({length: n}, (_, i) => (n > 1 ? fallback[0] + (fallback[1] - fallback[0]) * i / (n - 1) : fallback[0]));
+    }
+    return null;
+  }
+
+  function drawnCount(fig, is1d) {
+    const t = fig && fig.data && fig.data[0];
+    if (!t) return -1;
+    if (is1d) return (t.x || []).length;
+    let c = 0;
+    for (const row of t.z || []) for (const v of row || []) if (v !== null && v !== undefined) c++;
+    return c;
+  }
+
+  function patchFor(meta, points, metric) {
+    const scale = (meta.scales && meta.scales[metric]) || 1;
+    const P = new window.dash_clientside.Patch();
+    if (meta.is1d) {
+      const s = points.filter((p) => p.metrics && p.metrics[metric] !== null && p.metrics[metric] !== undefined)
+        .map((p) => [p.coords.alpha, p.metrics[metric] * scale, p.index])
+        .sort((a, b) => a[0] - b[0] || a[2] - b[2]);
+      P.assign(["data", 0, "x"], s.map((t) => t[0]));
+      P.assign(["data", 0, "y"], s.map((t) => t[1]));
+      P.assign(["data", 0, "customdata"], s.map((t) => t[2]));
+    } else {
+      const nx = meta.nx, ny = meta.ny;
+      const z = Array.from({length: ny}, () => Array(nx).fill(null));
+      const kx = {}, ky = {};
+      for (const p of points) {
+        const v = p.metrics ? p.metrics[metric] : null;
+        const ix = p.index % nx, iy = Math.floor(p.index / nx);
+        if (iy < ny && v !== null && v !== undefined) z[iy][ix] = v * scale;
+        if (p.coords) { if (!(ix in kx)) kx[ix] = p.coords.x; if (!(iy in ky)) ky[iy] = p.coords.y; }
+      }
+      P.assign(["data", 0, "z"], z);
+      const xs = axis(kx, nx, meta.xrange), ys = axis(ky, ny, meta.yrange);
+      if (xs && Object.keys(kx).length >= 2) P.assign(["data", 0, "x"], xs);
+      if (ys && Object.keys(ky).length >= 2) P.assign(["data", 0, "y"], ys);
+    }
+    return P.build();
+  }
+
+  async function poll(n, store, meta, figs) {
+    const dc = window.dash_clientside;
+    const nu = dc.no_update;
+    // outputs: store, figures (ALL), count, progress value, progress label, status text, rebuild key,
+    //          interval disabled, eta/workers text
+    const none = [nu, figs.map(() => nu), nu, nu, nu, nu, nu, nu, nu];
+    if (!meta || !store) return none;
+    const base = apiBase() + "/api/runs/" + encodeURIComponent(meta.id);
+    let body;
+    try {
+      const r = await fetch(base + "/points" + (store.cursor ? "?after=" + encodeURIComponent(store.cursor) : ""));
+      body = await r.json().catch(() => null);
+      if (!r.ok) {
+        const out = none.slice();
+        out[5] = "API error: " + errorText(r.status, body);
+        return out;
+      }
+    } catch (e) {
+      const out = none.slice();
+      out[5] = "connection lost, retrying… (" + e + ")";
+      return out;
+    }
+    const now = Date.now();
+    const byIndex = new Map(store.points.map((p) => [p.index, p]));
+    let added = 0;
+    for (const p of body.points || []) {
+      if (!byIndex.has(p.index)) {
+        byIndex.set(p.index, p);
+        added++;
+        if (!(p.index in window.basinArrivals)) window.basinArrivals[p.index] = now;
+      }
+    }
+    const points = Array.from(byIndex.values());
+    const status = body.status || store.status;
+    const total = body.total || meta.total || 0;
+    const newStore = added || status !== store.status || body.cursor !== store.cursor
+      ? {points: points, cursor: body.cursor || store.cursor, status: status} : nu;
+    const figOut = figs.map((f, i) => {
+      const metric = meta.metrics[i];
+      if (!added && drawnCount(f, meta.is1d) === points.length) return nu;
+      return patchFor(meta, points, metric);
+    });
+    const holder = document.getElementById("run-graphs");
+    if (holder) holder.setAttribute("data-points", String(points.length));
+    // Rebuild (Python) when the status changes or the grid refines one level (≈ doubles).
+    const level = points.length ? Math.floor(Math.log2(points.length)) : -1;
+    const key = status + ":" + level;
+    const finished = TERMINAL.includes(status) && !added && !(body.points || []).length;
+    let extra = nu;
+    if (n % 4 === 0 || finished) {
+      try {
+        const r = await fetch(base);
+        const info = await r.json();
+        if (r.ok) {
+          const parts = [];
+          if (info.eta_s !== null && info.eta_s !== undefined && !TERMINAL.includes(status)) {
+            parts.push("ETA " + Math.max(0, Math.round(info.eta_s)) + " s");
+          }
+          const w = info.workers;
+          if (Array.isArray(w)) parts.push(w.length + " worker" + (w.length === 1 ? "" : "s"));
+          else if (typeof w === "number") parts.push(w + " worker" + (w === 1 ? "" : "s"));
+          if (info.error) parts.push("error: " + info.error);
+          extra = parts.join(" · ");
+        }
+      } catch (e) { /* shown on the next tick */ }
+    }
+    const done = Math.max(points.length, body.done || 0);
+    const pct = total ? Math.round(100 * done / total) : 0;
+    return [newStore, figOut, points.length + " points", pct, done + " / " + total,
+            status, key, finished, extra];
+  }
+
+  async function cancel(nClicks, meta) {
+    if (!nClicks || !meta) return window.dash_clientside.no_update;
+    const headers = {};
+    if (token()) headers["X-Basin-Token"] = token();
+    try {
+      const r = await fetch(apiBase() + "/api/runs/" + encodeURIComponent(meta.id) + "/cancel",
+                            {method: "POST", headers: headers});
+      const body = await r.json().catch(() => null);
+      return r.ok ? "Cancel requested." : "Cancel failed: " + errorText(r.status, body);
+    } catch (e) {
+      return "Cancel failed: " + e;
+    }
+  }
+
+  // ---- streaming uploads ------------------------------------------------------------------
+  // Markup (see pages/checkpoints.py, pages/datasets.py): a container with
+  //   data-upload-endpoint="/api/checkpoints", data-refresh="<store id>", holding
+  //   input[type=file].basin-upload-file, input.basin-upload-name (optional),
+  //   select.basin-upload-config (optional), button.basin-upload-button,
+  //   .basin-upload-progress (a progress bar), .basin-upload-status
+  function upload(box) {
+    const fileInput = box.querySelector("input[type=file]");
+    const statusEl = box.querySelector(".basin-upload-status");
+    const bar = box.querySelector(".basin-upload-progress .progress-bar");
+    const setStatus = (text, kind) => {
+      statusEl.textContent = text;
+      statusEl.className = "basin-upload-status small ms-2 text-" + kind;
+      statusEl.setAttribute("data-state", kind);
+    };
+    const file = fileInput && fileInput.files && fileInput.files[0];
+    if (!file) { setStatus("Choose a file first.", "danger"); return; }
+    const nameEl = box.querySelector(".basin-upload-name");
+    const name = (nameEl && nameEl.value.trim()) || file.name;
+    const params = new URLSearchParams({name: name});
+    const cfg = box.querySelector(".basin-upload-config");
+    if (/\.safetensors$/i.test(file.name)) {
+      if (!cfg || !cfg.value) { setStatus("A bare .safetensors file needs a config checkpoint: pick one.", "danger"); return; }
+      params.set("config", cfg.value);
+    }
+    const ext = (file.name.match(/\.(tar\.gz|tgz|zip|safetensors|csv|tsv|jsonl)$/i) || [""])[0];
+    if (box.getAttribute("data-keep-ext") === "1" && ext && !name.toLowerCase().endsWith(ext.toLowerCase())) {
+      params.set("name", name + ext);
+    }
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", apiBase() + box.getAttribute("data-upload-endpoint") + "?" + params.toString());
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    if (token()) xhr.setRequestHeader("X-Basin-Token", token());
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable && bar) {
+        const pct = Math.round(100 * e.loaded / e.total);
+        bar.style.width = pct + "%";
+        bar.textContent = pct + "%";
+      }
+    };
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (e) { body = xhr.responseText; }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        if (bar) { bar.style.width = "100%"; bar.textContent = "100%"; }
+        setStatus((xhr.status === 200 ? "Already stored: " : "Uploaded: ") + ((body && body.name) || name), "success");
+        fileInput.value = "";
+        const refresh = box.getAttribute("data-refresh");
+        if (refresh && window.dash_clientside && window.dash_clientside.set_props) {
+          window.dash_clientside.set_props(refresh, {data: Date.now()});
+        }
+      } else {
+        if (bar) { bar.style.width = "0%"; bar.textContent = ""; }
+        setStatus("Upload failed: " + errorText(xhr.status, body), "danger");
+      }
+    };
+    xhr.onerror = () => setStatus("Upload failed: the server could not be reached.", "danger");
+    setStatus("Uploading " + file.name + " (" + (file.size / 1e6).toFixed(1) + " MB)…", "muted");
+    if (bar) { bar.style.width = "0%"; bar.textContent = "0%"; }
+    xhr.send(file);
+  }
+
+  // Dash renders no <input type=file>: fill each .basin-file-slot with a plain one.
+  function fillSlots() {
+    for (const slot of document.querySelectorAll(".basin-file-slot")) {
+      if (slot.querySelector("input[type=file]")) continue;
+      const input = document.createElement("input");
+      input.type = "file";
+      input.id = slot.getAttribute("data-input-id");
+      input.accept = slot.getAttribute("data-accept") || "";
+      input.className = "form-control basin-upload-file";
+      slot.appendChild(input);
+    }
+  }
+  new MutationObserver(fillSlots).observe(document.documentElement, {childList: true, subtree: true});
+
+  document.addEventListener("click", (e) => {
+    const btn = e.target.closest && e.target.closest(".basin-upload-button");
+    if (!btn) return;
+    e.preventDefault();
+    const box = btn.closest("[data-upload-endpoint]");
+    if (box) upload(box);
+  });
+
+  window.dash_clientside = window.dash_clientside || {};
+  window.dash_clientside.basin = {poll: poll, cancel: cancel};
+})();

@@ -1,0 +1,170 @@
+"""Checkpoints (``/checkpoints``): streaming upload, register a server directory, list, tag, delete.
+
+Files go from a plain ``<input type=file>`` straight to ``PUT /api/checkpoints`` through
+``XMLHttpRequest`` (``assets/basin.js``), never through Dash callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, callback, ctx, dcc, html
+
+from frontend import api
+from frontend.components import upload_box
+
+logger = logging.getLogger(__name__)
+
+dash.register_page(__name__, path="/checkpoints", name="Checkpoints", title="Basin — checkpoints")
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div([
+        dcc.Store(id="ckpt-refresh", data=0),
+        html.H3("Checkpoints"),
+        dbc.Card([dbc.CardHeader("Upload"), dbc.CardBody([
+            html.P(["A Hugging Face model folder as ", html.Code(".zip"), " or ", html.Code(".tar.gz"),
+                    ", or a bare ", html.Code(".safetensors"), " state dict with the config of a stored checkpoint."],
+                   className="small text-muted"),
+            upload_box("ckpt", "/api/checkpoints", "ckpt-refresh", ".zip,.tar.gz,.tgz,.safetensors",
+                       config_picker=True),
+        ])], className="mb-3"),
+        dbc.Card([dbc.CardHeader("Register a folder on the server"), dbc.CardBody([
+            dbc.Row([
+                dbc.Col(dbc.Input(id="ckpt-register-path", placeholder="/path/to/model-dir"), md=5),
+                dbc.Col(dbc.Input(id="ckpt-register-name", placeholder="name"), md=3),
+                dbc.Col(dbc.Button("Register", id="ckpt-register-button", color="secondary"), md="auto"),
+            ], className="g-2"),
+            html.Div(id="ckpt-register-status", className="small mt-1"),
+        ])], className="mb-3"),
+        dbc.Card([dbc.CardHeader("Tag / rename / delete"), dbc.CardBody([
+            dbc.Row([
+                dbc.Col(dbc.Select(id="ckpt-edit-id", options=[], value=""), md=4),
+                dbc.Col(dbc.Input(id="ckpt-edit-name", placeholder="new name"), md=2),
+                dbc.Col(dbc.Input(id="ckpt-edit-task", placeholder="task"), md=2),
+                dbc.Col(dbc.Input(id="ckpt-edit-seed", placeholder="seed"), md=1),
+                dbc.Col(dbc.Input(id="ckpt-edit-step", placeholder="step"), md=1),
+                dbc.Col([dbc.Button("Save", id="ckpt-edit-save", color="secondary", className="me-1"),
+                         dbc.Button("Delete", id="ckpt-delete", color="danger", outline=True)], md="auto"),
+            ], className="g-2"),
+            dcc.ConfirmDialog(id="ckpt-delete-confirm", message="Delete this checkpoint from the store?"),
+            html.Div(id="ckpt-edit-status", className="small mt-1"),
+        ])], className="mb-3"),
+        html.Div(id="ckpt-list"),
+    ])
+
+
+def _tags(m: dict) -> str:
+    t = m.get("tags") or {}
+    return ", ".join(f"{k}={v}" for k, v in t.items() if v not in (None, ""))
+
+
+def _table(ckpts: list[dict]) -> Any:
+    if not ckpts:
+        return dbc.Alert("No checkpoints stored yet.", color="info", id="ckpt-empty")
+    head = html.Thead(html.Tr([html.Th(h) for h in
+                               ("name", "architecture", "parameters", "tags", "tokenizer", "id", "created")]))
+    rows = [html.Tr([
+        html.Td(m.get("name"), className="ckpt-name fw-semibold"),
+        html.Td(m.get("architecture") or m.get("model_type") or ""),
+        html.Td(f"{m['num_parameters']:,}" if isinstance(m.get("num_parameters"), int) else ""),
+        html.Td(_tags(m)),
+        html.Td("yes" if m.get("has_tokenizer") else "no"),
+        html.Td(html.Code(str(m.get("id", ""))[:12])),
+        html.Td(str(m.get("created", ""))[:19]),
+    ], **{"data-id": m.get("id", "")}) for m in ckpts]
+    return dbc.Table([head, html.Tbody(rows)], striped=True, hover=True, size="sm", id="ckpt-table")
+
+
+@callback(
+    Output("ckpt-list", "children"),
+    Output("ckpt-edit-id", "options"),
+    Output("ckpt-upload-config", "options"),
+    Input("ckpt-refresh", "data"),
+)
+def _list(_: Any):
+    r = api.get("/api/checkpoints")
+    if not r.ok or not isinstance(r.body, list):
+        return dbc.Alert(f"Could not list checkpoints: {r.error()}", color="danger"), [], []
+    opts = [{"label": f"{m.get('name')} ({str(m.get('id'))[:8]})", "value": m["id"]} for m in r.body]
+    return (_table(r.body), [{"label": "— pick a checkpoint —", "value": ""}] + opts,
+            [{"label": "config from… (bare .safetensors only)", "value": ""}] + opts)
+
+
+@callback(
+    Output("ckpt-register-status", "children"),
+    Output("ckpt-refresh", "data", allow_duplicate=True),
+    Input("ckpt-register-button", "n_clicks"),
+    State("ckpt-register-path", "value"),
+    State("ckpt-register-name", "value"),
+    State("settings-token-input", "value"),
+    prevent_initial_call=True,
+)
+def _register(_: int, path: str | None, name: str | None, token: str | None):
+    if not (path or "").strip():
+        return html.Span("Give the folder's path on the server.", className="text-danger"), dash.no_update
+    body = {"path": path.strip(), "name": (name or "").strip() or path.strip().rstrip("/").split("/")[-1], "tags": {}}
+    r = api.post("/api/checkpoints/register", json=body, token=token)
+    if r.ok:
+        return html.Span(f"Registered {r.body.get('name')}.", className="text-success"), time.time()
+    return html.Span(f"Register failed: {r.error()}", className="text-danger"), dash.no_update
+
+
+@callback(
+    Output("ckpt-edit-name", "value"), Output("ckpt-edit-task", "value"),
+    Output("ckpt-edit-seed", "value"), Output("ckpt-edit-step", "value"),
+    Input("ckpt-edit-id", "value"), prevent_initial_call=True,
+)
+def _fill(ckpt_id: str):
+    if not ckpt_id:
+        return "", "", "", ""
+    r = api.get("/api/checkpoints")
+    m = next((m for m in (r.body if r.ok and isinstance(r.body, list) else []) if m.get("id") == ckpt_id), {})
+    t = m.get("tags") or {}
+    return m.get("name", ""), t.get("task") or "", str(t.get("seed", "") or ""), str(t.get("step", "") or "")
+
+
+@callback(Output("ckpt-delete-confirm", "displayed"), Input("ckpt-delete", "n_clicks"), prevent_initial_call=True)
+def _confirm(_: int):
+    return True
+
+
+def _coerce(v: str | None) -> Any:
+    v = (v or "").strip()
+    if not v:
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        return v
+
+
+@callback(
+    Output("ckpt-edit-status", "children"),
+    Output("ckpt-refresh", "data", allow_duplicate=True),
+    Input("ckpt-edit-save", "n_clicks"),
+    Input("ckpt-delete-confirm", "submit_n_clicks"),
+    State("ckpt-edit-id", "value"), State("ckpt-edit-name", "value"), State("ckpt-edit-task", "value"),
+    State("ckpt-edit-seed", "value"), State("ckpt-edit-step", "value"), State("settings-token-input", "value"),
+    prevent_initial_call=True,
+)
+def _edit(_save, _delete, ckpt_id, name, task, seed, step, token):
+    if not ckpt_id:
+        return html.Span("Pick a checkpoint first.", className="text-danger"), dash.no_update
+    if ctx.triggered_id == "ckpt-delete-confirm":
+        r = api.call("DELETE", f"/api/checkpoints/{ckpt_id}", token=token)
+        verb, failed = "Deleted", "Delete failed"
+    else:
+        tags = {k: _coerce(v) for k, v in (("task", task), ("seed", seed), ("step", step))}
+        body: dict[str, Any] = {"tags": {k: v for k, v in tags.items() if v is not None}}
+        if (name or "").strip():
+            body["name"] = name.strip()
+        r = api.call("PATCH", f"/api/checkpoints/{ckpt_id}", json=body, token=token)
+        verb, failed = "Saved", "Save failed"
+    if r.ok:
+        return html.Span(f"{verb}.", className="text-success"), time.time()
+    return html.Span(f"{failed}: {r.error()}", className="text-danger"), dash.no_update

@@ -1,0 +1,328 @@
+"""New run (``/``): a form that builds a RunSpec, checks it with the API, copies it, runs it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+import yaml
+from dash import Input, Output, State, callback, ctx, dcc, html
+
+from frontend import api
+
+logger = logging.getLogger(__name__)
+
+dash.register_page(__name__, path="/", name="New run", title="Basin — new run")
+
+PATH_TYPES = ("linear", "bezier", "polychain", "plane", "task_plane", "random_plane", "trajectory")
+PATH_HELP = {
+    "linear": "θ(α) = (1−α)·θA + α·θB",
+    "bezier": "φ(t) = (1−t)²θA + 2t(1−t)θC + t²θB (control point θC)",
+    "polychain": "A → C → B, linear in each half",
+    "plane": "the plane through three checkpoints (origin A, e1 ∥ B−A, e2 towards C)",
+    "task_plane": "θ(α, β) = θ0 + α·(θA−θ0) + β·(θB−θ0)",
+    "random_plane": "θ + x·d1 + y·d2, random filter-normalised directions",
+    "trajectory": "training checkpoints projected onto their top-2 PCA plane, over its surface",
+}
+# For each path type: the spec fields filled by the pickers 1..3, with their labels.
+SLOTS: dict[str, list[tuple[str, str]]] = {
+    "linear": [("a", "Checkpoint A (α = 0)"), ("b", "Checkpoint B (α = 1)")],
+    "bezier": [("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Control point θC")],
+    "polychain": [("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Bend θC")],
+    "plane": [("a", "Checkpoint A (origin)"), ("b", "Checkpoint B"), ("c", "Checkpoint C")],
+    "task_plane": [("origin", "Origin θ0 (pre-trained)"), ("a", "Checkpoint A (α axis)"),
+                   ("b", "Checkpoint B (β axis)")],
+    "random_plane": [("center", "Centre checkpoint")],
+    "trajectory": [],
+}
+ONE_D = ("linear", "bezier", "polychain")
+GRID_RANGE = {"task_plane": (-1.0, 2.0), "random_plane": (-1.0, 1.0)}
+TASK_METRICS = {
+    "classification": ("loss", "accuracy", "f1"),
+    "causal_lm": ("loss", "perplexity"),
+    "seq2seq": ("loss", "perplexity"),
+}
+DEFAULT_METRICS = {"classification": ["loss", "accuracy"], "causal_lm": ["loss", "perplexity"],
+                   "seq2seq": ["loss"]}
+SCOPES = ("all", "embeddings", "lower", "middle", "upper", "head", "custom")
+
+
+def _num(v: Any, default: float) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _int(v: Any, default: int) -> int:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return default
+
+
+def order_by_step(refs: list[str], checkpoints: list[dict]) -> list[str]:
+    """Trajectory checkpoints ordered by their ``step`` tag (untagged keep their place, last)."""
+    steps: dict[str, float] = {}
+    for m in checkpoints:
+        step = (m.get("tags") or {}).get("step")
+        try:
+            steps[m["id"]] = float(step)
+        except (TypeError, ValueError):
+            continue
+    pos = {r: i for i, r in enumerate(refs)}
+    return sorted(refs, key=lambda r: (r not in steps, steps.get(r, 0.0), pos[r]))
+
+
+def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None) -> dict[str, Any]:
+    """The RunSpec dict (as the CLI accepts it) for the form values ``v``.
+
+    Keys of ``v``: type, ckpt1..3, traj (list), traj_by_step, dataset, task, metrics,
+    points, lo, hi, nx, ny, xlo, xhi, ylo, yhi, margin, scope, scope_regex,
+    max_examples, hold, name. Missing pickers are left empty so the API names them.
+    """
+    ptype = v.get("type") or "linear"
+    path: dict[str, Any] = {"type": ptype}
+    for k, (field, _) in enumerate(SLOTS.get(ptype, [])):
+        path[field] = v.get(f"ckpt{k + 1}") or ""
+    if ptype == "trajectory":
+        refs = [r for r in (v.get("traj") or []) if r]
+        if v.get("traj_by_step", True):
+            refs = order_by_step(refs, checkpoints or [])
+        path["checkpoints"] = refs
+        path["basis"] = "pca"
+    if ptype in ONE_D:
+        path["points"] = _int(v.get("points"), 26)
+        path["range"] = [_num(v.get("lo"), 0.0), _num(v.get("hi"), 1.0)]
+    else:
+        path["resolution"] = [_int(v.get("nx"), 21), _int(v.get("ny"), 21)]
+        if ptype in GRID_RANGE:
+            lo, hi = GRID_RANGE[ptype]
+            path["range"] = [[_num(v.get("xlo"), lo), _num(v.get("xhi"), hi)],
+                             [_num(v.get("ylo"), lo), _num(v.get("yhi"), hi)]]
+        if ptype in ("plane", "trajectory"):
+            path["margin"] = _num(v.get("margin"), 0.2)
+    task = v.get("task") or "classification"
+    scope = v.get("scope") or "all"
+    if scope == "custom":
+        scope = (v.get("scope_regex") or "").strip() or "all"
+    spec: dict[str, Any] = {
+        "path": path,
+        "dataset": v.get("dataset") or "",
+        "task": task,
+        "metrics": list(v.get("metrics") or DEFAULT_METRICS.get(task, ["loss"])),
+        "max_examples": _int(v.get("max_examples"), 512),
+        "scope": scope,
+    }
+    if v.get("hold"):
+        spec["on_mismatch"] = "hold"
+    if (v.get("name") or "").strip():
+        spec["name"] = v["name"].strip()
+    return spec
+
+
+def _label(m: dict) -> str:
+    tags = m.get("tags") or {}
+    t = ", ".join(f"{k}={tags[k]}" for k in ("task", "seed", "step") if tags.get(k) not in (None, ""))
+    arch = m.get("architecture") or m.get("model_type") or ""
+    return f"{m.get('name', m.get('id', '?')[:10])}" + (f" — {arch}" if arch else "") + (f" ({t})" if t else "")
+
+
+def _field(label: str, component: Any, id_: str | None = None, help_: str | None = None) -> dbc.Row:
+    ids = {"id": id_} if id_ else {}
+    lab = {"id": f"{id_}-label"} if id_ else {}
+    return dbc.Row(
+        [dbc.Label(label, width=4, className="fw-semibold", **lab),
+         dbc.Col([component] + ([dbc.FormText(help_)] if help_ else []), width=8)],
+        className="mb-2", **ids,
+    )
+
+
+def layout(**_: Any) -> html.Div:
+    ck = api.get("/api/checkpoints")
+    ds = api.get("/api/datasets")
+    ckpts = ck.body if ck.ok and isinstance(ck.body, list) else []
+    dsets = ds.body if ds.ok and isinstance(ds.body, list) else []
+    warn = []
+    if not ck.ok:
+        warn.append(dbc.Alert(f"Could not list checkpoints: {ck.error()}", color="warning"))
+    if ck.ok and not ckpts:
+        warn.append(dbc.Alert(["No checkpoints yet — ", html.A("upload or register some", href="/checkpoints"),
+                               "."], color="info"))
+    copts = [{"label": "— pick —", "value": ""}] + [{"label": _label(m), "value": m["id"]} for m in ckpts]
+    dopts = [{"label": "— pick —", "value": ""}] + [
+        {"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
+    picker = [
+        _field(f"Checkpoint {i}", dbc.Select(id=f"newrun-ckpt-{i}", options=copts, value=""), id_=f"newrun-row-{i}")
+        for i in (1, 2, 3)
+    ]
+    traj = _field(
+        "Checkpoints (in order)",
+        html.Div([
+            dcc.Dropdown(id="newrun-traj", options=[o for o in copts if o["value"]], multi=True,
+                         placeholder="pick the training checkpoints"),
+            dbc.Checkbox(id="newrun-traj-bystep", value=True, label="order by their step tag"),
+        ]),
+        id_="newrun-row-traj",
+    )
+    form = dbc.Card(dbc.CardBody([
+        _field("Path", dbc.Select(id="newrun-type", value="linear",
+                                  options=[{"label": t, "value": t} for t in PATH_TYPES]),
+               help_=None),
+        html.Div(PATH_HELP["linear"], id="newrun-type-help", className="text-muted small mb-3 ms-1"),
+        *picker, traj,
+        _field("Dataset", dbc.Select(id="newrun-dataset", options=dopts, value="")),
+        _field("Task", dbc.Select(id="newrun-task", value="classification",
+                                  options=[{"label": t, "value": t} for t in TASK_METRICS])),
+        _field("Metrics", dbc.Checklist(id="newrun-metrics", inline=True, value=DEFAULT_METRICS["classification"],
+                                        options=[{"label": m, "value": m} for m in TASK_METRICS["classification"]])),
+        _field("Points", dbc.Input(id="newrun-points", type="number", value=26, min=2, max=10001),
+               id_="newrun-row-points"),
+        _field("α range", dbc.InputGroup([
+            dbc.Input(id="newrun-lo", type="number", value=0.0, step="any"),
+            dbc.InputGroupText("to"),
+            dbc.Input(id="newrun-hi", type="number", value=1.0, step="any")]),
+            id_="newrun-row-range", help_="outside [0, 1] extrapolates"),
+        _field("Resolution", dbc.InputGroup([
+            dbc.Input(id="newrun-nx", type="number", value=21, min=2, max=201),
+            dbc.InputGroupText("×"),
+            dbc.Input(id="newrun-ny", type="number", value=21, min=2, max=201)]), id_="newrun-row-res"),
+        _field("Grid x / y range", dbc.InputGroup([
+            dbc.Input(id="newrun-xlo", type="number", value=-1.0, step="any"),
+            dbc.Input(id="newrun-xhi", type="number", value=2.0, step="any"),
+            dbc.InputGroupText("/"),
+            dbc.Input(id="newrun-ylo", type="number", value=-1.0, step="any"),
+            dbc.Input(id="newrun-yhi", type="number", value=2.0, step="any")]), id_="newrun-row-grid"),
+        _field("Margin", dbc.Input(id="newrun-margin", type="number", value=0.2, min=0, max=5, step="any"),
+               id_="newrun-row-margin", help_="around the anchors' bounding box, × its size"),
+        _field("Scope", html.Div([
+            dbc.Select(id="newrun-scope", value="all", options=[{"label": s, "value": s} for s in SCOPES]),
+            dbc.Input(id="newrun-scope-regex", placeholder="regex over parameter names", className="mt-1",
+                      style={"display": "none"})]),
+            help_="which parameters move; the rest stay at the first checkpoint"),
+        _field("Max examples", dbc.Input(id="newrun-max", type="number", value=512, min=1)),
+        _field("Mismatched tensors", dbc.Checkbox(id="newrun-hold", value=False,
+                                                  label="hold them at the first checkpoint")),
+        _field("Name (optional)", dbc.Input(id="newrun-name", placeholder="e.g. seeds 0 vs 1")),
+        html.Div([
+            dbc.Button("Check", id="newrun-check", color="secondary", className="me-2"),
+            dbc.Button("Copy spec", id="newrun-copy", color="secondary", outline=True, className="me-2"),
+            dbc.Button("Run", id="newrun-run", color="primary"),
+        ], className="mt-3"),
+    ]))
+    side = html.Div([
+        dcc.Loading(html.Div(id="newrun-feedback", role="status"), type="dot"),
+        html.Div([
+            html.Div([html.Span("Spec (YAML for basin eval)", className="fw-semibold me-2"),
+                      dcc.Clipboard(target_id="newrun-yaml", title="copy", style={"display": "inline-block"})]),
+            html.Pre(id="newrun-yaml", className="bg-light p-2 small border rounded"),
+        ], id="newrun-yaml-box", style={"display": "none"}),
+    ])
+    return html.Div([
+        dcc.Store(id="newrun-checkpoints", data=ckpts),
+        dcc.Location(id="newrun-location", refresh="callback-nav"),
+        html.H3("New run"),
+        *warn,
+        dbc.Row([dbc.Col(form, lg=7), dbc.Col(side, lg=5)]),
+    ])
+
+
+@callback(
+    [Output(f"newrun-row-{i}", "style") for i in (1, 2, 3)]
+    + [Output(f"newrun-row-{i}-label", "children") for i in (1, 2, 3)]
+    + [Output("newrun-row-traj", "style"), Output("newrun-row-points", "style"),
+       Output("newrun-row-range", "style"), Output("newrun-row-res", "style"),
+       Output("newrun-row-grid", "style"), Output("newrun-row-margin", "style"),
+       Output("newrun-type-help", "children"),
+       Output("newrun-xlo", "value"), Output("newrun-xhi", "value"),
+       Output("newrun-ylo", "value"), Output("newrun-yhi", "value")],
+    Input("newrun-type", "value"),
+)
+def _show_fields(ptype: str):
+    """Show exactly the pickers and grid fields the path type needs."""
+    hide, show = {"display": "none"}, {}
+    slots = SLOTS.get(ptype, [])
+    styles = [show if i < len(slots) else hide for i in range(3)]
+    labels = [slots[i][1] if i < len(slots) else "" for i in range(3)]
+    one_d = ptype in ONE_D
+    lo, hi = GRID_RANGE.get(ptype, (-1.0, 1.0))
+    return (*styles, *labels, show if ptype == "trajectory" else hide,
+            show if one_d else hide, show if one_d else hide, hide if one_d else show,
+            show if ptype in GRID_RANGE else hide, show if ptype in ("plane", "trajectory") else hide,
+            PATH_HELP.get(ptype, ""), lo, hi, lo, hi)
+
+
+@callback(Output("newrun-metrics", "options"), Output("newrun-metrics", "value"),
+          Input("newrun-task", "value"), prevent_initial_call=True)
+def _metrics_for_task(task: str):
+    return ([{"label": m, "value": m} for m in TASK_METRICS.get(task, ("loss",))],
+            DEFAULT_METRICS.get(task, ["loss"]))
+
+
+@callback(Output("newrun-scope-regex", "style"), Input("newrun-scope", "value"))
+def _scope_regex(scope: str):
+    return {} if scope == "custom" else {"display": "none"}
+
+
+FORM_STATE = {
+    "type": "newrun-type", "ckpt1": "newrun-ckpt-1", "ckpt2": "newrun-ckpt-2", "ckpt3": "newrun-ckpt-3",
+    "traj": "newrun-traj", "traj_by_step": "newrun-traj-bystep", "dataset": "newrun-dataset",
+    "task": "newrun-task", "metrics": "newrun-metrics", "points": "newrun-points", "lo": "newrun-lo",
+    "hi": "newrun-hi", "nx": "newrun-nx", "ny": "newrun-ny", "xlo": "newrun-xlo", "xhi": "newrun-xhi",
+    "ylo": "newrun-ylo", "yhi": "newrun-yhi", "margin": "newrun-margin", "scope": "newrun-scope",
+    "scope_regex": "newrun-scope-regex", "max_examples": "newrun-max", "hold": "newrun-hold",
+    "name": "newrun-name",
+}
+
+
+@callback(
+    Output("newrun-feedback", "children"),
+    Output("newrun-yaml", "children"),
+    Output("newrun-yaml-box", "style"),
+    Output("newrun-location", "href"),
+    Input("newrun-check", "n_clicks"),
+    Input("newrun-copy", "n_clicks"),
+    Input("newrun-run", "n_clicks"),
+    [State(cid, "value") for cid in FORM_STATE.values()],
+    State("newrun-checkpoints", "data"),
+    State("settings-token-input", "value"),
+    prevent_initial_call=True,
+)
+def _act(_check, _copy, _run, *values):
+    """Check / Copy spec / Run: the API's answer is shown next to the form."""
+    *form, ckpts, token = values
+    spec = build_spec(dict(zip(FORM_STATE, form, strict=True)), ckpts)
+    text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+    nav = dash.no_update
+    shown = {}
+    if ctx.triggered_id == "newrun-copy":
+        return (dbc.Alert("Spec below — save it as spec.yaml and run `basin eval spec.yaml`.",
+                          color="secondary", id="newrun-result"), text, shown, nav)
+    if ctx.triggered_id == "newrun-check":
+        r = api.post("/api/runs/validate", json=spec, token=token)
+        if r.ok and isinstance(r.body, dict):
+            msg = dbc.Alert(f"OK — {r.body.get('num_points', '?')} points.", color="success", id="newrun-result")
+        else:
+            msg = _error_alert(r)
+        return msg, text, shown, nav
+    r = api.post("/api/runs", json=spec, token=token)
+    if r.ok and isinstance(r.body, dict) and r.body.get("id"):
+        run_id = r.body["id"]
+        return (dbc.Alert(["Run created: ", html.A(run_id[:12], href=f"/runs/{run_id}")], color="success",
+                          id="newrun-result"), text, shown, f"/runs/{run_id}")
+    return _error_alert(r), text, shown, nav
+
+
+def _error_alert(r: api.ApiResult) -> dbc.Alert:
+    body = r.body if isinstance(r.body, dict) else {}
+    items = [html.Div(body.get("detail") if isinstance(body.get("detail"), str) else r.error(),
+                      className="fw-semibold")]
+    mism = body.get("mismatches") or []
+    if mism:
+        items.append(html.Ul([html.Li([html.Code(m.get("tensor")), f": {m.get('reason')}"]) for m in mism[:12]],
+                             className="mb-0 small"))
+        if len(mism) > 12:
+            items.append(html.Div(f"… and {len(mism) - 12} more", className="small"))
+    return dbc.Alert(items, color="danger", id="newrun-result", className="newrun-error")

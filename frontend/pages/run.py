@@ -1,0 +1,255 @@
+"""Run (``/runs/<run_id>``, the share link): live figures, progress, summary, exports.
+
+The page is rendered with every point stored so far; then the browser polls only the
+points after the last cursor (``assets/basin.js: basin.poll``) and patches the figures.
+Python rebuilds the figures (anchors, chord, barrier, trajectory) when the status
+changes, when the grid refines by about a factor of two, or when the view is toggled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+import flask
+import yaml
+from dash import (
+    ALL,
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    dcc,
+    html,
+)
+
+from basin import figures
+from frontend import api
+
+logger = logging.getLogger(__name__)
+
+dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Basin — run")
+
+TERMINAL = ("done", "failed", "cancelled")
+STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
+                 "queued": "info"}
+GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def _names() -> dict[str, str]:
+    r = api.get("/api/checkpoints")
+    return {m["id"]: m.get("name", m["id"][:10]) for m in r.body} if r.ok and isinstance(r.body, list) else {}
+
+
+def _doc(info: dict, points: list[dict]) -> dict:
+    return {"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
+            "summary": info.get("summary") or {}}
+
+
+def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, str]) -> list[dict]:
+    """One figure per metric of the run (plotly JSON dicts), ``layout.meta.n`` = points drawn."""
+    doc = _doc(info, points)
+    spec = doc["spec"]
+    out = []
+    for m in spec.get("metrics") or ["loss"]:
+        if spec.get("path", {}).get("type") in figures.ONE_D:
+            fig = figures.line_figure(doc, m, names=names)
+        else:
+            fig = figures.plane_figure(doc, m, kind or "heatmap", names=names)
+        fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
+        out.append(fig.to_plotly_json())
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
+    """Summary numbers shown on the page: barrier, distance, min/max per metric."""
+    spec = info.get("spec") or {}
+    summary = info.get("summary") or {}
+    rows: list[tuple[str, str]] = []
+    for m, b in (summary.get("barrier") or {}).items():
+        if isinstance(b, dict) and b.get("value") is not None:
+            at = f" at α = {_fmt(b['alpha'])}" if b.get("alpha") is not None else ""
+            rows.append((f"{m} barrier", f"{_fmt(b['value'])}{at}"))
+    dist = summary.get("distance") or {}
+    if isinstance(dist, dict) and dist.get("l2") is not None:
+        rows.append(("‖θA − θB‖₂", _fmt(dist["l2"])))
+        if dist.get("cosine") is not None:
+            rows.append(("cosine(θA, θB)", _fmt(dist["cosine"])))
+    ev = (summary.get("trajectory") or {}).get("explained_variance") if isinstance(summary.get("trajectory"), dict) else None
+    if ev:
+        rows.append(("explained variance (2 dims)", ", ".join(_fmt(v) for v in ev)))
+    for m in spec.get("metrics") or []:
+        vals = [(p["metrics"][m], p["coords"]) for p in points
+                if isinstance((p.get("metrics") or {}).get(m), (int, float))]
+        if vals:
+            lo = min(vals, key=lambda t: t[0])
+            hi = max(vals, key=lambda t: t[0])
+            where = lambda c: ", ".join(f"{k}={_fmt(v)}" for k, v in c.items())  # noqa: E731
+            rows.append((f"{m} min / max", f"{_fmt(lo[0])} ({where(lo[1])}) / {_fmt(hi[0])} ({where(hi[1])})"))
+    return rows
+
+
+def _summary_table(info: dict, points: list[dict]) -> Any:
+    rows = summary_rows(info, points)
+    if not rows:
+        return html.Div("No numbers yet.", className="text-muted")
+    return dbc.Table([html.Tbody([html.Tr([html.Th(k, className="fw-normal text-muted"), html.Td(v)])
+                                  for k, v in rows])], size="sm", className="mb-0", id="run-summary-table")
+
+
+def layout(run_id: str | None = None, **_: Any) -> html.Div:
+    if not run_id:
+        return dbc.Alert("No run id in the link.", color="warning")
+    r = api.get(f"/api/runs/{run_id}")
+    if not r.ok or not isinstance(r.body, dict):
+        return html.Div([html.H3("Run not found"),
+                         dbc.Alert(r.error() if r.status != 404 else f"There is no run {run_id}.",
+                                   color="warning", id="run-error")])
+    info = r.body
+    spec = info.get("spec") or {}
+    path = spec.get("path") or {}
+    ptype = path.get("type", "?")
+    is1d = ptype in figures.ONE_D
+    metrics = spec.get("metrics") or ["loss"]
+    points, cursor = api.all_points(run_id)
+    status = info.get("status", "?")
+    names = _names()
+    kind = "heatmap"
+    figs = build_figures(info, points, kind, names)
+    nx, ny = (path.get("resolution") or [1, 1]) if not is1d else (0, 0)
+    rng = path.get("range") if not is1d else None
+    meta = {
+        "id": run_id, "metrics": metrics, "is1d": is1d, "nx": nx, "ny": ny,
+        "total": info.get("total") or 0,
+        "scales": {m: figures.metric_scale(m) for m in metrics},
+        "xrange": rng[0] if rng and isinstance(rng[0], list) else None,
+        "yrange": rng[1] if rng and isinstance(rng[0], list) else None,
+    }
+    total = info.get("total") or 0
+    done = max(len(points), info.get("done") or 0)
+    host = flask.request.host_url.rstrip("/") if flask.has_request_context() else ""
+    share = f"{host}/runs/{run_id}"
+    refs = [path[k] for k in ("a", "b", "c", "control", "origin", "center") if isinstance(path.get(k), str)]
+    refs += list(path.get("checkpoints") or [])
+    title = spec.get("name") or f"{ptype}: " + " · ".join(figures.short_name(x, names) for x in refs)
+    graphs = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
+                        className="run-graph border rounded mb-3")
+              for i, f in enumerate(figs)]
+    controls = [dbc.RadioItems(  # hidden for 1D paths; present so the rebuild callback has its input
+        id="run-kind", value=kind, inline=True, className="mb-2", style={"display": "none"} if is1d else {},
+        options=[{"label": "heatmap", "value": "heatmap"}, {"label": "contour", "value": "contour"},
+                 {"label": "3D surface", "value": "surface"}])]
+    header = dbc.Card(dbc.CardBody([
+        html.Div([
+            dbc.Badge(status, id="run-status", color=STATUS_COLOUR.get(status, "dark"), className="me-2 fs-6"),
+            html.Span(f"{len(points)} points", id="run-count", className="me-3 fw-semibold"),
+            html.Span("", id="run-extra", className="text-muted me-3"),
+            html.Span(info.get("error") or "", className="text-danger"),
+        ], className="mb-2"),
+        dbc.Progress(id="run-progress", value=round(100 * done / total) if total else 0,
+                     label=f"{done} / {total}", style={"height": "1.4rem"},
+                     animated=status not in TERMINAL, striped=status not in TERMINAL),
+    ]), className="mb-3")
+    side = [
+        dbc.Card([dbc.CardHeader("Summary"),
+                  dbc.CardBody(_summary_table(info, points), id="run-summary")], className="mb-3"),
+        dbc.Card([dbc.CardHeader("Share & export"), dbc.CardBody([
+            dbc.InputGroup([dbc.Input(id="run-share-link", value=share, readonly=True, size="sm"),
+                            dbc.InputGroupText(dcc.Clipboard(target_id="run-share-link", title="copy link",
+                                                             id="run-copy-link"))], size="sm",
+                           className="mb-2"),
+            html.Div([
+                html.A("JSON", href=f"/api/runs/{run_id}/export?format=json", id="run-export-json",
+                       className="btn btn-sm btn-outline-secondary me-1", download=f"basin-{run_id[:12]}.json"),
+                html.A("CSV", href=f"/api/runs/{run_id}/export?format=csv", id="run-export-csv",
+                       className="btn btn-sm btn-outline-secondary me-1", download=f"basin-{run_id[:12]}.csv"),
+                html.A("HTML report", href=f"/reports/{run_id}.html", id="run-export-html",
+                       className="btn btn-sm btn-outline-secondary me-1"),
+            ]),
+            html.Div("PNG: the camera icon above each figure.", className="small text-muted mt-1"),
+            html.Hr(),
+            dbc.Button("Cancel run", id="run-cancel", color="danger", outline=True, size="sm",
+                       disabled=status in TERMINAL),
+            html.Span(id="run-cancel-msg", className="small ms-2"),
+        ])], className="mb-3"),
+        dbc.Card([dbc.CardHeader("Spec"), dbc.CardBody(html.Pre(
+            yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), id="run-spec",
+            className="small mb-0", style={"maxHeight": "360px", "overflow": "auto"}))]),
+    ]
+    return html.Div([
+        dcc.Store(id="run-meta", data=meta),
+        dcc.Store(id="run-points", data={"points": points, "cursor": cursor, "status": status}),
+        dcc.Store(id="run-rebuild", data=f"{status}:init"),
+        dcc.Interval(id="run-interval", interval=500, disabled=status in TERMINAL and done >= total),
+        html.H3(title, className="mb-1", id="run-title"),
+        html.Div([html.Code(run_id, className="small")], className="mb-2"),
+        header,
+        dbc.Row([
+            dbc.Col([*controls, html.Div(graphs, id="run-graphs", **{"data-points": str(len(points))})], lg=8),
+            dbc.Col(side, lg=4),
+        ]),
+    ])
+
+
+clientside_callback(
+    ClientsideFunction(namespace="basin", function_name="poll"),
+    Output("run-points", "data"),
+    Output({"type": "run-graph", "index": ALL}, "figure"),
+    Output("run-count", "children"),
+    Output("run-progress", "value"),
+    Output("run-progress", "label"),
+    Output("run-status", "children"),
+    Output("run-rebuild", "data"),
+    Output("run-interval", "disabled"),
+    Output("run-extra", "children"),
+    Input("run-interval", "n_intervals"),
+    State("run-points", "data"),
+    State("run-meta", "data"),
+    State({"type": "run-graph", "index": ALL}, "figure"),
+    prevent_initial_call=True,
+)
+
+clientside_callback(
+    ClientsideFunction(namespace="basin", function_name="cancel"),
+    Output("run-cancel-msg", "children"),
+    Input("run-cancel", "n_clicks"),
+    State("run-meta", "data"),
+    prevent_initial_call=True,
+)
+
+
+@callback(
+    Output({"type": "run-graph", "index": ALL}, "figure", allow_duplicate=True),
+    Output("run-summary", "children"),
+    Output("run-status", "color"),
+    Output("run-progress", "animated"),
+    Output("run-progress", "striped"),
+    Output("run-cancel", "disabled"),
+    Input("run-rebuild", "data"),
+    Input("run-kind", "value"),
+    State("run-points", "data"),
+    State("run-meta", "data"),
+    prevent_initial_call=True,
+)
+def _rebuild(_key: str, kind: str | None, store: dict, meta: dict):
+    """Full figures (anchors, chord, barrier annotation) from the points the browser holds."""
+    r = api.get(f"/api/runs/{meta['id']}")
+    info = r.body if r.ok and isinstance(r.body, dict) else {}
+    if not info.get("spec"):
+        raise dash.exceptions.PreventUpdate
+    points = (store or {}).get("points") or []
+    status = info.get("status") or (store or {}).get("status")
+    figs = build_figures(info, points, kind or "heatmap", _names())
+    running = status not in TERMINAL
+    return figs, _summary_table(info, points), STATUS_COLOUR.get(status, "dark"), running, running, not running

@@ -1,0 +1,180 @@
+"""Figure builders on hand-built result documents: what a user sees in the plots."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import plotly.graph_objects as go
+import pytest
+
+from basin import figures
+from basin.grid import linspace, order_2d
+
+
+def _linear_doc(n: int = 11, *, shuffle: bool = True, summary: dict | None = None) -> dict:
+    alphas = linspace(0.0, 1.0, n)
+    # loss: bump in the middle (barrier 0.5 over a chord from 0.2 to 0.4 at α=0.5)
+    pts = [
+        {"index": i, "coords": {"alpha": a},
+         "metrics": {"loss": 0.2 + 0.2 * a + 0.5 * math.sin(math.pi * a), "accuracy": 0.9 - 0.3 * math.sin(math.pi * a)}}
+        for i, a in enumerate(alphas)
+    ]
+    if shuffle:
+        random.Random(0).shuffle(pts)
+    return {
+        "spec": {"path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": n, "range": [0.0, 1.0]},
+                 "dataset": "d", "task": "classification", "metrics": ["loss", "accuracy"]},
+        "points": pts,
+        "anchors": [{"name": "ft_a", "coords": {"alpha": 0.0}}, {"name": "ft_b", "coords": {"alpha": 1.0}}],
+        "summary": summary or {},
+    }
+
+
+def _plane_doc(nx: int = 5, ny: int = 4, keep: int | None = None, ptype: str = "plane") -> dict:
+    xs, ys = linspace(-1.0, 2.0, nx), linspace(-0.5, 1.0, ny)
+    order = order_2d(nx, ny)[: keep or nx * ny]
+    pts = [{"index": i, "coords": {"x": xs[i % nx], "y": ys[i // nx]},
+            "metrics": {"loss": (xs[i % nx] - 0.5) ** 2 + ys[i // nx] ** 2}} for i in order]
+    path = {"type": ptype, "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [nx, ny]}
+    anchors = [{"name": "ft_a", "coords": {"x": 0.0, "y": 0.0}},
+               {"name": "ft_b", "coords": {"x": 1.0, "y": 0.0}},
+               {"name": "ft_c", "coords": {"x": 0.4, "y": 0.7}}]
+    if ptype == "trajectory":
+        path = {"type": "trajectory", "checkpoints": ["s1", "s2", "s3"], "basis": "pca", "resolution": [nx, ny]}
+        # deliberately out of training order in the anchors list
+        anchors = [{"name": "s3", "coords": {"x": 1.0, "y": 0.5}, "step": 300},
+                   {"name": "s1", "coords": {"x": -0.5, "y": 0.0}, "step": 100},
+                   {"name": "s2", "coords": {"x": 0.2, "y": 0.4}, "step": 200}]
+    return {"spec": {"path": path, "dataset": "d", "metrics": ["loss"]}, "points": pts, "anchors": anchors}
+
+
+def _meta(fig: go.Figure, meta: str) -> list:
+    return [t for t in fig.data if t.meta == meta]
+
+
+def test_line_sorted_by_alpha_with_named_endpoints_chord_and_barrier():
+    doc = _linear_doc()
+    fig = figures.line_figure(doc, "loss")
+    (curve,) = _meta(fig, "curve")
+    assert list(curve.x) == sorted(curve.x) and len(curve.x) == 11
+    anchors = _meta(fig, "anchor")
+    assert [a.text[0] for a in anchors] == ["ft_a", "ft_b"]
+    assert [a.x[0] for a in anchors] == [0.0, 1.0]
+    (chord,) = _meta(fig, "chord")
+    assert list(chord.y) == pytest.approx([0.2, 0.4])
+    (ann,) = [a for a in fig.layout.annotations if a.name == "barrier"]
+    assert ann.text == "barrier 0.5 nats at α = 0.50"
+    assert fig.layout.xaxis.title.text == "α" and fig.layout.yaxis.title.text == "loss (nats)"
+
+
+def test_line_accuracy_in_percent_and_barrier_is_drop_below_chord():
+    fig = figures.line_figure(_linear_doc(), "accuracy")
+    assert fig.layout.yaxis.title.text == "accuracy (%)"
+    (curve,) = _meta(fig, "curve")
+    assert max(curve.y) == pytest.approx(90.0)
+    (ann,) = [a for a in fig.layout.annotations if a.name == "barrier"]
+    assert ann.text.startswith("barrier 30 pts at α = 0.50")
+
+
+def test_line_prefers_the_summary_barrier():
+    doc = _linear_doc(summary={"barrier": {"loss": {"value": 0.123, "alpha": 0.4}}})
+    fig = figures.line_figure(doc, "loss")
+    assert [a.text for a in fig.layout.annotations if a.name == "barrier"] == ["barrier 0.123 nats at α = 0.40"]
+
+
+def test_line_partial_run_without_endpoint_has_no_chord_or_barrier():
+    doc = _linear_doc()
+    doc["points"] = [p for p in doc["points"] if p["coords"]["alpha"] != 1.0][:4]
+    fig = figures.line_figure(doc, "loss")
+    assert len(_meta(fig, "curve")[0].x) == 4
+    assert not _meta(fig, "chord")
+    assert not [a for a in fig.layout.annotations if a.name == "barrier"]
+
+
+def test_line_names_map_store_ids_to_names_and_ids_are_shortened():
+    doc = _linear_doc()
+    sha = "ab" * 32
+    doc["anchors"][0]["name"] = sha
+    fig = figures.line_figure(doc, "loss")
+    assert _meta(fig, "anchor")[0].text[0] == sha[:10]
+    fig = figures.line_figure(doc, "loss", names={sha: "seed-0"})
+    assert _meta(fig, "anchor")[0].text[0] == "seed-0"
+
+
+def test_compute_barrier_formula():
+    # chord from (0, 1) to (1, 3); value 2.5 at α=0.5 where the chord is 2 → excess 0.5
+    b = figures.compute_barrier([(0.0, 1.0), (0.5, 2.5), (1.0, 3.0), (1.5, 9.0)], 0.0, 1.0, 1.0, 3.0, "loss")
+    assert b == {"value": pytest.approx(0.5), "alpha": 0.5}  # α=1.5 (extrapolated) is ignored
+
+
+def test_plane_partial_grid_has_none_holes_and_fills_in():
+    nx, ny = 5, 4
+    partial = figures.plane_figure(_plane_doc(nx, ny, keep=4), "loss", kind="heatmap")
+    grid = _meta(partial, "grid")[0]
+    z = [list(r) for r in grid.z]
+    assert len(z) == ny and all(len(r) == nx for r in z)
+    filled = [(iy, ix) for iy in range(ny) for ix in range(nx) if z[iy][ix] is not None]
+    assert sorted(filled) == [(0, 0), (0, nx - 1), (ny - 1, 0), (ny - 1, nx - 1)]  # the corners first
+    # the axes are known from the corners already: the whole grid is placed correctly
+    assert list(grid.x) == pytest.approx(linspace(-1.0, 2.0, nx))
+    assert list(grid.y) == pytest.approx(linspace(-0.5, 1.0, ny))
+    full = figures.plane_figure(_plane_doc(nx, ny), "loss", kind="heatmap")
+    zf = _meta(full, "grid")[0].z
+    assert all(v is not None for row in zf for v in row)
+    # index = iy*nx + ix: row 1, column 2 is x=0.5, y=0.0 → loss 0.0
+    assert zf[1][2] == pytest.approx((0.5 - 0.5) ** 2 + 0.0**2)
+
+
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_plane_marks_and_labels_the_three_anchors(kind):
+    fig = figures.plane_figure(_plane_doc(), "loss", kind=kind)
+    anchors = _meta(fig, "anchor")
+    assert [a.text[0] for a in anchors] == ["ft_a", "ft_b", "ft_c"]
+    assert [(a.x[0], a.y[0]) for a in anchors] == [(0.0, 0.0), (1.0, 0.0), (0.4, 0.7)]
+    grid = _meta(fig, "grid")[0]
+    assert grid.type == kind and grid.colorscale[0][1] == "#440154"  # Viridis: low loss dark
+    assert not grid.reversescale
+    if kind == "surface":
+        assert all(a.type == "scatter3d" and a.z[0] is not None for a in anchors)
+
+
+def test_plane_accuracy_reverses_colours_so_good_regions_are_dark():
+    doc = _plane_doc()
+    for p in doc["points"]:
+        p["metrics"]["accuracy"] = 0.5
+    fig = figures.plane_figure(doc, "accuracy")
+    assert _meta(fig, "grid")[0].reversescale is True
+    assert _meta(fig, "grid")[0].z[0][0] == pytest.approx(50.0)
+
+
+def test_trajectory_path_follows_training_order_with_step_labels():
+    doc = _plane_doc(ptype="trajectory")
+    for kind in ("contour", "surface"):
+        fig = figures.plane_figure(doc, "loss", kind=kind)
+        (path,) = _meta(fig, "trajectory")
+        assert list(path.x) == [-0.5, 0.2, 1.0]
+        assert list(path.text) == ["step 100", "step 200", "step 300"]
+        assert "lines" in path.mode and "markers" in path.mode
+
+
+def test_figure_for_and_report_figures_dispatch():
+    assert _meta(figures.figure_for(_linear_doc()), "curve")[0].name == "loss"
+    assert figures.figure_for(_plane_doc()).data[0].type == "contour"
+    assert figures.figure_for(_plane_doc(), kind="surface").data[0].type == "surface"
+    assert len(figures.report_figures(_linear_doc())) == 2  # loss, accuracy
+    kinds = [f.data[0].type for f in figures.report_figures(_plane_doc(ptype="trajectory"))]
+    assert kinds == ["contour", "surface"]
+    assert figures.report_figures({"spec": _linear_doc()["spec"], "points": []}) == []
+    with pytest.raises(ValueError, match="kind"):
+        figures.plane_figure(_plane_doc(), "loss", kind="pie")
+
+
+def test_overlay_has_one_curve_per_run_with_endpoints():
+    a, b = _linear_doc(), _linear_doc(n=5)
+    b["spec"]["name"] = "seed pair 2"
+    fig = figures.overlay_figure([a, b], "loss")
+    curves = _meta(fig, "curve")
+    assert [c.name for c in curves] == ["ft_a → ft_b", "seed pair 2"]
+    assert [len(c.x) for c in curves] == [11, 5]
+    assert len(_meta(fig, "anchor")) == 2 and all(len(t.x) == 2 for t in _meta(fig, "anchor"))
