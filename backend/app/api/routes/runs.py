@@ -1,0 +1,215 @@
+"""Routes: runs — create (validated, queued), list, status, points (poll and SSE), cancel, delete,
+export. The bookkeeping itself is in :mod:`backend.app.runs`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
+
+from backend.app import runs as book
+from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
+from workers.sinks import TERMINAL, RunKeys
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["runs"])
+
+SpecBody = Annotated[
+    dict[str, Any], Body(description="A RunSpec (JSON); references are store ids or names")
+]
+
+
+class RunCreated(BaseModel):
+    id: str
+    url: str
+
+
+class RunValidated(BaseModel):
+    ok: bool
+    num_points: int
+    spec: dict[str, Any]
+
+
+def _url(settings, run_id: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
+
+
+def _not_found(run_id: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=f"no run with id {run_id!r}")
+
+
+@router.post("/runs/validate", response_model=RunValidated)
+def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep) -> RunValidated:
+    """Check a spec exactly as creating it would (references, compatibility, size); queue nothing."""
+    resolved = book.resolve_spec(spec, store, max_points=settings.max_points)
+    return RunValidated(
+        ok=True, num_points=resolved.num_points, spec=resolved.model_dump(mode="json")
+    )
+
+
+@router.post("/runs", status_code=201, response_model=RunCreated, dependencies=[WriteAuth])
+def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> RunCreated:
+    """Validate a spec, queue its points (coarse to fine) and return the run's id and share link."""
+    names: dict[str, str] = {}
+    resolved = book.resolve_spec(spec, store, max_points=settings.max_points, names=names)
+    run_id = book.create_run(
+        r, resolved, redis_url=settings.redis_url, queue=settings.task_queue, names=names
+    )
+    return RunCreated(id=run_id, url=_url(settings, run_id))
+
+
+@router.get("/runs")
+def list_runs(settings: SettingsDep, store: StoreDep, r: RedisDep) -> list[dict[str, Any]]:
+    """All runs, newest first: id, type, checkpoints, status, created, done/total."""
+    return book.list_runs(r, store, public_url=settings.public_url.rstrip("/"))
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, Any]:
+    """One run: spec, status, progress, ETA, summary, anchors, error, the workers serving it."""
+    try:
+        return book.run_detail(r, store, run_id, url=_url(settings, run_id))
+    except book.RunNotFound:
+        raise _not_found(run_id) from None
+
+
+@router.get("/runs/{run_id}/points")
+def get_points(
+    run_id: str,
+    store: StoreDep,
+    r: RedisDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Points recorded since ``after`` (the cursor of the previous answer), with the run's status."""
+    try:
+        return book.run_points(r, store, run_id, after)
+    except book.RunNotFound:
+        raise _not_found(run_id) from None
+
+
+def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@router.get("/runs/{run_id}/events")
+async def run_events(
+    run_id: str,
+    request: Request,
+    store: StoreDep,
+    r: RedisDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: one ``point`` event per point (``id:`` = stream id, resumable with
+    ``Last-Event-ID``), then ``end`` with the final status."""
+    start = last_event_id or after or "0-0"
+    in_redis = await asyncio.to_thread(lambda: r.hexists(RunKeys(run_id).run, "spec"))
+    if not in_redis:
+        try:
+            doc = await asyncio.to_thread(book.result_document, r, store, run_id)
+        except book.RunNotFound:
+            raise _not_found(run_id) from None
+        return StreamingResponse(
+            _doc_events(doc, start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    url = request.app.state.settings.redis_url
+    return StreamingResponse(
+        _stream_events(url, run_id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _doc_events(doc: dict, start: str) -> AsyncIterator[bytes]:
+    pts = sorted(doc.get("points", []), key=lambda p: p["index"])
+    skip = int(start.removeprefix("store-")) + 1 if start.startswith("store-") else 0
+    for i, p in enumerate(pts[skip:], start=skip):
+        yield _sse("point", p, f"store-{i}")
+    yield _sse("end", {"status": doc.get("status", "done"), "done": len(pts), "total": len(pts)})
+
+
+async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterator[bytes]:
+    """XREAD BLOCK on the run's stream; the client's socket timeout outlasts the block."""
+    k = RunKeys(run_id)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
+    last = start if start not in ("", "-", "0") else "0-0"
+    try:
+        yield b": connected\n\n"
+        while True:
+            # status before reading: once a terminal status is seen, the stream is complete
+            status = await client.hget(k.run, "status")
+            res = await client.xread({k.points: last}, count=500, block=1000)
+            for _stream, entries in res or []:
+                for sid, fields in entries:
+                    last = sid
+                    yield _sse("point", json.loads(fields["point"]), sid)
+            if status is None:
+                yield _sse("end", {"status": "deleted"})
+                return
+            if status in TERMINAL and not res:
+                h = await client.hmget(k.run, ["done", "total", "error"])
+                yield _sse(
+                    "end",
+                    {
+                        "status": status,
+                        "done": int(h[0] or 0),
+                        "total": int(h[1] or 0),
+                        "error": h[2],
+                    },
+                )
+                return
+            if not res:
+                yield b": keep-alive\n\n"
+    except redis.RedisError as e:
+        logger.warning("SSE for run %s stopped: %s", run_id, e)
+        yield _sse("error", {"detail": f"Redis error: {e}"})
+    finally:
+        await client.aclose()
+
+
+@router.post("/runs/{run_id}/cancel", dependencies=[WriteAuth])
+def cancel_run(run_id: str, r: RedisDep) -> dict[str, str]:
+    """Stop a queued or running run (points already computed are kept)."""
+    try:
+        return {"id": run_id, "status": book.cancel_run(r, run_id)}
+    except book.RunNotFound:
+        raise _not_found(run_id) from None
+    except book.RunConflict as e:
+        raise HTTPException(status_code=409, detail=str(e)) from None
+
+
+@router.delete("/runs/{run_id}", status_code=204, dependencies=[WriteAuth])
+def delete_run(run_id: str, store: StoreDep, r: RedisDep) -> Response:
+    """Delete a run: its Redis state and its stored result document."""
+    try:
+        book.delete_run(r, store, run_id)
+    except book.RunNotFound:
+        raise _not_found(run_id) from None
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/export", response_model=None)
+def export_run(
+    run_id: str, store: StoreDep, r: RedisDep, format: Literal["json", "csv"] = "json"
+) -> Response:
+    """The result document as JSON, or one CSV row per point (index, coords..., metrics...)."""
+    try:
+        doc = book.result_document(r, store, run_id)
+    except book.RunNotFound:
+        raise _not_found(run_id) from None
+    disposition = {"Content-Disposition": f'attachment; filename="basin-run-{run_id}.{format}"'}
+    if format == "csv":
+        return PlainTextResponse(book.to_csv(doc), media_type="text/csv", headers=disposition)
+    return JSONResponse(doc, headers=disposition)

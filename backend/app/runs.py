@@ -1,0 +1,475 @@
+"""Run bookkeeping for the API: validate and queue runs, read their state from Redis or disk.
+
+A run lives in Redis while it is queued, running and for a while after (the key
+layout is in :mod:`workers.sinks`); a finished run is also a result document in the
+store (``models_store/runs/<id>.json``), which the API serves once Redis no longer has
+it (flushed, restarted without persistence, expired). No checkpoint is loaded here:
+references are resolved against the store, compatibility is checked from safetensors
+headers, and the point list is ordered with the pure functions of :mod:`basin.grid`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import secrets
+import time
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from basin import grid
+from basin.errors import IncompatibleCheckpoints, InvalidSpec
+from basin.spec import RunSpec, parse_spec
+from basin.store import Store
+from workers.sinks import RUNS_KEY, TERMINAL, RunKeys, alive_workers, read_points
+
+logger = logging.getLogger(__name__)
+
+
+class RunNotFound(LookupError):
+    """No run with this id in Redis or in the store."""
+
+
+class RunConflict(ValueError):
+    """The run is in a state that does not allow the request (e.g. cancelling a finished run)."""
+
+
+# ---- validation ---------------------------------------------------------------------------
+
+
+def resolve_spec(
+    body: Any, store: Store, *, max_points: int, names: dict[str, str] | None = None
+) -> RunSpec:
+    """Parse ``body`` as a RunSpec, rewrite its references to store ids and check it.
+
+    ``names``, when given, is filled with store id → the reference as the user wrote it
+    (shown as the anchors' names instead of sha256 ids).
+
+    Raises :class:`InvalidSpec` (bad spec, too many points), :class:`CheckpointError` /
+    :class:`DatasetError` (unknown reference) or :class:`IncompatibleCheckpoints` (naming
+    the tensors; not with ``on_mismatch: hold``, where the engine keeps them at the first
+    checkpoint).
+    """
+    if not isinstance(body, dict):
+        raise InvalidSpec("invalid spec: the body must be a JSON object (a RunSpec)")
+    spec = parse_spec(body)
+    if spec.num_points > max_points:
+        raise InvalidSpec(
+            f"invalid spec: {spec.num_points} points is more than this server's "
+            f"limit of {max_points} (BASIN_MAX_POINTS)"
+        )
+    seen: dict[str, str] = {} if names is None else names
+
+    def ckpt(ref: str) -> str:
+        ident = store.get_checkpoint(ref)["id"]
+        seen.setdefault(ident, ref)
+        return ident
+
+    def data(ref: str) -> str:
+        ident = store.get_dataset(ref)["id"]
+        seen.setdefault(ident, ref)
+        return ident
+
+    resolved = spec.map_refs(ckpt, data)
+    check_compatibility(resolved, store)
+    return resolved
+
+
+def check_compatibility(spec: RunSpec, store: Store) -> None:
+    """The engine's header-only compatibility check over the path's checkpoints."""
+    from basin.checkpoints import check_compatible, mismatch_message
+
+    refs = spec.model_copy(update={"tokenizer": None}).checkpoint_refs()
+    if len(refs) < 2 or spec.on_mismatch == "hold":
+        return  # with hold the engine keeps every mismatched tensor at the first checkpoint
+    resolver = store.resolver()
+    mismatches = check_compatible([resolver.checkpoint(r) for r in refs])
+    if mismatches:
+        raise IncompatibleCheckpoints(mismatch_message(mismatches), mismatches)
+
+
+def point_order(spec: RunSpec) -> list[int]:
+    """Flat indices coarse → fine (:func:`basin.grid.order_1d` / :func:`order_2d`)."""
+    if spec.is_1d:
+        return grid.order_1d(spec.shape[0])
+    nx, ny = spec.shape
+    return grid.order_2d(nx, ny)
+
+
+# ---- queueing -----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _producer(redis_url: str, queue: str):
+    from workers.celery_app import make_celery
+
+    return make_celery(redis_url, queue)
+
+
+def create_run(
+    r: redis.Redis,
+    spec: RunSpec,
+    *,
+    redis_url: str,
+    queue: str,
+    names: dict[str, str] | None = None,
+) -> str:
+    """Store the run and its todo list in Redis and send the drain tasks; returns the id.
+
+    The id is 16 random bytes (128 bits, URL-safe base64): a share link is a capability.
+    Several ``basin.drain_run`` tasks are sent so several workers drain one run together.
+    """
+    from workers.celery_app import DRAIN_TASK
+
+    run_id = secrets.token_urlsafe(16)
+    k = RunKeys(run_id)
+    order = point_order(spec)
+    created = time.time()
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(
+        k.run,
+        mapping={
+            "spec": json.dumps(spec.model_dump(mode="json")),
+            "status": "queued",
+            "total": len(order),
+            "done": 0,
+            "created": repr(created),
+            "evaluations": 0,
+            "cached": 0,
+            "names": json.dumps(names or {}),
+        },
+    )
+    pipe.rpush(k.todo, *order)
+    pipe.zadd(RUNS_KEY, {run_id: created})
+    pipe.execute()
+    workers = len(alive_workers(r))
+    n_tasks = min(len(order), max(2, 2 * workers))
+    producer = _producer(redis_url, queue)
+    for _ in range(n_tasks):
+        producer.send_task(DRAIN_TASK, args=[run_id], queue=queue)
+    logger.info(
+        "run %s queued: %s, %d points, %d tasks", run_id, spec.path.type, len(order), n_tasks
+    )
+    return run_id
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+def _f(v: Any) -> float | None:
+    try:
+        return float(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _timestamp(v: Any) -> float | None:
+    """Unix seconds from a float or an ISO-8601 string."""
+    if isinstance(v, str):
+        try:
+            return datetime.fromisoformat(v).timestamp()
+        except ValueError:
+            return None
+    return _f(v)
+
+
+def _json(v: str | None, default: Any = None) -> Any:
+    if not v:
+        return default
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return default
+
+
+def _brief(spec: dict) -> dict:
+    path = spec.get("path", {})
+    refs: list[str] = []
+    for field in ("a", "b", "c", "control", "origin", "center", "checkpoints"):
+        v = path.get(field)
+        for ref in [v] if isinstance(v, str) else (v or []):
+            if ref not in refs:
+                refs.append(ref)
+    return {
+        "type": path.get("type"),
+        "checkpoints": refs,
+        "dataset": spec.get("dataset"),
+        "name": spec.get("name"),
+    }
+
+
+def _redis_run(r: redis.Redis, run_id: str) -> dict | None:
+    h = r.hgetall(RunKeys(run_id).run)
+    return h if h and "spec" in h else None
+
+
+def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
+    """Everything ``GET /api/runs/{id}`` shows, from Redis or from the stored document."""
+    h = _redis_run(r, run_id)
+    if h is None:
+        return _doc_detail(_stored(store, run_id), run_id, url=url)
+    spec = _json(h["spec"], {})
+    total, done = int(h.get("total", 0)), int(h.get("done", 0))
+    created, started, finished = _f(h.get("created")), _f(h.get("started")), _f(h.get("finished"))
+    eta = None
+    if h["status"] == "running" and started and done:
+        fresh = max(done - int(h.get("cached", 0)), 1)
+        rate = fresh / max(time.time() - started, 1e-6)
+        eta = round((total - done) / rate, 1)
+    elif h["status"] == "done":
+        eta = 0.0
+    serving = [w for w in alive_workers(r) if w.get("run") == run_id]
+    return {
+        "id": run_id,
+        "url": url,
+        "spec": spec,
+        **_brief(spec),
+        "names": _json(h.get("names"), {}),
+        "status": h["status"],
+        "done": done,
+        "total": total,
+        "progress": round(done / total, 4) if total else 0.0,
+        "eta_s": eta,
+        "created": created,
+        "started": started,
+        "finished": finished,
+        "summary": _json(h.get("summary")),
+        "anchors": _json(h.get("anchors"), []),
+        "error": h.get("error") or None,
+        "workers": [
+            {"name": w.get("name"), "device": w.get("device"), "index": w.get("index")}
+            for w in serving
+        ],
+        "evaluations": int(h.get("evaluations", 0)),
+        "cached_points": int(h.get("cached", 0)),
+        "requeued": int(h.get("requeued", 0)),
+        "timings": _json(h.get("timings")),
+        "source": "redis",
+    }
+
+
+def _stored(store: Store, run_id: str) -> dict:
+    doc = store.load_run(run_id) if _plausible_id(run_id) else None
+    if doc is None:
+        raise RunNotFound(run_id)
+    return doc
+
+
+def _plausible_id(run_id: str) -> bool:
+    return 8 <= len(run_id) <= 64 and all(c.isalnum() or c in "-_" for c in run_id)
+
+
+def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
+    spec = doc.get("spec", {})
+    n = len(doc.get("points", []))
+    return {
+        "id": run_id,
+        "url": url,
+        "spec": spec,
+        **_brief(spec),
+        "names": doc.get("names", {}),
+        "status": doc.get("status", "done"),
+        "done": n,
+        "total": n,
+        "progress": 1.0,
+        "eta_s": 0.0,
+        "created": doc.get("created"),
+        "started": None,
+        "finished": doc.get("finished"),
+        "summary": doc.get("summary"),
+        "anchors": doc.get("anchors", []),
+        "error": None,
+        "workers": [],
+        "evaluations": (doc.get("timings") or {}).get("evaluations"),
+        "cached_points": (doc.get("timings") or {}).get("cached_points"),
+        "requeued": 0,
+        "timings": doc.get("timings"),
+        "source": "store",
+    }
+
+
+def run_points(r: redis.Redis, store: Store, run_id: str, after: str | None) -> dict:
+    """Points recorded after ``after`` (a cursor from an earlier answer; none = from the start).
+
+    From Redis the cursor is the last stream id. A run served from the store answers all
+    its points at once with cursor ``"store"`` (and none for ``after="store"``); a
+    Redis cursor on a run that is now only on disk gets all points and ``reset: true``.
+    """
+    h = _redis_run(r, run_id)  # status first: once "done" is read, every point is in the stream
+    if h is not None:
+        pts, last = read_points(r, run_id, after or "-")
+        return {
+            "points": pts,
+            "cursor": last or (after or "0-0"),
+            "status": h["status"],
+            "done": int(h.get("done", 0)),
+            "total": int(h.get("total", 0)),
+        }
+    doc = _stored(store, run_id)
+    pts = doc.get("points", [])
+    out = {
+        "points": [] if after == "store" else pts,
+        "cursor": "store",
+        "status": doc.get("status", "done"),
+        "done": len(pts),
+        "total": len(pts),
+    }
+    if after not in (None, "", "store", "-", "0", "0-0"):
+        out["reset"] = True
+    return out
+
+
+def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dict]:
+    """Runs newest first: those in Redis, then stored documents Redis no longer has."""
+    ids = r.zrevrange(RUNS_KEY, 0, -1)
+    pipe = r.pipeline()
+    for run_id in ids:
+        pipe.hmget(
+            RunKeys(run_id).run, ["spec", "status", "created", "done", "total", "error", "names"]
+        )
+    out: list[dict] = []
+    seen = set()
+    for run_id, vals in zip(ids, pipe.execute(), strict=True):
+        spec_json, status, created, done, total, error, names = vals
+        if spec_json is None:
+            continue
+        spec = _json(spec_json, {})
+        seen.add(run_id)
+        out.append(
+            {
+                "id": run_id,
+                "url": f"{public_url}/runs/{run_id}",
+                "spec": spec,
+                **_brief(spec),
+                "names": _json(names, {}),
+                "status": status,
+                "created": _f(created),
+                "done": int(done or 0),
+                "total": int(total or 0),
+                "error": error or None,
+            }
+        )
+    for entry in store.list_runs():
+        run_id = entry.get("id")
+        if not run_id or run_id in seen:
+            continue
+        doc = store.load_run(run_id) or {}  # only runs Redis lost: usually few
+        spec = doc.get("spec") or {}
+        n = len(doc.get("points") or [])
+        out.append(
+            {
+                "id": run_id,
+                "url": f"{public_url}/runs/{run_id}",
+                "spec": spec,
+                **_brief(spec),
+                "names": doc.get("names", {}),
+                "status": entry.get("status", "done"),
+                "created": _timestamp(doc.get("created", entry.get("created"))),
+                "done": n,
+                "total": n,
+                "error": None,
+            }
+        )
+    out.sort(key=lambda e: e.get("created") or 0, reverse=True)
+    return out
+
+
+def result_document(r: redis.Redis, store: Store, run_id: str) -> dict:
+    """The result document: the stored one when finished, else built from Redis so far."""
+    try:
+        return _stored(store, run_id)
+    except RunNotFound:
+        pass
+    h = _redis_run(r, run_id)
+    if h is None:
+        raise RunNotFound(run_id)
+    pts, _ = read_points(r, run_id)
+    pts.sort(key=lambda p: p["index"])
+    return {
+        "id": run_id,
+        "spec": _json(h["spec"], {}),
+        "names": _json(h.get("names"), {}),
+        "points": pts,
+        "anchors": _json(h.get("anchors"), []),
+        "summary": _json(h.get("summary")),
+        "timings": _json(h.get("timings"), {}),
+        "status": h["status"],
+        "created": _f(h.get("created")),
+        "finished": _f(h.get("finished")),
+    }
+
+
+def to_csv(doc: dict) -> str:
+    """One row per point: ``index, <coords...>, <metrics...>`` (columns in first-seen order)."""
+    pts = sorted(doc.get("points", []), key=lambda p: p["index"])
+    coords: list[str] = []
+    metrics: list[str] = []
+    for p in pts:
+        coords += [c for c in p.get("coords", {}) if c not in coords]
+        metrics += [m for m in p.get("metrics", {}) if m not in metrics]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["index", *coords, *metrics])
+    for p in pts:
+        w.writerow(
+            [
+                p["index"],
+                *(p["coords"].get(c, "") for c in coords),
+                *(p["metrics"].get(m, "") for m in metrics),
+            ]
+        )
+    return buf.getvalue()
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def cancel_run(r: redis.Redis, run_id: str) -> str:
+    """Stop a queued or running run: workers see the status before their next point."""
+    k = RunKeys(run_id)
+    h = _redis_run(r, run_id)
+    if h is None:
+        raise RunNotFound(run_id)
+    if h["status"] in TERMINAL:
+        raise RunConflict(f"run {run_id} is already {h['status']}")
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(k.run, mapping={"status": "cancelled", "finished": repr(time.time())})
+    pipe.delete(k.todo, k.leases)
+    pipe.execute()
+    return "cancelled"
+
+
+def delete_run(r: redis.Redis, store: Store, run_id: str) -> None:
+    """Remove a run everywhere (Redis keys and the stored document); running ones stop."""
+    k = RunKeys(run_id)
+    in_redis = r.exists(k.run) > 0
+    stored = _plausible_id(run_id) and store.load_run(run_id) is not None
+    if not in_redis and not stored:
+        raise RunNotFound(run_id)
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(*k.all())
+    pipe.zrem(RUNS_KEY, run_id)
+    pipe.execute()
+    if stored:
+        store.delete_run(run_id)
+
+
+__all__ = [
+    "RunConflict",
+    "RunNotFound",
+    "cancel_run",
+    "create_run",
+    "delete_run",
+    "list_runs",
+    "point_order",
+    "resolve_spec",
+    "result_document",
+    "run_detail",
+    "run_points",
+    "to_csv",
+]

@@ -1,0 +1,79 @@
+"""Integration fixtures: a store of tiny real checkpoints and the real stack over it.
+
+One stack (real redis-server, two real Celery workers with the solo pool, uvicorn) is
+shared by the tests of the session; tests that must break it (flush Redis) start
+their own. Every test here is marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from basin.store import Store
+from tests import factories
+from tests.stack import Stack, running_stack
+
+LEASE_SECONDS = 3
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def store_root(tmp_path_factory, classifier_family) -> Path:
+    """A store with ``init``, ``ft_a``, ``ft_b``, ``ft_c``, ``wide`` (3 labels: incompatible head),
+    datasets ``eval.csv`` (64 rows) and ``big.csv`` (1500 rows, for slow points)."""
+    root = tmp_path_factory.mktemp("service") / "store"
+    store = Store(root)
+    for name in ("init", "ft_a", "ft_b", "ft_c"):
+        store.add_checkpoint_dir(classifier_family[name], name=name, tags={"task": "sentiment"})
+    tok = factories.make_tokenizer("bert")
+    wide = factories.save(factories.init_classifier(0, num_labels=3), root.parent / "wide", tok)
+    store.add_checkpoint_dir(wide, name="wide")
+    store.add_dataset(classifier_family["data"], name="eval.csv")
+    big = factories.write_classification_dataset(root.parent / "big.csv", n=1500, seed=5)
+    store.add_dataset(big, name="big.csv")
+    return root
+
+
+@pytest.fixture(scope="session")
+def stack(store_root) -> Stack:
+    """The shared stack: two workers, short leases, API only (the dashboard has its own tests)."""
+    with running_stack(store_root, workers=2, lease_seconds=LEASE_SECONDS, ui=False) as s:
+        yield s
+
+
+@pytest.fixture
+def fresh_store(store_root, tmp_path) -> Path:
+    """A private copy of the store (for a stack of the test's own)."""
+    dst = tmp_path / "store"
+    shutil.copytree(store_root, dst, ignore=shutil.ignore_patterns("runs", "tmp"))
+    return dst
+
+
+def linear_spec(points: int = 5, **kw) -> dict:
+    spec = {
+        "path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": points},
+        "dataset": "eval.csv",
+        "max_examples": 32,
+        "batch_size": 16,
+    }
+    spec.update(kw)
+    return spec
+
+
+def plane_spec(res: int = 3, **kw) -> dict:
+    spec = {
+        "path": {"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [res, res]},
+        "dataset": "eval.csv",
+        "max_examples": 32,
+        "batch_size": 16,
+    }
+    spec.update(kw)
+    return spec

@@ -1,0 +1,57 @@
+"""Several workers on one run: every point evaluated and recorded exactly once, also when a
+worker is killed with SIGKILL in the middle of a point."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.integration.conftest import LEASE_SECONDS, plane_spec
+from tests.integration.test_runs_api import slow_spec
+
+
+def stream_indices(stack, run_id: str) -> tuple[list[int], list[str]]:
+    """Every entry of the run's Redis stream: (indices, worker names), in recorded order."""
+    entries = stack.redis().xrange(f"basin:run:{run_id}:points")
+    return (
+        [json.loads(f["point"])["index"] for _, f in entries],
+        [f["worker"] for _, f in entries],
+    )
+
+
+def test_two_workers_share_a_run_and_evaluate_every_point_once(stack):
+    run_id = stack.request("POST", "/api/runs", json=plane_spec(res=6, seed=1)).json()["id"]
+    detail = stack.wait_run(run_id)
+    assert detail["status"] == "done" and detail["done"] == detail["total"] == 36
+    indices, workers = stream_indices(stack, run_id)
+    assert sorted(indices) == list(range(36))  # each point recorded once
+    assert detail["evaluations"] == 36  # and evaluated once: no duplicate work
+    assert set(workers) <= set(stack.worker_names)
+
+
+def test_a_killed_worker_loses_no_point(stack):
+    total = 9
+    run_id = stack.request("POST", "/api/runs", json=slow_spec(points=total, seed=2)).json()["id"]
+    victim = None
+    deadline = time.monotonic() + 90
+    while victim is None:  # wait until a worker is in the middle of a point of this run
+        assert time.monotonic() < deadline, stack.log("worker0")
+        d = stack.request("GET", f"/api/runs/{run_id}").json()
+        busy = [w for w in d["workers"] if w["index"] is not None]
+        if d["done"] >= 1 and busy:
+            victim = busy[0]["name"]
+        time.sleep(0.05)
+    i = stack.worker_names.index(victim)
+    stack.kill_worker(i)
+    killed_at = time.monotonic()
+
+    detail = stack.wait_run(run_id, timeout=120)
+    assert detail["status"] == "done", detail
+    indices, workers = stream_indices(stack, run_id)
+    assert sorted(indices) == list(range(total))  # every point, none twice
+    assert detail["requeued"] >= 1  # the victim's lease expired and was taken over
+    assert time.monotonic() - killed_at >= LEASE_SECONDS - 1.5
+    health = stack.request("GET", "/api/health").json()
+    assert victim not in {w["name"] for w in health["workers"]}  # its heartbeat expired
+    # restore the pool for the tests after this one
+    stack.start_worker()

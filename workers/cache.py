@@ -1,0 +1,73 @@
+"""Per-process caches of a worker: open landscapes and resident checkpoints.
+
+A worker drains one run after another. Opening a :class:`basin.engine.Landscape`
+loads checkpoints and tokenises the dataset; keeping the last few open means a
+second task for the same run (or a rerun of the same spec) starts at once, and the
+shared :class:`basin.checkpoints.CheckpointCache` keeps recently used state dicts
+resident across different runs over the same checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class LandscapeCache:
+    """LRU of open landscapes keyed by the resolved spec (JSON), ``max_items`` resident.
+
+    ``get(spec, resolver)`` returns ``(landscape, load_seconds)``; ``load_seconds`` is 0.0
+    on a hit. Evicted landscapes are closed.
+    """
+
+    def __init__(self, max_items: int = 2, checkpoints: int = 4):
+        from basin.checkpoints import CheckpointCache
+
+        self.max_items = max(1, max_items)
+        self.checkpoints = CheckpointCache(max_items=checkpoints)
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(spec: Any) -> str:
+        return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+
+    def get(self, spec: Any, resolver: Any) -> tuple[Any, float]:
+        from basin.engine import Landscape
+
+        k = self.key(spec)
+        with self._lock:
+            land = self._items.get(k)
+            if land is not None:
+                self._items.move_to_end(k)
+                return land, 0.0
+        t0 = time.perf_counter()
+        land = Landscape.open(spec, resolver, cache=self.checkpoints)
+        load_s = time.perf_counter() - t0
+        with self._lock:
+            self._items[k] = land
+            self._items.move_to_end(k)
+            while len(self._items) > self.max_items:
+                _, old = self._items.popitem(last=False)
+                try:
+                    old.close()
+                except Exception:  # closing is best effort; the next open does not depend on it
+                    logger.exception("closing an evicted landscape failed")
+        logger.info("opened landscape in %.2f s (%d resident)", load_s, len(self._items))
+        return land, load_s
+
+    def clear(self) -> None:
+        with self._lock:
+            items = list(self._items.values())
+            self._items.clear()
+        for land in items:
+            try:
+                land.close()
+            except Exception:
+                logger.exception("closing a landscape failed")

@@ -1,0 +1,96 @@
+"""The Celery app: ``celery -A workers.celery_app worker --pool=solo -Q basin``.
+
+Broker and result backend are ``Settings.redis_url``. One worker process per device
+(``--pool=solo``; the device comes from ``BASIN_WORKER_DEVICE``): torch is imported
+when the worker starts, never in a parent that forks (see STACK_NOTES — a forked
+child that inherits torch's thread pool hangs). Tasks are acknowledged late and
+fetched one at a time; the visibility timeout is far longer than any task, so a
+slow task is never redelivered to a second worker while the first still runs, and
+the tasks are idempotent anyway (the run's state lives in Redis, see
+:mod:`workers.sinks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from celery import Celery, signals
+
+from backend.app.core.config import get_settings
+
+logger = logging.getLogger(__name__)
+
+DRAIN_TASK = "basin.drain_run"
+#: Longer than any task: a drain task runs until its run is finished.
+VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
+
+
+def make_celery(redis_url: str, queue: str = "basin") -> Celery:
+    """A Celery app on ``redis_url`` routing :data:`DRAIN_TASK` to ``queue``."""
+    app = Celery("basin", broker=redis_url, backend=redis_url, include=["workers.tasks"])
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    app.conf.update(
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=queue,
+        task_routes={DRAIN_TASK: {"queue": queue}},
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=True,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+_settings = get_settings()
+app = make_celery(_settings.redis_url, _settings.task_queue)
+
+
+def worker_device(setting: str) -> str:
+    """``BASIN_WORKER_DEVICE``: ``auto`` → ``cuda`` when available, else ``cpu``."""
+    import torch
+
+    if setting and setting != "auto":
+        return setting
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@signals.worker_init.connect
+def _on_worker_init(sender=None, **_):
+    """Import torch and start the heartbeat in the worker process itself (solo pool)."""
+    import redis
+    import torch  # noqa: F401 - paid once here, not by the first task
+
+    from workers import tasks
+    from workers.leases import Heartbeat
+
+    threads = int(os.environ.get("BASIN_TORCH_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    settings = get_settings()
+    device = worker_device(settings.worker_device)
+    name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30)
+    tasks.STATE.start(
+        client=client,
+        name=name,
+        device=device,
+        settings=settings,
+        heartbeat=Heartbeat(client, name, device, settings.lease_seconds).start(),
+    )
+    logger.info("basin worker %s ready on %s (lease %ss)", name, device, settings.lease_seconds)
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_):
+    from workers import tasks
+
+    tasks.STATE.stop()

@@ -1,0 +1,83 @@
+"""The worker's heartbeat: announces the worker in Redis and keeps its lease alive.
+
+A daemon thread refreshes ``basin:worker:<name>`` (JSON, with a TTL) every
+``interval`` seconds and pushes the deadline of the point the worker is evaluating
+forward. A worker that dies (even by SIGKILL) stops both: its heartbeat expires, so
+``/api/health`` stops listing it, and its lease expires, so another worker takes the
+point. A live worker's lease never expires, however slow its point is, so no point
+is evaluated twice while its worker is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from workers.sinks import RunQueue, heartbeat_ttl, worker_key
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Background refresher of one worker's presence and its current lease."""
+
+    def __init__(self, client: redis.Redis, name: str, device: str, lease_seconds: float):
+        self.r = client
+        self.name = name
+        self.device = device
+        self.lease_seconds = float(lease_seconds)
+        self.ttl = heartbeat_ttl(lease_seconds)
+        self.interval = max(0.2, min(2.0, self.lease_seconds / 3, self.ttl / 3))
+        self._current: tuple[RunQueue, int] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="basin-heartbeat", daemon=True)
+        self.started = time.time()
+
+    def start(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.r.delete(worker_key(self.name))
+        except redis.RedisError:
+            pass
+
+    def working_on(self, queue: RunQueue | None, index: int | None = None) -> None:
+        """Tell the heartbeat which lease to keep alive (``None`` when idle)."""
+        with self._lock:
+            self._current = (queue, index) if queue is not None and index is not None else None
+
+    def beat(self) -> None:
+        with self._lock:
+            cur = self._current
+        info = {
+            "name": self.name,
+            "device": self.device,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": self.started,
+            "beat": time.time(),
+            "run": cur[0].keys.id if cur else None,
+            "index": cur[1] if cur else None,
+        }
+        self.r.set(worker_key(self.name), json.dumps(info), ex=self.ttl)
+        if cur is not None:
+            cur[0].renew(cur[1], self.lease_seconds)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except redis.RedisError as e:  # Redis restarting: try again next beat
+                logger.warning("heartbeat failed: %s", e)
