@@ -1,0 +1,219 @@
+"""``basin``: the command line — headless runs, standalone reports, the demo, the dashboard.
+
+::
+
+    basin eval SPEC -o result.json [--device D] [--max-examples N] [--quiet]
+    basin plot result.json -o report.html
+    basin demo [--out DIR] [--report PATH]
+    basin up [--port P] [--store DIR] [--no-demo]
+
+Bad input (unknown path type, missing file, mismatched checkpoints, a dataset
+without the needed columns, a degenerate plane...) ends with ONE line on stderr,
+``basin: error: ...``, and exit code 2 — never a traceback. The core raises
+:class:`basin.errors.BasinError` for these; :func:`main` is the one place that maps
+them to that line. Output files are written atomically, so a failed run never
+leaves a half-written result behind or clobbers an earlier one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from basin.errors import BasinError, InvalidSpec
+
+logger = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+
+
+class CliError(BasinError):
+    """A problem with the command line's own input (e.g. a file that is not a result document)."""
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """Read a result document (JSON) and check it has the fields ``basin plot`` needs."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CliError(f"cannot read result {path}: {e.strerror}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CliError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict) or not isinstance(
+        doc.get("points"), list
+    ):
+        raise CliError(f"{path} is not a Basin result document (needs 'spec' and 'points')")
+    return doc
+
+
+class _Progress:
+    """A tqdm bar with ETA on stderr, fed by the engine's ``on_point`` callback.
+
+    Created at the first finished point, so input errors found while opening the run
+    (missing files, mismatched tensors) leave stderr with nothing but their one line.
+    """
+
+    def __init__(self, total: int, enabled: bool):
+        self.total = total
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, point: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="pt", desc="basin eval", file=sys.stderr,
+                            dynamic_ncols=True, mininterval=0.2)
+        m = point.get("metrics", {})
+        if "loss" in m:
+            self.bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from basin.spec import load_spec, parse_spec
+
+    spec_path = Path(args.spec)
+    if not spec_path.is_file():
+        raise InvalidSpec(f"spec file not found: {spec_path}")
+    spec = load_spec(spec_path)
+    overrides: dict[str, Any] = {}
+    if args.device:
+        overrides["device"] = args.device
+    if args.max_examples:
+        overrides["max_examples"] = args.max_examples
+    if overrides:
+        spec = parse_spec({**spec.model_dump(mode="json"), **overrides})
+
+    from basin import engine
+    from basin.resolve import FileResolver
+
+    resolver = FileResolver(spec_path.resolve().parent)
+    bar = _Progress(spec.num_points, enabled=not args.quiet)
+    try:
+        result = engine.run(spec, resolver, on_point=bar, progress=False)
+    finally:
+        bar.close()
+    from basin.report import summarize, write_atomic
+
+    out = Path(args.output)
+    write_atomic(out, json.dumps(result, indent=1, allow_nan=True) + "\n")
+    if not args.quiet:
+        print(summarize(result))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from basin.report import write_report
+
+    result = read_result(Path(args.result))
+    out = write_report(result, Path(args.output))
+    print(out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from basin.demo import run_demo
+
+    report = run_demo(Path(args.out), report=Path(args.report), progress=not args.quiet)
+    print(report)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from basin.launcher import up
+
+    return int(up(port=args.port, store=Path(args.store) if args.store else None, demo=not args.no_demo) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="basin",
+        description="Loss landscapes and mode connectivity of fine-tuned transformers checkpoints.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{eval,plot,demo,up}")
+
+    e = sub.add_parser("eval", help="evaluate a run spec (YAML/JSON) and write the result document")
+    e.add_argument("spec", help="run spec, .yaml/.yml/.json; relative paths are relative to its folder")
+    e.add_argument("-o", "--output", required=True, help="result document to write (JSON)")
+    e.add_argument("--device", help="override the spec's device: cpu, cuda, cuda:N, auto")
+    e.add_argument("--max-examples", type=int, help="override the spec's max_examples")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    e.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="render a result document as one standalone HTML report")
+    pl.add_argument("result", help="result document written by `basin eval`")
+    pl.add_argument("-o", "--output", required=True, help="HTML file to write")
+    pl.set_defaults(func=cmd_plot)
+
+    d = sub.add_parser("demo", help="build the MiniLM tweet-sentiment demo and its report")
+    d.add_argument("--out", default=os.environ.get("BASIN_DEMO_DIR", "models_store/demo"),
+                   help="folder for the demo checkpoints and datasets (default: %(default)s)")
+    d.add_argument("--report", default="reports/demo.html", help="HTML report (default: %(default)s)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    u = sub.add_parser("up", help="start Redis, a worker and the dashboard on one port")
+    u.add_argument("--port", type=int, default=None, help="HTTP port (env BASIN_PORT; default: a free one)")
+    u.add_argument("--store", default=None, help="models store folder (env BASIN_STORE)")
+    u.add_argument("--no-demo", action="store_true", help="do not build/register the demo (env BASIN_DEMO=0)")
+    u.set_defaults(func=cmd_up)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``basin`` command; returns the exit code (2 on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except BasinError as e:
+        return _fail(str(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}")
+    except KeyboardInterrupt:
+        print("basin: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str) -> int:
+    # One line, whatever the message holds: the caller greps stderr, a person reads it.
+    line = " ".join(str(message).split())
+    print(f"basin: error: {line}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Basin's benchmark harness: ``python -m bench`` (see ``docs/benchmark.md``)."""
