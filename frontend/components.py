@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dash_bootstrap_components as dbc
+import yaml
 from dash import html
+
+from basin.figures import short_name
 
 
 def upload_box(prefix: str, endpoint: str, refresh: str, accept: str, *, config_picker: bool = False,
-               keep_ext: bool = False, name_placeholder: str = "name (default: the file name)") -> html.Div:
-    """The upload row: file input, name, (config), button, progress bar, status line."""
+               keep_ext: bool = False, name_placeholder: str = "name (default: the file name)",
+               select: str | None = None) -> html.Div:
+    """The upload row: file input, name, (config), button, progress bar, status line.
+
+    After a successful upload ``assets/basin.js`` bumps the ``refresh`` store and, when
+    ``select`` names a component, sets its ``value`` to the new item's id.
+    """
     extra = []
     if config_picker:
         extra.append(dbc.Col(dbc.Select(id=f"{prefix}-upload-config", className="basin-upload-config",
-                                        options=[{"label": "config from… (bare .safetensors only)", "value": ""}],
-                                        value=""), md=3))
+                                        options=[], value="", placeholder="config from… (bare .safetensors)"), md=3))
     return html.Div(
         [
             dbc.Row([
@@ -31,5 +40,49 @@ def upload_box(prefix: str, endpoint: str, refresh: str, accept: str, *, config_
             html.Div(id=f"{prefix}-upload-status", className="basin-upload-status small mt-1"),
         ],
         id=f"{prefix}-upload-box",
-        **{"data-upload-endpoint": endpoint, "data-refresh": refresh, "data-keep-ext": "1" if keep_ext else "0"},
+        **{"data-upload-endpoint": endpoint, "data-refresh": refresh, "data-keep-ext": "1" if keep_ext else "0",
+           "data-select": select or ""},
     )
+
+
+def fmt_time(ts: float | str | None) -> str:
+    """Unix seconds (or an ISO string) as ``YYYY-MM-DD HH:MM UTC``; ``""`` when unknown."""
+    if ts in (None, ""):
+        return ""
+    try:
+        t = datetime.fromisoformat(ts) if isinstance(ts, str) else datetime.fromtimestamp(float(ts), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(ts)[:19]
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ref_label(ref: str, names: dict[str, str] | None, run_names: dict[str, str] | None = None) -> str:
+    """A checkpoint / dataset reference as a person reads it.
+
+    The store's current name first; then the reference as the run's author wrote it
+    (``run_names``: id → ref, kept by the API even if the checkpoint was deleted since);
+    else ``short_name`` (10 hex digits of an id, last part of a path).
+    """
+    if names and ref in names:
+        return names[ref]
+    written = (run_names or {}).get(ref)
+    if written and written != ref:
+        return short_name(written)
+    return short_name(ref)
+
+
+def spec_yaml(spec: dict, names: dict[str, str]) -> str:
+    """The spec as YAML (ids kept, so it reproduces the run) with each id's name as a comment.
+
+    ``a: 3f2a…c9  # ft_a`` — a line whose value (or list item) is a known id gets
+    ``# <name>``; the text still parses to exactly ``spec``.
+    """
+    out = []
+    for line in yaml.safe_dump(spec, sort_keys=False, allow_unicode=True).splitlines():
+        value = line.split(":", 1)[1].strip() if ":" in line and not line.lstrip().startswith("- ") else (
+            line.lstrip()[2:].strip() if line.lstrip().startswith("- ") else "")
+        name = names.get(value.strip("'\""))
+        out.append(f"{line}  # {name}" if name and name != value else line)
+    return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, ctx, dcc, html
 
 from frontend import api
-from frontend.components import upload_box
+from frontend.components import fmt_time, upload_box
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def layout(**_: Any) -> html.Div:
                     ", or a bare ", html.Code(".safetensors"), " state dict with the config of a stored checkpoint."],
                    className="small text-muted"),
             upload_box("ckpt", "/api/checkpoints", "ckpt-refresh", ".zip,.tar.gz,.tgz,.safetensors",
-                       config_picker=True),
+                       config_picker=True, select="ckpt-edit-id"),
         ])], className="mb-3"),
         dbc.Card([dbc.CardHeader("Register a folder on the server"), dbc.CardBody([
             dbc.Row([
@@ -43,14 +43,17 @@ def layout(**_: Any) -> html.Div:
         ])], className="mb-3"),
         dbc.Card([dbc.CardHeader("Tag / rename / delete"), dbc.CardBody([
             dbc.Row([
-                dbc.Col(dbc.Select(id="ckpt-edit-id", options=[], value=""), md=4),
-                dbc.Col(dbc.Input(id="ckpt-edit-name", placeholder="new name"), md=2),
-                dbc.Col(dbc.Input(id="ckpt-edit-task", placeholder="task"), md=2),
-                dbc.Col(dbc.Input(id="ckpt-edit-seed", placeholder="seed"), md=1),
-                dbc.Col(dbc.Input(id="ckpt-edit-step", placeholder="step"), md=1),
+                dbc.Col(dbc.Select(id="ckpt-edit-id", options=[], value="", placeholder="— pick a checkpoint —"), md=3),
+                dbc.Col(_labelled("name", dbc.Input(id="ckpt-edit-name", placeholder="new name")), md=2),
+                dbc.Col(_labelled("task", dbc.Input(id="ckpt-edit-task", placeholder="e.g. sst2")), md=2),
+                dbc.Col(dbc.InputGroup([
+                    dbc.InputGroupText("seed"), dbc.Input(id="ckpt-edit-seed", placeholder="0"),
+                    dbc.InputGroupText("step"), dbc.Input(id="ckpt-edit-step", placeholder="1000")]), md=3),
                 dbc.Col([dbc.Button("Save", id="ckpt-edit-save", color="secondary", className="me-1"),
                          dbc.Button("Delete", id="ckpt-delete", color="danger", outline=True)], md="auto"),
-            ], className="g-2"),
+            ], className="g-2 align-items-center"),
+            html.Div("Tags order trajectories (step) and group runs; an emptied field removes its tag.",
+                     className="small text-muted mt-1"),
             dcc.ConfirmDialog(id="ckpt-delete-confirm", message="Delete this checkpoint from the store?"),
             html.Div(id="ckpt-edit-status", className="small mt-1"),
         ])], className="mb-3"),
@@ -58,24 +61,31 @@ def layout(**_: Any) -> html.Div:
     ])
 
 
+def _labelled(label: str, component: Any) -> dbc.InputGroup:
+    return dbc.InputGroup([dbc.InputGroupText(label), component])
+
+
 def _tags(m: dict) -> str:
+    """``task=…, seed=…, step=…`` first, then any other tags, empty ones left out."""
     t = m.get("tags") or {}
-    return ", ".join(f"{k}={v}" for k, v in t.items() if v not in (None, ""))
+    keys = [k for k in ("task", "seed", "step") if k in t] + sorted(k for k in t if k not in ("task", "seed", "step"))
+    return ", ".join(f"{k}={t[k]}" for k in keys if t[k] not in (None, ""))
 
 
 def _table(ckpts: list[dict]) -> Any:
     if not ckpts:
         return dbc.Alert("No checkpoints stored yet.", color="info", id="ckpt-empty")
     head = html.Thead(html.Tr([html.Th(h) for h in
-                               ("name", "architecture", "parameters", "tags", "tokenizer", "id", "created")]))
+                               ("name", "architecture", "parameters", "tags", "tokenizer", "id", "source", "created")]))
     rows = [html.Tr([
         html.Td(m.get("name"), className="ckpt-name fw-semibold"),
         html.Td(m.get("architecture") or m.get("model_type") or ""),
         html.Td(f"{m['num_parameters']:,}" if isinstance(m.get("num_parameters"), int) else ""),
-        html.Td(_tags(m)),
+        html.Td(_tags(m), className="ckpt-tags"),
         html.Td("yes" if m.get("has_tokenizer") else "no"),
         html.Td(html.Code(str(m.get("id", ""))[:12])),
-        html.Td(str(m.get("created", ""))[:19]),
+        html.Td(m.get("source") or "", className="text-muted"),
+        html.Td(fmt_time(m.get("created")), className="text-nowrap"),
     ], **{"data-id": m.get("id", "")}) for m in ckpts]
     return dbc.Table([head, html.Tbody(rows)], striped=True, hover=True, size="sm", id="ckpt-table")
 
@@ -91,8 +101,7 @@ def _list(_: Any):
     if not r.ok or not isinstance(r.body, list):
         return dbc.Alert(f"Could not list checkpoints: {r.error()}", color="danger"), [], []
     opts = [{"label": f"{m.get('name')} ({str(m.get('id'))[:8]})", "value": m["id"]} for m in r.body]
-    return (_table(r.body), [{"label": "— pick a checkpoint —", "value": ""}] + opts,
-            [{"label": "config from… (bare .safetensors only)", "value": ""}] + opts)
+    return _table(r.body), opts, opts
 
 
 @callback(
@@ -160,7 +169,7 @@ def _edit(_save, _delete, ckpt_id, name, task, seed, step, token):
         verb, failed = "Deleted", "Delete failed"
     else:
         tags = {k: _coerce(v) for k, v in (("task", task), ("seed", seed), ("step", step))}
-        body: dict[str, Any] = {"tags": {k: v for k, v in tags.items() if v is not None}}
+        body: dict[str, Any] = {"tags": tags}  # an emptied field (None) removes that tag
         if (name or "").strip():
             body["name"] = name.strip()
         r = api.call("PATCH", f"/api/checkpoints/{ckpt_id}", json=body, token=token)

@@ -10,7 +10,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, callback, dcc, html
 
 from frontend import api
-from frontend.components import upload_box
+from frontend.components import fmt_time, upload_box
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,12 @@ def layout(**_: Any) -> html.Div:
         dbc.Card([dbc.CardHeader("Upload"), dbc.CardBody([
             html.P(["A table as ", html.Code(".csv"), ", ", html.Code(".tsv"), " or ", html.Code(".jsonl"),
                     " (e.g. columns text, label)."], className="small text-muted"),
-            upload_box("data", "/api/datasets", "data-refresh", ".csv,.tsv,.jsonl", keep_ext=True),
+            upload_box("data", "/api/datasets", "data-refresh", ".csv,.tsv,.jsonl", keep_ext=True,
+                       select="data-preview-id"),
         ])], className="mb-3"),
         html.Div(id="data-list", className="mb-3"),
         dbc.Card([dbc.CardHeader("Preview"), dbc.CardBody([
-            dbc.Select(id="data-preview-id", options=[], value="", className="mb-2"),
+            dbc.Select(id="data-preview-id", options=[], value="", placeholder="— preview a dataset —", className="mb-2"),
             html.Div(id="data-preview"),
         ])]),
     ])
@@ -41,32 +42,33 @@ def _list(_: Any):
         return dbc.Alert(f"Could not list datasets: {r.error()}", color="danger"), []
     if not r.body:
         return dbc.Alert("No datasets stored yet.", color="info"), []
-    head = html.Thead(html.Tr([html.Th(h) for h in ("name", "format", "rows", "columns", "tasks", "id")]))
+    head = html.Thead(html.Tr([html.Th(h) for h in ("name", "format", "rows", "columns", "tasks", "id", "created")]))
     rows = [html.Tr([
         html.Td(d.get("name"), className="data-name fw-semibold"), html.Td(d.get("format", "")),
         html.Td(d.get("rows", "")), html.Td(", ".join(d.get("columns") or [])),
         html.Td(", ".join(d.get("tasks") or [])), html.Td(html.Code(str(d.get("id", ""))[:12])),
+        html.Td(fmt_time(d.get("created")), className="text-nowrap"),
     ]) for d in r.body]
-    opts = [{"label": "— preview a dataset —", "value": ""}] + [
-        {"label": d.get("name", d["id"]), "value": d["id"]} for d in r.body]
+    opts = [{"label": d.get("name", d["id"]), "value": d["id"]} for d in r.body]
     return dbc.Table([head, html.Tbody(rows)], striped=True, size="sm", id="data-table"), opts
 
 
 @callback(Output("data-preview", "children"), Input("data-preview-id", "value"), prevent_initial_call=True)
 def _preview(ds_id: str):
+    """The first 10 rows, columns in the file's order."""
     if not ds_id:
         return ""
     r = api.get(f"/api/datasets/{ds_id}/preview?n=10")
     if not r.ok:
         return dbc.Alert(r.error(), color="danger")
-    body = r.body
-    rows = body.get("rows") if isinstance(body, dict) else body
-    if not isinstance(rows, list) or not rows:
+    body = r.body if isinstance(r.body, dict) else {}
+    rows = body.get("rows") or []
+    if not rows:
         return html.Div("No rows.", className="text-muted")
-    cols = list(rows[0].keys()) if isinstance(rows[0], dict) else [str(i) for i in range(len(rows[0]))]
-    def cell(row: Any, c: str) -> str:
-        v = row.get(c) if isinstance(row, dict) else row[int(c)]
-        return str(v)[:200]
-    return dbc.Table([html.Thead(html.Tr([html.Th(c) for c in cols])),
-                      html.Tbody([html.Tr([html.Td(cell(r_, c)) for c in cols]) for r_ in rows])],
-                     size="sm", bordered=True, id="data-preview-table")
+    cols = [str(c) for c in body.get("columns") or rows[0].keys()]
+    title = html.Div(f"{body.get('name', ds_id[:12])} — first {len(rows)} of {body.get('total', '?')} rows",
+                     id="data-preview-title", className="small text-muted mb-1")
+    table = dbc.Table([html.Thead(html.Tr([html.Th(c) for c in cols])),
+                       html.Tbody([html.Tr([html.Td(str(row.get(c, ""))[:200]) for c in cols]) for row in rows])],
+                      size="sm", bordered=True, id="data-preview-table", className="bg-white mb-0")
+    return [title, table]

@@ -7,10 +7,10 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-import yaml
 from dash import Input, Output, State, callback, ctx, dcc, html
 
 from frontend import api
+from frontend.components import spec_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ PATH_HELP = {
     "plane": "the plane through three checkpoints (origin A, e1 ∥ B−A, e2 towards C)",
     "task_plane": "θ(α, β) = θ0 + α·(θA−θ0) + β·(θB−θ0)",
     "random_plane": "θ + x·d1 + y·d2, random filter-normalised directions",
-    "trajectory": "training checkpoints projected onto their top-2 PCA plane, over its surface",
+    "trajectory": "training checkpoints projected onto a plane (PCA or three checkpoints), over its surface",
 }
 # For each path type: the spec fields filled by the pickers 1..3, with their labels.
 SLOTS: dict[str, list[tuple[str, str]]] = {
@@ -79,7 +79,8 @@ def order_by_step(refs: list[str], checkpoints: list[dict]) -> list[str]:
 def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None) -> dict[str, Any]:
     """The RunSpec dict (as the CLI accepts it) for the form values ``v``.
 
-    Keys of ``v``: type, ckpt1..3, traj (list), traj_by_step, dataset, task, metrics,
+    Keys of ``v``: type, ckpt1..3, traj (list), traj_by_step, basis ("pca" | "three"),
+    basis1..3, dataset, task, metrics,
     points, lo, hi, nx, ny, xlo, xhi, ylo, yhi, margin, scope, scope_regex,
     max_examples, hold, name. Missing pickers are left empty so the API names them.
     """
@@ -92,7 +93,10 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None) -> dict
         if v.get("traj_by_step", True):
             refs = order_by_step(refs, checkpoints or [])
         path["checkpoints"] = refs
-        path["basis"] = "pca"
+        if v.get("basis") == "three":  # the plane through three chosen checkpoints
+            path["basis"] = [v.get(f"basis{k}") or "" for k in (1, 2, 3)]
+        else:  # top-2 PCA directions of the trajectory
+            path["basis"] = "pca"
     if ptype in ONE_D:
         path["points"] = _int(v.get("points"), 26)
         path["range"] = [_num(v.get("lo"), 0.0), _num(v.get("hi"), 1.0)]
@@ -151,29 +155,42 @@ def layout(**_: Any) -> html.Div:
     if ck.ok and not ckpts:
         warn.append(dbc.Alert(["No checkpoints yet — ", html.A("upload or register some", href="/checkpoints"),
                                "."], color="info"))
-    copts = [{"label": "— pick —", "value": ""}] + [{"label": _label(m), "value": m["id"]} for m in ckpts]
-    dopts = [{"label": "— pick —", "value": ""}] + [
+    copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
+    dopts = [
         {"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
     picker = [
-        _field(f"Checkpoint {i}", dbc.Select(id=f"newrun-ckpt-{i}", options=copts, value=""), id_=f"newrun-row-{i}")
+        _field(f"Checkpoint {i}", dbc.Select(id=f"newrun-ckpt-{i}", options=copts, value="", placeholder="— pick —"), id_=f"newrun-row-{i}")
         for i in (1, 2, 3)
     ]
     traj = _field(
         "Checkpoints (in order)",
         html.Div([
-            dcc.Dropdown(id="newrun-traj", options=[o for o in copts if o["value"]], multi=True,
+            dcc.Dropdown(id="newrun-traj", options=copts, multi=True,
                          placeholder="pick the training checkpoints"),
             dbc.Checkbox(id="newrun-traj-bystep", value=True, label="order by their step tag"),
         ]),
         id_="newrun-row-traj",
+    )
+    basis = _field(
+        "Plane (basis)",
+        html.Div([
+            dbc.RadioItems(id="newrun-basis", value="pca", inline=True, options=[
+                {"label": "PCA of the trajectory", "value": "pca"},
+                {"label": "through three checkpoints", "value": "three"}]),
+            html.Div([dbc.Select(id=f"newrun-basis-{k}", options=copts, value="", placeholder=ph, className="mt-1")
+                      for k, ph in ((1, "origin θA"), (2, "θB (first direction)"), (3, "θC (second direction)"))],
+                     id="newrun-basis-pickers", style={"display": "none"}),
+        ]),
+        id_="newrun-row-basis",
+        help_="PCA: the top-2 directions of the checkpoints' differences; else the plane through A, B, C",
     )
     form = dbc.Card(dbc.CardBody([
         _field("Path", dbc.Select(id="newrun-type", value="linear",
                                   options=[{"label": t, "value": t} for t in PATH_TYPES]),
                help_=None),
         html.Div(PATH_HELP["linear"], id="newrun-type-help", className="text-muted small mb-3 ms-1"),
-        *picker, traj,
-        _field("Dataset", dbc.Select(id="newrun-dataset", options=dopts, value="")),
+        *picker, traj, basis,
+        _field("Dataset", dbc.Select(id="newrun-dataset", options=dopts, value="", placeholder="— pick —")),
         _field("Task", dbc.Select(id="newrun-task", value="classification",
                                   options=[{"label": t, "value": t} for t in TASK_METRICS])),
         _field("Metrics", dbc.Checklist(id="newrun-metrics", inline=True, value=DEFAULT_METRICS["classification"],
@@ -232,7 +249,7 @@ def layout(**_: Any) -> html.Div:
 @callback(
     [Output(f"newrun-row-{i}", "style") for i in (1, 2, 3)]
     + [Output(f"newrun-row-{i}-label", "children") for i in (1, 2, 3)]
-    + [Output("newrun-row-traj", "style"), Output("newrun-row-points", "style"),
+    + [Output("newrun-row-traj", "style"), Output("newrun-row-basis", "style"), Output("newrun-row-points", "style"),
        Output("newrun-row-range", "style"), Output("newrun-row-res", "style"),
        Output("newrun-row-grid", "style"), Output("newrun-row-margin", "style"),
        Output("newrun-type-help", "children"),
@@ -248,7 +265,7 @@ def _show_fields(ptype: str):
     labels = [slots[i][1] if i < len(slots) else "" for i in range(3)]
     one_d = ptype in ONE_D
     lo, hi = GRID_RANGE.get(ptype, (-1.0, 1.0))
-    return (*styles, *labels, show if ptype == "trajectory" else hide,
+    return (*styles, *labels, show if ptype == "trajectory" else hide, show if ptype == "trajectory" else hide,
             show if one_d else hide, show if one_d else hide, hide if one_d else show,
             show if ptype in GRID_RANGE else hide, show if ptype in ("plane", "trajectory") else hide,
             PATH_HELP.get(ptype, ""), lo, hi, lo, hi)
@@ -261,6 +278,11 @@ def _metrics_for_task(task: str):
             DEFAULT_METRICS.get(task, ["loss"]))
 
 
+@callback(Output("newrun-basis-pickers", "style"), Input("newrun-basis", "value"))
+def _basis_pickers(basis: str):
+    return {} if basis == "three" else {"display": "none"}
+
+
 @callback(Output("newrun-scope-regex", "style"), Input("newrun-scope", "value"))
 def _scope_regex(scope: str):
     return {} if scope == "custom" else {"display": "none"}
@@ -268,7 +290,8 @@ def _scope_regex(scope: str):
 
 FORM_STATE = {
     "type": "newrun-type", "ckpt1": "newrun-ckpt-1", "ckpt2": "newrun-ckpt-2", "ckpt3": "newrun-ckpt-3",
-    "traj": "newrun-traj", "traj_by_step": "newrun-traj-bystep", "dataset": "newrun-dataset",
+    "traj": "newrun-traj", "traj_by_step": "newrun-traj-bystep", "basis": "newrun-basis",
+    "basis1": "newrun-basis-1", "basis2": "newrun-basis-2", "basis3": "newrun-basis-3", "dataset": "newrun-dataset",
     "task": "newrun-task", "metrics": "newrun-metrics", "points": "newrun-points", "lo": "newrun-lo",
     "hi": "newrun-hi", "nx": "newrun-nx", "ny": "newrun-ny", "xlo": "newrun-xlo", "xhi": "newrun-xhi",
     "ylo": "newrun-ylo", "yhi": "newrun-yhi", "margin": "newrun-margin", "scope": "newrun-scope",
@@ -294,7 +317,7 @@ def _act(_check, _copy, _run, *values):
     """Check / Copy spec / Run: the API's answer is shown next to the form."""
     *form, ckpts, token = values
     spec = build_spec(dict(zip(FORM_STATE, form, strict=True)), ckpts)
-    text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+    text = spec_yaml(spec, {m["id"]: m.get("name") for m in ckpts or [] if m.get("id") and m.get("name")})
     nav = dash.no_update
     shown = {}
     if ctx.triggered_id == "newrun-copy":

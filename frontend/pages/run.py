@@ -15,7 +15,6 @@ from typing import Any
 import dash
 import dash_bootstrap_components as dbc
 import flask
-import yaml
 from dash import (
     ALL,
     ClientsideFunction,
@@ -30,6 +29,7 @@ from dash import (
 
 from basin import figures
 from frontend import api
+from frontend.components import spec_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,14 @@ STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary"
 GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def _names() -> dict[str, str]:
-    r = api.get("/api/checkpoints")
-    return {m["id"]: m.get("name", m["id"][:10]) for m in r.body} if r.ok and isinstance(r.body, list) else {}
+def _names(kinds: tuple[str, ...] = ("checkpoints",)) -> dict[str, str]:
+    """Store id → name for checkpoints (and datasets, when asked)."""
+    out: dict[str, str] = {}
+    for kind in kinds:
+        r = api.get(f"/api/{kind}")
+        if r.ok and isinstance(r.body, list):
+            out.update({m["id"]: m.get("name") or m["id"][:10] for m in r.body if m.get("id")})
+    return out
 
 
 def _doc(info: dict, points: list[dict]) -> dict:
@@ -125,6 +130,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     points, cursor = api.all_points(run_id)
     status = info.get("status", "?")
     names = _names()
+    for ident, written in (info.get("names") or {}).items():  # deleted since: as the author wrote it
+        if written != ident:
+            names.setdefault(ident, written)
     kind = "heatmap"
     figs = build_figures(info, points, kind, names)
     nx, ny = (path.get("resolution") or [1, 1]) if not is1d else (0, 0)
@@ -157,7 +165,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             html.Span("", id="run-extra", className="text-muted me-3"),
             html.Span(info.get("error") or "", className="text-danger"),
         ], className="mb-2"),
-        dbc.Progress(id="run-progress", value=round(100 * done / total) if total else 0,
+        dbc.Progress(id="run-progress", value=100 if status == "done" else round(100 * done / total) if total else 0,
                      label=f"{done} / {total}", style={"height": "1.4rem"},
                      animated=status not in TERMINAL, striped=status not in TERMINAL),
     ]), className="mb-3")
@@ -184,7 +192,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             html.Span(id="run-cancel-msg", className="small ms-2"),
         ])], className="mb-3"),
         dbc.Card([dbc.CardHeader("Spec"), dbc.CardBody(html.Pre(
-            yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), id="run-spec",
+            spec_yaml(spec, {**_names(("datasets",)), **names}), id="run-spec",
             className="small mb-0", style={"maxHeight": "360px", "overflow": "auto"}))]),
     ]
     return html.Div([
@@ -213,6 +221,8 @@ clientside_callback(
     Output("run-rebuild", "data"),
     Output("run-interval", "disabled"),
     Output("run-extra", "children"),
+    Output("run-progress", "animated", allow_duplicate=True),
+    Output("run-progress", "striped", allow_duplicate=True),
     Input("run-interval", "n_intervals"),
     State("run-points", "data"),
     State("run-meta", "data"),

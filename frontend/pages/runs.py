@@ -1,5 +1,9 @@
-"""Runs (``/runs``): every run with type, checkpoints, status, created; filter by checkpoint;
-several 1D runs overlaid in one figure."""
+"""Runs (``/runs``): every run with type, checkpoints (by name), status, created; filter by
+checkpoint; finished 1D runs overlaid in one figure.
+
+The list is fetched by a callback (not at layout time) so **Refresh** and the automatic
+refresh (every 5 s while a run is queued or running) show new runs and statuses.
+"""
 
 from __future__ import annotations
 
@@ -8,86 +12,179 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, dcc, html
+from dash import Input, Output, State, callback, dcc, html
 
 from basin import figures
 from frontend import api
+from frontend.components import fmt_time, ref_label
 
 logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path="/runs", name="Runs", title="Basin — runs")
 
+TERMINAL = ("done", "failed", "cancelled")
+STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
+                 "queued": "info"}
+OVERLAY_METRICS = ("loss", "accuracy", "f1", "perplexity")
+ALL = "*"  # the filter's "all checkpoints" (dbc.Select keeps "" for its hidden placeholder)
 
-def _refs(spec: dict) -> list[str]:
-    p = spec.get("path") or {}
+
+def _refs(run: dict) -> list[str]:
+    """Checkpoint references of a run entry, in anchor order (the API's ``checkpoints``)."""
+    if isinstance(run.get("checkpoints"), list):
+        return [str(r) for r in run["checkpoints"]]
+    p = (run.get("spec") or {}).get("path") or {}
     out = [p[k] for k in ("a", "b", "c", "control", "origin", "center") if isinstance(p.get(k), str)]
     return out + list(p.get("checkpoints") or [])
 
 
+def _type(run: dict) -> str:
+    return str(run.get("type") or ((run.get("spec") or {}).get("path") or {}).get("type") or "?")
+
+
 def layout(**_: Any) -> html.Div:
-    r = api.get("/api/runs")
-    runs = r.body if r.ok and isinstance(r.body, list) else []
-    c = api.get("/api/checkpoints")
-    names = {m["id"]: m.get("name", m["id"][:10]) for m in c.body} if c.ok and isinstance(c.body, list) else {}
-    used = sorted({ref for run in runs for ref in _refs(run.get("spec") or {})})
-    err = [] if r.ok else [dbc.Alert(f"Could not list runs: {r.error()}", color="danger")]
     return html.Div([
-        dcc.Store(id="runs-all", data=runs),
-        dcc.Store(id="runs-names", data=names),
-        html.H3("Runs"),
-        *err,
+        dcc.Store(id="runs-all", data=None),
+        dcc.Store(id="runs-names", data={}),
+        dcc.Interval(id="runs-interval", interval=5000),
+        html.Div([
+            html.H3("Runs", className="me-3 mb-0"),
+            dbc.Button("Refresh", id="runs-refresh", color="secondary", outline=True, size="sm"),
+        ], className="d-flex align-items-center mb-2"),
+        html.Div(id="runs-error"),
         dbc.Row([
-            dbc.Col(dbc.Select(id="runs-filter", value="", options=[{"label": "all checkpoints", "value": ""}] + [
-                {"label": figures.short_name(u, names), "value": u} for u in used]), md=4),
+            dbc.Col(dbc.InputGroup([
+                dbc.InputGroupText("checkpoint"),
+                dbc.Select(id="runs-filter", value=ALL, options=[{"label": "all checkpoints", "value": ALL}]),
+            ], size="sm"), md=5),
+            dbc.Col(html.Span(id="runs-count", className="small text-muted"), className="align-self-center"),
         ], className="mb-2"),
-        html.Div(id="runs-table"),
-        dbc.Card([dbc.CardHeader("Overlay 1D runs"), dbc.CardBody([
+        dcc.Loading(html.Div(id="runs-table"), type="dot", delay_show=400),
+        dbc.Card([dbc.CardHeader("Overlay finished 1D runs"), dbc.CardBody([
             dbc.Row([
-                dbc.Col(dcc.Dropdown(id="runs-overlay", multi=True, placeholder="pick finished 1D runs"), md=8),
+                dbc.Col(dcc.Dropdown(id="runs-overlay", multi=True, value=[],
+                                     placeholder="pick finished linear / bezier / polychain runs"), md=8),
                 dbc.Col(dbc.Select(id="runs-overlay-metric", value="loss", options=[
-                    {"label": m, "value": m} for m in ("loss", "accuracy", "f1", "perplexity")]), md=2),
+                    {"label": m, "value": m} for m in OVERLAY_METRICS]), md=2),
             ], className="g-2 mb-2"),
-            dcc.Graph(id="runs-overlay-graph", style={"display": "none"}),
+            html.Div(id="runs-overlay-msg", className="small"),
+            dcc.Graph(id="runs-overlay-graph", style={"display": "none"},
+                      config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}),
         ])], className="mt-3"),
     ])
 
 
 @callback(
-    Output("runs-table", "children"), Output("runs-overlay", "options"),
-    Input("runs-filter", "value"), Input("runs-all", "data"), Input("runs-names", "data"),
+    Output("runs-all", "data"), Output("runs-names", "data"), Output("runs-error", "children"),
+    Output("runs-interval", "disabled"),
+    Input("runs-refresh", "n_clicks"), Input("runs-interval", "n_intervals"),
 )
-def _table(ref: str, runs: list[dict], names: dict[str, str]):
-    runs = [x for x in runs or [] if not ref or ref in _refs(x.get("spec") or {})]
-    if not runs:
-        return dbc.Alert(["No runs yet — ", html.A("start one", href="/"), "."], color="info"), []
-    head = html.Thead(html.Tr([html.Th(h) for h in ("run", "type", "checkpoints", "status", "points", "created")]))
-    rows = []
-    opts = []
+def _load(_clicks: int | None, _n: int | None):
+    """The run list and the store's names (checkpoints and datasets) for labels."""
+    r = api.get("/api/runs")
+    if not r.ok or not isinstance(r.body, list):
+        return [], dash.no_update, dbc.Alert(f"Could not list runs: {r.error()}", color="danger"), True
+    names: dict[str, str] = {}
+    for kind in ("checkpoints", "datasets"):
+        c = api.get(f"/api/{kind}")
+        if c.ok and isinstance(c.body, list):
+            names.update({m["id"]: m.get("name") or m["id"][:10] for m in c.body if m.get("id")})
+    live = any(x.get("status") not in TERMINAL for x in r.body)
+    return r.body, names, None, not live
+
+
+def run_label(run: dict, names: dict[str, str]) -> str:
+    """``name`` if the run has one, else its checkpoints' names joined by ``→`` / ``·``."""
+    if (run.get("spec") or {}).get("name") or run.get("name"):
+        return str(run.get("name") or run["spec"]["name"])
+    refs = [ref_label(r, names, run.get("names")) for r in _refs(run)]
+    sep = " → " if _type(run) in figures.ONE_D else " · "
+    return sep.join(refs) if len(refs) <= 4 else f"{len(refs)} checkpoints"
+
+
+@callback(
+    Output("runs-table", "children"), Output("runs-overlay", "options"), Output("runs-filter", "options"),
+    Output("runs-count", "children"),
+    Input("runs-filter", "value"), Input("runs-all", "data"), State("runs-names", "data"),
+)
+def _table(ref: str, runs: list[dict] | None, names: dict[str, str] | None):
+    if runs is None:
+        raise dash.exceptions.PreventUpdate
+    names = names or {}
+    used: dict[str, str] = {}
     for x in runs:
-        spec = x.get("spec") or {}
-        ptype = (spec.get("path") or {}).get("type", "?")
-        label = spec.get("name") or " · ".join(figures.short_name(r, names) for r in _refs(spec))
+        for r_ in _refs(x):
+            used.setdefault(r_, ref_label(r_, names, x.get("names")))
+    filt = [{"label": "all checkpoints", "value": ALL}] + [
+        {"label": lab, "value": r_} for r_, lab in sorted(used.items(), key=lambda t: t[1].lower())]
+    overlay = [{"label": f"{run_label(x, names)} · {_type(x)} · {fmt_time(x.get('created'))}",
+                "value": x["id"]}
+               for x in runs if _type(x) in figures.ONE_D and x.get("status") == "done"]
+    ref = "" if ref == ALL else ref or ""
+    shown = [x for x in runs if not ref or ref in _refs(x)]
+    count = f"{len(shown)} of {len(runs)} runs" if ref else f"{len(runs)} runs"
+    if not shown:
+        msg = ("No run uses this checkpoint." if ref else
+               ["No runs yet — ", html.A("start one", href="/"), "."])
+        return dbc.Alert(msg, color="info", id="runs-empty"), overlay, filt, count
+    head = html.Thead(html.Tr([html.Th(h) for h in
+                               ("run", "type", "checkpoints", "dataset", "status", "points", "created")]))
+    rows = []
+    for x in shown:
+        status = str(x.get("status") or "?")
+        ckpts = [ref_label(r_, names, x.get("names")) for r_ in _refs(x)]
+        title = (x.get("spec") or {}).get("name") or x.get("name")
+        ds = x.get("dataset") or (x.get("spec") or {}).get("dataset")
         rows.append(html.Tr([
-            html.Td(html.A(str(x["id"])[:12], href=f"/runs/{x['id']}")), html.Td(ptype), html.Td(label),
-            html.Td(x.get("status", "")), html.Td(f"{x.get('done', '?')} / {x.get('total', '?')}"),
-            html.Td(str(x.get("created", ""))[:19]),
-        ]))
-        if ptype in figures.ONE_D:
-            opts.append({"label": f"{label} ({str(x['id'])[:8]})", "value": x["id"]})
-    return dbc.Table([head, html.Tbody(rows)], striped=True, hover=True, size="sm", id="runs-list"), opts
+            html.Td([html.A(title or str(x["id"])[:12], href=f"/runs/{x['id']}", className="runs-link"),
+                     html.Div(html.Code(str(x["id"])[:12]), className="small") if title else None]),
+            html.Td(_type(x), className="runs-type"),
+            html.Td(" → ".join(ckpts) if _type(x) in figures.ONE_D else ", ".join(ckpts),
+                    className="runs-ckpts"),
+            html.Td(ref_label(ds, names, x.get("names")) if ds else "", className="runs-dataset"),
+            html.Td(dbc.Badge(status, color=STATUS_COLOUR.get(status, "dark")), className="runs-status",
+                    title=x.get("error") or ""),
+            html.Td(f"{x.get('done', '?')} / {x.get('total', '?')}"),
+            html.Td(fmt_time(x.get("created")), className="runs-created text-nowrap"),
+        ], **{"data-id": str(x["id"])}))
+    table = dbc.Table([head, html.Tbody(rows)], striped=True, hover=True, size="sm", id="runs-list",
+                      className="bg-white align-middle")
+    return table, overlay, filt, count
 
 
 @callback(
     Output("runs-overlay-graph", "figure"), Output("runs-overlay-graph", "style"),
-    Input("runs-overlay", "value"), Input("runs-overlay-metric", "value"), Input("runs-names", "data"),
+    Output("runs-overlay-msg", "children"),
+    Input("runs-overlay", "value"), Input("runs-overlay-metric", "value"),
+    State("runs-names", "data"), State("runs-all", "data"),
     prevent_initial_call=True,
 )
-def _overlay(ids: list[str] | None, metric: str, names: dict[str, str]):
+def _overlay(ids: list[str] | None, metric: str, names: dict[str, str] | None, runs: list[dict] | None):
+    """One curve per picked run (its result document from ``/api/runs/<id>/export``)."""
     if not ids:
-        return dash.no_update, {"display": "none"}
-    docs = []
+        return dash.no_update, {"display": "none"}, ""
+    by_id = {x["id"]: x for x in runs or []}
+    docs, labels, doc_ids, problems = [], [], [], []
     for run_id in ids:
         r = api.get(f"/api/runs/{run_id}/export?format=json")
         if r.ok and isinstance(r.body, dict):
             docs.append(r.body)
-    return figures.overlay_figure(docs, metric or "loss", names=names), {}
+            doc_ids.append(run_id)
+            labels.append(run_label(by_id.get(run_id) or {"spec": r.body.get("spec") or {}}, names or {}))
+        else:
+            problems.append(f"{run_id[:8]}: {r.error()}")
+    dups = {lab for lab in labels if labels.count(lab) > 1}
+    for k, lab in enumerate(labels):  # two runs over the same checkpoints: tell them apart
+        if lab in dups:
+            labels[k] = f"{lab} ({doc_ids[k][:6]})"
+    metric = metric or "loss"
+    missing = [lab for d, lab in zip(docs, labels, strict=True)
+               if metric not in ((d.get("spec") or {}).get("metrics") or [])]
+    if missing:
+        problems.append(f"no {metric} in: {', '.join(missing)}")
+    msg = html.Span("; ".join(problems), className="text-danger") if problems else ""
+    if not docs:
+        return dash.no_update, {"display": "none"}, msg
+    fig = figures.overlay_figure(docs, metric, names=names or {}, labels=labels)
+    fig.update_layout(height=460)
+    return fig, {}, msg

@@ -86,7 +86,7 @@ def store_family(stack, classifier_family, tmp_path_factory) -> dict:
         ids[name] = r.json()["id"]
     root = tmp_path_factory.mktemp("browser-data")
     small = classifier_family["data"]
-    big = factories.write_classification_dataset(root / "big.csv", n=600, seed=5)
+    big = factories.write_classification_dataset(root / "big.csv", n=1500, seed=5)  # slow enough to watch
     for key, path, name in (("data", small, "eval.csv"), ("big", big, "big.csv")):
         r = stack.request("PUT", f"/api/datasets?name={name}", content=path.read_bytes())
         assert r.status_code in (200, 201), r.text
