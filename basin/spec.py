@@ -37,6 +37,12 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
 SCOPE_PRESETS = ("all", "embeddings", "lower", "middle", "upper", "head")
 
 
+def _distinct_refs(message: str, *refs: str) -> None:
+    """Planes through repeated checkpoints are degenerate: refuse them before loading anything."""
+    if len(set(refs)) < len(refs):
+        raise ValueError(f"{message}, got {list(refs)}")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,6 +113,11 @@ class PlanePath(_Frozen):
     resolution: Resolution = (21, 21)
     margin: float = Field(0.2, ge=0.0, le=5.0)
 
+    @model_validator(mode="after")
+    def _distinct(self) -> PlanePath:
+        _distinct_refs("a plane needs three different checkpoints", self.a, self.b, self.c)
+        return self
+
 
 class TaskPlanePath(_Frozen):
     """θ(α, β) = θ0 + α·(θA−θ0) + β·(θB−θ0) (001 §4.2, 004 §5)."""
@@ -117,6 +128,11 @@ class TaskPlanePath(_Frozen):
     b: str
     resolution: Resolution = (21, 21)
     range: tuple[Range, Range] = ((-1.0, 2.0), (-1.0, 2.0))
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TaskPlanePath:
+        _distinct_refs("a task plane needs three different checkpoints", self.origin, self.a, self.b)
+        return self
 
     @field_validator("range")
     @classmethod
@@ -155,6 +171,14 @@ class TrajectoryPath(_Frozen):
     basis: Literal["pca"] | Annotated[list[str], Field(min_length=3, max_length=3)] = "pca"
     resolution: Resolution = (21, 21)
     margin: float = Field(0.2, ge=0.0, le=5.0)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TrajectoryPath:
+        if len(set(self.checkpoints)) < 2:
+            raise ValueError("a trajectory needs at least two different checkpoints")
+        if isinstance(self.basis, list):
+            _distinct_refs("a trajectory basis needs three different checkpoints", *self.basis)
+        return self
 
 
 PathSpec = Annotated[
