@@ -45,6 +45,23 @@ MAX_FIELD_BYTES = 64 * 1024
 ARCHIVE_EXPANSION = 4  # extracted bytes may be at most this many times the upload cap
 
 
+#: OpenAPI text for a raw streamed body (``PUT``): the bytes of the file itself.
+RAW_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def form_body(*fields: str) -> dict[str, Any]:
+    """OpenAPI text for a multipart upload: a required ``file`` plus string ``fields``."""
+    props: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
+    props.update({f: {"type": "string"} for f in fields})
+    schema = {"type": "object", "required": ["file"], "properties": props}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 @contextlib.contextmanager
 def store_errors(*, not_found: bool = True) -> Iterator[None]:
     """Map the store's lookup errors to HTTP: unknown ref → 404, name clash → 409.

@@ -16,7 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
 from backend.app.uploads import (
+    RAW_BODY,
     clean_filename,
+    form_body,
     ingest_checkpoint,
     parse_tags,
     receive_form,
@@ -28,31 +30,7 @@ from basin.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-RAW_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    }
-}
-FORM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "name": {"type": "string"},
-                        "config": {"type": "string"},
-                        "tags": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
+FORM_BODY = form_body("name", "config", "tags")
 
 router = APIRouter(tags=["checkpoints"])
 

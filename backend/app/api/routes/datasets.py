@@ -17,7 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
 from backend.app.uploads import (
+    RAW_BODY,
     clean_filename,
+    form_body,
     ingest_dataset,
     receive_form,
     receive_to_file,
@@ -26,30 +28,7 @@ from backend.app.uploads import (
 
 logger = logging.getLogger(__name__)
 
-RAW_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    }
-}
-FORM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "name": {"type": "string"},
-                        "task": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
+FORM_BODY = form_body("name", "task")
 
 router = APIRouter(tags=["datasets"])
 
