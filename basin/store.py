@@ -143,8 +143,9 @@ def _check_tags(tags: dict | None, *, allow_null: bool = False) -> dict[str, Any
     for k, v in tags.items():
         if not isinstance(k, str) or not k:
             raise CheckpointError(f"tag names must be non-empty strings, got {k!r}")
-        if v is None and allow_null:
-            out[k] = None
+        if v is None:  # on PATCH a null removes the tag; on creation it means "not set"
+            if allow_null:
+                out[k] = None
             continue
         if k in ("seed", "step") and (not isinstance(v, int) or isinstance(v, bool)):
             raise CheckpointError(f"tag {k!r} must be an integer, got {v!r}")

@@ -142,7 +142,9 @@ def test_missing_config_and_bad_config_are_refused(store, classifier_family, tmp
 
 def test_names_are_unique_and_update_merges_tags(store, classifier_family):
     store.add_checkpoint_dir(classifier_family["ft_a"], name="a", tags={"seed": 1, "task": "sst"})
-    b = store.add_checkpoint_dir(classifier_family["ft_b"], name="b")
+    # a null tag on creation is "not set" (the demo's pre-trained init has no seed)
+    b = store.add_checkpoint_dir(classifier_family["ft_b"], name="b", tags={"seed": None, "step": 0})
+    assert b["tags"] == {"step": 0}
     with pytest.raises(NameTaken):
         store.add_checkpoint_dir(classifier_family["ft_c"], name="a")
     with pytest.raises(NameTaken):
