@@ -273,13 +273,33 @@ class Landscape:
         """
         if self.spec.is_1d:
             lo, hi = self.spec.path.range
-            return {"barrier": barriers(results, self.spec.metrics, lo, hi), "distance": self.distance}
+            endpoints = self._off_grid_endpoints(lo, hi)
+            curve = list(results) + [{"coords": {"alpha": e["alpha"]}, "metrics": e["metrics"]}
+                                     for e in endpoints]
+            out = {"barrier": barriers(curve, self.spec.metrics, lo, hi), "distance": self.distance}
+            if endpoints:
+                out["endpoints"] = endpoints
+            return out
         mins, maxs = extremes(results, self.spec.metrics)
         out: dict[str, Any] = {
             "min": mins, "max": maxs,
             "anchors": [{"name": a.name, "coords": dict(a.coords)} for a in self.anchors],
         }
         out.update(self.extra)
+        return out
+
+    def _off_grid_endpoints(self, lo: float, hi: float) -> list[dict[str, Any]]:
+        """θA (α=0) and θB (α=1) evaluated when they lie in the range but not on its grid.
+
+        E.g. 26 points on [−0.5, 1.5] step by 0.08 and miss α = 0 and 1; the barrier's chord
+        and the figure's anchors need the endpoints' own values, which cost two extra passes.
+        """
+        grid = [p.coords["alpha"] for p in self.points()]
+        tol = 1e-6 * max(1.0, hi - lo)
+        out = []
+        for a in (0.0, 1.0):
+            if lo - tol <= a <= hi + tol and not any(abs(g - a) <= tol for g in grid):
+                out.append({"alpha": a, "metrics": self.evaluate({"alpha": a})})
         return out
 
     def close(self) -> None:

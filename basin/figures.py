@@ -224,6 +224,10 @@ def line_figure(
     scale = metric_scale(metric)
     series = _series(result, metric)
     anchors = _anchors_1d(result)
+    # endpoints off the α grid (e.g. 26 points on [-0.5, 1.5]) come evaluated in the summary
+    off_grid = [(float(e["alpha"]), float(e["metrics"][metric]), -1)
+                for e in (result.get("summary") or {}).get("endpoints") or []
+                if metric in (e.get("metrics") or {})]
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -238,7 +242,7 @@ def line_figure(
             meta="curve",
         )
     )
-    ends = [(a, _value_at(series, a["alpha"])) for a in anchors[:2]]
+    ends = [(a, _value_at([*series, *off_grid], a["alpha"])) for a in anchors[:2]]
     have_chord = len(ends) == 2 and all(v is not None for _, v in ends)
     if have_chord:
         (ea, va), (eb, vb) = ends
@@ -254,7 +258,7 @@ def line_figure(
             )
         )
     for k, anc in enumerate(anchors):
-        v = _value_at(series, anc["alpha"])
+        v = _value_at([*series, *off_grid], anc["alpha"])
         if v is None:
             continue
         label = short_name(anc["name"], names)

@@ -178,3 +178,21 @@ def test_overlay_has_one_curve_per_run_with_endpoints():
     assert [c.name for c in curves] == ["ft_a → ft_b", "seed pair 2"]
     assert [len(c.x) for c in curves] == [11, 5]
     assert len(_meta(fig, "anchor")) == 2 and all(len(t.x) == 2 for t in _meta(fig, "anchor"))
+
+
+def test_line_figure_marks_endpoints_that_are_off_the_alpha_grid():
+    doc = {
+        "spec": {"path": {"type": "linear", "a": "A", "b": "B", "points": 3, "range": [-0.5, 1.5]},
+                 "metrics": ["loss"]},
+        "points": [{"index": i, "coords": {"alpha": a}, "metrics": {"loss": v}}
+                   for i, (a, v) in enumerate([(-0.5, 2.0), (0.5, 1.5), (1.5, 2.5)])],
+        "anchors": [{"name": "A", "coords": {"alpha": 0.0}}, {"name": "B", "coords": {"alpha": 1.0}}],
+        "summary": {"endpoints": [{"alpha": 0.0, "metrics": {"loss": 0.5}},
+                                  {"alpha": 1.0, "metrics": {"loss": 0.7}}]},
+    }
+    from basin.figures import line_figure
+
+    fig = line_figure(doc, "loss")
+    chord = [t for t in fig.data if t.meta == "chord"]
+    assert len(chord) == 1 and list(chord[0].y) == [0.5, 0.7]
+    assert [t.text[0] for t in fig.data if t.meta == "anchor"] == ["A", "B"]

@@ -225,3 +225,24 @@ def test_t5_linear_matches_fresh_model(t5_pair):
         want = helpers.seq2seq(t5_pair["a"], helpers.mix([a, b], [1 - alpha, alpha]), t5_pair["data"])
         assert land.evaluate({"alpha": alpha})["loss"] == pytest.approx(want, abs=TOL)
     land.close()
+
+
+def test_extrapolated_grid_without_0_and_1_still_measures_the_barrier_between_the_checkpoints(fam):
+    # 6 points on [-0.5, 1.5] step by 0.4: α = 0 and 1 are not on the grid
+    root = root_of(fam)
+    spec = helpers.cpu_spec({"path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": 6,
+                                      "range": [-0.5, 1.5]}, "dataset": "eval.csv"})
+    doc = run(spec, FileResolver(root), progress=False)
+    assert all(abs(p["coords"]["alpha"]) > 1e-3 for p in doc["points"])
+    ends = {e["alpha"]: e["metrics"] for e in doc["summary"]["endpoints"]}
+    assert set(ends) == {0.0, 1.0}
+    a, b = helpers.state(fam["ft_a"]), helpers.state(fam["ft_b"])
+    assert abs(ends[0.0]["loss"] - helpers.classify(fam["ft_a"], a, fam["data"])["loss"]) <= TOL
+    assert abs(ends[1.0]["loss"] - helpers.classify(fam["ft_a"], b, fam["data"])["loss"]) <= TOL
+    barrier = doc["summary"]["barrier"]["loss"]
+    assert (barrier["start"], barrier["end"]) == (0.0, 1.0)
+    # the barrier is measured against the chord between θA and θB, over the points inside [0, 1]
+    inside = [p for p in doc["points"] if 0 <= p["coords"]["alpha"] <= 1]
+    want = max(p["metrics"]["loss"] - ((1 - p["coords"]["alpha"]) * ends[0.0]["loss"]
+                                       + p["coords"]["alpha"] * ends[1.0]["loss"]) for p in inside)
+    assert barrier["value"] == pytest.approx(max(want, 0.0), abs=1e-9)
