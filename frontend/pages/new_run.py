@@ -11,6 +11,7 @@ from dash import Input, Output, State, callback, ctx, dcc, html
 
 from frontend import api
 from frontend.components import spec_yaml
+from frontend.defaults import default_dataset, default_picks
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +159,10 @@ def layout(**_: Any) -> html.Div:
     copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
     dopts = [
         {"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
+    picks = default_picks(ckpts)
     picker = [
-        _field(f"Checkpoint {i}", dbc.Select(id=f"newrun-ckpt-{i}", options=copts, value="", placeholder="— pick —"), id_=f"newrun-row-{i}")
+        _field(f"Checkpoint {i}", dbc.Select(id=f"newrun-ckpt-{i}", options=copts, value=picks[i - 1],
+                                             placeholder="— pick —"), id_=f"newrun-row-{i}")
         for i in (1, 2, 3)
     ]
     traj = _field(
@@ -190,7 +193,8 @@ def layout(**_: Any) -> html.Div:
                help_=None),
         html.Div(PATH_HELP["linear"], id="newrun-type-help", className="text-muted small mb-3 ms-1"),
         *picker, traj, basis,
-        _field("Dataset", dbc.Select(id="newrun-dataset", options=dopts, value="", placeholder="— pick —")),
+        _field("Dataset", dbc.Select(id="newrun-dataset", options=dopts, value=default_dataset(dsets),
+                                     placeholder="— pick —")),
         _field("Task", dbc.Select(id="newrun-task", value="classification",
                                   options=[{"label": t, "value": t} for t in TASK_METRICS])),
         _field("Metrics", dbc.Checklist(id="newrun-metrics", inline=True, value=DEFAULT_METRICS["classification"],
