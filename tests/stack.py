@@ -92,6 +92,19 @@ class Stack:
         """Drop everything in Redis (runs must still be served from the store)."""
         self.redis().flushall()
 
+    def purge_tasks(self, queue: str = "basin") -> int:
+        """Drop the Celery tasks waiting in ``queue`` (as if every task had been consumed by
+        workers that then died); returns how many were dropped."""
+        r = self.redis()
+        keys = [queue, *r.scan_iter(match=queue + "\x06\x16*")]
+        n = sum(r.llen(k) for k in keys)
+        r.delete(*keys)
+        return n
+
+    def stop_redis(self) -> None:
+        """Stop the stack's Redis (SIGTERM, by PID): the API must answer 503, not hang."""
+        launcher.stop(self.redis_proc, timeout=10)
+
     def log(self, name: str) -> str:
         """The tail of one process log (``api``, ``redis``, ``worker0``...), for failure messages."""
         p = self.logs / f"{name}.log"

@@ -6,6 +6,11 @@ forward. A worker that dies (even by SIGKILL) stops both: its heartbeat expires,
 ``/api/health`` stops listing it, and its lease expires, so another worker takes the
 point. A live worker's lease never expires, however slow its point is, so no point
 is evaluated twice while its worker is alive.
+
+The heartbeat also names the run the worker is draining (``run``, set at once when a
+drain starts, so the API can tell a run that is being worked on from an orphaned one)
+and, while the worker finishes a run, renews its short-lived finish lock: a finisher
+killed mid-way releases the lock within one TTL and another worker finishes the run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Heartbeat:
         self.ttl = heartbeat_ttl(lease_seconds)
         self.interval = max(0.2, min(2.0, self.lease_seconds / 3, self.ttl / 3))
         self._current: tuple[RunQueue, int] | None = None
+        self._run: str | None = None
+        self._finishing: tuple[RunQueue, str] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="basin-heartbeat", daemon=True)
@@ -58,9 +65,23 @@ class Heartbeat:
         with self._lock:
             self._current = (queue, index) if queue is not None and index is not None else None
 
+    def draining(self, run_id: str | None) -> None:
+        """Announce the run this worker drains now (``None`` when idle); beats at once."""
+        with self._lock:
+            self._run = run_id
+        try:
+            self.beat()
+        except redis.RedisError as e:
+            logger.warning("heartbeat failed: %s", e)
+
+    def finishing(self, queue: RunQueue | None, token: str | None = None) -> None:
+        """Keep the finish lock ``token`` of ``queue``'s run alive (``None`` when done)."""
+        with self._lock:
+            self._finishing = (queue, token) if queue is not None and token else None
+
     def beat(self) -> None:
         with self._lock:
-            cur = self._current
+            cur, run, fin = self._current, self._run, self._finishing
         info = {
             "name": self.name,
             "device": self.device,
@@ -68,12 +89,14 @@ class Heartbeat:
             "host": socket.gethostname(),
             "started": self.started,
             "beat": time.time(),
-            "run": cur[0].keys.id if cur else None,
+            "run": run or (cur[0].keys.id if cur else None),
             "index": cur[1] if cur else None,
         }
         self.r.set(worker_key(self.name), json.dumps(info), ex=self.ttl)
         if cur is not None:
             cur[0].renew(cur[1], self.lease_seconds)
+        if fin is not None:
+            fin[0].renew_finish(fin[1], self.ttl)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

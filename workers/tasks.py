@@ -9,9 +9,13 @@ run). Each one loops::
     record: SADD done ∧ XADD points, only when new             ─ one Lua script
 
 and when the todo list and the leases are empty, the one worker that wins the
-``final`` lock computes the summary and writes the result document to the store.
+``final`` lock computes the summary, ends the run (``done``) and writes the result
+document to the store. The lock lives a few seconds and the finisher's heartbeat renews
+it; the other workers of the run wait while it is held, so if the finisher dies one of
+them takes the lock once it expires (and when none is left, the API re-queues a task).
 Bad input from the engine (:class:`basin.errors.BasinError`) fails the run with its
-message; Redis outages are retried by Celery.
+message; Redis outages are retried by Celery. Failed runs are written to the store too
+(points so far, ``status: failed``, ``error``), like cancelled ones (by the API).
 """
 
 from __future__ import annotations
@@ -19,12 +23,22 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 import redis
 
 from workers.celery_app import DRAIN_TASK, app
-from workers.sinks import RunKeys, RunQueue, pointcache_key, read_points
+from workers.sinks import (
+    TERMINAL,
+    RunKeys,
+    RunQueue,
+    heartbeat_ttl,
+    persist_run,
+    pointcache_key,
+    read_points,
+    run_timings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,23 +105,22 @@ def drain_run(self, run_id: str) -> dict:
     return drain(run_id, STATE)
 
 
-def fail_run(client: redis.Redis, run_id: str, message: str) -> None:
-    """Mark a run failed with ``message`` unless it already ended."""
-    k = RunKeys(run_id)
-    status = client.hget(k.run, "status")
-    if status is None or status in ("done", "failed", "cancelled"):
-        return
-    client.hset(
-        k.run, mapping={"status": "failed", "error": message, "finished": repr(time.time())}
-    )
-    client.delete(k.todo)
+def fail_run(
+    client: redis.Redis, run_id: str, message: str, store: Any = None, *, token: str = ""
+) -> bool:
+    """Mark a run failed with ``message`` unless it already ended (atomic, :data:`END_LUA`);
+    with a ``store``, write its document (points so far, the error). True when it failed it."""
+    ended = RunQueue(client, run_id).end("failed", error=message, token=token)
+    if not ended.ok:
+        return False
     logger.warning("run %s failed: %s", run_id, message)
+    if store is not None:
+        persist_run(client, store, run_id)
+    return True
 
 
 def drain(run_id: str, state: WorkerState) -> dict:
     """The loop described in the module docstring; returns counts for the task result."""
-    from basin.errors import BasinError
-    from basin.spec import RunSpec
     from basin.store import Store
 
     r = state.client
@@ -117,8 +130,28 @@ def drain(run_id: str, state: WorkerState) -> dict:
     if raw is None:
         logger.info("run %s no longer exists; nothing to do", run_id)
         return {"run": run_id, "evaluated": 0, "skipped": "gone"}
-    if r.hget(k.run, "status") in ("done", "failed", "cancelled"):
+    if r.hget(k.run, "status") in TERMINAL:
+        if r.hget(k.run, "persist"):  # its writer died before the document was stored
+            persist_run(r, Store(state.settings.store), run_id)
         return {"run": run_id, "evaluated": 0, "skipped": "finished"}
+    if state.heartbeat is not None:
+        state.heartbeat.draining(run_id)  # first: the API must see the run is being drained
+    r.delete(k.rescue)  # a task of this run is running: a later orphan may be rescued again
+    try:
+        return _drain(run_id, state, raw)
+    finally:
+        if state.heartbeat is not None:
+            state.heartbeat.draining(None)
+
+
+def _drain(run_id: str, state: WorkerState, raw: str) -> dict:
+    from basin.errors import BasinError
+    from basin.spec import RunSpec
+    from basin.store import Store
+
+    r = state.client
+    assert r is not None
+    k = RunKeys(run_id)
     settings = state.settings
     store = Store(settings.store)
     try:
@@ -127,11 +160,11 @@ def drain(run_id: str, state: WorkerState) -> dict:
             spec = spec.model_copy(update={"device": state.device})
         land, load_s = state.landscapes.get(spec, store.resolver())
     except BasinError as e:
-        fail_run(r, run_id, str(e))
+        fail_run(r, run_id, str(e), store)
         return {"run": run_id, "evaluated": 0, "error": str(e)}
     except Exception as e:  # a bug or a broken file: say so on the run rather than hang it
         logger.exception("opening run %s failed", run_id)
-        fail_run(r, run_id, f"{type(e).__name__}: {e}")
+        fail_run(r, run_id, f"{type(e).__name__}: {e}", store)
         return {"run": run_id, "evaluated": 0, "error": str(e)}
     names = json.loads(r.hget(k.run, "names") or "{}")
     # anchors carry the checkpoints as the user named them; ``id`` keeps the store id
@@ -139,15 +172,8 @@ def drain(run_id: str, state: WorkerState) -> dict:
         {"name": names.get(a.name, a.name), "id": a.name, "coords": dict(a.coords)}
         for a in land.anchors
     ]
-    if r.hexists(k.run, "spec"):
-        pipe = r.pipeline()
-        pipe.hsetnx(k.run, "anchors", json.dumps(anchors))
-        pipe.hsetnx(k.run, "device", state.device)
-        if load_s:
-            pipe.hincrbyfloat(k.run, "load_s", load_s)
-        pipe.execute()
-
     queue = RunQueue(r, run_id)
+    queue.setup(anchors, state.device, load_s or 0.0)
     evaluated = reused = 0
     lease_s = float(settings.lease_seconds)
     while True:
@@ -156,12 +182,13 @@ def drain(run_id: str, state: WorkerState) -> dict:
             logger.info("run %s %s; stopping", run_id, "deleted" if lease.gone else lease.status)
             break
         if lease.index is None:
-            if (
-                lease.leases_left
-            ):  # another worker holds the last points: wait for it (or its expiry)
-                time.sleep(min(max(lease.wait_s, 0.05), 0.5))
+            if lease.leases_left:  # another worker holds the last points: wait for it
+                time.sleep(min(max(lease.wait_s, 0.05), 0.5))  # (or for its lease to expire)
                 continue
-            finalize(r, run_id, land, store)
+            outcome = finalize(r, run_id, land, store, state)
+            if outcome == "wait":  # another finisher holds the lock: it ends the run, or it
+                time.sleep(0.25)  # died and its lock expires within seconds; then we finish
+                continue
             break
         index = lease.index
         if state.heartbeat is not None:
@@ -182,13 +209,13 @@ def drain(run_id: str, state: WorkerState) -> dict:
                 index, rec, worker=state.name, cached=hit, eval_s=0.0 if hit else dt
             )
         except BasinError as e:
-            fail_run(r, run_id, str(e))
+            fail_run(r, run_id, str(e), store)
             break
         except (redis.ConnectionError, redis.TimeoutError):
             raise  # Celery retries; the lease expires and the point is requeued
         except Exception as e:
             logger.exception("point %s of run %s failed", index, run_id)
-            fail_run(r, run_id, f"point {index}: {type(e).__name__}: {e}")
+            fail_run(r, run_id, f"point {index}: {type(e).__name__}: {e}", store)
             break
         finally:
             if state.heartbeat is not None:
@@ -204,61 +231,49 @@ def drain(run_id: str, state: WorkerState) -> dict:
     return {"run": run_id, "evaluated": evaluated, "reused": reused}
 
 
-def finalize(r: redis.Redis, run_id: str, land: Any, store: Any) -> bool:
-    """Once every point is recorded: summary, anchors, result document, status ``done``.
+def finalize(r: redis.Redis, run_id: str, land: Any, store: Any, state: Any = None) -> str:
+    """Once every point is recorded: summary, status ``done``, result document in the store.
 
-    Exactly one worker does it (``SET final NX``); returns True for that worker.
+    Exactly one worker does it: the one that takes the finish lock (:data:`CLAIM_FINISH_LUA`,
+    only when todo and leases are empty and every point is recorded). The lock expires
+    after a few seconds unless this worker's heartbeat renews it, and ending the run
+    (:data:`END_LUA`) requires still holding it. Returns ``"done"`` (this worker ended
+    it), ``"wait"`` (another finisher holds the lock) or ``"over"`` (nothing to finish:
+    ended, deleted, or points missing).
     """
-    k = RunKeys(run_id)
-    h = r.hgetall(k.run)
-    if "spec" not in h or h.get("status") in ("done", "failed", "cancelled"):
-        return False
-    total = int(h.get("total", 0))
-    if r.scard(k.done) < total:
-        return False  # cancelled or deleted meanwhile; nothing to finish
-    if not r.set(k.final, r.hget(k.run, "device") or "?", nx=True, ex=600):
-        return False
+    settings = getattr(state, "settings", None)
+    ttl = heartbeat_ttl(float(getattr(settings, "lease_seconds", 30)))
+    name = getattr(state, "name", "worker")
+    heartbeat = getattr(state, "heartbeat", None)
+    queue = RunQueue(r, run_id)
+    token = f"{name}:{uuid.uuid4().hex}"
+    got = queue.claim_finish(token, ttl)
+    if got == 0:
+        return "wait"
+    if got < 0:
+        return "over"
+    if heartbeat is not None:
+        heartbeat.finishing(queue, token)
     try:
+        h = r.hgetall(RunKeys(run_id).run)
         points, _ = read_points(r, run_id)
         points.sort(key=lambda p: p["index"])
         summary = land.summary(points)
-        anchors = json.loads(h.get("anchors") or "[]")
         finished = time.time()
-        started = float(h.get("started") or h.get("created") or finished)
-        total_s = max(finished - started, 1e-9)
-        doc = {
-            "id": run_id,
-            "spec": json.loads(h["spec"]),
-            "points": points,
-            "anchors": anchors,
-            "names": json.loads(h.get("names") or "{}"),
-            "summary": summary,
-            "timings": {
-                "load_s": round(float(h.get("load_s") or 0.0), 4),
-                "eval_s": round(float(h.get("eval_s") or 0.0), 4),
-                "total_s": round(total_s, 4),
-                "points_per_s": round(len(points) / total_s, 4),
-                "device": h.get("device") or "cpu",
-                "evaluations": int(h.get("evaluations") or 0),
-                "cached_points": int(h.get("cached") or 0),
-            },
-            "status": "done",
-            "created": float(h.get("created") or started),
-            "finished": finished,
-        }
-        store.save_run(run_id, doc)
-        r.hset(
-            k.run,
-            mapping={
-                "status": "done",
-                "finished": repr(finished),
-                "summary": json.dumps(summary),
-                "timings": json.dumps(doc["timings"]),
-            },
-        )
-        logger.info("run %s done: %d points in %.1f s", run_id, len(points), total_s)
-        return True
+        timings = run_timings(h, finished, len(points))
+        ended = queue.end("done", finished=finished, summary=summary, timings=timings, token=token)
+        if not ended.ok:
+            logger.warning("run %s: lost the finish lock (%s); not ending it", run_id, ended.status)
+            return "over"
+        persist_run(r, store, run_id)
+        logger.info("run %s done: %d points in %.1f s", run_id, len(points), timings["total_s"])
+        return "done"
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise  # Celery retries the task; the lock expires and the retry finishes the run
     except Exception as e:
         logger.exception("finishing run %s failed", run_id)
-        fail_run(r, run_id, f"summary/result failed: {type(e).__name__}: {e}")
-        return False
+        fail_run(r, run_id, f"summary/result failed: {type(e).__name__}: {e}", store, token=token)
+        return "over"
+    finally:
+        if heartbeat is not None:
+            heartbeat.finishing(None)

@@ -1,9 +1,14 @@
 """Run bookkeeping for the API: validate and queue runs, read their state from Redis or disk.
 
 A run lives in Redis while it is queued, running and for a while after (the key
-layout is in :mod:`workers.sinks`); a finished run is also a result document in the
-store (``models_store/runs/<id>.json``), which the API serves once Redis no longer has
-it (flushed, restarted without persistence, expired). No checkpoint is loaded here:
+layout is in :mod:`workers.sinks`); an ended run (done, failed or cancelled) is also a
+result document in the store (``models_store/runs/<id>.json``), which the API serves
+once Redis no longer has it (flushed, restarted without persistence, expired).
+
+Reading a run also watches over it: a run that no live worker can make progress on says
+so (``warning``), a running run whose workers all died (no live lease, no finisher, no
+worker draining it) gets a new drain task, and an ended run whose writer died before
+storing the document is stored. No checkpoint is loaded here:
 references are resolved against the store, compatibility is checked from safetensors
 headers, and the point list is ordered with the pure functions of :mod:`basin.grid`.
 """
@@ -16,6 +21,7 @@ import json
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -26,7 +32,16 @@ from basin import grid
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.spec import RunSpec, parse_spec
 from basin.store import Store
-from workers.sinks import RUNS_KEY, TERMINAL, RunKeys, alive_workers, read_points
+from workers.sinks import (
+    RUNS_KEY,
+    TERMINAL,
+    RunKeys,
+    RunQueue,
+    alive_workers,
+    build_document,
+    persist_run,
+    read_points,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +52,22 @@ class RunNotFound(LookupError):
 
 class RunConflict(ValueError):
     """The run is in a state that does not allow the request (e.g. cancelling a finished run)."""
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Where the API sends drain tasks (for runs whose workers all died)."""
+
+    redis_url: str
+    queue: str
+    lease_seconds: float = 300.0
+
+
+#: How long a sent rescue task counts as pending when no worker takes it (seconds).
+RESCUE_PENDING_S = 3600
+
+NO_WORKER = "no worker is alive; the run will start when one joins"
+NO_WORKER_RUNNING = "no worker is alive; the run will continue when one joins"
 
 
 # ---- validation ---------------------------------------------------------------------------
@@ -76,21 +107,48 @@ def resolve_spec(
         return ident
 
     resolved = spec.map_refs(ckpt, data)
-    check_compatibility(resolved, store)
+    check_compatibility(resolved, store, names=seen)
     return resolved
 
 
-def check_compatibility(spec: RunSpec, store: Store) -> None:
-    """The engine's header-only compatibility check over the path's checkpoints."""
-    from basin.checkpoints import check_compatible, mismatch_message
+def check_compatibility(
+    spec: RunSpec, store: Store, *, names: dict[str, str] | None = None
+) -> None:
+    """The engine's header-only compatibility check over the path's checkpoints.
+
+    ``names`` (store id → the reference as the user wrote it) names the checkpoints in the
+    message and in each mismatch's reason; ids without a name are shortened to 12 digits.
+    """
+    from basin.checkpoints import compare_meta, tensor_meta
 
     refs = spec.model_copy(update={"tokenizer": None}).checkpoint_refs()
     if len(refs) < 2 or spec.on_mismatch == "hold":
         return  # with hold the engine keeps every mismatched tensor at the first checkpoint
     resolver = store.resolver()
-    mismatches = check_compatible([resolver.checkpoint(r) for r in refs])
+    names = names or {}
+    labels = [names.get(r) or r[:12] for r in refs]
+    mismatches = compare_meta(
+        [
+            (label, tensor_meta(resolver.checkpoint(r)))
+            for label, r in zip(labels, refs, strict=True)
+        ]
+    )
     if mismatches:
-        raise IncompatibleCheckpoints(mismatch_message(mismatches), mismatches)
+        raise IncompatibleCheckpoints(_mismatch_message(labels, mismatches), mismatches)
+
+
+def _mismatch_message(labels: list[str], mismatches: list[tuple[str, str]], show: int = 5) -> str:
+    """``checkpoints 'a' and 'b' are incompatible: N mismatched tensor(s): name: reason; ...``"""
+    quoted = [f"'{x}'" for x in dict.fromkeys(labels)]
+    who = (
+        " and ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    )
+    head = "; ".join(f"{k}: {why}" for k, why in mismatches[:show])
+    more = f" (and {len(mismatches) - show} more)" if len(mismatches) > show else ""
+    return (
+        f"checkpoints {who} are incompatible: {len(mismatches)} mismatched tensor(s): "
+        f"{head}{more}. Set on_mismatch: hold to keep them at the first checkpoint."
+    )
 
 
 def point_order(spec: RunSpec) -> list[int]:
@@ -208,11 +266,61 @@ def _redis_run(r: redis.Redis, run_id: str) -> dict | None:
     return h if h and "spec" in h else None
 
 
-def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
-    """Everything ``GET /api/runs/{id}`` shows, from Redis or from the stored document."""
+def _watch(
+    r: redis.Redis,
+    store: Store,
+    run_id: str,
+    h: dict,
+    dispatch: Dispatch | None,
+    workers: list[dict],
+) -> str | None:
+    """Look after a run while reading it; returns a warning for the reader, if any.
+
+    - queued/running and no worker alive at all: say so (nothing is progressing);
+    - running, yet no live worker drains it, no live lease, no finish lock (its workers
+      died; Celery does not redeliver their tasks before the visibility timeout): send
+      one ``drain_run``, which finishes it (one at a time: the next only once a worker
+      took it, or after :data:`RESCUE_PENDING_S` if it was lost);
+    - ended but its document not yet stored (``persist`` still set): store it.
+    """
+    status = h.get("status")
+    if status in TERMINAL:
+        if h.get("persist"):
+            try:
+                persist_run(r, store, run_id)
+            except OSError as e:  # the store is unwritable: keep serving from Redis
+                logger.warning("storing run %s failed: %s", run_id, e)
+        return None
+    if not workers:
+        return NO_WORKER if status == "queued" else NO_WORKER_RUNNING
+    if status == "running" and dispatch is not None:
+        draining = any(w.get("run") == run_id for w in workers)
+        if RunQueue(r, run_id).claim_rescue(draining=draining, ttl_s=RESCUE_PENDING_S):
+            from workers.celery_app import DRAIN_TASK
+
+            _producer(dispatch.redis_url, dispatch.queue).send_task(
+                DRAIN_TASK, args=[run_id], queue=dispatch.queue
+            )
+            logger.warning(
+                "run %s is running but no live worker works on it; re-queued a drain task",
+                run_id,
+            )
+    return None
+
+
+def run_detail(
+    r: redis.Redis, store: Store, run_id: str, *, url: str, dispatch: Dispatch | None = None
+) -> dict:
+    """Everything ``GET /api/runs/{id}`` shows, from Redis or from the stored document.
+
+    ``warning`` is set when no worker is alive to make progress; with ``dispatch``, an
+    orphaned running run gets a new drain task (see :func:`_watch`).
+    """
     h = _redis_run(r, run_id)
     if h is None:
         return _doc_detail(_stored(store, run_id), run_id, url=url)
+    alive = alive_workers(r)
+    warning = _watch(r, store, run_id, h, dispatch, alive)
     spec = _json(h["spec"], {})
     total, done = int(h.get("total", 0)), int(h.get("done", 0))
     created, started, finished = _f(h.get("created")), _f(h.get("started")), _f(h.get("finished"))
@@ -223,7 +331,7 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
         eta = round((total - done) / rate, 1)
     elif h["status"] == "done":
         eta = 0.0
-    serving = [w for w in alive_workers(r) if w.get("run") == run_id]
+    serving = [w for w in alive if w.get("run") == run_id]
     return {
         "id": run_id,
         "url": url,
@@ -245,6 +353,7 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
             {"name": w.get("name"), "device": w.get("device"), "index": w.get("index")}
             for w in serving
         ],
+        "warning": warning,
         "evaluations": int(h.get("evaluations", 0)),
         "cached_points": int(h.get("cached", 0)),
         "requeued": int(h.get("requeued", 0)),
@@ -267,24 +376,27 @@ def _plausible_id(run_id: str) -> bool:
 def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
     spec = doc.get("spec", {})
     n = len(doc.get("points", []))
+    total = int(doc.get("total") or n)  # documents before cancelled/failed were stored: n
+    status = doc.get("status", "done")
     return {
         "id": run_id,
         "url": url,
         "spec": spec,
         **_brief(spec),
         "names": doc.get("names", {}),
-        "status": doc.get("status", "done"),
+        "status": status,
         "done": n,
-        "total": n,
-        "progress": 1.0,
-        "eta_s": 0.0,
+        "total": total,
+        "progress": round(n / total, 4) if total else 1.0,
+        "eta_s": 0.0 if status == "done" else None,
         "created": doc.get("created"),
         "started": None,
         "finished": doc.get("finished"),
         "summary": doc.get("summary"),
         "anchors": doc.get("anchors", []),
-        "error": None,
+        "error": doc.get("error"),
         "workers": [],
+        "warning": None,
         "evaluations": (doc.get("timings") or {}).get("evaluations"),
         "cached_points": (doc.get("timings") or {}).get("cached_points"),
         "requeued": 0,
@@ -293,15 +405,26 @@ def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
     }
 
 
-def run_points(r: redis.Redis, store: Store, run_id: str, after: str | None) -> dict:
+def run_points(
+    r: redis.Redis,
+    store: Store,
+    run_id: str,
+    after: str | None,
+    *,
+    dispatch: Dispatch | None = None,
+) -> dict:
     """Points recorded after ``after`` (a cursor from an earlier answer; none = from the start).
 
     From Redis the cursor is the last stream id. A run served from the store answers all
     its points at once with cursor ``"store"`` (and none for ``after="store"``); a
     Redis cursor on a run that is now only on disk gets all points and ``reset: true``.
+    ``workers`` names the live workers draining the run; ``warning`` says when no worker
+    is alive (this watches over the run like :func:`run_detail`).
     """
-    h = _redis_run(r, run_id)  # status first: once "done" is read, every point is in the stream
+    h = _redis_run(r, run_id)  # status first: once it has ended, every point is in the stream
     if h is not None:
+        alive = alive_workers(r)
+        warning = _watch(r, store, run_id, h, dispatch, alive)
         pts, last = read_points(r, run_id, after or "-")
         return {
             "points": pts,
@@ -309,6 +432,8 @@ def run_points(r: redis.Redis, store: Store, run_id: str, after: str | None) -> 
             "status": h["status"],
             "done": int(h.get("done", 0)),
             "total": int(h.get("total", 0)),
+            "workers": [w.get("name") for w in alive if w.get("run") == run_id],
+            "warning": warning,
         }
     doc = _stored(store, run_id)
     pts = doc.get("points", [])
@@ -317,7 +442,9 @@ def run_points(r: redis.Redis, store: Store, run_id: str, after: str | None) -> 
         "cursor": "store",
         "status": doc.get("status", "done"),
         "done": len(pts),
-        "total": len(pts),
+        "total": int(doc.get("total") or len(pts)),
+        "workers": [],
+        "warning": None,
     }
     if after not in (None, "", "store", "-", "0", "0-0"):
         out["reset"] = True
@@ -368,11 +495,11 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
                 "spec": spec,
                 **_brief(spec),
                 "names": doc.get("names", {}),
-                "status": entry.get("status", "done"),
+                "status": doc.get("status") or entry.get("status", "done"),
                 "created": _timestamp(doc.get("created", entry.get("created"))),
                 "done": n,
-                "total": n,
-                "error": None,
+                "total": int(doc.get("total") or n),
+                "error": doc.get("error"),
             }
         )
     out.sort(key=lambda e: e.get("created") or 0, reverse=True)
@@ -380,28 +507,15 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
 
 
 def result_document(r: redis.Redis, store: Store, run_id: str) -> dict:
-    """The result document: the stored one when finished, else built from Redis so far."""
+    """The result document: the stored one when the run ended, else built from Redis so far."""
     try:
         return _stored(store, run_id)
     except RunNotFound:
         pass
-    h = _redis_run(r, run_id)
-    if h is None:
+    doc = build_document(r, run_id)
+    if doc is None:
         raise RunNotFound(run_id)
-    pts, _ = read_points(r, run_id)
-    pts.sort(key=lambda p: p["index"])
-    return {
-        "id": run_id,
-        "spec": _json(h["spec"], {}),
-        "names": _json(h.get("names"), {}),
-        "points": pts,
-        "anchors": _json(h.get("anchors"), []),
-        "summary": _json(h.get("summary")),
-        "timings": _json(h.get("timings"), {}),
-        "status": h["status"],
-        "created": _f(h.get("created")),
-        "finished": _f(h.get("finished")),
-    }
+    return doc
 
 
 def to_csv(doc: dict) -> str:
@@ -429,18 +543,26 @@ def to_csv(doc: dict) -> str:
 # ---- writing ------------------------------------------------------------------------------
 
 
-def cancel_run(r: redis.Redis, run_id: str) -> str:
-    """Stop a queued or running run: workers see the status before their next point."""
-    k = RunKeys(run_id)
-    h = _redis_run(r, run_id)
-    if h is None:
+def cancel_run(r: redis.Redis, run_id: str, store: Store | None = None) -> str:
+    """Stop a queued or running run: workers see the status before their next point, and
+    the record script refuses the point in hand. With a ``store``, the run's document
+    (points so far, ``status: cancelled``) is written so its share link outlives Redis.
+
+    Atomic (:data:`workers.sinks.END_LUA`): raises :class:`RunConflict` when the run has
+    already ended or a worker is finishing it (every point is recorded).
+    """
+    ended = RunQueue(r, run_id).end("cancelled")
+    if ended.gone:
         raise RunNotFound(run_id)
-    if h["status"] in TERMINAL:
-        raise RunConflict(f"run {run_id} is already {h['status']}")
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(k.run, mapping={"status": "cancelled", "finished": repr(time.time())})
-    pipe.delete(k.todo, k.leases)
-    pipe.execute()
+    if not ended.ok:
+        if ended.status == "finishing":
+            raise RunConflict(f"run {run_id} has every point and is being finished")
+        raise RunConflict(f"run {run_id} is already {ended.status}")
+    if store is not None:
+        try:
+            persist_run(r, store, run_id)
+        except OSError as e:  # keep the cancel; the next read retries the write
+            logger.warning("storing cancelled run %s failed: %s", run_id, e)
     return "cancelled"
 
 
@@ -455,11 +577,13 @@ def delete_run(r: redis.Redis, store: Store, run_id: str) -> None:
     pipe.delete(*k.all())
     pipe.zrem(RUNS_KEY, run_id)
     pipe.execute()
-    if stored:
+    if _plausible_id(run_id):  # also when a writer is storing it right now (it checks too)
         store.delete_run(run_id)
 
 
 __all__ = [
+    "Dispatch",
+    "NO_WORKER",
     "RunConflict",
     "RunNotFound",
     "cancel_run",

@@ -3,6 +3,8 @@ cross-run point cache and the write token."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
@@ -71,6 +73,12 @@ def test_incompatible_checkpoints_name_the_tensors_unless_held(stack):
     assert body["error"] == "IncompatibleCheckpoints"
     assert "classifier.weight" in body["detail"]
     assert {m["tensor"] for m in body["mismatches"]} == {"classifier.weight", "classifier.bias"}
+    # the checkpoints are named as the user wrote them, not by their sha256 store ids
+    assert "checkpoints 'ft_a' and 'wide' are incompatible" in body["detail"]
+    assert all("wide" in m["reason"] and "ft_a" in m["reason"] for m in body["mismatches"])
+    assert not re.search(r"[0-9a-f]{40}", r.text)
+    short = stack.request("POST", "/api/runs/validate", json=spec).json()
+    assert short["detail"] == body["detail"]  # validate says exactly the same
 
     ok = stack.request("POST", "/api/runs/validate", json={**spec, "on_mismatch": "hold"})
     assert ok.status_code == 200, ok.text
@@ -165,7 +173,10 @@ def test_cancel_stops_the_workers_and_keeps_the_points_so_far(stack):
     pts = stack.request("GET", f"/api/runs/{run_id}/points").json()
     assert len(pts["points"]) == detail["done"] and pts["status"] == "cancelled"
     assert stack.request("POST", f"/api/runs/{run_id}/cancel").status_code == 409
-    assert not (stack.store / "runs" / f"{run_id}.json").exists()
+    # the cancelled run is stored like a done one: points so far, status, planned total
+    doc = json.loads((stack.store / "runs" / f"{run_id}.json").read_text())
+    assert doc["status"] == "cancelled" and doc["total"] == 41 and doc["error"] is None
+    assert sorted(p["index"] for p in doc["points"]) == sorted(p["index"] for p in pts["points"])
 
 
 def test_identical_points_are_computed_once_across_runs(stack):
@@ -217,6 +228,8 @@ def test_an_engine_error_fails_the_run_with_its_message(stack):
     assert detail["status"] == "failed"
     assert "scope" in detail["error"] and "no_such_param" in detail["error"]
     assert detail["done"] == 0
+    doc = json.loads((stack.store / "runs" / f"{r.json()['id']}.json").read_text())
+    assert doc["status"] == "failed" and doc["error"] == detail["error"] and doc["points"] == []
     # the workers are still alive and take the next run
     ok = stack.request("POST", "/api/runs", json=linear_spec(points=2, seed=31)).json()["id"]
     assert stack.wait_run(ok)["status"] == "done"

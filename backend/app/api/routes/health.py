@@ -1,4 +1,9 @@
-"""Routes: health — Redis reachable, the workers alive (from their heartbeats) and their devices."""
+"""Routes: health — Redis reachable, the workers alive (from their heartbeats) and their devices.
+
+``status`` is ``ok`` (Redis and at least one worker), ``degraded`` (HTTP 200: the API
+answers and runs are accepted, but no worker is alive, so none progresses) or ``down``
+(HTTP 503: Redis is unreachable).
+"""
 
 from __future__ import annotations
 
@@ -13,19 +18,39 @@ from workers.sinks import alive_workers
 
 router = APIRouter(tags=["health"])
 
+NO_WORKER_HEALTH = "no worker is alive: runs are accepted but wait until a worker joins"
+
+
+def _safe_url(settings) -> str:
+    """The Redis URL without a password (for messages)."""
+    url = settings.redis_url
+    if "@" in url:
+        scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
+        url = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
 
 @router.get("/health")
 def health(settings: SettingsDep, r: RedisDep) -> Any:
-    """Redis reachable, workers alive with their devices and current run, queue length."""
+    """Redis reachable, workers alive with their devices and current run, queue length;
+    ``status`` ok / degraded (no worker: 200 with a ``warning``) / down (no Redis: 503)."""
     try:
         info = r.info("server")
         workers = alive_workers(r)
         queued = r.llen(settings.task_queue)
     except redis.RedisError as e:
-        body = {"ok": False, "redis": {"ok": False, "error": str(e)}, "workers": []}
+        body = {
+            "ok": False,
+            "status": "down",
+            "warning": f"Redis is unreachable ({_safe_url(settings)}): {e}",
+            "redis": {"ok": False, "error": str(e)},
+            "workers": [],
+        }
         return JSONResponse(status_code=503, content=body)
     return {
         "ok": bool(workers),
+        "status": "ok" if workers else "degraded",
+        "warning": None if workers else NO_WORKER_HEALTH,
         "redis": {"ok": True, "version": info.get("redis_version")},
         "workers": [
             {

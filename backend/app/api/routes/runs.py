@@ -43,6 +43,14 @@ def _url(settings, run_id: str) -> str:
     return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
 
 
+def _dispatch(settings) -> book.Dispatch:
+    return book.Dispatch(
+        redis_url=settings.redis_url,
+        queue=settings.task_queue,
+        lease_seconds=float(settings.lease_seconds),
+    )
+
+
 def _not_found(run_id: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"no run with id {run_id!r}")
 
@@ -75,9 +83,12 @@ def list_runs(settings: SettingsDep, store: StoreDep, r: RedisDep) -> list[dict[
 
 @router.get("/runs/{run_id}")
 def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, Any]:
-    """One run: spec, status, progress, ETA, summary, anchors, error, the workers serving it."""
+    """One run: spec, status, progress, ETA, summary, anchors, error, the workers serving it,
+    and a ``warning`` when no worker is alive to make progress."""
     try:
-        return book.run_detail(r, store, run_id, url=_url(settings, run_id))
+        return book.run_detail(
+            r, store, run_id, url=_url(settings, run_id), dispatch=_dispatch(settings)
+        )
     except book.RunNotFound:
         raise _not_found(run_id) from None
 
@@ -85,13 +96,15 @@ def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) ->
 @router.get("/runs/{run_id}/points")
 def get_points(
     run_id: str,
+    settings: SettingsDep,
     store: StoreDep,
     r: RedisDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    """Points recorded since ``after`` (the cursor of the previous answer), with the run's status."""
+    """Points recorded since ``after`` (the cursor of the previous answer), with the run's
+    status, the workers draining it and a ``warning`` when no worker is alive."""
     try:
-        return book.run_points(r, store, run_id, after)
+        return book.run_points(r, store, run_id, after, dispatch=_dispatch(settings))
     except book.RunNotFound:
         raise _not_found(run_id) from None
 
@@ -180,10 +193,10 @@ async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterat
 
 
 @router.post("/runs/{run_id}/cancel", dependencies=[WriteAuth])
-def cancel_run(run_id: str, r: RedisDep) -> dict[str, str]:
-    """Stop a queued or running run (points already computed are kept)."""
+def cancel_run(run_id: str, store: StoreDep, r: RedisDep) -> dict[str, str]:
+    """Stop a queued or running run; the points already computed are kept (also on disk)."""
     try:
-        return {"id": run_id, "status": book.cancel_run(r, run_id)}
+        return {"id": run_id, "status": book.cancel_run(r, run_id, store)}
     except book.RunNotFound:
         raise _not_found(run_id) from None
     except book.RunConflict as e:
