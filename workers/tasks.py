@@ -119,6 +119,15 @@ def fail_run(
     return True
 
 
+def _step_tag(store: Any, ref: str) -> dict[str, int]:
+    """``{"step": n}`` from the checkpoint's tags, so trajectories are labelled by training step."""
+    try:
+        step = (store.get_checkpoint(ref).get("tags") or {}).get("step")
+    except Exception:  # an anchor that is not a store checkpoint has no tags
+        return {}
+    return {"step": step} if isinstance(step, int) else {}
+
+
 def drain(run_id: str, state: WorkerState) -> dict:
     """The loop described in the module docstring; returns counts for the task result."""
     from basin.store import Store
@@ -169,7 +178,8 @@ def _drain(run_id: str, state: WorkerState, raw: str) -> dict:
     names = json.loads(r.hget(k.run, "names") or "{}")
     # anchors carry the checkpoints as the user named them; ``id`` keeps the store id
     anchors = [
-        {"name": names.get(a.name, a.name), "id": a.name, "coords": dict(a.coords)}
+        {"name": names.get(a.name, a.name), "id": a.name, "coords": dict(a.coords),
+         **_step_tag(store, a.name)}
         for a in land.anchors
     ]
     queue = RunQueue(r, run_id)

@@ -37,9 +37,11 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
             body["mismatches"] = [{"tensor": n, "reason": r} for n, r in exc.mismatches]
         return JSONResponse(status_code=422, content=body)
 
-    @app.exception_handler(redis.exceptions.ConnectionError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"Redis is unreachable: {exc}"})
+
+    app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
+    app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
 
     for module in (health, checkpoints, datasets, runs):
         app.include_router(module.router, prefix="/api")

@@ -205,6 +205,7 @@
           const w = info.workers;
           if (Array.isArray(w)) parts.push(w.length + " worker" + (w.length === 1 ? "" : "s"));
           else if (typeof w === "number") parts.push(w + " worker" + (w === 1 ? "" : "s"));
+          if (info.warning) parts.push("⚠ " + info.warning);  // e.g. no worker is alive
           if (info.error) parts.push("error: " + info.error);
           extra = parts.join(" · ");
         }

@@ -233,3 +233,23 @@ def test_an_engine_error_fails_the_run_with_its_message(stack):
     # the workers are still alive and take the next run
     ok = stack.request("POST", "/api/runs", json=linear_spec(points=2, seed=31)).json()["id"]
     assert stack.wait_run(ok)["status"] == "done"
+
+
+def test_trajectory_anchors_carry_the_training_step_of_each_checkpoint(stack, classifier_family):
+    names = []
+    for step in (10, 20, 30):
+        name = f"traj-step{step}"
+        r = stack.request("POST", "/api/checkpoints/register", json={
+            "path": str(classifier_family[f"ft_a-step{step}"]), "name": name, "tags": {"step": step}})
+        assert r.status_code in (200, 201), r.text
+        names.append(name)
+    spec = {"path": {"type": "trajectory", "checkpoints": [*names, "ft_a"], "resolution": [3, 3]},
+            "dataset": "eval.csv", "max_examples": 16, "batch_size": 16}
+    run = stack.request("POST", "/api/runs", json=spec)
+    assert run.status_code == 201, run.text
+    doc = stack.wait_run(run.json()["id"])
+    assert doc["status"] == "done"
+    anchors = stack.request("GET", f"/api/runs/{run.json()['id']}").json()["anchors"]
+    # the figure labels the path with these steps; ft_a was registered without a step tag
+    assert [(a["name"], a.get("step")) for a in anchors] == [
+        ("traj-step10", 10), ("traj-step20", 20), ("traj-step30", 30), ("ft_a", None)]
