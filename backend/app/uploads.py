@@ -54,6 +54,12 @@ RAW_BODY: dict[str, Any] = {
 }
 
 
+def created_or_existing(response: Any, added: Added) -> dict[str, Any]:
+    """201 with the new manifest, or 200 with the stored one when the content was already there."""
+    response.status_code = 201 if added.created else 200
+    return added.manifest
+
+
 def form_body(*fields: str) -> dict[str, Any]:
     """OpenAPI text for a multipart upload: a required ``file`` plus string ``fields``."""
     props: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}

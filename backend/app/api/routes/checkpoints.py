@@ -18,6 +18,7 @@ from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
 from backend.app.uploads import (
     RAW_BODY,
     clean_filename,
+    created_or_existing,
     form_body,
     ingest_checkpoint,
     parse_tags,
@@ -105,11 +106,6 @@ class CheckpointUpdate(BaseModel):
     tags: dict[str, Any] | None = None
 
 
-def _finish(response: Response, added) -> dict[str, Any]:
-    response.status_code = 201 if added.created else 200
-    return added.manifest
-
-
 @router.get("/checkpoints", response_model=list[CheckpointPublic])
 def list_checkpoints(store: StoreDep) -> list[dict[str, Any]]:
     """List registered checkpoints, newest first."""
@@ -151,7 +147,7 @@ async def upload_checkpoint(
                 tags=tag_dict,
                 max_bytes=settings.max_upload_bytes,
             )
-    return _finish(response, added)
+    return created_or_existing(response, added)
 
 
 @router.post(
@@ -186,7 +182,7 @@ async def upload_checkpoint_form(
                 tags=tag_dict,
                 max_bytes=settings.max_upload_bytes,
             )
-    return _finish(response, added)
+    return created_or_existing(response, added)
 
 
 @router.post(
@@ -208,7 +204,7 @@ def register_checkpoint(
     mode = "copy" if body.copy_files else "register"
     with store_errors(not_found=False):
         added = store.import_checkpoint(path, name=body.name, tags=body.tags, mode=mode)
-    return _finish(response, added)
+    return created_or_existing(response, added)
 
 
 @router.get("/checkpoints/{ref}", response_model=CheckpointDetail)

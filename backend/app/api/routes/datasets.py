@@ -19,6 +19,7 @@ from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
 from backend.app.uploads import (
     RAW_BODY,
     clean_filename,
+    created_or_existing,
     form_body,
     ingest_dataset,
     receive_form,
@@ -70,11 +71,6 @@ class DatasetUpdate(BaseModel):
     task: str | None = None
 
 
-def _finish(response: Response, added) -> dict[str, Any]:
-    response.status_code = 201 if added.created else 200
-    return added.manifest
-
-
 @router.get("/datasets", response_model=list[DatasetPublic])
 def list_datasets(store: StoreDep) -> list[dict[str, Any]]:
     """List datasets, newest first."""
@@ -103,7 +99,7 @@ async def upload_dataset(
         await receive_to_file(request, upload, settings.max_upload_bytes)
         with store_errors(not_found=False):
             added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
-    return _finish(response, added)
+    return created_or_existing(response, added)
 
 
 @router.post(
@@ -129,7 +125,7 @@ async def upload_dataset_form(
         task = form.fields.get("task") or None
         with store_errors(not_found=False):
             added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
-    return _finish(response, added)
+    return created_or_existing(response, added)
 
 
 @router.get("/datasets/{ref}", response_model=DatasetPublic)
