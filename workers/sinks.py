@@ -427,7 +427,8 @@ def run_timings(h: dict[str, str], finished: float, n_points: int) -> dict[str, 
     }
 
 
-def _loads(v: str | None, default: Any = None) -> Any:
+def json_or(v: str | None, default: Any = None) -> Any:
+    """``json.loads(v)``, or ``default`` for a missing or malformed value."""
     if not v:
         return default
     try:
@@ -453,12 +454,12 @@ def build_document(client: redis.Redis, run_id: str) -> dict | None:
     created = float(h.get("created") or 0.0) or None
     return {
         "id": run_id,
-        "spec": _loads(h["spec"], {}),
+        "spec": json_or(h["spec"], {}),
         "points": points,
-        "anchors": _loads(h.get("anchors"), []),
-        "names": _loads(h.get("names"), {}),
-        "summary": _loads(h.get("summary")),
-        "timings": _loads(h.get("timings")) or run_timings(h, finished or time.time(), len(points)),
+        "anchors": json_or(h.get("anchors"), []),
+        "names": json_or(h.get("names"), {}),
+        "summary": json_or(h.get("summary")),
+        "timings": json_or(h.get("timings")) or run_timings(h, finished or time.time(), len(points)),
         "status": h.get("status", "queued"),
         "created": created,
         "finished": finished,

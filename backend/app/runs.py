@@ -39,6 +39,7 @@ from workers.sinks import (
     RunQueue,
     alive_workers,
     build_document,
+    json_or,
     persist_run,
     read_points,
 )
@@ -236,15 +237,6 @@ def _timestamp(v: Any) -> float | None:
     return _f(v)
 
 
-def _json(v: str | None, default: Any = None) -> Any:
-    if not v:
-        return default
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return default
-
-
 def _brief(spec: dict) -> dict:
     path = spec.get("path", {})
     refs: list[str] = []
@@ -321,7 +313,7 @@ def run_detail(
         return _doc_detail(_stored(store, run_id), run_id, url=url)
     alive = alive_workers(r)
     warning = _watch(r, store, run_id, h, dispatch, alive)
-    spec = _json(h["spec"], {})
+    spec = json_or(h["spec"], {})
     total, done = int(h.get("total", 0)), int(h.get("done", 0))
     created, started, finished = _f(h.get("created")), _f(h.get("started")), _f(h.get("finished"))
     eta = None
@@ -337,7 +329,7 @@ def run_detail(
         "url": url,
         "spec": spec,
         **_brief(spec),
-        "names": _json(h.get("names"), {}),
+        "names": json_or(h.get("names"), {}),
         "status": h["status"],
         "done": done,
         "total": total,
@@ -346,8 +338,8 @@ def run_detail(
         "created": created,
         "started": started,
         "finished": finished,
-        "summary": _json(h.get("summary")),
-        "anchors": _json(h.get("anchors"), []),
+        "summary": json_or(h.get("summary")),
+        "anchors": json_or(h.get("anchors"), []),
         "error": h.get("error") or None,
         "workers": [
             {"name": w.get("name"), "device": w.get("device"), "index": w.get("index")}
@@ -357,7 +349,7 @@ def run_detail(
         "evaluations": int(h.get("evaluations", 0)),
         "cached_points": int(h.get("cached", 0)),
         "requeued": int(h.get("requeued", 0)),
-        "timings": _json(h.get("timings")),
+        "timings": json_or(h.get("timings")),
         "source": "redis",
     }
 
@@ -465,7 +457,7 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
         spec_json, status, created, done, total, error, names = vals
         if spec_json is None:
             continue
-        spec = _json(spec_json, {})
+        spec = json_or(spec_json, {})
         seen.add(run_id)
         out.append(
             {
@@ -473,7 +465,7 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
                 "url": f"{public_url}/runs/{run_id}",
                 "spec": spec,
                 **_brief(spec),
-                "names": _json(names, {}),
+                "names": json_or(names, {}),
                 "status": status,
                 "created": _f(created),
                 "done": int(done or 0),
