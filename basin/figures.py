@@ -71,6 +71,11 @@ def metric_scale(metric: str) -> float:
     return 100.0 if metric in HIGHER_IS_BETTER else 1.0
 
 
+def _with_doc_names(result: Mapping[str, Any], names: Mapping[str, str] | None) -> dict[str, str]:
+    """The document's own ``names`` (store id → name, written by the service), then ``names``."""
+    return {**(result.get("names") or {}), **(names or {})}
+
+
 def short_name(name: str, names: Mapping[str, str] | None = None) -> str:
     """A readable label for a checkpoint reference.
 
@@ -221,6 +226,7 @@ def line_figure(
     ``summary.barrier[metric]`` when present, else :func:`compute_barrier` on the points.
     Accuracy / F1 are drawn in percent.
     """
+    names = _with_doc_names(result, names)
     scale = metric_scale(metric)
     series = _series(result, metric)
     anchors = _anchors_1d(result)
@@ -299,8 +305,12 @@ def line_figure(
                     meta="barrier", showlegend=False,
                 )
             )
-            fig.add_annotation(x=ba, y=vb_curve * scale, text=text, showarrow=True, arrowhead=2,
-                               ax=40, ay=-35, font={"color": BARRIER_COLOUR}, name="barrier")
+            # label the middle of the gap between chord and curve: the space there is empty,
+            # whereas next to the curve's extreme the text would sit on the curve
+            fig.add_annotation(x=ba, y=(chord + vb_curve) / 2 * scale, text=text, showarrow=True,
+                               arrowhead=2, ax=45, ay=0, xanchor="left",
+                               font={"color": BARRIER_COLOUR}, bgcolor="rgba(255,255,255,0.8)",
+                               name="barrier")
         else:
             fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.02, xanchor="right",
                                text=text, showarrow=False, font={"color": BARRIER_COLOUR},
@@ -461,6 +471,7 @@ def plane_figure(
     joined in order by a ``lines+markers+text`` trace (``meta="trajectory"``) labelled
     with their training step.
     """
+    names = _with_doc_names(result, names)
     if kind not in ("contour", "surface", "heatmap"):
         raise ValueError(f"kind must be 'contour', 'surface' or 'heatmap', got {kind!r}")
     xs, ys = grid_axes(result)

@@ -81,7 +81,8 @@ def summarize(result: dict[str, Any]) -> str:
         metrics = list(points[0].get("metrics", {}))
     summary = result.get("summary") or {}
     timings = result.get("timings") or {}
-    parts = [f"{ptype} path, {len(points)} points on {spec.get('dataset', '?')}."]
+    dataset = (result.get("names") or {}).get(spec.get("dataset"), spec.get("dataset", "?"))
+    parts = [f"{ptype} path, {len(points)} points on {dataset}."]
     one_d = bool(points) and set(points[0].get("coords", {})) == {"alpha"}
     for m in metrics:
         vals = [(p["metrics"].get(m), p) for p in points if p.get("metrics", {}).get(m) is not None]
@@ -177,7 +178,8 @@ def render_report(result: dict[str, Any], figures: list[go.Figure] | None = None
 
         figures = report_figures(result)
     spec = result.get("spec", {})
-    title = spec.get("name") or f"{spec.get('path', {}).get('type', 'run')} on {spec.get('dataset', '?')}"
+    dataset = (result.get("names") or {}).get(spec.get("dataset"), spec.get("dataset", "?"))
+    title = spec.get("name") or f"{spec.get('path', {}).get('type', 'run')} on {dataset}"
     figs_html = []
     for i, fig in enumerate(figures):
         figs_html.append(

@@ -196,3 +196,19 @@ def test_line_figure_marks_endpoints_that_are_off_the_alpha_grid():
     chord = [t for t in fig.data if t.meta == "chord"]
     assert len(chord) == 1 and list(chord[0].y) == [0.5, 0.7]
     assert [t.text[0] for t in fig.data if t.meta == "anchor"] == ["A", "B"]
+
+
+def test_figures_name_checkpoints_as_the_service_document_does():
+    a, b = "a" * 64, "b" * 64
+    doc = {
+        "spec": {"path": {"type": "linear", "a": a, "b": b, "points": 2}, "metrics": ["loss"]},
+        "points": [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"loss": 1.0}},
+                   {"index": 1, "coords": {"alpha": 1.0}, "metrics": {"loss": 2.0}}],
+        "anchors": [{"name": a, "coords": {"alpha": 0.0}}, {"name": b, "coords": {"alpha": 1.0}}],
+        "names": {a: "seed1", b: "seed2"},
+    }
+    from basin.figures import line_figure
+
+    fig = line_figure(doc, "loss")
+    assert "seed1" in fig.layout.title.text and "seed2" in fig.layout.title.text
+    assert [t.text[0] for t in fig.data if t.meta == "anchor"] == ["seed1", "seed2"]
