@@ -113,6 +113,24 @@ class NameTaken(BasinError):
     """Another checkpoint (or dataset) already has this name; names are unique."""
 
 
+class ContentMismatch(BasinError):
+    """Content hashes to another id than the one requested (a corrupted or altered download)."""
+
+
+class CheckpointMismatch(ContentMismatch, CheckpointError):
+    """A checkpoint's files hash to another id than the requested one."""
+
+
+class DatasetMismatch(ContentMismatch, DatasetError):
+    """A dataset file hashes to another id than the requested one."""
+
+
+def _check_expected(ident: str, expect_id: str | None, what: str) -> None:
+    if expect_id is not None and ident != expect_id:
+        err = CheckpointMismatch if what == "checkpoint" else DatasetMismatch
+        raise err(f"the {what}'s content hashes to {ident}, not the requested id {expect_id}")
+
+
 @dataclass(frozen=True)
 class Added:
     """The result of an import: the manifest, and whether it is new (False: deduplicated)."""
@@ -621,6 +639,7 @@ class Store:
         tags: dict | None = None,
         mode: str = "copy",
         base: str | None = None,
+        expect_id: str | None = None,
     ) -> Added:
         """Validate and add a model directory; ``mode`` is ``copy``, ``move`` or ``register``.
 
@@ -628,7 +647,9 @@ class Store:
         e.g. an extracted upload under ``tmp/``). Returns :class:`Added` with
         ``created=False`` when the same weights + config are already stored (nothing is
         added then). Raises :class:`CheckpointError` for invalid input,
-        :class:`NameTaken` when another checkpoint has ``name``.
+        :class:`NameTaken` when another checkpoint has ``name``. With ``expect_id`` (a
+        download that must be this checkpoint), content hashing to another id is refused
+        with :class:`ContentMismatch` before anything enters the store.
         """
         name = _check_name(name, "checkpoint")
         tags = _check_tags(tags)
@@ -648,6 +669,7 @@ class Store:
                 work = src
             files = validate_model_dir(work)
             ident = checkpoint_digest(files, work / "config.json")
+            _check_expected(ident, expect_id, "checkpoint")
             info = inspect_checkpoint(work)
             manifest: dict[str, Any] = {
                 "id": ident,
@@ -789,9 +811,18 @@ class Store:
         return self.import_dataset(file, name=name, task=task).manifest
 
     def import_dataset(
-        self, file: Path, *, name: str, task: str | None = None, move: bool = False
+        self,
+        file: Path,
+        *,
+        name: str,
+        task: str | None = None,
+        move: bool = False,
+        expect_id: str | None = None,
     ) -> Added:
-        """Like :meth:`add_dataset`, returning :class:`Added`; ``move`` renames ``file``."""
+        """Like :meth:`add_dataset`, returning :class:`Added`; ``move`` renames ``file``.
+
+        With ``expect_id``, a file whose sha256 differs is refused (:class:`ContentMismatch`).
+        """
         name = _check_name(name, "dataset")
         file = Path(file)
         if not file.is_file():
@@ -810,6 +841,7 @@ class Store:
                 f"{', '.join(TASK_COLUMNS.get(task, ('?',)))}; found {', '.join(scan['columns'])}"
             )
         ident = file_digest(file)
+        _check_expected(ident, expect_id, "dataset")
         with self.workspace() as ws:
             data_name = f"data.{fmt}"
             if move:
@@ -951,7 +983,10 @@ class Store:
 
 __all__ = [
     "Added",
+    "CheckpointMismatch",
     "CheckpointNotFound",
+    "ContentMismatch",
+    "DatasetMismatch",
     "DatasetNotFound",
     "MIN_PREFIX",
     "NameTaken",

@@ -54,13 +54,16 @@ class Stack:
         """Headers for write requests (the token, when the stack has one)."""
         return {"X-Basin-Token": self.token} if self.token else {}
 
-    def start_worker(self, *, wait: bool = True) -> int:
-        """Start one more Celery worker; returns its index. Waits until health lists it."""
+    def start_worker(self, *, wait: bool = True, env: dict[str, str] | None = None) -> int:
+        """Start one more Celery worker; returns its index. Waits until health lists it.
+
+        ``env`` overrides the stack's environment for this worker only (e.g. its own
+        ``BASIN_STORE`` and ``BASIN_API_URL``: a worker on another machine)."""
         i = len(self.workers)
         name = f"w{i}@basin-test"
         proc = launcher.spawn(
             launcher.worker_argv(name, loglevel="INFO"),
-            env=self.env,
+            env={**self.env, **(env or {})},
             log=self.logs / f"worker{i}.log",
         )
         self.workers.append(proc)

@@ -16,6 +16,11 @@ them takes the lock once it expires (and when none is left, the API re-queues a 
 Bad input from the engine (:class:`basin.errors.BasinError`) fails the run with its
 message; Redis outages are retried by Celery. Failed runs are written to the store too
 (points so far, ``status: failed``, ``error``), like cancelled ones (by the API).
+
+A worker with ``BASIN_API_URL`` set (no shared store volume) fetches the checkpoints and
+datasets its store lacks from the API (:mod:`workers.fetch`) and leaves writing result
+documents to the API, which stores an ended run on its next read of it (its own store
+is the one that serves share links).
 """
 
 from __future__ import annotations
@@ -119,6 +124,12 @@ def fail_run(
     return True
 
 
+def _documents(state: Any, store: Any) -> Any:
+    """Where this worker writes result documents: its store, or nowhere (``None``) when it
+    fetches from the API (``api_url``): the run stays ``persist: pending`` for the API."""
+    return None if getattr(state.settings, "api_url", "") else store
+
+
 def _step_tag(store: Any, ref: str) -> dict[str, int]:
     """``{"step": n}`` from the checkpoint's tags, so trajectories are labelled by training step."""
     try:
@@ -140,8 +151,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
         logger.info("run %s no longer exists; nothing to do", run_id)
         return {"run": run_id, "evaluated": 0, "skipped": "gone"}
     if r.hget(k.run, "status") in TERMINAL:
-        if r.hget(k.run, "persist"):  # its writer died before the document was stored
-            persist_run(r, Store(state.settings.store), run_id)
+        docs = _documents(state, Store(state.settings.store))
+        if docs is not None and r.hget(k.run, "persist"):  # its writer died before storing it
+            persist_run(r, docs, run_id)
         return {"run": run_id, "evaluated": 0, "skipped": "finished"}
     if state.heartbeat is not None:
         state.heartbeat.draining(run_id)  # first: the API must see the run is being drained
@@ -157,23 +169,25 @@ def _drain(run_id: str, state: WorkerState, raw: str) -> dict:
     from basin.errors import BasinError
     from basin.spec import RunSpec
     from basin.store import Store
+    from workers.fetch import store_resolver
 
     r = state.client
     assert r is not None
     k = RunKeys(run_id)
     settings = state.settings
     store = Store(settings.store)
+    docs = _documents(state, store)
     try:
         spec = RunSpec.model_validate(json.loads(raw))
         if spec.device == "auto" and state.device != "auto":
             spec = spec.model_copy(update={"device": state.device})
-        land, load_s = state.landscapes.get(spec, store.resolver())
+        land, load_s = state.landscapes.get(spec, store_resolver(store, settings))
     except BasinError as e:
-        fail_run(r, run_id, str(e), store)
+        fail_run(r, run_id, str(e), docs)
         return {"run": run_id, "evaluated": 0, "error": str(e)}
     except Exception as e:  # a bug or a broken file: say so on the run rather than hang it
         logger.exception("opening run %s failed", run_id)
-        fail_run(r, run_id, f"{type(e).__name__}: {e}", store)
+        fail_run(r, run_id, f"{type(e).__name__}: {e}", docs)
         return {"run": run_id, "evaluated": 0, "error": str(e)}
     names = json.loads(r.hget(k.run, "names") or "{}")
     # anchors carry the checkpoints as the user named them; ``id`` keeps the store id
@@ -195,7 +209,7 @@ def _drain(run_id: str, state: WorkerState, raw: str) -> dict:
             if lease.leases_left:  # another worker holds the last points: wait for it
                 time.sleep(min(max(lease.wait_s, 0.05), 0.5))  # (or for its lease to expire)
                 continue
-            outcome = finalize(r, run_id, land, store, state)
+            outcome = finalize(r, run_id, land, docs, state)
             if outcome == "wait":  # another finisher holds the lock: it ends the run, or it
                 time.sleep(0.25)  # died and its lock expires within seconds; then we finish
                 continue
@@ -219,13 +233,13 @@ def _drain(run_id: str, state: WorkerState, raw: str) -> dict:
                 index, rec, worker=state.name, cached=hit, eval_s=0.0 if hit else dt
             )
         except BasinError as e:
-            fail_run(r, run_id, str(e), store)
+            fail_run(r, run_id, str(e), docs)
             break
         except (redis.ConnectionError, redis.TimeoutError):
             raise  # Celery retries; the lease expires and the point is requeued
         except Exception as e:
             logger.exception("point %s of run %s failed", index, run_id)
-            fail_run(r, run_id, f"point {index}: {type(e).__name__}: {e}", store)
+            fail_run(r, run_id, f"point {index}: {type(e).__name__}: {e}", docs)
             break
         finally:
             if state.heartbeat is not None:
@@ -275,7 +289,8 @@ def finalize(r: redis.Redis, run_id: str, land: Any, store: Any, state: Any = No
         if not ended.ok:
             logger.warning("run %s: lost the finish lock (%s); not ending it", run_id, ended.status)
             return "over"
-        persist_run(r, store, run_id)
+        if store is not None:  # None: a worker without the store volume; the API stores it
+            persist_run(r, store, run_id)
         logger.info("run %s done: %d points in %.1f s", run_id, len(points), timings["total_s"])
         return "done"
     except (redis.ConnectionError, redis.TimeoutError):

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     worker_device: str = "auto"
     worker_concurrency: int = 1
     task_queue: str = "basin"
+    #: Workers without the shared store volume: fetch missing checkpoints/datasets from this
+    #: API (``http://host:8000``) by id and check their sha256. "" = the store has everything.
+    api_url: str = ""
 
 
 @lru_cache

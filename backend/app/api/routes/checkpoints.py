@@ -1,4 +1,5 @@
-"""Routes: the checkpoint registry — upload, register, list, inspect, rename/tag, delete.
+"""Routes: the checkpoint registry — upload, register, list, inspect, rename/tag, delete,
+download (``GET /checkpoints/{ref}/archive``: a ``.tar`` for workers without the store volume).
 
 Every ``{ref}`` accepts an id, a unique id prefix (≥8 hex characters) or a name.
 Writes need the API token when ``BASIN_API_TOKEN`` is set; reads do not.
@@ -7,10 +8,14 @@ Writes need the API token when ``BASIN_API_TOKEN`` is set; reads do not.
 from __future__ import annotations
 
 import logging
+import re
+import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -27,11 +32,18 @@ from backend.app.uploads import (
     store_errors,
     strip_suffixes,
 )
+from basin.checkpoints import weight_files
 from basin.errors import CheckpointError
+from basin.resolve import CheckpointSource
 
 logger = logging.getLogger(__name__)
 
 FORM_BODY = form_body("name", "config", "tags")
+#: Header carrying the checkpoint's store id (sha256) on ``/archive`` downloads.
+ID_HEADER = "X-Basin-Checkpoint-Id"
+#: Besides the weights, the files of a model directory an archive carries (config, tokenizer).
+_SIDE_SUFFIXES = (".json", ".txt", ".model")
+_BLOCK = tarfile.BLOCKSIZE
 
 router = APIRouter(tags=["checkpoints"])
 
@@ -233,3 +245,89 @@ def delete_checkpoint(ref: str, store: StoreDep) -> Response:
     with store_errors():
         store.delete_checkpoint(ref)
     return Response(status_code=204)
+
+
+def archive_members(manifest: dict[str, Any]) -> list[Path]:
+    """The files a checkpoint's archive carries: its weight files (plus a shard index) and the
+    top-level ``.json`` / ``.txt`` / ``.model`` files (config, generation config, tokenizer),
+    never ``manifest.json`` nor anything else a registered directory may hold."""
+    src = CheckpointSource(
+        weights=Path(manifest["weights"]),
+        config_dir=Path(manifest["config_dir"]),
+        id=manifest["id"],
+    )
+    _, weights = weight_files(src)
+    root = Path(manifest["config_dir"])
+    picked = {p.name: p for p in weights}
+    for p in sorted(root.iterdir()):
+        if p.name == "manifest.json" or p.name in picked or not p.is_file():
+            continue
+        if p.suffix in _SIDE_SUFFIXES and not p.is_symlink():
+            picked[p.name] = p
+    return [picked[k] for k in sorted(picked)]
+
+
+def _tar_header(name: str, size: int, mtime: float) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.type = size, 0o644, int(mtime), tarfile.REGTYPE
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def tar_stream(files: list[Path]) -> tuple[int, Iterator[bytes]]:
+    """``(length, chunks)`` of an uncompressed POSIX tar of ``files`` (flat names), streamed
+    from disk in 1 MiB reads: ``length = Σ(header + size rounded up to 512) + 1024``."""
+    entries = []
+    for f in files:
+        st = f.stat()
+        entries.append((f, _tar_header(f.name, st.st_size, st.st_mtime), st.st_size))
+    length = sum(len(h) + -(-n // _BLOCK) * _BLOCK for _, h, n in entries) + 2 * _BLOCK
+
+    def chunks() -> Iterator[bytes]:
+        for path, header, size in entries:
+            yield header
+            left = size
+            with open(path, "rb") as fh:
+                while left > 0:
+                    data = fh.read(min(left, 1 << 20))
+                    if not data:  # the file shrank since the header was written: cut the stream
+                        raise OSError(f"{path.name} changed while it was being sent")
+                    left -= len(data)
+                    yield data
+            if size % _BLOCK:
+                yield b"\0" * (_BLOCK - size % _BLOCK)
+        yield b"\0" * (2 * _BLOCK)
+
+    return length, chunks()
+
+
+@router.get(
+    "/checkpoints/{ref}/archive",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/x-tar": {}},
+            "description": f"a .tar of the model directory; the id is in {ID_HEADER}",
+        },
+        404: {"description": "no such checkpoint"},
+    },
+)
+def download_checkpoint(ref: str, store: StoreDep) -> StreamingResponse:
+    """Download a checkpoint as an uncompressed .tar (weights, config, tokenizer files).
+
+    The store id (sha256 over the weights and config.json) is sent in ``X-Basin-Checkpoint-Id``
+    so the receiver can check what it got. No token needed (a read).
+    """
+    with store_errors():
+        manifest = store.get_checkpoint(ref)
+    try:
+        length, body = tar_stream(archive_members(manifest))
+    except (CheckpointError, OSError) as e:  # e.g. a registered directory removed from disk
+        raise HTTPException(status_code=409, detail=f"checkpoint files unreadable: {e}") from None
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", manifest["name"])[:100] or manifest["id"][:12]
+    headers = {
+        ID_HEADER: manifest["id"],
+        "ETag": f'"{manifest["id"]}"',
+        "Content-Length": str(length),
+        "Content-Disposition": f'attachment; filename="{safe}.tar"',
+    }
+    return StreamingResponse(body, media_type="application/x-tar", headers=headers)

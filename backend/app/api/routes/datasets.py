@@ -4,14 +4,18 @@ Datasets are ``.jsonl`` / ``.csv`` / ``.tsv`` files; an upload is parsed whole a
 refused (422, naming the columns found) unless its columns serve a task:
 classification needs ``text`` + ``label``, causal_lm ``text``, seq2seq ``source`` +
 ``target``. Every ``{ref}`` accepts an id, a unique id prefix (≥8) or a name.
+``GET /datasets/{ref}/file`` downloads the file (for workers without the store volume).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +34,9 @@ from backend.app.uploads import (
 logger = logging.getLogger(__name__)
 
 FORM_BODY = form_body("name", "task")
+#: Header carrying the dataset's store id (sha256 of the file) on ``/file`` downloads.
+ID_HEADER = "X-Basin-Dataset-Id"
+_MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv", "tsv": "text/tab-separated-values"}
 
 router = APIRouter(tags=["datasets"])
 
@@ -142,6 +149,33 @@ def preview_dataset(
     """Show the first n rows of a dataset."""
     with store_errors():
         return store.preview_dataset(ref, n=n)
+
+
+@router.get(
+    "/datasets/{ref}/file",
+    response_class=FileResponse,
+    responses={
+        200: {"description": f"the dataset file; its sha256 (the id) is in {ID_HEADER}"},
+        404: {"description": "no such dataset"},
+    },
+)
+def download_dataset(ref: str, store: StoreDep) -> FileResponse:
+    """Download a dataset's file as stored (.jsonl / .csv / .tsv); the id is in X-Basin-Dataset-Id."""
+    with store_errors():
+        m = store.get_dataset(ref)
+    path = Path(m["path"])
+    if not path.is_file():
+        raise HTTPException(status_code=409, detail=f"dataset file missing on the server: {path}")
+    fmt = m["format"]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", m["name"])[:100]
+    if not name.lower().endswith("." + fmt):
+        name = f"{name}.{fmt}"
+    return FileResponse(
+        path,
+        media_type=_MEDIA.get(fmt, "application/octet-stream"),
+        filename=name,
+        headers={ID_HEADER: m["id"], "ETag": f'"{m["id"]}"'},
+    )
 
 
 @router.patch("/datasets/{ref}", response_model=DatasetPublic, dependencies=[WriteAuth])
