@@ -107,7 +107,26 @@ STATE = WorkerState()
 def drain_run(self, run_id: str) -> dict:
     """Evaluate points of run ``run_id`` until none is left; idempotent (safe to run twice)."""
     STATE.ensure()
-    return drain(run_id, STATE)
+    try:
+        return drain(run_id, STATE)
+    finally:
+        ask_api_to_store(STATE, run_id)
+
+
+def ask_api_to_store(state: WorkerState, run_id: str) -> None:
+    """A worker without the shared store cannot write the result document; reading the run
+    through the API makes the API store it (``backend.app.runs._watch``), so a share link
+    survives Redis even when nobody opened the run before it ended."""
+    url = getattr(state.settings, "api_url", "") if state.settings is not None else ""
+    if not url:
+        return
+    import httpx
+
+    headers = {"X-Basin-Token": state.settings.api_token} if state.settings.api_token else {}
+    try:
+        httpx.get(f"{url.rstrip('/')}/api/runs/{run_id}", headers=headers, timeout=15)
+    except httpx.HTTPError as e:
+        logger.warning("could not ask %s to store run %s: %s", url, run_id, e)
 
 
 def fail_run(

@@ -94,7 +94,17 @@ def test_a_worker_with_an_empty_store_fetches_by_id_and_matches_the_shared_store
     i = stack.start_worker(env={"BASIN_STORE": str(worker_store), "BASIN_API_URL": stack.base_url})
 
     run_id = stack.request("POST", "/api/runs", json=spec).json()["id"]
-    body = stack.wait_run(run_id, timeout=120)
+    # wait on Redis, not the API: reading the run through the API would store it
+    deadline = time.monotonic() + 120
+    while red.hget(RunKeys(run_id).run, "status") not in ("done", "failed", "cancelled"):
+        assert time.monotonic() < deadline, "the remote worker did not finish the run"
+        time.sleep(0.2)
+    # nobody opened the run, yet the API's store gets its document: the worker asked for it
+    deadline = time.monotonic() + 20
+    while Store(stack.store).load_run(run_id) is None:
+        assert time.monotonic() < deadline, "the finished run was never stored by the API"
+        time.sleep(0.2)
+    body = stack.wait_run(run_id, timeout=10)
     assert body["status"] == "done", body.get("error")
     got = _points(stack, run_id)
     assert [p["coords"] for p in got] == [p["coords"] for p in expected]
