@@ -92,3 +92,18 @@ def store_family(stack, classifier_family, tmp_path_factory) -> dict:
         assert r.status_code in (200, 201), r.text
         ids[key] = r.json()["id"]
     return ids
+
+
+def hold_runs(stack) -> None:
+    """Kill the stack's workers: a run created now waits in the queue, so a test can watch it
+    fill in from its first point however fast this machine evaluates. ``release_runs`` ends it."""
+    for i, name in enumerate(stack.worker_names):
+        if name in stack.live_worker_names:
+            stack.kill_worker(i)
+
+
+def release_runs(stack, page) -> None:
+    """Once the run page is up and says no worker is alive, start a worker."""
+    page.wait_for_function(
+        "document.querySelector('#run-extra').textContent.includes('no worker')", timeout=15_000)
+    stack.start_worker()

@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from tests import factories
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, hold_runs, release_runs
 
 pytestmark = pytest.mark.browser
 
@@ -76,10 +76,12 @@ def test_linear_run_from_form_fills_in_live_and_share_link_matches(
     page.select_option("#newrun-dataset", store_family["big"])
     page.fill("#newrun-points", str(n))
     page.fill("#newrun-max", "1500")
+    hold_runs(stack)  # the page must be up before the first point, however fast this machine is
     page.click("#newrun-run")
     page.wait_for_url("**/runs/*")
     run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
     page.locator("#run-graphs").wait_for()
+    release_runs(stack, page)
     seen = []
     shared_counts = []
     other = None
