@@ -12,13 +12,13 @@ rows, which keep their file order.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import json
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,46 +59,83 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _decode(raw: bytes) -> str:
+def text_encoding(path: Path) -> str:
+    """``utf-8-sig`` if the whole file decodes as UTF-8, else ``latin-1`` (tolerates the Latin-1 of scraped tweets)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        return raw.decode("utf-8-sig")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        return "latin-1"
+    return "utf-8-sig"
+
+
+def iter_dataset_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    """Rows of a dataset file as dicts; raises :class:`DatasetError` naming the bad line.
+
+    Text is UTF-8, or Latin-1 when it is not valid UTF-8. Header names are stripped; a CSV row
+    whose field count differs from the header's is refused rather than silently misread.
+    """
+    try:
+        with open(path, encoding=text_encoding(path), newline="") as f:
+            if fmt == "jsonl":
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError as e:
+                        raise DatasetError(f"line {lineno} is not valid JSON: {e}") from None
+                    if not isinstance(row, dict):
+                        raise DatasetError(f"line {lineno} is not a JSON object")
+                    yield row
+            elif fmt in ("csv", "tsv"):
+                reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+                header = next(reader, None)
+                if not header or not any(h.strip() for h in header):
+                    raise DatasetError(f"the {fmt.upper()} file has no header row")
+                header = [h.strip() for h in header]
+                if len(set(header)) != len(header):
+                    raise DatasetError(f"duplicate column names in the header: {header}")
+                for row in reader:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        raise DatasetError(
+                            f"line {reader.line_num} has {len(row)} fields, the header has "
+                            f"{len(header)} ({', '.join(header)})"
+                        )
+                    yield dict(zip(header, row, strict=True))
+            else:
+                raise DatasetError(f"unknown dataset format {fmt!r}")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"the dataset is not UTF-8 text: {e}") from None
+    except csv.Error as e:
+        raise DatasetError(f"the {fmt.upper()} file does not parse: {e}") from None
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """``(column names, rows)`` of a CSV/TSV/JSONL file; :class:`DatasetError` when unreadable."""
+    """``(column names, rows)`` of a CSV/TSV/JSONL file; :class:`DatasetError` when unreadable.
+
+    The same reader the store validates uploads with (:func:`iter_dataset_rows`), so a
+    dataset the store accepts reads the same way here.
+    """
     p = Path(path)
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise DatasetError(f"dataset {p.name}: unknown format {p.suffix!r}; use .csv, .tsv or .jsonl")
     try:
-        text = _decode(p.read_bytes())
+        rows = list(iter_dataset_rows(p, fmt))
     except OSError as e:
         raise DatasetError(f"dataset {p}: cannot read: {e.strerror}") from None
-    rows: list[dict[str, Any]] = []
-    if fmt == "jsonl":
-        cols: list[str] = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise DatasetError(f"dataset {p.name}: line {i} is not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"dataset {p.name}: line {i} is not a JSON object")
-            for k in row:
-                if k not in cols:
-                    cols.append(k)
-            rows.append(row)
-        return cols, rows
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
-    try:
-        rows = [dict(r) for r in reader]
-    except csv.Error as e:
-        raise DatasetError(f"dataset {p.name}: malformed {fmt.upper()}: {e}") from None
-    return [c for c in (reader.fieldnames or []) if c is not None], rows
+    except DatasetError as e:
+        raise DatasetError(f"dataset {p.name}: {e}") from None
+    cols: list[str] = []
+    for row in rows:
+        cols.extend(k for k in row if k not in cols)
+    return cols, rows
 
 
 def _label(value: Any, row: int, label2id: Mapping[str, int] | None, path: Path) -> int:

@@ -24,9 +24,7 @@ This module is part of the core: filesystem only, no web or queue imports.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import csv
 import fcntl
 import hashlib
 import json
@@ -51,7 +49,7 @@ from basin.checkpoints import (
     tensor_meta,
     weight_files,
 )
-from basin.data import REQUIRED
+from basin.data import REQUIRED, iter_dataset_rows
 from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
 from basin.resolve import CheckpointSource, Resolver
 
@@ -377,62 +375,6 @@ def detect_dataset_format(name: str, path: Path | None = None) -> str:
         first = head.split(b"\n", 1)[0]
         return "tsv" if b"\t" in first else "csv"
     raise DatasetError(f"dataset name {name!r} must end in .jsonl, .csv or .tsv")
-
-
-def text_encoding(path: Path) -> str:
-    """``utf-8-sig`` if the whole file decodes as UTF-8, else ``latin-1`` (as ``basin.data`` reads)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                decoder.decode(chunk)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return "latin-1"
-    return "utf-8-sig"
-
-
-def iter_dataset_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
-    """Rows of a dataset file as dicts; raises :class:`DatasetError` naming the bad line.
-
-    Text is UTF-8, or Latin-1 when it is not valid UTF-8 (the engine's reader does the same).
-    """
-    try:
-        with open(path, encoding=text_encoding(path), newline="") as f:
-            if fmt == "jsonl":
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError as e:
-                        raise DatasetError(f"line {lineno} is not valid JSON: {e}") from None
-                    if not isinstance(row, dict):
-                        raise DatasetError(f"line {lineno} is not a JSON object")
-                    yield row
-            elif fmt in ("csv", "tsv"):
-                reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
-                header = next(reader, None)
-                if not header or not any(h.strip() for h in header):
-                    raise DatasetError(f"the {fmt.upper()} file has no header row")
-                header = [h.strip() for h in header]
-                if len(set(header)) != len(header):
-                    raise DatasetError(f"duplicate column names in the header: {header}")
-                for row in reader:
-                    if not row:
-                        continue
-                    if len(row) != len(header):
-                        raise DatasetError(
-                            f"line {reader.line_num} has {len(row)} fields, the header has "
-                            f"{len(header)} ({', '.join(header)})"
-                        )
-                    yield dict(zip(header, row, strict=True))
-            else:
-                raise DatasetError(f"unknown dataset format {fmt!r}")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"the dataset is not UTF-8 text: {e}") from None
-    except csv.Error as e:
-        raise DatasetError(f"the {fmt.upper()} file does not parse: {e}") from None
 
 
 def scan_dataset(path: Path, fmt: str) -> dict[str, Any]:

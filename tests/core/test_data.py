@@ -47,3 +47,19 @@ def test_text_pair_is_kept(tmp_path):
     p.write_text("text\ttext_pair\tlabel\ngood\tday\t1\nbad\tday\t0\n")
     ds = load_dataset(p, "classification", max_examples=10)
     assert ds.columns["text_pair"] == ["day", "day"]
+
+
+def test_engine_reads_a_dataset_exactly_as_the_store_accepted_it(tmp_path):
+    from basin.store import Store
+
+    f = tmp_path / "spaced.csv"
+    f.write_text(" text , label\ngood day,1\nbad day,0\n")  # header padded by a spreadsheet
+    stored = Store(tmp_path / "store").add_dataset(f, name="spaced.csv")
+    assert stored["columns"] == ["text", "label"]
+    ds = load_dataset(f, "classification", max_examples=10, seed=0)
+    assert ds.columns["text"] == ["good day", "bad day"] and ds.columns["label"] == [1, 0]
+
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text,label\ngood,1\nbad,0,extra\n")  # would shift columns silently
+    with pytest.raises(DatasetError, match="ragged.csv: line 3 has 3 fields"):
+        load_dataset(ragged, "classification", max_examples=10, seed=0)
