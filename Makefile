@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/basin demo
 
 test: install system-deps
-	$(BIN)/ruff check basin backend workers frontend tests bench
+	$(BIN)/ruff check basin service backend workers frontend tests bench
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 
@@ -42,8 +42,8 @@ test-fast: install
 	$(BIN)/pytest -q -p no:cacheprovider -m "not browser and not integration"
 
 lint: install
-	$(BIN)/ruff check basin backend workers frontend tests bench
-	$(BIN)/ruff format --check basin backend workers frontend tests bench
+	$(BIN)/ruff check basin service backend workers frontend tests bench
+	$(BIN)/ruff format --check basin service backend workers frontend tests bench
 
 bench: install
 	$(BIN)/python -m bench

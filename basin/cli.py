@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from basin.errors import BasinError, InvalidSpec
 logger = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+#: Entry-point group of commands other packages add: ``name = "module:register"``, where
+#: ``register(subparsers)`` adds one sub-command (the service layer adds ``up``), so the
+#: core names none of them.
+COMMANDS_GROUP = "basin.commands"
 
 
 class CliError(BasinError):
@@ -142,19 +147,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from basin.launcher import up
-
-    return int(up(port=args.port, store=Path(args.store) if args.store else None, demo=not args.no_demo) or 0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="basin",
         description="Loss landscapes and mode connectivity of fine-tuned transformers checkpoints.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{eval,plot,demo,up}")
+    sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("eval", help="evaluate a run spec (YAML/JSON) and write the result document")
     e.add_argument("spec", help="run spec, .yaml/.yml/.json; relative paths are relative to its folder")
@@ -176,11 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
-    u = sub.add_parser("up", help="start Redis, a worker and the dashboard on one port")
-    u.add_argument("--port", type=int, default=None, help="HTTP port (env BASIN_PORT; default: a free one)")
-    u.add_argument("--store", default=None, help="models store folder (env BASIN_STORE)")
-    u.add_argument("--no-demo", action="store_true", help="do not build/register the demo (env BASIN_DEMO=0)")
-    u.set_defaults(func=cmd_up)
+    for ep in entry_points(group=COMMANDS_GROUP):  # e.g. `basin up`, from the service layer
+        try:
+            register = ep.load()
+        except ImportError as e:  # its extras are not installed: the core commands still work
+            logger.debug("command %s unavailable: %s", ep.name, e)
+            continue
+        register(sub)
     return p
 
 

@@ -35,6 +35,7 @@ from basin.checkpoints import (
     tensor_meta,
 )
 from basin.data import Dataset, load_dataset
+from basin.drive import ListSink, ListSource, drive
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
@@ -342,22 +343,16 @@ def run(
 
     t0 = time.perf_counter()
     land = Landscape.open(spec, resolver, cache=cache)
-    results: list[dict] = []
-    status = "done"
     t1 = time.perf_counter()
     try:
         pts = land.points()
+        sink = ListSink(on_point)
         with tqdm(total=len(pts), file=sys.stderr, disable=not progress, desc=spec.name or spec.path.type,
                   unit="pt", leave=False) as bar:
-            for p in pts:
-                if should_stop is not None and should_stop():
-                    status = "cancelled"
-                    break
-                r = {"index": p.index, "coords": dict(p.coords), "metrics": land.evaluate(p)}
-                results.append(r)
-                if on_point is not None:
-                    on_point(r)
-                bar.update(1)
+            stats = drive(land, ListSource(pts), sink, should_stop=should_stop,
+                          on_progress=lambda _r, _c: bar.update(1))
+        results = sink.results
+        status = "cancelled" if stats.stopped == "cancelled" else "done"
         eval_s = time.perf_counter() - t1
         summary = land.summary(results)
         anchors = [{"name": a.name, "coords": dict(a.coords)} for a in land.anchors]

@@ -44,7 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "service_overhead.json"
 
 def build_store(root: Path, tiny: bool) -> dict:
     """A store with checkpoints ``a``, ``b`` and dataset ``eval.csv``; returns workload facts."""
-    from basin.store import Store
+    from service.store import Store
 
     store = Store(root)
     if tiny:
@@ -82,7 +82,7 @@ def run_engine(store_root: Path, points: int) -> dict:
 
     from basin.engine import run
     from basin.spec import parse_spec
-    from basin.store import Store
+    from service.store import Store
 
     store = Store(store_root)
     s = parse_spec(spec(points, 0)).map_refs(
@@ -134,7 +134,7 @@ def _median(rows: list[dict], key: str) -> dict:
 
 def time_basin_up(tmp: Path) -> float:
     """Seconds from launching ``basin up`` (no demo) to a healthy ``/api/health``."""
-    from basin import launcher
+    from service import launch as launcher
 
     port = launcher.free_port()
     env = {**os.environ, "BASIN_DEMO": "0", "BASIN_TORCH_THREADS": "1"}

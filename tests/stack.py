@@ -11,7 +11,7 @@
 Everything binds 127.0.0.1 on free ports, runs with one torch thread and
 ``HF_HUB_OFFLINE=1``, logs to ``<store>/../stack-logs/`` and is stopped by PID
 (process groups) on exit. Uses the same process helpers as ``basin up``
-(:mod:`basin.launcher`).
+(:mod:`service.launch`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from basin import launcher
+from service import launch as launcher
 
 
 @dataclass

@@ -12,8 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_IN_CORE = {
     "fastapi", "starlette", "uvicorn", "celery", "kombu", "redis", "dash", "flask", "a2wsgi",
-    "backend", "workers", "frontend",
+    "service", "backend", "workers", "frontend",
 }
+FORBIDDEN_IN_SERVICE = {"backend", "workers", "frontend", "fastapi", "starlette", "dash", "flask"}
 FORBIDDEN_IN_FRONTEND = {"backend", "workers", "celery", "redis", "torch", "transformers"}
 
 
@@ -31,7 +32,14 @@ def _imports(package: Path) -> list[tuple[Path, int, str]]:
 
 
 @pytest.mark.parametrize(
-    ("package", "forbidden"), [("basin", FORBIDDEN_IN_CORE), ("frontend", FORBIDDEN_IN_FRONTEND)]
+    ("package", "forbidden"),
+    [
+        ("basin", FORBIDDEN_IN_CORE),
+        ("service", FORBIDDEN_IN_SERVICE),
+        ("frontend", FORBIDDEN_IN_FRONTEND | {"service"}),
+        ("backend", {"workers"}),
+        ("workers", {"backend"}),
+    ],
 )
 def test_package_imports_only_what_its_layer_may(package: str, forbidden: set[str]) -> None:
     bad = [
@@ -44,7 +52,7 @@ def test_package_imports_only_what_its_layer_may(package: str, forbidden: set[st
 
 def test_importing_the_core_pulls_in_no_service_module() -> None:
     code = (
-        "import sys, basin.spec, basin.engine, basin.store, basin.cli;"
+        "import sys, basin.spec, basin.engine, basin.drive, basin.cli;"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FORBIDDEN_IN_CORE)!r});"
         "print(','.join(bad))"
     )

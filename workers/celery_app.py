@@ -7,7 +7,7 @@ child that inherits torch's thread pool hangs). Tasks are acknowledged late and
 fetched one at a time; the visibility timeout is far longer than any task, so a
 slow task is never redelivered to a second worker while the first still runs, and
 the tasks are idempotent anyway (the run's state lives in Redis, see
-:mod:`workers.sinks`).
+:mod:`service.runstate`).
 """
 
 from __future__ import annotations
@@ -16,42 +16,17 @@ import logging
 import os
 import socket
 
-from celery import Celery, signals
+from celery import signals
 
-from backend.app.core.config import get_settings
+from service.settings import get_settings
+from service.tasks import DRAIN_TASK, make_celery
 
 logger = logging.getLogger(__name__)
 
-DRAIN_TASK = "basin.drain_run"
-#: Longer than any task: a drain task runs until its run is finished.
-VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
-
-
-def make_celery(redis_url: str, queue: str = "basin") -> Celery:
-    """A Celery app on ``redis_url`` routing :data:`DRAIN_TASK` to ``queue``."""
-    app = Celery("basin", broker=redis_url, backend=redis_url, include=["workers.tasks"])
-    transport = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
-    app.conf.update(
-        task_acks_late=True,
-        worker_prefetch_multiplier=1,
-        task_default_queue=queue,
-        task_routes={DRAIN_TASK: {"queue": queue}},
-        broker_transport_options=transport,
-        result_backend_transport_options=transport,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        result_expires=3600,
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=True,
-        worker_send_task_events=False,
-    )
-    return app
-
-
 _settings = get_settings()
-app = make_celery(_settings.redis_url, _settings.task_queue)
+app = make_celery(_settings.redis_url, _settings.task_queue, include=["workers.tasks"])
+
+__all__ = ["DRAIN_TASK", "app", "worker_device"]
 
 
 def worker_device(setting: str) -> str:

@@ -14,13 +14,13 @@ checked while the stream is read (flat file names only, regular files only, no l
 or devices, bounded count and bytes) and the store's own validation runs on the result
 (config loads, safetensors structure, ``.bin`` only with ``weights_only``; nothing is
 unpickled). The store then hashes the content with its id function (sha256, see
-:mod:`basin.store`) and refuses it unless it equals the requested id
-(:class:`basin.store.ContentMismatch`); only a match is renamed into
+:mod:`service.store`) and refuses it unless it equals the requested id
+(:class:`service.store.ContentMismatch`); only a match is renamed into
 ``checkpoints/<id>/``. Any failure removes the workspace, so nothing partial stays.
 ``BASIN_API_TOKEN``, when set, is sent as ``X-Basin-Token``.
 
 A worker with the store volume (no ``api_url``, or the id already present) resolves
-exactly as before (:meth:`basin.store.Store.resolver`).
+exactly as before (:meth:`service.store.Store.resolver`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import httpx
 
 from basin.errors import BasinError, CheckpointError, DatasetError
 from basin.resolve import CheckpointSource
-from basin.store import (
+from service.store import (
     CheckpointMismatch,
     CheckpointNotFound,
     ContentMismatch,
@@ -198,7 +198,7 @@ class FetchingResolver:
         """Download checkpoint ``ref`` into the store, verified; returns its id.
 
         Raises :class:`CheckpointNotFound` if the API does not know it,
-        :class:`basin.store.CheckpointMismatch` if the files hash to another id, and
+        :class:`service.store.CheckpointMismatch` if the files hash to another id, and
         :class:`CheckpointError` for any other failure (network, malformed archive).
         """
         try:
@@ -253,7 +253,7 @@ class FetchingResolver:
         """Download dataset ``ref`` into the store, verified; returns its id.
 
         Raises :class:`DatasetNotFound` if the API does not know it,
-        :class:`basin.store.DatasetMismatch` if the file hashes to another id, and
+        :class:`service.store.DatasetMismatch` if the file hashes to another id, and
         :class:`DatasetError` for any other failure.
         """
         try:

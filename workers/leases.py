@@ -24,7 +24,7 @@ import time
 
 import redis
 
-from workers.sinks import RunQueue, heartbeat_ttl, worker_key
+from service.runstate import RunQueue, heartbeat_ttl, worker_key
 
 logger = logging.getLogger(__name__)
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from backend.app.api.routes import checkpoints, datasets, health, runs
-from backend.app.core.config import Settings, get_settings
 from basin.errors import BasinError, IncompatibleCheckpoints
+from service.runstate.reaper import Reaper
+from service.settings import Settings, get_settings
+from service.store import Store
+from service.tasks import send_drain
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +23,26 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> FastAPI:
     """Build the app. ``settings`` overrides the environment (tests pass their own)."""
     settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = None
+        if settings.reap_seconds > 0:
+            reaper = Reaper(
+                app.state.redis,
+                Store(settings.store),
+                lambda run_id: send_drain(settings.redis_url, settings.task_queue, run_id),
+                interval=settings.reap_seconds,
+                grace_s=settings.lost_task_grace_seconds,
+            ).start()
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Basin",
         description="Loss landscapes and mode connectivity of fine-tuned language models.",
         version="0.1.0",

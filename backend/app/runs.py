@@ -1,14 +1,14 @@
 """Run bookkeeping for the API: validate and queue runs, read their state from Redis or disk.
 
 A run lives in Redis while it is queued, running and for a while after (the key
-layout is in :mod:`workers.sinks`); an ended run (done, failed or cancelled) is also a
+layout is in :mod:`service.runstate`); an ended run (done, failed or cancelled) is also a
 result document in the store (``models_store/runs/<id>.json``), which the API serves
 once Redis no longer has it (flushed, restarted without persistence, expired).
 
-Reading a run also watches over it: a run that no live worker can make progress on says
-so (``warning``), a running run whose workers all died (no live lease, no finisher, no
-worker draining it) gets a new drain task, and an ended run whose writer died before
-storing the document is stored. No checkpoint is loaded here:
+Reading a run only reads: it says when no live worker can make progress (``warning``).
+Repairs — re-queuing runs whose workers died or whose tasks were lost, storing ended
+runs whose writer died — are the reaper's (:mod:`service.runstate.reaper`), which the
+API runs on a timer. No checkpoint is loaded here:
 references are resolved against the store, compatibility is checked from safetensors
 headers, and the point list is ordered with the pure functions of :mod:`basin.grid`.
 """
@@ -21,9 +21,7 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -31,18 +29,19 @@ import redis
 from basin import grid
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.spec import RunSpec, parse_spec
-from basin.store import Store
-from workers.sinks import (
+from service.documents import build_document, persist_run
+from service.runstate import (
+    ACTIVE_KEY,
     RUNS_KEY,
     TERMINAL,
     RunKeys,
     RunQueue,
     alive_workers,
-    build_document,
     json_or,
-    persist_run,
     read_points,
 )
+from service.store import Store
+from service.tasks import send_drain
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +53,6 @@ class RunNotFound(LookupError):
 class RunConflict(ValueError):
     """The run is in a state that does not allow the request (e.g. cancelling a finished run)."""
 
-
-@dataclass(frozen=True)
-class Dispatch:
-    """Where the API sends drain tasks (for runs whose workers all died)."""
-
-    redis_url: str
-    queue: str
-    lease_seconds: float = 300.0
-
-
-#: How long a sent rescue task counts as pending when no worker takes it (seconds).
-RESCUE_PENDING_S = 3600
 
 NO_WORKER = "no worker is alive; the run will start when one joins"
 NO_WORKER_RUNNING = "no worker is alive; the run will continue when one joins"
@@ -163,13 +150,6 @@ def point_order(spec: RunSpec) -> list[int]:
 # ---- queueing -----------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _producer(redis_url: str, queue: str):
-    from workers.celery_app import make_celery
-
-    return make_celery(redis_url, queue)
-
-
 def create_run(
     r: redis.Redis,
     spec: RunSpec,
@@ -183,8 +163,6 @@ def create_run(
     The id is 16 random bytes (128 bits, URL-safe base64): a share link is a capability.
     Several ``basin.drain_run`` tasks are sent so several workers drain one run together.
     """
-    from workers.celery_app import DRAIN_TASK
-
     run_id = secrets.token_urlsafe(16)
     k = RunKeys(run_id)
     order = point_order(spec)
@@ -205,12 +183,11 @@ def create_run(
     )
     pipe.rpush(k.todo, *order)
     pipe.zadd(RUNS_KEY, {run_id: created})
+    pipe.zadd(ACTIVE_KEY, {run_id: created})
     pipe.execute()
     workers = len(alive_workers(r))
     n_tasks = min(len(order), max(2, 2 * workers))
-    producer = _producer(redis_url, queue)
-    for _ in range(n_tasks):
-        producer.send_task(DRAIN_TASK, args=[run_id], queue=queue)
+    send_drain(redis_url, queue, run_id, n_tasks)
     logger.info(
         "run %s queued: %s, %d points, %d tasks", run_id, spec.path.type, len(order), n_tasks
     )
@@ -258,61 +235,23 @@ def _redis_run(r: redis.Redis, run_id: str) -> dict | None:
     return h if h and "spec" in h else None
 
 
-def _watch(
-    r: redis.Redis,
-    store: Store,
-    run_id: str,
-    h: dict,
-    dispatch: Dispatch | None,
-    workers: list[dict],
-) -> str | None:
-    """Look after a run while reading it; returns a warning for the reader, if any.
-
-    - queued/running and no worker alive at all: say so (nothing is progressing);
-    - running, yet no live worker drains it, no live lease, no finish lock (its workers
-      died; Celery does not redeliver their tasks before the visibility timeout): send
-      one ``drain_run``, which finishes it (one at a time: the next only once a worker
-      took it, or after :data:`RESCUE_PENDING_S` if it was lost);
-    - ended but its document not yet stored (``persist`` still set): store it.
-    """
-    status = h.get("status")
-    if status in TERMINAL:
-        if h.get("persist"):
-            try:
-                persist_run(r, store, run_id)
-            except OSError as e:  # the store is unwritable: keep serving from Redis
-                logger.warning("storing run %s failed: %s", run_id, e)
+def _warning(status: str | None, workers: list[dict]) -> str | None:
+    """What a reader should know: no worker is alive to make progress on an unfinished run."""
+    if status in TERMINAL or workers:
         return None
-    if not workers:
-        return NO_WORKER if status == "queued" else NO_WORKER_RUNNING
-    if status == "running" and dispatch is not None:
-        draining = any(w.get("run") == run_id for w in workers)
-        if RunQueue(r, run_id).claim_rescue(draining=draining, ttl_s=RESCUE_PENDING_S):
-            from workers.celery_app import DRAIN_TASK
-
-            _producer(dispatch.redis_url, dispatch.queue).send_task(
-                DRAIN_TASK, args=[run_id], queue=dispatch.queue
-            )
-            logger.warning(
-                "run %s is running but no live worker works on it; re-queued a drain task",
-                run_id,
-            )
-    return None
+    return NO_WORKER if status == "queued" else NO_WORKER_RUNNING
 
 
-def run_detail(
-    r: redis.Redis, store: Store, run_id: str, *, url: str, dispatch: Dispatch | None = None
-) -> dict:
+def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
     """Everything ``GET /api/runs/{id}`` shows, from Redis or from the stored document.
 
-    ``warning`` is set when no worker is alive to make progress; with ``dispatch``, an
-    orphaned running run gets a new drain task (see :func:`_watch`).
+    ``warning`` is set when no worker is alive to make progress.
     """
     h = _redis_run(r, run_id)
     if h is None:
         return _doc_detail(_stored(store, run_id), run_id, url=url)
     alive = alive_workers(r)
-    warning = _watch(r, store, run_id, h, dispatch, alive)
+    warning = _warning(h.get("status"), alive)
     spec = json_or(h["spec"], {})
     total, done = int(h.get("total", 0)), int(h.get("done", 0))
     created, started, finished = _f(h.get("created")), _f(h.get("started")), _f(h.get("finished"))
@@ -402,8 +341,6 @@ def run_points(
     store: Store,
     run_id: str,
     after: str | None,
-    *,
-    dispatch: Dispatch | None = None,
 ) -> dict:
     """Points recorded after ``after`` (a cursor from an earlier answer; none = from the start).
 
@@ -411,12 +348,12 @@ def run_points(
     its points at once with cursor ``"store"`` (and none for ``after="store"``); a
     Redis cursor on a run that is now only on disk gets all points and ``reset: true``.
     ``workers`` names the live workers draining the run; ``warning`` says when no worker
-    is alive (this watches over the run like :func:`run_detail`).
+    is alive.
     """
     h = _redis_run(r, run_id)  # status first: once it has ended, every point is in the stream
     if h is not None:
         alive = alive_workers(r)
-        warning = _watch(r, store, run_id, h, dispatch, alive)
+        warning = _warning(h.get("status"), alive)
         pts, last = read_points(r, run_id, after or "-")
         return {
             "points": pts,
@@ -540,7 +477,7 @@ def cancel_run(r: redis.Redis, run_id: str, store: Store | None = None) -> str:
     the record script refuses the point in hand. With a ``store``, the run's document
     (points so far, ``status: cancelled``) is written so its share link outlives Redis.
 
-    Atomic (:data:`workers.sinks.END_LUA`): raises :class:`RunConflict` when the run has
+    Atomic (``service/runstate/lua/end.lua``): raises :class:`RunConflict` when the run has
     already ended or a worker is finishing it (every point is recorded).
     """
     ended = RunQueue(r, run_id).end("cancelled")
@@ -568,13 +505,13 @@ def delete_run(r: redis.Redis, store: Store, run_id: str) -> None:
     pipe = r.pipeline(transaction=True)
     pipe.delete(*k.all())
     pipe.zrem(RUNS_KEY, run_id)
+    pipe.zrem(ACTIVE_KEY, run_id)
     pipe.execute()
     if _plausible_id(run_id):  # also when a writer is storing it right now (it checks too)
         store.delete_run(run_id)
 
 
 __all__ = [
-    "Dispatch",
     "NO_WORKER",
     "RunConflict",
     "RunNotFound",

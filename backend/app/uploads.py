@@ -35,7 +35,7 @@ from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from basin.errors import CheckpointError, DatasetError
-from basin.store import Added, NameTaken, NotFound, Store
+from service.store import Added, NameTaken, NotFound, Store
 
 logger = logging.getLogger(__name__)
 

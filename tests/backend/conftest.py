@@ -21,8 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from backend.app.core.config import Settings
 from backend.app.main import create_app
+from service.settings import Settings
 
 TOKEN = "s3cret-token"
 

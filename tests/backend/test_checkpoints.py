@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.app.core.config import Settings
 from backend.app.main import create_app
+from service.settings import Settings
 from tests.backend.conftest import TOKEN, serve, store_state, targz_dir, wait_for, zip_dir
 
 ZIP = {"Content-Type": "application/octet-stream"}

@@ -50,7 +50,7 @@ def test_text_pair_is_kept(tmp_path):
 
 
 def test_engine_reads_a_dataset_exactly_as_the_store_accepted_it(tmp_path):
-    from basin.store import Store
+    from service.store import Store
 
     f = tmp_path / "spaced.csv"
     f.write_text(" text , label\ngood day,1\nbad day,0\n")  # header padded by a spreadsheet

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from basin.store import Store
+from service.store import Store
 from tests import factories
 from tests.stack import Stack, running_stack
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from basin import launcher
+from service import launch as launcher
 
 
 def _gone(pid: int) -> bool:

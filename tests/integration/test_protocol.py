@@ -14,8 +14,8 @@ import time
 import pytest
 
 from backend.app import runs as book
-from basin.store import Store
-from workers.sinks import RunKeys, RunQueue
+from service.runstate import RunKeys, RunQueue
+from service.store import Store
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_cancel_during_a_finish_is_refused_and_a_finish_after_cancel_is_too(make
 
 
 def test_a_run_deleted_while_it_is_stored_is_not_resurrected(make_run, tmp_path):
-    from workers.sinks import persist_run
+    from service.documents import persist_run
 
     store = Store(tmp_path / "store")
     q = make_run(1)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from basin.store import Store
+from service.runstate import RunKeys
+from service.store import Store
 from tests.integration.conftest import LEASE_SECONDS, linear_spec
 from tests.stack import running_stack
-from workers.sinks import RunKeys
 
 UNKNOWN = "0" * 64
 

@@ -10,8 +10,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.core.config import Settings
 from backend.app.main import create_app
+from service.settings import Settings
 from tests.integration.conftest import linear_spec, plane_spec
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from basin import engine, grid
 from basin.spec import parse_spec
-from basin.store import Store
+from service.store import Store
 from tests.integration.conftest import linear_spec, plane_spec
 from tests.stack import running_stack
 

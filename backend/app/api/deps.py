@@ -8,8 +8,8 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Header, HTTPException, Request
 
-from backend.app.core.config import Settings, get_settings
-from basin.store import Store
+from service.settings import Settings, get_settings
+from service.store import Store
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

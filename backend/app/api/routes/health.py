@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from backend.app.api.deps import RedisDep, SettingsDep
-from workers.sinks import alive_workers
+from service.runstate import alive_workers
 
 router = APIRouter(tags=["health"])
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
-from workers.sinks import TERMINAL, RunKeys
+from service.runstate import TERMINAL, RunKeys
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ class RunValidated(BaseModel):
 
 def _url(settings, run_id: str) -> str:
     return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
-
-
-def _dispatch(settings) -> book.Dispatch:
-    return book.Dispatch(
-        redis_url=settings.redis_url,
-        queue=settings.task_queue,
-        lease_seconds=float(settings.lease_seconds),
-    )
 
 
 def _not_found(run_id: str) -> HTTPException:
@@ -86,9 +78,7 @@ def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) ->
     """One run: spec, status, progress, ETA, summary, anchors, error, the workers serving it,
     and a ``warning`` when no worker is alive to make progress."""
     try:
-        return book.run_detail(
-            r, store, run_id, url=_url(settings, run_id), dispatch=_dispatch(settings)
-        )
+        return book.run_detail(r, store, run_id, url=_url(settings, run_id))
     except book.RunNotFound:
         raise _not_found(run_id) from None
 
@@ -104,7 +94,7 @@ def get_points(
     """Points recorded since ``after`` (the cursor of the previous answer), with the run's
     status, the workers draining it and a ``warning`` when no worker is alive."""
     try:
-        return book.run_points(r, store, run_id, after, dispatch=_dispatch(settings))
+        return book.run_points(r, store, run_id, after)
     except book.RunNotFound:
         raise _not_found(run_id) from None
 

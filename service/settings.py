@@ -1,4 +1,8 @@
-"""Service settings: one pydantic-settings class, ``BASIN_`` prefix, injected via ``get_settings``."""
+"""Settings of the API and the workers: one pydantic-settings class, ``BASIN_`` prefix.
+
+Returned by the cached :func:`get_settings`; the API injects it (tests override the
+dependency instead of patching), the workers read it at start.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ class Settings(BaseSettings):
     worker_device: str = "auto"
     worker_concurrency: int = 1
     task_queue: str = "basin"
+    #: Seconds between the API's reaper passes (re-queue orphaned runs, store ended ones);
+    #: 0 = no reaper in this process.
+    reap_seconds: float = 1.0
+    #: A queued run nobody drains while a worker is idle counts as lost after this long.
+    lost_task_grace_seconds: float = 10.0
     #: Workers without the shared store volume: fetch missing checkpoints/datasets from this
     #: API (``http://host:8000``) by id and check their sha256. "" = the store has everything.
     api_url: str = ""

@@ -12,8 +12,10 @@ All three get ``BASIN_REDIS_URL`` and ``BASIN_STORE``. Once ``/api/health`` answ
 the demo checkpoints are built on first start (unless ``BASIN_DEMO=0``) and
 registered through the API over HTTP. Ctrl-C / SIGTERM stops everything by PID.
 
-This module is part of the core: it starts the services *by module name* and imports
-none of their code (no fastapi, celery or redis here). The process helpers
+This module is the service layer's supervisor: it starts the services *by module name*
+and imports none of their code (no fastapi, celery or redis here), so ``basin up`` starts
+quickly. The core CLI finds the ``up`` command through the ``basin.commands`` entry
+point (:func:`register_cli`). The process helpers
 (:func:`free_port`, :func:`redis_server_binary`, :func:`spawn`, :func:`stop`,
 :func:`wait_healthy`) are reused by the test stack (``tests/stack.py``).
 """
@@ -423,3 +425,16 @@ def _demo(base: str, store: Path, say: Callable[[str], None]) -> None:
     built = build_demo(src, progress=True)
     say("registering the demo checkpoints and dataset")
     register_demo(base, built, token=os.environ.get("BASIN_API_TOKEN"), say=say)
+
+
+def register_cli(sub: Any) -> None:
+    """Add ``basin up`` to the core CLI's sub-commands (entry point ``basin.commands``)."""
+    u = sub.add_parser("up", help="start Redis, a worker and the dashboard on one port")
+    u.add_argument("--port", type=int, default=None,
+                   help="HTTP port (env BASIN_PORT; default: a free one)")
+    u.add_argument("--store", default=None, help="models store folder (env BASIN_STORE)")
+    u.add_argument("--no-demo", action="store_true",
+                   help="do not build/register the demo (env BASIN_DEMO=0)")
+    u.set_defaults(func=lambda args: int(up(
+        port=args.port, store=Path(args.store) if args.store else None, demo=not args.no_demo
+    ) or 0))

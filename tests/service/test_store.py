@@ -1,4 +1,4 @@
-"""``basin.store.Store`` directly, on tiny real BERT checkpoints and synthetic datasets."""
+"""``service.store.Store`` directly, on tiny real BERT checkpoints and synthetic datasets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from basin.checkpoints import load_state_dict
 from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
 from basin.resolve import CheckpointSource, Resolver
-from basin.store import (
+from service.store import (
     CheckpointNotFound,
     DatasetNotFound,
     NameTaken,

@@ -1,0 +1,188 @@
+"""The one evaluation loop: take a point, reuse or evaluate it, hand the result on.
+
+The CLI and the workers run the same loop; only where points come from and where
+results go differ::
+
+    CLI:    drive(land, ListSource(land.points()), ListSink(on_point), progress=bar)
+    worker: drive(land, LeaseSource(queue, ...), StreamSink(queue, ...), cache=RedisPointCache)
+
+A :class:`PointSource` hands out points until it has none left for this driver (the
+list is exhausted; or, for a worker, the run is finished, cancelled or deleted). A
+:class:`Sink` takes each result and may answer ``False`` to stop the loop (the run
+ended under it). A :class:`PointCache` maps :meth:`basin.engine.Landscape.point_key`
+to metrics, so identical points are never computed twice, across runs too.
+
+Nothing here knows about Redis, Celery or HTTP: the services implement the three
+interfaces (``service/runstate/sources.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Evaluable(Protocol):
+    """What the loop needs of a landscape (:class:`basin.engine.Landscape` is one)."""
+
+    def evaluate(self, point: Any) -> dict[str, float]: ...
+
+    def point_key(self, point: Any) -> str: ...
+
+
+class PointSource(Protocol):
+    """Where points come from: ``next()`` → a point, or ``None`` when there are no more."""
+
+    def next(self) -> Any | None: ...
+
+    def release(self, point: Any) -> None:
+        """The point was taken but not finished (the loop stopped); give it back if it can."""
+        ...
+
+
+#: What a sink did with a result: kept it, had it already (another worker recorded that
+#: point first), or refused it because the run ended (the loop stops).
+Outcome = Literal["new", "duplicate", "ended"]
+
+
+class Sink(Protocol):
+    """Where results go; ``put`` says what became of the result (:data:`Outcome`)."""
+
+    def put(self, record: dict[str, Any], *, cached: bool, eval_s: float) -> Outcome: ...
+
+
+class PointCache(Protocol):
+    """Metrics by point key; ``get`` returns ``None`` on a miss."""
+
+    def get(self, key: str) -> dict[str, float] | None: ...
+
+    def set(self, key: str, metrics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class DriveStats:
+    """What one :func:`drive` call did."""
+
+    evaluated: int = 0  # points computed on the live model
+    reused: int = 0  # points answered from the cache
+    refused: int = 0  # results the sink did not take as new (duplicates)
+    eval_s: float = 0.0  # seconds spent evaluating
+    stopped: str = "exhausted"  # "exhausted" | "cancelled" | "ended"
+
+
+def drive(
+    land: Evaluable,
+    source: PointSource,
+    sink: Sink,
+    *,
+    cache: PointCache | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[dict[str, Any], bool], None] | None = None,
+) -> DriveStats:
+    """Evaluate points from ``source`` into ``sink`` until one of them says stop.
+
+    For each point: ``should_stop()`` (cancel) → cache lookup by point key → otherwise
+    :meth:`Landscape.evaluate` (weights mixed in place, forward passes) and the cache is
+    filled → ``sink.put({index, coords, metrics})``. ``on_progress(record, cached)`` is
+    called after each accepted point (progress bars). Exceptions propagate: the caller
+    decides whether a failure fails the run.
+    """
+    stats = DriveStats()
+    while True:
+        if should_stop is not None and should_stop():
+            stats.stopped = "cancelled"
+            return stats
+        point = source.next()
+        if point is None:
+            return stats
+        try:
+            key = land.point_key(point) if cache is not None else None
+            metrics = cache.get(key) if cache is not None and key is not None else None
+            cached = metrics is not None
+            dt = 0.0
+            if metrics is None:
+                t0 = time.perf_counter()
+                metrics = land.evaluate(point)
+                dt = time.perf_counter() - t0
+                stats.eval_s += dt
+                if cache is not None and key is not None:
+                    cache.set(key, metrics)
+        except BaseException:
+            source.release(point)
+            raise
+        record = {"index": point.index, "coords": dict(point.coords), "metrics": metrics}
+        outcome = sink.put(record, cached=cached, eval_s=dt)
+        if outcome == "ended":
+            stats.stopped = "ended"
+            return stats
+        if outcome == "duplicate":
+            stats.refused += 1
+            continue
+        if cached:
+            stats.reused += 1
+        else:
+            stats.evaluated += 1
+        if on_progress is not None:
+            on_progress(record, cached)
+
+
+# ---- the in-process implementations (the CLI's) ------------------------------------------
+
+
+class ListSource:
+    """Points from a list, in order (the CLI passes ``Landscape.points()``, coarse → fine)."""
+
+    def __init__(self, points: Iterable[Any]):
+        self._it: Iterator[Any] = iter(points)
+
+    def next(self) -> Any | None:
+        return next(self._it, None)
+
+    def release(self, point: Any) -> None:
+        return None
+
+
+@dataclass
+class ListSink:
+    """Collects results in memory; ``on_point(record)`` is called for each."""
+
+    on_point: Callable[[dict[str, Any]], None] | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def put(self, record: dict[str, Any], *, cached: bool, eval_s: float) -> Outcome:
+        self.results.append(record)
+        if self.on_point is not None:
+            self.on_point(record)
+        return "new"
+
+
+class MemoryPointCache:
+    """A dict-backed :class:`PointCache` (within one process)."""
+
+    def __init__(self) -> None:
+        self._d: dict[str, dict[str, float]] = {}
+
+    def get(self, key: str) -> dict[str, float] | None:
+        v = self._d.get(key)
+        return dict(v) if v is not None else None
+
+    def set(self, key: str, metrics: dict[str, float]) -> None:
+        self._d[key] = dict(metrics)
+
+
+__all__ = [
+    "DriveStats",
+    "ListSink",
+    "ListSource",
+    "MemoryPointCache",
+    "Outcome",
+    "PointCache",
+    "PointSource",
+    "Sink",
+    "drive",
+]

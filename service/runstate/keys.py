@@ -1,0 +1,82 @@
+"""The Redis key layout of a run (see ``docs/contracts.md``).
+
+========================== ======= ====================================================
+``run:<id>``               hash    spec (JSON), status, total, done, created, started,
+                                   finished, error, summary, anchors (JSON), names (JSON),
+                                   evaluations, cached, load_s, eval_s, device, persist
+``run:<id>:todo``          list    flat point indices still to do, coarse → fine
+``run:<id>:leases``        zset    index → lease deadline (Redis server time, seconds)
+``run:<id>:done``          set     indices recorded (guards against double recording)
+``run:<id>:points``        stream  one entry per point: ``point`` = JSON {index, coords,
+                                   metrics}, ``worker``, ``cached`` ("1" when reused)
+``run:<id>:final``         string  finish lock: token of the one worker finishing the run;
+                                   short TTL renewed by its heartbeat
+``run:<id>:rescue``        string  the reaper re-queued a drain task for an orphaned run; a
+                                   worker starting a task of the run clears it
+``runs``                   zset    run id → created (unix seconds)
+``pointcache:<key>``       string  metrics JSON for ``Landscape.point_key`` (cross-run cache)
+``worker:<name>``          string  heartbeat JSON {name, device, pid, host, run, index},
+                                   expires unless refreshed
+========================== ======= ====================================================
+
+All keys start with :data:`PREFIX` (``basin:``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "basin:"
+RUNS_KEY = PREFIX + "runs"
+WORKER_PREFIX = PREFIX + "worker:"
+TERMINAL = ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The Redis keys of one run."""
+
+    id: str
+
+    @property
+    def run(self) -> str:
+        return f"{PREFIX}run:{self.id}"
+
+    @property
+    def todo(self) -> str:
+        return f"{self.run}:todo"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.run}:leases"
+
+    @property
+    def done(self) -> str:
+        return f"{self.run}:done"
+
+    @property
+    def points(self) -> str:
+        return f"{self.run}:points"
+
+    @property
+    def final(self) -> str:
+        return f"{self.run}:final"
+
+    @property
+    def rescue(self) -> str:
+        return f"{self.run}:rescue"
+
+    def all(self) -> list[str]:
+        return [self.run, self.todo, self.leases, self.done, self.points, self.final, self.rescue]
+
+
+def pointcache_key(point_key: str) -> str:
+    return f"{PREFIX}pointcache:{point_key}"
+
+
+def worker_key(name: str) -> str:
+    return WORKER_PREFIX + name
+
+
+#: Runs not yet stored as result documents (zset run id → created): what the reaper visits.
+ACTIVE_KEY = PREFIX + "active"

@@ -1,0 +1,145 @@
+"""The reaper: the one place that repairs runs, on a timer, so that reads never change state.
+
+Each pass (:func:`reap`) visits the runs not yet stored (``basin:active``):
+
+- ended (done, failed, cancelled) but its document not yet written (``persist`` still
+  set: its writer died, or it was a worker without the shared store): write it to the
+  store, then forget the run here;
+- running, yet no live worker drains it, no lease is live and nobody is finishing it
+  (its workers died; Celery does not redeliver their tasks before the visibility
+  timeout): send one drain task;
+- queued for longer than a grace period while a worker sits idle and nobody drains it
+  (its tasks were lost): send one drain task;
+- deleted: forget it.
+
+One rescue at a time per run (``rescue.lua``): the next only once a worker took the
+task, or after ``rescue_ttl_s`` if it was lost. :class:`Reaper` runs passes on a daemon
+thread; the API starts one (``BASIN_REAP_SECONDS``). Several reapers (several API
+processes) are safe: rescues are claimed atomically and storing is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from service.documents import persist_run
+from service.runstate.keys import ACTIVE_KEY, RUNS_KEY, TERMINAL, RunKeys
+from service.runstate.queue import RunQueue
+from service.runstate.reads import alive_workers
+
+logger = logging.getLogger(__name__)
+
+#: How long a sent rescue task counts as pending when no worker takes it (seconds).
+RESCUE_PENDING_S = 3600
+
+
+@dataclass
+class ReapReport:
+    """What one pass did (run ids)."""
+
+    stored: list[str] = field(default_factory=list)
+    rescued: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
+
+
+def seed_active(client: redis.Redis) -> int:
+    """Add runs created before ``basin:active`` existed that still need the reaper."""
+    ids = client.zrange(RUNS_KEY, 0, -1, withscores=True)
+    pipe = client.pipeline()
+    for run_id, _ in ids:
+        pipe.hmget(RunKeys(run_id).run, ["status", "persist"])
+    added = 0
+    for (run_id, created), (status, persist) in zip(ids, pipe.execute(), strict=True):
+        if status is not None and (status not in TERMINAL or persist):
+            added += client.zadd(ACTIVE_KEY, {run_id: created}, nx=True)
+    return added
+
+
+def reap(
+    client: redis.Redis,
+    store: Any,
+    send_drain: Callable[[str], None],
+    *,
+    rescue_ttl_s: int = RESCUE_PENDING_S,
+    grace_s: float = 10.0,
+) -> ReapReport:
+    """One pass over the active runs (see the module docstring)."""
+    out = ReapReport()
+    ids = client.zrange(ACTIVE_KEY, 0, -1)
+    if not ids:
+        return out
+    alive = alive_workers(client)
+    draining = {w.get("run") for w in alive}
+    idle = any(w.get("run") is None for w in alive)
+    for run_id in ids:
+        k = RunKeys(run_id)
+        status, persist = client.hmget(k.run, ["status", "persist"])
+        if status is None:
+            client.zrem(ACTIVE_KEY, run_id)
+            out.forgotten.append(run_id)
+            continue
+        if status in TERMINAL:
+            if persist:
+                try:
+                    if persist_run(client, store, run_id):
+                        out.stored.append(run_id)
+                except OSError as e:  # the store is unwritable: serve from Redis, try again
+                    logger.warning("storing run %s failed: %s", run_id, e)
+                    continue
+            if not client.hget(k.run, "persist"):
+                client.zrem(ACTIVE_KEY, run_id)
+            continue
+        if not alive:
+            continue  # nobody could take a task; the run page says so
+        queue = RunQueue(client, run_id)
+        if queue.claim_rescue(draining=run_id in draining, ttl_s=rescue_ttl_s,
+                              idle_worker=idle, grace_s=grace_s):
+            send_drain(run_id)
+            out.rescued.append(run_id)
+            logger.warning("run %s is %s but no live worker works on it; re-queued a drain task",
+                           run_id, status)
+    return out
+
+
+class Reaper:
+    """Runs :func:`reap` every ``interval`` seconds on a daemon thread until :meth:`stop`."""
+
+    def __init__(self, client: redis.Redis, store: Any, send_drain: Callable[[str], None], *,
+                 interval: float = 1.0, grace_s: float = 10.0):
+        self.client = client
+        self.store = store
+        self.send_drain = send_drain
+        self.interval = max(0.05, float(interval))
+        self.grace_s = grace_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="basin-reaper", daemon=True)
+
+    def start(self) -> Reaper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        try:
+            seed_active(self.client)
+        except redis.RedisError as e:
+            logger.warning("reaper could not read the runs: %s", e)
+        while not self._stop.wait(self.interval):
+            try:
+                reap(self.client, self.store, self.send_drain, grace_s=self.grace_s)
+            except redis.RedisError as e:  # Redis restarting: try again next pass
+                logger.warning("reaper pass failed: %s", e)
+            except Exception:
+                logger.exception("reaper pass failed")
+
+
+__all__ = ["RESCUE_PENDING_S", "ReapReport", "Reaper", "reap", "seed_active"]
