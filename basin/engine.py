@@ -225,16 +225,10 @@ class Landscape:
 
     def _key_base_doc(self) -> dict[str, Any]:
         s = self.spec
-        p = s.path
-        roles = {}
-        for field in ("a", "b", "c", "control", "origin", "center"):
-            ref = getattr(p, field, None)
-            if isinstance(ref, str):
-                roles[field] = self.sources[ref].id
-        if p.type == "trajectory":
-            roles["checkpoints"] = [self.sources[r].id for r in p.checkpoints]
-            if p.basis != "pca":
-                roles["basis"] = [self.sources[r].id for r in p.basis]
+        roles = {
+            field: self.sources[ref].id if isinstance(ref, str) else [self.sources[r].id for r in ref]
+            for field, ref in s.roles().items()
+        }
         return {
             "v": KEY_VERSION,
             "path": self.path.key_params(),
@@ -268,7 +262,8 @@ class Landscape:
     def summary(self, results: Sequence[dict]) -> dict:
         """Summary of evaluated points ``[{index, coords, metrics}]`` (any order, may be partial).
 
-        1D: ``{"barrier": {loss|accuracy: {value, alpha, start, end}}, "distance": {...}}``;
+        1D: ``{"barrier": {metric: {value, alpha, start, end}}, "distance": {...}}`` with a
+        barrier for every metric of the spec the registry knows (:mod:`basin.metrics`);
         2D: ``{"min": {metric: {value, coords}}, "max": {...}, "anchors": [...]}`` plus
         ``explained_variance`` for trajectories.
         """

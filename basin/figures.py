@@ -6,15 +6,21 @@ plus the points that have arrived so far, in any order — so the dashboard can 
 run while it is in progress and ``basin plot`` can draw a finished one with the same
 code.
 
-- 1D paths (linear, bezier, polychain): :func:`line_figure` — metric vs α (or the
+Everything that depends on the path type or the metric (1D or 2D, checkpoint fields,
+axis titles, metric labels, percent scaling, the barrier's direction) comes from the
+registries :mod:`basin.paths` and :mod:`basin.metrics`.
+
+- 1D paths (``ndim == 1``: linear, bezier, polychain): :func:`line_figure` — metric vs α (or the
   curve parameter t), points sorted by α, both endpoints marked with their checkpoint
   names, the chord ``(1−α)·m(θA) + α·m(θB)`` and the barrier annotated.
 - Planes (plane, task_plane, random_plane): :func:`plane_figure` — a ``ny × nx`` grid
   ``z[iy][ix]`` filled from flat indices ``index = iy·nx + ix``; missing points are
   ``None`` so the picture fills in as the coarse-to-fine grid refines.
-- Trajectories: the plane figure plus the projected path through the checkpoints.
+- Trajectories (a path type with a ``sequence_field``): the plane figure plus the
+  projected path through the checkpoints.
 
-Only plotly is imported here: no dash, no web code.
+Only plotly (and the pure-Python registries) is imported here: no torch, no dash, no
+web code.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from basin.analysis.barrier import chord_barrier
+from basin.metrics import metric as _metric
+from basin.paths import PATHS, refs_of
+from basin.paths import is_1d as _type_is_1d
+
 __all__ = [
-    "METRIC_LABELS",
-    "compute_barrier",
     "figure_for",
     "grid_axes",
     "grid_matrix",
@@ -41,15 +50,6 @@ __all__ = [
     "short_name",
 ]
 
-ONE_D = ("linear", "bezier", "polychain")
-# Metrics where higher is better: their barrier is a drop below the chord.
-HIGHER_IS_BETTER = ("accuracy", "f1")
-METRIC_LABELS = {
-    "loss": "loss (nats)",
-    "accuracy": "accuracy (%)",
-    "f1": "F1 (%)",
-    "perplexity": "perplexity",
-}
 # Anchor marker colours, in anchor order (A, B, C/control, ...).
 ANCHOR_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 CURVE_COLOUR = "#1d2330"
@@ -62,13 +62,20 @@ _HEX = re.compile(r"^[0-9a-f]{16,}$")
 
 
 def metric_label(metric: str) -> str:
-    """Axis title with units: ``loss (nats)``, ``accuracy (%)``, else the metric name."""
-    return METRIC_LABELS.get(metric, metric)
+    """Axis title with units (registry): ``loss (nats)``, ``accuracy (%)``, else the metric name."""
+    m = _metric(metric)
+    return m.axis_title if m is not None else metric
 
 
 def metric_scale(metric: str) -> float:
-    """Display factor: fractions (accuracy, F1) are drawn in percent, the rest as stored."""
-    return 100.0 if metric in HIGHER_IS_BETTER else 1.0
+    """Display factor (registry): fractions (accuracy, F1) are drawn in percent, the rest as stored."""
+    m = _metric(metric)
+    return m.scale if m is not None else 1.0
+
+
+def _higher_is_better(metric: str) -> bool:
+    m = _metric(metric)
+    return m is not None and m.higher_is_better
 
 
 def _with_doc_names(result: Mapping[str, Any], names: Mapping[str, str] | None) -> dict[str, str]:
@@ -118,8 +125,8 @@ def _metrics(result: Mapping[str, Any]) -> list[str]:
 
 def _is_1d(result: Mapping[str, Any]) -> bool:
     ptype = _path(result).get("type")
-    if ptype:
-        return ptype in ONE_D
+    if ptype in PATHS:
+        return _type_is_1d(ptype)
     pts = result.get("points") or []
     return bool(pts) and "alpha" in (pts[0].get("coords") or {})
 
@@ -128,16 +135,24 @@ def _title(result: Mapping[str, Any], metric: str, names: Mapping[str, str] | No
     spec = _spec(result)
     path = _path(result)
     ptype = path.get("type", "?")
-    refs = [path[k] for k in ("a", "b", "c", "control", "origin", "center") if isinstance(path.get(k), str)]
-    label = " · ".join(short_name(r, names) for r in refs)
-    if ptype == "trajectory":
-        label = f"{len(path.get('checkpoints') or [])} checkpoints"
+    label = " · ".join(short_name(r, names) for r in refs_of(path))
+    seq = _sequence_field(result)
+    if seq:  # a trajectory: too many checkpoints to name them all
+        label = f"{len(path.get(seq) or [])} {seq}"
     head = spec.get("name") or (f"{ptype}: {label}" if label else str(ptype))
     return f"{head} — {metric}"
 
 
-def _alpha_label(result: Mapping[str, Any]) -> str:
-    return "t (curve parameter)" if _path(result).get("type") in ("bezier", "polychain") else "α"
+def _sequence_field(result: Mapping[str, Any]) -> str | None:
+    """The path's field listing checkpoints to draw joined in order (trajectory), if any."""
+    cls = PATHS.get(str(_path(result).get("type")))
+    return cls.sequence_field if cls is not None else None
+
+
+def _axis_titles(result: Mapping[str, Any]) -> Mapping[str, str]:
+    """The path type's axis titles (registry); plain ``α`` / ``x`` / ``y`` for unknown types."""
+    cls = PATHS.get(str(_path(result).get("type")))
+    return cls.axis_titles if cls is not None else {"alpha": "α", "x": "x", "y": "y"}
 
 
 def _layout(fig: go.Figure, title: str) -> go.Figure:
@@ -187,32 +202,6 @@ def _value_at(series: Sequence[tuple[float, float, int]], alpha: float) -> float
     return None
 
 
-def compute_barrier(
-    series: Sequence[tuple[float, float]], a0: float, v0: float, a1: float, v1: float, metric: str
-) -> dict[str, float] | None:
-    """Barrier of ``metric`` between the endpoints (α=a0, value v0) and (α=a1, value v1).
-
-    With the chord ``c(α) = v0 + (α−a0)/(a1−a0)·(v1−v0)`` over ``α ∈ [a0, a1]``:
-    for losses ``max_α m(α) − c(α)`` (Frankle et al. 2020), for accuracy / F1
-    ``max_α c(α) − m(α)`` (the largest drop below the line). ``series`` is
-    ``[(alpha, value), ...]``; returns ``{"value", "alpha"}`` (0 when only the endpoints
-    are known) or ``None`` when no point lies in ``[a0, a1]``.
-    """
-    if a1 == a0:
-        return None
-    lo, hi = min(a0, a1), max(a0, a1)
-    best: dict[str, float] | None = None
-    sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
-    for a, v in series:
-        if a < lo - 1e-12 or a > hi + 1e-12:
-            continue
-        chord = v0 + (a - a0) / (a1 - a0) * (v1 - v0)
-        excess = sign * (v - chord)
-        if best is None or excess > best["value"]:
-            best = {"value": excess, "alpha": a}
-    return best
-
-
 def line_figure(
     result: Mapping[str, Any], metric: str, *, names: Mapping[str, str] | None = None
 ) -> go.Figure:
@@ -223,7 +212,8 @@ def line_figure(
     trace per anchor (``meta="anchor"``, text = checkpoint name), ``barrier`` (a dotted
     vertical segment from the chord to the curve at the barrier's α). The barrier
     annotation reads e.g. ``barrier 0.123 nats at α = 0.50``; it comes from
-    ``summary.barrier[metric]`` when present, else :func:`compute_barrier` on the points.
+    ``summary.barrier[metric]`` when present, else
+    :func:`basin.analysis.barrier.chord_barrier` on the points between the endpoints.
     Accuracy / F1 are drawn in percent.
     """
     names = _with_doc_names(result, names)
@@ -288,9 +278,11 @@ def line_figure(
         barrier = {"value": float(stored["value"]), "alpha": _num(stored.get("alpha"))}
     elif have_chord:
         (ea, va), (eb, vb) = ends
-        barrier = compute_barrier([(a, v) for a, v, _ in series], ea["alpha"], va, eb["alpha"], vb, metric)
+        barrier = chord_barrier([(a, v) for a, v, _ in series], (ea["alpha"], va), (eb["alpha"], vb),
+                                higher_is_better=_higher_is_better(metric))
     if barrier is not None:
-        unit = {"loss": " nats", "accuracy": " pts", "f1": " pts"}.get(metric, "")
+        entry = _metric(metric)
+        unit = f" {entry.delta_unit}" if entry is not None and entry.delta_unit else ""
         where = f" at α = {barrier['alpha']:.2f}" if barrier.get("alpha") is not None else ""
         text = f"barrier {barrier['value'] * scale:.3g}{unit}{where}"
         ba = barrier.get("alpha")
@@ -315,7 +307,7 @@ def line_figure(
             fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.02, xanchor="right",
                                text=text, showarrow=False, font={"color": BARRIER_COLOUR},
                                name="barrier")
-    fig.update_xaxes(title_text=_alpha_label(result), zeroline=False)
+    fig.update_xaxes(title_text=_axis_titles(result).get("alpha", "α"), zeroline=False)
     fig.update_yaxes(title_text=metric_label(metric))
     return _layout(fig, _title(result, metric, names))
 
@@ -439,7 +431,8 @@ def _anchors_2d(result: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _trajectory_anchors(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The trajectory's checkpoints in training order (the spec's ``checkpoints`` list)."""
     anchors = _anchors_2d(result)
-    order = list(_path(result).get("checkpoints") or [])
+    seq = _sequence_field(result)
+    order = list(_path(result).get(seq) or []) if seq else []
     if not order:
         return anchors
     by_name: dict[str, dict[str, Any]] = {}
@@ -467,7 +460,7 @@ def plane_figure(
     holes for points not evaluated yet, and ``x``/``y`` from :func:`grid_axes`. Colours:
     Viridis with low loss dark (for accuracy / F1, high values dark) so basins show as
     dark valleys. Each anchor is a labelled marker trace (``meta="anchor"``). For
-    ``trajectory`` runs (default: when the path type is trajectory) the checkpoints are
+    ``trajectory`` runs (default: when the path type has a ``sequence_field``) the checkpoints are
     joined in order by a ``lines+markers+text`` trace (``meta="trajectory"``) labelled
     with their training step.
     """
@@ -476,13 +469,12 @@ def plane_figure(
         raise ValueError(f"kind must be 'contour', 'surface' or 'heatmap', got {kind!r}")
     xs, ys = grid_axes(result)
     z = grid_matrix(result, metric)
-    reverse = metric in HIGHER_IS_BETTER
+    reverse = _higher_is_better(metric)
     cbar = {"title": {"text": metric_label(metric), "side": "right"}}
     common = {"x": xs, "y": ys, "z": z, "colorscale": "Viridis", "reversescale": reverse,
               "colorbar": cbar, "name": metric, "meta": "grid"}
-    ptype = _path(result).get("type")
     if trajectory is None:
-        trajectory = ptype == "trajectory"
+        trajectory = _sequence_field(result) is not None
     fig = go.Figure()
     if kind == "surface":
         fig.add_trace(go.Surface(**common, connectgaps=False,
@@ -538,7 +530,8 @@ def plane_figure(
                             "line": {"width": 1.5, "color": "white"}},
                     name=label, meta="anchor",
                 ))
-    xl, yl = _plane_axis_labels(ptype)
+    titles = _axis_titles(result)
+    xl, yl = titles.get("x", "x"), titles.get("y", "y")
     if kind == "surface":
         fig.update_layout(scene={"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": metric_label(metric),
                                  "camera": {"eye": {"x": 1.5, "y": -1.5, "z": 1.1}}})
@@ -546,16 +539,6 @@ def plane_figure(
         fig.update_xaxes(title_text=xl, range=[min(xs), max(xs)] if xs else None)
         fig.update_yaxes(title_text=yl, range=[min(ys), max(ys)] if ys else None)
     return _layout(fig, _title(result, metric, names))
-
-
-def _plane_axis_labels(ptype: str | None) -> tuple[str, str]:
-    if ptype == "task_plane":
-        return "α (along θA − θ0)", "β (along θB − θ0)"
-    if ptype == "random_plane":
-        return "x (along d1)", "y (along d2)"
-    if ptype == "trajectory":
-        return "x (direction 1, ‖·‖₂)", "y (direction 2, ‖·‖₂)"
-    return "x (along θB − θA, ‖·‖₂)", "y (towards θC, ‖·‖₂)"
 
 
 # ---- dispatch ------------------------------------------------------------------------------

@@ -14,193 +14,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from basin.errors import InvalidSpec
+from basin.metrics import Task, default_metrics, task_metrics
+from basin.paths import PATHS, is_1d, path_class
+from basin.paths.base import FrozenModel
 
-Range = tuple[float, float]
-Resolution = tuple[Annotated[int, Field(ge=2, le=201)], Annotated[int, Field(ge=2, le=201)]]
-
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("loss", "accuracy", "f1"),
-    "causal_lm": ("loss", "perplexity"),
-    "seq2seq": ("loss", "perplexity"),
-}
-DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("loss", "accuracy"),
-    "causal_lm": ("loss", "perplexity"),
-    "seq2seq": ("loss",),
-}
 SCOPE_PRESETS = ("all", "embeddings", "lower", "middle", "upper", "head")
 
-
-def _distinct_refs(message: str, *refs: str) -> None:
-    """Planes through repeated checkpoints are degenerate: refuse them before loading anything."""
-    if len(set(refs)) < len(refs):
-        raise ValueError(f"{message}, got {list(refs)}")
+# The ``path`` field: one spec model per registered path type, told apart by ``type``.
+PathSpec = Annotated[Union[tuple(cls.Spec for cls in PATHS.values())], Field(discriminator="type")]  # noqa: UP007 (built at runtime)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _ordered(r: Range, what: str) -> Range:
-    if not r[0] < r[1]:
-        raise ValueError(f"{what} must be increasing, got [{r[0]}, {r[1]}]")
-    return r
-
-
-class LinearPath(_Frozen):
-    """θ(α) = (1−α)·θA + α·θB; α outside [0, 1] extrapolates."""
-
-    type: Literal["linear"] = "linear"
-    a: str
-    b: str
-    points: int = Field(26, ge=2, le=10001)
-    range: Range = (0.0, 1.0)
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: Range) -> Range:
-        return _ordered(v, "range")
-
-
-class BezierPath(_Frozen):
-    """φ(t) = (1−t)²θA + 2t(1−t)θC + t²θB with control point θC (000 eq. 1)."""
-
-    type: Literal["bezier"] = "bezier"
-    a: str
-    b: str
-    control: str
-    points: int = Field(26, ge=2, le=10001)
-    range: Range = (0.0, 1.0)
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: Range) -> Range:
-        return _ordered(v, "range")
-
-
-class PolychainPath(_Frozen):
-    """A→C for t ≤ ½, C→B for t ≥ ½, linear in each half."""
-
-    type: Literal["polychain"] = "polychain"
-    a: str
-    b: str
-    control: str
-    points: int = Field(26, ge=2, le=10001)
-    range: Range = (0.0, 1.0)
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: Range) -> Range:
-        return _ordered(v, "range")
-
-
-class PlanePath(_Frozen):
-    """Plane through three checkpoints: origin θA, orthonormal e1 ∥ θB−θA, e2 from θC−θA.
-
-    The grid covers the three anchors' bounding box, widened by ``margin`` × its size.
-    """
-
-    type: Literal["plane"] = "plane"
-    a: str
-    b: str
-    c: str
-    resolution: Resolution = (21, 21)
-    margin: float = Field(0.2, ge=0.0, le=5.0)
-
-    @model_validator(mode="after")
-    def _distinct(self) -> PlanePath:
-        _distinct_refs("a plane needs three different checkpoints", self.a, self.b, self.c)
-        return self
-
-
-class TaskPlanePath(_Frozen):
-    """θ(α, β) = θ0 + α·(θA−θ0) + β·(θB−θ0) (001 §4.2, 004 §5)."""
-
-    type: Literal["task_plane"] = "task_plane"
-    origin: str
-    a: str
-    b: str
-    resolution: Resolution = (21, 21)
-    range: tuple[Range, Range] = ((-1.0, 2.0), (-1.0, 2.0))
-
-    @model_validator(mode="after")
-    def _distinct(self) -> TaskPlanePath:
-        _distinct_refs("a task plane needs three different checkpoints", self.origin, self.a, self.b)
-        return self
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: tuple[Range, Range]) -> tuple[Range, Range]:
-        return (_ordered(v[0], "range[0]"), _ordered(v[1], "range[1]"))
-
-
-class RandomPlanePath(_Frozen):
-    """θ + x·d1 + y·d2 with random filter-normalised directions (Li et al. 2018)."""
-
-    type: Literal["random_plane"] = "random_plane"
-    center: str
-    seed: int = 0
-    resolution: Resolution = (21, 21)
-    range: tuple[Range, Range] = ((-1.0, 1.0), (-1.0, 1.0))
-    normalization: Literal["filter", "layer", "none"] = "filter"
-    ignore: Literal["biasbn", "none"] = "biasbn"
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: tuple[Range, Range]) -> tuple[Range, Range]:
-        return (_ordered(v[0], "range[0]"), _ordered(v[1], "range[1]"))
-
-
-class TrajectoryPath(_Frozen):
-    """Checkpoints θ_t of one training run projected onto a plane, over its loss surface.
-
-    ``basis="pca"``: the plane through the final checkpoint spanned by the top-2
-    principal directions of {θ_t − θ_final}. ``basis=[origin, a, b]``: the plane
-    through those three checkpoints (as ``plane``); checkpoints are projected by
-    least squares.
-    """
-
-    type: Literal["trajectory"] = "trajectory"
-    checkpoints: list[str] = Field(min_length=2)
-    basis: Literal["pca"] | Annotated[list[str], Field(min_length=3, max_length=3)] = "pca"
-    resolution: Resolution = (21, 21)
-    margin: float = Field(0.2, ge=0.0, le=5.0)
-
-    @model_validator(mode="after")
-    def _distinct(self) -> TrajectoryPath:
-        if len(set(self.checkpoints)) < 2:
-            raise ValueError("a trajectory needs at least two different checkpoints")
-        if isinstance(self.basis, list):
-            _distinct_refs("a trajectory basis needs three different checkpoints", *self.basis)
-        return self
-
-
-PathSpec = Annotated[
-    LinearPath | BezierPath | PolychainPath | PlanePath | TaskPlanePath | RandomPlanePath | TrajectoryPath,
-    Field(discriminator="type"),
-]
-PATH_TYPES = ("linear", "bezier", "polychain", "plane", "task_plane", "random_plane", "trajectory")
-ONE_D = ("linear", "bezier", "polychain")
-
-# Fields of each path type that hold checkpoint references, in anchor order.
-_REF_FIELDS: dict[str, tuple[str, ...]] = {
-    "linear": ("a", "b"),
-    "bezier": ("a", "b", "control"),
-    "polychain": ("a", "b", "control"),
-    "plane": ("a", "b", "c"),
-    "task_plane": ("origin", "a", "b"),
-    "random_plane": ("center",),
-    "trajectory": ("checkpoints", "basis"),
-}
-
-
-class RunSpec(_Frozen):
+class RunSpec(FrozenModel):
     """A run: a path through parameter space, the data to evaluate on, and how.
 
     ``scope`` picks the parameters that move (``all``; presets ``embeddings``,
@@ -212,7 +42,7 @@ class RunSpec(_Frozen):
 
     path: PathSpec
     dataset: str
-    task: Literal["classification", "causal_lm", "seq2seq"] = "classification"
+    task: Task = "classification"
     metrics: list[str] = Field(default_factory=list)
     max_examples: int = Field(512, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
@@ -227,9 +57,9 @@ class RunSpec(_Frozen):
 
     @model_validator(mode="after")
     def _metrics(self) -> RunSpec:
-        allowed = TASK_METRICS[self.task]
+        allowed = task_metrics(self.task)
         if not self.metrics:
-            object.__setattr__(self, "metrics", list(DEFAULT_METRICS[self.task]))
+            object.__setattr__(self, "metrics", list(default_metrics(self.task)))
         bad = [m for m in self.metrics if m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} not available for task {self.task!r}; choose from {list(allowed)}")
@@ -241,29 +71,29 @@ class RunSpec(_Frozen):
 
     @property
     def is_1d(self) -> bool:
-        return self.path.type in ONE_D
+        """Whether the path is a 1D curve in α (else a 2D grid in x, y)."""
+        return is_1d(self.path.type)
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Grid shape: ``(points,)`` for 1D paths, ``(nx, ny)`` for planes."""
-        p = self.path
-        return (p.points,) if self.is_1d else tuple(p.resolution)  # type: ignore[union-attr]
+        return path_class(self.path.type).shape_of(self.path)
 
     @property
     def num_points(self) -> int:
+        """Number of grid points (the product of :attr:`shape`)."""
         n = 1
         for s in self.shape:
             n *= s
         return n
 
+    def roles(self) -> dict[str, str | list[str]]:
+        """``{field: ref or [refs]}`` for the path's checkpoint fields (``basis: pca`` left out)."""
+        return path_class(self.path.type).roles_in(self.path)
+
     def checkpoint_refs(self) -> list[str]:
         """Every checkpoint reference in the spec, in anchor order, without duplicates."""
-        out: list[str] = []
-        for field in _REF_FIELDS[self.path.type]:
-            v = getattr(self.path, field)
-            for ref in [v] if isinstance(v, str) else list(v):
-                if ref not in out and ref != "pca":
-                    out.append(ref)
+        out = path_class(self.path.type).refs_in(self.path)
         if self.tokenizer and self.tokenizer not in out:
             out.append(self.tokenizer)
         return out
@@ -271,19 +101,14 @@ class RunSpec(_Frozen):
     def map_refs(self, checkpoint: Callable[[str], str], dataset: Callable[[str], str]) -> RunSpec:
         """A copy with every checkpoint and dataset reference rewritten."""
         data = self.model_dump(mode="json")
-        path = data["path"]
-        for field in _REF_FIELDS[self.path.type]:
-            v = path[field]
-            if isinstance(v, str):
-                path[field] = v if v == "pca" else checkpoint(v)
-            else:
-                path[field] = [checkpoint(r) for r in v]
+        data["path"] = path_class(self.path.type).map_refs_in(data["path"], checkpoint)
         data["dataset"] = dataset(data["dataset"])
         if data.get("tokenizer"):
             data["tokenizer"] = checkpoint(data["tokenizer"])
         return RunSpec.model_validate(data)
 
     def to_yaml(self) -> str:
+        """The spec as YAML, every default filled in (what ``basin eval`` reads back)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
@@ -296,12 +121,13 @@ def parse_spec(data: dict[str, Any]) -> RunSpec:
 
 
 def format_validation_error(e: ValidationError) -> str:
+    """pydantic's errors as one line: ``invalid spec: <where>: <what>; ...``."""
     parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"] if not str(x).endswith("Path"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "union_tag_invalid":
-            msg = f"unknown path type {err['input'].get('type')!r}; choose from {', '.join(PATH_TYPES)}"
+            msg = f"unknown path type {err['input'].get('type')!r}; choose from {', '.join(PATHS)}"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid spec: " + "; ".join(parts)
 

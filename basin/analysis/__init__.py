@@ -2,10 +2,13 @@
 
 Projection onto planes (PCA of a trajectory via its Gram matrix, least squares onto
 a plane through three) lives with the path that uses it, :mod:`basin.paths.trajectory`.
+Importing this package does not import torch (the figures use the barrier).
 """
 
-from basin.analysis.barrier import barrier, barriers
+from __future__ import annotations
+
+from basin.analysis.barrier import barrier, barriers, chord_barrier
 from basin.analysis.distances import distances
 from basin.analysis.surface import extremes
 
-__all__ = ["barrier", "barriers", "distances", "extremes"]
+__all__ = ["barrier", "barriers", "chord_barrier", "distances", "extremes"]

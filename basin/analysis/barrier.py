@@ -1,19 +1,26 @@
-"""Loss and accuracy barriers along a 1D path (Frankle et al. 2020).
+"""Barriers along a 1D path (Frankle et al. 2020): the one implementation, used by the
+engine's summary and by the figures.
 
 With endpoints α₀ < α₁ (α = 0 and 1 when inside the evaluated range, else the
-range's ends) and s = (α − α₀)/(α₁ − α₀), the chord is ℓ(α) = (1−s)·L(α₀) + s·L(α₁).
+range's ends) and s = (α − α₀)/(α₁ − α₀), the chord is ℓ(α) = (1−s)·m(α₀) + s·m(α₁).
 
-- loss barrier  = max over evaluated α in [α₀, α₁] of L(θ(α)) − ℓ(α)
-- accuracy barrier = max over the same α of ℓ_acc(α) − Acc(θ(α))  (the largest drop
-  below the straight line between the endpoints' accuracies)
+- a metric where lower is better (loss, perplexity):
+  barrier = max over evaluated α in [α₀, α₁] of m(θ(α)) − ℓ(α)
+- a metric where higher is better (accuracy, F1):
+  barrier = max over the same α of ℓ(α) − m(θ(α))  (the largest drop below the
+  straight line between the endpoints' values)
 
+The direction comes from the metric registry (:attr:`basin.metrics.Metric.higher_is_better`).
 Both are ≥ 0 when the endpoints are among the points (the chord meets the curve there).
+Pure Python: no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from basin.metrics import METRICS
 
 _EPS = 1e-9
 
@@ -24,6 +31,32 @@ def _endpoint(alphas: Sequence[float], target: float, lo: float, hi: float, fall
         if abs(best - target) <= 1e-6 * max(1.0, hi - lo):
             return best
     return fallback
+
+
+def chord_barrier(
+    curve: Iterable[tuple[float, float]], start: tuple[float, float], end: tuple[float, float], *,
+    higher_is_better: bool = False,
+) -> dict[str, float] | None:
+    """Largest excess of ``curve`` over the chord from ``start`` = (α₀, m₀) to ``end`` = (α₁, m₁).
+
+    ``curve`` is ``[(α, value)]`` in ascending α (ties: the first wins); only α between
+    α₀ and α₁ count. The excess is m(α) − ℓ(α), or ℓ(α) − m(α) when ``higher_is_better``.
+    Returns ``{"value", "alpha"}``, or ``None`` when α₀ = α₁ or no point lies between them.
+    """
+    (a0, v0), (a1, v1) = start, end
+    if a1 == a0:
+        return None
+    lo, hi = min(a0, a1), max(a0, a1)
+    best: dict[str, float] | None = None
+    for a, v in curve:
+        if a < lo - _EPS or a > hi + _EPS:
+            continue
+        s = (a - a0) / (a1 - a0)
+        chord = (1 - s) * v0 + s * v1
+        excess = (chord - v) if higher_is_better else (v - chord)
+        if best is None or excess > best["value"]:
+            best = {"value": excess, "alpha": a}
+    return best
 
 
 def barrier(
@@ -44,28 +77,25 @@ def barrier(
     val = dict(pts)
     if a0 not in val or a1 not in val or a1 <= a0:
         return None
-    v0, v1 = val[a0], val[a1]
-    best: tuple[float, float] | None = None
-    for a, v in pts:
-        if a < a0 - _EPS or a > a1 + _EPS:
-            continue
-        s = (a - a0) / (a1 - a0)
-        chord = (1 - s) * v0 + s * v1
-        excess = (v - chord) if higher_is_worse else (chord - v)
-        if best is None or excess > best[0]:
-            best = (excess, a)
-    assert best is not None
-    return {"value": best[0], "alpha": best[1], "start": a0, "end": a1}
+    best = chord_barrier(pts, (a0, val[a0]), (a1, val[a1]), higher_is_better=not higher_is_worse)
+    assert best is not None  # a0 itself lies in [a0, a1]
+    return {**best, "start": a0, "end": a1}
 
 
 def barriers(results: Sequence[dict[str, Any]], metrics: Sequence[str], lo: float, hi: float) -> dict:
-    """``{metric: barrier}`` for ``loss`` (excess over the chord) and ``accuracy`` (drop below it)."""
+    """``{metric: barrier}`` for every metric in ``metrics`` that the registry knows.
+
+    Its direction is the registry's: excess over the chord when lower is better (loss,
+    perplexity), drop below it when higher is better (accuracy, F1). ``results`` are
+    points ``{coords: {alpha}, metrics}``; a metric without both endpoints is left out.
+    """
     out: dict[str, Any] = {}
-    for m, worse_up in (("loss", True), ("accuracy", False)):
-        if m not in metrics:
+    for m in metrics:
+        entry = METRICS.get(m)
+        if entry is None:
             continue
         curve = [(r["coords"]["alpha"], r["metrics"][m]) for r in results if m in r.get("metrics", {})]
-        b = barrier(curve, lo=lo, hi=hi, higher_is_worse=worse_up)
+        b = barrier(curve, lo=lo, hi=hi, higher_is_worse=not entry.higher_is_better)
         if b is not None:
             out[m] = b
     return out

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from basin.space import param_group
+if TYPE_CHECKING:
+    import torch
 
 
 def _cos(ab: float, aa: float, bb: float) -> float:
@@ -23,6 +22,10 @@ def _cos(ab: float, aa: float, bb: float) -> float:
 
 def distances(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str, Any]:
     """``{l2, cosine, per_tensor: [{name, l2, scaled, cosine, numel}], per_layer: [...]}``."""
+    import torch  # here, not at the top: basin.analysis (barriers for the figures) loads without it
+
+    from basin.space import param_group
+
     per_tensor = []
     groups: dict[str, list[float]] = {}
     tot = [0.0, 0.0, 0.0, 0.0]  # ‖Δ‖², ⟨a,b⟩, ‖a‖², ‖b‖²

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from basin.data import Dataset
+from basin.metrics import task_metrics
 
 
 def pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
@@ -36,10 +37,22 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class Evaluator(ABC):
-    """Evaluates a live model on a tokenised dataset; ``evaluate(model) -> {metric: value}``."""
+    """Evaluates a live model on a tokenised dataset; ``evaluate(model) -> {metric: value}``.
+
+    ``metrics`` is not declared by hand: it is every metric the registry
+    (:mod:`basin.metrics`) lists for ``task``, and :meth:`evaluate` checks the
+    evaluator reports each of them.
+    """
 
     task: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "task" in cls.__dict__:
+            cls.metrics = task_metrics(cls.task)
+            if not cls.metrics:
+                raise TypeError(f"evaluator {cls.__name__}: task {cls.task!r} has no metrics in basin.metrics")
 
     def __init__(
         self,
@@ -79,7 +92,12 @@ class Evaluator(ABC):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """All of this task's metrics for the model's current parameters."""
         with torch.inference_mode(), self.autocast():
-            return self._evaluate(model)
+            values = self._evaluate(model)
+        missing = [m for m in self.metrics if m not in values]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__} did not report {missing}, which basin.metrics "
+                               f"lists for task {self.task!r}")
+        return values
 
     def _to(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tensors.items()}

@@ -21,7 +21,6 @@ from basin.evaluate.base import Evaluator, length_batches, pad
 
 class CausalLMEvaluator(Evaluator):
     task = "causal_lm"
-    metrics = ("loss", "perplexity")
 
     def prepare(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int,
                 max_length: int) -> list[dict[str, torch.Tensor]]:

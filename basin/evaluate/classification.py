@@ -20,7 +20,6 @@ from basin.evaluate.base import Evaluator, length_batches, pad
 
 class ClassificationEvaluator(Evaluator):
     task = "classification"
-    metrics = ("loss", "accuracy", "f1")
 
     def prepare(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int,
                 max_length: int) -> list[dict[str, torch.Tensor]]:

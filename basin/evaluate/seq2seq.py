@@ -20,7 +20,6 @@ from basin.evaluate.base import Evaluator, length_batches, pad
 
 class Seq2SeqEvaluator(Evaluator):
     task = "seq2seq"
-    metrics = ("loss", "perplexity")
 
     def prepare(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int,
                 max_length: int) -> list[dict[str, torch.Tensor]]:

@@ -1,28 +1,63 @@
 """What every path type implements, and the tensor-list arithmetic they share.
 
-A path type turns the grid positions of a run into mixing coefficients over a
-basis it builds once (see :mod:`basin.space`)::
+A path type is one module in :mod:`basin.paths`: a pydantic model of its spec
+(``Spec``) and a :class:`PathType` subclass that says everything the rest of Basin
+needs to know about it (dimension, checkpoint fields, coordinates, axis titles, help
+and form slots) and turns the grid positions of a run into mixing coefficients over
+a basis it builds once (see :mod:`basin.space`)::
 
     θ(point) = origin + Σₖ coeffs(point)ₖ · directionsₖ
 
-To add a path type: subclass :class:`PathType`, implement :meth:`PathType.build`
-and :meth:`PathType.coeffs`, and register the class in ``basin.paths.PATHS``.
+To add a path type: write ``basin/paths/<name>.py`` with its ``Spec`` model and a
+subclass of :class:`PathType` (or :class:`OneD`) that sets the class attributes and
+implements :meth:`PathType.build` and :meth:`PathType.coeffs`. The registry in
+:mod:`basin.paths` discovers it; nothing else needs editing.
+
+torch is imported inside the functions that use it: the API and the dashboard import
+the path modules (spec validation, ``GET /api/meta``, figures) without torch.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from basin.errors import DegeneratePlane
 from basin.grid import linspace
 
-Tensors = list[torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+Tensors = list["torch.Tensor"]
+
+# ---- building blocks of the path spec models ----------------------------------------------
+
+Range = tuple[float, float]
+Resolution = tuple[Annotated[int, Field(ge=2, le=201)], Annotated[int, Field(ge=2, le=201)]]
+
+
+class FrozenModel(BaseModel):
+    """Base of every spec model: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def ordered(r: Range, what: str) -> Range:
+    """``r`` if ``r[0] < r[1]``, else a ``ValueError`` naming ``what``."""
+    if not r[0] < r[1]:
+        raise ValueError(f"{what} must be increasing, got [{r[0]}, {r[1]}]")
+    return r
+
+
+def distinct_refs(message: str, *refs: str) -> None:
+    """Planes through repeated checkpoints are degenerate: refuse them before loading anything."""
+    if len(set(refs)) < len(refs):
+        raise ValueError(f"{message}, got {list(refs)}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +106,8 @@ class Built:
 
 def dot(xs: Tensors, ys: Tensors) -> float:
     """⟨x, y⟩ over the flattened concatenation of the tensor lists."""
+    import torch
+
     return math.fsum(float(torch.dot(x.reshape(-1).float(), y.reshape(-1).float())) for x, y in zip(xs, ys, strict=False))
 
 
@@ -81,6 +118,8 @@ def norm(xs: Tensors) -> float:
 
 def sub_(xs: Tensors, ys: Tensors) -> Tensors:
     """x ← x − y, in place; returns x."""
+    import torch
+
     torch._foreach_sub_(xs, ys)
     return xs
 
@@ -92,6 +131,8 @@ def plane_basis(origin: Tensors, b: Tensors, c: Tensors, what: str = "plane") ->
     Returns ``(e1, e2, xb, xc, yc)``: B sits at (xb, 0), C at (xc, yc), A at (0, 0).
     Raises :class:`DegeneratePlane` when the three are (nearly) collinear.
     """
+    import torch
+
     u = sub_(b, origin)
     xb = norm(u)
     if xb == 0.0:
@@ -127,17 +168,106 @@ def box_axes(points: Sequence[tuple[float, float]], margin: float, resolution: S
 
 
 class PathType(ABC):
-    """One kind of path: which checkpoints it needs, its basis, and coefficients per point."""
+    """One kind of path: its spec, what the UI and figures show of it, and its geometry.
+
+    Class attributes (every concrete path type sets them; checked when the class is made):
+
+    - ``type``: the spec's ``path.type``; ``Spec``: the pydantic model of ``path``
+      (a :class:`FrozenModel` with ``type: Literal[<type>]``).
+    - ``ndim``: 1 (``coords = ("alpha",)``, ``spec.points`` values over ``spec.range``)
+      or 2 (``coords = ("x", "y")``, a ``spec.resolution`` grid).
+    - ``ref_fields``: the spec fields that hold checkpoint references, in anchor order;
+      a field holds one reference or a list. ``ref_literals``: values of those fields
+      that are not references (trajectory's ``basis: pca``).
+    - ``axis_titles``: ``{coord: title}`` for the figures' axes.
+    - ``help``: one line with the formula, for the new-run form.
+    - ``slots``: ``[(field, label)]`` the form fills from its checkpoint pickers, in order
+      (fields that hold lists get a widget of their own and are not slots).
+    - ``sequence_field``: a reference field listing checkpoints in training order, drawn
+      joined as a path over the surface (trajectory's ``checkpoints``); ``None`` otherwise.
+    - ``order``: where the form lists it (ascending; ties by ``type``).
+    """
 
     type: ClassVar[str]
-    ndim: ClassVar[int]  # 1 (coords {"alpha"}) or 2 (coords {"x", "y"})
+    ndim: ClassVar[int]
+    Spec: ClassVar[type[FrozenModel]]
+    ref_fields: ClassVar[tuple[str, ...]]
+    ref_literals: ClassVar[frozenset[str]] = frozenset()
+    coords: ClassVar[tuple[str, ...]]
+    axis_titles: ClassVar[Mapping[str, str]]
+    help: ClassVar[str]
+    slots: ClassVar[tuple[tuple[str, str], ...]] = ()
+    sequence_field: ClassVar[str | None] = None
+    order: ClassVar[int] = 1000
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:
+            _check_path_class(cls)
 
     def __init__(self, spec: Any):
         self.spec = spec
 
-    @abstractmethod
+    # ---- what the spec says (class level: also used on specs without a live instance) -----
+
+    @classmethod
+    def refs_in(cls, path: Any) -> list[str]:
+        """Checkpoint references in ``path`` (a ``Spec`` or its dict), anchor order, no duplicates."""
+        out: list[str] = []
+        for value in cls.roles_in(path).values():
+            for ref in [value] if isinstance(value, str) else value:
+                if ref not in out:
+                    out.append(ref)
+        return out
+
+    @classmethod
+    def roles_in(cls, path: Any) -> dict[str, str | list[str]]:
+        """``{field: ref or [refs]}`` for the reference fields set in ``path`` (a ``Spec`` or dict).
+
+        Fields holding a literal (``basis: pca``) or nothing are left out.
+        """
+        get = path.get if isinstance(path, Mapping) else lambda f: getattr(path, f, None)
+        out: dict[str, str | list[str]] = {}
+        for f in cls.ref_fields:
+            v = get(f)
+            if isinstance(v, str):
+                if v not in cls.ref_literals:
+                    out[f] = v
+            elif isinstance(v, Sequence):
+                out[f] = [str(r) for r in v]
+        return out
+
+    @classmethod
+    def map_refs_in(cls, path: dict[str, Any], checkpoint: Callable[[str], str]) -> dict[str, Any]:
+        """``path`` (a dict) with every checkpoint reference rewritten by ``checkpoint``."""
+        out = dict(path)
+        for f, v in cls.roles_in(path).items():
+            out[f] = checkpoint(v) if isinstance(v, str) else [checkpoint(r) for r in v]
+        return out
+
+    @classmethod
+    def shape_of(cls, path: Any) -> tuple[int, ...]:
+        """Grid shape: ``(points,)`` for 1D paths, ``(nx, ny)`` for planes."""
+        return (int(path.points),) if cls.ndim == 1 else tuple(int(n) for n in path.resolution)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The spec fields that have defaults, with them (JSON values), e.g. ``points``, ``range``."""
+        out: dict[str, Any] = {}
+        for name, f in cls.Spec.model_fields.items():
+            if name != "type" and not f.is_required():
+                out[name] = _jsonable(f.get_default(call_default_factory=True))
+        return out
+
+    # ---- geometry ----------------------------------------------------------------------------
+
     def refs(self) -> list[str]:
-        """Checkpoint references it loads; the first is the one out-of-scope tensors stay at."""
+        """Checkpoint references it loads; the first is the one out-of-scope tensors stay at.
+
+        By default the ``ref_fields`` in order (:meth:`refs_in`); a path whose origin is
+        not its first reference field (trajectory: the final checkpoint) overrides it.
+        """
+        return self.refs_in(self.spec)
 
     def validate(self) -> None:
         """Extra checks of the path spec (raise :class:`basin.errors.InvalidSpec`)."""
@@ -164,6 +294,7 @@ class OneD(PathType):
     """A 1D path over ``spec.range`` with ``spec.points`` values of α (or t)."""
 
     ndim = 1
+    coords = ("alpha",)
 
     def axes(self) -> list[list[float]]:
         lo, hi = self.spec.range
@@ -171,3 +302,43 @@ class OneD(PathType):
 
     def endpoints(self) -> tuple[str, str]:
         return (self.spec.a, self.spec.b)
+
+
+class TwoD(PathType):
+    """A 2D path over a ``spec.resolution`` grid of (x, y)."""
+
+    ndim = 2
+    coords = ("x", "y")
+
+    def coeffs(self, coords: dict[str, float]) -> list[float]:
+        return [coords["x"], coords["y"]]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, BaseModel):
+        return v.model_dump(mode="json")
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _check_path_class(cls: type[PathType]) -> None:
+    """A path class's declarations agree with each other and with its ``Spec`` (at import)."""
+    where = f"path type {cls.__qualname__} ({cls.__module__})"
+    missing = [a for a in ("ndim", "Spec", "ref_fields", "coords", "axis_titles", "help")
+               if not hasattr(cls, a)]
+    if missing:
+        raise TypeError(f"{where} does not set {', '.join(missing)}")
+    fields = cls.Spec.model_fields
+    tag = fields.get("type")
+    if tag is None or tag.default != cls.type:
+        raise TypeError(f"{where}: {cls.Spec.__name__}.type must default to {cls.type!r}")
+    if cls.ndim not in (1, 2) or len(cls.coords) != cls.ndim:
+        raise TypeError(f"{where}: ndim {cls.ndim} with coords {cls.coords}")
+    if set(cls.axis_titles) != set(cls.coords):
+        raise TypeError(f"{where}: axis_titles must name exactly the coords {cls.coords}")
+    if cls.sequence_field is not None and cls.sequence_field not in cls.ref_fields:
+        raise TypeError(f"{where}: sequence_field {cls.sequence_field!r} is not one of its ref_fields")
+    unknown = [f for f in (*cls.ref_fields, *(f for f, _ in cls.slots)) if f not in fields]
+    if unknown or not {f for f, _ in cls.slots} <= set(cls.ref_fields):
+        raise TypeError(f"{where}: ref_fields / slots name fields {unknown or cls.slots} not in its Spec")

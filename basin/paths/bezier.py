@@ -5,16 +5,39 @@
 
 from __future__ import annotations
 
-from basin.paths.base import Anchor, BuildContext, Built, OneD, sub_
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from basin.paths.base import Anchor, BuildContext, Built, FrozenModel, OneD, Range, ordered, sub_
+
+
+class BezierPath(FrozenModel):
+    """φ(t) = (1−t)²θA + 2t(1−t)θC + t²θB with control point θC (000 eq. 1)."""
+
+    type: Literal["bezier"] = "bezier"
+    a: str
+    b: str
+    control: str
+    points: int = Field(26, ge=2, le=10001)
+    range: Range = (0.0, 1.0)
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: Range) -> Range:
+        return ordered(v, "range")
 
 
 class Bezier(OneD):
     """Basis: origin θA, directions (θC − θA, θB − θA); coefficients (2t(1−t), t²)."""
 
     type = "bezier"
-
-    def refs(self) -> list[str]:
-        return [self.spec.a, self.spec.b, self.spec.control]
+    Spec = BezierPath
+    ref_fields = ("a", "b", "control")
+    axis_titles = {"alpha": "t (curve parameter)"}
+    help = "φ(t) = (1−t)²θA + 2t(1−t)θC + t²θB (control point θC)"
+    slots = (("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Control point θC"))
+    order = 20
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)

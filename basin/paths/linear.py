@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
-from basin.paths.base import Anchor, BuildContext, Built, OneD, sub_
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from basin.paths.base import Anchor, BuildContext, Built, FrozenModel, OneD, Range, ordered, sub_
+
+
+class LinearPath(FrozenModel):
+    """θ(α) = (1−α)·θA + α·θB; α outside [0, 1] extrapolates."""
+
+    type: Literal["linear"] = "linear"
+    a: str
+    b: str
+    points: int = Field(26, ge=2, le=10001)
+    range: Range = (0.0, 1.0)
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: Range) -> Range:
+        return ordered(v, "range")
 
 
 class Linear(OneD):
     """Basis: origin θA, one direction θB − θA; coefficient α."""
 
     type = "linear"
-
-    def refs(self) -> list[str]:
-        return [self.spec.a, self.spec.b]
+    Spec = LinearPath
+    ref_fields = ("a", "b")
+    axis_titles = {"alpha": "α"}
+    help = "θ(α) = (1−α)·θA + α·θB"
+    slots = (("a", "Checkpoint A (α = 0)"), ("b", "Checkpoint B (α = 1)"))
+    order = 10
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)

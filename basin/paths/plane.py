@@ -8,17 +8,52 @@ The grid is the anchors' bounding box widened by ``margin`` × its size.
 
 from __future__ import annotations
 
-from basin.paths.base import Anchor, BuildContext, Built, PathType, box_axes, plane_basis
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from basin.paths.base import (
+    Anchor,
+    BuildContext,
+    Built,
+    FrozenModel,
+    Resolution,
+    TwoD,
+    box_axes,
+    distinct_refs,
+    plane_basis,
+)
 
 
-class Plane(PathType):
+class PlanePath(FrozenModel):
+    """Plane through three checkpoints: origin θA, orthonormal e1 ∥ θB−θA, e2 from θC−θA.
+
+    The grid covers the three anchors' bounding box, widened by ``margin`` × its size.
+    """
+
+    type: Literal["plane"] = "plane"
+    a: str
+    b: str
+    c: str
+    resolution: Resolution = (21, 21)
+    margin: float = Field(0.2, ge=0.0, le=5.0)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PlanePath:
+        distinct_refs("a plane needs three different checkpoints", self.a, self.b, self.c)
+        return self
+
+
+class Plane(TwoD):
     """Basis: origin θA, orthonormal directions (e1, e2); coefficients (x, y)."""
 
     type = "plane"
-    ndim = 2
-
-    def refs(self) -> list[str]:
-        return [self.spec.a, self.spec.b, self.spec.c]
+    Spec = PlanePath
+    ref_fields = ("a", "b", "c")
+    axis_titles = {"x": "x (along θB − θA, ‖·‖₂)", "y": "y (towards θC, ‖·‖₂)"}
+    help = "the plane through three checkpoints (origin A, e1 ∥ B−A, e2 towards C)"
+    slots = (("a", "Checkpoint A (origin)"), ("b", "Checkpoint B"), ("c", "Checkpoint C"))
+    order = 40
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)
@@ -27,6 +62,3 @@ class Plane(PathType):
         anchors = [Anchor(k, {"x": x, "y": y}) for k, (x, y) in pts.items()]
         axes = box_axes(list(pts.values()), self.spec.margin, self.spec.resolution)
         return Built(origin=a, directions=[e1, e2], axes=axes, anchors=anchors)
-
-    def coeffs(self, coords: dict[str, float]) -> list[float]:
-        return [coords["x"], coords["y"]]

@@ -6,17 +6,40 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, field_validator
+
 from basin.errors import InvalidSpec
-from basin.paths.base import Anchor, BuildContext, Built, OneD, sub_
+from basin.paths.base import Anchor, BuildContext, Built, FrozenModel, OneD, Range, ordered, sub_
+
+
+class PolychainPath(FrozenModel):
+    """A→C for t ≤ ½, C→B for t ≥ ½, linear in each half."""
+
+    type: Literal["polychain"] = "polychain"
+    a: str
+    b: str
+    control: str
+    points: int = Field(26, ge=2, le=10001)
+    range: Range = (0.0, 1.0)
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: Range) -> Range:
+        return ordered(v, "range")
 
 
 class Polychain(OneD):
     """Basis: origin θA, directions (θC − θA, θB − θC); t on [0, 1]."""
 
     type = "polychain"
-
-    def refs(self) -> list[str]:
-        return [self.spec.a, self.spec.b, self.spec.control]
+    Spec = PolychainPath
+    ref_fields = ("a", "b", "control")
+    axis_titles = {"alpha": "t (curve parameter)"}
+    help = "A → C → B, linear in each half"
+    slots = (("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Bend θC"))
+    order = 30
 
     def validate(self) -> None:
         lo, hi = self.spec.range

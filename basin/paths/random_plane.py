@@ -14,12 +14,41 @@ otherwise a 1-D tensor is normalised as one filter.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+from pydantic import field_validator
 
 from basin.grid import linspace
-from basin.paths.base import Anchor, BuildContext, Built, PathType
+from basin.paths.base import (
+    Anchor,
+    BuildContext,
+    Built,
+    FrozenModel,
+    Range,
+    Resolution,
+    TwoD,
+    ordered,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+class RandomPlanePath(FrozenModel):
+    """θ + x·d1 + y·d2 with random filter-normalised directions (Li et al. 2018)."""
+
+    type: Literal["random_plane"] = "random_plane"
+    center: str
+    seed: int = 0
+    resolution: Resolution = (21, 21)
+    range: tuple[Range, Range] = ((-1.0, 1.0), (-1.0, 1.0))
+    normalization: Literal["filter", "layer", "none"] = "filter"
+    ignore: Literal["biasbn", "none"] = "biasbn"
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: tuple[Range, Range]) -> tuple[Range, Range]:
+        return (ordered(v[0], "range[0]"), ordered(v[1], "range[1]"))
 
 
 def _normalise_(d: torch.Tensor, w: torch.Tensor, how: str) -> torch.Tensor:
@@ -33,20 +62,24 @@ def _normalise_(d: torch.Tensor, w: torch.Tensor, how: str) -> torch.Tensor:
     return d.mul_(w.float().norm() / (d.norm() + 1e-10))
 
 
-class RandomPlane(PathType):
+class RandomPlane(TwoD):
     """Basis: origin θ (``center``), directions (d1, d2); coefficients (x, y)."""
 
     type = "random_plane"
-    ndim = 2
-
-    def refs(self) -> list[str]:
-        return [self.spec.center]
+    Spec = RandomPlanePath
+    ref_fields = ("center",)
+    axis_titles = {"x": "x (along d1)", "y": "y (along d2)"}
+    help = "θ + x·d1 + y·d2, random filter-normalised directions"
+    slots = (("center", "Centre checkpoint"),)
+    order = 60
 
     def key_params(self) -> dict[str, Any]:
         s = self.spec
         return {"type": self.type, "seed": s.seed, "normalization": s.normalization, "ignore": s.ignore}
 
     def build(self, ctx: BuildContext) -> Built:
+        import torch
+
         sd = ctx.load(self.spec.center)
         g = torch.Generator(device="cpu").manual_seed(int(self.spec.seed))
         dirs: list[list[torch.Tensor]] = []
@@ -69,6 +102,3 @@ class RandomPlane(PathType):
             axes=[linspace(x0, x1, nx), linspace(y0, y1, ny)],
             anchors=[Anchor(self.spec.center, {"x": 0.0, "y": 0.0})],
         )
-
-    def coeffs(self, coords: dict[str, float]) -> list[float]:
-        return [coords["x"], coords["y"]]

@@ -5,18 +5,57 @@ Coordinates x = α, y = β; anchors origin (0, 0), a (1, 0), b (0, 1).
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+
 from basin.grid import linspace
-from basin.paths.base import Anchor, BuildContext, Built, PathType, sub_
+from basin.paths.base import (
+    Anchor,
+    BuildContext,
+    Built,
+    FrozenModel,
+    Range,
+    Resolution,
+    TwoD,
+    distinct_refs,
+    ordered,
+    sub_,
+)
 
 
-class TaskPlane(PathType):
+class TaskPlanePath(FrozenModel):
+    """θ(α, β) = θ0 + α·(θA−θ0) + β·(θB−θ0) (001 §4.2, 004 §5)."""
+
+    type: Literal["task_plane"] = "task_plane"
+    origin: str
+    a: str
+    b: str
+    resolution: Resolution = (21, 21)
+    range: tuple[Range, Range] = ((-1.0, 2.0), (-1.0, 2.0))
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TaskPlanePath:
+        distinct_refs("a task plane needs three different checkpoints", self.origin, self.a, self.b)
+        return self
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: tuple[Range, Range]) -> tuple[Range, Range]:
+        return (ordered(v[0], "range[0]"), ordered(v[1], "range[1]"))
+
+
+class TaskPlane(TwoD):
     """Basis: origin θ0, directions (θA − θ0, θB − θ0); coefficients (α, β)."""
 
     type = "task_plane"
-    ndim = 2
-
-    def refs(self) -> list[str]:
-        return [self.spec.origin, self.spec.a, self.spec.b]
+    Spec = TaskPlanePath
+    ref_fields = ("origin", "a", "b")
+    axis_titles = {"x": "α (along θA − θ0)", "y": "β (along θB − θ0)"}
+    help = "θ(α, β) = θ0 + α·(θA−θ0) + β·(θB−θ0)"
+    slots = (("origin", "Origin θ0 (pre-trained)"), ("a", "Checkpoint A (α axis)"),
+             ("b", "Checkpoint B (β axis)"))
+    order = 50
 
     def build(self, ctx: BuildContext) -> Built:
         o = ctx.tensors(self.spec.origin)
@@ -31,6 +70,3 @@ class TaskPlane(PathType):
         ]
         return Built(origin=o, directions=[da, db], axes=[linspace(x0, x1, nx), linspace(y0, y1, ny)],
                      anchors=anchors)
-
-    def coeffs(self, coords: dict[str, float]) -> list[float]:
-        return [coords["x"], coords["y"]]

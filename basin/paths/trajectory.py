@@ -20,19 +20,62 @@ their bounding box widened by ``margin``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import torch
+from pydantic import Field, model_validator
 
 from basin.errors import DegeneratePlane
-from basin.paths.base import Anchor, BuildContext, Built, PathType, box_axes, dot, plane_basis, sub_
+from basin.paths.base import (
+    Anchor,
+    BuildContext,
+    Built,
+    FrozenModel,
+    Resolution,
+    TwoD,
+    box_axes,
+    distinct_refs,
+    dot,
+    plane_basis,
+    sub_,
+)
 
 
-class Trajectory(PathType):
+class TrajectoryPath(FrozenModel):
+    """Checkpoints θ_t of one training run projected onto a plane, over its loss surface.
+
+    ``basis="pca"``: the plane through the final checkpoint spanned by the top-2
+    principal directions of {θ_t − θ_final}. ``basis=[origin, a, b]``: the plane
+    through those three checkpoints (as ``plane``); checkpoints are projected by
+    least squares.
+    """
+
+    type: Literal["trajectory"] = "trajectory"
+    checkpoints: list[str] = Field(min_length=2)
+    basis: Literal["pca"] | Annotated[list[str], Field(min_length=3, max_length=3)] = "pca"
+    resolution: Resolution = (21, 21)
+    margin: float = Field(0.2, ge=0.0, le=5.0)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TrajectoryPath:
+        if len(set(self.checkpoints)) < 2:
+            raise ValueError("a trajectory needs at least two different checkpoints")
+        if isinstance(self.basis, list):
+            distinct_refs("a trajectory basis needs three different checkpoints", *self.basis)
+        return self
+
+
+class Trajectory(TwoD):
     """Basis: origin θ_T (pca) or θ_o, orthonormal directions; coefficients (x, y)."""
 
     type = "trajectory"
-    ndim = 2
+    Spec = TrajectoryPath
+    ref_fields = ("checkpoints", "basis")
+    ref_literals = frozenset({"pca"})
+    sequence_field = "checkpoints"
+    axis_titles = {"x": "x (direction 1, ‖·‖₂)", "y": "y (direction 2, ‖·‖₂)"}
+    help = "training checkpoints projected onto a plane (PCA or three checkpoints), over its surface"
+    slots = ()  # the checkpoints list and the basis have widgets of their own
+    order = 70
 
     def _origin(self) -> str:
         b = self.spec.basis
@@ -62,6 +105,8 @@ class Trajectory(PathType):
                             "trajectory": {"explained_variance": list(ev), "total": total}})
 
     def _pca(self, ctx: BuildContext):
+        import torch
+
         refs = list(self.spec.checkpoints)
         final = refs[-1]
         T = len(refs)
@@ -107,6 +152,3 @@ class Trajectory(PathType):
             sy += y * y
             total += dot(d, d)
         return origin, [e1, e2], coords, ((sx / total, sy / total) if total > 0 else (1.0, 0.0))
-
-    def coeffs(self, coords: dict[str, float]) -> list[float]:
-        return [coords["x"], coords["y"]]

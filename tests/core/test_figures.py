@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import pytest
 
 from basin import figures
+from basin.analysis.barrier import chord_barrier
 from basin.grid import linspace, order_2d
 
 
@@ -102,10 +103,11 @@ def test_line_names_map_store_ids_to_names_and_ids_are_shortened():
     assert _meta(fig, "anchor")[0].text[0] == "seed-0"
 
 
-def test_compute_barrier_formula():
+def test_figures_measure_the_barrier_with_the_analysis_function():
     # chord from (0, 1) to (1, 3); value 2.5 at α=0.5 where the chord is 2 → excess 0.5
-    b = figures.compute_barrier([(0.0, 1.0), (0.5, 2.5), (1.0, 3.0), (1.5, 9.0)], 0.0, 1.0, 1.0, 3.0, "loss")
+    b = chord_barrier([(0.0, 1.0), (0.5, 2.5), (1.0, 3.0), (1.5, 9.0)], (0.0, 1.0), (1.0, 3.0))
     assert b == {"value": pytest.approx(0.5), "alpha": 0.5}  # α=1.5 (extrapolated) is ignored
+    assert not hasattr(figures, "compute_barrier")  # one implementation: basin.analysis.barrier
 
 
 def test_plane_partial_grid_has_none_holes_and_fills_in():

@@ -1,0 +1,67 @@
+"""What a client needs to know to build a run spec: path types, tasks, metrics, scopes.
+
+:func:`meta` is served by the API at ``GET /api/meta``; the new-run form renders its
+path picker, checkpoint slots, grid fields and metric checkboxes from it, so a path
+type or metric added to the core appears in the form with no edit to the frontend.
+Pure and JSON-serialisable; importing it does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from basin.metrics import METRICS, TASKS, default_metrics, task_metrics
+from basin.paths import PATHS
+from basin.paths.base import PathType
+from basin.spec import SCOPE_PRESETS
+
+
+def path_meta(cls: type[PathType]) -> dict[str, Any]:
+    """One path type as the form sees it.
+
+    ``slots``: ``[[field, label]]`` filled by the checkpoint pickers, in order;
+    ``ref_fields``: every field holding checkpoint references (slots and lists such as
+    a trajectory's ``checkpoints``); ``defaults``: the spec fields with defaults
+    (``points``, ``range``, ``resolution``, ``margin``...); ``json_schema``: the spec
+    model's JSON schema (bounds, enums, required fields).
+    """
+    return {
+        "type": cls.type,
+        "ndim": cls.ndim,
+        "coords": list(cls.coords),
+        "axis_titles": dict(cls.axis_titles),
+        "help": cls.help,
+        "slots": [[f, label] for f, label in cls.slots],
+        "ref_fields": list(cls.ref_fields),
+        "ref_literals": sorted(cls.ref_literals),
+        "sequence_field": cls.sequence_field,
+        "defaults": cls.defaults(),
+        "json_schema": cls.Spec.model_json_schema(),
+    }
+
+
+def meta() -> dict[str, Any]:
+    """``{paths: [...], tasks: {...}, metrics: {...}, scope_presets: [...]}`` (JSON-ready).
+
+    ``paths`` in the form's order (:func:`path_meta` each); ``tasks``:
+    ``{task: {metrics, default_metrics}}``; ``metrics``: ``{name: {label, unit, axis_title,
+    higher_is_better, percent, tasks}}``; ``scope_presets``: the named parameter scopes.
+    """
+    return {
+        "paths": [path_meta(cls) for cls in PATHS.values()],
+        "tasks": {
+            t: {"metrics": list(task_metrics(t)), "default_metrics": list(default_metrics(t))}
+            for t in TASKS
+        },
+        "metrics": {
+            m.name: {
+                "label": m.label, "unit": m.unit, "axis_title": m.axis_title,
+                "higher_is_better": m.higher_is_better, "percent": m.percent, "tasks": list(m.tasks),
+            }
+            for m in METRICS.values()
+        },
+        "scope_presets": list(SCOPE_PRESETS),
+    }
+
+
+__all__ = ["meta", "path_meta"]

@@ -1,0 +1,100 @@
+"""The metric registry: every metric Basin can report, what it means and which tasks give it.
+
+One entry per metric. The run spec (which metrics a task allows, which are on by
+default), the evaluators (:attr:`basin.evaluate.base.Evaluator.metrics`), the barrier's
+direction, the figures' axis titles and scaling, and the new-run form (through
+:func:`basin.meta.meta`) all read this table. Adding a metric = one entry here plus the
+code in the evaluator of each task that computes it.
+
+Pure Python: importing it pulls in neither torch nor plotly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+Task = Literal["classification", "causal_lm", "seq2seq"]
+TASKS: tuple[str, ...] = get_args(Task)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric.
+
+    ``label`` names it on an axis; ``unit`` is what its values are measured in ("" when
+    unitless). ``percent``: stored as a fraction in [0, 1], shown ×100 (axis "(%)", a
+    difference in percentage points "pts"). ``higher_is_better`` sets the barrier's
+    direction: a rise above the chord for losses, a drop below it for accuracies.
+    ``tasks`` produce it; ``default_in`` are the tasks that report it when a spec names
+    no metrics.
+    """
+
+    name: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    tasks: tuple[str, ...]
+    percent: bool = False
+    default_in: tuple[str, ...] = ()
+
+    @property
+    def axis_title(self) -> str:
+        """Axis title with the displayed unit: ``loss (nats)``, ``accuracy (%)``, ``perplexity``."""
+        unit = "%" if self.percent else self.unit
+        return f"{self.label} ({unit})" if unit else self.label
+
+    @property
+    def scale(self) -> float:
+        """Display factor: 100 for fractions shown in percent, else 1."""
+        return 100.0 if self.percent else 1.0
+
+    @property
+    def delta_unit(self) -> str:
+        """Unit of a difference of displayed values (a barrier): ``nats``, ``pts``, or ""."""
+        return "pts" if self.percent else self.unit
+
+
+_ENTRIES = (
+    Metric("loss", "loss", "nats", higher_is_better=False, tasks=TASKS, default_in=TASKS),
+    Metric("accuracy", "accuracy", "", higher_is_better=True, tasks=("classification",), percent=True,
+           default_in=("classification",)),
+    Metric("f1", "F1", "", higher_is_better=True, tasks=("classification",), percent=True),
+    Metric("perplexity", "perplexity", "", higher_is_better=False, tasks=("causal_lm", "seq2seq"),
+           default_in=("causal_lm",)),
+)
+
+METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}
+
+
+def metric(name: str) -> Metric | None:
+    """The registry entry for ``name``, or ``None`` for a metric Basin does not know."""
+    return METRICS.get(name)
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """Metrics ``task`` produces, in registry order; ``()`` for an unknown task."""
+    return tuple(m.name for m in _ENTRIES if task in m.tasks)
+
+
+def default_metrics(task: str) -> tuple[str, ...]:
+    """Metrics reported for ``task`` when a spec names none, in registry order."""
+    return tuple(m.name for m in _ENTRIES if task in m.default_in)
+
+
+def _check() -> None:
+    """The table is consistent: known tasks only; every task has a default metric."""
+    for m in _ENTRIES:
+        unknown = [t for t in (*m.tasks, *m.default_in) if t not in TASKS]
+        if unknown:
+            raise ValueError(f"metric {m.name!r}: unknown tasks {unknown}; tasks are {list(TASKS)}")
+        if not set(m.default_in) <= set(m.tasks):
+            raise ValueError(f"metric {m.name!r}: a default in tasks it does not produce")
+    for t in TASKS:
+        if not default_metrics(t):
+            raise ValueError(f"task {t!r} has no default metric")
+
+
+_check()
+
+__all__ = ["METRICS", "TASKS", "Metric", "Task", "default_metrics", "metric", "task_metrics"]
