@@ -51,6 +51,7 @@ from basin.checkpoints import (
 )
 from basin.data import REQUIRED, iter_dataset_rows
 from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
+from basin.paths import refs_of
 from basin.resolve import CheckpointSource, Resolver
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,6 @@ _MAX_HEADER = 100_000_000
 _NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,200}$")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
-_REF_KEYS = ("origin", "center", "a", "b", "c", "checkpoints")
 
 
 class NotFound(BasinError):
@@ -405,18 +405,6 @@ def tasks_error(columns: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- the store
-
-
-def _path_refs(path: dict[str, Any]) -> list[str]:
-    """Checkpoint references named in a spec's ``path`` section (strings and lists of them)."""
-    refs: list[str] = []
-    for key in _REF_KEYS:
-        v = path.get(key)
-        if isinstance(v, str):
-            refs.append(v)
-        elif isinstance(v, list):
-            refs.extend(x for x in v if isinstance(x, str))
-    return refs
 
 
 class StoreResolver:
@@ -908,7 +896,7 @@ class Store:
                     "type": path.get("type"),
                     "task": spec.get("task"),
                     "dataset": spec.get("dataset"),
-                    "checkpoints": _path_refs(path),
+                    "checkpoints": refs_of(path) if isinstance(path, dict) else [],
                     "points": len(doc.get("points") or []),
                     "status": doc.get("status", "finished"),
                     "created": doc.get("created")

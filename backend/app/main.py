@@ -10,7 +10,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from backend.app.api.routes import checkpoints, datasets, health, runs
+from backend.app.api.routes import checkpoints, datasets, health, meta, runs
 from basin.errors import BasinError, IncompatibleCheckpoints
 from service.runstate.reaper import Reaper
 from service.settings import Settings, get_settings
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
 
-    for module in (health, checkpoints, datasets, runs):
+    for module in (health, meta, checkpoints, datasets, runs):
         app.include_router(module.router, prefix="/api")
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

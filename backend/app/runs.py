@@ -28,6 +28,7 @@ import redis
 
 from basin import grid
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
+from basin.paths import refs_of
 from basin.spec import RunSpec, parse_spec
 from service.documents import build_document, persist_run
 from service.runstate import (
@@ -216,12 +217,7 @@ def _timestamp(v: Any) -> float | None:
 
 def _brief(spec: dict) -> dict:
     path = spec.get("path", {})
-    refs: list[str] = []
-    for field in ("a", "b", "c", "control", "origin", "center", "checkpoints"):
-        v = path.get(field)
-        for ref in [v] if isinstance(v, str) else (v or []):
-            if ref not in refs:
-                refs.append(ref)
+    refs = refs_of(path) if isinstance(path, dict) else []
     return {
         "type": path.get("type"),
         "checkpoints": refs,

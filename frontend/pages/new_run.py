@@ -17,37 +17,28 @@ logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path="/", name="New run", title="Basin — new run")
 
-PATH_TYPES = ("linear", "bezier", "polychain", "plane", "task_plane", "random_plane", "trajectory")
-PATH_HELP = {
-    "linear": "θ(α) = (1−α)·θA + α·θB",
-    "bezier": "φ(t) = (1−t)²θA + 2t(1−t)θC + t²θB (control point θC)",
-    "polychain": "A → C → B, linear in each half",
-    "plane": "the plane through three checkpoints (origin A, e1 ∥ B−A, e2 towards C)",
-    "task_plane": "θ(α, β) = θ0 + α·(θA−θ0) + β·(θB−θ0)",
-    "random_plane": "θ + x·d1 + y·d2, random filter-normalised directions",
-    "trajectory": "training checkpoints projected onto a plane (PCA or three checkpoints), over its surface",
-}
-# For each path type: the spec fields filled by the pickers 1..3, with their labels.
-SLOTS: dict[str, list[tuple[str, str]]] = {
-    "linear": [("a", "Checkpoint A (α = 0)"), ("b", "Checkpoint B (α = 1)")],
-    "bezier": [("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Control point θC")],
-    "polychain": [("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Bend θC")],
-    "plane": [("a", "Checkpoint A (origin)"), ("b", "Checkpoint B"), ("c", "Checkpoint C")],
-    "task_plane": [("origin", "Origin θ0 (pre-trained)"), ("a", "Checkpoint A (α axis)"),
-                   ("b", "Checkpoint B (β axis)")],
-    "random_plane": [("center", "Centre checkpoint")],
-    "trajectory": [],
-}
-ONE_D = ("linear", "bezier", "polychain")
-GRID_RANGE = {"task_plane": (-1.0, 2.0), "random_plane": (-1.0, 1.0)}
-TASK_METRICS = {
-    "classification": ("loss", "accuracy", "f1"),
-    "causal_lm": ("loss", "perplexity"),
-    "seq2seq": ("loss", "perplexity"),
-}
-DEFAULT_METRICS = {"classification": ["loss", "accuracy"], "causal_lm": ["loss", "perplexity"],
-                   "seq2seq": ["loss"]}
-SCOPES = ("all", "embeddings", "lower", "middle", "upper", "head", "custom")
+#: Checkpoint pickers on the form; a path type declares up to this many ``slots``.
+MAX_SLOTS = 3
+CUSTOM_SCOPE = "custom"
+
+
+def path_info(meta: dict[str, Any] | None, ptype: str | None) -> dict[str, Any]:
+    """One path type's entry of ``GET /api/meta`` (``{}`` when unknown)."""
+    for p in (meta or {}).get("paths") or []:
+        if p.get("type") == ptype:
+            return p
+    return {}
+
+
+def task_info(meta: dict[str, Any] | None, task: str | None) -> dict[str, Any]:
+    """One task's entry of ``GET /api/meta``: ``{metrics, default_metrics}``."""
+    return ((meta or {}).get("tasks") or {}).get(task or "") or {}
+
+
+def metric_options(meta: dict[str, Any] | None, task: str | None) -> list[dict[str, str]]:
+    labels = (meta or {}).get("metrics") or {}
+    return [{"label": (labels.get(m) or {}).get("label", m), "value": m}
+            for m in task_info(meta, task).get("metrics") or ["loss"]]
 
 
 def _num(v: Any, default: float) -> float:
@@ -77,47 +68,57 @@ def order_by_step(refs: list[str], checkpoints: list[dict]) -> list[str]:
     return sorted(refs, key=lambda r: (r not in steps, steps.get(r, 0.0), pos[r]))
 
 
-def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None) -> dict[str, Any]:
+def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
+               meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The RunSpec dict (as the CLI accepts it) for the form values ``v``.
 
-    Keys of ``v``: type, ckpt1..3, traj (list), traj_by_step, basis ("pca" | "three"),
-    basis1..3, dataset, task, metrics,
+    What each path type needs comes from ``meta`` (``GET /api/meta``): its checkpoint
+    ``slots`` (pickers 1..3), whether it is 1D (points, α range) or a grid (resolution,
+    and a range or a margin when its defaults have one), a ``sequence_field`` of ordered
+    checkpoints (trajectories) and a ``basis``. Keys of ``v``: type, ckpt1..3, traj
+    (list), traj_by_step, basis ("pca" | "three"), basis1..3, dataset, task, metrics,
     points, lo, hi, nx, ny, xlo, xhi, ylo, yhi, margin, scope, scope_regex,
     max_examples, hold, name. Missing pickers are left empty so the API names them.
     """
     ptype = v.get("type") or "linear"
+    info = path_info(meta, ptype)
+    defaults = info.get("defaults") or {}
     path: dict[str, Any] = {"type": ptype}
-    for k, (field, _) in enumerate(SLOTS.get(ptype, [])):
+    for k, (field, _) in enumerate((info.get("slots") or [])[:MAX_SLOTS]):
         path[field] = v.get(f"ckpt{k + 1}") or ""
-    if ptype == "trajectory":
+    seq = info.get("sequence_field")
+    if seq:
         refs = [r for r in (v.get("traj") or []) if r]
         if v.get("traj_by_step", True):
             refs = order_by_step(refs, checkpoints or [])
-        path["checkpoints"] = refs
+        path[seq] = refs
+    if "basis" in (info.get("ref_fields") or []):
         if v.get("basis") == "three":  # the plane through three chosen checkpoints
             path["basis"] = [v.get(f"basis{k}") or "" for k in (1, 2, 3)]
         else:  # top-2 PCA directions of the trajectory
             path["basis"] = "pca"
-    if ptype in ONE_D:
-        path["points"] = _int(v.get("points"), 26)
-        path["range"] = [_num(v.get("lo"), 0.0), _num(v.get("hi"), 1.0)]
+    if info.get("ndim", 1) == 1:
+        lo, hi = defaults.get("range") or (0.0, 1.0)
+        path["points"] = _int(v.get("points"), int(defaults.get("points", 26)))
+        path["range"] = [_num(v.get("lo"), lo), _num(v.get("hi"), hi)]
     else:
-        path["resolution"] = [_int(v.get("nx"), 21), _int(v.get("ny"), 21)]
-        if ptype in GRID_RANGE:
-            lo, hi = GRID_RANGE[ptype]
-            path["range"] = [[_num(v.get("xlo"), lo), _num(v.get("xhi"), hi)],
-                             [_num(v.get("ylo"), lo), _num(v.get("yhi"), hi)]]
-        if ptype in ("plane", "trajectory"):
-            path["margin"] = _num(v.get("margin"), 0.2)
+        nx, ny = defaults.get("resolution") or (21, 21)
+        path["resolution"] = [_int(v.get("nx"), nx), _int(v.get("ny"), ny)]
+        if "range" in defaults:
+            (xlo, xhi), (ylo, yhi) = defaults["range"]
+            path["range"] = [[_num(v.get("xlo"), xlo), _num(v.get("xhi"), xhi)],
+                             [_num(v.get("ylo"), ylo), _num(v.get("yhi"), yhi)]]
+        if "margin" in defaults:
+            path["margin"] = _num(v.get("margin"), float(defaults["margin"]))
     task = v.get("task") or "classification"
     scope = v.get("scope") or "all"
-    if scope == "custom":
+    if scope == CUSTOM_SCOPE:
         scope = (v.get("scope_regex") or "").strip() or "all"
     spec: dict[str, Any] = {
         "path": path,
         "dataset": v.get("dataset") or "",
         "task": task,
-        "metrics": list(v.get("metrics") or DEFAULT_METRICS.get(task, ["loss"])),
+        "metrics": list(v.get("metrics") or task_info(meta, task).get("default_metrics") or ["loss"]),
         "max_examples": _int(v.get("max_examples"), 512),
         "scope": scope,
     }
@@ -146,11 +147,15 @@ def _field(label: str, component: Any, id_: str | None = None, help_: str | None
 
 
 def layout(**_: Any) -> html.Div:
+    mt = api.get("/api/meta")
+    meta = mt.body if mt.ok and isinstance(mt.body, dict) else {"paths": [], "tasks": {}}
     ck = api.get("/api/checkpoints")
     ds = api.get("/api/datasets")
     ckpts = ck.body if ck.ok and isinstance(ck.body, list) else []
     dsets = ds.body if ds.ok and isinstance(ds.body, list) else []
     warn = []
+    if not mt.ok:
+        warn.append(dbc.Alert(f"Could not read what this server can run: {mt.error()}", color="warning"))
     if not ck.ok:
         warn.append(dbc.Alert(f"Could not list checkpoints: {ck.error()}", color="warning"))
     if ck.ok and not ckpts:
@@ -163,7 +168,7 @@ def layout(**_: Any) -> html.Div:
     picker = [
         _field(f"Checkpoint {i}", dbc.Select(id=f"newrun-ckpt-{i}", options=copts, value=picks[i - 1],
                                              placeholder="— pick —"), id_=f"newrun-row-{i}")
-        for i in (1, 2, 3)
+        for i in range(1, MAX_SLOTS + 1)
     ]
     traj = _field(
         "Checkpoints (in order)",
@@ -189,16 +194,18 @@ def layout(**_: Any) -> html.Div:
     )
     form = dbc.Card(dbc.CardBody([
         _field("Path", dbc.Select(id="newrun-type", value="linear",
-                                  options=[{"label": t, "value": t} for t in PATH_TYPES]),
+                                  options=[{"label": p["type"], "value": p["type"]} for p in meta["paths"]]),
                help_=None),
-        html.Div(PATH_HELP["linear"], id="newrun-type-help", className="text-muted small mb-3 ms-1"),
+        html.Div(path_info(meta, "linear").get("help", ""), id="newrun-type-help",
+                 className="text-muted small mb-3 ms-1"),
         *picker, traj, basis,
         _field("Dataset", dbc.Select(id="newrun-dataset", options=dopts, value=default_dataset(dsets),
                                      placeholder="— pick —")),
         _field("Task", dbc.Select(id="newrun-task", value="classification",
-                                  options=[{"label": t, "value": t} for t in TASK_METRICS])),
-        _field("Metrics", dbc.Checklist(id="newrun-metrics", inline=True, value=DEFAULT_METRICS["classification"],
-                                        options=[{"label": m, "value": m} for m in TASK_METRICS["classification"]])),
+                                  options=[{"label": t, "value": t} for t in meta["tasks"]])),
+        _field("Metrics", dbc.Checklist(id="newrun-metrics", inline=True,
+                                        value=task_info(meta, "classification").get("default_metrics", []),
+                                        options=metric_options(meta, "classification"))),
         _field("Points", dbc.Input(id="newrun-points", type="number", value=26, min=2, max=10001),
                id_="newrun-row-points"),
         _field("α range", dbc.InputGroup([
@@ -219,7 +226,9 @@ def layout(**_: Any) -> html.Div:
         _field("Margin", dbc.Input(id="newrun-margin", type="number", value=0.2, min=0, max=5, step="any"),
                id_="newrun-row-margin", help_="around the anchors' bounding box, × its size"),
         _field("Scope", html.Div([
-            dbc.Select(id="newrun-scope", value="all", options=[{"label": s, "value": s} for s in SCOPES]),
+            dbc.Select(id="newrun-scope", value="all",
+                       options=[{"label": s, "value": s}
+                                for s in [*meta.get("scope_presets", ["all"]), CUSTOM_SCOPE]]),
             dbc.Input(id="newrun-scope-regex", placeholder="regex over parameter names", className="mt-1",
                       style={"display": "none"})]),
             help_="which parameters move; the rest stay at the first checkpoint"),
@@ -243,6 +252,7 @@ def layout(**_: Any) -> html.Div:
     ])
     return html.Div([
         dcc.Store(id="newrun-checkpoints", data=ckpts),
+        dcc.Store(id="newrun-meta", data=meta),
         dcc.Location(id="newrun-location", refresh="callback-nav"),
         html.H3("New run"),
         *warn,
@@ -251,8 +261,8 @@ def layout(**_: Any) -> html.Div:
 
 
 @callback(
-    [Output(f"newrun-row-{i}", "style") for i in (1, 2, 3)]
-    + [Output(f"newrun-row-{i}-label", "children") for i in (1, 2, 3)]
+    [Output(f"newrun-row-{i}", "style") for i in range(1, MAX_SLOTS + 1)]
+    + [Output(f"newrun-row-{i}-label", "children") for i in range(1, MAX_SLOTS + 1)]
     + [Output("newrun-row-traj", "style"), Output("newrun-row-basis", "style"), Output("newrun-row-points", "style"),
        Output("newrun-row-range", "style"), Output("newrun-row-res", "style"),
        Output("newrun-row-grid", "style"), Output("newrun-row-margin", "style"),
@@ -260,26 +270,31 @@ def layout(**_: Any) -> html.Div:
        Output("newrun-xlo", "value"), Output("newrun-xhi", "value"),
        Output("newrun-ylo", "value"), Output("newrun-yhi", "value")],
     Input("newrun-type", "value"),
+    State("newrun-meta", "data"),
 )
-def _show_fields(ptype: str):
-    """Show exactly the pickers and grid fields the path type needs."""
+def _show_fields(ptype: str, meta: dict | None):
+    """Show exactly the pickers and grid fields the path type declares (``GET /api/meta``)."""
     hide, show = {"display": "none"}, {}
-    slots = SLOTS.get(ptype, [])
-    styles = [show if i < len(slots) else hide for i in range(3)]
-    labels = [slots[i][1] if i < len(slots) else "" for i in range(3)]
-    one_d = ptype in ONE_D
-    lo, hi = GRID_RANGE.get(ptype, (-1.0, 1.0))
-    return (*styles, *labels, show if ptype == "trajectory" else hide, show if ptype == "trajectory" else hide,
+    info = path_info(meta, ptype)
+    defaults = info.get("defaults") or {}
+    slots = (info.get("slots") or [])[:MAX_SLOTS]
+    styles = [show if i < len(slots) else hide for i in range(MAX_SLOTS)]
+    labels = [slots[i][1] if i < len(slots) else "" for i in range(MAX_SLOTS)]
+    one_d = info.get("ndim", 1) == 1
+    grid_range = not one_d and "range" in defaults
+    (xlo, xhi), (ylo, yhi) = defaults["range"] if grid_range else ((-1.0, 1.0), (-1.0, 1.0))
+    return (*styles, *labels,
+            show if info.get("sequence_field") else hide,
+            show if "basis" in (info.get("ref_fields") or []) else hide,
             show if one_d else hide, show if one_d else hide, hide if one_d else show,
-            show if ptype in GRID_RANGE else hide, show if ptype in ("plane", "trajectory") else hide,
-            PATH_HELP.get(ptype, ""), lo, hi, lo, hi)
+            show if grid_range else hide, show if not one_d and "margin" in defaults else hide,
+            info.get("help", ""), xlo, xhi, ylo, yhi)
 
 
 @callback(Output("newrun-metrics", "options"), Output("newrun-metrics", "value"),
-          Input("newrun-task", "value"), prevent_initial_call=True)
-def _metrics_for_task(task: str):
-    return ([{"label": m, "value": m} for m in TASK_METRICS.get(task, ("loss",))],
-            DEFAULT_METRICS.get(task, ["loss"]))
+          Input("newrun-task", "value"), State("newrun-meta", "data"), prevent_initial_call=True)
+def _metrics_for_task(task: str, meta: dict | None):
+    return metric_options(meta, task), task_info(meta, task).get("default_metrics") or ["loss"]
 
 
 @callback(Output("newrun-basis-pickers", "style"), Input("newrun-basis", "value"))
@@ -314,13 +329,14 @@ FORM_STATE = {
     Input("newrun-run", "n_clicks"),
     [State(cid, "value") for cid in FORM_STATE.values()],
     State("newrun-checkpoints", "data"),
+    State("newrun-meta", "data"),
     State("settings-token-input", "value"),
     prevent_initial_call=True,
 )
 def _act(_check, _copy, _run, *values):
     """Check / Copy spec / Run: the API's answer is shown next to the form."""
-    *form, ckpts, token = values
-    spec = build_spec(dict(zip(FORM_STATE, form, strict=True)), ckpts)
+    *form, ckpts, meta, token = values
+    spec = build_spec(dict(zip(FORM_STATE, form, strict=True)), ckpts, meta)
     text = spec_yaml(spec, {m["id"]: m.get("name") for m in ckpts or [] if m.get("id") and m.get("name")})
     nav = dash.no_update
     shown = {}

@@ -28,6 +28,7 @@ from dash import (
 )
 
 from basin import figures
+from basin.paths import is_1d, refs_of
 from frontend import api
 from frontend.components import spec_yaml
 
@@ -62,7 +63,7 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
     spec = doc["spec"]
     out = []
     for m in spec.get("metrics") or ["loss"]:
-        if spec.get("path", {}).get("type") in figures.ONE_D:
+        if is_1d(spec.get("path", {}).get("type")):
             fig = figures.line_figure(doc, m, names=names)
         else:
             fig = figures.plane_figure(doc, m, kind or "heatmap", names=names)
@@ -125,7 +126,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     spec = info.get("spec") or {}
     path = spec.get("path") or {}
     ptype = path.get("type", "?")
-    is1d = ptype in figures.ONE_D
+    is1d = is_1d(ptype)
     metrics = spec.get("metrics") or ["loss"]
     points, cursor = api.all_points(run_id)
     status = info.get("status", "?")
@@ -148,8 +149,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     done = max(len(points), info.get("done") or 0)
     host = flask.request.host_url.rstrip("/") if flask.has_request_context() else ""
     share = f"{host}/runs/{run_id}"
-    refs = [path[k] for k in ("a", "b", "c", "control", "origin", "center") if isinstance(path.get(k), str)]
-    refs += list(path.get("checkpoints") or [])
+    refs = refs_of(path)
     title = spec.get("name") or f"{ptype}: " + " · ".join(figures.short_name(x, names) for x in refs)
     graphs = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
                         className="run-graph border rounded mb-3")

@@ -15,6 +15,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, dcc, html
 
 from basin import figures
+from basin.paths import is_1d, refs_of
 from frontend import api
 from frontend.components import fmt_time, ref_label
 
@@ -33,9 +34,7 @@ def _refs(run: dict) -> list[str]:
     """Checkpoint references of a run entry, in anchor order (the API's ``checkpoints``)."""
     if isinstance(run.get("checkpoints"), list):
         return [str(r) for r in run["checkpoints"]]
-    p = (run.get("spec") or {}).get("path") or {}
-    out = [p[k] for k in ("a", "b", "c", "control", "origin", "center") if isinstance(p.get(k), str)]
-    return out + list(p.get("checkpoints") or [])
+    return refs_of((run.get("spec") or {}).get("path") or {})
 
 
 def _type(run: dict) -> str:
@@ -98,7 +97,7 @@ def run_label(run: dict, names: dict[str, str]) -> str:
     if (run.get("spec") or {}).get("name") or run.get("name"):
         return str(run.get("name") or run["spec"]["name"])
     refs = [ref_label(r, names, run.get("names")) for r in _refs(run)]
-    sep = " → " if _type(run) in figures.ONE_D else " · "
+    sep = " → " if is_1d(_type(run)) else " · "
     return sep.join(refs) if len(refs) <= 4 else f"{len(refs)} checkpoints"
 
 
@@ -119,7 +118,7 @@ def _table(ref: str, runs: list[dict] | None, names: dict[str, str] | None):
         {"label": lab, "value": r_} for r_, lab in sorted(used.items(), key=lambda t: t[1].lower())]
     overlay = [{"label": f"{run_label(x, names)} · {_type(x)} · {fmt_time(x.get('created'))}",
                 "value": x["id"]}
-               for x in runs if _type(x) in figures.ONE_D and x.get("status") == "done"]
+               for x in runs if is_1d(_type(x)) and x.get("status") == "done"]
     ref = "" if ref == ALL else ref or ""
     shown = [x for x in runs if not ref or ref in _refs(x)]
     count = f"{len(shown)} of {len(runs)} runs" if ref else f"{len(runs)} runs"
@@ -139,7 +138,7 @@ def _table(ref: str, runs: list[dict] | None, names: dict[str, str] | None):
             html.Td([html.A(title or str(x["id"])[:12], href=f"/runs/{x['id']}", className="runs-link"),
                      html.Div(html.Code(str(x["id"])[:12]), className="small") if title else None]),
             html.Td(_type(x), className="runs-type"),
-            html.Td(" → ".join(ckpts) if _type(x) in figures.ONE_D else ", ".join(ckpts),
+            html.Td(" → ".join(ckpts) if is_1d(_type(x)) else ", ".join(ckpts),
                     className="runs-ckpts"),
             html.Td(ref_label(ds, names, x.get("names")) if ds else "", className="runs-dataset"),
             html.Td(dbc.Badge(status, color=STATUS_COLOUR.get(status, "dark")), className="runs-status",
