@@ -24,7 +24,8 @@ def bare(store_root, tmp_path_factory):
     """A stack with no worker at first (tests add them with ``start_worker``)."""
     dst = tmp_path_factory.mktemp("bare") / "store"
     shutil.copytree(store_root, dst, ignore=shutil.ignore_patterns("runs", "tmp"))
-    with running_stack(dst, workers=0, lease_seconds=3, ui=False) as s:
+    env = {"BASIN_LOST_TASK_GRACE_SECONDS": "1"}
+    with running_stack(dst, workers=0, lease_seconds=3, ui=False, env=env) as s:
         yield s
 
 
@@ -121,6 +122,64 @@ def test_a_run_whose_workers_all_died_while_finishing_is_requeued_by_the_api(bar
     d = bare.wait_run(run_id, timeout=60)
     assert d["status"] == "done" and d["done"] == 3
     assert stored(bare, run_id)["status"] == "done"
+
+
+def test_a_queued_run_whose_tasks_were_lost_is_requeued_by_the_reaper(bare):
+    for i, w in enumerate(bare.workers):
+        if w is not None:
+            bare.kill_worker(i)
+    r = bare.request("POST", "/api/runs", json=linear_spec(points=3, seed=46))
+    run_id = r.json()["id"]
+    assert bare.purge_tasks() >= 1  # its tasks are gone before any worker took one
+    bare.start_worker()  # idle: it has no task for the run; only the reaper can send one
+    d = bare.wait_run(run_id, timeout=90)
+    assert d["status"] == "done" and d["done"] == 3
+    assert stored(bare, run_id)["status"] == "done"
+
+
+def _snapshot(red, run_id: str) -> dict:
+    """Everything Redis holds about a run, and the Celery queue's length."""
+    read = {"hash": red.hgetall, "list": lambda k: red.lrange(k, 0, -1),
+            "zset": lambda k: red.zrange(k, 0, -1, withscores=True),
+            "set": lambda k: sorted(red.smembers(k)), "stream": red.xrange, "string": red.get}
+    keys = sorted(red.scan_iter(match=f"basin:run:{run_id}*"))
+    state: dict = {k: read[red.type(k)](k) for k in keys}
+    state["queue"] = red.llen("basin")
+    return state
+
+
+def test_reading_a_run_changes_nothing(bare):
+    """GETs only read: a run whose document is not yet written stays unwritten, and an
+    orphaned run gets no task, however often it is read. (These two runs are taken off
+    ``basin:active``, so the stack's own reaper leaves them alone too.)"""
+    from fastapi.testclient import TestClient
+
+    from backend.app.main import create_app
+    from service.settings import Settings
+
+    settings = Settings(redis_url=bare.redis_url, store=bare.store, reap_seconds=0,
+                        public_url="")
+    client = TestClient(create_app(settings, with_ui=False))
+    red = bare.redis()
+    for i, w in enumerate(bare.workers):
+        if w is not None:
+            bare.kill_worker(i)
+    ended = client.post("/api/runs", json=linear_spec(points=3, seed=47)).json()["id"]
+    assert client.post(f"/api/runs/{ended}/cancel").status_code == 200
+    (bare.store / "runs" / f"{ended}.json").unlink()  # as if its writer had died
+    red.hset(f"basin:run:{ended}", "persist", "pending")
+    orphan = client.post("/api/runs", json=linear_spec(points=3, seed=48)).json()["id"]
+    red.hset(f"basin:run:{orphan}", mapping={"status": "running", "started": "1"})
+    red.zrem("basin:active", ended, orphan)
+    red.set("basin:worker:idle@test", '{"name": "idle@test", "run": null}', ex=60)
+    before = {rid: _snapshot(red, rid) for rid in (ended, orphan)}
+    for rid in (ended, orphan):
+        for path in ("", "/points", "/points?after=0-0", "/export", "/export?format=csv"):
+            assert client.get(f"/api/runs/{rid}{path}").status_code == 200
+    assert client.get("/api/runs").status_code == 200
+    assert {rid: _snapshot(red, rid) for rid in (ended, orphan)} == before
+    assert not (bare.store / "runs" / f"{ended}.json").exists()
+    red.delete("basin:worker:idle@test")
 
 
 def test_cancelled_and_failed_runs_are_stored_and_outlive_redis(bare):
