@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from basin.errors import DegeneratePlane
 from basin.grid import linspace
@@ -52,6 +52,16 @@ def ordered(r: Range, what: str) -> Range:
     if not r[0] < r[1]:
         raise ValueError(f"{what} must be increasing, got [{r[0]}, {r[1]}]")
     return r
+
+
+def _ordered_grid(r: tuple[Range, Range]) -> tuple[Range, Range]:
+    return (ordered(r[0], "range[0]"), ordered(r[1], "range[1]"))
+
+
+#: Field types the path specs share (validation included, so each spec declares only its fields).
+Points = Annotated[int, Field(ge=2, le=10001)]
+AlphaRange = Annotated[Range, AfterValidator(lambda r: ordered(r, "range"))]
+GridRange = Annotated[tuple[Range, Range], AfterValidator(_ordered_grid)]
 
 
 def distinct_refs(message: str, *refs: str) -> None:

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
-
 from basin.errors import InvalidSpec
-from basin.paths.base import Anchor, BuildContext, Built, FrozenModel, OneD, Range, ordered, sub_
+from basin.paths.base import (
+    AlphaRange,
+    Anchor,
+    BuildContext,
+    Built,
+    FrozenModel,
+    OneD,
+    Points,
+    sub_,
+)
 
 
 class PolychainPath(FrozenModel):
@@ -21,13 +28,8 @@ class PolychainPath(FrozenModel):
     a: str
     b: str
     control: str
-    points: int = Field(26, ge=2, le=10001)
-    range: Range = (0.0, 1.0)
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: Range) -> Range:
-        return ordered(v, "range")
+    points: Points = 26
+    range: AlphaRange = (0.0, 1.0)
 
 
 class Polychain(OneD):

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import field_validator
-
 from basin.grid import linspace
 from basin.paths.base import (
     Anchor,
     BuildContext,
     Built,
     FrozenModel,
-    Range,
+    GridRange,
     Resolution,
     TwoD,
-    ordered,
 )
 
 if TYPE_CHECKING:
@@ -41,14 +38,9 @@ class RandomPlanePath(FrozenModel):
     center: str
     seed: int = 0
     resolution: Resolution = (21, 21)
-    range: tuple[Range, Range] = ((-1.0, 1.0), (-1.0, 1.0))
+    range: GridRange = ((-1.0, 1.0), (-1.0, 1.0))
     normalization: Literal["filter", "layer", "none"] = "filter"
     ignore: Literal["biasbn", "none"] = "biasbn"
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: tuple[Range, Range]) -> tuple[Range, Range]:
-        return (ordered(v[0], "range[0]"), ordered(v[1], "range[1]"))
 
 
 def _normalise_(d: torch.Tensor, w: torch.Tensor, how: str) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from basin.grid import linspace
 from basin.paths.base import (
@@ -15,11 +15,10 @@ from basin.paths.base import (
     BuildContext,
     Built,
     FrozenModel,
-    Range,
+    GridRange,
     Resolution,
     TwoD,
     distinct_refs,
-    ordered,
     sub_,
 )
 
@@ -32,17 +31,12 @@ class TaskPlanePath(FrozenModel):
     a: str
     b: str
     resolution: Resolution = (21, 21)
-    range: tuple[Range, Range] = ((-1.0, 2.0), (-1.0, 2.0))
+    range: GridRange = ((-1.0, 2.0), (-1.0, 2.0))
 
     @model_validator(mode="after")
     def _distinct(self) -> TaskPlanePath:
         distinct_refs("a task plane needs three different checkpoints", self.origin, self.a, self.b)
         return self
-
-    @field_validator("range")
-    @classmethod
-    def _range(cls, v: tuple[Range, Range]) -> tuple[Range, Range]:
-        return (ordered(v[0], "range[0]"), ordered(v[1], "range[1]"))
 
 
 class TaskPlane(TwoD):
