@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -41,10 +41,6 @@ class RunValidated(BaseModel):
 
 def _url(settings, run_id: str) -> str:
     return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
-
-
-def _not_found(run_id: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"no run with id {run_id!r}")
 
 
 @router.post("/runs/validate", response_model=RunValidated)
@@ -77,10 +73,7 @@ def list_runs(settings: SettingsDep, store: StoreDep, r: RedisDep) -> list[dict[
 def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, Any]:
     """One run: spec, status, progress, ETA, summary, anchors, error, the workers serving it,
     and a ``warning`` when no worker is alive to make progress."""
-    try:
-        return book.run_detail(r, store, run_id, url=_url(settings, run_id))
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    return book.run_detail(r, store, run_id, url=_url(settings, run_id))
 
 
 @router.get("/runs/{run_id}/points")
@@ -93,10 +86,7 @@ def get_points(
 ) -> dict[str, Any]:
     """Points recorded since ``after`` (the cursor of the previous answer), with the run's
     status, the workers draining it and a ``warning`` when no worker is alive."""
-    try:
-        return book.run_points(r, store, run_id, after)
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    return book.run_points(r, store, run_id, after)
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -118,10 +108,7 @@ async def run_events(
     start = last_event_id or after or "0-0"
     in_redis = await asyncio.to_thread(lambda: r.hexists(RunKeys(run_id).run, "spec"))
     if not in_redis:
-        try:
-            doc = await asyncio.to_thread(book.result_document, r, store, run_id)
-        except book.RunNotFound:
-            raise _not_found(run_id) from None
+        doc = await asyncio.to_thread(book.result_document, r, store, run_id)
         return StreamingResponse(
             _doc_events(doc, start),
             media_type="text/event-stream",
@@ -185,21 +172,13 @@ async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterat
 @router.post("/runs/{run_id}/cancel", dependencies=[WriteAuth])
 def cancel_run(run_id: str, store: StoreDep, r: RedisDep) -> dict[str, str]:
     """Stop a queued or running run; the points already computed are kept (also on disk)."""
-    try:
-        return {"id": run_id, "status": book.cancel_run(r, run_id, store)}
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
-    except book.RunConflict as e:
-        raise HTTPException(status_code=409, detail=str(e)) from None
+    return {"id": run_id, "status": book.cancel_run(r, run_id, store)}
 
 
 @router.delete("/runs/{run_id}", status_code=204, dependencies=[WriteAuth])
 def delete_run(run_id: str, store: StoreDep, r: RedisDep) -> Response:
     """Delete a run: its Redis state and its stored result document."""
-    try:
-        book.delete_run(r, store, run_id)
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    book.delete_run(r, store, run_id)
     return Response(status_code=204)
 
 
@@ -208,10 +187,7 @@ def export_run(
     run_id: str, store: StoreDep, r: RedisDep, format: Literal["json", "csv"] = "json"
 ) -> Response:
     """The result document as JSON, or one CSV row per point (index, coords..., metrics...)."""
-    try:
-        doc = book.result_document(r, store, run_id)
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    doc = book.result_document(r, store, run_id)
     disposition = {"Content-Disposition": f'attachment; filename="basin-run-{run_id}.{format}"'}
     if format == "csv":
         return PlainTextResponse(book.to_csv(doc), media_type="text/csv", headers=disposition)
