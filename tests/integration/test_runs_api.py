@@ -288,3 +288,28 @@ def test_every_status_of_the_error_table_answers_the_one_error_body(stack):
         seen.add(503)
     assert seen == set(STATUS.values())
 
+
+def test_the_typed_answers_keep_every_field(stack):
+    run_id = stack.request("POST", "/api/runs", json=linear_spec(points=3, seed=124)).json()["id"]
+    stack.wait_run(run_id)
+    detail = stack.request("GET", f"/api/runs/{run_id}").json()
+    assert list(detail) == [
+        "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
+        "done", "total", "progress", "eta_s", "created", "started", "finished", "summary",
+        "anchors", "error", "workers", "warning", "evaluations", "cached_points", "requeued",
+        "timings", "source",
+    ]
+    assert detail["anchors"][0]["name"] == "ft_a" and detail["summary"]
+    page = stack.request("GET", f"/api/runs/{run_id}/points").json()
+    assert list(page) == ["points", "cursor", "status", "done", "total", "workers", "warning"]
+    assert set(page["points"][0]) >= {"index", "coords", "metrics"}
+    listed = next(e for e in stack.request("GET", "/api/runs").json() if e["id"] == run_id)
+    assert list(listed) == [
+        "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
+        "created", "done", "total", "error",
+    ]
+    # a Redis cursor on a run now served from its document: every point, and reset
+    stack.redis().delete(f"basin:run:{run_id}")
+    stale = stack.request("GET", f"/api/runs/{run_id}/points", params={"after": "1-0"}).json()
+    assert stale["reset"] is True and stale["cursor"] == "store" and len(stale["points"]) == 3
+    assert stack.request("GET", f"/api/runs/{run_id}").json()["source"] == "store"
