@@ -50,7 +50,7 @@ class FilesUnavailable(Conflict):
 
 
 #: Exception type → HTTP status. Looked up along the MRO; anything else is a 500.
-STATUS: dict[type[BaseException], int] = {
+STATUS: dict[type[Exception], int] = {
     NotFound: 404,  # the run, checkpoint or dataset the URL names (RunNotFound, CheckpointNotFound…)
     Conflict: 409,  # NameTaken, RunConflict (cancel an ended run), FilesUnavailable
     PayloadTooLarge: 413,
