@@ -99,6 +99,10 @@ class NotFound(BasinError):
     """Mixin for "no such item" errors, so services can answer 404 instead of 422."""
 
 
+class Conflict(BasinError):
+    """The item exists, but its state refuses the request (a taken name, an ended run): 409."""
+
+
 class CheckpointNotFound(NotFound, CheckpointError):
     """No checkpoint matches the reference (also a :class:`CheckpointError`)."""
 
@@ -107,7 +111,7 @@ class DatasetNotFound(NotFound, DatasetError):
     """No dataset matches the reference (also a :class:`DatasetError`)."""
 
 
-class NameTaken(BasinError):
+class NameTaken(Conflict):
     """Another checkpoint (or dataset) already has this name; names are unique."""
 
 
@@ -915,6 +919,7 @@ __all__ = [
     "Added",
     "CheckpointMismatch",
     "CheckpointNotFound",
+    "Conflict",
     "ContentMismatch",
     "DatasetMismatch",
     "DatasetNotFound",

@@ -7,11 +7,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from backend.app.api import errors
 from backend.app.api.routes import checkpoints, datasets, health, meta, runs
-from basin.errors import BasinError, IncompatibleCheckpoints
 from service.runstate.reaper import Reaper
 from service.settings import Settings, get_settings
 from service.store import Store
@@ -54,18 +54,7 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
     app.state.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30)
     settings.store.mkdir(parents=True, exist_ok=True)
 
-    @app.exception_handler(BasinError)
-    async def _basin_error(request: Request, exc: BasinError) -> JSONResponse:
-        body: dict = {"detail": str(exc), "error": type(exc).__name__}
-        if isinstance(exc, IncompatibleCheckpoints):
-            body["mismatches"] = [{"tensor": n, "reason": r} for n, r in exc.mismatches]
-        return JSONResponse(status_code=422, content=body)
-
-    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": f"Redis is unreachable: {exc}"})
-
-    app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
-    app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
+    errors.install(app)
 
     for module in (health, meta, checkpoints, datasets, runs):
         app.include_router(module.router, prefix="/api")

@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from backend.app.api.errors import carried_references
 from basin import grid
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.paths import refs_of
@@ -41,18 +42,22 @@ from service.runstate import (
     json_or,
     read_points,
 )
-from service.store import Store
+from service.store import Conflict, NotFound, Store
 from service.tasks import send_drain
 
 logger = logging.getLogger(__name__)
 
 
-class RunNotFound(LookupError):
-    """No run with this id in Redis or in the store."""
+class RunNotFound(NotFound):
+    """No run with this id in Redis or in the store (the API answers 404)."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
 
 
-class RunConflict(ValueError):
-    """The run is in a state that does not allow the request (e.g. cancelling a finished run)."""
+class RunConflict(Conflict):
+    """The run's state refuses the request, e.g. cancelling a finished run (the API answers 409)."""
 
 
 NO_WORKER = "no worker is alive; the run will start when one joins"
@@ -70,8 +75,9 @@ def resolve_spec(
     ``names``, when given, is filled with store id → the reference as the user wrote it
     (shown as the anchors' names instead of sha256 ids).
 
-    Raises :class:`InvalidSpec` (bad spec, too many points), :class:`CheckpointError` /
-    :class:`DatasetError` (unknown reference) or :class:`IncompatibleCheckpoints` (naming
+    Raises :class:`InvalidSpec` (bad spec, too many points), :class:`UnknownReference`
+    (a checkpoint or dataset the store does not have: invalid input, not a missing URL),
+    :class:`CheckpointError` (unreadable files) or :class:`IncompatibleCheckpoints` (naming
     the tensors; not with ``on_mismatch: hold``, where the engine keeps them at the first
     checkpoint).
     """
@@ -95,7 +101,8 @@ def resolve_spec(
         seen.setdefault(ident, ref)
         return ident
 
-    resolved = spec.map_refs(ckpt, data)
+    with carried_references():
+        resolved = spec.map_refs(ckpt, data)
     check_compatibility(resolved, store, names=seen)
     return resolved
 

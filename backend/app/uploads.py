@@ -3,7 +3,8 @@
 Nothing here holds an upload in memory: the request body is read chunk by chunk
 (``request.stream()``) into a file inside a store workspace (``Store.workspace()``),
 counting bytes as they arrive — beyond ``Settings.max_upload_bytes`` the upload is
-refused with 413 (a ``Content-Length`` over the cap is refused before reading).
+refused (:class:`~backend.app.api.errors.PayloadTooLarge`, 413; a ``Content-Length``
+over the cap is refused before reading).
 The format is told by the bytes, never the name:
 
 - ``PK\\x03\\x04`` → zip archive of a Hugging Face model directory;
@@ -20,22 +21,22 @@ happens, so a refused or aborted upload leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import stat
 import struct
 import tarfile
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from basin.errors import CheckpointError, DatasetError
-from service.store import Added, NameTaken, NotFound, Store
+from backend.app.api.errors import InvalidUpload, PayloadTooLarge
+from basin.errors import BasinError, CheckpointError, DatasetError
+from service.store import Added, Store
 
 logger = logging.getLogger(__name__)
 
@@ -65,31 +66,14 @@ def form_body(*fields: str) -> dict[str, Any]:
     props: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
     props.update({f: {"type": "string"} for f in fields})
     schema = {"type": "object", "required": ["file"], "properties": props}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
 
 
-@contextlib.contextmanager
-def store_errors(*, not_found: bool = True) -> Iterator[None]:
-    """Map the store's lookup errors to HTTP: unknown ref → 404, name clash → 409.
-
-    Other :class:`~basin.errors.BasinError` s fall through to the app's 422 handler.
-    """
-    try:
-        yield
-    except NotFound as e:
-        if not not_found:
-            raise
-        raise HTTPException(status_code=404, detail=str(e)) from None
-    except NameTaken as e:
-        raise HTTPException(status_code=409, detail=str(e)) from None
-
-
-def too_large(limit: int) -> HTTPException:
-    """The 413 answer for an upload over ``limit`` bytes."""
-    return HTTPException(
-        status_code=413,
-        detail=f"upload too large: the limit is {limit} bytes (BASIN_MAX_UPLOAD_BYTES)",
-    )
+def too_large(limit: int) -> PayloadTooLarge:
+    """The error for an upload over ``limit`` bytes."""
+    return PayloadTooLarge(f"upload too large: the limit is {limit} bytes (BASIN_MAX_UPLOAD_BYTES)")
 
 
 def check_content_length(request: Request, limit: int) -> None:
@@ -105,7 +89,8 @@ def check_content_length(request: Request, limit: int) -> None:
 
 
 async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body chunk by chunk; raises 413 as soon as more than ``limit`` bytes arrive."""
+    """The request body chunk by chunk; raises :class:`PayloadTooLarge` as soon as more than
+    ``limit`` bytes arrive."""
     check_content_length(request, limit)
     seen = 0
     async for chunk in request.stream():
@@ -129,7 +114,7 @@ async def receive_to_file(request: Request, dest: Path, limit: int) -> int:
                 buf.clear()
         f.write(buf)
     if total == 0:
-        raise HTTPException(status_code=422, detail="the upload is empty")
+        raise InvalidUpload("the upload is empty")
     return total
 
 
@@ -187,9 +172,7 @@ class _FormCollector:
         else:
             self._data.extend(data[start:end])
             if len(self._data) > MAX_FIELD_BYTES:
-                raise HTTPException(
-                    status_code=413, detail=f"form field {self._name!r} is too large"
-                )
+                raise PayloadTooLarge(f"form field {self._name!r} is too large")
 
     def _part_end(self) -> None:
         if self._file is not None:
@@ -215,7 +198,7 @@ async def receive_form(request: Request, workspace: Path, limit: int) -> _FormCo
         async for chunk in limited_stream(request, limit):
             parser.write(chunk)
         parser.finalize()
-    except HTTPException:
+    except (HTTPException, BasinError):  # our own refusals (a field too large) pass as they are
         raise
     except Exception as e:  # python_multipart raises its own parse errors
         raise HTTPException(status_code=400, detail=f"malformed multipart body: {e}") from None
@@ -439,5 +422,4 @@ __all__ = [
     "receive_form",
     "receive_to_file",
     "sniff",
-    "store_errors",
 ]

@@ -253,3 +253,63 @@ def test_trajectory_anchors_carry_the_training_step_of_each_checkpoint(stack, cl
     # the figure labels the path with these steps; ft_a was registered without a step tag
     assert [(a["name"], a.get("step")) for a in anchors] == [
         ("traj-step10", 10), ("traj-step20", 20), ("traj-step30", 30), ("ft_a", None)]
+
+
+def test_every_status_of_the_error_table_answers_the_one_error_body(stack):
+    from backend.app.api.errors import STATUS
+
+    settings = Settings(store=stack.store, redis_url=stack.redis_url, max_upload_bytes=1000)
+    seen: set[int] = set()
+    with TestClient(create_app(settings, with_ui=False)) as client:
+        done = client.post("/api/runs", json=linear_spec(points=2, seed=123)).json()["id"]
+        assert stack.wait_run(done)["status"] == "done"
+        cases = [
+            ("GET", "/api/runs/AAAAAAAAAAAAAAAAAAAAAA", {}, 404, "RunNotFound",
+             "no run with id 'AAAAAAAAAAAAAAAAAAAAAA'"),
+            ("POST", "/api/runs", {"json": linear_spec(points=1)}, 422, "InvalidSpec",
+             "invalid spec: "),
+            ("POST", "/api/runs", {"json": {**linear_spec(), "dataset": "missing.csv"}}, 422,
+             "UnknownReference", "missing.csv"),
+            ("POST", f"/api/runs/{done}/cancel", {}, 409, "RunConflict", "already done"),
+            ("PUT", "/api/checkpoints", {"params": {"name": "x"}, "content": b"\0" * 2000}, 413,
+             "PayloadTooLarge", "limit is 1000 bytes"),
+        ]
+        for method, path, kw, status, error, needle in cases:
+            r = client.request(method, path, **kw)
+            assert r.status_code == status, (path, r.text)
+            assert set(r.json()) == {"detail", "error"}, r.text
+            assert r.json()["error"] == error and needle in r.json()["detail"], r.text
+            seen.add(status)
+    down = Settings(store=stack.store, redis_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(down, with_ui=False)) as client:
+        r = client.get(f"/api/runs/{done}")
+        assert r.status_code == 503 and r.json()["error"] == "ConnectionError"
+        assert r.json()["detail"].startswith("Redis is unreachable")
+        seen.add(503)
+    assert seen == set(STATUS.values())
+
+
+def test_the_typed_answers_keep_every_field(stack):
+    run_id = stack.request("POST", "/api/runs", json=linear_spec(points=3, seed=124)).json()["id"]
+    stack.wait_run(run_id)
+    detail = stack.request("GET", f"/api/runs/{run_id}").json()
+    assert list(detail) == [
+        "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
+        "done", "total", "progress", "eta_s", "created", "started", "finished", "summary",
+        "anchors", "error", "workers", "warning", "evaluations", "cached_points", "requeued",
+        "timings", "source",
+    ]
+    assert detail["anchors"][0]["name"] == "ft_a" and detail["summary"]
+    page = stack.request("GET", f"/api/runs/{run_id}/points").json()
+    assert list(page) == ["points", "cursor", "status", "done", "total", "workers", "warning"]
+    assert set(page["points"][0]) >= {"index", "coords", "metrics"}
+    listed = next(e for e in stack.request("GET", "/api/runs").json() if e["id"] == run_id)
+    assert list(listed) == [
+        "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
+        "created", "done", "total", "error",
+    ]
+    # a Redis cursor on a run now served from its document: every point, and reset
+    stack.redis().delete(f"basin:run:{run_id}")
+    stale = stack.request("GET", f"/api/runs/{run_id}/points", params={"after": "1-0"}).json()
+    assert stale["reset"] is True and stale["cursor"] == "store" and len(stale["points"]) == 3
+    assert stack.request("GET", f"/api/runs/{run_id}").json()["source"] == "store"

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
+from backend.app.api.errors import FilesUnavailable, InvalidUpload, carried_references
 from backend.app.uploads import (
     RAW_BODY,
     clean_filename,
@@ -29,7 +30,6 @@ from backend.app.uploads import (
     parse_tags,
     receive_form,
     receive_to_file,
-    store_errors,
     strip_suffixes,
 )
 from basin.checkpoints import weight_files
@@ -148,7 +148,7 @@ async def upload_checkpoint(
     with store.workspace() as ws:
         upload = ws / "upload"
         await receive_to_file(request, upload, settings.max_upload_bytes)
-        with store_errors(not_found=False):
+        with carried_references():  # config= names a checkpoint
             added = await run_in_threadpool(
                 ingest_checkpoint,
                 store,
@@ -177,13 +177,11 @@ async def upload_checkpoint_form(
     with store.workspace() as ws:
         form = await receive_form(request, ws, settings.max_upload_bytes)
         if "file" not in form.files:
-            raise HTTPException(
-                status_code=422, detail="the form needs a 'file' field with the checkpoint"
-            )
+            raise InvalidUpload("the form needs a 'file' field with the checkpoint")
         filename, upload = form.files["file"]
         name = form.fields.get("name") or strip_suffixes(clean_filename(filename, "checkpoint"))
         tag_dict = parse_tags(form.fields.get("tags"))
-        with store_errors(not_found=False):
+        with carried_references():  # config= names a checkpoint
             added = await run_in_threadpool(
                 ingest_checkpoint,
                 store,
@@ -210,20 +208,18 @@ def register_checkpoint(
     """Register a model directory on the server's disk (in place by default; copy=true copies)."""
     path = Path(body.path).expanduser()
     if not path.is_absolute():
-        raise HTTPException(status_code=422, detail=f"path must be absolute, got {body.path!r}")
+        raise InvalidUpload(f"path must be absolute, got {body.path!r}")
     if not path.is_dir():
-        raise HTTPException(status_code=422, detail=f"no directory at {body.path!r} on the server")
+        raise InvalidUpload(f"no directory at {body.path!r} on the server")
     mode = "copy" if body.copy_files else "register"
-    with store_errors(not_found=False):
-        added = store.import_checkpoint(path, name=body.name, tags=body.tags, mode=mode)
+    added = store.import_checkpoint(path, name=body.name, tags=body.tags, mode=mode)
     return created_or_existing(response, added)
 
 
 @router.get("/checkpoints/{ref}", response_model=CheckpointDetail)
 def get_checkpoint(ref: str, store: StoreDep) -> dict[str, Any]:
     """Show a checkpoint's manifest and parameter summary (tensors, parameters per module)."""
-    with store_errors():
-        manifest = store.get_checkpoint(ref)
+    manifest = store.get_checkpoint(ref)
     try:
         manifest["parameters"] = store.checkpoint_summary(manifest["id"])
     except CheckpointError as e:  # e.g. a registered directory that was removed from disk
@@ -235,15 +231,13 @@ def get_checkpoint(ref: str, store: StoreDep) -> dict[str, Any]:
 @router.patch("/checkpoints/{ref}", response_model=CheckpointPublic, dependencies=[WriteAuth])
 def update_checkpoint(ref: str, body: CheckpointUpdate, store: StoreDep) -> dict[str, Any]:
     """Rename a checkpoint and/or merge its tags (null removes a tag)."""
-    with store_errors():
-        return store.update_checkpoint(ref, name=body.name, tags=body.tags)
+    return store.update_checkpoint(ref, name=body.name, tags=body.tags)
 
 
 @router.delete("/checkpoints/{ref}", status_code=204, dependencies=[WriteAuth])
 def delete_checkpoint(ref: str, store: StoreDep) -> Response:
     """Delete a checkpoint (a registered directory's own files are left untouched)."""
-    with store_errors():
-        store.delete_checkpoint(ref)
+    store.delete_checkpoint(ref)
     return Response(status_code=204)
 
 
@@ -317,12 +311,11 @@ def download_checkpoint(ref: str, store: StoreDep) -> StreamingResponse:
     The store id (sha256 over the weights and config.json) is sent in ``X-Basin-Checkpoint-Id``
     so the receiver can check what it got. No token needed (a read).
     """
-    with store_errors():
-        manifest = store.get_checkpoint(ref)
+    manifest = store.get_checkpoint(ref)
     try:
         length, body = tar_stream(archive_members(manifest))
     except (CheckpointError, OSError) as e:  # e.g. a registered directory removed from disk
-        raise HTTPException(status_code=409, detail=f"checkpoint files unreadable: {e}") from None
+        raise FilesUnavailable(f"checkpoint files unreadable: {e}") from e
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", manifest["name"])[:100] or manifest["id"][:12]
     headers = {
         ID_HEADER: manifest["id"],

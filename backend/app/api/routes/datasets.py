@@ -14,12 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
+from backend.app.api.errors import FilesUnavailable, InvalidUpload
 from backend.app.uploads import (
     RAW_BODY,
     clean_filename,
@@ -28,7 +29,6 @@ from backend.app.uploads import (
     ingest_dataset,
     receive_form,
     receive_to_file,
-    store_errors,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ async def upload_dataset(
     with store.workspace() as ws:
         upload = ws / "upload"
         await receive_to_file(request, upload, settings.max_upload_bytes)
-        with store_errors(not_found=False):
-            added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
+        added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
     return created_or_existing(response, added)
 
 
@@ -124,22 +123,18 @@ async def upload_dataset_form(
     with store.workspace() as ws:
         form = await receive_form(request, ws, settings.max_upload_bytes)
         if "file" not in form.files:
-            raise HTTPException(
-                status_code=422, detail="the form needs a 'file' field with the dataset"
-            )
+            raise InvalidUpload("the form needs a 'file' field with the dataset")
         filename, upload = form.files["file"]
         name = form.fields.get("name") or clean_filename(filename, "")
         task = form.fields.get("task") or None
-        with store_errors(not_found=False):
-            added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
+        added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
     return created_or_existing(response, added)
 
 
 @router.get("/datasets/{ref}", response_model=DatasetPublic)
 def get_dataset(ref: str, store: StoreDep) -> dict[str, Any]:
     """Show a dataset's manifest: format, columns, row count, tasks it allows."""
-    with store_errors():
-        return store.get_dataset(ref)
+    return store.get_dataset(ref)
 
 
 @router.get("/datasets/{ref}/preview", response_model=DatasetPreview)
@@ -147,8 +142,7 @@ def preview_dataset(
     ref: str, store: StoreDep, n: int = Query(10, ge=1, le=1000, description="rows to show")
 ) -> dict[str, Any]:
     """Show the first n rows of a dataset."""
-    with store_errors():
-        return store.preview_dataset(ref, n=n)
+    return store.preview_dataset(ref, n=n)
 
 
 @router.get(
@@ -161,11 +155,10 @@ def preview_dataset(
 )
 def download_dataset(ref: str, store: StoreDep) -> FileResponse:
     """Download a dataset's file as stored (.jsonl / .csv / .tsv); the id is in X-Basin-Dataset-Id."""
-    with store_errors():
-        m = store.get_dataset(ref)
+    m = store.get_dataset(ref)
     path = Path(m["path"])
     if not path.is_file():
-        raise HTTPException(status_code=409, detail=f"dataset file missing on the server: {path}")
+        raise FilesUnavailable(f"dataset file missing on the server: {path}")
     fmt = m["format"]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", m["name"])[:100]
     if not name.lower().endswith("." + fmt):
@@ -181,13 +174,11 @@ def download_dataset(ref: str, store: StoreDep) -> FileResponse:
 @router.patch("/datasets/{ref}", response_model=DatasetPublic, dependencies=[WriteAuth])
 def update_dataset(ref: str, body: DatasetUpdate, store: StoreDep) -> dict[str, Any]:
     """Rename a dataset and/or set its default task."""
-    with store_errors():
-        return store.update_dataset(ref, name=body.name, task=body.task)
+    return store.update_dataset(ref, name=body.name, task=body.task)
 
 
 @router.delete("/datasets/{ref}", status_code=204, dependencies=[WriteAuth])
 def delete_dataset(ref: str, store: StoreDep) -> Response:
     """Delete a dataset and its file."""
-    with store_errors():
-        store.delete_dataset(ref)
+    store.delete_dataset(ref)
     return Response(status_code=204)

@@ -11,52 +11,65 @@ from typing import Annotated, Any, Literal
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel
 
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
+from backend.app.api.errors import responses
+from backend.app.schemas.runs import (
+    SPEC_BODY,
+    PointsPage,
+    RunCancelled,
+    RunCreated,
+    RunListItem,
+    RunPublic,
+    RunValidated,
+)
+from basin.errors import InvalidSpec
 from service.runstate import TERMINAL, RunKeys
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["runs"])
 
-SpecBody = Annotated[
-    dict[str, Any], Body(description="A RunSpec (JSON); references are store ids or names")
-]
+
+async def _spec_body(request: Request) -> Any:
+    """The raw JSON body: :func:`book.resolve_spec` parses it, with Basin's messages."""
+    try:
+        return await request.json()
+    except ValueError as e:  # also UnicodeDecodeError
+        raise InvalidSpec(f"invalid spec: the body is not JSON ({e})") from None
 
 
-class RunCreated(BaseModel):
-    id: str
-    url: str
-
-
-class RunValidated(BaseModel):
-    ok: bool
-    num_points: int
-    spec: dict[str, Any]
+#: The create/validate body, parsed by ``parse_spec``; :data:`SPEC_BODY` documents it.
+SpecBody = Annotated[Any, Depends(_spec_body)]
 
 
 def _url(settings, run_id: str) -> str:
     return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
 
 
-def _not_found(run_id: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"no run with id {run_id!r}")
-
-
-@router.post("/runs/validate", response_model=RunValidated)
+@router.post(
+    "/runs/validate",
+    response_model=RunValidated,
+    openapi_extra=SPEC_BODY,
+    responses=responses(422),
+)
 def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep) -> RunValidated:
     """Check a spec exactly as creating it would (references, compatibility, size); queue nothing."""
     resolved = book.resolve_spec(spec, store, max_points=settings.max_points)
-    return RunValidated(
-        ok=True, num_points=resolved.num_points, spec=resolved.model_dump(mode="json")
-    )
+    return RunValidated(num_points=resolved.num_points, spec=resolved)
 
 
-@router.post("/runs", status_code=201, response_model=RunCreated, dependencies=[WriteAuth])
+@router.post(
+    "/runs",
+    status_code=201,
+    response_model=RunCreated,
+    openapi_extra=SPEC_BODY,
+    responses=responses(422, 503),
+    dependencies=[WriteAuth],
+)
 def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> RunCreated:
     """Validate a spec, queue its points (coarse to fine) and return the run's id and share link."""
     names: dict[str, str] = {}
@@ -67,23 +80,25 @@ def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisD
     return RunCreated(id=run_id, url=_url(settings, run_id))
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=list[RunListItem], responses=responses(503))
 def list_runs(settings: SettingsDep, store: StoreDep, r: RedisDep) -> list[dict[str, Any]]:
     """All runs, newest first: id, type, checkpoints, status, created, done/total."""
     return book.list_runs(r, store, public_url=settings.public_url.rstrip("/"))
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=RunPublic, responses=responses(404, 503))
 def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, Any]:
     """One run: spec, status, progress, ETA, summary, anchors, error, the workers serving it,
     and a ``warning`` when no worker is alive to make progress."""
-    try:
-        return book.run_detail(r, store, run_id, url=_url(settings, run_id))
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    return book.run_detail(r, store, run_id, url=_url(settings, run_id))
 
 
-@router.get("/runs/{run_id}/points")
+@router.get(
+    "/runs/{run_id}/points",
+    response_model=PointsPage,
+    response_model_exclude_unset=True,  # ``reset`` only when it is true
+    responses=responses(404, 503),
+)
 def get_points(
     run_id: str,
     settings: SettingsDep,
@@ -93,10 +108,7 @@ def get_points(
 ) -> dict[str, Any]:
     """Points recorded since ``after`` (the cursor of the previous answer), with the run's
     status, the workers draining it and a ``warning`` when no worker is alive."""
-    try:
-        return book.run_points(r, store, run_id, after)
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    return book.run_points(r, store, run_id, after)
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -104,7 +116,7 @@ def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-@router.get("/runs/{run_id}/events")
+@router.get("/runs/{run_id}/events", responses=responses(404))
 async def run_events(
     run_id: str,
     request: Request,
@@ -118,10 +130,7 @@ async def run_events(
     start = last_event_id or after or "0-0"
     in_redis = await asyncio.to_thread(lambda: r.hexists(RunKeys(run_id).run, "spec"))
     if not in_redis:
-        try:
-            doc = await asyncio.to_thread(book.result_document, r, store, run_id)
-        except book.RunNotFound:
-            raise _not_found(run_id) from None
+        doc = await asyncio.to_thread(book.result_document, r, store, run_id)
         return StreamingResponse(
             _doc_events(doc, start),
             media_type="text/event-stream",
@@ -182,36 +191,32 @@ async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterat
         await client.aclose()
 
 
-@router.post("/runs/{run_id}/cancel", dependencies=[WriteAuth])
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=RunCancelled,
+    responses=responses(404, 409),
+    dependencies=[WriteAuth],
+)
 def cancel_run(run_id: str, store: StoreDep, r: RedisDep) -> dict[str, str]:
     """Stop a queued or running run; the points already computed are kept (also on disk)."""
-    try:
-        return {"id": run_id, "status": book.cancel_run(r, run_id, store)}
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
-    except book.RunConflict as e:
-        raise HTTPException(status_code=409, detail=str(e)) from None
+    return {"id": run_id, "status": book.cancel_run(r, run_id, store)}
 
 
-@router.delete("/runs/{run_id}", status_code=204, dependencies=[WriteAuth])
+@router.delete(
+    "/runs/{run_id}", status_code=204, responses=responses(404), dependencies=[WriteAuth]
+)
 def delete_run(run_id: str, store: StoreDep, r: RedisDep) -> Response:
     """Delete a run: its Redis state and its stored result document."""
-    try:
-        book.delete_run(r, store, run_id)
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    book.delete_run(r, store, run_id)
     return Response(status_code=204)
 
 
-@router.get("/runs/{run_id}/export", response_model=None)
+@router.get("/runs/{run_id}/export", response_model=None, responses=responses(404))
 def export_run(
     run_id: str, store: StoreDep, r: RedisDep, format: Literal["json", "csv"] = "json"
 ) -> Response:
     """The result document as JSON, or one CSV row per point (index, coords..., metrics...)."""
-    try:
-        doc = book.result_document(r, store, run_id)
-    except book.RunNotFound:
-        raise _not_found(run_id) from None
+    doc = book.result_document(r, store, run_id)
     disposition = {"Content-Disposition": f'attachment; filename="basin-run-{run_id}.{format}"'}
     if format == "csv":
         return PlainTextResponse(book.to_csv(doc), media_type="text/csv", headers=disposition)

@@ -1,0 +1,151 @@
+"""One mapping from exceptions to HTTP answers, registered by ``create_app``.
+
+Routes, uploads and the run bookkeeping raise typed exceptions and let them
+propagate; :data:`STATUS` alone decides the status code, and :func:`problem` writes
+the one body every such answer has::
+
+    {"detail": "<what went wrong>", "error": "<exception type>", "mismatches": [...]}
+
+``mismatches`` (``[{tensor, reason}]``) only for :class:`~basin.errors.IncompatibleCheckpoints`.
+The frontend shows ``detail`` and lists ``mismatches``.
+
+The table is looked up along the exception's MRO, so the most specific entry wins:
+a ``CheckpointNotFound`` is a ``NotFound`` (404) before it is a ``CheckpointError``
+(422). Whether a missing item is the one the URL addresses (404) or one the request
+*carries* (a spec's checkpoint, an upload's ``config=``: invalid input, 422) is
+something only the caller knows; it says so with :func:`carried_references`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from basin.errors import BasinError, IncompatibleCheckpoints
+from service.store import Conflict, NotFound
+
+
+class PayloadTooLarge(BasinError):
+    """A request body (or one form field) over the server's cap (``BASIN_MAX_UPLOAD_BYTES``)."""
+
+
+class InvalidUpload(BasinError):
+    """The request is not a usable upload: empty, no ``file`` field, no such directory."""
+
+
+class UnknownReference(BasinError):
+    """A reference the request carries (a spec's checkpoint or dataset, an upload's
+    ``config=``) names nothing in the store: the input is invalid, no URL is missing."""
+
+
+class FilesUnavailable(Conflict):
+    """A stored item's files are gone or unreadable on the server (e.g. a registered
+    directory was removed): the item exists but cannot be served."""
+
+
+#: Exception type → HTTP status. Looked up along the MRO; anything else is a 500.
+STATUS: dict[type[Exception], int] = {
+    NotFound: 404,  # the run, checkpoint or dataset the URL names (RunNotFound, CheckpointNotFound…)
+    Conflict: 409,  # NameTaken, RunConflict (cancel an ended run), FilesUnavailable
+    PayloadTooLarge: 413,
+    BasinError: 422,  # invalid input: InvalidSpec, CheckpointError, DatasetError,
+    # IncompatibleCheckpoints, UnknownReference, InvalidUpload…
+    redis.exceptions.ConnectionError: 503,
+    redis.exceptions.TimeoutError: 503,
+}
+
+
+def status_for(exc: BaseException) -> int | None:
+    """The status :data:`STATUS` gives ``exc`` (its most specific entry), or ``None``."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return None
+
+
+def problem(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """``(status, body)`` for an exception in :data:`STATUS`."""
+    status = status_for(exc)
+    if status is None:
+        raise LookupError(f"{type(exc).__name__} has no HTTP status") from exc
+    detail = f"Redis is unreachable: {exc}" if isinstance(exc, redis.RedisError) else str(exc)
+    body: dict[str, Any] = {"detail": detail, "error": type(exc).__name__}
+    if isinstance(exc, IncompatibleCheckpoints):
+        body["mismatches"] = [{"tensor": n, "reason": r} for n, r in exc.mismatches]
+    return status, body
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    status, body = problem(exc)
+    return JSONResponse(status_code=status, content=body)
+
+
+def install(app: FastAPI) -> None:
+    """Answer every exception type of :data:`STATUS` with :func:`problem`."""
+    for exc_type in STATUS:
+        app.add_exception_handler(exc_type, _handle)
+
+
+@contextlib.contextmanager
+def carried_references() -> Iterator[None]:
+    """Inside: a store lookup that finds nothing is about a reference the request carries,
+    so it is invalid input (:class:`UnknownReference`, 422), not a missing URL (404)."""
+    try:
+        yield
+    except NotFound as e:
+        raise UnknownReference(str(e)) from e
+
+
+# ---- OpenAPI ------------------------------------------------------------------------------
+
+
+class Mismatch(BaseModel):
+    """One tensor two checkpoints disagree on."""
+
+    tensor: str
+    reason: str
+
+
+class ErrorPublic(BaseModel):
+    """The body of every error answer of :data:`STATUS`."""
+
+    detail: str = Field(description="what went wrong, for people")
+    error: str = Field(description="the exception type, e.g. RunNotFound or InvalidSpec")
+    mismatches: list[Mismatch] | None = Field(
+        None, description="only for IncompatibleCheckpoints: every mismatched tensor"
+    )
+
+
+_WHY = {
+    404: "no such item",
+    409: "the item's state refuses the request",
+    413: "the body is over the size cap",
+    422: "invalid input (spec, references, checkpoints, dataset)",
+    503: "Redis is unreachable",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route that can answer these error statuses."""
+    return {code: {"model": ErrorPublic, "description": _WHY[code]} for code in codes}
+
+
+__all__ = [
+    "STATUS",
+    "ErrorPublic",
+    "FilesUnavailable",
+    "InvalidUpload",
+    "PayloadTooLarge",
+    "UnknownReference",
+    "carried_references",
+    "install",
+    "problem",
+    "responses",
+    "status_for",
+]

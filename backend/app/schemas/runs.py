@@ -1,0 +1,156 @@
+"""Request and response schemas of the runs API: ``RunCreated``, ``RunValidated``,
+``RunPublic`` (one run), ``RunListItem``, ``PointsPage``, ``RunCancelled``.
+
+The create body is :class:`basin.spec.RunSpec` itself, documented but not parsed by
+FastAPI: :func:`basin.spec.parse_spec` parses it so that a bad spec gets Basin's one
+readable ``invalid spec: …`` message (422), the same from ``/runs/validate`` and the
+CLI, instead of FastAPI's list of validation errors. :data:`SPEC_BODY` puts RunSpec's
+schema in the OpenAPI page; :class:`RunValidated` (whose ``spec`` is a RunSpec) is what
+brings that schema into ``components``.
+
+Fields that come from stored result documents stay loose (``dict``) where older
+documents may differ, so a share link keeps answering what it answered before.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from basin.spec import RunSpec
+
+#: OpenAPI text for ``POST /runs`` and ``/runs/validate``: the body is a RunSpec (JSON).
+SPEC_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A RunSpec; checkpoint and dataset references are store ids, "
+        "unique id prefixes or names.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunSpec"}}},
+    }
+}
+
+
+class RunCreated(BaseModel):
+    """A queued run: its id and share link."""
+
+    id: str = Field(description="128 random bits, URL-safe base64: the share link is a capability")
+    url: str = Field(description="the share link, ``<BASIN_PUBLIC_URL>/runs/<id>``")
+
+
+class RunValidated(BaseModel):
+    """A spec that creating would accept, with references rewritten to store ids."""
+
+    ok: Literal[True] = True
+    num_points: int
+    spec: RunSpec = Field(description="the resolved spec: store ids, defaults filled in")
+
+
+class RunCancelled(BaseModel):
+    """The answer to a cancel."""
+
+    id: str
+    status: Literal["cancelled"]
+
+
+class WorkerBrief(BaseModel):
+    """A live worker draining this run."""
+
+    name: str | None
+    device: str | None
+    index: int | None = Field(description="the point it is evaluating, if any")
+
+
+class _RunBrief(BaseModel):
+    """What a list entry and a run's detail share (in the order the API has always sent)."""
+
+    id: str
+    url: str = Field(description="the share link")
+    spec: dict[str, Any] = Field(
+        description="the RunSpec as queued (store ids); a stored document's as written then"
+    )
+    type: str | None = Field(description="the path type, e.g. linear or plane")
+    checkpoints: list[str] = Field(description="every checkpoint of the path, in anchor order")
+    dataset: str | None
+    name: str | None = Field(description="the spec's optional name")
+    names: dict[str, str] = Field(description="store id → the reference as the user wrote it")
+    status: str = Field(description="queued, running, done, failed or cancelled")
+
+
+class RunListItem(_RunBrief):
+    """One run in ``GET /runs`` (newest first)."""
+
+    created: float | None = Field(description="Unix seconds")
+    done: int
+    total: int
+    error: str | None
+
+
+class RunPublic(_RunBrief):
+    """One run: ``GET /runs/{id}``, from Redis while it lives there, else from its document."""
+
+    done: int = Field(description="points recorded")
+    total: int = Field(description="points planned")
+    progress: float = Field(description="done / total")
+    eta_s: float | None = Field(description="seconds left (0 when done; null if unknown)")
+    created: float | str | None = Field(description="Unix seconds")
+    started: float | None
+    finished: float | str | None
+    summary: dict[str, Any] | None = Field(description="barriers, distances… (when done)")
+    anchors: list[dict[str, Any]] = Field(
+        description="the checkpoints' positions: {name, id, coords, step?}"
+    )
+    error: str | None = Field(description="why the run failed")
+    workers: list[WorkerBrief] = Field(description="the live workers draining it")
+    warning: str | None = Field(
+        description="set when the run is queued or running and no worker is alive"
+    )
+    evaluations: int | None = Field(description="points evaluated (not from the point cache)")
+    cached_points: int | None = Field(description="points taken from the cross-run cache")
+    requeued: int = Field(description="leases that expired and were handed out again")
+    timings: dict[str, Any] | None
+    source: Literal["redis", "store"]
+
+
+class PointRecord(BaseModel):
+    """One evaluated grid point."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int = Field(description="flat, row-major for planes: iy * nx + ix")
+    coords: dict[str, float] = Field(description='1D: {"alpha": a}; planes: {"x": x, "y": y}')
+    metrics: dict[str, float | None]
+
+
+class PointsPage(BaseModel):
+    """``GET /runs/{id}/points?after=<cursor>``: the points since the previous page."""
+
+    points: list[PointRecord]
+    cursor: str = Field(
+        description="pass as ``after`` next time; ``store`` when served from the document"
+    )
+    status: str
+    done: int
+    total: int
+    workers: list[str | None] = Field(description="names of the live workers draining the run")
+    warning: str | None = Field(
+        description="set when the run is queued or running and no worker is alive"
+    )
+    reset: bool | None = Field(
+        None,
+        description="only present (true) when a Redis cursor met a run now served from "
+        "disk: replace the points, don't append",
+    )
+
+
+__all__ = [
+    "SPEC_BODY",
+    "PointRecord",
+    "PointsPage",
+    "RunCancelled",
+    "RunCreated",
+    "RunListItem",
+    "RunPublic",
+    "RunValidated",
+    "WorkerBrief",
+]
