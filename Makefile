@@ -36,6 +36,7 @@ demo: install
 test: install system-deps
 	$(BIN)/ruff check basin service backend workers frontend tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: install

@@ -25,9 +25,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from basin.errors import BasinError, InvalidSpec
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class _Progress:
     def __init__(self, total: int, enabled: bool):
         self.total = total
         self.enabled = enabled
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def __call__(self, point: dict[str, Any]) -> None:
         if not self.enabled:

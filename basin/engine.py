@@ -88,8 +88,26 @@ class Landscape:
     Landscape evaluates one point at a time.
     """
 
+    # Set by :meth:`open` (which builds the instance with ``cls()``), read everywhere else.
     spec: RunSpec
+    path: PathType
+    sources: dict[str, CheckpointSource]
+    data: Dataset
+    tokenizer_id: str | None
+    mismatches: list[tuple[str, str]]
+    device: torch.device
+    dtype: torch.dtype
+    precision: str
+    names: list[str]
+    space: ParamSpace
+    axes: list[list[float]]
     anchors: list[Anchor]
+    extra: dict[str, Any]
+    distance: dict[str, Any] | None
+    evaluator: Evaluator
+    load_s: float
+    _order: list[int]
+    _key_base: dict[str, Any]
 
     def __init__(self) -> None:  # use Landscape.open
         self._closed = False
@@ -106,15 +124,15 @@ class Landscape:
         self = cls()
         t0 = time.perf_counter()
         self.spec = spec
-        self.path: PathType = PATHS[spec.path.type](spec.path)
+        self.path = PATHS[spec.path.type](spec.path)
         self.path.validate()
         refs = self.path.refs()
-        self.sources: dict[str, CheckpointSource] = {r: resolver.checkpoint(r) for r in refs}
+        self.sources = {r: resolver.checkpoint(r) for r in refs}
         first = self.sources[refs[0]]
         tok_src = resolver.checkpoint(spec.tokenizer) if spec.tokenizer else None
 
         config = read_config(first.config_dir)
-        self.data: Dataset = load_dataset(
+        self.data = load_dataset(
             resolver.dataset(spec.dataset), spec.task, max_examples=spec.max_examples, seed=spec.seed,
             label2id=label_info(config)[1] if spec.task == "classification" else None,
             num_labels=label_info(config)[0] if spec.task == "classification" else None,
@@ -176,7 +194,7 @@ class Landscape:
             self.distance = distances(a, b, names)
         loaded.clear()
 
-        self.evaluator: Evaluator = EVALUATORS[spec.task](
+        self.evaluator = EVALUATORS[spec.task](
             tokenizer, self.data, model, batch_size=spec.batch_size, max_length=spec.max_length,
             device=self.device, autocast_dtype=autocast,
         )
@@ -272,12 +290,12 @@ class Landscape:
             endpoints = self._off_grid_endpoints(lo, hi)
             curve = list(results) + [{"coords": {"alpha": e["alpha"]}, "metrics": e["metrics"]}
                                      for e in endpoints]
-            out = {"barrier": barriers(curve, self.spec.metrics, lo, hi), "distance": self.distance}
+            out: dict[str, Any] = {"barrier": barriers(curve, self.spec.metrics, lo, hi), "distance": self.distance}
             if endpoints:
                 out["endpoints"] = endpoints
             return out
         mins, maxs = extremes(results, self.spec.metrics)
-        out: dict[str, Any] = {
+        out = {
             "min": mins, "max": maxs,
             "anchors": [{"name": a.name, "coords": dict(a.coords)} for a in self.anchors],
         }

@@ -238,13 +238,18 @@ def line_figure(
             meta="curve",
         )
     )
-    ends = [(a, _value_at([*series, *off_grid], a["alpha"])) for a in anchors[:2]]
-    have_chord = len(ends) == 2 and all(v is not None for _, v in ends)
-    if have_chord:
-        (ea, va), (eb, vb) = ends
+    # ((α, value) of the first anchor, of the second) when both values are known
+    chord_ends: tuple[tuple[float, float], tuple[float, float]] | None = None
+    ends = [(float(a["alpha"]), _value_at([*series, *off_grid], a["alpha"])) for a in anchors[:2]]
+    if len(ends) == 2:
+        (xa, va), (xb, vb) = ends
+        if va is not None and vb is not None:
+            chord_ends = ((xa, va), (xb, vb))
+    if chord_ends is not None:
+        (xa, va), (xb, vb) = chord_ends
         fig.add_trace(
             go.Scatter(
-                x=[ea["alpha"], eb["alpha"]],
+                x=[xa, xb],
                 y=[va * scale, vb * scale],
                 mode="lines",
                 name="chord",
@@ -272,24 +277,25 @@ def line_figure(
                 meta="anchor",
             )
         )
-    barrier = None
+    barrier: tuple[float, float | None] | None = None  # (value, α or None)
     stored = ((result.get("summary") or {}).get("barrier") or {}).get(metric)
     if isinstance(stored, Mapping) and _num(stored.get("value")) is not None:
-        barrier = {"value": float(stored["value"]), "alpha": _num(stored.get("alpha"))}
-    elif have_chord:
-        (ea, va), (eb, vb) = ends
-        barrier = chord_barrier([(a, v) for a, v, _ in series], (ea["alpha"], va), (eb["alpha"], vb),
-                                higher_is_better=_higher_is_better(metric))
+        barrier = (float(stored["value"]), _num(stored.get("alpha")))
+    elif chord_ends is not None:
+        found = chord_barrier([(a, v) for a, v, _ in series], *chord_ends,
+                              higher_is_better=_higher_is_better(metric))
+        if found is not None:
+            barrier = (found["value"], found.get("alpha"))
     if barrier is not None:
+        value, ba = barrier
         entry = _metric(metric)
         unit = f" {entry.delta_unit}" if entry is not None and entry.delta_unit else ""
-        where = f" at α = {barrier['alpha']:.2f}" if barrier.get("alpha") is not None else ""
-        text = f"barrier {barrier['value'] * scale:.3g}{unit}{where}"
-        ba = barrier.get("alpha")
+        where = f" at α = {ba:.2f}" if ba is not None else ""
+        text = f"barrier {value * scale:.3g}{unit}{where}"
         vb_curve = _value_at(series, ba) if ba is not None else None
-        if vb_curve is not None and have_chord:
-            (ea, va), (eb, vb) = ends
-            chord = va + (ba - ea["alpha"]) / (eb["alpha"] - ea["alpha"]) * (vb - va)
+        if ba is not None and vb_curve is not None and chord_ends is not None:
+            (xa, va), (xb, vb) = chord_ends
+            chord = va + (ba - xa) / (xb - xa) * (vb - va)
             fig.add_trace(
                 go.Scatter(
                     x=[ba, ba], y=[chord * scale, vb_curve * scale], mode="lines", name="barrier",

@@ -33,7 +33,7 @@ def order_1d(n: int) -> list[int]:
         return [0]
     out = [0, n - 1]
     seen = set(out)
-    step = n - 1
+    step: float = n - 1  # halved below: a float from then on
     while step > 1:
         half = step / 2
         k = half

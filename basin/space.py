@@ -70,7 +70,7 @@ def select_scope(scope: str, names: Sequence[str]) -> list[str]:
         want = ("lower", "middle", "upper").index(scope)
         out = [
             n for n in names
-            if idx[n] is not None and min(2, int((idx[n] + 0.5) * 3 / nlayers)) == want
+            if (layer := idx[n]) is not None and min(2, int((layer + 0.5) * 3 / nlayers)) == want
         ]
     elif scope == "embeddings":
         out = [n for n in names if layer_index(n) is None and EMBED_RE.search(n)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -27,7 +27,13 @@ from basin.paths.base import FrozenModel
 SCOPE_PRESETS = ("all", "embeddings", "lower", "middle", "upper", "head")
 
 # The ``path`` field: one spec model per registered path type, told apart by ``type``.
-PathSpec = Annotated[Union[tuple(cls.Spec for cls in PATHS.values())], Field(discriminator="type")]  # noqa: UP007 (built at runtime)
+# The union is built from the registry at import, which a static checker cannot follow:
+# to mypy the field is ``Any`` (each path class reads its own ``Spec``'s fields), while
+# pydantic validates against, and the JSON schema shows, the discriminated union.
+if TYPE_CHECKING:
+    PathSpec = Any
+else:
+    PathSpec = Annotated[Union[tuple(cls.Spec for cls in PATHS.values())], Field(discriminator="type")]  # noqa: UP007 (built at runtime)
 
 
 class RunSpec(FrozenModel):

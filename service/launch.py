@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 logger = logging.getLogger(__name__)
 
@@ -243,8 +243,9 @@ def wait_healthy(
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
+                argv = cast("Sequence[str]", p.args)  # spawn() starts it from an argv list
                 raise LaunchError(
-                    f"{' '.join(map(str, p.args[:4]))}... exited with code "
+                    f"{' '.join(map(str, argv[:4]))}... exited with code "
                     f"{p.returncode} (last health: {last})"
                 )
         try:

@@ -506,8 +506,8 @@ class Store:
             raise not_found(f"no {what} reference given")
         if _HEX_RE.match(ref) and len(ref) == 64 and (base / ref / "manifest.json").is_file():
             return base / ref
-        manifests = [(d, self._read_manifest(d)) for d in base.iterdir()]
-        manifests = [(d, m) for d, m in manifests if m is not None]
+        read = [(d, self._read_manifest(d)) for d in base.iterdir()]
+        manifests = [(d, m) for d, m in read if m is not None]
         named = [d for d, m in manifests if m.get("name") == ref]
         if len(named) == 1:
             return named[0]

@@ -8,7 +8,7 @@ from a C×C confusion matrix accumulated on the device.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +17,19 @@ from torch import nn
 from basin.data import Dataset
 from basin.evaluate.base import Evaluator, length_batches, pad
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
 
 class ClassificationEvaluator(Evaluator):
     task = "classification"
 
     def prepare(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int,
                 max_length: int) -> list[dict[str, torch.Tensor]]:
-        self.num_labels = int(model.config.num_labels)
+        cfg = cast("PretrainedConfig", model.config)  # nn.Module.__getattr__ says Tensor | Module
+        if cfg.num_labels is None:  # no id2label: impossible for a classification head (was int(None))
+            raise TypeError("classification model config has no num_labels (id2label unset)")
+        self.num_labels = int(cfg.num_labels)
         texts = data.columns["text"]
         pairs = data.columns.get("text_pair")
         enc = tokenizer(texts, pairs, truncation=True, max_length=max_length) if pairs else tokenizer(

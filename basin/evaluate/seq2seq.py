@@ -7,7 +7,7 @@ teacher forcing (decoder inputs = targets shifted right); perplexity = exp(loss)
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from torch import nn
 from basin.data import Dataset
 from basin.errors import DatasetError
 from basin.evaluate.base import Evaluator, length_batches, pad
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 class Seq2SeqEvaluator(Evaluator):
@@ -28,7 +31,7 @@ class Seq2SeqEvaluator(Evaluator):
         self.num_tokens = sum(len(t) for t in tgt)
         if self.num_tokens == 0:
             raise DatasetError(f"dataset {data.path.name}: every target is empty")
-        cfg = model.config
+        cfg = cast("PretrainedConfig", model.config)  # nn.Module.__getattr__ says Tensor | Module
         start = cfg.decoder_start_token_id
         if start is None:
             start = cfg.pad_token_id if cfg.pad_token_id is not None else 0

@@ -19,6 +19,7 @@ the path modules (spec validation, ``GET /api/meta``, figures) without torch.
 
 from __future__ import annotations
 
+import builtins
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -200,7 +201,7 @@ class PathType(ABC):
 
     type: ClassVar[str]
     ndim: ClassVar[int]
-    Spec: ClassVar[type[FrozenModel]]
+    Spec: ClassVar[builtins.type[FrozenModel]]  # ``builtins.``: ``type`` above is the ClassVar
     ref_fields: ClassVar[tuple[str, ...]]
     ref_literals: ClassVar[frozenset[str]] = frozenset()
     coords: ClassVar[tuple[str, ...]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -17,7 +17,11 @@ def read_points(
 ) -> tuple[list[dict], str | None]:
     """Points in the run's stream strictly after stream id ``after``; returns (points, last id)."""
     start = "-" if after in ("", "-", "0", "0-0") else "(" + after
-    entries = client.xrange(RunKeys(run_id).points, min=start, max="+", count=count)
+    # redis-py types each entry's id and fields Optional; XRANGE gives [(id, {field: value})]
+    entries = cast(
+        "list[tuple[str | bytes, dict[str | bytes, str | bytes]]]",
+        client.xrange(RunKeys(run_id).points, min=start, max="+", count=count),
+    )
     pts = [json.loads(_s(fields.get("point") or fields.get(b"point"))) for _, fields in entries]
     last = _s(entries[-1][0]) if entries else None
     return pts, last
@@ -31,7 +35,7 @@ def heartbeat_ttl(lease_seconds: float) -> int:
 def alive_workers(client: redis.Redis) -> list[dict]:
     """Heartbeats of the workers alive now (their keys have not expired)."""
     names = sorted(client.scan_iter(match=WORKER_PREFIX + "*", count=100))
-    out = []
+    out: list[dict] = []
     if not names:
         return out
     for raw in client.mget(names):

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -50,14 +50,15 @@ class ReapReport:
 
 def seed_active(client: redis.Redis) -> int:
     """Add runs created before ``basin:active`` existed that still need the reaper."""
-    ids = client.zrange(RUNS_KEY, 0, -1, withscores=True)
+    # redis-py types replies as bytes | str; our clients use decode_responses=True
+    ids = cast("list[tuple[str, float]]", client.zrange(RUNS_KEY, 0, -1, withscores=True))
     pipe = client.pipeline()
     for run_id, _ in ids:
         pipe.hmget(RunKeys(run_id).run, ["status", "persist"])
     added = 0
     for (run_id, created), (status, persist) in zip(ids, pipe.execute(), strict=True):
         if status is not None and (status not in TERMINAL or persist):
-            added += client.zadd(ACTIVE_KEY, {run_id: created}, nx=True)
+            added += cast(int, client.zadd(ACTIVE_KEY, {run_id: created}, nx=True))  # NX: a count
     return added
 
 
@@ -71,7 +72,7 @@ def reap(
 ) -> ReapReport:
     """One pass over the active runs (see the module docstring)."""
     out = ReapReport()
-    ids = client.zrange(ACTIVE_KEY, 0, -1)
+    ids = cast("list[str]", client.zrange(ACTIVE_KEY, 0, -1))  # decode_responses=True
     if not ids:
         return out
     alive = alive_workers(client)
