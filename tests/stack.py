@@ -122,6 +122,20 @@ class Stack:
             method, self.base_url + path, headers=headers, timeout=kw.pop("timeout", 60), **kw
         )
 
+    def wait_stored(self, run_id: str, *, timeout: float = 60.0) -> dict:
+        """Wait for an ended run's result document in the store (its writer stores it just
+        after ending the run, or the reaper does); returns the document."""
+        path = self.store / "runs" / f"{run_id}.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                try:
+                    return json.loads(path.read_text())
+                except ValueError:  # caught between the write and the rename: try again
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} was not stored within {timeout:.0f} s")
+
     def wait_run(
         self,
         run_id: str,

@@ -228,7 +228,7 @@ def test_an_engine_error_fails_the_run_with_its_message(stack):
     assert detail["status"] == "failed"
     assert "scope" in detail["error"] and "no_such_param" in detail["error"]
     assert detail["done"] == 0
-    doc = json.loads((stack.store / "runs" / f"{r.json()['id']}.json").read_text())
+    doc = stack.wait_stored(r.json()["id"])
     assert doc["status"] == "failed" and doc["error"] == detail["error"] and doc["points"] == []
     # the workers are still alive and take the next run
     ok = stack.request("POST", "/api/runs", json=linear_spec(points=2, seed=31)).json()["id"]
