@@ -104,6 +104,11 @@ def test_linear_run_from_form_fills_in_live_and_share_link_matches(
     intermediate = [c for c in seen if 0 < c < n]
     assert intermediate, f"the point count never grew gradually: {seen}"
     assert seen == sorted(seen)
+    # the figures are patched after the point store: wait for the drawn curve itself
+    page.wait_for_function(
+        f"(() => {{ const g = document.querySelector('.run-graph .js-plotly-plot');"
+        f" const t = g && g.data && g.data.find(d => d.meta === 'curve');"
+        f" return t && t.x.length === {n}; }})()")
     figs = page.evaluate(GRAPH_DATA)
     assert len(figs) == 2  # loss and accuracy
     curve = next(t for t in figs[0] if t["meta"] == "curve")
