@@ -902,7 +902,7 @@ class Store:
                     "dataset": spec.get("dataset"),
                     "checkpoints": refs_of(path) if isinstance(path, dict) else [],
                     "points": len(doc.get("points") or []),
-                    "status": doc.get("status", "finished"),
+                    "status": doc.get("status", "done"),  # documents before statuses were stored: done
                     "created": doc.get("created")
                     or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat(),
                 }
