@@ -170,9 +170,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
             except BasinError as e:
                 fail_run(queue, str(e), persist)
                 break
-            except Exception as e:
-                logger.exception("run %s failed while evaluating", run_id)
-                fail_run(queue, f"{type(e).__name__}: {e}", persist)
+            except Exception as e:  # a bug or a broken file: say so on the run rather than hang it
+                logger.exception("point %s of run %s failed", source.current, run_id)
+                fail_run(queue, f"point {source.current}: {type(e).__name__}: {e}", persist)
                 break
             evaluated += stats.evaluated
             reused += stats.reused

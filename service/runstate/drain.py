@@ -86,6 +86,7 @@ class LeaseSource:
         self.heartbeat = heartbeat
         self.sleep = sleep
         self.over: str | None = None
+        self.current: int | None = None  # the index in hand (named when a point fails)
 
     def next(self) -> Any | None:
         while True:
@@ -101,6 +102,7 @@ class LeaseSource:
                 return None
             if self.heartbeat is not None:
                 self.heartbeat.working_on(self.queue, lease.index)
+            self.current = lease.index
             return self.point(lease.index)
 
     def release(self, point: Any) -> None:
