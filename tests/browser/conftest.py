@@ -10,6 +10,9 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+#: JS: how many points the first run graph's curve draws (-1 before it is drawn).
+CURVE_POINTS = """() => { const g = document.querySelector('.run-graph .js-plotly-plot');
+  const t = g && g.data && g.data.find(d => d.meta === 'curve'); return t ? t.x.length : -1; }"""
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from tests import factories
-from tests.browser.conftest import ARTIFACTS, hold_runs, release_runs
+from tests.browser.conftest import ARTIFACTS, CURVE_POINTS, hold_runs, release_runs
 
 pytestmark = pytest.mark.browser
 
@@ -105,10 +105,7 @@ def test_linear_run_from_form_fills_in_live_and_share_link_matches(
     assert intermediate, f"the point count never grew gradually: {seen}"
     assert seen == sorted(seen)
     # the figures are patched after the point store: wait for the drawn curve itself
-    page.wait_for_function(
-        f"(() => {{ const g = document.querySelector('.run-graph .js-plotly-plot');"
-        f" const t = g && g.data && g.data.find(d => d.meta === 'curve');"
-        f" return t && t.x.length === {n}; }})()")
+    page.wait_for_function(f"({CURVE_POINTS})() === {n}")
     figs = page.evaluate(GRAPH_DATA)
     assert len(figs) == 2  # loss and accuracy
     curve = next(t for t in figs[0] if t["meta"] == "curve")

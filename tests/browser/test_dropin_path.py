@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.browser.conftest import CURVE_POINTS
 from tests.dropin import dropped_in_path
 from tests.stack import running_stack
 
@@ -63,9 +64,7 @@ def test_the_form_offers_it_and_the_run_page_draws_it(dropin, page, screenshots)
     page.wait_for_url("**/runs/*")
     run_id = page.url.rsplit("/", 1)[-1]
     page.locator("#run-status", has_text="done").wait_for(timeout=120_000)
-    curve = """() => { const g = document.querySelector('.run-graph .js-plotly-plot');
-      const t = g && g.data && g.data.find(d => d.meta === 'curve'); return t ? t.x.length : -1; }"""
-    page.wait_for_function(f"({curve})() === 5")
+    page.wait_for_function(f"({CURVE_POINTS})() === 5")
     page.screenshot(path=str(screenshots / "run-dropin-path.png"), full_page=True)
     doc = stack.request("GET", f"/api/runs/{run_id}").json()
     assert doc["spec"]["path"]["type"] == new_type and doc["status"] == "done"

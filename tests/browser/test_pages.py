@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests import factories
+from tests.browser.conftest import CURVE_POINTS
 
 pytestmark = pytest.mark.browser
 
@@ -177,9 +178,7 @@ def test_finished_run_shows_full_still_progress_and_named_spec(stack, store_fami
     assert f"a: {store_family['ft_a']}  # ft_a" in spec, spec
     assert f"b: {store_family['ft_b']}  # ft_b" in spec, spec
     assert f"dataset: {store_family['data']}  # eval.csv" in spec, spec
-    curve = """() => { const g = document.querySelector('.run-graph .js-plotly-plot');
-      const t = g && g.data && g.data.find(d => d.meta === 'curve'); return t ? t.x.length : -1; }"""
-    page.wait_for_function(f"({curve})() === 9")
+    page.wait_for_function(f"({CURVE_POINTS})() === 9")
     page.screenshot(path=str(screenshots / "run-done.png"), full_page=True)
     # reloaded after the run: the same still, full bar
     page.reload()

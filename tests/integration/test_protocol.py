@@ -144,3 +144,38 @@ def test_a_run_deleted_while_it_is_stored_is_not_resurrected(make_run, tmp_path)
 
     assert persist_run(q.r, DeletingStore(), q.keys.id) is False
     assert store.load_run(q.keys.id) is None
+
+
+def _script(q) -> list:
+    """One scenario of protocol steps whose answers do not depend on time; returns them."""
+    out: list = []
+    i0 = q.lease(30).index
+    i1 = q.lease(30).index
+    out += [i0, i1, q.lease(30).leases_left]
+    out.append(q.record(i0, point(i0), worker="w", cached=False))
+    out.append(q.record(i0, point(i0), worker="w2", cached=True))  # a duplicate
+    out.append(q.claim_finish("early", 5))  # a point is still leased
+    out.append(q.record(i1, point(i1), worker="w", cached=True))
+    out.append(q.lease(30).index)  # nothing left
+    out.append(q.claim_finish("f1", 5))
+    out.append(q.claim_finish("f2", 5))  # held by f1
+    out.append(q.end("cancelled").status)  # refused: f1 is finishing
+    out.append(q.end("done", token="f2").ok)
+    out.append(q.end("done", token="f1").ok)
+    out.append(q.end("failed").status)
+    out.append(q.record(i1, point(i1), worker="late", cached=False))
+    out.append(q.lease(30).status)
+    info = q.info()
+    out.append({k: info.get(k) for k in ("status", "done", "cached", "evaluations", "persist")})
+    out.append([p["index"] for p in q.points()])
+    return out
+
+
+def test_the_in_memory_protocol_answers_as_the_lua_scripts_do(make_run):
+    """``MemoryRunQueue`` stands in for Redis in the drive-loop unit tests: the same steps
+    must get the same answers from both, or those tests prove nothing about the real one."""
+    from service.runstate.memory import MemoryRunState
+
+    redis_answers = _script(make_run(2))
+    memory_answers = _script(MemoryRunState().create("m", {}, [0, 1]))
+    assert memory_answers == redis_answers
