@@ -39,10 +39,10 @@ from basin.drive import ListSink, ListSource, drive
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
+from basin.groups import ModelGroups, model_groups, out_axis
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
 from basin.resolve import CheckpointSource, Resolver
-from basin.groups import ModelGroups, model_groups, out_axis
 from basin.space import (
     ParamSpace,
     key_mapper,
@@ -56,7 +56,9 @@ from basin.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
-KEY_VERSION = 1
+#: Bumped whenever the numbers a point gets change for the same spec (2: fp32 basis, per-neuron
+#: Conv1D filters, canonical draw order, config padding), so stale cached points are not reused.
+KEY_VERSION = 2
 _FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -280,14 +282,20 @@ class Landscape:
             "dtype": s.dtype,
             "precision": self.precision,
             "tokenizer": self.tokenizer_id,
+            # fp32 results do not depend on the batch size beyond rounding (~1e-7): padding is
+            # masked and decoder classifiers pad with config.pad_token_id. In low precision the
+            # padded shapes change the rounding visibly, so the batch size is part of the key.
+            "batch_size": s.batch_size if self.precision != "float32" else None,
         }
 
     def point_key(self, point: Point | dict[str, float]) -> str:
-        """sha256 hex of everything that determines a point's metrics (not batch size / device).
+        """sha256 hex of everything that determines a point's metrics (not the device).
 
-        Equal keys ⇒ equal metrics: checkpoint ids by role, path parameters that change
-        the point, coordinates, dataset sha256, task, metrics, max_examples, max_length,
-        seed, scope, on_mismatch, dtype and effective precision, tokenizer.
+        Equal keys ⇒ equal metrics: key version, checkpoint ids by role (their configs fix
+        the model class and padding id), path parameters that change the point, coordinates,
+        dataset sha256, task, metrics, max_examples, max_length, seed, scope, on_mismatch,
+        dtype and effective precision, tokenizer, and the batch size when the precision is
+        not fp32 (in fp32 results are batch-independent up to rounding).
         """
         coords = point.coords if isinstance(point, Point) else point
         doc = dict(self._key_base, coords={k: float(v).hex() for k, v in sorted(coords.items())})

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -158,8 +159,10 @@ def model_groups(model: nn.Module) -> ModelGroups:
     def paths(mod: object) -> list[str]:
         return paths_of.get(id(mod), []) if isinstance(mod, nn.Module) else []
 
-    inp = paths(model.get_input_embeddings()) if hasattr(model, "get_input_embeddings") else []
-    out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_in: Any = getattr(model, "get_input_embeddings", None)  # PreTrainedModel methods
+    get_out: Any = getattr(model, "get_output_embeddings", None)
+    inp = paths(get_in()) if callable(get_in) else []
+    out_emb = get_out() if callable(get_out) else None
     head_roots = list(paths(out_emb))
     if base:
         head_roots += [name for name, _ in model.named_children() if name != base.split(".")[0]]

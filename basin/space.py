@@ -140,7 +140,11 @@ def key_mapper(model: nn.Module) -> Callable[[Iterable[str]], dict[str, str]]:
         canon[name] = first.setdefault(id(t), name)
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+        from transformers.core_model_loading import (
+            WeightConverter,
+            WeightRenaming,
+            rename_source_key,
+        )
     except ImportError:  # transformers < 5: key renaming by base-model prefix only
         def by_prefix(keys: Iterable[str]) -> dict[str, str]:
             return {k: canon.get(n, n) for k in keys for n in [_prefixed(k, prefix, meta)]}
