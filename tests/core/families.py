@@ -267,7 +267,7 @@ def build_family(fam: Family, root: Path) -> dict[str, Path]:
     # the same model as a .bin (every alias of a tied tensor stored) and as shards
     out["A_bin"] = root / "A_bin"
     out["A_bin"].mkdir()
-    torch.save({k: v.clone() for k, v in a.state_dict().items()}, out["A_bin"] / "pytorch_model.bin")
+    torch.save(a.state_dict(), out["A_bin"] / "pytorch_model.bin")  # tied aliases share storage
     for f in (out["A"]).iterdir():
         if f.suffix == ".json" and f.name != "model.safetensors.index.json":
             shutil.copy(f, out["A_bin"] / f.name)

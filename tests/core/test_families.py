@@ -128,7 +128,12 @@ def test_one_seed_gives_one_plane_whatever_the_file_layout(fam):
 
 
 def test_files_store_the_names_transformers_saves(fam):
+    from basin.checkpoints import inspect_checkpoint
+
     f, dirs = fam
+    # one model, three layouts: the same parameter count (a .bin's tied aliases counted once)
+    counts = {c: inspect_checkpoint(dirs[c]).num_parameters for c in ("A", "A_bin", "A_sharded")}
+    assert len(set(counts.values())) == 1, counts
     if f.name == "gpt_neox":  # save_pretrained writes the head as embed_out; Basin loads it as lm_head
         from basin.checkpoints import tensor_meta
 
