@@ -233,7 +233,8 @@ class ParamSpace:
 
     ``names`` are the movable tensors (one name per underlying tensor, so a tied
     ``lm_head``/``wte`` pair is written once); ``live[i]`` is the model's tensor
-    for ``names[i]``. Device memory: the live model + origin + K directions.
+    for ``names[i]``. Device memory: the live model + origin + K directions (fp32), plus
+    one fp32 scratch copy of the movable tensors when the model is in bf16 / fp16.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
