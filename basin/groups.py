@@ -3,8 +3,8 @@
 Every tensor of a built model (parameters and buffers, every alias of a tied tensor)
 gets one :class:`Group`, found from the modules that hold it — never from name patterns:
 
-- **stacks**: each outermost ``nn.ModuleList`` whose items hold parameters is a stack of
-  blocks (BERT ``encoder.layer``, GPT-2 ``h``, Llama/GPT-NeoX ``layers``, MPT ``blocks``,
+- **stacks**: each outermost ``nn.ModuleList`` whose items hold parameters (inside the
+  base model, for a task model) is a stack of blocks (BERT ``encoder.layer``, GPT-2 ``h``, Llama/GPT-NeoX ``layers``, MPT ``blocks``,
   T5 ``encoder.block`` and ``decoder.block``, BART ``encoder.layers`` and
   ``decoder.layers``). Encoder and decoder stacks are kept apart. A stack's *name* is
   ``encoder`` or ``decoder`` when its module path says so, otherwise its path below the
@@ -148,8 +148,9 @@ def _under(path: str, roots: Iterable[str]) -> bool:
 
 def model_groups(model: nn.Module) -> ModelGroups:
     """The group of every parameter and buffer name of ``model`` (tied aliases included)."""
-    stacks = _stacks(model)
     base = _base_path(model)
+    # a task model's stacks live in its base model (a ModuleList of heads is not a stack)
+    stacks = {p: m for p, m in _stacks(model).items() if not base or _under(p, [base])}
     stack_names = _stack_names(stacks, base)
 
     paths_of: dict[int, list[str]] = {}
