@@ -225,15 +225,25 @@ def inspect_checkpoint(
 ) -> CheckpointInfo:
     """Describe a checkpoint without loading its weights.
 
-    ``num_parameters`` counts the elements of every floating tensor stored (tied
-    weights are stored once); ``dtype`` is the most common floating dtype;
-    ``num_labels`` is set for sequence-classification architectures.
+    ``num_parameters`` counts the elements of every floating tensor stored, each
+    tensor once (safetensors store tied weights once; a ``.bin`` that stores both
+    aliases of a tied tensor shares their storage, counted once); ``dtype`` is the
+    most common floating dtype; ``num_labels`` is set for sequence-classification
+    architectures.
     """
     s = path if isinstance(path, CheckpointSource) else CheckpointSource.from_path(path, config_dir)
     cfg = read_config(s.config_dir)
-    fmt, _ = weight_files(s)
+    fmt, files = weight_files(s)
     meta = tensor_meta(s)
     floats = {k: v for k, v in meta.items() if v[1] in _FLOAT_NAMES}
+    if fmt == "bin":  # aliases of one tensor share storage, offset and shape
+        seen: set[tuple[int, int, tuple[int, ...]]] = set()
+        for f in files:
+            for k, t in _load_bin(f, mmap=True).items():
+                ident = (t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape))
+                if ident in seen:
+                    floats.pop(k, None)
+                seen.add(ident)
     counts: Counter[str] = Counter()
     nparams = 0
     for shape, dt in floats.values():

@@ -39,15 +39,26 @@ from basin.drive import ListSink, ListSource, drive
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
+from basin.groups import ModelGroups, model_groups, out_axis
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
 from basin.resolve import CheckpointSource, Resolver
-from basin.space import ParamSpace, build_model, live_tensors, select_scope
+from basin.space import (
+    ParamSpace,
+    key_mapper,
+    live_tensors,
+    load_weights,
+    make_model,
+    rename,
+    select_scope,
+)
 from basin.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
-KEY_VERSION = 1
+#: Bumped whenever the numbers a point gets change for the same spec (2: fp32 basis, per-neuron
+#: Conv1D filters, canonical draw order, config padding), so stale cached points are not reused.
+KEY_VERSION = 2
 _FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -99,6 +110,7 @@ class Landscape:
     dtype: torch.dtype
     precision: str
     names: list[str]
+    groups: ModelGroups
     space: ParamSpace
     axes: list[list[float]]
     anchors: list[Anchor]
@@ -143,7 +155,14 @@ class Landscape:
         tokenizer = load_tokenizer([d for d in tok_dirs if d.is_dir()])
         self.tokenizer_id = tok_src.id if tok_src else None
 
-        metas = [(self.sources[r].id, tensor_meta(self.sources[r])) for r in refs]
+        # the model first (config only): its module tree names the groups, and its own
+        # loading rules rename every file's keys (embed_out → lm_head, tied aliases → one name)
+        model = make_model(spec.task, first.config_dir)
+        to_model = key_mapper(model)
+        metas = []
+        for r in refs:
+            raw = tensor_meta(self.sources[r])
+            metas.append((self.sources[r].id, rename(raw, to_model(raw))))
         mismatches = compare_meta(metas)
         if mismatches and spec.on_mismatch == "error":
             raise IncompatibleCheckpoints(mismatch_message(mismatches), mismatches)
@@ -158,27 +177,28 @@ class Landscape:
         def load(ref: str) -> dict[str, torch.Tensor]:
             if ref not in loaded:
                 src = self.sources[ref]
-                loaded[ref] = cache.get(src) if cache is not None else load_state_dict(src)
+                sd = cache.get(src) if cache is not None else load_state_dict(src)
+                loaded[ref] = rename(sd, to_model(sd))
             return loaded[ref]
 
         sd0 = load(refs[0])
-        model = build_model(spec.task, first.config_dir, sd0)
+        load_weights(model, sd0, spec.task)
+        self.groups = model_groups(model)
+        axes_out = out_axis(model)
         model.to(device=self.device, dtype=self.dtype)
         live = live_tensors(model)
-        # one name per underlying tensor: tied aliases (lm_head / wte) share storage
-        by_ptr: dict[tuple[int, tuple[int, ...]], str] = {}
-        uniq = []
-        for k, t in sd0.items():
-            if k in held or k not in live or t.dtype not in _FLOAT or not live[k].is_floating_point():
-                continue
-            ptr = (live[k].data_ptr(), tuple(live[k].shape))
-            if ptr not in by_ptr:
-                by_ptr[ptr] = k
-                uniq.append(k)
-        self.names = select_scope(spec.scope, uniq)
+        # canonical names (one per underlying tensor), in the model's order
+        canonical = [k for k, _ in model.named_parameters()] + [k for k, _ in model.named_buffers()]
+        uniq = [
+            k for k in canonical
+            if k in sd0 and k not in held and sd0[k].dtype in _FLOAT and live[k].is_floating_point()
+        ]
+        self.names = select_scope(spec.scope, uniq, self.groups)
         self.space = ParamSpace(model, self.names)
 
-        ctx = BuildContext(names=self.names, device=self.device, dtype=self.dtype, load=load)
+        # the basis stays fp32 whatever the model's dtype (ParamSpace casts once per point)
+        ctx = BuildContext(names=self.names, device=self.device, dtype=torch.float32, load=load,
+                           out_axes={n: axes_out[n] for n in self.names if n in axes_out})
         built = self.path.build(ctx)
         self.space.set_basis(built.origin, built.directions)
         self.axes = built.axes
@@ -191,7 +211,7 @@ class Landscape:
         if ends is not None:
             a, b = load(ends[0]), load(ends[1])
             names = [k for k in uniq if k in b and b[k].shape == a[k].shape]
-            self.distance = distances(a, b, names)
+            self.distance = distances(a, b, names, groups=self.groups)
         loaded.clear()
 
         self.evaluator = EVALUATORS[spec.task](
@@ -262,14 +282,20 @@ class Landscape:
             "dtype": s.dtype,
             "precision": self.precision,
             "tokenizer": self.tokenizer_id,
+            # fp32 results do not depend on the batch size beyond rounding (~1e-7): padding is
+            # masked and decoder classifiers pad with config.pad_token_id. In low precision the
+            # padded shapes change the rounding visibly, so the batch size is part of the key.
+            "batch_size": s.batch_size if self.precision != "float32" else None,
         }
 
     def point_key(self, point: Point | dict[str, float]) -> str:
-        """sha256 hex of everything that determines a point's metrics (not batch size / device).
+        """sha256 hex of everything that determines a point's metrics (not the device).
 
-        Equal keys ⇒ equal metrics: checkpoint ids by role, path parameters that change
-        the point, coordinates, dataset sha256, task, metrics, max_examples, max_length,
-        seed, scope, on_mismatch, dtype and effective precision, tokenizer.
+        Equal keys ⇒ equal metrics: key version, checkpoint ids by role (their configs fix
+        the model class and padding id), path parameters that change the point, coordinates,
+        dataset sha256, task, metrics, max_examples, max_length, seed, scope, on_mismatch,
+        dtype and effective precision, tokenizer, and the batch size when the precision is
+        not fp32 (in fp32 results are batch-independent up to rounding).
         """
         coords = point.coords if isinstance(point, Point) else point
         doc = dict(self._key_base, coords={k: float(v).hex() for k, v in sorted(coords.items())})

@@ -32,7 +32,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from basin.analysis.barrier import chord_barrier
+from basin.analysis.barrier import barrier_label, chord_barrier
 from basin.metrics import metric as _metric
 from basin.paths import PATHS, refs_of
 from basin.paths import is_1d as _type_is_1d
@@ -211,7 +211,9 @@ def line_figure(
     straight line between the endpoints' values, when both are evaluated), one marker
     trace per anchor (``meta="anchor"``, text = checkpoint name), ``barrier`` (a dotted
     vertical segment from the chord to the curve at the barrier's α). The barrier
-    annotation reads e.g. ``barrier 0.123 nats at α = 0.50``; it comes from
+    annotation reads e.g. ``barrier 0.123 nats at α = 0.50`` (``partial-range barrier (chord
+    α = 0.2 → 0.6) …`` when the range excludes α = 0 or 1 and the chord joins the range's
+    ends instead of the checkpoints); it comes from
     ``summary.barrier[metric]`` when present, else
     :func:`basin.analysis.barrier.chord_barrier` on the points between the endpoints.
     Accuracy / F1 are drawn in percent.
@@ -278,20 +280,23 @@ def line_figure(
             )
         )
     barrier: tuple[float, float | None] | None = None  # (value, α or None)
+    what = "barrier"
     stored = ((result.get("summary") or {}).get("barrier") or {}).get(metric)
     if isinstance(stored, Mapping) and _num(stored.get("value")) is not None:
         barrier = (float(stored["value"]), _num(stored.get("alpha")))
+        what = barrier_label(dict(stored))  # "partial-range barrier (...)" when the range excludes 0 or 1
     elif chord_ends is not None:
         found = chord_barrier([(a, v) for a, v, _ in series], *chord_ends,
                               higher_is_better=_higher_is_better(metric))
         if found is not None:
             barrier = (found["value"], found.get("alpha"))
+            what = barrier_label({"start": chord_ends[0][0], "end": chord_ends[1][0]})
     if barrier is not None:
         value, ba = barrier
         entry = _metric(metric)
         unit = f" {entry.delta_unit}" if entry is not None and entry.delta_unit else ""
         where = f" at α = {ba:.2f}" if ba is not None else ""
-        text = f"barrier {value * scale:.3g}{unit}{where}"
+        text = f"{what} {value * scale:.3g}{unit}{where}"
         vb_curve = _value_at(series, ba) if ba is not None else None
         if ba is not None and vb_curve is not None and chord_ends is not None:
             (xa, va), (xb, vb) = chord_ends

@@ -13,7 +13,7 @@ from typing import Any
 from basin.metrics import METRICS, TASKS, default_metrics, task_metrics
 from basin.paths import PATHS
 from basin.paths.base import PathType
-from basin.spec import SCOPE_PRESETS
+from basin.spec import SCOPE_HELP, SCOPE_PRESETS
 
 
 def path_meta(cls: type[PathType]) -> dict[str, Any]:
@@ -45,7 +45,9 @@ def meta() -> dict[str, Any]:
 
     ``paths`` in the form's order (:func:`path_meta` each); ``tasks``:
     ``{task: {metrics, default_metrics}}``; ``metrics``: ``{name: {label, unit, axis_title,
-    higher_is_better, percent, tasks}}``; ``scope_presets``: the named parameter scopes.
+    higher_is_better, percent, tasks}}``; ``scope_presets``: the named parameter scopes
+    (module-tree groups, thirds of every stack, ``encoder.*``/``decoder.*`` thirds);
+    ``scope_help``: one paragraph saying what each names (stacks, regexes).
     """
     return {
         "paths": [path_meta(cls) for cls in PATHS.values()],
@@ -61,6 +63,7 @@ def meta() -> dict[str, Any]:
             for m in METRICS.values()
         },
         "scope_presets": list(SCOPE_PRESETS),
+        "scope_help": SCOPE_HELP,
     }
 
 

@@ -20,6 +20,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
 
+from basin.analysis.barrier import barrier_label
+
 logger = logging.getLogger(__name__)
 
 _CSS = """
@@ -97,7 +99,7 @@ def summarize(result: dict[str, Any]) -> str:
             text += f"; endpoints {_fmt(ordered[0][0])} → {_fmt(ordered[-1][0])}"
             b = (summary.get("barrier") or {}).get(m)
             if isinstance(b, dict) and "value" in b:
-                text += f"; barrier {_fmt(b['value'])}"
+                text += f"; {barrier_label(b)} {_fmt(b['value'])}"
                 if "alpha" in b:
                     text += f" at alpha={_fmt(b['alpha'])}"
         parts.append(text + ".")

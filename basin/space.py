@@ -11,29 +11,31 @@ no ``.to()`` per point. Tensors outside the run's *scope* (and mismatched tensor
 held by ``on_mismatch: hold``) are never written: they keep the values of the
 checkpoint the model was built from.
 
-Scope: ``all``; presets ``embeddings``, ``lower``/``middle``/``upper`` thirds of
-the transformer layers, ``head`` (neither embeddings nor a layer); or a regex
-searched in parameter names.
+Precision: the basis is always fp32. A low-precision model (``dtype: bfloat16`` /
+``float16``) gets θ(c) computed in an fp32 scratch list and cast once into its tensors,
+so the path is exact up to that final cast.
+
+Scope: ``all``; the groups of :mod:`basin.groups` (``embeddings``, ``head``, ``rest``),
+``lower``/``middle``/``upper`` thirds of every stack of blocks, ``<stack>.<third>``
+(``encoder.upper``) or ``<stack>``; or a regex searched in parameter names.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from basin.errors import CheckpointError, InvalidSpec
+from basin.groups import THIRDS, Group, ModelGroups
 
 logger = logging.getLogger(__name__)
-
-#: ``layer.3.`` / ``layers.3.`` / ``h.3.`` / ``block.3.`` — the leftmost match is the layer
-#: (T5's ``block.3.layer.1.`` is block 3).
-LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
-EMBED_RE = re.compile(r"embed|(?:^|\.)(?:wte|wpe|shared)\.")
+T = TypeVar("T")
 
 TASK_AUTO_CLASSES = {
     "classification": "AutoModelForSequenceClassification",
@@ -41,41 +43,38 @@ TASK_AUTO_CLASSES = {
     "seq2seq": "AutoModelForSeq2SeqLM",
 }
 
-
-def layer_index(name: str) -> int | None:
-    """Transformer layer index in a parameter name, or ``None`` (embeddings, head...)."""
-    m = LAYER_RE.search(name)
-    return int(m.group(1)) if m else None
+#: Named scopes: ``all``, the groups of :mod:`basin.groups`, and thirds of every stack.
+PRESETS = ("all", "embeddings", "lower", "middle", "upper", "head", "rest")
 
 
-def param_group(name: str) -> str:
-    """``"embeddings"``, ``"layer N"`` or ``"head"`` — the unit of per-layer summaries."""
-    i = layer_index(name)
-    if i is not None:
-        return f"layer {i}"
-    return "embeddings" if EMBED_RE.search(name) else "head"
+def _scope_help(groups: ModelGroups | None, names: Sequence[str]) -> str:
+    stacks = list(groups.stacks) if groups is not None else []
+    with_stacks = [f"{s}.{t}" for s in stacks for t in THIRDS] + stacks
+    return (
+        f"presets: {', '.join(PRESETS)}"
+        + (f"; this model's stacks: {', '.join(with_stacks)}" if with_stacks else "")
+        + f"; or a regex over names such as {list(names)[:3]}"
+    )
 
 
-def select_scope(scope: str, names: Sequence[str]) -> list[str]:
+def select_scope(scope: str, names: Sequence[str], groups: ModelGroups | None = None) -> list[str]:
     """The names (in the given order) that a scope moves; :class:`InvalidSpec` when none.
 
-    Thirds: with ``n`` layers, layer ``i`` is in third ``min(2, ⌊(i + ½)·3 / n⌋)``
-    (12 layers → 0–3 / 4–7 / 8–11; 2 layers → lower / upper).
+    Named scopes read the model's groups (:func:`basin.groups.model_groups`):
+    ``embeddings``, ``head``, ``rest``; ``lower``/``middle``/``upper`` take that third of
+    *every* stack (block ``i`` of ``n`` is in third ``min(2, ⌊(i + ½)·3/n⌋)``: 12 blocks →
+    0–3 / 4–7 / 8–11; 2 blocks → lower / upper); ``<stack>.<third>`` (``encoder.upper``,
+    ``decoder.lower``) one stack's third; ``<stack>`` a whole stack. Anything else is a
+    regex searched in the names.
     """
+    stacks = groups.stacks if groups is not None else {}
+    stack, _, third = scope.rpartition(".")
     if scope == "all":
         out = list(names)
-    elif scope in ("lower", "middle", "upper"):
-        idx = {n: layer_index(n) for n in names}
-        nlayers = max((i for i in idx.values() if i is not None), default=-1) + 1
-        want = ("lower", "middle", "upper").index(scope)
-        out = [
-            n for n in names
-            if (layer := idx[n]) is not None and min(2, int((layer + 0.5) * 3 / nlayers)) == want
-        ]
-    elif scope == "embeddings":
-        out = [n for n in names if layer_index(n) is None and EMBED_RE.search(n)]
-    elif scope == "head":
-        out = [n for n in names if layer_index(n) is None and not EMBED_RE.search(n)]
+    elif scope in PRESETS or scope in stacks or (stack in stacks and third in THIRDS):
+        if groups is None:
+            raise InvalidSpec(f"scope {scope!r} needs the model's parameter groups")
+        out = [n for n in names if (g := groups.get(n)) is not None and _in_scope(scope, g, stacks)]
     else:
         try:
             rx = re.compile(scope)
@@ -83,20 +82,25 @@ def select_scope(scope: str, names: Sequence[str]) -> list[str]:
             raise InvalidSpec(f"scope {scope!r} is neither a preset nor a valid regex: {e}") from None
         out = [n for n in names if rx.search(n)]
     if not out:
-        raise InvalidSpec(
-            f"scope {scope!r} matches no parameter that can move "
-            f"(presets: all, embeddings, lower, middle, upper, head; or a regex over names "
-            f"such as {list(names)[:3]})"
-        )
+        raise InvalidSpec(f"scope {scope!r} matches no parameter that can move ({_scope_help(groups, names)})")
     return out
 
 
-def build_model(task: str, config_dir: Path, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """One model from ``config_dir``'s config for ``task``, loaded with ``state_dict`` (CPU, fp32).
+def _in_scope(scope: str, g: Group, stacks: Mapping[str, int]) -> bool:
+    if scope in ("embeddings", "head", "rest"):
+        return g.kind == scope
+    if g.kind != "block":
+        return False
+    if scope in THIRDS:
+        return g.third == scope
+    if scope in stacks:
+        return g.stack == scope
+    stack, _, third = scope.rpartition(".")
+    return g.stack == stack and g.third == third
 
-    Built with ``AutoModelFor*.from_config`` + ``load_state_dict``; raises
-    :class:`CheckpointError` when a parameter (not tied to a loaded one) is missing.
-    """
+
+def make_model(task: str, config_dir: Path) -> nn.Module:
+    """A model from ``config_dir``'s config for ``task`` (random init, CPU, fp32, eval mode)."""
     import transformers
 
     try:
@@ -111,20 +115,106 @@ def build_model(task: str, config_dir: Path, state_dict: Mapping[str, torch.Tens
             f"a {config.model_type} checkpoint cannot be used for task {task!r}: {str(e).splitlines()[0]}"
         ) from None
     model = model.float()
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def key_mapper(model: nn.Module) -> Callable[[Iterable[str]], dict[str, str]]:
+    """A function: stored tensor names → the model's *canonical* names for them.
+
+    Renames as ``from_pretrained`` does, with ``transformers``' own loading rules: the
+    model's registered checkpoint conversions (GPT-NeoX ``embed_out`` → ``lm_head``,
+    legacy ``gamma``/``beta``) and the base-model prefix added or stripped (a
+    ``BertModel`` file in a ``BertFor…`` model). Tied aliases then map to one canonical
+    name (the first the model lists for that tensor), so a file storing ``lm_head.weight``
+    and one storing ``transformer.wte.weight`` give the same name. A key that needs a
+    tensor *conversion* (fusing or splitting tensors) is refused with
+    :class:`CheckpointError`: Basin mixes stored tensors only. Unknown keys keep their name.
+    """
+    meta = model.state_dict(keep_vars=True)
+    prefix = getattr(model, "base_model_prefix", None) or None
+    canon: dict[str, str] = {}
+    first: dict[int, str] = {}
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        canon[name] = first.setdefault(id(t), name)
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import (
+            WeightConverter,
+            WeightRenaming,
+            rename_source_key,
+        )
+    except ImportError:  # transformers < 5: key renaming by base-model prefix only
+        def by_prefix(keys: Iterable[str]) -> dict[str, str]:
+            return {k: canon.get(n, n) for k in keys for n in [_prefixed(k, prefix, meta)]}
+        return by_prefix
+    mapping = get_model_conversion_mapping(model)  # type: ignore[arg-type]
+    renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
+    converters = [m for m in mapping if isinstance(m, WeightConverter)]
+
+    def rename_keys(keys: Iterable[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k in keys:
+            new, pattern = rename_source_key(k, renamings, converters, prefix, meta)
+            if new not in meta and k in meta:
+                new, pattern = rename_source_key(k, [], [], prefix, meta)
+            if pattern is not None:
+                raise CheckpointError(
+                    f"tensor {k!r} must be converted (not only renamed) to load into "
+                    f"{type(model).__name__}; Basin mixes stored tensors only"
+                )
+            out[k] = canon.get(new, new)
+        return out
+
+    return rename_keys
+
+
+def _prefixed(k: str, prefix: str | None, meta: Mapping[str, object]) -> str:
+    if k in meta or not prefix:
+        return k
+    if k.startswith(prefix + ".") and k[len(prefix) + 1:] in meta:
+        return k[len(prefix) + 1:]
+    if f"{prefix}.{k}" in meta:
+        return f"{prefix}.{k}"
+    return k
+
+
+def rename(sd: Mapping[str, T], names: Mapping[str, str]) -> dict[str, T]:
+    """``sd`` under the model's names (the same values, no copy); of two keys with one
+    canonical name (a tied pair stored twice) the first is kept."""
+    out: dict[str, T] = {}
+    for k, t in sd.items():
+        out.setdefault(names.get(k, k), t)
+    return out
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], task: str = "") -> None:
+    """Load a state dict (already under the model's names) into ``model``.
+
+    Raises :class:`CheckpointError` when a parameter (not tied to a loaded one) is missing.
+    """
     result = model.load_state_dict(dict(state_dict), strict=False)
     by_name = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(by_name[k]) for k in state_dict if k in by_name}
     missing = [k for k in result.missing_keys if k in by_name and id(by_name[k]) not in loaded]
     if missing:
         raise CheckpointError(
-            f"checkpoint does not fit its config for task {task!r}: {len(missing)} parameter(s) "
-            f"missing, e.g. {missing[:5]}"
+            f"checkpoint does not fit its config{f' for task {task!r}' if task else ''}: "
+            f"{len(missing)} parameter(s) missing, e.g. {missing[:5]}"
         )
     if result.unexpected_keys:
         logger.warning("ignoring %d tensors the model does not have, e.g. %s",
                        len(result.unexpected_keys), result.unexpected_keys[:3])
-    model.eval()
-    model.requires_grad_(False)
+
+
+def build_model(task: str, config_dir: Path, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """One model from ``config_dir``'s config for ``task``, loaded with ``state_dict`` (CPU, fp32).
+
+    Stored names are renamed as ``from_pretrained`` renames them (:func:`key_mapper`).
+    """
+    model = make_model(task, config_dir)
+    load_weights(model, rename(state_dict, key_mapper(model)(state_dict)), task)
     return model
 
 
@@ -143,7 +233,8 @@ class ParamSpace:
 
     ``names`` are the movable tensors (one name per underlying tensor, so a tied
     ``lm_head``/``wte`` pair is written once); ``live[i]`` is the model's tensor
-    for ``names[i]``. Device memory: the live model + origin + K directions.
+    for ``names[i]``. Device memory: the live model + origin + K directions (fp32), plus
+    one fp32 scratch copy of the movable tensors when the model is in bf16 / fp16.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
@@ -153,27 +244,37 @@ class ParamSpace:
         self.live: list[torch.Tensor] = [by_name[n] for n in self.names]
         self.origin: list[torch.Tensor] = []
         self.directions: list[list[torch.Tensor]] = []
+        self._scratch: list[torch.Tensor] | None = None
 
     def set_basis(self, origin: list[torch.Tensor], directions: list[list[torch.Tensor]]) -> None:
-        """Install θ₀ and d₁…d_K: each a list aligned with :attr:`names`, live shape/dtype/device."""
+        """Install θ₀ and d₁…d_K: each a list aligned with :attr:`names`, live shape and device.
+
+        Basis tensors are fp32 (or the live dtype); a live model in another dtype gets an
+        fp32 scratch list in which each point is computed before one cast into the model.
+        """
         for i, (o, t) in enumerate(zip(origin, self.live, strict=True)):
-            if o.shape != t.shape or o.dtype != t.dtype or o.device != t.device:
+            if o.shape != t.shape or o.device != t.device or o.dtype not in (t.dtype, torch.float32):
                 raise ValueError(f"origin tensor {self.names[i]} does not match the live model")
         for d in directions:
             if len(d) != len(self.live):
                 raise ValueError("direction length differs from the number of movable tensors")
         self.origin = origin
         self.directions = directions
+        cast = any(o.dtype != t.dtype for o, t in zip(origin, self.live, strict=True))
+        self._scratch = [torch.empty_like(o) for o in origin] if cast else None
 
     @torch.no_grad()
     def mix_(self, coeffs: Sequence[float]) -> None:
         """Write θ₀ + Σₖ cₖ·dₖ into the live tensors, in place (``len(coeffs) == K``)."""
         if len(coeffs) != len(self.directions):
             raise ValueError(f"expected {len(self.directions)} coefficients, got {len(coeffs)}")
-        torch._foreach_copy_(self.live, self.origin)
+        target = self._scratch if self._scratch is not None else self.live
+        torch._foreach_copy_(target, self.origin)
         for c, d in zip(coeffs, self.directions, strict=True):
             if c != 0.0:
-                torch._foreach_add_(self.live, d, alpha=float(c))
+                torch._foreach_add_(target, d, alpha=float(c))
+        if self._scratch is not None:
+            torch._foreach_copy_(self.live, self._scratch)  # the one cast to the model's dtype
 
     def current(self) -> dict[str, torch.Tensor]:
         """The live movable tensors by name (views into the model; do not modify)."""

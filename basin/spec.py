@@ -24,7 +24,19 @@ from basin.metrics import Task, default_metrics, task_metrics
 from basin.paths import PATHS, is_1d, path_class
 from basin.paths.base import FrozenModel
 
-SCOPE_PRESETS = ("all", "embeddings", "lower", "middle", "upper", "head")
+#: Named scopes the form offers (see :func:`basin.space.select_scope`): the groups of the
+#: module tree, thirds of every stack, and thirds of the encoder / decoder stack alone.
+SCOPE_PRESETS = (
+    "all", "embeddings", "lower", "middle", "upper", "head", "rest",
+    "encoder.lower", "encoder.middle", "encoder.upper", "decoder.lower", "decoder.middle", "decoder.upper",
+)
+SCOPE_HELP = (
+    "which tensors move, the rest stay at the first checkpoint: all; embeddings (input, position and "
+    "type embeddings, embeddings norm); lower / middle / upper (that third of the blocks of every stack); "
+    "<stack>.<third> (encoder.upper, decoder.lower) or <stack> (a whole stack); head (output embeddings, "
+    "classifier, pooler, score); rest (final norms); or a regex over parameter names. Tied word "
+    "embeddings count as embeddings."
+)
 
 # The ``path`` field: one spec model per registered path type, told apart by ``type``.
 # The union is built from the registry at import, which a static checker cannot follow:
@@ -39,8 +51,9 @@ else:
 class RunSpec(FrozenModel):
     """A run: a path through parameter space, the data to evaluate on, and how.
 
-    ``scope`` picks the parameters that move (``all``; presets ``embeddings``,
-    ``lower``/``middle``/``upper`` thirds of the layers, ``head``; or a regex over
+    ``scope`` picks the parameters that move (``all``; the module-tree groups
+    ``embeddings``, ``head``, ``rest``; ``lower``/``middle``/``upper`` thirds of every
+    stack of blocks, ``encoder.upper``-style thirds of one stack; or a regex over
     parameter names); the others stay at the first checkpoint (004 §7).
     ``on_mismatch="hold"`` keeps tensors whose shapes differ at the first checkpoint
     instead of refusing the run (e.g. classification heads of different tasks).

@@ -7,8 +7,8 @@ Importing this package does not import torch (the figures use the barrier).
 
 from __future__ import annotations
 
-from basin.analysis.barrier import barrier, barriers, chord_barrier
+from basin.analysis.barrier import barrier, barrier_label, barriers, chord_barrier, is_partial
 from basin.analysis.distances import distances
 from basin.analysis.surface import extremes
 
-__all__ = ["barrier", "barriers", "chord_barrier", "distances", "extremes"]
+__all__ = ["barrier", "barrier_label", "barriers", "chord_barrier", "distances", "extremes", "is_partial"]

@@ -12,6 +12,11 @@ range's ends) and s = (α − α₀)/(α₁ − α₀), the chord is ℓ(α) = (
 
 The direction comes from the metric registry (:attr:`basin.metrics.Metric.higher_is_better`).
 Both are ≥ 0 when the endpoints are among the points (the chord meets the curve there).
+
+When the range excludes α = 0 or α = 1 the chord runs between the range's ends, not
+between the checkpoints: that is a *partial-range barrier*, not Frankle et al.'s. Its
+entry says ``"partial": true`` and the summary text and figures call it so
+(:func:`barrier_label`).
 Pure Python: no torch.
 """
 
@@ -79,7 +84,29 @@ def barrier(
         return None
     best = chord_barrier(pts, (a0, val[a0]), (a1, val[a1]), higher_is_better=not higher_is_worse)
     assert best is not None  # a0 itself lies in [a0, a1]
-    return {**best, "start": a0, "end": a1}
+    return {**best, "start": a0, "end": a1, "partial": not (abs(a0) <= _EPS and abs(a1 - 1.0) <= _EPS)}
+
+
+def is_partial(entry: Any) -> bool:
+    """Whether a stored barrier entry's chord runs between range ends rather than α = 0 and 1.
+
+    Reads ``partial`` when present, else ``start``/``end`` (documents written before it).
+    """
+    if not isinstance(entry, dict):
+        return False
+    if "partial" in entry:
+        return bool(entry["partial"])
+    s, e = entry.get("start"), entry.get("end")
+    if isinstance(s, (int, float)) and isinstance(e, (int, float)):
+        return not (abs(s) <= _EPS and abs(e - 1.0) <= _EPS)
+    return False
+
+
+def barrier_label(entry: Any) -> str:
+    """``barrier``, or ``partial-range barrier (chord α = 0.2 → 0.6)`` for a partial one."""
+    if not is_partial(entry):
+        return "barrier"
+    return f"partial-range barrier (chord α = {float(entry['start']):.3g} → {float(entry['end']):.3g})"
 
 
 def barriers(results: Sequence[dict[str, Any]], metrics: Sequence[str], lo: float, hi: float) -> dict:

@@ -3,6 +3,14 @@
 loss = (1/N) Σ_i −log softmax(z_i)[y_i];  accuracy = (1/N) Σ_i [argmax z_i = y_i];
 f1 = mean over classes present in labels or predictions of 2·TP / (2·TP + FP + FN),
 from a C×C confusion matrix accumulated on the device.
+
+Padding: ``input_ids`` are padded with the model config's ``pad_token_id`` (the
+tokenizer's when the config has none). Decoder classifiers (GPT-2, Llama, GPT-NeoX…:
+a ``score`` head) pool the last token that is not ``config.pad_token_id``, so padding
+with any other id would make a row's logits depend on its batch; RoBERTa derives
+position ids from it too. A decoder classifier whose config has no ``pad_token_id``
+cannot pool a padded row at all and is refused unless every batch holds one row
+(``batch_size: 1``). Rows whose ``text_pair`` is empty are encoded as single sequences.
 """
 
 from __future__ import annotations
@@ -15,10 +23,58 @@ import torch.nn.functional as F
 from torch import nn
 
 from basin.data import Dataset
+from basin.errors import InvalidSpec
 from basin.evaluate.base import Evaluator, length_batches, pad
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
+
+
+def encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, list]:
+    """Tokenise rows: a row with a non-empty ``text_pair`` as a pair, every other row as a single text."""
+    single = [i for i in range(len(texts)) if not pairs or not pairs[i]]
+    paired = [i for i in range(len(texts)) if pairs and pairs[i]]
+    out: dict[str, list] = {}
+    for idx, enc in (
+        (single, tokenizer([texts[i] for i in single], truncation=True, max_length=max_length) if single else None),
+        (paired, tokenizer([texts[i] for i in paired], [pairs[i] for i in paired],  # type: ignore[index]
+                           truncation=True, max_length=max_length) if paired else None),
+    ):
+        if enc is None:
+            continue
+        for key in ("input_ids", "token_type_ids"):
+            if key in enc:
+                col = out.setdefault(key, [None] * len(texts))
+                for j, i in enumerate(idx):
+                    col[i] = enc[key][j]
+    if "token_type_ids" in out and any(v is None for v in out["token_type_ids"]):
+        del out["token_type_ids"]  # only one half of the rows has them: let the model default
+    return out
+
+
+def is_decoder_classifier(model: nn.Module) -> bool:
+    """A decoder-only sequence classifier (GPT-2, Llama, GPT-NeoX…): pools the last non-pad token."""
+    cfg = getattr(model, "config", None)
+    return isinstance(getattr(model, "score", None), nn.Linear) and not getattr(cfg, "is_encoder_decoder", False)
+
+
+def padding_id(model: nn.Module, tokenizer: Any, *, batch_size: int, num_rows: int) -> int:
+    """The id ``input_ids`` are padded with: the config's ``pad_token_id``, else the tokenizer's.
+
+    Raises :class:`InvalidSpec` for a decoder classifier without ``config.pad_token_id``
+    when a batch would hold more than one row.
+    """
+    cfg = cast("PretrainedConfig", model.config)
+    if cfg.pad_token_id is not None:
+        return int(cfg.pad_token_id)
+    if is_decoder_classifier(model) and batch_size > 1 and num_rows > 1:
+        raise InvalidSpec(
+            f"{type(model).__name__} pools the last token that is not config.pad_token_id, and this "
+            "checkpoint's config.json sets no pad_token_id, so padded rows would be pooled at the wrong "
+            "token and the loss would depend on the batch size: set pad_token_id in the checkpoint's "
+            "config.json, or run with batch_size: 1"
+        )
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 class ClassificationEvaluator(Evaluator):
@@ -30,15 +86,11 @@ class ClassificationEvaluator(Evaluator):
         if cfg.num_labels is None:  # no id2label: impossible for a classification head (was int(None))
             raise TypeError("classification model config has no num_labels (id2label unset)")
         self.num_labels = int(cfg.num_labels)
-        texts = data.columns["text"]
-        pairs = data.columns.get("text_pair")
-        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length) if pairs else tokenizer(
-            texts, truncation=True, max_length=max_length
-        )
+        enc = encode(tokenizer, data.columns["text"], data.columns.get("text_pair"), max_length)
         ids = enc["input_ids"]
         use_tt = "token_type_ids" in enc and "token_type_ids" in inspect.signature(model.forward).parameters
         labels = torch.tensor(data.columns["label"], dtype=torch.long)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad_id = padding_id(model, tokenizer, batch_size=batch_size, num_rows=len(ids))
         out = []
         order: list[int] = []
         self.spans: list[tuple[int, int]] = []  # rows of each batch in the logits buffer

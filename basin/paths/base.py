@@ -81,16 +81,24 @@ class Anchor:
 
 @dataclass
 class BuildContext:
-    """Hands a path the movable tensors of its checkpoints, on the device, in the working dtype.
+    """Hands a path the movable tensors of its checkpoints, on the device, in the basis dtype.
 
-    ``tensors(ref)`` may share memory with a cache: never modify it; ``copy(ref)`` is
-    a fresh tensor list the path may overwrite.
+    The basis dtype is fp32 whatever the model's dtype (the live model gets each point
+    cast once). ``tensors(ref)`` may share memory with a cache: never modify it;
+    ``copy(ref)`` is a fresh tensor list the path may overwrite. ``out_axes`` names the
+    tensors whose output neurons are not on axis 0 (``Conv1D`` weights, stored
+    ``(in, out)``: axis 1), for filter normalisation.
     """
 
     names: list[str]
     device: torch.device
     dtype: torch.dtype
     load: Callable[[str], dict[str, torch.Tensor]]
+    out_axes: dict[str, int] = field(default_factory=dict)
+
+    def out_axis(self, name: str) -> int:
+        """Axis of ``name``'s output neurons (0 unless :attr:`out_axes` says otherwise)."""
+        return self.out_axes.get(name, 0)
 
     def tensors(self, ref: str) -> Tensors:
         sd = self.load(ref)

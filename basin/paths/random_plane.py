@@ -1,15 +1,22 @@
 """Random filter-normalised plane (Li et al. 2018, "Visualizing the Loss Landscape").
 
 θ(x, y) = θ + x·d1 + y·d2 with d1, d2 drawn from N(0, 1) by a seeded
-``torch.Generator`` (on the CPU, tensor by tensor in name order, so a seed gives the
-same plane on any device). Normalisation of each direction d for a tensor W:
+``torch.Generator`` on the CPU, tensor by tensor in **sorted-name order** (the model's
+canonical names), so a seed gives one plane on any device and whatever the file layout
+(``.bin``, safetensors, shards, tied aliases stored or not). Normalisation of each
+direction d for a ≥ 2-D tensor W (reference: ``normalize_direction`` in
+``net_plotter.py`` of github.com/tomgoldstein/loss-landscape):
 
-- ``filter``: each row (dim 0) of a ≥2-D tensor is rescaled, d_i ← d_i·‖W_i‖/‖d_i‖;
-- ``layer``: the whole tensor, d ← d·‖W‖/‖d‖;
+- ``filter``: each *output neuron* (filter) is rescaled, d_i ← d_i·‖W_i‖/(‖d_i‖ + 1e-10).
+  The output neuron is axis 0 for ``nn.Linear`` (stored ``(out, in)``), convolutions and
+  embeddings, and axis 1 for ``transformers``' ``Conv1D`` (GPT-2; stored ``(in, out)``),
+  so a GPT-2 filter is a column, as in Li et al.'s definition;
+- ``layer``: the whole tensor, d ← d·‖W‖/(‖d‖ + 1e-10);
 - ``none``: left as drawn.
 
-``ignore: biasbn`` zeroes the directions of 1-D tensors (biases, norm weights);
-otherwise a 1-D tensor is normalised as one filter.
+1-D tensors (biases, norm weights) follow the reference's
+``normalize_directions_for_weights``: ``ignore: biasbn`` zeroes their directions;
+``ignore: none`` sets the direction to the weights themselves (d ← W).
 """
 
 from __future__ import annotations
@@ -43,14 +50,16 @@ class RandomPlanePath(FrozenModel):
     ignore: Literal["biasbn", "none"] = "biasbn"
 
 
-def _normalise_(d: torch.Tensor, w: torch.Tensor, how: str) -> torch.Tensor:
+def _normalise_(d: torch.Tensor, w: torch.Tensor, how: str, axis: int = 0) -> torch.Tensor:
+    """Rescale direction ``d`` for weights ``w`` (≥ 2-D) in place; ``axis`` holds the output neurons."""
     if how == "none":
         return d
-    if how == "filter" and d.dim() >= 2:
-        dn = d.reshape(d.shape[0], -1).norm(dim=1)  # (rows,)
-        wn = w.reshape(w.shape[0], -1).float().norm(dim=1)
-        scale = wn / (dn + 1e-10)
-        return d.mul_(scale.view(-1, *([1] * (d.dim() - 1))))
+    if how == "filter":
+        dm = d.movedim(axis, 0)  # a view: scaling it scales d
+        dn = dm.reshape(dm.shape[0], -1).norm(dim=1)  # (neurons,)
+        wn = w.movedim(axis, 0).reshape(dm.shape[0], -1).float().norm(dim=1)
+        dm.mul_((wn / (dn + 1e-10)).view(-1, *([1] * (d.dim() - 1))))
+        return d
     return d.mul_(w.float().norm() / (d.norm() + 1e-10))
 
 
@@ -74,18 +83,17 @@ class RandomPlane(TwoD):
 
         sd = ctx.load(self.spec.center)
         g = torch.Generator(device="cpu").manual_seed(int(self.spec.seed))
-        dirs: list[list[torch.Tensor]] = []
-        for _ in range(2):
-            out = []
-            for name in ctx.names:
+        drawn: list[dict[str, torch.Tensor]] = [{}, {}]
+        for k in range(2):
+            for name in sorted(ctx.names):  # canonical order: one plane per seed, any file layout
                 w = sd[name]
                 d = torch.randn(w.shape, generator=g, dtype=torch.float32)
-                if w.dim() <= 1 and self.spec.ignore == "biasbn":
-                    d.zero_()
+                if w.dim() <= 1:
+                    d = d.zero_() if self.spec.ignore == "biasbn" else w.detach().float().clone()
                 else:
-                    _normalise_(d, w, self.spec.normalization)
-                out.append(d.to(device=ctx.device, dtype=ctx.dtype))
-            dirs.append(out)
+                    _normalise_(d, w, self.spec.normalization, ctx.out_axis(name))
+                drawn[k][name] = d
+        dirs = [[dk[n].to(device=ctx.device, dtype=ctx.dtype) for n in ctx.names] for dk in drawn]
         (x0, x1), (y0, y1) = self.spec.range
         nx, ny = self.spec.resolution
         return Built(

@@ -28,6 +28,7 @@ from dash import (
 )
 
 from basin import figures
+from basin.analysis.barrier import barrier_label
 from basin.paths import is_1d, refs_of
 from frontend import api
 from frontend.components import spec_yaml
@@ -86,7 +87,7 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
     for m, b in (summary.get("barrier") or {}).items():
         if isinstance(b, dict) and b.get("value") is not None:
             at = f" at α = {_fmt(b['alpha'])}" if b.get("alpha") is not None else ""
-            rows.append((f"{m} barrier", f"{_fmt(b['value'])}{at}"))
+            rows.append((f"{m} {barrier_label(b)}", f"{_fmt(b['value'])}{at}"))  # partial-range labelled
     dist = summary.get("distance") or {}
     if isinstance(dist, dict) and dist.get("l2") is not None:
         rows.append(("‖θA − θB‖₂", _fmt(dist["l2"])))

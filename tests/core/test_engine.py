@@ -152,3 +152,55 @@ def test_classification_with_string_labels(classifier_family, tmp_path):
     data.write_text('{"text": "good day", "label": "positive"}\n')
     with pytest.raises(DatasetError, match="positive"):
         Landscape.open(spec, FileResolver())
+
+
+def test_rows_with_an_empty_text_pair_are_encoded_as_single_sequences(classifier_family, tmp_path):
+    import csv
+
+    import transformers
+
+    rows = helpers.rows(classifier_family["data"])[:8]
+    pairs = ["", "so good", "", "very bad", "", "", "the day", ""]
+    data = tmp_path / "pairs.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "text_pair", "label"])
+        for r, p in zip(rows, pairs, strict=True):
+            w.writerow([r["text"], p, r["label"]])
+    ft_a = classifier_family["ft_a"]
+    spec = helpers.cpu_spec({"path": {"type": "linear", "a": str(ft_a), "b": str(classifier_family["ft_b"]),
+                                      "points": 2}, "dataset": str(data), "batch_size": 3})
+    land = Landscape.open(spec, FileResolver())
+    got = land.evaluate({"alpha": 0.0})["loss"]
+    land.close()
+    tok = transformers.AutoTokenizer.from_pretrained(str(ft_a))
+    model = helpers.fresh("AutoModelForSequenceClassification", ft_a, helpers.state(ft_a))
+    want = 0.0
+    with torch.no_grad():
+        for r, p in zip(rows, pairs, strict=True):
+            enc = tok(r["text"], p, return_tensors="pt") if p else tok(r["text"], return_tensors="pt")
+            want += float(torch.nn.functional.cross_entropy(model(**enc).logits, torch.tensor([r["label"]])))
+    assert got == pytest.approx(want / len(rows), abs=1e-5)
+
+
+def test_low_precision_point_keys_hold_the_batch_size(classifier_family):
+    l1 = _open(classifier_family, dtype="bfloat16")
+    l2 = _open(classifier_family, dtype="bfloat16", batch_size=5)
+    p = l1.point(1)
+    assert l1.point_key(p) != l2.point_key(p)  # padded shapes change bf16 rounding
+    for land in (l1, l2):
+        land.close()
+
+
+def test_partial_range_barrier_is_labelled_in_the_summary_and_report(classifier_family):
+    from basin.report import summarize as summary_text
+
+    spec = helpers.cpu_spec({"path": {**LINEAR, "points": 3, "range": [0.2, 0.8]}, "dataset": "eval.csv"})
+    doc = run(spec, FileResolver(classifier_family["data"].parent), progress=False)
+    b = doc["summary"]["barrier"]["loss"]
+    assert b["partial"] is True and (b["start"], b["end"]) == (0.2, 0.8)
+    assert "partial-range barrier (chord α = 0.2 → 0.8)" in summary_text(doc)
+    full = run(helpers.cpu_spec({"path": LINEAR, "dataset": "eval.csv"}),
+               FileResolver(classifier_family["data"].parent), progress=False)
+    assert full["summary"]["barrier"]["loss"]["partial"] is False
+    assert "partial-range" not in summary_text(full)

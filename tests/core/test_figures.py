@@ -214,3 +214,12 @@ def test_figures_name_checkpoints_as_the_service_document_does():
     fig = line_figure(doc, "loss")
     assert "seed1" in fig.layout.title.text and "seed2" in fig.layout.title.text
     assert [t.text[0] for t in fig.data if t.meta == "anchor"] == ["seed1", "seed2"]
+
+
+def test_line_labels_a_partial_range_barrier():
+    # the range excluded α = 1: the chord joined the range ends, not the checkpoints
+    doc = _linear_doc(summary={"barrier": {"loss": {"value": 0.2, "alpha": 0.4, "start": 0.0, "end": 0.8,
+                                                    "partial": True}}})
+    fig = figures.line_figure(doc, "loss")
+    (text,) = [a.text for a in fig.layout.annotations if a.name == "barrier"]
+    assert text.startswith("partial-range barrier (chord α = 0 → 0.8) 0.2 nats")

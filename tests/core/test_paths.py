@@ -246,3 +246,15 @@ def test_extrapolated_grid_without_0_and_1_still_measures_the_barrier_between_th
     want = max(p["metrics"]["loss"] - ((1 - p["coords"]["alpha"]) * ends[0.0]["loss"]
                                        + p["coords"]["alpha"] * ends[1.0]["loss"]) for p in inside)
     assert barrier["value"] == pytest.approx(max(want, 0.0), abs=1e-9)
+
+
+def test_random_plane_ignore_none_follows_the_reference_on_1d_tensors(fam):
+    # loss-landscape's normalize_directions_for_weights: a 1-D tensor's direction is the weights
+    land = open_land(root_of(fam), {"type": "random_plane", "center": "ft_a", "resolution": [2, 2],
+                                    "ignore": "none"})
+    w = land.space.current()
+    one_d = [(n, d) for n, d in zip(land.names, land.space.directions[0], strict=True) if d.dim() == 1]
+    assert one_d
+    for name, d in one_d:
+        assert torch.equal(d, w[name]), name
+    land.close()

@@ -132,6 +132,9 @@ def test_meta_describes_every_path_task_and_metric_as_json():
     assert m["metrics"]["f1"] == {"label": "F1", "unit": "", "axis_title": "F1 (%)", "higher_is_better": True,
                                   "percent": True, "tasks": ["classification"]}
     assert m["scope_presets"][0] == "all"
+    # the form offers the stack scopes too, and says what each scope names
+    assert {"rest", "encoder.upper", "decoder.lower"} <= set(m["scope_presets"])
+    assert "<stack>.<third>" in m["scope_help"] and "regex" in m["scope_help"]
 
 
 # ---- import weight ---------------------------------------------------------------------------
