@@ -133,11 +133,11 @@ def check_config_fits_weights(config_dir: Path, meta: Meta) -> None:
 
     declared = sum(math.prod(s) for s in params.values())
     stored_total = sum(math.prod(s) for s, _ in meta.values())
+    problems = []
     if declared > stored_total:
-        raise CheckpointError(
-            f"config.json does not match the weights: it declares a model of "
-            f"{_human(declared)} parameters, but the weights hold {_human(stored_total)}; "
-            "upload the config.json that belongs to these weights"
+        problems.append(
+            f"it declares a model of {_human(declared)} parameters, but the weights hold "
+            f"{_human(stored_total)}"
         )
 
     archs = getattr(cfg, "architectures", None) or []
@@ -146,15 +146,12 @@ def check_config_fits_weights(config_dir: Path, meta: Meta) -> None:
     matched = _align(params, meta, prefix)
 
     wrong = [
-        f"{k}: the config gives {list(params[k])}, the weights {list(meta[s][0])}"
+        f"{k} is {list(params[k])} in the config, {list(meta[s][0])} in the weights"
         for k, s in matched.items()
         if tuple(meta[s][0]) != params[k]
     ]
     if wrong:
-        raise CheckpointError(
-            f"config.json does not match the weights: {len(wrong)} tensor(s) have another shape: "
-            + "; ".join(wrong[:_SHOW])
-        )
+        problems.append(f"{len(wrong)} tensor(s) differ in shape: " + "; ".join(wrong[:_SHOW]))
 
     missing = [k for k in params if k not in matched and k not in ignore]
     if missing:
@@ -168,10 +165,13 @@ def check_config_fits_weights(config_dir: Path, meta: Meta) -> None:
                 left.append(k)
         if left:
             shown = ", ".join(f"{k} {list(params[k])}" for k in left[:_SHOW])
-            raise CheckpointError(
-                f"config.json does not match the weights: the config declares {len(left)} "
-                f"parameter(s) the weights lack: {shown}"
-            )
+            problems.append(f"the weights lack {len(left)} parameter(s) the config declares: {shown}")
+    if problems:
+        raise CheckpointError(
+            "config.json does not match the weights: "
+            + "; ".join(problems)
+            + "; upload the config.json that belongs to these weights"
+        )
 
 
 __all__ = ["check_config_fits_weights", "check_counts"]

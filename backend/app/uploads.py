@@ -114,6 +114,7 @@ def archive_limits(store: Store, settings: Settings) -> ArchiveLimits:
         members=settings.max_archive_members,
         header_bytes=settings.max_archive_header_bytes,
         expanded_bytes=int(cap),
+        by_quota=cap.by_quota,
     )
 
 
@@ -312,13 +313,20 @@ class ArchiveLimits:
     members: int = 10_000
     header_bytes: int = 64 * 1024
     expanded_bytes: int = 4 * 1024**3
+    #: the store's quota, not the upload limit, sets ``expanded_bytes`` (then a 413)
+    by_quota: bool = False
 
     @property
     def directory_bytes(self) -> int:
         return self.members * 1024
 
 
-def _expands_too_far(limits: ArchiveLimits) -> CheckpointError:
+def _expands_too_far(limits: ArchiveLimits) -> BasinError:
+    if limits.by_quota:
+        return PayloadTooLarge(
+            f"the archive expands beyond the {limits.expanded_bytes:,} bytes the store has left "
+            "under its quota (BASIN_MAX_STORE_BYTES)"
+        )
     return CheckpointError(
         f"the archive expands beyond {limits.expanded_bytes:,} bytes (the upload limit "
         "BASIN_MAX_UPLOAD_BYTES, or what the store's quota BASIN_MAX_STORE_BYTES has left)"

@@ -283,20 +283,16 @@ def archive_members(manifest: dict[str, Any]) -> tuple[Path, list[str]]:
     src = CheckpointSource(weights=Path(manifest["weights"]), config_dir=root, id=manifest["id"])
     _, weights = weight_files(src)
     listed = manifest.get("files")
-    known = set(listed) if isinstance(listed, dict | list) else None
     picked = {p.name for p in weights}
-    if (root / "model.safetensors.index.json").is_file():
-        picked.add("model.safetensors.index.json")
-    for p in sorted(root.iterdir()):
-        if p.name == "manifest.json" or p.name in picked:
-            continue
-        if p.suffix in _SIDE_SUFFIXES and not p.is_symlink() and p.is_file():
-            picked.add(p.name)
-    if known is not None:
-        missing = sorted(n for n in picked if n not in known and n in {w.name for w in weights})
-        if missing:
-            raise CheckpointError(f"{', '.join(missing)} was not part of the checkpoint when it was added")
-        picked &= known
+    if isinstance(listed, dict):  # the files validated when it was added
+        if not picked <= set(listed):
+            raise CheckpointError("its weight files changed since the checkpoint was added")
+        candidates = [n for n in listed if "/" not in n]
+    else:  # added before file lists were kept: what is there now, links left out
+        candidates = [p.name for p in root.iterdir() if p.is_file() and not p.is_symlink()]
+    for name in candidates:
+        if name != "manifest.json" and Path(name).suffix in _SIDE_SUFFIXES:
+            picked.add(name)
     return root, sorted(picked)
 
 
