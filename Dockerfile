@@ -3,7 +3,8 @@
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t basin .)
 FROM python:3.11-slim
 
-ARG TORCH_SPEC="torch>=2.10"  # weights_only unpickler fixes (CVE-2025-32434, CVE-2026-24747)
+# torch>=2.10: fixes of the weights_only unpickler (CVE-2025-32434, CVE-2026-24747)
+ARG TORCH_SPEC="torch>=2.10"
 ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
 
 ENV PYTHONUNBUFFERED=1 \
