@@ -471,7 +471,17 @@ _TAR_META = {
 _BLOCK = 512
 
 
-def _skip(stream: IO[bytes], n: int) -> None:
+def _tar_size(field: bytes) -> int:
+    """A tar header's size field: octal digits, or GNU base-256 (first byte 0x80)."""
+    if field[0] == 0o200:
+        return int.from_bytes(field[1:], "big")
+    if field[0] & 0x80:
+        raise ValueError("negative size")
+    digits = field.split(b"\0", 1)[0].strip()
+    return int(digits or b"0", 8)
+
+
+def _skip(stream: IO[bytes] | gzip.GzipFile, n: int) -> None:
     while n > 0:
         got = stream.read(min(n, CHUNK_FLUSH))
         if not got:
@@ -501,11 +511,9 @@ def check_tar_headers(archive: Path, limits: ArchiveLimits) -> None:
             if block == b"\0" * _BLOCK:
                 return
             try:
-                size = tarfile.nti(block[124:136])
-            except (tarfile.HeaderError, ValueError):
+                size = _tar_size(block[124:136])
+            except ValueError:
                 raise CheckpointError("corrupt .tar.gz archive: a header has an unreadable size") from None
-            if size < 0:
-                raise CheckpointError("corrupt .tar.gz archive: a header has a negative size")
             kind = block[156:157]
             if kind in _TAR_META:
                 meta_run += 1
