@@ -962,9 +962,17 @@ class Store:
         with self.workspace() as ws:
             work = ws / "ckpt"
             work.mkdir()
-            for f in CONFIG_FILES:
-                if (base.config_dir / f).is_file():
-                    shutil.copy2(base.config_dir / f, work / f)
+            for f in CONFIG_FILES:  # never through a link swapped into a registered folder
+                try:
+                    fd = open_regular(base.config_dir, f)
+                except FileNotFoundError:
+                    continue
+                except UnsafeSource as e:
+                    raise CheckpointError(
+                        f"the config checkpoint {config_ref!r} cannot lend its files: {e}"
+                    ) from None
+                with os.fdopen(fd, "rb") as src, open(work / f, "xb") as out:
+                    shutil.copyfileobj(src, out)
             target = work / "model.safetensors"
             if move:
                 os.rename(file, target)

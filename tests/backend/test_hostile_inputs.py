@@ -346,3 +346,17 @@ def test_real_configs_of_other_families_fit_their_weights(client, gpt2_pair, t5_
     for name, src in (("gpt2", gpt2_pair["a"]), ("t5", t5_pair["a"])):
         r = put(client, zip_dir(src), name=name)
         assert r.status_code == 201, r.text
+
+
+def test_a_bare_safetensors_never_borrows_a_file_through_a_link(rooted, allowed, classifier_family):
+    src = model_copy(classifier_family["init"], allowed / "init")
+    assert register(rooted, src, name="init").status_code == 201
+    (src / "tokenizer.json").unlink()
+    (src / "tokenizer.json").symlink_to("/etc/passwd")  # swapped after registration
+    weights = (classifier_family["ft_c"] / "model.safetensors").read_bytes()
+    r = rooted.put(
+        "/api/checkpoints", params={"name": "ft-c", "config": "init"}, content=weights, headers=OCTET
+    )
+    assert r.status_code == 422 and "tokenizer.json" in r.json()["detail"]
+    assert store_state(rooted.store_root)["tmp"] == []
+    assert [c["name"] for c in rooted.get("/api/checkpoints").json()] == ["init"]
