@@ -213,7 +213,10 @@ async def upload_checkpoint_form(
     response_model=CheckpointPublic,
     status_code=201,
     dependencies=[WriteAuth],
-    responses={200: {"description": "already stored (same weights): the existing manifest"}},
+    responses={
+        200: {"description": "already stored (same weights): the existing manifest"},
+        403: {"description": "registration is off: no BASIN_REGISTER_ROOTS configured"},
+    },
 )
 def register_checkpoint(
     body: CheckpointRegister, response: Response, store: StoreDep, settings: SettingsDep
