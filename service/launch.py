@@ -335,9 +335,12 @@ def register_demo(
 
 
 def register_roots(store: Path, demo: bool) -> str:
-    """``BASIN_REGISTER_ROOTS`` for ``basin up``: the environment's roots, plus the demo's own
-    folder (``<store>/demo-src``) when the demo is on, so it can be registered in place."""
-    roots = [r for r in os.environ.get("BASIN_REGISTER_ROOTS", "").split(os.pathsep) if r.strip()]
+    """``BASIN_REGISTER_ROOTS`` for ``basin up``: the configured roots (environment or
+    ``.env``), plus the demo's own folder (``<store>/demo-src``) when the demo is on, so
+    it can be registered in place."""
+    from service.settings import Settings
+
+    roots = [str(r) for r in Settings().register_roots]
     if demo:
         roots.append(str(Path(store).resolve() / "demo-src"))
     return os.pathsep.join(roots)

@@ -117,3 +117,16 @@ def test_the_config_is_checked_against_the_weights(tmp_path, classifier_family):
     with pytest.raises(CheckpointError, match=r"declares a model of 320\.0M .*word_embeddings"):
         store.add_checkpoint_dir(src, name="liar")
     assert store.list_checkpoints() == [] and list(store.tmp_dir.iterdir()) == []
+
+
+def test_basin_up_allows_its_demo_folder_besides_the_configured_roots(tmp_path, monkeypatch):
+    from service.launch import register_roots
+
+    monkeypatch.setenv("BASIN_REGISTER_ROOTS", f"/data/models{os.pathsep}/scratch")
+    store = tmp_path / "store"
+    assert register_roots(store, demo=True).split(os.pathsep) == [
+        "/data/models", "/scratch", str(store.resolve() / "demo-src")
+    ]
+    assert register_roots(store, demo=False) == f"/data/models{os.pathsep}/scratch"
+    monkeypatch.delenv("BASIN_REGISTER_ROOTS")
+    assert register_roots(store, demo=False) == ""  # off unless configured
