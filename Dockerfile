@@ -1,9 +1,10 @@
 # Basin: one image for the API (+ dashboard) and the GPU workers.
 # Build: docker build -t basin .    (CPU torch by default; for GPUs pass a CUDA wheel index:
-#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 -t basin .)
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t basin .)
 FROM python:3.11-slim
 
-ARG TORCH_SPEC="torch>=2.3"
+# torch>=2.10: fixes of the weights_only unpickler (CVE-2025-32434, CVE-2026-24747)
+ARG TORCH_SPEC="torch>=2.10"
 ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
 
 ENV PYTHONUNBUFFERED=1 \

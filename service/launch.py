@@ -334,6 +334,18 @@ def register_demo(
 # ---- basin up -----------------------------------------------------------------------------
 
 
+def register_roots(store: Path, demo: bool) -> str:
+    """``BASIN_REGISTER_ROOTS`` for ``basin up``: the configured roots (environment or
+    ``.env``), plus the demo's own folder (``<store>/demo-src``) when the demo is on, so
+    it can be registered in place."""
+    from service.settings import Settings
+
+    roots = [str(r) for r in Settings().register_roots]
+    if demo:
+        roots.append(str(Path(store).resolve() / "demo-src"))
+    return os.pathsep.join(roots)
+
+
 def _env_flag(name: str) -> bool | None:
     v = os.environ.get(name)
     if v is None or v == "":
@@ -375,7 +387,11 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         procs.append(("redis", spawn(argv, env=os.environ, log=logs / "redis.log")))
         wait_redis(redis_port, proc=procs[-1][1])
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        env = service_env(redis_url=redis_url, store=store, extra={"BASIN_PORT": str(port)})
+        env = service_env(
+            redis_url=redis_url,
+            store=store,
+            extra={"BASIN_PORT": str(port), "BASIN_REGISTER_ROOTS": register_roots(store, demo)},
+        )
         say(f"starting a Celery worker (log: {logs / 'worker.log'})")
         procs.append(
             (

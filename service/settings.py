@@ -6,10 +6,13 @@ dependency instead of patching), the workers read it at start.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -38,6 +41,22 @@ class Settings(BaseSettings):
     #: Workers without the shared store volume: fetch missing checkpoints/datasets from this
     #: API (``http://host:8000``) by id and check their sha256. "" = the store has everything.
     api_url: str = ""
+    #: Server folders that ``POST /api/checkpoints/register`` may read from, separated by
+    #: ``os.pathsep`` (``:``) in the environment. Empty (the default) = registration off.
+    register_roots: Annotated[list[Path], NoDecode] = []
+    #: The store's total quota: stored checkpoints and datasets plus uploads in progress.
+    max_store_bytes: int = 64 * 1024**3
+    #: An uploaded archive may hold at most this many members (files and folders).
+    max_archive_members: int = 10_000
+    #: Largest tar long-name / long-link / pax header, and zip central directory per member.
+    max_archive_header_bytes: int = 64 * 1024
+
+    @field_validator("register_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p for p in v.split(os.pathsep) if p.strip()]
+        return v
 
 
 @lru_cache

@@ -25,6 +25,7 @@ This module is part of the core: filesystem only, no web or queue imports.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -33,9 +34,12 @@ import math
 import os
 import re
 import shutil
+import stat
 import struct
+import sys
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +57,7 @@ from basin.data import REQUIRED, iter_dataset_rows
 from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
 from basin.paths import refs_of
 from basin.resolve import CheckpointSource, Resolver
+from basin.skeleton import check_config_fits_weights
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +98,11 @@ _MAX_HEADER = 100_000_000
 _NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,200}$")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
+#: A folder registered or copied from the server's disk may hold at most this many entries.
+MAX_SOURCE_FILES = 10_000
+_LOCK_NAME = ".lock"
+_SWEPT: set[Path] = set()
+_SWEPT_GUARD = threading.Lock()
 
 
 class NotFound(BasinError):
@@ -113,6 +123,15 @@ class DatasetNotFound(NotFound, DatasetError):
 
 class NameTaken(Conflict):
     """Another checkpoint (or dataset) already has this name; names are unique."""
+
+
+class QuotaExceeded(BasinError):
+    """Adding this would take the store over its total quota (``BASIN_MAX_STORE_BYTES``)."""
+
+
+class UnsafeSource(CheckpointError):
+    """A folder on the server's disk holds something the store will not read: a symbolic
+    link, a device, a FIFO, a socket or another special file."""
 
 
 class ContentMismatch(BasinError):
@@ -210,6 +229,153 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+# ----------------------------------------------------------------------------- files on disk
+#
+# Everything read from a folder the server was pointed at goes through these: each path
+# component is opened relative to its parent's descriptor with O_NOFOLLOW, so a symbolic
+# link anywhere (even one swapped in after a check) is never followed, and a file is
+# used only when fstat says it is a regular file (O_NONBLOCK: a FIFO never blocks the open).
+
+
+def _open_dir_fd(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+
+def open_regular(root: Path, rel: str) -> int:
+    """A read-only descriptor of the regular file ``root/rel``, never following a link.
+
+    ``rel`` is a relative POSIX path without ``..``. Raises :class:`UnsafeSource` for a
+    link or a special file and :class:`FileNotFoundError` when a component is missing.
+    """
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UnsafeSource(f"{rel!r} is not a relative path inside the folder")
+    fd = _open_dir_fd(root)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeSource(f"{rel}: {part} is a link or not a folder") from None
+                raise
+            os.close(fd)
+            fd = nxt
+        try:
+            f = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafeSource(f"{rel} is a symbolic link") from None
+            raise
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(f).st_mode):
+        os.close(f)
+        raise UnsafeSource(f"{rel} is not a regular file")
+    return f
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def scan_source(root: Path, *, max_files: int = MAX_SOURCE_FILES) -> dict[str, int]:
+    """``{relative path: size}`` of every regular file under ``root``, checked before any use.
+
+    Refuses (:class:`UnsafeSource`, naming the entry) a symbolic link anywhere in the
+    tree, a device, FIFO, socket or other special file, and more than ``max_files``
+    entries. Nothing is followed and no file is opened.
+    """
+    files: dict[str, int] = {}
+    count = 0
+
+    def walk(fd: int, prefix: str) -> None:
+        nonlocal count
+        for name in sorted(os.listdir(fd)):
+            count += 1
+            if count > max_files:
+                raise UnsafeSource(f"the folder holds more than {max_files} entries")
+            rel = f"{prefix}{name}"
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                files[rel] = st.st_size
+            elif stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                try:
+                    walk(sub, rel + "/")
+                finally:
+                    os.close(sub)
+            else:
+                raise UnsafeSource(
+                    f"the folder holds {rel}, which is {_kind(st.st_mode)}: only regular files "
+                    "and folders are accepted (no links, devices, FIFOs or sockets)"
+                )
+
+    try:
+        top = _open_dir_fd(root)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeSource(f"{root.name} is a link or not a folder") from None
+        raise
+    try:
+        walk(top, "")
+    finally:
+        os.close(top)
+    return files
+
+
+def copy_source(root: Path, files: Mapping[str, int], dest: Path, budget: list[int]) -> None:
+    """Copy the regular files ``files`` (from :func:`scan_source`) of ``root`` into ``dest``.
+
+    Each is opened with :func:`open_regular` (no link followed, regular files only) and its
+    bytes are counted against ``budget[0]`` while copying (:class:`QuotaExceeded` beyond)."""
+    dest.mkdir()
+    for rel in sorted(files):
+        target = dest.joinpath(*rel.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_regular(root, rel)
+        with os.fdopen(fd, "rb") as src, open(target, "xb") as out:
+            while chunk := src.read(1 << 20):
+                budget[0] -= len(chunk)
+                if budget[0] < 0:
+                    raise QuotaExceeded(
+                        "the store's quota (BASIN_MAX_STORE_BYTES) is exhausted: the folder is "
+                        "larger than the space left"
+                    )
+                out.write(chunk)
+
+
+def used_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (links not followed)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for n in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def _files_of(path: Path) -> dict[str, int]:
+    """Relative path → size of the files of a folder the store itself wrote."""
+    return {
+        p.relative_to(path).as_posix(): p.stat().st_size
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.name != "manifest.json"
+    }
+
+
 def validate_safetensors(path: Path) -> dict[str, dict[str, Any]]:
     """Check a safetensors file's structure without reading its weights; return its header.
 
@@ -298,7 +464,9 @@ def validate_model_dir(directory: Path) -> list[Path]:
     Checks: ``config.json`` loads; weights exist (``model.safetensors``, sharded
     safetensors, or ``pytorch_model.bin``); each safetensors file's structure
     (:func:`validate_safetensors`); a ``.bin`` is read only with
-    ``torch.load(weights_only=True)``, so a pickle carrying code is refused unexecuted.
+    ``torch.load(weights_only=True)``, so a pickle carrying code is refused unexecuted;
+    the model the config declares fits the weights (parameter count, names and shapes,
+    checked on a ``meta``-device skeleton: :func:`basin.skeleton.check_config_fits_weights`).
     """
     validate_config(directory)
     fmt, files = weight_files(CheckpointSource.from_path(directory))
@@ -307,6 +475,7 @@ def validate_model_dir(directory: Path) -> list[Path]:
     else:
         for f in files:
             validate_safetensors(f)
+    check_config_fits_weights(directory, tensor_meta(CheckpointSource.from_path(directory)))
     return files
 
 
@@ -408,6 +577,29 @@ def tasks_error(columns: list[str]) -> str:
     return f"the dataset's columns ({', '.join(columns) or 'none'}) allow no task: {needs}"
 
 
+def allowed_source(path: Path | str, roots: Sequence[Path]) -> Path:
+    """``path`` resolved, when it is a folder inside one of ``roots``; else CheckpointError.
+
+    A missing path and one outside the roots get the same answer, so the error never tells
+    which paths exist elsewhere on the server.
+    """
+    shown = ", ".join(str(r) for r in roots) or "none configured"
+    refusal = CheckpointError(
+        f"{str(path)!r} is not a folder inside this server's registration roots ({shown}; "
+        "BASIN_REGISTER_ROOTS)"
+    )
+    try:
+        resolved = Path(path).expanduser().resolve()
+        real_roots = [Path(r).expanduser().resolve() for r in roots]
+    except (OSError, RuntimeError, ValueError):
+        raise refusal from None
+    if not any(resolved.is_relative_to(r) for r in real_roots):
+        raise refusal
+    if not resolved.is_dir():
+        raise refusal
+    return resolved
+
+
 # ----------------------------------------------------------------------------- the store
 
 
@@ -444,6 +636,11 @@ class Store:
         self.tmp_dir = self.root / "tmp"
         for d in (self.checkpoints_dir, self.datasets_dir, self.runs_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        with _SWEPT_GUARD:  # once per process and store: what a crash left in tmp/ goes
+            first = self.root not in _SWEPT
+            _SWEPT.add(self.root)
+        if first:
+            self.sweep_tmp()
 
     # ------------------------------------------------------------------ helpers
 
@@ -458,13 +655,84 @@ class Store:
 
     @contextlib.contextmanager
     def workspace(self) -> Iterator[Path]:
-        """A fresh folder under ``tmp/``, removed with everything in it on exit."""
-        ws = self.tmp_dir / f"ws-{uuid.uuid4().hex}"
-        ws.mkdir()
+        """A fresh folder under ``tmp/``, removed with everything in it on exit.
+
+        While it lives, its process holds an ``flock`` on ``<ws>/.lock``, so
+        :meth:`sweep_tmp` in another process leaves it alone. The folder is created as
+        ``.new-*``, locked, and only then renamed to ``ws-*``: a ``ws-*`` folder whose lock
+        can be taken belongs to nobody (its process died).
+        """
+        key = uuid.uuid4().hex
+        staging = self.tmp_dir / f".new-{key}"
+        staging.mkdir()
+        fd = os.open(staging / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            yield ws
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            ws = self.tmp_dir / f"ws-{key}"
+            os.rename(staging, ws)
+            try:
+                yield ws
+            finally:
+                shutil.rmtree(ws, ignore_errors=True)
         finally:
-            shutil.rmtree(ws, ignore_errors=True)
+            os.close(fd)
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def sweep_tmp(self) -> list[str]:
+        """Remove what dead processes left in ``tmp/``; returns the names removed.
+
+        A ``ws-*`` workspace goes when its lock can be taken (no live process holds it)
+        or it has no lock file; ``del-*`` folders (deletions cut short) always go; a
+        ``.new-*`` folder only when its lock can be taken. Run once per process when a
+        :class:`Store` over this root is first made (the API's and workers' start).
+        """
+        removed = []
+        for entry in sorted(self.tmp_dir.iterdir()):
+            name = entry.name
+            if name.startswith("del-"):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(name)
+                continue
+            if not name.startswith(("ws-", ".new-")) or entry.is_symlink() or not entry.is_dir():
+                continue
+            try:
+                fd = os.open(entry / _LOCK_NAME, os.O_RDWR | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                if name.startswith("ws-"):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(name)
+                continue
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live upload or import in another process (or this one)
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(name)
+            finally:
+                os.close(fd)
+        if removed:
+            logger.info("removed %d leftover workspace(s) from %s", len(removed), self.tmp_dir)
+        return removed
+
+    def used_bytes(self) -> int:
+        """What counts against the quota: the stored checkpoints' and datasets' files (a
+        folder registered in place counts nothing) plus everything under ``tmp/``."""
+        total = used_bytes(self.tmp_dir)
+        for base in (self.checkpoints_dir, self.datasets_dir):
+            for d in base.iterdir():
+                m = self._read_manifest(d)
+                if m is not None and m.get("source") != "register":
+                    total += int(m.get("size_bytes") or 0)
+        return total
+
+    def free_bytes(self, quota: int | None) -> int | None:
+        """Bytes left under ``quota`` (never negative); ``None`` when there is no quota."""
+        if quota is None:
+            return None
+        return max(0, quota - self.used_bytes())
 
     def _discard(self, path: Path) -> None:
         """Remove a stored folder: rename it away first, so it vanishes at once."""
@@ -574,6 +842,8 @@ class Store:
         mode: str = "copy",
         base: str | None = None,
         expect_id: str | None = None,
+        roots: Sequence[Path] | None = None,
+        quota: int | None = None,
     ) -> Added:
         """Validate and add a model directory; ``mode`` is ``copy``, ``move`` or ``register``.
 
@@ -584,21 +854,36 @@ class Store:
         :class:`NameTaken` when another checkpoint has ``name``. With ``expect_id`` (a
         download that must be this checkpoint), content hashing to another id is refused
         with :class:`ContentMismatch` before anything enters the store.
+
+        For ``copy`` and ``register`` the folder is scanned first (:func:`scan_source`):
+        a link, device, FIFO or socket anywhere in it refuses it (:class:`UnsafeSource`)
+        before anything is read or copied, and only its regular files are copied, opened
+        without following links, their bytes counted against ``quota`` (the store's total,
+        :class:`QuotaExceeded`). ``roots``: the folders a server allows registering from;
+        ``src`` is resolved and must lie inside one (:meth:`allowed_source`).
         """
         name = _check_name(name, "checkpoint")
         tags = _check_tags(tags)
-        src = Path(src).resolve()
-        if not src.is_dir():
-            raise CheckpointError(f"{src} is not a directory")
         if mode not in ("copy", "move", "register"):
             raise ValueError(f"mode must be copy, move or register, not {mode!r}")
+        src = allowed_source(src, roots) if roots is not None else Path(src).resolve()
+        if not src.is_dir():
+            raise CheckpointError(f"{src} is not a directory")
+        source_files = scan_source(src) if mode != "move" else _files_of(src)
         with self.workspace() as ws:
             if mode == "copy":
+                need = sum(source_files.values())
+                free = self.free_bytes(quota)
+                if free is not None and need > free:
+                    raise QuotaExceeded(
+                        f"the folder holds {need:,} bytes but the store has {free:,} left under "
+                        "its quota (BASIN_MAX_STORE_BYTES)"
+                    )
                 work = ws / "ckpt"
                 try:
-                    shutil.copytree(src, work, symlinks=False)
-                except (OSError, shutil.Error) as e:
-                    raise CheckpointError(f"cannot copy {src}: {e}") from None
+                    copy_source(src, source_files, work, [free if free is not None else sys.maxsize])
+                except OSError as e:
+                    raise CheckpointError(f"cannot copy {src.name}: {e.strerror or e}") from None
             else:
                 work = src
             files = validate_model_dir(work)
@@ -623,6 +908,7 @@ class Store:
                 "source": "register" if mode == "register" else "upload",
                 "base": base,
             }
+            manifest["files"] = source_files if mode == "register" else _files_of(work)
             if mode == "register":
                 manifest.update(path=str(src), weights=str(src), config_dir=str(src))
                 staged = ws / "entry"
@@ -676,9 +962,17 @@ class Store:
         with self.workspace() as ws:
             work = ws / "ckpt"
             work.mkdir()
-            for f in CONFIG_FILES:
-                if (base.config_dir / f).is_file():
-                    shutil.copy2(base.config_dir / f, work / f)
+            for f in CONFIG_FILES:  # never through a link swapped into a registered folder
+                try:
+                    fd = open_regular(base.config_dir, f)
+                except FileNotFoundError:
+                    continue
+                except UnsafeSource as e:
+                    raise CheckpointError(
+                        f"the config checkpoint {config_ref!r} cannot lend its files: {e}"
+                    ) from None
+                with os.fdopen(fd, "rb") as src, open(work / f, "xb") as out:
+                    shutil.copyfileobj(src, out)
             target = work / "model.safetensors"
             if move:
                 os.rename(file, target)
@@ -776,7 +1070,9 @@ class Store:
             )
         ident = file_digest(file)
         _check_expected(ident, expect_id, "dataset")
-        with self.workspace() as ws:
+        with self.workspace() as tmp:
+            ws = tmp / "entry"
+            ws.mkdir()
             data_name = f"data.{fmt}"
             if move:
                 os.rename(file, ws / data_name)

@@ -190,6 +190,8 @@ def running_stack(
             "BASIN_API_TOKEN": token or "",
             "BASIN_PUBLIC_URL": "",
             "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            # tests register folders from pytest's temporary root (``<base>/<dir>/store``)
+            "BASIN_REGISTER_ROOTS": str(store.resolve().parent.parent),
         }
         extra.update(env or {})
         full_env = launcher.service_env(redis_url=redis_url, store=store, extra=extra)

@@ -105,6 +105,13 @@ def make_client(tmp_path) -> Callable[..., TestClient]:
 
 
 @pytest.fixture
+def reg_client(make_client, tmp_path_factory) -> TestClient:
+    """A client whose server may register folders under pytest's temporary root
+    (``BASIN_REGISTER_ROOTS``), where the tiny checkpoints are built."""
+    return make_client(register_roots=[tmp_path_factory.getbasetemp()])
+
+
+@pytest.fixture
 def client(make_client) -> TestClient:
     """A client over an app with default settings (no token) and an empty store."""
     return make_client()

@@ -261,7 +261,8 @@ def test_over_size_cap_is_413_by_header_and_while_streaming(make_client, classif
 # ----------------------------------------------------------------------------- registry
 
 
-def test_register_in_place_then_inspect_patch_delete(client, classifier_family):
+def test_register_in_place_then_inspect_patch_delete(reg_client, classifier_family):
+    client = reg_client
     src = classifier_family["ft_b"]
     files_before = sorted(p.name for p in src.iterdir())
     r = client.post(
@@ -305,7 +306,10 @@ def test_register_in_place_then_inspect_patch_delete(client, classifier_family):
     assert store_state(client.store_root)["checkpoints"] == []
 
 
-def test_registered_dir_removed_later_still_lists_with_problem(client, classifier_family, tmp_path):
+def test_registered_dir_removed_later_still_lists_with_problem(
+    reg_client, classifier_family, tmp_path
+):
+    client = reg_client
     src = tmp_path / "gone"
     shutil.copytree(classifier_family["ft_c"], src)
     m = client.post("/api/checkpoints/register", json={"path": str(src), "name": "gone"}).json()
@@ -316,7 +320,8 @@ def test_registered_dir_removed_later_still_lists_with_problem(client, classifie
     assert [c["id"] for c in client.get("/api/checkpoints").json()] == [m["id"]]
 
 
-def test_register_refuses_missing_or_relative_paths(client, tmp_path):
+def test_register_refuses_missing_or_relative_paths(reg_client, tmp_path):
+    client = reg_client
     assert (
         client.post(
             "/api/checkpoints/register", json={"path": "relative/dir", "name": "x"}
@@ -324,7 +329,7 @@ def test_register_refuses_missing_or_relative_paths(client, tmp_path):
         == 422
     )
     r = client.post("/api/checkpoints/register", json={"path": str(tmp_path / "nope"), "name": "x"})
-    assert r.status_code == 422 and "no directory" in r.json()["detail"]
+    assert r.status_code == 422 and "not a folder inside" in r.json()["detail"]
 
 
 def test_name_clash_is_409(client, classifier_family):

@@ -8,21 +8,29 @@ Writes need the API token when ``BASIN_API_TOKEN`` is set; reads do not.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
-from backend.app.api.errors import FilesUnavailable, InvalidUpload, carried_references
+from backend.app.api.errors import (
+    FilesUnavailable,
+    InvalidUpload,
+    PayloadTooLarge,
+    carried_references,
+)
 from backend.app.uploads import (
     RAW_BODY,
+    UploadCap,
+    archive_limits,
     clean_filename,
     created_or_existing,
     form_body,
@@ -35,6 +43,7 @@ from backend.app.uploads import (
 from basin.checkpoints import weight_files
 from basin.errors import CheckpointError
 from basin.resolve import CheckpointSource
+from service.store import QuotaExceeded, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +156,9 @@ async def upload_checkpoint(
     tag_dict = parse_tags(tags)
     with store.workspace() as ws:
         upload = ws / "upload"
-        await receive_to_file(request, upload, settings.max_upload_bytes)
+        cap = await run_in_threadpool(UploadCap.of, store, settings)
+        await receive_to_file(request, upload, cap)
+        limits = await run_in_threadpool(archive_limits, store, settings)
         with carried_references():  # config= names a checkpoint
             added = await run_in_threadpool(
                 ingest_checkpoint,
@@ -157,7 +168,7 @@ async def upload_checkpoint(
                 name=name,
                 config=config,
                 tags=tag_dict,
-                max_bytes=settings.max_upload_bytes,
+                limits=limits,
             )
     return created_or_existing(response, added)
 
@@ -175,9 +186,11 @@ async def upload_checkpoint_form(
 ) -> dict[str, Any]:
     """Upload a checkpoint as multipart form: field file, plus name, optional config and tags (JSON)."""
     with store.workspace() as ws:
-        form = await receive_form(request, ws, settings.max_upload_bytes)
+        cap = await run_in_threadpool(UploadCap.of, store, settings)
+        form = await receive_form(request, ws, cap)
         if "file" not in form.files:
             raise InvalidUpload("the form needs a 'file' field with the checkpoint")
+        limits = await run_in_threadpool(archive_limits, store, settings)
         filename, upload = form.files["file"]
         name = form.fields.get("name") or strip_suffixes(clean_filename(filename, "checkpoint"))
         tag_dict = parse_tags(form.fields.get("tags"))
@@ -190,7 +203,7 @@ async def upload_checkpoint_form(
                 name=name,
                 config=form.fields.get("config") or None,
                 tags=tag_dict,
-                max_bytes=settings.max_upload_bytes,
+                limits=limits,
             )
     return created_or_existing(response, added)
 
@@ -200,19 +213,41 @@ async def upload_checkpoint_form(
     response_model=CheckpointPublic,
     status_code=201,
     dependencies=[WriteAuth],
-    responses={200: {"description": "already stored (same weights): the existing manifest"}},
+    responses={
+        200: {"description": "already stored (same weights): the existing manifest"},
+        403: {"description": "registration is off: no BASIN_REGISTER_ROOTS configured"},
+    },
 )
 def register_checkpoint(
-    body: CheckpointRegister, response: Response, store: StoreDep
+    body: CheckpointRegister, response: Response, store: StoreDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    """Register a model directory on the server's disk (in place by default; copy=true copies)."""
+    """Register a model directory on the server's disk (in place by default; copy=true copies).
+
+    Off unless the server lists the folders it may read (``BASIN_REGISTER_ROOTS``): 403.
+    The path is resolved and must lie inside one of them; a folder holding a link, a
+    device, a FIFO or a socket anywhere is refused before anything is read or copied.
+    """
+    if not settings.register_roots:
+        raise HTTPException(
+            status_code=403,
+            detail="registering folders on the server is off: its administrator can allow "
+            "folders with BASIN_REGISTER_ROOTS; upload the checkpoint instead",
+        )
     path = Path(body.path).expanduser()
     if not path.is_absolute():
         raise InvalidUpload(f"path must be absolute, got {body.path!r}")
-    if not path.is_dir():
-        raise InvalidUpload(f"no directory at {body.path!r} on the server")
     mode = "copy" if body.copy_files else "register"
-    added = store.import_checkpoint(path, name=body.name, tags=body.tags, mode=mode)
+    try:
+        added = store.import_checkpoint(
+            path,
+            name=body.name,
+            tags=body.tags,
+            mode=mode,
+            roots=settings.register_roots,
+            quota=settings.max_store_bytes,
+        )
+    except QuotaExceeded as e:
+        raise PayloadTooLarge(str(e)) from None
     return created_or_existing(response, added)
 
 
@@ -241,24 +276,27 @@ def delete_checkpoint(ref: str, store: StoreDep) -> Response:
     return Response(status_code=204)
 
 
-def archive_members(manifest: dict[str, Any]) -> list[Path]:
-    """The files a checkpoint's archive carries: its weight files (plus a shard index) and the
-    top-level ``.json`` / ``.txt`` / ``.model`` files (config, generation config, tokenizer),
-    never ``manifest.json`` nor anything else a registered directory may hold."""
-    src = CheckpointSource(
-        weights=Path(manifest["weights"]),
-        config_dir=Path(manifest["config_dir"]),
-        id=manifest["id"],
-    )
-    _, weights = weight_files(src)
+def archive_members(manifest: dict[str, Any]) -> tuple[Path, list[str]]:
+    """``(folder, names)``: the files a checkpoint's archive carries — its weight files (plus
+    a shard index) and the top-level ``.json`` / ``.txt`` / ``.model`` files (config,
+    generation config, tokenizer), never ``manifest.json`` nor anything else a registered
+    directory may hold. Only names in the manifest's validated file list (when it has one)
+    are served, and :func:`tar_stream` opens them without following links."""
     root = Path(manifest["config_dir"])
-    picked = {p.name: p for p in weights}
-    for p in sorted(root.iterdir()):
-        if p.name == "manifest.json" or p.name in picked or not p.is_file():
-            continue
-        if p.suffix in _SIDE_SUFFIXES and not p.is_symlink():
-            picked[p.name] = p
-    return [picked[k] for k in sorted(picked)]
+    src = CheckpointSource(weights=Path(manifest["weights"]), config_dir=root, id=manifest["id"])
+    _, weights = weight_files(src)
+    listed = manifest.get("files")
+    picked = {p.name for p in weights}
+    if isinstance(listed, dict):  # the files validated when it was added
+        if not picked <= set(listed):
+            raise CheckpointError("its weight files changed since the checkpoint was added")
+        candidates = [n for n in listed if "/" not in n]
+    else:  # added before file lists were kept: what is there now, links left out
+        candidates = [p.name for p in root.iterdir() if p.is_file() and not p.is_symlink()]
+    for name in candidates:
+        if name != "manifest.json" and Path(name).suffix in _SIDE_SUFFIXES:
+            picked.add(name)
+    return root, sorted(picked)
 
 
 def _tar_header(name: str, size: int, mtime: float) -> bytes:
@@ -267,29 +305,44 @@ def _tar_header(name: str, size: int, mtime: float) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT)
 
 
-def tar_stream(files: list[Path]) -> tuple[int, Iterator[bytes]]:
-    """``(length, chunks)`` of an uncompressed POSIX tar of ``files`` (flat names), streamed
-    from disk in 1 MiB reads: ``length = Σ(header + size rounded up to 512) + 1024``."""
+def tar_stream(root: Path, names: list[str]) -> tuple[int, Iterator[bytes]]:
+    """``(length, chunks)`` of an uncompressed POSIX tar of ``root``'s files ``names`` (flat
+    names), streamed in 1 MiB reads: ``length = Σ(header + size rounded up to 512) + 1024``.
+
+    Every file is opened up front with :func:`~service.store.open_regular` (no link
+    followed, regular files only: :class:`~service.store.UnsafeSource` otherwise)."""
     entries = []
-    for f in files:
-        st = f.stat()
-        entries.append((f, _tar_header(f.name, st.st_size, st.st_mtime), st.st_size))
-    length = sum(len(h) + -(-n // _BLOCK) * _BLOCK for _, h, n in entries) + 2 * _BLOCK
+    try:
+        for name in names:
+            fh = os.fdopen(open_regular(root, name), "rb")
+            entries.append(fh)
+    except BaseException:
+        for fh in entries:
+            fh.close()
+        raise
+    parts = []
+    for name, fh in zip(names, entries, strict=True):
+        st = os.fstat(fh.fileno())
+        parts.append((name, fh, _tar_header(name, st.st_size, st.st_mtime), st.st_size))
+    length = sum(len(h) + -(-n // _BLOCK) * _BLOCK for _, _, h, n in parts) + 2 * _BLOCK
 
     def chunks() -> Iterator[bytes]:
-        for path, header, size in entries:
-            yield header
-            left = size
-            with open(path, "rb") as fh:
+        try:
+            for name, fh, header, size in parts:
+                yield header
+                left = size
                 while left > 0:
                     data = fh.read(min(left, 1 << 20))
                     if not data:  # the file shrank since the header was written: cut the stream
-                        raise OSError(f"{path.name} changed while it was being sent")
+                        raise OSError(f"{name} changed while it was being sent")
                     left -= len(data)
                     yield data
-            if size % _BLOCK:
-                yield b"\0" * (_BLOCK - size % _BLOCK)
-        yield b"\0" * (2 * _BLOCK)
+                if size % _BLOCK:
+                    yield b"\0" * (_BLOCK - size % _BLOCK)
+            yield b"\0" * (2 * _BLOCK)
+        finally:
+            for _, fh, _, _ in parts:
+                fh.close()
 
     return length, chunks()
 
@@ -313,7 +366,7 @@ def download_checkpoint(ref: str, store: StoreDep) -> StreamingResponse:
     """
     manifest = store.get_checkpoint(ref)
     try:
-        length, body = tar_stream(archive_members(manifest))
+        length, body = tar_stream(*archive_members(manifest))
     except (CheckpointError, OSError) as e:  # e.g. a registered directory removed from disk
         raise FilesUnavailable(f"checkpoint files unreadable: {e}") from e
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", manifest["name"])[:100] or manifest["id"][:12]

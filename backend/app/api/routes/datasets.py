@@ -10,12 +10,14 @@ classification needs ``text`` + ``label``, causal_lm ``text``, seq2seq ``source`
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +25,7 @@ from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
 from backend.app.api.errors import FilesUnavailable, InvalidUpload
 from backend.app.uploads import (
     RAW_BODY,
+    UploadCap,
     clean_filename,
     created_or_existing,
     form_body,
@@ -30,6 +33,8 @@ from backend.app.uploads import (
     receive_form,
     receive_to_file,
 )
+from basin.errors import CheckpointError, DatasetError
+from service.store import open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +108,8 @@ async def upload_dataset(
     """Upload a dataset as the raw body (.jsonl, .csv or .tsv, told by the name)."""
     with store.workspace() as ws:
         upload = ws / "upload"
-        await receive_to_file(request, upload, settings.max_upload_bytes)
+        cap = await run_in_threadpool(UploadCap.of, store, settings)
+        await receive_to_file(request, upload, cap)
         added = await run_in_threadpool(ingest_dataset, store, upload, name=name, task=task)
     return created_or_existing(response, added)
 
@@ -121,7 +127,8 @@ async def upload_dataset_form(
 ) -> dict[str, Any]:
     """Upload a dataset as multipart form: field file, optional name (default: file name) and task."""
     with store.workspace() as ws:
-        form = await receive_form(request, ws, settings.max_upload_bytes)
+        cap = await run_in_threadpool(UploadCap.of, store, settings)
+        form = await receive_form(request, ws, cap)
         if "file" not in form.files:
             raise InvalidUpload("the form needs a 'file' field with the dataset")
         filename, upload = form.files["file"]
@@ -147,27 +154,41 @@ def preview_dataset(
 
 @router.get(
     "/datasets/{ref}/file",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {"description": f"the dataset file; its sha256 (the id) is in {ID_HEADER}"},
         404: {"description": "no such dataset"},
     },
 )
-def download_dataset(ref: str, store: StoreDep) -> FileResponse:
-    """Download a dataset's file as stored (.jsonl / .csv / .tsv); the id is in X-Basin-Dataset-Id."""
+def download_dataset(ref: str, store: StoreDep) -> StreamingResponse:
+    """Download a dataset's file as stored (.jsonl / .csv / .tsv); the id is in X-Basin-Dataset-Id.
+
+    The file is opened without following links (a regular file or nothing)."""
     m = store.get_dataset(ref)
     path = Path(m["path"])
-    if not path.is_file():
-        raise FilesUnavailable(f"dataset file missing on the server: {path}")
+    try:
+        fh = os.fdopen(open_regular(path.parent, path.name), "rb")
+    except (OSError, DatasetError, CheckpointError) as e:
+        raise FilesUnavailable(f"dataset file unreadable on the server: {path.name}: {e}") from None
+    size = os.fstat(fh.fileno()).st_size
     fmt = m["format"]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", m["name"])[:100]
     if not name.lower().endswith("." + fmt):
         name = f"{name}.{fmt}"
-    return FileResponse(
-        path,
-        media_type=_MEDIA.get(fmt, "application/octet-stream"),
-        filename=name,
-        headers={ID_HEADER: m["id"], "ETag": f'"{m["id"]}"'},
+
+    def chunks() -> Iterator[bytes]:
+        with fh:
+            while data := fh.read(1 << 20):
+                yield data
+
+    headers = {
+        ID_HEADER: m["id"],
+        "ETag": f'"{m["id"]}"',
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{name}"',
+    }
+    return StreamingResponse(
+        chunks(), media_type=_MEDIA.get(fmt, "application/octet-stream"), headers=headers
     )
 
 
