@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from basin.errors import CheckpointError, InvalidSpec
+from basin.scope_regex import compile_scope
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def select_scope(scope: str, names: Sequence[str]) -> list[str]:
         out = [n for n in names if layer_index(n) is None and not EMBED_RE.search(n)]
     else:
         try:
-            rx = re.compile(scope)
+            rx = compile_scope(scope)  # RE2: linear time (basin.scope_regex)
         except re.error as e:
             raise InvalidSpec(f"scope {scope!r} is neither a preset nor a valid regex: {e}") from None
         out = [n for n in names if rx.search(n)]

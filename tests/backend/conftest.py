@@ -92,9 +92,16 @@ def make_client(tmp_path) -> Callable[..., TestClient]:
     clients: list[TestClient] = []
 
     def make(**overrides) -> TestClient:
-        values = {"api_token": None, "redis_url": "redis://127.0.0.1:1/0", **overrides}
+        values = {
+            "api_token": None,
+            "redis_url": "redis://127.0.0.1:1/0",
+            "allowed_hosts": "testserver",  # TestClient's Host
+            **overrides,
+        }
         settings = Settings(store=tmp_path / "store", **values)
-        client = TestClient(create_app(settings, with_ui=False))
+        # The header the dashboard and the CLI send on writes (any value when no token is
+        # set; the CSRF guard refuses form-like writes without it). Tests of the guard drop it.
+        client = TestClient(create_app(settings, with_ui=False), headers={"X-Basin-Token": ""})
         client.store_root = settings.store  # type: ignore[attr-defined]
         clients.append(client)
         return client
