@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import subprocess
 import tarfile
 import threading
 import time
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from backend.app.main import create_app
+from service import launch
 from service.settings import Settings
 
 TOKEN = "s3cret-token"
@@ -115,3 +117,20 @@ def make_client(tmp_path) -> Callable[..., TestClient]:
 def client(make_client) -> TestClient:
     """A client over an app with default settings (no token) and an empty store."""
     return make_client()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A private, in-memory redis-server on a free loopback port (for routes that read runs)."""
+    port = launch.free_port()
+    logs = tmp_path_factory.mktemp("redis")
+    argv = [launch.redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no"]
+    with open(logs / "redis.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=logs)
+    try:
+        launch.wait_redis(port, proc=proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)

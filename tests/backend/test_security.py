@@ -11,34 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import time
 
 import pytest
 
-from service import launch
 from tests.backend.conftest import TOKEN, serve, zip_dir
 
 JSON = {"Content-Type": "application/json"}
 AUTH = {"X-Basin-Token": TOKEN}
 HOSTILE = r"^((\w|\.)+)+!$"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    """A private, in-memory redis-server on a free loopback port."""
-    port = launch.free_port()
-    logs = tmp_path_factory.mktemp("redis")
-    argv = [launch.redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no"]
-    with open(logs / "redis.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=logs)
-    try:
-        launch.wait_redis(port, proc=proc)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def spec(**kw) -> dict:
