@@ -337,3 +337,26 @@ def test_every_cap_exceeded_is_listed(make_client):
                     "BASIN_MAX_LENGTH", "BASIN_MAX_BATCH_SIZE"):
         assert setting in detail, setting
     assert "(y): 5" in detail and "points: 25" in detail
+
+
+# ---- remote workers ------------------------------------------------------------------------
+
+
+def test_a_remote_worker_downloads_with_the_token_and_says_when_it_lacks_it(
+    make_client, classifier_family, tmp_path
+):
+    from basin.errors import CheckpointError
+    from service.store import Store
+    from workers.fetch import FetchingResolver
+
+    client = make_client(api_token=TOKEN)
+    fill(client, classifier_family, AUTH)
+    with serve(client.app) as port:
+        base = f"http://127.0.0.1:{port}"
+        without = FetchingResolver(Store(tmp_path / "w1"), base)
+        with pytest.raises(CheckpointError, match="BASIN_API_TOKEN on this worker"):
+            without.checkpoint("ft_a")
+        worker = FetchingResolver(Store(tmp_path / "w2"), base, token=TOKEN)
+        src = worker.checkpoint("ft_a")
+        assert src.weights.exists() and (src.config_dir / "config.json").exists()
+        assert worker.dataset("eval.csv").read_bytes() == classifier_family["data"].read_bytes()
