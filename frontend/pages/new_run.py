@@ -259,7 +259,7 @@ def layout(**_: Any) -> html.Div:
     return html.Div([
         dcc.Store(id="newrun-checkpoints", data=ckpts),
         dcc.Store(id="newrun-meta", data=meta),
-        dcc.Store(id="newrun-needs-token", data=needs_token),
+        dcc.Store(id="newrun-lists-need-token", data=needs_token),
         dcc.Location(id="newrun-location", refresh="callback-nav"),
         html.H3("New run"),
         html.Div(warn, id="newrun-warnings"),
@@ -279,9 +279,8 @@ BASIS_PICKERS = [f"newrun-basis-{k}" for k in (1, 2, 3)]
     + [Output("newrun-dataset", "options", allow_duplicate=True),
        Output("newrun-dataset", "value", allow_duplicate=True),
        Output("newrun-checkpoints", "data", allow_duplicate=True),
-       Output("newrun-warnings", "children", allow_duplicate=True),
-       Output("newrun-needs-token", "data", allow_duplicate=True)],
-    Input("newrun-needs-token", "data"),
+       Output("newrun-warnings", "children", allow_duplicate=True)],
+    Input("newrun-lists-need-token", "data"),
     Input("settings-token-input", "value"),
     prevent_initial_call="initial_duplicate",
 )
@@ -296,8 +295,8 @@ def _lists_with_token(needs: bool | None, token: str | None):
         bad = ck if not ck.ok else ds
         text = (api.NEEDS_TOKEN.format(what="checkpoints and datasets") + " (the one entered was refused)"
                 if api.needs_token(bad) else f"Could not list checkpoints and datasets: {bad.error()}")
-        keep = [dash.no_update] * (3 * MAX_SLOTS + 1 + len(BASIS_PICKERS) + 3)
-        return (*keep, dbc.Alert(text, color="warning", id="newrun-needs-token-alert"), dash.no_update)
+        keep = [dash.no_update] * (2 * MAX_SLOTS + 1 + len(BASIS_PICKERS) + 3)
+        return (*keep, dbc.Alert(text, color="warning", id="newrun-needs-token-alert"))
     ckpts, dsets = ck.body, ds.body
     copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
     dopts = [{"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
@@ -305,7 +304,7 @@ def _lists_with_token(needs: bool | None, token: str | None):
     warn = [] if ckpts else [dbc.Alert(["No checkpoints yet — ", html.A("upload or register some",
                                                                           href="/checkpoints"), "."], color="info")]
     return (*[copts] * MAX_SLOTS, *picks[:MAX_SLOTS], copts, *[copts] * len(BASIS_PICKERS),
-            dopts, default_dataset(dsets), ckpts, warn, False)
+            dopts, default_dataset(dsets), ckpts, warn)
 
 
 @callback(

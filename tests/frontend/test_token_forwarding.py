@@ -93,10 +93,11 @@ def test_the_new_run_form_fills_its_pickers_once_the_token_is_entered(pages, api
     ckpt_options, picks = out[:n], out[n:2 * n]
     assert {o["label"].split(" ")[0] for o in ckpt_options[0]} == {"ft_a", "ft_b"}
     assert sorted(p for p in picks if p) == sorted(o["value"] for o in ckpt_options[0])
-    dataset_value, needs = out[-5], out[-1]
-    assert dataset_value and needs is False and out[-2] == []  # warnings cleared
+    dataset_value = out[-3]
+    assert dataset_value and out[-1] == []  # warnings cleared
     refused = new_run._lists_with_token(True, "wrong-token")
-    assert "the one entered was refused" in _text(refused[-2])
+    assert len(refused) == len(out) == 2 * n + 1 + 3 + 4  # one value per output
+    assert "the one entered was refused" in _text(refused[-1])
 
 
 def test_writes_from_the_dashboard_pass_the_csrf_guard(pages, tmp_path, monkeypatch):
