@@ -222,10 +222,20 @@ def test_with_a_token_listings_need_it_and_a_run_link_does_not(
                  f"/api/runs/{run_id}/export", f"/api/runs/{run_id}/export?format=csv"):
         assert client.get(path).status_code == 200, path
     assert client.get(f"/api/runs/{run_id}").json()["status"] == "queued"
-    # health and meta stay open and list no run
-    for path in ("/api/health", "/api/meta"):
-        r = client.get(path)
-        assert r.status_code == 200 and run_id not in r.text, path
+    # health and meta stay open and list no run, not even the one a worker drains
+    from service.runstate.keys import worker_key
+    from workers.leases import Heartbeat
+
+    beat = Heartbeat(client.app.state.redis, "w-sec", "cpu", 30)
+    beat.draining(run_id)
+    try:
+        health = client.get("/api/health")
+        assert [w["busy"] for w in health.json()["workers"] if w["name"] == "w-sec"] == [True]
+        for path in ("/api/health", "/api/meta"):
+            r = client.get(path)
+            assert r.status_code == 200 and run_id not in r.text, path
+    finally:
+        client.app.state.redis.delete(worker_key("w-sec"))
     # writes on the run still need the token
     assert client.post(f"/api/runs/{run_id}/cancel").status_code == 401
     assert client.post(f"/api/runs/{run_id}/cancel", headers=AUTH).status_code == 200
