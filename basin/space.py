@@ -33,6 +33,7 @@ from torch import nn
 
 from basin.errors import CheckpointError, InvalidSpec
 from basin.groups import THIRDS, Group, ModelGroups
+from basin.scope_regex import compile_scope
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,7 +78,7 @@ def select_scope(scope: str, names: Sequence[str], groups: ModelGroups | None = 
         out = [n for n in names if (g := groups.get(n)) is not None and _in_scope(scope, g, stacks)]
     else:
         try:
-            rx = re.compile(scope)
+            rx = compile_scope(scope)  # RE2: linear time (basin.scope_regex)
         except re.error as e:
             raise InvalidSpec(f"scope {scope!r} is neither a preset nor a valid regex: {e}") from None
         out = [n for n in names if rx.search(n)]

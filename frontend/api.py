@@ -65,11 +65,24 @@ def base_url() -> str:
     return "http://127.0.0.1:8000"
 
 
+#: What a page shows when the API answers 401 to a listing: the token field is in the navbar.
+NEEDS_TOKEN = "This server needs the API token to list {what}: enter it in the API token field above."
+
+
+def needs_token(result: ApiResult) -> bool:
+    """Whether the API refused the call for want of the API token (401)."""
+    return result.status == 401
+
+
 def call(method: str, path: str, *, token: str | None = None, **kw: Any) -> ApiResult:
-    """``method path`` against the API; network failures become a 503-like result, not a raise."""
+    """``method path`` against the API; network failures become a 503-like result, not a raise.
+
+    ``X-Basin-Token`` is always sent: the token the user entered, or empty (a server without
+    a token only wants the header present on writes, its CSRF guard; one with a token
+    answers 401 to listings and writes without it)."""
     headers = dict(kw.pop("headers", {}) or {})
-    if token:
-        headers["X-Basin-Token"] = token
+    value = (token or "").strip()
+    headers["X-Basin-Token"] = value if value.isascii() else value.encode()  # the API says 401
     try:
         r = httpx.request(method, base_url() + path, headers=headers, timeout=TIMEOUT, **kw)
     except httpx.HTTPError as e:

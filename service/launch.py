@@ -206,13 +206,16 @@ def http_json(
     data: bytes | None = None,
     timeout: float = 30.0,
 ) -> tuple[int, Any]:
-    """A JSON request with ``urllib``: ``(status, parsed body)``; errors return their status too."""
-    headers = {"Accept": "application/json"}
+    """A JSON request with ``urllib``: ``(status, parsed body)``; errors return their status too.
+
+    ``X-Basin-Token`` is always sent (the token, or empty): the API's CSRF guard refuses
+    writes without it unless their body is JSON; raw ``data`` goes as octet-stream."""
+    headers = {"Accept": "application/json", "X-Basin-Token": token or ""}
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    if token:
-        headers["X-Basin-Token"] = token
+    elif data is not None:
+        headers["Content-Type"] = "application/octet-stream"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -294,7 +297,7 @@ def register_demo(
     base_url: str, built: dict, *, token: str | None = None, say: Callable[[str], None] = print
 ) -> None:
     """Register the demo's checkpoints and datasets through the API; skip those present."""
-    _, ckpts = http_json("GET", base_url + "/api/checkpoints")
+    _, ckpts = http_json("GET", base_url + "/api/checkpoints", token=token)
     have = {c.get("name") for c in ckpts} if isinstance(ckpts, list) else set()
     for c in built.get("checkpoints", []):
         if c["name"] in have:
@@ -314,7 +317,7 @@ def register_demo(
         if status >= 300:
             raise LaunchError(f"registering checkpoint {c['name']} failed ({status}): {body}")
         say(f"  checkpoint {c['name']}: registered ({body.get('id', '?')[:12]})")
-    _, sets = http_json("GET", base_url + "/api/datasets")
+    _, sets = http_json("GET", base_url + "/api/datasets", token=token)
     have = {d.get("name") for d in sets} if isinstance(sets, list) else set()
     for d in built.get("datasets", []):
         path = Path(d["path"])

@@ -27,8 +27,21 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     api_token: str | None = None
     public_url: str = ""  # prefix for share links; "" = same origin as the request
+    #: Host names the app answers (comma-separated; ``*`` = any), besides 127.0.0.1,
+    #: localhost, [::1] and the host of ``public_url``: other Host headers get 400
+    #: (defeats DNS rebinding).
+    allowed_hosts: str = ""
     max_upload_bytes: int = 4 * 1024**3
-    max_points: int = 10_000
+    #: Largest JSON body (or any body of a non-upload API write), in bytes.
+    max_json_bytes: int = 1024**2
+    # Caps on one run's spec, checked by the API before anything is queued:
+    max_points: int = 10_000  # grid points of one run
+    max_resolution: int = 201  # grid points along each axis of a plane
+    max_examples: int = 10_000  # dataset rows evaluated per point
+    max_length: int = 2048  # tokens per example
+    max_batch_size: int = 512  # examples per forward pass
+    max_checkpoints: int = 100  # checkpoints one path names (a trajectory's length)
+    max_scope_length: int = 500  # characters of a scope regex
     lease_seconds: int = 300
     worker_device: str = "auto"
     worker_concurrency: int = 1
@@ -57,6 +70,20 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [p for p in v.split(os.pathsep) if p.strip()]
         return v
+
+
+    def host_allow_list(self) -> list[str]:
+        """Host names (lower case, no port) the app answers; ``["*"]`` when any is allowed."""
+        from urllib.parse import urlsplit
+
+        extra = [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        if "*" in extra:
+            return ["*"]
+        hosts = ["127.0.0.1", "localhost", "[::1]"]
+        public = urlsplit(self.public_url.strip()).hostname if self.public_url.strip() else None
+        if public:
+            hosts.append(f"[{public}]" if ":" in public else public)
+        return list(dict.fromkeys(hosts + extra))
 
 
 @lru_cache

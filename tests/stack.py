@@ -51,8 +51,9 @@ class Stack:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Headers for write requests (the token, when the stack has one)."""
-        return {"X-Basin-Token": self.token} if self.token else {}
+        """Headers for write requests: the token, or an empty ``X-Basin-Token`` (the API's
+        CSRF guard refuses body-less and form writes without the header)."""
+        return {"X-Basin-Token": self.token or ""}
 
     def start_worker(self, *, wait: bool = True, env: dict[str, str] | None = None) -> int:
         """Start one more Celery worker; returns its index. Waits until health lists it.

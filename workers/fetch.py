@@ -17,7 +17,8 @@ unpickled). The store then hashes the content with its id function (sha256, see
 :mod:`service.store`) and refuses it unless it equals the requested id
 (:class:`service.store.ContentMismatch`); only a match is renamed into
 ``checkpoints/<id>/``. Any failure removes the workspace, so nothing partial stays.
-``BASIN_API_TOKEN``, when set, is sent as ``X-Basin-Token``.
+``BASIN_API_TOKEN``, when set, is sent as ``X-Basin-Token``: an API with a token answers
+its registry (manifests, archives, dataset files) only to requests that carry it.
 
 A worker with the store volume (no ``api_url``, or the id already present) resolves
 exactly as before (:meth:`service.store.Store.resolver`).
@@ -184,6 +185,12 @@ class FetchingResolver:
             raise not_found(
                 f"{kind} {ref!r} is neither in this worker's store nor known to the API at "
                 f"{self.api_url}"
+            )
+        if r.status_code == 401:  # with BASIN_API_TOKEN set, reading the registry needs it
+            raise err(
+                f"the API at {self.api_url} needs its token to send {kind} {ref!r}: set "
+                f"BASIN_API_TOKEN on this worker to the API's"
+                + (" (the one set was refused)" if self.headers else "")
             )
         if r.status_code != 200:
             raise err(f"the API at {self.api_url} answered {r.status_code} for {kind} {ref!r}")

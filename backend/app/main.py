@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from backend.app.api import errors
 from backend.app.api.routes import checkpoints, datasets, health, meta, runs
+from backend.app.security import SecurityMiddleware
 from service.runstate.reaper import Reaper
 from service.settings import Settings, get_settings
 from service.store import Store
@@ -62,6 +63,10 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def _api_not_found(rest: str) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": f"no such API route: /api/{rest}"})
+
+    # Host allow-list, API token, CSRF guard and JSON cap: before any route reads a body,
+    # for the API and the dashboard alike.
+    app.add_middleware(SecurityMiddleware, settings=settings)
 
     if with_ui:
         try:

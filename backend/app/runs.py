@@ -19,8 +19,10 @@ import csv
 import io
 import json
 import logging
+import re
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,9 +30,10 @@ import redis
 
 from backend.app.api.errors import carried_references
 from basin import grid
-from basin.errors import IncompatibleCheckpoints, InvalidSpec
-from basin.paths import refs_of
-from basin.spec import RunSpec, parse_spec
+from basin.errors import BasinError, IncompatibleCheckpoints, InvalidSpec
+from basin.paths import path_class, refs_of
+from basin.scope_regex import compile_scope
+from basin.spec import SCOPE_PRESETS, RunSpec, parse_spec
 from service.documents import build_document, persist_run
 from service.runstate import (
     ACTIVE_KEY,
@@ -60,6 +63,36 @@ class RunConflict(Conflict):
     """The run's state refuses the request, e.g. cancelling a finished run (the API answers 409)."""
 
 
+class InvalidCursor(BasinError):
+    """A ``?after=`` / ``Last-Event-ID`` that no answer of this API gave (the API answers 422)."""
+
+
+#: What a run id can be (``secrets.token_urlsafe(16)`` gives 22 of these characters).
+#: Anything else names no run and never reaches a Redis key or a file name.
+RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+#: Cursors the points routes hand out: a Redis stream id (``1700000000000-0``), ``store``
+#: (``store-<n>`` for events), or a start (``""``, ``-``, ``0``, ``0-0``).
+CURSOR_RE = re.compile(r"|-|store(?:-\d{1,9})?|\d{1,19}(?:-\d{1,19})?")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` itself when it can name a run, else :class:`RunNotFound` (404)."""
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise RunNotFound(run_id)
+    return run_id
+
+
+def check_cursor(cursor: str | None) -> str | None:
+    """``cursor`` itself when this API could have given it, else :class:`InvalidCursor` (422)."""
+    if cursor is not None and not CURSOR_RE.fullmatch(cursor):
+        raise InvalidCursor(
+            f"invalid cursor {cursor[:80]!r}: pass the 'cursor' of the previous answer (a stream "
+            "id such as 1700000000000-0, or 'store'), or leave 'after' out to start from the "
+            "first point"
+        )
+    return cursor
+
+
 NO_WORKER = "no worker is alive; the run will start when one joins"
 NO_WORKER_RUNNING = "no worker is alive; the run will continue when one joins"
 
@@ -67,28 +100,89 @@ NO_WORKER_RUNNING = "no worker is alive; the run will continue when one joins"
 # ---- validation ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SpecLimits:
+    """This server's caps on one run (``BASIN_MAX_*`` settings; see :func:`over_limits`)."""
+
+    points: int = 10_000
+    resolution: int = 201
+    examples: int = 10_000
+    length: int = 2048
+    batch_size: int = 512
+    checkpoints: int = 100
+    scope_length: int = 500
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SpecLimits:
+        return cls(
+            points=settings.max_points,
+            resolution=settings.max_resolution,
+            examples=settings.max_examples,
+            length=settings.max_length,
+            batch_size=settings.max_batch_size,
+            checkpoints=settings.max_checkpoints,
+            scope_length=settings.max_scope_length,
+        )
+
+
+def over_limits(spec: RunSpec, limits: SpecLimits) -> list[str]:
+    """One line per cap ``spec`` exceeds: the value, the limit and the setting that raises it."""
+    out: list[str] = []
+
+    def cap(what: str, value: int, limit: int, setting: str) -> None:
+        if value > limit:
+            out.append(f"{what} {value} is over this server's limit of {limit} ({setting})")
+
+    cap("points:", spec.num_points, limits.points, "BASIN_MAX_POINTS")
+    if not spec.is_1d:
+        for axis, n in zip("xy", spec.shape, strict=False):
+            cap(f"path.resolution ({axis}):", n, limits.resolution, "BASIN_MAX_RESOLUTION")
+    roles = path_class(spec.path.type).roles_in(spec.path)
+    named = sum(1 if isinstance(v, str) else len(v) for v in roles.values())
+    cap("checkpoints on the path:", named, limits.checkpoints, "BASIN_MAX_CHECKPOINTS")
+    cap("max_examples:", spec.max_examples, limits.examples, "BASIN_MAX_EXAMPLES")
+    cap("max_length:", spec.max_length, limits.length, "BASIN_MAX_LENGTH")
+    cap("batch_size:", spec.batch_size, limits.batch_size, "BASIN_MAX_BATCH_SIZE")
+    return out
+
+
 def resolve_spec(
-    body: Any, store: Store, *, max_points: int, names: dict[str, str] | None = None
+    body: Any,
+    store: Store,
+    *,
+    limits: SpecLimits | None = None,
+    names: dict[str, str] | None = None,
 ) -> RunSpec:
-    """Parse ``body`` as a RunSpec, rewrite its references to store ids and check it.
+    """Parse ``body`` as a RunSpec, check it against ``limits``, rewrite its references to
+    store ids and check them.
 
     ``names``, when given, is filled with store id → the reference as the user wrote it
     (shown as the anchors' names instead of sha256 ids).
 
-    Raises :class:`InvalidSpec` (bad spec, too many points), :class:`UnknownReference`
-    (a checkpoint or dataset the store does not have: invalid input, not a missing URL),
+    Raises :class:`InvalidSpec` (bad spec; over a cap, listing every cap exceeded; a scope
+    regex RE2 cannot compile or too long), :class:`UnknownReference` (a checkpoint or
+    dataset the store does not have: invalid input, not a missing URL),
     :class:`CheckpointError` (unreadable files) or :class:`IncompatibleCheckpoints` (naming
     the tensors; not with ``on_mismatch: hold``, where the engine keeps them at the first
     checkpoint).
     """
+    limits = limits or SpecLimits()
     if not isinstance(body, dict):
         raise InvalidSpec("invalid spec: the body must be a JSON object (a RunSpec)")
     spec = parse_spec(body)
-    if spec.num_points > max_points:
-        raise InvalidSpec(
-            f"invalid spec: {spec.num_points} points is more than this server's "
-            f"limit of {max_points} (BASIN_MAX_POINTS)"
-        )
+    over = over_limits(spec, limits)
+    if over:
+        raise InvalidSpec("invalid spec: " + "; ".join(over))
+    if spec.scope not in SCOPE_PRESETS:  # the regex the engine will compile: refused here
+        if len(spec.scope) > limits.scope_length:
+            raise InvalidSpec(
+                f"invalid spec: scope: the regex is {len(spec.scope)} characters long, over "
+                f"this server's limit of {limits.scope_length} (BASIN_MAX_SCOPE_LENGTH)"
+            )
+        try:
+            compile_scope(spec.scope)
+        except InvalidSpec as e:
+            raise InvalidSpec(f"invalid spec: scope: {e}") from None
     seen: dict[str, str] = {} if names is None else names
 
     def ckpt(ref: str) -> str:
@@ -304,7 +398,7 @@ def _stored(store: Store, run_id: str) -> dict:
 
 
 def _plausible_id(run_id: str) -> bool:
-    return 8 <= len(run_id) <= 64 and all(c.isalnum() or c in "-_" for c in run_id)
+    return RUN_ID_RE.fullmatch(run_id) is not None
 
 
 def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
@@ -357,16 +451,21 @@ def run_points(
     if h is not None:
         alive = alive_workers(r)
         warning = _warning(h.get("status"), alive)
-        pts, last = read_points(r, run_id, after or "-")
-        return {
+        from_store = (after or "").startswith("store")  # a stored run back in Redis: restart
+        start = "-" if from_store else after or "-"
+        pts, last = read_points(r, run_id, start)
+        live = {
             "points": pts,
-            "cursor": last or (after or "0-0"),
+            "cursor": last or (start if start != "-" else "0-0"),
             "status": h["status"],
             "done": int(h.get("done", 0)),
             "total": int(h.get("total", 0)),
             "workers": [w.get("name") for w in alive if w.get("run") == run_id],
             "warning": warning,
         }
+        if from_store:
+            live["reset"] = True
+        return live
     doc = _stored(store, run_id)
     pts = doc.get("points", [])
     out = {
@@ -516,12 +615,17 @@ def delete_run(r: redis.Redis, store: Store, run_id: str) -> None:
 
 __all__ = [
     "NO_WORKER",
+    "InvalidCursor",
     "RunConflict",
     "RunNotFound",
+    "SpecLimits",
+    "check_cursor",
+    "check_run_id",
     "cancel_run",
     "create_run",
     "delete_run",
     "list_runs",
+    "over_limits",
     "point_order",
     "resolve_spec",
     "result_document",

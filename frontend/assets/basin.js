@@ -220,8 +220,9 @@
 
   async function cancel(nClicks, meta) {
     if (!nClicks || !meta) return window.dash_clientside.no_update;
-    const headers = {};
-    if (token()) headers["X-Basin-Token"] = token();
+    // Always the header: the API's CSRF guard refuses a body-less POST without it (any value
+    // when the server has no token; the token itself when it has one).
+    const headers = {"X-Basin-Token": token() || ""};
     try {
       const r = await fetch(apiBase() + "/api/runs/" + encodeURIComponent(meta.id) + "/cancel",
                             {method: "POST", headers: headers});
@@ -264,7 +265,7 @@
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", apiBase() + box.getAttribute("data-upload-endpoint") + "?" + params.toString());
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
-    if (token()) xhr.setRequestHeader("X-Basin-Token", token());
+    xhr.setRequestHeader("X-Basin-Token", token() || "");  // see cancel()
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable && bar) {
         const pct = Math.round(100 * e.loaded / e.total);

@@ -95,9 +95,12 @@ def _table(ckpts: list[dict]) -> Any:
     Output("ckpt-edit-id", "options"),
     Output("ckpt-upload-config", "options"),
     Input("ckpt-refresh", "data"),
+    Input("settings-token-input", "value"),
 )
-def _list(_: Any):
-    r = api.get("/api/checkpoints")
+def _list(_: Any, token: str | None = None):
+    r = api.get("/api/checkpoints", token=token)
+    if api.needs_token(r):
+        return dbc.Alert(api.NEEDS_TOKEN.format(what="checkpoints"), color="warning", id="ckpt-needs-token"), [], []
     if not r.ok or not isinstance(r.body, list):
         return dbc.Alert(f"Could not list checkpoints: {r.error()}", color="danger"), [], []
     opts = [{"label": f"{m.get('name')} ({str(m.get('id'))[:8]})", "value": m["id"]} for m in r.body]
@@ -126,12 +129,12 @@ def _register(_: int, path: str | None, name: str | None, token: str | None):
 @callback(
     Output("ckpt-edit-name", "value"), Output("ckpt-edit-task", "value"),
     Output("ckpt-edit-seed", "value"), Output("ckpt-edit-step", "value"),
-    Input("ckpt-edit-id", "value"), prevent_initial_call=True,
+    Input("ckpt-edit-id", "value"), State("settings-token-input", "value"), prevent_initial_call=True,
 )
-def _fill(ckpt_id: str):
+def _fill(ckpt_id: str, token: str | None = None):
     if not ckpt_id:
         return "", "", "", ""
-    r = api.get("/api/checkpoints")
+    r = api.get("/api/checkpoints", token=token)
     m = next((m for m in (r.body if r.ok and isinstance(r.body, list) else []) if m.get("id") == ckpt_id), {})
     t = m.get("tags") or {}
     return m.get("name", ""), t.get("task") or "", str(t.get("seed", "") or ""), str(t.get("step", "") or "")

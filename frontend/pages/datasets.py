@@ -7,7 +7,7 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, dcc, html
+from dash import Input, Output, State, callback, dcc, html
 
 from frontend import api
 from frontend.components import fmt_time, upload_box
@@ -35,9 +35,12 @@ def layout(**_: Any) -> html.Div:
     ])
 
 
-@callback(Output("data-list", "children"), Output("data-preview-id", "options"), Input("data-refresh", "data"))
-def _list(_: Any):
-    r = api.get("/api/datasets")
+@callback(Output("data-list", "children"), Output("data-preview-id", "options"), Input("data-refresh", "data"),
+          Input("settings-token-input", "value"))
+def _list(_: Any, token: str | None = None):
+    r = api.get("/api/datasets", token=token)
+    if api.needs_token(r):
+        return dbc.Alert(api.NEEDS_TOKEN.format(what="datasets"), color="warning", id="data-needs-token"), []
     if not r.ok or not isinstance(r.body, list):
         return dbc.Alert(f"Could not list datasets: {r.error()}", color="danger"), []
     if not r.body:
@@ -53,12 +56,13 @@ def _list(_: Any):
     return dbc.Table([head, html.Tbody(rows)], striped=True, size="sm", id="data-table"), opts
 
 
-@callback(Output("data-preview", "children"), Input("data-preview-id", "value"), prevent_initial_call=True)
-def _preview(ds_id: str):
+@callback(Output("data-preview", "children"), Input("data-preview-id", "value"),
+          State("settings-token-input", "value"), prevent_initial_call=True)
+def _preview(ds_id: str, token: str | None = None):
     """The first 10 rows, columns in the file's order."""
     if not ds_id:
         return ""
-    r = api.get(f"/api/datasets/{ds_id}/preview?n=10")
+    r = api.get(f"/api/datasets/{ds_id}/preview?n=10", token=token)
     if not r.ok:
         return dbc.Alert(r.error(), color="danger")
     body = r.body if isinstance(r.body, dict) else {}

@@ -154,9 +154,15 @@ def layout(**_: Any) -> html.Div:
     ckpts = ck.body if ck.ok and isinstance(ck.body, list) else []
     dsets = ds.body if ds.ok and isinstance(ds.body, list) else []
     warn = []
+    # With BASIN_API_TOKEN set the lists need the token, which only the browser holds:
+    # _lists_with_token fills the pickers once the user has entered it.
+    needs_token = api.needs_token(ck) or api.needs_token(ds)
     if not mt.ok:
         warn.append(dbc.Alert(f"Could not read what this server can run: {mt.error()}", color="warning"))
-    if not ck.ok:
+    if needs_token:
+        warn.append(dbc.Alert(api.NEEDS_TOKEN.format(what="checkpoints and datasets"), color="warning",
+                              id="newrun-needs-token"))
+    elif not ck.ok:
         warn.append(dbc.Alert(f"Could not list checkpoints: {ck.error()}", color="warning"))
     if ck.ok and not ckpts:
         warn.append(dbc.Alert(["No checkpoints yet — ", html.A("upload or register some", href="/checkpoints"),
@@ -253,11 +259,52 @@ def layout(**_: Any) -> html.Div:
     return html.Div([
         dcc.Store(id="newrun-checkpoints", data=ckpts),
         dcc.Store(id="newrun-meta", data=meta),
+        dcc.Store(id="newrun-lists-need-token", data=needs_token),
         dcc.Location(id="newrun-location", refresh="callback-nav"),
         html.H3("New run"),
-        *warn,
+        html.Div(warn, id="newrun-warnings"),
         dbc.Row([dbc.Col(form, lg=7), dbc.Col(side, lg=5)]),
     ])
+
+
+PICKERS = [f"newrun-ckpt-{i}" for i in range(1, MAX_SLOTS + 1)]
+BASIS_PICKERS = [f"newrun-basis-{k}" for k in (1, 2, 3)]
+
+
+@callback(
+    [Output(p, "options", allow_duplicate=True) for p in PICKERS]
+    + [Output(p, "value", allow_duplicate=True) for p in PICKERS]
+    + [Output("newrun-traj", "options", allow_duplicate=True)]
+    + [Output(p, "options", allow_duplicate=True) for p in BASIS_PICKERS]
+    + [Output("newrun-dataset", "options", allow_duplicate=True),
+       Output("newrun-dataset", "value", allow_duplicate=True),
+       Output("newrun-checkpoints", "data", allow_duplicate=True),
+       Output("newrun-warnings", "children", allow_duplicate=True)],
+    Input("newrun-lists-need-token", "data"),
+    Input("settings-token-input", "value"),
+    prevent_initial_call="initial_duplicate",
+)
+def _lists_with_token(needs: bool | None, token: str | None):
+    """Fill the pickers with the token the user entered, when the page could not list
+    checkpoints and datasets without it (``BASIN_API_TOKEN`` set). Otherwise nothing."""
+    if not needs or not (token or "").strip():
+        raise dash.exceptions.PreventUpdate
+    ck = api.get("/api/checkpoints", token=token)
+    ds = api.get("/api/datasets", token=token)
+    if not (ck.ok and ds.ok and isinstance(ck.body, list) and isinstance(ds.body, list)):
+        bad = ck if not ck.ok else ds
+        text = (api.NEEDS_TOKEN.format(what="checkpoints and datasets") + " (the one entered was refused)"
+                if api.needs_token(bad) else f"Could not list checkpoints and datasets: {bad.error()}")
+        keep = [dash.no_update] * (2 * MAX_SLOTS + 1 + len(BASIS_PICKERS) + 3)
+        return (*keep, dbc.Alert(text, color="warning", id="newrun-needs-token-alert"))
+    ckpts, dsets = ck.body, ds.body
+    copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
+    dopts = [{"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
+    picks = default_picks(ckpts)
+    warn = [] if ckpts else [dbc.Alert(["No checkpoints yet — ", html.A("upload or register some",
+                                                                          href="/checkpoints"), "."], color="info")]
+    return (*[copts] * MAX_SLOTS, *picks[:MAX_SLOTS], copts, *[copts] * len(BASIS_PICKERS),
+            dopts, default_dataset(dsets), ckpts, warn)
 
 
 @callback(

@@ -43,11 +43,12 @@ STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary"
 GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def _names(kinds: tuple[str, ...] = ("checkpoints",)) -> dict[str, str]:
-    """Store id → name for checkpoints (and datasets, when asked)."""
+def _names(kinds: tuple[str, ...] = ("checkpoints",), token: str | None = None) -> dict[str, str]:
+    """Store id → name for checkpoints (and datasets, when asked); ``{}`` when the server
+    needs a token this page does not have (the run's own ``names`` label it then)."""
     out: dict[str, str] = {}
     for kind in kinds:
-        r = api.get(f"/api/{kind}")
+        r = api.get(f"/api/{kind}", token=token)
         if r.ok and isinstance(r.body, list):
             out.update({m["id"]: m.get("name") or m["id"][:10] for m in r.body if m.get("id")})
     return out
@@ -251,9 +252,10 @@ clientside_callback(
     Input("run-kind", "value"),
     State("run-points", "data"),
     State("run-meta", "data"),
+    State("settings-token-input", "value"),
     prevent_initial_call=True,
 )
-def _rebuild(_key: str, kind: str | None, store: dict, meta: dict):
+def _rebuild(_key: str, kind: str | None, store: dict, meta: dict, token: str | None = None):
     """Full figures (anchors, chord, barrier annotation) from the points the browser holds."""
     r = api.get(f"/api/runs/{meta['id']}")
     info = r.body if r.ok and isinstance(r.body, dict) else {}
@@ -261,6 +263,10 @@ def _rebuild(_key: str, kind: str | None, store: dict, meta: dict):
         raise dash.exceptions.PreventUpdate
     points = (store or {}).get("points") or []
     status = info.get("status") or (store or {}).get("status")
-    figs = build_figures(info, points, kind or "heatmap", _names())
+    names = _names(token=token)
+    for ident, written in (info.get("names") or {}).items():  # as the author wrote it
+        if written != ident:
+            names.setdefault(ident, written)
+    figs = build_figures(info, points, kind or "heatmap", names)
     running = status not in TERMINAL
     return figs, _summary_table(info, points), STATUS_COLOUR.get(status, "dark"), running, running, not running

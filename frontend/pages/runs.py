@@ -77,15 +77,21 @@ def layout(**_: Any) -> html.Div:
     Output("runs-all", "data"), Output("runs-names", "data"), Output("runs-error", "children"),
     Output("runs-interval", "disabled"),
     Input("runs-refresh", "n_clicks"), Input("runs-interval", "n_intervals"),
+    Input("settings-token-input", "value"),
 )
-def _load(_clicks: int | None, _n: int | None):
-    """The run list and the store's names (checkpoints and datasets) for labels."""
-    r = api.get("/api/runs")
+def _load(_clicks: int | None, _n: int | None, token: str | None):
+    """The run list and the store's names (checkpoints and datasets) for labels.
+
+    With ``BASIN_API_TOKEN`` set, the list needs the token the user entered in the navbar."""
+    r = api.get("/api/runs", token=token)
+    if api.needs_token(r):
+        alert = dbc.Alert(api.NEEDS_TOKEN.format(what="runs"), color="warning", id="runs-needs-token")
+        return [], {}, alert, True
     if not r.ok or not isinstance(r.body, list):
         return [], dash.no_update, dbc.Alert(f"Could not list runs: {r.error()}", color="danger"), True
     names: dict[str, str] = {}
     for kind in ("checkpoints", "datasets"):
-        c = api.get(f"/api/{kind}")
+        c = api.get(f"/api/{kind}", token=token)
         if c.ok and isinstance(c.body, list):
             names.update({m["id"]: m.get("name") or m["id"][:10] for m in c.body if m.get("id")})
     live = any(x.get("status") not in TERMINAL for x in r.body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import subprocess
 import tarfile
 import threading
 import time
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from backend.app.main import create_app
+from service import launch
 from service.settings import Settings
 
 TOKEN = "s3cret-token"
@@ -92,9 +94,16 @@ def make_client(tmp_path) -> Callable[..., TestClient]:
     clients: list[TestClient] = []
 
     def make(**overrides) -> TestClient:
-        values = {"api_token": None, "redis_url": "redis://127.0.0.1:1/0", **overrides}
+        values = {
+            "api_token": None,
+            "redis_url": "redis://127.0.0.1:1/0",
+            "allowed_hosts": "testserver",  # TestClient's Host
+            **overrides,
+        }
         settings = Settings(store=tmp_path / "store", **values)
-        client = TestClient(create_app(settings, with_ui=False))
+        # The header the dashboard and the CLI send on writes (any value when no token is
+        # set; the CSRF guard refuses form-like writes without it). Tests of the guard drop it.
+        client = TestClient(create_app(settings, with_ui=False), headers={"X-Basin-Token": ""})
         client.store_root = settings.store  # type: ignore[attr-defined]
         clients.append(client)
         return client
@@ -115,3 +124,20 @@ def reg_client(make_client, tmp_path_factory) -> TestClient:
 def client(make_client) -> TestClient:
     """A client over an app with default settings (no token) and an empty store."""
     return make_client()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A private, in-memory redis-server on a free loopback port (for routes that read runs)."""
+    port = launch.free_port()
+    logs = tmp_path_factory.mktemp("redis")
+    argv = [launch.redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no"]
+    with open(logs / "redis.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=logs)
+    try:
+        launch.wait_redis(port, proc=proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -348,7 +348,7 @@ def test_unknown_checkpoint_is_404_json(client):
     assert client.patch("/api/checkpoints/deadbeef00", json={"name": "x"}).status_code == 404
 
 
-def test_token_required_for_writes_not_reads(make_client, classifier_family):
+def test_token_required_for_writes_and_reads(make_client, classifier_family):
     client = make_client(api_token=TOKEN)
     body = zip_dir(classifier_family["ft_a"])
     assert put(client, body).status_code == 401
@@ -366,8 +366,12 @@ def test_token_required_for_writes_not_reads(make_client, classifier_family):
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert ok.status_code == 201
-    assert client.get("/api/checkpoints").status_code == 200
-    assert client.get("/api/checkpoints/ft-a").status_code == 200
+    # with a token set, listing and reading the registry need it too
+    assert client.get("/api/checkpoints").status_code == 401
+    assert client.get("/api/checkpoints/ft-a").status_code == 401
+    auth = {"X-Basin-Token": TOKEN}
+    assert client.get("/api/checkpoints", headers=auth).status_code == 200
+    assert client.get("/api/checkpoints/ft-a", headers=auth).status_code == 200
     assert client.patch("/api/checkpoints/ft-a", json={"name": "y"}).status_code == 401
     assert client.delete("/api/checkpoints/ft-a").status_code == 401
     assert (

@@ -133,6 +133,8 @@ def test_token_required_for_dataset_writes(make_client, classifier_family):
         "/api/datasets", params={"name": "eval.csv"}, content=body, headers={"X-Basin-Token": TOKEN}
     )
     assert ok.status_code == 201
-    assert client.get("/api/datasets").status_code == 200
-    assert client.get("/api/datasets/eval.csv/preview").status_code == 200
+    # with a token set, listing, preview and download need it too
+    for path in ("/api/datasets", "/api/datasets/eval.csv/preview", "/api/datasets/eval.csv/file"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers={"X-Basin-Token": TOKEN}).status_code == 200, path
     assert client.delete("/api/datasets/eval.csv").status_code == 401

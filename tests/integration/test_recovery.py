@@ -158,8 +158,8 @@ def test_reading_a_run_changes_nothing(bare):
     from service.settings import Settings
 
     settings = Settings(redis_url=bare.redis_url, store=bare.store, reap_seconds=0,
-                        public_url="")
-    client = TestClient(create_app(settings, with_ui=False))
+                        public_url="", allowed_hosts="testserver")
+    client = TestClient(create_app(settings, with_ui=False), headers={"X-Basin-Token": ""})
     red = bare.redis()
     for i, w in enumerate(bare.workers):
         if w is not None:

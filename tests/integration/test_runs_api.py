@@ -14,6 +14,9 @@ from backend.app.main import create_app
 from service.settings import Settings
 from tests.integration.conftest import linear_spec, plane_spec
 
+#: What the dashboard and CLI send on writes without a token (the CSRF guard wants it).
+WRITE = {"X-Basin-Token": ""}
+
 
 def test_health_lists_the_workers_and_their_devices(stack):
     body = stack.request("GET", "/api/health").json()
@@ -197,7 +200,8 @@ def test_identical_points_are_computed_once_across_runs(stack):
 
 
 def test_writes_need_the_token_when_one_is_set_reads_do_not(stack):
-    settings = Settings(store=stack.store, redis_url=stack.redis_url, api_token="s3cret-token")
+    settings = Settings(store=stack.store, redis_url=stack.redis_url, api_token="s3cret-token",
+                        allowed_hosts="testserver")
     with TestClient(create_app(settings, with_ui=False)) as client:
         spec = linear_spec(points=3, seed=99)
         assert client.post("/api/runs", json=spec).status_code == 401
@@ -258,9 +262,10 @@ def test_trajectory_anchors_carry_the_training_step_of_each_checkpoint(stack, cl
 def test_every_status_of_the_error_table_answers_the_one_error_body(stack):
     from backend.app.api.errors import STATUS
 
-    settings = Settings(store=stack.store, redis_url=stack.redis_url, max_upload_bytes=1000)
+    settings = Settings(store=stack.store, redis_url=stack.redis_url, max_upload_bytes=1000,
+                        allowed_hosts="testserver")
     seen: set[int] = set()
-    with TestClient(create_app(settings, with_ui=False)) as client:
+    with TestClient(create_app(settings, with_ui=False), headers=WRITE) as client:
         done = client.post("/api/runs", json=linear_spec(points=2, seed=123)).json()["id"]
         assert stack.wait_run(done)["status"] == "done"
         cases = [
@@ -280,7 +285,7 @@ def test_every_status_of_the_error_table_answers_the_one_error_body(stack):
             assert set(r.json()) == {"detail", "error"}, r.text
             assert r.json()["error"] == error and needle in r.json()["detail"], r.text
             seen.add(status)
-    down = Settings(store=stack.store, redis_url="redis://127.0.0.1:1/0")
+    down = Settings(store=stack.store, redis_url="redis://127.0.0.1:1/0", allowed_hosts="testserver")
     with TestClient(create_app(down, with_ui=False)) as client:
         r = client.get(f"/api/runs/{done}")
         assert r.status_code == 503 and r.json()["error"] == "ConnectionError"

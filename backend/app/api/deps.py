@@ -34,11 +34,26 @@ def require_token(
     authorization: Annotated[str | None, Header()] = None,
     x_basin_token: Annotated[str | None, Header()] = None,
 ) -> None:
-    """Writes need ``BASIN_API_TOKEN`` when one is configured (``Authorization: Bearer`` or ``X-Basin-Token``)."""
+    """Writes need ``BASIN_API_TOKEN`` when one is configured (``Authorization: Bearer`` or
+    ``X-Basin-Token``).
+
+    The app's :class:`~backend.app.security.SecurityMiddleware` already refuses such
+    requests before their body is read; this second check documents the headers in the
+    OpenAPI schema and guards an app built without the middleware.
+    """
     if not settings.api_token:
         return
-    given = x_basin_token or (authorization or "").removeprefix("Bearer ").strip()
-    if not given or not secrets.compare_digest(given, settings.api_token):
+    given = (x_basin_token or "").strip()
+    if not given:
+        scheme, _, value = (authorization or "").strip().partition(" ")
+        given = value.strip() if scheme.lower() == "bearer" else ""
+    try:
+        ok = bool(given) and secrets.compare_digest(
+            given.encode("ascii"), settings.api_token.encode("utf-8")
+        )
+    except UnicodeEncodeError:
+        ok = False
+    if not ok:
         raise HTTPException(status_code=401, detail="this server requires an API token for writes")
 
 

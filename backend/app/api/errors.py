@@ -123,9 +123,13 @@ class ErrorPublic(BaseModel):
 
 
 _WHY = {
+    400: "the Host header names a host this server does not answer for (BASIN_ALLOWED_HOSTS)",
+    401: "the API token (BASIN_API_TOKEN) is missing or wrong",
+    403: "a write without X-Basin-Token or Authorization and with a content type any web "
+    "page can send (CSRF guard)",
     404: "no such item",
     409: "the item's state refuses the request",
-    413: "the body is over the size cap",
+    413: "the body is over the size cap (BASIN_MAX_JSON_BYTES, uploads BASIN_MAX_UPLOAD_BYTES)",
     422: "invalid input (spec, references, checkpoints, dataset)",
     503: "Redis is unreachable",
 }

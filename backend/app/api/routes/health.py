@@ -32,7 +32,8 @@ def _safe_url(settings) -> str:
 
 @router.get("/health")
 def health(settings: SettingsDep, r: RedisDep) -> Any:
-    """Redis reachable, workers alive with their devices and current run, queue length;
+    """Redis reachable, workers alive with their devices and whether they are busy (not
+    which run: health needs no token, and a run id is the capability to read it), queue length;
     ``status`` ok / degraded (no worker: 200 with a ``warning``) / down (no Redis: 503)."""
     try:
         info = r.info("server")
@@ -58,7 +59,8 @@ def health(settings: SettingsDep, r: RedisDep) -> Any:
                 "device": w.get("device"),
                 "host": w.get("host"),
                 "pid": w.get("pid"),
-                "run": w.get("run"),
+                # busy or idle, never the run's id: health is open, and an id opens its run
+                "busy": bool(w.get("run")),
                 "beat": w.get("beat"),
             }
             for w in workers

@@ -46,6 +46,21 @@ async def _spec_body(request: Request) -> Any:
 SpecBody = Annotated[Any, Depends(_spec_body)]
 
 
+def _run_id(run_id: str) -> str:
+    """The ``{run_id}`` path parameter, 404 unless it can name a run (nothing else reaches
+    Redis keys or file names)."""
+    return book.check_run_id(run_id)
+
+
+#: A ``{run_id}`` path parameter that can name a run (else 404 before anything is read).
+RunId = Annotated[str, Depends(_run_id)]
+#: The ``?after=`` cursor: one a previous answer gave (else 422 naming the problem).
+Cursor = Annotated[
+    str | None,
+    Query(max_length=64, description="the cursor of the previous answer; none = from the start"),
+]
+
+
 def _url(settings, run_id: str) -> str:
     return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
 
@@ -58,7 +73,7 @@ def _url(settings, run_id: str) -> str:
 )
 def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep) -> RunValidated:
     """Check a spec exactly as creating it would (references, compatibility, size); queue nothing."""
-    resolved = book.resolve_spec(spec, store, max_points=settings.max_points)
+    resolved = book.resolve_spec(spec, store, limits=book.SpecLimits.from_settings(settings))
     return RunValidated(num_points=resolved.num_points, spec=resolved)
 
 
@@ -73,21 +88,25 @@ def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep) -> RunV
 def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> RunCreated:
     """Validate a spec, queue its points (coarse to fine) and return the run's id and share link."""
     names: dict[str, str] = {}
-    resolved = book.resolve_spec(spec, store, max_points=settings.max_points, names=names)
+    limits = book.SpecLimits.from_settings(settings)
+    resolved = book.resolve_spec(spec, store, limits=limits, names=names)
     run_id = book.create_run(
         r, resolved, redis_url=settings.redis_url, queue=settings.task_queue, names=names
     )
     return RunCreated(id=run_id, url=_url(settings, run_id))
 
 
-@router.get("/runs", response_model=list[RunListItem], responses=responses(503))
+@router.get("/runs", response_model=list[RunListItem], responses=responses(401, 503))
 def list_runs(settings: SettingsDep, store: StoreDep, r: RedisDep) -> list[dict[str, Any]]:
-    """All runs, newest first: id, type, checkpoints, status, created, done/total."""
+    """All runs, newest first: id, type, checkpoints, status, created, done/total.
+
+    Needs the API token when one is set (the list holds every share link); a run's own
+    routes do not."""
     return book.list_runs(r, store, public_url=settings.public_url.rstrip("/"))
 
 
 @router.get("/runs/{run_id}", response_model=RunPublic, responses=responses(404, 503))
-def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, Any]:
+def get_run(run_id: RunId, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, Any]:
     """One run: spec, status, progress, ETA, summary, anchors, error, the workers serving it,
     and a ``warning`` when no worker is alive to make progress."""
     return book.run_detail(r, store, run_id, url=_url(settings, run_id))
@@ -97,18 +116,18 @@ def get_run(run_id: str, settings: SettingsDep, store: StoreDep, r: RedisDep) ->
     "/runs/{run_id}/points",
     response_model=PointsPage,
     response_model_exclude_unset=True,  # ``reset`` only when it is true
-    responses=responses(404, 503),
+    responses=responses(404, 422, 503),
 )
 def get_points(
-    run_id: str,
+    run_id: RunId,
     settings: SettingsDep,
     store: StoreDep,
     r: RedisDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Cursor = None,
 ) -> dict[str, Any]:
     """Points recorded since ``after`` (the cursor of the previous answer), with the run's
     status, the workers draining it and a ``warning`` when no worker is alive."""
-    return book.run_points(r, store, run_id, after)
+    return book.run_points(r, store, run_id, book.check_cursor(after))
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -116,18 +135,18 @@ def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-@router.get("/runs/{run_id}/events", responses=responses(404))
+@router.get("/runs/{run_id}/events", responses=responses(404, 422))
 async def run_events(
-    run_id: str,
+    run_id: RunId,
     request: Request,
     store: StoreDep,
     r: RedisDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Cursor = None,
 ) -> StreamingResponse:
     """Server-Sent Events: one ``point`` event per point (``id:`` = stream id, resumable with
     ``Last-Event-ID``), then ``end`` with the final status."""
-    start = last_event_id or after or "0-0"
+    start = book.check_cursor(last_event_id or after) or "0-0"
     in_redis = await asyncio.to_thread(lambda: r.hexists(RunKeys(run_id).run, "spec"))
     if not in_redis:
         doc = await asyncio.to_thread(book.result_document, r, store, run_id)
@@ -156,7 +175,7 @@ async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterat
     """XREAD BLOCK on the run's stream; the client's socket timeout outlasts the block."""
     k = RunKeys(run_id)
     client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
-    last = start if start not in ("", "-", "0") else "0-0"
+    last = "0-0" if start in ("", "-", "0") or start.startswith("store") else start
     try:
         yield b": connected\n\n"
         while True:
@@ -197,7 +216,7 @@ async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterat
     responses=responses(404, 409),
     dependencies=[WriteAuth],
 )
-def cancel_run(run_id: str, store: StoreDep, r: RedisDep) -> dict[str, str]:
+def cancel_run(run_id: RunId, store: StoreDep, r: RedisDep) -> dict[str, str]:
     """Stop a queued or running run; the points already computed are kept (also on disk)."""
     return {"id": run_id, "status": book.cancel_run(r, run_id, store)}
 
@@ -205,7 +224,7 @@ def cancel_run(run_id: str, store: StoreDep, r: RedisDep) -> dict[str, str]:
 @router.delete(
     "/runs/{run_id}", status_code=204, responses=responses(404), dependencies=[WriteAuth]
 )
-def delete_run(run_id: str, store: StoreDep, r: RedisDep) -> Response:
+def delete_run(run_id: RunId, store: StoreDep, r: RedisDep) -> Response:
     """Delete a run: its Redis state and its stored result document."""
     book.delete_run(r, store, run_id)
     return Response(status_code=204)
@@ -213,7 +232,7 @@ def delete_run(run_id: str, store: StoreDep, r: RedisDep) -> Response:
 
 @router.get("/runs/{run_id}/export", response_model=None, responses=responses(404))
 def export_run(
-    run_id: str, store: StoreDep, r: RedisDep, format: Literal["json", "csv"] = "json"
+    run_id: RunId, store: StoreDep, r: RedisDep, format: Literal["json", "csv"] = "json"
 ) -> Response:
     """The result document as JSON, or one CSV row per point (index, coords..., metrics...)."""
     doc = book.result_document(r, store, run_id)
