@@ -28,6 +28,7 @@ from tests.stack import Stack, running_stack
 FULL = os.environ.get("BASIN_RELIABILITY", "").strip().lower() == "full"
 MODE = "full" if FULL else "short"
 LEASE_SECONDS = 3
+TOKEN = "reliability-token"
 ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability.json"
 
 
@@ -66,11 +67,13 @@ def rel_store(tmp_path_factory, classifier_family) -> Path:
 
 @pytest.fixture(scope="package")
 def rstack(rel_store) -> Stack:
-    """The suite's stack: persistent Redis, one worker with the hook, short leases."""
+    """The suite's stack: persistent Redis, one worker with the hook, short leases, a token
+    (writes carry it in ``X-Basin-Token``; pages that only read a run do not)."""
     env = {"BASIN_LOST_TASK_GRACE_SECONDS": "1"}
     with running_stack(
         rel_store,
         workers=1,
+        token=TOKEN,
         lease_seconds=LEASE_SECONDS,
         ui=False,
         env=env,
@@ -147,6 +150,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 __all__ = [
-    "FULL", "LEASE_SECONDS", "MODE", "all_points_via_api", "assert_recorded_once", "count",
+    "FULL", "LEASE_SECONDS", "MODE", "TOKEN", "all_points_via_api", "assert_recorded_once", "count",
     "ensure_worker", "factories", "linear_spec", "percentile", "store_tmp_leftovers",
 ]

@@ -75,7 +75,9 @@ class Tally:
     def __init__(self) -> None:
         self.by_class: dict[str, Counter] = defaultdict(Counter)
         self.problems: list[str] = []
-        self.runs: list[str] = []
+        self.runs: list[str] = []  # accepted, not yet deleted
+        self.accepted_runs = 0
+        self.replaced_workers = 0
 
     def add(self, cls: str, r: Any, *, refuse: bool, what: str = "") -> None:
         status = r.status_code if r is not None else "error"
@@ -204,6 +206,30 @@ def spec_strategy() -> st.SearchStrategy[dict]:
     return st.one_of(numbers, texts, planes, shapes)
 
 
+def without_token(stack, tally: Tally) -> None:
+    """Writes without the token are refused before their body is read or parsed."""
+    anon = httpx.Client(base_url=stack.base_url, timeout=120)
+    big = b"\x1f\x8b" + b"\0" * (8 << 20)
+    checks = [
+        ("PUT", "/api/checkpoints?name=x", {"content": big}),
+        ("POST", "/api/checkpoints", {"files": {"file": ("m.zip", big)}}),
+        ("POST", "/api/runs", {"content": b"{not json", "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/api/runs", {"json": linear_spec(2)}),
+        ("POST", "/api/runs/validate", {"json": linear_spec(2)}),
+        ("PUT", "/api/datasets?name=x.csv", {"content": b"text,label\na,1\n"}),
+        ("POST", "/api/checkpoints/register", {"json": {"path": "/etc", "copy": True}}),
+    ]
+    with anon:
+        for method, path, kw in checks:
+            try:
+                r = anon.request(method, path, **kw)
+            except httpx.HTTPError:
+                r = None
+            tally.add("no_token", r, refuse=True, what=f"{method} {path}")
+            if r is not None and r.status_code not in (401, 403):
+                tally.problems.append(f"no_token: {r.status_code} (not 401/403) for {method} {path}")
+
+
 def hostile_specs(stack, tally: Tally, n: int) -> None:
     for rx in HOSTILE_REGEXES:  # catastrophic backtracking: must be refused at the API
         tally.add("spec_regex", send(stack, "POST", "/api/runs", json=linear_spec(3, scope=rx)),
@@ -222,13 +248,12 @@ def hostile_specs(stack, tally: Tally, n: int) -> None:
     ok = send(stack, "POST", "/api/runs", json=linear_spec(2, seed=9))
     assert ok is not None and ok.status_code == 201, ok.text if ok is not None else "no answer"
     real = ok.json()["id"]
-    tally.runs.append(real)
     for cur in ["garbage", "1-x", "-", "99999999999999999999-0", "0-0-0", "%00", "1" * 64]:
         tally.add("cursors", send(stack, "GET", f"/api/runs/{real}/points", params={"after": cur}),
                   refuse=False, what=f"after={cur!r}")
-    for tok in ["tökén".encode(), b"\xff\xfe", b"a" * 8000]:  # odd token headers
+    for tok in ["tökén".encode(), b"\xff\xfe", b"a" * 8000]:  # odd token headers: refused
         tally.add("headers", send(stack, "POST", f"/api/runs/{real}/cancel",
-                                  headers={"X-Basin-Token": tok}), refuse=False, what=repr(tok[:8]))
+                                  headers={"X-Basin-Token": tok}), refuse=True, what=repr(tok[:8]))
 
     @settings(max_examples=n, database=None, derandomize=True, deadline=None,
               suppress_health_check=list(HealthCheck))
@@ -258,7 +283,10 @@ def schema_fuzz(stack, tally: Tally, per_op: int) -> int:
     ops = [o.ok() for o in schema.get_all_operations()]
     ops = [o for o in ops if not o.path.endswith("/register") and not o.path.endswith("/events")]
     for op in ops:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        # (a string path parameter cannot be made invalid: only bodies and queries can)
+        negatable = bool(len(op.body) or len(op.query))
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if negatable else [])
+        for mode in modes:
             @settings(max_examples=per_op, database=None, derandomize=True, deadline=None,
                       suppress_health_check=list(HealthCheck))
             @given(op.as_strategy(generation_mode=mode))
@@ -287,6 +315,22 @@ def schema_fuzz(stack, tally: Tally, per_op: int) -> int:
     return len(ops)
 
 
+def free_worker(stack, tally: Tally) -> None:
+    """Delete the runs that got in; replace the worker if any did (one caught by a hostile
+    regex stays busy for minutes), so what follows has a free worker and a free core."""
+    if not tally.runs:
+        return
+    for run_id in tally.runs:
+        send(stack, "DELETE", f"/api/runs/{run_id}")
+    tally.replaced_workers += 1
+    tally.accepted_runs += len(tally.runs)
+    tally.runs = []
+    for i, w in enumerate(stack.workers):
+        if w is not None:
+            stack.kill_worker(i)
+    stack.start_worker()
+
+
 def store_links(store: Path) -> list[str]:
     out = []
     for root, dirs, files in os.walk(store):
@@ -308,19 +352,16 @@ def test_bad_inputs_get_4xx_and_leave_nothing_behind(rstack, classifier_family, 
     pickled = hostile_uploads(stack, tally, model, markers)
     api_rss = peak_rss_mb(stack.api_proc.pid)
     load_pickled(stack, tally, pickled)
+    t1 = time.monotonic()
+    without_token(stack, tally)
     hostile_specs(stack, tally, count(12, 150))
+    free_worker(stack, tally)  # (a worker caught by a hostile regex burns a core)
+    t2 = time.monotonic()
     n_ops = schema_fuzz(stack, tally, count(1, 3))
-    took = time.monotonic() - t0
+    t3 = time.monotonic()
+    took = t3 - t0
 
-    # runs that got in are deleted; a worker caught by one of them (a hostile regex) is
-    # replaced, so that the check below and the tests after this one have a free worker
-    for run_id in tally.runs:
-        send(stack, "DELETE", f"/api/runs/{run_id}")
-    if tally.runs:
-        for i, w in enumerate(stack.workers):
-            if w is not None:
-                stack.kill_worker(i)
-        stack.start_worker()
+    free_worker(stack, tally)
 
     leftovers = store_tmp_leftovers(stack.store)
     written = sorted(p.name for p in markers.iterdir())
@@ -333,12 +374,15 @@ def test_bad_inputs_get_4xx_and_leave_nothing_behind(rstack, classifier_family, 
         "tmp_leftovers": len(leftovers),
         "markers_written": len(written),
         "store_symlinks": len(links),
-        "runs_accepted": len(tally.runs),
+        "runs_accepted": tally.accepted_runs,
+        "workers_replaced": tally.replaced_workers,
         "pickled_checkpoints_loaded": len(pickled[:3]),
         "api_peak_rss_mb_after_uploads": round(api_rss, 1),
         "schema_operations": n_ops,
         "problems": tally.problems[:200],
         "seconds": round(took, 1),
+        "seconds_by_phase": {"uploads": round(t1 - t0, 1), "specs": round(t2 - t1, 1),
+                             "schema": round(t3 - t2, 1)},
     }
     # the stack is healthy after it all: a normal run still completes, every point once
     r = stack.request("POST", "/api/runs", json=linear_spec(3, seed=11))

@@ -16,7 +16,7 @@ import httpx
 
 from tests.reliability.conftest import count, ensure_worker, linear_spec, percentile
 
-POINTS = 9
+POINTS = 21
 POLL_S = 0.5  # how often a run page asks
 
 
@@ -71,7 +71,8 @@ def test_viewers_polling_points_while_runs_go_see_no_error(rstack, figures):
     n_runs, n_viewers = count(2, 5), count(25, 100)
     run_ids = []
     for i in range(n_runs):
-        r = stack.request("POST", "/api/runs", json=linear_spec(POINTS, seed=500 + i))
+        spec = linear_spec(POINTS, seed=500 + i, max_examples=64, batch_size=32)
+        r = stack.request("POST", "/api/runs", json=spec)
         assert r.status_code == 201, r.text
         run_ids.append(r.json()["id"])
     t0 = time.monotonic()

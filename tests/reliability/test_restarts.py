@@ -71,6 +71,8 @@ def restart_mid_run(stack, figures, which: str, seed: int) -> None:
         reader = Reader(stack.base_url, run_id, POINTS)
         reader.start()
         seam.wait(stack, run_id, 3)  # mid-run: a worker is inside point 3
+        before = stack.request("GET", f"/api/runs/{run_id}").json()["done"]
+        assert 1 <= before < POINTS  # (points 0 and 7 come first: coarse to fine)
         t0 = time.monotonic()
         stack.restart_redis() if which == "redis" else stack.restart_api()
         restart_s = time.monotonic() - t0
@@ -89,6 +91,7 @@ def restart_mid_run(stack, figures, which: str, seed: int) -> None:
         "reader_errors": dict(reader.errors),
         "reader_resets": reader.resets,
         "points_seen": len(reader.seen),
+        "recorded_before_restart": before,
     }
 
 
