@@ -4,6 +4,8 @@ run exactly once; the API's p50/p95 latency goes to the figures.
 Plain asyncio + httpx: each viewer is what an open run page does — poll
 ``/api/runs/{id}/points?after=<cursor>`` (and now and then the run itself) until the
 run has ended and it has every point. The run ends are the events the viewers wait for.
+The runs are held inside a point (the worker hook) until every viewer has polled a few
+times, so the load falls while the runs go, however fast the machine is.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ POLL_S = 0.5  # how often a run page asks
 
 
 async def viewer(client: httpx.AsyncClient, run_id: str, lat: list[float], errors: Counter,
-                 seen_by: list[list[int]]) -> None:
+                 seen_by: list[list[int]], polled: list[int], me: int) -> None:
     seen: list[int] = []
     after: str | None = None
     polls = 0
     while True:
         polls += 1
+        polled[me] = polls
         path = f"/api/runs/{run_id}" if polls % 5 == 0 else f"/api/runs/{run_id}/points"
         params = {"after": after} if after and "points" in path else {}
         t0 = time.perf_counter()
@@ -53,14 +56,25 @@ async def viewer(client: httpx.AsyncClient, run_id: str, lat: list[float], error
         await asyncio.sleep(POLL_S)
 
 
-async def crowd(base_url: str, run_ids: list[str], n: int):
+async def release_after(seam, run_ids: list[str], polled: list[int], polls: int) -> None:
+    """Let the held runs go once every viewer has polled ``polls`` times."""
+    while min(polled) < polls:
+        await asyncio.sleep(0.05)
+    for run_id in run_ids:
+        seam.release(run_id)
+
+
+async def crowd(base_url: str, seam, run_ids: list[str], n: int, polls: int):
     lat: list[float] = []
     errors: Counter = Counter()
     seen_by: list[list[int]] = []
+    polled = [0] * n
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         await asyncio.gather(
-            *(viewer(client, run_ids[i % len(run_ids)], lat, errors, seen_by) for i in range(n))
+            release_after(seam, run_ids, polled, polls),
+            *(viewer(client, run_ids[i % len(run_ids)], lat, errors, seen_by, polled, i)
+              for i in range(n)),
         )
     return lat, errors, seen_by
 
@@ -70,14 +84,20 @@ def test_viewers_polling_points_while_runs_go_see_no_error(rstack, figures):
     ensure_worker(stack)
     n_runs, n_viewers = count(2, 5), count(25, 100)
     run_ids = []
-    for i in range(n_runs):
-        spec = linear_spec(POINTS, seed=500 + i, max_examples=64, batch_size=32)
-        r = stack.request("POST", "/api/runs", json=spec)
-        assert r.status_code == 201, r.text
-        run_ids.append(r.json()["id"])
-    t0 = time.monotonic()
-    lat, errors, seen_by = asyncio.run(crowd(stack.base_url, run_ids, n_viewers))
-    took = time.monotonic() - t0
+    hold = stack.seam.hold("any", POINTS // 2)  # each run waits inside a point for the crowd
+    try:
+        for i in range(n_runs):
+            spec = linear_spec(POINTS, seed=500 + i, max_examples=64, batch_size=32)
+            r = stack.request("POST", "/api/runs", json=spec)
+            assert r.status_code == 201, r.text
+            run_ids.append(r.json()["id"])
+        t0 = time.monotonic()
+        lat, errors, seen_by = asyncio.run(
+            crowd(stack.base_url, stack.seam, run_ids, n_viewers, polls=count(4, 10))
+        )
+        took = time.monotonic() - t0
+    finally:
+        stack.seam.unhold(hold)
     for run_id in run_ids:
         assert stack.wait_run(run_id)["status"] == "done"
     figures["load"] = {
