@@ -47,8 +47,10 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def figures() -> Any:
     """Figures the tests report; written to ``test-artifacts/reliability.json`` at the end."""
-    out: dict[str, Any] = {"mode": MODE, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                  time.gmtime())}
+    out: dict[str, Any] = {
+        "mode": MODE,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     yield out
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.write_text(json.dumps(out, indent=2, sort_keys=True, default=str) + "\n")
@@ -150,6 +152,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 __all__ = [
-    "FULL", "LEASE_SECONDS", "MODE", "TOKEN", "all_points_via_api", "assert_recorded_once", "count",
-    "ensure_worker", "factories", "linear_spec", "percentile", "store_tmp_leftovers",
+    "FULL",
+    "LEASE_SECONDS",
+    "MODE",
+    "TOKEN",
+    "all_points_via_api",
+    "assert_recorded_once",
+    "count",
+    "ensure_worker",
+    "factories",
+    "linear_spec",
+    "percentile",
+    "store_tmp_leftovers",
 ]

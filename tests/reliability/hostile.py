@@ -35,8 +35,11 @@ def make_zip(files: dict[str, bytes], extra: list[zipfile.ZipInfo | tuple] = ())
     return buf.getvalue()
 
 
-def make_tgz(files: dict[str, bytes], extra: list[tuple[tarfile.TarInfo, bytes | None]] = (),
-             fmt: int = tarfile.PAX_FORMAT) -> bytes:
+def make_tgz(
+    files: dict[str, bytes],
+    extra: list[tuple[tarfile.TarInfo, bytes | None]] = (),
+    fmt: int = tarfile.PAX_FORMAT,
+) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=fmt) as t:
         for name, data in files.items():
@@ -89,8 +92,16 @@ def truncated(rng: random.Random, model: dict[str, bytes], marker_dir: Path):
 
 
 def wrong_magic(rng: random.Random, model: dict[str, bytes], marker_dir: Path):
-    heads = [b"", b"\x89PNG\r\n\x1a\n", b"\x1f\x8b", b"PK\x03\x04", b"\x00" * 8, b"{\"a\":",
-             b"%PDF-1.4", b"\x80\x04\x95"]
+    heads = [
+        b"",
+        b"\x89PNG\r\n\x1a\n",
+        b"\x1f\x8b",
+        b"PK\x03\x04",
+        b"\x00" * 8,
+        b'{"a":',
+        b"%PDF-1.4",
+        b"\x80\x04\x95",
+    ]
     body = rng.choice(heads) + rng.randbytes(rng.randrange(0, 4096))
     return rng.choice(["model.zip", "model.tar.gz", "model.safetensors", "x.bin"]), body
 
@@ -133,7 +144,9 @@ def pickles(rng: random.Random, model: dict[str, bytes], marker_dir: Path):
         files = {**model, name: payload}  # next to good weights
     if rng.random() < 0.2:
         return "pytorch_model.bin", payload  # bare
-    return ("model.zip", make_zip(files)) if rng.random() < 0.5 else ("model.tar.gz", make_tgz(files))
+    return (
+        ("model.zip", make_zip(files)) if rng.random() < 0.5 else ("model.tar.gz", make_tgz(files))
+    )
 
 
 def huge_headers(rng: random.Random, model: dict[str, bytes], marker_dir: Path, size: int):
@@ -161,27 +174,33 @@ def many_entries(rng: random.Random, model: dict[str, bytes], marker_dir: Path, 
 
 def lying_config(rng: random.Random, model: dict[str, bytes], marker_dir: Path):
     cfg = json.loads(model["config.json"])
-    lie = rng.choice([
-        {"hidden_size": 8192, "intermediate_size": 32768},
-        {"num_hidden_layers": 512},
-        {"vocab_size": 10**9},
-        {"max_position_embeddings": 10**8},
-        {"num_attention_heads": 3, "hidden_size": 10**6},
-    ])
+    lie = rng.choice(
+        [
+            {"hidden_size": 8192, "intermediate_size": 32768},
+            {"num_hidden_layers": 512},
+            {"vocab_size": 10**9},
+            {"max_position_embeddings": 10**8},
+            {"num_attention_heads": 3, "hidden_size": 10**6},
+        ]
+    )
     cfg.update(lie)
     files = {**model, "config.json": json.dumps(cfg).encode()}
     if rng.random() < 0.3:
         files["config.json"] = rng.choice([b"{", b"[]", b"null", b'{"model_type": "nope"}'])
-    return ("model.zip", make_zip(files)) if rng.random() < 0.5 else ("model.tar.gz", make_tgz(files))
+    return (
+        ("model.zip", make_zip(files)) if rng.random() < 0.5 else ("model.tar.gz", make_tgz(files))
+    )
 
 
 def bad_dataset(rng: random.Random, model: dict[str, bytes], marker_dir: Path):
-    body = rng.choice([
-        rng.randbytes(rng.randrange(1, 4096)),
-        b"\xff\xfe" + "text,label\n".encode("utf-16-le"),
-        b"text,label\n" + b"\xc3\x28,1\n" * 10,
-        b'{"text": "a", "label": 1}\n{broken\n',
-        ("," * 20000 + "\n").encode(),
-        b"text,label\n" + b"a," * 5000 + b"\n",
-    ])
+    body = rng.choice(
+        [
+            rng.randbytes(rng.randrange(1, 4096)),
+            b"\xff\xfe" + "text,label\n".encode("utf-16-le"),
+            b"a,b\n1,2\n" * 10,  # no column any task can use
+            b'{"text": "a", "label": 1}\n{broken\n',
+            ("," * 20000 + "\n").encode(),
+            b"text,label\n" + b"a," * 5000 + b"\n",
+        ]
+    )
     return rng.choice(["x.csv", "x.jsonl", "x.tsv", "x.txt", "../x.csv", "x:y.csv"]), body

@@ -64,8 +64,21 @@ HOSTILE_REGEXES = [
 ]
 
 ODD_TEXT = [
-    "a:b", "ft_a:", ":", "\u202eevil", "\x00", "\ud800", "😀" * 40, "名前", "Ω≈ç√", "\r\n",
-    "../../etc/passwd", "%00", "a" * 5000, " ", "NaN",
+    "a:b",
+    "ft_a:",
+    ":",
+    "\u202eevil",
+    "\x00",
+    "\ud800",
+    "😀" * 40,
+    "名前",
+    "Ω≈ç√",
+    "\r\n",
+    "../../etc/passwd",
+    "%00",
+    "a" * 5000,
+    " ",
+    "NaN",
 ]
 
 
@@ -110,8 +123,9 @@ class Tally:
 
     @property
     def five_xx(self) -> int:
-        return sum(n for c in self.by_class.values() for s, n in c.items()
-                   if s.isdigit() and int(s) >= 500)
+        return sum(
+            n for c in self.by_class.values() for s, n in c.items() if s.isdigit() and int(s) >= 500
+        )
 
 
 def send(stack, method: str, path: str, **kw: Any) -> httpx.Response | None:
@@ -126,10 +140,17 @@ def upload(stack, rng: random.Random, cls: str, filename: str, body: bytes):
     kind = "datasets" if dataset else "checkpoints"
     name = filename if dataset else f"bad-{cls}-{rng.randrange(10**6)}"
     if rng.random() < 0.5:
-        return send(stack, "PUT", f"/api/{kind}", params={"name": name}, content=body,
-                    headers={"Content-Type": "application/octet-stream"})
-    return send(stack, "POST", f"/api/{kind}", files={"file": (filename, body)},
-                data={"name": name})
+        return send(
+            stack,
+            "PUT",
+            f"/api/{kind}",
+            params={"name": name},
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    return send(
+        stack, "POST", f"/api/{kind}", files={"file": (filename, body)}, data={"name": name}
+    )
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -172,7 +193,9 @@ def spec_strategy() -> st.SearchStrategy[dict]:
     bad_number = st.one_of(
         st.integers(min_value=-(2**70), max_value=2**70),
         st.floats(allow_nan=True, allow_infinity=True),
-        st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=3),
+        st.text(max_size=5),
+        st.none(),
+        st.lists(st.integers(), max_size=3),
         st.sampled_from([0, -1, 10**6, 10**12, 2**63, 2**64, 1e308]),
     )
     odd = st.one_of(st.sampled_from(ODD_TEXT), st.text(max_size=30))
@@ -186,22 +209,58 @@ def spec_strategy() -> st.SearchStrategy[dict]:
         return spec
 
     numbers = st.tuples(
-        st.sampled_from([("path", "points"), ("max_examples",), ("batch_size",),
-                         ("max_length",), ("seed",), ("path", "range")]), bad_number,
+        st.sampled_from(
+            [
+                ("path", "points"),
+                ("max_examples",),
+                ("batch_size",),
+                ("max_length",),
+                ("seed",),
+                ("path", "range"),
+            ]
+        ),
+        bad_number,
     ).map(lambda t: put(*t))
     texts = st.tuples(
-        st.sampled_from([("dataset",), ("name",), ("task",), ("device",), ("scope",),
-                         ("path", "a"), ("path", "b"), ("path", "type"), ("tokenizer",)]), odd,
+        st.sampled_from(
+            [
+                ("dataset",),
+                ("name",),
+                ("task",),
+                ("device",),
+                ("scope",),
+                ("path", "a"),
+                ("path", "b"),
+                ("path", "type"),
+                ("tokenizer",),
+            ]
+        ),
+        odd,
     ).map(lambda t: put(*t))
     planes = st.tuples(
-        st.lists(bad_number, min_size=0, max_size=3), st.sampled_from([None, -1.0, 1e9]),
-    ).map(lambda t: {**base, "path": {"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c",
-                                      "resolution": t[0], "margin": t[1]}})
+        st.lists(bad_number, min_size=0, max_size=3),
+        st.sampled_from([None, -1.0, 1e9]),
+    ).map(
+        lambda t: {
+            **base,
+            "path": {
+                "type": "plane",
+                "a": "ft_a",
+                "b": "ft_b",
+                "c": "ft_c",
+                "resolution": t[0],
+                "margin": t[1],
+            },
+        }
+    )
     shapes = st.one_of(
-        st.none(), st.lists(st.integers(), max_size=3), st.text(max_size=10),
+        st.none(),
+        st.lists(st.integers(), max_size=3),
+        st.text(max_size=10),
         st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=4),
-        st.recursive(st.just({}), lambda s: st.dictionaries(st.just("path"), s, min_size=1),
-                     max_leaves=60),
+        st.recursive(
+            st.just({}), lambda s: st.dictionaries(st.just("path"), s, min_size=1), max_leaves=60
+        ),
     )
     return st.one_of(numbers, texts, planes, shapes)
 
@@ -213,7 +272,11 @@ def without_token(stack, tally: Tally) -> None:
     checks = [
         ("PUT", "/api/checkpoints?name=x", {"content": big}),
         ("POST", "/api/checkpoints", {"files": {"file": ("m.zip", big)}}),
-        ("POST", "/api/runs", {"content": b"{not json", "headers": {"Content-Type": "application/json"}}),
+        (
+            "POST",
+            "/api/runs",
+            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+        ),
         ("POST", "/api/runs", {"json": linear_spec(2)}),
         ("POST", "/api/runs/validate", {"json": linear_spec(2)}),
         ("PUT", "/api/datasets?name=x.csv", {"content": b"text,label\na,1\n"}),
@@ -227,44 +290,80 @@ def without_token(stack, tally: Tally) -> None:
                 r = None
             tally.add("no_token", r, refuse=True, what=f"{method} {path}")
             if r is not None and r.status_code not in (401, 403):
-                tally.problems.append(f"no_token: {r.status_code} (not 401/403) for {method} {path}")
+                tally.problems.append(
+                    f"no_token: {r.status_code} (not 401/403) for {method} {path}"
+                )
 
 
 def hostile_specs(stack, tally: Tally, n: int) -> None:
     for rx in HOSTILE_REGEXES:  # catastrophic backtracking: must be refused at the API
-        tally.add("spec_regex", send(stack, "POST", "/api/runs", json=linear_spec(3, scope=rx)),
-                  refuse=True, what=rx)
+        tally.add(
+            "spec_regex",
+            send(stack, "POST", "/api/runs", json=linear_spec(3, scope=rx)),
+            refuse=True,
+            what=rx,
+        )
     for bad in ["a:b", "x" * 200, "%3A", "ft_a:ft_b", "a:b:c:points"]:  # ids with ':' and friends
-        for method, path in [("GET", f"/api/runs/{bad}"), ("GET", f"/api/runs/{bad}/points"),
-                             ("POST", f"/api/runs/{bad}/cancel"), ("DELETE", f"/api/runs/{bad}")]:
+        for method, path in [
+            ("GET", f"/api/runs/{bad}"),
+            ("GET", f"/api/runs/{bad}/points"),
+            ("POST", f"/api/runs/{bad}/cancel"),
+            ("DELETE", f"/api/runs/{bad}"),
+        ]:
             tally.add("run_ids", send(stack, method, path), refuse=True, what=f"{method} {path}")
     spec = linear_spec(3, path={"type": "linear", "a": "ft_a:x", "b": "ft_b", "points": 3})
     tally.add("run_ids", send(stack, "POST", "/api/runs", json=spec), refuse=True, what="a: ft_a:x")
-    huge_plane = {**linear_spec(3), "path": {"type": "plane", "a": "ft_a", "b": "ft_b",
-                                             "c": "ft_c", "resolution": [10**4, 10**4]}}
-    tally.add("oversized", send(stack, "POST", "/api/runs", json=huge_plane), refuse=True,
-              what="a 10^4 x 10^4 plane")
+    huge_plane = {
+        **linear_spec(3),
+        "path": {
+            "type": "plane",
+            "a": "ft_a",
+            "b": "ft_b",
+            "c": "ft_c",
+            "resolution": [10**4, 10**4],
+        },
+    }
+    tally.add(
+        "oversized",
+        send(stack, "POST", "/api/runs", json=huge_plane),
+        refuse=True,
+        what="a 10^4 x 10^4 plane",
+    )
     # a real run's points with malformed cursors
     ok = send(stack, "POST", "/api/runs", json=linear_spec(2, seed=9))
     assert ok is not None and ok.status_code == 201, ok.text if ok is not None else "no answer"
     real = ok.json()["id"]
     for cur in ["garbage", "1-x", "-", "99999999999999999999-0", "0-0-0", "%00", "1" * 64]:
-        tally.add("cursors", send(stack, "GET", f"/api/runs/{real}/points", params={"after": cur}),
-                  refuse=False, what=f"after={cur!r}")
+        tally.add(
+            "cursors",
+            send(stack, "GET", f"/api/runs/{real}/points", params={"after": cur}),
+            refuse=False,
+            what=f"after={cur!r}",
+        )
     for tok in ["tökén".encode(), b"\xff\xfe", b"a" * 8000]:  # odd token headers: refused
-        tally.add("headers", send(stack, "POST", f"/api/runs/{real}/cancel",
-                                  headers={"X-Basin-Token": tok}), refuse=True, what=repr(tok[:8]))
+        tally.add(
+            "headers",
+            send(stack, "POST", f"/api/runs/{real}/cancel", headers={"X-Basin-Token": tok}),
+            refuse=True,
+            what=repr(tok[:8]),
+        )
 
-    @settings(max_examples=n, database=None, derandomize=True, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(spec_strategy())
     def one(spec: Any) -> None:
         try:
             body = json.dumps(spec)
         except ValueError:
             return
-        r = send(stack, "POST", "/api/runs", content=body,
-                 headers={"Content-Type": "application/json"})
+        r = send(
+            stack, "POST", "/api/runs", content=body, headers={"Content-Type": "application/json"}
+        )
         tally.add("spec_fuzz", r, refuse=False, what=body[:120])
         if r is not None and r.status_code == 201:
             send(stack, "DELETE", f"/api/runs/{r.json()['id']}")
@@ -287,8 +386,14 @@ def schema_fuzz(stack, tally: Tally, per_op: int) -> int:
         negatable = bool(len(op.body) or len(op.query))
         modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if negatable else [])
         for mode in modes:
-            @settings(max_examples=per_op, database=None, derandomize=True, deadline=None,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=per_op,
+                database=None,
+                derandomize=True,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(op.as_strategy(generation_mode=mode))
             def one(case: Any) -> None:
                 try:
@@ -299,7 +404,9 @@ def schema_fuzz(stack, tally: Tally, per_op: int) -> int:
                 status = r.status_code
                 tally.by_class["schema_fuzz"][str(status)] += 1
                 if status >= 500:
-                    tally.problems.append(f"schema {case.operation.label}: {status}: {r.text[:200]}")
+                    tally.problems.append(
+                        f"schema {case.operation.label}: {status}: {r.text[:200]}"
+                    )
                 if status == 201 and case.operation.path == "/api/runs":
                     try:
                         tally.runs.append(r.json()["id"])
@@ -381,8 +488,11 @@ def test_bad_inputs_get_4xx_and_leave_nothing_behind(rstack, classifier_family, 
         "schema_operations": n_ops,
         "problems": tally.problems[:200],
         "seconds": round(took, 1),
-        "seconds_by_phase": {"uploads": round(t1 - t0, 1), "specs": round(t2 - t1, 1),
-                             "schema": round(t3 - t2, 1)},
+        "seconds_by_phase": {
+            "uploads": round(t1 - t0, 1),
+            "specs": round(t2 - t1, 1),
+            "schema": round(t3 - t2, 1),
+        },
     }
     # the stack is healthy after it all: a normal run still completes, every point once
     r = stack.request("POST", "/api/runs", json=linear_spec(3, seed=11))

@@ -1,12 +1,13 @@
 """Workers SIGKILLed at random moments: every run still ends ``done`` with every point
 recorded exactly once (in the stream, through the API and in the stored document).
 
-Each run has one worker, held by the hook (:class:`tests.stack.Seam`) at a moment chosen
-by a seeded RNG — inside a point (lease held), holding the finish lock before the summary
-(``finish``), or after the run ended and before its document is written (``persist``) —
-then killed with SIGKILL (what the kernel's OOM killer does) and a new worker started.
-The dead worker's lease (or finish lock) expires; the API's reaper re-queues the run (or
-stores the document) and the new worker finishes it.
+Two workers serve the runs. The first to reach a moment chosen by a seeded RNG is held
+there by the hook (:class:`tests.stack.Seam`) — inside a point (lease held), holding the
+finish lock before the summary (``finish``), or after the run ended and before its
+document is written (``persist``) — then killed with SIGKILL (what the kernel's OOM
+killer does), and a new worker is started in its place. The dead worker's lease (or
+finish lock) expires; the other worker takes the point over or finishes the run (or the
+API's reaper stores the document, or re-queues a run nobody drains).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def test_runs_survive_a_worker_killed_at_a_random_moment(rstack, figures):
     stack, seam = rstack, rstack.seam
     assert seam is not None
     ensure_worker(stack)
+    while len(stack.live_worker_names) < 2:  # a second one, so a kill never waits for a boot
+        stack.start_worker(wait=False)
     plan = kill_plan(count(3, 20))
     t0 = time.monotonic()
     kills: list[dict] = []
@@ -54,7 +57,7 @@ def test_runs_survive_a_worker_killed_at_a_random_moment(rstack, figures):
             seam.release(run_id)  # its successor is not held
         finally:
             seam.unhold(hold)
-        stack.start_worker(wait=False)
+        stack.start_worker(wait=False)  # the replacement boots while the run goes on
         doc = assert_recorded_once(stack, run_id, POINTS)
         kills.append({"run": run_id, "moment": str(moment), "requeued": doc.get("requeued")})
     figures["chaos"] = {

@@ -22,8 +22,15 @@ POINTS = 21
 POLL_S = 0.5  # how often a run page asks
 
 
-async def viewer(client: httpx.AsyncClient, run_id: str, lat: list[float], errors: Counter,
-                 seen_by: list[list[int]], polled: list[int], me: int) -> None:
+async def viewer(
+    client: httpx.AsyncClient,
+    run_id: str,
+    lat: list[float],
+    errors: Counter,
+    seen_by: list[list[int]],
+    polled: list[int],
+    me: int,
+) -> None:
     seen: list[int] = []
     after: str | None = None
     polls = 0
@@ -73,8 +80,10 @@ async def crowd(base_url: str, seam, run_ids: list[str], n: int, polls: int):
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         await asyncio.gather(
             release_after(seam, run_ids, polled, polls),
-            *(viewer(client, run_ids[i % len(run_ids)], lat, errors, seen_by, polled, i)
-              for i in range(n)),
+            *(
+                viewer(client, run_ids[i % len(run_ids)], lat, errors, seen_by, polled, i)
+                for i in range(n)
+            ),
         )
     return lat, errors, seen_by
 
