@@ -84,15 +84,17 @@ def restart_mid_run(stack, figures, which: str, seed: int) -> None:
     reader.stop.set()
     assert not reader.is_alive(), "the live reader never saw the run end"
     assert sorted(reader.seen) == list(range(POINTS)), Counter(reader.seen)  # none lost, none twice
-    figures.setdefault("restarts", {})[which] = {
-        "run": run_id,
-        "restart_s": round(restart_s, 2),
-        "reader_polls": reader.polls,
-        "reader_errors": dict(reader.errors),
-        "reader_resets": reader.resets,
-        "points_seen": len(reader.seen),
-        "recorded_before_restart": before,
-    }
+    figures.setdefault("restarts", {}).setdefault(which, []).append(
+        {
+            "run": run_id,
+            "restart_s": round(restart_s, 2),
+            "reader_polls": reader.polls,
+            "reader_errors": dict(reader.errors),
+            "reader_resets": reader.resets,
+            "points_seen": len(reader.seen),
+            "recorded_before_restart": before,
+        }
+    )
 
 
 def test_a_redis_restart_mid_run_loses_and_doubles_nothing(rstack, figures):
