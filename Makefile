@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install system-deps up demo test test-fast lint bench clean
+.PHONY: install system-deps up demo test test-fast reliability lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: install system-deps
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The reliability suite at full counts (20 chaos kills, 500 bad inputs, 100 viewers...);
+# `make test` runs a short version of it. Figures: test-artifacts/reliability.json.
+reliability: install
+	BASIN_RELIABILITY=full $(BIN)/pytest -q -p no:cacheprovider -m reliability tests/reliability
 
 test-fast: install
 	$(BIN)/pytest -q -p no:cacheprovider -m "not browser and not integration"

@@ -8,6 +8,11 @@
         stack.start_worker()
         stack.flush_redis()
 
+With ``seam=<dir>`` the workers call :func:`seam_hook` at each point, finish and document
+write (``BASIN_WORKER_HOOK``), so a test holds a worker at an exact moment and kills it
+there (:class:`Seam`) instead of racing a clock. With ``redis_dir=<dir>`` Redis keeps its
+data in an append-only file there and :meth:`Stack.restart_redis` brings it back with it.
+
 Everything binds 127.0.0.1 on free ports, runs with one torch thread and
 ``HF_HUB_OFFLINE=1``, logs to ``<store>/../stack-logs/`` and is stopped by PID
 (process groups) on exit. Uses the same process helpers as ``basin up``
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -43,6 +49,10 @@ class Stack:
     api_proc: subprocess.Popen
     workers: list[subprocess.Popen | None] = field(default_factory=list)
     worker_names: list[str] = field(default_factory=list)
+    seam: Seam | None = None
+    redis_dir: Path | None = None
+    api_ui: bool = True
+    restarts: dict[str, int] = field(default_factory=lambda: {"redis": 0, "api": 0})
 
     @property
     def live_worker_names(self) -> list[str]:
@@ -109,6 +119,41 @@ class Stack:
         """Stop the stack's Redis (SIGTERM, by PID): the API must answer 503, not hang."""
         launcher.stop(self.redis_proc, timeout=10)
 
+    @property
+    def redis_port(self) -> int:
+        return int(self.redis_url.rsplit(":", 1)[1].split("/", 1)[0])
+
+    @property
+    def api_port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    def worker_index(self, name: str) -> int:
+        """The index (for :meth:`kill_worker`) of the worker called ``name``."""
+        return self.worker_names.index(name)
+
+    def restart_redis(self) -> None:
+        """Stop Redis (SIGTERM: it writes its append-only file) and start it again on the
+        same port over the same data directory; waits until it answers."""
+        launcher.stop(self.redis_proc, timeout=20)
+        self.redis_proc = launcher.spawn(
+            redis_argv(self.redis_port, self.redis_dir),
+            env={"PATH": "/usr/bin:/bin"},
+            log=self.logs / f"redis-{self.restarts['redis'] + 1}.log",
+        )
+        launcher.wait_redis(self.redis_port, proc=self.redis_proc, timeout=60)
+        self.restarts["redis"] += 1
+
+    def restart_api(self) -> None:
+        """Stop the API (SIGTERM) and start it again on the same port; waits until healthy."""
+        launcher.stop(self.api_proc, timeout=20)
+        self.api_proc = launcher.spawn(
+            launcher.api_argv(self.api_port, ui=self.api_ui),
+            env=self.env,
+            log=self.logs / f"api-{self.restarts['api'] + 1}.log",
+        )
+        launcher.wait_healthy(self.base_url, timeout=120, workers=0, procs=[self.api_proc])
+        self.restarts["api"] += 1
+
     def log(self, name: str) -> str:
         """The tail of one process log (``api``, ``redis``, ``worker0``...), for failure messages."""
         p = self.logs / f"{name}.log"
@@ -168,14 +213,19 @@ def running_stack(
     lease_seconds: int = 5,
     ui: bool = True,
     env: dict[str, str] | None = None,
+    seam: Path | None = None,
+    redis_dir: Path | None = None,
 ) -> Iterator[Stack]:
-    """Start the real stack over ``store``; yields a :class:`Stack`; stops everything on exit."""
+    """Start the real stack over ``store``; yields a :class:`Stack`; stops everything on exit.
+
+    ``seam``: a folder for :class:`Seam` (the workers get the hook). ``redis_dir``: Redis
+    keeps an append-only file there (survives :meth:`Stack.restart_redis`)."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
     logs = store.parent / f"{store.name}-stack-logs"
     redis_port, api_port = launcher.free_port(), launcher.free_port()
     redis_proc = launcher.spawn(
-        launcher.redis_argv(redis_port), env={"PATH": "/usr/bin:/bin"}, log=logs / "redis.log"
+        redis_argv(redis_port, redis_dir), env={"PATH": "/usr/bin:/bin"}, log=logs / "redis.log"
     )
     procs: list[subprocess.Popen] = [redis_proc]
     stack: Stack | None = None
@@ -194,6 +244,10 @@ def running_stack(
             # tests register folders from pytest's temporary root (``<base>/<dir>/store``)
             "BASIN_REGISTER_ROOTS": str(store.resolve().parent.parent),
         }
+        if seam is not None:
+            Path(seam).mkdir(parents=True, exist_ok=True)
+            extra["BASIN_WORKER_HOOK"] = "tests.stack:seam_hook"
+            extra["BASIN_SEAM_DIR"] = str(Path(seam).resolve())
         extra.update(env or {})
         full_env = launcher.service_env(redis_url=redis_url, store=store, extra=extra)
         if not token:
@@ -211,6 +265,9 @@ def running_stack(
             env=full_env,
             redis_proc=redis_proc,
             api_proc=api_proc,
+            seam=Seam(Path(seam)) if seam is not None else None,
+            redis_dir=Path(redis_dir) if redis_dir is not None else None,
+            api_ui=ui,
         )
         for _ in range(workers):
             stack.start_worker(wait=False)
@@ -229,5 +286,98 @@ def running_stack(
         for w in stack.workers if stack is not None else []:
             if w is not None:
                 launcher.stop(w, timeout=10)
+        if stack is not None:  # the current API and Redis (restarts replace them)
+            procs = [stack.redis_proc, stack.api_proc]
         for p in reversed(procs):  # the API, then Redis
             launcher.stop(p, timeout=10)
+
+
+def redis_argv(port: int, data_dir: Path | None = None) -> list[str]:
+    """Redis as ``basin up`` starts it; with ``data_dir``, persistent: an append-only file
+    there, fsynced on every write (a restart keeps every recorded point)."""
+    argv = launcher.redis_argv(port)
+    if data_dir is None:
+        return argv
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    i = argv.index("--appendonly")
+    argv[i + 1] = "yes"
+    return [*argv, "--appendfsync", "always", "--dir", str(Path(data_dir).resolve())]
+
+
+# ---- the seam: hold a worker at an exact moment ------------------------------------------
+
+POLL_S = 0.02
+
+
+def seam_hook(event: str, run_id: str, index: int | None, worker: str) -> None:
+    """The worker hook (``BASIN_WORKER_HOOK=tests.stack:seam_hook``), run inside a worker.
+
+    Appends the worker's name to ``<BASIN_SEAM_DIR>/<run>-<tag>.started`` (``tag``: the point
+    index, or ``finish`` / ``persist``), then blocks while a hold file matches
+    (``hold-<run>-<tag>``, ``hold-<run>``, ``hold-any-<tag>``, ``hold-all``) and no release
+    file does (``release-<run>-<tag>``, ``release-<run>``, ``release-all``)."""
+    d = Path(os.environ["BASIN_SEAM_DIR"])
+    tag = event if index is None else str(index)
+    with open(d / f"{run_id}-{tag}.started", "a") as f:
+        f.write(worker + "\n")
+    holds = [f"hold-{run_id}-{tag}", f"hold-{run_id}", f"hold-any-{tag}", "hold-all"]
+    releases = [f"release-{run_id}-{tag}", f"release-{run_id}", "release-all"]
+    while any((d / h).exists() for h in holds) and not any((d / r).exists() for r in releases):
+        time.sleep(POLL_S)
+
+
+@dataclass
+class Seam:
+    """The test side of :func:`seam_hook`: arm holds, wait for a worker to arrive, release."""
+
+    dir: Path
+
+    def hold(self, run: str = "any", tag: str | int | None = None) -> Path:
+        """Hold workers that reach ``tag`` (a point index, ``finish``, ``persist``; ``None``:
+        every moment) of ``run`` (``any``: every run). Returns the hold file."""
+        if run == "any" and tag is None:
+            name = "hold-all"
+        elif tag is None:
+            name = f"hold-{run}"
+        else:
+            name = f"hold-{run}-{tag}"
+        p = self.dir / name
+        p.touch()
+        return p
+
+    def release(self, run: str | None = None, tag: str | int | None = None) -> None:
+        """Let held workers go: of ``run`` (at ``tag``), or every one (``run=None``)."""
+        name = "release-all" if run is None else f"release-{run}" + ("" if tag is None else f"-{tag}")
+        (self.dir / name).touch()
+
+    def unhold(self, *paths: Path) -> None:
+        for p in paths:
+            p.unlink(missing_ok=True)
+
+    def arrived(self, run: str, tag: str | int | None = None) -> list[tuple[str, str]]:
+        """``(tag, worker)`` for every time a worker reached a moment of ``run`` so far."""
+        pattern = f"{run}-{'*' if tag is None else tag}.started"
+        out = []
+        for p in sorted(self.dir.glob(pattern)):
+            t = p.name[len(run) + 1 : -len(".started")]
+            out += [(t, w) for w in p.read_text().split()]
+        return out
+
+    def wait(self, stack: Stack, run: str, tag: str | int | None = None, *,
+             limit: float = 600.0) -> tuple[str, str]:
+        """Block until a worker reaches ``tag`` of ``run``; returns ``(tag, worker)``.
+
+        An event, not a deadline: ``limit`` only stops a test whose workers all died or
+        never got the task from hanging forever (it reports their logs)."""
+        end = time.monotonic() + limit
+        while True:
+            got = self.arrived(run, tag)
+            if got:
+                return got[0]
+            if time.monotonic() > end or not any(
+                w is not None and w.poll() is None for w in stack.workers
+            ):
+                logs = "\n".join(f"--- {n} ---\n{stack.log(n)}" for n in ("api", "worker0"))
+                raise AssertionError(f"no worker reached {run} {tag} (workers alive: "
+                                     f"{stack.live_worker_names})\n{logs}")
+            time.sleep(POLL_S)

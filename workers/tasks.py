@@ -17,9 +17,12 @@ that serves share links).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -104,6 +107,36 @@ def _persister(state: WorkerState, store: Any, run_id: str):
     return lambda: persist_run(client, store, run_id)
 
 
+def _hook() -> Callable[..., Any] | None:
+    """The test seam ``BASIN_WORKER_HOOK="module:function"`` (unset in production).
+
+    The worker calls ``function(event, run_id, index, worker)`` at the moments a test must
+    catch it at: ``"point"`` when it starts a leased point (``index``, lease held),
+    ``"finish"`` when it holds the finish lock before the summary (``index`` None) and
+    ``"persist"`` after the run ended ``done``, before its document is written. The hook may
+    block (the heartbeat keeps leases and the finish lock alive) so that the reliability
+    tests can kill a worker at an exact moment instead of racing a clock."""
+    spec = os.environ.get("BASIN_WORKER_HOOK", "").strip()
+    if not spec:
+        return None
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _hooked(hook: Callable[..., Any] | None, event: str, run_id: str, worker: str,
+            fn: Callable[..., Any] | None, *, indexed: bool = False) -> Any:
+    """``fn`` with ``hook(event, ...)`` called first (``fn`` itself when there is no hook)."""
+    if hook is None or fn is None:
+        return fn
+    call = fn
+
+    def wrapped(*args: Any, **kw: Any) -> Any:
+        hook(event, run_id, args[0] if indexed else None, worker)
+        return call(*args, **kw)
+
+    return wrapped
+
+
 def _step_tag(store: Any, ref: str) -> dict[str, int]:
     """``{"step": n}`` from the checkpoint's tags, so trajectories are labelled by training step."""
     try:
@@ -127,7 +160,8 @@ def drain(run_id: str, state: WorkerState) -> dict:
         logger.info("run %s no longer exists; nothing to do", run_id)
         return {"run": run_id, "evaluated": 0, "skipped": "gone"}
     store = Store(state.settings.store)
-    persist = _persister(state, store, run_id)
+    hook = _hook()
+    persist = _hooked(hook, "persist", run_id, state.name, _persister(state, store, run_id))
     queue = RunQueue(r, run_id)
     if r.hget(RunKeys(run_id).run, "status") in TERMINAL:
         if persist is not None and r.hget(RunKeys(run_id).run, "persist"):
@@ -159,7 +193,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
         ]
         queue.setup(anchors, state.device, load_s or 0.0)
         lease_s = float(state.settings.lease_seconds)
-        source = LeaseSource(queue, land.point, lease_s=lease_s, heartbeat=hb)
+        point = _hooked(hook, "point", run_id, state.name, land.point, indexed=True)
+        summary = _hooked(hook, "finish", run_id, state.name, land.summary)
+        source = LeaseSource(queue, point, lease_s=lease_s, heartbeat=hb)
         sink = StreamSink(queue, worker=state.name, heartbeat=hb)
         evaluated = reused = 0
         while True:
@@ -178,7 +214,7 @@ def drain(run_id: str, state: WorkerState) -> dict:
             reused += stats.reused
             if source.over is not None or stats.stopped != "exhausted":
                 break
-            outcome = finish_run(queue, land.summary, persist, worker=state.name,
+            outcome = finish_run(queue, summary, persist, worker=state.name,
                                  lease_s=lease_s, heartbeat=hb)
             if outcome != "wait":
                 break

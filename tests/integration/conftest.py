@@ -44,8 +44,12 @@ def store_root(tmp_path_factory, classifier_family) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(store_root) -> Stack:
-    """The shared stack: two workers, short leases, API only (the dashboard has its own tests)."""
-    with running_stack(store_root, workers=2, lease_seconds=LEASE_SECONDS, ui=False) as s:
+    """The shared stack: two workers, short leases, API only (the dashboard has its own tests),
+    with the worker hook (``stack.seam``: hold a worker inside a point)."""
+    seam = store_root.parent / "seam"
+    with running_stack(
+        store_root, workers=2, lease_seconds=LEASE_SECONDS, ui=False, seam=seam
+    ) as s:
         yield s
 
 

@@ -1,5 +1,6 @@
 """Several workers on one run: every point evaluated and recorded exactly once, also when a
-worker is killed with SIGKILL in the middle of a point."""
+worker is killed with SIGKILL in the middle of a point (held there by the worker hook,
+:class:`tests.stack.Seam`: the test waits for that event, not for a clock)."""
 
 from __future__ import annotations
 
@@ -31,19 +32,16 @@ def test_two_workers_share_a_run_and_evaluate_every_point_once(stack):
 
 def test_a_killed_worker_loses_no_point(stack):
     total = 9
-    run_id = stack.request("POST", "/api/runs", json=slow_spec(points=total, seed=2)).json()["id"]
-    victim = None
-    deadline = time.monotonic() + 90
-    while victim is None:  # wait until a worker is in the middle of a point of this run
-        assert time.monotonic() < deadline, stack.log("worker0")
-        d = stack.request("GET", f"/api/runs/{run_id}").json()
-        busy = [w for w in d["workers"] if w["index"] is not None]
-        if d["done"] >= 1 and busy:
-            victim = busy[0]["name"]
-        time.sleep(0.05)
-    i = stack.worker_names.index(victim)
-    stack.kill_worker(i)
-    killed_at = time.monotonic()
+    seam = stack.seam
+    hold = seam.hold("any", 1)  # the worker that takes point 1 stays inside it
+    try:
+        run_id = stack.request("POST", "/api/runs", json=slow_spec(points=total, seed=2)).json()["id"]
+        _, victim = seam.wait(stack, run_id, 1)  # a worker is in the middle of point 1
+        stack.kill_worker(stack.worker_index(victim))
+        killed_at = time.monotonic()
+        seam.release(run_id)  # whoever takes point 1 over is not held
+    finally:
+        seam.unhold(hold)
 
     detail = stack.wait_run(run_id, timeout=120)
     assert detail["status"] == "done", detail
