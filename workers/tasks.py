@@ -27,7 +27,14 @@ import redis
 from basin.drive import drive
 from service.documents import persist_run
 from service.runstate import TERMINAL, RunKeys, RunQueue
-from service.runstate.drain import LeaseSource, RedisPointCache, StreamSink, fail_run, finish_run
+from service.runstate.drain import (
+    LeaseSource,
+    RedisPointCache,
+    StopFlag,
+    StreamSink,
+    fail_run,
+    finish_run,
+)
 from workers.celery_app import DRAIN_TASK, app
 
 logger = logging.getLogger(__name__)
@@ -101,7 +108,8 @@ def _persister(state: WorkerState, store: Any, run_id: str):
     if getattr(state.settings, "api_url", ""):
         return None
     client = state.client
-    return lambda: persist_run(client, store, run_id)
+    ttl_s = getattr(state.settings, "finished_run_ttl_s", None)
+    return lambda: persist_run(client, store, run_id, ttl_s=ttl_s)
 
 
 def _step_tag(store: Any, ref: str) -> dict[str, int]:
@@ -161,10 +169,13 @@ def drain(run_id: str, state: WorkerState) -> dict:
         lease_s = float(state.settings.lease_seconds)
         source = LeaseSource(queue, land.point, lease_s=lease_s, heartbeat=hb)
         sink = StreamSink(queue, worker=state.name, heartbeat=hb)
+        cache = RedisPointCache(r, getattr(state.settings, "point_cache_ttl_s", None))
+        limit_s = float(getattr(state.settings, "point_time_limit_s", 0) or 0) or None
         evaluated = reused = 0
         while True:
             try:
-                stats = drive(land, source, sink, cache=RedisPointCache(r))
+                stats = drive(land, source, sink, cache=cache, should_stop=StopFlag(queue),
+                              point_time_limit_s=limit_s)
             except (redis.ConnectionError, redis.TimeoutError):
                 raise  # Celery retries; the lease expires and the point is requeued
             except BasinError as e:
