@@ -5,6 +5,8 @@ Layout under ``root``::
     checkpoints/<sha256>/manifest.json   (+ the model files, or a "path" to a registered dir)
     datasets/<sha256>/manifest.json      (+ data.jsonl | data.csv | data.tsv)
     runs/<run_id>.json                   finished result documents
+    runs/index.json                      the runs list: one entry per document (rebuilt
+                                         from the documents when missing or corrupt)
     tmp/                                 uploads and imports in progress
 
 Everything enters the store the same way: it is validated first, a manifest is
@@ -866,10 +868,22 @@ class Store:
             raise BasinError(f"invalid run id {run_id!r}")
         return self.runs_dir / f"{run_id}.json"
 
+    @property
+    def runs_index_path(self) -> Path:
+        return self.runs_dir / RUNS_INDEX
+
     def save_run(self, run_id: str, doc: dict) -> Path:
-        """Write a finished run's result document to ``runs/<run_id>.json`` (atomic replace)."""
+        """Write a finished run's result document to ``runs/<run_id>.json`` (atomic replace)
+        and its entry to the runs index (under the store lock)."""
         path = self._run_path(run_id)
         _write_json_atomic(path, doc)
+        entry = run_index_entry(run_id, doc)
+        with self._lock():
+            runs = self._read_runs_index()
+            if runs is None:
+                runs = self._rebuild_runs_index()
+            runs[run_id] = entry
+            self._write_runs_index(runs)
         return path
 
     def load_run(self, run_id: str) -> dict | None:
@@ -884,35 +898,107 @@ class Store:
             return None
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """Light entries ``{id, type, task, dataset, checkpoints, points, created, status}``, newest first."""
-        out = []
-        for p in self.runs_dir.glob("*.json"):
-            try:
-                doc = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                logger.warning("skipping unreadable run document %s: %s", p.name, e)
-                continue
-            spec = doc.get("spec") or {}
-            path = spec.get("path") or {}
-            out.append(
-                {
-                    "id": p.stem,
-                    "type": path.get("type"),
-                    "task": spec.get("task"),
-                    "dataset": spec.get("dataset"),
-                    "checkpoints": refs_of(path) if isinstance(path, dict) else [],
-                    "points": len(doc.get("points") or []),
-                    "status": doc.get("status", "done"),  # documents before statuses were stored: done
-                    "created": doc.get("created")
-                    or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat(),
-                }
-            )
-        out.sort(key=lambda r: str(r["created"]), reverse=True)
+        """Index entries of the stored runs, newest first (see :func:`run_index_entry`).
+
+        Read from ``runs/index.json``, not from the documents; the index is rebuilt from
+        the documents when it is missing or unreadable (an unreadable document is skipped
+        with a warning).
+        """
+        runs = self._read_runs_index()
+        if runs is None:
+            with self._lock():
+                runs = self._read_runs_index()  # another process may have rebuilt it
+                if runs is None:
+                    runs = self._rebuild_runs_index()
+        out = list(runs.values())
+        out.sort(key=lambda r: str(r.get("created") or ""), reverse=True)
         return out
 
     def delete_run(self, run_id: str) -> None:
-        """Remove a stored run document (no error if there is none)."""
-        self._run_path(run_id).unlink(missing_ok=True)
+        """Remove a stored run document and its index entry (no error if there is none)."""
+        path = self._run_path(run_id)
+        with self._lock():
+            path.unlink(missing_ok=True)
+            runs = self._read_runs_index()
+            if runs is None:
+                runs = self._rebuild_runs_index()
+            elif run_id in runs:
+                del runs[run_id]
+            else:
+                return
+            self._write_runs_index(runs)
+
+    def _read_runs_index(self) -> dict[str, dict[str, Any]] | None:
+        """The index's entries by run id, or ``None`` when it is missing or corrupt."""
+        try:
+            raw = json.loads(self.runs_index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("the runs index %s is unreadable (%s); rebuilding it",
+                           self.runs_index_path, e)
+            return None
+        if (not isinstance(raw, dict) or raw.get("version") != RUNS_INDEX_VERSION
+                or not isinstance(raw.get("runs"), dict)):
+            logger.warning("the runs index %s is malformed; rebuilding it", self.runs_index_path)
+            return None
+        return raw["runs"]
+
+    def _write_runs_index(self, runs: dict[str, dict[str, Any]]) -> None:
+        _write_json_atomic(self.runs_index_path, {"version": RUNS_INDEX_VERSION, "runs": runs})
+
+    def _rebuild_runs_index(self) -> dict[str, dict[str, Any]]:
+        """Read every document once and write the index (the caller holds the lock)."""
+        runs: dict[str, dict[str, Any]] = {}
+        for p in self.runs_dir.glob("*.json"):
+            if p.name == RUNS_INDEX or not _RUN_ID_RE.match(p.stem):
+                continue
+            try:
+                doc = json.loads(p.read_text(encoding="utf-8"))
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as e:
+                logger.warning("skipping unreadable run document %s: %s", p.name, e)
+                continue
+            created = doc.get("created") or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()
+            runs[p.stem] = run_index_entry(p.stem, {**doc, "created": created})
+        self._write_runs_index(runs)
+        logger.info("rebuilt the runs index: %d runs", len(runs))
+        return runs
+
+
+#: The runs index file under ``runs/`` and its format version.
+RUNS_INDEX = "index.json"
+RUNS_INDEX_VERSION = 1
+
+
+def run_index_entry(run_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's line in the runs list: ``{id, type, task, dataset, checkpoints,
+    points, status, created, finished, total, error, spec, names}`` (no points)."""
+    raw_spec = doc.get("spec")
+    spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
+    raw_path = spec.get("path")
+    path: dict[str, Any] = raw_path if isinstance(raw_path, dict) else {}
+    n = len(doc.get("points") or [])
+    try:
+        refs = refs_of(path) if path else []
+    except Exception:  # an old or odd document: list it without its checkpoints
+        refs = []
+    return {
+        "id": run_id,
+        "type": path.get("type"),
+        "task": spec.get("task"),
+        "dataset": spec.get("dataset"),
+        "checkpoints": refs,
+        "points": n,
+        "status": doc.get("status", "done"),  # documents before statuses were stored: done
+        "created": doc.get("created"),
+        "finished": doc.get("finished"),
+        "total": int(doc.get("total") or n),
+        "error": doc.get("error"),
+        "spec": spec,
+        "names": doc.get("names") or {},
+    }
 
 
 __all__ = [
