@@ -864,7 +864,8 @@ class Store:
     # ------------------------------------------------------------------ runs
 
     def _run_path(self, run_id: str) -> Path:
-        if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        if (not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id)
+                or run_id == RUNS_INDEX.removesuffix(".json")):
             raise BasinError(f"invalid run id {run_id!r}")
         return self.runs_dir / f"{run_id}.json"
 
@@ -951,7 +952,7 @@ class Store:
         """Read every document once and write the index (the caller holds the lock)."""
         runs: dict[str, dict[str, Any]] = {}
         for p in self.runs_dir.glob("*.json"):
-            if p.name == RUNS_INDEX or not _RUN_ID_RE.match(p.stem):
+            if p.name == RUNS_INDEX or p.name.startswith(".") or not _RUN_ID_RE.match(p.stem):
                 continue
             try:
                 doc = json.loads(p.read_text(encoding="utf-8"))
