@@ -117,6 +117,7 @@ class DriveStats:
     refused: int = 0  # results the sink did not take as new (duplicates)
     eval_s: float = 0.0  # seconds spent evaluating
     stopped: str = "exhausted"  # "exhausted" | "cancelled" | "ended"
+    interrupted: int | None = None  # the point a cancel stopped between two of its batches
 
 
 def drive(
@@ -165,7 +166,7 @@ def drive(
                     cache.set(key, metrics)
         except Stopped:
             source.release(point)
-            stats.stopped = "cancelled"
+            stats.stopped, stats.interrupted = "cancelled", point.index
             return stats
         except BaseException:
             source.release(point)

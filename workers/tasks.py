@@ -187,6 +187,8 @@ def drain(run_id: str, state: WorkerState) -> dict:
                 break
             evaluated += stats.evaluated
             reused += stats.reused
+            if stats.interrupted is not None:
+                logger.info("run %s ended; stopped within point %s", run_id, stats.interrupted)
             if source.over is not None or stats.stopped != "exhausted":
                 break
             outcome = finish_run(queue, land.summary, persist, worker=state.name,
