@@ -61,7 +61,7 @@ class Up:
         while time.monotonic() < deadline:
             try:
                 last = pred()
-            except (httpx.HTTPError, OSError, KeyError, ValueError) as e:
+            except (httpx.HTTPError, OSError, KeyError, ValueError, AssertionError) as e:
                 last = e
             else:
                 if last:
