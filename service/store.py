@@ -888,15 +888,27 @@ class Store:
         return path
 
     def load_run(self, run_id: str) -> dict | None:
-        """A stored run document, or ``None`` if there is none (or the id is malformed)."""
+        """A stored run document, or ``None`` if there is none, the id is malformed or the
+        document is damaged (logged)."""
         try:
             path = self._run_path(run_id)
         except BasinError:
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as e:
+            logger.warning("run document %s is unreadable: %s", path.name, e)
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether a document of ``run_id`` is stored (readable or not)."""
+        try:
+            return self._run_path(run_id).exists()
+        except BasinError:
+            return False
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Index entries of the stored runs, newest first (see :func:`run_index_entry`).

@@ -502,7 +502,7 @@ def delete_run(r: redis.Redis, store: Store, run_id: str) -> None:
     """Remove a run everywhere (Redis keys and the stored document); running ones stop."""
     k = RunKeys(run_id)
     in_redis = r.exists(k.run) > 0
-    stored = _plausible_id(run_id) and store.load_run(run_id) is not None
+    stored = _plausible_id(run_id) and store.has_run(run_id)  # damaged documents too
     if not in_redis and not stored:
         raise RunNotFound(run_id)
     pipe = r.pipeline(transaction=True)

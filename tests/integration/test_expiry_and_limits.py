@@ -73,6 +73,7 @@ def test_the_runs_list_reads_the_index_so_a_damaged_document_does_not_break_it(s
     entry = next(e for e in r.json() if e["id"] == run_id)
     assert entry["status"] == "done" and entry["done"] == entry["total"] == 3
     assert entry["checkpoints"] == [entry["spec"]["path"]["a"], entry["spec"]["path"]["b"]]
+    assert stack.request("GET", f"/api/runs/{run_id}").status_code == 404  # unreadable: no 500
 
     assert stack.request("DELETE", f"/api/runs/{run_id}").status_code == 204
     assert run_id not in {e["id"] for e in stack.request("GET", "/api/runs").json()}
