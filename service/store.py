@@ -914,18 +914,53 @@ class Store:
         """Index entries of the stored runs, newest first (see :func:`run_index_entry`).
 
         Read from ``runs/index.json``, not from the documents; the index is rebuilt from
-        the documents when it is missing or unreadable (an unreadable document is skipped
-        with a warning).
+        the documents when it is missing or unreadable, and a document that arrived by
+        other means (copied in, a restored backup, an older version) is added to it
+        (only file names are compared; an unreadable document is skipped with a warning).
         """
         runs = self._read_runs_index()
-        if runs is None:
+        names = self._run_document_names()
+        if runs is None or names != runs.keys():
             with self._lock():
-                runs = self._read_runs_index()  # another process may have rebuilt it
+                runs = self._read_runs_index()  # another process may have fixed it
                 if runs is None:
                     runs = self._rebuild_runs_index()
+                elif names != runs.keys():
+                    runs = self._reconcile_runs_index(runs)
         out = list(runs.values())
         out.sort(key=lambda r: str(r.get("created") or ""), reverse=True)
         return out
+
+    def _run_document_names(self) -> set[str]:
+        return {p.stem for p in self.runs_dir.glob("*.json")
+                if p.name != RUNS_INDEX and not p.name.startswith(".") and _RUN_ID_RE.match(p.stem)}
+
+    def _read_run_for_index(self, p: Path) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            logger.warning("skipping unreadable run document %s: %s", p.name, e)
+            return None
+        created = doc.get("created") or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()
+        return run_index_entry(p.stem, {**doc, "created": created})
+
+    def _reconcile_runs_index(self, runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Add documents the index lacks, drop entries whose document is gone (lock held)."""
+        names = self._run_document_names()
+        changed = False
+        for gone in set(runs) - names:
+            del runs[gone]
+            changed = True
+        for new in names - set(runs):
+            entry = self._read_run_for_index(self.runs_dir / f"{new}.json")
+            if entry is not None:
+                runs[new] = entry
+                changed = True
+        if changed:
+            self._write_runs_index(runs)
+        return runs
 
     def delete_run(self, run_id: str) -> None:
         """Remove a stored run document and its index entry (no error if there is none)."""
@@ -963,18 +998,10 @@ class Store:
     def _rebuild_runs_index(self) -> dict[str, dict[str, Any]]:
         """Read every document once and write the index (the caller holds the lock)."""
         runs: dict[str, dict[str, Any]] = {}
-        for p in self.runs_dir.glob("*.json"):
-            if p.name == RUNS_INDEX or p.name.startswith(".") or not _RUN_ID_RE.match(p.stem):
-                continue
-            try:
-                doc = json.loads(p.read_text(encoding="utf-8"))
-                if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object")
-            except (OSError, ValueError) as e:
-                logger.warning("skipping unreadable run document %s: %s", p.name, e)
-                continue
-            created = doc.get("created") or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()
-            runs[p.stem] = run_index_entry(p.stem, {**doc, "created": created})
+        for name in self._run_document_names():
+            entry = self._read_run_for_index(self.runs_dir / f"{name}.json")
+            if entry is not None:
+                runs[name] = entry
         self._write_runs_index(runs)
         logger.info("rebuilt the runs index: %d runs", len(runs))
         return runs

@@ -120,3 +120,35 @@ def test_a_point_over_the_time_limit_fails_its_run_with_the_index_and_limit(fres
         # the worker is free again: it reports no run and takes the next one
         health = s.request("GET", "/api/health").json()
         assert health["status"] == "ok"
+
+
+def test_the_reaper_fails_a_run_whose_point_outlived_the_limit_on_real_redis(stack, tmp_path):
+    """A worker wedged inside a point (its code holds the GIL: it cannot check anything)
+    never records it; the reaper's check, from Redis alone, fails the run. (Its own Redis
+    database, so the stack's reaper and workers never see this run.)"""
+    import redis
+
+    from service.runstate import ACTIVE_KEY, RunQueue
+    from service.runstate.reaper import reap
+    from service.store import Store
+
+    r = redis.Redis.from_url(stack.redis_url.rsplit("/", 1)[0] + "/7", decode_responses=True)
+    r.flushdb()
+    run_id = "wedged-run-0001"
+    k = RunKeys(run_id)
+    r.hset(k.run, mapping={"spec": "{}", "status": "running", "total": "3", "done": "1",
+                           "created": str(time.time())})
+    r.zadd(ACTIVE_KEY, {run_id: time.time()})
+    q = RunQueue(r, run_id)
+    assert q.begin(0) and q.begin(2) and not q.begin(2)  # first lease time only
+    r.sadd(k.done, "0")  # point 0 was recorded in time; point 2 never comes back
+    store = Store(tmp_path / "store")
+    assert reap(r, store, lambda _id: None, point_limit_s=3600).failed == []
+    time.sleep(0.01)  # the limit below must be exceeded by the server clock
+    out = reap(r, store, lambda _id: None, point_limit_s=0.001, finished_ttl_s=60)
+    assert out.failed == [run_id]
+    assert r.hget(k.run, "status") == "failed"
+    assert r.hget(k.run, "error").startswith("point 2 exceeded the per-point time limit of 0.001 s")
+    assert store.load_run(run_id)["status"] == "failed"  # stored, so its link outlives Redis
+    assert 0 < r.ttl(k.run) <= 60
+    r.flushdb()

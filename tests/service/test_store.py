@@ -261,6 +261,16 @@ def test_a_missing_or_corrupt_index_is_rebuilt_skipping_unreadable_documents(sto
     assert [e["id"] for e in Store(store.root).list_runs()] == ["run_good"]
 
 
+def test_a_document_copied_in_joins_the_index_and_a_removed_one_leaves_it(store):
+    store.save_run("run_saved", _doc(created=1.0))
+    (store.runs_dir / "run_copied.json").write_text(json.dumps(_doc(created=2.0, n=3)))
+    listed = store.list_runs()
+    assert [e["id"] for e in listed] == ["run_copied", "run_saved"] and listed[0]["points"] == 3
+    assert "run_copied" in json.loads(store.runs_index_path.read_text())["runs"]
+    (store.runs_dir / "run_saved.json").unlink()
+    assert [e["id"] for e in store.list_runs()] == ["run_copied"]
+
+
 def test_pickle_code_in_bin_is_never_run(store, classifier_family, tmp_path):
     marker = tmp_path / "ran"
 
