@@ -42,8 +42,12 @@ from service.runstate.reads import alive_workers
 
 logger = logging.getLogger(__name__)
 
-#: How long a sent rescue task counts as pending when no worker takes it (seconds).
-RESCUE_PENDING_S = 3600
+#: How long a sent rescue task counts as pending when no worker takes it (seconds). A rescue
+#: is only sent while a worker could take it at once (an idle one, or none drains the run),
+#: so one not taken within a minute was lost too — e.g. swallowed by a worker that hung or
+#: was killed right after taking it (``basin up`` restarts such workers within seconds);
+#: another is sent. A duplicate task is harmless: drains are idempotent.
+RESCUE_PENDING_S = 60
 
 
 @dataclass

@@ -171,3 +171,33 @@ def test_redis_stopped_mid_run_is_restarted_and_loses_no_point(up, sig):
     assert sorted(after) == list(range(total))
     assert all(after[i] == m for i, m in before.items())  # recorded before the kill: kept
     assert up.proc.poll() is None and up.get("/api/health").status_code == 200
+
+
+def test_a_wedged_worker_is_killed_and_a_queued_run_whose_task_it_took_is_requeued(up):
+    """A worker that stops heart-beating while its process lives (SIGSTOP here; a point
+    holding the GIL in life) is killed and restarted; a run queued meanwhile whose task was
+    lost (taken by the wedged worker, or dropped from the queue) is re-queued by the reaper
+    under ``basin up``'s settings and completes."""
+    victim = up.health()["workers"][0]["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        run_id = httpx.post(up.base + "/api/runs", json=slow_spec(points=3, seed=61),
+                            timeout=30).json()["id"]
+        r = up.redis()
+        r.delete("basin", *r.scan_iter(match="basin\x06\x16*"))  # its tasks are lost
+        assert up.get(f"/api/runs/{run_id}").json()["status"] == "queued"
+        up.wait("a new worker", lambda: (h := up.health())["workers"]
+                and h["workers"][0]["pid"] != victim)
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)  # (it was killed; only if the test failed early)
+        except ProcessLookupError:
+            pass
+    event = up.wait("the restart event", lambda: next(
+        (e for e in up.health()["supervisor"]["events"]
+         if e["service"] == "worker" and "heart-beating" in e["reason"]), None))
+    assert "was killed and was restarted at" in event["message"]
+    detail = up.wait("the run to end", lambda: (d := up.get(f"/api/runs/{run_id}").json())
+                     ["status"] in ("done", "failed", "cancelled") and d, timeout=300)
+    assert detail["status"] == "done", detail
+    assert sorted(up.indices(run_id)) == [0, 1, 2]
