@@ -108,7 +108,7 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
         [
             dcc.Store(id="settings-api-base", data=api_base),
             _navbar(),
-            dcc.Interval(id="supervisor-poll", interval=5000),
+            dcc.Interval(id="supervisor-poll", interval=15000),
             dbc.Container(html.Div(id="supervisor-banner"), fluid=True),
             dbc.Container(dash.page_container, fluid=True, className="pb-5"),
         ],

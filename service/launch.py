@@ -398,6 +398,8 @@ BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 STABLE_S = 60.0
 #: A worker whose heartbeat key has been missing this long while its process lives is killed.
 WEDGED_AFTER_S = 6.0
+#: How long a (re)started Redis may take to answer (it reloads its append-only file first).
+REDIS_LOAD_TIMEOUT_S = 120.0
 
 
 def exit_reason(code: int | None, *, wedged_s: float | None = None) -> str:
@@ -467,8 +469,8 @@ class Supervisor:
         c.started = self.clock()
         c.due = None
         c.beat_seen = c.beat_missing_since = c.wedged_s = None
-        if c.name == "redis":
-            wait_redis(self.redis_port, proc=c.proc)
+        if c.name == "redis":  # reloading a large append-only file takes a while
+            wait_redis(self.redis_port, timeout=REDIS_LOAD_TIMEOUT_S, proc=c.proc)
             self._redis_up_since = self.clock()
 
     def procs(self) -> list[subprocess.Popen]:
@@ -516,8 +518,9 @@ class Supervisor:
             self.start(c)
         except LaunchError as e:  # Redis would not come up: try again after the next back-off
             self.say(f"restarting the {c.name} failed: {e}")
-            self._schedule(c, c.proc.returncode if c.proc and c.proc.poll() is not None else 1,
-                           self.clock())
+            if c.proc is not None:
+                stop(c.proc)
+            self._schedule(c, c.proc.returncode if c.proc is not None else 1, self.clock())
             return
         c.restarts += 1
         at = datetime.now(UTC)
