@@ -167,10 +167,11 @@ def drain(run_id: str, state: WorkerState) -> dict:
         ]
         queue.setup(anchors, state.device, load_s or 0.0)
         lease_s = float(state.settings.lease_seconds)
-        source = LeaseSource(queue, land.point, lease_s=lease_s, heartbeat=hb)
+        limit_s = float(getattr(state.settings, "point_time_limit_s", 0) or 0) or None
+        source = LeaseSource(queue, land.point, lease_s=lease_s, heartbeat=hb,
+                             point_limit_s=limit_s or 0.0)
         sink = StreamSink(queue, worker=state.name, heartbeat=hb)
         cache = RedisPointCache(r, getattr(state.settings, "point_cache_ttl_s", None))
-        limit_s = float(getattr(state.settings, "point_time_limit_s", 0) or 0) or None
         evaluated = reused = 0
         while True:
             try:

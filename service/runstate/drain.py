@@ -46,7 +46,7 @@ class Queue(Protocol):
 
     def renew(self, index: int, seconds: float) -> bool: ...
 
-    def begin(self, index: int) -> bool: ...
+    def begin(self, index: int, reset_after_s: float = 0.0) -> bool: ...
 
     def claim_finish(self, token: str, ttl_s: float) -> int: ...
 
@@ -68,6 +68,11 @@ class Heartbeat(Protocol):
     def finishing(self, queue: Any, token: str | None = None) -> None: ...
 
 
+#: See :class:`LeaseSource`: how much older than the per-point limit a first-lease time
+#: must be before a new lease starts it again.
+BEGIN_RESET_MARGIN_S = 60.0
+
+
 class LeaseSource:
     """Points of a run, one lease at a time. After ``next()`` returns ``None``, ``over``
     says why: a terminal status or ``"deleted"`` (stop), or ``None`` (nothing left to
@@ -81,8 +86,12 @@ class LeaseSource:
         lease_s: float,
         heartbeat: Heartbeat | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        point_limit_s: float = 0.0,
     ):
         self.queue = queue
+        # a first-lease time older than the limit plus a minute is from a service that was
+        # down (nobody watched it): it starts again (``lua/begin.lua``)
+        self.begin_reset_s = float(point_limit_s) + BEGIN_RESET_MARGIN_S if point_limit_s else 0.0
         self.point = point
         self.lease_s = float(lease_s)
         self.heartbeat = heartbeat
@@ -104,7 +113,7 @@ class LeaseSource:
                 return None
             if self.heartbeat is not None:
                 self.heartbeat.working_on(self.queue, lease.index)
-            self.queue.begin(lease.index)  # for the per-point time limit (the reaper's check)
+            self.queue.begin(lease.index, self.begin_reset_s)  # for the reaper's time limit
             self.current = lease.index
             return self.point(lease.index)
 
@@ -245,9 +254,10 @@ def finish_run(
 
 
 def fail_overdue(queue: Queue, limit_s: float, persist: Callable[[], Any] | None = None) -> bool:
-    """Fail the run when one of its points has run past ``limit_s`` since it was first
-    leased (the reaper's check: it holds when the point's worker is wedged, e.g. its code
-    holds the GIL and cannot check the limit itself). True when it failed the run."""
+    """Fail the run when a point held by a worker right now was first leased more than
+    ``limit_s`` ago (the reaper's check: it holds when the point's worker is wedged, e.g.
+    its code holds the GIL and cannot check the limit itself, and when every worker that
+    takes the point wedges). True when it failed the run."""
     overdue = getattr(queue, "overdue", None)
     if not limit_s or limit_s <= 0 or overdue is None:
         return False

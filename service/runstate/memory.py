@@ -113,12 +113,16 @@ class MemoryRunQueue:
                 run.info.update(status="running", started=repr(now))
             return Lease(index=idx)
 
-    def begin(self, index: int) -> bool:
+    def begin(self, index: int, reset_after_s: float = 0.0) -> bool:
         with self.state.lock:
             run = self._run()
-            if run is None or index in run.begun:
+            now = self.state.clock()
+            if run is None:
                 return False
-            run.begun[index] = self.state.clock()
+            old = run.begun.get(index)
+            if old is not None and not (reset_after_s > 0 and now - old > reset_after_s):
+                return False
+            run.begun[index] = now
             return True
 
     def overdue(self, limit_s: float) -> tuple[int, float] | None:
@@ -128,7 +132,8 @@ class MemoryRunQueue:
                 return None
             now = self.state.clock()
             late = sorted(((now - t, i) for i, t in run.begun.items()
-                           if now - t > limit_s and i not in run.done), reverse=True)
+                           if now - t > limit_s and i not in run.done
+                           and run.leases.get(i, float("-inf")) > now), reverse=True)
             return (late[0][1], late[0][0]) if late else None
 
     def record(

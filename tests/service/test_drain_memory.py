@@ -249,6 +249,22 @@ def test_the_reaper_check_fails_a_run_whose_point_is_wedged(land):
     assert not fail_overdue(q, 10.0)  # an ended run stays as it ended
 
 
+def test_a_run_left_mid_point_while_the_service_was_down_is_not_failed_on_return(land):
+    """``basin up`` stopped overnight with a point in hand (Redis keeps it on disk): the
+    next morning the point is leased again and gets a fresh time, not a failure."""
+    clock = Clock()
+    _, q = _queue(land, clock)
+    src = LeaseSource(q, land.point, lease_s=30, point_limit_s=10.0)
+    taken = src.next()
+    clock.t += 12 * 3600  # nobody was watching; the lease expired long ago
+    assert not fail_overdue(q, 10.0)  # nobody holds the point: it is not running
+    again = LeaseSource(q, land.point, lease_s=30, point_limit_s=10.0).next()
+    assert again.index == taken.index
+    assert not fail_overdue(q, 10.0)  # its time started again with this lease
+    clock.t += 11
+    assert fail_overdue(q, 10.0)  # but this worker is held to the limit
+
+
 class _Take:
     """A source that hands out at most ``n`` points of ``src``."""
 
