@@ -18,13 +18,57 @@ interfaces (``service/runstate/sources.py``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from basin.errors import BasinError
+
 logger = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """Raised between two batches of a point when ``should_stop()`` said so (cancel);
+    :func:`drive` gives the point back and returns ``stopped="cancelled"``."""
+
+
+class PointTimeLimit(BasinError):
+    """A point took longer than the per-point time limit (its run fails with this)."""
+
+    def __init__(self, index: int, limit_s: float):
+        super().__init__(
+            f"point {index} exceeded the per-point time limit of {limit_s:g} s "
+            "(raise BASIN_POINT_TIME_LIMIT_S, or make the run smaller: fewer examples, "
+            "a shorter max_length)"
+        )
+        self.index, self.limit_s = index, limit_s
+
+
+#: The check the evaluator calls between batches (set by :func:`drive` around a point).
+_BETWEEN_BATCHES: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "basin_between_batches", default=None
+)
+
+
+def between_batches() -> None:
+    """Called by :class:`basin.evaluate.base.Evaluator` between batches of a point: raises
+    :class:`Stopped` (cancel) or :class:`PointTimeLimit` when the driver says so."""
+    check = _BETWEEN_BATCHES.get()
+    if check is not None:
+        check()
+
+
+@contextlib.contextmanager
+def _checking(check: Callable[[], None]) -> Iterator[None]:
+    token = _BETWEEN_BATCHES.set(check)
+    try:
+        yield
+    finally:
+        _BETWEEN_BATCHES.reset(token)
 
 
 class Evaluable(Protocol):
@@ -73,6 +117,7 @@ class DriveStats:
     refused: int = 0  # results the sink did not take as new (duplicates)
     eval_s: float = 0.0  # seconds spent evaluating
     stopped: str = "exhausted"  # "exhausted" | "cancelled" | "ended"
+    interrupted: int | None = None  # the point a cancel stopped between two of its batches
 
 
 def drive(
@@ -83,6 +128,7 @@ def drive(
     cache: PointCache | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[dict[str, Any], bool], None] | None = None,
+    point_time_limit_s: float | None = None,
 ) -> DriveStats:
     """Evaluate points from ``source`` into ``sink`` until one of them says stop.
 
@@ -91,6 +137,11 @@ def drive(
     filled → ``sink.put({index, coords, metrics})``. ``on_progress(record, cached)`` is
     called after each accepted point (progress bars). Exceptions propagate: the caller
     decides whether a failure fails the run.
+
+    Within a point, the evaluator calls :func:`between_batches` after each batch: it asks
+    ``should_stop()`` again (a cancel stops within the point: the point is given back
+    and ``stopped`` is ``"cancelled"``) and raises :class:`PointTimeLimit` once the point
+    has taken longer than ``point_time_limit_s`` (``None``/0: no limit).
     """
     stats = DriveStats()
     while True:
@@ -107,11 +158,16 @@ def drive(
             dt = 0.0
             if metrics is None:
                 t0 = time.perf_counter()
-                metrics = land.evaluate(point)
+                with _checking(_point_check(point.index, t0, should_stop, point_time_limit_s)):
+                    metrics = land.evaluate(point)
                 dt = time.perf_counter() - t0
                 stats.eval_s += dt
                 if cache is not None and key is not None:
                     cache.set(key, metrics)
+        except Stopped:
+            source.release(point)
+            stats.stopped, stats.interrupted = "cancelled", point.index
+            return stats
         except BaseException:
             source.release(point)
             raise
@@ -129,6 +185,18 @@ def drive(
             stats.evaluated += 1
         if on_progress is not None:
             on_progress(record, cached)
+
+
+def _point_check(
+    index: int, t0: float, should_stop: Callable[[], bool] | None, limit_s: float | None
+) -> Callable[[], None]:
+    def check() -> None:
+        if limit_s and time.perf_counter() - t0 > limit_s:
+            raise PointTimeLimit(index, limit_s)
+        if should_stop is not None and should_stop():
+            raise Stopped(f"point {index} stopped")
+
+    return check
 
 
 # ---- the in-process implementations (the CLI's) ------------------------------------------
@@ -182,7 +250,10 @@ __all__ = [
     "MemoryPointCache",
     "Outcome",
     "PointCache",
+    "PointTimeLimit",
     "PointSource",
     "Sink",
+    "Stopped",
+    "between_batches",
     "drive",
 ]

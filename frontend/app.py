@@ -8,18 +8,42 @@ directly (live points, uploads); Python callbacks use :mod:`frontend.api`.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
 import flask
-from dash import dcc, html
+from dash import Input, Output, dcc, html
 
 from frontend import api
 
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
+
+#: Supervisor events (``/api/health``) younger than this are shown in the banner.
+BANNER_WINDOW_S = 3600.0
+
+
+def supervisor_banner(health: Any, now: float | None = None) -> list[Any]:
+    """The banner's content: recent restarts by ``basin up``'s supervisor, newest first
+    (``[]`` when there is none, or the health answer has no events)."""
+    now = time.time() if now is None else now
+    sup = health.get("supervisor") if isinstance(health, dict) else None
+    events = (sup.get("events") if isinstance(sup, dict) else None) or []
+    recent = [e for e in events if isinstance(e, dict)
+              and now - float(e.get("restarted_at") or 0) < BANNER_WINDOW_S]
+    if not recent:
+        return []
+    lines = [html.Div(e.get("message") or f"the {e.get('service')} was restarted")
+             for e in recent[:3]]
+    return [dbc.Alert(
+        [html.Strong("Service restarted. "), *lines,
+         html.Div("Runs in progress go on from their last recorded point.", className="small")],
+        color="warning", className="mb-3", id="supervisor-alert",
+    )]
 
 
 def _navbar() -> dbc.Navbar:
@@ -84,10 +108,18 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
         [
             dcc.Store(id="settings-api-base", data=api_base),
             _navbar(),
+            dcc.Interval(id="supervisor-poll", interval=15000),
+            dbc.Container(html.Div(id="supervisor-banner"), fluid=True),
             dbc.Container(dash.page_container, fluid=True, className="pb-5"),
         ],
         **{"data-api-base": api_base},
         id="basin-root",
     )
     _report_route(app.server)
+
+    @app.callback(Output("supervisor-banner", "children"), Input("supervisor-poll", "n_intervals"))
+    def _banner(_n: int | None) -> list[Any]:
+        r = api.get("/api/health")
+        return supervisor_banner(r.body if isinstance(r.body, dict) else None)
+
     return app

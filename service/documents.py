@@ -43,11 +43,14 @@ def build_document(client: redis.Redis, run_id: str) -> dict | None:
     }
 
 
-def persist_run(client: redis.Redis, store: Any, run_id: str) -> bool:
+def persist_run(client: redis.Redis, store: Any, run_id: str, *,
+                ttl_s: int | None = None) -> bool:
     """Write an ended run's document with ``store.save_run`` (idempotent); True when written.
 
     Runs that have not ended are not written. If the run is deleted while the document is
     being written, the document is removed again, so a delete never leaves it behind.
+    Once written, the run's Redis keys expire after ``ttl_s`` seconds (default
+    ``Settings.finished_run_ttl_s``; 0 = never): reads then come from the document.
     """
     k = RunKeys(run_id)
     doc = build_document(client, run_id)
@@ -58,4 +61,19 @@ def persist_run(client: redis.Redis, store: Any, run_id: str) -> bool:
         store.delete_run(run_id)
         return False
     client.hdel(k.run, "persist")
+    expire_run(client, run_id, ttl_s)
     return True
+
+
+def expire_run(client: redis.Redis, run_id: str, ttl_s: int | None = None) -> None:
+    """Let a stored run's Redis keys expire after ``ttl_s`` seconds (0 = keep them)."""
+    if ttl_s is None:
+        from service.settings import get_settings
+
+        ttl_s = get_settings().finished_run_ttl_s
+    if not ttl_s or ttl_s <= 0:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key in RunKeys(run_id).all():
+        pipe.expire(key, int(ttl_s))
+    pipe.execute()

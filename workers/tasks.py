@@ -30,7 +30,14 @@ import redis
 from basin.drive import drive
 from service.documents import persist_run
 from service.runstate import TERMINAL, RunKeys, RunQueue
-from service.runstate.drain import LeaseSource, RedisPointCache, StreamSink, fail_run, finish_run
+from service.runstate.drain import (
+    LeaseSource,
+    RedisPointCache,
+    StopFlag,
+    StreamSink,
+    fail_run,
+    finish_run,
+)
 from workers.celery_app import DRAIN_TASK, app
 
 logger = logging.getLogger(__name__)
@@ -104,7 +111,8 @@ def _persister(state: WorkerState, store: Any, run_id: str):
     if getattr(state.settings, "api_url", ""):
         return None
     client = state.client
-    return lambda: persist_run(client, store, run_id)
+    ttl_s = getattr(state.settings, "finished_run_ttl_s", None)
+    return lambda: persist_run(client, store, run_id, ttl_s=ttl_s)
 
 
 def _hook() -> Callable[..., Any] | None:
@@ -195,12 +203,16 @@ def drain(run_id: str, state: WorkerState) -> dict:
         lease_s = float(state.settings.lease_seconds)
         point = _hooked(hook, "point", run_id, state.name, land.point, indexed=True)
         summary = _hooked(hook, "finish", run_id, state.name, land.summary)
-        source = LeaseSource(queue, point, lease_s=lease_s, heartbeat=hb)
+        limit_s = float(getattr(state.settings, "point_time_limit_s", 0) or 0) or None
+        source = LeaseSource(queue, point, lease_s=lease_s, heartbeat=hb,
+                             point_limit_s=limit_s or 0.0)
         sink = StreamSink(queue, worker=state.name, heartbeat=hb)
+        cache = RedisPointCache(r, getattr(state.settings, "point_cache_ttl_s", None))
         evaluated = reused = 0
         while True:
             try:
-                stats = drive(land, source, sink, cache=RedisPointCache(r))
+                stats = drive(land, source, sink, cache=cache, should_stop=StopFlag(queue),
+                              point_time_limit_s=limit_s)
             except (redis.ConnectionError, redis.TimeoutError):
                 raise  # Celery retries; the lease expires and the point is requeued
             except BasinError as e:
@@ -212,6 +224,8 @@ def drain(run_id: str, state: WorkerState) -> dict:
                 break
             evaluated += stats.evaluated
             reused += stats.reused
+            if stats.interrupted is not None:
+                logger.info("run %s ended; stopped within point %s", run_id, stats.interrupted)
             if source.over is not None or stats.stopped != "exhausted":
                 break
             outcome = finish_run(queue, summary, persist, worker=state.name,

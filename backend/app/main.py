@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
                 lambda run_id: send_drain(settings.redis_url, settings.task_queue, run_id),
                 interval=settings.reap_seconds,
                 grace_s=settings.lost_task_grace_seconds,
+                point_limit_s=settings.point_time_limit_s,
+                finished_ttl_s=settings.finished_run_ttl_s,
             ).start()
         try:
             yield

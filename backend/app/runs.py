@@ -483,7 +483,8 @@ def run_points(
 
 
 def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dict]:
-    """Runs newest first: those in Redis, then stored documents Redis no longer has."""
+    """Runs newest first: those in Redis, then stored runs Redis no longer has (from the
+    store's runs index, not from the documents)."""
     ids = r.zrevrange(RUNS_KEY, 0, -1)
     pipe = r.pipeline()
     for run_id in ids:
@@ -512,25 +513,24 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
                 "error": error or None,
             }
         )
-    for entry in store.list_runs():
+    for entry in store.list_runs():  # the store's runs index: no document is read
         run_id = entry.get("id")
         if not run_id or run_id in seen:
             continue
-        doc = store.load_run(run_id) or {}  # only runs Redis lost: usually few
-        spec = doc.get("spec") or {}
-        n = len(doc.get("points") or [])
+        spec = entry.get("spec") or {}
+        n = int(entry.get("points") or 0)
         out.append(
             {
                 "id": run_id,
                 "url": f"{public_url}/runs/{run_id}",
                 "spec": spec,
                 **_brief(spec),
-                "names": doc.get("names", {}),
-                "status": doc.get("status") or entry.get("status", "done"),
-                "created": _timestamp(doc.get("created", entry.get("created"))),
+                "names": entry.get("names") or {},
+                "status": entry.get("status") or "done",
+                "created": _timestamp(entry.get("created")),
                 "done": n,
-                "total": int(doc.get("total") or n),
-                "error": doc.get("error"),
+                "total": int(entry.get("total") or n),
+                "error": entry.get("error"),
             }
         )
     out.sort(key=lambda e: e.get("created") or 0, reverse=True)
@@ -601,7 +601,7 @@ def delete_run(r: redis.Redis, store: Store, run_id: str) -> None:
     """Remove a run everywhere (Redis keys and the stored document); running ones stop."""
     k = RunKeys(run_id)
     in_redis = r.exists(k.run) > 0
-    stored = _plausible_id(run_id) and store.load_run(run_id) is not None
+    stored = _plausible_id(run_id) and store.has_run(run_id)  # damaged documents too
     if not in_redis and not stored:
         raise RunNotFound(run_id)
     pipe = r.pipeline(transaction=True)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from basin.data import Dataset
+from basin.drive import between_batches
 from basin.metrics import task_metrics
 
 
@@ -34,6 +35,15 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Example indices sorted by length (stable), chunked into batches."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class _Checked(list):
+    """The batches, iterated with :func:`basin.drive.between_batches` after each one."""
+
+    def __iter__(self):  # noqa: ANN204 - a generator over the list
+        for batch in list.__iter__(self):
+            yield batch
+            between_batches()
 
 
 class Evaluator(ABC):
@@ -90,9 +100,18 @@ class Evaluator(ABC):
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """All of this task's metrics for the model's current parameters."""
-        with torch.inference_mode(), self.autocast():
-            values = self._evaluate(model)
+        """All of this task's metrics for the model's current parameters.
+
+        Between batches (and after the last) :func:`basin.drive.between_batches` runs: a
+        driver's cancel or per-point time limit stops the point there.
+        """
+        batches = self.batches
+        self.batches = _Checked(batches)
+        try:
+            with torch.inference_mode(), self.autocast():
+                values = self._evaluate(model)
+        finally:
+            self.batches = batches
         missing = [m for m in self.metrics if m not in values]
         if missing:
             raise RuntimeError(f"{type(self).__name__} did not report {missing}, which basin.metrics "

@@ -46,6 +46,8 @@ class Queue(Protocol):
 
     def renew(self, index: int, seconds: float) -> bool: ...
 
+    def begin(self, index: int, reset_after_s: float = 0.0) -> bool: ...
+
     def claim_finish(self, token: str, ttl_s: float) -> int: ...
 
     def renew_finish(self, token: str, ttl_s: float) -> bool: ...
@@ -66,6 +68,11 @@ class Heartbeat(Protocol):
     def finishing(self, queue: Any, token: str | None = None) -> None: ...
 
 
+#: See :class:`LeaseSource`: how much older than the per-point limit a first-lease time
+#: must be before a new lease starts it again.
+BEGIN_RESET_MARGIN_S = 60.0
+
+
 class LeaseSource:
     """Points of a run, one lease at a time. After ``next()`` returns ``None``, ``over``
     says why: a terminal status or ``"deleted"`` (stop), or ``None`` (nothing left to
@@ -79,8 +86,12 @@ class LeaseSource:
         lease_s: float,
         heartbeat: Heartbeat | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        point_limit_s: float = 0.0,
     ):
         self.queue = queue
+        # a first-lease time older than the limit plus a minute is from a service that was
+        # down (nobody watched it): it starts again (``lua/begin.lua``)
+        self.begin_reset_s = float(point_limit_s) + BEGIN_RESET_MARGIN_S if point_limit_s else 0.0
         self.point = point
         self.lease_s = float(lease_s)
         self.heartbeat = heartbeat
@@ -102,6 +113,7 @@ class LeaseSource:
                 return None
             if self.heartbeat is not None:
                 self.heartbeat.working_on(self.queue, lease.index)
+            self.queue.begin(lease.index, self.begin_reset_s)  # for the reaper's time limit
             self.current = lease.index
             return self.point(lease.index)
 
@@ -136,18 +148,44 @@ class StreamSink:
         return "ended"
 
 
-class RedisPointCache:
-    """Metrics by :meth:`basin.engine.Landscape.point_key`, shared by every run and worker."""
+class StopFlag:
+    """``should_stop()`` for :func:`basin.drive.drive`: True once the run ended or was
+    deleted (cancel). Asked between batches, so it reads Redis at most every ``every_s``."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, queue: Queue, *, every_s: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic):
+        self.queue = queue
+        self.every_s = every_s
+        self.clock = clock
+        self._next = 0.0
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        if self.stopped:
+            return True
+        now = self.clock()
+        if now < self._next:
+            return False
+        self._next = now + self.every_s
+        status = self.queue.info().get("status")
+        self.stopped = status is None or status in ("done", "failed", "cancelled")
+        return self.stopped
+
+
+class RedisPointCache:
+    """Metrics by :meth:`basin.engine.Landscape.point_key`, shared by every run and worker;
+    each entry expires ``ttl_s`` seconds after it was written (``None``/0: never)."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int | None = None):
         self.r = client
+        self.ttl_s = int(ttl_s) if ttl_s and ttl_s > 0 else None  # None: never expires
 
     def get(self, key: str) -> dict[str, float] | None:
         raw = self.r.get(pointcache_key(key))
         return json.loads(raw) if raw is not None else None
 
     def set(self, key: str, metrics: dict[str, float]) -> None:
-        self.r.set(pointcache_key(key), json.dumps(metrics))
+        self.r.set(pointcache_key(key), json.dumps(metrics), ex=self.ttl_s)
 
 
 def fail_run(queue: Queue, message: str, persist: Callable[[], Any] | None = None, *,
@@ -215,4 +253,21 @@ def finish_run(
             heartbeat.finishing(None)
 
 
-__all__ = ["LeaseSource", "RedisPointCache", "StreamSink", "fail_run", "finish_run"]
+def fail_overdue(queue: Queue, limit_s: float, persist: Callable[[], Any] | None = None) -> bool:
+    """Fail the run when a point held by a worker right now was first leased more than
+    ``limit_s`` ago (the reaper's check: it holds when the point's worker is wedged, e.g.
+    its code holds the GIL and cannot check the limit itself, and when every worker that
+    takes the point wedges). True when it failed the run."""
+    overdue = getattr(queue, "overdue", None)
+    if not limit_s or limit_s <= 0 or overdue is None:
+        return False
+    late = overdue(limit_s)
+    if late is None:
+        return False
+    from basin.drive import PointTimeLimit
+
+    return fail_run(queue, str(PointTimeLimit(late[0], limit_s)), persist)
+
+
+__all__ = ["LeaseSource", "RedisPointCache", "StopFlag", "StreamSink", "fail_overdue",
+           "fail_run", "finish_run"]

@@ -13,6 +13,8 @@
                                    short TTL renewed by its heartbeat
 ``run:<id>:rescue``        string  the reaper re-queued a drain task for an orphaned run; a
                                    worker starting a task of the run clears it
+``run:<id>:begun``         hash    index → when the point was first leased (server time,
+                                   seconds): the per-point time limit
 ``runs``                   zset    run id → created (unix seconds)
 ``pointcache:<key>``       string  metrics JSON for ``Landscape.point_key`` (cross-run cache)
 ``worker:<name>``          string  heartbeat JSON {name, device, pid, host, run, index},
@@ -66,8 +68,13 @@ class RunKeys:
     def rescue(self) -> str:
         return f"{self.run}:rescue"
 
+    @property
+    def begun(self) -> str:
+        return f"{self.run}:begun"
+
     def all(self) -> list[str]:
-        return [self.run, self.todo, self.leases, self.done, self.points, self.final, self.rescue]
+        return [self.run, self.todo, self.leases, self.done, self.points, self.final, self.rescue,
+                self.begun]
 
 
 def pointcache_key(point_key: str) -> str:

@@ -31,6 +31,7 @@ class MemoryRun:
     stream: list[dict[str, Any]] = field(default_factory=list)
     final: tuple[str, float] | None = None  # (token, expiry)
     rescue: float | None = None  # expiry of the rescue mark
+    begun: dict[int, float] = field(default_factory=dict)  # index → first lease time
 
 
 class MemoryRunState:
@@ -111,6 +112,29 @@ class MemoryRunQueue:
             if st == "queued":
                 run.info.update(status="running", started=repr(now))
             return Lease(index=idx)
+
+    def begin(self, index: int, reset_after_s: float = 0.0) -> bool:
+        with self.state.lock:
+            run = self._run()
+            now = self.state.clock()
+            if run is None:
+                return False
+            old = run.begun.get(index)
+            if old is not None and not (reset_after_s > 0 and now - old > reset_after_s):
+                return False
+            run.begun[index] = now
+            return True
+
+    def overdue(self, limit_s: float) -> tuple[int, float] | None:
+        with self.state.lock:
+            run = self._run()
+            if run is None:
+                return None
+            now = self.state.clock()
+            late = sorted(((now - t, i) for i, t in run.begun.items()
+                           if now - t > limit_s and i not in run.done
+                           and run.leases.get(i, float("-inf")) > now), reverse=True)
+            return (late[0][1], late[0][0]) if late else None
 
     def record(
         self, index: int, point: dict[str, Any], *, worker: str, cached: bool, eval_s: float = 0.0

@@ -67,6 +67,7 @@ class RunQueue:
         self._end = client.register_script(script("end"))
         self._rescue = client.register_script(script("rescue"))
         self._setup = client.register_script(script("setup"))
+        self._begin = client.register_script(script("begin"))
 
     @property
     def run_id(self) -> str:
@@ -124,6 +125,29 @@ class RunQueue:
     def renew(self, index: int, seconds: float) -> bool:
         """Extend this worker's lease on ``index`` (False when it no longer exists)."""
         return bool(self._renew(keys=[self.keys.leases], args=[index, seconds]))
+
+    def begin(self, index: int, reset_after_s: float = 0.0) -> bool:
+        """Note when ``index`` was first leased: kept across requeues, unless older than
+        ``reset_after_s`` (0 = never reset; see ``lua/begin.lua``)."""
+        return bool(self._begin(keys=[self.keys.run, self.keys.begun],
+                                args=[index, repr(float(reset_after_s))]))
+
+    def overdue(self, limit_s: float) -> tuple[int, float] | None:
+        """A point first leased more than ``limit_s`` seconds ago (server time), leased
+        right now and not yet recorded: ``(index, seconds)``, the longest such; ``None``
+        when there is none. (A point nobody holds is not running, so not over time.)"""
+        k = self.keys
+        begun = {int(_s(i)): float(_s(t)) for i, t in self.r.hgetall(k.begun).items()}
+        if not begun:
+            return None
+        sec, usec = self.r.time()
+        now = float(sec) + float(usec) / 1e6
+        late = sorted(((now - t, i) for i, t in begun.items() if now - t > limit_s), reverse=True)
+        for age, i in late:
+            deadline = self.r.zscore(k.leases, str(i))
+            if deadline is not None and deadline > now and not self.r.sismember(k.done, str(i)):
+                return i, age
+        return None
 
     def claim_finish(self, token: str, ttl_s: float) -> int:
         """Take the finish lock for ``ttl_s`` seconds: 1 taken, 0 held by another finisher,

@@ -10,7 +10,13 @@ Each pass (:func:`reap`) visits the runs not yet stored (``basin:active``):
   timeout): send one drain task;
 - queued for longer than a grace period while a worker sits idle and nobody drains it
   (its tasks were lost): send one drain task;
+- running with a point begun longer ago than the per-point time limit and still not
+  recorded (its worker is wedged, e.g. the point's code holds the GIL so the worker
+  cannot check the limit itself): fail it, naming the point and the limit;
 - deleted: forget it.
+
+Stored runs' Redis keys expire (``finished_run_ttl_s``); the pass also drops ids whose
+keys expired from the ``runs`` index in Redis (the list then reads the store's index).
 
 One rescue at a time per run (``rescue.lua``): the next only once a worker took the
 task, or after ``rescue_ttl_s`` if it was lost. :class:`Reaper` runs passes on a daemon
@@ -29,14 +35,19 @@ from typing import Any, cast
 import redis
 
 from service.documents import persist_run
+from service.runstate.drain import fail_overdue
 from service.runstate.keys import ACTIVE_KEY, RUNS_KEY, TERMINAL, RunKeys
 from service.runstate.queue import RunQueue
 from service.runstate.reads import alive_workers
 
 logger = logging.getLogger(__name__)
 
-#: How long a sent rescue task counts as pending when no worker takes it (seconds).
-RESCUE_PENDING_S = 3600
+#: How long a sent rescue task counts as pending when no worker takes it (seconds). A rescue
+#: is only sent while a worker could take it at once (an idle one, or none drains the run),
+#: so one not taken within a minute was lost too — e.g. swallowed by a worker that hung or
+#: was killed right after taking it (``basin up`` restarts such workers within seconds);
+#: another is sent. A duplicate task is harmless: drains are idempotent.
+RESCUE_PENDING_S = 60
 
 
 @dataclass
@@ -46,6 +57,26 @@ class ReapReport:
     stored: list[str] = field(default_factory=list)
     rescued: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # a point ran past the time limit
+
+
+def _persister(client: redis.Redis, store: Any, run_id: str,
+               ttl_s: int | None) -> Callable[[], bool]:
+    return lambda: persist_run(client, store, run_id, ttl_s=ttl_s)
+
+
+def prune_expired(client: redis.Redis, batch: int = 200) -> int:
+    """Drop from ``basin:runs`` the oldest ids whose run hash expired (or was deleted)."""
+    ids = cast("list[str]", client.zrange(RUNS_KEY, 0, batch - 1))
+    if not ids:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for run_id in ids:
+        pipe.exists(RunKeys(run_id).run)
+    gone = [run_id for run_id, n in zip(ids, pipe.execute(), strict=True) if not n]
+    if gone:
+        client.zrem(RUNS_KEY, *gone)
+    return len(gone)
 
 
 def seed_active(client: redis.Redis) -> int:
@@ -69,9 +100,12 @@ def reap(
     *,
     rescue_ttl_s: int = RESCUE_PENDING_S,
     grace_s: float = 10.0,
+    point_limit_s: float = 0.0,
+    finished_ttl_s: int | None = None,
 ) -> ReapReport:
     """One pass over the active runs (see the module docstring)."""
     out = ReapReport()
+    prune_expired(client)
     ids = cast("list[str]", client.zrange(ACTIVE_KEY, 0, -1))  # decode_responses=True
     if not ids:
         return out
@@ -88,7 +122,7 @@ def reap(
         if status in TERMINAL:
             if persist:
                 try:
-                    if persist_run(client, store, run_id):
+                    if persist_run(client, store, run_id, ttl_s=finished_ttl_s):
                         out.stored.append(run_id)
                 except OSError as e:  # the store is unwritable: serve from Redis, try again
                     logger.warning("storing run %s failed: %s", run_id, e)
@@ -96,9 +130,14 @@ def reap(
             if not client.hget(k.run, "persist"):
                 client.zrem(ACTIVE_KEY, run_id)
             continue
+        queue = RunQueue(client, run_id)
+        if status == "running" and point_limit_s and fail_overdue(
+            queue, point_limit_s, _persister(client, store, run_id, finished_ttl_s)
+        ):
+            out.failed.append(run_id)
+            continue
         if not alive:
             continue  # nobody could take a task; the run page says so
-        queue = RunQueue(client, run_id)
         if queue.claim_rescue(draining=run_id in draining, ttl_s=rescue_ttl_s,
                               idle_worker=idle, grace_s=grace_s):
             send_drain(run_id)
@@ -112,8 +151,11 @@ class Reaper:
     """Runs :func:`reap` every ``interval`` seconds on a daemon thread until :meth:`stop`."""
 
     def __init__(self, client: redis.Redis, store: Any, send_drain: Callable[[str], None], *,
-                 interval: float = 1.0, grace_s: float = 10.0):
+                 interval: float = 1.0, grace_s: float = 10.0, point_limit_s: float = 0.0,
+                 finished_ttl_s: int | None = None):
         self.client = client
+        self.point_limit_s = point_limit_s
+        self.finished_ttl_s = finished_ttl_s
         self.store = store
         self.send_drain = send_drain
         self.interval = max(0.05, float(interval))
@@ -136,11 +178,12 @@ class Reaper:
             logger.warning("reaper could not read the runs: %s", e)
         while not self._stop.wait(self.interval):
             try:
-                reap(self.client, self.store, self.send_drain, grace_s=self.grace_s)
+                reap(self.client, self.store, self.send_drain, grace_s=self.grace_s,
+                     point_limit_s=self.point_limit_s, finished_ttl_s=self.finished_ttl_s)
             except redis.RedisError as e:  # Redis restarting: try again next pass
                 logger.warning("reaper pass failed: %s", e)
             except Exception:
                 logger.exception("reaper pass failed")
 
 
-__all__ = ["RESCUE_PENDING_S", "ReapReport", "Reaper", "reap", "seed_active"]
+__all__ = ["RESCUE_PENDING_S", "ReapReport", "Reaper", "prune_expired", "reap", "seed_active"]

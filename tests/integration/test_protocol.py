@@ -152,6 +152,7 @@ def _script(q) -> list:
     i0 = q.lease(30).index
     i1 = q.lease(30).index
     out += [i0, i1, q.lease(30).leases_left]
+    out += [q.begin(i0), q.begin(i0), q.begin(i1), q.overdue(3600.0)]  # first lease time only
     out.append(q.record(i0, point(i0), worker="w", cached=False))
     out.append(q.record(i0, point(i0), worker="w2", cached=True))  # a duplicate
     out.append(q.claim_finish("early", 5))  # a point is still leased

@@ -11,8 +11,15 @@ from __future__ import annotations
 import pytest
 
 from basin import FileResolver, Landscape, run
-from basin.drive import MemoryPointCache, drive
-from service.runstate.drain import LeaseSource, StreamSink, fail_run, finish_run
+from basin.drive import MemoryPointCache, PointTimeLimit, drive
+from service.runstate.drain import (
+    LeaseSource,
+    StopFlag,
+    StreamSink,
+    fail_overdue,
+    fail_run,
+    finish_run,
+)
 from service.runstate.memory import MemoryRunState
 from tests.core import helpers
 
@@ -178,3 +185,97 @@ def test_rescue_rules_for_orphaned_and_lost_runs(land):
     clock.t += 31  # the lease expired and nobody drains the run: orphaned
     assert not q.claim_rescue(draining=True, ttl_s=60)
     assert q.claim_rescue(draining=False, ttl_s=60)
+
+
+@pytest.fixture(scope="module")
+def small_batches(classifier_family):
+    """The same run with batches of 2 examples: a point is several batches."""
+    spec = helpers.cpu_spec({**SPEC, "batch_size": 2})
+    land = Landscape.open(spec, FileResolver(classifier_family["data"].parent))
+    assert len(land.evaluator.batches) >= 3
+    yield land
+    land.close()
+
+
+def test_cancel_stops_within_the_point_in_hand(small_batches):
+    land = small_batches
+    _, q = _queue(land)
+    flag = StopFlag(q, every_s=0.0)
+    checks: list[bool] = []
+
+    class CancelWhenItStarts:  # the user presses Cancel while the first point is evaluated
+        def __getattr__(self, name):
+            return getattr(land, name)
+
+        def evaluate(self, point):
+            assert q.end("cancelled").ok
+            return land.evaluate(point)
+
+    def should_stop() -> bool:
+        checks.append(flag())
+        return checks[-1]
+
+    stats = drive(CancelWhenItStarts(), LeaseSource(q, land.point, lease_s=30),
+                  StreamSink(q, worker="w"), should_stop=should_stop)
+    assert stats.stopped == "cancelled" and stats.evaluated == 0
+    # asked once before the point and once after its first batch: the other batches never ran
+    assert checks == [False, True]
+    assert q.points() == [] and q.info()["status"] == "cancelled"
+
+
+def test_a_point_over_the_time_limit_fails_with_its_index_and_the_limit(land):
+    _, q = _queue(land)
+    src = LeaseSource(q, land.point, lease_s=30)
+    with pytest.raises(PointTimeLimit, match=r"point 0 exceeded the per-point time limit of 1e-09 s"):
+        drive(land, src, StreamSink(q, worker="w"), point_time_limit_s=1e-9)
+    assert q.points() == []
+
+
+def test_the_reaper_check_fails_a_run_whose_point_is_wedged(land):
+    clock = Clock()
+    _, q = _queue(land, clock)
+    src = LeaseSource(q, land.point, lease_s=30)
+    drive(land, _Take(src, 1), StreamSink(q, worker="w"))  # point 0: recorded in time
+    wedged = src.next()  # point 1: its worker never comes back from it
+    clock.t += 5
+    assert not fail_overdue(q, 10.0)
+    clock.t += 100  # requeued to another worker, wedged again: the first lease counts
+    q.lease(30)
+    written = []
+    assert fail_overdue(q, 10.0, lambda: written.append(q.info()["error"]))
+    msg = f"point {wedged.index} exceeded the per-point time limit of 10 s"
+    assert q.info()["status"] == "failed" and q.info()["error"].startswith(msg)
+    assert written and written[0].startswith(msg)
+    assert not fail_overdue(q, 10.0)  # an ended run stays as it ended
+
+
+def test_a_run_left_mid_point_while_the_service_was_down_is_not_failed_on_return(land):
+    """``basin up`` stopped overnight with a point in hand (Redis keeps it on disk): the
+    next morning the point is leased again and gets a fresh time, not a failure."""
+    clock = Clock()
+    _, q = _queue(land, clock)
+    src = LeaseSource(q, land.point, lease_s=30, point_limit_s=10.0)
+    taken = src.next()
+    clock.t += 12 * 3600  # nobody was watching; the lease expired long ago
+    assert not fail_overdue(q, 10.0)  # nobody holds the point: it is not running
+    again = LeaseSource(q, land.point, lease_s=30, point_limit_s=10.0).next()
+    assert again.index == taken.index
+    assert not fail_overdue(q, 10.0)  # its time started again with this lease
+    clock.t += 11
+    assert fail_overdue(q, 10.0)  # but this worker is held to the limit
+
+
+class _Take:
+    """A source that hands out at most ``n`` points of ``src``."""
+
+    def __init__(self, src, n):
+        self.src, self.n = src, n
+
+    def next(self):
+        if self.n <= 0:
+            return None
+        self.n -= 1
+        return self.src.next()
+
+    def release(self, point):
+        self.src.release(point)

@@ -217,7 +217,58 @@ def test_runs_roundtrip(store):
         store.save_run("../escape", doc)
     store.delete_run("run_abc123")
     assert store.load_run("run_abc123") is None and store.list_runs() == []
-    assert [p.name for p in store.runs_dir.iterdir()] == []
+    assert [p.name for p in store.runs_dir.iterdir()] == ["index.json"]
+    with pytest.raises(BasinError, match="invalid run id"):
+        store.save_run("index", doc)  # would overwrite the runs index
+
+
+def _doc(status="done", created=1.0, n=2):
+    return {
+        "spec": {"path": {"type": "linear", "a": "x", "b": "y"}, "task": "classification",
+                 "dataset": "d"},
+        "points": [{"index": i} for i in range(n)],
+        "status": status,
+        "created": created,
+        "total": n,
+    }
+
+
+def test_the_runs_list_reads_the_index_not_the_documents(store):
+    store.save_run("run_old", _doc(created=1.0))
+    store.save_run("run_new", _doc(status="failed", created=2.0, n=1))
+    # a document damaged on disk is not read by the list: its entry stays as it was saved
+    (store.runs_dir / "run_old.json").write_text("{not json")
+    listed = store.list_runs()
+    assert [e["id"] for e in listed] == ["run_new", "run_old"]
+    assert listed[0]["status"] == "failed" and listed[0]["points"] == 1
+    assert listed[1]["spec"]["dataset"] == "d" and listed[1]["total"] == 2
+    store.delete_run("run_new")
+    assert [e["id"] for e in store.list_runs()] == ["run_old"]
+
+
+def test_a_missing_or_corrupt_index_is_rebuilt_skipping_unreadable_documents(store):
+    store.save_run("run_good", _doc())
+    store.save_run("run_bad", _doc())
+    (store.runs_dir / "run_bad.json").write_text("{not json")
+    for damage in ("{corrupt", '{"version": 99, "runs": {}}', None):
+        if damage is None:
+            store.runs_index_path.unlink()
+        else:
+            store.runs_index_path.write_text(damage)
+        assert [e["id"] for e in store.list_runs()] == ["run_good"]
+        assert json.loads(store.runs_index_path.read_text())["runs"].keys() == {"run_good"}
+    # a second store on the same folder (another process) sees the same list
+    assert [e["id"] for e in Store(store.root).list_runs()] == ["run_good"]
+
+
+def test_a_document_copied_in_joins_the_index_and_a_removed_one_leaves_it(store):
+    store.save_run("run_saved", _doc(created=1.0))
+    (store.runs_dir / "run_copied.json").write_text(json.dumps(_doc(created=2.0, n=3)))
+    listed = store.list_runs()
+    assert [e["id"] for e in listed] == ["run_copied", "run_saved"] and listed[0]["points"] == 3
+    assert "run_copied" in json.loads(store.runs_index_path.read_text())["runs"]
+    (store.runs_dir / "run_saved.json").unlink()
+    assert [e["id"] for e in store.list_runs()] == ["run_copied"]
 
 
 def test_pickle_code_in_bin_is_never_run(store, classifier_family, tmp_path):

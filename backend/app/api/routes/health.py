@@ -3,6 +3,11 @@
 ``status`` is ``ok`` (Redis and at least one worker), ``degraded`` (HTTP 200: the API
 answers and runs are accepted, but no worker is alive, so none progresses) or ``down``
 (HTTP 503: Redis is unreachable).
+
+``supervisor.events``: what ``basin up``'s supervisor did lately (newest first), e.g.
+``{"service": "worker", "reason": "exited with code -9 (killed — out of memory?)",
+"message": "... and was restarted at 16:40:12 UTC", "restarted_at": <unix s>}``; the
+dashboard shows recent ones in a banner.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from backend.app.api.deps import RedisDep, SettingsDep
-from service.runstate import alive_workers
+from service.runstate import alive_workers, json_or
+
+#: The Redis list ``basin up``'s supervisor pushes its events to (``service/launch.py``).
+SUPERVISOR_EVENTS_KEY = "basin:supervisor:events"
 
 router = APIRouter(tags=["health"])
 
@@ -39,6 +47,7 @@ def health(settings: SettingsDep, r: RedisDep) -> Any:
         info = r.info("server")
         workers = alive_workers(r)
         queued = r.llen(settings.task_queue)
+        raw_events = r.lrange(SUPERVISOR_EVENTS_KEY, 0, 9)
     except redis.RedisError as e:
         body = {
             "ok": False,
@@ -66,4 +75,7 @@ def health(settings: SettingsDep, r: RedisDep) -> Any:
             for w in workers
         ],
         "queue": {"name": settings.task_queue, "pending_tasks": queued},
+        "supervisor": {
+            "events": [e for e in (json_or(x) for x in raw_events) if isinstance(e, dict)]
+        },
     }
