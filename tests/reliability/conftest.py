@@ -85,6 +85,26 @@ def rstack(rel_store) -> Stack:
         yield s
 
 
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test(request):
+    """A test that fails part-way can leave a run going, and a later test's ``hold("any", …)``
+    would then catch that run's worker instead of its own. After each test: drop every hold,
+    release the workers held in a run that has not ended, and delete that run."""
+    yield
+    if "rstack" not in request.fixturenames:
+        return
+    stack: Stack = request.getfixturevalue("rstack")
+    for hold in stack.seam.dir.glob("hold-*"):
+        hold.unlink(missing_ok=True)
+    r = stack.request("GET", "/api/runs")
+    if r.status_code != 200:
+        return
+    for run in r.json():
+        if run["status"] not in ("done", "failed", "cancelled"):
+            stack.seam.release(run["id"])
+            stack.request("DELETE", f"/api/runs/{run['id']}")
+
+
 def linear_spec(points: int = 5, seed: int = 0, **kw) -> dict:
     spec = {
         "path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": points},
