@@ -52,6 +52,7 @@ lint: install
 	$(BIN)/ruff format --check basin service backend workers frontend tests bench
 
 bench: install
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -127,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
 
-    import loss_landscapes
-    from loss_landscapes.metrics import Metric
+    try:  # the peer tool; `make bench` installs it (the `bench` extra)
+        import loss_landscapes
+        from loss_landscapes.metrics import Metric
+    except ImportError:
+        loss_landscapes = None
+        print("bench: loss-landscapes is not installed (pip install -e '.[bench]'; `make bench` "
+              "does it): the peer column is skipped", file=sys.stderr)
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -189,27 +194,33 @@ def main(argv: list[str] | None = None) -> int:
     def run_naive():
         return [naive_point(a) for a in alphas]
 
-    class LossMetric(Metric):
-        """Mean cross-entropy over the benchmark's batches (same as the engine's ``loss``)."""
+    run_peer: Callable[[], list[float]] | None = None
+    if loss_landscapes is not None:
 
-        def __call__(self, model_wrapper) -> float:
-            model = model_wrapper.modules[0]
-            model.eval()
-            return mean_loss(model, batches)
+        class LossMetric(Metric):
+            """Mean cross-entropy over the benchmark's batches (same as the engine's ``loss``)."""
 
-    start, end = load_model(w.a), load_model(w.b)
+            def __call__(self, model_wrapper) -> float:
+                model = model_wrapper.modules[0]
+                model.eval()
+                return mean_loss(model, batches)
 
-    def run_peer():
-        return list(loss_landscapes.linear_interpolation(start, end, LossMetric(), steps=POINTS,
-                                                         deepcopy_model=True))
+        start, end = load_model(w.a), load_model(w.b)
+
+        def run_peer() -> list[float]:
+            return list(loss_landscapes.linear_interpolation(start, end, LossMetric(), steps=POINTS,
+                                                             deepcopy_model=True))
 
     # warm-up (allocator, kernels, lazy imports), outside the timings
     mean_loss(fixed, batches[:2])
-    times: dict[str, list[float]] = {"limit_s": [], "engine_s": [], "engine_total_s": [], "naive_s": [],
-                                     "peer_s": []}
+    times: dict[str, list[float]] = {"limit_s": [], "engine_s": [], "engine_total_s": [], "naive_s": []}
+    if run_peer is not None:
+        times["peer_s"] = []
     curves: dict[str, list[float]] = {}
     for _ in range(args.warmup if args.warmup is not None else int(dev.startswith("cuda"))):
-        run_limit(), run_engine(), run_naive(), run_peer()
+        run_limit(), run_engine(), run_naive()
+        if run_peer is not None:
+            run_peer()
     for rep in range(args.reps):
         t, _ = timed(run_limit, dev)
         times["limit_s"].append(t)
@@ -218,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         times["engine_total_s"].append(e_tot)
         t, curves["naive"] = timed(run_naive, dev)
         times["naive_s"].append(t)
-        t, curves["peer"] = timed(run_peer, dev)
-        times["peer_s"].append(t)
+        if run_peer is not None:
+            t, curves["peer"] = timed(run_peer, dev)
+            times["peer_s"].append(t)
         logger.info("rep %d/%d: %s", rep + 1, args.reps, {k: round(v[-1], 3) for k, v in times.items()})
 
     # Equal work: the loss at α = 0.5 from each tool. The engine's 26-point grid has no
@@ -229,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     with Landscape.open(mid_spec, resolver) as ls:
         mid = next(p for p in ls.points() if abs(p.coords["alpha"] - 0.5) < 1e-9)
         engine_mid = ls.evaluate(mid)["loss"]
-    mid_losses = {"engine": engine_mid, "naive": naive_point(0.5), "peer": float(curves["peer"][12])}
+    mid_losses = {"engine": engine_mid, "naive": naive_point(0.5)}
+    if "peer" in curves:
+        mid_losses["peer"] = float(curves["peer"][12])
     spread = max(mid_losses.values()) - min(mid_losses.values())
     curve_diff = max(abs(x - y) for x, y in zip(curves["engine"], curves["naive"], strict=True))
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -246,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine_over_limit": round(med["engine_s"] / med["limit_s"], 3),
         "engine_total_over_limit": round(med["engine_total_s"] / med["limit_s"], 3),
         "naive_over_engine": round(med["naive_s"] / med["engine_s"], 2),
-        "peer_over_engine": round(med["peer_s"] / med["engine_s"], 2),
+        "peer_over_engine": round(med["peer_s"] / med["engine_s"], 2) if "peer_s" in med else None,
         "loss_at_alpha_0.5": {k: round(v, 7) for k, v in mid_losses.items()},
         "agreement": {"spread_at_0.5": spread, "max_abs_diff_engine_vs_naive_curve": curve_diff},
         "targets": {"engine_over_limit_max": 1.10, "naive_over_engine_min": 3.0},
@@ -280,7 +294,8 @@ def print_table(r: dict) -> None:
             ("basin engine (with load)", "engine_total_s"), ("naive (rebuild + pad 128)", "naive_s"),
             ("loss-landscapes", "peer_s")]
     for name, k in rows:
-        print(f"{name:<34}{r[k]:>10.3f}{r[k] / r['limit_s']:>10.2f}")
+        if k in r:  # (no peer_s when loss-landscapes is not installed)
+            print(f"{name:<34}{r[k]:>10.3f}{r[k] / r['limit_s']:>10.2f}")
     print(f"engine/limit {r['engine_over_limit']} (target ≤ 1.10)   naive/engine {r['naive_over_engine']} "
           f"(target ≥ 3)   peer/engine {r['peer_over_engine']}")
     print("loss at α=0.5: " + ", ".join(f"{k} {v:.6f}" for k, v in r["loss_at_alpha_0.5"].items()))
