@@ -46,6 +46,12 @@ def test_compose_file_is_valid_and_wires_the_services():
         assert env["BASIN_REDIS_URL"] == "redis://redis:6379/0"
         assert env["BASIN_STORE"] == "/data/models_store"
     assert (ROOT / "Dockerfile").is_file() and services["api"]["build"]["context"]
+    # Flower lists every task's arguments (run ids = share links): opt-in, loopback only,
+    # and it will not start without a login
+    flower = services["flower"]
+    assert flower["profiles"] == ["monitoring"]
+    assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"]), flower["ports"]
+    assert 'test -n "$$FLOWER_BASIC_AUTH"' in " ".join(flower["entrypoint"])
 
 
 def test_a_broken_compose_file_is_rejected(tmp_path):
