@@ -4,7 +4,9 @@ banner), and the run completes with every point recorded exactly once (Redis kee
 data in an append-only file in the store, so its restart loses nothing).
 
 One ``basin up`` (module fixture) with the leases it uses by default (15 s), over a copy
-of the integration store; the tests run in file order on it.
+of the integration store; the tests run in file order on it. Its worker runs the test
+hook (``BASIN_WORKER_HOOK``, :class:`tests.stack.Seam`), so "mid-run" is an event — a
+worker held inside a point — not a moment guessed from the clock.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 from frontend.app import supervisor_banner
 from service import launch as launcher
 from tests.integration.test_runs_api import slow_spec
+from tests.stack import Seam
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Up:
     log: Path
     proc: subprocess.Popen
     redis_port: int
+    seam: Seam
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.base + path, timeout=30)
@@ -78,7 +82,12 @@ def up(store_root, tmp_path_factory):
     store = root / "store"
     shutil.copytree(store_root, store, ignore=shutil.ignore_patterns("runs", "tmp"))
     port = launcher.free_port()
-    env = {**os.environ, "BASIN_DEMO": "0", "BASIN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
+    seam = Seam(root / "seam")
+    seam.dir.mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "BASIN_WORKER_HOOK": "tests.stack:seam_hook", "BASIN_SEAM_DIR": str(seam.dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+           "BASIN_DEMO": "0", "BASIN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
            "BASIN_WORKER_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     for k in ("BASIN_LEASE_SECONDS", "BASIN_API_TOKEN", "BASIN_REDIS_URL"):
         env.pop(k, None)  # basin up's own settings
@@ -93,20 +102,25 @@ def up(store_root, tmp_path_factory):
         launcher.wait_healthy(f"http://127.0.0.1:{port}", timeout=120, procs=[proc])
         m = re.search(r"starting Redis \(.*\) on 127\.0\.0\.1:(\d+)", log.read_text())
         assert m, log.read_text()
-        yield Up(f"http://127.0.0.1:{port}", store, log, proc, int(m.group(1)))
+        yield Up(f"http://127.0.0.1:{port}", store, log, proc, int(m.group(1)), seam)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
 
 
-def _mid_run(up: Up, run_id: str, done: int = 1) -> dict:
-    """Wait until the run has ``done`` points and a worker holds a lease on another."""
-    def busy():
-        d = up.get(f"/api/runs/{run_id}").json()
-        return d if d["done"] >= done and any(w["index"] is not None for w in d["workers"]) else None
+def _post_held(up: Up, spec: dict, index: int) -> str:
+    """Post a run whose worker is held inside point ``index`` (coarse to fine, 7 points:
+    0, 6, 3, …); returns its id once the worker is there. ``up.seam.unhold`` lets it go."""
+    up.seam.hold("any", index)
+    run_id = httpx.post(up.base + "/api/runs", json=spec, timeout=30).json()["id"]
+    up.wait(f"a worker inside point {index} of run {run_id}",
+            lambda: up.seam.arrived(run_id, index))
+    return run_id
 
-    return up.wait(f"run {run_id} mid-point", busy)
+
+def _unhold(up: Up) -> None:
+    up.seam.unhold(*up.seam.dir.glob("hold-*"))
 
 
 def test_basin_up_keeps_redis_on_disk_with_short_leases(up):
@@ -118,11 +132,10 @@ def test_basin_up_keeps_redis_on_disk_with_short_leases(up):
 
 def test_a_killed_worker_is_restarted_and_its_run_completes(up):
     total = 7
-    run_id = httpx.post(up.base + "/api/runs", json=slow_spec(points=total, seed=31),
-                        timeout=30).json()["id"]
-    _mid_run(up, run_id)
+    run_id = _post_held(up, slow_spec(points=total, seed=31), 3)
     victim = up.health()["workers"][0]["pid"]
-    os.kill(victim, signal.SIGKILL)  # what the kernel's OOM killer does
+    os.kill(victim, signal.SIGKILL)  # mid-point; what the kernel's OOM killer does
+    _unhold(up)  # (the restarted worker goes through)
 
     # the API and the dashboard stay up while the worker is gone
     assert up.get("/api/health").status_code == 200
@@ -149,9 +162,7 @@ def test_a_killed_worker_is_restarted_and_its_run_completes(up):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_redis_stopped_mid_run_is_restarted_and_loses_no_point(up, sig):
     total = 7
-    run_id = httpx.post(up.base + "/api/runs", json=slow_spec(points=total, seed=40 + sig),
-                        timeout=30).json()["id"]
-    _mid_run(up, run_id, done=2)
+    run_id = _post_held(up, slow_spec(points=total, seed=40 + sig), 3)  # 0 and 6 recorded
     before = {json.loads(f["point"])["index"]: json.loads(f["point"])["metrics"]
               for _, f in up.redis().xrange(f"basin:run:{run_id}:points")}
     pid = int(up.redis().info("server")["process_id"])
@@ -160,6 +171,8 @@ def test_redis_stopped_mid_run_is_restarted_and_loses_no_point(up, sig):
 
     up.wait("Redis restarted", lambda: len(
         [e for e in up.health()["supervisor"]["events"] if e["service"] == "redis"]) > n_events)
+    _unhold(up)  # the held worker finishes its point against the restarted Redis
+    assert sorted(before) == [0, 6]
     detail = up.wait("the run to end", lambda: (d := up.get(f"/api/runs/{run_id}").json())
                      ["status"] in ("done", "failed", "cancelled") and d, timeout=300)
     assert detail["status"] == "done", detail
