@@ -14,6 +14,7 @@ import re
 import time
 
 from service.runstate import RUNS_KEY, RunKeys
+from service.runstate.drain import StopFlag
 from tests.integration.conftest import linear_spec
 from tests.integration.test_runs_api import slow_spec
 from tests.stack import running_stack
@@ -82,16 +83,18 @@ def test_the_runs_list_reads_the_index_so_a_damaged_document_does_not_break_it(s
 
 
 def test_cancel_stops_the_worker_within_the_point_in_hand(stack):
-    # points of 1500 examples in batches of 2: each point is 750 batches (seconds)
-    run_id = stack.request(
-        "POST", "/api/runs", json=slow_spec(points=5, seed=73, batch_size=2)).json()["id"]
-
-    def busy():
-        d = stack.request("GET", f"/api/runs/{run_id}").json()
-        return [w["index"] for w in d["workers"] if w["index"] is not None]
-
-    _until("a worker inside a point", busy)
-    assert stack.request("POST", f"/api/runs/{run_id}/cancel").json()["status"] == "cancelled"
+    # points of 1500 examples in batches of 2: each point is 750 batches
+    hold = stack.seam.hold("any", 0)  # the worker that leases point 0 waits inside it
+    try:
+        run_id = stack.request(
+            "POST", "/api/runs", json=slow_spec(points=5, seed=73, batch_size=2)).json()["id"]
+        stack.seam.wait(stack, run_id, 0)
+        assert stack.request("POST", f"/api/runs/{run_id}/cancel").json()["status"] == "cancelled"
+        # The worker reads the stop flag at most every StopFlag.every_s; it last read it before
+        # leasing the point, so once that long has passed its first batch reads it again.
+        time.sleep(StopFlag(None).every_s + 0.05)  # type: ignore[arg-type]
+    finally:
+        stack.seam.unhold(hold)
 
     pattern = re.compile(rf"run {run_id} ended; stopped within point (\d+)")
 
@@ -103,6 +106,7 @@ def test_cancel_stops_the_worker_within_the_point_in_hand(stack):
         return None
 
     [index] = _until("a worker to stop within its point", stopped)
+    assert index == 0  # the point it was held in: not finished first
     doc = stack.wait_stored(run_id)
     assert doc["status"] == "cancelled"
     assert index not in {p["index"] for p in doc["points"]}  # the point in hand: not recorded
