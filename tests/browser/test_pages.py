@@ -172,7 +172,7 @@ def test_finished_run_shows_full_still_progress_and_named_spec(stack, store_fami
     assert bar.get_attribute("aria-valuenow") == "100" and bar.inner_text() == "9 / 9"
     full = """() => { const b = document.querySelector('#run-progress .progress-bar');
       return Math.abs(b.getBoundingClientRect().width - b.parentElement.getBoundingClientRect().width) < 1; }"""
-    page.wait_for_function(full, timeout=3000)  # after Bootstrap's .6 s width transition
+    page.wait_for_function(full)  # after Bootstrap's .6 s width transition (a busy machine: longer)
     # the spec keeps the ids (reproducible) with the names beside them
     spec = page.locator("#run-spec").inner_text()
     assert f"a: {store_family['ft_a']}  # ft_a" in spec, spec
@@ -186,7 +186,7 @@ def test_finished_run_shows_full_still_progress_and_named_spec(stack, store_fami
     classes = page.locator("#run-progress .progress-bar").get_attribute("class")
     assert "progress-bar-animated" not in classes and "progress-bar-striped" not in classes
     assert page.locator("#run-progress .progress-bar").get_attribute("aria-valuenow") == "100"
-    page.wait_for_function(full, timeout=3000)
+    page.wait_for_function(full)
     assert not page.js_errors, page.js_errors
 
 
