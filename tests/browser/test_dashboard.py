@@ -126,6 +126,7 @@ def test_linear_run_from_form_fills_in_live_and_share_link_matches(
     assert _count(late) == n
     for pg in (other, late):
         pg.wait_for_function(PLOTTED)
+        pg.wait_for_function(f"({CURVE_POINTS})() === {n}")  # figures are patched after the store
         other_curve = next(t for t in pg.evaluate(GRAPH_DATA)[0] if t["meta"] == "curve")
         assert other_curve["x"] == curve["x"] and other_curve["y"] == pytest.approx(curve["y"])
 
