@@ -99,8 +99,8 @@ def test_a_dead_finishers_lock_expires_and_a_waiting_worker_finishes_the_run(bar
     d = bare.wait_run(run_id, timeout=30)
     assert d["status"] == "done" and d["summary"]["barrier"]["loss"] is not None
     assert time.monotonic() - t0 < 15
-    doc = stored(bare, run_id)
-    assert doc is not None and doc["status"] == "done" and len(doc["points"]) == 4
+    doc = bare.wait_stored(run_id)  # (written just after the run ends)
+    assert doc["status"] == "done" and len(doc["points"]) == 4
 
 
 def test_a_run_whose_workers_all_died_while_finishing_is_requeued_by_the_api(bare):
@@ -121,7 +121,7 @@ def test_a_run_whose_workers_all_died_while_finishing_is_requeued_by_the_api(bar
     bare.start_worker()  # has no task for this run: only the API's re-queue can finish it
     d = bare.wait_run(run_id, timeout=60)
     assert d["status"] == "done" and d["done"] == 3
-    assert stored(bare, run_id)["status"] == "done"
+    assert bare.wait_stored(run_id)["status"] == "done"  # (written just after the run ends)
 
 
 def test_a_queued_run_whose_tasks_were_lost_is_requeued_by_the_reaper(bare):
@@ -134,7 +134,7 @@ def test_a_queued_run_whose_tasks_were_lost_is_requeued_by_the_reaper(bare):
     bare.start_worker()  # idle: it has no task for the run; only the reaper can send one
     d = bare.wait_run(run_id, timeout=90)
     assert d["status"] == "done" and d["done"] == 3
-    assert stored(bare, run_id)["status"] == "done"
+    assert bare.wait_stored(run_id)["status"] == "done"  # (written just after the run ends)
 
 
 def _snapshot(red, run_id: str) -> dict:
