@@ -5,6 +5,7 @@
 | classification | ``text`` (+ optional ``text_pair``), ``label`` (int, or a string in the model's ``label2id``) |
 | causal_lm | ``text`` |
 | seq2seq | ``source``, ``target`` |
+| generation | ``prompt`` (or ``text``, cut to its first ``generation.prompt_tokens`` tokens) |
 
 Subsampling to ``max_examples`` is deterministic: ``random.Random(seed)`` picks the
 rows, which keep their file order.
@@ -31,8 +32,9 @@ REQUIRED = {
     "classification": ("text", "label"),
     "causal_lm": ("text",),
     "seq2seq": ("source", "target"),
+    "generation": ("prompt",),
 }
-OPTIONAL = {"classification": ("text_pair",), "causal_lm": (), "seq2seq": ()}
+OPTIONAL = {"classification": ("text_pair",), "causal_lm": (), "seq2seq": (), "generation": ()}
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -171,18 +173,28 @@ def load_dataset(
     seed: int = 0,
     label2id: Mapping[str, int] | None = None,
     num_labels: int | None = None,
+    prompts_from_text: bool = False,
 ) -> Dataset:
     """Read, validate and deterministically subsample a dataset for ``task``.
 
     Missing columns raise :class:`DatasetError` naming the file, the columns found and
     the ones needed; string labels map through ``label2id``; integer labels must lie in
-    ``[0, num_labels)`` when ``num_labels`` is given.
+    ``[0, num_labels)`` when ``num_labels`` is given. ``prompts_from_text`` (generation with
+    ``prompt_tokens``): a dataset without a ``prompt`` column gives its ``text`` column instead.
     """
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"dataset {p} not found")
     cols, rows = read_rows(p)
     need = REQUIRED[task]
+    if task == "generation" and "prompt" not in cols:
+        if not prompts_from_text or "text" not in cols:
+            raise DatasetError(
+                f"dataset {p.name} has no 'prompt' column (found {cols}): give prompts in a 'prompt' column"
+                + (", or a 'text' column to cut" if prompts_from_text else
+                   ", or set generation.prompt_tokens to cut a 'text' column to its first N tokens")
+            )
+        need = ("text",)
     missing = [c for c in need if c not in cols]
     if missing:
         raise DatasetError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -72,9 +73,13 @@ def _checking(check: Callable[[], None]) -> Iterator[None]:
 
 
 class Evaluable(Protocol):
-    """What the loop needs of a landscape (:class:`basin.engine.Landscape` is one)."""
+    """What the loop needs of a landscape (:class:`basin.engine.Landscape` is one).
 
-    def evaluate(self, point: Any) -> dict[str, float]: ...
+    ``measure(point)`` → ``{"metrics": {...}, ...}``: the point's record without its index
+    and coordinates (``ensemble``, ``samples`` when the run has them); JSON-ready.
+    """
+
+    def measure(self, point: Any) -> dict[str, Any]: ...
 
     def point_key(self, point: Any) -> str: ...
 
@@ -101,11 +106,11 @@ class Sink(Protocol):
 
 
 class PointCache(Protocol):
-    """Metrics by point key; ``get`` returns ``None`` on a miss."""
+    """Measured points (:meth:`Evaluable.measure`'s dicts) by point key; ``get`` returns ``None`` on a miss."""
 
-    def get(self, key: str) -> dict[str, float] | None: ...
+    def get(self, key: str) -> dict[str, Any] | None: ...
 
-    def set(self, key: str, metrics: dict[str, float]) -> None: ...
+    def set(self, key: str, measured: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -134,7 +139,7 @@ def drive(
 
     For each point: ``should_stop()`` (cancel) → cache lookup by point key → otherwise
     :meth:`Landscape.evaluate` (weights mixed in place, forward passes) and the cache is
-    filled → ``sink.put({index, coords, metrics})``. ``on_progress(record, cached)`` is
+    filled → ``sink.put({index, coords, metrics, ensemble?, samples?})``. ``on_progress(record, cached)`` is
     called after each accepted point (progress bars). Exceptions propagate: the caller
     decides whether a failure fails the run.
 
@@ -153,17 +158,17 @@ def drive(
             return stats
         try:
             key = land.point_key(point) if cache is not None else None
-            metrics = cache.get(key) if cache is not None and key is not None else None
-            cached = metrics is not None
+            measured = cache.get(key) if cache is not None and key is not None else None
+            cached = measured is not None
             dt = 0.0
-            if metrics is None:
+            if measured is None:
                 t0 = time.perf_counter()
                 with _checking(_point_check(point.index, t0, should_stop, point_time_limit_s)):
-                    metrics = land.evaluate(point)
+                    measured = land.measure(point)
                 dt = time.perf_counter() - t0
                 stats.eval_s += dt
                 if cache is not None and key is not None:
-                    cache.set(key, metrics)
+                    cache.set(key, measured)
         except Stopped:
             source.release(point)
             stats.stopped, stats.interrupted = "cancelled", point.index
@@ -171,7 +176,7 @@ def drive(
         except BaseException:
             source.release(point)
             raise
-        record = {"index": point.index, "coords": dict(point.coords), "metrics": metrics}
+        record = {"index": point.index, "coords": dict(point.coords), **measured}
         outcome = sink.put(record, cached=cached, eval_s=dt)
         if outcome == "ended":
             stats.stopped = "ended"
@@ -233,14 +238,14 @@ class MemoryPointCache:
     """A dict-backed :class:`PointCache` (within one process)."""
 
     def __init__(self) -> None:
-        self._d: dict[str, dict[str, float]] = {}
+        self._d: dict[str, dict[str, Any]] = {}
 
-    def get(self, key: str) -> dict[str, float] | None:
+    def get(self, key: str) -> dict[str, Any] | None:
         v = self._d.get(key)
-        return dict(v) if v is not None else None
+        return copy.deepcopy(v) if v is not None else None
 
-    def set(self, key: str, metrics: dict[str, float]) -> None:
-        self._d[key] = dict(metrics)
+    def set(self, key: str, measured: dict[str, Any]) -> None:
+        self._d[key] = copy.deepcopy(measured)
 
 
 __all__ = [

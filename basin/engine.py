@@ -39,12 +39,14 @@ from basin.drive import ListSink, ListSource, drive
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
+from basin.evaluate.generation import GenerationEvaluator, Scorer, positive_index
 from basin.groups import ModelGroups, model_groups, out_axis
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
 from basin.resolve import CheckpointSource, Resolver
 from basin.space import (
     ParamSpace,
+    build_model,
     key_mapper,
     live_tensors,
     load_weights,
@@ -57,8 +59,9 @@ from basin.spec import RunSpec
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the numbers a point gets change for the same spec (2: fp32 basis, per-neuron
-#: Conv1D filters, canonical draw order, config padding), so stale cached points are not reused.
-KEY_VERSION = 2
+#: Conv1D filters, canonical draw order, config padding; 3: cached entries are whole point records,
+#: ``{metrics, ensemble?, samples?}``), so stale cached points are not reused.
+KEY_VERSION = 3
 _FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -144,11 +147,22 @@ class Landscape:
         tok_src = resolver.checkpoint(spec.tokenizer) if spec.tokenizer else None
 
         config = read_config(first.config_dir)
+        gen = spec.generation
         self.data = load_dataset(
             resolver.dataset(spec.dataset), spec.task, max_examples=spec.max_examples, seed=spec.seed,
             label2id=label_info(config)[1] if spec.task == "classification" else None,
             num_labels=label_info(config)[0] if spec.task == "classification" else None,
+            prompts_from_text=gen is not None and gen.prompt_tokens is not None,
         )
+        prompts = None
+        if gen is not None and gen.prompts:
+            prompts = load_dataset(resolver.dataset(gen.prompts), "generation", max_examples=spec.max_examples,
+                                   seed=spec.seed, prompts_from_text=gen.prompt_tokens is not None)
+        scorer_src = resolver.checkpoint(gen.scorer) if gen is not None and gen.scorer else None
+        reference_src = resolver.checkpoint(gen.reference) if gen is not None and gen.reference else None
+        if scorer_src is not None:  # before any weights are read: a scorer without a positive label is a bad spec
+            positive = positive_index(read_config(scorer_src.config_dir).get("id2label"), gen.positive_label,
+                                      scorer=f"scorer {gen.scorer!r}")
         tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
         for s in self.sources.values():
             tok_dirs += [s.config_dir, s.weights]
@@ -212,12 +226,37 @@ class Landscape:
             a, b = load(ends[0]), load(ends[1])
             names = [k for k in uniq if k in b and b[k].shape == a[k].shape]
             self.distance = distances(a, b, names, groups=self.groups)
+        self.generator: GenerationEvaluator | None = None
+        kw: dict[str, Any] = {"batch_size": spec.batch_size, "max_length": spec.max_length, "device": self.device,
+                              "autocast_dtype": autocast}
+        if gen is not None:
+            scorer = None
+            if scorer_src is not None:
+                scorer = Scorer(self._side_model("classification", scorer_src, load_state_dict(scorer_src)),
+                                load_tokenizer([scorer_src.config_dir, scorer_src.weights]), positive)
+            reference = None
+            if "sample_perplexity" in spec.metrics:
+                ref_src = reference_src or first
+                sd = load(refs[0]) if reference_src is None else load_state_dict(ref_src)
+                reference = self._side_model("causal_lm", ref_src, sd)
+                if reference.config.vocab_size != model.config.vocab_size:
+                    raise IncompatibleCheckpoints(
+                        f"generation.reference {gen.reference!r} has a vocabulary of {reference.config.vocab_size} "
+                        f"tokens, the path's model {model.config.vocab_size}: the perplexity of the samples needs "
+                        "a reference LM with the same tokenizer", [])
+            self.generator = GenerationEvaluator(tokenizer, prompts or self.data, model, gen=gen,
+                                                 metrics=spec.metrics, scorer=scorer, reference=reference, **kw)
         loaded.clear()
 
-        self.evaluator = EVALUATORS[spec.task](
-            tokenizer, self.data, model, batch_size=spec.batch_size, max_length=spec.max_length,
-            device=self.device, autocast_dtype=autocast,
-        )
+        if spec.task == "generation":
+            assert self.generator is not None
+            self.evaluator, self.generator = self.generator, None
+        else:
+            self.evaluator = EVALUATORS[spec.task](tokenizer, self.data, model, **kw)
+        self._ensemble: dict[float, dict[str, float]] = {}
+        self.scorer_id = scorer_src.id if scorer_src is not None else None
+        self.prompts_sha = prompts.sha256 if prompts is not None else None
+        self.reference_id = (reference_src or first).id if gen is not None else None
         self._order = grid.order_1d(spec.shape[0]) if spec.is_1d else grid.order_2d(*spec.shape)
         self._key_base = self._key_base_doc()
         self.load_s = time.perf_counter() - t0
@@ -250,14 +289,56 @@ class Landscape:
     def evaluate(self, point: Point | dict[str, float]) -> dict[str, float]:
         """Metrics named in ``spec.metrics`` at a point (a :class:`Point` or a coords dict).
 
-        Writes θ(point) into the live model in place, then runs the evaluator.
+        Writes θ(point) into the live model in place, then runs the evaluator (and the
+        generation evaluator of a causal_lm run with prompts).
+        """
+        return self.measure(point)["metrics"]
+
+    def measure(self, point: Point | dict[str, float]) -> dict[str, Any]:
+        """Everything a point's record holds besides its index and coordinates.
+
+        ``{"metrics": {...}}``, plus ``"ensemble": {metric: value}`` (output ensembling at
+        this α, when ``spec.ensemble``) and ``"samples": [{prompt, text, sentiment}]`` (the
+        kept generations, for runs that generate). JSON-ready.
         """
         if self._closed:
             raise RuntimeError("landscape is closed")
-        coords = point.coords if isinstance(point, Point) else point
+        coords = dict(point.coords if isinstance(point, Point) else point)
+        out: dict[str, Any] = {}
+        if self.spec.ensemble:
+            out["ensemble"] = self._ensembled(float(coords["alpha"]))
         self.space.mix_(self.path.coeffs(coords))
-        values = self.evaluator.evaluate(self.space.model)
-        return {m: float(values[m]) for m in self.spec.metrics}
+        values = {}
+        samples = None
+        for ev in (self.evaluator, self.generator):
+            if ev is None:
+                continue
+            if isinstance(ev, GenerationEvaluator):
+                ev.coords = coords
+            values.update(ev.evaluate(self.space.model))
+            if isinstance(ev, GenerationEvaluator):
+                samples = ev.samples
+        result: dict[str, Any] = {"metrics": {m: float(values[m]) for m in self.spec.metrics}}
+        result.update(out)
+        if samples is not None:
+            result["samples"] = samples
+        return result
+
+    def _ensembled(self, alpha: float) -> dict[str, float]:
+        """Output-ensemble metrics at ``alpha``; the grid's α (and 0, 1) are computed together once."""
+        if alpha not in self._ensemble:
+            want = [alpha] if self._ensemble else sorted({*self.axes[0], 0.0, 1.0, alpha})
+
+            def at(which: int) -> None:
+                self.space.mix_(self.path.coeffs({"alpha": float(which)}))
+
+            self._ensemble.update(self.evaluator.ensemble(self.space.model, at, want))
+        got = self._ensemble[alpha]
+        return {m: float(got[m]) for m in self.spec.metrics if m in got}
+
+    def _side_model(self, task: str, src: CheckpointSource, sd: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A fixed model beside the live one (a generation scorer or reference LM), on the run's device."""
+        return build_model(task, src.config_dir, sd).to(device=self.device, dtype=self.dtype)
 
     # ---- cache keys ----------------------------------------------------------------------
 
@@ -286,6 +367,12 @@ class Landscape:
             # masked and decoder classifiers pad with config.pad_token_id. In low precision the
             # padded shapes change the rounding visibly, so the batch size is part of the key.
             "batch_size": s.batch_size if self.precision != "float32" else None,
+            "ensemble": s.ensemble,
+            "generation": None if s.generation is None else dict(
+                s.generation.model_dump(mode="json"), scorer=self.scorer_id, reference=self.reference_id,
+                prompts=self.prompts_sha,
+                # sampling is batch-independent; scores and perplexities are up to rounding, like losses
+            ),
         }
 
     def point_key(self, point: Point | dict[str, float]) -> str:
@@ -350,7 +437,12 @@ class Landscape:
         self.space.origin = []
         self.space.directions = []
         self.space.live = []
-        self.evaluator.batches = []
+        for ev in (self.evaluator, self.generator):
+            if ev is not None:
+                ev.batches = []
+            if isinstance(ev, GenerationEvaluator):
+                ev.scorer = ev.reference = None  # the side models
+        self.generator = None
         del self.space
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -59,6 +59,7 @@ def meta() -> dict[str, Any]:
             m.name: {
                 "label": m.label, "unit": m.unit, "axis_title": m.axis_title,
                 "higher_is_better": m.higher_is_better, "percent": m.percent, "tasks": list(m.tasks),
+                "barrier": m.barrier,
             }
             for m in METRICS.values()
         },

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-Task = Literal["classification", "causal_lm", "seq2seq"]
+Task = Literal["classification", "causal_lm", "seq2seq", "generation"]
 TASKS: tuple[str, ...] = get_args(Task)
+#: Tasks that score a dataset's targets (everything but generation, which samples).
+_SCORED = ("classification", "causal_lm", "seq2seq")
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,9 @@ class Metric:
     difference in percentage points "pts"). ``higher_is_better`` sets the barrier's
     direction: a rise above the chord for losses, a drop below it for accuracies.
     ``tasks`` produce it; ``default_in`` are the tasks that report it when a spec names
-    no metrics.
+    no metrics. ``barrier``: whether a barrier (rise above / drop below the chord) means
+    something for it; not for the descriptive generation metrics (sentiment, distinct-n,
+    length), where a bump is a finding, not a cost.
     """
 
     name: str
@@ -37,6 +41,7 @@ class Metric:
     tasks: tuple[str, ...]
     percent: bool = False
     default_in: tuple[str, ...] = ()
+    barrier: bool = True
 
     @property
     def axis_title(self) -> str:
@@ -56,12 +61,25 @@ class Metric:
 
 
 _ENTRIES = (
-    Metric("loss", "loss", "nats", higher_is_better=False, tasks=TASKS, default_in=TASKS),
+    Metric("loss", "loss", "nats", higher_is_better=False, tasks=_SCORED, default_in=_SCORED),
     Metric("accuracy", "accuracy", "", higher_is_better=True, tasks=("classification",), percent=True,
            default_in=("classification",)),
     Metric("f1", "F1", "", higher_is_better=True, tasks=("classification",), percent=True),
     Metric("perplexity", "perplexity", "", higher_is_better=False, tasks=("causal_lm", "seq2seq"),
            default_in=("causal_lm",)),
+    # generation (001 §4.1): metrics of sampled continuations of prompts (basin.evaluate.generation);
+    # a causal_lm run with ``generation.prompts`` reports them too
+    Metric("sentiment", "sentiment (P positive)", "", higher_is_better=True, tasks=("generation",),
+           default_in=("generation",), barrier=False),
+    Metric("sample_perplexity", "perplexity of samples", "", higher_is_better=False, tasks=("generation",),
+           default_in=("generation",)),
+    Metric("distinct_1", "distinct-1", "", higher_is_better=True, tasks=("generation",), percent=True,
+           barrier=False),
+    Metric("distinct_2", "distinct-2", "", higher_is_better=True, tasks=("generation",), percent=True,
+           default_in=("generation",), barrier=False),
+    Metric("distinct_3", "distinct-3", "", higher_is_better=True, tasks=("generation",), percent=True,
+           barrier=False),
+    Metric("length", "sample length", "tokens", higher_is_better=True, tasks=("generation",), barrier=False),
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}

@@ -41,6 +41,7 @@ T = TypeVar("T")
 TASK_AUTO_CLASSES = {
     "classification": "AutoModelForSequenceClassification",
     "causal_lm": "AutoModelForCausalLM",
+    "generation": "AutoModelForCausalLM",
     "seq2seq": "AutoModelForSeq2SeqLM",
 }
 

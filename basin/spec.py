@@ -48,6 +48,35 @@ else:
     PathSpec = Annotated[Union[tuple(cls.Spec for cls in PATHS.values())], Field(discriminator="type")]  # noqa: UP007 (built at runtime)
 
 
+class GenerationSpec(FrozenModel):
+    """Sampling and scoring of continuations (task ``generation``; see :mod:`basin.evaluate.generation`).
+
+    Sampling is reproducible per point and per prompt: row ``(prompt p, sample j)`` at a
+    point draws from its own generator seeded from ``(seed, the point's coordinates, p, j)``,
+    so the texts do not depend on the worker, the batch size or the order of points.
+    """
+
+    prompts: str | None = Field(None, description="prompts dataset (only with task causal_lm; with task "
+                                "generation the run's dataset holds the prompts)")
+    prompt_tokens: int | None = Field(None, ge=1, le=512, description="cut the 'text' column to its first N "
+                                      "tokens as prompts (for datasets without a 'prompt' column)")
+    samples_per_prompt: int = Field(4, ge=1, le=64)
+    max_new_tokens: int = Field(30, ge=1, le=512)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0, le=10.0)
+    seed: int = 0
+    scorer: str | None = Field(None, description="checkpoint of a sentiment classifier (for 'sentiment')")
+    positive_label: str | None = Field(None, description="the scorer's label counted as positive (default: "
+                                       "the one named 'positive' or 'pos')")
+    reference: str | None = Field(None, description="causal LM whose perplexity of the samples is reported "
+                                  "(default: the path's first checkpoint)")
+    keep_samples: int = Field(8, ge=0, le=256, description="samples kept per point in the result")
+
+
+#: Path types with two endpoints at α = 0 and 1, along which outputs can be ensembled.
+ENSEMBLE_TASKS = ("classification", "causal_lm")
+
+
 class RunSpec(FrozenModel):
     """A run: a path through parameter space, the data to evaluate on, and how.
 
@@ -73,15 +102,45 @@ class RunSpec(FrozenModel):
     on_mismatch: Literal["error", "hold"] = "error"
     tokenizer: str | None = None
     name: str | None = None
+    generation: GenerationSpec | None = None
+    ensemble: bool = Field(False, description="also evaluate output ensembling (1−α)·zA + α·zB at every α "
+                           "(classification, causal_lm; paths between two checkpoints)")
 
     @model_validator(mode="after")
     def _metrics(self) -> RunSpec:
-        allowed = task_metrics(self.task)
+        gen = self.generation
+        generates = self.task == "generation" or (self.task == "causal_lm" and gen is not None and gen.prompts)
+        if self.task == "generation" and gen is None:
+            object.__setattr__(self, "generation", gen := GenerationSpec())
+        if gen is not None and gen.prompts and self.task != "causal_lm":
+            raise ValueError("generation.prompts names a prompts dataset for a causal_lm run (loss on the "
+                             "dataset + generation metrics on the prompts); with task generation the run's "
+                             "dataset holds the prompts")
+        if gen is not None and not generates:
+            raise ValueError(f"generation settings need task generation (or causal_lm with generation.prompts), "
+                             f"not {self.task!r}")
+        allowed = task_metrics(self.task) + (task_metrics("generation") if self.task == "causal_lm" and generates
+                                             else ())
         if not self.metrics:
-            object.__setattr__(self, "metrics", list(default_metrics(self.task)))
+            wanted = list(default_metrics(self.task))
+            if self.task == "causal_lm" and generates:
+                wanted += default_metrics("generation")
+            if gen is not None and gen.scorer is None:
+                wanted = [m for m in wanted if m != "sentiment"]
+            object.__setattr__(self, "metrics", wanted)
         bad = [m for m in self.metrics if m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} not available for task {self.task!r}; choose from {list(allowed)}")
+        if "sentiment" in self.metrics and (gen is None or gen.scorer is None):
+            raise ValueError("metric 'sentiment' needs a scorer: set generation.scorer to a sentiment "
+                             "classifier checkpoint")
+        if self.ensemble:
+            if self.task not in ENSEMBLE_TASKS:
+                raise ValueError(f"ensemble: output ensembling is defined for tasks {list(ENSEMBLE_TASKS)}, "
+                                 f"not {self.task!r}")
+            if PATHS[self.path.type](self.path).endpoints() is None:
+                raise ValueError(f"ensemble: needs a path between two checkpoints (linear, bezier, polychain), "
+                                 f"not {self.path.type!r}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self
@@ -111,10 +170,20 @@ class RunSpec(FrozenModel):
         return path_class(self.path.type).roles_in(self.path)
 
     def checkpoint_refs(self) -> list[str]:
-        """Every checkpoint reference in the spec, in anchor order, without duplicates."""
+        """Every checkpoint reference in the spec, in anchor order, without duplicates
+        (the path's, then the tokenizer, the generation scorer and reference)."""
         out = path_class(self.path.type).refs_in(self.path)
-        if self.tokenizer and self.tokenizer not in out:
-            out.append(self.tokenizer)
+        gen = self.generation
+        for extra in (self.tokenizer, gen and gen.scorer, gen and gen.reference):
+            if extra and extra not in out:
+                out.append(extra)
+        return out
+
+    def dataset_refs(self) -> list[str]:
+        """Every dataset reference: the run's dataset, then the prompts of a causal_lm run's generation."""
+        out = [self.dataset]
+        if self.generation is not None and self.generation.prompts and self.generation.prompts not in out:
+            out.append(self.generation.prompts)
         return out
 
     def map_refs(self, checkpoint: Callable[[str], str], dataset: Callable[[str], str]) -> RunSpec:
@@ -124,6 +193,13 @@ class RunSpec(FrozenModel):
         data["dataset"] = dataset(data["dataset"])
         if data.get("tokenizer"):
             data["tokenizer"] = checkpoint(data["tokenizer"])
+        gen = data.get("generation")
+        if gen:
+            for f in ("scorer", "reference"):
+                if gen.get(f):
+                    gen[f] = checkpoint(gen[f])
+            if gen.get("prompts"):
+                gen["prompts"] = dataset(gen["prompts"])
         return RunSpec.model_validate(data)
 
     def to_yaml(self) -> str:

@@ -191,3 +191,66 @@ def build_t5(root: Path, seed: int = 0) -> Path:
         pad_token_id=0, eos_token_id=VOCAB.index("</s>"), decoder_start_token_id=0,
     )
     return save(T5ForConditionalGeneration(cfg).eval(), root, make_tokenizer("t5"))
+
+
+def train_lm(model, steps: int, seed: int, words: list[str] | None = None, lr: float = 3e-3) -> None:
+    """A few Adam steps of next-token training on synthetic sentences (optionally only with ``words``
+    as the sentiment words, which tilts what the LM samples)."""
+    tok = make_tokenizer("gpt2")
+    rng = random.Random(50 + seed)
+    data = []
+    for _ in range(steps * 8):
+        pool = words if words is not None else POS + NEG
+        data.append(" ".join(rng.choice(pool if rng.random() < 0.5 else NEUTRAL) for _ in range(rng.randint(4, 12))))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for s in range(steps):
+        enc = tok(data[s * 8 : (s + 1) * 8], padding=True, return_tensors="pt")
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def build_llama(root: Path, seed: int = 0, steps: int = 0, words: list[str] | None = None) -> Path:
+    """A tiny Llama LM (2 layers, hidden 32), optionally trained a few steps."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    eos = VOCAB.index("</s>")
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                      pad_token_id=0, bos_token_id=eos, eos_token_id=eos)
+    model = LlamaForCausalLM(cfg).eval()
+    if steps:
+        train_lm(model, steps, seed, words)
+    return save(model, root, make_tokenizer("gpt2"))
+
+
+def build_sentiment_pair(root: Path, kind: str = "gpt2", steps: int = 40) -> dict[str, Path]:
+    """Two LMs from one init, tuned towards negative (``neg``) and positive (``pos``) words; a
+    sentiment scorer (``scorer``: a classifier whose id2label names negative / positive); prompts."""
+    build = build_gpt2 if kind == "gpt2" else build_llama
+    out = {"init": build(root / "init", seed=0)}
+    for name, words in (("neg", NEG), ("pos", POS)):
+        from transformers import AutoModelForCausalLM
+
+        m = AutoModelForCausalLM.from_pretrained(out["init"])
+        train_lm(m, steps, seed=1, words=words)
+        out[name] = save(m, root / name, make_tokenizer("gpt2"))
+    scorer = init_classifier(0, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    finetune_classifier(scorer, seed=1, steps=40)
+    out["scorer"] = save(scorer, root / "scorer", make_tokenizer("bert"))
+    out["prompts"] = write_prompts(root / "prompts.csv")
+    out["text"] = write_lm_dataset(root / "text.jsonl", n=16)
+    return out
+
+
+def write_prompts(path: Path, n: int = 6, seed: int = 11) -> Path:
+    """A ``prompt`` CSV of short neutral prompts."""
+    rng = random.Random(seed)
+    rows = [" ".join(rng.choice(NEUTRAL) for _ in range(rng.randint(1, 4))) for _ in range(n)]
+    path.write_text("prompt\n" + "".join(f"{r}\n" for r in rows))
+    return path

@@ -119,7 +119,7 @@ def barriers(results: Sequence[dict[str, Any]], metrics: Sequence[str], lo: floa
     out: dict[str, Any] = {}
     for m in metrics:
         entry = METRICS.get(m)
-        if entry is None:
+        if entry is None or not entry.barrier:
             continue
         curve = [(r["coords"]["alpha"], r["metrics"][m]) for r in results if m in r.get("metrics", {})]
         b = barrier(curve, lo=lo, hi=hi, higher_is_worse=not entry.higher_is_better)

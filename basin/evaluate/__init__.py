@@ -11,12 +11,13 @@ from basin.errors import CheckpointError
 from basin.evaluate.base import Evaluator
 from basin.evaluate.causal_lm import CausalLMEvaluator
 from basin.evaluate.classification import ClassificationEvaluator
+from basin.evaluate.generation import GenerationEvaluator
 from basin.evaluate.seq2seq import Seq2SeqEvaluator
 
 logger = logging.getLogger(__name__)
 
 EVALUATORS: dict[str, type[Evaluator]] = {
-    cls.task: cls for cls in (ClassificationEvaluator, CausalLMEvaluator, Seq2SeqEvaluator)
+    cls.task: cls for cls in (ClassificationEvaluator, CausalLMEvaluator, Seq2SeqEvaluator, GenerationEvaluator)
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -117,6 +117,29 @@ class Evaluator(ABC):
             raise RuntimeError(f"{type(self).__name__} did not report {missing}, which basin.metrics "
                                f"lists for task {self.task!r}")
         return values
+
+    #: Output ensembling (001 §4.4) is defined for this task (see :meth:`ensemble`).
+    ensembles: ClassVar[bool] = False
+
+    def ensemble(self, model: nn.Module, at: Callable[[int], None], alphas: Sequence[float]) -> dict[float, dict[str, float]]:
+        """Output ensembling ``z(α) = (1−α)·z_A + α·z_B`` at every α of ``alphas``: ``{α: metrics}``.
+
+        ``at(0)`` / ``at(1)`` set the live model's weights to the path's two endpoints; the
+        endpoints' outputs come from the same forward passes :meth:`evaluate` runs there,
+        so at α = 0 and 1 the ensemble's metrics equal the weight path's exactly.
+        """
+        if not self.ensembles:
+            raise NotImplementedError(f"{type(self).__name__} has no output ensembling")
+        batches = self.batches
+        self.batches = _Checked(batches)
+        try:
+            with torch.inference_mode(), self.autocast():
+                return self._ensemble(model, at, list(alphas))
+        finally:
+            self.batches = batches
+
+    def _ensemble(self, model: nn.Module, at: Callable[[int], None], alphas: list[float]) -> dict[float, dict[str, float]]:
+        raise NotImplementedError
 
     def _to(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in tensors.items()}

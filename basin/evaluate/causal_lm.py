@@ -8,6 +8,7 @@ context only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,15 +38,49 @@ class CausalLMEvaluator(Evaluator):
             self.targets.append(pad([s[1:] for s in seqs], -100).to(self.device))
         return out
 
+    ensembles = True
+
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         nll = torch.zeros((), device=self.device, dtype=torch.float64)
         for b, tgt in zip(self.batches, self.targets, strict=True):
-            logits = model(**b).logits
-            T = b["input_ids"].shape[1]
-            if T < 2:
+            if b["input_ids"].shape[1] < 2:
                 continue
-            z = logits[:, :-1].float()  # (B, T-1, V)
-            nll += F.cross_entropy(z.reshape(-1, z.shape[-1]), tgt[:, : T - 1].reshape(-1),
-                                   ignore_index=-100, reduction="sum").double()
+            nll += _nll(_next_token_logits(model, b), tgt)
+        return self._metrics(nll)
+
+    def _metrics(self, nll: torch.Tensor) -> dict[str, float]:
         loss = float(nll.cpu()) / self.num_tokens
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+
+    def _ensemble(self, model: nn.Module, at: Callable[[int], None], alphas: list[float]) -> dict[float, dict[str, float]]:
+        """Log-probabilities mixed per token: z(α) = (1−α)·log p_A + α·log p_B, renormalised (001 §4.4).
+
+        Per batch the live model is set to each endpoint in turn (two weight mixes per
+        batch), so no (tokens × vocabulary) table of a whole dataset is ever held. At α = 0
+        and 1 the endpoints' raw logits are scored, exactly as :meth:`_evaluate` scores them.
+        """
+        nll = {a: torch.zeros((), device=self.device, dtype=torch.float64) for a in alphas}
+        for b, tgt in zip(self.batches, self.targets, strict=True):
+            if b["input_ids"].shape[1] < 2:
+                continue
+            at(0)
+            za = _next_token_logits(model, b)
+            at(1)
+            zb = _next_token_logits(model, b)
+            la, lb = F.log_softmax(za, dim=-1), F.log_softmax(zb, dim=-1)
+            for a in alphas:
+                z = za if a == 0.0 else zb if a == 1.0 else (1.0 - a) * la + a * lb
+                nll[a] += _nll(z, tgt)
+        return {a: self._metrics(v) for a, v in nll.items()}
+
+
+def _next_token_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B, T-1, V)`` fp32 scores of each next token."""
+    return model(**batch).logits[:, :-1].float()
+
+
+def _nll(z: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL of scores ``z`` (B, T-1, V) against ``tgt`` (-100 = padding), float64."""
+    T1 = z.shape[1]
+    return F.cross_entropy(z.reshape(-1, z.shape[-1]), tgt[:, :T1].reshape(-1),
+                           ignore_index=-100, reduction="sum").double()

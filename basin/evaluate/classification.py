@@ -16,6 +16,7 @@ cannot pool a padded row at all and is refused unless every batch holds one row
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -108,13 +109,31 @@ class ClassificationEvaluator(Evaluator):
         self.logits = torch.empty(len(order), self.num_labels, device=self.device)  # (N, C) fp32
         return out
 
+    ensembles = True
+
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
-        C = self.num_labels
+        self._fill(model)
+        return self._metrics(self.logits)
+
+    def _fill(self, model: nn.Module) -> None:
         for b, (s, e) in zip(self.batches, self.spans, strict=True):
             self.logits[s:e].copy_(model(**b).logits)  # (B, C), cast to fp32
+
+    def _ensemble(self, model: nn.Module, at: Callable[[int], None], alphas: list[float]) -> dict[float, dict[str, float]]:
+        """Logits mixed per example: z(α) = (1−α)·z_A + α·z_B (001 §4.4); the endpoints' own at 0 and 1."""
+        ends = []
+        for which in (0, 1):
+            at(which)
+            self._fill(model)
+            ends.append(self.logits.clone())
+        za, zb = ends
+        return {a: self._metrics(za if a == 0.0 else zb if a == 1.0 else (1.0 - a) * za + a * zb) for a in alphas}
+
+    def _metrics(self, logits: torch.Tensor) -> dict[str, float]:
+        C = self.num_labels
         y = self.labels
-        loss = F.cross_entropy(self.logits, y, reduction="sum").double()
-        conf = torch.bincount(y * C + self.logits.argmax(-1), minlength=C * C)
+        loss = F.cross_entropy(logits, y, reduction="sum").double()
+        conf = torch.bincount(y * C + logits.argmax(-1), minlength=C * C)
         conf = conf.view(C, C).double()  # rows: true class, cols: predicted
         tp = conf.diag()
         fp = conf.sum(0) - tp

@@ -173,19 +173,20 @@ class StopFlag:
 
 
 class RedisPointCache:
-    """Metrics by :meth:`basin.engine.Landscape.point_key`, shared by every run and worker;
+    """Measured points (``{metrics, ensemble?, samples?}``) by :meth:`basin.engine.Landscape.point_key`,
+    shared by every run and worker;
     each entry expires ``ttl_s`` seconds after it was written (``None``/0: never)."""
 
     def __init__(self, client: redis.Redis, ttl_s: int | None = None):
         self.r = client
         self.ttl_s = int(ttl_s) if ttl_s and ttl_s > 0 else None  # None: never expires
 
-    def get(self, key: str) -> dict[str, float] | None:
+    def get(self, key: str) -> dict[str, Any] | None:
         raw = self.r.get(pointcache_key(key))
         return json.loads(raw) if raw is not None else None
 
-    def set(self, key: str, metrics: dict[str, float]) -> None:
-        self.r.set(pointcache_key(key), json.dumps(metrics), ex=self.ttl_s)
+    def set(self, key: str, measured: dict[str, Any]) -> None:
+        self.r.set(pointcache_key(key), json.dumps(measured), ex=self.ttl_s)
 
 
 def fail_run(queue: Queue, message: str, persist: Callable[[], Any] | None = None, *,

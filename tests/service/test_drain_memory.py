@@ -207,9 +207,9 @@ def test_cancel_stops_within_the_point_in_hand(small_batches):
         def __getattr__(self, name):
             return getattr(land, name)
 
-        def evaluate(self, point):
+        def measure(self, point):
             assert q.end("cancelled").ok
-            return land.evaluate(point)
+            return land.measure(point)
 
     def should_stop() -> bool:
         checks.append(flag())

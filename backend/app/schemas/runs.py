@@ -112,6 +112,14 @@ class RunPublic(_RunBrief):
     source: Literal["redis", "store"]
 
 
+class Sample(BaseModel):
+    """One kept generation of a point."""
+
+    prompt: str
+    text: str = Field(description="the sampled continuation")
+    sentiment: float | None = Field(description="the scorer's P(positive) of the continuation")
+
+
 class PointRecord(BaseModel):
     """One evaluated grid point."""
 
@@ -120,6 +128,12 @@ class PointRecord(BaseModel):
     index: int = Field(description="flat, row-major for planes: iy * nx + ix")
     coords: dict[str, float] = Field(description='1D: {"alpha": a}; planes: {"x": x, "y": y}')
     metrics: dict[str, float | None]
+    ensemble: dict[str, float | None] | None = Field(
+        None, description="output ensembling at this α (runs with ensemble: true); equals metrics at α = 0, 1"
+    )
+    samples: list[Sample] | None = Field(
+        None, description="the point's kept generations (runs that generate), at most generation.keep_samples"
+    )
 
 
 class PointsPage(BaseModel):

@@ -1,0 +1,298 @@
+"""Generation: sample continuations of prompts at a point and score them (001 §4.1, appendix A.1).
+
+For each of P prompts, k continuations are sampled (top-p, temperature, at most
+``max_new_tokens``) from the live model, batched with a KV cache and left padding
+(``transformers``' ``generate``). Metrics over the k·P continuations:
+
+- ``sentiment`` = (1/kP) Σ P_scorer(positive | continuation): the expected probability of
+  the positive label under a sentiment classifier from the store (the continuation alone is
+  scored, not the prompt, so neutral prompts do not dilute it);
+- ``sample_perplexity`` = exp(Σ NLL / Σ tokens) of the continuations (their new tokens, up
+  to the first end-of-text) given their prompts, under a reference causal LM;
+- ``distinct_n`` = #distinct n-grams / #n-grams over all continuations at the point, of
+  lower-cased whitespace words (Li et al. 2016; tokenizer-independent, so two LMs with
+  different vocabularies are compared on the same footing);
+- ``length`` = mean number of new tokens before end-of-text.
+
+Reproducible sampling: row (prompt p, sample j) at a point draws from its own
+``torch.Generator`` seeded from ``(seed, the point's coordinates, p, j)``. The draw is
+an inverse-CDF lookup in float64 of one uniform per row and step, done by a logits
+processor that leaves exactly one finite score (``generate`` then runs greedy and picks
+it). So a text depends on its row's own history only: not on the worker, the batch
+size, the batch's other rows or the order points are evaluated in (up to fp rounding of
+the logits across batch shapes, which moves a draw only when it lands within ~1e-7 of
+a token's cumulative-probability boundary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from basin.data import Dataset
+from basin.errors import InvalidSpec
+from basin.evaluate.base import Evaluator, length_batches, pad
+from basin.evaluate.classification import encode, padding_id
+from basin.metrics import task_metrics
+
+if TYPE_CHECKING:
+    from basin.spec import GenerationSpec
+
+#: Label names counted as positive when ``positive_label`` is not given (case-insensitive).
+POSITIVE_NAMES = ("positive", "pos")
+
+
+def positive_index(id2label: dict[Any, Any] | None, positive_label: str | None, *, scorer: str = "the scorer") -> int:
+    """Index of the positive class in a classifier's ``id2label``; :class:`InvalidSpec` when none fits.
+
+    ``positive_label`` names it (case-insensitive); otherwise the label named ``positive``
+    or ``pos``. ``LABEL_0``/``LABEL_1`` (a head nobody named) is refused: which one is
+    positive cannot be known.
+    """
+    labels = {int(k): str(v) for k, v in (id2label or {}).items()}
+    if len(labels) < 2:
+        raise InvalidSpec(f"{scorer} is not a classifier with two or more labels (id2label: {labels or 'none'})")
+    wanted = [positive_label.lower()] if positive_label else list(POSITIVE_NAMES)
+    for name in wanted:
+        hits = [i for i, v in sorted(labels.items()) if v.lower() == name]
+        if hits:
+            return hits[0]
+    shown = ", ".join(repr(v) for _, v in sorted(labels.items()))
+    if positive_label:
+        raise InvalidSpec(f"generation.positive_label {positive_label!r} is not one of {scorer}'s labels ({shown})")
+    raise InvalidSpec(
+        f"{scorer} has labels {shown}, none named 'positive': set generation.positive_label to the label "
+        "that means positive sentiment (or name the labels in the checkpoint's config.json id2label)"
+    )
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams / all n-grams of lower-cased whitespace words over ``texts`` (0 when none)."""
+    seen: set[tuple[str, ...]] = set()
+    total = 0
+    for t in texts:
+        words = t.lower().split()
+        for i in range(len(words) - n + 1):
+            seen.add(tuple(words[i : i + n]))
+            total += 1
+    return len(seen) / total if total else 0.0
+
+
+def row_seed(seed: int, coords: dict[str, float], prompt: int, sample: int) -> int:
+    """The seed of row (prompt, sample) at a point: sha256 of the seed, exact coordinates and row."""
+    where = ",".join(f"{k}={float(v).hex()}" for k, v in sorted(coords.items()))
+    digest = hashlib.sha256(f"{seed}|{where}|{prompt}|{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class RowSampler:
+    """A ``transformers`` logits processor: top-p / temperature sampling with one generator per row.
+
+    Leaves one finite score per row (the drawn token), so greedy decoding picks it; records
+    each step's draws, which :meth:`check` compares with what ``generate`` returned.
+    """
+
+    def __init__(self, generators: list[torch.Generator], *, top_p: float, temperature: float):
+        self.generators = generators
+        self.top_p = top_p
+        self.temperature = temperature
+        self.drawn: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.double() / self.temperature, dim=-1)  # (B, V)
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
+        # top-p: the smallest prefix whose mass reaches top_p (the first token always stays)
+        keep = (cum - sorted_p) < self.top_p
+        sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
+        cum = sorted_p.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
+        u = u.to(cum.device) * cum[:, -1]
+        pick = torch.searchsorted(cum, u[:, None], right=True).clamp_max(cum.shape[-1] - 1)
+        pick = torch.minimum(pick, keep.sum(-1, keepdim=True) - 1)  # never past the nucleus
+        token = order.gather(-1, pick)  # (B, 1)
+        self.drawn.append(token[:, 0].clone())
+        out = torch.full_like(scores, -math.inf)
+        return out.scatter_(-1, token, 0.0)
+
+    def check(self, new_tokens: torch.Tensor, lengths: list[int]) -> None:
+        """Every token ``generate`` kept is the one this sampler drew (no other processor changed it)."""
+        for t, drawn in enumerate(self.drawn):
+            for i, n in enumerate(lengths):
+                if t < n and int(new_tokens[i, t]) != int(drawn[i]):
+                    raise RuntimeError(
+                        "generate() did not keep the sampled token (a logits processor from the model's "
+                        "generation_config changed the scores after sampling)"
+                    )
+
+
+@dataclass
+class Scorer:
+    """A sentiment classifier from the store: its model, tokenizer and the positive class's index."""
+
+    model: nn.Module
+    tokenizer: Any
+    positive: int
+    max_length: int = 128
+
+    def positive_prob(self, texts: list[str], batch_size: int, device: torch.device) -> list[float]:
+        """P(positive | text) for each text, in order."""
+        if not texts:
+            return []
+        enc = encode(self.tokenizer, texts, None, self.max_length)
+        ids = enc["input_ids"]
+        pad_id = padding_id(self.model, self.tokenizer, batch_size=batch_size, num_rows=len(ids))
+        out = [0.0] * len(texts)
+        for idx in length_batches([len(s) for s in ids], batch_size):
+            b = {"input_ids": pad([ids[i] for i in idx], pad_id).to(device),
+                 "attention_mask": pad([[1] * len(ids[i]) for i in idx], 0).to(device)}
+            if "token_type_ids" in enc:
+                b["token_type_ids"] = pad([enc["token_type_ids"][i] for i in idx], 0).to(device)
+            p = torch.softmax(self.model(**b).logits.float(), dim=-1)[:, self.positive].tolist()
+            for i, v in zip(idx, p, strict=True):
+                out[i] = float(v)
+        return out
+
+
+class GenerationEvaluator(Evaluator):
+    """Samples continuations of the dataset's prompts and scores them (see the module docstring).
+
+    Set :attr:`coords` to the point's coordinates before :meth:`evaluate` (the row seeds
+    come from them); after it, :attr:`samples` holds the kept samples.
+    """
+
+    task = "generation"
+
+    def __init__(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int, max_length: int,
+                 device: torch.device, autocast_dtype: torch.dtype | None = None,
+                 gen: GenerationSpec, metrics: Sequence[str], scorer: Scorer | None = None,
+                 reference: nn.Module | None = None):
+        self.gen = gen
+        self.tokenizer = tokenizer
+        self.metrics = tuple(m for m in task_metrics("generation") if m in metrics)  # type: ignore[misc]
+        if "sentiment" in self.metrics and scorer is None:
+            raise InvalidSpec("metric 'sentiment' needs generation.scorer")
+        if "sample_perplexity" in self.metrics and reference is None:
+            raise InvalidSpec("metric 'sample_perplexity' needs a reference LM")
+        self.scorer = scorer
+        self.reference = reference
+        self.batch_size = batch_size
+        self.coords: dict[str, float] = {}
+        self.samples: list[dict[str, Any]] = []
+        super().__init__(tokenizer, data, model, batch_size=batch_size, max_length=max_length, device=device,
+                         autocast_dtype=autocast_dtype)
+
+    def prepare(self, tokenizer: Any, data: Dataset, model: nn.Module, *, batch_size: int,
+                max_length: int) -> list[dict[str, torch.Tensor]]:
+        if "prompt" in data.columns:
+            ids = tokenizer(data.columns["prompt"], truncation=True, max_length=max_length)["input_ids"]
+        else:  # text cut to its first prompt_tokens tokens
+            n = int(self.gen.prompt_tokens or max_length)
+            ids = [s[:n] for s in tokenizer(data.columns["text"], truncation=True, max_length=max_length)["input_ids"]]
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        ids = [list(s) if s else [int(start)] for s in ids]  # an empty prompt starts at BOS
+        self.prompt_ids = ids
+        self.prompt_text = (list(data.columns["prompt"]) if "prompt" in data.columns
+                            else [tokenizer.decode(s, skip_special_tokens=True) for s in ids])
+        k = self.gen.samples_per_prompt
+        self.rows = [(p, j) for p in range(len(ids)) for j in range(k)]
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        eos = tokenizer.eos_token_id
+        self.eos_id = int(eos) if eos is not None else None
+        out = []
+        self.row_batches: list[list[int]] = []
+        for idx in length_batches([len(ids[p]) for p, _ in self.rows], batch_size):
+            seqs = [ids[self.rows[r][0]] for r in idx]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in seqs], dtype=torch.long)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
+            out.append(self._to(input_ids=input_ids, attention_mask=mask))
+            self.row_batches.append(idx)
+        return out
+
+    def _config(self) -> Any:
+        from transformers import GenerationConfig
+
+        # greedy over the sampler's one finite score; every default processor off
+        return GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=self.gen.max_new_tokens, min_new_tokens=0,
+            pad_token_id=self.pad_id, eos_token_id=self.eos_id, repetition_penalty=1.0,
+            no_repeat_ngram_size=0, bos_token_id=None, forced_bos_token_id=None, forced_eos_token_id=None,
+            suppress_tokens=None, begin_suppress_tokens=None, temperature=None, top_p=None, top_k=None,
+        )
+
+    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        from transformers import LogitsProcessorList
+
+        gen = self.gen
+        new: list[list[int]] = [[] for _ in self.rows]
+        config = self._config()
+        for b, idx in zip(self.batches, self.row_batches, strict=True):
+            gens = [torch.Generator().manual_seed(row_seed(gen.seed, self.coords, *self.rows[r])) for r in idx]
+            sampler = RowSampler(gens, top_p=gen.top_p, temperature=gen.temperature)
+            out = model.generate(**b, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+            cont = out[:, b["input_ids"].shape[1]:].cpu()
+            lengths = []
+            for i, r in enumerate(idx):
+                toks = cont[i].tolist()
+                if self.eos_id is not None and self.eos_id in toks:
+                    toks = toks[: toks.index(self.eos_id)]
+                new[r] = toks
+                lengths.append(len(toks))
+            sampler.check(cont, lengths)
+        texts = [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]
+        values: dict[str, float] = {}
+        scores: list[float] | None = None
+        if self.scorer is not None:
+            scores = self.scorer.positive_prob(texts, self.batch_size, self.device)
+            values["sentiment"] = sum(scores) / len(scores)
+        if "sample_perplexity" in self.metrics:
+            values["sample_perplexity"] = self._perplexity(new)
+        for n in (1, 2, 3):
+            values[f"distinct_{n}"] = distinct_n(texts, n)
+        values["length"] = sum(len(t) for t in new) / len(new)
+        order = sorted(range(len(self.rows)), key=lambda r: (self.rows[r][1], self.rows[r][0]))[: gen.keep_samples]
+        self.samples = [
+            {"prompt": self.prompt_text[self.rows[r][0]], "text": texts[r],
+             "sentiment": scores[r] if scores is not None else None}
+            for r in order
+        ]
+        return {m: values[m] for m in self.metrics}
+
+    def _perplexity(self, new: list[list[int]]) -> float:
+        """exp(mean NLL) of the continuations' tokens given their prompts under the reference LM."""
+        assert self.reference is not None
+        rows = [r for r, t in enumerate(new) if t]
+        if not rows:
+            return float("nan")
+        nll = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        for idx in length_batches([len(self.prompt_ids[self.rows[r][0]]) + len(new[r]) for r in rows],
+                                  self.batch_size):
+            seqs, starts = [], []
+            for i in idx:
+                r = rows[i]
+                prompt = self.prompt_ids[self.rows[r][0]]
+                seqs.append(prompt + new[r])
+                starts.append(len(prompt))
+            ids = pad(seqs, self.pad_id).to(self.device)
+            mask = pad([[1] * len(s) for s in seqs], 0).to(self.device)
+            # targets: the continuation's tokens only (position t predicts token t + 1)
+            tgt = torch.full_like(ids, -100)
+            for i, (s, st) in enumerate(zip(seqs, starts, strict=True)):
+                tgt[i, st : len(s)] = ids[i, st : len(s)]
+            logits = self.reference(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1),
+                                   ignore_index=-100, reduction="sum").double()
+            count += sum(len(s) - st for s, st in zip(seqs, starts, strict=True))
+        return math.exp(min(float(nll.cpu()) / count, 700.0))
+
+
+__all__ = ["GenerationEvaluator", "RowSampler", "Scorer", "distinct_n", "positive_index", "row_seed"]
