@@ -87,8 +87,9 @@ class _Progress:
             self.bar = tqdm(total=self.total, unit="pt", desc="basin eval", file=sys.stderr,
                             dynamic_ncols=True, mininterval=0.2)
         m = point.get("metrics", {})
-        if "loss" in m:
-            self.bar.set_postfix(loss=f"{m['loss']:.4f}", refresh=False)
+        shown = "loss" if "loss" in m else next(iter(m), None)  # generation runs: their first metric
+        if shown is not None and isinstance(m[shown], (int, float)):
+            self.bar.set_postfix({shown: f"{m[shown]:.4f}"}, refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:

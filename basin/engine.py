@@ -39,7 +39,8 @@ from basin.drive import ListSink, ListSource, drive
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
-from basin.evaluate.generation import GenerationEvaluator, Scorer, positive_index
+from basin.evaluate.generation import GenerationEvaluator, Scorer
+from basin.generation import positive_index
 from basin.groups import ModelGroups, model_groups, out_axis
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
@@ -120,6 +121,11 @@ class Landscape:
     extra: dict[str, Any]
     distance: dict[str, Any] | None
     evaluator: Evaluator
+    generator: GenerationEvaluator | None  # a causal_lm run's generation on its prompts
+    scorer_id: str | None
+    reference_id: str | None
+    prompts_sha: str | None
+    _ensemble: dict[float, dict[str, float]]  # output-ensemble metrics by α, filled on first use
     load_s: float
     _order: list[int]
     _key_base: dict[str, Any]
@@ -160,7 +166,7 @@ class Landscape:
                                    seed=spec.seed, prompts_from_text=gen.prompt_tokens is not None)
         scorer_src = resolver.checkpoint(gen.scorer) if gen is not None and gen.scorer else None
         reference_src = resolver.checkpoint(gen.reference) if gen is not None and gen.reference else None
-        if scorer_src is not None:  # before any weights are read: a scorer without a positive label is a bad spec
+        if gen is not None and scorer_src is not None:  # before any weights are read: a bad spec
             positive = positive_index(read_config(scorer_src.config_dir).get("id2label"), gen.positive_label,
                                       scorer=f"scorer {gen.scorer!r}")
         tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
@@ -226,7 +232,7 @@ class Landscape:
             a, b = load(ends[0]), load(ends[1])
             names = [k for k in uniq if k in b and b[k].shape == a[k].shape]
             self.distance = distances(a, b, names, groups=self.groups)
-        self.generator: GenerationEvaluator | None = None
+        self.generator = None
         kw: dict[str, Any] = {"batch_size": spec.batch_size, "max_length": spec.max_length, "device": self.device,
                               "autocast_dtype": autocast}
         if gen is not None:
@@ -239,11 +245,12 @@ class Landscape:
                 ref_src = reference_src or first
                 sd = load(refs[0]) if reference_src is None else load_state_dict(ref_src)
                 reference = self._side_model("causal_lm", ref_src, sd)
-                if reference.config.vocab_size != model.config.vocab_size:
+                vocab = (getattr(reference.config, "vocab_size", None), getattr(model.config, "vocab_size", None))
+                if vocab[0] != vocab[1]:
                     raise IncompatibleCheckpoints(
-                        f"generation.reference {gen.reference!r} has a vocabulary of {reference.config.vocab_size} "
-                        f"tokens, the path's model {model.config.vocab_size}: the perplexity of the samples needs "
-                        "a reference LM with the same tokenizer", [])
+                        f"generation.reference {gen.reference!r} has a vocabulary of {vocab[0]} tokens, the path's "
+                        f"model {vocab[1]}: the perplexity of the samples needs a reference LM with the same "
+                        "tokenizer", [])
             self.generator = GenerationEvaluator(tokenizer, prompts or self.data, model, gen=gen,
                                                  metrics=spec.metrics, scorer=scorer, reference=reference, **kw)
         loaded.clear()
@@ -253,7 +260,7 @@ class Landscape:
             self.evaluator, self.generator = self.generator, None
         else:
             self.evaluator = EVALUATORS[spec.task](tokenizer, self.data, model, **kw)
-        self._ensemble: dict[float, dict[str, float]] = {}
+        self._ensemble = {}
         self.scorer_id = scorer_src.id if scorer_src is not None else None
         self.prompts_sha = prompts.sha256 if prompts is not None else None
         self.reference_id = (reference_src or first).id if gen is not None else None

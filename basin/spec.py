@@ -111,7 +111,7 @@ class RunSpec(FrozenModel):
         gen = self.generation
         generates = self.task == "generation" or (self.task == "causal_lm" and gen is not None and gen.prompts)
         if self.task == "generation" and gen is None:
-            object.__setattr__(self, "generation", gen := GenerationSpec())
+            object.__setattr__(self, "generation", gen := GenerationSpec.model_validate({}))
         if gen is not None and gen.prompts and self.task != "causal_lm":
             raise ValueError("generation.prompts names a prompts dataset for a causal_lm run (loss on the "
                              "dataset + generation metrics on the prompts); with task generation the run's "

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_batch_size: int = 512  # examples per forward pass
     max_checkpoints: int = 100  # checkpoints one path names (a trajectory's length)
     max_scope_length: int = 500  # characters of a scope regex
+    max_generated_tokens: int = 200_000  # per point: samples per prompt × prompts × max new tokens
     lease_seconds: int = 300
     worker_device: str = "auto"
     worker_concurrency: int = 1

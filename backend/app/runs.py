@@ -30,7 +30,9 @@ import redis
 
 from backend.app.api.errors import carried_references
 from basin import grid
+from basin.checkpoints import read_config
 from basin.errors import BasinError, IncompatibleCheckpoints, InvalidSpec
+from basin.generation import check_prompts, positive_index
 from basin.paths import path_class, refs_of
 from basin.scope_regex import compile_scope
 from basin.spec import SCOPE_PRESETS, RunSpec, parse_spec
@@ -111,6 +113,7 @@ class SpecLimits:
     batch_size: int = 512
     checkpoints: int = 100
     scope_length: int = 500
+    generated_tokens: int = 200_000
 
     @classmethod
     def from_settings(cls, settings: Any) -> SpecLimits:
@@ -122,6 +125,7 @@ class SpecLimits:
             batch_size=settings.max_batch_size,
             checkpoints=settings.max_checkpoints,
             scope_length=settings.max_scope_length,
+            generated_tokens=settings.max_generated_tokens,
         )
 
 
@@ -198,7 +202,26 @@ def resolve_spec(
     with carried_references():
         resolved = spec.map_refs(ckpt, data)
     check_compatibility(resolved, store, names=seen)
+    check_generation(resolved, store, limits, names=seen)
     return resolved
+
+
+def check_generation(spec: RunSpec, store: Store, limits: SpecLimits,
+                     *, names: dict[str, str] | None = None) -> None:
+    """A generation run's checks before any worker starts: the scorer has a positive label,
+    the prompts dataset has prompts, the sampling budget fits (``BASIN_MAX_GENERATED_TOKENS``)."""
+    gen = spec.generation
+    if gen is None:
+        return
+    prompts = store.get_dataset(gen.prompts or spec.dataset)
+    check_prompts(spec, prompts["columns"], int(prompts["rows"]), max_tokens=limits.generated_tokens)
+    if gen.scorer:
+        config = read_config(store.resolver().checkpoint(gen.scorer).config_dir)
+        label = (names or {}).get(gen.scorer) or gen.scorer[:12]
+        try:
+            positive_index(config.get("id2label"), gen.positive_label, scorer=f"scorer {label!r}")
+        except InvalidSpec as e:
+            raise InvalidSpec(f"invalid spec: {e}") from None
 
 
 def check_compatibility(
@@ -211,7 +234,7 @@ def check_compatibility(
     """
     from basin.checkpoints import compare_meta, tensor_meta
 
-    refs = spec.model_copy(update={"tokenizer": None}).checkpoint_refs()
+    refs = path_class(spec.path.type).refs_in(spec.path)  # not the tokenizer, scorer or reference
     if len(refs) < 2 or spec.on_mismatch == "hold":
         return  # with hold the engine keeps every mismatched tensor at the first checkpoint
     resolver = store.resolver()

@@ -26,11 +26,10 @@ a token's cumulative-probability boundary).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -40,57 +39,11 @@ from basin.data import Dataset
 from basin.errors import InvalidSpec
 from basin.evaluate.base import Evaluator, length_batches, pad
 from basin.evaluate.classification import encode, padding_id
+from basin.generation import distinct_n, row_seed
 from basin.metrics import task_metrics
 
 if TYPE_CHECKING:
     from basin.spec import GenerationSpec
-
-#: Label names counted as positive when ``positive_label`` is not given (case-insensitive).
-POSITIVE_NAMES = ("positive", "pos")
-
-
-def positive_index(id2label: dict[Any, Any] | None, positive_label: str | None, *, scorer: str = "the scorer") -> int:
-    """Index of the positive class in a classifier's ``id2label``; :class:`InvalidSpec` when none fits.
-
-    ``positive_label`` names it (case-insensitive); otherwise the label named ``positive``
-    or ``pos``. ``LABEL_0``/``LABEL_1`` (a head nobody named) is refused: which one is
-    positive cannot be known.
-    """
-    labels = {int(k): str(v) for k, v in (id2label or {}).items()}
-    if len(labels) < 2:
-        raise InvalidSpec(f"{scorer} is not a classifier with two or more labels (id2label: {labels or 'none'})")
-    wanted = [positive_label.lower()] if positive_label else list(POSITIVE_NAMES)
-    for name in wanted:
-        hits = [i for i, v in sorted(labels.items()) if v.lower() == name]
-        if hits:
-            return hits[0]
-    shown = ", ".join(repr(v) for _, v in sorted(labels.items()))
-    if positive_label:
-        raise InvalidSpec(f"generation.positive_label {positive_label!r} is not one of {scorer}'s labels ({shown})")
-    raise InvalidSpec(
-        f"{scorer} has labels {shown}, none named 'positive': set generation.positive_label to the label "
-        "that means positive sentiment (or name the labels in the checkpoint's config.json id2label)"
-    )
-
-
-def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Distinct n-grams / all n-grams of lower-cased whitespace words over ``texts`` (0 when none)."""
-    seen: set[tuple[str, ...]] = set()
-    total = 0
-    for t in texts:
-        words = t.lower().split()
-        for i in range(len(words) - n + 1):
-            seen.add(tuple(words[i : i + n]))
-            total += 1
-    return len(seen) / total if total else 0.0
-
-
-def row_seed(seed: int, coords: dict[str, float], prompt: int, sample: int) -> int:
-    """The seed of row (prompt, sample) at a point: sha256 of the seed, exact coordinates and row."""
-    where = ",".join(f"{k}={float(v).hex()}" for k, v in sorted(coords.items()))
-    digest = hashlib.sha256(f"{seed}|{where}|{prompt}|{sample}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
 
 class RowSampler:
     """A ``transformers`` logits processor: top-p / temperature sampling with one generator per row.
@@ -237,7 +190,7 @@ class GenerationEvaluator(Evaluator):
         for b, idx in zip(self.batches, self.row_batches, strict=True):
             gens = [torch.Generator().manual_seed(row_seed(gen.seed, self.coords, *self.rows[r])) for r in idx]
             sampler = RowSampler(gens, top_p=gen.top_p, temperature=gen.temperature)
-            out = model.generate(**b, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+            out = cast(Any, model).generate(**b, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
             cont = out[:, b["input_ids"].shape[1]:].cpu()
             lengths = []
             for i, r in enumerate(idx):
@@ -295,4 +248,4 @@ class GenerationEvaluator(Evaluator):
         return math.exp(min(float(nll.cpu()) / count, 700.0))
 
 
-__all__ = ["GenerationEvaluator", "RowSampler", "Scorer", "distinct_n", "positive_index", "row_seed"]
+__all__ = ["GenerationEvaluator", "RowSampler", "Scorer"]

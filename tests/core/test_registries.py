@@ -134,7 +134,8 @@ def test_meta_describes_every_path_task_and_metric_as_json():
     assert m["tasks"]["classification"] == {"metrics": ["loss", "accuracy", "f1"],
                                             "default_metrics": ["loss", "accuracy"]}
     assert m["metrics"]["f1"] == {"label": "F1", "unit": "", "axis_title": "F1 (%)", "higher_is_better": True,
-                                  "percent": True, "tasks": ["classification"]}
+                                  "percent": True, "tasks": ["classification"], "barrier": True}
+    assert m["metrics"]["sentiment"]["barrier"] is False  # a descriptive metric: no barrier drawn
     assert m["scope_presets"][0] == "all"
     # the form offers the stack scopes too, and says what each scope names
     assert {"rest", "encoder.upper", "decoder.lower"} <= set(m["scope_presets"])
