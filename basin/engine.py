@@ -167,7 +167,7 @@ class Landscape:
         scorer_src = resolver.checkpoint(gen.scorer) if gen is not None and gen.scorer else None
         reference_src = resolver.checkpoint(gen.reference) if gen is not None and gen.reference else None
         if gen is not None and scorer_src is not None:  # before any weights are read: a bad spec
-            positive = positive_index(read_config(scorer_src.config_dir).get("id2label"), gen.positive_label,
+            positive = positive_index(read_config(scorer_src.config_dir), gen.positive_label,
                                       scorer=f"scorer {gen.scorer!r}")
         tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
         for s in self.sources.values():

@@ -1,4 +1,4 @@
-"""Generation runs without torch: the scorer's positive label, the checks made before any worker
+"""Generation runs, the parts that need no model: the scorer's positive label, the checks made before any worker
 starts, and the pieces of sampling and scoring that are plain Python (row seeds, distinct-n).
 
 The API validates a generation spec with these (reading only the scorer's config.json and
@@ -20,16 +20,18 @@ if TYPE_CHECKING:
 POSITIVE_NAMES = ("positive", "pos")
 
 
-def positive_index(id2label: dict[Any, Any] | None, positive_label: str | None, *, scorer: str = "the scorer") -> int:
-    """Index of the positive class in a classifier's ``id2label``; :class:`InvalidSpec` when none fits.
+def positive_index(config: dict[str, Any], positive_label: str | None, *, scorer: str = "the scorer") -> int:
+    """Index of the positive class of a classifier's config (its ``id2label``); :class:`InvalidSpec` when none fits.
 
     ``positive_label`` names it (case-insensitive); otherwise the label named ``positive``
-    or ``pos``. ``LABEL_0``/``LABEL_1`` (a head nobody named) is refused: which one is
-    positive cannot be known.
+    or ``pos``. ``LABEL_0``/``LABEL_1`` (a head nobody named; ``transformers`` leaves them
+    out of ``config.json``) is refused: which one is positive cannot be known.
     """
-    labels = {int(k): str(v) for k, v in (id2label or {}).items()}
+    from basin.checkpoints import label_info
+
+    labels = {i: name for name, i in label_info(config)[1].items()}
     if len(labels) < 2:
-        raise InvalidSpec(f"{scorer} is not a classifier with two or more labels (id2label: {labels or 'none'})")
+        raise InvalidSpec(f"{scorer} is not a classifier with two or more labels (labels: {labels or 'none'})")
     wanted = [positive_label.lower()] if positive_label else list(POSITIVE_NAMES)
     for name in wanted:
         hits = [i for i, v in sorted(labels.items()) if v.lower() == name]

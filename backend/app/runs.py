@@ -219,7 +219,7 @@ def check_generation(spec: RunSpec, store: Store, limits: SpecLimits,
         config = read_config(store.resolver().checkpoint(gen.scorer).config_dir)
         label = (names or {}).get(gen.scorer) or gen.scorer[:12]
         try:
-            positive_index(config.get("id2label"), gen.positive_label, scorer=f"scorer {label!r}")
+            positive_index(config, gen.positive_label, scorer=f"scorer {label!r}")
         except InvalidSpec as e:
             raise InvalidSpec(f"invalid spec: {e}") from None
 
