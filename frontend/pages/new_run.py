@@ -78,7 +78,8 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
     checkpoints (trajectories) and a ``basis``. Keys of ``v``: type, ckpt1..3, traj
     (list), traj_by_step, basis ("pca" | "three"), basis1..3, dataset, task, metrics,
     points, lo, hi, nx, ny, xlo, xhi, ylo, yhi, margin, scope, scope_regex,
-    max_examples, hold, name. Missing pickers are left empty so the API names them.
+    max_examples, hold, name, ensemble, and the generation options gen_* (:func:`generation_spec`).
+    Missing pickers are left empty so the API names them.
     """
     ptype = v.get("type") or "linear"
     info = path_info(meta, ptype)
@@ -122,11 +123,51 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
         "max_examples": _int(v.get("max_examples"), 512),
         "scope": scope,
     }
+    if v.get("ensemble") and info.get("ndim", 1) == 1 and task in ENSEMBLE_TASKS:
+        spec["ensemble"] = True
+    gen = generation_spec(v, task)
+    if gen is not None:
+        spec["generation"] = gen
+        if task == "causal_lm" and not v.get("metrics"):
+            spec["metrics"] += [m for m in task_info(meta, "generation").get("default_metrics") or []
+                                if m != "sentiment" or gen.get("scorer")]
+        elif task == "generation":
+            spec["metrics"] = [m for m in spec["metrics"] if m != "sentiment" or gen.get("scorer")]
     if v.get("hold"):
         spec["on_mismatch"] = "hold"
     if (v.get("name") or "").strip():
         spec["name"] = v["name"].strip()
     return spec
+
+
+#: Tasks whose outputs can be ensembled along a path between two checkpoints (see basin.spec).
+ENSEMBLE_TASKS = ("classification", "causal_lm")
+GEN_FIELDS = {  # form key -> (spec field, kind)
+    "gen_k": ("samples_per_prompt", int), "gen_tokens": ("max_new_tokens", int), "gen_top_p": ("top_p", float),
+    "gen_temperature": ("temperature", float), "gen_seed": ("seed", int), "gen_prompt_tokens": ("prompt_tokens", int),
+    "gen_keep": ("keep_samples", int),
+}
+
+
+def generation_spec(v: dict[str, Any], task: str) -> dict[str, Any] | None:
+    """The ``generation`` block for task generation, or for causal_lm when a prompts dataset is picked."""
+    if task != "generation" and not (task == "causal_lm" and v.get("gen_prompts")):
+        return None
+    gen: dict[str, Any] = {}
+    if task == "causal_lm":
+        gen["prompts"] = v["gen_prompts"]
+    for key, ref in (("scorer", "gen_scorer"), ("reference", "gen_reference")):
+        if v.get(ref):
+            gen[key] = v[ref]
+    if (v.get("gen_positive") or "").strip():
+        gen["positive_label"] = v["gen_positive"].strip()
+    for key, (field, kind) in GEN_FIELDS.items():
+        if v.get(key) not in (None, ""):
+            try:
+                gen[field] = kind(float(v[key])) if kind is int else float(v[key])
+            except (TypeError, ValueError):
+                gen[field] = v[key]  # the API names the bad value
+    return gen
 
 
 def _label(m: dict) -> str:
@@ -238,7 +279,12 @@ def layout(**_: Any) -> html.Div:
             dbc.Input(id="newrun-scope-regex", placeholder="regex over parameter names", className="mt-1",
                       style={"display": "none"})]),
             help_="which parameters move; the rest stay at the first checkpoint"),
-        _field("Max examples", dbc.Input(id="newrun-max", type="number", value=512, min=1)),
+        _field("Output ensembling", dbc.Checkbox(id="newrun-ensemble", value=False,
+                                                 label="also mix the endpoints' outputs, (1−α)·zA + α·zB"),
+               id_="newrun-row-ensemble", help_="a second curve beside weight interpolation, at almost no cost"),
+        html.Div(_generation_fields(copts, dopts, ckpts), id="newrun-row-gen", style={"display": "none"}),
+        _field("Max examples", dbc.Input(id="newrun-max", type="number", value=512, min=1),
+               help_="for generation: the number of prompts"),
         _field("Mismatched tensors", dbc.Checkbox(id="newrun-hold", value=False,
                                                   label="hold them at the first checkpoint")),
         _field("Name (optional)", dbc.Input(id="newrun-name", placeholder="e.g. seeds 0 vs 1")),
@@ -265,6 +311,37 @@ def layout(**_: Any) -> html.Div:
         html.Div(warn, id="newrun-warnings"),
         dbc.Row([dbc.Col(form, lg=7), dbc.Col(side, lg=5)]),
     ])
+
+
+def _generation_fields(copts: list[dict], dopts: list[dict], ckpts: list[dict]) -> list[Any]:
+    """Sampling and scoring options (task generation; causal_lm with a prompts dataset)."""
+    scorer = next((m["id"] for m in ckpts if (m.get("tags") or {}).get("role") == "scorer"), "")
+    return [
+        html.H6("Generation", className="mt-3"),
+        _field("Prompts dataset", dbc.Select(id="newrun-gen-prompts", options=dopts, value="",
+                                             placeholder="— none: loss only —"), id_="newrun-row-gen-prompts",
+               help_="sample continuations of these prompts at every point, beside the loss"),
+        _field("Sentiment scorer", dbc.Select(id="newrun-gen-scorer", options=copts, value=scorer,
+                                              placeholder="— none —"),
+               help_="a sentiment classifier; sentiment = mean P(positive) of the samples"),
+        _field("Positive label", dbc.Input(id="newrun-gen-positive", placeholder="default: 'positive'")),
+        _field("Reference LM", dbc.Select(id="newrun-gen-reference", options=copts, value="",
+                                          placeholder="— the first checkpoint —"),
+               help_="the perplexity of the samples is measured under it"),
+        _field("Samples × tokens", dbc.InputGroup([
+            dbc.Input(id="newrun-gen-k", type="number", value=4, min=1, max=64),
+            dbc.InputGroupText("samples per prompt,"),
+            dbc.Input(id="newrun-gen-tokens", type="number", value=30, min=1, max=512),
+            dbc.InputGroupText("new tokens")])),
+        _field("top-p / temperature / seed", dbc.InputGroup([
+            dbc.Input(id="newrun-gen-top-p", type="number", value=0.9, min=0.01, max=1, step="any"),
+            dbc.Input(id="newrun-gen-temperature", type="number", value=1.0, min=0.01, max=10, step="any"),
+            dbc.Input(id="newrun-gen-seed", type="number", value=0, step=1)])),
+        _field("Prompt tokens", dbc.Input(id="newrun-gen-prompt-tokens", type="number", min=1, max=512,
+                                          placeholder="only for a dataset without a 'prompt' column"),
+               help_="cut its 'text' column to the first N tokens"),
+        _field("Samples kept per point", dbc.Input(id="newrun-gen-keep", type="number", value=8, min=0, max=256)),
+    ]
 
 
 PICKERS = [f"newrun-ckpt-{i}" for i in range(1, MAX_SLOTS + 1)]
@@ -339,9 +416,26 @@ def _show_fields(ptype: str, meta: dict | None):
 
 
 @callback(Output("newrun-metrics", "options"), Output("newrun-metrics", "value"),
-          Input("newrun-task", "value"), State("newrun-meta", "data"), prevent_initial_call=True)
-def _metrics_for_task(task: str, meta: dict | None):
-    return metric_options(meta, task), task_info(meta, task).get("default_metrics") or ["loss"]
+          Input("newrun-task", "value"), Input("newrun-gen-prompts", "value"), State("newrun-meta", "data"),
+          prevent_initial_call=True)
+def _metrics_for_task(task: str, prompts: str | None, meta: dict | None):
+    opts = metric_options(meta, task)
+    value = list(task_info(meta, task).get("default_metrics") or ["loss"])
+    if task == "causal_lm" and prompts:  # loss on the dataset + the generation metrics on the prompts
+        opts += metric_options(meta, "generation")
+        value += task_info(meta, "generation").get("default_metrics") or []
+    return opts, value
+
+
+@callback(Output("newrun-row-gen", "style"), Output("newrun-row-gen-prompts", "style"),
+          Output("newrun-row-ensemble", "style"),
+          Input("newrun-task", "value"), Input("newrun-type", "value"), State("newrun-meta", "data"))
+def _generation_rows(task: str, ptype: str, meta: dict | None):
+    """Generation options for generation / causal_lm runs; ensembling for 1D paths of the tasks it has."""
+    hide, show = {"display": "none"}, {}
+    one_d = path_info(meta, ptype).get("ndim", 1) == 1
+    return (show if task in ("generation", "causal_lm") else hide, show if task == "causal_lm" else hide,
+            show if one_d and task in ENSEMBLE_TASKS else hide)
 
 
 @callback(Output("newrun-basis-pickers", "style"), Input("newrun-basis", "value"))
@@ -362,7 +456,11 @@ FORM_STATE = {
     "hi": "newrun-hi", "nx": "newrun-nx", "ny": "newrun-ny", "xlo": "newrun-xlo", "xhi": "newrun-xhi",
     "ylo": "newrun-ylo", "yhi": "newrun-yhi", "margin": "newrun-margin", "scope": "newrun-scope",
     "scope_regex": "newrun-scope-regex", "max_examples": "newrun-max", "hold": "newrun-hold",
-    "name": "newrun-name",
+    "name": "newrun-name", "ensemble": "newrun-ensemble", "gen_prompts": "newrun-gen-prompts",
+    "gen_scorer": "newrun-gen-scorer", "gen_positive": "newrun-gen-positive", "gen_reference": "newrun-gen-reference",
+    "gen_k": "newrun-gen-k", "gen_tokens": "newrun-gen-tokens", "gen_top_p": "newrun-gen-top-p",
+    "gen_temperature": "newrun-gen-temperature", "gen_seed": "newrun-gen-seed",
+    "gen_prompt_tokens": "newrun-gen-prompt-tokens", "gen_keep": "newrun-gen-keep",
 }
 
 

@@ -1,0 +1,55 @@
+"""The new-run form builds generation and ensembling specs the engine accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from basin.errors import InvalidSpec
+from basin.meta import meta
+from basin.spec import parse_spec
+
+META = meta()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pages():
+    """The page modules register with Dash, so the app is built before they are imported."""
+    from frontend.app import create_dash_app
+
+    create_dash_app()
+    global build_spec
+    from frontend.pages.new_run import build_spec
+
+BASE = {"type": "linear", "ckpt1": "neg", "ckpt2": "pos", "points": 9, "lo": -0.5, "hi": 1.5, "max_examples": 16}
+
+
+def test_a_generation_run_from_the_form():
+    spec = parse_spec(build_spec({**BASE, "task": "generation", "dataset": "prompts", "gen_scorer": "sc",
+                                  "gen_k": "2", "gen_tokens": 12, "gen_top_p": "0.8", "gen_seed": 3},
+                                 meta=META))
+    assert spec.task == "generation" and spec.metrics == ["sentiment", "sample_perplexity", "distinct_2"]
+    g = spec.generation
+    assert (g.scorer, g.samples_per_prompt, g.max_new_tokens, g.top_p, g.seed) == ("sc", 2, 12, 0.8, 3)
+    assert g.reference is None and g.prompts is None  # the first checkpoint; the run's dataset
+
+
+def test_without_a_scorer_the_form_leaves_sentiment_out_instead_of_failing():
+    spec = parse_spec(build_spec({**BASE, "task": "generation", "dataset": "p"}, meta=META))
+    assert "sentiment" not in spec.metrics
+
+
+def test_loss_and_generation_in_one_causal_lm_run_with_ensembling():
+    spec = parse_spec(build_spec({**BASE, "task": "causal_lm", "dataset": "text", "gen_prompts": "prompts",
+                                  "gen_scorer": "sc", "ensemble": True}, meta=META))
+    assert spec.metrics == ["loss", "perplexity", "sentiment", "sample_perplexity", "distinct_2"]
+    assert spec.generation.prompts == "prompts" and spec.ensemble is True
+    # a causal_lm run without prompts has no generation block
+    assert parse_spec(build_spec({**BASE, "task": "causal_lm", "dataset": "t"}, meta=META)).generation is None
+
+
+def test_ensembling_is_dropped_for_planes_and_bad_numbers_reach_the_validator():
+    plane = build_spec({"type": "plane", "ckpt1": "a", "ckpt2": "b", "ckpt3": "c", "dataset": "d",
+                        "ensemble": True}, meta=META)
+    assert "ensemble" not in plane
+    with pytest.raises(InvalidSpec, match="top_p"):
+        parse_spec(build_spec({**BASE, "task": "generation", "dataset": "p", "gen_top_p": "2"}, meta=META))
