@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="untimed repetitions first (default: 1 on CUDA, 0 on CPU)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -274,13 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     ok_agree = spread <= 1e-4 and curve_diff <= 1e-4
     result["agreement"]["ok"] = ok_agree
+    if not args.no_generation:
+        from bench import generation
+
+        result["generation"] = generation.run(workload.default_cache() / "generation", reps=args.reps, device=dev)
+        ok_agree = ok_agree and result["generation"]["ok"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
     print(f"\nwrote {args.out}")
     if not ok_agree:
-        print(f"bench: error: tools disagree (spread at α=0.5 {spread:.2e}, curve {curve_diff:.2e})",
-              file=sys.stderr)
+        print(f"bench: error: tools disagree (spread at α=0.5 {spread:.2e}, curve {curve_diff:.2e}; "
+              f"generation texts {result.get('generation', {}).get('identical_texts', 'n/a')})", file=sys.stderr)
         return 1
     return 0
 
@@ -299,6 +305,14 @@ def print_table(r: dict) -> None:
     print(f"engine/limit {r['engine_over_limit']} (target ≤ 1.10)   naive/engine {r['naive_over_engine']} "
           f"(target ≥ 3)   peer/engine {r['peer_over_engine']}")
     print("loss at α=0.5: " + ", ".join(f"{k} {v:.6f}" for k, v in r["loss_at_alpha_0.5"].items()))
+    g = r.get("generation")
+    if g:
+        w = g["workload"]
+        print(f"\ngeneration — {len(w['alphas'])} α × {w['prompts']} prompts × {w['samples_per_prompt']} samples, "
+              f"≤ {w['new_tokens']} new tokens, median of {g['reps']}")
+        print(f"{'basin engine (batched, KV cache)':<34}{g['engine_s']:>10.3f} s{g['engine_tokens_per_s']:>10.1f} tok/s")
+        print(f"{'naive (rebuild, one row at a time)':<34}{g['naive_s']:>10.3f} s{g['naive_tokens_per_s']:>10.1f} tok/s")
+        print(f"naive/engine {g['naive_over_engine']}   identical texts {g['identical_texts']}")
 
 
 if __name__ == "__main__":

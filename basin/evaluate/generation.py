@@ -15,13 +15,15 @@ For each of P prompts, k continuations are sampled (top-p, temperature, at most
 - ``length`` = mean number of new tokens before end-of-text.
 
 Reproducible sampling: row (prompt p, sample j) at a point draws from its own
-``torch.Generator`` seeded from ``(seed, the point's coordinates, p, j)``. The draw is
-an inverse-CDF lookup in float64 of one uniform per row and step, done by a logits
-processor that leaves exactly one finite score (``generate`` then runs greedy and picks
-it). So a text depends on its row's own history only: not on the worker, the batch
-size, the batch's other rows or the order points are evaluated in (up to fp rounding of
-the logits across batch shapes, which moves a draw only when it lands within ~1e-7 of
-a token's cumulative-probability boundary).
+``torch.Generator`` seeded from ``(seed, the point's coordinates, p, j)``. The draw is a
+Gumbel-max in float64 (argmax of log p + Gumbel noise over the nucleus, one uniform per
+token of the vocabulary per step), done by a logits processor that leaves exactly one
+finite score (``generate`` then runs greedy and picks it). So a text depends on its row's
+own history only: not on the worker, the batch size, the batch's other rows or the order
+points are evaluated in. Logits differ across batch shapes by float rounding (~1e-6); a
+Gumbel-max draw changes only when the two best perturbed scores are that close (an
+inverse-CDF draw would change whenever the uniform lands that close to any of the
+thousands of cumulative-probability boundaries, which for a flat distribution is often).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from basin.spec import GenerationSpec
 
 class RowSampler:
-    """A ``transformers`` logits processor: top-p / temperature sampling with one generator per row.
+    """A ``transformers`` logits processor: top-p / temperature sampling (Gumbel-max) with one generator per row.
 
     Leaves one finite score per row (the drawn token), so greedy decoding picks it; records
     each step's draws, which :meth:`check` compares with what ``generate`` returned.
@@ -59,18 +61,17 @@ class RowSampler:
         self.drawn: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.double() / self.temperature, dim=-1)  # (B, V)
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        cum = sorted_p.cumsum(-1)
-        # top-p: the smallest prefix whose mass reaches top_p (the first token always stays)
-        keep = (cum - sorted_p) < self.top_p
-        sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
-        cum = sorted_p.cumsum(-1)
-        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
-        u = u.to(cum.device) * cum[:, -1]
-        pick = torch.searchsorted(cum, u[:, None], right=True).clamp_max(cum.shape[-1] - 1)
-        pick = torch.minimum(pick, keep.sum(-1, keepdim=True) - 1)  # never past the nucleus
-        token = order.gather(-1, pick)  # (B, 1)
+        logp = torch.log_softmax(scores.double() / self.temperature, dim=-1)  # (B, V)
+        sorted_lp, order = logp.sort(dim=-1, descending=True)
+        mass = sorted_lp.exp().cumsum(-1)
+        # top-p: the smallest prefix whose mass reaches top_p (the most likely token always stays)
+        outside = (mass - sorted_lp.exp()) >= self.top_p
+        nucleus = torch.zeros_like(outside).scatter_(-1, order, ~outside)  # (B, V) in vocabulary order
+        # Gumbel-max: argmax(log p + G), G = −log(−log U), U ~ U(0, 1) from the row's own generator,
+        # is an exact draw from p restricted to the nucleus
+        u = torch.stack([torch.rand(logp.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.to(logp.device).clamp(1e-300, 1.0 - 1e-16)))
+        token = torch.where(nucleus, logp + gumbel, -math.inf).argmax(-1, keepdim=True)  # (B, 1)
         self.drawn.append(token[:, 0].clone())
         out = torch.full_like(scores, -math.inf)
         return out.scatter_(-1, token, 0.0)
