@@ -28,7 +28,7 @@ from dash import (
 )
 
 from basin import figures
-from basin.analysis.barrier import barrier_label
+from basin.analysis.barrier import barrier_text
 from basin.paths import is_1d, refs_of
 from frontend import api
 from frontend.components import spec_yaml
@@ -59,8 +59,10 @@ def _doc(info: dict, points: list[dict]) -> dict:
             "summary": info.get("summary") or {}}
 
 
-def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, str]) -> list[dict]:
-    """One figure per metric of the run (plotly JSON dicts), ``layout.meta.n`` = points drawn."""
+def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, str],
+                  equal: bool | None = None) -> list[dict]:
+    """One figure per metric of the run (plotly JSON dicts). Planes: ``equal`` axis scales
+    (default: the path type's, :func:`basin.figures.equal_axes_default`) or fill the box."""
     doc = _doc(info, points)
     spec = doc["spec"]
     out = []
@@ -68,7 +70,7 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
         if is_1d(spec.get("path", {}).get("type")):
             fig = figures.line_figure(doc, m, names=names)
         else:
-            fig = figures.plane_figure(doc, m, kind or "heatmap", names=names)
+            fig = figures.plane_figure(doc, m, kind or "heatmap", names=names, equal=equal)
         fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
         out.append(fig.to_plotly_json())
     return out
@@ -76,7 +78,7 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
+        return "nan" if math.isnan(v) else f"{v + 0.0:.4g}"  # never a negative zero
     return str(v)
 
 
@@ -86,9 +88,10 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
     summary = info.get("summary") or {}
     rows: list[tuple[str, str]] = []
     for m, b in (summary.get("barrier") or {}).items():
-        if isinstance(b, dict) and b.get("value") is not None:
-            at = f" at α = {_fmt(b['alpha'])}" if b.get("alpha") is not None else ""
-            rows.append((f"{m} {barrier_label(b)}", f"{_fmt(b['value'])}{at}"))  # partial-range labelled
+        if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
+            vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]
+            # "barrier 0.12 nats at α = 0.50", or "no barrier" when it is zero within its precision
+            rows.append((m, barrier_text(b, m, magnitude=max(vals, default=1.0))))
     dist = summary.get("distance") or {}
     if isinstance(dist, dict) and dist.get("l2") is not None:
         rows.append(("‖θA − θB‖₂", _fmt(dist["l2"])))
@@ -156,10 +159,16 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     graphs = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
                         className="run-graph border rounded mb-3")
               for i, f in enumerate(figs)]
-    controls = [dbc.RadioItems(  # hidden for 1D paths; present so the rebuild callback has its input
-        id="run-kind", value=kind, inline=True, className="mb-2", style={"display": "none"} if is1d else {},
-        options=[{"label": "heatmap", "value": "heatmap"}, {"label": "contour", "value": "contour"},
-                 {"label": "3D surface", "value": "surface"}])]
+    equal = figures.equal_axes_default({"spec": spec})
+    controls = [html.Div([  # hidden for 1D paths; present so the rebuild callback has its inputs
+        dbc.RadioItems(
+            id="run-kind", value=kind, inline=True, className="me-4",
+            options=[{"label": "heatmap", "value": "heatmap"}, {"label": "contour", "value": "contour"},
+                     {"label": "3D surface", "value": "surface"}]),
+        dbc.Switch(id="run-equal", value=equal, label="equal axis scales",
+                   title="one unit of x as long as one of y (distances and angles read true); "
+                         "off: fill the box"),
+    ], id="run-plane-controls", className="d-none" if is1d else "d-flex align-items-center mb-2")]
     header = dbc.Card(dbc.CardBody([
         html.Div([
             dbc.Badge(status, id="run-status", color=STATUS_COLOUR.get(status, "dark"), className="me-2 fs-6"),
@@ -250,12 +259,14 @@ clientside_callback(
     Output("run-cancel", "disabled"),
     Input("run-rebuild", "data"),
     Input("run-kind", "value"),
+    Input("run-equal", "value"),
     State("run-points", "data"),
     State("run-meta", "data"),
     State("settings-token-input", "value"),
     prevent_initial_call=True,
 )
-def _rebuild(_key: str, kind: str | None, store: dict, meta: dict, token: str | None = None):
+def _rebuild(_key: str, kind: str | None, equal: bool | None, store: dict, meta: dict,
+             token: str | None = None):
     """Full figures (anchors, chord, barrier annotation) from the points the browser holds."""
     r = api.get(f"/api/runs/{meta['id']}")
     info = r.body if r.ok and isinstance(r.body, dict) else {}
@@ -267,6 +278,6 @@ def _rebuild(_key: str, kind: str | None, store: dict, meta: dict, token: str | 
     for ident, written in (info.get("names") or {}).items():  # as the author wrote it
         if written != ident:
             names.setdefault(ident, written)
-    figs = build_figures(info, points, kind or "heatmap", names)
+    figs = build_figures(info, points, kind or "heatmap", names, bool(equal))
     running = status not in TERMINAL
     return figs, _summary_table(info, points), STATUS_COLOUR.get(status, "dark"), running, running, not running

@@ -223,3 +223,84 @@ def test_line_labels_a_partial_range_barrier():
     fig = figures.line_figure(doc, "loss")
     (text,) = [a.text for a in fig.layout.annotations if a.name == "barrier"]
     assert text.startswith("partial-range barrier (chord α = 0 → 0.8) 0.2 nats")
+
+
+def test_a_document_that_maps_ids_to_themselves_is_still_drawn_short_and_long_names_are_cut():
+    # documents of runs made from the form before names were recorded: {id: id}
+    a, b = "a" * 64, "b" * 64
+    doc = {
+        "spec": {"path": {"type": "linear", "a": a, "b": b, "points": 2}, "metrics": ["loss"]},
+        "points": [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"loss": 1.0}},
+                   {"index": 1, "coords": {"alpha": 1.0}, "metrics": {"loss": 2.0}}],
+        "anchors": [{"name": a, "coords": {"alpha": 0.0}}, {"name": b, "coords": {"alpha": 1.0}}],
+        "names": {a: a, b: b},
+    }
+    fig = figures.line_figure(doc, "loss")
+    assert [t.text[0] for t in _meta(fig, "anchor")] == [a[:10], b[:10]]
+    assert a not in fig.layout.title.text
+    long = "bert-base-uncased-finetuned-on-sst2-seed-1234567"
+    doc["names"] = {a: long, b: "seed2"}
+    fig = figures.line_figure(doc, "loss")
+    first = _meta(fig, "anchor")[0]
+    assert first.text[0] == long[: figures.LABEL_MAX - 1] + "…" and len(first.text[0]) == figures.LABEL_MAX
+    assert first.hovertext[0] == long  # the whole name on hover
+    assert not any(t.showlegend is not False for t in _meta(fig, "anchor"))  # labelled, not in the legend
+    doc["spec"]["name"] = "a run with a very long name " * 6
+    fig = figures.line_figure(doc, "loss")
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) > 1 and all(len(x) <= figures.TITLE_WRAP for x in lines)
+    assert fig.layout.margin.t >= 38 + 20 * len(lines)  # room for every line above the legend
+
+
+def _flat_doc(values: list[float], metric: str = "accuracy") -> dict:
+    n = len(values)
+    alphas = linspace(0.0, 1.0, n)
+    return {"spec": {"path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": n}, "metrics": [metric]},
+            "points": [{"index": i, "coords": {"alpha": a}, "metrics": {metric: v}}
+                       for i, (a, v) in enumerate(zip(alphas, values, strict=True))],
+            "anchors": [{"name": "ft_a", "coords": {"alpha": 0.0}}, {"name": "ft_b", "coords": {"alpha": 1.0}}]}
+
+
+@pytest.mark.parametrize("summary_value", [None, -0.0, -1e-12, 3e-8])
+def test_a_zero_barrier_says_no_barrier_and_never_minus_zero(summary_value):
+    doc = _flat_doc([0.75, 0.75, 0.75 + 1e-9, 0.75])  # a flat curve, float noise above the chord
+    if summary_value is not None:
+        doc["summary"] = {"barrier": {"accuracy": {"value": summary_value, "alpha": 0.0, "start": 0.0,
+                                                   "end": 1.0, "partial": False}}}
+    fig = figures.line_figure(doc, "accuracy")
+    (ann,) = [a for a in fig.layout.annotations if a.name == "barrier"]
+    assert ann.text == "no barrier"
+    assert not _meta(fig, "barrier")  # no segment pinned to an endpoint
+    from basin.report import summarize
+
+    doc["summary"] = {"barrier": {"accuracy": {"value": -0.0, "alpha": 0.0, "start": 0.0, "end": 1.0}}}
+    text = summarize(doc)
+    assert "no barrier" in text and "-0 " not in text and "−0" not in text
+
+
+def test_a_barrier_near_the_right_end_is_labelled_towards_the_middle():
+    doc = _flat_doc([1.0, 1.0, 1.0, 1.5, 2.0], metric="loss")  # chord 1→2; 1.5 at α=0.75 sits on it
+    doc["points"][2]["metrics"]["loss"] = 1.0
+    doc["points"][3]["metrics"]["loss"] = 2.5  # 0.75 above the chord at α = 0.75
+    fig = figures.line_figure(doc, "loss")
+    (ann,) = [a for a in fig.layout.annotations if a.name == "barrier"]
+    assert ann.text == "barrier 0.75 nats at α = 0.75"
+    assert ann.xanchor == "right" and ann.ax < 0
+
+
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_planes_in_parameter_units_are_drawn_with_equal_scales_by_default(kind):
+    doc = _plane_doc()  # x over 3 units, y over 1.5
+    fig = figures.plane_figure(doc, "loss", kind=kind)
+    assert fig.layout.meta["equal_axes"] is True
+    if kind == "surface":
+        assert fig.layout.scene.aspectmode == "manual"
+        assert fig.layout.scene.aspectratio.x == pytest.approx(1.0)
+        assert fig.layout.scene.aspectratio.y == pytest.approx(0.5)
+    else:
+        assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.scaleratio == 1
+    box = figures.plane_figure(doc, "loss", kind=kind, equal=False)  # the fill-the-box view
+    assert box.layout.meta["equal_axes"] is False
+    assert box.layout.yaxis.scaleanchor is None and box.layout.scene.aspectmode is None
+    # coefficients of two different vectors: not equal units, so the box is filled by default
+    assert figures.plane_figure(_plane_doc(ptype="task_plane"), "loss", kind=kind).layout.meta["equal_axes"] is False
