@@ -193,7 +193,11 @@ def render_report(result: dict[str, Any], figures: list[go.Figure] | None = None
     summary = result.get("summary") or {}
     timings = result.get("timings") or {}
     anchors = result.get("anchors") or []
-    anchor_rows = [(a.get("name", "?"), ", ".join(f"{k}={_num(v)}" for k, v in a.get("coords", {}).items()))
+    from basin.figures import full_name
+
+    names = result.get("names") or {}
+    anchor_rows = [(full_name(str(a.get("name", "?")), names),
+                    ", ".join(f"{k}={_num(v)}" for k, v in a.get("coords", {}).items()))
                    for a in anchors]
     spec_yaml = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
     parts = [
