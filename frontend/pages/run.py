@@ -165,9 +165,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             id="run-kind", value=kind, inline=True, className="me-4",
             options=[{"label": "heatmap", "value": "heatmap"}, {"label": "contour", "value": "contour"},
                      {"label": "3D surface", "value": "surface"}]),
-        dbc.Switch(id="run-equal", value=equal, label="equal axis scales",
-                   title="one unit of x as long as one of y (distances and angles read true); "
-                         "off: fill the box"),
+        html.Span(dbc.Switch(id="run-equal", value=equal, label="equal axis scales", className="mb-0"),
+                  title="one unit of x as long as one of y (distances and angles read true); "
+                        "off: fill the box"),
     ], id="run-plane-controls", className="d-none" if is1d else "d-flex align-items-center mb-2")]
     header = dbc.Card(dbc.CardBody([
         html.Div([
