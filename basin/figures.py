@@ -43,6 +43,8 @@ __all__ = [
     "figure_for",
     "full_name",
     "grid_axes",
+    "has_ensemble",
+    "has_samples",
     "grid_matrix",
     "line_figure",
     "metric_label",
@@ -56,6 +58,7 @@ __all__ = [
 # Anchor marker colours, in anchor order (A, B, C/control, ...).
 ANCHOR_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 CURVE_COLOUR = "#1d2330"
+ENSEMBLE_COLOUR = "#e377c2"
 CHORD_COLOUR = "#888888"
 BARRIER_COLOUR = "#d62728"
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
@@ -83,6 +86,13 @@ def metric_scale(metric: str) -> float:
 def _higher_is_better(metric: str) -> bool:
     m = _metric(metric)
     return m is not None and m.higher_is_better
+
+
+def _has_barrier(metric: str) -> bool:
+    """Whether a barrier means something for ``metric``: the registry knows it and does not
+    say ``barrier=False`` (sentiment, distinct-n, length have none)."""
+    m = _metric(metric)
+    return m is not None and bool(getattr(m, "barrier", True))
 
 
 def _with_doc_names(result: Mapping[str, Any], names: Mapping[str, str] | None) -> dict[str, str]:
@@ -216,12 +226,13 @@ def _layout(fig: go.Figure, title: str) -> go.Figure:
 # ---- 1D ----------------------------------------------------------------------------------
 
 
-def _series(result: Mapping[str, Any], metric: str) -> list[tuple[float, float, int]]:
-    """``[(alpha, value, index)]`` sorted by α; points without the metric are skipped."""
+def _series(result: Mapping[str, Any], metric: str, key: str = "metrics") -> list[tuple[float, float, int]]:
+    """``[(alpha, value, index)]`` sorted by α; points without the metric are skipped.
+    ``key="ensemble"``: the output ensemble's values at each point instead."""
     out = []
     for p in result.get("points") or []:
         a = _num((p.get("coords") or {}).get("alpha"))
-        v = _num((p.get("metrics") or {}).get(metric))
+        v = _num((p.get(key) or {}).get(metric))
         if a is not None and v is not None:
             out.append((a, v, int(p.get("index", -1))))
     out.sort(key=lambda t: (t[0], t[2]))
@@ -249,12 +260,29 @@ def _value_at(series: Sequence[tuple[float, float, int]], alpha: float) -> float
     return None
 
 
+def has_ensemble(result: Mapping[str, Any]) -> bool:
+    """Whether a run carries output ensembling: its spec asks for it, or a point has values."""
+    return bool(_spec(result).get("ensemble")) or any(
+        p.get("ensemble") for p in result.get("points") or [])
+
+
+def has_samples(result: Mapping[str, Any]) -> bool:
+    """Whether a run's points carry generated samples (a generation run)."""
+    spec = _spec(result)
+    return spec.get("task") == "generation" or bool(spec.get("generation")) or any(
+        p.get("samples") for p in result.get("points") or [])
+
+
 def line_figure(
     result: Mapping[str, Any], metric: str, *, names: Mapping[str, str] | None = None
 ) -> go.Figure:
     """Metric vs α for a 1D path.
 
-    Traces, in order: ``curve`` (lines+markers, points sorted by α), ``chord`` (dashed
+    Traces, in order: ``curve`` (lines+markers, points sorted by α; named "weight
+    interpolation" when the run has output ensembling, else after the metric), then, when
+    the run has output ensembling (:func:`has_ensemble`), ``ensemble`` (dashed, "output
+    ensemble": each point's ``ensemble[metric]``, sorted by α; present from the first
+    draw, empty until values arrive, so the dashboard patches it live), ``chord`` (dashed
     straight line between the endpoints' values, when both are evaluated), one marker
     trace per anchor (``meta="anchor"``, text = checkpoint name), ``barrier`` (a dotted
     vertical segment from the chord to the curve at the barrier's α). The barrier
@@ -274,12 +302,13 @@ def line_figure(
                 for e in (result.get("summary") or {}).get("endpoints") or []
                 if metric in (e.get("metrics") or {})]
     fig = go.Figure()
+    ensemble = has_ensemble(result)
     fig.add_trace(
         go.Scatter(
             x=[a for a, _, _ in series],
             y=[v * scale for _, v, _ in series],
             mode="lines+markers",
-            name=metric,
+            name="weight interpolation" if ensemble else metric,
             line={"color": CURVE_COLOUR, "width": 2},
             marker={"size": 6},
             customdata=[i for _, _, i in series],
@@ -287,6 +316,22 @@ def line_figure(
             meta="curve",
         )
     )
+    if ensemble:
+        ens = _series(result, metric, key="ensemble")
+        fig.add_trace(
+            go.Scatter(
+                x=[a for a, _, _ in ens],
+                y=[v * scale for _, v, _ in ens],
+                mode="lines+markers",
+                name="output ensemble",
+                line={"color": ENSEMBLE_COLOUR, "width": 2, "dash": "dash"},
+                marker={"size": 5, "symbol": "circle-open"},
+                customdata=[i for _, _, i in ens],
+                hovertemplate="output ensemble<br>α=%{x:.4g}<br>" + metric
+                + "=%{y:.4g}<br>point %{customdata}<extra></extra>",
+                meta="ensemble",
+            )
+        )
     # ((α, value) of the first anchor, of the second) when both values are known
     chord_ends: tuple[tuple[float, float], tuple[float, float]] | None = None
     ends = [(float(a["alpha"]), _value_at([*series, *off_grid], a["alpha"])) for a in anchors[:2]]
@@ -334,7 +379,9 @@ def line_figure(
         )
     entry: dict[str, Any] | None = None  # {value, alpha?, start?, end?, partial?}
     stored = ((result.get("summary") or {}).get("barrier") or {}).get(metric)
-    if isinstance(stored, Mapping) and _num(stored.get("value")) is not None:
+    if not _has_barrier(metric):
+        pass  # no barrier for this metric (registry): the chord alone
+    elif isinstance(stored, Mapping) and _num(stored.get("value")) is not None:
         entry = dict(stored)  # "partial-range barrier (...)" when the range excludes 0 or 1
     elif chord_ends is not None:
         found = chord_barrier([(a, v) for a, v, _ in series], *chord_ends,

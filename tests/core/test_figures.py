@@ -304,3 +304,62 @@ def test_planes_in_parameter_units_are_drawn_with_equal_scales_by_default(kind):
     assert box.layout.yaxis.scaleanchor is None and box.layout.scene.aspectmode is None
     # coefficients of two different vectors: not equal units, so the box is filled by default
     assert figures.plane_figure(_plane_doc(ptype="task_plane"), "loss", kind=kind).layout.meta["equal_axes"] is False
+
+
+def _ensemble_doc(n: int = 5, *, with_values: bool = True) -> dict:
+    """A causal-LM run with output ensembling and generations, as the engine writes it
+    (docs/contracts.md): each point's ``ensemble`` equals its ``metrics`` at α = 0 and 1."""
+    alphas = linspace(-0.5, 1.5, n)
+    pts = []
+    for i, a in enumerate(alphas):
+        loss = 2.0 + math.sin(math.pi * a)
+        ens = loss if a in (0.0, 1.0) else 2.0 + 0.2 * a
+        pts.append({"index": i, "coords": {"alpha": a}, "metrics": {"loss": loss, "sentiment": 0.2 + 0.3 * a},
+                    **({"ensemble": {"loss": ens}} if with_values else {}),
+                    "samples": [{"prompt": "p", "text": f"t{i}", "sentiment": 0.5}]})
+    random.Random(1).shuffle(pts)
+    return {"spec": {"path": {"type": "linear", "a": "neg", "b": "pos", "points": n, "range": [-0.5, 1.5]},
+                     "task": "causal_lm", "metrics": ["loss", "sentiment"], "ensemble": True,
+                     "generation": {"samples_per_prompt": 1}},
+            "points": pts,
+            "anchors": [{"name": "neg", "coords": {"alpha": 0.0}}, {"name": "pos", "coords": {"alpha": 1.0}}]}
+
+
+def test_output_ensembling_is_a_dashed_trace_beside_weight_interpolation():
+    doc = _ensemble_doc()
+    fig = figures.line_figure(doc, "loss")
+    (curve,) = _meta(fig, "curve")
+    (ens,) = _meta(fig, "ensemble")
+    assert (curve.name, ens.name) == ("weight interpolation", "output ensemble")
+    assert ens.line.dash == "dash"
+    assert list(ens.x) == sorted(ens.x) == list(curve.x)
+    by_alpha = {p["coords"]["alpha"]: p["ensemble"]["loss"] for p in doc["points"]}
+    assert list(ens.y) == pytest.approx([by_alpha[a] for a in ens.x])
+    # the two meet at the checkpoints (α = 0 and 1)
+    for a in (0.0, 1.0):
+        assert ens.y[list(ens.x).index(a)] == pytest.approx(curve.y[list(curve.x).index(a)])
+    assert sorted(ens.customdata) == list(range(5))  # point indices: a click picks the point
+    # no ensemble values for this metric: the trace is there (patched live), empty
+    assert len(_meta(figures.line_figure(doc, "sentiment"), "ensemble")[0].x) == 0
+    # declared in the spec but no values yet (the first draw of a live run): present and empty
+    early = figures.line_figure(_ensemble_doc(with_values=False), "loss")
+    assert len(_meta(early, "ensemble")) == 1 and len(_meta(early, "ensemble")[0].x) == 0
+    # a run without ensembling draws none, and names its curve after the metric
+    plain = figures.line_figure(_linear_doc(), "loss")
+    assert not _meta(plain, "ensemble") and _meta(plain, "curve")[0].name == "loss"
+
+
+def test_the_report_and_basin_plot_draw_the_ensemble_and_no_barrier_for_sentiment(tmp_path):
+    from basin.cli import main
+    from basin.report import render_report
+
+    doc = _ensemble_doc()
+    figs = figures.report_figures(doc)
+    assert [len(_meta(f, "ensemble")) for f in figs] == [1, 1]
+    sentiment = figs[1]
+    assert not [a for a in sentiment.layout.annotations if a.name == "barrier"]  # not a loss: no barrier
+    assert "output ensemble" in render_report(doc)
+    src = tmp_path / "doc.json"
+    src.write_text(__import__("json").dumps(doc))
+    assert main(["plot", str(src), "-o", str(tmp_path / "r.html")]) == 0
+    assert "output ensemble" in (tmp_path / "r.html").read_text()
