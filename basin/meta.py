@@ -46,7 +46,7 @@ def meta() -> dict[str, Any]:
 
     ``paths`` in the form's order (:func:`path_meta` each); ``tasks``:
     ``{task: {metrics, default_metrics}}``; ``metrics``: ``{name: {label, unit, axis_title,
-    higher_is_better, percent, tasks, barrier}}``; ``scope_presets``: the named parameter scopes
+    higher_is_better, percent, tasks}}``; ``scope_presets``: the named parameter scopes
     (module-tree groups, thirds of every stack, ``encoder.*``/``decoder.*`` thirds);
     ``scope_help``: one paragraph saying what each names (stacks, regexes).
     """
@@ -60,7 +60,6 @@ def meta() -> dict[str, Any]:
             m.name: {
                 "label": m.label, "unit": m.unit, "axis_title": m.axis_title,
                 "higher_is_better": m.higher_is_better, "percent": m.percent, "tasks": list(m.tasks),
-                "barrier": bool(getattr(m, "barrier", True)),
             }
             for m in METRICS.values()
         },
