@@ -85,20 +85,32 @@ def _wait_ensemble(page, xs: list[float]) -> None:
                            arg=xs)
 
 
-def _click_point(page, alpha: float) -> None:
+def _click_point(page, alpha: float, index: int) -> None:
     """Click the weight-interpolation curve's marker at ``alpha`` in the first figure (its
-    drawn marker: the curve is trace 0, its markers in α order)."""
-    page.wait_for_function("""() => { const g = document.querySelector('.run-graph .js-plotly-plot');
+    drawn marker: the curve is trace 0, its markers in α order) until the viewer shows point
+    ``index``: a figure rebuilt from Python at that moment (the run's status or refinement
+    changed) replaces the markers under the pointer and loses the click."""
+    locate = """(alpha) => { const g = document.querySelector('.run-graph .js-plotly-plot');
       const c = g && g.data && g.data.find(t => t.meta === 'curve');
       const tr = g && g.querySelectorAll('.scatterlayer .trace')[0];
-      return !!(c && tr && tr.querySelectorAll('.point').length === c.x.length); }""")
-    xy = page.evaluate("""(alpha) => { const g = document.querySelector('.run-graph .js-plotly-plot');
-      const c = g.data.find(t => t.meta === 'curve'); const k = Array.from(c.x).indexOf(alpha);
-      const marker = g.querySelectorAll('.scatterlayer .trace')[0].querySelectorAll('.point')[k];
-      const box = marker.getBoundingClientRect(); return [box.x + box.width / 2, box.y + box.height / 2]; }""",
-                       alpha)
-    page.mouse.move(xy[0], xy[1])
-    page.mouse.click(xy[0], xy[1])
+      const pts = tr ? tr.querySelectorAll('.point') : [];
+      const k = c ? Array.from(c.x).indexOf(alpha) : -1;
+      if (k < 0 || pts.length !== c.x.length) return null;  // not drawn yet, or being redrawn
+      const box = pts[k].getBoundingClientRect();
+      return [box.x + box.width / 2, box.y + box.height / 2]; }"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    shown = f"() => document.querySelector('#run-sample-point').textContent.includes('point {index})')"
+    for _ in range(5):
+        x, y = page.wait_for_function(locate, arg=alpha).json_value()
+        page.mouse.move(x, y)
+        page.mouse.click(x, y)
+        try:
+            page.wait_for_function(shown, timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"clicking the point at α = {alpha} never showed its samples")
 
 
 def _sample_texts(page) -> list[str]:
@@ -122,8 +134,7 @@ def test_output_ensemble_and_samples_grow_live_and_a_clicked_point_shows_its_gen
     assert loss["ens_y"] == pytest.approx([_point(i)["ensemble"]["loss"] for i in (0, 2, 4)])
     page.wait_for_function("() => document.querySelector('#run-sample-point').textContent.includes('α =')")
     # the viewer opens on the first sampled point; a click on the curve picks another
-    _click_point(page, 0.5)
-    page.wait_for_function("() => document.querySelector('#run-sample-point').textContent.includes('point 2')")
+    _click_point(page, 0.5, 2)
     assert _sample_texts(page) == ["text of point 2 sample 0", "text of point 2 sample 1"]
     prompts = page.locator("#run-sample-rows .run-sample-prompt").all_inner_texts()
     assert prompts == ["The weather today 0", "The weather today 1"]

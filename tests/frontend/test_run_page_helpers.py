@@ -39,7 +39,10 @@ def test_samples_are_listed_by_alpha_with_their_scores(run_page):
     picked = run_page.sample_points(pts)
     assert [p["index"] for p in picked] == [0, 2]
     texts = _texts(run_page.sample_table(picked[0]))
-    assert texts == ["prompt", "generated text", "sentiment", "Hello", "world", "0.9123"]
+    from basin.figures import metric_label
+
+    # the score's header is the registry's label ("sentiment (P positive)" once registered)
+    assert texts == ["prompt", "generated text", metric_label("sentiment"), "Hello", "world", "0.9123"]
 
 
 def test_the_summary_says_no_barrier_and_never_minus_zero(run_page):
