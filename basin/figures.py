@@ -32,14 +32,19 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from basin.analysis.barrier import barrier_label, chord_barrier
+from basin.analysis.barrier import barrier_text, chord_barrier, is_no_barrier
 from basin.metrics import metric as _metric
 from basin.paths import PATHS, refs_of
 from basin.paths import is_1d as _type_is_1d
 
 __all__ = [
+    "LABEL_MAX",
+    "ellipsize",
     "figure_for",
+    "full_name",
     "grid_axes",
+    "has_ensemble",
+    "has_samples",
     "grid_matrix",
     "line_figure",
     "metric_label",
@@ -53,9 +58,14 @@ __all__ = [
 # Anchor marker colours, in anchor order (A, B, C/control, ...).
 ANCHOR_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 CURVE_COLOUR = "#1d2330"
+ENSEMBLE_COLOUR = "#e377c2"
 CHORD_COLOUR = "#888888"
 BARRIER_COLOUR = "#d62728"
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
+#: Longest checkpoint label drawn on a figure; longer names end in "…" (full name on hover).
+LABEL_MAX = 24
+#: Characters per title line before it wraps (a figure is 700-1100 px wide).
+TITLE_WRAP = 80
 
 
 # ---- small helpers ---------------------------------------------------------------------
@@ -78,24 +88,66 @@ def _higher_is_better(metric: str) -> bool:
     return m is not None and m.higher_is_better
 
 
+def _has_barrier(metric: str) -> bool:
+    """Whether a barrier means something for ``metric``: the registry knows it and does not
+    say ``barrier=False`` (sentiment, distinct-n, length have none)."""
+    m = _metric(metric)
+    return m is not None and bool(getattr(m, "barrier", True))
+
+
 def _with_doc_names(result: Mapping[str, Any], names: Mapping[str, str] | None) -> dict[str, str]:
     """The document's own ``names`` (store id → name, written by the service), then ``names``."""
     return {**(result.get("names") or {}), **(names or {})}
 
 
-def short_name(name: str, names: Mapping[str, str] | None = None) -> str:
-    """A readable label for a checkpoint reference.
+def ellipsize(text: str, limit: int = LABEL_MAX) -> str:
+    """``text`` cut to ``limit`` characters, the last one "…" when cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
 
-    ``names`` maps store ids to human names (the dashboard passes the checkpoint list);
-    otherwise a sha256 id is cut to 10 hex digits and a path to its last component.
+
+def full_name(name: str, names: Mapping[str, str] | None = None) -> str:
+    """The whole readable name of a checkpoint reference (what hovering a label shows).
+
+    ``names`` maps store ids to human names (the service's document, the dashboard's
+    checkpoint list); a mapping of an id to itself (documents written before names were
+    recorded for runs made by id) is ignored. Otherwise a sha256 id is cut to 10 hex
+    digits and a path to its last component.
     """
-    if names and name in names:
-        return names[name]
+    mapped = (names or {}).get(name)
+    if mapped and mapped != name and not (_HEX.match(mapped) and len(mapped) > 16):
+        return mapped
     if _HEX.match(name):
         return name[:10]
     if "/" in name:
         return name.rstrip("/").rsplit("/", 1)[-1] or name
     return name
+
+
+def short_name(name: str, names: Mapping[str, str] | None = None, limit: int = LABEL_MAX) -> str:
+    """A label for a checkpoint reference: :func:`full_name`, cut to ``limit`` characters."""
+    return ellipsize(full_name(name, names), limit)
+
+
+def wrap_title(text: str, width: int = TITLE_WRAP) -> str:
+    """``text`` broken into lines of at most ``width`` characters (at spaces when it can), joined
+    with ``<br>``: a long title takes more lines instead of running over the legend."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        while len(word) > width:  # one unbreakable run (an id): cut it
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(word[:width])
+            word = word[width:]
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line or not lines:
+        lines.append(line)
+    return "<br>".join(lines)
 
 
 def _num(v: Any) -> float | None:
@@ -156,10 +208,15 @@ def _axis_titles(result: Mapping[str, Any]) -> Mapping[str, str]:
 
 
 def _layout(fig: go.Figure, title: str) -> go.Figure:
+    """Title on its own lines at the top (wrapped), the legend in a row of its own between the
+    title and the plot: neither runs over the other nor over the plot, however long the names."""
+    wrapped = wrap_title(title)
+    lines = wrapped.count("<br>") + 1
     fig.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+        title={"text": wrapped, "x": 0.01, "xanchor": "left", "font": {"size": 15},
+               "yref": "container", "y": 1.0, "yanchor": "top", "pad": {"t": 10}},
         template="plotly_white",
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        margin={"l": 60, "r": 20, "t": 38 + 20 * lines, "b": 50},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
         uirevision="basin",  # keep zoom / camera while points stream in
     )
@@ -169,12 +226,13 @@ def _layout(fig: go.Figure, title: str) -> go.Figure:
 # ---- 1D ----------------------------------------------------------------------------------
 
 
-def _series(result: Mapping[str, Any], metric: str) -> list[tuple[float, float, int]]:
-    """``[(alpha, value, index)]`` sorted by α; points without the metric are skipped."""
+def _series(result: Mapping[str, Any], metric: str, key: str = "metrics") -> list[tuple[float, float, int]]:
+    """``[(alpha, value, index)]`` sorted by α; points without the metric are skipped.
+    ``key="ensemble"``: the output ensemble's values at each point instead."""
     out = []
     for p in result.get("points") or []:
         a = _num((p.get("coords") or {}).get("alpha"))
-        v = _num((p.get("metrics") or {}).get(metric))
+        v = _num((p.get(key) or {}).get(metric))
         if a is not None and v is not None:
             out.append((a, v, int(p.get("index", -1))))
     out.sort(key=lambda t: (t[0], t[2]))
@@ -202,12 +260,29 @@ def _value_at(series: Sequence[tuple[float, float, int]], alpha: float) -> float
     return None
 
 
+def has_ensemble(result: Mapping[str, Any]) -> bool:
+    """Whether a run carries output ensembling: its spec asks for it, or a point has values."""
+    return bool(_spec(result).get("ensemble")) or any(
+        p.get("ensemble") for p in result.get("points") or [])
+
+
+def has_samples(result: Mapping[str, Any]) -> bool:
+    """Whether a run's points carry generated samples (a generation run)."""
+    spec = _spec(result)
+    return spec.get("task") == "generation" or bool(spec.get("generation")) or any(
+        p.get("samples") for p in result.get("points") or [])
+
+
 def line_figure(
     result: Mapping[str, Any], metric: str, *, names: Mapping[str, str] | None = None
 ) -> go.Figure:
     """Metric vs α for a 1D path.
 
-    Traces, in order: ``curve`` (lines+markers, points sorted by α), ``chord`` (dashed
+    Traces, in order: ``curve`` (lines+markers, points sorted by α; named "weight
+    interpolation" when the run has output ensembling, else after the metric), then, when
+    the run has output ensembling (:func:`has_ensemble`), ``ensemble`` (dashed, "output
+    ensemble": each point's ``ensemble[metric]``, sorted by α; present from the first
+    draw, empty until values arrive, so the dashboard patches it live), ``chord`` (dashed
     straight line between the endpoints' values, when both are evaluated), one marker
     trace per anchor (``meta="anchor"``, text = checkpoint name), ``barrier`` (a dotted
     vertical segment from the chord to the curve at the barrier's α). The barrier
@@ -227,12 +302,13 @@ def line_figure(
                 for e in (result.get("summary") or {}).get("endpoints") or []
                 if metric in (e.get("metrics") or {})]
     fig = go.Figure()
+    ensemble = has_ensemble(result)
     fig.add_trace(
         go.Scatter(
             x=[a for a, _, _ in series],
             y=[v * scale for _, v, _ in series],
             mode="lines+markers",
-            name=metric,
+            name="weight interpolation" if ensemble else metric,
             line={"color": CURVE_COLOUR, "width": 2},
             marker={"size": 6},
             customdata=[i for _, _, i in series],
@@ -240,6 +316,22 @@ def line_figure(
             meta="curve",
         )
     )
+    if ensemble:
+        ens = _series(result, metric, key="ensemble")
+        fig.add_trace(
+            go.Scatter(
+                x=[a for a, _, _ in ens],
+                y=[v * scale for _, v, _ in ens],
+                mode="lines+markers",
+                name="output ensemble",
+                line={"color": ENSEMBLE_COLOUR, "width": 2, "dash": "dash"},
+                marker={"size": 5, "symbol": "circle-open"},
+                customdata=[i for _, _, i in ens],
+                hovertemplate="output ensemble<br>α=%{x:.4g}<br>" + metric
+                + "=%{y:.4g}<br>point %{customdata}<extra></extra>",
+                meta="ensemble",
+            )
+        )
     # ((α, value) of the first anchor, of the second) when both values are known
     chord_ends: tuple[tuple[float, float], tuple[float, float]] | None = None
     ends = [(float(a["alpha"]), _value_at([*series, *off_grid], a["alpha"])) for a in anchors[:2]]
@@ -265,6 +357,10 @@ def line_figure(
         if v is None:
             continue
         label = short_name(anc["name"], names)
+        lo_x = min(a for a, _, _ in series) if series else anc["alpha"]
+        hi_x = max(a for a, _, _ in series) if series else anc["alpha"]
+        # labels at the ends of the curve lean inwards, so they are not cut at the axes
+        where = "top right" if anc["alpha"] <= lo_x else "top left" if anc["alpha"] >= hi_x else "top center"
         fig.add_trace(
             go.Scatter(
                 x=[anc["alpha"]],
@@ -272,33 +368,36 @@ def line_figure(
                 mode="markers+text",
                 name=label,
                 text=[label],
-                textposition="top center",
+                hovertext=[full_name(anc["name"], names)],  # the whole name; the label may be cut
+                textposition=where,
                 marker={"size": 13, "symbol": "diamond", "color": ANCHOR_COLOURS[k % len(ANCHOR_COLOURS)],
                         "line": {"width": 1, "color": "white"}},
-                hovertemplate=f"{label}<br>α=%{{x:.4g}}<br>{metric}=%{{y:.4g}}<extra></extra>",
+                hovertemplate=f"%{{hovertext}}<br>α=%{{x:.4g}}<br>{metric}=%{{y:.4g}}<extra></extra>",
                 meta="anchor",
+                showlegend=False,  # labelled on the plot; the legend keeps to short fixed names
             )
         )
-    barrier: tuple[float, float | None] | None = None  # (value, α or None)
-    what = "barrier"
+    entry: dict[str, Any] | None = None  # {value, alpha?, start?, end?, partial?}
     stored = ((result.get("summary") or {}).get("barrier") or {}).get(metric)
-    if isinstance(stored, Mapping) and _num(stored.get("value")) is not None:
-        barrier = (float(stored["value"]), _num(stored.get("alpha")))
-        what = barrier_label(dict(stored))  # "partial-range barrier (...)" when the range excludes 0 or 1
+    if not _has_barrier(metric):
+        pass  # no barrier for this metric (registry): the chord alone
+    elif isinstance(stored, Mapping) and _num(stored.get("value")) is not None:
+        entry = dict(stored)  # "partial-range barrier (...)" when the range excludes 0 or 1
     elif chord_ends is not None:
         found = chord_barrier([(a, v) for a, v, _ in series], *chord_ends,
                               higher_is_better=_higher_is_better(metric))
         if found is not None:
-            barrier = (found["value"], found.get("alpha"))
-            what = barrier_label({"start": chord_ends[0][0], "end": chord_ends[1][0]})
-    if barrier is not None:
-        value, ba = barrier
-        entry = _metric(metric)
-        unit = f" {entry.delta_unit}" if entry is not None and entry.delta_unit else ""
-        where = f" at α = {ba:.2f}" if ba is not None else ""
-        text = f"{what} {value * scale:.3g}{unit}{where}"
+            entry = {**found, "start": chord_ends[0][0], "end": chord_ends[1][0]}
+    if entry is not None:
+        ba = _num(entry.get("alpha"))
+        magnitude = max((abs(v) for _, v, _ in [*series, *off_grid]), default=1.0)
+        text = barrier_text(entry, metric, magnitude=magnitude)
         vb_curve = _value_at(series, ba) if ba is not None else None
-        if ba is not None and vb_curve is not None and chord_ends is not None:
+        if is_no_barrier(float(entry["value"]), magnitude):  # zero within its precision: said plainly
+            fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.02, xanchor="right",
+                               text=text, showarrow=False, font={"color": CHORD_COLOUR},
+                               name="barrier")
+        elif ba is not None and vb_curve is not None and chord_ends is not None:
             (xa, va), (xb, vb) = chord_ends
             chord = va + (ba - xa) / (xb - xa) * (vb - va)
             fig.add_trace(
@@ -310,8 +409,11 @@ def line_figure(
             )
             # label the middle of the gap between chord and curve: the space there is empty,
             # whereas next to the curve's extreme the text would sit on the curve
+            # ... on the side of the wider half of the plot, so the text stays inside it
+            right = ba <= (min(xa, xb) + max(xa, xb)) / 2
             fig.add_annotation(x=ba, y=(chord + vb_curve) / 2 * scale, text=text, showarrow=True,
-                               arrowhead=2, ax=45, ay=0, xanchor="left",
+                               arrowhead=2, ax=45 if right else -45, ay=0,
+                               xanchor="left" if right else "right",
                                font={"color": BARRIER_COLOUR}, bgcolor="rgba(255,255,255,0.8)",
                                name="barrier")
         else:
@@ -461,9 +563,17 @@ def _z_at(z: list[list[float | None]], xs: list[float], ys: list[float], x: floa
     return z[_nearest(ys, y)][_nearest(xs, x)] if xs and ys else None
 
 
+def equal_axes_default(result: Mapping[str, Any]) -> bool:
+    """Whether a plane is drawn with equal axis scales by default: its path type's
+    ``equal_axes`` (planes in parameter units, where distances and angles mean something)."""
+    cls = PATHS.get(str(_path(result).get("type")))
+    return bool(getattr(cls, "equal_axes", False))
+
+
 def plane_figure(
     result: Mapping[str, Any], metric: str, kind: str = "contour", *,
     names: Mapping[str, str] | None = None, trajectory: bool | None = None,
+    equal: bool | None = None,
 ) -> go.Figure:
     """A plane's metric over its ``nx × ny`` grid, as ``contour``, ``heatmap`` or 3D ``surface``.
 
@@ -474,6 +584,10 @@ def plane_figure(
     ``trajectory`` runs (default: when the path type has a ``sequence_field``) the checkpoints are
     joined in order by a ``lines+markers+text`` trace (``meta="trajectory"``) labelled
     with their training step.
+
+    ``equal`` (default: :func:`equal_axes_default`) draws one unit of x as long as one unit
+    of y (``yaxis.scaleanchor = "x"``; for ``surface`` the scene's aspect ratio), so the
+    distances and angles between the anchors read true; ``False`` fills the box instead.
     """
     names = _with_doc_names(result, names)
     if kind not in ("contour", "surface", "heatmap"):
@@ -527,28 +641,44 @@ def plane_figure(
     if not trajectory:
         for k, a in enumerate(anchors):
             label = short_name(a["name"], names)
+            full = full_name(a["name"], names)
             colour = ANCHOR_COLOURS[k % len(ANCHOR_COLOURS)]
             if kind == "surface":
                 fig.add_trace(go.Scatter3d(
                     x=[a["x"]], y=[a["y"]], z=[zval(a)], mode="markers+text", text=[label],
+                    hovertext=[full], hoverinfo="text",
                     marker={"size": 6, "color": colour, "symbol": "diamond"}, name=label, meta="anchor",
+                    showlegend=False,
                 ))
             else:
                 fig.add_trace(go.Scatter(
                     x=[a["x"]], y=[a["y"]], mode="markers+text", text=[label], textposition="top center",
+                    hovertext=[full], hoverinfo="text",
                     textfont={"color": "white", "size": 13},
                     marker={"size": 13, "symbol": "diamond", "color": colour,
                             "line": {"width": 1.5, "color": "white"}},
-                    name=label, meta="anchor",
+                    name=label, meta="anchor", showlegend=False,
                 ))
     titles = _axis_titles(result)
     xl, yl = titles.get("x", "x"), titles.get("y", "y")
+    if equal is None:
+        equal = equal_axes_default(result)
+    dx = (max(xs) - min(xs)) if xs else 0.0
+    dy = (max(ys) - min(ys)) if ys else 0.0
     if kind == "surface":
-        fig.update_layout(scene={"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": metric_label(metric),
-                                 "camera": {"eye": {"x": 1.5, "y": -1.5, "z": 1.1}}})
+        scene: dict[str, Any] = {"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": metric_label(metric),
+                                 "camera": {"eye": {"x": 1.5, "y": -1.5, "z": 1.1}}}
+        if equal and dx > 0 and dy > 0:
+            big = max(dx, dy)
+            scene.update(aspectmode="manual", aspectratio={"x": dx / big, "y": dy / big, "z": 0.6})
+        fig.update_layout(scene=scene)
     else:
-        fig.update_xaxes(title_text=xl, range=[min(xs), max(xs)] if xs else None)
-        fig.update_yaxes(title_text=yl, range=[min(ys), max(ys)] if ys else None)
+        fig.update_xaxes(title_text=xl, range=[min(xs), max(xs)] if xs else None,
+                         constrain="domain" if equal else None)
+        fig.update_yaxes(title_text=yl, range=[min(ys), max(ys)] if ys else None,
+                         scaleanchor="x" if equal else None, scaleratio=1 if equal else None,
+                         constrain="domain" if equal else None)
+    fig.update_layout(meta={"equal_axes": bool(equal)})
     return _layout(fig, _title(result, metric, names))
 
 
@@ -557,7 +687,7 @@ def plane_figure(
 
 def figure_for(
     result: Mapping[str, Any], metric: str | None = None, kind: str = "auto", *,
-    names: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None, equal: bool | None = None,
 ) -> go.Figure:
     """The natural figure for a result: :func:`line_figure` for 1D paths, else
     :func:`plane_figure` (``kind="auto"`` → contour). ``metric`` defaults to the spec's first."""
@@ -567,7 +697,7 @@ def figure_for(
         if kind not in ("auto", "line"):
             raise ValueError(f"a 1D path is drawn as a line, not {kind!r}")
         return line_figure(result, metric, names=names)
-    return plane_figure(result, metric, "contour" if kind == "auto" else kind, names=names)
+    return plane_figure(result, metric, "contour" if kind == "auto" else kind, names=names, equal=equal)
 
 
 def report_figures(

@@ -35,6 +35,7 @@ def path_meta(cls: type[PathType]) -> dict[str, Any]:
         "ref_fields": list(cls.ref_fields),
         "ref_literals": sorted(cls.ref_literals),
         "sequence_field": cls.sequence_field,
+        "equal_axes": cls.equal_axes,
         "defaults": cls.defaults(),
         "json_schema": cls.Spec.model_json_schema(),
     }

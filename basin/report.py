@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
 
-from basin.analysis.barrier import barrier_label
+from basin.analysis.barrier import barrier_text
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
-        return f"{v:.4g}"
+        return f"{v + 0.0:.4g}"  # + 0.0: never a negative zero
     return str(v)
 
 
@@ -98,10 +98,8 @@ def summarize(result: dict[str, Any]) -> str:
             ordered = sorted(vals, key=lambda t: t[1]["index"])
             text += f"; endpoints {_fmt(ordered[0][0])} → {_fmt(ordered[-1][0])}"
             b = (summary.get("barrier") or {}).get(m)
-            if isinstance(b, dict) and "value" in b:
-                text += f"; {barrier_label(b)} {_fmt(b['value'])}"
-                if "alpha" in b:
-                    text += f" at alpha={_fmt(b['alpha'])}"
+            if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
+                text += "; " + barrier_text(b, m, magnitude=max(abs(v) for v, _ in vals))
         parts.append(text + ".")
     dist = summary.get("distance")
     if isinstance(dist, dict) and "l2" in dist:
@@ -128,7 +126,7 @@ def _num(v: Any) -> str:
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.6g}"
+        return "nan" if math.isnan(v) else f"{v + 0.0:.6g}"
     if isinstance(v, (dict, list)):
         return json.dumps(v)
     return str(v)
@@ -195,7 +193,11 @@ def render_report(result: dict[str, Any], figures: list[go.Figure] | None = None
     summary = result.get("summary") or {}
     timings = result.get("timings") or {}
     anchors = result.get("anchors") or []
-    anchor_rows = [(a.get("name", "?"), ", ".join(f"{k}={_num(v)}" for k, v in a.get("coords", {}).items()))
+    from basin.figures import full_name
+
+    names = result.get("names") or {}
+    anchor_rows = [(full_name(str(a.get("name", "?")), names),
+                    ", ".join(f"{k}={_num(v)}" for k, v in a.get("coords", {}).items()))
                    for a in anchors]
     spec_yaml = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
     parts = [

@@ -15,7 +15,7 @@ from service.runstate.reads import json_or, read_points, run_timings
 def build_document(client: redis.Redis, run_id: str) -> dict | None:
     """The result document of a run from its Redis state (``None`` when Redis lacks it).
 
-    ``{id, spec, points (sorted by index), anchors, names, summary, timings, status,
+    ``{id, spec, points (sorted by index), anchors, names, tags, summary, timings, status,
     created, finished, total, error}``: the contract's document plus the service fields.
     Once the status is terminal, nothing changes any more, so two builders agree.
     """
@@ -33,6 +33,7 @@ def build_document(client: redis.Redis, run_id: str) -> dict | None:
         "points": points,
         "anchors": json_or(h.get("anchors"), []),
         "names": json_or(h.get("names"), {}),
+        "tags": json_or(h.get("tags"), {}),
         "summary": json_or(h.get("summary")),
         "timings": json_or(h.get("timings")) or run_timings(h, finished or time.time(), len(points)),
         "status": h.get("status", "queued"),

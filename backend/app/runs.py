@@ -156,12 +156,16 @@ def resolve_spec(
     *,
     limits: SpecLimits | None = None,
     names: dict[str, str] | None = None,
+    tags: dict[str, dict[str, Any]] | None = None,
 ) -> RunSpec:
     """Parse ``body`` as a RunSpec, check it against ``limits``, rewrite its references to
     store ids and check them.
 
-    ``names``, when given, is filled with store id → the reference as the user wrote it
-    (shown as the anchors' names instead of sha256 ids).
+    ``names``, when given, is filled with store id → the item's name in the store (shown as
+    the anchors' names instead of sha256 ids), whichever reference the request used: a name,
+    an id (what the dashboard's form sends) or an id prefix. ``tags``, when given, is filled
+    with checkpoint id → its tags. Both are recorded with the run, so its stored document
+    names its checkpoints even after they are renamed or deleted.
 
     Raises :class:`InvalidSpec` (bad spec; over a cap, listing every cap exceeded; a scope
     regex RE2 cannot compile or too long), :class:`UnknownReference` (a checkpoint or
@@ -188,15 +192,20 @@ def resolve_spec(
         except InvalidSpec as e:
             raise InvalidSpec(f"invalid spec: scope: {e}") from None
     seen: dict[str, str] = {} if names is None else names
+    seen_tags: dict[str, dict[str, Any]] = {} if tags is None else tags
 
     def ckpt(ref: str) -> str:
-        ident = store.get_checkpoint(ref)["id"]
-        seen.setdefault(ident, ref)
+        manifest = store.get_checkpoint(ref)
+        ident = manifest["id"]
+        seen.setdefault(ident, str(manifest.get("name") or ref))
+        if manifest.get("tags"):
+            seen_tags.setdefault(ident, dict(manifest["tags"]))
         return ident
 
     def data(ref: str) -> str:
-        ident = store.get_dataset(ref)["id"]
-        seen.setdefault(ident, ref)
+        manifest = store.get_dataset(ref)
+        ident = manifest["id"]
+        seen.setdefault(ident, str(manifest.get("name") or ref))
         return ident
 
     with carried_references():
@@ -282,6 +291,7 @@ def create_run(
     redis_url: str,
     queue: str,
     names: dict[str, str] | None = None,
+    tags: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """Store the run and its todo list in Redis and send the drain tasks; returns the id.
 
@@ -304,6 +314,7 @@ def create_run(
             "evaluations": 0,
             "cached": 0,
             "names": json.dumps(names or {}),
+            "tags": json.dumps(tags or {}),
         },
     )
     pipe.rpush(k.todo, *order)
@@ -389,6 +400,7 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
         "spec": spec,
         **_brief(spec),
         "names": json_or(h.get("names"), {}),
+        "tags": json_or(h.get("tags"), {}),
         "status": h["status"],
         "done": done,
         "total": total,
@@ -435,6 +447,7 @@ def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
         "spec": spec,
         **_brief(spec),
         "names": doc.get("names", {}),
+        "tags": doc.get("tags") or {},
         "status": status,
         "done": n,
         "total": total,

@@ -7,8 +7,16 @@ Importing this package does not import torch (the figures use the barrier).
 
 from __future__ import annotations
 
-from basin.analysis.barrier import barrier, barrier_label, barriers, chord_barrier, is_partial
+from basin.analysis.barrier import (
+    barrier,
+    barrier_label,
+    barrier_text,
+    barriers,
+    chord_barrier,
+    is_no_barrier,
+    is_partial,
+)
 from basin.analysis.distances import distances
 from basin.analysis.surface import extremes
 
-__all__ = ["barrier", "barrier_label", "barriers", "chord_barrier", "distances", "extremes", "is_partial"]
+__all__ = ["barrier", "barrier_label", "barrier_text", "barriers", "is_no_barrier", "chord_barrier", "distances", "extremes", "is_partial"]

@@ -109,6 +109,49 @@ def barrier_label(entry: Any) -> str:
     return f"partial-range barrier (chord α = {float(entry['start']):.3g} → {float(entry['end']):.3g})"
 
 
+#: A barrier within this fraction of the metric's magnitude (at least 1) is "no barrier": the
+#: metric values are float32 sums, so a flat or convex curve can sit 1e-7 above its chord.
+BARRIER_RTOL = 1e-6
+
+
+def is_no_barrier(value: float, magnitude: float = 1.0) -> bool:
+    """Whether a barrier ``value`` is zero within its precision (or negative, which only
+    rounding makes: the chord meets the curve at its ends). ``magnitude``: the largest
+    absolute value of the metric along the path (the precision is relative to it)."""
+    return value <= BARRIER_RTOL * max(1.0, abs(magnitude))
+
+
+def fmt_number(v: float, digits: int = 3) -> str:
+    """``v`` with ``digits`` significant digits and never a negative zero (``-0`` → ``0``)."""
+    text = f"{v:.{digits}g}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
+
+
+def _fixed(v: float, places: int = 2) -> str:
+    text = f"{v:.{places}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
+
+
+def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
+    """What a figure, the run page and the report say about one barrier entry ``{value,
+    alpha?, start?, end?, partial?}`` (metric units, percent for fractions):
+
+    ``barrier 0.123 nats at α = 0.50``, ``partial-range barrier (chord α = 0.2 → 0.8) 4.5 pts
+    at α = 0.40``, or ``no barrier`` (``no partial-range barrier (…)``) when the value is
+    zero within its precision (:func:`is_no_barrier`).
+    """
+    what = barrier_label(entry)
+    value = float(entry["value"])
+    if is_no_barrier(value, magnitude):
+        return f"no {what}"
+    m = METRICS.get(metric)
+    scale = m.scale if m is not None else 1.0
+    unit = f" {m.delta_unit}" if m is not None and m.delta_unit else ""
+    alpha = entry.get("alpha") if isinstance(entry, dict) else None
+    where = f" at α = {_fixed(float(alpha))}" if isinstance(alpha, (int, float)) else ""
+    return f"{what} {fmt_number(value * scale)}{unit}{where}"
+
+
 def barriers(results: Sequence[dict[str, Any]], metrics: Sequence[str], lo: float, hi: float) -> dict:
     """``{metric: barrier}`` for every metric in ``metrics`` that the registry knows.
 

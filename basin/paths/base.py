@@ -205,6 +205,9 @@ class PathType(ABC):
     - ``sequence_field``: a reference field listing checkpoints in training order, drawn
       joined as a path over the surface (trajectory's ``checkpoints``); ``None`` otherwise.
     - ``order``: where the form lists it (ascending; ties by ``type``).
+    - ``equal_axes``: a plane whose x and y are in the same units (‖·‖₂ in parameter space,
+      or two directions normalised alike): the figures draw it with equal axis scales by
+      default, so distances and angles between the anchors read true.
     """
 
     type: ClassVar[str]
@@ -218,6 +221,7 @@ class PathType(ABC):
     slots: ClassVar[tuple[tuple[str, str], ...]] = ()
     sequence_field: ClassVar[str | None] = None
     order: ClassVar[int] = 1000
+    equal_axes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

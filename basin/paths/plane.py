@@ -54,6 +54,7 @@ class Plane(TwoD):
     help = "the plane through three checkpoints (origin A, e1 ∥ B−A, e2 towards C)"
     slots = (("a", "Checkpoint A (origin)"), ("b", "Checkpoint B"), ("c", "Checkpoint C"))
     order = 40
+    equal_axes = True
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)

@@ -73,6 +73,7 @@ class RandomPlane(TwoD):
     help = "θ + x·d1 + y·d2, random filter-normalised directions"
     slots = (("center", "Centre checkpoint"),)
     order = 60
+    equal_axes = True
 
     def key_params(self) -> dict[str, Any]:
         s = self.spec

@@ -76,6 +76,7 @@ class Trajectory(TwoD):
     help = "training checkpoints projected onto a plane (PCA or three checkpoints), over its surface"
     slots = ()  # the checkpoints list and the basis have widgets of their own
     order = 70
+    equal_axes = True
 
     def _origin(self) -> str:
         b = self.spec.basis

@@ -62,16 +62,30 @@
   // every earlier point, only the NEW cells are assigned (z[iy][ix]); else (first draw, or a
   // rebuild raced with this poll) the whole z is rebuilt from the points held.
   const axesSent = {};  // run|metric → "columns x rows" whose coordinates the figure has
-  function patchFor(meta, points, metric, fresh, incremental) {
+  // One 1D series [α, value, index] sorted by α, from each point's `key` dict ("metrics", or
+  // "ensemble": the output ensemble's values, same rule as basin.figures._series).
+  function series1d(points, metric, key, scale) {
+    return points.filter((p) => p[key] && p[key][metric] !== null && p[key][metric] !== undefined)
+      .map((p) => [p.coords.alpha, p[key][metric] * scale, p.index])
+      .sort((a, b) => a[0] - b[0] || a[2] - b[2]);
+  }
+
+  function patchFor(meta, points, metric, fresh, incremental, fig) {
     const scale = (meta.scales && meta.scales[metric]) || 1;
     const P = new window.dash_clientside.Patch();
     if (meta.is1d) {
-      const s = points.filter((p) => p.metrics && p.metrics[metric] !== null && p.metrics[metric] !== undefined)
-        .map((p) => [p.coords.alpha, p.metrics[metric] * scale, p.index])
-        .sort((a, b) => a[0] - b[0] || a[2] - b[2]);
+      const s = series1d(points, metric, "metrics", scale);
       P.assign(["data", 0, "x"], s.map((t) => t[0]));
       P.assign(["data", 0, "y"], s.map((t) => t[1]));
       P.assign(["data", 0, "customdata"], s.map((t) => t[2]));
+      // the output-ensemble trace (drawn from the first render when the run has one)
+      const k = fig && fig.data ? fig.data.findIndex((t) => t.meta === "ensemble") : -1;
+      if (k >= 0) {
+        const e = series1d(points, metric, "ensemble", scale);
+        P.assign(["data", k, "x"], e.map((t) => t[0]));
+        P.assign(["data", k, "y"], e.map((t) => t[1]));
+        P.assign(["data", k, "customdata"], e.map((t) => t[2]));
+      }
       return P.build();
     }
     const nx = meta.nx, ny = meta.ny;
@@ -177,7 +191,7 @@
       const drawn = drawnCount(f, meta.is1d);
       if (!added && drawn === points.length) return nu;
       patched++;
-      return patchFor(meta, points, metric, fresh, added > 0 && drawn === points.length - added);
+      return patchFor(meta, points, metric, fresh, added > 0 && drawn === points.length - added, f);
     });
     if (patched) {
       hookGraphs();

@@ -28,7 +28,7 @@ from dash import (
 )
 
 from basin import figures
-from basin.analysis.barrier import barrier_label
+from basin.analysis.barrier import barrier_text
 from basin.paths import is_1d, refs_of
 from frontend import api
 from frontend.components import spec_yaml
@@ -59,8 +59,10 @@ def _doc(info: dict, points: list[dict]) -> dict:
             "summary": info.get("summary") or {}}
 
 
-def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, str]) -> list[dict]:
-    """One figure per metric of the run (plotly JSON dicts), ``layout.meta.n`` = points drawn."""
+def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, str],
+                  equal: bool | None = None) -> list[dict]:
+    """One figure per metric of the run (plotly JSON dicts). Planes: ``equal`` axis scales
+    (default: the path type's, :func:`basin.figures.equal_axes_default`) or fill the box."""
     doc = _doc(info, points)
     spec = doc["spec"]
     out = []
@@ -68,15 +70,67 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
         if is_1d(spec.get("path", {}).get("type")):
             fig = figures.line_figure(doc, m, names=names)
         else:
-            fig = figures.plane_figure(doc, m, kind or "heatmap", names=names)
+            fig = figures.plane_figure(doc, m, kind or "heatmap", names=names, equal=equal)
         fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
         out.append(fig.to_plotly_json())
     return out
 
 
+# ---- the sample viewer (generation runs) ---------------------------------------------------
+
+#: Sample fields that are not scores: shown as text columns first.
+_TEXT_FIELDS = ("prompt", "text")
+
+
+def sample_points(points: list[dict]) -> list[dict]:
+    """The points that carry generated samples, sorted by α (ties by index)."""
+    out = [p for p in points if p.get("samples") and isinstance((p.get("coords") or {}).get("alpha"), (int, float))]
+    return sorted(out, key=lambda p: (p["coords"]["alpha"], p.get("index", 0)))
+
+
+def _slider_marks(alphas: list[float]) -> dict[float, str]:
+    """One mark per sampled α (the slider snaps to them); about eight of them labelled."""
+    every = max(1, math.ceil(len(alphas) / 8))
+    return {a: (f"{a + 0.0:.3g}" if k % every == 0 or k == len(alphas) - 1 else "")
+            for k, a in enumerate(alphas)}
+
+
+def sample_table(point: dict) -> Any:
+    """A point's generations: prompt, text, then each score (labelled by the metric registry)."""
+    samples = [s for s in point.get("samples") or [] if isinstance(s, dict)]
+    scores: list[str] = []
+    for s in samples:
+        scores += [k for k in s if k not in _TEXT_FIELDS and k not in scores]
+    head = html.Thead(html.Tr([html.Th("prompt"), html.Th("generated text"),
+                               *[html.Th(figures.metric_label(k)) for k in scores]]))
+
+    def cell(v: Any) -> str:
+        return _fmt(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v or "")
+
+    rows = [html.Tr([html.Td(str(s.get("prompt", "")), className="run-sample-prompt text-muted"),
+                     html.Td(str(s.get("text", "")), className="run-sample-text"),
+                     *[html.Td(cell(s.get(k)), className=f"run-sample-score run-sample-{k}") for k in scores]],
+                    className="run-sample-row")
+            for s in samples]
+    return dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="mb-0 small",
+                     id="run-sample-rows")
+
+
+def _samples_card() -> Any:
+    return dbc.Card([
+        dbc.CardHeader("Samples: pick a point (click it on a curve, or slide α)"),
+        dbc.CardBody([
+            html.Div("No samples yet.", id="run-sample-point", className="small text-muted mb-1"),
+            dcc.Slider(id="run-sample-alpha", min=0, max=1, step=None, marks={}, value=None, included=False,
+                       allow_direct_input=False, updatemode="mouseup", className="mb-2"),
+            html.Div(id="run-sample-table", style={"maxHeight": "420px", "overflow": "auto"}),
+        ]),
+    ], id="run-samples", className="mb-3")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
+        return "nan" if math.isnan(v) else f"{v + 0.0:.4g}"  # never a negative zero
     return str(v)
 
 
@@ -86,9 +140,10 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
     summary = info.get("summary") or {}
     rows: list[tuple[str, str]] = []
     for m, b in (summary.get("barrier") or {}).items():
-        if isinstance(b, dict) and b.get("value") is not None:
-            at = f" at α = {_fmt(b['alpha'])}" if b.get("alpha") is not None else ""
-            rows.append((f"{m} {barrier_label(b)}", f"{_fmt(b['value'])}{at}"))  # partial-range labelled
+        if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
+            vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]
+            # "barrier 0.12 nats at α = 0.50", or "no barrier" when it is zero within its precision
+            rows.append((m, barrier_text(b, m, magnitude=max(vals, default=1.0))))
     dist = summary.get("distance") or {}
     if isinstance(dist, dict) and dist.get("l2") is not None:
         rows.append(("‖θA − θB‖₂", _fmt(dist["l2"])))
@@ -156,10 +211,16 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     graphs = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
                         className="run-graph border rounded mb-3")
               for i, f in enumerate(figs)]
-    controls = [dbc.RadioItems(  # hidden for 1D paths; present so the rebuild callback has its input
-        id="run-kind", value=kind, inline=True, className="mb-2", style={"display": "none"} if is1d else {},
-        options=[{"label": "heatmap", "value": "heatmap"}, {"label": "contour", "value": "contour"},
-                 {"label": "3D surface", "value": "surface"}])]
+    equal = figures.equal_axes_default({"spec": spec})
+    controls = [html.Div([  # hidden for 1D paths; present so the rebuild callback has its inputs
+        dbc.RadioItems(
+            id="run-kind", value=kind, inline=True, className="me-4",
+            options=[{"label": "heatmap", "value": "heatmap"}, {"label": "contour", "value": "contour"},
+                     {"label": "3D surface", "value": "surface"}]),
+        html.Span(dbc.Switch(id="run-equal", value=equal, label="equal axis scales", className="mb-0"),
+                  title="one unit of x as long as one of y (distances and angles read true); "
+                        "off: fill the box"),
+    ], id="run-plane-controls", className="d-none" if is1d else "d-flex align-items-center mb-2")]
     header = dbc.Card(dbc.CardBody([
         html.Div([
             dbc.Badge(status, id="run-status", color=STATUS_COLOUR.get(status, "dark"), className="me-2 fs-6"),
@@ -206,7 +267,11 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
         html.Div([html.Code(run_id, className="small")], className="mb-2"),
         header,
         dbc.Row([
-            dbc.Col([*controls, html.Div(graphs, id="run-graphs", **{"data-points": str(len(points))})], lg=8),
+            dbc.Col([*controls, html.Div(graphs, id="run-graphs", **{"data-points": str(len(points))}),
+                     # only for runs with samples: its callback then never runs (nor ships the
+                     # point store to the server) for other runs
+                     *([_samples_card()] if is1d and figures.has_samples({"spec": spec, "points": points})
+                       else [])], lg=8),
             dbc.Col(side, lg=4),
         ]),
     ])
@@ -250,12 +315,14 @@ clientside_callback(
     Output("run-cancel", "disabled"),
     Input("run-rebuild", "data"),
     Input("run-kind", "value"),
+    Input("run-equal", "value"),
     State("run-points", "data"),
     State("run-meta", "data"),
     State("settings-token-input", "value"),
     prevent_initial_call=True,
 )
-def _rebuild(_key: str, kind: str | None, store: dict, meta: dict, token: str | None = None):
+def _rebuild(_key: str, kind: str | None, equal: bool | None, store: dict, meta: dict,
+             token: str | None = None):
     """Full figures (anchors, chord, barrier annotation) from the points the browser holds."""
     r = api.get(f"/api/runs/{meta['id']}")
     info = r.body if r.ok and isinstance(r.body, dict) else {}
@@ -267,6 +334,48 @@ def _rebuild(_key: str, kind: str | None, store: dict, meta: dict, token: str | 
     for ident, written in (info.get("names") or {}).items():  # as the author wrote it
         if written != ident:
             names.setdefault(ident, written)
-    figs = build_figures(info, points, kind or "heatmap", names)
+    figs = build_figures(info, points, kind or "heatmap", names, bool(equal))
     running = status not in TERMINAL
     return figs, _summary_table(info, points), STATUS_COLOUR.get(status, "dark"), running, running, not running
+
+
+@callback(
+    Output("run-samples", "style"),
+    Output("run-sample-alpha", "min"),
+    Output("run-sample-alpha", "max"),
+    Output("run-sample-alpha", "marks"),
+    Output("run-sample-alpha", "value"),
+    Output("run-sample-point", "children"),
+    Output("run-sample-table", "children"),
+    Input("run-points", "data"),
+    Input("run-sample-alpha", "value"),
+    Input({"type": "run-graph", "index": ALL}, "clickData"),
+    State("run-meta", "data"),
+)
+def _samples(store: dict | None, alpha: float | None, clicks: list, meta: dict | None):
+    """The sample viewer: follows the points as they arrive (the run-points store), the α
+    slider, and clicks on any curve (the curve's and the ensemble's ``customdata`` is the point's
+    index). Shown once a point carries samples."""
+    if not meta or not meta.get("is1d"):
+        raise dash.exceptions.PreventUpdate
+    pts = sample_points((store or {}).get("points") or [])
+    if not pts:
+        return ({}, dash.no_update, dash.no_update, dash.no_update, dash.no_update, "No samples yet.", None)
+    alphas = [float(p["coords"]["alpha"]) for p in pts]
+    chosen: dict | None = None
+    trigger = dash.ctx.triggered_id
+    if isinstance(trigger, dict) and trigger.get("type") == "run-graph":
+        click = (clicks or [None] * (trigger["index"] + 1))[trigger["index"]] or {}
+        first = (click.get("points") or [{}])[0]
+        by_index = {p.get("index"): p for p in pts}
+        if first.get("customdata") in by_index:
+            chosen = by_index[first["customdata"]]
+        elif isinstance(first.get("x"), (int, float)):
+            alpha = float(first["x"])
+    if chosen is None:
+        target = alpha if isinstance(alpha, (int, float)) else alphas[0]
+        chosen = min(pts, key=lambda p: abs(float(p["coords"]["alpha"]) - target))
+    a = float(chosen["coords"]["alpha"])
+    n = len(chosen.get("samples") or [])
+    label = f"α = {a + 0.0:.4g} (point {chosen.get('index')}): {n} sample{'s' if n != 1 else ''}"
+    return ({}, alphas[0], alphas[-1], _slider_marks(alphas), a, label, sample_table(chosen))

@@ -223,3 +223,143 @@ def test_line_labels_a_partial_range_barrier():
     fig = figures.line_figure(doc, "loss")
     (text,) = [a.text for a in fig.layout.annotations if a.name == "barrier"]
     assert text.startswith("partial-range barrier (chord α = 0 → 0.8) 0.2 nats")
+
+
+def test_a_document_that_maps_ids_to_themselves_is_still_drawn_short_and_long_names_are_cut():
+    # documents of runs made from the form before names were recorded: {id: id}
+    a, b = "a" * 64, "b" * 64
+    doc = {
+        "spec": {"path": {"type": "linear", "a": a, "b": b, "points": 2}, "metrics": ["loss"]},
+        "points": [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"loss": 1.0}},
+                   {"index": 1, "coords": {"alpha": 1.0}, "metrics": {"loss": 2.0}}],
+        "anchors": [{"name": a, "coords": {"alpha": 0.0}}, {"name": b, "coords": {"alpha": 1.0}}],
+        "names": {a: a, b: b},
+    }
+    fig = figures.line_figure(doc, "loss")
+    assert [t.text[0] for t in _meta(fig, "anchor")] == [a[:10], b[:10]]
+    assert a not in fig.layout.title.text
+    long = "bert-base-uncased-finetuned-on-sst2-seed-1234567"
+    doc["names"] = {a: long, b: "seed2"}
+    fig = figures.line_figure(doc, "loss")
+    first = _meta(fig, "anchor")[0]
+    assert first.text[0] == long[: figures.LABEL_MAX - 1] + "…" and len(first.text[0]) == figures.LABEL_MAX
+    assert first.hovertext[0] == long  # the whole name on hover
+    assert not any(t.showlegend is not False for t in _meta(fig, "anchor"))  # labelled, not in the legend
+    doc["spec"]["name"] = "a run with a very long name " * 6
+    fig = figures.line_figure(doc, "loss")
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) > 1 and all(len(x) <= figures.TITLE_WRAP for x in lines)
+    assert fig.layout.margin.t >= 38 + 20 * len(lines)  # room for every line above the legend
+
+
+def _flat_doc(values: list[float], metric: str = "accuracy") -> dict:
+    n = len(values)
+    alphas = linspace(0.0, 1.0, n)
+    return {"spec": {"path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": n}, "metrics": [metric]},
+            "points": [{"index": i, "coords": {"alpha": a}, "metrics": {metric: v}}
+                       for i, (a, v) in enumerate(zip(alphas, values, strict=True))],
+            "anchors": [{"name": "ft_a", "coords": {"alpha": 0.0}}, {"name": "ft_b", "coords": {"alpha": 1.0}}]}
+
+
+@pytest.mark.parametrize("summary_value", [None, -0.0, -1e-12, 3e-8])
+def test_a_zero_barrier_says_no_barrier_and_never_minus_zero(summary_value):
+    doc = _flat_doc([0.75, 0.75, 0.75 + 1e-9, 0.75])  # a flat curve, float noise above the chord
+    if summary_value is not None:
+        doc["summary"] = {"barrier": {"accuracy": {"value": summary_value, "alpha": 0.0, "start": 0.0,
+                                                   "end": 1.0, "partial": False}}}
+    fig = figures.line_figure(doc, "accuracy")
+    (ann,) = [a for a in fig.layout.annotations if a.name == "barrier"]
+    assert ann.text == "no barrier"
+    assert not _meta(fig, "barrier")  # no segment pinned to an endpoint
+    from basin.report import summarize
+
+    doc["summary"] = {"barrier": {"accuracy": {"value": -0.0, "alpha": 0.0, "start": 0.0, "end": 1.0}}}
+    text = summarize(doc)
+    assert "no barrier" in text and "-0 " not in text and "−0" not in text
+
+
+def test_a_barrier_near_the_right_end_is_labelled_towards_the_middle():
+    doc = _flat_doc([1.0, 1.0, 1.0, 1.5, 2.0], metric="loss")  # chord 1→2; 1.5 at α=0.75 sits on it
+    doc["points"][2]["metrics"]["loss"] = 1.0
+    doc["points"][3]["metrics"]["loss"] = 2.5  # 0.75 above the chord at α = 0.75
+    fig = figures.line_figure(doc, "loss")
+    (ann,) = [a for a in fig.layout.annotations if a.name == "barrier"]
+    assert ann.text == "barrier 0.75 nats at α = 0.75"
+    assert ann.xanchor == "right" and ann.ax < 0
+
+
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_planes_in_parameter_units_are_drawn_with_equal_scales_by_default(kind):
+    doc = _plane_doc()  # x over 3 units, y over 1.5
+    fig = figures.plane_figure(doc, "loss", kind=kind)
+    assert fig.layout.meta["equal_axes"] is True
+    if kind == "surface":
+        assert fig.layout.scene.aspectmode == "manual"
+        assert fig.layout.scene.aspectratio.x == pytest.approx(1.0)
+        assert fig.layout.scene.aspectratio.y == pytest.approx(0.5)
+    else:
+        assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.scaleratio == 1
+    box = figures.plane_figure(doc, "loss", kind=kind, equal=False)  # the fill-the-box view
+    assert box.layout.meta["equal_axes"] is False
+    assert box.layout.yaxis.scaleanchor is None and box.layout.scene.aspectmode is None
+    # coefficients of two different vectors: not equal units, so the box is filled by default
+    assert figures.plane_figure(_plane_doc(ptype="task_plane"), "loss", kind=kind).layout.meta["equal_axes"] is False
+
+
+def _ensemble_doc(n: int = 5, *, with_values: bool = True) -> dict:
+    """A causal-LM run with output ensembling and generations, as the engine writes it
+    (docs/contracts.md): each point's ``ensemble`` equals its ``metrics`` at α = 0 and 1."""
+    alphas = linspace(-0.5, 1.5, n)
+    pts = []
+    for i, a in enumerate(alphas):
+        loss = 2.0 + math.sin(math.pi * a)
+        ens = loss if a in (0.0, 1.0) else 2.0 + 0.2 * a
+        pts.append({"index": i, "coords": {"alpha": a}, "metrics": {"loss": loss, "sentiment": 0.2 + 0.3 * a},
+                    **({"ensemble": {"loss": ens}} if with_values else {}),
+                    "samples": [{"prompt": "p", "text": f"t{i}", "sentiment": 0.5}]})
+    random.Random(1).shuffle(pts)
+    return {"spec": {"path": {"type": "linear", "a": "neg", "b": "pos", "points": n, "range": [-0.5, 1.5]},
+                     "task": "causal_lm", "metrics": ["loss", "sentiment"], "ensemble": True,
+                     "generation": {"samples_per_prompt": 1}},
+            "points": pts,
+            "anchors": [{"name": "neg", "coords": {"alpha": 0.0}}, {"name": "pos", "coords": {"alpha": 1.0}}]}
+
+
+def test_output_ensembling_is_a_dashed_trace_beside_weight_interpolation():
+    doc = _ensemble_doc()
+    fig = figures.line_figure(doc, "loss")
+    (curve,) = _meta(fig, "curve")
+    (ens,) = _meta(fig, "ensemble")
+    assert (curve.name, ens.name) == ("weight interpolation", "output ensemble")
+    assert ens.line.dash == "dash"
+    assert list(ens.x) == sorted(ens.x) == list(curve.x)
+    by_alpha = {p["coords"]["alpha"]: p["ensemble"]["loss"] for p in doc["points"]}
+    assert list(ens.y) == pytest.approx([by_alpha[a] for a in ens.x])
+    # the two meet at the checkpoints (α = 0 and 1)
+    for a in (0.0, 1.0):
+        assert ens.y[list(ens.x).index(a)] == pytest.approx(curve.y[list(curve.x).index(a)])
+    assert sorted(ens.customdata) == list(range(5))  # point indices: a click picks the point
+    # no ensemble values for this metric: the trace is there (patched live), empty
+    assert len(_meta(figures.line_figure(doc, "sentiment"), "ensemble")[0].x) == 0
+    # declared in the spec but no values yet (the first draw of a live run): present and empty
+    early = figures.line_figure(_ensemble_doc(with_values=False), "loss")
+    assert len(_meta(early, "ensemble")) == 1 and len(_meta(early, "ensemble")[0].x) == 0
+    # a run without ensembling draws none, and names its curve after the metric
+    plain = figures.line_figure(_linear_doc(), "loss")
+    assert not _meta(plain, "ensemble") and _meta(plain, "curve")[0].name == "loss"
+
+
+def test_the_report_and_basin_plot_draw_the_ensemble_and_no_barrier_for_sentiment(tmp_path):
+    from basin.cli import main
+    from basin.report import render_report
+
+    doc = _ensemble_doc()
+    figs = figures.report_figures(doc)
+    assert [len(_meta(f, "ensemble")) for f in figs] == [1, 1]
+    sentiment = figs[1]
+    assert not [a for a in sentiment.layout.annotations if a.name == "barrier"]  # not a loss: no barrier
+    assert "output ensemble" in render_report(doc)
+    src = tmp_path / "doc.json"
+    src.write_text(__import__("json").dumps(doc))
+    assert main(["plot", str(src), "-o", str(tmp_path / "r.html")]) == 0
+    assert "output ensemble" in (tmp_path / "r.html").read_text()

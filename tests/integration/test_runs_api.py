@@ -302,7 +302,7 @@ def test_the_typed_answers_keep_every_field(stack):
         "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
         "done", "total", "progress", "eta_s", "created", "started", "finished", "summary",
         "anchors", "error", "workers", "warning", "evaluations", "cached_points", "requeued",
-        "timings", "source",
+        "tags", "timings", "source",
     ]
     assert detail["anchors"][0]["name"] == "ft_a" and detail["summary"]
     page = stack.request("GET", f"/api/runs/{run_id}/points").json()
@@ -318,3 +318,25 @@ def test_the_typed_answers_keep_every_field(stack):
     stale = stack.request("GET", f"/api/runs/{run_id}/points", params={"after": "1-0"}).json()
     assert stale["reset"] is True and stale["cursor"] == "store" and len(stale["points"]) == 3
     assert stack.request("GET", f"/api/runs/{run_id}").json()["source"] == "store"
+
+
+def test_a_run_records_its_checkpoints_names_and_tags_whichever_reference_made_it(stack):
+    """The dashboard's form posts store ids; the CLI and scripts post names or id prefixes.
+    Each run's detail and stored document name the checkpoints and dataset the same way."""
+    ids = {m["name"]: m["id"] for m in stack.request("GET", "/api/checkpoints").json()}
+    data = next(d["id"] for d in stack.request("GET", "/api/datasets").json() if d["name"] == "eval.csv")
+    ways = {"names": ("ft_a", "ft_b", "eval.csv"), "ids": (ids["ft_a"], ids["ft_b"], data),
+            "prefixes": (ids["ft_a"][:12], ids["ft_b"][:12], data[:12])}
+    for seed, (a, b, d) in enumerate(ways.values(), start=301):
+        spec = {**linear_spec(points=3, seed=seed), "path": {"type": "linear", "a": a, "b": b, "points": 3},
+                "dataset": d}
+        r = stack.request("POST", "/api/runs", json=spec)
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+        stack.wait_run(run_id)
+        want = {ids["ft_a"]: "ft_a", ids["ft_b"]: "ft_b", data: "eval.csv"}
+        detail = stack.request("GET", f"/api/runs/{run_id}").json()
+        assert detail["names"] == want
+        assert detail["tags"] == {ids["ft_a"]: {"task": "sentiment"}, ids["ft_b"]: {"task": "sentiment"}}
+        doc = stack.wait_stored(run_id)  # written just after the run says done
+        assert doc["names"] == want and doc["tags"] == detail["tags"]

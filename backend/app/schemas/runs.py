@@ -73,7 +73,9 @@ class _RunBrief(BaseModel):
     checkpoints: list[str] = Field(description="every checkpoint of the path, in anchor order")
     dataset: str | None
     name: str | None = Field(description="the spec's optional name")
-    names: dict[str, str] = Field(description="store id → the reference as the user wrote it")
+    names: dict[str, str] = Field(
+        description="store id → the checkpoint's or dataset's name in the store when the run was made"
+    )
     status: str = Field(description="queued, running, done, failed or cancelled")
 
 
@@ -108,6 +110,9 @@ class RunPublic(_RunBrief):
     evaluations: int | None = Field(description="points evaluated (not from the point cache)")
     cached_points: int | None = Field(description="points taken from the cross-run cache")
     requeued: int = Field(description="leases that expired and were handed out again")
+    tags: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="checkpoint id → its tags when the run was made"
+    )
     timings: dict[str, Any] | None
     source: Literal["redis", "store"]
 

@@ -88,10 +88,12 @@ def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep) -> RunV
 def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> RunCreated:
     """Validate a spec, queue its points (coarse to fine) and return the run's id and share link."""
     names: dict[str, str] = {}
+    tags: dict[str, dict[str, Any]] = {}
     limits = book.SpecLimits.from_settings(settings)
-    resolved = book.resolve_spec(spec, store, limits=limits, names=names)
+    resolved = book.resolve_spec(spec, store, limits=limits, names=names, tags=tags)
     run_id = book.create_run(
-        r, resolved, redis_url=settings.redis_url, queue=settings.task_queue, names=names
+        r, resolved, redis_url=settings.redis_url, queue=settings.task_queue, names=names,
+        tags=tags,
     )
     return RunCreated(id=run_id, url=_url(settings, run_id))
 

@@ -1,0 +1,56 @@
+"""The run page's pure helpers: the sample viewer's table and the summary's barrier lines."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def run_page():
+    from frontend.app import create_dash_app
+
+    create_dash_app()  # registers the pages
+    from frontend.pages import run
+
+    return run
+
+
+def _texts(component) -> list[str]:
+    out: list[str] = []
+
+    def walk(c):
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, (list, tuple)):
+            for x in c:
+                walk(x)
+        elif hasattr(c, "children"):
+            walk(c.children)
+
+    walk(component)
+    return out
+
+
+def test_samples_are_listed_by_alpha_with_their_scores(run_page):
+    pts = [{"index": 2, "coords": {"alpha": 0.5}, "metrics": {}, "samples": [{"prompt": "p", "text": "b"}]},
+           {"index": 0, "coords": {"alpha": -0.5}, "metrics": {},
+            "samples": [{"prompt": "Hello", "text": "world", "sentiment": 0.91234}]},
+           {"index": 1, "coords": {"alpha": 0.0}, "metrics": {}}]  # no samples: not offered
+    picked = run_page.sample_points(pts)
+    assert [p["index"] for p in picked] == [0, 2]
+    texts = _texts(run_page.sample_table(picked[0]))
+    from basin.figures import metric_label
+
+    # the score's header is the registry's label ("sentiment (P positive)" once registered)
+    assert texts == ["prompt", "generated text", metric_label("sentiment"), "Hello", "world", "0.9123"]
+
+
+def test_the_summary_says_no_barrier_and_never_minus_zero(run_page):
+    info = {"spec": {"metrics": ["accuracy", "loss"]},
+            "summary": {"barrier": {"accuracy": {"value": -0.0, "alpha": 0.0, "start": 0.0, "end": 1.0},
+                                    "loss": {"value": 0.25, "alpha": 0.5, "start": 0.0, "end": 1.0}}}}
+    pts = [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"accuracy": -0.0, "loss": 1.0}}]
+    rows = dict(run_page.summary_rows(info, pts))
+    assert rows["accuracy"] == "no barrier"
+    assert rows["loss"] == "barrier 0.25 nats at α = 0.50"
+    assert "-0" not in rows["accuracy min / max"]
