@@ -61,17 +61,27 @@ class RowSampler:
         self.drawn: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        V = scores.shape[-1]
         logp = torch.log_softmax(scores.double() / self.temperature, dim=-1)  # (B, V)
-        sorted_lp, order = logp.sort(dim=-1, descending=True)
-        mass = sorted_lp.exp().cumsum(-1)
-        # top-p: the smallest prefix whose mass reaches top_p (the most likely token always stays)
-        outside = (mass - sorted_lp.exp()) >= self.top_p
-        nucleus = torch.zeros_like(outside).scatter_(-1, order, ~outside)  # (B, V) in vocabulary order
-        # Gumbel-max: argmax(log p + G), G = −log(−log U), U ~ U(0, 1) from the row's own generator,
-        # is an exact draw from p restricted to the nucleus
-        u = torch.stack([torch.rand(logp.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
-        gumbel = -torch.log(-torch.log(u.to(logp.device).clamp(1e-300, 1.0 - 1e-16)))
-        token = torch.where(nucleus, logp + gumbel, -math.inf).argmax(-1, keepdim=True)  # (B, 1)
+        # top-p: the smallest prefix of the sorted distribution whose mass reaches top_p (the most
+        # likely token always stays). Only the head is sorted: top-k, widened until every row's
+        # nucleus fits in it (a peaked LM needs a few hundred tokens; a flat one the whole vocabulary)
+        k = min(V, 256)
+        while True:
+            top, idx = logp.topk(k, dim=-1)  # (B, k), sorted descending
+            p = top.exp()
+            mass = p.cumsum(-1)
+            if k == V or bool((mass[:, -1] >= self.top_p).all()):
+                break
+            k = 8 * k if 32 * k < V else V
+        inside = (mass - p) < self.top_p
+        # Gumbel-max: argmax(log p + G), G = −log(−log U), U ~ U(0, 1) from the row's own generator, one
+        # U per vocabulary entry (keyed by token id, and V of them drawn whatever k is): an exact draw
+        # from p restricted to the nucleus
+        u = torch.stack([torch.rand(V, generator=g, dtype=torch.float64) for g in self.generators])
+        u = u.to(scores.device).gather(-1, idx).clamp_(1e-300, 1.0 - 1e-16)
+        pick = torch.where(inside, top - torch.log(-torch.log(u)), -math.inf).argmax(-1, keepdim=True)
+        token = idx.gather(-1, pick)  # (B, 1)
         self.drawn.append(token[:, 0].clone())
         out = torch.full_like(scores, -math.inf)
         return out.scatter_(-1, token, 0.0)
