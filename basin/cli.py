@@ -4,6 +4,7 @@
 
     basin eval SPEC -o result.json [--device D] [--max-examples N] [--quiet]
     basin plot result.json -o report.html
+    basin fit FIT_SPEC [-o FOLDER] [--device D] [--quiet]
     basin demo [--out DIR] [--report PATH]
     basin up [--port P] [--store DIR] [--no-demo]
 
@@ -151,6 +152,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit a curve's control point, save it, then evaluate the line and the fitted curve."""
+    from basin.fit import fit, load_fit_spec, parse_fit_spec, save_control
+
+    spec_path = Path(args.spec)
+    if not spec_path.is_file():
+        raise InvalidSpec(f"fit spec file not found: {spec_path}")
+    spec = load_fit_spec(spec_path)
+    if args.device:
+        spec = parse_fit_spec({**spec.model_dump(mode="json"), "device": args.device})
+    from basin.resolve import FileResolver
+
+    resolver = FileResolver(spec_path.resolve().parent)
+    out = Path(args.output) if args.output else spec_path.with_name(f"{spec_path.stem}-fit")
+    bar: tqdm | None = None
+
+    def on_step(step: int, loss: float, _eta: float | None) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:  # made at the first step: input errors leave stderr with their one line
+            from tqdm import tqdm
+
+            bar = tqdm(total=spec.steps, unit="step", desc=f"basin fit {spec.curve}", file=sys.stderr,
+                       dynamic_ncols=True, mininterval=0.2)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.update(1)
+
+    try:
+        result = fit(spec, resolver, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    from basin.report import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    controls = save_control(result, out / "control")
+    write_atomic(out / "fit.json", json.dumps({**result.meta, "losses": result.losses}, indent=1,
+                                              allow_nan=True) + "\n")
+    print(f"fitted {spec.curve} in {result.meta['timings']['fit_s']:.1f}s ({len(result.losses)} steps), "
+          f"training loss {result.losses[0]:.4f} → {result.final_loss:.4f}; control point: {controls[0]}",
+          file=sys.stderr)
+
+    from basin import engine
+    from basin.fit import curve_run_data
+    from basin.spec import parse_spec
+
+    runs = [("line", curve_run_data(spec, str(controls[0].resolve()), line=True))]
+    if len(controls) == 1:
+        runs.append(("curve", curve_run_data(spec, str(controls[0].resolve()))))
+    else:
+        print(f"the polychain path type evaluates one bend: the {len(controls)}-bend curve is saved "
+              "but not evaluated", file=sys.stderr)
+    for label, data in runs:
+        run_bar = _Progress(spec.eval_points, enabled=not args.quiet)
+        try:
+            doc = engine.run(parse_spec(data), resolver, on_point=run_bar, progress=False)
+        finally:
+            run_bar.close()
+        write_atomic(out / f"{label}.json", json.dumps(doc, indent=1, allow_nan=True) + "\n")
+        b = doc["summary"]["barrier"].get("loss") or {}
+        top = max(p["metrics"]["loss"] for p in doc["points"])
+        what = "straight line" if label == "line" else f"fitted {spec.curve}"
+        print(f"{what}: loss barrier {b.get('value', float('nan')):.4f} at t={b.get('alpha', float('nan')):.2f}, "
+              f"highest loss {top:.4f}")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="basin",
@@ -171,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("result", help="result document written by `basin eval`")
     pl.add_argument("-o", "--output", required=True, help="HTML file to write")
     pl.set_defaults(func=cmd_plot)
+
+    f = sub.add_parser("fit", help="fit a Bezier/polychain curve between two checkpoints, then evaluate "
+                                   "the straight line and the fitted curve")
+    f.add_argument("spec", help="fit spec, .yaml/.yml/.json (see docs/fit.md); relative paths are "
+                                "relative to its folder")
+    f.add_argument("-o", "--output", help="folder for control/, fit.json, line.json, curve.json "
+                                          "(default: <spec>-fit beside the spec)")
+    f.add_argument("--device", help="override the spec's device: cpu, cuda, cuda:N, auto")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    f.set_defaults(func=cmd_fit)
 
     d = sub.add_parser("demo", help="build the MiniLM tweet-sentiment demo and its report")
     d.add_argument("--out", default=os.environ.get("BASIN_DEMO_DIR", "models_store/demo"),

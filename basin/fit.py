@@ -61,7 +61,7 @@ from basin.checkpoints import (
     read_config,
     tensor_meta,
 )
-from basin.data import load_dataset
+from basin.data import load_dataset, read_rows
 from basin.errors import DatasetError, IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
@@ -253,7 +253,7 @@ def estimate_memory(model_bytes: int, scoped_bytes: int, controls: int, *, batch
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 # ---- the fit --------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def fit(
     *,
     on_step: Callable[[int, float, float | None], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    check_memory: bool = True,
+    memory_limit: int | None = None,
 ) -> FitResult:
     """Fit the control point(s) of ``spec``'s curve; see the module docstring.
 
@@ -299,6 +299,9 @@ def fit(
     mean step time so far); ``should_stop()`` is checked before each step — when it
     returns True the fit ends with ``status == "cancelled"`` and the control point as it
     was. Bad input raises :class:`basin.errors.BasinError` subclasses before any training.
+    ``memory_limit`` (bytes) caps what the fit may hold on its device; by default, what
+    the device has free (:func:`available_memory`). A fit whose :func:`estimate_memory`
+    exceeds it is refused with :class:`InvalidSpec` before θB is loaded.
     """
     from basin.engine import precision, resolve_device
 
@@ -308,13 +311,20 @@ def fit(
         raise InvalidSpec("a and b are the same checkpoint: there is no curve to fit between them")
     tok_src = resolver.checkpoint(spec.tokenizer) if spec.tokenizer else None
     config = read_config(src_a.config_dir)
-    data = load_dataset(
-        resolver.dataset(spec.dataset), spec.task, max_examples=spec.max_examples, seed=spec.seed,
-        label2id=label_info(config)[1] if spec.task == "classification" else None,
-        num_labels=label_info(config)[0] if spec.task == "classification" else None,
-    )
+    data_path = resolver.dataset(spec.dataset)
+    try:
+        data = load_dataset(
+            data_path, spec.task, max_examples=spec.max_examples, seed=spec.seed,
+            label2id=label_info(config)[1] if spec.task == "classification" else None,
+            num_labels=label_info(config)[0] if spec.task == "classification" else None,
+        )
+    except DatasetError:
+        if not read_rows(data_path)[1]:  # a header-only file reads as "no columns": say what it is
+            raise DatasetError(f"training dataset {spec.dataset!r} has no rows: a fit needs training "
+                               "data") from None
+        raise
     if len(data) == 0:
-        raise DatasetError(f"dataset {spec.dataset!r} has no training examples")
+        raise DatasetError(f"training dataset {spec.dataset!r} has no rows: a fit needs training data")
     tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
     tok_dirs += [src_a.config_dir, src_a.weights, src_b.config_dir, src_b.weights]
     tokenizer = load_tokenizer([d for d in tok_dirs if d.is_dir()])
@@ -348,14 +358,15 @@ def fit(
     model_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
     need = estimate_memory(model_bytes, scoped_bytes, spec.num_controls, batch_size=spec.batch_size,
                            max_length=spec.max_length, config=config)
-    free = available_memory(device) if check_memory else None
-    # the model is already on the device, so it counts as held, not as needed
-    if free is not None and need["total"] - (need["model"] if device.type == "cuda" else 0) > free:
+    free = memory_limit if memory_limit is not None else available_memory(device)
+    # the model is already on the device (and θA in host memory): it counts as held, not as needed
+    held = need["model"] if memory_limit is None else 0
+    if free is not None and need["total"] - held > free:
         raise InvalidSpec(
             f"the fit needs about {_gib(need['total'])} on {device} (model {_gib(need['model'])}, "
             f"control point(s) + gradients + Adam state {_gib(need['control'] + need['gradients'] + need['adam'])}, "
             f"endpoint B {_gib(need['endpoint_b'])}, activations {_gib(need['activations'])}) but only "
-            f"{_gib(free)} is free: narrow the scope, lower batch_size or max_length, or use a larger device"
+            f"{_gib(free)} is {'allowed' if memory_limit is not None else 'free'}: narrow the scope, lower batch_size or max_length, or use a larger device"
         )
 
     sd_b = load_state_dict(src_b)
