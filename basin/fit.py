@@ -87,7 +87,9 @@ class FitSpec(FrozenModel):
 
     ``bends`` (polychain only) is the number of bends k; the ``polychain`` path type
     evaluates one bend, so k > 1 is fitted and saved but not evaluated by the engine.
-    ``lr`` is Adam's learning rate on the control point(s).
+    ``lr`` is Adam's learning rate on the control point(s): about the endpoints' own
+    fine-tuning rate (1e-4 default); Adam moves every coordinate by up to ``lr`` per step,
+    so 1e-3 wrecks a pre-trained transformer's weights within a few steps.
     """
 
     a: str
@@ -98,7 +100,7 @@ class FitSpec(FrozenModel):
     bends: int = Field(1, ge=1, le=16)
     steps: int = Field(200, le=1_000_000)
     batch_size: int = Field(16, ge=1, le=4096)
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    lr: float = Field(1e-4, gt=0.0, le=10.0)
     seed: int = 0
     scope: str = "all"
     max_examples: int = Field(512, ge=1, le=1_000_000)
