@@ -66,7 +66,6 @@ from basin.errors import DatasetError, IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
 from basin.groups import model_groups
-from basin.metrics import Task
 from basin.paths.base import FrozenModel
 from basin.resolve import Resolver
 from basin.space import key_mapper, load_weights, make_model, rename, select_scope
@@ -95,7 +94,8 @@ class FitSpec(FrozenModel):
     a: str
     b: str
     dataset: str
-    task: Task = "classification"
+    #: tasks with a training loss (generation runs score samples: nothing to differentiate)
+    task: Literal["classification", "causal_lm", "seq2seq"] = "classification"
     curve: Literal["bezier", "polychain"] = "bezier"
     bends: int = Field(1, ge=1, le=16)
     steps: int = Field(200, le=1_000_000)
