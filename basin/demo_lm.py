@@ -104,8 +104,9 @@ def lm_data(
 ) -> dict[str, list[str]]:
     """Disjoint text sets: ``negative`` / ``positive`` training tweets (``n_train`` each),
     ``heldout`` (``n_heldout``, half of each), ``prompts`` (``n_prompts`` neutral tweets cut to
-    their first ``prompt_words`` words) with ``prompt_texts`` (those tweets whole); tweets shorter than ``prompt_words + 2`` words and
-    those starting with a mention or link are skipped, so a prompt leaves room to continue)."""
+    their first ``prompt_words`` words) with ``prompt_texts`` (those tweets whole); tweets
+    shorter than ``prompt_words + 2`` words, retweets, and those with a mention or link in
+    the prompt are skipped, so a prompt is plain text with room to continue)."""
     rng = random.Random(seed)
     by: dict[str, list[str]] = {"negative": [], "positive": [], "neutral": []}
     for text, lab in rows:
@@ -127,7 +128,8 @@ def lm_data(
     seen: set[str] = set()
     for text in by["neutral"]:
         words = text.split()
-        if len(words) < prompt_words + 2 or words[0][0] in "@#" or "http" in words[0].lower():
+        if (len(words) < prompt_words + 2 or words[0][0] in "@#" or words[0] in ("RT", "MT")
+                or any("http" in w.lower() or w[0] == "@" for w in words[:prompt_words])):
             continue
         p = first_words(text, prompt_words)
         if p not in seen:
@@ -195,11 +197,11 @@ def build_lm_demo(
     *,
     on_progress: Progress | None = None,
     base: Path | None = None,
-    steps: int = 40,
+    steps: int = 30,
     batch_size: int = 16,
-    max_length: int = 40,
-    lr: float = 1e-4,
-    train_layers: int | None = None,
+    max_length: int = 32,
+    lr: float = 5e-4,
+    train_layers: int | None = 8,
     n_train: int = 2000,
     n_heldout: int = 256,
     n_prompts: int = 32,
