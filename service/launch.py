@@ -12,7 +12,13 @@ Starts, in this order, each in its own process group:
 All three get ``BASIN_REDIS_URL`` and ``BASIN_STORE`` (and, unless set already,
 ``BASIN_LEASE_SECONDS=15``: a point whose worker died is taken again within seconds).
 Once ``/api/health`` answers, the demo checkpoints are built on first start (unless
-``BASIN_DEMO=0``) and registered through the API over HTTP.
+``BASIN_DEMO=0``) and registered through the API over HTTP. Then the LM demo (a
+SmolLM2-135M pair fine-tuned on negative / positive tweets, :mod:`basin.demo_lm`) is
+built in a background thread while the dashboard is already in use; its progress goes
+to the Redis key ``basin:demo:lm`` (``/api/health`` → ``demo_lm``, a banner on every
+page), and when it ends its checkpoints and datasets are registered and the ready run
+"sentiment per α" is submitted (:func:`demo_lm_background`). A failure there shows in
+the banner and touches nothing else.
 
 Supervision (:class:`Supervisor`): a worker or Redis that exits is started again after
 a back-off (1, 2, 4 … 30 s; reset once it has stayed up a minute), and a worker whose
@@ -42,6 +48,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -389,6 +396,138 @@ def register_demo(
         say(f"  dataset {name}: uploaded ({body.get('id', '?')[:12]})")
 
 
+# ---- the LM demo (background) -------------------------------------------------------------
+
+#: Redis key holding the LM demo's build status (JSON); ``/api/health`` returns it as ``demo_lm``.
+DEMO_LM_STATUS_KEY = "basin:demo:lm"
+#: Name of the LM demo's ready run (not submitted again when a run of that name exists).
+DEMO_LM_RUN_NAME = "sentiment per α: SmolLM2 negative → positive tweets"
+
+
+def demo_lm_spec(points: int = 9) -> dict[str, Any]:
+    """The LM demo's ready run: the linear path from the negative- to the positive-tuned
+    SmolLM2, α from −0.5 to 1.5 (points at −0.5, −0.25 … 1.5), continuations of the neutral
+    prompts scored by the MiniLM sentiment demo checkpoint; perplexity under the first LM.
+    Checkpoints and datasets are store names (:func:`register_demo` registers them)."""
+    from basin.demo_lm import NEGATIVE, POSITIVE
+
+    return {
+        "name": DEMO_LM_RUN_NAME,
+        "path": {"type": "linear", "a": NEGATIVE, "b": POSITIVE, "points": points,
+                 "range": [-0.5, 1.5]},
+        "dataset": "lm-prompts.csv",
+        "task": "generation",
+        "max_examples": 16,
+        "batch_size": 32,
+        "max_length": 64,
+        "generation": {
+            "samples_per_prompt": 4,
+            "max_new_tokens": 30,
+            "top_p": 0.9,
+            "temperature": 1.0,
+            "seed": 0,
+            "scorer": "minilm-seed1",
+            "positive_label": "positive",
+            "reference": NEGATIVE,
+            "keep_samples": 8,
+        },
+    }
+
+
+class DemoLmStatus:
+    """Writes the LM demo's status to Redis (best effort) and to ``say`` at stage changes.
+
+    The document: ``{"state": "building" | "registering" | "done" | "failed", "fraction",
+    "stage", "error", "run_id", "run_url", "warning", "updated", "build_s"}``."""
+
+    def __init__(self, redis_port: int, say: Callable[[str], None]):
+        self.redis_port = redis_port
+        self.say = say
+        self.doc: dict[str, Any] = {"state": "building", "fraction": 0.0, "stage": "starting",
+                                    "error": None, "run_id": None, "run_url": None, "warning": None}
+        self._last_stage = ""
+
+    def set(self, **fields: Any) -> None:
+        self.doc.update(fields, updated=time.time())
+        head = str(self.doc.get("stage") or "").split(":")[0]
+        if head != self._last_stage:
+            self._last_stage = head
+            self.say(f"LM demo: {self.doc['stage']} ({100 * float(self.doc['fraction']):.0f}%)")
+        try:
+            redis_command(self.redis_port, "SET", DEMO_LM_STATUS_KEY, json.dumps(self.doc))
+        except OSError as e:
+            logger.warning("could not record the LM demo's status: %s", e)
+
+    def progress(self, fraction: float, stage: str) -> None:
+        """The build's ``on_progress``: the build is 95% of the way, registering the rest."""
+        self.set(state="building", fraction=round(0.95 * fraction, 4), stage=stage)
+
+
+def submit_demo_lm_run(base_url: str, *, token: str | None = None) -> tuple[str | None, str | None]:
+    """Submit :func:`demo_lm_spec` unless a run of that name exists: ``(run_id, url)``.
+
+    Raises :class:`LaunchError` with the API's ``detail`` when the spec is refused."""
+    status, runs = http_json("GET", base_url + "/api/runs", token=token)
+    if status == 200 and isinstance(runs, list):
+        for run in runs:
+            if isinstance(run, dict) and run.get("name") == DEMO_LM_RUN_NAME:
+                return run.get("id"), run.get("url")
+    status, body = http_json("POST", base_url + "/api/runs", demo_lm_spec(), token=token, timeout=120)
+    if status >= 300:
+        detail = body.get("detail") if isinstance(body, dict) else body
+        raise LaunchError(f"the API refused the ready run ({status}): {detail}")
+    return body.get("id"), body.get("url")
+
+
+def demo_lm_background(
+    base_url: str, store: Path, redis_port: int, say: Callable[[str], None], *,
+    token: str | None = None, build: Callable[..., dict] | None = None,
+    build_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the LM demo (cached), register it, submit its ready run; report all along.
+
+    Runs in a thread of ``basin up``. Never raises: a failure is recorded as
+    ``state: failed`` with its ``error`` (the dashboard shows it); a refused ready run
+    (e.g. a server without the ``generation`` task) leaves ``state: done`` with a
+    ``warning``. Returns the final status document."""
+    status = DemoLmStatus(redis_port, say)
+    status.set(state="building", fraction=0.0, stage="starting")
+    t0 = time.monotonic()
+    try:
+        if build is None:
+            from basin.demo_lm import build_lm_demo
+
+            build = build_lm_demo
+        built = build(store / "demo-src" / "lm", on_progress=status.progress, **(build_kwargs or {}))
+        status.set(state="registering", fraction=0.96, stage="registering the LM checkpoints and datasets")
+        register_demo(base_url, built, token=token, say=say)
+        status.set(fraction=0.98, stage="submitting the ready run")
+        try:
+            run_id, url = submit_demo_lm_run(base_url, token=token)
+        except LaunchError as e:
+            status.set(state="done", fraction=1.0, stage="ready (no run)", warning=str(e),
+                       build_s=round(time.monotonic() - t0, 1))
+            return status.doc
+        status.set(state="done", fraction=1.0, stage="ready", run_id=run_id, run_url=url,
+                   build_s=round(time.monotonic() - t0, 1))
+    except Exception as e:  # noqa: BLE001 - any failure goes to the banner, never further
+        logger.exception("the LM demo failed")
+        status.set(state="failed", stage="failed", error=f"{type(e).__name__}: {e}",
+                   build_s=round(time.monotonic() - t0, 1))
+    return status.doc
+
+
+def start_demo_lm(base_url: str, store: Path, redis_port: int, say: Callable[[str], None]) -> threading.Thread:
+    """:func:`demo_lm_background` in a daemon thread (Ctrl-C does not wait for it; an
+    interrupted build leaves only a temporary folder, removed by the next build)."""
+    t = threading.Thread(
+        target=demo_lm_background, name="basin-demo-lm", daemon=True,
+        args=(base_url, store, redis_port, say), kwargs={"token": os.environ.get("BASIN_API_TOKEN")},
+    )
+    t.start()
+    return t
+
+
 # ---- supervision --------------------------------------------------------------------------
 
 #: Redis list of the supervisor's events (JSON, newest first); ``/api/health`` reads it.
@@ -647,6 +786,12 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         say(f"healthy after {time.monotonic() - t0:.1f} s (worker devices: {devices})")
         if demo:
             _demo(base, store, say)
+            start_demo_lm(base, store, redis_port, say)
+        else:
+            try:  # no stale LM demo banner from an earlier start with the demo on
+                redis_command(redis_port, "DEL", DEMO_LM_STATUS_KEY)
+            except OSError:
+                pass
         say(f"ready: open {base}  (Ctrl-C stops everything)")
         while True:
             gone = sup.poll()

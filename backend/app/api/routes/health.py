@@ -8,6 +8,10 @@ answers and runs are accepted, but no worker is alive, so none progresses) or ``
 ``{"service": "worker", "reason": "exited with code -9 (killed — out of memory?)",
 "message": "... and was restarted at 16:40:12 UTC", "restarted_at": <unix s>}``; the
 dashboard shows recent ones in a banner.
+
+``demo_lm``: the background build of ``basin up``'s LM demo (``null`` when there is none):
+``{"state": "building" | "registering" | "done" | "failed", "fraction": 0..1, "stage": text,
+"error", "warning", "run_id", "run_url", "updated"}``; the dashboard shows it in a banner.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from service.runstate import alive_workers, json_or
 
 #: The Redis list ``basin up``'s supervisor pushes its events to (``service/launch.py``).
 SUPERVISOR_EVENTS_KEY = "basin:supervisor:events"
+#: The Redis key ``basin up``'s LM demo build writes its status to (``service/launch.py``).
+DEMO_LM_STATUS_KEY = "basin:demo:lm"
 
 router = APIRouter(tags=["health"])
 
@@ -48,6 +54,7 @@ def health(settings: SettingsDep, r: RedisDep) -> Any:
         workers = alive_workers(r)
         queued = r.llen(settings.task_queue)
         raw_events = r.lrange(SUPERVISOR_EVENTS_KEY, 0, 9)
+        raw_demo = r.get(DEMO_LM_STATUS_KEY)
     except redis.RedisError as e:
         body = {
             "ok": False,
@@ -78,4 +85,11 @@ def health(settings: SettingsDep, r: RedisDep) -> Any:
         "supervisor": {
             "events": [e for e in (json_or(x) for x in raw_events) if isinstance(e, dict)]
         },
+        "demo_lm": _demo_lm(raw_demo),
     }
+
+
+def _demo_lm(raw: Any) -> dict[str, Any] | None:
+    """The LM demo's status document, or None (no build, or an unreadable value)."""
+    doc = json_or(raw) if raw is not None else None
+    return doc if isinstance(doc, dict) else None
