@@ -356,6 +356,9 @@ BASIS_PICKERS = [f"newrun-basis-{k}" for k in (1, 2, 3)]
     + [Output("newrun-dataset", "options", allow_duplicate=True),
        Output("newrun-dataset", "value", allow_duplicate=True),
        Output("newrun-checkpoints", "data", allow_duplicate=True),
+       Output("newrun-gen-scorer", "options", allow_duplicate=True),
+       Output("newrun-gen-reference", "options", allow_duplicate=True),
+       Output("newrun-gen-prompts", "options", allow_duplicate=True),
        Output("newrun-warnings", "children", allow_duplicate=True)],
     Input("newrun-lists-need-token", "data"),
     Input("settings-token-input", "value"),
@@ -372,7 +375,7 @@ def _lists_with_token(needs: bool | None, token: str | None):
         bad = ck if not ck.ok else ds
         text = (api.NEEDS_TOKEN.format(what="checkpoints and datasets") + " (the one entered was refused)"
                 if api.needs_token(bad) else f"Could not list checkpoints and datasets: {bad.error()}")
-        keep = [dash.no_update] * (2 * MAX_SLOTS + 1 + len(BASIS_PICKERS) + 3)
+        keep = [dash.no_update] * (2 * MAX_SLOTS + 1 + len(BASIS_PICKERS) + 6)
         return (*keep, dbc.Alert(text, color="warning", id="newrun-needs-token-alert"))
     ckpts, dsets = ck.body, ds.body
     copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
@@ -381,7 +384,7 @@ def _lists_with_token(needs: bool | None, token: str | None):
     warn = [] if ckpts else [dbc.Alert(["No checkpoints yet — ", html.A("upload or register some",
                                                                           href="/checkpoints"), "."], color="info")]
     return (*[copts] * MAX_SLOTS, *picks[:MAX_SLOTS], copts, *[copts] * len(BASIS_PICKERS),
-            dopts, default_dataset(dsets), ckpts, warn)
+            dopts, default_dataset(dsets), ckpts, copts, copts, dopts, warn)
 
 
 @callback(

@@ -96,7 +96,8 @@ def test_the_new_run_form_fills_its_pickers_once_the_token_is_entered(pages, api
     dataset_value = out[-3]
     assert dataset_value and out[-1] == []  # warnings cleared
     refused = new_run._lists_with_token(True, "wrong-token")
-    assert len(refused) == len(out) == 2 * n + 1 + 3 + 4  # one value per output
+    assert len(refused) == len(out) == 2 * n + 1 + 3 + 4 + 3  # one value per output (+ the generation pickers)
+    assert out[-2] == out[2 * n + 1 + 3]  # the prompts picker lists the datasets too
     assert "the one entered was refused" in _text(refused[-1])
 
 
