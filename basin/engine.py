@@ -457,7 +457,9 @@ class Landscape:
         for a in (0.0, 1.0):
             if lo - tol <= a <= hi + tol and not any(abs(g - a) <= tol for g in grid):
                 rec = self.measure({"alpha": a})
-                out.append({"alpha": a, **{k: rec[k] for k in ("metrics", "intervals", "examples") if k in rec}})
+                entry: dict[str, Any] = {"alpha": a}
+                entry.update({k: rec[k] for k in ("metrics", "intervals", "examples") if k in rec})
+                out.append(entry)
         return out
 
     def close(self) -> None:

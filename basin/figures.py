@@ -655,19 +655,19 @@ def plane_figure(
               "colorbar": cbar, "name": metric, "meta": "grid"}
     if trajectory is None:
         trajectory = _sequence_field(result) is not None
-    hover = "x=%{x:.3g}<br>y=%{y:.3g}<br>" + metric + "=%{z:.4g}"
+    tip = "x=%{x:.3g}<br>y=%{y:.3g}<br>" + metric + "=%{z:.4g}"
     ivs = interval_matrix(result, metric)
     if ivs is not None:  # each node's 95 % interval on hover (filled in when the figure is rebuilt)
         common["customdata"] = ivs
-        hover += "<br>95 % %{customdata}"
-    hover += "<extra></extra>"
+        tip += "<br>95 % %{customdata}"
+    tip += "<extra></extra>"
     fig = go.Figure()
     if kind == "surface":
-        fig.add_trace(go.Surface(**common, connectgaps=False, hovertemplate=hover))
+        fig.add_trace(go.Surface(**common, connectgaps=False, hovertemplate=tip))
     elif kind == "heatmap":
-        fig.add_trace(go.Heatmap(**common, hoverongaps=False, hovertemplate=hover))
+        fig.add_trace(go.Heatmap(**common, hoverongaps=False, hovertemplate=tip))
     else:
-        extra = {"hovertemplate": hover} if ivs is not None else {}
+        extra = {"hovertemplate": tip} if ivs is not None else {}
         fig.add_trace(go.Contour(**common, connectgaps=False, ncontours=20,
                                  contours={"coloring": "heatmap", "showlines": True},
                                  line={"width": 0.5, "color": "rgba(255,255,255,0.4)"}, **extra))
