@@ -21,6 +21,8 @@ def test_a_per_example_run_stores_intervals_examples_and_a_barrier_interval(stac
     for p in doc["points"]:
         lo, hi = p["intervals"]["accuracy"]
         assert lo <= p["metrics"]["accuracy"] <= hi
+    export = list(csv.DictReader(io.StringIO(stack.request("GET", f"/api/runs/{run_id}/export?format=csv").text)))
+    assert [float(r["accuracy_lo"]) for r in export] == [p["intervals"]["accuracy"][0] for p in doc["points"]]
     b = doc["summary"]["barrier"]["loss"]  # the finisher resampled the stored records
     assert b["ci"][0] <= b["value"] <= b["ci"][1]
 
