@@ -249,6 +249,8 @@ def test_figures_draw_bands_and_plane_hover(kept):
     band = next(t for t in fig.data if t.meta == "band")
     his = [p["intervals"]["loss"][1] for p in sorted(kept["points"], key=lambda p: p["coords"]["alpha"])]
     assert band.fill == "toself" and list(band.y[: len(his)]) == pytest.approx(his)
+    b = kept["summary"]["barrier"]["loss"]
+    assert f"barrier {b['value']:.3g} [{b['ci'][0]:.3g}, {b['ci'][1]:.3g}] nats" in fig.layout.annotations[0].text
     plane = {"spec": {"path": {"type": "plane", "resolution": [2, 1]}, "metrics": ["accuracy"]},
              "points": [{"index": 0, "coords": {"x": 0.0, "y": 0.0}, "metrics": {"accuracy": 0.5},
                          "intervals": {"accuracy": [0.4, 0.6]}}]}
