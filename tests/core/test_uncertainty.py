@@ -235,6 +235,17 @@ def test_lm_examples_are_per_text_sums_and_the_loss_is_their_ratio(gpt2_pair):
     assert rec["intervals"]["perplexity"] == pytest.approx([math.exp(lo), math.exp(hi)])
 
 
+def test_seq2seq_examples_are_per_target_sums(t5_pair):
+    spec = helpers.cpu_spec({"path": {"type": "linear", "a": "a", "b": "b", "points": 3},
+                             "dataset": "s2s.jsonl", "task": "seq2seq", "per_example": True})
+    with Landscape.open(spec, FileResolver(t5_pair["data"].parent)) as land:
+        rec = land.measure({"alpha": 0.5})
+    ex = rec["examples"]
+    assert len(ex["nll"]) == 32 and sum(ex["nll"]) / sum(ex["tokens"]) == pytest.approx(rec["metrics"]["loss"],
+                                                                                        rel=1e-6)
+    assert rec["intervals"]["loss"][0] < rec["metrics"]["loss"] < rec["intervals"]["loss"][1]
+
+
 def test_per_example_spec_errors():
     with pytest.raises(InvalidSpec, match="per_example.*generation"):
         helpers.cpu_spec({**SPEC, "task": "generation", "per_example": True})
