@@ -213,7 +213,8 @@ def test_barrier_interval_in_the_summary_and_the_text(kept):
     b = kept["summary"]["barrier"]["loss"]
     assert b["ci"][0] <= b["value"] <= b["ci"][1] and b["ci_draws"] == 1000
     text = summarize(kept)
-    assert f"barrier {b['value']:.4g} [" in text and "at the 95 % level" in text
+    assert f"barrier {b['value']:.3g} [{b['ci'][0]:.3g}, {b['ci'][1]:.3g}] nats at α = 0.50 — " in text
+    assert "at the 95 % level" in text
     assert kept["summary"]["examples"]["count"] == 48
 
 
