@@ -312,12 +312,12 @@ def line_figure(
     interpolation" when the run has output ensembling, else after the metric), then, when
     the run has output ensembling (:func:`has_ensemble`), ``ensemble`` (dashed, "output
     ensemble": each point's ``ensemble[metric]``, sorted by α; present from the first
-    draw, empty until values arrive, so the dashboard patches it live), ``band`` (the
-    points' 95 % intervals, ``intervals[metric]``, filled and drawn beneath the curves;
-    only when the points carry them), ``chord`` (dashed
+    draw, empty until values arrive, so the dashboard patches it live), ``chord`` (dashed
     straight line between the endpoints' values, when both are evaluated), one marker
     trace per anchor (``meta="anchor"``, text = checkpoint name), ``barrier`` (a dotted
-    vertical segment from the chord to the curve at the barrier's α). The barrier
+    vertical segment from the chord to the curve at the barrier's α), and last ``band``
+    (the points' 95 % intervals, ``intervals[metric]``, filled and drawn beneath the curves
+    with ``zorder=-1``; only when the points carry them). The barrier
     annotation reads e.g. ``barrier 0.123 nats at α = 0.50`` (``partial-range barrier (chord
     α = 0.2 → 0.6) …`` when the range excludes α = 0 or 1 and the chord joins the range's
     ends instead of the checkpoints); it comes from
@@ -364,9 +364,6 @@ def line_figure(
                 meta="ensemble",
             )
         )
-    band = _band_trace(result, metric, scale)  # after the curves: trace 0 stays the curve
-    if band is not None:
-        fig.add_trace(band)
     # ((α, value) of the first anchor, of the second) when both values are known
     chord_ends: tuple[tuple[float, float], tuple[float, float]] | None = None
     ends = [(float(a["alpha"]), _value_at([*series, *off_grid], a["alpha"])) for a in anchors[:2]]
@@ -455,6 +452,9 @@ def line_figure(
             fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.02, xanchor="right",
                                text=text, showarrow=False, font={"color": BARRIER_COLOUR},
                                name="barrier")
+    band = _band_trace(result, metric, scale)  # last, so no other trace moves; drawn beneath (zorder)
+    if band is not None:
+        fig.add_trace(band)
     fig.update_xaxes(title_text=_axis_titles(result).get("alpha", "α"), zeroline=False)
     fig.update_yaxes(title_text=metric_label(metric))
     return _layout(fig, _title(result, metric, names))
