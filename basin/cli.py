@@ -5,6 +5,7 @@
     basin eval SPEC -o result.json [--device D] [--max-examples N] [--quiet]
     basin plot result.json -o report.html
     basin fit FIT_SPEC [-o FOLDER] [--device D] [--quiet]
+    basin forgetting result.json -o forgetting.csv [--dataset PATH] [--format csv|json]
     basin demo [--out DIR] [--report PATH]
     basin up [--port P] [--store DIR] [--no-demo]
 
@@ -144,6 +145,42 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _result_dataset(result: dict[str, Any], result_path: Path, given: str | None) -> Path:
+    """The run's dataset file: ``--dataset``, else the spec's reference as written (absolute,
+    or relative to the result's folder or the working directory)."""
+    if given:
+        p = Path(given)
+        if not p.is_file():
+            raise CliError(f"dataset {given} not found")
+        return p
+    ref = str((result.get("spec") or {}).get("dataset") or "")
+    for base in (result_path.resolve().parent, Path.cwd()):
+        p = Path(ref).expanduser()
+        p = p if p.is_absolute() else base / p
+        if ref and p.is_file():
+            return p
+    raise CliError(f"cannot find the run's dataset {ref!r} (looked beside {result_path.name} and in the "
+                   "working directory): pass --dataset PATH")
+
+
+def cmd_forgetting(args: argparse.Namespace) -> int:
+    from basin.analysis.forgetting import dataset_rows, forgetting, forgetting_csv
+    from basin.report import write_atomic
+
+    path = Path(args.result)
+    result = read_result(path)
+    table = forgetting(result)  # first: a run without per-example results fails before any file is read
+    rows = dataset_rows(result, _result_dataset(result, path, args.dataset))
+    table = forgetting(result, rows)
+    text = forgetting_csv(table) if args.format == "csv" else json.dumps(table, indent=1) + "\n"
+    write_atomic(Path(args.output), text)
+    c = table["counts"]
+    print(f"{c['correct_at_start']} of {c['examples']} examples correct at α = {table['start']:g}: "
+          f"{c['lost']} lost before α = {table['end']:g}, {c['regained']} of them regained", file=sys.stderr)
+    print(args.output)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from basin.demo import run_demo
 
@@ -251,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", help="override the spec's device: cpu, cuda, cuda:N, auto")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit)
+
+    fg = sub.add_parser("forgetting", help="which examples a 1D path loses and regains (needs a run with "
+                        "per_example: true), as CSV or JSON")
+    fg.add_argument("result", help="result document written by `basin eval`")
+    fg.add_argument("-o", "--output", required=True, help="file to write (CSV or JSON)")
+    fg.add_argument("--dataset", help="the run's dataset file (default: the spec's, beside the result or here)")
+    fg.add_argument("--format", choices=("csv", "json"), default="csv", help="default: %(default)s")
+    fg.set_defaults(func=cmd_forgetting)
 
     d = sub.add_parser("demo", help="build the MiniLM tweet-sentiment demo and its report")
     d.add_argument("--out", default=os.environ.get("BASIN_DEMO_DIR", "models_store/demo"),

@@ -165,6 +165,21 @@ def _label(value: Any, row: int, label2id: Mapping[str, int] | None, path: Path)
     )
 
 
+def subsample(n_total: int, max_examples: int, seed: int = 0) -> list[int]:
+    """The rows a run evaluates, in file order: all of them, or ``max_examples`` picked by
+    ``random.Random(seed)`` (the one rule, so per-example results map back to their rows)."""
+    if n_total > max_examples:
+        return sorted(random.Random(seed).sample(range(n_total), max_examples))
+    return list(range(n_total))
+
+
+def example_rows(path: str | Path, *, max_examples: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The raw rows a run with ``max_examples`` / ``seed`` evaluated, in its order (labels as
+    written in the file): what per-example results (``examples``) are indexed by."""
+    _, rows = read_rows(Path(path))
+    return [rows[i] for i in subsample(len(rows), max_examples, seed)]
+
+
 def load_dataset(
     path: str | Path,
     task: str,
@@ -205,11 +220,7 @@ def load_dataset(
     if not rows:
         raise DatasetError(f"dataset {p.name} has no rows")
     n_total = len(rows)
-    if n_total > max_examples:
-        keep = sorted(random.Random(seed).sample(range(n_total), max_examples))
-        picked = [(i, rows[i]) for i in keep]
-    else:
-        picked = list(enumerate(rows))
+    picked = [(i, rows[i]) for i in subsample(n_total, max_examples, seed)]
     wanted = list(need) + [c for c in OPTIONAL[task] if c in cols]
     columns: dict[str, list[Any]] = {c: [] for c in wanted}
     for i, row in picked:

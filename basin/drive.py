@@ -76,7 +76,8 @@ class Evaluable(Protocol):
     """What the loop needs of a landscape (:class:`basin.engine.Landscape` is one).
 
     ``measure(point)`` → ``{"metrics": {...}, ...}``: the point's record without its index
-    and coordinates (``ensemble``, ``samples`` when the run has them); JSON-ready.
+    and coordinates (``intervals``; ``ensemble``, ``examples``, ``samples`` when the run has
+    them); JSON-ready.
     """
 
     def measure(self, point: Any) -> dict[str, Any]: ...
@@ -139,7 +140,7 @@ def drive(
 
     For each point: ``should_stop()`` (cancel) → cache lookup by point key → otherwise
     :meth:`Landscape.evaluate` (weights mixed in place, forward passes) and the cache is
-    filled → ``sink.put({index, coords, metrics, ensemble?, samples?})``. ``on_progress(record, cached)`` is
+    filled → ``sink.put({index, coords, metrics, intervals?, ensemble?, examples?, samples?})``. ``on_progress(record, cached)`` is
     called after each accepted point (progress bars). Exceptions propagate: the caller
     decides whether a failure fails the run.
 

@@ -25,6 +25,7 @@ import torch
 
 from basin import grid
 from basin.analysis import barriers, distances, extremes
+from basin.analysis.uncertainty import BARRIER_DRAWS, barrier_intervals, point_intervals
 from basin.checkpoints import (
     CheckpointCache,
     compare_meta,
@@ -61,8 +62,9 @@ logger = logging.getLogger(__name__)
 
 #: Bumped whenever the numbers a point gets change for the same spec (2: fp32 basis, per-neuron
 #: Conv1D filters, canonical draw order, config padding; 3: cached entries are whole point records,
-#: ``{metrics, ensemble?, samples?}``), so stale cached points are not reused.
-KEY_VERSION = 3
+#: ``{metrics, ensemble?, samples?}``; 4: records carry ``intervals`` and, with ``per_example``,
+#: ``examples``), so stale cached points are not reused.
+KEY_VERSION = 4
 _FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -304,8 +306,11 @@ class Landscape:
     def measure(self, point: Point | dict[str, float]) -> dict[str, Any]:
         """Everything a point's record holds besides its index and coordinates.
 
-        ``{"metrics": {...}}``, plus ``"ensemble": {metric: value}`` (output ensembling at
-        this α, when ``spec.ensemble``) and ``"samples": [{prompt, text, sentiment}]`` (the
+        ``{"metrics": {...}}``, plus ``"intervals": {metric: [lo, hi]}`` (95 % intervals over
+        the examples, :func:`basin.analysis.uncertainty.point_intervals`; loss, accuracy,
+        perplexity), ``"ensemble": {metric: value}`` (output ensembling at this α, when
+        ``spec.ensemble``), ``"examples": {outcome: [...]}`` (per-example values in dataset
+        order, when ``spec.per_example``) and ``"samples": [{prompt, text, sentiment}]`` (the
         kept generations, for runs that generate). JSON-ready.
         """
         if self._closed:
@@ -326,6 +331,13 @@ class Landscape:
             if isinstance(ev, GenerationEvaluator):
                 samples = ev.samples
         result: dict[str, Any] = {"metrics": {m: float(values[m]) for m in self.spec.metrics}}
+        examples = self.evaluator.examples
+        if examples is not None:
+            intervals = point_intervals(examples, self.spec.metrics)
+            if intervals:
+                result["intervals"] = intervals
+            if self.spec.per_example:
+                result["examples"] = examples
         result.update(out)
         if samples is not None:
             result["samples"] = samples
@@ -375,6 +387,7 @@ class Landscape:
             # padded shapes change the rounding visibly, so the batch size is part of the key.
             "batch_size": s.batch_size if self.precision != "float32" else None,
             "ensemble": s.ensemble,
+            "per_example": s.per_example,
             "generation": None if s.generation is None else dict(
                 s.generation.model_dump(mode="json"), scorer=self.scorer_id, reference=self.reference_id,
                 prompts=self.prompts_sha,
@@ -400,19 +413,28 @@ class Landscape:
     def summary(self, results: Sequence[dict]) -> dict:
         """Summary of evaluated points ``[{index, coords, metrics}]`` (any order, may be partial).
 
-        1D: ``{"barrier": {metric: {value, alpha, start, end}}, "distance": {...}}`` with a
-        barrier for every metric of the spec the registry knows (:mod:`basin.metrics`);
+        1D: ``{"barrier": {metric: {value, alpha, start, end, ci?}}, "distance": {...}}`` with a
+        barrier for every metric of the spec the registry knows (:mod:`basin.metrics`); ``ci``
+        (a paired bootstrap 95 % interval, :func:`basin.analysis.uncertainty.barrier_intervals`)
+        when the records carry per-example values (``spec.per_example``) — the service computes
+        the summary from stored point records, so only values kept in them can be resampled;
         2D: ``{"min": {metric: {value, coords}}, "max": {...}, "anchors": [...]}`` plus
         ``explained_variance`` for trajectories.
         """
         if self.spec.is_1d:
             lo, hi = self.spec.path.range
             endpoints = self._off_grid_endpoints(lo, hi)
-            curve = list(results) + [{"coords": {"alpha": e["alpha"]}, "metrics": e["metrics"]}
-                                     for e in endpoints]
-            out: dict[str, Any] = {"barrier": barriers(curve, self.spec.metrics, lo, hi), "distance": self.distance}
+            curve = list(results) + [{"coords": {"alpha": e["alpha"]}, **e} for e in endpoints]
+            found = barriers(curve, self.spec.metrics, lo, hi)
+            if self.spec.per_example:
+                for m, ci in barrier_intervals(curve, found, seed=self.spec.seed).items():
+                    found[m] = {**found[m], "ci": ci, "ci_method": "paired bootstrap over examples",
+                                "ci_draws": BARRIER_DRAWS}
+            out: dict[str, Any] = {"barrier": found, "distance": self.distance}
             if endpoints:
                 out["endpoints"] = endpoints
+            if self.spec.per_example:
+                out["examples"] = {"count": len(self.data), "dataset_sha256": self.data.sha256}
             return out
         mins, maxs = extremes(results, self.spec.metrics)
         out = {
@@ -427,13 +449,17 @@ class Landscape:
 
         E.g. 26 points on [−0.5, 1.5] step by 0.08 and miss α = 0 and 1; the barrier's chord
         and the figure's anchors need the endpoints' own values, which cost two extra passes.
+        Each is ``{alpha, metrics, intervals?, examples?}`` (a point record's fields).
         """
         grid = [p.coords["alpha"] for p in self.points()]
         tol = 1e-6 * max(1.0, hi - lo)
         out = []
         for a in (0.0, 1.0):
             if lo - tol <= a <= hi + tol and not any(abs(g - a) <= tol for g in grid):
-                out.append({"alpha": a, "metrics": self.evaluate({"alpha": a})})
+                rec = self.measure({"alpha": a})
+                entry: dict[str, Any] = {"alpha": a}
+                entry.update({k: rec[k] for k in ("metrics", "intervals", "examples") if k in rec})
+                out.append(entry)
         return out
 
     def close(self) -> None:

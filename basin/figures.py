@@ -46,6 +46,7 @@ __all__ = [
     "has_ensemble",
     "has_samples",
     "grid_matrix",
+    "interval_matrix",
     "line_figure",
     "metric_label",
     "metric_scale",
@@ -59,6 +60,7 @@ __all__ = [
 ANCHOR_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 CURVE_COLOUR = "#1d2330"
 ENSEMBLE_COLOUR = "#e377c2"
+BAND_COLOUR = "rgba(29,35,48,0.14)"  # the 95 % interval around a curve
 CHORD_COLOUR = "#888888"
 BARRIER_COLOUR = "#d62728"
 _HEX = re.compile(r"^[0-9a-f]{16,}$")
@@ -239,6 +241,34 @@ def _series(result: Mapping[str, Any], metric: str, key: str = "metrics") -> lis
     return out
 
 
+def _band(result: Mapping[str, Any], metric: str) -> tuple[list[float], list[float], list[float]]:
+    """``(alphas, lo, hi)`` of the points whose record has ``intervals[metric]``, sorted by α."""
+    out = []
+    for p in result.get("points") or []:
+        a = _num((p.get("coords") or {}).get("alpha"))
+        iv = (p.get("intervals") or {}).get(metric)
+        if a is None or not isinstance(iv, Sequence) or len(iv) != 2:
+            continue
+        lo, hi = _num(iv[0]), _num(iv[1])
+        if lo is not None and hi is not None:
+            out.append((a, lo, hi))
+    out.sort()
+    return [t[0] for t in out], [t[1] for t in out], [t[2] for t in out]
+
+
+def _band_trace(result: Mapping[str, Any], metric: str, scale: float) -> go.Scatter | None:
+    """The 95 % interval of every point as one filled polygon (``meta="band"``) drawn under the
+    curve (``zorder=-1``), or ``None`` when the points carry no intervals (older documents)."""
+    xs, lo, hi = _band(result, metric)
+    if len(xs) < 2:
+        return None
+    return go.Scatter(
+        x=xs + xs[::-1], y=[v * scale for v in hi] + [v * scale for v in lo[::-1]], mode="lines",
+        fill="toself", fillcolor=BAND_COLOUR, line={"width": 0}, name="95 % interval",
+        hoverinfo="skip", meta="band", zorder=-1,
+    )
+
+
 def _anchors_1d(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Anchors with an α coordinate; falls back to the spec's endpoints (α = 0 and 1)."""
     out = [
@@ -285,7 +315,9 @@ def line_figure(
     draw, empty until values arrive, so the dashboard patches it live), ``chord`` (dashed
     straight line between the endpoints' values, when both are evaluated), one marker
     trace per anchor (``meta="anchor"``, text = checkpoint name), ``barrier`` (a dotted
-    vertical segment from the chord to the curve at the barrier's α). The barrier
+    vertical segment from the chord to the curve at the barrier's α), and last ``band``
+    (the points' 95 % intervals, ``intervals[metric]``, filled and drawn beneath the curves
+    with ``zorder=-1``; only when the points carry them). The barrier
     annotation reads e.g. ``barrier 0.123 nats at α = 0.50`` (``partial-range barrier (chord
     α = 0.2 → 0.6) …`` when the range excludes α = 0 or 1 and the chord joins the range's
     ends instead of the checkpoints); it comes from
@@ -420,6 +452,9 @@ def line_figure(
             fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.02, xanchor="right",
                                text=text, showarrow=False, font={"color": BARRIER_COLOUR},
                                name="barrier")
+    band = _band_trace(result, metric, scale)  # last, so no other trace moves; drawn beneath (zorder)
+    if band is not None:
+        fig.add_trace(band)
     fig.update_xaxes(title_text=_axis_titles(result).get("alpha", "α"), zeroline=False)
     fig.update_yaxes(title_text=metric_label(metric))
     return _layout(fig, _title(result, metric, names))
@@ -531,6 +566,24 @@ def grid_matrix(result: Mapping[str, Any], metric: str) -> list[list[float | Non
     return z
 
 
+def interval_matrix(result: Mapping[str, Any], metric: str) -> list[list[str]] | None:
+    """``c[iy][ix]`` = the node's 95 % interval as text (``"[lo, hi]"`` in display units, ``""``
+    where unknown), for a plane's hover; ``None`` when no point carries an interval."""
+    nx, ny = _resolution(result)
+    scale = metric_scale(metric)
+    c = [[""] * nx for _ in range(ny)]
+    found = False
+    for p in result.get("points") or []:
+        i = int(p.get("index", -1))
+        iv = (p.get("intervals") or {}).get(metric)
+        if 0 <= i < nx * ny and isinstance(iv, Sequence) and len(iv) == 2:
+            lo, hi = _num(iv[0]), _num(iv[1])
+            if lo is not None and hi is not None:
+                c[i // nx][i % nx] = f"[{lo * scale:.4g}, {hi * scale:.4g}]"
+                found = True
+    return c if found else None
+
+
 def _anchors_2d(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for a in result.get("anchors") or []:
@@ -578,7 +631,9 @@ def plane_figure(
     """A plane's metric over its ``nx × ny`` grid, as ``contour``, ``heatmap`` or 3D ``surface``.
 
     Trace 0 (``meta="grid"``) holds ``z[iy][ix]`` from :func:`grid_matrix` with ``None``
-    holes for points not evaluated yet, and ``x``/``y`` from :func:`grid_axes`. Colours:
+    holes for points not evaluated yet, and ``x``/``y`` from :func:`grid_axes`; when the points
+    carry ``intervals``, its ``customdata`` holds each node's 95 % interval as text
+    (:func:`interval_matrix`) and the hover shows it. Colours:
     Viridis with low loss dark (for accuracy / F1, high values dark) so basins show as
     dark valleys. Each anchor is a labelled marker trace (``meta="anchor"``). For
     ``trajectory`` runs (default: when the path type has a ``sequence_field``) the checkpoints are
@@ -600,17 +655,22 @@ def plane_figure(
               "colorbar": cbar, "name": metric, "meta": "grid"}
     if trajectory is None:
         trajectory = _sequence_field(result) is not None
+    tip = "x=%{x:.3g}<br>y=%{y:.3g}<br>" + metric + "=%{z:.4g}"
+    ivs = interval_matrix(result, metric)
+    if ivs is not None:  # each node's 95 % interval on hover (filled in when the figure is rebuilt)
+        common["customdata"] = ivs
+        tip += "<br>95 % %{customdata}"
+    tip += "<extra></extra>"
     fig = go.Figure()
     if kind == "surface":
-        fig.add_trace(go.Surface(**common, connectgaps=False,
-                                 hovertemplate="x=%{x:.3g}<br>y=%{y:.3g}<br>" + metric + "=%{z:.4g}<extra></extra>"))
+        fig.add_trace(go.Surface(**common, connectgaps=False, hovertemplate=tip))
     elif kind == "heatmap":
-        fig.add_trace(go.Heatmap(**common, hoverongaps=False,
-                                 hovertemplate="x=%{x:.3g}<br>y=%{y:.3g}<br>" + metric + "=%{z:.4g}<extra></extra>"))
+        fig.add_trace(go.Heatmap(**common, hoverongaps=False, hovertemplate=tip))
     else:
+        extra = {"hovertemplate": tip} if ivs is not None else {}
         fig.add_trace(go.Contour(**common, connectgaps=False, ncontours=20,
                                  contours={"coloring": "heatmap", "showlines": True},
-                                 line={"width": 0.5, "color": "rgba(255,255,255,0.4)"}))
+                                 line={"width": 0.5, "color": "rgba(255,255,255,0.4)"}, **extra))
     anchors = _anchors_2d(result)
     path_anchors = _trajectory_anchors(result) if trajectory else []
     lowest = min((v for row in z for v in row if v is not None), default=0.0)

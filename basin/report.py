@@ -21,6 +21,7 @@ import plotly.io as pio
 import yaml
 
 from basin.analysis.barrier import barrier_text
+from basin.analysis.uncertainty import connectivity_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,9 @@ def summarize(result: dict[str, Any]) -> str:
             b = (summary.get("barrier") or {}).get(m)
             if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
                 text += "; " + barrier_text(b, m, magnitude=max(abs(v) for v, _ in vals))
+                ci = b.get("ci")
+                if isinstance(ci, list) and len(ci) == 2:
+                    text += f" — {connectivity_verdict(ci)}"
         parts.append(text + ".")
     dist = summary.get("distance")
     if isinstance(dist, dict) and "l2" in dist:

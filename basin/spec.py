@@ -73,6 +73,11 @@ class GenerationSpec(FrozenModel):
     keep_samples: int = Field(8, ge=0, le=256, description="samples kept per point in the result")
 
 
+#: Tasks whose evaluators keep per-example outcomes (``per_example: true``).
+PER_EXAMPLE_TASKS = ("classification", "causal_lm", "seq2seq")
+#: At most max_examples × points per-example values per outcome in one result document.
+PER_EXAMPLE_LIMIT = 2_000_000
+
 #: Path types with two endpoints at α = 0 and 1, along which outputs can be ensembled.
 ENSEMBLE_TASKS = ("classification", "causal_lm")
 
@@ -105,6 +110,9 @@ class RunSpec(FrozenModel):
     generation: GenerationSpec | None = None
     ensemble: bool = Field(False, description="also evaluate output ensembling (1−α)·zA + α·zB at every α "
                            "(classification, causal_lm; paths between two checkpoints)")
+    per_example: bool = Field(False, description="keep every example's outcome at every point in the result "
+                              "(classification: loss, correct, confidence; causal_lm / seq2seq: summed NLL and "
+                              "tokens per text): forgetting along the path and the barrier's bootstrap interval")
 
     @model_validator(mode="after")
     def _metrics(self) -> RunSpec:
@@ -141,6 +149,15 @@ class RunSpec(FrozenModel):
             if PATHS[self.path.type](self.path).endpoints() is None:
                 raise ValueError(f"ensemble: needs a path between two checkpoints (linear, bezier, polychain), "
                                  f"not {self.path.type!r}")
+        if self.per_example:
+            if self.task not in PER_EXAMPLE_TASKS:
+                raise ValueError(f"per_example: per-example outcomes are kept for tasks {list(PER_EXAMPLE_TASKS)}, "
+                                 f"not {self.task!r}")
+            size = self.max_examples * self.num_points
+            if size > PER_EXAMPLE_LIMIT:
+                raise ValueError(f"per_example: {self.max_examples} examples × {self.num_points} points = {size} "
+                                 f"values per outcome, over the {PER_EXAMPLE_LIMIT} a result document keeps; "
+                                 "lower max_examples or the number of points")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self

@@ -586,22 +586,27 @@ def result_document(r: redis.Redis, store: Store, run_id: str) -> dict:
 
 
 def to_csv(doc: dict) -> str:
-    """One row per point: ``index, <coords...>, <metrics...>`` (columns in first-seen order)."""
+    """One row per point: ``index, <coords...>, <metrics...>, <metric>_lo, <metric>_hi...``
+    (columns in first-seen order; the 95 % interval columns only for metrics that have one)."""
     pts = sorted(doc.get("points", []), key=lambda p: p["index"])
     coords: list[str] = []
     metrics: list[str] = []
+    bounded: list[str] = []
     for p in pts:
         coords += [c for c in p.get("coords", {}) if c not in coords]
         metrics += [m for m in p.get("metrics", {}) if m not in metrics]
+        bounded += [m for m in p.get("intervals") or {} if m not in bounded]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["index", *coords, *metrics])
+    w.writerow(["index", *coords, *metrics, *(f"{m}_{e}" for m in bounded for e in ("lo", "hi"))])
     for p in pts:
+        iv = p.get("intervals") or {}
         w.writerow(
             [
                 p["index"],
                 *(p["coords"].get(c, "") for c in coords),
                 *(p["metrics"].get(m, "") for m in metrics),
+                *(iv[m][k] if m in iv else "" for m in bounded for k in (0, 1)),
             ]
         )
     return buf.getvalue()

@@ -138,18 +138,24 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
 
     ``barrier 0.123 nats at α = 0.50``, ``partial-range barrier (chord α = 0.2 → 0.8) 4.5 pts
     at α = 0.40``, or ``no barrier`` (``no partial-range barrier (…)``) when the value is
-    zero within its precision (:func:`is_no_barrier`).
+    zero within its precision (:func:`is_no_barrier`). With a bootstrap interval ``ci`` (runs
+    with per-example results) it follows the value: ``barrier 0.123 [0.08, 0.17] nats at α =
+    0.50``, ``no barrier (95 % [0, 0.011] nats)``.
     """
     what = barrier_label(entry)
     value = float(entry["value"])
-    if is_no_barrier(value, magnitude):
-        return f"no {what}"
     m = METRICS.get(metric)
     scale = m.scale if m is not None else 1.0
     unit = f" {m.delta_unit}" if m is not None and m.delta_unit else ""
+    lims = entry.get("ci") if isinstance(entry, dict) else None  # paired bootstrap 95 % interval
+    ci = ""
+    if isinstance(lims, (list, tuple)) and len(lims) == 2 and all(isinstance(v, (int, float)) for v in lims):
+        ci = f" [{fmt_number(float(lims[0]) * scale)}, {fmt_number(float(lims[1]) * scale)}]"
+    if is_no_barrier(value, magnitude):
+        return f"no {what}" + (f" (95 %{ci}{unit})" if ci else "")
     alpha = entry.get("alpha") if isinstance(entry, dict) else None
     where = f" at α = {_fixed(float(alpha))}" if isinstance(alpha, (int, float)) else ""
-    return f"{what} {fmt_number(value * scale)}{unit}{where}"
+    return f"{what} {fmt_number(value * scale)}{ci}{unit}{where}"
 
 
 def barriers(results: Sequence[dict[str, Any]], metrics: Sequence[str], lo: float, hi: float) -> dict:

@@ -78,6 +78,10 @@ class Evaluator(ABC):
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.num_examples = len(data)
+        #: Per-example values of the last :meth:`evaluate`, in dataset order (``None`` when the
+        #: task has none): classification ``{loss, correct, confidence}``, causal LM and
+        #: seq2seq ``{nll, tokens}`` (see :mod:`basin.analysis.uncertainty`).
+        self.examples: dict[str, list] | None = None
         self.batches: list[dict[str, torch.Tensor]] = self.prepare(
             tokenizer, data, model, batch_size=batch_size, max_length=max_length
         )
@@ -107,6 +111,7 @@ class Evaluator(ABC):
         """
         batches = self.batches
         self.batches = _Checked(batches)
+        self.examples = None
         try:
             with torch.inference_mode(), self.autocast():
                 values = self._evaluate(model)

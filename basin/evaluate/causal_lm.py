@@ -27,13 +27,16 @@ class CausalLMEvaluator(Evaluator):
                 max_length: int) -> list[dict[str, torch.Tensor]]:
         ids = tokenizer(data.columns["text"], truncation=True, max_length=max_length)["input_ids"]
         self.num_tokens = sum(max(len(s) - 1, 0) for s in ids)
+        self.tokens = [max(len(s) - 1, 0) for s in ids]  # predicted tokens per text, dataset order
         if self.num_tokens == 0:
             raise DatasetError(f"dataset {data.path.name}: no text has two or more tokens to score")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         out = []
         self.targets: list[torch.Tensor] = []  # (B, T-1) next tokens per batch, -100 on padding
+        self.rows: list[torch.Tensor] = []  # dataset rows of each batch
         for idx in length_batches([len(s) for s in ids], batch_size):
             seqs = [ids[i] for i in idx]
+            self.rows.append(torch.tensor(idx, dtype=torch.long, device=self.device))
             out.append(self._to(input_ids=pad(seqs, pad_id), attention_mask=pad([[1] * len(s) for s in seqs], 0)))
             self.targets.append(pad([s[1:] for s in seqs], -100).to(self.device))
         return out
@@ -41,12 +44,14 @@ class CausalLMEvaluator(Evaluator):
     ensembles = True
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
-        nll = torch.zeros((), device=self.device, dtype=torch.float64)
-        for b, tgt in zip(self.batches, self.targets, strict=True):
+        per = torch.zeros(self.num_examples, device=self.device, dtype=torch.float64)  # NLL per text
+        for b, tgt, rows in zip(self.batches, self.targets, self.rows, strict=True):
             if b["input_ids"].shape[1] < 2:
                 continue
-            nll += _nll(_next_token_logits(model, b), tgt)
-        return self._metrics(nll)
+            per[rows] = _nll(_next_token_logits(model, b), tgt, per_row=True)
+        both = per.cpu()
+        self.examples = {"nll": both.numpy().round(6).tolist(), "tokens": list(self.tokens)}
+        return self._metrics(both.sum())
 
     def _metrics(self, nll: torch.Tensor) -> dict[str, float]:
         loss = float(nll.cpu()) / self.num_tokens
@@ -59,8 +64,9 @@ class CausalLMEvaluator(Evaluator):
         batch), so no (tokens × vocabulary) table of a whole dataset is ever held. At α = 0
         and 1 the endpoints' raw logits are scored, exactly as :meth:`_evaluate` scores them.
         """
-        nll = {a: torch.zeros((), device=self.device, dtype=torch.float64) for a in alphas}
-        for b, tgt in zip(self.batches, self.targets, strict=True):
+        # per text, summed exactly as :meth:`_evaluate` sums them (bit-equal at α = 0 and 1)
+        nll = {a: torch.zeros(self.num_examples, device=self.device, dtype=torch.float64) for a in alphas}
+        for b, tgt, rows in zip(self.batches, self.targets, self.rows, strict=True):
             if b["input_ids"].shape[1] < 2:
                 continue
             at(0)
@@ -70,8 +76,8 @@ class CausalLMEvaluator(Evaluator):
             la, lb = F.log_softmax(za, dim=-1), F.log_softmax(zb, dim=-1)
             for a in alphas:
                 z = za if a == 0.0 else zb if a == 1.0 else (1.0 - a) * la + a * lb
-                nll[a] += _nll(z, tgt)
-        return {a: self._metrics(v) for a, v in nll.items()}
+                nll[a][rows] = _nll(z, tgt, per_row=True)
+        return {a: self._metrics(v.cpu().sum()) for a, v in nll.items()}
 
 
 def _next_token_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -79,8 +85,12 @@ def _next_token_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torc
     return model(**batch).logits[:, :-1].float()
 
 
-def _nll(z: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL of scores ``z`` (B, T-1, V) against ``tgt`` (-100 = padding), float64."""
-    T1 = z.shape[1]
+def _nll(z: torch.Tensor, tgt: torch.Tensor, per_row: bool = False) -> torch.Tensor:
+    """Summed next-token NLL of scores ``z`` (B, T-1, V) against ``tgt`` (-100 = padding), float64;
+    ``per_row``: one sum per row, (B,)."""
+    B, T1 = z.shape[0], z.shape[1]
+    if per_row:
+        return F.cross_entropy(z.reshape(-1, z.shape[-1]), tgt[:, :T1].reshape(-1), ignore_index=-100,
+                               reduction="none").double().view(B, T1).sum(1)
     return F.cross_entropy(z.reshape(-1, z.shape[-1]), tgt[:, :T1].reshape(-1),
                            ignore_index=-100, reduction="sum").double()

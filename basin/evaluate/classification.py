@@ -105,6 +105,7 @@ class ClassificationEvaluator(Evaluator):
             self.spans.append((len(order), len(order) + len(idx)))
             order.extend(idx)
         self.labels = labels[order].to(self.device)  # (N,) in batch order
+        self.order = torch.tensor(order, dtype=torch.long, device=self.device)  # batch row → dataset row
         # one write per batch; loss / argmax / confusion once per point over all N rows
         self.logits = torch.empty(len(order), self.num_labels, device=self.device)  # (N, C) fp32
         return out
@@ -113,7 +114,7 @@ class ClassificationEvaluator(Evaluator):
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         self._fill(model)
-        return self._metrics(self.logits)
+        return self._metrics(self.logits, keep_examples=True)
 
     def _fill(self, model: nn.Module) -> None:
         for b, (s, e) in zip(self.batches, self.spans, strict=True):
@@ -129,11 +130,16 @@ class ClassificationEvaluator(Evaluator):
         za, zb = ends
         return {a: self._metrics(za if a == 0.0 else zb if a == 1.0 else (1.0 - a) * za + a * zb) for a in alphas}
 
-    def _metrics(self, logits: torch.Tensor) -> dict[str, float]:
+    def _metrics(self, logits: torch.Tensor, keep_examples: bool = False) -> dict[str, float]:
+        """The metrics of ``logits``; with ``keep_examples`` also :attr:`examples` (dataset order):
+        per-example ``loss``, ``correct`` and ``confidence`` = P(true label), read back in the
+        same transfer as the metrics."""
         C = self.num_labels
         y = self.labels
-        loss = F.cross_entropy(logits, y, reduction="sum").double()
-        conf = torch.bincount(y * C + logits.argmax(-1), minlength=C * C)
+        per = F.cross_entropy(logits, y, reduction="none").double()  # (N,)
+        loss = per.sum()
+        pred = logits.argmax(-1)
+        conf = torch.bincount(y * C + pred, minlength=C * C)
         conf = conf.view(C, C).double()  # rows: true class, cols: predicted
         tp = conf.diag()
         fp = conf.sum(0) - tp
@@ -141,8 +147,20 @@ class ClassificationEvaluator(Evaluator):
         denom = 2 * tp + fp + fn
         present = denom > 0
         f1 = torch.where(present, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
-        stats = torch.stack([loss, tp.sum(), f1.sum(), present.sum().double()]).cpu().tolist()
+        stats_t = torch.stack([loss, tp.sum(), f1.sum(), present.sum().double()])
         n = self.num_examples
+        if keep_examples:
+            inv = torch.empty_like(self.order)
+            inv[self.order] = torch.arange(len(self.order), device=self.device)
+            prob = torch.exp(-per)  # softmax(z)[y] = exp(−CE)
+            rows = torch.stack([per, (pred == y).double(), prob])[:, inv]  # (3, N) dataset order
+            both = torch.cat([stats_t, rows.reshape(-1)]).cpu()
+            stats = both[:4].tolist()
+            per_l, ok, p_true = both[4:].view(3, -1).numpy().round(7)
+            self.examples = {"loss": per_l.tolist(), "correct": [bool(v) for v in ok],
+                             "confidence": p_true.tolist()}
+        else:
+            stats = stats_t.cpu().tolist()
         return {
             "loss": stats[0] / n,
             "accuracy": stats[1] / n,

@@ -29,6 +29,7 @@ class Seq2SeqEvaluator(Evaluator):
         src = tokenizer(data.columns["source"], truncation=True, max_length=max_length)["input_ids"]
         tgt = tokenizer(text_target=data.columns["target"], truncation=True, max_length=max_length)["input_ids"]
         self.num_tokens = sum(len(t) for t in tgt)
+        self.tokens = [len(t) for t in tgt]  # target tokens per example, dataset order
         if self.num_tokens == 0:
             raise DatasetError(f"dataset {data.path.name}: every target is empty")
         cfg = cast("PretrainedConfig", model.config)  # nn.Module.__getattr__ says Tensor | Module
@@ -39,7 +40,9 @@ class Seq2SeqEvaluator(Evaluator):
         dec_pad = cfg.pad_token_id if cfg.pad_token_id is not None else pad_id
         out = []
         self.labels: list[torch.Tensor] = []  # (B, T_tgt) per batch, -100 on padding
+        self.rows: list[torch.Tensor] = []  # dataset rows of each batch
         for idx in length_batches([len(src[i]) + len(tgt[i]) for i in range(len(src))], batch_size):
+            self.rows.append(torch.tensor(idx, dtype=torch.long, device=self.device))
             labels = pad([tgt[i] for i in idx], -100)  # (B, T_tgt)
             dec = pad([[start] + tgt[i][:-1] for i in idx], dec_pad)[:, : labels.shape[1]]
             out.append(self._to(
@@ -51,10 +54,12 @@ class Seq2SeqEvaluator(Evaluator):
         return out
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
-        nll = torch.zeros((), device=self.device, dtype=torch.float64)
-        for b, labels in zip(self.batches, self.labels, strict=True):
+        per = torch.zeros(self.num_examples, device=self.device, dtype=torch.float64)  # NLL per example
+        for b, labels, rows in zip(self.batches, self.labels, self.rows, strict=True):
             logits = model(**b).logits.float()  # (B, T, V)
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=-100, reduction="sum").double()
-        loss = float(nll.cpu()) / self.num_tokens
+            per[rows] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                        ignore_index=-100, reduction="none").double().view(labels.shape).sum(1)
+        both = per.cpu()
+        self.examples = {"nll": both.numpy().round(6).tolist(), "tokens": list(self.tokens)}
+        loss = float(both.sum()) / self.num_tokens
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}

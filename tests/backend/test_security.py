@@ -248,7 +248,7 @@ def test_with_a_token_listings_need_it_and_a_run_link_does_not(
 def test_a_run_id_that_cannot_name_a_run_is_404_and_never_reaches_redis(client, run_id):
     # the fixture's Redis URL points at a closed port: reaching Redis would be 503
     for method, suffix in (("GET", ""), ("GET", "/points"), ("GET", "/events"),
-                           ("GET", "/export"), ("POST", "/cancel"), ("DELETE", "")):
+                           ("GET", "/export"), ("GET", "/forgetting"), ("POST", "/cancel"), ("DELETE", "")):
         r = client.request(method, f"/api/runs/{run_id}{suffix}")
         assert r.status_code == 404, (method, suffix, r.text)
         assert r.json()["error"] == "RunNotFound" and "no run with id" in r.json()["detail"]

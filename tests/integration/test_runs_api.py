@@ -118,7 +118,7 @@ def test_list_export_and_delete(stack):
     assert stored.is_file()
 
     csv_rows = stack.request("GET", f"/api/runs/{run_id}/export?format=csv").text.splitlines()
-    assert csv_rows[0] == "index,alpha,loss,accuracy"
+    assert csv_rows[0] == "index,alpha,loss,accuracy,loss_lo,loss_hi,accuracy_lo,accuracy_hi"
     assert [row.split(",")[0] for row in csv_rows[1:]] == ["0", "1", "2"]
     assert float(csv_rows[2].split(",")[1]) == pytest.approx(0.5)
 

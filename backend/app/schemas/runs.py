@@ -139,6 +139,13 @@ class PointRecord(BaseModel):
     samples: list[Sample] | None = Field(
         None, description="the point's kept generations (runs that generate), at most generation.keep_samples"
     )
+    intervals: dict[str, list[float]] | None = Field(
+        None, description="95 % interval [lo, hi] per metric over the examples (loss, accuracy, perplexity)"
+    )
+    examples: dict[str, list[Any]] | None = Field(
+        None, description="per-example outcomes in dataset order (runs with per_example: true): classification "
+        "loss, correct, confidence; causal_lm / seq2seq nll, tokens"
+    )
 
 
 class PointsPage(BaseModel):

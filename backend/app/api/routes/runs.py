@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
-from backend.app.api.errors import responses
+from backend.app.api.errors import FilesUnavailable, responses
 from backend.app.schemas.runs import (
     SPEC_BODY,
     PointsPage,
@@ -26,8 +26,10 @@ from backend.app.schemas.runs import (
     RunPublic,
     RunValidated,
 )
+from basin.analysis.forgetting import dataset_rows, forgetting, forgetting_csv
 from basin.errors import InvalidSpec
 from service.runstate import TERMINAL, RunKeys
+from service.store import NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -242,3 +244,28 @@ def export_run(
     if format == "csv":
         return PlainTextResponse(book.to_csv(doc), media_type="text/csv", headers=disposition)
     return JSONResponse(doc, headers=disposition)
+
+
+@router.get("/runs/{run_id}/forgetting", response_model=None, responses=responses(404, 409, 422))
+def run_forgetting(
+    run_id: RunId, store: StoreDep, r: RedisDep, format: Literal["json", "csv"] = "json"
+) -> Response:
+    """Per-example forgetting along a 1D classification run kept with ``per_example: true``:
+    for each example correct at α = 0, the first α at which it is lost and whether it is
+    regained (:func:`basin.analysis.forgetting.forgetting`), with texts and labels from the
+    run's dataset. JSON: ``{start, end, rows, histogram: [{alpha, lost}], counts}``; CSV: the rows.
+    422 with what to change when the run kept no per-example results or is not 1D."""
+
+    doc = book.result_document(r, store, run_id)
+    table = forgetting(doc)  # refuses a run without per-example results before reading files
+    dataset = (doc.get("spec") or {}).get("dataset")
+    try:
+        data_path = store.resolver().dataset(str(dataset))
+    except NotFound as e:  # the run exists; its dataset was deleted since
+        raise FilesUnavailable(f"the run's dataset is no longer in the store ({e}); the forgetting "
+                               "table needs its texts") from None
+    table = forgetting(doc, dataset_rows(doc, data_path))
+    if format == "csv":
+        disposition = {"Content-Disposition": f'attachment; filename="basin-forgetting-{run_id}.csv"'}
+        return PlainTextResponse(forgetting_csv(table), media_type="text/csv", headers=disposition)
+    return JSONResponse(table)
