@@ -150,21 +150,25 @@ def _absolute(doc: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _load_complete(out_dir: Path) -> dict[str, Any] | None:
-    manifest = out_dir / "demo.json"
-    if not manifest.is_file():
-        return None
+def complete_build(out_dir: Path, manifest: str, version: int) -> dict[str, Any] | None:
+    """The manifest ``out_dir/manifest`` of a finished build of ``version`` whose files all
+    exist (checkpoint folders with their ``model.safetensors``, dataset files); else ``None``.
+    Both demos (this one and :mod:`basin.demo_lm`) cache their builds with it."""
     try:
-        doc = json.loads(manifest.read_text())
+        doc = json.loads((out_dir / manifest).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if doc.get("version") != DEMO_VERSION:
+    if not isinstance(doc, dict) or doc.get("version") != version:
         return None
     for item in [*doc.get("checkpoints", []), *doc.get("datasets", [])]:
         p = out_dir / item["path"]
         if not (p / "model.safetensors").is_file() and not p.is_file():
             return None
     return doc
+
+
+def _load_complete(out_dir: Path) -> dict[str, Any] | None:
+    return complete_build(out_dir, "demo.json", DEMO_VERSION)
 
 
 def build_demo(

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from basin.demo import load_tweets
+from basin.demo import complete_build, load_tweets
 from basin.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -155,17 +155,7 @@ def _write_columns(path: Path, columns: dict[str, Sequence[str]]) -> None:
 
 def _complete(out_dir: Path) -> dict[str, Any] | None:
     """The manifest of a finished build of the current version whose files all exist."""
-    try:
-        doc = json.loads((out_dir / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(doc, dict) or doc.get("version") != DEMO_LM_VERSION:
-        return None
-    for item in [*doc.get("checkpoints", []), *doc.get("datasets", [])]:
-        p = out_dir / item["path"]
-        if not (p / "model.safetensors").is_file() and not p.is_file():
-            return None
-    return doc
+    return complete_build(out_dir, MANIFEST, DEMO_LM_VERSION)
 
 
 def _absolute(doc: dict[str, Any], out_dir: Path) -> dict[str, Any]:

@@ -146,20 +146,9 @@ def parse_fit_spec(data: dict[str, Any]) -> FitSpec:
 
 def load_fit_spec(path: str | Path) -> FitSpec:
     """Read a fit spec from ``.yaml``/``.yml``/``.json``."""
-    import yaml
+    from basin.spec import read_spec_file
 
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InvalidSpec(f"cannot read fit spec {p}: {e.strerror}") from None
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise InvalidSpec(f"fit spec {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
-    if not isinstance(data, dict):
-        raise InvalidSpec(f"fit spec {p} must be a mapping with at least 'a', 'b' and 'dataset'")
-    return parse_fit_spec(data)
+    return parse_fit_spec(read_spec_file(path, "fit spec", "'a', 'b' and 'dataset'"))
 
 
 # ---- the curve ------------------------------------------------------------------------------

@@ -244,17 +244,23 @@ def format_validation_error(e: ValidationError) -> str:
     return "invalid spec: " + "; ".join(parts)
 
 
-def load_spec(path: str | Path) -> RunSpec:
-    """Read a spec from a ``.yaml``/``.yml``/``.json`` file."""
+def read_spec_file(path: str | Path, what: str = "spec", needs: str = "'path' and 'dataset'") -> dict[str, Any]:
+    """The mapping in a ``.yaml``/``.yml``/``.json`` file; :class:`InvalidSpec` naming ``what``
+    when it cannot be read, does not parse or is not a mapping (with at least ``needs``)."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as e:
-        raise InvalidSpec(f"cannot read spec {p}: {e.strerror}") from None
+        raise InvalidSpec(f"cannot read {what} {p}: {e.strerror}") from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise InvalidSpec(f"spec {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
+        raise InvalidSpec(f"{what} {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
     if not isinstance(data, dict):
-        raise InvalidSpec(f"spec {p} must be a mapping with at least 'path' and 'dataset'")
-    return parse_spec(data)
+        raise InvalidSpec(f"{what} {p} must be a mapping with at least {needs}")
+    return data
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    """Read a spec from a ``.yaml``/``.yml``/``.json`` file."""
+    return parse_spec(read_spec_file(path))

@@ -170,18 +170,23 @@ def build_gpt2(root: Path, seed: int = 0, steps: int = 0) -> Path:
     model = GPT2LMHeadModel(cfg).eval()
     tok = make_tokenizer("gpt2")
     if steps:
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        model.train()
-        data = [t for t, _ in sentences(steps * 8, 50 + seed)]
-        for s in range(steps):
-            enc = tok(data[s * 8 : (s + 1) * 8], padding=True, return_tensors="pt")
-            labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-            loss = model(**enc, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
+        lm_steps(model, [t for t, _ in sentences(steps * 8, 50 + seed)], lr=3e-3)
     return save(model, root, tok)
+
+
+def lm_steps(model, texts: list[str], lr: float) -> None:
+    """Adam next-token steps over ``texts`` in batches of 8 (padding masked), then eval mode."""
+    tok = make_tokenizer("gpt2")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for s in range(0, len(texts) - 7, 8):
+        enc = tok(texts[s : s + 8], padding=True, return_tensors="pt")
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
 
 
 def build_t5(root: Path, seed: int = 0) -> Path:
@@ -196,22 +201,11 @@ def build_t5(root: Path, seed: int = 0) -> Path:
 def train_lm(model, steps: int, seed: int, words: list[str] | None = None, lr: float = 3e-3) -> None:
     """A few Adam steps of next-token training on synthetic sentences (optionally only with ``words``
     as the sentiment words, which tilts what the LM samples)."""
-    tok = make_tokenizer("gpt2")
     rng = random.Random(50 + seed)
-    data = []
-    for _ in range(steps * 8):
-        pool = words if words is not None else POS + NEG
-        data.append(" ".join(rng.choice(pool if rng.random() < 0.5 else NEUTRAL) for _ in range(rng.randint(4, 12))))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for s in range(steps):
-        enc = tok(data[s * 8 : (s + 1) * 8], padding=True, return_tensors="pt")
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        loss = model(**enc, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    pool = words if words is not None else POS + NEG
+    data = [" ".join(rng.choice(pool if rng.random() < 0.5 else NEUTRAL) for _ in range(rng.randint(4, 12)))
+            for _ in range(steps * 8)]
+    lm_steps(model, data, lr)
 
 
 def build_llama(root: Path, seed: int = 0, steps: int = 0, words: list[str] | None = None) -> Path:
