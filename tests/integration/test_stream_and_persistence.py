@@ -171,5 +171,5 @@ def test_finished_run_is_served_from_the_store_after_redis_is_flushed(solo):
     events = read_events(f"{solo.base_url}/api/runs/{run_id}/events")
     assert sum(e[1] == "point" for e in events) == 5 and events[-1][1] == "end"
     csv_text = solo.request("GET", f"/api/runs/{run_id}/export", params={"format": "csv"}).text
-    assert csv_text.splitlines()[0] == "index,alpha,loss,accuracy"
+    assert csv_text.splitlines()[0] == "index,alpha,loss,accuracy,loss_lo,loss_hi,accuracy_lo,accuracy_hi"
     assert len(csv_text.splitlines()) == 6
