@@ -408,7 +408,11 @@ def demo_lm_spec(points: int = 9) -> dict[str, Any]:
     """The LM demo's ready run: the linear path from the negative- to the positive-tuned
     SmolLM2, α from −0.5 to 1.5 (points at −0.5, −0.25 … 1.5), continuations of the neutral
     prompts scored by the MiniLM sentiment demo checkpoint; perplexity under the first LM.
-    Checkpoints and datasets are store names (:func:`register_demo` registers them)."""
+    Checkpoints and datasets are store names (:func:`register_demo` registers them).
+
+    Sized for the first start on 2 CPU cores: 8 prompts × 4 samples × 20 new tokens per
+    point (32 samples: the sentiment's standard error is about 0.05 per point). A run of 16
+    prompts × 4 × 30 tokens took 1,025 s of CPU, about 3× this."""
     from basin.demo_lm import NEGATIVE, POSITIVE
 
     return {
@@ -417,12 +421,12 @@ def demo_lm_spec(points: int = 9) -> dict[str, Any]:
                  "range": [-0.5, 1.5]},
         "dataset": "lm-prompts.csv",
         "task": "generation",
-        "max_examples": 16,
+        "max_examples": 8,
         "batch_size": 32,
         "max_length": 64,
         "generation": {
             "samples_per_prompt": 4,
-            "max_new_tokens": 30,
+            "max_new_tokens": 20,
             "top_p": 0.9,
             "temperature": 1.0,
             "seed": 0,
