@@ -412,7 +412,7 @@ def demo_lm_spec(points: int = 9) -> dict[str, Any]:
 
     Sized for the first start on 2 CPU cores: 8 prompts × 4 samples × 20 new tokens per
     point (32 samples: the sentiment's standard error is about 0.05 per point). A run of 16
-    prompts × 4 × 30 tokens took 1,025 s of CPU, about 3× this."""
+    prompts × 4 × 30 tokens took 1,025 s of CPU, this one 467 s."""
     from basin.demo_lm import NEGATIVE, POSITIVE
 
     return {
