@@ -31,7 +31,7 @@ from basin import figures
 from basin.analysis.barrier import barrier_text
 from basin.analysis.uncertainty import connectivity_verdict
 from basin.paths import is_1d, refs_of
-from frontend import api
+from frontend import api, forgetting_card
 from frontend.components import spec_yaml
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
     (default: the path type's, :func:`basin.figures.equal_axes_default`) or fill the box."""
     doc = _doc(info, points)
     spec = doc["spec"]
+    live = info.get("status") not in TERMINAL
     out = []
     for m in spec.get("metrics") or ["loss"]:
         if is_1d(spec.get("path", {}).get("type")):
@@ -73,8 +74,23 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
         else:
             fig = figures.plane_figure(doc, m, kind or "heatmap", names=names, equal=equal)
         fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
-        out.append(fig.to_plotly_json())
+        out.append(_with_band_slot(fig.to_plotly_json(), spec, live))
     return out
+
+
+def _with_band_slot(fig: dict, spec: dict, live: bool) -> dict:
+    """A live 1D run's figure gets an empty 95 % band trace (``meta="band"``, as
+    :func:`basin.figures.line_figure` draws it once two points carry intervals) for
+    ``basin.poll`` to extend as points arrive; finished runs keep the figure as drawn."""
+    data = fig.get("data") or []
+    if not live or not is_1d((spec.get("path") or {}).get("type")) or any(
+            t.get("meta") == "band" for t in data):
+        return fig
+    data.append({"type": "scatter", "x": [], "y": [], "mode": "lines", "fill": "toself",
+                 "fillcolor": figures.BAND_COLOUR, "line": {"width": 0}, "name": "95 % interval",
+                 "hoverinfo": "skip", "meta": "band", "zorder": -1})
+    fig["data"] = data
+    return fig
 
 
 # ---- the sample viewer (generation runs) ---------------------------------------------------
@@ -202,7 +218,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     rng = path.get("range") if not is1d else None
     meta = {
         "id": run_id, "metrics": metrics, "is1d": is1d, "nx": nx, "ny": ny,
-        "total": info.get("total") or 0,
+        "total": info.get("total") or 0, "task": spec.get("task"), "per_example": bool(spec.get("per_example")),
         "scales": {m: figures.metric_scale(m) for m in metrics},
         "xrange": rng[0] if rng and isinstance(rng[0], list) else None,
         "yrange": rng[1] if rng and isinstance(rng[0], list) else None,
@@ -276,7 +292,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                      # only for runs with samples: its callback then never runs (nor ships the
                      # point store to the server) for other runs
                      *([_samples_card()] if is1d and figures.has_samples({"spec": spec, "points": points})
-                       else [])], lg=8),
+                       else []),
+                     # 1D classification runs: filled once the run is done (here, or by _forgetting)
+                     html.Div(forgetting_card.card(run_id, spec, status), id="run-forgetting")], lg=8),
             dbc.Col(side, lg=4),
         ]),
     ])
@@ -384,3 +402,19 @@ def _samples(store: dict | None, alpha: float | None, clicks: list, meta: dict |
     n = len(chosen.get("samples") or [])
     label = f"α = {a + 0.0:.4g} (point {chosen.get('index')}): {n} sample{'s' if n != 1 else ''}"
     return ({}, alphas[0], alphas[-1], _slider_marks(alphas), a, label, sample_table(chosen))
+
+
+@callback(
+    Output("run-forgetting", "children"),
+    Input("run-status", "children"),
+    State("run-forgetting", "children"),
+    State("run-meta", "data"),
+    State("settings-token-input", "value"),
+    prevent_initial_call=True,
+)
+def _forgetting(status: str | None, shown: Any, meta: dict | None, token: str | None = None):
+    """The Forgetting card, once a 1D classification run watched live is done (once only)."""
+    if shown or not meta or status != "done" or not meta.get("is1d") or meta.get("task") != "classification":
+        raise dash.exceptions.PreventUpdate
+    spec = {"task": meta.get("task"), "per_example": meta.get("per_example"), "path": {"type": "linear"}}
+    return forgetting_card.card(meta["id"], spec, status, token=token)
