@@ -74,19 +74,35 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
         else:
             fig = figures.plane_figure(doc, m, kind or "heatmap", names=names, equal=equal)
         fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
-        out.append(_with_band_slot(fig.to_plotly_json(), spec, live))
+        out.append(_with_band_slot(fig.to_plotly_json(), spec, live, points, m))
     return out
 
 
-def _with_band_slot(fig: dict, spec: dict, live: bool) -> dict:
-    """A live 1D run's figure gets an empty 95 % band trace (``meta="band"``, as
-    :func:`basin.figures.line_figure` draws it once two points carry intervals) for
-    ``basin.poll`` to extend as points arrive; finished runs keep the figure as drawn."""
+def _with_band_slot(fig: dict, spec: dict, live: bool, points: list[dict], metric: str) -> dict:
+    """A 1D figure's 95 % band trace (``meta="band"``, drawn by :func:`basin.figures.line_figure`
+    once two points carry intervals) moved just after the curve(s), and for a live run always
+    present (the intervals so far; the same polygon: upper limits by α, then the lower ones
+    back), so that ``basin.poll`` finds it at the same index before and after a rebuild."""
     data = fig.get("data") or []
-    if not live or not is_1d((spec.get("path") or {}).get("type")) or any(
-            t.get("meta") == "band" for t in data):
+    if not is_1d((spec.get("path") or {}).get("type")):
         return fig
-    data.append({"type": "scatter", "x": [], "y": [], "mode": "lines", "fill": "toself",
+    # At a fixed index, right after the curve (and the ensemble's curve): a rebuild adds anchors,
+    # chord and barrier, and a poll's patch computed on the figure before it must still find it.
+    at = 1 + max((i for i, t in enumerate(data) if t.get("meta") in ("curve", "ensemble")), default=0)
+    band = [t for t in data if t.get("meta") == "band"]
+    if band or not live:
+        fig["data"] = [t for t in data[:at] if t.get("meta") != "band"] + band + [
+            t for t in data[at:] if t.get("meta") != "band"]
+        return fig
+    scale = figures.metric_scale(metric)
+    iv = sorted((float(p["coords"]["alpha"]), float(lims[0]) * scale, float(lims[1]) * scale)
+                for p in points
+                if isinstance(lims := (p.get("intervals") or {}).get(metric), list) and len(lims) == 2
+                and all(isinstance(v, (int, float)) for v in lims)
+                and isinstance((p.get("coords") or {}).get("alpha"), (int, float)))
+    back = iv[::-1]
+    data.insert(at, {"type": "scatter", "x": [t[0] for t in iv] + [t[0] for t in back],
+                 "y": [t[2] for t in iv] + [t[1] for t in back], "mode": "lines", "fill": "toself",
                  "fillcolor": figures.BAND_COLOUR, "line": {"width": 0}, "name": "95 % interval",
                  "hoverinfo": "skip", "meta": "band", "zorder": -1})
     fig["data"] = data

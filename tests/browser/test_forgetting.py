@@ -25,7 +25,8 @@ ALPHA_LOST = """() => Array.from(document.querySelectorAll(
 
 def test_a_per_example_run_shows_live_bands_the_barrier_interval_and_forgetting(stack, page, store_family):
     n = 7
-    page.goto(stack.base_url + "/new")
+    page.goto(stack.base_url + "/")
+    page.select_option("#newrun-type", "linear")
     page.select_option("#newrun-ckpt-1", store_family["ft_a"])
     page.select_option("#newrun-ckpt-2", store_family["ft_b"])
     page.select_option("#newrun-dataset", store_family["big"])
@@ -54,7 +55,9 @@ def test_a_per_example_run_shows_live_bands_the_barrier_interval_and_forgetting(
     page.wait_for_function(f"({CURVE_AND_BAND})()[1] === {2 * n}")
     live = [b // 2 for c, b in seen if 0 < b // 2 < n]
     assert live, f"the band never grew with the points: {seen}"
-    assert [b for _, b in seen if b >= 0] == sorted(b for _, b in seen if b >= 0)
+    # ... and it always held exactly the curve's points (a patch extends both at once; a rebuild
+    # from an older point store may briefly redraw both with fewer, the next poll restores them)
+    assert all(b == 2 * c for c, b in seen if c >= 0), repr(seen)
 
     # the summary: the barrier with its bootstrap interval, and what it means
     page.locator("#run-summary-table", has_text="at the 95 % level").first.wait_for()
