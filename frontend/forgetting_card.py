@@ -54,7 +54,7 @@ def _scatter(table: dict) -> dict:
         customdata=[r["index"] for r in lost], text=[str(r.get("text") or "")[:80] for r in lost],
         meta="forgetting-scatter",
         hovertemplate="%{text}<br>confidence at start %{x:.3f}<br>lost at α=%{y:.4g}<extra></extra>"))
-    fig.update_layout(title="α lost vs confidence at the start (green: regained)",
+    fig.update_layout(title="α lost vs confidence at start",
                       xaxis_title="P(true label) at the start", yaxis_title="α lost", height=300,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40}, template="plotly_white")
     return fig.to_plotly_json()
@@ -78,7 +78,7 @@ def card_body(run_id: str, table: dict) -> Any:
     words = (f"{c.get('correct_at_start', len(rows))} of {c.get('examples', '?')} examples are correct at "
              f"α = {table.get('start', 0):.3g}; {c.get('lost', 0)} are lost on the way to α = "
              f"{table.get('end', 1):.3g}, {c.get('regained', 0)} of them regained; "
-             f"{c.get('never_lost', 0)} never lost.")
+             f"{c.get('never_lost', 0)} never lost. Scatter: green = regained later, red = not.")
     return html.Div([
         html.Div(words, className="small mb-2", id="run-forgetting-counts"),
         dbc.Row([
