@@ -86,6 +86,20 @@
         P.assign(["data", k, "y"], e.map((t) => t[1]));
         P.assign(["data", k, "customdata"], e.map((t) => t[2]));
       }
+      // the 95 % band (basin.figures._band_trace): one closed polygon, α forward along the
+      // upper limits then back along the lower ones, from each point's intervals[metric]
+      const b = fig && fig.data ? fig.data.findIndex((t) => t.meta === "band") : -1;
+      if (b >= 0) {
+        const iv = points.filter((p) => p.intervals && Array.isArray(p.intervals[metric])
+                                       && p.intervals[metric].length === 2
+                                       && typeof p.intervals[metric][0] === "number"
+                                       && typeof p.intervals[metric][1] === "number")
+          .map((p) => [p.coords.alpha, p.intervals[metric][0] * scale, p.intervals[metric][1] * scale])
+          .sort((x, y) => x[0] - y[0] || x[1] - y[1] || x[2] - y[2]);
+        const back = iv.slice().reverse();
+        P.assign(["data", b, "x"], iv.map((t) => t[0]).concat(back.map((t) => t[0])));
+        P.assign(["data", b, "y"], iv.map((t) => t[2]).concat(back.map((t) => t[1])));
+      }
       return P.build();
     }
     const nx = meta.nx, ny = meta.ny;

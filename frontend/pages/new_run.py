@@ -9,6 +9,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, ctx, dcc, html
 
+from basin.spec import PER_EXAMPLE_TASKS
 from frontend import api
 from frontend.components import spec_yaml
 from frontend.defaults import default_dataset, default_picks
@@ -78,7 +79,8 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
     checkpoints (trajectories) and a ``basis``. Keys of ``v``: type, ckpt1..3, traj
     (list), traj_by_step, basis ("pca" | "three"), basis1..3, dataset, task, metrics,
     points, lo, hi, nx, ny, xlo, xhi, ylo, yhi, margin, scope, scope_regex,
-    max_examples, hold, name, ensemble, and the generation options gen_* (:func:`generation_spec`).
+    max_examples, hold, name, ensemble, per_example, and the generation options gen_*
+    (:func:`generation_spec`).
     Missing pickers are left empty so the API names them.
     """
     ptype = v.get("type") or "linear"
@@ -125,6 +127,8 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
     }
     if v.get("ensemble") and info.get("ndim", 1) == 1 and task in ENSEMBLE_TASKS:
         spec["ensemble"] = True
+    if v.get("per_example") and task in PER_EXAMPLE_TASKS:
+        spec["per_example"] = True
     gen = generation_spec(v, task)
     if gen is not None:
         spec["generation"] = gen
@@ -282,6 +286,11 @@ def layout(**_: Any) -> html.Div:
         _field("Output ensembling", dbc.Checkbox(id="newrun-ensemble", value=False,
                                                  label="also mix the endpoints' outputs, (1−α)·zA + α·zB"),
                id_="newrun-row-ensemble", help_="a second curve beside weight interpolation, at almost no cost"),
+        _field("Per-example results", dbc.Checkbox(id="newrun-per-example", value=False,
+                                                   label="keep each example's outcome at every point"),
+               id_="newrun-row-per-example",
+               help_="needed for the forgetting table and the barrier's 95 % interval; the result grows "
+                     "by max examples × points values"),
         html.Div(_generation_fields(copts, dopts, ckpts), id="newrun-row-gen", style={"display": "none"}),
         _field("Max examples", dbc.Input(id="newrun-max", type="number", value=512, min=1),
                help_="for generation: the number of prompts"),
@@ -441,6 +450,12 @@ def _generation_rows(task: str, ptype: str, meta: dict | None):
             show if one_d and task in ENSEMBLE_TASKS else hide)
 
 
+@callback(Output("newrun-row-per-example", "style"), Input("newrun-task", "value"))
+def _per_example_row(task: str):
+    """Per-example results only for the tasks whose evaluators keep them."""
+    return {} if task in PER_EXAMPLE_TASKS else {"display": "none"}
+
+
 @callback(Output("newrun-basis-pickers", "style"), Input("newrun-basis", "value"))
 def _basis_pickers(basis: str):
     return {} if basis == "three" else {"display": "none"}
@@ -459,7 +474,8 @@ FORM_STATE = {
     "hi": "newrun-hi", "nx": "newrun-nx", "ny": "newrun-ny", "xlo": "newrun-xlo", "xhi": "newrun-xhi",
     "ylo": "newrun-ylo", "yhi": "newrun-yhi", "margin": "newrun-margin", "scope": "newrun-scope",
     "scope_regex": "newrun-scope-regex", "max_examples": "newrun-max", "hold": "newrun-hold",
-    "name": "newrun-name", "ensemble": "newrun-ensemble", "gen_prompts": "newrun-gen-prompts",
+    "name": "newrun-name", "ensemble": "newrun-ensemble", "per_example": "newrun-per-example",
+    "gen_prompts": "newrun-gen-prompts",
     "gen_scorer": "newrun-gen-scorer", "gen_positive": "newrun-gen-positive", "gen_reference": "newrun-gen-reference",
     "gen_k": "newrun-gen-k", "gen_tokens": "newrun-gen-tokens", "gen_top_p": "newrun-gen-top-p",
     "gen_temperature": "newrun-gen-temperature", "gen_seed": "newrun-gen-seed",

@@ -29,8 +29,9 @@ from dash import (
 
 from basin import figures
 from basin.analysis.barrier import barrier_text
+from basin.analysis.uncertainty import connectivity_verdict
 from basin.paths import is_1d, refs_of
-from frontend import api
+from frontend import api, forgetting_card
 from frontend.components import spec_yaml
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
     (default: the path type's, :func:`basin.figures.equal_axes_default`) or fill the box."""
     doc = _doc(info, points)
     spec = doc["spec"]
+    live = info.get("status") not in TERMINAL
     out = []
     for m in spec.get("metrics") or ["loss"]:
         if is_1d(spec.get("path", {}).get("type")):
@@ -72,8 +74,39 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
         else:
             fig = figures.plane_figure(doc, m, kind or "heatmap", names=names, equal=equal)
         fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
-        out.append(fig.to_plotly_json())
+        out.append(_with_band_slot(fig.to_plotly_json(), spec, live, points, m))
     return out
+
+
+def _with_band_slot(fig: dict, spec: dict, live: bool, points: list[dict], metric: str) -> dict:
+    """A 1D figure's 95 % band trace (``meta="band"``, drawn by :func:`basin.figures.line_figure`
+    once two points carry intervals) moved just after the curve(s), and for a live run always
+    present (the intervals so far; the same polygon: upper limits by α, then the lower ones
+    back), so that ``basin.poll`` finds it at the same index before and after a rebuild."""
+    data = fig.get("data") or []
+    if not is_1d((spec.get("path") or {}).get("type")):
+        return fig
+    # At a fixed index, right after the curve (and the ensemble's curve): a rebuild adds anchors,
+    # chord and barrier, and a poll's patch computed on the figure before it must still find it.
+    at = 1 + max((i for i, t in enumerate(data) if t.get("meta") in ("curve", "ensemble")), default=0)
+    band = [t for t in data if t.get("meta") == "band"]
+    if band or not live:
+        fig["data"] = [t for t in data[:at] if t.get("meta") != "band"] + band + [
+            t for t in data[at:] if t.get("meta") != "band"]
+        return fig
+    scale = figures.metric_scale(metric)
+    iv = sorted((float(p["coords"]["alpha"]), float(lims[0]) * scale, float(lims[1]) * scale)
+                for p in points
+                if isinstance(lims := (p.get("intervals") or {}).get(metric), list) and len(lims) == 2
+                and all(isinstance(v, (int, float)) for v in lims)
+                and isinstance((p.get("coords") or {}).get("alpha"), (int, float)))
+    back = iv[::-1]
+    data.insert(at, {"type": "scatter", "x": [t[0] for t in iv] + [t[0] for t in back],
+                 "y": [t[2] for t in iv] + [t[1] for t in back], "mode": "lines", "fill": "toself",
+                 "fillcolor": figures.BAND_COLOUR, "line": {"width": 0}, "name": "95 % interval",
+                 "hoverinfo": "skip", "meta": "band", "zorder": -1})
+    fig["data"] = data
+    return fig
 
 
 # ---- the sample viewer (generation runs) ---------------------------------------------------
@@ -143,7 +176,11 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
         if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
             vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]
             # "barrier 0.12 nats at α = 0.50", or "no barrier" when it is zero within its precision
-            rows.append((m, barrier_text(b, m, magnitude=max(vals, default=1.0))))
+            text = barrier_text(b, m, magnitude=max(vals, default=1.0))
+            ci = b.get("ci")  # per-example runs: the paired bootstrap interval, in words too
+            if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+                text += f" — {connectivity_verdict(ci)}"
+            rows.append((m, text))
     dist = summary.get("distance") or {}
     if isinstance(dist, dict) and dist.get("l2") is not None:
         rows.append(("‖θA − θB‖₂", _fmt(dist["l2"])))
@@ -197,7 +234,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     rng = path.get("range") if not is1d else None
     meta = {
         "id": run_id, "metrics": metrics, "is1d": is1d, "nx": nx, "ny": ny,
-        "total": info.get("total") or 0,
+        "total": info.get("total") or 0, "task": spec.get("task"), "per_example": bool(spec.get("per_example")),
         "scales": {m: figures.metric_scale(m) for m in metrics},
         "xrange": rng[0] if rng and isinstance(rng[0], list) else None,
         "yrange": rng[1] if rng and isinstance(rng[0], list) else None,
@@ -271,7 +308,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                      # only for runs with samples: its callback then never runs (nor ships the
                      # point store to the server) for other runs
                      *([_samples_card()] if is1d and figures.has_samples({"spec": spec, "points": points})
-                       else [])], lg=8),
+                       else []),
+                     # 1D classification runs: filled once the run is done (here, or by _forgetting)
+                     html.Div(forgetting_card.card(run_id, spec, status), id="run-forgetting")], lg=8),
             dbc.Col(side, lg=4),
         ]),
     ])
@@ -379,3 +418,19 @@ def _samples(store: dict | None, alpha: float | None, clicks: list, meta: dict |
     n = len(chosen.get("samples") or [])
     label = f"α = {a + 0.0:.4g} (point {chosen.get('index')}): {n} sample{'s' if n != 1 else ''}"
     return ({}, alphas[0], alphas[-1], _slider_marks(alphas), a, label, sample_table(chosen))
+
+
+@callback(
+    Output("run-forgetting", "children"),
+    Input("run-status", "children"),
+    State("run-forgetting", "children"),
+    State("run-meta", "data"),
+    State("settings-token-input", "value"),
+    prevent_initial_call=True,
+)
+def _forgetting(status: str | None, shown: Any, meta: dict | None, token: str | None = None):
+    """The Forgetting card, once a 1D classification run watched live is done (once only)."""
+    if shown or not meta or status != "done" or not meta.get("is1d") or meta.get("task") != "classification":
+        raise dash.exceptions.PreventUpdate
+    spec = {"task": meta.get("task"), "per_example": meta.get("per_example"), "path": {"type": "linear"}}
+    return forgetting_card.card(meta["id"], spec, status, token=token)

@@ -53,3 +53,13 @@ def test_ensembling_is_dropped_for_planes_and_bad_numbers_reach_the_validator():
     assert "ensemble" not in plane
     with pytest.raises(InvalidSpec, match="top_p"):
         parse_spec(build_spec({**BASE, "task": "generation", "dataset": "p", "gen_top_p": "2"}, meta=META))
+
+
+def test_the_per_example_checkbox_keeps_each_examples_outcome():
+    spec = parse_spec(build_spec({**BASE, "task": "classification", "dataset": "d", "per_example": True},
+                                 meta=META))
+    assert spec.per_example is True
+    # unticked, and for a task without per-example outcomes, the spec leaves it out (the default: off)
+    assert "per_example" not in build_spec({**BASE, "task": "classification", "dataset": "d"}, meta=META)
+    assert "per_example" not in build_spec({**BASE, "task": "generation", "dataset": "p", "per_example": True},
+                                           meta=META)

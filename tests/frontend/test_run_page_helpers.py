@@ -54,3 +54,14 @@ def test_the_summary_says_no_barrier_and_never_minus_zero(run_page):
     assert rows["accuracy"] == "no barrier"
     assert rows["loss"] == "barrier 0.25 nats at α = 0.50"
     assert "-0" not in rows["accuracy min / max"]
+
+
+def test_the_summary_gives_the_barriers_interval_and_says_whether_it_excludes_zero(run_page):
+    info = {"spec": {"metrics": ["loss", "accuracy"]},
+            "summary": {"barrier": {"loss": {"value": 0.004, "alpha": 0.5, "ci": [0.0, 0.011]},
+                                    "accuracy": {"value": 0.2, "alpha": 0.5, "ci": [0.1, 0.3]}}}}
+    pts = [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"loss": 1.0, "accuracy": 0.9}}]
+    rows = dict(run_page.summary_rows(info, pts))
+    assert "[0, 0.011]" in rows["loss"] and rows["loss"].endswith("— not distinguishable from 0 "
+                                                                  "(linearly connected at the 95 % level)")
+    assert "[10, 30]" in rows["accuracy"] and "above 0 at the 95 % level" in rows["accuracy"]
