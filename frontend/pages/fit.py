@@ -87,7 +87,13 @@ def _view(body: dict) -> tuple:
             links.append(html.A("fitted curve", href=f"/runs/{runs['curve']}", id="fit-curve-link"))
     if body.get("control"):
         links += [html.Span(" · control checkpoint "), html.Code(str(body["control"])[:12], id="fit-control")]
-    fig, ended = (None, True) if status != "done" else overlay(runs, body.get("names") or {})
+    fig, ended = None, True
+    if status == "done":
+        try:  # the loss chart and links update even when the runs cannot be read yet
+            fig, ended = overlay(runs, body.get("names") or {})
+        except Exception:
+            logger.exception("overlay of fit %s", body.get("id"))
+            ended = False
     overlay_child = dcc.Graph(figure=fig, id="fit-overlay", className="border rounded") if fig is not None else (
         html.Div("Evaluating the line and the fitted curve…", className="text-muted") if status == "done" else "")
     stop = status in TERMINAL and ended
