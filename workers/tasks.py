@@ -38,6 +38,7 @@ from service.runstate.drain import (
     fail_run,
     finish_run,
 )
+from service.tasks import FIT_TASK
 from workers.celery_app import DRAIN_TASK, app
 
 logger = logging.getLogger(__name__)
@@ -239,3 +240,20 @@ def drain(run_id: str, state: WorkerState) -> dict:
     finally:
         if hb is not None:
             hb.draining(None)
+
+
+@app.task(
+    name=FIT_TASK,
+    bind=True,
+    acks_late=True,
+    max_retries=5,
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+)
+def fit_curve(self, fit_id: str) -> dict:
+    """Fit a curve's control point (:mod:`workers.fitjob`); one worker runs the whole fit."""
+    from workers.fitjob import run_fit
+
+    STATE.ensure()
+    return run_fit(fit_id, STATE)

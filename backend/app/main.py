@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from backend.app.api import errors
-from backend.app.api.routes import checkpoints, datasets, health, meta, runs
+from backend.app.api.routes import checkpoints, datasets, fits, health, meta, runs
 from backend.app.security import SecurityMiddleware
 from service.runstate.reaper import Reaper
 from service.settings import Settings, get_settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
 
     errors.install(app)
 
-    for module in (health, meta, checkpoints, datasets, runs):
+    for module in (health, meta, checkpoints, datasets, runs, fits):
         app.include_router(module.router, prefix="/api")
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +27,6 @@ from typing import Any
 import redis
 
 from backend.app.api.errors import carried_references
-from basin import grid
 from basin.checkpoints import read_config
 from basin.errors import BasinError, IncompatibleCheckpoints, InvalidSpec
 from basin.generation import check_prompts, positive_index
@@ -47,8 +44,8 @@ from service.runstate import (
     json_or,
     read_points,
 )
+from service.runstate.create import create_run, point_order
 from service.store import Conflict, NotFound, Store
-from service.tasks import send_drain
 
 logger = logging.getLogger(__name__)
 
@@ -273,61 +270,7 @@ def _mismatch_message(labels: list[str], mismatches: list[tuple[str, str]], show
     )
 
 
-def point_order(spec: RunSpec) -> list[int]:
-    """Flat indices coarse → fine (:func:`basin.grid.order_1d` / :func:`order_2d`)."""
-    if spec.is_1d:
-        return grid.order_1d(spec.shape[0])
-    nx, ny = spec.shape
-    return grid.order_2d(nx, ny)
-
-
-# ---- queueing -----------------------------------------------------------------------------
-
-
-def create_run(
-    r: redis.Redis,
-    spec: RunSpec,
-    *,
-    redis_url: str,
-    queue: str,
-    names: dict[str, str] | None = None,
-    tags: dict[str, dict[str, Any]] | None = None,
-) -> str:
-    """Store the run and its todo list in Redis and send the drain tasks; returns the id.
-
-    The id is 16 random bytes (128 bits, URL-safe base64): a share link is a capability.
-    Several ``basin.drain_run`` tasks are sent so several workers drain one run together.
-    """
-    run_id = secrets.token_urlsafe(16)
-    k = RunKeys(run_id)
-    order = point_order(spec)
-    created = time.time()
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(
-        k.run,
-        mapping={
-            "spec": json.dumps(spec.model_dump(mode="json")),
-            "status": "queued",
-            "total": len(order),
-            "done": 0,
-            "created": repr(created),
-            "evaluations": 0,
-            "cached": 0,
-            "names": json.dumps(names or {}),
-            "tags": json.dumps(tags or {}),
-        },
-    )
-    pipe.rpush(k.todo, *order)
-    pipe.zadd(RUNS_KEY, {run_id: created})
-    pipe.zadd(ACTIVE_KEY, {run_id: created})
-    pipe.execute()
-    workers = len(alive_workers(r))
-    n_tasks = min(len(order), max(2, 2 * workers))
-    send_drain(redis_url, queue, run_id, n_tasks)
-    logger.info(
-        "run %s queued: %s, %d points, %d tasks", run_id, spec.path.type, len(order), n_tasks
-    )
-    return run_id
+# ---- queueing: service.runstate.create (the fit worker queues its evaluation runs too)
 
 
 # ---- reading ------------------------------------------------------------------------------

@@ -208,6 +208,17 @@ def _summary_table(info: dict, points: list[dict]) -> Any:
                                   for k, v in rows])], size="sm", className="mb-0", id="run-summary-table")
 
 
+def _fit_button(ptype: str) -> list[Any]:
+    """A straight-line run can start a curve fit between its endpoints (``frontend/pages/fit.py``)."""
+    if ptype != "linear":
+        return []
+    return [html.Hr(), dbc.Button("Fit a curve", id="run-fit", color="primary", outline=True, size="sm",
+                                  title="train a Bezier curve's control point between these endpoints "
+                                        "(100 steps), then evaluate the line and the curve"),
+            html.Span(id="run-fit-msg", className="small ms-2"),
+            dcc.Location(id="run-fit-location", refresh="callback-nav")]
+
+
 def layout(run_id: str | None = None, **_: Any) -> html.Div:
     if not run_id:
         return dbc.Alert("No run id in the link.", color="warning")
@@ -290,6 +301,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             dbc.Button("Cancel run", id="run-cancel", color="danger", outline=True, size="sm",
                        disabled=status in TERMINAL),
             html.Span(id="run-cancel-msg", className="small ms-2"),
+            *_fit_button(ptype),
         ])], className="mb-3"),
         dbc.Card([dbc.CardHeader("Spec"), dbc.CardBody(html.Pre(
             spec_yaml(spec, {**_names(("datasets",)), **names}), id="run-spec",

@@ -1,0 +1,65 @@
+"""Routes: curve fits — create (validated, queued), status (losses so far), cancel.
+
+Bookkeeping: :mod:`backend.app.fits` (validation) and :mod:`service.fits` (Redis state).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from backend.app import runs as book
+from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
+from backend.app.api.errors import responses
+from backend.app.fits import resolve_fit_spec
+from basin.errors import InvalidSpec
+from service.fits import FitNotFound, cancel_fit, create_fit, fit_detail
+
+router = APIRouter(tags=["fits"])
+
+
+async def _body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as e:
+        raise InvalidSpec(f"invalid fit spec: the body is not JSON ({e})") from None
+
+
+FitBody = Annotated[Any, Depends(_body)]
+
+
+def _fit_id(fit_id: str) -> str:
+    try:
+        return book.check_run_id(fit_id)
+    except Exception:
+        raise FitNotFound(fit_id) from None
+
+
+FitId = Annotated[str, Depends(_fit_id)]
+
+
+def _url(settings, fit_id: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/fits/{fit_id}"
+
+
+@router.post("/fits", status_code=201, responses=responses(422, 503), dependencies=[WriteAuth])
+def create(body: FitBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, str]:
+    """Validate a fit spec (references resolved to store ids), queue it on a worker; ``{id, url}``."""
+    names: dict[str, str] = {}
+    spec = resolve_fit_spec(body, store, names=names)
+    fit_id = create_fit(r, spec, names=names, redis_url=settings.redis_url, queue=settings.task_queue)
+    return {"id": fit_id, "url": _url(settings, fit_id)}
+
+
+@router.get("/fits/{fit_id}", responses=responses(404, 503))
+def get(fit_id: FitId, settings: SettingsDep, r: RedisDep) -> dict[str, Any]:
+    """A fit: status, step / total, losses so far ``[{step, loss}]``, ETA, error; once done the
+    control checkpoint's store id and the ids of the line and curve evaluation runs."""
+    return {**fit_detail(r, fit_id), "url": _url(settings, fit_id)}
+
+
+@router.post("/fits/{fit_id}/cancel", responses=responses(404, 409), dependencies=[WriteAuth])
+def cancel(fit_id: FitId, r: RedisDep) -> dict[str, str]:
+    """Stop a queued or running fit (its worker stops before the next step); 409 once ended."""
+    return {"id": fit_id, "status": cancel_fit(r, fit_id)}

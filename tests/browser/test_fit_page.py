@@ -1,0 +1,62 @@
+"""A curve fit from the dashboard, in real headless Chromium: a finished straight-line run's
+"Fit a curve" button queues a fit and opens its page; the training-loss chart fills in as the
+worker trains; when it is done the page overlays the line and the fitted curve."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.store import Store
+from tests import factories
+from tests.browser.conftest import hold_runs
+
+pytestmark = pytest.mark.browser
+
+LOSS_POINTS = """() => { const g = document.querySelector('#fit-loss .js-plotly-plot');
+  return g && g.data ? g.data[0].x.length : -1; }"""
+OVERLAY_CURVES = """() => { const g = document.querySelector('#fit-overlay .js-plotly-plot');
+  return g && g.data ? g.data.filter(d => d.meta === 'curve').length : -1; }"""
+
+
+@pytest.fixture(scope="module")
+def fit_pair(stack, tmp_path_factory) -> None:
+    """Two tiny BERTs from different inits (a real line barrier) and a dataset, in the stack's store."""
+    root = tmp_path_factory.mktemp("browser-fit")
+    tok = factories.make_tokenizer("bert")
+    store = Store(stack.store)
+    for name, seed in (("bfit_a", 10), ("bfit_b", 11)):
+        m = factories.init_classifier(seed, num_hidden_layers=2)
+        factories.finetune_classifier(m, seed, steps=60, lr=5e-3)
+        store.add_checkpoint_dir(factories.save(m, root / name, tok), name=name)
+    store.add_dataset(factories.write_classification_dataset(root / "d.csv", n=64, seed=5), name="bfit.csv")
+
+
+def test_fit_a_curve_from_a_line_run_shows_its_loss_live_then_the_overlay(stack, fit_pair, page):
+    spec = {"path": {"type": "linear", "a": "bfit_a", "b": "bfit_b", "points": 5}, "dataset": "bfit.csv",
+            "max_examples": 64, "batch_size": 16}
+    run_id = stack.request("POST", "/api/runs", json=spec).json()["id"]
+    assert stack.wait_run(run_id)["status"] == "done"
+    hold_runs(stack)  # no worker: the fit waits in the queue while its page opens
+    try:
+        page.goto(stack.base_url + f"/runs/{run_id}")
+        page.click("#run-fit")
+        page.wait_for_url("**/fits/*")
+        page.locator("#fit-loss").wait_for()
+        page.wait_for_function(f"({LOSS_POINTS})() === 0")  # queued: an empty chart
+        assert page.locator("#fit-status").inner_text() == "queued"
+        stack.start_worker()
+        fit_id = page.url.rsplit("/", 1)[-1]
+        try:
+            page.wait_for_function(f"({LOSS_POINTS})() === 100", timeout=120_000)
+        except Exception:
+            body = stack.request("GET", f"/api/fits/{fit_id}").json()
+            raise AssertionError((body.get("status"), body.get("error"), len(body.get("losses") or []),
+                                  page.evaluate(LOSS_POINTS), stack.log("api")[-2000:])) from None
+        page.wait_for_function(f"({OVERLAY_CURVES})() === 2", timeout=120_000)
+    finally:
+        if not stack.live_worker_names:
+            stack.start_worker()
+    assert page.locator("#fit-status").inner_text() == "done"
+    assert page.locator("#fit-line-link").get_attribute("href").startswith("/runs/")
+    assert page.locator("#fit-curve-link").get_attribute("href").startswith("/runs/")
+    assert not page.js_errors
