@@ -47,12 +47,12 @@ def test_fit_a_curve_from_a_line_run_shows_its_loss_live_then_the_overlay(stack,
         stack.start_worker()
         fit_id = page.url.rsplit("/", 1)[-1]
         try:
-            page.wait_for_function(f"({LOSS_POINTS})() === 100", timeout=120_000)
+            page.wait_for_function(f"({LOSS_POINTS})() === 100", timeout=600_000)  # a wait on the event; the limit only stops a hang
         except Exception:
             body = stack.request("GET", f"/api/fits/{fit_id}").json()
             raise AssertionError((body.get("status"), body.get("error"), len(body.get("losses") or []),
                                   page.evaluate(LOSS_POINTS), stack.log("api")[-2000:])) from None
-        page.wait_for_function(f"({OVERLAY_CURVES})() === 2", timeout=120_000)
+        page.wait_for_function(f"({OVERLAY_CURVES})() === 2", timeout=600_000)  # a wait on the event; the limit only stops a hang
     finally:
         if not stack.live_worker_names:
             stack.start_worker()
