@@ -760,11 +760,46 @@ def figure_for(
     return plane_figure(result, metric, "contour" if kind == "auto" else kind, names=names, equal=equal)
 
 
+def distance_figure(result: Mapping[str, Any]) -> go.Figure | None:
+    """Per-layer distances between the endpoints (001 Fig. 9; 002's ``calculate_dist``): for each
+    group of the module tree in model order (embeddings, each block of each stack, head, rest),
+    ‖ΔW‖₂/√numel as bars and the cosine of θA and θB over its tensors as a line on a second axis.
+    ``None`` when the summary has no per-layer distances (planes; documents from before them)."""
+    dist = (result.get("summary") or {}).get("distance") or {}
+    rows = [r for r in dist.get("per_layer") or [] if isinstance(r, Mapping)]
+    if not rows:
+        return None
+    stacks = {r.get("stack") for r in rows if r.get("stack")}
+    labels = [f"{r['stack']} {r['name']}" if len(stacks) > 1 and r.get("stack") else str(r["name"]) for r in rows]
+    tip = [f"{lab}<br>‖ΔW‖₂ = {r.get('l2', float('nan')):.4g}<br>‖ΔW‖₂/√n = {r.get('scaled', float('nan')):.4g}"
+           f"<br>cosine = {r.get('cosine', float('nan')):.4f}<br>n = {r.get('numel', 0):,}"
+           for lab, r in zip(labels, rows, strict=True)]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=labels, y=[_num(r.get("scaled")) for r in rows], name="‖ΔW‖₂ / √numel",
+                         marker_color="#4c72b0", hovertext=tip, hoverinfo="text", meta="distance"))
+    fig.add_trace(go.Scatter(x=labels, y=[_num(r.get("cosine")) for r in rows], name="cosine(θA, θB)",
+                             mode="lines+markers", yaxis="y2", line={"color": "#dd8452"}, hovertext=tip,
+                             hoverinfo="text", meta="cosine"))
+    total = f"‖θA−θB‖₂ = {dist['l2']:.4g}, cosine {dist['cosine']:.4f}" if isinstance(dist.get("l2"), (int, float)) \
+        and isinstance(dist.get("cosine"), (int, float)) else ""
+    fig.update_layout(
+        template="plotly_white", height=320, margin={"l": 60, "r": 60, "t": 60, "b": 60},
+        title={"text": "distance between the endpoints per layer" + (f"<br><sup>{total}</sup>" if total else ""),
+               "font": {"size": 14}},
+        yaxis={"title": "‖ΔW‖₂ / √numel", "rangemode": "tozero"},
+        yaxis2={"title": "cosine", "overlaying": "y", "side": "right", "range": [min(0.0, *[
+            _num(r.get("cosine")) or 0.0 for r in rows]), 1.0], "showgrid": False},
+        legend={"orientation": "h", "y": -0.25}, bargap=0.2,
+    )
+    return fig
+
+
 def report_figures(
     result: Mapping[str, Any], *, names: Mapping[str, str] | None = None
 ) -> list[go.Figure]:
     """Every figure of a report: per metric a line (1D), or a contour AND a 3D surface
-    (planes; trajectories with their path drawn on both). Empty without points."""
+    (planes; trajectories with their path drawn on both), then the per-layer distances
+    between the endpoints (1D). Empty without points."""
     if not result.get("points"):
         return []
     out: list[go.Figure] = []
@@ -774,4 +809,7 @@ def report_figures(
         else:
             out.append(plane_figure(result, m, "contour", names=names))
             out.append(plane_figure(result, m, "surface", names=names))
+    dist = distance_figure(result)
+    if dist is not None:
+        out.append(dist)
     return out

@@ -208,6 +208,16 @@ def _summary_table(info: dict, points: list[dict]) -> Any:
                                   for k, v in rows])], size="sm", className="mb-0", id="run-summary-table")
 
 
+def _distance_card(info: dict) -> list[Any]:
+    """Per-layer distances between a 1D run's endpoints (once its summary exists), or nothing."""
+    fig = figures.distance_figure({"summary": info.get("summary") or {}})
+    if fig is None:
+        return []
+    fig.update_layout(height=300, margin={"l": 50, "r": 50, "t": 50, "b": 50}, title=None)
+    return [dbc.Card([dbc.CardHeader("Distance per layer"), dbc.CardBody(
+        dcc.Graph(id="run-distance", figure=fig, config=GRAPH_CONFIG), className="p-1")], className="mb-3")]
+
+
 def _fit_button(ptype: str) -> list[Any]:
     """A straight-line run can start a curve fit between its endpoints (``frontend/pages/fit.py``)."""
     if ptype != "linear":
@@ -303,6 +313,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             html.Span(id="run-cancel-msg", className="small ms-2"),
             *_fit_button(ptype),
         ])], className="mb-3"),
+        *_distance_card(info),
         dbc.Card([dbc.CardHeader("Spec"), dbc.CardBody(html.Pre(
             spec_yaml(spec, {**_names(("datasets",)), **names}), id="run-spec",
             className="small mb-0", style={"maxHeight": "360px", "overflow": "auto"}))]),

@@ -363,3 +363,27 @@ def test_the_report_and_basin_plot_draw_the_ensemble_and_no_barrier_for_sentimen
     src.write_text(__import__("json").dumps(doc))
     assert main(["plot", str(src), "-o", str(tmp_path / "r.html")]) == 0
     assert "output ensemble" in (tmp_path / "r.html").read_text()
+
+
+def test_per_layer_distances_are_drawn_in_model_order_and_in_the_report(tmp_path):
+    from basin.engine import run
+    from basin.resolve import FileResolver
+    from basin.spec import parse_spec
+    from tests.factories import build_gpt2, write_lm_dataset
+
+    a, b = build_gpt2(tmp_path / "a", seed=0), build_gpt2(tmp_path / "b", seed=0, steps=4)
+    data = write_lm_dataset(tmp_path / "t.jsonl", n=4)
+    doc = run(parse_spec({"path": {"type": "linear", "a": str(a), "b": str(b), "points": 3},
+                          "dataset": str(data), "task": "causal_lm"}), FileResolver(), progress=False)
+    rows = doc["summary"]["distance"]["per_layer"]
+    fig = figures.distance_figure(doc)
+    bars = next(t for t in fig.data if t.meta == "distance")
+    cos = next(t for t in fig.data if t.meta == "cosine")
+    assert list(bars.x) == ["embeddings", "layer 0", "layer 1", "rest"] == [r["name"] for r in rows]
+    assert list(bars.y) == pytest.approx([r["scaled"] for r in rows])
+    assert list(cos.y) == pytest.approx([r["cosine"] for r in rows])
+    assert all(y > 0 for y in bars.y)  # four steps of Adam moved every layer
+    assert any(getattr(t, "meta", None) == "distance" for f in figures.report_figures(doc) for t in f.data)
+    # planes and old documents have no per-layer distances: no figure
+    assert figures.distance_figure({"summary": {"distance": {"l2": 1.0}}}) is None
+    assert figures.distance_figure({"summary": {"min": {}}}) is None

@@ -65,3 +65,14 @@ def test_the_summary_gives_the_barriers_interval_and_says_whether_it_excludes_ze
     assert "[0, 0.011]" in rows["loss"] and rows["loss"].endswith("— not distinguishable from 0 "
                                                                   "(linearly connected at the 95 % level)")
     assert "[10, 30]" in rows["accuracy"] and "above 0 at the 95 % level" in rows["accuracy"]
+
+
+def test_the_distance_card_shows_a_finished_1d_runs_per_layer_distances(run_page):
+    summary = {"distance": {"l2": 2.0, "cosine": 0.9, "per_layer": [
+        {"name": "embeddings", "stack": None, "l2": 1.0, "scaled": 0.1, "cosine": 0.95, "numel": 100},
+        {"name": "layer 0", "stack": "h", "l2": 1.5, "scaled": 0.2, "cosine": 0.9, "numel": 50}]}}
+    card = run_page._distance_card({"summary": summary})
+    graph = card[0].children[1].children
+    assert [list(t.x) for t in graph.figure.data] == [["embeddings", "layer 0"]] * 2
+    assert list(graph.figure.data[0].y) == [0.1, 0.2]
+    assert run_page._distance_card({"summary": None}) == [] == run_page._distance_card({})
