@@ -18,8 +18,10 @@ pytestmark = pytest.mark.browser
 
 LONG = "ft_a-after-twenty-steps-on-sst2-seed0-lr3e-5"  # longer than a label may be
 HEX_ID = re.compile(r"\b[0-9a-f]{40,64}\b")
-#: every plotly figure on the page: its title and its anchors' labels and hover names
-FIGS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(g => ({
+#: every metric figure on the page (a curve or a grid; not the per-layer distances): its title
+#: and its anchors' labels and hover names
+FIGS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .filter(g => g.data && g.data.some(t => t.meta === 'curve' || t.meta === 'grid')).map(g => ({
   title: (g.layout.title && g.layout.title.text) || '',
   anchors: g.data.filter(t => t.meta === 'anchor').map(t => ({text: t.text[0], hover: t.hovertext[0]})),
   annotations: (g.layout.annotations || []).map(a => a.text)}))"""
