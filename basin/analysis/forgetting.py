@@ -150,14 +150,28 @@ def dataset_rows(result: Mapping[str, Any], path: Path) -> list[dict[str, Any]]:
     return example_rows(path, max_examples=int(spec.get("max_examples", 512)), seed=int(spec.get("seed", 0)))
 
 
+#: A cell a spreadsheet would run as a formula starts with one of these (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value``, with a ``'`` in front when it is text a spreadsheet would run as a formula.
+
+    Example texts come from uploaded datasets and the CSV is opened in spreadsheets by
+    whoever follows a share link: ``=HYPERLINK(...)`` must stay text. Numbers are untouched
+    (a negative α is a number, not a formula).
+    """
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
 def forgetting_csv(table: Mapping[str, Any]) -> str:
-    """The table's rows as CSV (:data:`COLUMNS`; empty cells for ``None``)."""
+    """The table's rows as CSV (:data:`COLUMNS`; empty cells for ``None``; texts spreadsheet-safe)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     for r in table["rows"]:
-        w.writerow(["" if r.get(c) is None else r.get(c) for c in COLUMNS])
+        w.writerow(["" if r.get(c) is None else spreadsheet_safe(r.get(c)) for c in COLUMNS])
     return buf.getvalue()
 
 
-__all__ = ["COLUMNS", "ForgettingUnavailable", "dataset_rows", "forgetting", "forgetting_csv"]
+__all__ = ["COLUMNS", "ForgettingUnavailable", "dataset_rows", "forgetting", "forgetting_csv", "spreadsheet_safe"]

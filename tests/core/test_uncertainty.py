@@ -169,6 +169,15 @@ def test_forgetting_alpha_lost_and_regained_by_hand():
     assert out[0]["alpha_lost"] == "" and out[1]["alpha_lost"] == "0.25" and out[1]["regained"] == "True"
 
 
+def test_forgetting_csv_keeps_formulas_as_text():
+    """An uploaded example text such as ``=HYPERLINK(...)`` is not run by the spreadsheet that opens the CSV."""
+    rows = [{"text": t, "label": str(i % 2)} for i, t in
+            enumerate(["=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "plain"])]
+    out = list(csv.DictReader(io.StringIO(forgetting_csv(forgetting(_forget_doc(), rows)))))
+    assert [r["text"] for r in out] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "plain"]
+    assert [r["confidence_at_start"] for r in out] == ["0.9", "0.6", "0.7", "0.55"]
+
+
 def test_forgetting_says_what_is_missing():
     doc = _forget_doc()
     for p in doc["points"]:
