@@ -303,6 +303,12 @@ def has_samples(result: Mapping[str, Any]) -> bool:
         p.get("samples") for p in result.get("points") or [])
 
 
+def sample_points(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The points that carry generated samples, sorted by α (ties by index)."""
+    out = [p for p in points if p.get("samples") and isinstance((p.get("coords") or {}).get("alpha"), (int, float))]
+    return sorted(out, key=lambda p: (p["coords"]["alpha"], p.get("index", 0)))
+
+
 def line_figure(
     result: Mapping[str, Any], metric: str, *, names: Mapping[str, str] | None = None
 ) -> go.Figure:

@@ -171,6 +171,38 @@ def _per_tensor_table(summary: dict[str, Any], top: int = 15) -> str:
             f"<table><tr>{head}</tr>{body}</table>")
 
 
+_SAMPLE_TEXT = ("prompt", "text")
+
+
+def _samples_section(result: dict[str, Any]) -> str:
+    """Generated samples per α, one collapsible table each (generation runs; empty otherwise).
+
+    The same points and columns as the run page's sample viewer: prompt, text, then each
+    score labelled by the metric registry. Every string is escaped (texts are model output).
+    """
+    from basin.figures import metric_label, sample_points
+
+    points = sample_points(result.get("points") or [])
+    if not points:
+        return ""
+    out = ["<h2>Generated samples</h2>",
+           f"<p>{len(points)} points of the path carry generations; open one to read them.</p>"]
+    for p in points:
+        samples = [s for s in p.get("samples") or [] if isinstance(s, dict)]
+        scores: list[str] = []
+        for s in samples:
+            scores += [k for k in s if k not in _SAMPLE_TEXT and k not in scores]
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["prompt", "generated text", *map(metric_label, scores)])
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_num(s.get(k)) if k in scores else str(s.get(k) or ''))}</td>"
+                             for k in [*_SAMPLE_TEXT, *scores]) + "</tr>"
+            for s in samples)
+        alpha = _num(p["coords"]["alpha"])
+        out.append(f"<details class='samples'><summary>α = {html.escape(alpha)} · {len(samples)} samples</summary>"
+                   f"<table><tr>{head}</tr>{rows}</table></details>")
+    return "\n".join(out)
+
+
 def render_report(result: dict[str, Any], figures: list[go.Figure] | None = None) -> str:
     """The full HTML page for ``result`` (a result document, see docs/contracts.md).
 
@@ -214,6 +246,7 @@ def render_report(result: dict[str, Any], figures: list[go.Figure] | None = None
         "<h2>Summary</h2>",
         _table(_flatten(summary), ("quantity", "value")) if summary else "<p>(none)</p>",
         _per_tensor_table(summary),
+        _samples_section(result),
         "<h2>Anchors</h2>" + (_table(anchor_rows, ("checkpoint", "coordinates")) if anchor_rows else "<p>(none)</p>"),
         "<h2>Timings</h2>" + (_table(list(timings.items()), ("timing", "value")) if timings else "<p>(none)</p>"),
         "<h2>Spec</h2>",

@@ -115,12 +115,6 @@ def _with_band_slot(fig: dict, spec: dict, live: bool, points: list[dict], metri
 _TEXT_FIELDS = ("prompt", "text")
 
 
-def sample_points(points: list[dict]) -> list[dict]:
-    """The points that carry generated samples, sorted by α (ties by index)."""
-    out = [p for p in points if p.get("samples") and isinstance((p.get("coords") or {}).get("alpha"), (int, float))]
-    return sorted(out, key=lambda p: (p["coords"]["alpha"], p.get("index", 0)))
-
-
 def _slider_marks(alphas: list[float]) -> dict[float, str]:
     """One mark per sampled α (the slider snaps to them); about eight of them labelled."""
     every = max(1, math.ceil(len(alphas) / 8))
@@ -420,7 +414,7 @@ def _samples(store: dict | None, alpha: float | None, clicks: list, meta: dict |
     index). Shown once a point carries samples."""
     if not meta or not meta.get("is1d"):
         raise dash.exceptions.PreventUpdate
-    pts = sample_points((store or {}).get("points") or [])
+    pts = figures.sample_points((store or {}).get("points") or [])
     if not pts:
         return ({}, dash.no_update, dash.no_update, dash.no_update, dash.no_update, "No samples yet.", None)
     alphas = [float(p["coords"]["alpha"]) for p in pts]

@@ -387,3 +387,20 @@ def test_per_layer_distances_are_drawn_in_model_order_and_in_the_report(tmp_path
     # planes and old documents have no per-layer distances: no figure
     assert figures.distance_figure({"summary": {"distance": {"l2": 1.0}}}) is None
     assert figures.distance_figure({"summary": {"min": {}}}) is None
+
+
+def test_the_report_lists_generated_samples_by_alpha_escaped():
+    """A generation run's HTML report carries its samples (readable offline, as on the run page),
+    sorted by α, with model output escaped; a run without samples has no such section."""
+    from basin.report import render_report
+
+    doc = {"spec": {"task": "generation", "path": {"type": "linear", "a": "a", "b": "b"}},
+           "points": [{"index": 1, "coords": {"alpha": 1.0}, "metrics": {"sentiment": 0.9},
+                       "samples": [{"prompt": "The film", "text": "was <b>great</b>", "sentiment": 0.91234}]},
+                      {"index": 0, "coords": {"alpha": 0.0}, "metrics": {"sentiment": 0.1},
+                       "samples": [{"prompt": "The film", "text": "was dull", "sentiment": 0.05}]}]}
+    page = render_report(doc, figures=[])
+    section = page.split("<h2>Generated samples</h2>", 1)[1]
+    assert section.index("α = 0") < section.index("α = 1") < section.index("&lt;b&gt;great")
+    assert "<b>great" not in page and "0.91234" in section and "was dull" in section
+    assert "Generated samples" not in render_report(_linear_doc(), figures=[])

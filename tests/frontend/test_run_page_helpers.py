@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from basin import figures
+
 
 @pytest.fixture(scope="module")
 def run_page():
@@ -36,7 +38,7 @@ def test_samples_are_listed_by_alpha_with_their_scores(run_page):
            {"index": 0, "coords": {"alpha": -0.5}, "metrics": {},
             "samples": [{"prompt": "Hello", "text": "world", "sentiment": 0.91234}]},
            {"index": 1, "coords": {"alpha": 0.0}, "metrics": {}}]  # no samples: not offered
-    picked = run_page.sample_points(pts)
+    picked = figures.sample_points(pts)
     assert [p["index"] for p in picked] == [0, 2]
     texts = _texts(run_page.sample_table(picked[0]))
     from basin.figures import metric_label
