@@ -63,7 +63,7 @@ def test_the_form_offers_it_and_the_run_page_draws_it(dropin, page, screenshots)
     page.click("#newrun-run")
     page.wait_for_url("**/runs/*")
     run_id = page.url.rsplit("/", 1)[-1]
-    page.locator("#run-status", has_text="done").wait_for(timeout=120_000)
+    page.locator("#run-status", has_text="done").wait_for(timeout=300_000)
     page.wait_for_function(f"({CURVE_POINTS})() === 5")
     page.screenshot(path=str(screenshots / "run-dropin-path.png"), full_page=True)
     doc = stack.request("GET", f"/api/runs/{run_id}").json()

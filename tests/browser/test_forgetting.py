@@ -108,7 +108,7 @@ def test_a_run_without_per_example_results_says_how_to_get_the_card(stack, page,
     assert r.status_code in (200, 201, 202), r.text
     run_id = r.json()["id"]
     page.goto(f"{stack.base_url}/runs/{run_id}")
-    page.locator("#run-status", has_text="done").wait_for(timeout=120_000)
+    page.locator("#run-status", has_text="done").wait_for(timeout=300_000)
     page.locator("#run-forgetting-none", has_text="per-example results").wait_for()
     assert page.locator("#run-forgetting-table").count() == 0
     assert not page.js_errors, page.js_errors

@@ -163,7 +163,7 @@ def test_checkpoints_page_register_tag_delete(stack, page, tmp_path, screenshots
 def test_finished_run_shows_full_still_progress_and_named_spec(stack, store_family, page, screenshots):
     run_id = _linear(stack, "ft_a", "ft_b", store_family["data"], points=9)
     page.goto(stack.base_url + f"/runs/{run_id}")  # opened while queued / running: watch it finish
-    page.locator("#run-status", has_text="done").wait_for(timeout=90_000)
+    page.locator("#run-status", has_text="done").wait_for(timeout=300_000)
     bar = page.locator("#run-progress .progress-bar")
     page.wait_for_function("!document.querySelector('#run-progress .progress-bar')"
                            ".classList.contains('progress-bar-animated')")
