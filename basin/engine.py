@@ -331,13 +331,15 @@ class Landscape:
             if isinstance(ev, GenerationEvaluator):
                 samples = ev.samples
         result: dict[str, Any] = {"metrics": {m: float(values[m]) for m in self.spec.metrics}}
+        intervals = {}
+        for ev in (self.evaluator, self.generator):
+            if ev is not None and ev.examples is not None:
+                intervals.update(point_intervals(ev.examples, self.spec.metrics))
+        if intervals:
+            result["intervals"] = intervals
         examples = self.evaluator.examples
-        if examples is not None:
-            intervals = point_intervals(examples, self.spec.metrics)
-            if intervals:
-                result["intervals"] = intervals
-            if self.spec.per_example:
-                result["examples"] = examples
+        if examples is not None and self.spec.per_example:
+            result["examples"] = examples
         result.update(out)
         if samples is not None:
             result["samples"] = samples

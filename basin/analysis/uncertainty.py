@@ -6,6 +6,10 @@ would differ. Two tools, both over the *examples* (the models are fixed):
 
 - :func:`point_intervals` — a 95 % interval per point (cheap, closed form):
 
+  - generation ``sentiment`` and ``length``: mean ± 1.96·s/√n over the *prompts'* means (n
+    prompts: samples of one prompt are not independent); ``sample_perplexity``: exp of the
+    ratio interval below over the prompts' summed NLLs and token counts;
+
   - classification ``loss``: mean ± 1.96·s/√n, s the sample standard deviation of the
     per-example cross-entropies (normal approximation; n is ``max_examples``-sized);
   - classification ``accuracy``: the **Wilson score** interval for a proportion (stays
@@ -88,10 +92,18 @@ def point_intervals(examples: Mapping[str, Any], metrics: Sequence[str]) -> dict
     """``{metric: [lo, hi]}`` for the metrics of ``metrics`` that per-example values determine.
 
     ``examples`` is an evaluator's per-example record: classification ``{loss, correct,
-    confidence}``; causal LM / seq2seq ``{nll, tokens}``. F1 (macro, not a mean over
-    examples) and generation metrics get none.
+    confidence}``; causal LM / seq2seq ``{nll, tokens}``; generation, per *prompt* (a
+    prompt's samples share it, so the prompt is the unit resampled) ``{sentiment, length}``
+    means over its samples and ``{sample_nll, sample_tokens}`` sums over them. F1 (macro, not
+    a mean over examples) and distinct-n (a ratio of distinct n-grams) get none.
     """
     out: dict[str, list[float] | None] = {}
+    for m in ("sentiment", "length"):
+        if m in examples:
+            out[m] = mean_interval(examples[m])
+    if "sample_nll" in examples:
+        ci = ratio_interval(examples["sample_nll"], examples["sample_tokens"])
+        out["sample_perplexity"] = [_exp(ci[0]), _exp(ci[1])] if ci is not None else None
     if "nll" in examples:
         ci = ratio_interval(examples["nll"], examples["tokens"])
         out["loss"] = ci

@@ -214,14 +214,22 @@ class GenerationEvaluator(Evaluator):
         texts = [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]
         values: dict[str, float] = {}
         scores: list[float] | None = None
+        # per prompt (the unit of the intervals: a prompt's samples are not independent)
+        per_prompt: dict[str, list[float]] = {"length": self._per_prompt([len(t) for t in new])}
         if self.scorer is not None:
             scores = self.scorer.positive_prob(texts, self.batch_size, self.device)
             values["sentiment"] = sum(scores) / len(scores)
+            per_prompt["sentiment"] = self._per_prompt(scores)
         if "sample_perplexity" in self.metrics:
-            values["sample_perplexity"] = self._perplexity(new)
+            nll, count = self._nll(new)
+            total = sum(count)
+            values["sample_perplexity"] = math.exp(min(sum(nll) / total, 700.0)) if total else float("nan")
+            per_prompt["sample_nll"] = self._per_prompt(nll, mean=False)
+            per_prompt["sample_tokens"] = self._per_prompt(count, mean=False)
         for n in (1, 2, 3):
             values[f"distinct_{n}"] = distinct_n(texts, n)
         values["length"] = sum(len(t) for t in new) / len(new)
+        self.examples = per_prompt
         order = sorted(range(len(self.rows)), key=lambda r: (self.rows[r][1], self.rows[r][0]))[: gen.keep_samples]
         self.samples = [
             {"prompt": self.prompt_text[self.rows[r][0]], "text": texts[r],
@@ -230,14 +238,21 @@ class GenerationEvaluator(Evaluator):
         ]
         return {m: values[m] for m in self.metrics}
 
-    def _perplexity(self, new: list[list[int]]) -> float:
-        """exp(mean NLL) of the continuations' tokens given their prompts under the reference LM."""
+    def _per_prompt(self, per_row: Sequence[float], *, mean: bool = True) -> list[float]:
+        """Row values summed (or averaged) over each prompt's samples, in prompt order."""
+        out = [0.0] * len(self.prompt_ids)
+        for r, v in enumerate(per_row):
+            out[self.rows[r][0]] += float(v)
+        k = self.gen.samples_per_prompt
+        return [v / k for v in out] if mean else out
+
+    def _nll(self, new: list[list[int]]) -> tuple[list[float], list[int]]:
+        """Per row: the summed NLL of its continuation's tokens given its prompt under the
+        reference LM, and the number of those tokens (0 and 0 for an empty continuation)."""
         assert self.reference is not None
+        nll = [0.0] * len(new)
+        count = [len(t) for t in new]
         rows = [r for r, t in enumerate(new) if t]
-        if not rows:
-            return float("nan")
-        nll = torch.zeros((), dtype=torch.float64, device=self.device)
-        count = 0
         for idx in length_batches([len(self.prompt_ids[self.rows[r][0]]) + len(new[r]) for r in rows],
                                   self.batch_size):
             seqs, starts = [], []
@@ -253,10 +268,10 @@ class GenerationEvaluator(Evaluator):
             for i, (s, st) in enumerate(zip(seqs, starts, strict=True)):
                 tgt[i, st : len(s)] = ids[i, st : len(s)]
             logits = self.reference(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1),
-                                   ignore_index=-100, reduction="sum").double()
-            count += sum(len(s) - st for s, st in zip(seqs, starts, strict=True))
-        return math.exp(min(float(nll.cpu()) / count, 700.0))
+            per_token = F.cross_entropy(logits.transpose(1, 2), tgt[:, 1:], ignore_index=-100, reduction="none")
+            for i, v in zip(idx, per_token.double().sum(dim=1).cpu().tolist(), strict=True):
+                nll[rows[i]] = v
+        return nll, count
 
 
 __all__ = ["GenerationEvaluator", "RowSampler", "Scorer"]

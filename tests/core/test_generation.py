@@ -101,6 +101,19 @@ def test_every_generation_metric_matches_a_hand_computation(pair):
             nll -= sum(logp[len(p) - 1 + i, t].item() for i, t in enumerate(c))
             count += len(c)
     assert m["sample_perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-4)
+    # 95 % intervals with the prompt as the unit (its samples are not independent): mean ± 1.96·s/√n
+    # over the prompts' mean sentiment / length; perplexity from the prompts' summed NLL and tokens
+    iv = got["intervals"]
+    assert set(iv) == {"sentiment", "length", "sample_perplexity"}  # distinct-n is no mean: none
+    for metric, per_sample in (("sentiment", probs), ("length", list(map(len, conts)))):
+        by_prompt: dict[str, list[float]] = {}
+        for smp, v in zip(samples, per_sample, strict=True):
+            by_prompt.setdefault(smp["prompt"], []).append(v)
+        means = torch.tensor([sum(v) / len(v) for v in by_prompt.values()], dtype=torch.float64)
+        half = 1.959964 * means.std().item() / math.sqrt(len(means))
+        assert iv[metric] == pytest.approx([m[metric] - half, m[metric] + half], abs=1e-4)
+    lo, hi = iv["sample_perplexity"]
+    assert lo < m["sample_perplexity"] < hi
 
 
 def test_distinct_n_and_positive_label_rules():
