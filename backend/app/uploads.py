@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from backend.app.api.errors import InvalidUpload, PayloadTooLarge
@@ -79,21 +80,48 @@ def form_body(*fields: str) -> dict[str, Any]:
     }
 
 
+#: While an upload arrives, the store's quota is checked again every this many bytes (and at
+#: its end): uploads in progress each saw the same free space when they started.
+QUOTA_RECHECK_BYTES = 8 << 20
+
+
 class UploadCap(int):
     """A byte cap for one upload; ``by_quota`` when the store's quota, not the upload
-    limit, sets it (the error then says so)."""
+    limit, sets it (the error then says so).
+
+    The cap is what the quota had left when the upload *started*. Uploads running at the
+    same time each saw that free space, so :meth:`over_quota` is asked again while the bytes
+    arrive (every :data:`QUOTA_RECHECK_BYTES`) and once they are all on disk: the bytes of
+    every upload in progress count (they are under ``<store>/tmp/``), so two uploads that
+    together exceed the quota cannot both be kept.
+    """
 
     by_quota: bool = False
+    store: Store | None = None
+    quota: int | None = None
 
     @classmethod
     def of(cls, store: Store, settings: Settings) -> UploadCap:
         """``min(BASIN_MAX_UPLOAD_BYTES, what BASIN_MAX_STORE_BYTES has left)``, now."""
         free = store.free_bytes(settings.max_store_bytes)
-        if free is not None and free < settings.max_upload_bytes:
-            cap = cls(free)
-            cap.by_quota = True
-            return cap
-        return cls(settings.max_upload_bytes)
+        cap = cls(free) if free is not None and free < settings.max_upload_bytes else cls(settings.max_upload_bytes)
+        cap.by_quota = cap < settings.max_upload_bytes
+        cap.store, cap.quota = store, settings.max_store_bytes
+        return cap
+
+    def over_quota(self) -> bool:
+        """Whether the store (uploads in progress included) is over its quota now."""
+        return self.store is not None and self.quota is not None and self.store.used_bytes() > self.quota
+
+
+async def check_quota(limit: int) -> None:
+    """Refuse (413) when the store went over its quota while this upload arrived."""
+    if isinstance(limit, UploadCap) and await run_in_threadpool(limit.over_quota):
+        raise PayloadTooLarge(
+            "upload refused: with the uploads arriving at the same time the store would exceed its "
+            "quota (BASIN_MAX_STORE_BYTES); try again when they are done, delete checkpoints or "
+            "datasets, or raise the quota"
+        )
 
 
 def too_large(limit: int) -> PayloadTooLarge:
@@ -135,10 +163,14 @@ async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     ``limit`` bytes arrive."""
     check_content_length(request, limit)
     seen = 0
+    recheck = QUOTA_RECHECK_BYTES
     async for chunk in request.stream():
         seen += len(chunk)
         if seen > limit:
             raise too_large(limit)
+        if seen >= recheck:
+            await check_quota(limit)
+            recheck = seen + QUOTA_RECHECK_BYTES
         if chunk:
             yield chunk
 
@@ -157,6 +189,7 @@ async def receive_to_file(request: Request, dest: Path, limit: int) -> int:
         f.write(buf)
     if total == 0:
         raise InvalidUpload("the upload is empty")
+    await check_quota(limit)
     return total
 
 
@@ -246,6 +279,7 @@ async def receive_form(request: Request, workspace: Path, limit: int) -> _FormCo
         raise HTTPException(status_code=400, detail=f"malformed multipart body: {e}") from None
     finally:
         form.close()
+    await check_quota(limit)
     return form
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from backend.app.uploads import ArchiveLimits, extract_tar, extract_zip
 from basin.errors import CheckpointError
-from tests.backend.conftest import store_state, targz_dir, zip_dir
+from tests.backend.conftest import serve, store_state, targz_dir, wait_for, zip_dir
 
 EMPTY = {"checkpoints": [], "datasets": [], "tmp": []}
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -295,6 +295,52 @@ def test_the_store_quota_refuses_an_upload_that_would_exceed_it(make_client, cla
     data = b"text,label\n" + b"good day,1\n" * 20_000
     d = client.put("/api/datasets", params={"name": "big.csv"}, content=data, headers=OCTET)
     assert d.status_code == 413 and store_state(client.store_root)["tmp"] == []
+
+
+def test_two_uploads_at_once_cannot_both_fill_the_quota(tmp_path):
+    """Both uploads start on an empty store, so each may take the whole quota; the one still
+    arriving when the other is kept is refused once the store's total passes the quota, and the
+    store ends within it with the first upload intact and nothing left in tmp/."""
+    import socket
+
+    import httpx
+
+    from backend.app.main import create_app
+    from service.settings import Settings
+
+    mib = 1 << 20
+    root = tmp_path / "store"
+    quota = 20 * mib
+    app = create_app(Settings(store=root, api_token=None, redis_url="redis://127.0.0.1:1/0",
+                              max_store_bytes=quota, max_upload_bytes=64 * mib), with_ui=False)
+    row = b"a good day today,1\n"
+    slow = b"text,label\n" + row * (15 * mib // len(row))  # 15 MiB: fits the quota alone
+    quick = b"text,label\n" + row * (8 * mib // len(row))  # 8 MiB: fits it alone, and beside the 9 MiB on disk
+    head = (f"PUT /api/datasets?name=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(slow)}\r\n\r\n").encode()
+
+    def tmp_bytes() -> int:
+        return sum(p.stat().st_size for p in (root / "tmp").rglob("*") if p.is_file())
+
+    with serve(app) as port:
+        conn = socket.create_connection(("127.0.0.1", port))
+        conn.sendall(head + slow[: 9 * mib])
+        assert wait_for(lambda: tmp_bytes() >= 8 * mib)  # the slow upload is arriving on disk
+        r = httpx.put(f"http://127.0.0.1:{port}/api/datasets", params={"name": "quick.csv"}, content=quick,
+                      headers={"Content-Type": "application/octet-stream"}, timeout=300)
+        assert r.status_code == 201, r.text
+        conn.sendall(slow[9 * mib:])
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+        conn.close()
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
+        assert b"BASIN_MAX_STORE_BYTES" in reply and b"at the same time" in reply
+        assert wait_for(lambda: store_state(root)["tmp"] == [])
+    state = store_state(root)
+    assert len(state["datasets"]) == 1 and state["tmp"] == []
+    stored = sum(p.stat().st_size for p in (root / "datasets").rglob("*") if p.is_file())
+    assert len(quick) <= stored <= quota
 
 
 def test_an_archive_that_expands_past_the_quota_is_refused(make_client, classifier_family, tmp_path):
