@@ -279,3 +279,31 @@ def test_point_keys_tell_merge_parameters_apart(fam):
 def test_bad_merge_specs_say_what_to_fix(path, message):
     with pytest.raises(InvalidSpec, match=message):
         helpers.cpu_spec({"path": path, "dataset": "d.csv"})
+
+
+# ---- comparing methods ----------------------------------------------------------------------
+
+
+def test_linear_slerp_and_ties_on_the_same_checkpoints_overlay_in_one_figure(fam):
+    from basin import figures
+
+    common = {"dataset": "eval.csv", "metrics": ["loss", "accuracy"]}
+    docs = [run(helpers.cpu_spec({"path": path, **common}), FileResolver(root_of(fam)), progress=False)
+            for path in ({"type": "linear", "a": "ft_a", "b": "ft_b", "points": 5},
+                         {"type": "slerp", "a": "ft_a", "b": "ft_b", "points": 5},
+                         {"type": "ties", "base": "init", "models": ["ft_a", "ft_b"], "points": 5})]
+    # each run page draws its method's curve with its own coordinate and barrier
+    assert figures.line_figure(docs[1], "loss").layout.xaxis.title.text == "t"
+    ties_fig = figures.line_figure(docs[2], "loss")
+    assert ties_fig.layout.xaxis.title.text == "λ"
+    assert [t.text[0] for t in ties_fig.data if t.meta == "anchor"] == ["init", "ties merge (λ = 1)"]
+    assert "barrier" in docs[2]["summary"] and docs[2]["summary"]["distance"] is None  # two models: no pair
+    fig = figures.overlay_figure(docs, "loss")
+    curves = [t for t in fig.data if t.meta == "curve"]
+    assert [c.name.split(":")[0] for c in curves] == ["linear", "slerp", "ties"]
+    assert all(len(c.x) == 5 for c in curves)
+    assert fig.layout.xaxis.title.text == "α / t / λ"
+    # the ends of linear and SLERP are the same two checkpoints: same losses there
+    ends = [{p["coords"]["alpha"]: p["metrics"]["loss"] for p in d["points"]} for d in docs[:2]]
+    assert ends[0][0.0] == pytest.approx(ends[1][0.0], abs=1e-6)
+    assert ends[0][1.0] == pytest.approx(ends[1][1.0], abs=1e-5)
