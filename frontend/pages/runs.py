@@ -185,10 +185,12 @@ def _overlay(ids: list[str] | None, metric: str, names: dict[str, str] | None, r
             labels.append(run_label(by_id.get(run_id) or {"spec": r.body.get("spec") or {}}, names or {}))
         else:
             problems.append(f"{run_id[:8]}: {r.error()}")
-    dups = {lab for lab in labels if labels.count(lab) > 1}
-    for k, lab in enumerate(labels):  # two runs over the same checkpoints: tell them apart
-        if lab in dups:
-            labels[k] = f"{lab} ({doc_ids[k][:6]})"
+    # two runs of one method over the same checkpoints: tell them apart (runs of different
+    # methods are: the figure names each curve's method)
+    keys = [(((d.get("spec") or {}).get("path") or {}).get("type"), lab) for d, lab in zip(docs, labels, strict=True)]
+    for k, key in enumerate(keys):
+        if keys.count(key) > 1:
+            labels[k] = f"{labels[k]} ({doc_ids[k][:6]})"
     metric = metric or "loss"
     missing = [lab for d, lab in zip(docs, labels, strict=True)
                if metric not in ((d.get("spec") or {}).get("metrics") or [])]
