@@ -479,7 +479,7 @@ def overlay_figure(
         label = (labels[k] if labels and k < len(labels) else None) or _spec(res).get("name") or (
             f"{short_name(str(path.get('a', '?')), names)} → {short_name(str(path.get('b', '?')), names)}"
         )
-        if len(types) > 1:
+        if len(types) > 1 and not label.startswith(str(path.get("type", "?"))):  # not when its name says it
             label = f"{path.get('type', '?')}: {label}"
         colour = ANCHOR_COLOURS[k % len(ANCHOR_COLOURS)]
         fig.add_trace(go.Scatter(
