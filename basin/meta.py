@@ -20,6 +20,9 @@ def path_meta(cls: type[PathType]) -> dict[str, Any]:
     """One path type as the form sees it.
 
     ``slots``: ``[[field, label]]`` filled by the checkpoint pickers, in order;
+    ``list_slot``: ``[field, label]`` of a list of references the multi-picker fills (a
+    merge's ``models``) or ``None``; ``params``: ``[[field, label]]`` other fields the form
+    shows, typed by ``json_schema`` (a merge's ``density``, ``seed``, ``weights``);
     ``ref_fields``: every field holding checkpoint references (slots and lists such as
     a trajectory's ``checkpoints``); ``defaults``: the spec fields with defaults
     (``points``, ``range``, ``resolution``, ``margin``...); ``json_schema``: the spec
@@ -32,6 +35,8 @@ def path_meta(cls: type[PathType]) -> dict[str, Any]:
         "axis_titles": dict(cls.axis_titles),
         "help": cls.help,
         "slots": [[f, label] for f, label in cls.slots],
+        "list_slot": list(cls.list_slot) if cls.list_slot is not None else None,
+        "params": [[f, label] for f, label in cls.params],
         "ref_fields": list(cls.ref_fields),
         "ref_literals": sorted(cls.ref_literals),
         "sequence_field": cls.sequence_field,

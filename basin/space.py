@@ -5,7 +5,8 @@ A path reduces every point to coefficients ``c`` over a fixed *basis*: an origin
 
     θ(c) = θ₀ + Σₖ cₖ · dₖ
 
-:meth:`ParamSpace.mix_` writes θ(c) into the live model's tensors with
+(a coefficient may also be one number per tensor: SLERP, whose tensors each have their
+own angle). :meth:`ParamSpace.mix_` writes θ(c) into the live model's tensors with
 ``torch._foreach_copy_`` / ``torch._foreach_add_`` — no model rebuild, no reload,
 no ``.to()`` per point. Tensors outside the run's *scope* (and mismatched tensors
 held by ``on_mismatch: hold``) are never written: they keep the values of the
@@ -266,14 +267,25 @@ class ParamSpace:
         self._scratch = [torch.empty_like(o) for o in origin] if cast else None
 
     @torch.no_grad()
-    def mix_(self, coeffs: Sequence[float]) -> None:
-        """Write θ₀ + Σₖ cₖ·dₖ into the live tensors, in place (``len(coeffs) == K``)."""
+    def mix_(self, coeffs: Sequence[float | Sequence[float]]) -> None:
+        """Write θ₀ + Σₖ cₖ·dₖ into the live tensors, in place (``len(coeffs) == K``).
+
+        A coefficient is a number (every tensor: one ``torch._foreach_add_``) or a sequence
+        of one number per movable tensor (a path whose tensors move at their own rates,
+        SLERP): tensor ``i`` gets ``cₖ[i]·dₖ[i]``.
+        """
         if len(coeffs) != len(self.directions):
             raise ValueError(f"expected {len(self.directions)} coefficients, got {len(coeffs)}")
         target = self._scratch if self._scratch is not None else self.live
         torch._foreach_copy_(target, self.origin)
         for c, d in zip(coeffs, self.directions, strict=True):
-            if c != 0.0:
+            if isinstance(c, Sequence):
+                if len(c) != len(target):
+                    raise ValueError(f"per-tensor coefficients: expected {len(target)}, got {len(c)}")
+                for t, x, ci in zip(target, d, c, strict=True):
+                    if ci != 0.0:
+                        t.add_(x, alpha=float(ci))
+            elif c != 0.0:
                 torch._foreach_add_(target, d, alpha=float(c))
         if self._scratch is not None:
             torch._foreach_copy_(self.live, self._scratch)  # the one cast to the model's dtype

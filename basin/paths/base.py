@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 Tensors = list["torch.Tensor"]
 
+#: One direction's mixing coefficient: one number for every tensor, or one per tensor
+#: (a sequence aligned with ``BuildContext.names``) for paths whose tensors move at
+#: different rates (SLERP: each tensor's own angle). See :meth:`PathType.coeffs`.
+Coeff = float | Sequence[float]
+
 # ---- building blocks of the path spec models ----------------------------------------------
 
 Range = tuple[float, float]
@@ -202,6 +207,12 @@ class PathType(ABC):
     - ``help``: one line with the formula, for the new-run form.
     - ``slots``: ``[(field, label)]`` the form fills from its checkpoint pickers, in order
       (fields that hold lists get a widget of their own and are not slots).
+    - ``list_slot``: ``(field, label)`` of a field holding a list of references that the
+      form fills from its multi-checkpoint picker (a merge's ``models``); ``None`` otherwise
+      (a ``sequence_field`` uses that picker too).
+    - ``params``: ``[(field, label)]`` other spec fields the form shows, typed from the
+      spec's JSON schema (numbers, integers, booleans, choices, lists of numbers): a
+      merge's ``density``, ``seed``, ``weights``.
     - ``sequence_field``: a reference field listing checkpoints in training order, drawn
       joined as a path over the surface (trajectory's ``checkpoints``); ``None`` otherwise.
     - ``order``: where the form lists it (ascending; ties by ``type``).
@@ -219,6 +230,8 @@ class PathType(ABC):
     axis_titles: ClassVar[Mapping[str, str]]
     help: ClassVar[str]
     slots: ClassVar[tuple[tuple[str, str], ...]] = ()
+    list_slot: ClassVar[tuple[str, str] | None] = None
+    params: ClassVar[tuple[tuple[str, str], ...]] = ()
     sequence_field: ClassVar[str | None] = None
     order: ClassVar[int] = 1000
     equal_axes: ClassVar[bool] = False
@@ -301,8 +314,14 @@ class PathType(ABC):
         """Compute the basis (origin, directions), grid axes and anchors once."""
 
     @abstractmethod
-    def coeffs(self, coords: dict[str, float]) -> list[float]:
-        """Mixing coefficients over the directions for one point's coordinates."""
+    def coeffs(self, coords: dict[str, float]) -> Sequence[Coeff]:
+        """Mixing coefficients over the directions for one point's coordinates.
+
+        One per direction: a number (the same for every tensor: the fast path,
+        ``torch._foreach_add_`` over all tensors at once) or a sequence with one number
+        per tensor of ``BuildContext.names`` (a path whose tensors move at different
+        rates, such as SLERP's per-tensor angles; computed after :meth:`build`).
+        """
 
     def key_params(self) -> dict[str, Any]:
         """Path parameters (besides checkpoint ids and coords) that change a point's metrics."""
@@ -365,3 +384,8 @@ def _check_path_class(cls: type[PathType]) -> None:
     unknown = [f for f in (*cls.ref_fields, *(f for f, _ in cls.slots)) if f not in fields]
     if unknown or not {f for f, _ in cls.slots} <= set(cls.ref_fields):
         raise TypeError(f"{where}: ref_fields / slots name fields {unknown or cls.slots} not in its Spec")
+    if cls.list_slot is not None and cls.list_slot[0] not in cls.ref_fields:
+        raise TypeError(f"{where}: list_slot {cls.list_slot[0]!r} is not one of its ref_fields")
+    bad = [f for f, _ in cls.params if f not in fields or f in cls.ref_fields or f == "type"]
+    if bad:
+        raise TypeError(f"{where}: params name fields {bad} that are not plain fields of its Spec")

@@ -7,7 +7,7 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, ctx, dcc, html
+from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
 from basin.spec import PER_EXAMPLE_TASKS
 from frontend import api
@@ -79,8 +79,10 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
     checkpoints (trajectories) and a ``basis``. Keys of ``v``: type, ckpt1..3, traj
     (list), traj_by_step, basis ("pca" | "three"), basis1..3, dataset, task, metrics,
     points, lo, hi, nx, ny, xlo, xhi, ylo, yhi, margin, scope, scope_regex,
-    max_examples, hold, name, ensemble, per_example, and the generation options gen_*
-    (:func:`generation_spec`).
+    max_examples, hold, name, ensemble, per_example, the generation options gen_*
+    (:func:`generation_spec`), and ``params`` (``{field: value}`` of the path type's
+    ``params``, :func:`param_values`). A ``list_slot`` (a merge's ``models``) is filled
+    from ``traj``, in the order picked.
     Missing pickers are left empty so the API names them.
     """
     ptype = v.get("type") or "linear"
@@ -95,6 +97,9 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
         if v.get("traj_by_step", True):
             refs = order_by_step(refs, checkpoints or [])
         path[seq] = refs
+    elif info.get("list_slot"):  # a merge's models: the multi-picker, in the order picked
+        path[info["list_slot"][0]] = [r for r in (v.get("traj") or []) if r]
+    path.update(param_values(info, v.get("params") or {}))
     if "basis" in (info.get("ref_fields") or []):
         if v.get("basis") == "three":  # the plane through three chosen checkpoints
             path["basis"] = [v.get(f"basis{k}") or "" for k in (1, 2, 3)]
@@ -142,6 +147,86 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
     if (v.get("name") or "").strip():
         spec["name"] = v["name"].strip()
     return spec
+
+
+def param_kind(schema: dict[str, Any]) -> str:
+    """How the form shows a spec field, from its JSON schema: ``bool``, ``choice``, ``int``,
+    ``number`` or ``numbers`` (a list of numbers, typed comma-separated); ``text`` otherwise."""
+    for option in [schema, *(schema.get("anyOf") or [])]:
+        if option.get("enum"):
+            return "choice"
+        kind = option.get("type")
+        if kind == "boolean":
+            return "bool"
+        if kind == "integer":
+            return "int"
+        if kind == "number":
+            return "number"
+        if kind == "array" and (option.get("items") or {}).get("type") in ("number", "integer"):
+            return "numbers"
+    return "text"
+
+
+def _schema(info: dict[str, Any], field: str) -> dict[str, Any]:
+    return ((info.get("json_schema") or {}).get("properties") or {}).get(field) or {}
+
+
+def param_values(info: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The path type's ``params`` fields from the form's values (``{field: raw value}``).
+
+    Empty fields are left out (the spec's default applies); a value that does not parse
+    is passed as typed, so the API's answer names it.
+    """
+    out: dict[str, Any] = {}
+    for field, _ in info.get("params") or []:
+        raw = values.get(field)
+        kind = param_kind(_schema(info, field))
+        if kind == "bool":
+            if raw is not None:
+                out[field] = bool(raw)
+            continue
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        try:
+            if kind == "int":
+                out[field] = int(float(raw))
+            elif kind == "number":
+                out[field] = float(raw)
+            elif kind == "numbers":
+                out[field] = [float(x) for x in str(raw).replace(";", ",").split(",") if x.strip()]
+            else:
+                out[field] = raw
+        except (TypeError, ValueError):
+            out[field] = raw
+    return out
+
+
+def param_inputs(info: dict[str, Any]) -> list[Any]:
+    """One form row per ``params`` field of the path type (ids ``{"type": "newrun-param", "field": f}``)."""
+    rows = []
+    defaults = info.get("defaults") or {}
+    for field, label in info.get("params") or []:
+        schema = _schema(info, field)
+        kind = param_kind(schema)
+        pid = {"type": "newrun-param", "field": field}
+        default = defaults.get(field)
+        if kind == "bool":
+            comp: Any = dbc.Checkbox(id=pid, value=bool(default), label=schema.get("description") or "")
+        elif kind == "choice":
+            opts = next(o["enum"] for o in [schema, *(schema.get("anyOf") or [])] if o.get("enum"))
+            comp = dbc.Select(id=pid, value=default, options=[{"label": str(o), "value": o} for o in opts])
+        elif kind in ("int", "number"):
+            bounds = {k: schema[s] for k, s in (("min", "minimum"), ("max", "maximum"),
+                                               ("min", "exclusiveMinimum")) if s in schema}
+            comp = dbc.Input(id=pid, type="number", value=default, step=1 if kind == "int" else "any", **bounds)
+        elif kind == "numbers":
+            comp = dbc.Input(id=pid, type="text", value=", ".join(str(x) for x in default or []),
+                             placeholder="comma-separated, e.g. 1, 0.5")
+        else:
+            comp = dbc.Input(id=pid, type="text", value=default)
+        help_ = schema.get("description") if kind != "bool" else None
+        rows.append(_field(label, comp, help_=help_))
+    return rows
 
 
 #: Tasks whose outputs can be ensembled along a path between two checkpoints (see basin.spec).
@@ -250,6 +335,7 @@ def layout(**_: Any) -> html.Div:
         html.Div(path_info(meta, "linear").get("help", ""), id="newrun-type-help",
                  className="text-muted small mb-3 ms-1"),
         *picker, traj, basis,
+        html.Div(param_inputs(path_info(meta, "linear")), id="newrun-params"),
         _field("Dataset", dbc.Select(id="newrun-dataset", options=dopts, value=default_dataset(dsets),
                                      placeholder="— pick —")),
         _field("Task", dbc.Select(id="newrun-task", value="classification",
@@ -404,7 +490,9 @@ def _lists_with_token(needs: bool | None, token: str | None):
        Output("newrun-row-grid", "style"), Output("newrun-row-margin", "style"),
        Output("newrun-type-help", "children"),
        Output("newrun-xlo", "value"), Output("newrun-xhi", "value"),
-       Output("newrun-ylo", "value"), Output("newrun-yhi", "value")],
+       Output("newrun-ylo", "value"), Output("newrun-yhi", "value"),
+       Output("newrun-row-traj-label", "children"), Output("newrun-traj-bystep", "style"),
+       Output("newrun-params", "children"), Output("newrun-row-range-label", "children")],
     Input("newrun-type", "value"),
     State("newrun-meta", "data"),
 )
@@ -419,12 +507,17 @@ def _show_fields(ptype: str, meta: dict | None):
     one_d = info.get("ndim", 1) == 1
     grid_range = not one_d and "range" in defaults
     (xlo, xhi), (ylo, yhi) = defaults["range"] if grid_range else ((-1.0, 1.0), (-1.0, 1.0))
+    list_slot = info.get("list_slot")
+    coord = (info.get("axis_titles") or {}).get("alpha", "α")
     return (*styles, *labels,
-            show if info.get("sequence_field") else hide,
+            show if info.get("sequence_field") or list_slot else hide,
             show if "basis" in (info.get("ref_fields") or []) else hide,
             show if one_d else hide, show if one_d else hide, hide if one_d else show,
             show if grid_range else hide, show if not one_d and "margin" in defaults else hide,
-            info.get("help", ""), xlo, xhi, ylo, yhi)
+            info.get("help", ""), xlo, xhi, ylo, yhi,
+            list_slot[1] if list_slot else "Checkpoints (in order)",
+            hide if list_slot and not info.get("sequence_field") else show,
+            param_inputs(info), f"{coord} range")
 
 
 @callback(Output("newrun-metrics", "options"), Output("newrun-metrics", "value"),
@@ -495,12 +588,16 @@ FORM_STATE = {
     State("newrun-checkpoints", "data"),
     State("newrun-meta", "data"),
     State("settings-token-input", "value"),
+    State({"type": "newrun-param", "field": ALL}, "value"),
+    State({"type": "newrun-param", "field": ALL}, "id"),
     prevent_initial_call=True,
 )
 def _act(_check, _copy, _run, *values):
     """Check / Copy spec / Run: the API's answer is shown next to the form."""
-    *form, ckpts, meta, token = values
-    spec = build_spec(dict(zip(FORM_STATE, form, strict=True)), ckpts, meta)
+    *form, ckpts, meta, token, param_vals, param_ids = values
+    v = dict(zip(FORM_STATE, form, strict=True))
+    v["params"] = {pid["field"]: val for pid, val in zip(param_ids or [], param_vals or [], strict=False)}
+    spec = build_spec(v, ckpts, meta)
     text = spec_yaml(spec, {m["id"]: m.get("name") for m in ckpts or [] if m.get("id") and m.get("name")})
     nav = dash.no_update
     shown = {}

@@ -15,7 +15,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, dcc, html
 
 from basin import figures
-from basin.paths import is_1d, refs_of
+from basin.paths import PATHS, is_1d, refs_of
 from frontend import api
 from frontend.components import fmt_time, ref_label
 
@@ -62,7 +62,7 @@ def layout(**_: Any) -> html.Div:
         dbc.Card([dbc.CardHeader("Overlay finished 1D runs"), dbc.CardBody([
             dbc.Row([
                 dbc.Col(dcc.Dropdown(id="runs-overlay", multi=True, value=[],
-                                     placeholder="pick finished linear / bezier / polychain runs"), md=8),
+                                     placeholder="pick finished 1D runs: linear, SLERP, merges (TIES, DARE…)"), md=8),
                 dbc.Col(dbc.Select(id="runs-overlay-metric", value="loss", options=[
                     {"label": m, "value": m} for m in OVERLAY_METRICS]), md=2),
             ], className="g-2 mb-2"),
@@ -103,8 +103,15 @@ def run_label(run: dict, names: dict[str, str]) -> str:
     if (run.get("spec") or {}).get("name") or run.get("name"):
         return str(run.get("name") or run["spec"]["name"])
     refs = [ref_label(r, names, run.get("names")) for r in _refs(run)]
-    sep = " → " if is_1d(_type(run)) else " · "
-    return sep.join(refs) if len(refs) <= 4 else f"{len(refs)} checkpoints"
+    return _sep(run).join(refs) if len(refs) <= 4 else f"{len(refs)} checkpoints"
+
+
+def _sep(run: dict) -> str:
+    """``A → B`` along a 1D path, ``θ0 + θ1 + θ2`` for a merge (a base and its models), else ``·``."""
+    cls = PATHS.get(_type(run))
+    if cls is not None and cls.list_slot is not None:
+        return " + "
+    return " → " if is_1d(_type(run)) else " · "
 
 
 @callback(
@@ -144,7 +151,7 @@ def _table(ref: str, runs: list[dict] | None, names: dict[str, str] | None):
             html.Td([html.A(title or str(x["id"])[:12], href=f"/runs/{x['id']}", className="runs-link"),
                      html.Div(html.Code(str(x["id"])[:12]), className="small") if title else None]),
             html.Td(_type(x), className="runs-type"),
-            html.Td(" → ".join(ckpts) if is_1d(_type(x)) else ", ".join(ckpts),
+            html.Td(_sep(x).join(ckpts) if is_1d(_type(x)) else ", ".join(ckpts),
                     className="runs-ckpts"),
             html.Td(ref_label(ds, names, x.get("names")) if ds else "", className="runs-dataset"),
             html.Td(dbc.Badge(status, color=STATUS_COLOUR.get(status, "dark")), className="runs-status",
@@ -178,10 +185,12 @@ def _overlay(ids: list[str] | None, metric: str, names: dict[str, str] | None, r
             labels.append(run_label(by_id.get(run_id) or {"spec": r.body.get("spec") or {}}, names or {}))
         else:
             problems.append(f"{run_id[:8]}: {r.error()}")
-    dups = {lab for lab in labels if labels.count(lab) > 1}
-    for k, lab in enumerate(labels):  # two runs over the same checkpoints: tell them apart
-        if lab in dups:
-            labels[k] = f"{lab} ({doc_ids[k][:6]})"
+    # two runs of one method over the same checkpoints: tell them apart (runs of different
+    # methods are: the figure names each curve's method)
+    keys = [(((d.get("spec") or {}).get("path") or {}).get("type"), lab) for d, lab in zip(docs, labels, strict=True)]
+    for k, key in enumerate(keys):
+        if keys.count(key) > 1:
+            labels[k] = f"{labels[k]} ({doc_ids[k][:6]})"
     metric = metric or "loss"
     missing = [lab for d, lab in zip(docs, labels, strict=True)
                if metric not in ((d.get("spec") or {}).get("metrics") or [])]

@@ -24,7 +24,8 @@ from basin.spec import parse_spec
 from tests.dropin import dropped_in_path, paths_package
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILTIN = ("linear", "bezier", "polychain", "plane", "task_plane", "random_plane", "trajectory")
+BUILTIN = ("linear", "slerp", "bezier", "polychain", "plane", "task_plane", "random_plane", "trajectory",
+           "task_arithmetic", "ties", "dare")
 
 
 def _env() -> dict[str, str]:
@@ -46,12 +47,13 @@ def test_every_path_module_is_discovered_in_form_order():
         assert cls.type == t and paths.path_class(t) is cls
         assert cls.Spec.model_fields["type"].default == t
         assert cls.Spec.model_config["frozen"] and cls.Spec.model_config["extra"] == "forbid"
-    with pytest.raises(KeyError, match="unknown path type 'spiral'; choose from linear, bezier"):
+    with pytest.raises(KeyError, match="unknown path type 'spiral'; choose from linear, slerp, bezier"):
         paths.path_class("spiral")
 
 
 def test_is_1d_and_refs_of_work_on_stored_documents():
-    assert [t for t in BUILTIN if paths.is_1d(t)] == ["linear", "bezier", "polychain"]
+    assert [t for t in BUILTIN if paths.is_1d(t)] == ["linear", "slerp", "bezier", "polychain",
+                                                      "task_arithmetic", "ties", "dare"]
     assert not paths.is_1d("spiral") and not paths.is_1d(None)
     assert paths.refs_of({"type": "task_plane", "a": "x", "b": "y", "origin": "o"}) == ["o", "x", "y"]
     assert paths.refs_of({"type": "bezier", "a": "x", "b": "y", "control": "c"}) == ["x", "y", "c"]
@@ -122,6 +124,10 @@ def test_meta_describes_every_path_task_and_metric_as_json():
     by = {p["type"]: p for p in m["paths"]}
     assert by["linear"]["slots"] == [["a", "Checkpoint A (α = 0)"], ["b", "Checkpoint B (α = 1)"]]
     assert by["linear"]["defaults"] == {"points": 26, "range": [0.0, 1.0]}
+    assert by["linear"]["params"] == [] and by["linear"]["list_slot"] is None
+    assert by["ties"]["list_slot"] == ["models", "Fine-tuned models θ1…θn"]
+    assert [f for f, _ in by["dare"]["params"]] == ["density", "seed", "rescale", "ties", "weights", "normalize"]
+    assert by["dare"]["defaults"]["density"] == 0.5 and by["ties"]["axis_titles"] == {"alpha": "λ"}
     assert (by["linear"]["ndim"], by["linear"]["coords"]) == (1, ["alpha"])
     assert by["task_plane"]["defaults"]["range"] == [[-1.0, 2.0], [-1.0, 2.0]]
     assert by["random_plane"]["defaults"]["range"] == [[-1.0, 1.0], [-1.0, 1.0]]
