@@ -182,7 +182,7 @@ def _build_base(config_dir: Path, task: str | None, *, meta: bool) -> nn.Module:
     return model
 
 
-def _inject(model: nn.Module, cfg: Any, what: str) -> Any:
+def _inject(model: nn.Module, cfg: Any, what: str, where: str = "its base model") -> Any:
     """``peft.get_peft_model`` with its 'target modules not found' errors made readable."""
     import copy
 
@@ -195,7 +195,7 @@ def _inject(model: nn.Module, cfg: Any, what: str) -> Any:
         return peft.get_peft_model(model, cfg)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{what} does not fit its base model: {msg}") from None
+        raise CheckpointError(f"{what} does not fit {where}: {msg}") from None
 
 
 @dataclass
@@ -261,7 +261,17 @@ def validate_adapter(directory: str | Path, base: CheckpointSource, *, base_name
     info = inspect_adapter(d)
     where = f"base {base_name or base.id[:12]!r}"
     skeleton = _build_base(base.config_dir, TASK_OF_PEFT.get(str(info.task_type)), meta=True)
-    pm = _inject(skeleton, cfg, what)
+    targets = info.target_modules
+    if isinstance(targets, list):  # peft matches a name as a suffix of module names
+        modules = [n for n, _ in skeleton.named_modules() if n]
+        absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in modules)]
+        if absent:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if n and not any(
+                True for _ in m.children())})
+            raise CheckpointError(
+                f"{what}: target module(s) {absent} are not in {where} (a {type(skeleton).__name__}; "
+                f"its layers are named e.g. {', '.join(leaves[:12])})")
+    pm = _inject(skeleton, cfg, what, where)
     try:
         expected = {k: tuple(v.shape) for k, v in peft.get_peft_model_state_dict(pm).items()}
     except Exception as e:  # peft's own failures on odd configs
