@@ -52,7 +52,8 @@ def test_lora_upload_on_a_base_and_an_adapter_space_run_from_the_form(
     doc = stack.wait_run(run_id)
     assert doc["status"] == "done", doc
     assert doc["spec"]["space"] == "adapter"
-    losses = [p["metrics"]["loss"] for p in sorted(doc["points"], key=lambda p: p["index"])]
+    points = stack.request("GET", f"/api/runs/{run_id}/points").json()["points"]
+    losses = [p["metrics"]["loss"] for p in sorted(points, key=lambda p: p["index"])]
     assert len(losses) == 5 and len(set(losses)) > 1
     page.wait_for_function("document.querySelector('#run-graphs') && "
                            "document.querySelector('#run-graphs').dataset.points === '5'")
