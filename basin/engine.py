@@ -234,8 +234,8 @@ class Landscape:
         if adapter_space is None and spec.scope == "all" and adapter_sources(self.sources):
             # adapters on one base, merged: only what some adapter changes moves (the rest is the base)
             base = first.base_source()
-            raw = cache.get(base) if cache is not None else load_state_dict(base)
-            moved = moved_names(rename(raw, to_model(raw)), [load(r) for r in refs])
+            base_sd = cache.get(base) if cache is not None else load_state_dict(base)
+            moved = moved_names(rename(base_sd, to_model(base_sd)), [load(r) for r in refs])
             uniq = [k for k in uniq if k in moved] or uniq
         self.names = select_scope(spec.scope, uniq, self.groups)
         self.space = ParamSpace(model, self.names)

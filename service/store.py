@@ -1027,11 +1027,11 @@ class Store:
         """
         from basin.adapters import read_adapter_config
 
+        m: dict[str, Any] | None = None
         if base:
             m = self.get_checkpoint(base)
         else:
             named = read_adapter_config(adapter_dir).get("base_model_name_or_path")
-            m = None
             for cand in ([named, Path(str(named)).name] if isinstance(named, str) and named else []):
                 try:
                     m = self.get_checkpoint(cand)
@@ -1043,6 +1043,7 @@ class Store:
                     f"the adapter's base_model_name_or_path ({named!r}) names no checkpoint in the store: "
                     "upload its base model first, or pick the base (base=<checkpoint id or name>)"
                 )
+        assert m is not None
         if m.get("adapter"):
             raise CheckpointError(f"the base {m['name']!r} is itself an adapter: pick a full model checkpoint")
         return m
