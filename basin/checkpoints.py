@@ -129,8 +129,16 @@ def _load_bin(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict(src: CheckpointSource | str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint on the CPU, in their stored dtype (name → tensor)."""
+    """All tensors of a checkpoint on the CPU, in their stored dtype (name → tensor).
+
+    An adapter source (``src.adapter``) gives its merged weights θ_base + ΔW in fp32
+    (:func:`basin.adapters.merged_state_dict`).
+    """
     s = _source(src)
+    if s.adapter is not None:
+        from basin.adapters import merged_state_dict
+
+        return merged_state_dict(s, load_state_dict(s.base_source()))
     fmt, files = weight_files(s)
     out: dict[str, torch.Tensor] = {}
     for f in files:
@@ -148,8 +156,13 @@ def load_state_dict(src: CheckpointSource | str | Path) -> dict[str, torch.Tenso
 
 
 def tensor_meta(src: CheckpointSource | str | Path) -> TensorMeta:
-    """Shapes and dtypes of every tensor; reads only safetensors headers (``.bin``: mmap load)."""
+    """Shapes and dtypes of every tensor; reads only safetensors headers (``.bin``: mmap load).
+
+    An adapter source has its base's tensors (merging keeps every name and shape).
+    """
     s = _source(src)
+    if s.adapter is not None:
+        return tensor_meta(s.base_source())
     fmt, files = weight_files(s)
     meta: TensorMeta = {}
     for f in files:

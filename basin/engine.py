@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from basin import grid
+from basin.adapters import AdapterSpace, adapter_sources, moved_names
 from basin.analysis import barriers, distances, extremes
 from basin.analysis.uncertainty import BARRIER_DRAWS, barrier_intervals, point_intervals
 from basin.checkpoints import (
@@ -181,11 +182,22 @@ class Landscape:
         # loading rules rename every file's keys (embed_out → lm_head, tied aliases → one name)
         model = make_model(spec.task, first.config_dir)
         to_model = key_mapper(model)
-        metas = []
-        for r in refs:
-            raw = tensor_meta(self.sources[r])
-            metas.append((self.sources[r].id, rename(raw, to_model(raw))))
-        mismatches = compare_meta(metas)
+        adapter_space = None
+        if spec.space == "adapter":  # the live model gets the adapter's layers (basin.adapters)
+            if first.adapter is None:
+                raise InvalidSpec(f"space: adapter needs PEFT adapter checkpoints; {refs[0]!r} is a full "
+                                  "checkpoint (use space: merged to mix full checkpoints and adapters)")
+            base = first.base_source()
+            adapter_space = AdapterSpace(model, first, cache.get(base) if cache is not None else
+                                         load_state_dict(base), spec.task)
+            model = adapter_space.model
+            mismatches: list[tuple[str, str]] = []
+        else:
+            metas = []
+            for r in refs:
+                raw = tensor_meta(self.sources[r])
+                metas.append((self.sources[r].id, rename(raw, to_model(raw))))
+            mismatches = compare_meta(metas)
         if mismatches and spec.on_mismatch == "error":
             raise IncompatibleCheckpoints(mismatch_message(mismatches), mismatches)
         held = {k for k, _ in mismatches}
@@ -199,12 +211,16 @@ class Landscape:
         def load(ref: str) -> dict[str, torch.Tensor]:
             if ref not in loaded:
                 src = self.sources[ref]
+                if adapter_space is not None:
+                    loaded[ref] = adapter_space.load(src)
+                    return loaded[ref]
                 sd = cache.get(src) if cache is not None else load_state_dict(src)
                 loaded[ref] = rename(sd, to_model(sd))
             return loaded[ref]
 
         sd0 = load(refs[0])
-        load_weights(model, sd0, spec.task)
+        if adapter_space is None:
+            load_weights(model, sd0, spec.task)
         self.groups = model_groups(model)
         axes_out = out_axis(model)
         model.to(device=self.device, dtype=self.dtype)
@@ -215,6 +231,12 @@ class Landscape:
             k for k in canonical
             if k in sd0 and k not in held and sd0[k].dtype in _FLOAT and live[k].is_floating_point()
         ]
+        if adapter_space is None and spec.scope == "all" and adapter_sources(self.sources):
+            # adapters on one base, merged: only what some adapter changes moves (the rest is the base)
+            base = first.base_source()
+            base_sd = cache.get(base) if cache is not None else load_state_dict(base)
+            moved = moved_names(rename(base_sd, to_model(base_sd)), [load(r) for r in refs])
+            uniq = [k for k in uniq if k in moved] or uniq
         self.names = select_scope(spec.scope, uniq, self.groups)
         self.space = ParamSpace(model, self.names)
 
@@ -390,6 +412,7 @@ class Landscape:
             "batch_size": s.batch_size if self.precision != "float32" else None,
             "ensemble": s.ensemble,
             "per_example": s.per_example,
+            **({"space": s.space} if s.space != "merged" else {}),  # absent: keys of older runs stay valid
             "generation": None if s.generation is None else dict(
                 s.generation.model_dump(mode="json"), scorer=self.scorer_id, reference=self.reference_id,
                 prompts=self.prompts_sha,

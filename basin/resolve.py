@@ -35,6 +35,24 @@ class CheckpointSource:
     weights: Path
     config_dir: Path
     id: str
+    #: A PEFT adapter folder on this base (``weights``/``config_dir`` are the base's; see
+    #: :mod:`basin.adapters`); ``base_id`` is the base's own id.
+    adapter: Path | None = None
+    base_id: str | None = None
+
+    def base_source(self) -> CheckpointSource:
+        """The base checkpoint of an adapter source (itself for a full checkpoint)."""
+        if self.adapter is None:
+            return self
+        ident = self.base_id or CheckpointSource.from_path(self.weights, self.config_dir).id
+        return CheckpointSource(weights=self.weights, config_dir=self.config_dir, id=ident)
+
+    @classmethod
+    def of_adapter(cls, adapter: str | Path, base: CheckpointSource) -> CheckpointSource:
+        """A source for a local adapter folder on ``base``; ``id`` is ``<adapter path>@<base id>``."""
+        a = Path(adapter).expanduser().resolve()
+        return cls(weights=base.weights, config_dir=base.config_dir, id=f"{a}@{base.id}", adapter=a,
+                   base_id=base.id)
 
     @classmethod
     def from_path(cls, weights: str | Path, config_dir: str | Path | None = None) -> CheckpointSource:
@@ -61,7 +79,9 @@ class FileResolver:
 
     A checkpoint reference is a model directory, or a bare ``.safetensors`` file whose
     config is the file's own directory or is given after ``::``
-    (``step3.safetensors::../base``).
+    (``step3.safetensors::../base``). A PEFT adapter folder (``adapter_config.json``)
+    names its base model after ``::`` (``lora_s1::../base``), or the base is the
+    adapter's ``base_model_name_or_path`` when that is a local model directory.
     """
 
     def __init__(self, base_dir: str | Path | None = None):
@@ -77,6 +97,8 @@ class FileResolver:
         w = self._path(wref)
         if not w.exists():
             raise CheckpointError(f"checkpoint {ref!r} not found (looked at {w})")
+        if w.is_dir() and (w / "adapter_config.json").is_file():
+            return self._adapter(ref, w, cref)
         c = self._path(cref) if cref else None
         if c is not None and not (c / "config.json").is_file():
             raise CheckpointError(f"config directory {c} for checkpoint {ref!r} has no config.json")
@@ -86,6 +108,23 @@ class FileResolver:
                 f"name its config directory as '{wref}{CONFIG_SEP}<config_dir>'"
             )
         return CheckpointSource.from_path(w, c)
+
+    def _adapter(self, ref: str, adapter: Path, base_ref: str) -> CheckpointSource:
+        from basin.adapters import read_adapter_config
+
+        if not base_ref:
+            named = read_adapter_config(adapter).get("base_model_name_or_path")
+            local = self._path(str(named)) if isinstance(named, str) and named else None
+            if local is None or not (local / "config.json").is_file():
+                raise CheckpointError(
+                    f"adapter {ref!r}: its base_model_name_or_path ({named!r}) is not a local model directory; "
+                    f"name the base as '{ref}{CONFIG_SEP}<base model dir>'"
+                )
+            base_ref = str(local)
+        base = self.checkpoint(base_ref)
+        if base.adapter is not None:
+            raise CheckpointError(f"adapter {ref!r}: its base {base_ref!r} is itself an adapter")
+        return CheckpointSource.of_adapter(adapter, base)
 
     def dataset(self, ref: str) -> Path:
         """Resolve a dataset path; raises :class:`DatasetError` if it is not a file."""

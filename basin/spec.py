@@ -110,6 +110,10 @@ class RunSpec(FrozenModel):
     generation: GenerationSpec | None = None
     ensemble: bool = Field(False, description="also evaluate output ensembling (1−α)·zA + α·zB at every α "
                            "(classification, causal_lm; paths between two checkpoints)")
+    space: Literal["merged", "adapter"] = Field(
+        "merged", description="for PEFT adapter checkpoints: 'merged' interpolates merged weights θ_base + ΔW "
+        "(full checkpoints and adapters on one base mix); 'adapter' interpolates the adapters' own tensors "
+        "(LoRA A and B, saved modules) on their common base (see docs/adapters.md)")
     per_example: bool = Field(False, description="keep every example's outcome at every point in the result "
                               "(classification: loss, correct, confidence; causal_lm / seq2seq: summed NLL and "
                               "tokens per text): forgetting along the path and the barrier's bootstrap interval")

@@ -13,8 +13,8 @@ from basin.figures import short_name
 
 def upload_box(prefix: str, endpoint: str, refresh: str, accept: str, *, config_picker: bool = False,
                keep_ext: bool = False, name_placeholder: str = "name (default: the file name)",
-               select: str | None = None) -> html.Div:
-    """The upload row: file input, name, (config), button, progress bar, status line.
+               select: str | None = None, base_picker: bool = False) -> html.Div:
+    """The upload row: file input, name, (config), (adapter base), button, progress bar, status line.
 
     After a successful upload ``assets/basin.js`` bumps the ``refresh`` store and, when
     ``select`` names a component, sets its ``value`` to the new item's id.
@@ -23,6 +23,9 @@ def upload_box(prefix: str, endpoint: str, refresh: str, accept: str, *, config_
     if config_picker:
         extra.append(dbc.Col(dbc.Select(id=f"{prefix}-upload-config", className="basin-upload-config",
                                         options=[], value="", placeholder="config from… (bare .safetensors)"), md=3))
+    if base_picker:
+        extra.append(dbc.Col(dbc.Select(id=f"{prefix}-upload-base", className="basin-upload-base",
+                                        options=[], value="", placeholder="base of… (PEFT adapter)"), md=2))
     return html.Div(
         [
             dbc.Row([

@@ -47,6 +47,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from basin.adapters import (
+    ADAPTER_CONFIG,
+    adapter_meta,
+    adapter_weight_file,
+    is_adapter_dir,
+    load_adapter_weights,
+    validate_adapter,
+)
 from basin.checkpoints import (
     TOKENIZER_FILES,
     compare_meta,
@@ -614,6 +622,12 @@ class StoreResolver:
     def checkpoint(self, ref: str) -> CheckpointSource:
         """The files of a stored checkpoint; ``id`` is its sha256."""
         m = self.store.get_checkpoint(ref)
+        if m.get("adapter"):  # a PEFT adapter: the base's files, the adapter's folder
+            base = self.checkpoint(m["base"])
+            return CheckpointSource(
+                weights=base.weights, config_dir=base.config_dir, id=m["id"],
+                adapter=Path(m["path"]), base_id=base.id,
+            )
         return CheckpointSource(
             weights=Path(m["weights"]), config_dir=Path(m["config_dir"]), id=m["id"]
         )
@@ -821,6 +835,8 @@ class Store:
     def checkpoint_summary(self, ref: str) -> dict[str, Any]:
         """Parameter summary of a stored checkpoint (:func:`parameter_groups`), headers only."""
         src = self.resolver().checkpoint(ref)
+        if src.adapter is not None:  # the adapter's own tensors
+            return parameter_groups(adapter_meta(src.adapter))
         return parameter_groups(tensor_meta(src))
 
     def add_checkpoint_dir(
@@ -861,7 +877,11 @@ class Store:
         a link, device, FIFO or socket anywhere in it refuses it (:class:`UnsafeSource`)
         before anything is read or copied, and only its regular files are copied, opened
         without following links, their bytes counted against ``quota`` (the store's total,
-        :class:`QuotaExceeded`). ``roots``: the folders a server allows registering from;
+        :class:`QuotaExceeded`). A folder with ``adapter_config.json`` is a PEFT adapter: it is
+        stored on the base checkpoint ``base`` (a reference; default: the checkpoint named like
+        its ``base_model_name_or_path``, :meth:`adapter_base`) after :func:`basin.adapters.validate_adapter`
+        checked that its target modules exist in the base and its tensors' names and shapes fit.
+        ``roots``: the folders a server allows registering from;
         ``src`` is resolved and must lie inside one (:meth:`allowed_source`).
         """
         name = _check_name(name, "checkpoint")
@@ -888,28 +908,33 @@ class Store:
                     raise CheckpointError(f"cannot copy {src.name}: {e.strerror or e}") from None
             else:
                 work = src
-            files = validate_model_dir(work)
-            ident = checkpoint_digest(files, work / "config.json")
-            _check_expected(ident, expect_id, "checkpoint")
-            info = inspect_checkpoint(work)
-            manifest: dict[str, Any] = {
-                "id": ident,
-                "name": name,
-                "kind": "checkpoint",
-                "architecture": info.architecture,
-                "model_type": info.model_type,
-                "num_parameters": info.num_parameters,
-                "num_tensors": info.num_tensors,
-                "dtype": info.dtype,
-                "format": info.format,
-                "has_tokenizer": info.has_tokenizer,
-                "num_labels": info.num_labels,
-                "tags": tags,
-                "created": _now(),
-                "size_bytes": _dir_size(work),
-                "source": "register" if mode == "register" else "upload",
-                "base": base,
-            }
+            if is_adapter_dir(work):  # a PEFT adapter on a stored base (basin.adapters)
+                manifest = self._adapter_manifest(work, base, name=name, tags=tags)
+                ident = manifest["id"]
+                _check_expected(ident, expect_id, "checkpoint")
+            else:
+                files = validate_model_dir(work)
+                ident = checkpoint_digest(files, work / "config.json")
+                _check_expected(ident, expect_id, "checkpoint")
+                info = inspect_checkpoint(work)
+                manifest = {
+                    "id": ident,
+                    "name": name,
+                    "kind": "checkpoint",
+                    "architecture": info.architecture,
+                    "model_type": info.model_type,
+                    "num_parameters": info.num_parameters,
+                    "num_tensors": info.num_tensors,
+                    "dtype": info.dtype,
+                    "format": info.format,
+                    "has_tokenizer": info.has_tokenizer,
+                    "num_labels": info.num_labels,
+                    "tags": tags,
+                    "created": _now(),
+                    "size_bytes": _dir_size(work),
+                    "base": base,
+                }
+            manifest["source"] = "register" if mode == "register" else "upload"
             manifest["files"] = source_files if mode == "register" else _files_of(work)
             if mode == "register":
                 manifest.update(path=str(src), weights=str(src), config_dir=str(src))
@@ -992,6 +1017,75 @@ class Store:
                 )
             return self.import_checkpoint(work, name=name, tags=tags, mode="move", base=base.id)
 
+    def adapter_base(self, adapter_dir: Path, base: str | None) -> dict[str, Any]:
+        """The manifest of the base checkpoint of an adapter folder.
+
+        ``base`` (an id, id prefix or name) when given; else the checkpoint named like the
+        adapter's ``base_model_name_or_path`` (in full, or its last path component:
+        ``sentence-transformers/all-MiniLM-L6-v2`` → ``all-MiniLM-L6-v2``). A base that is
+        itself an adapter is refused.
+        """
+        from basin.adapters import read_adapter_config
+
+        m: dict[str, Any] | None = None
+        if base:
+            m = self.get_checkpoint(base)
+        else:
+            named = read_adapter_config(adapter_dir).get("base_model_name_or_path")
+            for cand in ([named, Path(str(named)).name] if isinstance(named, str) and named else []):
+                try:
+                    m = self.get_checkpoint(cand)
+                    break
+                except CheckpointNotFound:
+                    continue
+            if m is None:
+                raise CheckpointError(
+                    f"the adapter's base_model_name_or_path ({named!r}) names no checkpoint in the store: "
+                    "upload its base model first, or pick the base (base=<checkpoint id or name>)"
+                )
+        assert m is not None
+        if m.get("adapter"):
+            raise CheckpointError(f"the base {m['name']!r} is itself an adapter: pick a full model checkpoint")
+        return m
+
+    def _adapter_manifest(
+        self, work: Path, base: str | None, *, name: str, tags: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Validate an adapter folder against its base and describe it (see :meth:`import_checkpoint`)."""
+        weights = adapter_weight_file(work)
+        if weights.suffix == ".safetensors":
+            validate_safetensors(weights)
+        else:
+            load_adapter_weights(work)  # torch.load(weights_only=True): a pickle with code is refused
+        bm = self.adapter_base(work, base)
+        base_src = self.resolver().checkpoint(bm["id"])
+        info = validate_adapter(work, base_src, base_name=bm["name"])
+        h = hashlib.sha256()
+        for f in (weights, work / ADAPTER_CONFIG):
+            h.update(f.name.encode() + b"\0" + str(f.stat().st_size).encode() + b"\0")
+            h.update(f.read_bytes())
+        h.update(b"base\0" + bm["id"].encode())
+        adapter = {k: v for k, v in info.to_dict().items() if k != "config"}
+        return {
+            "id": h.hexdigest(),
+            "name": name,
+            "kind": "checkpoint",
+            "architecture": bm.get("architecture"),
+            "model_type": bm.get("model_type"),
+            "num_parameters": info.num_parameters,
+            "num_tensors": info.num_tensors,
+            "dtype": info.dtype,
+            "format": f"adapter ({info.format})",
+            "has_tokenizer": bm.get("has_tokenizer", False),
+            "num_labels": bm.get("num_labels"),
+            "tags": tags,
+            "created": _now(),
+            "size_bytes": _dir_size(work),
+            "base": bm["id"],
+            "base_name": bm["name"],
+            "adapter": adapter,
+        }
+
     def update_checkpoint(
         self, ref: str, *, name: str | None = None, tags: dict | None = None
     ) -> dict[str, Any]:
@@ -1015,6 +1109,13 @@ class Store:
         """Remove a checkpoint; a registered one loses only its entry, never its files."""
         with self._lock():
             d = self._find(self.checkpoints_dir, ref, "checkpoint", CheckpointNotFound)
+            users = [m["name"] for m in self._read_manifests(self.checkpoints_dir)
+                     if m.get("adapter") and m.get("base") == d.name]
+            if users:
+                raise Conflict(
+                    f"checkpoint {d.name[:12]} is the base of {len(users)} adapter(s) "
+                    f"({', '.join(users[:5])}): delete those first"
+                )
             self._discard(d)
         logger.info("deleted checkpoint %s", d.name[:12])
 

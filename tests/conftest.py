@@ -26,6 +26,13 @@ def classifier_family(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def lora_family(tmp_path_factory, classifier_family) -> dict[str, Path]:
+    """PEFT adapters on the tiny classifier ``ft_a``: ``lora_a``/``lora_b``/``lora_c``, ``ia3``, ``base``, ``data``."""
+    root = tmp_path_factory.mktemp("adapters")
+    return factories.build_lora_family(root, classifier_family["ft_a"])
+
+
+@pytest.fixture(scope="session")
 def gpt2_pair(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gpt2")
     return {

@@ -248,3 +248,37 @@ def write_prompts(path: Path, n: int = 6, seed: int = 11) -> Path:
     rows = [" ".join(rng.choice(NEUTRAL) for _ in range(rng.randint(1, 4))) for _ in range(n)]
     path.write_text("prompt\n" + "".join(f"{r}\n" for r in rows))
     return path
+
+
+def build_lora(base: Path, out: Path, seed: int, steps: int = 12, *, peft_type: str = "lora",
+               target_modules: tuple[str, ...] = ("query", "value"), r: int = 4) -> Path:
+    """A PEFT adapter on the classifier ``base``, trained ``steps`` Adam steps (data order by ``seed``).
+
+    LoRA starts with random A *and* B (``init_lora_weights=False``) so adapters of different
+    seeds differ from the first step; IA³ (``peft_type="ia3"``) scales the same modules.
+    ``base_model_name_or_path`` in the saved config is ``base``'s absolute path.
+    """
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(str(base))
+    if peft_type == "ia3":
+        cfg = IA3Config(task_type="SEQ_CLS", target_modules=list(target_modules),
+                        feedforward_modules=[], init_ia3_weights=True)
+    else:
+        cfg = LoraConfig(task_type="SEQ_CLS", r=r, lora_alpha=2 * r, target_modules=list(target_modules),
+                         init_lora_weights=False)
+    pm = get_peft_model(model, cfg)
+    finetune_classifier(pm, seed, steps=steps, lr=1e-2)
+    pm.save_pretrained(str(out))
+    return out
+
+
+def build_lora_family(root: Path, base: Path) -> dict[str, Path]:
+    """Three LoRA adapters (``lora_a``/``lora_b``/``lora_c``, seeds 1-3) and an IA³ adapter
+    (``ia3``) on the classifier ``base``; ``base`` and ``data`` (an evaluation CSV) beside them."""
+    out = {name: build_lora(base, root / name, seed) for name, seed in (("lora_a", 1), ("lora_b", 2), ("lora_c", 3))}
+    out["ia3"] = build_lora(base, root / "ia3", 4, peft_type="ia3")
+    out["base"] = base
+    out["data"] = write_classification_dataset(root / "eval.csv", n=48)
+    return out

@@ -241,6 +241,9 @@ def check_compatibility(
     from basin.checkpoints import compare_meta, tensor_meta
 
     refs = path_class(spec.path.type).refs_in(spec.path)  # not the tokenizer, scorer or reference
+    if spec.space == "adapter":
+        check_adapter_space(refs, store, names=names or {})
+        return
     if len(refs) < 2 or spec.on_mismatch == "hold":
         return  # with hold the engine keeps every mismatched tensor at the first checkpoint
     resolver = store.resolver()
@@ -254,6 +257,35 @@ def check_compatibility(
     )
     if mismatches:
         raise IncompatibleCheckpoints(_mismatch_message(labels, mismatches), mismatches)
+
+
+def check_adapter_space(refs: list[str], store: Store, *, names: dict[str, str]) -> None:
+    """``space: adapter`` mixes the adapters' own tensors: every checkpoint of the path must be
+    a PEFT adapter, all on one base, of one type, rank and set of target modules."""
+    first: dict[str, Any] | None = None
+    for r in refs:
+        m = store.get_checkpoint(r)
+        label = names.get(r) or r[:12]
+        a = m.get("adapter")
+        if not a:
+            raise InvalidSpec(
+                f"invalid spec: space: adapter interpolates adapter tensors, but {label!r} is a full checkpoint; "
+                "use space: merged to put full checkpoints and adapters on one path"
+            )
+        if first is None:
+            first = dict(m, label=label)
+            continue
+        fa = first["adapter"]
+        if m.get("base") != first.get("base"):
+            raise IncompatibleCheckpoints(
+                f"space: adapter needs every adapter on one base: {first['label']!r} is on "
+                f"{first.get('base_name') or str(first.get('base'))[:12]!r}, {label!r} on "
+                f"{m.get('base_name') or str(m.get('base'))[:12]!r}", [])
+        for key in ("peft_type", "r", "target_modules"):
+            if a.get(key) != fa.get(key):
+                raise IncompatibleCheckpoints(
+                    f"space: adapter needs adapters of one layout: {key} is {fa.get(key)!r} in "
+                    f"{first['label']!r} but {a.get(key)!r} in {label!r} (space: merged mixes them)", [])
 
 
 def _mismatch_message(labels: list[str], mismatches: list[tuple[str, str]], show: int = 5) -> str:

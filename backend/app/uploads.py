@@ -612,15 +612,21 @@ def extract_tar(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
 
 
 def model_root(extracted: Path) -> Path:
-    """The folder holding ``config.json``: the archive's top level or its single subfolder."""
-    if (extracted / "config.json").is_file():
+    """The folder holding ``config.json`` (a model) or ``adapter_config.json`` (a PEFT
+    adapter): the archive's top level or its single subfolder."""
+
+    def holds(d: Path) -> bool:
+        return (d / "config.json").is_file() or (d / "adapter_config.json").is_file()
+
+    if holds(extracted):
         return extracted
     entries = [p for p in extracted.iterdir() if p.name not in ("__MACOSX",)]
-    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "config.json").is_file():
+    if len(entries) == 1 and entries[0].is_dir() and holds(entries[0]):
         return entries[0]
     raise CheckpointError(
         "config.json is missing: the archive must hold a Hugging Face model directory "
-        "(config.json and weights at its top level or in one folder)"
+        "(config.json and weights at its top level or in one folder) or a PEFT adapter "
+        "(adapter_config.json and adapter_model.safetensors)"
     )
 
 
@@ -633,9 +639,18 @@ def ingest_checkpoint(
     config: str | None,
     tags: dict[str, Any] | None,
     limits: ArchiveLimits,
+    base: str | None = None,
 ) -> Added:
-    """Validate an uploaded file in ``workspace`` and move it into the store (blocking)."""
+    """Validate an uploaded file in ``workspace`` and move it into the store (blocking).
+
+    ``base``: the base checkpoint of a PEFT adapter archive (default: the one its
+    ``base_model_name_or_path`` names); refused for anything else."""
     kind = sniff(upload)
+    if kind == "safetensors" and base:
+        raise CheckpointError(
+            "base= applies only to a PEFT adapter archive (adapter_config.json + adapter weights); "
+            "a bare .safetensors names its config checkpoint with config="
+        )
     if kind == "safetensors":
         if not config:
             raise CheckpointError(
@@ -651,7 +666,12 @@ def ingest_checkpoint(
     (extract_zip if kind == "zip" else extract_tar)(upload, extracted, limits)
     upload.unlink()
     root = model_root(extracted)
-    return store.import_checkpoint(root, name=name, tags=tags, mode="move")
+    if base and not (root / "adapter_config.json").is_file():
+        raise CheckpointError(
+            "base= applies only to a PEFT adapter archive (adapter_config.json + adapter weights); "
+            "a model directory carries its own config"
+        )
+    return store.import_checkpoint(root, name=name, tags=tags, mode="move", base=base or None)
 
 
 def ingest_dataset(store: Store, upload: Path, *, name: str, task: str | None) -> Added:

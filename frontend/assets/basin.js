@@ -286,6 +286,8 @@
       if (!cfg || !cfg.value) { setStatus("A bare .safetensors file needs a config checkpoint: pick one.", "danger"); return; }
       params.set("config", cfg.value);
     }
+    const base = box.querySelector(".basin-upload-base");
+    if (base && base.value && !/\.safetensors$/i.test(file.name)) params.set("base", base.value);  // a PEFT adapter's base
     const ext = (file.name.match(/\.(tar\.gz|tgz|zip|safetensors|csv|tsv|jsonl)$/i) || [""])[0];
     if (box.getAttribute("data-keep-ext") === "1" && ext && !name.toLowerCase().endsWith(ext.toLowerCase())) {
       params.set("name", name + ext);

@@ -28,10 +28,13 @@ def layout(**_: Any) -> html.Div:
         html.H3("Checkpoints"),
         dbc.Card([dbc.CardHeader("Upload"), dbc.CardBody([
             html.P(["A Hugging Face model folder as ", html.Code(".zip"), " or ", html.Code(".tar.gz"),
-                    ", or a bare ", html.Code(".safetensors"), " state dict with the config of a stored checkpoint."],
+                    ", or a bare ", html.Code(".safetensors"), " state dict with the config of a stored checkpoint, "
+                    "or a PEFT adapter folder (", html.Code("adapter_config.json"), " + ",
+                    html.Code("adapter_model.safetensors"), ") as ", html.Code(".zip"), " / ", html.Code(".tar.gz"),
+                    " on a stored base: the one its base_model_name_or_path names, or the one picked here."],
                    className="small text-muted"),
             upload_box("ckpt", "/api/checkpoints", "ckpt-refresh", ".zip,.tar.gz,.tgz,.safetensors",
-                       config_picker=True, select="ckpt-edit-id"),
+                       config_picker=True, select="ckpt-edit-id", base_picker=True),
         ])], className="mb-3"),
         dbc.Card([dbc.CardHeader("Register a folder on the server"), dbc.CardBody([
             dbc.Row([
@@ -72,6 +75,15 @@ def _tags(m: dict) -> str:
     return ", ".join(f"{k}={t[k]}" for k in keys if t[k] not in (None, ""))
 
 
+def _architecture(m: dict) -> str:
+    """The architecture; for a PEFT adapter its type, rank and base (``LORA r=8 on minilm``)."""
+    a = m.get("adapter")
+    if isinstance(a, dict):
+        rank = f" r={a['r']}" if a.get("r") else ""
+        return f"{a.get('peft_type', 'adapter')}{rank} on {m.get('base_name') or str(m.get('base', ''))[:12]}"
+    return m.get("architecture") or m.get("model_type") or ""
+
+
 def _table(ckpts: list[dict]) -> Any:
     if not ckpts:
         return dbc.Alert("No checkpoints stored yet.", color="info", id="ckpt-empty")
@@ -79,7 +91,7 @@ def _table(ckpts: list[dict]) -> Any:
                                ("name", "architecture", "parameters", "tags", "tokenizer", "id", "source", "created")]))
     rows = [html.Tr([
         html.Td(m.get("name"), className="ckpt-name fw-semibold"),
-        html.Td(m.get("architecture") or m.get("model_type") or ""),
+        html.Td(_architecture(m)),
         html.Td(f"{m['num_parameters']:,}" if isinstance(m.get("num_parameters"), int) else ""),
         html.Td(_tags(m), className="ckpt-tags"),
         html.Td("yes" if m.get("has_tokenizer") else "no"),
@@ -94,17 +106,20 @@ def _table(ckpts: list[dict]) -> Any:
     Output("ckpt-list", "children"),
     Output("ckpt-edit-id", "options"),
     Output("ckpt-upload-config", "options"),
+    Output("ckpt-upload-base", "options"),
     Input("ckpt-refresh", "data"),
     Input("settings-token-input", "value"),
 )
 def _list(_: Any, token: str | None = None):
     r = api.get("/api/checkpoints", token=token)
     if api.needs_token(r):
-        return dbc.Alert(api.NEEDS_TOKEN.format(what="checkpoints"), color="warning", id="ckpt-needs-token"), [], []
+        return (dbc.Alert(api.NEEDS_TOKEN.format(what="checkpoints"), color="warning", id="ckpt-needs-token"),
+                [], [], [])
     if not r.ok or not isinstance(r.body, list):
-        return dbc.Alert(f"Could not list checkpoints: {r.error()}", color="danger"), [], []
+        return dbc.Alert(f"Could not list checkpoints: {r.error()}", color="danger"), [], [], []
     opts = [{"label": f"{m.get('name')} ({str(m.get('id'))[:8]})", "value": m["id"]} for m in r.body]
-    return _table(r.body), opts, opts
+    full = [o for o, m in zip(opts, r.body, strict=True) if not m.get("adapter")]
+    return _table(r.body), opts, full, full
 
 
 @callback(

@@ -79,10 +79,10 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
     checkpoints (trajectories) and a ``basis``. Keys of ``v``: type, ckpt1..3, traj
     (list), traj_by_step, basis ("pca" | "three"), basis1..3, dataset, task, metrics,
     points, lo, hi, nx, ny, xlo, xhi, ylo, yhi, margin, scope, scope_regex,
-    max_examples, hold, name, ensemble, per_example, the generation options gen_*
-    (:func:`generation_spec`), and ``params`` (``{field: value}`` of the path type's
-    ``params``, :func:`param_values`). A ``list_slot`` (a merge's ``models``) is filled
-    from ``traj``, in the order picked.
+    max_examples, hold, name, ensemble, per_example, space ("merged" | "adapter"), the
+    generation options gen_* (:func:`generation_spec`), and ``params`` (``{field: value}``
+    of the path type's ``params``, :func:`param_values`). A ``list_slot`` (a merge's
+    ``models``) is filled from ``traj``, in the order picked.
     Missing pickers are left empty so the API names them.
     """
     ptype = v.get("type") or "linear"
@@ -144,6 +144,8 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
             spec["metrics"] = [m for m in spec["metrics"] if m != "sentiment" or gen.get("scorer")]
     if v.get("hold"):
         spec["on_mismatch"] = "hold"
+    if v.get("space") == "adapter":  # PEFT adapters: mix their own tensors, not merged weights
+        spec["space"] = "adapter"
     if (v.get("name") or "").strip():
         spec["name"] = v["name"].strip()
     return spec
@@ -263,6 +265,10 @@ def _label(m: dict) -> str:
     tags = m.get("tags") or {}
     t = ", ".join(f"{k}={tags[k]}" for k in ("task", "seed", "step") if tags.get(k) not in (None, ""))
     arch = m.get("architecture") or m.get("model_type") or ""
+    a = m.get("adapter")
+    if isinstance(a, dict):  # a PEFT adapter: its type, rank and base
+        rank = f" r={a['r']}" if a.get("r") else ""
+        arch = f"{a.get('peft_type', 'adapter')}{rank} adapter on {m.get('base_name') or str(m.get('base', ''))[:10]}"
     return f"{m.get('name', m.get('id', '?')[:10])}" + (f" — {arch}" if arch else "") + (f" ({t})" if t else "")
 
 
@@ -380,6 +386,10 @@ def layout(**_: Any) -> html.Div:
         html.Div(_generation_fields(copts, dopts, ckpts), id="newrun-row-gen", style={"display": "none"}),
         _field("Max examples", dbc.Input(id="newrun-max", type="number", value=512, min=1),
                help_="for generation: the number of prompts"),
+        _field("Adapter space", dbc.Select(id="newrun-space", value="merged", options=[
+            {"label": "merged weights θ_base + ΔW (adapters and full checkpoints mix)", "value": "merged"},
+            {"label": "adapter tensors (LoRA A and B; adapters on one base)", "value": "adapter"}]),
+            help_="for PEFT adapter checkpoints: which weights the path interpolates"),
         _field("Mismatched tensors", dbc.Checkbox(id="newrun-hold", value=False,
                                                   label="hold them at the first checkpoint")),
         _field("Name (optional)", dbc.Input(id="newrun-name", placeholder="e.g. seeds 0 vs 1")),
@@ -568,6 +578,7 @@ FORM_STATE = {
     "ylo": "newrun-ylo", "yhi": "newrun-yhi", "margin": "newrun-margin", "scope": "newrun-scope",
     "scope_regex": "newrun-scope-regex", "max_examples": "newrun-max", "hold": "newrun-hold",
     "name": "newrun-name", "ensemble": "newrun-ensemble", "per_example": "newrun-per-example",
+    "space": "newrun-space",
     "gen_prompts": "newrun-gen-prompts",
     "gen_scorer": "newrun-gen-scorer", "gen_positive": "newrun-gen-positive", "gen_reference": "newrun-gen-reference",
     "gen_k": "newrun-gen-k", "gen_tokens": "newrun-gen-tokens", "gen_top_p": "newrun-gen-top-p",

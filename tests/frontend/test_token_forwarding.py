@@ -70,11 +70,11 @@ def test_listing_pages_say_the_server_needs_the_token_then_list_with_it(pages, a
     assert alert is None and [r["id"] for r in runs] == [run_id]
     assert set(names.values()) >= {"ft_a", "ft_b", "eval.csv"}
 
-    table, opts, _ = pages["checkpoints"]._list(0, None)
-    assert table.id == "ckpt-needs-token" and opts == []
+    table, opts, _, bases = pages["checkpoints"]._list(0, None)
+    assert table.id == "ckpt-needs-token" and opts == [] and bases == []
     assert "needs the API token to list checkpoints" in _text(table)
-    table, opts, _ = pages["checkpoints"]._list(0, TOKEN)
-    assert table.id == "ckpt-table" and len(opts) == 2
+    table, opts, _, bases = pages["checkpoints"]._list(0, TOKEN)
+    assert table.id == "ckpt-table" and len(opts) == 2 and len(bases) == 2  # no adapters: all can be bases
 
     table, opts = pages["datasets"]._list(0, None)
     assert table.id == "data-needs-token"

@@ -40,6 +40,7 @@ from backend.app.uploads import (
     receive_to_file,
     strip_suffixes,
 )
+from basin.adapters import adapter_weight_file
 from basin.checkpoints import weight_files
 from basin.errors import CheckpointError
 from basin.resolve import CheckpointSource
@@ -47,7 +48,7 @@ from service.store import QuotaExceeded, open_regular
 
 logger = logging.getLogger(__name__)
 
-FORM_BODY = form_body("name", "config", "tags")
+FORM_BODY = form_body("name", "config", "tags", "base")
 #: Header carrying the checkpoint's store id (sha256) on ``/archive`` downloads.
 ID_HEADER = "X-Basin-Checkpoint-Id"
 #: Besides the weights, the files of a model directory an archive carries (config, tokenizer).
@@ -116,6 +117,10 @@ class CheckpointRegister(BaseModel):
     copy_files: bool = Field(
         False, alias="copy", description="copy into the store instead of registering in place"
     )
+    base: str | None = Field(
+        None, description="base checkpoint of a PEFT adapter folder (default: the one its "
+        "base_model_name_or_path names)"
+    )
 
 
 class CheckpointUpdate(BaseModel):
@@ -151,8 +156,13 @@ async def upload_checkpoint(
         None, description="checkpoint whose config a bare .safetensors uses"
     ),
     tags: str | None = Query(None, description='JSON object, e.g. {"seed": 1, "step": 100}'),
+    base: str | None = Query(
+        None, description="base checkpoint of a PEFT adapter archive (default: the one its "
+        "base_model_name_or_path names)"
+    ),
 ) -> dict[str, Any]:
-    """Upload a checkpoint as the raw body: a .zip / .tar.gz model directory or a .safetensors."""
+    """Upload a checkpoint as the raw body: a .zip / .tar.gz model directory or PEFT adapter
+    folder, or a .safetensors."""
     tag_dict = parse_tags(tags)
     with store.workspace() as ws:
         upload = ws / "upload"
@@ -169,6 +179,7 @@ async def upload_checkpoint(
                 config=config,
                 tags=tag_dict,
                 limits=limits,
+                base=base,
             )
     return created_or_existing(response, added)
 
@@ -184,7 +195,8 @@ async def upload_checkpoint(
 async def upload_checkpoint_form(
     request: Request, response: Response, store: StoreDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    """Upload a checkpoint as multipart form: field file, plus name, optional config and tags (JSON)."""
+    """Upload a checkpoint as multipart form: field file, plus name, optional config, tags (JSON)
+    and base (the base checkpoint of a PEFT adapter archive)."""
     with store.workspace() as ws:
         cap = await run_in_threadpool(UploadCap.of, store, settings)
         form = await receive_form(request, ws, cap)
@@ -204,6 +216,7 @@ async def upload_checkpoint_form(
                 config=form.fields.get("config") or None,
                 tags=tag_dict,
                 limits=limits,
+                base=form.fields.get("base") or None,
             )
     return created_or_existing(response, added)
 
@@ -237,15 +250,19 @@ def register_checkpoint(
     if not path.is_absolute():
         raise InvalidUpload(f"path must be absolute, got {body.path!r}")
     mode = "copy" if body.copy_files else "register"
+    if body.base and not (path / "adapter_config.json").is_file():
+        raise InvalidUpload("base applies only to a PEFT adapter folder (adapter_config.json)")
     try:
-        added = store.import_checkpoint(
-            path,
-            name=body.name,
-            tags=body.tags,
-            mode=mode,
-            roots=settings.register_roots,
-            quota=settings.max_store_bytes,
-        )
+        with carried_references():  # base names a checkpoint
+            added = store.import_checkpoint(
+                path,
+                name=body.name,
+                tags=body.tags,
+                mode=mode,
+                base=body.base,
+                roots=settings.register_roots,
+                quota=settings.max_store_bytes,
+            )
     except QuotaExceeded as e:
         raise PayloadTooLarge(str(e)) from None
     return created_or_existing(response, added)
@@ -283,8 +300,11 @@ def archive_members(manifest: dict[str, Any]) -> tuple[Path, list[str]]:
     directory may hold. Only names in the manifest's validated file list (when it has one)
     are served, and :func:`tar_stream` opens them without following links."""
     root = Path(manifest["config_dir"])
-    src = CheckpointSource(weights=Path(manifest["weights"]), config_dir=root, id=manifest["id"])
-    _, weights = weight_files(src)
+    if manifest.get("adapter"):  # a PEFT adapter: its config and weight file
+        weights = [adapter_weight_file(root)]
+    else:
+        src = CheckpointSource(weights=Path(manifest["weights"]), config_dir=root, id=manifest["id"])
+        _, weights = weight_files(src)
     listed = manifest.get("files")
     picked = {p.name for p in weights}
     if isinstance(listed, dict):  # the files validated when it was added

@@ -1,0 +1,413 @@
+"""PEFT adapters (LoRA, IA³, LoHa, LoKr, …) on a base checkpoint: reading, checking, merging.
+
+An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` (or
+``adapter_model.bin``, read only with ``torch.load(weights_only=True)``), as ``peft``'s
+``save_pretrained`` writes them. A :class:`basin.resolve.CheckpointSource` with
+``adapter`` set names such a folder together with its base model (``weights`` /
+``config_dir`` are the base's). The ``peft`` library does the adapter work: it builds
+the adapter's modules on the base (:func:`peft.get_peft_model`), maps the stored tensor
+names onto them (:func:`peft.set_peft_model_state_dict`) and merges
+(``merge_and_unload``); nothing here re-implements an adapter's arithmetic.
+
+Two spaces a path can walk through (``RunSpec.space``):
+
+- ``merged`` (default): an adapter checkpoint *is* its merged weights θ_base + ΔW.
+  :func:`merged_state_dict` materialises them under the base's stored tensor names, so
+  every path type works unchanged and a full fine-tuned checkpoint can share a path
+  with an adapter on the same base.
+- ``adapter``: the live model is the base with the adapter's modules injected and the
+  path mixes the adapter's own tensors — the parameters ``peft`` makes trainable (for
+  LoRA: ``lora_A``, ``lora_B`` and ``modules_to_save`` copies such as a classifier
+  head). :class:`AdapterSpace` builds that model and reads each adapter into it.
+
+Prompt-learning adapters (prefix / prompt / p-tuning) have no weights inside the base
+model's modules and are refused with :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from basin.errors import CheckpointError, IncompatibleCheckpoints
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from basin.resolve import CheckpointSource
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_SAFE = "adapter_model.safetensors"
+ADAPTER_BIN = "adapter_model.bin"
+#: peft's ``task_type`` → the Basin task whose model class an adapter was trained on.
+TASK_OF_PEFT = {
+    "SEQ_CLS": "classification", "CAUSAL_LM": "causal_lm", "SEQ_2_SEQ_LM": "seq2seq",
+}
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding ``adapter_config.json``."""
+    p = Path(path)
+    return p.is_dir() and (p / ADAPTER_CONFIG).is_file()
+
+
+def read_adapter_config(directory: str | Path) -> dict[str, Any]:
+    """``adapter_config.json`` as a dict; :class:`CheckpointError` when unreadable or not peft's."""
+    p = Path(directory) / ADAPTER_CONFIG
+    try:
+        cfg = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no {ADAPTER_CONFIG} in the adapter folder {Path(directory).name}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{ADAPTER_CONFIG} is not readable JSON: {e}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("peft_type"), str):
+        raise CheckpointError(f"{ADAPTER_CONFIG} has no peft_type: it is not a PEFT adapter config")
+    return cfg
+
+
+def peft_config(directory: str | Path) -> Any:
+    """The ``peft`` config object of an adapter folder (local files only).
+
+    Refuses, with :class:`CheckpointError`, an unknown ``peft_type``, a config ``peft``
+    cannot read and prompt-learning adapters.
+    """
+    import peft
+
+    raw = read_adapter_config(directory)
+    known = peft.PeftType.__members__
+    if raw["peft_type"] not in known:
+        raise CheckpointError(
+            f"{ADAPTER_CONFIG}: unknown peft_type {raw['peft_type']!r} (this peft {peft.__version__} knows "
+            f"{', '.join(sorted(known))})"
+        )
+    try:
+        cfg = peft.PeftConfig.from_pretrained(str(directory), local_files_only=True)
+    except Exception as e:  # peft raises TypeError/ValueError/… for configs it cannot read
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{ADAPTER_CONFIG} does not load with peft: {msg}") from None
+    if getattr(cfg, "is_prompt_learning", False):
+        raise CheckpointError(
+            f"{raw['peft_type']} adapters are prompt learning (virtual tokens, no weights inside the model's "
+            "layers): Basin takes adapters whose tensors live in the base model's modules (LoRA, IA³, LoHa, "
+            "LoKr, …)"
+        )
+    return cfg
+
+
+def adapter_weight_file(directory: str | Path) -> Path:
+    """The adapter's weight file: ``adapter_model.safetensors`` or ``adapter_model.bin``."""
+    d = Path(directory)
+    for name in (ADAPTER_SAFE, ADAPTER_BIN):
+        if (d / name).is_file():
+            return d / name
+    raise CheckpointError(f"the adapter folder holds no weights ({ADAPTER_SAFE} or {ADAPTER_BIN})")
+
+
+def load_adapter_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The adapter's stored tensors (CPU; safetensors, or a ``.bin`` read with ``weights_only``)."""
+    from safetensors.torch import load_file
+
+    from basin.checkpoints import _load_bin
+
+    f = adapter_weight_file(directory)
+    if f.suffix == ".bin":
+        out = _load_bin(f)
+    else:
+        try:
+            out = load_file(str(f), device="cpu")
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"cannot read {f.name}: {e}") from None
+    if not out:
+        raise CheckpointError(f"{f.name} holds no tensors")
+    return out
+
+
+def adapter_meta(directory: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shapes and dtypes of the adapter's tensors (safetensors: header only)."""
+    from basin.checkpoints import _ST_DTYPES, _load_bin, read_safetensors_header
+
+    f = adapter_weight_file(directory)
+    if f.suffix == ".bin":
+        return {k: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for k, t in _load_bin(f, mmap=True).items()}
+    out = {}
+    for k, v in read_safetensors_header(f).items():
+        try:
+            out[k] = (tuple(int(x) for x in v["shape"]), _ST_DTYPES.get(v["dtype"], v["dtype"].lower()))
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{f.name}: malformed header entry for {k!r}") from None
+    return out
+
+
+def model_class(config: Mapping[str, Any], task: str | None = None) -> Any:
+    """The ``transformers`` class to build a base for an adapter: the base's own architecture
+    (``config.architectures[0]``), else the auto class of ``task``."""
+    import transformers
+
+    from basin.space import TASK_AUTO_CLASSES
+
+    archs = config.get("architectures") or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    if cls is not None:
+        return cls
+    return getattr(transformers, TASK_AUTO_CLASSES.get(task or "", "AutoModel"), transformers.AutoModel)
+
+
+def _build_base(config_dir: Path, task: str | None, *, meta: bool) -> nn.Module:
+    import transformers
+
+    from basin.checkpoints import read_config
+
+    raw = read_config(config_dir)
+    cls = model_class(raw, task)
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(config_dir))
+        if meta:
+            with torch.device("meta"):
+                model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
+        else:
+            model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"cannot build the base model from {config_dir.name}/config.json: {e}") from None
+    model = model.float() if not meta else model
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _inject(model: nn.Module, cfg: Any, what: str, where: str = "its base model") -> Any:
+    """``peft.get_peft_model`` with its 'target modules not found' errors made readable."""
+    import copy
+
+    import peft
+
+    cfg = copy.deepcopy(cfg)
+    cfg.inference_mode = False  # peft then marks exactly the adapter's own tensors trainable
+    model.requires_grad_(True)
+    try:
+        return peft.get_peft_model(model, cfg)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{what} does not fit {where}: {msg}") from None
+
+
+@dataclass
+class AdapterInfo:
+    """What a manifest records about an adapter (cheap: config and header only)."""
+
+    peft_type: str
+    task_type: str | None
+    base_model_name_or_path: str | None
+    target_modules: list[str] | str | None
+    modules_to_save: list[str] | None
+    r: int | None
+    num_parameters: int
+    num_tensors: int
+    dtype: str
+    format: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def inspect_adapter(directory: str | Path) -> AdapterInfo:
+    """Describe an adapter folder without loading its weights (config + header)."""
+    from collections import Counter
+
+    raw = read_adapter_config(directory)
+    meta = adapter_meta(directory)
+    counts: Counter[str] = Counter()
+    n = 0
+    for shape, dt in meta.values():
+        k = 1
+        for s in shape:
+            k *= s
+        n += k
+        counts[dt] += k
+    tm = raw.get("target_modules")
+    return AdapterInfo(
+        peft_type=raw["peft_type"], task_type=raw.get("task_type"),
+        base_model_name_or_path=raw.get("base_model_name_or_path"),
+        target_modules=sorted(tm) if isinstance(tm, list) else tm,
+        modules_to_save=raw.get("modules_to_save"), r=raw.get("r"),
+        num_parameters=n, num_tensors=len(meta), dtype=counts.most_common(1)[0][0] if counts else "unknown",
+        format="safetensors" if adapter_weight_file(directory).suffix == ".safetensors" else "bin",
+        config=raw,
+    )
+
+
+def validate_adapter(directory: str | Path, base: CheckpointSource, *, base_name: str | None = None) -> AdapterInfo:
+    """Check that an adapter folder fits a base checkpoint, reading no weights.
+
+    On a ``meta``-device skeleton of the base (its own architecture), ``peft`` injects the
+    adapter's modules: target modules missing from the base refuse it
+    (:class:`CheckpointError`); then the stored tensors must be exactly the ones ``peft``
+    expects for this base, with the same shapes (:class:`IncompatibleCheckpoints` names
+    the mismatches).
+    """
+    import peft
+
+    d = Path(directory)
+    what = f"the adapter (peft_type {read_adapter_config(d)['peft_type']})"
+    cfg = peft_config(d)
+    info = inspect_adapter(d)
+    where = f"base {base_name or base.id[:12]!r}"
+    skeleton = _build_base(base.config_dir, TASK_OF_PEFT.get(str(info.task_type)), meta=True)
+    targets = info.target_modules
+    if isinstance(targets, list):  # peft matches a name as a suffix of module names
+        modules = [n for n, _ in skeleton.named_modules() if n]
+        absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in modules)]
+        if absent:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if n and not any(
+                True for _ in m.children())})
+            raise CheckpointError(
+                f"{what}: target module(s) {absent} are not in {where} (a {type(skeleton).__name__}; "
+                f"its layers are named e.g. {', '.join(leaves[:12])})")
+    pm = _inject(skeleton, cfg, what, where)
+    try:
+        expected = {k: tuple(v.shape) for k, v in peft.get_peft_model_state_dict(pm).items()}
+    except Exception as e:  # peft's own failures on odd configs
+        raise CheckpointError(f"{what}: peft cannot list its tensors on {where}: {e}") from None
+    stored = {k: v[0] for k, v in adapter_meta(d).items()}
+    mismatches: list[tuple[str, str]] = []
+    for k, shape in stored.items():
+        if k not in expected:
+            mismatches.append((k, f"stored in the adapter but {where} has no such adapter tensor"))
+        elif expected[k] != shape:
+            mismatches.append((k, f"shape {list(shape)} in the adapter vs {list(expected[k])} on {where}"))
+    for k in expected:
+        if k not in stored:
+            mismatches.append((k, "missing from the adapter file"))
+    if mismatches:
+        head = "; ".join(f"{k}: {why}" for k, why in mismatches[:5])
+        more = f" (and {len(mismatches) - 5} more)" if len(mismatches) > 5 else ""
+        raise IncompatibleCheckpoints(
+            f"the adapter does not fit {where} ({info.peft_type}, target modules {info.target_modules}): "
+            f"{len(mismatches)} mismatched tensor(s): {head}{more}", mismatches)
+    return info
+
+
+def _set_adapter(pm: Any, weights: Mapping[str, torch.Tensor], names: Sequence[str], what: str) -> None:
+    """Load an adapter's tensors into a peft model; every adapter tensor must be set."""
+    import peft
+
+    try:
+        result = peft.set_peft_model_state_dict(pm, dict(weights))
+    except RuntimeError as e:  # size mismatches from load_state_dict
+        raise IncompatibleCheckpoints(f"{what} does not fit the adapter layout of the path's first adapter: "
+                                      f"{str(e).splitlines()[0]}", []) from None
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    wanted = set(names)
+    missing = [k.removeprefix("base_model.model.") for k in (getattr(result, "missing_keys", []) or [])]
+    missing = [k for k in missing if k in wanted]
+    if unexpected or missing:
+        bad = [(k, "not an adapter tensor of the path's first adapter") for k in unexpected]
+        bad += [(k, f"missing from {what}") for k in missing]
+        raise IncompatibleCheckpoints(
+            f"{what} does not have the adapter layout of the path's first adapter (adapter space needs adapters "
+            f"of one type, rank and target modules): {len(bad)} mismatched tensor(s), e.g. "
+            f"{'; '.join(f'{k}: {w}' for k, w in bad[:3])}", bad)
+
+
+def merged_state_dict(src: CheckpointSource, base_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """θ_base + ΔW of an adapter source, under the base's stored tensor names (CPU, fp32).
+
+    ``peft`` builds the adapter on the base (its own architecture, fp32), loads the stored
+    adapter tensors and merges them (``merge_and_unload``); tensors the adapter does not
+    touch come back as the base's.
+    """
+    from basin.space import key_mapper, load_weights, rename
+
+    assert src.adapter is not None
+    cfg = peft_config(src.adapter)
+    task = TASK_OF_PEFT.get(str(getattr(cfg, "task_type", None)))
+    model = _build_base(src.config_dir, task, meta=False)
+    load_weights(model, rename(base_sd, key_mapper(model)(base_sd)))
+    pm = _inject(model, cfg, "the adapter")
+    names = [n.removeprefix("base_model.model.") for n, p in pm.named_parameters() if p.requires_grad]
+    _set_adapter(pm, load_adapter_weights(src.adapter), names, f"adapter {src.adapter.name}")
+    with torch.no_grad():
+        merged = pm.merge_and_unload()
+    live = merged.state_dict()
+    to_model = key_mapper(merged)(base_sd)
+    out = {}
+    for k, t in base_sd.items():
+        m = to_model.get(k, k)
+        out[k] = live[m].detach().to(torch.float32).clone() if m in live else t
+    return out
+
+
+def moved_names(base_sd: Mapping[str, torch.Tensor], merged: Sequence[Mapping[str, torch.Tensor]]) -> set[str]:
+    """Stored names of the tensors some merged adapter changes (differs from the base)."""
+    out = set()
+    for k, t in base_sd.items():
+        if not t.is_floating_point():
+            continue
+        for sd in merged:
+            if k in sd and not torch.equal(sd[k].to(t.dtype) if sd[k].dtype != t.dtype else sd[k], t):
+                out.add(k)
+                break
+    return out
+
+
+class AdapterSpace:
+    """The live model of an ``adapter``-space path: the base with the first adapter's modules.
+
+    :attr:`model` is the base ``transformers`` model with ``peft``'s adapter layers injected
+    (forward is the base's own; the adapter is active); :attr:`names` are the adapter's
+    own tensors in it — the parameters ``peft`` marks trainable. :meth:`load` reads an
+    adapter into those tensors with ``peft`` and returns copies of them, leaving the live
+    model as it was.
+    """
+
+    def __init__(self, model: nn.Module, first: CheckpointSource, base_sd: Mapping[str, torch.Tensor], task: str):
+        from basin.space import key_mapper, load_weights, rename
+
+        assert first.adapter is not None
+        self.cfg = peft_config(first.adapter)
+        self.base_id = (first.weights, first.config_dir)
+        load_weights(model, rename(base_sd, key_mapper(model)(base_sd)), task)
+        self.peft_model = _inject(model, self.cfg, f"adapter {first.adapter.name}")
+        self.model: nn.Module = self.peft_model.get_base_model()
+        self.names = [n.removeprefix("base_model.model.") for n, p in self.peft_model.named_parameters()
+                      if p.requires_grad]
+        self.model.requires_grad_(False)
+        self.model.eval()
+        if not self.names:
+            raise CheckpointError(f"adapter {first.adapter.name} has no tensors of its own in the model")
+
+    def load(self, src: CheckpointSource) -> dict[str, torch.Tensor]:
+        """The adapter tensors of ``src`` under the live model's names (fresh copies)."""
+        if src.adapter is None:
+            raise IncompatibleCheckpoints(
+                f"space: adapter interpolates adapter tensors, but {src.weights.name} is a full checkpoint; "
+                "use space: merged to put full checkpoints and adapters on one path", [])
+        if (src.weights, src.config_dir) != self.base_id:
+            raise IncompatibleCheckpoints(
+                "space: adapter needs every adapter on the same base checkpoint; "
+                f"{src.adapter.name} is on another base", [])
+        params = dict(self.model.named_parameters())
+        live = [params[n].data for n in self.names]
+        saved = [t.clone() for t in live]
+        _set_adapter(self.peft_model, load_adapter_weights(src.adapter), self.names, f"adapter {src.adapter.name}")
+        out = {n: t.clone() for n, t in zip(self.names, live, strict=True)}
+        with torch.no_grad():
+            torch._foreach_copy_(live, saved)
+        return out
+
+
+def adapter_sources(sources: Mapping[str, CheckpointSource]) -> bool:
+    """Whether every source is an adapter on one base (merged-space paths then move only
+    what the adapters change, see :func:`moved_names`)."""
+    srcs = list(sources.values())
+    return bool(srcs) and all(s.adapter is not None for s in srcs) and len(
+        {(s.weights, s.config_dir) for s in srcs}) == 1
+
