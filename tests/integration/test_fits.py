@@ -18,12 +18,11 @@ from tests import factories
 WRITE = {"X-Basin-Token": ""}
 
 
-@pytest.fixture(scope="module")
-def fit_pair(stack, tmp_path_factory) -> dict[str, str]:
-    """``fit_a`` / ``fit_b`` (different inits, a real line barrier) and ``fit_train.csv`` in the stack's store."""
-    root = tmp_path_factory.mktemp("fitpair")
+def add_fit_pair(store_root, root) -> dict[str, str]:
+    """``fit_a`` / ``fit_b`` (different inits, a real line barrier), ``fit_train.csv`` and
+    ``fit_eval.csv`` added to the store at ``store_root`` (built under ``root``)."""
     tok = factories.make_tokenizer("bert")
-    store = Store(stack.store)
+    store = Store(store_root)
     for name, seed in (("fit_a", 10), ("fit_b", 11)):
         m = factories.init_classifier(seed, num_hidden_layers=2)
         factories.finetune_classifier(m, seed, steps=60, lr=5e-3)
@@ -33,6 +32,12 @@ def fit_pair(stack, tmp_path_factory) -> dict[str, str]:
     store.add_dataset(factories.write_classification_dataset(root / "eval.csv", n=64, seed=6),
                       name="fit_eval.csv")
     return {"a": "fit_a", "b": "fit_b", "dataset": "fit_train.csv"}
+
+
+@pytest.fixture(scope="module")
+def fit_pair(stack, tmp_path_factory) -> dict[str, str]:
+    """The fit pair in the shared stack's store."""
+    return add_fit_pair(stack.store, tmp_path_factory.mktemp("fitpair"))
 
 
 def fit_body(pair: dict[str, str], **kw) -> dict:

@@ -1,4 +1,4 @@
-"""Routes: curve fits — create (validated, queued), status (losses so far), cancel.
+"""Routes: curve fits — create (validated, queued), list, status (losses so far), cancel.
 
 Bookkeeping: :mod:`backend.app.fits` (validation) and :mod:`service.fits` (Redis state).
 """
@@ -14,7 +14,7 @@ from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
 from backend.app.api.errors import responses
 from backend.app.fits import resolve_fit_spec
 from basin.errors import InvalidSpec
-from service.fits import FitNotFound, cancel_fit, create_fit, fit_detail
+from service.fits import FitNotFound, cancel_fit, create_fit, fit_detail, list_fits
 
 router = APIRouter(tags=["fits"])
 
@@ -50,6 +50,15 @@ def create(body: FitBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -
     spec = resolve_fit_spec(body, store, names=names)
     fit_id = create_fit(r, spec, names=names, redis_url=settings.redis_url, queue=settings.task_queue)
     return {"id": fit_id, "url": _url(settings, fit_id)}
+
+
+@router.get("/fits", responses=responses(401, 503))
+def list_all(settings: SettingsDep, r: RedisDep) -> list[dict[str, Any]]:
+    """Every fit Redis still has (ended ones expire with ended runs), newest first: id, url,
+    status, endpoints (ids and names), curve, step / total, created, finished, final
+    training loss, error, control checkpoint id and evaluation run ids. Needs the API token
+    when one is set (the list holds every fit's link), like ``GET /api/runs``."""
+    return list_fits(r, public_url=settings.public_url.rstrip("/"))
 
 
 @router.get("/fits/{fit_id}", responses=responses(404, 503))
