@@ -126,6 +126,40 @@ def test_a_bad_fit_spec_is_422_with_the_reason_and_nothing_is_queued(stack, fit_
     assert stack.redis().zcard("basin:fits") == before
 
 
+def test_the_fits_list_shows_each_fit_and_an_ended_fit_expires_like_an_ended_run(stack, fit_pair):
+    r = stack.request("POST", "/api/fits", json=fit_body(fit_pair, steps=5, eval_points=3))
+    fit_id = r.json()["id"]
+    body = wait_fit(stack, fit_id)
+    assert body["status"] == "done", body
+    listed = stack.request("GET", "/api/fits").json()
+    entry = next(f for f in listed if f["id"] == fit_id)
+    assert entry["status"] == "done" and entry["curve"] == "bezier"
+    assert (entry["a_name"], entry["b_name"]) == ("fit_a", "fit_b")
+    assert entry["step"] == entry["total"] == 5 and entry["url"].endswith(f"/fits/{fit_id}")
+    assert entry["final_loss"] == body["final_loss"] and entry["control"] == body["control"]
+    assert entry["runs"] == body["runs"] and set(entry["runs"]) == {"line", "curve"}
+    created = [f["created"] for f in listed]
+    assert created == sorted(created, reverse=True)  # newest first
+    # once ended, its keys get the ended-run TTL (BASIN_FINISHED_RUN_TTL_S: a day by default)
+    red = stack.redis()
+    keys = [f"basin:fit:{fit_id}", f"basin:fit:{fit_id}:losses"]
+    deadline = time.monotonic() + 60  # (the reaper's next pass; the limit only stops a hang)
+    while red.ttl(keys[0]) < 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert all(0 < red.ttl(k) <= 24 * 3600 for k in keys)
+    for k in keys:  # as a day later
+        red.pexpire(k, 1)
+    while red.exists(*keys):
+        time.sleep(0.05)
+    gone = stack.request("GET", f"/api/fits/{fit_id}")
+    assert gone.status_code == 404 and "forgotten" in gone.json()["detail"]
+    assert fit_id not in {f["id"] for f in stack.request("GET", "/api/fits").json()}
+    # what it produced stays: the control checkpoint and both evaluation runs
+    assert stack.request("GET", f"/api/checkpoints/{body['control']}").status_code == 200
+    assert stack.wait_run(body["runs"]["curve"])["status"] == "done"
+
+
 def test_an_unknown_fit_is_404(stack):
     r = stack.request("GET", "/api/fits/AAAAAAAAAAAAAAAAAAAAAA")
     assert r.status_code == 404 and "no fit" in r.json()["detail"]
