@@ -186,17 +186,35 @@ def barrier_intervals(
     return out
 
 
-def connectivity_verdict(ci: Sequence[float]) -> str:
-    """Words for a barrier interval: whether 0 lies in it (linearly connected at that level)."""
+#: Path types whose barrier says whether the endpoints are connected along a fitted curve.
+CURVE_PATHS = frozenset({"bezier", "polychain"})
+
+
+def connected_words(path_type: str | None = "linear") -> str:
+    """How to say "connected" for a path of this type: ``linearly connected`` (``linear``, or
+    unknown: the default of every 1D path before curves existed), ``connected along this
+    curve`` (Bezier, polychain), ``connected along this path`` (any other 1D path)."""
+    if path_type in (None, "", "linear"):
+        return "linearly connected"
+    return "connected along this curve" if path_type in CURVE_PATHS else "connected along this path"
+
+
+def connectivity_verdict(ci: Sequence[float], path_type: str | None = "linear") -> str:
+    """Words for a barrier interval: whether 0 lies in it, i.e. whether the two checkpoints
+    are connected at the 95 % level — *linearly* only for a straight line; along a Bezier or
+    polychain path the barrier is the curve's (:func:`connected_words`)."""
     lo = float(ci[0])
+    words = connected_words(path_type)
     if lo <= 1e-12:
-        return "not distinguishable from 0 (linearly connected at the 95 % level)"
-    return "above 0 at the 95 % level (not linearly connected)"
+        return f"not distinguishable from 0 ({words} at the 95 % level)"
+    return f"above 0 at the 95 % level (not {words})"
 
 
 __all__ = [
     "BARRIER_DRAWS",
+    "CURVE_PATHS",
     "barrier_intervals",
+    "connected_words",
     "connectivity_verdict",
     "mean_interval",
     "point_intervals",

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from basin import FileResolver, Landscape, run
+from basin.analysis.barrier import barrier_sentence
 from basin.analysis.forgetting import ForgettingUnavailable, forgetting, forgetting_csv
 from basin.analysis.uncertainty import (
     barrier_intervals,
@@ -122,6 +123,28 @@ def test_barrier_interval_of_a_connected_path_reaches_0():
     doc = {"spec": {"path": {"type": "linear"}, "metrics": ["loss"]}, "points": recs,
            "summary": {"barrier": {"loss": {**found["loss"], "ci": ci}}}}
     assert "not distinguishable from 0" in summarize(doc)
+
+
+@pytest.mark.parametrize(("ptype", "words"), [
+    ("linear", "linearly connected"),
+    ("bezier", "connected along this curve"),
+    ("polychain", "connected along this curve"),
+])
+def test_the_verdict_says_linearly_only_for_a_straight_line(ptype, words):
+    recs = _records([1.0, 0.9, 0.85, 0.9, 1.0])
+    found = _barrier(recs)
+    ci = barrier_intervals(recs, found, seed=0)["loss"]
+    doc = {"spec": {"path": {"type": ptype}, "metrics": ["loss"]}, "points": recs,
+           "summary": {"barrier": {"loss": {**found["loss"], "ci": ci}}}}
+    text = summarize(doc)  # the report's and `basin eval`'s summary
+    assert f"not distinguishable from 0 ({words} at the 95 % level)" in text
+    if ptype != "linear":
+        assert "linearly" not in text
+    bump = _records([1.0, 1.2, 1.5, 1.2, 1.0])
+    b = _barrier(bump)["loss"]
+    entry = {**b, "ci": barrier_intervals(bump, {"loss": b}, seed=0)["loss"]}
+    said = barrier_sentence(entry, "loss", magnitude=1.5, path_type=ptype)
+    assert said.startswith("barrier 0.") and " nats at α = 0.50 — " in said and said.endswith(f"above 0 at the 95 % level (not {words})")
 
 
 def test_no_barrier_interval_without_per_example_values():
