@@ -20,8 +20,10 @@ from basin.analysis.forgetting import ForgettingUnavailable, forgetting, forgett
 from basin.analysis.uncertainty import (
     barrier_intervals,
     mean_interval,
+    pack_bootstrap,
     point_intervals,
     ratio_interval,
+    unpack_bootstrap,
     wilson_interval,
 )
 from basin.cli import main
@@ -241,10 +243,32 @@ def test_barrier_interval_in_the_summary_and_the_text(kept):
     assert kept["summary"]["examples"]["count"] == 48
 
 
-def test_without_per_example_points_keep_intervals_only(classifier_family):
+def test_without_per_example_the_barrier_still_gets_its_interval(classifier_family, kept):
     doc = run(helpers.cpu_spec(SPEC), FileResolver(classifier_family["data"].parent), progress=False)
-    assert all("intervals" in p and "examples" not in p for p in doc["points"])
-    assert "ci" not in doc["summary"]["barrier"]["loss"]
+    # no per-example outcomes in the records, only the compact columns the bootstrap needs
+    assert all("intervals" in p and "examples" not in p and "bootstrap" in p for p in doc["points"])
+    packed = doc["points"][0]["bootstrap"]
+    assert packed["n"] == 48 and set(packed) == {"n", "loss", "correct"}
+    assert len(json.dumps(packed)) < 48 * 4 * 2  # compact: base64 float32 + bits, not JSON floats
+    # the same interval as the run that kept its per-example results (same examples, same seed)
+    for m in ("loss", "accuracy"):
+        b, k = doc["summary"]["barrier"][m], kept["summary"]["barrier"][m]
+        assert b["ci"] == pytest.approx(k["ci"], abs=1e-6) and b["ci_draws"] == 1000
+    assert "at the 95 % level" in summarize(doc)
+    assert "examples" not in doc["summary"]  # (the per-example summary is per_example's only)
+
+
+def test_pack_bootstrap_roundtrips_and_refuses_damage():
+    ex = {"loss": [0.5, 1.25, 2.0], "correct": [True, False, True], "confidence": [0.6, 0.3, 0.1]}
+    packed = pack_bootstrap(ex, ["loss", "accuracy"])
+    assert set(packed) == {"n", "loss", "correct"}  # confidence is not needed for a barrier
+    back = unpack_bootstrap(json.loads(json.dumps(packed)))
+    assert back["loss"].tolist() == [0.5, 1.25, 2.0] and back["correct"].tolist() == [1.0, 0.0, 1.0]
+    lm = pack_bootstrap({"nll": [3.5, 7.25], "tokens": [2, 5]}, ["loss", "perplexity"])
+    assert unpack_bootstrap(lm)["tokens"].tolist() == [2.0, 5.0]
+    assert unpack_bootstrap({**packed, "n": 4}) is None  # lengths disagree
+    assert unpack_bootstrap({**packed, "loss": "not base64!"}) is None
+    assert pack_bootstrap(ex, ["f1"]) is None
 
 
 def test_lm_examples_are_per_text_sums_and_the_loss_is_their_ratio(gpt2_pair):
