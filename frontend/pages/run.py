@@ -30,7 +30,7 @@ from dash import (
 from basin import figures
 from basin.analysis.barrier import barrier_sentence
 from basin.paths import is_1d, refs_of
-from frontend import api, forgetting_card
+from frontend import api, fitted_card, forgetting_card
 from frontend.components import spec_yaml
 
 logger = logging.getLogger(__name__)
@@ -326,6 +326,8 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
         header,
         dbc.Row([
             dbc.Col([*controls, html.Div(graphs, id="run-graphs", **{"data-points": str(len(points))}),
+                     # finished straight lines whose endpoints a curve fit joined: the curve overlaid
+                     html.Div(fitted_card.card(run_id, info, points, names=names), id="run-fitted"),
                      # only for runs with samples: its callback then never runs (nor ships the
                      # point store to the server) for other runs
                      *([_samples_card()] if is1d and figures.has_samples({"spec": spec, "points": points})

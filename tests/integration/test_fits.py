@@ -138,6 +138,20 @@ def test_the_fits_list_shows_each_fit_and_an_ended_fit_expires_like_an_ended_run
     assert entry["step"] == entry["total"] == 5 and entry["url"].endswith(f"/fits/{fit_id}")
     assert entry["final_loss"] == body["final_loss"] and entry["control"] == body["control"]
     assert entry["runs"] == body["runs"] and set(entry["runs"]) == {"line", "curve"}
+    # the line run (and any straight line between the same endpoints) finds the fitted curve
+    line, curve = body["runs"]["line"], body["runs"]["curve"]
+    assert stack.wait_run(line)["status"] == "done" and stack.wait_run(curve)["status"] == "done"
+    found = stack.request("GET", f"/api/runs/{line}/fitted").json()["fits"]
+    assert found[0]["fit"] == fit_id and found[0]["curve_run"] == curve and found[0]["line_run"] == line
+    assert found[0]["control"] == body["control"] and found[0]["same_data"] is True
+    other = stack.request("POST", "/api/runs", json={
+        "path": {"type": "linear", "a": "fit_a", "b": "fit_b", "points": 3}, "dataset": "fit_train.csv",
+        "max_examples": 16}).json()["id"]
+    assert stack.wait_run(other)["status"] == "done"
+    theirs = stack.request("GET", f"/api/runs/{other}/fitted").json()["fits"]
+    assert fit_id in [f["fit"] for f in theirs]
+    assert next(f for f in theirs if f["fit"] == fit_id)["same_data"] is False  # other data: said so
+    assert stack.request("GET", f"/api/runs/{curve}/fitted").json()["fits"] == []  # not a line
     created = [f["created"] for f in listed]
     assert created == sorted(created, reverse=True)  # newest first
     # once ended, its keys get the ended-run TTL (BASIN_FINISHED_RUN_TTL_S: a day by default)
@@ -158,6 +172,10 @@ def test_the_fits_list_shows_each_fit_and_an_ended_fit_expires_like_an_ended_run
     # what it produced stays: the control checkpoint and both evaluation runs
     assert stack.request("GET", f"/api/checkpoints/{body['control']}").status_code == 200
     assert stack.wait_run(body["runs"]["curve"])["status"] == "done"
+    # and the line still finds its curve through the curve's run and the control's tags
+    later = stack.request("GET", f"/api/runs/{line}/fitted").json()["fits"]
+    mine = [f for f in later if f["curve_run"] == curve]
+    assert len(mine) == 1 and mine[0]["fit"] is None and mine[0]["control"] == body["control"]
 
 
 def test_an_unknown_fit_is_404(stack):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
 from backend.app.api.errors import responses
-from backend.app.fits import resolve_fit_spec
+from backend.app.fits import fitted_for_run, resolve_fit_spec
 from basin.errors import InvalidSpec
 from service.fits import FitNotFound, cancel_fit, create_fit, fit_detail, list_fits
 
@@ -72,3 +72,13 @@ def get(fit_id: FitId, settings: SettingsDep, r: RedisDep) -> dict[str, Any]:
 def cancel(fit_id: FitId, r: RedisDep) -> dict[str, str]:
     """Stop a queued or running fit (its worker stops before the next step); 409 once ended."""
     return {"id": fit_id, "status": cancel_fit(r, fit_id)}
+
+
+@router.get("/runs/{run_id}/fitted", responses=responses(404, 503))
+def fitted(run_id: Annotated[str, Depends(book.check_run_id)], settings: SettingsDep, store: StoreDep,
+           r: RedisDep) -> dict[str, Any]:
+    """For a straight-line run A→B: the curves fitted between the same endpoints, newest first —
+    fit id and link (while Redis keeps the fit), status, curve type, control checkpoint,
+    the curve's evaluation run and whether it evaluated the same data as this run. Open like
+    the run's other routes (the run's link is the capability); other runs: ``fits: []``."""
+    return fitted_for_run(r, store, run_id, public_url=settings.public_url.rstrip("/"))
