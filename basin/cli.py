@@ -233,6 +233,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
           file=sys.stderr)
 
     from basin import engine
+    from basin.analysis.barrier import barrier_sentence
     from basin.fit import curve_run_data
     from basin.spec import parse_spec
 
@@ -249,11 +250,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         finally:
             run_bar.close()
         write_atomic(out / f"{label}.json", json.dumps(doc, indent=1, allow_nan=True) + "\n")
-        b = doc["summary"]["barrier"].get("loss") or {}
+        b = doc["summary"]["barrier"].get("loss")
         top = max(p["metrics"]["loss"] for p in doc["points"])
         what = "straight line" if label == "line" else f"fitted {spec.curve}"
-        print(f"{what}: loss barrier {b.get('value', float('nan')):.4f} at t={b.get('alpha', float('nan')):.2f}, "
-              f"highest loss {top:.4f}")
+        # the same words as the run page and the report (interval and verdict, curve-aware)
+        words = (barrier_sentence(b, "loss", magnitude=top, path_type=doc["spec"]["path"]["type"])
+                 if isinstance(b, dict) else "no barrier (an endpoint was not evaluated)")
+        print(f"{what}, loss: {words}; highest loss {top:.4f}")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

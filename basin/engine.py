@@ -26,7 +26,12 @@ import torch
 from basin import grid
 from basin.adapters import AdapterSpace, adapter_sources, moved_names
 from basin.analysis import barriers, distances, extremes
-from basin.analysis.uncertainty import BARRIER_DRAWS, barrier_intervals, point_intervals
+from basin.analysis.uncertainty import (
+    BARRIER_DRAWS,
+    barrier_intervals,
+    pack_bootstrap,
+    point_intervals,
+)
 from basin.checkpoints import (
     CheckpointCache,
     compare_meta,
@@ -64,8 +69,9 @@ logger = logging.getLogger(__name__)
 #: Bumped whenever the numbers a point gets change for the same spec (2: fp32 basis, per-neuron
 #: Conv1D filters, canonical draw order, config padding; 3: cached entries are whole point records,
 #: ``{metrics, ensemble?, samples?}``; 4: records carry ``intervals`` and, with ``per_example``,
-#: ``examples``), so stale cached points are not reused.
-KEY_VERSION = 4
+#: ``examples``; 5: 1D records without ``per_example`` carry ``bootstrap``, the compact
+#: per-example values of the barrier interval), so stale cached points are not reused.
+KEY_VERSION = 5
 _FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -332,8 +338,10 @@ class Landscape:
         the examples, :func:`basin.analysis.uncertainty.point_intervals`; loss, accuracy,
         perplexity), ``"ensemble": {metric: value}`` (output ensembling at this α, when
         ``spec.ensemble``), ``"examples": {outcome: [...]}`` (per-example values in dataset
-        order, when ``spec.per_example``) and ``"samples": [{prompt, text, sentiment}]`` (the
-        kept generations, for runs that generate). JSON-ready.
+        order, when ``spec.per_example``; else, on a 1D path, ``"bootstrap"``: only the
+        columns the barrier's interval needs, packed by
+        :func:`basin.analysis.uncertainty.pack_bootstrap`) and ``"samples": [{prompt, text,
+        sentiment}]`` (the kept generations, for runs that generate). JSON-ready.
         """
         if self._closed:
             raise RuntimeError("landscape is closed")
@@ -360,8 +368,11 @@ class Landscape:
         if intervals:
             result["intervals"] = intervals
         examples = self.evaluator.examples
-        if examples is not None and self.spec.per_example:
-            result["examples"] = examples
+        if examples is not None:
+            if self.spec.per_example:
+                result["examples"] = examples
+            elif self.spec.is_1d and (packed := pack_bootstrap(examples, self.spec.metrics)):
+                result["bootstrap"] = packed  # the barrier's interval without per_example
         result.update(out)
         if samples is not None:
             result["samples"] = samples
@@ -441,8 +452,9 @@ class Landscape:
         1D: ``{"barrier": {metric: {value, alpha, start, end, ci?}}, "distance": {...}}`` with a
         barrier for every metric of the spec the registry knows (:mod:`basin.metrics`); ``ci``
         (a paired bootstrap 95 % interval, :func:`basin.analysis.uncertainty.barrier_intervals`)
-        when the records carry per-example values (``spec.per_example``) — the service computes
-        the summary from stored point records, so only values kept in them can be resampled;
+        when the records carry per-example values (``examples`` with ``spec.per_example``, else
+        the compact ``bootstrap``) — the service computes the summary from stored point
+        records, so only values kept in them can be resampled;
         2D: ``{"min": {metric: {value, coords}}, "max": {...}, "anchors": [...]}`` plus
         ``explained_variance`` for trajectories.
         """
@@ -451,7 +463,7 @@ class Landscape:
             endpoints = self._off_grid_endpoints(lo, hi)
             curve = list(results) + [{"coords": {"alpha": e["alpha"]}, **e} for e in endpoints]
             found = barriers(curve, self.spec.metrics, lo, hi)
-            if self.spec.per_example:
+            if found:
                 for m, ci in barrier_intervals(curve, found, seed=self.spec.seed).items():
                     found[m] = {**found[m], "ci": ci, "ci_method": "paired bootstrap over examples",
                                 "ci_draws": BARRIER_DRAWS}
@@ -483,7 +495,8 @@ class Landscape:
             if lo - tol <= a <= hi + tol and not any(abs(g - a) <= tol for g in grid):
                 rec = self.measure({"alpha": a})
                 entry: dict[str, Any] = {"alpha": a}
-                entry.update({k: rec[k] for k in ("metrics", "intervals", "examples") if k in rec})
+                entry.update({k: rec[k] for k in ("metrics", "intervals", "examples", "bootstrap")
+                              if k in rec})
                 out.append(entry)
         return out
 

@@ -20,8 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
 
-from basin.analysis.barrier import barrier_text
-from basin.analysis.uncertainty import connectivity_verdict
+from basin.analysis.barrier import barrier_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +99,8 @@ def summarize(result: dict[str, Any]) -> str:
             text += f"; endpoints {_fmt(ordered[0][0])} → {_fmt(ordered[-1][0])}"
             b = (summary.get("barrier") or {}).get(m)
             if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
-                text += "; " + barrier_text(b, m, magnitude=max(abs(v) for v, _ in vals))
-                ci = b.get("ci")
-                if isinstance(ci, list) and len(ci) == 2:
-                    text += f" — {connectivity_verdict(ci)}"
+                text += "; " + barrier_sentence(b, m, magnitude=max(abs(v) for v, _ in vals),
+                                                path_type=ptype)
         parts.append(text + ".")
     dist = summary.get("distance")
     if isinstance(dist, dict) and "l2" in dist:

@@ -116,7 +116,8 @@ class RunSpec(FrozenModel):
         "(LoRA A and B, saved modules) on their common base (see docs/adapters.md)")
     per_example: bool = Field(False, description="keep every example's outcome at every point in the result "
                               "(classification: loss, correct, confidence; causal_lm / seq2seq: summed NLL and "
-                              "tokens per text): forgetting along the path and the barrier's bootstrap interval")
+                              "tokens per text): forgetting along the path (every 1D run gets the barrier's bootstrap "
+                              "interval anyway, from a compact copy of the barrier's columns)")
 
     @model_validator(mode="after")
     def _metrics(self) -> RunSpec:

@@ -92,6 +92,7 @@ def _navbar() -> dbc.Navbar:
     links = [
         ("New run", "/"),
         ("Runs", "/runs"),
+        ("Fits", "/fits"),
         ("Checkpoints", "/checkpoints"),
         ("Datasets", "/datasets"),
     ]

@@ -9,6 +9,11 @@ the function behind ``POST /api/runs``: the straight line A→B and the fitted c
 the new checkpoint as control (same scope, the fit's eval dataset or else its training
 set). A fit needs the shared store (it writes a checkpoint): a worker with
 ``BASIN_API_URL`` fails it with a message saying so.
+
+While it runs, the worker's heartbeat announces the fit and refreshes its ``beat``; if
+the worker dies, the API's reaper fails the fit saying so (:func:`service.fits.reap_fits`).
+A fit that stops being ``running`` under the worker (the reaper failed it while this
+worker was cut off from Redis) stops before its next step and stores nothing.
 """
 
 from __future__ import annotations
@@ -31,19 +36,26 @@ def run_fit(fit_id: str, state: Any) -> dict:
     if raw is None:
         return {"fit": fit_id, "skipped": "gone"}
     fs = FitState(r, fit_id)
-    started = fs.start(state.name)
-    if started != "ok":  # cancelled while queued, or another delivery took it
-        return {"fit": fit_id, "skipped": started}
+    hb = getattr(state, "heartbeat", None)
+    if hb is not None:
+        hb.fitting(fit_id)  # first: the reaper must see the fit is being worked on
     try:
-        out = _run(fit_id, fs, state, json.loads(raw))
-    except BasinError as e:
-        fs.end("failed", str(e))
-        return {"fit": fit_id, "error": str(e)}
-    except Exception as e:  # a bug or a broken file: say so on the fit rather than hang it
-        logger.exception("fit %s failed", fit_id)
-        fs.end("failed", f"{type(e).__name__}: {e}")
-        return {"fit": fit_id, "error": str(e)}
-    return out
+        started = fs.start(state.name)
+        if started != "ok":  # cancelled while queued, or another delivery took it
+            return {"fit": fit_id, "skipped": started}
+        try:
+            out = _run(fit_id, fs, state, json.loads(raw))
+        except BasinError as e:
+            fs.end("failed", str(e))
+            return {"fit": fit_id, "error": str(e)}
+        except Exception as e:  # a bug or a broken file: say so on the fit rather than hang it
+            logger.exception("fit %s failed", fit_id)
+            fs.end("failed", f"{type(e).__name__}: {e}")
+            return {"fit": fit_id, "error": str(e)}
+        return out
+    finally:
+        if hb is not None:
+            hb.fitting(None)
 
 
 def _run(fit_id: str, fs: FitState, state: Any, data: dict) -> dict:
@@ -65,8 +77,10 @@ def _run(fit_id: str, fs: FitState, state: Any, data: dict) -> dict:
     result = fit(spec, store.resolver(), on_step=fs.step, should_stop=fs.cancelled)
     fs.set(final_loss=repr(result.final_loss) if result.final_loss is not None else "")
     if result.status == "cancelled":
-        fs.end("cancelled")
+        fs.end("cancelled")  # (no-op when the reaper failed it meanwhile)
         return {"fit": fit_id, "status": "cancelled", "steps": len(result.losses)}
+    if not fs.running():  # failed by the reaper while this worker was cut off: store nothing
+        return {"fit": fit_id, "status": fs.r.hget(fs.k.fit, "status") or "gone"}
 
     a_name, b_name = names.get(spec.a, spec.a[:12]), names.get(spec.b, spec.b[:12])
     tags = {

@@ -11,6 +11,11 @@ The heartbeat also names the run the worker is draining (``run``, set at once wh
 drain starts, so the API can tell a run that is being worked on from an orphaned one)
 and, while the worker finishes a run, renews its short-lived finish lock: a finisher
 killed mid-way releases the lock within one TTL and another worker finishes the run.
+
+A worker running a curve fit announces it too (``fit``) and each beat refreshes the fit's
+``beat`` (:func:`service.fits.beat_fit`): the API's reaper fails a running fit that no
+live worker announces once its ``beat`` is older than the grace period
+(:func:`service.fits.reap_fits`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 
 import redis
 
+from service.fits import beat_fit
 from service.runstate import RunQueue, heartbeat_ttl, worker_key
 
 logger = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ class Heartbeat:
         self._current: tuple[RunQueue, int] | None = None
         self._run: str | None = None
         self._finishing: tuple[RunQueue, str] | None = None
+        self._fit: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="basin-heartbeat", daemon=True)
@@ -74,6 +81,15 @@ class Heartbeat:
         except redis.RedisError as e:
             logger.warning("heartbeat failed: %s", e)
 
+    def fitting(self, fit_id: str | None) -> None:
+        """Announce the fit this worker runs now (``None`` when done); beats at once."""
+        with self._lock:
+            self._fit = fit_id
+        try:
+            self.beat()
+        except redis.RedisError as e:
+            logger.warning("heartbeat failed: %s", e)
+
     def finishing(self, queue: RunQueue | None, token: str | None = None) -> None:
         """Keep the finish lock ``token`` of ``queue``'s run alive (``None`` when done)."""
         with self._lock:
@@ -81,7 +97,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         with self._lock:
-            cur, run, fin = self._current, self._run, self._finishing
+            cur, run, fin, fit = self._current, self._run, self._finishing, self._fit
         info = {
             "name": self.name,
             "device": self.device,
@@ -91,8 +107,11 @@ class Heartbeat:
             "beat": time.time(),
             "run": run or (cur[0].keys.id if cur else None),
             "index": cur[1] if cur else None,
+            "fit": fit,
         }
         self.r.set(worker_key(self.name), json.dumps(info), ex=self.ttl)
+        if fit is not None:
+            beat_fit(self.r, fit)
         if cur is not None:
             cur[0].renew(cur[1], self.lease_seconds)
         if fin is not None:

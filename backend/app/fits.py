@@ -1,4 +1,5 @@
-"""Fit bookkeeping for the API: validate a fit spec against the store, then queue it.
+"""Fit bookkeeping for the API: validate a fit spec against the store, then queue it; find
+the fitted curves of a straight-line run's endpoints.
 
 The state itself (Redis keys, create / read / cancel) is :mod:`service.fits`, shared with
 the fit worker (:mod:`workers.fitjob`).
@@ -8,13 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from backend.app.api.errors import carried_references
-from backend.app.runs import check_compatibility
+from backend.app.runs import check_compatibility, list_runs, run_detail
 from basin.errors import InvalidSpec
 from basin.fit import FitSpec, curve_run_data, parse_fit_spec
 from basin.scope_regex import compile_scope
 from basin.spec import SCOPE_PRESETS, parse_spec
+from service.fits import list_fits
 from service.store import Store
+
+#: Fields that must agree for a curve run and a line run to be compared point for point.
+SAME_DATA = ("dataset", "max_examples", "max_length", "scope", "task", "seed")
+CURVES = ("bezier", "polychain")
 
 
 def resolve_fit_spec(body: Any, store: Store, *, names: dict[str, str] | None = None) -> FitSpec:
@@ -58,4 +66,62 @@ def resolve_fit_spec(body: Any, store: Store, *, names: dict[str, str] | None = 
     return resolved
 
 
-__all__ = ["resolve_fit_spec"]
+def _same_data(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in SAME_DATA)
+
+
+def fitted_for_run(r: redis.Redis, store: Store, run_id: str, *, public_url: str = "") -> dict[str, Any]:
+    """What ``GET /api/runs/{id}/fitted`` answers: for a straight-line run A→B, the curves
+    fitted between the same endpoints (same order), newest first.
+
+    From two sources, merged by fit: the fits Redis still has (queued and running ones
+    too) and the evaluation runs of fitted curves (a Bezier / polychain run A→B whose
+    control checkpoint the store tags ``role: fitted control``), which outlive the fit's
+    Redis keys. Each entry: ``fit`` (id, or None once forgotten), ``fit_url``, ``status``
+    (the fit's, or ``done``), ``curve``, ``control``, ``control_name``, ``curve_run``,
+    ``curve_status``, ``line_run`` (the fit's own line evaluation, when known),
+    ``same_data`` (the curve run evaluated the same data as this run: dataset, examples,
+    length, scope, task, seed). Any other run: ``{"fits": []}``.
+    """
+    info = run_detail(r, store, run_id, url="")
+    spec = info.get("spec") or {}
+    path = spec.get("path") or {}
+    if path.get("type") != "linear":
+        return {"run": run_id, "fits": []}
+    a, b = path.get("a"), path.get("b")
+    by_fit: dict[str, dict[str, Any]] = {}
+    for f in list_fits(r, public_url=public_url):
+        if (f["a"], f["b"]) != (a, b) or f["status"] in ("failed", "cancelled"):
+            continue
+        by_fit[f["id"]] = {"fit": f["id"], "fit_url": f["url"], "status": f["status"], "curve": f["curve"],
+                           "control": f["control"], "control_name": None, "curve_run": f["runs"].get("curve"),
+                           "curve_status": None, "line_run": f["runs"].get("line"), "same_data": None,
+                           "created": f["created"]}
+    orphans: list[dict[str, Any]] = []
+    for run in list_runs(r, store, public_url=public_url):
+        rs = run.get("spec") or {}
+        rp = rs.get("path") or {}
+        if rp.get("type") not in CURVES or (rp.get("a"), rp.get("b")) != (a, b) or not rp.get("control"):
+            continue
+        try:
+            manifest = store.get_checkpoint(rp["control"])
+        except Exception:  # the control was deleted: not a curve we can show
+            continue
+        tags = manifest.get("tags") or {}
+        if tags.get("role") != "fitted control":
+            continue
+        entry = by_fit.get(str(tags.get("fit"))) if tags.get("fit") else None
+        if entry is None:
+            entry = {"fit": None, "fit_url": None, "status": "done", "curve": rp["type"], "line_run": None,
+                     "created": run.get("created")}
+            orphans.append(entry)
+        if entry.get("curve_run") not in (None, run["id"]):
+            continue
+        entry.update({"control": rp["control"], "control_name": manifest.get("name"), "curve_run": run["id"],
+                      "curve_status": run.get("status"), "same_data": _same_data(rs, spec)})
+    fits = [e for e in by_fit.values()] + orphans
+    fits.sort(key=lambda e: e.get("created") or 0, reverse=True)
+    return {"run": run_id, "fits": fits}
+
+
+__all__ = ["fitted_for_run", "resolve_fit_spec"]

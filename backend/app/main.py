@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from backend.app.api import errors
 from backend.app.api.routes import checkpoints, datasets, fits, health, meta, runs
 from backend.app.security import SecurityMiddleware
+from service.runstate.reads import heartbeat_ttl
 from service.runstate.reaper import Reaper
 from service.settings import Settings, get_settings
 from service.store import Store
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
                 grace_s=settings.lost_task_grace_seconds,
                 point_limit_s=settings.point_time_limit_s,
                 finished_ttl_s=settings.finished_run_ttl_s,
+                # a fit's worker is dead once its heartbeat has expired and the grace passed
+                fit_grace_s=heartbeat_ttl(settings.lease_seconds) + settings.lost_task_grace_seconds,
             ).start()
         try:
             yield

@@ -158,6 +158,23 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
     return f"{what} {fmt_number(value * scale)}{ci}{unit}{where}"
 
 
+def barrier_sentence(entry: Any, metric: str, *, magnitude: float = 1.0,
+                     path_type: str | None = "linear") -> str:
+    """The barrier in words, as the run page, the report and the CLI summary say it:
+    :func:`barrier_text` and, when the entry has its paired bootstrap interval ``ci``, the
+    verdict (:func:`basin.analysis.uncertainty.connectivity_verdict`) — "linearly
+    connected" for a straight line, "connected along this curve" for a Bezier or polychain
+    path. ``barrier 0.004 [0, 0.011] nats at α = 0.50 — not distinguishable from 0
+    (linearly connected at the 95 % level)``."""
+    from basin.analysis.uncertainty import connectivity_verdict
+
+    text = barrier_text(entry, metric, magnitude=magnitude)
+    ci = entry.get("ci") if isinstance(entry, dict) else None
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        text += f" — {connectivity_verdict(ci, path_type)}"
+    return text
+
+
 def barriers(results: Sequence[dict[str, Any]], metrics: Sequence[str], lo: float, hi: float) -> dict:
     """``{metric: barrier}`` for every metric in ``metrics`` that the registry knows.
 

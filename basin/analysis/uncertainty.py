@@ -29,11 +29,19 @@ would differ. Two tools, both over the *examples* (the models are fixed):
   is ≥ 0: an interval whose lower end is 0 means that in ≥ 2.5 % of the resamples no point
   lay above the chord — *not distinguishable from 0* (:func:`connectivity_verdict`).
 
+The bootstrap needs every point's per-example values. A run with ``per_example`` keeps
+them in its records (``examples``); every other 1D run keeps only what the barrier needs,
+compactly (:func:`pack_bootstrap` → the record's ``bootstrap``: per-example loss and
+correctness — NLL and token counts for language models — as base64 float32 / bits /
+uint32, n ≤ ``max_examples``; about 4.1 bytes × 4/3 per example per point for
+classification), so every 1D run with a loss or accuracy metric gets its barrier interval.
+
 numpy only (no torch): the figures and the report import this package.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -139,6 +147,59 @@ def _resampled_means(values: np.ndarray, counts: np.ndarray, denom: np.ndarray |
     return num / (counts @ denom)[:, None]
 
 
+#: The columns :func:`pack_bootstrap` keeps and how: numpy dtype, or ``bits`` (booleans).
+_PACKED = {"loss": "<f4", "correct": "bits", "nll": "<f4", "tokens": "<u4"}
+
+
+def pack_bootstrap(examples: Mapping[str, Any] | None, metrics: Sequence[str]) -> dict[str, Any] | None:
+    """The per-example columns the barrier intervals of ``metrics`` need, compact and
+    JSON-ready: ``{"n": n, column: base64}`` (loss, correct for classification; nll, tokens
+    for language models). ``None`` when none of ``metrics`` has a barrier interval."""
+    if not isinstance(examples, Mapping):
+        return None
+    want: set[str] = set()
+    for m in metrics:
+        if "nll" in examples and m in ("loss", "perplexity"):
+            want |= {"nll", "tokens"}
+        elif m == "loss" and "loss" in examples:
+            want.add("loss")
+        elif m == "accuracy" and "correct" in examples:
+            want.add("correct")
+    if not want:
+        return None
+    out: dict[str, Any] = {}
+    for col in sorted(want):
+        kind = _PACKED[col]
+        values = np.asarray(examples[col])
+        out["n"] = int(values.size)
+        raw = np.packbits(values.astype(bool)) if kind == "bits" else values.astype(kind)
+        out[col] = base64.b64encode(raw.tobytes()).decode("ascii")
+    return out
+
+
+def unpack_bootstrap(packed: Any) -> dict[str, np.ndarray] | None:
+    """The columns of :func:`pack_bootstrap`'s output as arrays (``None`` when malformed)."""
+    if not isinstance(packed, Mapping) or not isinstance(packed.get("n"), int):
+        return None
+    n = packed["n"]
+    out: dict[str, np.ndarray] = {}
+    try:
+        for col, kind in _PACKED.items():
+            if col not in packed:
+                continue
+            raw = base64.b64decode(packed[col], validate=True)
+            if kind == "bits":
+                arr = np.unpackbits(np.frombuffer(raw, np.uint8))[:n].astype(np.float64)
+            else:
+                arr = np.frombuffer(raw, kind).astype(np.float64)
+            if arr.size != n:
+                return None
+            out[col] = arr
+    except (ValueError, TypeError):
+        return None
+    return out or None
+
+
 def barrier_intervals(
     records: Sequence[Mapping[str, Any]],
     barriers: Mapping[str, Mapping[str, Any]],
@@ -148,7 +209,8 @@ def barrier_intervals(
 ) -> dict[str, list[float]]:
     """``{metric: [lo, hi]}``: the paired bootstrap 95 % interval of each barrier in ``barriers``.
 
-    ``records`` are 1D point records ``{coords: {alpha}, examples}``; ``barriers`` the point
+    ``records`` are 1D point records ``{coords: {alpha}, examples}`` (or ``bootstrap``, the
+    compact columns of :func:`pack_bootstrap`); ``barriers`` the point
     estimates (:func:`basin.analysis.barrier.barriers`), whose ``start`` / ``end`` fix the
     chord. Only the points with α in [start, end] count, as for the estimate. A metric is
     left out when a point in that range lacks per-example values (the run did not keep
@@ -164,6 +226,8 @@ def barrier_intervals(
             if a < a0 - tol or a > a1 + tol or a in rows:
                 continue
             ex = r.get("examples")
+            if not isinstance(ex, Mapping):
+                ex = unpack_bootstrap(r.get("bootstrap"))
             cols = _columns(ex, metric) if isinstance(ex, Mapping) else None
             if cols is None:
                 rows = {}
@@ -198,20 +262,40 @@ def barrier_intervals(
     return out
 
 
-def connectivity_verdict(ci: Sequence[float]) -> str:
-    """Words for a barrier interval: whether 0 lies in it (linearly connected at that level)."""
+#: Path types whose barrier says whether the endpoints are connected along a fitted curve.
+CURVE_PATHS = frozenset({"bezier", "polychain"})
+
+
+def connected_words(path_type: str | None = "linear") -> str:
+    """How to say "connected" for a path of this type: ``linearly connected`` (``linear``, or
+    unknown: the default of every 1D path before curves existed), ``connected along this
+    curve`` (Bezier, polychain), ``connected along this path`` (any other 1D path)."""
+    if path_type in (None, "", "linear"):
+        return "linearly connected"
+    return "connected along this curve" if path_type in CURVE_PATHS else "connected along this path"
+
+
+def connectivity_verdict(ci: Sequence[float], path_type: str | None = "linear") -> str:
+    """Words for a barrier interval: whether 0 lies in it, i.e. whether the two checkpoints
+    are connected at the 95 % level — *linearly* only for a straight line; along a Bezier or
+    polychain path the barrier is the curve's (:func:`connected_words`)."""
     lo = float(ci[0])
+    words = connected_words(path_type)
     if lo <= 1e-12:
-        return "not distinguishable from 0 (linearly connected at the 95 % level)"
-    return "above 0 at the 95 % level (not linearly connected)"
+        return f"not distinguishable from 0 ({words} at the 95 % level)"
+    return f"above 0 at the 95 % level (not {words})"
 
 
 __all__ = [
     "BARRIER_DRAWS",
+    "CURVE_PATHS",
     "barrier_intervals",
+    "connected_words",
     "connectivity_verdict",
     "mean_interval",
+    "pack_bootstrap",
     "point_intervals",
     "ratio_interval",
+    "unpack_bootstrap",
     "wilson_interval",
 ]

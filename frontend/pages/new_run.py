@@ -381,7 +381,7 @@ def layout(**_: Any) -> html.Div:
         _field("Per-example results", dbc.Checkbox(id="newrun-per-example", value=False,
                                                    label="keep each example's outcome at every point"),
                id_="newrun-row-per-example",
-               help_="needed for the forgetting table and the barrier's 95 % interval; the result grows "
+               help_="needed for the forgetting table (the barrier's 95 % interval comes without it); the result grows "
                      "by max examples × points values"),
         html.Div(_generation_fields(copts, dopts, ckpts), id="newrun-row-gen", style={"display": "none"}),
         _field("Max examples", dbc.Input(id="newrun-max", type="number", value=512, min=1),

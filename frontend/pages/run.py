@@ -28,10 +28,9 @@ from dash import (
 )
 
 from basin import figures
-from basin.analysis.barrier import barrier_text
-from basin.analysis.uncertainty import connectivity_verdict
+from basin.analysis.barrier import barrier_sentence
 from basin.paths import is_1d, refs_of
-from frontend import api, forgetting_card
+from frontend import api, fitted_card, forgetting_card
 from frontend.components import spec_yaml
 
 logger = logging.getLogger(__name__)
@@ -170,10 +169,9 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
         if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
             vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]
             # "barrier 0.12 nats at α = 0.50", or "no barrier" when it is zero within its precision
-            text = barrier_text(b, m, magnitude=max(vals, default=1.0))
-            ci = b.get("ci")  # per-example runs: the paired bootstrap interval, in words too
-            if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
-                text += f" — {connectivity_verdict(ci)}"
+            # with its paired bootstrap interval and the verdict in words (linear or curve)
+            text = barrier_sentence(b, m, magnitude=max(vals, default=1.0),
+                                    path_type=(spec.get("path") or {}).get("type"))
             rows.append((m, text))
     dist = summary.get("distance") or {}
     if isinstance(dist, dict) and dist.get("l2") is not None:
@@ -322,6 +320,8 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
         header,
         dbc.Row([
             dbc.Col([*controls, html.Div(graphs, id="run-graphs", **{"data-points": str(len(points))}),
+                     # finished straight lines whose endpoints a curve fit joined: the curve overlaid
+                     html.Div(fitted_card.card(run_id, info, points, names=names), id="run-fitted"),
                      # only for runs with samples: its callback then never runs (nor ships the
                      # point store to the server) for other runs
                      *([_samples_card()] if is1d and figures.has_samples({"spec": spec, "points": points})

@@ -49,6 +49,7 @@ def layout(**_: Any) -> html.Div:
         html.Div([
             html.H3("Runs", className="me-3 mb-0"),
             dbc.Button("Refresh", id="runs-refresh", color="secondary", outline=True, size="sm"),
+            html.A("Curve fits →", href="/fits", id="runs-fits-link", className="small ms-3"),
         ], className="d-flex align-items-center mb-2"),
         html.Div(id="runs-error"),
         dbc.Row([

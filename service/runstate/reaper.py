@@ -15,6 +15,10 @@ Each pass (:func:`reap`) visits the runs not yet stored (``basin:active``):
   cannot check the limit itself): fail it, naming the point and the limit;
 - deleted: forget it.
 
+Each pass also visits the curve fits (:func:`service.fits.reap_fits`, when the
+:class:`Reaper` is given ``fit_grace_s``): a running fit whose worker died ends
+``failed`` saying so, and ended fits' keys get the same TTL as stored runs.
+
 Stored runs' Redis keys expire (``finished_run_ttl_s``); the pass also drops ids whose
 keys expired from the ``runs`` index in Redis (the list then reads the store's index).
 
@@ -111,7 +115,7 @@ def reap(
         return out
     alive = alive_workers(client)
     draining = {w.get("run") for w in alive}
-    idle = any(w.get("run") is None for w in alive)
+    idle = any(w.get("run") is None and not w.get("fit") for w in alive)
     for run_id in ids:
         k = RunKeys(run_id)
         status, persist = client.hmget(k.run, ["status", "persist"])
@@ -152,8 +156,9 @@ class Reaper:
 
     def __init__(self, client: redis.Redis, store: Any, send_drain: Callable[[str], None], *,
                  interval: float = 1.0, grace_s: float = 10.0, point_limit_s: float = 0.0,
-                 finished_ttl_s: int | None = None):
+                 finished_ttl_s: int | None = None, fit_grace_s: float | None = None):
         self.client = client
+        self.fit_grace_s = fit_grace_s
         self.point_limit_s = point_limit_s
         self.finished_ttl_s = finished_ttl_s
         self.store = store
@@ -172,14 +177,21 @@ class Reaper:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        from service.fits import reap_fits, seed_active_fits
+
         try:
             seed_active(self.client)
+            if self.fit_grace_s is not None:
+                seed_active_fits(self.client)
         except redis.RedisError as e:
             logger.warning("reaper could not read the runs: %s", e)
         while not self._stop.wait(self.interval):
             try:
                 reap(self.client, self.store, self.send_drain, grace_s=self.grace_s,
                      point_limit_s=self.point_limit_s, finished_ttl_s=self.finished_ttl_s)
+                if self.fit_grace_s is not None:
+                    reap_fits(self.client, grace_s=self.fit_grace_s,
+                              finished_ttl_s=self.finished_ttl_s)
             except redis.RedisError as e:  # Redis restarting: try again next pass
                 logger.warning("reaper pass failed: %s", e)
             except Exception:

@@ -215,7 +215,12 @@ def test_cli_fit_writes_control_and_both_barriers(pair, tmp_path):
     proc = run_cli("fit", str(spec_file), "-o", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "20/20" in proc.stderr and "basin fit bezier" in proc.stderr  # tqdm bar over the steps
-    assert "straight line: loss barrier" in proc.stdout and "fitted bezier: loss barrier" in proc.stdout
+    line, curve = (next(x for x in proc.stdout.splitlines() if x.startswith(w))
+                   for w in ("straight line, loss: ", "fitted bezier, loss: "))
+    # the line between two inits has a barrier; the verdict names the path (linear vs this curve)
+    assert "barrier" in line and "highest loss" in line and "highest loss" in curve
+    assert "linearly connected" in line and "this curve" not in line  # (the interval's verdict)
+    assert "connected along this curve" in curve and "linearly" not in curve
     out = tmp_path / "out"
     assert read_fit_meta(out / "control") is not None
     for name in ("line", "curve"):

@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 
 from basin import FileResolver, Landscape, run
+from basin.analysis.barrier import barrier_sentence
 from basin.analysis.forgetting import ForgettingUnavailable, forgetting, forgetting_csv
 from basin.analysis.uncertainty import (
     barrier_intervals,
     mean_interval,
+    pack_bootstrap,
     point_intervals,
     ratio_interval,
+    unpack_bootstrap,
     wilson_interval,
 )
 from basin.cli import main
@@ -122,6 +125,28 @@ def test_barrier_interval_of_a_connected_path_reaches_0():
     doc = {"spec": {"path": {"type": "linear"}, "metrics": ["loss"]}, "points": recs,
            "summary": {"barrier": {"loss": {**found["loss"], "ci": ci}}}}
     assert "not distinguishable from 0" in summarize(doc)
+
+
+@pytest.mark.parametrize(("ptype", "words"), [
+    ("linear", "linearly connected"),
+    ("bezier", "connected along this curve"),
+    ("polychain", "connected along this curve"),
+])
+def test_the_verdict_says_linearly_only_for_a_straight_line(ptype, words):
+    recs = _records([1.0, 0.9, 0.85, 0.9, 1.0])
+    found = _barrier(recs)
+    ci = barrier_intervals(recs, found, seed=0)["loss"]
+    doc = {"spec": {"path": {"type": ptype}, "metrics": ["loss"]}, "points": recs,
+           "summary": {"barrier": {"loss": {**found["loss"], "ci": ci}}}}
+    text = summarize(doc)  # the report's and `basin eval`'s summary
+    assert f"not distinguishable from 0 ({words} at the 95 % level)" in text
+    if ptype != "linear":
+        assert "linearly" not in text
+    bump = _records([1.0, 1.2, 1.5, 1.2, 1.0])
+    b = _barrier(bump)["loss"]
+    entry = {**b, "ci": barrier_intervals(bump, {"loss": b}, seed=0)["loss"]}
+    said = barrier_sentence(entry, "loss", magnitude=1.5, path_type=ptype)
+    assert said.startswith("barrier 0.") and " nats at α = 0.50 — " in said and said.endswith(f"above 0 at the 95 % level (not {words})")
 
 
 def test_no_barrier_interval_without_per_example_values():
@@ -227,10 +252,32 @@ def test_barrier_interval_in_the_summary_and_the_text(kept):
     assert kept["summary"]["examples"]["count"] == 48
 
 
-def test_without_per_example_points_keep_intervals_only(classifier_family):
+def test_without_per_example_the_barrier_still_gets_its_interval(classifier_family, kept):
     doc = run(helpers.cpu_spec(SPEC), FileResolver(classifier_family["data"].parent), progress=False)
-    assert all("intervals" in p and "examples" not in p for p in doc["points"])
-    assert "ci" not in doc["summary"]["barrier"]["loss"]
+    # no per-example outcomes in the records, only the compact columns the bootstrap needs
+    assert all("intervals" in p and "examples" not in p and "bootstrap" in p for p in doc["points"])
+    packed = doc["points"][0]["bootstrap"]
+    assert packed["n"] == 48 and set(packed) == {"n", "loss", "correct"}
+    assert len(json.dumps(packed)) < 48 * 4 * 2  # compact: base64 float32 + bits, not JSON floats
+    # the same interval as the run that kept its per-example results (same examples, same seed)
+    for m in ("loss", "accuracy"):
+        b, k = doc["summary"]["barrier"][m], kept["summary"]["barrier"][m]
+        assert b["ci"] == pytest.approx(k["ci"], abs=1e-6) and b["ci_draws"] == 1000
+    assert "at the 95 % level" in summarize(doc)
+    assert "examples" not in doc["summary"]  # (the per-example summary is per_example's only)
+
+
+def test_pack_bootstrap_roundtrips_and_refuses_damage():
+    ex = {"loss": [0.5, 1.25, 2.0], "correct": [True, False, True], "confidence": [0.6, 0.3, 0.1]}
+    packed = pack_bootstrap(ex, ["loss", "accuracy"])
+    assert set(packed) == {"n", "loss", "correct"}  # confidence is not needed for a barrier
+    back = unpack_bootstrap(json.loads(json.dumps(packed)))
+    assert back["loss"].tolist() == [0.5, 1.25, 2.0] and back["correct"].tolist() == [1.0, 0.0, 1.0]
+    lm = pack_bootstrap({"nll": [3.5, 7.25], "tokens": [2, 5]}, ["loss", "perplexity"])
+    assert unpack_bootstrap(lm)["tokens"].tolist() == [2.0, 5.0]
+    assert unpack_bootstrap({**packed, "n": 4}) is None  # lengths disagree
+    assert unpack_bootstrap({**packed, "loss": "not base64!"}) is None
+    assert pack_bootstrap(ex, ["f1"]) is None
 
 
 def test_lm_examples_are_per_text_sums_and_the_loss_is_their_ratio(gpt2_pair):

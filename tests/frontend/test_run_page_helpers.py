@@ -69,6 +69,15 @@ def test_the_summary_gives_the_barriers_interval_and_says_whether_it_excludes_ze
     assert "[10, 30]" in rows["accuracy"] and "above 0 at the 95 % level" in rows["accuracy"]
 
 
+def test_a_curve_runs_summary_says_connected_along_this_curve_not_linearly(run_page):
+    info = {"spec": {"metrics": ["loss"], "path": {"type": "bezier"}},
+            "summary": {"barrier": {"loss": {"value": 0.004, "alpha": 0.5, "ci": [0.0, 0.011]}}}}
+    pts = [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"loss": 1.0}}]
+    row = dict(run_page.summary_rows(info, pts))["loss"]
+    assert row.endswith("— not distinguishable from 0 (connected along this curve at the 95 % level)")
+    assert "linearly" not in row
+
+
 def test_the_distance_card_shows_a_finished_1d_runs_per_layer_distances(run_page):
     summary = {"distance": {"l2": 2.0, "cosine": 0.9, "per_layer": [
         {"name": "embeddings", "stack": None, "l2": 1.0, "scaled": 0.1, "cosine": 0.95, "numel": 100},

@@ -18,12 +18,11 @@ from tests import factories
 WRITE = {"X-Basin-Token": ""}
 
 
-@pytest.fixture(scope="module")
-def fit_pair(stack, tmp_path_factory) -> dict[str, str]:
-    """``fit_a`` / ``fit_b`` (different inits, a real line barrier) and ``fit_train.csv`` in the stack's store."""
-    root = tmp_path_factory.mktemp("fitpair")
+def add_fit_pair(store_root, root) -> dict[str, str]:
+    """``fit_a`` / ``fit_b`` (different inits, a real line barrier), ``fit_train.csv`` and
+    ``fit_eval.csv`` added to the store at ``store_root`` (built under ``root``)."""
     tok = factories.make_tokenizer("bert")
-    store = Store(stack.store)
+    store = Store(store_root)
     for name, seed in (("fit_a", 10), ("fit_b", 11)):
         m = factories.init_classifier(seed, num_hidden_layers=2)
         factories.finetune_classifier(m, seed, steps=60, lr=5e-3)
@@ -33,6 +32,12 @@ def fit_pair(stack, tmp_path_factory) -> dict[str, str]:
     store.add_dataset(factories.write_classification_dataset(root / "eval.csv", n=64, seed=6),
                       name="fit_eval.csv")
     return {"a": "fit_a", "b": "fit_b", "dataset": "fit_train.csv"}
+
+
+@pytest.fixture(scope="module")
+def fit_pair(stack, tmp_path_factory) -> dict[str, str]:
+    """The fit pair in the shared stack's store."""
+    return add_fit_pair(stack.store, tmp_path_factory.mktemp("fitpair"))
 
 
 def fit_body(pair: dict[str, str], **kw) -> dict:
@@ -119,6 +124,58 @@ def test_a_bad_fit_spec_is_422_with_the_reason_and_nothing_is_queued(stack, fit_
     assert r.status_code == 422, r.text
     assert needle in r.json()["detail"]
     assert stack.redis().zcard("basin:fits") == before
+
+
+def test_the_fits_list_shows_each_fit_and_an_ended_fit_expires_like_an_ended_run(stack, fit_pair):
+    r = stack.request("POST", "/api/fits", json=fit_body(fit_pair, steps=5, eval_points=3))
+    fit_id = r.json()["id"]
+    body = wait_fit(stack, fit_id)
+    assert body["status"] == "done", body
+    listed = stack.request("GET", "/api/fits").json()
+    entry = next(f for f in listed if f["id"] == fit_id)
+    assert entry["status"] == "done" and entry["curve"] == "bezier"
+    assert (entry["a_name"], entry["b_name"]) == ("fit_a", "fit_b")
+    assert entry["step"] == entry["total"] == 5 and entry["url"].endswith(f"/fits/{fit_id}")
+    assert entry["final_loss"] == body["final_loss"] and entry["control"] == body["control"]
+    assert entry["runs"] == body["runs"] and set(entry["runs"]) == {"line", "curve"}
+    # the line run (and any straight line between the same endpoints) finds the fitted curve
+    line, curve = body["runs"]["line"], body["runs"]["curve"]
+    assert stack.wait_run(line)["status"] == "done" and stack.wait_run(curve)["status"] == "done"
+    found = stack.request("GET", f"/api/runs/{line}/fitted").json()["fits"]
+    assert found[0]["fit"] == fit_id and found[0]["curve_run"] == curve and found[0]["line_run"] == line
+    assert found[0]["control"] == body["control"] and found[0]["same_data"] is True
+    other = stack.request("POST", "/api/runs", json={
+        "path": {"type": "linear", "a": "fit_a", "b": "fit_b", "points": 3}, "dataset": "fit_train.csv",
+        "max_examples": 16}).json()["id"]
+    assert stack.wait_run(other)["status"] == "done"
+    theirs = stack.request("GET", f"/api/runs/{other}/fitted").json()["fits"]
+    assert fit_id in [f["fit"] for f in theirs]
+    assert next(f for f in theirs if f["fit"] == fit_id)["same_data"] is False  # other data: said so
+    assert stack.request("GET", f"/api/runs/{curve}/fitted").json()["fits"] == []  # not a line
+    created = [f["created"] for f in listed]
+    assert created == sorted(created, reverse=True)  # newest first
+    # once ended, its keys get the ended-run TTL (BASIN_FINISHED_RUN_TTL_S: a day by default)
+    red = stack.redis()
+    keys = [f"basin:fit:{fit_id}", f"basin:fit:{fit_id}:losses"]
+    deadline = time.monotonic() + 60  # (the reaper's next pass; the limit only stops a hang)
+    while red.ttl(keys[0]) < 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert all(0 < red.ttl(k) <= 24 * 3600 for k in keys)
+    for k in keys:  # as a day later
+        red.pexpire(k, 1)
+    while red.exists(*keys):
+        time.sleep(0.05)
+    gone = stack.request("GET", f"/api/fits/{fit_id}")
+    assert gone.status_code == 404 and "forgotten" in gone.json()["detail"]
+    assert fit_id not in {f["id"] for f in stack.request("GET", "/api/fits").json()}
+    # what it produced stays: the control checkpoint and both evaluation runs
+    assert stack.request("GET", f"/api/checkpoints/{body['control']}").status_code == 200
+    assert stack.wait_run(body["runs"]["curve"])["status"] == "done"
+    # and the line still finds its curve through the curve's run and the control's tags
+    later = stack.request("GET", f"/api/runs/{line}/fitted").json()["fits"]
+    mine = [f for f in later if f["curve_run"] == curve]
+    assert len(mine) == 1 and mine[0]["fit"] is None and mine[0]["control"] == body["control"]
 
 
 def test_an_unknown_fit_is_404(stack):

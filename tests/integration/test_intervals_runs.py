@@ -43,3 +43,19 @@ def test_forgetting_of_a_run_without_per_example_results_says_what_to_change(sta
     assert all("intervals" in p and "examples" not in p for p in doc["points"])  # intervals always
     res = stack.request("GET", f"/api/runs/{run_id}/forgetting")
     assert res.status_code == 422 and "per_example: true" in res.json()["detail"]
+
+
+def test_a_run_without_per_example_results_still_gets_its_barrier_interval(stack):
+    spec = linear_spec(path={"type": "linear", "a": "init", "b": "ft_a", "points": 5}, seed=7)
+    plain = stack.request("POST", "/api/runs", json=spec).json()["id"]
+    kept = stack.request("POST", "/api/runs", json={**spec, "per_example": True}).json()["id"]
+    assert stack.wait_run(plain)["status"] == "done" and stack.wait_run(kept)["status"] == "done"
+    detail = stack.request("GET", f"/api/runs/{plain}").json()
+    doc = stack.wait_stored(plain)
+    assert all("examples" not in p and p["bootstrap"]["n"] == 32 for p in doc["points"])
+    for m in ("loss", "accuracy"):  # the same examples and seed: the same interval as per_example's
+        b = detail["summary"]["barrier"][m]
+        assert b["ci"][0] <= b["value"] <= b["ci"][1]
+        assert b["ci"] == doc["summary"]["barrier"][m]["ci"]
+        want = stack.request("GET", f"/api/runs/{kept}").json()["summary"]["barrier"][m]["ci"]
+        assert abs(b["ci"][0] - want[0]) < 1e-6 and abs(b["ci"][1] - want[1]) < 1e-6

@@ -1,4 +1,4 @@
-"""Routes: curve fits — create (validated, queued), status (losses so far), cancel.
+"""Routes: curve fits — create (validated, queued), list, status (losses so far), cancel.
 
 Bookkeeping: :mod:`backend.app.fits` (validation) and :mod:`service.fits` (Redis state).
 """
@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Request
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
 from backend.app.api.errors import responses
-from backend.app.fits import resolve_fit_spec
+from backend.app.fits import fitted_for_run, resolve_fit_spec
 from basin.errors import InvalidSpec
-from service.fits import FitNotFound, cancel_fit, create_fit, fit_detail
+from service.fits import FitNotFound, cancel_fit, create_fit, fit_detail, list_fits
 
 router = APIRouter(tags=["fits"])
 
@@ -52,6 +52,15 @@ def create(body: FitBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -
     return {"id": fit_id, "url": _url(settings, fit_id)}
 
 
+@router.get("/fits", responses=responses(401, 503))
+def list_all(settings: SettingsDep, r: RedisDep) -> list[dict[str, Any]]:
+    """Every fit Redis still has (ended ones expire with ended runs), newest first: id, url,
+    status, endpoints (ids and names), curve, step / total, created, finished, final
+    training loss, error, control checkpoint id and evaluation run ids. Needs the API token
+    when one is set (the list holds every fit's link), like ``GET /api/runs``."""
+    return list_fits(r, public_url=settings.public_url.rstrip("/"))
+
+
 @router.get("/fits/{fit_id}", responses=responses(404, 503))
 def get(fit_id: FitId, settings: SettingsDep, r: RedisDep) -> dict[str, Any]:
     """A fit: status, step / total, losses so far ``[{step, loss}]``, ETA, error; once done the
@@ -63,3 +72,13 @@ def get(fit_id: FitId, settings: SettingsDep, r: RedisDep) -> dict[str, Any]:
 def cancel(fit_id: FitId, r: RedisDep) -> dict[str, str]:
     """Stop a queued or running fit (its worker stops before the next step); 409 once ended."""
     return {"id": fit_id, "status": cancel_fit(r, fit_id)}
+
+
+@router.get("/runs/{run_id}/fitted", responses=responses(404, 503))
+def fitted(run_id: Annotated[str, Depends(book.check_run_id)], settings: SettingsDep, store: StoreDep,
+           r: RedisDep) -> dict[str, Any]:
+    """For a straight-line run A→B: the curves fitted between the same endpoints, newest first —
+    fit id and link (while Redis keeps the fit), status, curve type, control checkpoint,
+    the curve's evaluation run and whether it evaluated the same data as this run. Open like
+    the run's other routes (the run's link is the capability); other runs: ``fits: []``."""
+    return fitted_for_run(r, store, run_id, public_url=settings.public_url.rstrip("/"))
