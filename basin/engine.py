@@ -41,6 +41,7 @@ from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
 from basin.evaluate.generation import GenerationEvaluator, Scorer
+from basin.evaluate.prefix import ENV_SWITCH, PrefixReuse, cap_from_env, enabled_by_env
 from basin.generation import positive_index
 from basin.groups import ModelGroups, model_groups, out_axis
 from basin.paths import PATHS, BuildContext, PathType
@@ -131,6 +132,7 @@ class Landscape:
     load_s: float
     _order: list[int]
     _key_base: dict[str, Any]
+    _prefix_off: dict[str, Any] | None  # why frozen-prefix reuse is not used (None: it is)
 
     def __init__(self) -> None:  # use Landscape.open
         self._closed = False
@@ -138,11 +140,16 @@ class Landscape:
     # ---- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, spec: RunSpec, resolver: Resolver, *, cache: CheckpointCache | None = None) -> Landscape:
+    def open(cls, spec: RunSpec, resolver: Resolver, *, cache: CheckpointCache | None = None,
+             prefix: bool | None = None, prefix_cap_mb: float | None = None) -> Landscape:
         """Load everything a run needs; raises :class:`basin.errors.BasinError` subclasses on bad input.
 
         Order: resolve refs → read config → read/validate dataset → tokenizer →
         compatibility check (headers) → load checkpoints → live model → basis → tokenise.
+
+        ``prefix`` switches frozen-prefix reuse (:mod:`basin.evaluate.prefix`) on or off
+        (default: on unless ``BASIN_PREFIX_REUSE=0``); ``prefix_cap_mb`` bounds what it keeps
+        (default ``BASIN_PREFIX_CACHE_MB`` or 1024 MiB). Results are the same either way.
         """
         self = cls()
         t0 = time.perf_counter()
@@ -262,6 +269,7 @@ class Landscape:
             self.evaluator, self.generator = self.generator, None
         else:
             self.evaluator = EVALUATORS[spec.task](tokenizer, self.data, model, **kw)
+        self._prefix_off = self._plan_prefix(prefix, prefix_cap_mb)
         self._ensemble = {}
         self.scorer_id = scorer_src.id if scorer_src is not None else None
         self.prompts_sha = prompts.sha256 if prompts is not None else None
@@ -273,6 +281,28 @@ class Landscape:
                     spec.path.type, len(self.names), len(self.data), spec.num_points, self.device,
                     self.load_s)
         return self
+
+    def _plan_prefix(self, on: bool | None, cap_mb: float | None) -> dict[str, Any] | None:
+        """Install frozen-prefix reuse on the evaluator when the scope allows; else why not."""
+        if not (enabled_by_env() if on is None else on):
+            return {"on": False, "reason": f"switched off ({ENV_SWITCH}=0 or prefix=False)"}
+        if self.spec.task == "generation":
+            return {"on": False, "reason": "generation samples with generate(): full passes"}
+        cap = cap_from_env() if cap_mb is None else float(cap_mb)
+        reuse, why = PrefixReuse.plan(self.space.model, self.names, self.groups,
+                                      num_batches=len(self.evaluator.batches), cap_bytes=int(cap * 2**20))
+        if reuse is None:
+            logger.info("prefix reuse not used: %s", why)
+            return {"on": False, "reason": why}
+        self.evaluator.prefix = reuse
+        logger.info("prefix reuse: replaying %s (cap %.0f MiB)", ", ".join(c.path for c in reuse.cuts), cap)
+        return None
+
+    def prefix_summary(self) -> dict[str, Any]:
+        """Frozen-prefix reuse of this run: ``{on, cuts, batches, cached_batches, full_batches,
+        cache_mb, cap_mb, reason?}`` (``{on: false, reason}`` when it was not used)."""
+        p = self.evaluator.prefix
+        return p.info() if p is not None else dict(self._prefix_off or {"on": False})
 
     # ---- points ------------------------------------------------------------------------
 
@@ -467,6 +497,9 @@ class Landscape:
         if self._closed:
             return
         self._closed = True
+        if self.evaluator.prefix is not None:
+            self.evaluator.prefix.close()
+            self.evaluator.prefix = None
         self.space.origin = []
         self.space.directions = []
         self.space.live = []
@@ -522,6 +555,7 @@ def run(
         anchors = [{"name": a.name, "coords": dict(a.coords)} for a in land.anchors]
         device = str(land.device)
         load_s = land.load_s
+        prefix = land.prefix_summary()
     finally:
         land.close()
     total = time.perf_counter() - t0
@@ -533,6 +567,7 @@ def run(
         "timings": {
             "load_s": load_s, "eval_s": eval_s, "total_s": total,
             "points_per_s": len(results) / eval_s if eval_s > 0 else 0.0, "device": device,
+            "prefix_reuse": prefix,
         },
         "status": status,
     }
