@@ -10,6 +10,7 @@ not fit to the full pass (same numbers, said in the summary); reuse can be switc
 from __future__ import annotations
 
 import pytest
+import torch
 
 from basin import FileResolver, Landscape
 from basin.engine import run
@@ -198,3 +199,43 @@ def test_the_first_batch_self_check_turns_reuse_off_when_replay_differs(built, m
     finally:
         land.close()
         full.close()
+
+
+def test_a_moved_module_that_runs_before_the_cut_switches_reuse_off():
+    """A model whose input projection (neither embeddings nor a block: group ``rest``) runs
+    before the stack: moving it with an upper block would make the recorded prefix depend on
+    the point, so the first batch's ordering check switches reuse off and the numbers stay right."""
+    from torch import nn
+
+    from basin.evaluate.prefix import PrefixReuse
+    from basin.groups import model_groups
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.blocks = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+
+        def forward(self, x):
+            h = self.proj(x)
+            for b in self.blocks:
+                h = torch.tanh(b(h))
+            return h
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    moved = ["proj.weight", "blocks.2.weight"]
+    reuse, why = PrefixReuse.plan(model, moved, model_groups(model), num_batches=1, cap_bytes=2**20)
+    assert reuse is not None and why is None and [c.path for c in reuse.cuts] == ["blocks.1"]
+    x = torch.randn(2, 4)
+    with torch.inference_mode():
+        for scale in (1.0, 2.0):  # the second "point" changes the moved projection
+            model.proj.weight.mul_(scale)
+            want = model.blocks[2](model.blocks[1](model.blocks[0](model.proj(x)).tanh()).tanh()).tanh()
+            with reuse.active():
+                reuse.at(0)
+                got = model(x)
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert not reuse.info()["on"] and "proj holds a moved tensor and runs before a cut" in reuse.info()["reason"]
+    reuse.close()
+    assert "forward" not in model.blocks[1].__dict__  # the modules are restored
