@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -47,6 +47,8 @@ from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
 from basin.evaluate.generation import GenerationEvaluator, Scorer
+from basin.evaluate.multi import PointStack, can_stack, points_per_pass_from_env
+from basin.evaluate.prefix import ENV_SWITCH, PrefixReuse, cap_from_env, enabled_by_env
 from basin.generation import positive_index
 from basin.groups import ModelGroups, model_groups, out_axis
 from basin.paths import PATHS, BuildContext, PathType
@@ -138,6 +140,8 @@ class Landscape:
     load_s: float
     _order: list[int]
     _key_base: dict[str, Any]
+    _prefix_off: dict[str, Any] | None  # why frozen-prefix reuse is not used (None: it is)
+    points_per_pass: int  # measure_many's k
 
     def __init__(self) -> None:  # use Landscape.open
         self._closed = False
@@ -145,11 +149,18 @@ class Landscape:
     # ---- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, spec: RunSpec, resolver: Resolver, *, cache: CheckpointCache | None = None) -> Landscape:
+    def open(cls, spec: RunSpec, resolver: Resolver, *, cache: CheckpointCache | None = None,
+             prefix: bool | None = None, prefix_cap_mb: float | None = None,
+             points_per_pass: int | None = None) -> Landscape:
         """Load everything a run needs; raises :class:`basin.errors.BasinError` subclasses on bad input.
 
         Order: resolve refs → read config → read/validate dataset → tokenizer →
         compatibility check (headers) → load checkpoints → live model → basis → tokenise.
+
+        ``prefix`` switches frozen-prefix reuse (:mod:`basin.evaluate.prefix`) on or off
+        (default: on unless ``BASIN_PREFIX_REUSE=0``); ``prefix_cap_mb`` bounds what it keeps
+        (default ``BASIN_PREFIX_CACHE_MB`` or 1024 MiB). Results are the same either way.
+        ``points_per_pass`` (default ``BASIN_POINTS_PER_PASS`` or 1) is :meth:`measure_many`'s ``k``.
         """
         self = cls()
         t0 = time.perf_counter()
@@ -290,6 +301,8 @@ class Landscape:
             self.evaluator, self.generator = self.generator, None
         else:
             self.evaluator = EVALUATORS[spec.task](tokenizer, self.data, model, **kw)
+        self._prefix_off = self._plan_prefix(prefix, prefix_cap_mb)
+        self.points_per_pass = points_per_pass_from_env() if points_per_pass is None else max(1, int(points_per_pass))
         self._ensemble = {}
         self.scorer_id = scorer_src.id if scorer_src is not None else None
         self.prompts_sha = prompts.sha256 if prompts is not None else None
@@ -301,6 +314,28 @@ class Landscape:
                     spec.path.type, len(self.names), len(self.data), spec.num_points, self.device,
                     self.load_s)
         return self
+
+    def _plan_prefix(self, on: bool | None, cap_mb: float | None) -> dict[str, Any] | None:
+        """Install frozen-prefix reuse on the evaluator when the scope allows; else why not."""
+        if not (enabled_by_env() if on is None else on):
+            return {"on": False, "reason": f"switched off ({ENV_SWITCH}=0 or prefix=False)"}
+        if self.spec.task == "generation":
+            return {"on": False, "reason": "generation samples with generate(): full passes"}
+        cap = cap_from_env() if cap_mb is None else float(cap_mb)
+        reuse, why = PrefixReuse.plan(self.space.model, self.names, self.groups,
+                                      num_batches=len(self.evaluator.batches), cap_bytes=int(cap * 2**20))
+        if reuse is None:
+            logger.info("prefix reuse not used: %s", why)
+            return {"on": False, "reason": why}
+        self.evaluator.prefix = reuse
+        logger.info("prefix reuse: replaying %s (cap %.0f MiB)", ", ".join(c.path for c in reuse.cuts), cap)
+        return None
+
+    def prefix_summary(self) -> dict[str, Any]:
+        """Frozen-prefix reuse of this run: ``{on, cuts, batches, cached_batches, full_batches,
+        cache_mb, cap_mb, reason?}`` (``{on: false, reason}`` when it was not used)."""
+        p = self.evaluator.prefix
+        return p.info() if p is not None else dict(self._prefix_off or {"on": False})
 
     # ---- points ------------------------------------------------------------------------
 
@@ -360,6 +395,10 @@ class Landscape:
             values.update(ev.evaluate(self.space.model))
             if isinstance(ev, GenerationEvaluator):
                 samples = ev.samples
+        return self._record(values, out, samples)
+
+    def _record(self, values: dict[str, float], out: dict[str, Any], samples: list | None) -> dict[str, Any]:
+        """A point's record from its metric values and the evaluator's per-example values."""
         result: dict[str, Any] = {"metrics": {m: float(values[m]) for m in self.spec.metrics}}
         intervals = {}
         for ev in (self.evaluator, self.generator):
@@ -377,6 +416,39 @@ class Landscape:
         if samples is not None:
             result["samples"] = samples
         return result
+
+    def measure_many(self, points: Sequence[Point | dict[str, float]], *, allow_cpu: bool = False) -> list[dict[str, Any]]:
+        """:meth:`measure` of several points, ``points_per_pass`` of them per forward pass on CUDA.
+
+        Each group of ``k`` points gets its movable tensors stacked and ONE vmapped forward pass
+        per batch (:class:`basin.evaluate.multi.PointStack`); the records equal :meth:`measure`'s
+        up to rounding. Runs exactly as :meth:`measure`, one point at a time, when ``k`` is 1
+        (``BASIN_POINTS_PER_PASS``, default), on the CPU (unless ``allow_cpu``: tests), or when
+        the run generates, ensembles or is not a classification run. Frozen-prefix reuse is not
+        combined with it. Afterwards the live model holds the last point.
+        """
+        if self._closed:
+            raise RuntimeError("landscape is closed")
+        pts = list(points)
+        k = self.points_per_pass
+        if (k <= 1 or len(pts) <= 1 or (self.device.type != "cuda" and not allow_cpu) or self.generator is not None
+                or self.spec.ensemble or not can_stack(self.evaluator)):
+            return [self.measure(p) for p in pts]
+        records = []
+        for s in range(0, len(pts), k):
+            coeffs = [self.path.coeffs(dict(p.coords if isinstance(p, Point) else p)) for p in pts[s : s + k]]
+            stack = PointStack(self.space.model, self.space.names, self.space.origin, self.space.directions, coeffs,
+                               [t.dtype for t in self.space.live])
+            prefix, self.evaluator.prefix = self.evaluator.prefix, None
+            try:
+                for i in range(len(coeffs)):
+                    stack.at(i)
+                    records.append(self._record(self.evaluator.evaluate(cast(Any, stack)), {}, None))
+            finally:
+                self.evaluator.prefix = prefix
+                stack.close()
+            self.space.mix_(coeffs[-1])
+        return records
 
     def _ensembled(self, alpha: float) -> dict[str, float]:
         """Output-ensemble metrics at ``alpha``; the grid's α (and 0, 1) are computed together once."""
@@ -505,6 +577,9 @@ class Landscape:
         if self._closed:
             return
         self._closed = True
+        if self.evaluator.prefix is not None:
+            self.evaluator.prefix.close()
+            self.evaluator.prefix = None
         self.space.origin = []
         self.space.directions = []
         self.space.live = []
@@ -560,6 +635,7 @@ def run(
         anchors = [{"name": a.name, "coords": dict(a.coords)} for a in land.anchors]
         device = str(land.device)
         load_s = land.load_s
+        prefix = land.prefix_summary()
     finally:
         land.close()
     total = time.perf_counter() - t0
@@ -571,6 +647,7 @@ def run(
         "timings": {
             "load_s": load_s, "eval_s": eval_s, "total_s": total,
             "points_per_s": len(results) / eval_s if eval_s > 0 else 0.0, "device": device,
+            "prefix_reuse": prefix,
         },
         "status": status,
     }

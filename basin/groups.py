@@ -150,7 +150,7 @@ def model_groups(model: nn.Module) -> ModelGroups:
     """The group of every parameter and buffer name of ``model`` (tied aliases included)."""
     base = _base_path(model)
     # a task model's stacks live in its base model (a ModuleList of heads is not a stack)
-    stacks = {p: m for p, m in _stacks(model).items() if not base or _under(p, [base])}
+    stacks = stack_modules(model)
     stack_names = _stack_names(stacks, base)
 
     paths_of: dict[int, list[str]] = {}
@@ -204,6 +204,12 @@ def model_groups(model: nn.Module) -> ModelGroups:
             groups[full] = best
     depth = {stack_names[p]: len(ml) for p, ml in stacks.items()}
     return ModelGroups(groups=groups, stacks=depth)
+
+
+def stack_modules(model: nn.Module) -> dict[str, nn.ModuleList]:
+    """The stacks of blocks :func:`model_groups` finds, by module path, in model order."""
+    base = _base_path(model)
+    return {p: m for p, m in _stacks(model).items() if not base or _under(p, [base])}
 
 
 def describe(mg: ModelGroups, names: Iterable[str]) -> dict[str, list[str]]:

@@ -14,7 +14,8 @@ one process, on the same batches, ``--reps`` times; medians are reported:
                    steps=26, deepcopy_model=True)`` with a metric over the same batches.
 
 The three tools must agree (cross-entropy at α = 0.5 within 1e-4) so they did equal
-work. Results go to ``bench/results/latest.json``.
+work. Results go to ``bench/results/latest.json``; with them, under ``prefix_reuse``, the
+frozen-prefix reuse speedups on the MiniLM demo (:mod:`bench.prefix`; ``--no-prefix`` skips it).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
+    ap.add_argument("--no-prefix", action="store_true", help="skip the frozen-prefix reuse benchmark (MiniLM demo)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -280,9 +282,22 @@ def main(argv: list[str] | None = None) -> int:
 
         result["generation"] = generation.run(workload.default_cache() / "generation", reps=args.reps, device=dev)
         ok_agree = ok_agree and result["generation"]["ok"]
+    if not args.no_prefix:
+        from basin.errors import DatasetError
+        from bench import prefix
+
+        try:
+            result["prefix_reuse"] = prefix.run(workload.default_cache() / "demo", reps=args.reps, device=dev)
+            ok_agree = ok_agree and result["prefix_reuse"]["agreement_ok"]
+        except DatasetError as e:  # the demo's packages (the `demo` extra) are missing
+            print(f"bench: the prefix-reuse benchmark is skipped: {e}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
+    if "prefix_reuse" in result:
+        from bench import prefix
+
+        prefix.print_table(result["prefix_reuse"])
     print(f"\nwrote {args.out}")
     if not ok_agree:
         print(f"bench: error: tools disagree (spread at α=0.5 {spread:.2e}, curve {curve_diff:.2e}; "

@@ -18,6 +18,7 @@ from torch import nn
 
 from basin.data import Dataset
 from basin.drive import between_batches
+from basin.evaluate.prefix import PrefixReuse
 from basin.metrics import task_metrics
 
 
@@ -38,10 +39,17 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class _Checked(list):
-    """The batches, iterated with :func:`basin.drive.between_batches` after each one."""
+    """The batches, iterated with :func:`basin.drive.between_batches` after each one (and, with
+    frozen-prefix reuse, telling it which batch comes next)."""
+
+    def __init__(self, batches: Sequence[dict[str, torch.Tensor]], at: Callable[[int], None] | None = None):
+        super().__init__(batches)
+        self.at = at
 
     def __iter__(self):  # noqa: ANN204 - a generator over the list
-        for batch in list.__iter__(self):
+        for i, batch in enumerate(list.__iter__(self)):
+            if self.at is not None:
+                self.at(i)
             yield batch
             between_batches()
 
@@ -82,6 +90,9 @@ class Evaluator(ABC):
         #: task has none): classification ``{loss, correct, confidence}``, causal LM and
         #: seq2seq ``{nll, tokens}`` (see :mod:`basin.analysis.uncertainty`).
         self.examples: dict[str, list] | None = None
+        #: Frozen-prefix reuse (:mod:`basin.evaluate.prefix`), set by the engine when the scope
+        #: leaves the embeddings and lower blocks at θA; used by :meth:`evaluate` only.
+        self.prefix: PrefixReuse | None = None
         self.batches: list[dict[str, torch.Tensor]] = self.prepare(
             tokenizer, data, model, batch_size=batch_size, max_length=max_length
         )
@@ -110,10 +121,11 @@ class Evaluator(ABC):
         driver's cancel or per-point time limit stops the point there.
         """
         batches = self.batches
-        self.batches = _Checked(batches)
+        prefix = self.prefix
+        self.batches = _Checked(batches, prefix.at if prefix is not None else None)
         self.examples = None
         try:
-            with torch.inference_mode(), self.autocast():
+            with torch.inference_mode(), self.autocast(), prefix.active() if prefix else contextlib.nullcontext():
                 values = self._evaluate(model)
         finally:
             self.batches = batches
