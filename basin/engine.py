@@ -434,9 +434,12 @@ class Landscape:
         if (k <= 1 or len(pts) <= 1 or (self.device.type != "cuda" and not allow_cpu) or self.generator is not None
                 or self.spec.ensemble or not can_stack(self.evaluator)):
             return [self.measure(p) for p in pts]
+        all_coeffs = [self.path.coeffs(dict(p.coords if isinstance(p, Point) else p)) for p in pts]
+        if any(not isinstance(c, (int, float)) for cs in all_coeffs for c in cs):
+            return [self.measure(p) for p in pts]  # per-tensor coefficients (SLERP): one at a time
         records = []
         for s in range(0, len(pts), k):
-            coeffs = [self.path.coeffs(dict(p.coords if isinstance(p, Point) else p)) for p in pts[s : s + k]]
+            coeffs = cast(list[list[float]], all_coeffs[s : s + k])
             stack = PointStack(self.space.model, self.space.names, self.space.origin, self.space.directions, coeffs,
                                [t.dtype for t in self.space.live])
             prefix, self.evaluator.prefix = self.evaluator.prefix, None
