@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from basin import grid
+from basin import grid, refine
 from basin.analysis import barriers, distances, extremes
 from basin.analysis.uncertainty import BARRIER_DRAWS, barrier_intervals, point_intervals
 from basin.checkpoints import (
@@ -36,7 +36,7 @@ from basin.checkpoints import (
     tensor_meta,
 )
 from basin.data import Dataset, load_dataset
-from basin.drive import ListSink, ListSource, drive
+from basin.drive import ListSink, ListSource, WaveSource, drive
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
@@ -292,8 +292,19 @@ class Landscape:
         return Point(index, {"x": self.axes[0][ix], "y": self.axes[1][iy]})
 
     def points(self) -> list[Point]:
-        """All grid points in coarse-to-fine order."""
+        """All grid points in coarse-to-fine order (for an adaptive run: its fine grid, of
+        which :meth:`next_wave` picks the points to evaluate)."""
         return [self.point(i) for i in self._order]
+
+    def next_wave(self, results: Sequence[dict[str, Any]]) -> list[int]:
+        """An adaptive run's next indices given the point records so far (``[]``: done);
+        :func:`basin.refine.next_wave` on ``spec.refine_metric``. Every grid index for a
+        uniform run until all are measured."""
+        spec = self.spec
+        if spec.refine is None:
+            seen = {int(r["index"]) for r in results}
+            return [i for i in self._order if i not in seen]
+        return refine.next_wave(spec.refine, spec.shape, refine.values_of(results, spec.refine_metric))
 
     def evaluate(self, point: Point | dict[str, float]) -> dict[str, float]:
         """Metrics named in ``spec.metrics`` at a point (a :class:`Point` or a coords dict).
@@ -499,7 +510,7 @@ def run(
     """Evaluate a whole run in-process and return its result document.
 
     ``on_point({index, coords, metrics})`` is called after each point (coarse-to-fine
-    order); ``should_stop()`` is checked before each point (cancel: the document then
+    order; an adaptive run's points wave by wave, :mod:`basin.refine`); ``should_stop()`` is checked before each point (cancel: the document then
     holds the points done so far and ``"status": "cancelled"``). ``progress`` shows a
     tqdm bar with ETA on stderr.
     """
@@ -509,11 +520,13 @@ def run(
     land = Landscape.open(spec, resolver, cache=cache)
     t1 = time.perf_counter()
     try:
-        pts = land.points()
         sink = ListSink(on_point)
-        with tqdm(total=len(pts), file=sys.stderr, disable=not progress, desc=spec.name or spec.path.type,
-                  unit="pt", leave=False) as bar:
-            stats = drive(land, ListSource(pts), sink, should_stop=should_stop,
+        source: ListSource | WaveSource = ListSource(land.points())
+        if spec.refine is not None:  # wave by wave: each chosen from every result so far
+            source = WaveSource(land.point, lambda: land.next_wave(sink.results))
+        with tqdm(total=spec.planned_points, file=sys.stderr, disable=not progress,
+                  desc=spec.name or spec.path.type, unit="pt", leave=False) as bar:
+            stats = drive(land, source, sink, should_stop=should_stop,
                           on_progress=lambda _r, _c: bar.update(1))
         results = sink.results
         status = "cancelled" if stats.stopped == "cancelled" else "done"
