@@ -121,3 +121,31 @@ def test_an_adaptive_run_through_the_engine_evaluates_a_subset_of_the_uniform_gr
     measured = barrier([(p["coords"]["alpha"], p["metrics"]["loss"]) for p in doc["points"]], lo=-0.5, hi=1.5)
     assert doc["summary"]["barrier"]["loss"]["value"] == pytest.approx(measured["value"])
     assert doc["spec"]["refine"]["budget"] == 6
+
+
+def test_figures_draw_an_adaptive_run_through_its_measured_points():
+    from basin import figures
+
+    nx = ny = 5
+    xs = linspace(0.0, 1.0, nx)
+    r = RefineSpec(budget=14, levels=1)
+    got: dict[int, float] = {}
+    while wave := next_wave(r, (nx, ny), got):
+        got.update({i: (xs[i % nx] - 0.2) ** 2 + xs[i // nx] for i in wave})
+    doc = {"spec": {"path": {"type": "plane", "a": "a", "b": "b", "c": "c", "resolution": [nx, ny]},
+                    "metrics": ["loss"], "refine": r.model_dump(mode="json")},
+           "points": [{"index": i, "coords": {"x": xs[i % nx], "y": xs[i // nx]}, "metrics": {"loss": v}}
+                      for i, v in got.items()],
+           "anchors": [], "summary": {}}
+    fig = figures.plane_figure(doc, "loss", "contour")
+    z = fig.data[0].z
+    assert all(v is not None for row in z for v in row)  # interpolated inside the refined cells
+    assert z[1][1] == pytest.approx((z[0][0] + z[0][2] + z[2][0] + z[2][2]) / 4) or 6 in got
+    marks = next(t for t in fig.data if t.meta == "measured")
+    assert len(marks.x) == len(got) < nx * ny
+    line = {"spec": {"path": {"type": "linear", "a": "a", "b": "b", "points": 9}, "metrics": ["loss"],
+                     "refine": {"levels": 2}},
+            "points": [{"index": i, "coords": {"alpha": i / 8}, "metrics": {"loss": v}}
+                       for i, v in ((0, 1.0), (4, 2.0), (8, 1.0), (3, 1.9))]}
+    curve = figures.line_figure(line, "loss").data[0]
+    assert list(curve.x) == [0.0, 0.375, 0.5, 1.0]  # a line through the measured points, in α order
