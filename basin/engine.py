@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +28,15 @@ from basin.analysis import barriers, distances, extremes
 from basin.analysis.uncertainty import BARRIER_DRAWS, barrier_intervals, point_intervals
 from basin.checkpoints import (
     CheckpointCache,
+    LazyStateDict,
     compare_meta,
     label_info,
     load_state_dict,
     mismatch_message,
     read_config,
+    tensor_dtype,
     tensor_meta,
+    tensor_shape,
 )
 from basin.data import Dataset, load_dataset
 from basin.drive import ListSink, ListSource, WaveSource, drive
@@ -194,12 +197,15 @@ class Landscape:
         self.device = resolve_device(spec.device)
         self.dtype, autocast, self.precision = precision(spec.dtype, self.device)
 
-        loaded: dict[str, dict[str, torch.Tensor]] = {}
+        # With a checkpoint cache (a worker keeps checkpoints resident between runs) the state
+        # dicts are whole in memory; without one (the CLI) they are lazy: read tensor by tensor
+        # as the model and the basis are built, so no endpoint is ever whole in memory.
+        loaded: dict[str, Mapping[str, torch.Tensor]] = {}
 
-        def load(ref: str) -> dict[str, torch.Tensor]:
+        def load(ref: str) -> Mapping[str, torch.Tensor]:
             if ref not in loaded:
                 src = self.sources[ref]
-                sd = cache.get(src) if cache is not None else load_state_dict(src)
+                sd = cache.get(src) if cache is not None else LazyStateDict(src)
                 loaded[ref] = rename(sd, to_model(sd))
             return loaded[ref]
 
@@ -213,7 +219,7 @@ class Landscape:
         canonical = [k for k, _ in model.named_parameters()] + [k for k, _ in model.named_buffers()]
         uniq = [
             k for k in canonical
-            if k in sd0 and k not in held and sd0[k].dtype in _FLOAT and live[k].is_floating_point()
+            if k in sd0 and k not in held and tensor_dtype(sd0, k) in _FLOAT and live[k].is_floating_point()
         ]
         self.names = select_scope(spec.scope, uniq, self.groups)
         self.space = ParamSpace(model, self.names)
@@ -232,7 +238,7 @@ class Landscape:
         ends = self.path.endpoints()
         if ends is not None:
             a, b = load(ends[0]), load(ends[1])
-            names = [k for k in uniq if k in b and b[k].shape == a[k].shape]
+            names = [k for k in uniq if k in b and tensor_shape(b, k) == tensor_shape(a, k)]
             self.distance = distances(a, b, names, groups=self.groups)
         self.generator = None
         kw: dict[str, Any] = {"batch_size": spec.batch_size, "max_length": spec.max_length, "device": self.device,
@@ -366,7 +372,7 @@ class Landscape:
         got = self._ensemble[alpha]
         return {m: float(got[m]) for m in self.spec.metrics if m in got}
 
-    def _side_model(self, task: str, src: CheckpointSource, sd: dict[str, torch.Tensor]) -> torch.nn.Module:
+    def _side_model(self, task: str, src: CheckpointSource, sd: Mapping[str, torch.Tensor]) -> torch.nn.Module:
         """A fixed model beside the live one (a generation scorer or reference LM), on the run's device."""
         return build_model(task, src.config_dir, sd).to(device=self.device, dtype=self.dtype)
 
