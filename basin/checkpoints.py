@@ -20,7 +20,7 @@ import pickle
 import struct
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,14 +428,14 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         try:
             with open(path, "rb") as fh:
                 fh.seek(offset)
-                got = fh.readinto(memoryview(buf.numpy()))
+                got = fh.readinto(buf.numpy().data)
         except OSError as e:
             raise CheckpointError(f"checkpoint {self.id}: cannot read {name} from {path.name}: {e}") from None
         if got != nbytes:
             raise CheckpointError(f"checkpoint {self.id}: {path.name} is truncated at tensor {name}")
         return buf.view(dtype).reshape(shape)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 
     def __len__(self) -> int:

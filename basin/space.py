@@ -188,7 +188,7 @@ def rename(sd: Mapping[str, T], names: Mapping[str, str]) -> dict[str, T]:
     (:class:`basin.checkpoints.LazyStateDict`) is renamed without reading a tensor."""
     renamed = getattr(sd, "renamed", None)
     if renamed is not None:
-        return renamed(names)  # type: ignore[no-any-return]
+        return renamed(names)
     out: dict[str, T] = {}
     for k, t in sd.items():
         out.setdefault(names.get(k, k), t)

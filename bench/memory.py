@@ -72,8 +72,10 @@ def _config(params: float) -> Any:
     layers, vocab = 24, 30522
     h = (-vocab + math.sqrt(vocab**2 + 4 * 12 * layers * params)) / (2 * 12 * layers)
     h = max(64, int(round(h / 64)) * 64)
-    return BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=h // 64,
-                      intermediate_size=4 * h, num_labels=2)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=h // 64,
+                     intermediate_size=4 * h)
+    cfg.num_labels = 2
+    return cfg
 
 
 def _write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], seed: int) -> None:

@@ -42,11 +42,12 @@ def synthetic(n: int = 129, levels: int = 4, centres: tuple[float, ...] = (0.37,
     for c in centres:
         uniform = barrier([(x, _narrow(x, c)) for x in xs], lo=0.0, hi=1.0)
         got: dict[int, float] = {}
-        r = RefineSpec(budget=budget, levels=levels)
+        r = RefineSpec.model_validate({"budget": budget, "levels": levels})
         while wave := next_wave(r, (n,), got):
             got.update({i: _narrow(xs[i], c) for i in wave})
         found = barrier([(xs[i], v) for i, v in got.items()], lo=0.0, hi=1.0)
         coarse = barrier([(xs[i], _narrow(xs[i], c)) for i in range(0, n, 1 << levels)], lo=0.0, hi=1.0)
+        assert uniform is not None and found is not None and coarse is not None
         rows.append({"centre": c, "uniform_points": n, "adaptive_points": len(got),
                      "uniform_barrier": round(uniform["value"], 6), "adaptive_barrier": round(found["value"], 6),
                      "coarse_barrier": round(coarse["value"], 6),

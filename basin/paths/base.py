@@ -96,7 +96,7 @@ class BuildContext:
     names: list[str]
     device: torch.device
     dtype: torch.dtype
-    load: Callable[[str], dict[str, torch.Tensor]]
+    load: Callable[[str], Mapping[str, torch.Tensor]]
     out_axes: dict[str, int] = field(default_factory=dict)
 
     def out_axis(self, name: str) -> int:
