@@ -310,7 +310,8 @@ class Landscape:
         if spec.refine is None:
             seen = {int(r["index"]) for r in results}
             return [i for i in self._order if i not in seen]
-        return refine.next_wave(spec.refine, spec.shape, refine.values_of(results, spec.refine_metric))
+        return refine.next_wave(spec.refine, spec.shape, refine.values_of(results, spec.refine_metric),
+                                spec.refine_required)
 
     def evaluate(self, point: Point | dict[str, float]) -> dict[str, float]:
         """Metrics named in ``spec.metrics`` at a point (a :class:`Point` or a coords dict).

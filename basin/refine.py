@@ -113,15 +113,23 @@ def _scaled(values: Mapping[int, float]) -> dict[int, float]:
     return {i: ((v if math.isfinite(v) else top) - lo) / span for i, v in values.items()}
 
 
-def next_wave(refine: RefineSpec, shape: Sequence[int], measured: Mapping[int, float]) -> list[int]:
+def first_wave(shape: Sequence[int], levels: int, required: Sequence[int] = ()) -> list[int]:
+    """The coarse grid (:func:`coarse_indices`), then the ``required`` nodes not on it (a 1D
+    path's checkpoints, α = 0 and 1, when the fine grid has them: the barrier's chord)."""
+    coarse = coarse_indices(shape, levels)
+    return coarse + [i for i in dict.fromkeys(required) if i not in set(coarse)]
+
+
+def next_wave(refine: RefineSpec, shape: Sequence[int], measured: Mapping[int, float],
+              required: Sequence[int] = ()) -> list[int]:
     """The next flat indices to evaluate, given ``{index: value}`` of the refinement metric
     at every point measured so far; ``[]`` when the run is complete.
 
-    Coarse nodes not measured yet come first (the first wave is the coarse grid). Ties go
-    to the larger interval / cell, then the lower index, so the choice is deterministic.
+    The first wave (:func:`first_wave`: the coarse grid and the ``required`` nodes) comes
+    first. Ties go to the larger interval / cell, then the lower index, so the choice is
+    deterministic.
     """
-    coarse = coarse_indices(shape, refine.levels)
-    missing = [i for i in coarse if i not in measured]
+    missing = [i for i in first_wave(shape, refine.levels, required) if i not in measured]
     if missing:
         return missing
     left = budget_of(refine, shape) - len(measured)

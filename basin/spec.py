@@ -209,6 +209,21 @@ class RunSpec(FrozenModel):
         return budget_of(self.refine, self.shape)
 
     @property
+    def refine_required(self) -> list[int]:
+        """Fine-grid indices an adaptive run always evaluates besides its coarse grid: on a 1D
+        path, α = 0 and 1 (the checkpoints: the barrier's chord) when the grid has them."""
+        if self.refine is None or not self.is_1d:
+            return []
+        lo, hi = self.path.range
+        n = self.shape[0]
+        out = []
+        for a in (0.0, 1.0):
+            i = round((a - lo) / (hi - lo) * (n - 1))
+            if 0 <= i < n and abs(lo + i * (hi - lo) / (n - 1) - a) <= 1e-9 * max(1.0, hi - lo):
+                out.append(i)
+        return out
+
+    @property
     def refine_metric(self) -> str:
         """The metric adaptive refinement follows (``refine.metric``, else the first metric)."""
         return (self.refine.metric if self.refine is not None and self.refine.metric else None) or self.metrics[0]

@@ -29,7 +29,7 @@ def point_order(spec: RunSpec) -> list[int]:
     adaptive run, its coarse grid only (the first wave; the next ones are queued by the
     worker that finishes each wave, :func:`service.runstate.drain.finish_run`)."""
     if spec.refine is not None:
-        return refine.coarse_indices(spec.shape, spec.refine.levels)
+        return refine.first_wave(spec.shape, spec.refine.levels, spec.refine_required)
     if spec.is_1d:
         return grid.order_1d(spec.shape[0])
     nx, ny = spec.shape

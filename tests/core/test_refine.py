@@ -121,6 +121,11 @@ def test_an_adaptive_run_through_the_engine_evaluates_a_subset_of_the_uniform_gr
     measured = barrier([(p["coords"]["alpha"], p["metrics"]["loss"]) for p in doc["points"]], lo=-0.5, hi=1.5)
     assert doc["summary"]["barrier"]["loss"]["value"] == pytest.approx(measured["value"])
     assert doc["spec"]["refine"]["budget"] == 6
+    # α = 0 and 1 (the checkpoints) are always measured when the fine grid has them: the
+    # barrier's chord joins the checkpoints, not the range's ends
+    alphas = {p["coords"]["alpha"] for p in doc["points"]}
+    assert {0.0, 1.0} <= alphas and not doc["summary"]["barrier"]["loss"].get("partial")
+    assert spec.refine_required == [2, 6] and seen[3:5] == [2, 6]
 
 
 def test_figures_draw_an_adaptive_run_through_its_measured_points():
