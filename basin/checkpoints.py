@@ -20,7 +20,7 @@ import pickle
 import struct
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,3 +365,104 @@ class CheckpointCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+# ---- lazy reading: one tensor at a time ----------------------------------------------------
+
+_ST_TORCH = {code: getattr(torch, name) for code, name in _ST_DTYPES.items() if hasattr(torch, name)}
+
+
+class LazyStateDict(Mapping[str, torch.Tensor]):
+    """A checkpoint's tensors read from disk one at a time, on access (a read-only mapping).
+
+    Safetensors files are read at each tensor's offsets with ``readinto`` into a tensor of
+    its own (not memory-mapped: mapped pages would count in the process's resident memory
+    until unmapped); every access reads a *fresh* tensor the caller owns (:attr:`fresh`),
+    so nothing holds the whole checkpoint. ``.bin`` files are ``torch.load(mmap=True,
+    weights_only=True)``-ed (tensors backed by the file; the access copies them).
+    :meth:`meta` answers shape and dtype from the header without reading weights.
+    """
+
+    fresh = True  # each ``[]`` returns a new tensor: callers may overwrite it
+
+    def __init__(self, src: CheckpointSource | str | Path):
+        s = _source(src)
+        self.id = s.id
+        fmt, files = weight_files(s)
+        self._where: dict[str, tuple[Path, int, int, tuple[int, ...], torch.dtype]] = {}
+        self._bin: dict[str, torch.Tensor] = {}
+        for f in files:
+            if fmt == "bin":
+                self._bin.update(_load_bin(f, mmap=True))
+                continue
+            header = read_safetensors_header(f)
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+            for k, v in header.items():
+                try:
+                    lo, hi = (int(x) for x in v["data_offsets"])
+                    dtype = _ST_TORCH[v["dtype"]]
+                    shape = tuple(int(x) for x in v["shape"])
+                except (KeyError, TypeError, ValueError):
+                    raise CheckpointError(f"checkpoint {s.id}: malformed header entry for {k!r}") from None
+                self._where[k] = (f, 8 + n + lo, hi - lo, shape, dtype)
+        self._names: dict[str, str] = {k: k for k in [*self._where, *self._bin]}
+        if not self._names:
+            raise CheckpointError(f"checkpoint {s.id} holds no tensors")
+        self.reads = 0  # tensors read so far (a probe for tests)
+
+    def renamed(self, names: Mapping[str, str]) -> LazyStateDict:
+        """The same tensors under new names (``names``: stored → new; unknown keys keep
+        theirs; of two stored keys with one new name the first is kept); nothing is read."""
+        out = object.__new__(LazyStateDict)
+        out.__dict__.update(self.__dict__)
+        out._names = {}
+        for new, stored in ((names.get(k, k), s) for k, s in self._names.items()):
+            out._names.setdefault(new, stored)
+        out.reads = 0
+        return out
+
+    def meta(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
+        """``(shape, dtype)`` of ``name`` without reading it."""
+        stored = self._names[name]
+        if stored in self._bin:
+            t = self._bin[stored]
+            return tuple(t.shape), t.dtype
+        _, _, _, shape, dtype = self._where[stored]
+        return shape, dtype
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        stored = self._names[name]
+        self.reads += 1
+        if stored in self._bin:
+            return self._bin[stored].clone()
+        path, offset, nbytes, shape, dtype = self._where[stored]
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                got = fh.readinto(buf.numpy().data)
+        except OSError as e:
+            raise CheckpointError(f"checkpoint {self.id}: cannot read {name} from {path.name}: {e}") from None
+        if got != nbytes:
+            raise CheckpointError(f"checkpoint {self.id}: {path.name} is truncated at tensor {name}")
+        return buf.view(dtype).reshape(shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+def tensor_dtype(sd: Mapping[str, torch.Tensor], name: str) -> torch.dtype:
+    """``sd[name].dtype``, without reading the tensor of a :class:`LazyStateDict`."""
+    return sd.meta(name)[1] if isinstance(sd, LazyStateDict) else sd[name].dtype
+
+
+def tensor_shape(sd: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:
+    """``tuple(sd[name].shape)``, without reading the tensor of a :class:`LazyStateDict`."""
+    return sd.meta(name)[0] if isinstance(sd, LazyStateDict) else tuple(sd[name].shape)

@@ -121,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from basin.resolve import FileResolver
 
     resolver = FileResolver(spec_path.resolve().parent)
-    bar = _Progress(spec.num_points, enabled=not args.quiet)
+    bar = _Progress(spec.planned_points, enabled=not args.quiet)
     try:
         result = engine.run(spec, resolver, on_point=bar, progress=False)
     finally:

@@ -221,6 +221,27 @@ class ListSource:
         return None
 
 
+class WaveSource:
+    """Points wave by wave (adaptive refinement, :mod:`basin.refine`): ``choose()`` gives the
+    next wave's indices once the previous wave is used up — in one process the loop has
+    handed every result of that wave to its sink by then, so ``choose`` sees them all —
+    and ``[]`` when the run is complete; ``point(index)`` makes each point."""
+
+    def __init__(self, point: Callable[[int], Any], choose: Callable[[], list[int]]):
+        self.point, self.choose = point, choose
+        self._wave: list[int] = []
+
+    def next(self) -> Any | None:
+        if not self._wave:
+            self._wave = list(self.choose())
+            if not self._wave:
+                return None
+        return self.point(self._wave.pop(0))
+
+    def release(self, point: Any) -> None:
+        self._wave.insert(0, point.index)
+
+
 @dataclass
 class ListSink:
     """Collects results in memory; ``on_point(record)`` is called for each."""
@@ -260,6 +281,7 @@ __all__ = [
     "PointSource",
     "Sink",
     "Stopped",
+    "WaveSource",
     "between_batches",
     "drive",
 ]

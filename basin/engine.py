@@ -17,13 +17,13 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 
-from basin import grid
+from basin import grid, refine
 from basin.adapters import AdapterSpace, adapter_sources, moved_names
 from basin.analysis import barriers, distances, extremes
 from basin.analysis.uncertainty import (
@@ -34,15 +34,18 @@ from basin.analysis.uncertainty import (
 )
 from basin.checkpoints import (
     CheckpointCache,
+    LazyStateDict,
     compare_meta,
     label_info,
     load_state_dict,
     mismatch_message,
     read_config,
+    tensor_dtype,
     tensor_meta,
+    tensor_shape,
 )
 from basin.data import Dataset, load_dataset
-from basin.drive import ListSink, ListSource, drive
+from basin.drive import ListSink, ListSource, WaveSource, drive
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
@@ -223,15 +226,24 @@ class Landscape:
         self.device = resolve_device(spec.device)
         self.dtype, autocast, self.precision = precision(spec.dtype, self.device)
 
-        loaded: dict[str, dict[str, torch.Tensor]] = {}
+        # With a checkpoint cache (a worker keeps checkpoints resident between runs) the state
+        # dicts are whole in memory; without one (the CLI) they are lazy: read tensor by tensor
+        # as the model and the basis are built, so no endpoint is ever whole in memory.
+        loaded: dict[str, Mapping[str, torch.Tensor]] = {}
 
-        def load(ref: str) -> dict[str, torch.Tensor]:
+        def load(ref: str) -> Mapping[str, torch.Tensor]:
             if ref not in loaded:
                 src = self.sources[ref]
                 if adapter_space is not None:
                     loaded[ref] = adapter_space.load(src)
                     return loaded[ref]
-                sd = cache.get(src) if cache is not None else load_state_dict(src)
+                sd: Mapping[str, torch.Tensor]
+                if cache is not None:
+                    sd = cache.get(src)
+                elif src.adapter is not None:  # merged by peft: θ_base + ΔW is built whole
+                    sd = load_state_dict(src)
+                else:
+                    sd = LazyStateDict(src)
                 loaded[ref] = rename(sd, to_model(sd))
             return loaded[ref]
 
@@ -246,7 +258,7 @@ class Landscape:
         canonical = [k for k, _ in model.named_parameters()] + [k for k, _ in model.named_buffers()]
         uniq = [
             k for k in canonical
-            if k in sd0 and k not in held and sd0[k].dtype in _FLOAT and live[k].is_floating_point()
+            if k in sd0 and k not in held and tensor_dtype(sd0, k) in _FLOAT and live[k].is_floating_point()
         ]
         if adapter_space is None and spec.scope == "all" and adapter_sources(self.sources):
             # adapters on one base, merged: only what some adapter changes moves (the rest is the base)
@@ -271,7 +283,7 @@ class Landscape:
         ends = self.path.endpoints()
         if ends is not None:
             a, b = load(ends[0]), load(ends[1])
-            names = [k for k in uniq if k in b and b[k].shape == a[k].shape]
+            names = [k for k in uniq if k in b and tensor_shape(b, k) == tensor_shape(a, k)]
             self.distance = distances(a, b, names, groups=self.groups)
         self.generator = None
         kw: dict[str, Any] = {"batch_size": spec.batch_size, "max_length": spec.max_length, "device": self.device,
@@ -355,8 +367,20 @@ class Landscape:
         return Point(index, {"x": self.axes[0][ix], "y": self.axes[1][iy]})
 
     def points(self) -> list[Point]:
-        """All grid points in coarse-to-fine order."""
+        """All grid points in coarse-to-fine order (for an adaptive run: its fine grid, of
+        which :meth:`next_wave` picks the points to evaluate)."""
         return [self.point(i) for i in self._order]
+
+    def next_wave(self, results: Sequence[dict[str, Any]]) -> list[int]:
+        """An adaptive run's next indices given the point records so far (``[]``: done);
+        :func:`basin.refine.next_wave` on ``spec.refine_metric``. Every grid index for a
+        uniform run until all are measured."""
+        spec = self.spec
+        if spec.refine is None:
+            seen = {int(r["index"]) for r in results}
+            return [i for i in self._order if i not in seen]
+        return refine.next_wave(spec.refine, spec.shape, refine.values_of(results, spec.refine_metric),
+                                spec.refine_required)
 
     def evaluate(self, point: Point | dict[str, float]) -> dict[str, float]:
         """Metrics named in ``spec.metrics`` at a point (a :class:`Point` or a coords dict).
@@ -465,7 +489,7 @@ class Landscape:
         got = self._ensemble[alpha]
         return {m: float(got[m]) for m in self.spec.metrics if m in got}
 
-    def _side_model(self, task: str, src: CheckpointSource, sd: dict[str, torch.Tensor]) -> torch.nn.Module:
+    def _side_model(self, task: str, src: CheckpointSource, sd: Mapping[str, torch.Tensor]) -> torch.nn.Module:
         """A fixed model beside the live one (a generation scorer or reference LM), on the run's device."""
         return build_model(task, src.config_dir, sd).to(device=self.device, dtype=self.dtype)
 
@@ -615,7 +639,7 @@ def run(
     """Evaluate a whole run in-process and return its result document.
 
     ``on_point({index, coords, metrics})`` is called after each point (coarse-to-fine
-    order); ``should_stop()`` is checked before each point (cancel: the document then
+    order; an adaptive run's points wave by wave, :mod:`basin.refine`); ``should_stop()`` is checked before each point (cancel: the document then
     holds the points done so far and ``"status": "cancelled"``). ``progress`` shows a
     tqdm bar with ETA on stderr.
     """
@@ -625,11 +649,13 @@ def run(
     land = Landscape.open(spec, resolver, cache=cache)
     t1 = time.perf_counter()
     try:
-        pts = land.points()
         sink = ListSink(on_point)
-        with tqdm(total=len(pts), file=sys.stderr, disable=not progress, desc=spec.name or spec.path.type,
-                  unit="pt", leave=False) as bar:
-            stats = drive(land, ListSource(pts), sink, should_stop=should_stop,
+        source: ListSource | WaveSource = ListSource(land.points())
+        if spec.refine is not None:  # wave by wave: each chosen from every result so far
+            source = WaveSource(land.point, lambda: land.next_wave(sink.results))
+        with tqdm(total=spec.planned_points, file=sys.stderr, disable=not progress,
+                  desc=spec.name or spec.path.type, unit="pt", leave=False) as bar:
+            stats = drive(land, source, sink, should_stop=should_stop,
                           on_progress=lambda _r, _c: bar.update(1))
         results = sink.results
         status = "cancelled" if stats.stopped == "cancelled" else "done"

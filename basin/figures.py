@@ -18,6 +18,10 @@ registries :mod:`basin.paths` and :mod:`basin.metrics`.
   ``None`` so the picture fills in as the coarse-to-fine grid refines.
 - Trajectories (a path type with a ``sequence_field``): the plane figure plus the
   projected path through the checkpoints.
+- Adaptive runs (``spec.refine``) hold a subset of their fine grid: a 1D curve is drawn
+  through the measured points (whatever their spacing); a plane's missing nodes are filled
+  by bilinear interpolation inside each refined cell (:func:`basin.refine.interpolate_2d`)
+  and the measured nodes are marked (trace ``meta="measured"``).
 
 Only plotly (and the pure-Python registries) is imported here: no torch, no dash, no
 web code.
@@ -36,6 +40,7 @@ from basin.analysis.barrier import barrier_text, chord_barrier, is_no_barrier
 from basin.metrics import metric as _metric
 from basin.paths import PATHS, refs_of
 from basin.paths import is_1d as _type_is_1d
+from basin.refine import interpolate_2d
 
 __all__ = [
     "LABEL_MAX",
@@ -663,6 +668,11 @@ def plane_figure(
         raise ValueError(f"kind must be 'contour', 'surface' or 'heatmap', got {kind!r}")
     xs, ys = grid_axes(result)
     z = grid_matrix(result, metric)
+    refine = _spec(result).get("refine")
+    measured: list[tuple[float, float]] = []
+    if isinstance(refine, Mapping):  # adaptive: fill the refined cells, mark what was measured
+        measured = [(xs[ix], ys[iy]) for iy, row in enumerate(z) for ix, v in enumerate(row) if v is not None]
+        z = interpolate_2d((len(xs), len(ys)), int(refine.get("levels") or 1), z)
     reverse = _higher_is_better(metric)
     cbar = {"title": {"text": metric_label(metric), "side": "right"}}
     common = {"x": xs, "y": ys, "z": z, "colorscale": "Viridis", "reversescale": reverse,
@@ -685,6 +695,12 @@ def plane_figure(
         fig.add_trace(go.Contour(**common, connectgaps=False, ncontours=20,
                                  contours={"coloring": "heatmap", "showlines": True},
                                  line={"width": 0.5, "color": "rgba(255,255,255,0.4)"}, **extra))
+    if measured and kind != "surface":
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in measured], y=[y for _, y in measured], mode="markers", name="measured points",
+            marker={"size": 3, "color": "rgba(255,255,255,0.7)"}, hoverinfo="skip", meta="measured",
+            showlegend=False,
+        ))
     anchors = _anchors_2d(result)
     path_anchors = _trajectory_anchors(result) if trajectory else []
     lowest = min((v for row in z for v in row if v is not None), default=0.0)

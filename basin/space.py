@@ -185,7 +185,11 @@ def _prefixed(k: str, prefix: str | None, meta: Mapping[str, object]) -> str:
 
 def rename(sd: Mapping[str, T], names: Mapping[str, str]) -> dict[str, T]:
     """``sd`` under the model's names (the same values, no copy); of two keys with one
-    canonical name (a tied pair stored twice) the first is kept."""
+    canonical name (a tied pair stored twice) the first is kept. A lazy state dict
+    (:class:`basin.checkpoints.LazyStateDict`) is renamed without reading a tensor."""
+    renamed = getattr(sd, "renamed", None)
+    if renamed is not None:
+        return renamed(names)
     out: dict[str, T] = {}
     for k, t in sd.items():
         out.setdefault(names.get(k, k), t)
@@ -196,19 +200,44 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], task:
     """Load a state dict (already under the model's names) into ``model``.
 
     Raises :class:`CheckpointError` when a parameter (not tied to a loaded one) is missing.
+    A lazy state dict (``state_dict.fresh``: each access reads one tensor) is copied in
+    tensor by tensor, so the checkpoint is never whole in memory beside the model.
     """
-    result = model.load_state_dict(dict(state_dict), strict=False)
+    if getattr(state_dict, "fresh", False):
+        missing_keys, unexpected = _copy_in(model, state_dict)
+    else:
+        result = model.load_state_dict(dict(state_dict), strict=False)
+        missing_keys, unexpected = result.missing_keys, result.unexpected_keys
     by_name = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(by_name[k]) for k in state_dict if k in by_name}
-    missing = [k for k in result.missing_keys if k in by_name and id(by_name[k]) not in loaded]
+    missing = [k for k in missing_keys if k in by_name and id(by_name[k]) not in loaded]
     if missing:
         raise CheckpointError(
             f"checkpoint does not fit its config{f' for task {task!r}' if task else ''}: "
             f"{len(missing)} parameter(s) missing, e.g. {missing[:5]}"
         )
-    if result.unexpected_keys:
+    if unexpected:
         logger.warning("ignoring %d tensors the model does not have, e.g. %s",
-                       len(result.unexpected_keys), result.unexpected_keys[:3])
+                       len(unexpected), unexpected[:3])
+
+
+@torch.no_grad()
+def _copy_in(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """``load_state_dict(strict=False)`` one tensor at a time: ``(missing, unexpected)`` keys."""
+    own = model.state_dict(keep_vars=True)
+    unexpected: list[str] = []
+    for k in state_dict:
+        t = own.get(k)
+        if t is None:
+            unexpected.append(k)
+            continue
+        v = state_dict[k]
+        if tuple(v.shape) != tuple(t.shape):
+            raise CheckpointError(f"checkpoint does not fit its config: {k} has shape {list(v.shape)}, "
+                                  f"the model {list(t.shape)}")
+        t.copy_(v)
+        del v
+    return [k for k in own if k not in state_dict], unexpected
 
 
 def build_model(task: str, config_dir: Path, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from basin.errors import InvalidSpec
 from basin.metrics import Task, default_metrics, task_metrics
 from basin.paths import PATHS, is_1d, path_class
 from basin.paths.base import FrozenModel
+from basin.refine import RefineSpec, budget_of, check_shape
 
 #: Named scopes the form offers (see :func:`basin.space.select_scope`): the groups of the
 #: module tree, thirds of every stack, and thirds of the encoder / decoder stack alone.
@@ -118,6 +119,14 @@ class RunSpec(FrozenModel):
                               "(classification: loss, correct, confidence; causal_lm / seq2seq: summed NLL and "
                               "tokens per text): forgetting along the path (every 1D run gets the barrier's bootstrap "
                               "interval anyway, from a compact copy of the barrier's columns)")
+    refine: RefineSpec | None = Field(None, description="adaptive refinement: the path's grid is the fine grid; "
+                                      "its coarse subset first, then waves of points where the metric changes "
+                                      "most, up to a budget ('adaptive' = {mode: adaptive}); absent: every point")
+
+    @field_validator("refine", mode="before")
+    @classmethod
+    def _refine_shorthand(cls, v: Any) -> Any:
+        return {"mode": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _metrics(self) -> RunSpec:
@@ -154,13 +163,23 @@ class RunSpec(FrozenModel):
             if PATHS[self.path.type](self.path).endpoints() is None:
                 raise ValueError(f"ensemble: needs a path between two checkpoints (linear, bezier, polychain), "
                                  f"not {self.path.type!r}")
+        if self.refine is not None:
+            why = check_shape(self.shape, self.refine.levels)
+            if why:
+                raise ValueError(why)
+            if self.refine.metric is not None and self.refine.metric not in self.metrics:
+                raise ValueError(f"refine.metric {self.refine.metric!r} is not one of the run's metrics "
+                                 f"{list(self.metrics)}")
+            if self.refine.budget is not None and self.refine.budget > self.num_points:
+                raise ValueError(f"refine.budget {self.refine.budget} is more than the fine grid's "
+                                 f"{self.num_points} points (drop refine to evaluate them all)")
         if self.per_example:
             if self.task not in PER_EXAMPLE_TASKS:
                 raise ValueError(f"per_example: per-example outcomes are kept for tasks {list(PER_EXAMPLE_TASKS)}, "
                                  f"not {self.task!r}")
-            size = self.max_examples * self.num_points
+            size = self.max_examples * self.planned_points
             if size > PER_EXAMPLE_LIMIT:
-                raise ValueError(f"per_example: {self.max_examples} examples × {self.num_points} points = {size} "
+                raise ValueError(f"per_example: {self.max_examples} examples × {self.planned_points} points = {size} "
                                  f"values per outcome, over the {PER_EXAMPLE_LIMIT} a result document keeps; "
                                  "lower max_examples or the number of points")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -186,6 +205,33 @@ class RunSpec(FrozenModel):
         for s in self.shape:
             n *= s
         return n
+
+    @property
+    def planned_points(self) -> int:
+        """Most points the run evaluates: the refinement budget, else every grid point."""
+        if self.refine is None:
+            return self.num_points
+        return budget_of(self.refine, self.shape)
+
+    @property
+    def refine_required(self) -> list[int]:
+        """Fine-grid indices an adaptive run always evaluates besides its coarse grid: on a 1D
+        path, α = 0 and 1 (the checkpoints: the barrier's chord) when the grid has them."""
+        if self.refine is None or not self.is_1d:
+            return []
+        lo, hi = self.path.range
+        n = self.shape[0]
+        out = []
+        for a in (0.0, 1.0):
+            i = round((a - lo) / (hi - lo) * (n - 1))
+            if 0 <= i < n and abs(lo + i * (hi - lo) / (n - 1) - a) <= 1e-9 * max(1.0, hi - lo):
+                out.append(i)
+        return out
+
+    @property
+    def refine_metric(self) -> str:
+        """The metric adaptive refinement follows (``refine.metric``, else the first metric)."""
+        return (self.refine.metric if self.refine is not None and self.refine.metric else None) or self.metrics[0]
 
     def roles(self) -> dict[str, str | list[str]]:
         """``{field: ref or [refs]}`` for the path's checkpoint fields (``basis: pca`` left out)."""

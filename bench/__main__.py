@@ -14,8 +14,11 @@ one process, on the same batches, ``--reps`` times; medians are reported:
                    steps=26, deepcopy_model=True)`` with a metric over the same batches.
 
 The three tools must agree (cross-entropy at α = 0.5 within 1e-4) so they did equal
-work. Results go to ``bench/results/latest.json``; with them, under ``prefix_reuse``, the
-frozen-prefix reuse speedups on the MiniLM demo (:mod:`bench.prefix`; ``--no-prefix`` skips it).
+work. Also: the frozen-prefix reuse speedups on the MiniLM demo under ``prefix_reuse``
+(:mod:`bench.prefix`; ``--no-prefix`` skips it), generation (:mod:`bench.generation`), adaptive refinement's point count and
+barrier error vs the uniform grid (:mod:`bench.refine`) and the peak memory of a plane
+through three ~500 M-parameter checkpoints (:mod:`bench.memory`). Results go to
+``bench/results/latest.json``.
 """
 
 from __future__ import annotations
@@ -119,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
     ap.add_argument("--no-prefix", action="store_true", help="skip the frozen-prefix reuse benchmark (MiniLM demo)")
+    ap.add_argument("--no-refine", action="store_true", help="skip the adaptive-refinement benchmark")
+    ap.add_argument("--no-refine-demo", action="store_true",
+                    help="adaptive refinement on the synthetic curves only (not on the MiniLM demo)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory benchmark")
+    ap.add_argument("--memory-params", type=float, default=500e6,
+                    help="parameters of the random model the peak-memory benchmark writes (default 500e6: "
+                         "three 2 GB checkpoints, ~8.5 GB of RAM)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -291,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
             ok_agree = ok_agree and result["prefix_reuse"]["agreement_ok"]
         except DatasetError as e:  # the demo's packages (the `demo` extra) are missing
             print(f"bench: the prefix-reuse benchmark is skipped: {e}", file=sys.stderr)
+    if not args.no_refine:
+        from bench import refine
+
+        result["refine"] = refine.run(workload.default_cache() / "demo", device=dev,
+                                      with_demo=not args.no_refine_demo)
+    if not args.no_memory:
+        from bench import memory
+
+        result["memory"] = memory.run(workload.default_cache() / "memory", params=args.memory_params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
@@ -328,6 +347,14 @@ def print_table(r: dict) -> None:
         print(f"{'basin engine (batched, KV cache)':<34}{g['engine_s']:>10.3f} s{g['engine_tokens_per_s']:>10.1f} tok/s")
         print(f"{'naive (rebuild, one row at a time)':<34}{g['naive_s']:>10.3f} s{g['naive_tokens_per_s']:>10.1f} tok/s")
         print(f"naive/engine {g['naive_over_engine']}   identical texts {g['identical_texts']}")
+    if r.get("refine"):
+        from bench import refine
+
+        refine.print_table(r["refine"])
+    if r.get("memory"):
+        from bench import memory
+
+        memory.print_table(r["memory"])
 
 
 if __name__ == "__main__":

@@ -204,6 +204,7 @@ def drain(run_id: str, state: WorkerState) -> dict:
         lease_s = float(state.settings.lease_seconds)
         point = _hooked(hook, "point", run_id, state.name, land.point, indexed=True)
         summary = _hooked(hook, "finish", run_id, state.name, land.summary)
+        refine = land.next_wave if spec.refine is not None else None
         limit_s = float(getattr(state.settings, "point_time_limit_s", 0) or 0) or None
         source = LeaseSource(queue, point, lease_s=lease_s, heartbeat=hb,
                              point_limit_s=limit_s or 0.0)
@@ -230,7 +231,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
             if source.over is not None or stats.stopped != "exhausted":
                 break
             outcome = finish_run(queue, summary, persist, worker=state.name,
-                                 lease_s=lease_s, heartbeat=hb)
+                                 lease_s=lease_s, heartbeat=hb, refine=refine)
+            if outcome == "more":  # an adaptive run's next wave is queued: drain it too
+                continue
             if outcome != "wait":
                 break
             # another finisher holds the lock: it ends the run, or it died and its lock

@@ -134,7 +134,7 @@ def over_limits(spec: RunSpec, limits: SpecLimits) -> list[str]:
         if value > limit:
             out.append(f"{what} {value} is over this server's limit of {limit} ({setting})")
 
-    cap("points:", spec.num_points, limits.points, "BASIN_MAX_POINTS")
+    cap("points:", spec.planned_points, limits.points, "BASIN_MAX_POINTS")
     if not spec.is_1d:
         for axis, n in zip("xy", spec.shape, strict=False):
             cap(f"path.resolution ({axis}):", n, limits.resolution, "BASIN_MAX_RESOLUTION")

@@ -90,7 +90,10 @@ class BuildContext:
 
     The basis dtype is fp32 whatever the model's dtype (the live model gets each point
     cast once). ``tensors(ref)`` may share memory with a cache: never modify it;
-    ``copy(ref)`` is a fresh tensor list the path may overwrite. ``out_axes`` names the
+    ``copy(ref)`` is a fresh tensor list the path may overwrite. Without a checkpoint
+    cache ``load`` returns a lazy state dict (:class:`basin.checkpoints.LazyStateDict`):
+    each call reads the tensors it asks for from disk, one at a time, so no endpoint is
+    ever whole in memory beside the basis being built. ``out_axes`` names the
     tensors whose output neurons are not on axis 0 (``Conv1D`` weights, stored
     ``(in, out)``: axis 1), for filter normalisation.
     """
@@ -98,7 +101,7 @@ class BuildContext:
     names: list[str]
     device: torch.device
     dtype: torch.dtype
-    load: Callable[[str], dict[str, torch.Tensor]]
+    load: Callable[[str], Mapping[str, torch.Tensor]]
     out_axes: dict[str, int] = field(default_factory=dict)
 
     def out_axis(self, name: str) -> int:
@@ -111,7 +114,9 @@ class BuildContext:
 
     def copy(self, ref: str) -> Tensors:
         sd = self.load(ref)
-        return [sd[n].to(device=self.device, dtype=self.dtype, copy=True) for n in self.names]
+        # a lazy state dict reads a fresh tensor per access: no second copy needed
+        again = not getattr(sd, "fresh", False)
+        return [sd[n].to(device=self.device, dtype=self.dtype, copy=again) for n in self.names]
 
 
 @dataclass

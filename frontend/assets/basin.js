@@ -4,7 +4,8 @@
  * the points after the last cursor, keeps them in the run-points dcc.Store and PATCHES the
  * figures' data arrays (dash_clientside.Patch) instead of rebuilding them. The Python side
  * rebuilds a figure (anchors, chord, barrier) only when the status or the refinement level
- * changes. window.basinArrivals[index] = Date.now() records when each point arrived.
+ * changes (an adaptive plane, whose figure interpolates between measured nodes: whenever
+ * points arrive). window.basinArrivals[index] = Date.now() records when each point arrived.
  *
  * Uploads: a plain <input type=file> and XMLHttpRequest PUT of the File object (streamed by
  * the browser, never read into memory, never through Dash callbacks), with upload progress.
@@ -201,6 +202,9 @@
       ? {points: points, cursor: body.cursor || store.cursor, status: status} : nu;
     let patched = 0;
     const figOut = figs.map((f, i) => {
+      // an adaptive plane's figure interpolates between measured nodes: the Python rebuild
+      // (keyed on the point count below) draws it, not a patch of z
+      if (meta.adaptive && !meta.is1d) return nu;
       const metric = meta.metrics[i];
       const drawn = drawnCount(f, meta.is1d);
       if (!added && drawn === points.length) return nu;
@@ -217,7 +221,8 @@
     // Rebuild (Python) when the status changes; for 1D paths also when the curve refines one
     // level (≈ doubles: chord and barrier move). A plane's rebuild only adds its anchors, so it
     // happens once points exist: redrawing two full heatmaps costs ~40-80 ms of main thread.
-    const level = !points.length ? -1 : (meta.is1d ? Math.floor(Math.log2(points.length)) : 0);
+    const level = !points.length ? -1 : (meta.is1d ? Math.floor(Math.log2(points.length))
+      : (meta.adaptive ? points.length : 0));
     const key = status + ":" + level;
     const finished = TERMINAL.includes(status) && !added && !(body.points || []).length;
     let extra = nu;

@@ -248,6 +248,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     meta = {
         "id": run_id, "metrics": metrics, "is1d": is1d, "nx": nx, "ny": ny,
         "total": info.get("total") or 0, "task": spec.get("task"), "per_example": bool(spec.get("per_example")),
+        "adaptive": bool(spec.get("refine")),
         "scales": {m: figures.metric_scale(m) for m in metrics},
         "xrange": rng[0] if rng and isinstance(rng[0], list) else None,
         "yrange": rng[1] if rng and isinstance(rng[0], list) else None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from basin import grid
+from basin import grid, refine
 from basin.spec import RunSpec
 from service.runstate.keys import ACTIVE_KEY, RUNS_KEY, RunKeys
 from service.runstate.reads import alive_workers
@@ -25,7 +25,11 @@ logger = logging.getLogger(__name__)
 
 
 def point_order(spec: RunSpec) -> list[int]:
-    """Flat indices coarse → fine (:func:`basin.grid.order_1d` / :func:`order_2d`)."""
+    """Flat indices coarse → fine (:func:`basin.grid.order_1d` / :func:`order_2d`); for an
+    adaptive run, its coarse grid only (the first wave; the next ones are queued by the
+    worker that finishes each wave, :func:`service.runstate.drain.finish_run`)."""
+    if spec.refine is not None:
+        return refine.first_wave(spec.shape, spec.refine.levels, spec.refine_required)
     if spec.is_1d:
         return grid.order_1d(spec.shape[0])
     nx, ny = spec.shape

@@ -52,6 +52,8 @@ class Queue(Protocol):
 
     def renew_finish(self, token: str, ttl_s: float) -> bool: ...
 
+    def extend(self, indices: list[int], token: str) -> int: ...
+
     def end(self, status: str, *, finished: float | None = None, error: str | None = None,
             summary: Any = None, timings: Any = None, token: str = "") -> Ended: ...
 
@@ -210,6 +212,7 @@ def finish_run(
     worker: str = "worker",
     lease_s: float = 30.0,
     heartbeat: Heartbeat | None = None,
+    refine: Callable[[list[dict[str, Any]]], list[int]] | None = None,
 ) -> str:
     """Once every point is recorded: summary, status ``done``, result document.
 
@@ -217,12 +220,21 @@ def finish_run(
     leases are empty and every point is recorded). The lock expires after a few seconds
     unless the heartbeat renews it, and ending the run requires still holding it.
     Returns ``"done"`` (this worker ended it), ``"wait"`` (another finisher holds the
-    lock) or ``"over"`` (nothing to finish: ended, deleted, or points missing).
+    lock), ``"more"`` (there are points to evaluate: this worker queued an adaptive run's
+    next wave, or another one did) or ``"over"`` (nothing to finish: ended, deleted, or
+    points missing).
+
+    ``refine(points)`` (adaptive runs, :func:`basin.refine.next_wave`) chooses the next
+    wave from every point recorded so far; while it returns indices, the lock holder
+    queues them and releases the lock (``extend.lua``) instead of ending the run — one
+    worker decides each wave, from the whole previous one.
     """
     token = f"{worker}:{uuid.uuid4().hex}"
     got = queue.claim_finish(token, heartbeat_ttl(lease_s))
     if got == 0:
         return "wait"
+    if got == -3:
+        return "more"  # points were queued after this worker's last lease (a new wave)
     if got < 0:
         return "over"
     if heartbeat is not None:
@@ -230,6 +242,12 @@ def finish_run(
     try:
         h = queue.info()
         points = queue.points()
+        wave = refine(points) if refine is not None else []
+        if wave:
+            queued = queue.extend(wave, token)
+            logger.info("run %s: %s next wave of %d points", queue.run_id,
+                        "queued the" if queued == 1 else f"could not queue ({queued}) the", len(wave))
+            return "more" if queued == 1 else "over"
         summary = summarize(points)
         finished = time.time()
         timings = run_timings(h, finished, len(points))

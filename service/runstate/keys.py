@@ -3,7 +3,9 @@
 ========================== ======= ====================================================
 ``run:<id>``               hash    spec (JSON), status, total, done, created, started,
                                    finished, error, summary, anchors (JSON), names (JSON),
-                                   evaluations, cached, load_s, eval_s, device, persist
+                                   evaluations, cached, load_s, eval_s, device, persist,
+                                   waves (adaptive runs: waves queued after the first;
+                                   ``total`` = points queued so far)
 ``run:<id>:todo``          list    flat point indices still to do, coarse → fine
 ``run:<id>:leases``        zset    index → lease deadline (Redis server time, seconds)
 ``run:<id>:done``          set     indices recorded (guards against double recording)

@@ -184,6 +184,22 @@ class MemoryRunQueue:
             run.final = (token, now + ttl_s)
             return 1
 
+    def extend(self, indices: list[int], token: str) -> int:
+        with self.state.lock:
+            now = self.state.clock()
+            run = self._run()
+            if run is None:
+                return -1
+            if run.info.get("status") in TERMINAL:
+                return -2
+            if self._final_holder(run, now) != token:
+                return 0
+            run.todo.extend(int(i) for i in indices)
+            run.info["total"] = str(int(run.info.get("total", "0")) + len(indices))
+            run.info["waves"] = str(int(run.info.get("waves", "0")) + 1)
+            run.final = None
+            return 1
+
     def renew_finish(self, token: str, ttl_s: float) -> bool:
         with self.state.lock:
             now = self.state.clock()

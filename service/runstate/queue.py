@@ -4,7 +4,8 @@
 point is recorded at most once: ``lease.lua`` requeues expired leases and pops the next
 index not yet done; ``record.lua`` adds the index to the done set and, only if it was
 new, appends the point to the stream; ``claim_finish.lua`` takes the finish lock only
-when every point is recorded; ``end.lua`` is the only way a run becomes ``done`` /
+when every point is recorded; ``extend.lua`` queues an adaptive run's next wave (only the lock's holder, who chose it from
+every point recorded so far; it releases the lock); ``end.lua`` is the only way a run becomes ``done`` /
 ``failed`` / ``cancelled`` (a finisher must still hold the lock; nobody else may end a
 run while a live finisher holds it); ``rescue.lua`` tells the reaper that a running run
 is orphaned. :class:`service.runstate.memory.MemoryRunQueue` implements the same
@@ -68,6 +69,7 @@ class RunQueue:
         self._rescue = client.register_script(script("rescue"))
         self._setup = client.register_script(script("setup"))
         self._begin = client.register_script(script("begin"))
+        self._extend = client.register_script(script("extend"))
 
     @property
     def run_id(self) -> str:
@@ -159,6 +161,13 @@ class RunQueue:
                 args=[token, max(1, int(ttl_s * 1000))],
             )
         )
+
+    def extend(self, indices: list[int], token: str) -> int:
+        """Queue the next wave of an adaptive run (``indices``) and release the finish lock
+        ``token`` holds: 1 queued, 0 the lock is not ``token``'s, -1 run gone, -2 run ended
+        (see ``lua/extend.lua``)."""
+        k = self.keys
+        return int(self._extend(keys=[k.run, k.todo, k.final], args=[token, *indices]))
 
     def renew_finish(self, token: str, ttl_s: float) -> bool:
         """Extend the finish lock while ``token`` holds it (False when it was lost)."""

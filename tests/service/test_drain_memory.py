@@ -279,3 +279,34 @@ class _Take:
 
     def release(self, point):
         self.src.release(point)
+
+
+def test_an_adaptive_run_is_drained_wave_by_wave_by_the_lock_holder(classifier_family):
+    """Two workers drain an adaptive run; whoever takes the finish lock after a wave queues the
+    next one (the other goes on draining), and the run ends with the CLI's points."""
+    spec = helpers.cpu_spec({**SPEC, "path": {**SPEC["path"], "points": 9},
+                             "refine": {"budget": 6, "levels": 2, "wave": 1}})
+    resolver = FileResolver(classifier_family["data"].parent)
+    want = run(spec, resolver, progress=False)
+    with Landscape.open(spec, resolver) as land:
+        state = MemoryRunState(Clock())
+        q = state.create("adaptive", spec.model_dump(mode="json"), [0, 8, 4])
+        src = [LeaseSource(q, land.point, lease_s=30, sleep=_no_sleep) for _ in range(2)]
+        sinks = [StreamSink(q, worker=f"w{i}") for i in range(2)]
+        # worker 0 drains the coarse wave; worker 1 arrives with nothing to lease
+        drive(land, src[0], sinks[0])
+        assert q.claim_finish("w1-lock", 10) == 1  # worker 1 is finishing (choosing) ...
+        assert finish_run(q, land.summary, refine=land.next_wave) == "wait"  # ... worker 0 waits
+        assert q.extend(land.next_wave(q.points()), "w1-lock") == 1  # the lock holder queues the wave
+        assert finish_run(q, land.summary, refine=land.next_wave) == "more"  # and worker 0 drains it
+        outcomes = []
+        while True:
+            drive(land, src[0], sinks[0])
+            outcomes.append(finish_run(q, land.summary, refine=land.next_wave))
+            if outcomes[-1] != "more":
+                break
+        assert outcomes == ["more", "more", "done"] and q.info()["status"] == "done"
+        assert int(q.info()["waves"]) == 3 and int(q.info()["total"]) == 6
+        got = sorted((p["index"], p["metrics"]["loss"]) for p in q.points())
+        assert [i for i, _ in got] == sorted(p["index"] for p in want["points"])
+        assert q.extend([1], "w1-lock") == -2  # an ended run takes no more points
