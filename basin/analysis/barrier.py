@@ -140,7 +140,8 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
     at α = 0.40``, or ``no barrier`` (``no partial-range barrier (…)``) when the value is
     zero within its precision (:func:`is_no_barrier`). With a bootstrap interval ``ci`` (runs
     with per-example results) it follows the value: ``barrier 0.123 [0.08, 0.17] nats at α =
-    0.50``, ``no barrier (95 % [0, 0.011] nats)``.
+    0.50``, ``no barrier (95 % [0, 0.011] nats)`` (plain ``no barrier`` when the interval's
+    upper end is no barrier either).
     """
     what = barrier_label(entry)
     value = float(entry["value"])
@@ -152,6 +153,9 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
     if isinstance(lims, (list, tuple)) and len(lims) == 2 and all(isinstance(v, (int, float)) for v in lims):
         ci = f" [{fmt_number(float(lims[0]) * scale)}, {fmt_number(float(lims[1]) * scale)}]"
     if is_no_barrier(value, magnitude):
+        # an interval that is itself all "no barrier" ([0, 0]) says nothing more: leave it out
+        if ci and isinstance(lims, (list, tuple)) and is_no_barrier(float(lims[1]), magnitude):
+            ci = ""
         return f"no {what}" + (f" (95 %{ci}{unit})" if ci else "")
     alpha = entry.get("alpha") if isinstance(entry, dict) else None
     where = f" at α = {_fixed(float(alpha))}" if isinstance(alpha, (int, float)) else ""

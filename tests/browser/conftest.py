@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,13 @@ def release_runs(stack, page) -> None:
     page.wait_for_function(
         "document.querySelector('#run-extra').textContent.includes('no worker')", timeout=15_000)
     stack.start_worker()
+
+
+def pick_option(page, dropdown: str, label: str, *, start: bool = False) -> None:
+    """Choose the first option containing ``label`` in a Dash 4 ``dcc.Dropdown`` (a popover
+    of option rows); with ``start``, the first one that *begins* with it, so a checkpoint's
+    name does not pick an option that merely mentions it ("lora adapter on ft_a")."""
+    page.click(f"#{dropdown}")
+    text = re.compile(rf"^\s*{re.escape(label)}\b") if start else label
+    page.locator(".dash-dropdown-option", has_text=text).first.click()
+    page.keyboard.press("Escape")

@@ -87,17 +87,19 @@ def _wait_ensemble(page, xs: list[float]) -> None:
 
 def _click_point(page, alpha: float, index: int) -> None:
     """Click the weight-interpolation curve's marker at ``alpha`` in the first figure (its
-    drawn marker: the curve is trace 0, its markers in α order) until the viewer shows point
+    drawn marker, placed by the figure's axes) until the viewer shows point
     ``index``: a figure rebuilt from Python at that moment (the run's status or refinement
     changed) replaces the markers under the pointer and loses the click."""
+    # the marker's place from the figure's own axes (data → pixels), not from the SVG's trace
+    # groups, whose order and layers vary (the interval band is drawn beneath with zorder −1)
     locate = """(alpha) => { const g = document.querySelector('.run-graph .js-plotly-plot');
       const c = g && g.data && g.data.find(t => t.meta === 'curve');
-      const tr = g && g.querySelectorAll('.scatterlayer .trace')[0];
-      const pts = tr ? tr.querySelectorAll('.point') : [];
+      const fl = g && g._fullLayout;
       const k = c ? Array.from(c.x).indexOf(alpha) : -1;
-      if (k < 0 || pts.length !== c.x.length) return null;  // not drawn yet, or being redrawn
-      const box = pts[k].getBoundingClientRect();
-      return [box.x + box.width / 2, box.y + box.height / 2]; }"""
+      if (k < 0 || !fl || !fl.xaxis || !fl.yaxis || c.y[k] == null) return null;  // not drawn yet
+      let box = g.getBoundingClientRect();
+      if (box.top < 0 || box.bottom > window.innerHeight) { g.scrollIntoView({block: 'center'}); box = g.getBoundingClientRect(); }
+      return [box.x + fl.xaxis._offset + fl.xaxis.d2p(alpha), box.y + fl.yaxis._offset + fl.yaxis.d2p(c.y[k])]; }"""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     shown = f"() => document.querySelector('#run-sample-point').textContent.includes('point {index})')"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import CURVE_POINTS
+from tests.browser.conftest import CURVE_POINTS, pick_option
 
 pytestmark = pytest.mark.browser
 
@@ -22,13 +22,6 @@ XTITLE = "() => document.querySelector('{sel} .js-plotly-plot').layout.xaxis.tit
 def _param(field: str) -> str:
     """The form input of a path type's declared parameter (Dash's id for a dict: sorted keys)."""
     return f"""[id='{{"field":"{field}","type":"newrun-param"}}']"""
-
-
-def _pick(page, dropdown: str, label: str) -> None:
-    """Choose ``label`` in a Dash 4 ``dcc.Dropdown`` (a popover of option rows)."""
-    page.click(f"#{dropdown}")
-    page.locator(".dash-dropdown-option", has_text=label).first.click()
-    page.keyboard.press("Escape")
 
 
 def _run(stack, path: dict, data: str) -> str:
@@ -52,8 +45,8 @@ def test_a_ties_merge_from_the_form_then_linear_slerp_ties_overlaid(stack, store
     density.wait_for()
     assert density.input_value() == "0.2"  # the declared default
     page.select_option("#newrun-ckpt-1", ids["init"])
-    _pick(page, "newrun-traj", "ft_a")
-    _pick(page, "newrun-traj", "ft_b")
+    pick_option(page, "newrun-traj", "ft_a", start=True)
+    pick_option(page, "newrun-traj", "ft_b", start=True)
     density.fill("0.3")
     page.locator(_param("weights")).fill("1, 0.5")
     page.select_option("#newrun-dataset", ids["data"])
@@ -79,7 +72,7 @@ def test_a_ties_merge_from_the_form_then_linear_slerp_ties_overlaid(stack, store
     page.goto(stack.base_url + "/runs")
     page.locator(f"#runs-list tr[data-id='{ties_id}'] .runs-ckpts", has_text="init + ft_a + ft_b").wait_for()
     for method in ("linear", "slerp", "ties"):
-        _pick(page, "runs-overlay", f"· {method} ·")
+        pick_option(page, "runs-overlay", f"· {method} ·")
     page.wait_for_function(f"({OVERLAY})() && ({OVERLAY})().length === 3")
     curves = page.evaluate(OVERLAY)
     assert sorted((c["name"], c["n"]) for c in curves) == [

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests import factories
-from tests.browser.conftest import CURVE_POINTS
+from tests.browser.conftest import CURVE_POINTS, pick_option
 
 pytestmark = pytest.mark.browser
 
@@ -24,13 +24,6 @@ def _linear(stack, a: str, b: str, data: str, points: int = 5) -> str:
     r = stack.request("POST", "/api/runs", json=spec)
     assert r.status_code == 201, r.text
     return r.json()["id"]
-
-
-def _pick(page, dropdown: str, label: str) -> None:
-    """Choose ``label`` in a Dash 4 ``dcc.Dropdown`` (a popover of option rows)."""
-    page.click(f"#{dropdown}")
-    page.locator(".dash-dropdown-option", has_text=label).first.click()
-    page.keyboard.press("Escape")
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +60,9 @@ def test_runs_page_lists_names_filters_and_overlays(stack, store_family, two_run
     row_ab.wait_for()
 
     # overlay both finished runs: one curve each, with all their points, named by checkpoints
-    _pick(page, "runs-overlay", "ft_a → ft_b")
+    pick_option(page, "runs-overlay", "ft_a → ft_b")
     page.wait_for_function(f"({OVERLAY})() && ({OVERLAY})().length === 1")
-    _pick(page, "runs-overlay", "ft_a → ft_c")
+    pick_option(page, "runs-overlay", "ft_a → ft_c")
     page.wait_for_function(f"({OVERLAY})() && ({OVERLAY})().length === 2")
     curves = page.evaluate(OVERLAY)
     assert sorted((c["name"], c["n"]) for c in curves) == [("ft_a → ft_b", 5), ("ft_a → ft_c", 7)]
@@ -195,7 +188,7 @@ def test_trajectory_form_basis_pca_or_three_checkpoints(stack, store_family, pag
     page.select_option("#newrun-type", "trajectory")
     page.locator("#newrun-row-basis").wait_for(state="visible")
     for name in ("ft_a", "ft_b", "ft_c"):
-        _pick(page, "newrun-traj", name)
+        pick_option(page, "newrun-traj", name, start=True)
     page.select_option("#newrun-dataset", store_family["data"])
     page.fill("#newrun-nx", "5")
     page.fill("#newrun-ny", "5")
