@@ -120,3 +120,15 @@ def all_points(run_id: str) -> tuple[list[dict], str | None]:
             break
         cursor = nxt
     return points, cursor
+
+
+def run_document(run_id: str) -> tuple[dict | None, str | None]:
+    """A run as a result document (spec, points, anchors, summary) and its status;
+    ``(None, None)`` when the API does not have it."""
+    r = get(f"/api/runs/{run_id}")
+    if not r.ok or not isinstance(r.body, dict):
+        return None, None
+    points, _ = all_points(run_id)
+    info = r.body
+    return ({"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
+             "summary": info.get("summary") or {}}, info.get("status"))

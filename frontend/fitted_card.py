@@ -29,17 +29,6 @@ logger = logging.getLogger(__name__)
 GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def _doc(run_id: str) -> tuple[dict | None, str | None]:
-    """A run as a result document (spec, points, anchors, summary) and its status."""
-    r = api.get(f"/api/runs/{run_id}")
-    if not r.ok or not isinstance(r.body, dict):
-        return None, None
-    points, _ = api.all_points(run_id)
-    info = r.body
-    return ({"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
-             "summary": info.get("summary") or {}}, info.get("status"))
-
-
 def _barrier_words(doc: dict) -> str:
     b = ((doc.get("summary") or {}).get("barrier") or {}).get("loss")
     if not isinstance(b, dict) or not isinstance(b.get("value"), (int, float)):
@@ -97,7 +86,7 @@ def card(run_id: str, info: dict, points: list[dict], *, names: dict[str, str] |
 
 
 def _overlay(run_id: str, info: dict, points: list[dict], e: dict, names: dict[str, str]) -> list[Any]:
-    curve, status = _doc(e["curve_run"])
+    curve, status = api.run_document(e["curve_run"])
     if curve is None or status != "done":
         return []
     line: dict | None = {"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
@@ -106,7 +95,7 @@ def _overlay(run_id: str, info: dict, points: list[dict], e: dict, names: dict[s
     if not e.get("same_data"):
         line = None
         if e.get("line_run") and e["line_run"] != run_id:
-            line, lstatus = _doc(e["line_run"])
+            line, lstatus = api.run_document(e["line_run"])
             line = line if lstatus == "done" else None
         note = ("The curve was evaluated on other data than this run (dataset, examples, length, scope or "
                 "seed), so it is drawn with the fit's own straight-line evaluation." if line is not None else

@@ -45,24 +45,13 @@ def _eta(s: Any) -> str:
     return f"ETA {s:.0f} s" if s < 120 else f"ETA {s / 60:.1f} min"
 
 
-def _run_doc(run_id: str) -> tuple[dict | None, str | None]:
-    """The run as a result document (spec, points, anchors) and its status."""
-    r = api.get(f"/api/runs/{run_id}")
-    if not r.ok or not isinstance(r.body, dict):
-        return None, None
-    points, _ = api.all_points(run_id)
-    info = r.body
-    return ({"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
-             "summary": info.get("summary") or {}}, info.get("status"))
-
-
 def overlay(runs: dict[str, str], names: dict[str, str]) -> tuple[Any, bool]:
     """The line and the fitted curve in one figure (None until both are done), and whether both ended."""
     docs, ended = [], True
     for key in ("line", "curve"):
         if key not in runs:
             continue
-        doc, status = _run_doc(runs[key])
+        doc, status = api.run_document(runs[key])
         ended = ended and status in TERMINAL
         if doc is None or status != "done":
             return None, ended
