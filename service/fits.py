@@ -51,7 +51,7 @@ from typing import Any, cast
 import redis
 
 from basin.fit import FitSpec
-from service.runstate.keys import PREFIX
+from service.runstate.keys import PREFIX, prune_index
 from service.store import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
@@ -307,16 +307,7 @@ class FitReapReport:
 
 def prune_expired_fits(r: redis.Redis, batch: int = 200) -> int:
     """Drop from ``basin:fits`` the oldest ids whose fit hash expired (or was deleted)."""
-    ids = cast("list[str]", r.zrange(FITS_KEY, 0, batch - 1))
-    if not ids:
-        return 0
-    pipe = r.pipeline(transaction=False)
-    for fit_id in ids:
-        pipe.exists(FitKeys(fit_id).fit)
-    gone = [i for i, n in zip(ids, pipe.execute(), strict=True) if not n]
-    if gone:
-        r.zrem(FITS_KEY, *gone)
-    return len(gone)
+    return prune_index(r, FITS_KEY, lambda fit_id: FitKeys(fit_id).fit, batch)
 
 
 def seed_active_fits(r: redis.Redis) -> int:

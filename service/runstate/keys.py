@@ -28,7 +28,11 @@ All keys start with :data:`PREFIX` (``basin:``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
+
+import redis
 
 PREFIX = "basin:"
 RUNS_KEY = PREFIX + "runs"
@@ -89,3 +93,18 @@ def worker_key(name: str) -> str:
 
 #: Runs not yet stored as result documents (zset run id → created): what the reaper visits.
 ACTIVE_KEY = PREFIX + "active"
+
+
+def prune_index(client: redis.Redis, index: str, hash_key: Callable[[str], str], batch: int = 200) -> int:
+    """Drop from the sorted set ``index`` (runs, fits) the oldest ids whose hash (``hash_key(id)``)
+    expired or was deleted; returns how many."""
+    ids = cast("list[str]", client.zrange(index, 0, batch - 1))
+    if not ids:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for i in ids:
+        pipe.exists(hash_key(i))
+    gone = [i for i, n in zip(ids, pipe.execute(), strict=True) if not n]
+    if gone:
+        client.zrem(index, *gone)
+    return len(gone)

@@ -40,7 +40,7 @@ import redis
 
 from service.documents import persist_run
 from service.runstate.drain import fail_overdue
-from service.runstate.keys import ACTIVE_KEY, RUNS_KEY, TERMINAL, RunKeys
+from service.runstate.keys import ACTIVE_KEY, RUNS_KEY, TERMINAL, RunKeys, prune_index
 from service.runstate.queue import RunQueue
 from service.runstate.reads import alive_workers
 
@@ -71,16 +71,7 @@ def _persister(client: redis.Redis, store: Any, run_id: str,
 
 def prune_expired(client: redis.Redis, batch: int = 200) -> int:
     """Drop from ``basin:runs`` the oldest ids whose run hash expired (or was deleted)."""
-    ids = cast("list[str]", client.zrange(RUNS_KEY, 0, batch - 1))
-    if not ids:
-        return 0
-    pipe = client.pipeline(transaction=False)
-    for run_id in ids:
-        pipe.exists(RunKeys(run_id).run)
-    gone = [run_id for run_id, n in zip(ids, pipe.execute(), strict=True) if not n]
-    if gone:
-        client.zrem(RUNS_KEY, *gone)
-    return len(gone)
+    return prune_index(client, RUNS_KEY, lambda run_id: RunKeys(run_id).run, batch)
 
 
 def seed_active(client: redis.Redis) -> int:
