@@ -78,6 +78,23 @@ def serve(app: FastAPI) -> Iterator[int]:
         sock.close()
 
 
+def file_sizes(folder: Path) -> list[int]:
+    """Sizes of the files under ``folder`` now, for polling a store's ``tmp/`` while the server
+    works in it: a workspace renamed (``.new-*`` → ``ws-*``) or removed between listing and
+    reading is skipped, not an error."""
+    out: list[int] = []
+    try:
+        for p in folder.rglob("*"):
+            try:
+                if p.is_file():
+                    out.append(p.stat().st_size)
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:  # a folder vanished while it was walked: what was seen so far
+        pass
+    return out
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds pass; returns its last value.
 

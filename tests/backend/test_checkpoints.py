@@ -19,7 +19,15 @@ import torch
 
 from backend.app.main import create_app
 from service.settings import Settings
-from tests.backend.conftest import TOKEN, serve, store_state, targz_dir, wait_for, zip_dir
+from tests.backend.conftest import (
+    TOKEN,
+    file_sizes,
+    serve,
+    store_state,
+    targz_dir,
+    wait_for,
+    zip_dir,
+)
 
 ZIP = {"Content-Type": "application/octet-stream"}
 
@@ -394,7 +402,7 @@ def test_aborted_upload_leaves_nothing(tmp_path, classifier_family):
         conn = socket.create_connection(("127.0.0.1", port))
         conn.sendall(head + body[: len(body) // 2])
         # the half-sent body is being streamed to a file under tmp/ ...
-        assert wait_for(lambda: any(p.is_file() for p in (root / "tmp").rglob("*")))
+        assert wait_for(lambda: bool(file_sizes(root / "tmp")))
         conn.close()
         # ... and disappears when the client goes away
         assert wait_for(lambda: store_state(root)["tmp"] == [])

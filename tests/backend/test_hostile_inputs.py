@@ -24,7 +24,7 @@ import pytest
 
 from backend.app.uploads import ArchiveLimits, extract_tar, extract_zip
 from basin.errors import CheckpointError
-from tests.backend.conftest import serve, store_state, targz_dir, wait_for, zip_dir
+from tests.backend.conftest import file_sizes, serve, store_state, targz_dir, wait_for, zip_dir
 
 EMPTY = {"checkpoints": [], "datasets": [], "tmp": []}
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -320,7 +320,7 @@ def test_two_uploads_at_once_cannot_both_fill_the_quota(tmp_path):
             f"Content-Type: application/octet-stream\r\nContent-Length: {len(slow)}\r\n\r\n").encode()
 
     def tmp_bytes() -> int:
-        return sum(p.stat().st_size for p in (root / "tmp").rglob("*") if p.is_file())
+        return sum(file_sizes(root / "tmp"))
 
     with serve(app) as port:
         conn = socket.create_connection(("127.0.0.1", port))
