@@ -57,7 +57,7 @@ def test_a_ties_merge_from_the_form_then_linear_slerp_ties_overlaid(stack, store
     page.click("#newrun-run")
     page.wait_for_url("**/runs/*")
     ties_id = page.url.rsplit("/", 1)[-1]
-    page.locator("#run-status", has_text="done").wait_for(timeout=120_000)
+    page.locator("#run-status", has_text="done").wait_for(timeout=300_000)
     page.wait_for_function(f"({CURVE_POINTS})() === 5")
     assert page.evaluate(XTITLE.replace("{sel}", ".run-graph")) == "λ"
     page.screenshot(path=str(screenshots / "run-ties.png"), full_page=True)
