@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from basin.errors import CheckpointError, IncompatibleCheckpoints
+from basin.formats import bin_meta, load_bin, read_config, safetensors_meta
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from basin.resolve import CheckpointSource
+    from basin.source import CheckpointSource
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +116,9 @@ def load_adapter_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     """The adapter's stored tensors (CPU; safetensors, or a ``.bin`` read with ``weights_only``)."""
     from safetensors.torch import load_file
 
-    from basin.checkpoints import _load_bin
-
     f = adapter_weight_file(directory)
     if f.suffix == ".bin":
-        out = _load_bin(f)
+        out = load_bin(f)
     else:
         try:
             out = load_file(str(f), device="cpu")
@@ -132,18 +131,8 @@ def load_adapter_weights(directory: str | Path) -> dict[str, torch.Tensor]:
 
 def adapter_meta(directory: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """Shapes and dtypes of the adapter's tensors (safetensors: header only)."""
-    from basin.checkpoints import _ST_DTYPES, _load_bin, read_safetensors_header
-
     f = adapter_weight_file(directory)
-    if f.suffix == ".bin":
-        return {k: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for k, t in _load_bin(f, mmap=True).items()}
-    out = {}
-    for k, v in read_safetensors_header(f).items():
-        try:
-            out[k] = (tuple(int(x) for x in v["shape"]), _ST_DTYPES.get(v["dtype"], v["dtype"].lower()))
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{f.name}: malformed header entry for {k!r}") from None
-    return out
+    return bin_meta(f) if f.suffix == ".bin" else safetensors_meta(f)
 
 
 def model_class(config: Mapping[str, Any], task: str | None = None) -> Any:
@@ -162,8 +151,6 @@ def model_class(config: Mapping[str, Any], task: str | None = None) -> Any:
 
 def _build_base(config_dir: Path, task: str | None, *, meta: bool) -> nn.Module:
     import transformers
-
-    from basin.checkpoints import read_config
 
     raw = read_config(config_dir)
     cls = model_class(raw, task)

@@ -9,15 +9,14 @@ Formats (``CheckpointSource.weights``):
   with :class:`CheckpointError` before anything runs;
 - a bare ``.safetensors`` state dict (its config lives in ``config_dir``).
 
-Nothing else is ever unpickled.
+Nothing else is ever unpickled. The bytes of each format (safetensors headers and their
+dtype codes, ``weights_only`` loading, ``config.json``) are read by :mod:`basin.formats`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
-import struct
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +28,17 @@ import torch
 from safetensors.torch import load_file
 
 from basin.errors import CheckpointError
-from basin.resolve import CheckpointSource
+from basin.formats import (
+    FLOAT_NAMES,
+    TensorMeta,
+    bin_meta,
+    load_bin,
+    safetensors_meta,
+    safetensors_spans,
+)
+from basin.formats import read_config as read_config  # re-exported: callers read configs from here
+from basin.formats import read_safetensors_header as read_safetensors_header
+from basin.source import CheckpointSource
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +49,6 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
     "tokenizer.model", "sentencepiece.bpe.model",
 )
-
-# safetensors header dtype codes → torch dtype names
-_ST_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-}
-_FLOAT_NAMES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"}
-
-#: ``name → (shape, dtype name)``: what the compatibility check compares.
-TensorMeta = dict[str, tuple[tuple[int, ...], str]]
 
 
 def _source(src: CheckpointSource | str | Path) -> CheckpointSource:
@@ -92,42 +90,6 @@ def weight_files(src: CheckpointSource | str | Path) -> tuple[str, list[Path]]:
     )
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor names → dtype, shape, offsets); no weights read."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) != 8:
-                raise CheckpointError(f"{path.name} is not a safetensors file (too short)")
-            (n,) = struct.unpack("<Q", raw)
-            if n > 100_000_000:
-                raise CheckpointError(f"{path.name} is not a safetensors file (header length {n})")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path.name} is not a readable safetensors file: {e}") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path.name} is not a safetensors file (header is not a mapping)")
-    header.pop("__metadata__", None)
-    return header
-
-
-def _load_bin(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path.name} was refused: it is a pickle that does not hold plain tensors "
-            f"(only weights_only loading is allowed): {str(e).splitlines()[0]}"
-        ) from None
-    except Exception as e:  # zip/format errors from torch.load
-        raise CheckpointError(f"{path.name} is not a readable torch checkpoint: {e}") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path.name} does not hold a state dict of tensors")
-    return obj
-
-
 def load_state_dict(src: CheckpointSource | str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint on the CPU, in their stored dtype (name → tensor).
 
@@ -143,7 +105,7 @@ def load_state_dict(src: CheckpointSource | str | Path) -> dict[str, torch.Tenso
     out: dict[str, torch.Tensor] = {}
     for f in files:
         if fmt == "bin":
-            out.update(_load_bin(f))
+            out.update(load_bin(f))
             continue
         try:
             out.update(load_file(str(f), device="cpu"))
@@ -166,30 +128,8 @@ def tensor_meta(src: CheckpointSource | str | Path) -> TensorMeta:
     fmt, files = weight_files(s)
     meta: TensorMeta = {}
     for f in files:
-        if fmt == "bin":
-            for k, t in _load_bin(f, mmap=True).items():
-                meta[k] = (tuple(t.shape), str(t.dtype).removeprefix("torch."))
-            continue
-        for k, v in read_safetensors_header(f).items():
-            try:
-                meta[k] = (tuple(int(x) for x in v["shape"]), _ST_DTYPES.get(v["dtype"], v["dtype"].lower()))
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointError(f"checkpoint {s.id}: malformed header entry for {k!r}") from None
+        meta.update(bin_meta(f) if fmt == "bin" else safetensors_meta(f))
     return meta
-
-
-def read_config(config_dir: Path) -> dict[str, Any]:
-    """``config.json`` of a checkpoint as a dict."""
-    p = Path(config_dir) / "config.json"
-    try:
-        cfg = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"no config.json in {config_dir}") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"unreadable config.json in {config_dir}: {e}") from None
-    if not isinstance(cfg, dict) or "model_type" not in cfg:
-        raise CheckpointError(f"config.json in {config_dir} has no model_type")
-    return cfg
 
 
 def has_tokenizer(directory: Path) -> bool:
@@ -248,11 +188,11 @@ def inspect_checkpoint(
     cfg = read_config(s.config_dir)
     fmt, files = weight_files(s)
     meta = tensor_meta(s)
-    floats = {k: v for k, v in meta.items() if v[1] in _FLOAT_NAMES}
+    floats = {k: v for k, v in meta.items() if v[1] in FLOAT_NAMES}
     if fmt == "bin":  # aliases of one tensor share storage, offset and shape
         seen: set[tuple[int, int, tuple[int, ...]]] = set()
         for f in files:
-            for k, t in _load_bin(f, mmap=True).items():
+            for k, t in load_bin(f, mmap=True).items():
                 ident = (t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape))
                 if ident in seen:
                     floats.pop(k, None)
@@ -369,9 +309,6 @@ class CheckpointCache:
 
 # ---- lazy reading: one tensor at a time ----------------------------------------------------
 
-_ST_TORCH = {code: getattr(torch, name) for code, name in _ST_DTYPES.items() if hasattr(torch, name)}
-
-
 class LazyStateDict(Mapping[str, torch.Tensor]):
     """A checkpoint's tensors read from disk one at a time, on access (a read-only mapping).
 
@@ -393,19 +330,10 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         self._bin: dict[str, torch.Tensor] = {}
         for f in files:
             if fmt == "bin":
-                self._bin.update(_load_bin(f, mmap=True))
+                self._bin.update(load_bin(f, mmap=True))
                 continue
-            header = read_safetensors_header(f)
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-            for k, v in header.items():
-                try:
-                    lo, hi = (int(x) for x in v["data_offsets"])
-                    dtype = _ST_TORCH[v["dtype"]]
-                    shape = tuple(int(x) for x in v["shape"])
-                except (KeyError, TypeError, ValueError):
-                    raise CheckpointError(f"checkpoint {s.id}: malformed header entry for {k!r}") from None
-                self._where[k] = (f, 8 + n + lo, hi - lo, shape, dtype)
+            for k, t in safetensors_spans(f).items():
+                self._where[k] = (f, t.offset, t.nbytes, t.shape, getattr(torch, t.dtype))
         self._names: dict[str, str] = {k: k for k in [*self._where, *self._bin]}
         if not self._names:
             raise CheckpointError(f"checkpoint {s.id} holds no tensors")

@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import stat
-import struct
 import sys
 import threading
 import uuid
@@ -65,6 +64,7 @@ from basin.checkpoints import (
 )
 from basin.data import REQUIRED, iter_dataset_rows
 from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
+from basin.formats import read_safetensors_header
 from basin.paths import refs_of
 from basin.resolve import CheckpointSource, Resolver
 from basin.skeleton import check_config_fits_weights
@@ -84,27 +84,6 @@ CONFIG_FILES = (
     *TOKENIZER_FILES,
 )
 
-# safetensors dtype code → bytes per element (sub-byte float formats are not accepted)
-_ST_ITEMSIZE = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "F8_E8M0": 1,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U64": 8,
-    "U32": 4,
-    "U16": 2,
-    "U8": 1,
-    "BOOL": 1,
-    "C64": 8,
-}
-_MAX_HEADER = 100_000_000
 _NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,200}$")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
@@ -387,72 +366,9 @@ def _files_of(path: Path) -> dict[str, int]:
 
 
 def validate_safetensors(path: Path) -> dict[str, dict[str, Any]]:
-    """Check a safetensors file's structure without reading its weights; return its header.
-
-    Layout: ``u64 little-endian N``, then ``N`` bytes of JSON
-    ``{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}``, then
-    the data buffer of ``size - 8 - N`` bytes. Each tensor must have a known dtype, a
-    shape of non-negative ints, and ``end - begin == prod(shape) * itemsize`` with
-    ``0 <= begin <= end <= len(buffer)``; the tensors must cover the whole buffer, so a
-    truncated (or padded) file is refused. Raises :class:`CheckpointError`.
-    """
-    name = path.name
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) != 8:
-                raise CheckpointError(f"{name} is not a safetensors file: shorter than 8 bytes")
-            (n,) = struct.unpack("<Q", raw)
-            if n == 0 or n > _MAX_HEADER or 8 + n > size:
-                raise CheckpointError(
-                    f"{name} is not a valid safetensors file: header length {n} does not fit "
-                    f"a file of {size} bytes (truncated?)"
-                )
-            header = json.loads(f.read(n).decode("utf-8"))
-    except OSError as e:
-        raise CheckpointError(f"cannot read {name}: {e}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(
-            f"{name} is not a valid safetensors file: bad JSON header: {e}"
-        ) from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{name} is not a valid safetensors file: header is not an object")
-    header.pop("__metadata__", None)
-    if not header:
-        raise CheckpointError(f"{name} holds no tensors")
-    buffer = size - 8 - n
-    spans = []
-    for key, v in header.items():
-        try:
-            dtype, shape, (begin, end) = v["dtype"], v["shape"], v["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{name}: malformed header entry for tensor {key!r}") from None
-        if dtype not in _ST_ITEMSIZE:
-            raise CheckpointError(f"{name}: tensor {key!r} has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise CheckpointError(f"{name}: tensor {key!r} has an invalid shape {shape!r}")
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)):
-            raise CheckpointError(f"{name}: tensor {key!r} has invalid offsets")
-        if not 0 <= begin <= end <= buffer:
-            raise CheckpointError(
-                f"{name}: tensor {key!r} lies at bytes {begin}..{end} but the data holds only "
-                f"{buffer} bytes (the file is truncated)"
-            )
-        if end - begin != math.prod(shape) * _ST_ITEMSIZE[dtype]:
-            raise CheckpointError(f"{name}: tensor {key!r} size does not match its shape {shape}")
-        spans.append((begin, end))
-    spans.sort()
-    pos = 0
-    for begin, end in spans:
-        if begin != pos:
-            raise CheckpointError(f"{name}: tensor data overlaps or leaves gaps at byte {pos}")
-        pos = end
-    if pos != buffer:
-        raise CheckpointError(f"{name}: {buffer - pos} bytes after the last tensor (corrupt file)")
-    return header
+    """Check a safetensors file's structure without reading its weights; return its header
+    (:func:`basin.formats.read_safetensors_header`, the one reader the core uses too)."""
+    return read_safetensors_header(path)
 
 
 def validate_config(config_dir: Path) -> None:

@@ -46,6 +46,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from backend.app.api.errors import InvalidUpload, PayloadTooLarge
 from basin.errors import BasinError, CheckpointError, DatasetError
+from basin.formats import safetensors_header_length
 from service.settings import Settings
 from service.store import Added, Store
 
@@ -309,10 +310,8 @@ def sniff(path: Path) -> str:
         raise CheckpointError("the zip archive is empty")
     if head.startswith(b"\x1f\x8b"):
         return "tar.gz"
-    if len(head) == 9 and head[8:9] == b"{":
-        (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n < 100_000_000:
-            return "safetensors"
+    if safetensors_header_length(head) is not None:
+        return "safetensors"
     raise CheckpointError(
         "unrecognised upload: expected a .zip or .tar.gz of a model directory, or a "
         ".safetensors file (told by its bytes, not its name)"
