@@ -13,10 +13,6 @@ the tasks are idempotent anyway (the run's state lives in Redis, see
 from __future__ import annotations
 
 import logging
-import os
-import socket
-
-from celery import signals
 
 from service.settings import get_settings
 from service.tasks import DRAIN_TASK, make_celery
@@ -24,7 +20,7 @@ from service.tasks import DRAIN_TASK, make_celery
 logger = logging.getLogger(__name__)
 
 _settings = get_settings()
-app = make_celery(_settings.redis_url, _settings.task_queue, include=["workers.tasks"])
+app = make_celery(_settings.redis_url, _settings.task_queue, include=["workers.tasks", "workers.lifecycle"])
 # Generous limits on one drain task (it drains a whole run). Celery enforces them only in
 # pools with a parent process (prefork); with the solo pool Basin uses, the per-point limit
 # (BASIN_POINT_TIME_LIMIT_S: the worker between batches, the reaper from Redis) and
@@ -44,36 +40,3 @@ def worker_device(setting: str) -> str:
     if setting and setting != "auto":
         return setting
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@signals.worker_init.connect
-def _on_worker_init(sender=None, **_):
-    """Import torch and start the heartbeat in the worker process itself (solo pool)."""
-    import redis
-    import torch  # noqa: F401 - paid once here, not by the first task
-
-    from workers import tasks
-    from workers.leases import Heartbeat
-
-    threads = int(os.environ.get("BASIN_TORCH_THREADS", "0") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    settings = get_settings()
-    device = worker_device(settings.worker_device)
-    name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30)
-    tasks.STATE.start(
-        client=client,
-        name=name,
-        device=device,
-        settings=settings,
-        heartbeat=Heartbeat(client, name, device, settings.lease_seconds).start(),
-    )
-    logger.info("basin worker %s ready on %s (lease %ss)", name, device, settings.lease_seconds)
-
-
-@signals.worker_shutdown.connect
-def _on_worker_shutdown(**_):
-    from workers import tasks
-
-    tasks.STATE.stop()
