@@ -8,8 +8,7 @@ from typing import Any
 import redis
 
 from service.runstate.keys import TERMINAL, RunKeys
-from service.runstate.queue import _s
-from service.runstate.reads import json_or, read_points, run_timings
+from service.runstate.reads import _s, json_or, read_points, run_timings
 
 
 def build_document(client: redis.Redis, run_id: str) -> dict | None:

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from service.runstate.keys import RunKeys
+from service.runstate.reads import _s, read_points
 
 LUA_DIR = Path(__file__).with_name("lua")
 
@@ -85,8 +86,6 @@ class RunQueue:
 
     def points(self) -> list[dict[str, Any]]:
         """Every recorded point, sorted by index."""
-        from service.runstate.reads import read_points
-
         pts, _ = read_points(self.r, self.keys.id)
         return sorted(pts, key=lambda p: p["index"])
 
@@ -235,7 +234,3 @@ class RunQueue:
                 ],
             )
         )
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)

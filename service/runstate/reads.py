@@ -9,7 +9,11 @@ from typing import Any, cast
 import redis
 
 from service.runstate.keys import WORKER_PREFIX, RunKeys
-from service.runstate.queue import _s
+
+
+def _s(v: Any) -> str:
+    """A Redis reply as text (the clients here may or may not decode responses)."""
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def read_points(
