@@ -58,3 +58,37 @@ def test_importing_the_core_pulls_in_no_service_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "", f"core import pulled in: {out.stdout.strip()}"
+
+
+PACKAGES = ("basin", "service", "backend", "workers", "frontend")
+
+
+def _graph():
+    grimp = pytest.importorskip("grimp")  # installed with import-linter (the dev extra)
+    # every import counts: module level, inside functions, and under TYPE_CHECKING
+    return grimp.build_graph(*PACKAGES, cache_dir=None)
+
+
+def test_no_import_cycles_among_the_five_packages() -> None:
+    """A module never imports (directly or through others) a module that imports it back."""
+    graph = _graph()
+    cycles = []
+    for importer in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(importer)):
+            if imported in graph.modules and graph.chain_exists(importer=imported, imported=importer):
+                back = graph.find_shortest_chain(importer=imported, imported=importer) or ()
+                cycles.append(" → ".join([importer, *back]))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+@pytest.mark.parametrize(
+    ("leaf", "may_import"),
+    [
+        ("basin.formats", {"basin.errors"}),  # file formats: shared by the core and the store
+        ("basin.source", set()),  # where a checkpoint's files live
+    ],
+)
+def test_leaf_modules_import_only_what_they_may(leaf: str, may_import: set[str]) -> None:
+    graph = _graph()
+    ours = {m for m in graph.find_modules_directly_imported_by(leaf) if m.split(".")[0] in PACKAGES}
+    assert ours <= may_import, f"{leaf} imports {sorted(ours - may_import)}"
