@@ -68,6 +68,18 @@ from basin.formats import read_safetensors_header
 from basin.paths import refs_of
 from basin.resolve import CheckpointSource, Resolver
 from basin.skeleton import check_config_fits_weights
+from service.errors import (  # re-exported: the store's callers import them here too
+    CheckpointMismatch,
+    CheckpointNotFound,
+    Conflict,
+    ContentMismatch,
+    DatasetMismatch,
+    DatasetNotFound,
+    NameTaken,
+    NotFound,
+    QuotaExceeded,
+    UnsafeSource,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,47 +104,6 @@ MAX_SOURCE_FILES = 10_000
 _LOCK_NAME = ".lock"
 _SWEPT: set[Path] = set()
 _SWEPT_GUARD = threading.Lock()
-
-
-class NotFound(BasinError):
-    """Mixin for "no such item" errors, so services can answer 404 instead of 422."""
-
-
-class Conflict(BasinError):
-    """The item exists, but its state refuses the request (a taken name, an ended run): 409."""
-
-
-class CheckpointNotFound(NotFound, CheckpointError):
-    """No checkpoint matches the reference (also a :class:`CheckpointError`)."""
-
-
-class DatasetNotFound(NotFound, DatasetError):
-    """No dataset matches the reference (also a :class:`DatasetError`)."""
-
-
-class NameTaken(Conflict):
-    """Another checkpoint (or dataset) already has this name; names are unique."""
-
-
-class QuotaExceeded(BasinError):
-    """Adding this would take the store over its total quota (``BASIN_MAX_STORE_BYTES``)."""
-
-
-class UnsafeSource(CheckpointError):
-    """A folder on the server's disk holds something the store will not read: a symbolic
-    link, a device, a FIFO, a socket or another special file."""
-
-
-class ContentMismatch(BasinError):
-    """Content hashes to another id than the one requested (a corrupted or altered download)."""
-
-
-class CheckpointMismatch(ContentMismatch, CheckpointError):
-    """A checkpoint's files hash to another id than the requested one."""
-
-
-class DatasetMismatch(ContentMismatch, DatasetError):
-    """A dataset file hashes to another id than the requested one."""
 
 
 def _check_expected(ident: str, expect_id: str | None, what: str) -> None:
@@ -1365,9 +1336,11 @@ __all__ = [
     "MIN_PREFIX",
     "NameTaken",
     "NotFound",
+    "QuotaExceeded",
     "Store",
     "StoreResolver",
     "TASK_COLUMNS",
+    "UnsafeSource",
     "checkpoint_digest",
     "parameter_groups",
     "scan_dataset",

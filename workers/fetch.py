@@ -37,15 +37,15 @@ import httpx
 
 from basin.errors import BasinError, CheckpointError, DatasetError
 from basin.resolve import CheckpointSource
-from service.store import (
+from service.errors import (
     CheckpointMismatch,
     CheckpointNotFound,
     ContentMismatch,
     DatasetMismatch,
     DatasetNotFound,
     NameTaken,
-    Store,
 )
+from service.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -28,12 +28,13 @@ import redis
 
 from backend.app.api.errors import carried_references
 from basin.checkpoints import read_config
-from basin.errors import BasinError, IncompatibleCheckpoints, InvalidSpec
+from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.generation import check_prompts, positive_index
 from basin.paths import path_class, refs_of
 from basin.scope_regex import compile_scope
 from basin.spec import SCOPE_PRESETS, RunSpec, parse_spec
 from service.documents import build_document, persist_run
+from service.errors import InvalidCursor, RunConflict, RunNotFound
 from service.runstate import (
     ACTIVE_KEY,
     RUNS_KEY,
@@ -45,25 +46,9 @@ from service.runstate import (
     read_points,
 )
 from service.runstate.create import create_run, point_order
-from service.store import Conflict, NotFound, Store
+from service.store import Store
 
 logger = logging.getLogger(__name__)
-
-
-class RunNotFound(NotFound):
-    """No run with this id in Redis or in the store (the API answers 404)."""
-
-    def __init__(self, run_id: str):
-        super().__init__(f"no run with id {run_id!r}")
-        self.run_id = run_id
-
-
-class RunConflict(Conflict):
-    """The run's state refuses the request, e.g. cancelling a finished run (the API answers 409)."""
-
-
-class InvalidCursor(BasinError):
-    """A ``?after=`` / ``Last-Event-ID`` that no answer of this API gave (the API answers 422)."""
 
 
 #: What a run id can be (``secrets.token_urlsafe(16)`` gives 22 of these characters).

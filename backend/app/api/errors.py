@@ -1,5 +1,8 @@
 """One mapping from exceptions to HTTP answers, registered by ``create_app``.
 
+The exceptions themselves live in :mod:`service.errors` (and :mod:`basin.errors`); this
+module keeps only the mapping.
+
 Routes, uploads and the run bookkeeping raise typed exceptions and let them
 propagate; :data:`STATUS` alone decides the status code, and :func:`problem` writes
 the one body every such answer has::
@@ -28,26 +31,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from basin.errors import BasinError, IncompatibleCheckpoints
-from service.store import Conflict, NotFound
-
-
-class PayloadTooLarge(BasinError):
-    """A request body (or one form field) over the server's cap (``BASIN_MAX_UPLOAD_BYTES``)."""
-
-
-class InvalidUpload(BasinError):
-    """The request is not a usable upload: empty, no ``file`` field, no such directory."""
-
-
-class UnknownReference(BasinError):
-    """A reference the request carries (a spec's checkpoint or dataset, an upload's
-    ``config=``) names nothing in the store: the input is invalid, no URL is missing."""
-
-
-class FilesUnavailable(Conflict):
-    """A stored item's files are gone or unreadable on the server (e.g. a registered
-    directory was removed): the item exists but cannot be served."""
-
+from service.errors import (  # the exceptions live in service.errors; re-exported for routes
+    Conflict,
+    FilesUnavailable,
+    InvalidUpload,
+    NotFound,
+    PayloadTooLarge,
+    UnknownReference,
+)
 
 #: Exception type → HTTP status. Looked up along the MRO; anything else is a 500.
 STATUS: dict[type[Exception], int] = {

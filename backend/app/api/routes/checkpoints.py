@@ -21,12 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
-from backend.app.api.errors import (
-    FilesUnavailable,
-    InvalidUpload,
-    PayloadTooLarge,
-    carried_references,
-)
+from backend.app.api.errors import carried_references
 from backend.app.uploads import (
     RAW_BODY,
     UploadCap,
@@ -44,7 +39,8 @@ from basin.adapters import adapter_weight_file
 from basin.checkpoints import weight_files
 from basin.errors import CheckpointError
 from basin.resolve import CheckpointSource
-from service.store import QuotaExceeded, open_regular
+from service.errors import FilesUnavailable, InvalidUpload, PayloadTooLarge, QuotaExceeded
+from service.store import open_regular
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from backend.app.api.deps import SettingsDep, StoreDep, WriteAuth
-from backend.app.api.errors import FilesUnavailable, InvalidUpload
 from backend.app.uploads import (
     RAW_BODY,
     UploadCap,
@@ -34,6 +33,7 @@ from backend.app.uploads import (
     receive_to_file,
 )
 from basin.errors import CheckpointError, DatasetError
+from service.errors import FilesUnavailable, InvalidUpload
 from service.store import open_regular
 
 logger = logging.getLogger(__name__)

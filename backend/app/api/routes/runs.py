@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
-from backend.app.api.errors import FilesUnavailable, responses
+from backend.app.api.errors import responses
 from backend.app.schemas.runs import (
     SPEC_BODY,
     PointsPage,
@@ -28,8 +28,8 @@ from backend.app.schemas.runs import (
 )
 from basin.analysis.forgetting import dataset_rows, forgetting, forgetting_csv
 from basin.errors import InvalidSpec
+from service.errors import FilesUnavailable, NotFound
 from service.runstate import TERMINAL, RunKeys
-from service.store import NotFound
 
 logger = logging.getLogger(__name__)
 
