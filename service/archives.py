@@ -15,6 +15,7 @@ store's quota, not the upload limit, set the byte cap).
 from __future__ import annotations
 
 import gzip
+import re
 import stat
 import struct
 import tarfile
@@ -30,8 +31,13 @@ from service.errors import PayloadTooLarge
 CHUNK_FLUSH = 1 << 20  # write to disk in pieces of about 1 MiB
 
 
-def _safe_member(name: str) -> PurePosixPath:
-    """A member path that stays inside the extraction folder, or CheckpointError."""
+#: A member name of a flat archive (remote workers' downloads: files only, no dot files).
+FLAT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+
+
+def safe_member(name: str, *, flat: bool = False) -> PurePosixPath:
+    """A member path that stays inside the extraction folder, or CheckpointError; ``flat``:
+    a plain file name (:data:`FLAT_NAME`), no folder."""
     if "\\" in name or "\x00" in name:
         raise CheckpointError(f"archive member {name!r} has a backslash or NUL in its name")
     p = PurePosixPath(name)
@@ -42,12 +48,14 @@ def _safe_member(name: str) -> PurePosixPath:
     parts = [x for x in p.parts if x not in ("", ".")]
     if not parts:
         raise CheckpointError(f"archive member {name!r} has an empty name")
+    if flat and (len(parts) != 1 or not FLAT_NAME.match(parts[0])):
+        raise CheckpointError(f"archive member {name!r} is not a plain file name")
     return PurePosixPath(*parts)
 
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """What an uploaded archive may hold (from :class:`~service.settings.Settings`).
+    """What an archive may hold (for uploads, from :class:`~service.settings.Settings`).
 
     ``members``: files and folders; ``header_bytes``: one tar long-name / long-link /
     pax header; ``expanded_bytes``: the extracted total (the upload cap, and never more
@@ -166,7 +174,7 @@ def extract_zip(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
             if len(infos) > limits.members:
                 raise CheckpointError(f"the archive has more than {limits.members} members")
             for info in infos:
-                _safe_member(info.filename)
+                safe_member(info.filename)
                 mode = info.external_attr >> 16
                 kind = stat.S_IFMT(mode)
                 if stat.S_ISLNK(mode):
@@ -177,7 +185,7 @@ def extract_zip(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
                 raise _expands_too_far(limits)
             budget = [limits.expanded_bytes]
             for info in infos:
-                rel = _safe_member(info.filename)
+                rel = safe_member(info.filename)
                 target = dest.joinpath(*rel.parts)
                 if info.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
@@ -284,34 +292,42 @@ def check_tar_headers(archive: Path, limits: ArchiveLimits) -> None:
             _skip(g, padded)
 
 
+def _extract_tar_members(tf: tarfile.TarFile, dest: Path, limits: ArchiveLimits, *, flat: bool) -> list[str]:
+    """Extract ``tf``'s members one by one after checking each; returns their paths."""
+    budget = [limits.expanded_bytes]
+    names: list[str] = []
+    for m in tf:
+        if len(names) >= limits.members:
+            raise CheckpointError(f"the archive has more than {limits.members} members")
+        rel = safe_member(m.name, flat=flat)
+        if m.issym() or m.islnk():
+            raise CheckpointError(f"archive member {m.name!r} is a link")
+        if not (m.isreg() or m.isdir()):
+            raise CheckpointError(f"archive member {m.name!r} is a device, FIFO or other special file")
+        if flat and not m.isreg():
+            raise CheckpointError(f"archive member {m.name!r} is not a regular file")
+        names.append(rel.as_posix())
+        target = dest.joinpath(*rel.parts)
+        if m.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if m.size > budget[0]:
+            raise _expands_too_far(limits)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = tf.extractfile(m)
+        if src is None:
+            raise CheckpointError(f"archive member {m.name!r} cannot be read")
+        with src:
+            _copy_limited(src, target, budget, limits)
+    return names
+
+
 def extract_tar(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
     """Extract a ``.tar.gz`` after checking its headers and every member; links and devices are refused."""
     try:
         check_tar_headers(archive, limits)
         with tarfile.open(archive, mode="r:gz") as tf:
-            budget = [limits.expanded_bytes]
-            count = 0
-            for m in tf:
-                count += 1
-                if count > limits.members:
-                    raise CheckpointError(f"the archive has more than {limits.members} members")
-                rel = _safe_member(m.name)
-                if m.issym() or m.islnk():
-                    raise CheckpointError(f"archive member {m.name!r} is a link")
-                if not (m.isreg() or m.isdir()):
-                    raise CheckpointError(
-                        f"archive member {m.name!r} is a device, FIFO or other special file"
-                    )
-                target = dest.joinpath(*rel.parts)
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(m)
-                if src is None:
-                    raise CheckpointError(f"archive member {m.name!r} cannot be read")
-                with src:
-                    _copy_limited(src, target, budget, limits)
+            _extract_tar_members(tf, dest, limits, flat=False)
     except CheckpointError:
         raise
     except FileExistsError as e:
@@ -320,3 +336,25 @@ def extract_tar(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
         ) from None
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
         raise CheckpointError(f"corrupt or unreadable .tar.gz archive: {e}") from None
+
+
+def extract_tar_stream(stream: IO[bytes], dest: Path, limits: ArchiveLimits) -> list[str]:
+    """Extract a streamed, uncompressed tar of flat regular files (what a remote worker
+    downloads) into ``dest`` with the same member checks; returns the file names.
+
+    Refused (:class:`CheckpointError`): names with a folder, ``..``, a leading dot or odd
+    characters; links, devices, FIFOs, folders; a name twice; more than ``limits.members``
+    members or ``limits.expanded_bytes`` in all; a truncated or corrupt stream; no member.
+    """
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tf:
+            names = _extract_tar_members(tf, dest, limits, flat=True)
+    except CheckpointError:
+        raise
+    except FileExistsError as e:
+        raise CheckpointError(f"the archive holds {Path(e.filename).name!r} twice") from None
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"truncated or corrupt archive: {e}") from None
+    if not names:
+        raise CheckpointError("the archive is empty")
+    return names

@@ -10,8 +10,8 @@ downloads it::
     GET {api}/api/datasets/{id}/file         the file, id in a header
 
 Everything lands in a workspace under ``<store>/tmp/`` first. Archive members are
-checked while the stream is read (flat file names only, regular files only, no links
-or devices, bounded count and bytes) and the store's own validation runs on the result
+checked while the stream is read, by the checks uploads use (:mod:`service.archives`: flat
+file names only, regular files only, no links or devices, bounded count and bytes) and the store's own validation runs on the result
 (config loads, safetensors structure, ``.bin`` only with ``weights_only``; nothing is
 unpickled). The store then hashes the content with its id function (sha256, see
 :mod:`service.store`) and refuses it unless it equals the requested id
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +36,7 @@ import httpx
 
 from basin.errors import BasinError, CheckpointError, DatasetError
 from basin.resolve import CheckpointSource
+from service.archives import ArchiveLimits, extract_tar_stream
 from service.errors import (
     CheckpointMismatch,
     CheckpointNotFound,
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_ID_HEADER = "X-Basin-Checkpoint-Id"
 DATASET_ID_HEADER = "X-Basin-Dataset-Id"
 MAX_MEMBERS = 10_000
-_MEMBER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
@@ -93,45 +92,6 @@ class _StreamReader:
         else:
             out, self._buf = self._buf[:n], self._buf[n:]
         return out
-
-
-def extract_flat_tar(reader: Any, dest: Path, max_bytes: int) -> list[str]:
-    """Extract a streamed tar of flat, regular files into ``dest``; returns the names.
-
-    Refused (:class:`FetchError`): names with a folder, ``..``, a leading dot or odd
-    characters; links, devices, FIFOs; a name twice; more than :data:`MAX_MEMBERS`
-    members or ``max_bytes`` in all; a truncated or corrupt stream.
-    """
-    names: list[str] = []
-    total = 0
-    try:
-        with tarfile.open(fileobj=reader, mode="r|") as tf:
-            for m in tf:
-                if len(names) >= MAX_MEMBERS:
-                    raise FetchError(f"the archive has more than {MAX_MEMBERS} members")
-                if not _MEMBER_RE.match(m.name):
-                    raise FetchError(f"archive member {m.name!r} is not a plain file name")
-                if not m.isreg():
-                    raise FetchError(f"archive member {m.name!r} is not a regular file")
-                if m.name in names:
-                    raise FetchError(f"the archive holds {m.name!r} twice")
-                total += m.size
-                if total > max_bytes:
-                    raise FetchError(f"the archive holds more than {max_bytes} bytes")
-                src = tf.extractfile(m)
-                if src is None:
-                    raise FetchError(f"archive member {m.name!r} cannot be read")
-                with open(dest / m.name, "xb") as out:
-                    while chunk := src.read(_CHUNK):
-                        out.write(chunk)
-                names.append(m.name)
-    except FetchError:
-        raise
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        raise FetchError(f"truncated or corrupt archive: {e}") from None
-    if not names:
-        raise FetchError("the archive is empty")
-    return names
 
 
 class FetchingResolver:
@@ -235,7 +195,9 @@ class FetchingResolver:
                             )
                         length = int(r.headers.get("content-length") or 0) or 1 << 62
                         reader = _StreamReader(r, length)
-                        extract_flat_tar(reader, work, length)
+                        extract_tar_stream(
+                            reader, work, ArchiveLimits(members=MAX_MEMBERS, expanded_bytes=length)
+                        )
                     tags = m.get("tags") if isinstance(m.get("tags"), dict) else None
                     self._import(
                         lambda name: self.store.import_checkpoint(
