@@ -86,6 +86,8 @@ def test_no_import_cycles_among_the_five_packages() -> None:
     [
         ("basin.formats", {"basin.errors"}),  # file formats: shared by the core and the store
         ("basin.source", set()),  # where a checkpoint's files live
+        ("service.errors", {"basin.errors"}),  # the service's exceptions
+        ("service.archives", {"basin.errors", "service.errors"}),  # archive safety
     ],
 )
 def test_leaf_modules_import_only_what_they_may(leaf: str, may_import: set[str]) -> None:
