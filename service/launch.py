@@ -68,6 +68,14 @@ class LaunchError(RuntimeError):
     """A service did not start (its log tail is in the message)."""
 
 
+def _keys() -> Any:
+    """The Redis key layout (:mod:`service.runstate.keys`), imported when first used: the
+    run-state package loads redis-py, which ``basin up`` itself never needs."""
+    from service.runstate import keys
+
+    return keys
+
+
 # ---- process helpers (shared with tests/stack.py) -----------------------------------------
 
 
@@ -399,7 +407,6 @@ def register_demo(
 # ---- the LM demo (background) -------------------------------------------------------------
 
 #: Redis key holding the LM demo's build status (JSON); ``/api/health`` returns it as ``demo_lm``.
-DEMO_LM_STATUS_KEY = "basin:demo:lm"
 #: Name of the LM demo's ready run (not submitted again when a run of that name exists).
 DEMO_LM_RUN_NAME = "sentiment per α: SmolLM2 negative → positive tweets"
 
@@ -458,7 +465,7 @@ class DemoLmStatus:
             self._last_stage = head
             self.say(f"LM demo: {self.doc['stage']} ({100 * float(self.doc['fraction']):.0f}%)")
         try:
-            redis_command(self.redis_port, "SET", DEMO_LM_STATUS_KEY, json.dumps(self.doc))
+            redis_command(self.redis_port, "SET", _keys().DEMO_LM_STATUS_KEY, json.dumps(self.doc))
         except OSError as e:
             logger.warning("could not record the LM demo's status: %s", e)
 
@@ -535,7 +542,6 @@ def start_demo_lm(base_url: str, store: Path, redis_port: int, say: Callable[[st
 # ---- supervision --------------------------------------------------------------------------
 
 #: Redis list of the supervisor's events (JSON, newest first); ``/api/health`` reads it.
-SUPERVISOR_EVENTS_KEY = "basin:supervisor:events"
 #: Events kept in that list.
 SUPERVISOR_EVENTS_KEPT = 50
 #: Seconds before restarting a child that exited: 1, 2, 4 … 30.
@@ -625,8 +631,9 @@ class Supervisor:
     def record(self, event: dict[str, Any]) -> None:
         """Push ``event`` to the Redis list (best effort: Redis may be the one restarting)."""
         try:
-            redis_command(self.redis_port, "LPUSH", SUPERVISOR_EVENTS_KEY, json.dumps(event))
-            redis_command(self.redis_port, "LTRIM", SUPERVISOR_EVENTS_KEY, "0",
+            key = _keys().SUPERVISOR_EVENTS_KEY
+            redis_command(self.redis_port, "LPUSH", key, json.dumps(event))
+            redis_command(self.redis_port, "LTRIM", key, "0",
                           str(SUPERVISOR_EVENTS_KEPT - 1))
         except OSError as e:
             logger.warning("could not record a supervisor event: %s", e)
@@ -781,7 +788,7 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
             f"{env['BASIN_LEASE_SECONDS']} s)")
         worker_name = f"worker1@{socket.gethostname()}"
         sup.add(Child("worker", lambda: worker_argv(worker_name), env, logs / "worker.log",
-                      heartbeat_key=f"basin:worker:{worker_name}"))
+                      heartbeat_key=_keys().worker_key(worker_name)))
         say(f"starting the API and dashboard on http://127.0.0.1:{port} (log: {logs / 'api.log'})")
         sup.add(Child("api", lambda: api_argv(port), env, logs / "api.log", critical=True))
         base = f"http://127.0.0.1:{port}"
@@ -793,7 +800,7 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
             start_demo_lm(base, store, redis_port, say)
         else:
             try:  # no stale LM demo banner from an earlier start with the demo on
-                redis_command(redis_port, "DEL", DEMO_LM_STATUS_KEY)
+                redis_command(redis_port, "DEL", _keys().DEMO_LM_STATUS_KEY)
             except OSError:
                 pass
         say(f"ready: open {base}  (Ctrl-C stops everything)")

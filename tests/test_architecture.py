@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,25 @@ def test_leaf_modules_import_only_what_they_may(leaf: str, may_import: set[str])
     graph = _graph()
     ours = {m for m in graph.find_modules_directly_imported_by(leaf) if m.split(".")[0] in PACKAGES}
     assert ours <= may_import, f"{leaf} imports {sorted(ours - may_import)}"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))]
+    return {id(n.body[0].value) for n in nodes if n.body and isinstance(n.body[0], ast.Expr)}
+
+
+def test_every_redis_key_is_spelled_in_keys_py_only() -> None:
+    """A key written out elsewhere drifts from the layout (``service/runstate/keys.py``)."""
+    key = re.compile(r"\bbasin:[a-z_{]")
+    bad = []
+    for package in PACKAGES:
+        for file in sorted((ROOT / package).rglob("*.py")):
+            if file == ROOT / "service" / "runstate" / "keys.py":
+                continue
+            tree = ast.parse(file.read_text(), filename=str(file))
+            docs = _docstrings(tree)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                    if key.search(node.value):
+                        bad.append(f"{file.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    assert not bad, "Redis keys spelled outside keys.py:\n" + "\n".join(bad)

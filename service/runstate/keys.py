@@ -21,18 +21,24 @@
 ``pointcache:<key>``       string  metrics JSON for ``Landscape.point_key`` (cross-run cache)
 ``worker:<name>``          string  heartbeat JSON {name, device, pid, host, run, index},
                                    expires unless refreshed
+``active``                 zset    run id → created: runs not yet stored (the reaper's)
+``demo:lm``                string  ``basin up``'s LM demo build status (JSON)
+``supervisor:events``      list    ``basin up``'s supervisor events (JSON), newest first
 ========================== ======= ====================================================
 
-All keys start with :data:`PREFIX` (``basin:``).
+All keys start with :data:`PREFIX` (``basin:``). Every key Basin writes is named here;
+nothing else spells one out. This module imports no Redis client (``basin up``'s
+supervisor uses the names without loading one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
 PREFIX = "basin:"
 RUNS_KEY = PREFIX + "runs"
@@ -93,6 +99,10 @@ def worker_key(name: str) -> str:
 
 #: Runs not yet stored as result documents (zset run id → created): what the reaper visits.
 ACTIVE_KEY = PREFIX + "active"
+#: ``basin up``'s LM demo build status (JSON; ``/api/health`` → ``demo_lm``).
+DEMO_LM_STATUS_KEY = PREFIX + "demo:lm"
+#: ``basin up``'s supervisor events (a list of JSON, newest first; ``/api/health`` → ``supervisor``).
+SUPERVISOR_EVENTS_KEY = PREFIX + "supervisor:events"
 
 
 def prune_index(client: redis.Redis, index: str, hash_key: Callable[[str], str], batch: int = 200) -> int:

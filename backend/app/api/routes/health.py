@@ -24,11 +24,7 @@ from fastapi.responses import JSONResponse
 
 from backend.app.api.deps import RedisDep, SettingsDep
 from service.runstate import alive_workers, json_or
-
-#: The Redis list ``basin up``'s supervisor pushes its events to (``service/launch.py``).
-SUPERVISOR_EVENTS_KEY = "basin:supervisor:events"
-#: The Redis key ``basin up``'s LM demo build writes its status to (``service/launch.py``).
-DEMO_LM_STATUS_KEY = "basin:demo:lm"
+from service.runstate.keys import DEMO_LM_STATUS_KEY, SUPERVISOR_EVENTS_KEY
 
 router = APIRouter(tags=["health"])
 
