@@ -18,6 +18,7 @@ import flask
 from dash import Input, Output, dcc, html
 
 from frontend import api
+from frontend.components import data_attrs
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
         # Bootstrap 5.3 CSS is vendored in assets/ (no CDN: the dashboard must work offline).
         suppress_callback_exceptions=True,
         title="Basin",
-        update_title=None,
+        update_title="",  # the tab title stays while callbacks run
     )
     app.layout = html.Div(
         [
@@ -157,7 +158,7 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
             dbc.Container(html.Div(id="demo-lm-banner"), fluid=True),
             dbc.Container(dash.page_container, fluid=True, className="pb-5"),
         ],
-        **{"data-api-base": api_base},
+        **data_attrs(api_base=api_base),
         id="basin-root",
     )
     _report_route(app.server)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dash_bootstrap_components as dbc
 import yaml
 from dash import html
 
 from basin.figures import short_name
+
+
+def data_attrs(**attrs: str) -> dict[str, Any]:
+    """HTML ``data-*`` attributes for a Dash component, to pass as ``**data_attrs(...)``
+    (``data_attrs(input_id="x")`` → ``{"data-input-id": "x"}``). Dash types its components'
+    keyword arguments; these ride on its catch-all ``**kwargs``."""
+    return {"data-" + k.replace("_", "-"): v for k, v in attrs.items()}
 
 
 def upload_box(prefix: str, endpoint: str, refresh: str, accept: str, *, config_picker: bool = False,
@@ -31,7 +39,7 @@ def upload_box(prefix: str, endpoint: str, refresh: str, accept: str, *, config_
             dbc.Row([
                 # Dash has no file <input>; assets/basin.js puts a plain one into this slot.
                 dbc.Col(html.Div(className="basin-file-slot", id=f"{prefix}-upload-file-slot",
-                                 **{"data-input-id": f"{prefix}-upload-file", "data-accept": accept}), md=4),
+                                 **data_attrs(input_id=f"{prefix}-upload-file", accept=accept)), md=4),
                 dbc.Col(dbc.Input(id=f"{prefix}-upload-name", className="basin-upload-name",
                                   placeholder=name_placeholder), md=3),
                 *extra,
@@ -43,8 +51,8 @@ def upload_box(prefix: str, endpoint: str, refresh: str, accept: str, *, config_
             html.Div(id=f"{prefix}-upload-status", className="basin-upload-status small mt-1"),
         ],
         id=f"{prefix}-upload-box",
-        **{"data-upload-endpoint": endpoint, "data-refresh": refresh, "data-keep-ext": "1" if keep_ext else "0",
-           "data-select": select or ""},
+        **data_attrs(upload_endpoint=endpoint, refresh=refresh, keep_ext="1" if keep_ext else "0",
+                     select=select or ""),
     )
 
 

@@ -26,7 +26,7 @@ from frontend import api
 
 logger = logging.getLogger(__name__)
 
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 def _barrier_words(doc: dict) -> str:

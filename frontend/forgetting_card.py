@@ -21,7 +21,7 @@ from basin import figures
 from basin.paths import is_1d
 from frontend import api
 
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 #: The table's columns: (row key, header).
 COLUMNS = (("text", "text"), ("label", "label"), ("alpha_lost", "α lost"), ("regained", "regained"),
            ("confidence_at_start", "confidence at start"))
@@ -86,7 +86,7 @@ def card_body(run_id: str, table: dict) -> Any:
                     md=6),
             dbc.Col(dcc.Graph(id="run-forgetting-scatter", figure=_scatter(table), config=GRAPH_CONFIG), md=6),
         ], className="mb-2"),
-        dash_table.DataTable(
+        dash_table.DataTable(  # type: ignore[attr-defined]  # dash_table builds its classes at import
             id="run-forgetting-table", data=rows,
             columns=[{"name": h, "id": k, **({"type": "numeric"} if k in ("alpha_lost", "confidence_at_start")
                                               else {})} for k, h in COLUMNS],

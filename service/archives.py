@@ -23,12 +23,18 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Protocol, cast
 
 from basin.errors import BasinError, CheckpointError
 from service.errors import PayloadTooLarge
 
 CHUNK_FLUSH = 1 << 20  # write to disk in pieces of about 1 MiB
+
+
+class Readable(Protocol):
+    """What a streamed tar is read from: ``read`` is all tarfile's ``r|`` mode calls."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 #: A member name of a flat archive (remote workers' downloads: files only, no dot files).
@@ -338,7 +344,7 @@ def extract_tar(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
         raise CheckpointError(f"corrupt or unreadable .tar.gz archive: {e}") from None
 
 
-def extract_tar_stream(stream: IO[bytes], dest: Path, limits: ArchiveLimits) -> list[str]:
+def extract_tar_stream(stream: Readable, dest: Path, limits: ArchiveLimits) -> list[str]:
     """Extract a streamed, uncompressed tar of flat regular files (what a remote worker
     downloads) into ``dest`` with the same member checks; returns the file names.
 
@@ -347,7 +353,8 @@ def extract_tar_stream(stream: IO[bytes], dest: Path, limits: ArchiveLimits) -> 
     members or ``limits.expanded_bytes`` in all; a truncated or corrupt stream; no member.
     """
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
+        # typeshed asks a file object for seek/tell/write too, which stream mode never calls
+        with tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r|") as tf:
             names = _extract_tar_members(tf, dest, limits, flat=True)
     except CheckpointError:
         raise

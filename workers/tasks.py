@@ -112,6 +112,8 @@ def _persister(state: WorkerState, store: Any, run_id: str):
     if getattr(state.settings, "api_url", ""):
         return None
     client = state.client
+    if client is None:  # drain() runs after STATE.ensure()
+        raise RuntimeError("the worker's Redis client is not set up")
     ttl_s = getattr(state.settings, "finished_run_ttl_s", None)
     return lambda: persist_run(client, store, run_id, ttl_s=ttl_s)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 import redis
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from backend.app.api import errors
 from backend.app.api.routes import checkpoints, datasets, fits, health, meta, runs
@@ -82,5 +84,6 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
             logger.warning("dashboard not mounted: %s", e)
         else:
             dash_app = create_dash_app()
-            app.mount("/", WSGIMiddleware(dash_app.server))
+            # a2wsgi types its ASGI callable with its own (narrower) scope/event types
+            app.mount("/", cast(ASGIApp, WSGIMiddleware(dash_app.server)))
     return app

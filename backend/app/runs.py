@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -481,7 +481,7 @@ def run_points(
 def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dict]:
     """Runs newest first: those in Redis, then stored runs Redis no longer has (from the
     store's runs index, not from the documents)."""
-    ids = r.zrevrange(RUNS_KEY, 0, -1)
+    ids = cast("list[str]", r.zrevrange(RUNS_KEY, 0, -1))  # decode_responses
     pipe = r.pipeline()
     for run_id in ids:
         pipe.hmget(
@@ -510,7 +510,7 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
             }
         )
     for entry in store.list_runs():  # the store's runs index: no document is read
-        run_id = entry.get("id")
+        run_id = str(entry.get("id") or "")
         if not run_id or run_id in seen:
             continue
         spec = entry.get("spec") or {}

@@ -27,7 +27,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -45,6 +45,9 @@ from service.archives import (  # re-exported: the archive checks used to live h
 from service.errors import InvalidUpload, PayloadTooLarge
 from service.settings import Settings
 from service.store import Added, Store
+
+if TYPE_CHECKING:  # python_multipart declares its callback types for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +209,7 @@ class _FormCollector:
         self._file: IO[bytes] | None = None
         self._count = 0
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda d, s, e: self._hfield.extend(d[s:e]),

@@ -132,9 +132,10 @@ def _list(_: Any, token: str | None = None):
     prevent_initial_call=True,
 )
 def _register(_: int, path: str | None, name: str | None, token: str | None):
-    if not (path or "").strip():
+    path = (path or "").strip()
+    if not path:
         return html.Span("Give the folder's path on the server.", className="text-danger"), dash.no_update
-    body = {"path": path.strip(), "name": (name or "").strip() or path.strip().rstrip("/").split("/")[-1], "tags": {}}
+    body = {"path": path, "name": (name or "").strip() or path.rstrip("/").split("/")[-1], "tags": {}}
     r = api.post("/api/checkpoints/register", json=body, token=token)
     if r.ok:
         return html.Span(f"Registered {r.body.get('name')}.", className="text-success"), time.time()
@@ -150,7 +151,8 @@ def _fill(ckpt_id: str, token: str | None = None):
     if not ckpt_id:
         return "", "", "", ""
     r = api.get("/api/checkpoints", token=token)
-    m = next((m for m in (r.body if r.ok and isinstance(r.body, list) else []) if m.get("id") == ckpt_id), {})
+    found: list[dict[str, Any]] = r.body if r.ok and isinstance(r.body, list) else []
+    m = next((m for m in found if m.get("id") == ckpt_id), {})
     t = m.get("tags") or {}
     return m.get("name", ""), t.get("task") or "", str(t.get("seed", "") or ""), str(t.get("step", "") or "")
 

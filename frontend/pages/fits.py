@@ -17,7 +17,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, callback, dcc, html
 
 from frontend import api
-from frontend.components import fmt_time
+from frontend.components import data_attrs, fmt_time
 
 dash.register_page(__name__, path="/fits", name="Fits", title="Basin — fits")
 
@@ -82,7 +82,7 @@ def fits_table(fits: list[dict]) -> Any:
             html.Td(_loss(x.get("final_loss")), className="fits-loss"),
             html.Td(results),
             html.Td(fmt_time(x.get("created")), className="text-nowrap"),
-        ], **{"data-id": str(x["id"])}))
+        ], **data_attrs(id=str(x["id"]))))
     return dbc.Table([head, html.Tbody(rows)], striped=True, hover=True, size="sm", id="fits-list",
                      className="bg-white align-middle")
 

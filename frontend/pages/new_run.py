@@ -61,9 +61,11 @@ def order_by_step(refs: list[str], checkpoints: list[dict]) -> list[str]:
     steps: dict[str, float] = {}
     for m in checkpoints:
         step = (m.get("tags") or {}).get("step")
+        if not isinstance(step, (int, float, str)):
+            continue
         try:
             steps[m["id"]] = float(step)
-        except (TypeError, ValueError):
+        except ValueError:
             continue
     pos = {r: i for i, r in enumerate(refs)}
     return sorted(refs, key=lambda r: (r not in steps, steps.get(r, 0.0), pos[r]))
@@ -508,7 +510,8 @@ def _lists_with_token(needs: bool | None, token: str | None):
 )
 def _show_fields(ptype: str, meta: dict | None):
     """Show exactly the pickers and grid fields the path type declares (``GET /api/meta``)."""
-    hide, show = {"display": "none"}, {}
+    hide: dict[str, str] = {"display": "none"}
+    show: dict[str, str] = {}
     info = path_info(meta, ptype)
     defaults = info.get("defaults") or {}
     slots = (info.get("slots") or [])[:MAX_SLOTS]
@@ -547,7 +550,8 @@ def _metrics_for_task(task: str, prompts: str | None, meta: dict | None):
           Input("newrun-task", "value"), Input("newrun-type", "value"), State("newrun-meta", "data"))
 def _generation_rows(task: str, ptype: str, meta: dict | None):
     """Generation options for generation / causal_lm runs; ensembling for 1D paths of the tasks it has."""
-    hide, show = {"display": "none"}, {}
+    hide: dict[str, str] = {"display": "none"}
+    show: dict[str, str] = {}
     one_d = path_info(meta, ptype).get("ndim", 1) == 1
     return (show if task in ("generation", "causal_lm") else hide, show if task == "causal_lm" else hide,
             show if one_d and task in ENSEMBLE_TASKS else hide)
@@ -611,7 +615,7 @@ def _act(_check, _copy, _run, *values):
     spec = build_spec(v, ckpts, meta)
     text = spec_yaml(spec, {m["id"]: m.get("name") for m in ckpts or [] if m.get("id") and m.get("name")})
     nav = dash.no_update
-    shown = {}
+    shown: dict[str, str] = {}
     if ctx.triggered_id == "newrun-copy":
         return (dbc.Alert("Spec below — save it as spec.yaml and run `basin eval spec.yaml`.",
                           color="secondary", id="newrun-result"), text, shown, nav)
@@ -632,7 +636,7 @@ def _act(_check, _copy, _run, *values):
 
 def _error_alert(r: api.ApiResult) -> dbc.Alert:
     body = r.body if isinstance(r.body, dict) else {}
-    items = [html.Div(body.get("detail") if isinstance(body.get("detail"), str) else r.error(),
+    items: list[Any] = [html.Div(body.get("detail") if isinstance(body.get("detail"), str) else r.error(),
                       className="fw-semibold")]
     mism = body.get("mismatches") or []
     if mism:

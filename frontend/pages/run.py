@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import dash
@@ -31,7 +32,7 @@ from basin import figures
 from basin.analysis.barrier import barrier_sentence
 from basin.paths import is_1d, refs_of
 from frontend import api, fitted_card, forgetting_card
-from frontend.components import spec_yaml
+from frontend.components import data_attrs, spec_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="
 TERMINAL = ("done", "failed", "cancelled")
 STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
                  "queued": "info"}
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 def _names(kinds: tuple[str, ...] = ("checkpoints",), token: str | None = None) -> dict[str, str]:
@@ -121,7 +122,7 @@ def _slider_marks(alphas: list[float]) -> dict[float, str]:
             for k, a in enumerate(alphas)}
 
 
-def sample_table(point: dict) -> Any:
+def sample_table(point: Mapping[str, Any]) -> Any:
     """A point's generations: prompt, text, then each score (labelled by the metric registry)."""
     samples = [s for s in point.get("samples") or [] if isinstance(s, dict)]
     scores: list[str] = []
@@ -320,7 +321,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
         html.Div([html.Code(run_id, className="small")], className="mb-2"),
         header,
         dbc.Row([
-            dbc.Col([*controls, html.Div(graphs, id="run-graphs", **{"data-points": str(len(points))}),
+            dbc.Col([*controls, html.Div(graphs, id="run-graphs", **data_attrs(points=str(len(points)))),
                      # finished straight lines whose endpoints a curve fit joined: the curve overlaid
                      html.Div(fitted_card.card(run_id, info, points, names=names), id="run-fitted"),
                      # only for runs with samples: its callback then never runs (nor ships the
@@ -393,7 +394,7 @@ def _rebuild(_key: str, kind: str | None, equal: bool | None, store: dict, meta:
             names.setdefault(ident, written)
     figs = build_figures(info, points, kind or "heatmap", names, bool(equal))
     running = status not in TERMINAL
-    return figs, _summary_table(info, points), STATUS_COLOUR.get(status, "dark"), running, running, not running
+    return figs, _summary_table(info, points), STATUS_COLOUR.get(status or "", "dark"), running, running, not running
 
 
 @callback(
@@ -419,7 +420,7 @@ def _samples(store: dict | None, alpha: float | None, clicks: list, meta: dict |
     if not pts:
         return ({}, dash.no_update, dash.no_update, dash.no_update, dash.no_update, "No samples yet.", None)
     alphas = [float(p["coords"]["alpha"]) for p in pts]
-    chosen: dict | None = None
+    chosen: Mapping[str, Any] | None = None
     trigger = dash.ctx.triggered_id
     if isinstance(trigger, dict) and trigger.get("type") == "run-graph":
         click = (clicks or [None] * (trigger["index"] + 1))[trigger["index"]] or {}

@@ -17,7 +17,7 @@ from dash import Input, Output, State, callback, dcc, html
 from basin import figures
 from basin.paths import PATHS, is_1d, refs_of
 from frontend import api
-from frontend.components import fmt_time, ref_label
+from frontend.components import data_attrs, fmt_time, ref_label
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _table(ref: str, runs: list[dict] | None, names: dict[str, str] | None):
                     title=x.get("error") or ""),
             html.Td(f"{x.get('done', '?')} / {x.get('total', '?')}"),
             html.Td(fmt_time(x.get("created")), className="runs-created text-nowrap"),
-        ], **{"data-id": str(x["id"])}))
+        ], **data_attrs(id=str(x["id"]))))
     table = dbc.Table([head, html.Tbody(rows)], striped=True, hover=True, size="sm", id="runs-list",
                       className="bg-white align-middle")
     return table, overlay, filt, count

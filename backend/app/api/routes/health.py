@@ -16,7 +16,7 @@ dashboard shows recent ones in a banner.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
 from fastapi import APIRouter
@@ -49,7 +49,7 @@ def health(settings: SettingsDep, r: RedisDep) -> Any:
         info = r.info("server")
         workers = alive_workers(r)
         queued = r.llen(settings.task_queue)
-        raw_events = r.lrange(SUPERVISOR_EVENTS_KEY, 0, 9)
+        raw_events = cast("list[str]", r.lrange(SUPERVISOR_EVENTS_KEY, 0, 9))  # decode_responses
         raw_demo = r.get(DEMO_LM_STATUS_KEY)
     except redis.RedisError as e:
         body = {

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -185,7 +185,9 @@ async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterat
         while True:
             # status before reading: once a terminal status is seen, the stream is complete
             status = await client.hget(k.run, "status")
-            res = await client.xread({k.points: last}, count=500, block=1000)
+            # XREAD's reply: [(stream, [(entry id, {field: value})])], decoded
+            res = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]",
+                       await client.xread({k.points: last}, count=500, block=1000))
             for _stream, entries in res or []:
                 for sid, fields in entries:
                     last = sid
