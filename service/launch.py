@@ -30,8 +30,10 @@ expires and the run goes on. Only the API exiting, Ctrl-C or SIGTERM stops every
 
 This module is the service layer's supervisor: it starts the services *by module name*
 and imports none of their code (no fastapi, celery or redis here), so ``basin up`` starts
-quickly. The core CLI finds the ``up`` command through the ``basin.commands`` entry
-point (:func:`register_cli`). The process helpers
+quickly. Its parts: :mod:`service.procs` (process helpers), :mod:`service.resp` (a plain
+RESP client), :mod:`service.demo_up` (the demos), :mod:`service.supervisor` (restarts),
+all importable from here too. The core CLI finds the ``up`` command through the
+``basin.commands`` entry point (:func:`register_cli`). The process helpers
 (:func:`free_port`, :func:`redis_server_binary`, :func:`spawn`, :func:`stop`,
 :func:`wait_healthy`) are reused by the test stack (``tests/stack.py``).
 """

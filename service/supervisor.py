@@ -21,10 +21,7 @@ from service.resp import _keys, redis_command
 
 logger = logging.getLogger(__name__)
 
-# ---- supervision --------------------------------------------------------------------------
-
-#: Redis list of the supervisor's events (JSON, newest first); ``/api/health`` reads it.
-#: Events kept in that list.
+#: Events kept in the Redis list of the supervisor's events (``SUPERVISOR_EVENTS_KEY``).
 SUPERVISOR_EVENTS_KEPT = 50
 #: Seconds before restarting a child that exited: 1, 2, 4 … 30.
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
