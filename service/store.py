@@ -31,7 +31,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -56,16 +55,19 @@ from basin.checkpoints import (
     TOKENIZER_FILES,
     compare_meta,
     inspect_checkpoint,
-    load_state_dict,
     tensor_meta,
-    weight_files,
 )
-from basin.data import REQUIRED, iter_dataset_rows
+from basin.data import iter_dataset_rows
 from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
-from basin.formats import read_safetensors_header
 from basin.paths import refs_of
 from basin.resolve import CheckpointSource, Resolver
-from basin.skeleton import check_config_fits_weights
+from service.datasets import (
+    DATASET_FORMATS,
+    TASK_COLUMNS,
+    detect_dataset_format,
+    scan_dataset,
+    tasks_error,
+)
 from service.errors import (  # re-exported: the store's callers import them here too
     CheckpointMismatch,
     CheckpointNotFound,
@@ -86,14 +88,19 @@ from service.files import (
     scan_source,
     used_bytes,
 )
+from service.validation import (
+    checkpoint_digest,
+    file_digest,
+    parameter_groups,
+    validate_config,
+    validate_model_dir,
+    validate_safetensors,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Shortest id prefix accepted as a reference (shorter ones are too easy to mistype).
 MIN_PREFIX = 8
-#: Tasks a dataset can serve, and the columns each needs.
-TASK_COLUMNS: dict[str, tuple[str, ...]] = dict(REQUIRED)
-DATASET_FORMATS = ("jsonl", "csv", "tsv")
 #: Files copied next to a bare ``.safetensors`` from its config checkpoint.
 CONFIG_FILES = (
     "config.json",
@@ -200,144 +207,6 @@ def _files_of(path: Path) -> dict[str, int]:
         for p in sorted(path.rglob("*"))
         if p.is_file() and not p.is_symlink() and p.name != "manifest.json"
     }
-
-
-def validate_safetensors(path: Path) -> dict[str, dict[str, Any]]:
-    """Check a safetensors file's structure without reading its weights; return its header
-    (:func:`basin.formats.read_safetensors_header`, the one reader the core uses too)."""
-    return read_safetensors_header(path)
-
-
-def validate_config(config_dir: Path) -> None:
-    """``config.json`` must exist and load with ``transformers.AutoConfig`` (no remote code)."""
-    if not (config_dir / "config.json").is_file():
-        raise CheckpointError("config.json is missing: a checkpoint needs its Hugging Face config")
-    from transformers import AutoConfig  # heavy import, only when validating
-
-    try:
-        AutoConfig.from_pretrained(str(config_dir), local_files_only=True, trust_remote_code=False)
-    except Exception as e:  # transformers raises many types for bad configs
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"config.json does not load with transformers: {msg}") from None
-
-
-def validate_model_dir(directory: Path) -> list[Path]:
-    """Validate a Hugging Face model directory; return its weight files.
-
-    Checks: ``config.json`` loads; weights exist (``model.safetensors``, sharded
-    safetensors, or ``pytorch_model.bin``); each safetensors file's structure
-    (:func:`validate_safetensors`); a ``.bin`` is read only with
-    ``torch.load(weights_only=True)``, so a pickle carrying code is refused unexecuted;
-    the model the config declares fits the weights (parameter count, names and shapes,
-    checked on a ``meta``-device skeleton: :func:`basin.skeleton.check_config_fits_weights`).
-    """
-    validate_config(directory)
-    fmt, files = weight_files(CheckpointSource.from_path(directory))
-    if fmt == "bin":
-        load_state_dict(CheckpointSource.from_path(directory))
-    else:
-        for f in files:
-            validate_safetensors(f)
-    check_config_fits_weights(directory, tensor_meta(CheckpointSource.from_path(directory)))
-    return files
-
-
-def checkpoint_digest(weights: list[Path], config: Path) -> str:
-    """sha256 hex over the weight files (sorted by name; ``name \\0 size \\0 bytes``) + config."""
-    h = hashlib.sha256()
-    for f in sorted(weights, key=lambda p: p.name):
-        h.update(f.name.encode() + b"\0" + str(f.stat().st_size).encode() + b"\0")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    h.update(b"config.json\0")
-    h.update(config.read_bytes())
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """sha256 hex of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def parameter_groups(meta: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, Any]:
-    """Summarise tensors by module: ``{tensors, parameters, groups, modules}``.
-
-    ``groups`` aggregates by the first name component (``bert``, ``classifier``);
-    ``modules`` by the first two (``bert.embeddings``, ``bert.encoder``), or one when
-    the second is already the leaf (``classifier.weight`` → ``classifier``). Each
-    entry: ``{name, tensors, parameters}`` with parameters = Σ prod(shape).
-    """
-
-    def agg(keyfn) -> list[dict[str, Any]]:
-        acc: dict[str, list[int]] = {}
-        for k, (shape, _) in meta.items():
-            g = acc.setdefault(keyfn(k), [0, 0])
-            g[0] += 1
-            g[1] += math.prod(shape)
-        return [{"name": n, "tensors": t, "parameters": p} for n, (t, p) in acc.items()]
-
-    def two(k: str) -> str:
-        parts = k.split(".")
-        return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
-
-    return {
-        "tensors": len(meta),
-        "parameters": sum(math.prod(s) for s, _ in meta.values()),
-        "groups": agg(lambda k: k.split(".")[0]),
-        "modules": agg(two),
-    }
-
-
-# ----------------------------------------------------------------------------- datasets
-
-
-def detect_dataset_format(name: str, path: Path | None = None) -> str:
-    """``jsonl`` / ``csv`` / ``tsv`` from the name's suffix (``.json`` counts as jsonl)."""
-    suffix = Path(name).suffix.lower().lstrip(".")
-    if suffix in ("json", "ndjson"):
-        suffix = "jsonl"
-    if suffix in DATASET_FORMATS:
-        return suffix
-    if path is not None:
-        with open(path, "rb") as f:
-            head = f.read(4096).lstrip()
-        if head.startswith(b"{"):
-            return "jsonl"
-        first = head.split(b"\n", 1)[0]
-        return "tsv" if b"\t" in first else "csv"
-    raise DatasetError(f"dataset name {name!r} must end in .jsonl, .csv or .tsv")
-
-
-def scan_dataset(path: Path, fmt: str) -> dict[str, Any]:
-    """Parse the whole file: ``{columns, rows, tasks}``.
-
-    ``columns`` in order of first appearance; ``tasks`` lists the tasks whose columns
-    (:data:`TASK_COLUMNS`) every row has. No rows → :class:`DatasetError`.
-    """
-    columns: dict[str, None] = {}
-    common: set[str] | None = None
-    rows = 0
-    for row in iter_dataset_rows(path, fmt):
-        rows += 1
-        for k in row:
-            columns.setdefault(k, None)
-        present = {k for k, v in row.items() if v is not None}
-        common = present if common is None else common & present
-    if rows == 0:
-        raise DatasetError("the dataset has no rows")
-    tasks = [t for t, need in TASK_COLUMNS.items() if set(need) <= (common or set())]
-    return {"columns": list(columns), "rows": rows, "tasks": tasks}
-
-
-def tasks_error(columns: list[str]) -> str:
-    """The message for a dataset whose columns serve no task."""
-    needs = "; ".join(f"{t} needs {' + '.join(c)}" for t, c in TASK_COLUMNS.items())
-    return f"the dataset's columns ({', '.join(columns) or 'none'}) allow no task: {needs}"
 
 
 # ----------------------------------------------------------------------------- the store
@@ -1186,12 +1055,17 @@ __all__ = [
     "TASK_COLUMNS",
     "UnsafeSource",
     "allowed_source",
+    "DATASET_FORMATS",
     "checkpoint_digest",
+    "detect_dataset_format",
+    "file_digest",
     "copy_source",
     "open_regular",
     "parameter_groups",
     "scan_dataset",
     "scan_source",
+    "tasks_error",
+    "validate_config",
     "used_bytes",
     "validate_model_dir",
     "validate_safetensors",
