@@ -21,7 +21,10 @@ as ``name \\0 size \\0 bytes``) followed by ``config.json``; a dataset id is the
 References: wherever an id is accepted, so is a name or a unique id prefix of at
 least :data:`MIN_PREFIX` hex characters.
 
-This module is part of the core: filesystem only, no web or queue imports.
+This module is part of the core: filesystem only, no web or queue imports. Its parts:
+:mod:`service.files` (walking folders on the server's disk), :mod:`service.validation`
+(what a checkpoint must pass), :mod:`service.datasets` (dataset formats and scans); the
+store's exceptions are in :mod:`service.errors`. Their names stay importable from here.
 """
 
 from __future__ import annotations
