@@ -15,8 +15,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Spec fields whose difference changes the numbers (path fields are what an overlay compares).
-NUMBER_FIELDS = ("dataset", "task", "max_examples", "seed", "max_length", "scope", "space", "on_mismatch", "dtype",
-                 "tokenizer")
+NUMBER_FIELDS = (
+    "dataset",
+    "task",
+    "max_examples",
+    "seed",
+    "max_length",
+    "scope",
+    "space",
+    "on_mismatch",
+    "dtype",
+    "tokenizer",
+)
 #: Differences that make the curves different quantities: the overlay is refused.
 REFUSE_FIELDS = ("task",)
 #: Generation settings that do not change the numbers.
@@ -26,7 +36,11 @@ _GEN_COSMETIC = ("keep_samples",)
 def _value(spec: Mapping[str, Any], field: str) -> Any:
     if field == "generation":
         gen = spec.get("generation")
-        return {k: v for k, v in gen.items() if k not in _GEN_COSMETIC} if isinstance(gen, Mapping) else gen
+        return (
+            {k: v for k, v in gen.items() if k not in _GEN_COSMETIC}
+            if isinstance(gen, Mapping)
+            else gen
+        )
     return spec.get(field)
 
 
@@ -40,7 +54,9 @@ def differences(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Any]
     return out
 
 
-def like_for_like(specs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None) -> tuple[bool, str]:
+def like_for_like(
+    specs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None
+) -> tuple[bool, str]:
     """``(refuse, message)``: whether an overlay of runs with these specs must be refused, and the
     warning that names each differing setting and its value per run (``""`` when they agree)."""
     diffs = differences(specs)
@@ -58,14 +74,28 @@ def like_for_like(specs: Sequence[Mapping[str, Any]], labels: Sequence[str] | No
         if field == "generation":
             keys = sorted({k for v in values if isinstance(v, Mapping) for k in v})
             keys = [k for k in keys if len({repr((v or {}).get(k)) for v in values}) > 1]
-            parts.append("generation " + ", ".join(keys or ["settings"]) + " (" + "; ".join(
-                f"{n}: {', '.join(f'{k}={(v or {}).get(k)}' for k in keys)}" for n, v in zip(names, values, strict=True))
-                + ")")
+            parts.append(
+                "generation "
+                + ", ".join(keys or ["settings"])
+                + " ("
+                + "; ".join(
+                    f"{n}: {', '.join(f'{k}={(v or {}).get(k)}' for k in keys)}"
+                    for n, v in zip(names, values, strict=True)
+                )
+                + ")"
+            )
         else:
-            parts.append(f"{field} (" + ", ".join(f"{n}: {show(v)}" for n, v in zip(names, values, strict=True)) + ")")
+            parts.append(
+                f"{field} ("
+                + ", ".join(f"{n}: {show(v)}" for n, v in zip(names, values, strict=True))
+                + ")"
+            )
     refuse = any(f in REFUSE_FIELDS for f, _ in diffs)
-    head = ("Not drawn: the runs measure different things — " if refuse else
-            "Not like for like — the curves are not comparable point for point; they differ in ")
+    head = (
+        "Not drawn: the runs measure different things — "
+        if refuse
+        else "Not like for like — the curves are not comparable point for point; they differ in "
+    )
     return refuse, head + "; ".join(parts)
 
 

@@ -88,8 +88,8 @@ def summarize(result: dict[str, Any]) -> str:
     parts = [f"{ptype} path, {len(points)} points on {dataset}."]
     # a generation run leads with the trend of the attribute it measures, not with a perplexity barrier
     parts = [trend_sentence(m, t) + "." for m, t in (summary.get("trend") or {}).items() if isinstance(t, dict)] + parts
-    gen = summary.get("generation") if isinstance(summary.get("generation"), dict) else {}
-    if gen.get("reference"):
+    gen = summary.get("generation")
+    if isinstance(gen, dict) and gen.get("reference"):
         parts.append(f"Sample perplexity under {gen['reference']}.")
     one_d = bool(points) and set(points[0].get("coords", {})) == {"alpha"}
     for m in metrics:

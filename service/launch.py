@@ -407,13 +407,16 @@ DEMO_LM_RUN_NAME = "sentiment per α: SmolLM2 negative → positive tweets"
 def demo_lm_spec(points: int = 9) -> dict[str, Any]:
     """The LM demo's ready run: the linear path from the negative- to the positive-tuned
     SmolLM2, α from −0.5 to 1.5 (points at −0.5, −0.25 … 1.5), continuations of the neutral
-    prompts scored by the MiniLM sentiment demo checkpoint; perplexity under the first LM.
+    prompts scored by the MiniLM sentiment demo checkpoint; perplexity under their common
+    θ0 (SmolLM2-135M: an end of the path would tilt the curve), and output ensembling of the
+    two LMs' next-token log-probabilities beside weight interpolation (001 §4.4; it generates
+    every α's texts once more, with two models per step: about twice the CPU time).
     Checkpoints and datasets are store names (:func:`register_demo` registers them).
 
     Sized for the first start on 2 CPU cores: 8 prompts × 4 samples × 20 new tokens per
     point (32 samples: the sentiment's standard error is about 0.05 per point). A run of 16
     prompts × 4 × 30 tokens took 1,025 s of CPU, this one 467 s."""
-    from basin.demo_lm import NEGATIVE, POSITIVE
+    from basin.demo_lm import BASE, NEGATIVE, POSITIVE
 
     return {
         "name": DEMO_LM_RUN_NAME,
@@ -421,6 +424,7 @@ def demo_lm_spec(points: int = 9) -> dict[str, Any]:
                  "range": [-0.5, 1.5]},
         "dataset": "lm-prompts.csv",
         "task": "generation",
+        "ensemble": True,
         "max_examples": 8,
         "batch_size": 32,
         "max_length": 64,
@@ -432,7 +436,7 @@ def demo_lm_spec(points: int = 9) -> dict[str, Any]:
             "seed": 0,
             "scorer": "minilm-seed1",
             "positive_label": "positive",
-            "reference": NEGATIVE,
+            "reference": BASE,
             "keep_samples": 8,
         },
     }

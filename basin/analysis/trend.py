@@ -41,9 +41,13 @@ def t_quantile(q: float, df: float) -> float:
     """Student t quantile (Cornish–Fisher expansion in 1/df; error < 1e-3 for df ≥ 4 and q ≤ 0.9999)."""
     z = NormalDist().inv_cdf(q)
     v = float(df)
-    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
-            + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4))
+    return (
+        z
+        + (z**3 + z) / (4 * v)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+        + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4)
+    )
 
 
 def _t_interval(x: np.ndarray, level: float) -> tuple[float, float, float]:
@@ -55,7 +59,9 @@ def _t_interval(x: np.ndarray, level: float) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def trend(alphas: Sequence[float], per_prompt: Sequence[Sequence[float]], *, level: float = LEVEL) -> dict[str, Any]:
+def trend(
+    alphas: Sequence[float], per_prompt: Sequence[Sequence[float]], *, level: float = LEVEL
+) -> dict[str, Any]:
     """The trend of one attribute: ``alphas`` (K increasing) and ``per_prompt[k]`` (P values, prompt order).
 
     Returns ``{start, end, alpha_start, alpha_end, change, change_ci, slope, slope_ci, direction
@@ -68,12 +74,20 @@ def trend(alphas: Sequence[float], per_prompt: Sequence[Sequence[float]], *, lev
     S = np.asarray(per_prompt, dtype=np.float64)[order].T  # (P, K)
     P, K = S.shape
     out: dict[str, Any] = {
-        "start": float(S[:, 0].mean()), "end": float(S[:, -1].mean()), "alpha_start": float(a[0]),
-        "alpha_end": float(a[-1]), "prompts": int(P), "points": int(K),
+        "start": float(S[:, 0].mean()),
+        "end": float(S[:, -1].mean()),
+        "alpha_start": float(a[0]),
+        "alpha_end": float(a[-1]),
+        "prompts": int(P),
+        "points": int(K),
         "method": f"paired t over {P} prompts; steps at the Bonferroni level 1 − {1 - level:g}/(K − 1)",
     }
     if P < MIN_PROMPTS or K < 2:
-        out.update(direction="too few prompts" if P < MIN_PROMPTS else "one point", monotone=None, reversals=[])
+        out.update(
+            direction="too few prompts" if P < MIN_PROMPTS else "one point",
+            monotone=None,
+            reversals=[],
+        )
         return out
     ch, lo, hi = _t_interval(S[:, -1] - S[:, 0], level)
     out["change"], out["change_ci"] = float(ch), [float(lo), float(hi)]
@@ -100,8 +114,10 @@ def trend_sentence(metric: str, t: dict[str, Any]) -> str:
     def f(v: float) -> str:
         return f"{v + 0.0:.3g}"
 
-    head = (f"{metric} from {f(t['start'])} (α = {f(t['alpha_start'])}) to {f(t['end'])} "
-            f"(α = {f(t['alpha_end'])})")
+    head = (
+        f"{metric} from {f(t['start'])} (α = {f(t['alpha_start'])}) to {f(t['end'])} "
+        f"(α = {f(t['alpha_end'])})"
+    )
     d = t.get("direction")
     if "change_ci" not in t:
         return f"{head}: {t['prompts']} prompts, too few to say whether it rises"

@@ -170,8 +170,8 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
     for m, t in (summary.get("trend") or {}).items():
         if isinstance(t, dict) and "start" in t:
             rows.append((f"{m} trend", trend_sentence(m, t)))
-    gen = summary.get("generation") if isinstance(summary.get("generation"), dict) else {}
-    if gen.get("reference"):
+    gen = summary.get("generation")
+    if isinstance(gen, dict) and gen.get("reference"):
         rows.append(("perplexity reference LM", str(gen["reference"])))
     for m, b in (summary.get("barrier") or {}).items():
         if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):

@@ -37,23 +37,44 @@ def pair(tmp_path_factory) -> dict[str, Path]:
 
 
 def spec_of(pair: dict[str, Path], *, points: int = 3, **gen) -> dict:
-    g = {"scorer": str(pair["scorer"]), "samples_per_prompt": 2, "max_new_tokens": 6, "keep_samples": 256,
-         "reference": str(pair["init"]), **gen}
-    return {"path": {"type": "linear", "a": str(pair["neg"]), "b": str(pair["pos"]), "points": points},
-            "dataset": str(pair["prompts"]), "task": "generation", "batch_size": 4, "generation": g}
+    g = {
+        "scorer": str(pair["scorer"]),
+        "samples_per_prompt": 2,
+        "max_new_tokens": 6,
+        "keep_samples": 256,
+        "reference": str(pair["init"]),
+        **gen,
+    }
+    return {
+        "path": {"type": "linear", "a": str(pair["neg"]), "b": str(pair["pos"]), "points": points},
+        "dataset": str(pair["prompts"]),
+        "task": "generation",
+        "batch_size": 4,
+        "generation": g,
+    }
 
 
 def test_sample_perplexity_is_never_scored_by_an_end_of_the_path(pair):
     # a linear path between two fine-tunes has no θ0: the reference must be named
     spec = spec_of(pair)
     del spec["generation"]["reference"]
-    with pytest.raises(InvalidSpec, match="sample_perplexity.*needs a reference LM.*generation.reference"):
+    with pytest.raises(
+        InvalidSpec, match="sample_perplexity.*needs a reference LM.*generation.reference"
+    ):
         parse_spec({**spec, "metrics": ["sentiment", "sample_perplexity"]})
     assert "sample_perplexity" not in parse_spec(spec).metrics  # and the defaults leave it out
     # a path with θ0 (task arithmetic's base) uses it without being told
-    ta = parse_spec({"path": {"type": "task_arithmetic", "base": str(pair["init"]),
-                              "models": [str(pair["neg"]), str(pair["pos"])]},
-                     "dataset": str(pair["prompts"]), "task": "generation"})
+    ta = parse_spec(
+        {
+            "path": {
+                "type": "task_arithmetic",
+                "base": str(pair["init"]),
+                "models": [str(pair["neg"]), str(pair["pos"])],
+            },
+            "dataset": str(pair["prompts"]),
+            "task": "generation",
+        }
+    )
     assert ta.reference_lm() == str(pair["init"]) and "sample_perplexity" in ta.metrics
     # named: the summary says which LM scored the samples, and the numbers are that LM's
     doc = run(parse_spec(spec_of(pair)), FileResolver(), progress=False)
@@ -83,12 +104,20 @@ def test_distinct_n_is_per_prompt_as_dexperts_defines_it():
 
 
 def test_a_three_class_scorer_gives_the_expected_positive_score(pair, tmp_path):
-    three = init_classifier(0, num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"},
-                            label2id={"negative": 0, "neutral": 1, "positive": 2})
+    three = init_classifier(
+        0,
+        num_labels=3,
+        id2label={0: "negative", 1: "neutral", 2: "positive"},
+        label2id={"negative": 0, "neutral": 1, "positive": 2},
+    )
     finetune_classifier(three, seed=1, steps=4)
     scorer = save(three, tmp_path / "three", make_tokenizer("bert"))
     weights, named = label_weights({"id2label": {0: "negative", 1: "neutral", 2: "positive"}}, None)
-    assert weights == [0.0, 0.5, 1.0] and named == {"negative": 0.0, "neutral": 0.5, "positive": 1.0}
+    assert weights == [0.0, 0.5, 1.0] and named == {
+        "negative": 0.0,
+        "neutral": 0.5,
+        "positive": 1.0,
+    }
     with pytest.raises(InvalidSpec, match="label_scores names \\['joy'\\]"):
         label_weights({"id2label": {0: "negative", 1: "positive"}}, None, {"joy": 1.0})
     spec = parse_spec(spec_of(pair, scorer=str(scorer)))
@@ -98,18 +127,28 @@ def test_a_three_class_scorer_gives_the_expected_positive_score(pair, tmp_path):
     stok = AutoTokenizer.from_pretrained(scorer)
     model = AutoModelForSequenceClassification.from_pretrained(scorer).eval()
     with torch.no_grad():
-        probs = [torch.softmax(model(**stok(s["text"], return_tensors="pt")).logits.double(), -1)[0]
-                 for s in got["samples"]]
+        probs = [
+            torch.softmax(model(**stok(s["text"], return_tensors="pt")).logits.double(), -1)[0]
+            for s in got["samples"]
+        ]
     expected = [float(p[2] + 0.5 * p[1]) for p in probs]
     assert [s["sentiment"] for s in got["samples"]] == pytest.approx(expected, abs=1e-6)
     assert got["metrics"]["sentiment"] == pytest.approx(sum(expected) / len(expected), abs=1e-6)
-    assert abs(got["metrics"]["sentiment"] - sum(float(p[2]) for p in probs) / len(probs)) > 1e-3  # not P(pos)
-    assert summary["generation"]["label_scores"] == {"negative": 0.0, "neutral": 0.5, "positive": 1.0}
+    assert (
+        abs(got["metrics"]["sentiment"] - sum(float(p[2]) for p in probs) / len(probs)) > 1e-3
+    )  # not P(pos)
+    assert summary["generation"]["label_scores"] == {
+        "negative": 0.0,
+        "neutral": 0.5,
+        "positive": 1.0,
+    }
     # P(positive) alone, when asked for
     spec = parse_spec(spec_of(pair, scorer=str(scorer), label_scores={"POSITIVE": 1.0}))
     with Landscape.open(spec, FileResolver()) as land:
         only = land.measure({"alpha": 0.5})
-    assert only["metrics"]["sentiment"] == pytest.approx(sum(float(p[2]) for p in probs) / len(probs), abs=1e-6)
+    assert only["metrics"]["sentiment"] == pytest.approx(
+        sum(float(p[2]) for p in probs) / len(probs), abs=1e-6
+    )
 
 
 def _mixed_texts(pair: dict[str, Path], alpha: float, spec) -> list[list[int]]:
@@ -141,8 +180,13 @@ def _mixed_texts(pair: dict[str, Path], alpha: float, spec) -> list[list[int]]:
 
 
 def test_output_ensembling_generates_from_the_mixed_log_probabilities(pair):
-    spec = parse_spec({**spec_of(pair), "ensemble": True,
-                       "metrics": ["sentiment", "sample_perplexity", "distinct_1_pooled", "length"]})
+    spec = parse_spec(
+        {
+            **spec_of(pair),
+            "ensemble": True,
+            "metrics": ["sentiment", "sample_perplexity", "distinct_1_pooled", "length"],
+        }
+    )
     doc = run(spec, FileResolver(), progress=False)
     by = {p["coords"]["alpha"]: p for p in doc["points"]}
     for a in (0.0, 1.0):  # at the endpoints the ensemble IS the weight path (same seeds, one model)
@@ -156,16 +200,23 @@ def test_output_ensembling_generates_from_the_mixed_log_probabilities(pair):
     stok = AutoTokenizer.from_pretrained(pair["scorer"])
     scorer = AutoModelForSequenceClassification.from_pretrained(pair["scorer"]).eval()
     with torch.no_grad():
-        pos = [torch.softmax(scorer(**stok(t, return_tensors="pt")).logits, -1)[0, 1].item() for t in texts]
+        pos = [
+            torch.softmax(scorer(**stok(t, return_tensors="pt")).logits, -1)[0, 1].item()
+            for t in texts
+        ]
     assert ens["sentiment"] == pytest.approx(sum(pos) / len(pos), abs=1e-5)
     assert ens != by[0.5]["metrics"]  # not weight interpolation: other texts
 
 
 def test_the_summary_leads_with_the_sentiment_trend(pair):
-    doc = run(parse_spec(spec_of(pair, points=5, samples_per_prompt=3)), FileResolver(), progress=False)
+    doc = run(
+        parse_spec(spec_of(pair, points=5, samples_per_prompt=3)), FileResolver(), progress=False
+    )
     t = doc["summary"]["trend"]["sentiment"]
     by = {p["coords"]["alpha"]: p["metrics"]["sentiment"] for p in doc["points"]}
-    assert t["start"] == pytest.approx(by[0.0], abs=1e-5) and t["end"] == pytest.approx(by[1.0], abs=1e-5)
+    assert t["start"] == pytest.approx(by[0.0], abs=1e-5) and t["end"] == pytest.approx(
+        by[1.0], abs=1e-5
+    )
     assert t["prompts"] == 6 and t["points"] == 5
     assert t["direction"] == "rises" and t["change_ci"][0] > 0
     text = summarize(doc)
