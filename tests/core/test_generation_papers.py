@@ -206,6 +206,13 @@ def test_output_ensembling_generates_from_the_mixed_log_probabilities(pair):
         ]
     assert ens["sentiment"] == pytest.approx(sum(pos) / len(pos), abs=1e-5)
     assert ens != by[0.5]["metrics"]  # not weight interpolation: other texts
+    # the run page and the report draw the ensemble's curve dashed beside weight interpolation
+    from basin.figures import line_figure
+
+    for metric in ("sentiment", "sample_perplexity"):
+        traces = {t.meta: t for t in line_figure(doc, metric).data}
+        assert traces["ensemble"].name == "output ensemble" and traces["ensemble"].line.dash == "dash"
+        assert list(traces["ensemble"].x) == [0.0, 0.5, 1.0]
 
 
 def test_the_summary_leads_with_the_sentiment_trend(pair):
