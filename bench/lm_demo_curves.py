@@ -41,23 +41,46 @@ def main() -> None:
     lm = build_lm_demo(store / "demo-src" / "lm")
     path = {c["name"]: c["path"] for c in lm["checkpoints"]}
     data = {d["name"]: d["path"] for d in lm["datasets"]}
-    spec = parse_spec({
-        "name": "sentiment per α (θ0 reference, ensembling)",
-        "path": {"type": "linear", "a": path[NEGATIVE], "b": path[POSITIVE], "points": args.points,
-                 "range": [-0.5, 1.5]},
-        "dataset": data["lm-prompts"], "task": "generation", "ensemble": True,
-        "max_examples": args.prompts, "batch_size": 32, "max_length": 64,
-        "generation": {"samples_per_prompt": 4, "max_new_tokens": 20, "top_p": 0.9, "temperature": 1.0, "seed": 0,
-                       "scorer": str(store / "demo" / "minilm-seed1"), "positive_label": "positive",
-                       "reference": path[BASE], "keep_samples": 8},
-    })
+    spec = parse_spec(
+        {
+            "name": "sentiment per α (θ0 reference, ensembling)",
+            "path": {
+                "type": "linear",
+                "a": path[NEGATIVE],
+                "b": path[POSITIVE],
+                "points": args.points,
+                "range": [-0.5, 1.5],
+            },
+            "dataset": data["lm-prompts"],
+            "task": "generation",
+            "ensemble": True,
+            "max_examples": args.prompts,
+            "batch_size": 32,
+            "max_length": 64,
+            "generation": {
+                "samples_per_prompt": 4,
+                "max_new_tokens": 20,
+                "top_p": 0.9,
+                "temperature": 1.0,
+                "seed": 0,
+                "scorer": str(store / "demo" / "minilm-seed1"),
+                "positive_label": "positive",
+                "reference": path[BASE],
+                "keep_samples": 8,
+            },
+        }
+    )
     doc = run(spec, FileResolver(), progress=True)
-    print(f"{'α':>6} | {'sentiment':>9} {'ensemble':>9} | {'ppl θ0':>8} {'ensemble':>9} | {'distinct-2':>10}")
+    print(
+        f"{'α':>6} | {'sentiment':>9} {'ensemble':>9} | {'ppl θ0':>8} {'ensemble':>9} | {'distinct-2':>10}"
+    )
     for p in sorted(doc["points"], key=lambda p: p["coords"]["alpha"]):
         m, e = p["metrics"], p.get("ensemble") or {}
-        print(f"{p['coords']['alpha']:6.2f} | {m['sentiment']:9.3f} {e.get('sentiment', float('nan')):9.3f} | "
-              f"{m['sample_perplexity']:8.2f} {e.get('sample_perplexity', float('nan')):9.2f} | "
-              f"{m['distinct_2']:10.3f}")
+        print(
+            f"{p['coords']['alpha']:6.2f} | {m['sentiment']:9.3f} {e.get('sentiment', float('nan')):9.3f} | "
+            f"{m['sample_perplexity']:8.2f} {e.get('sample_perplexity', float('nan')):9.2f} | "
+            f"{m['distinct_2']:10.3f}"
+        )
     print(summarize(doc))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

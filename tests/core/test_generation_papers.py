@@ -211,7 +211,9 @@ def test_output_ensembling_generates_from_the_mixed_log_probabilities(pair):
 
     for metric in ("sentiment", "sample_perplexity"):
         traces = {t.meta: t for t in line_figure(doc, metric).data}
-        assert traces["ensemble"].name == "output ensemble" and traces["ensemble"].line.dash == "dash"
+        assert (
+            traces["ensemble"].name == "output ensemble" and traces["ensemble"].line.dash == "dash"
+        )
         assert list(traces["ensemble"].x) == [0.0, 0.5, 1.0]
 
 
