@@ -90,7 +90,7 @@ def summarize(result: dict[str, Any]) -> str:
     parts = [trend_sentence(m, t) + "." for m, t in (summary.get("trend") or {}).items() if isinstance(t, dict)] + parts
     gen = summary.get("generation")
     if isinstance(gen, dict) and gen.get("reference"):
-        parts.append(f"Sample perplexity under {gen['reference']}.")
+        parts.append(f"Sample perplexity under {(result.get('names') or {}).get(gen['reference'], gen['reference'])}.")
     one_d = bool(points) and set(points[0].get("coords", {})) == {"alpha"}
     for m in metrics:
         vals = [(p["metrics"].get(m), p) for p in points if p.get("metrics", {}).get(m) is not None]

@@ -172,7 +172,8 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
             rows.append((f"{m} trend", trend_sentence(m, t)))
     gen = summary.get("generation")
     if isinstance(gen, dict) and gen.get("reference"):
-        rows.append(("perplexity reference LM", str(gen["reference"])))
+        ref = str(gen["reference"])
+        rows.append(("perplexity reference LM", str((info.get("names") or {}).get(ref, ref))))
     for m, b in (summary.get("barrier") or {}).items():
         if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
             vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]
