@@ -72,6 +72,9 @@ from basin.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
+#: The summary's trend key of the output ensemble's sentiment (beside weight interpolation's ``sentiment``).
+ENSEMBLE_TREND = "sentiment (output ensemble)"
+
 #: Bumped whenever the numbers a point gets change for the same spec (2: fp32 basis, per-neuron
 #: Conv1D filters, canonical draw order, config padding; 3: cached entries are whole point records,
 #: ``{metrics, ensemble?, samples?}``; 4: records carry ``intervals`` and, with ``per_example``,
@@ -413,6 +416,9 @@ class Landscape:
         out: dict[str, Any] = {}
         if self.spec.ensemble:
             out["ensemble"] = self._ensembled(float(coords["alpha"]))
+            per = getattr(self.evaluator, "ensemble_per_prompt", {}).get(float(coords["alpha"]))
+            if per is not None:  # the output ensemble's trend, beside weight interpolation's
+                out["ensemble_per_prompt"] = {"sentiment": per}
         self.space.mix_(self.path.coeffs(coords))
         values = {}
         samples = None
@@ -603,6 +609,10 @@ class Landscape:
                       if isinstance(r.get("per_prompt"), dict) and "sentiment" in r["per_prompt"])
         if len(rows) >= 2 and len({len(v) for _, v in rows}) == 1:
             out["trend"] = {"sentiment": trend([a for a, _ in rows], [v for _, v in rows])}
+        ens = sorted((float(r["coords"]["alpha"]), r["ensemble_per_prompt"]["sentiment"]) for r in curve
+                     if isinstance(r.get("ensemble_per_prompt"), dict) and "sentiment" in r["ensemble_per_prompt"])
+        if "trend" in out and len(ens) >= 2 and len({len(v) for _, v in ens}) == 1:
+            out["trend"][ENSEMBLE_TREND] = trend([a for a, _ in ens], [v for _, v in ens])
         return out
 
     def _off_grid_endpoints(self, lo: float, hi: float) -> list[dict[str, Any]]:

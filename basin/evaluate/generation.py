@@ -193,6 +193,8 @@ class GenerationEvaluator(Evaluator):
         self.batch_size = batch_size
         self.coords: dict[str, float] = {}
         self.samples: list[dict[str, Any]] = []
+        #: α → each prompt's mean sentiment of the output ensemble's samples (filled by :meth:`ensemble`)
+        self.ensemble_per_prompt: dict[float, list[float]] = {}
         super().__init__(tokenizer, data, model, batch_size=batch_size, max_length=max_length, device=device,
                          autocast_dtype=autocast_dtype)
 
@@ -256,6 +258,8 @@ class GenerationEvaluator(Evaluator):
                 self.coords = {"alpha": a}
                 out[a] = (self._evaluate(other) if a == 1.0 else self._evaluate(model)
                           if a == 0.0 else self._evaluate(model, mix=(other, a)))
+                if self.examples and "sentiment" in self.examples:
+                    self.ensemble_per_prompt[a] = [round(float(v), 6) for v in self.examples["sentiment"]]
         finally:
             self.coords, self.samples, self.examples = keep
             del other

@@ -206,6 +206,12 @@ def test_output_ensembling_generates_from_the_mixed_log_probabilities(pair):
         ]
     assert ens["sentiment"] == pytest.approx(sum(pos) / len(pos), abs=1e-5)
     assert ens != by[0.5]["metrics"]  # not weight interpolation: other texts
+    # the ensemble's sentiment trend sits beside weight interpolation's in the summary
+    trends = doc["summary"]["trend"]
+    assert set(trends) == {"sentiment", "sentiment (output ensemble)"}
+    assert trends["sentiment (output ensemble)"]["start"] == pytest.approx(trends["sentiment"]["start"])
+    assert trends["sentiment (output ensemble)"]["end"] == pytest.approx(ens_end := by[1.0]["ensemble"]["sentiment"])
+    assert ens_end == pytest.approx(trends["sentiment"]["end"])
     # the run page and the report draw the ensemble's curve dashed beside weight interpolation
     from basin.figures import line_figure
 
