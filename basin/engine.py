@@ -308,7 +308,7 @@ class Landscape:
                 vocab = (getattr(reference.config, "vocab_size", None), getattr(model.config, "vocab_size", None))
                 if vocab[0] != vocab[1]:
                     raise IncompatibleCheckpoints(
-                        f"generation.reference {gen.reference!r} has a vocabulary of {vocab[0]} tokens, the path's "
+                        f"reference LM {ref_name!r} has a vocabulary of {vocab[0]} tokens, the path's "
                         f"model {vocab[1]}: the perplexity of the samples needs a reference LM with the same "
                         "tokenizer", [])
             self.generator = GenerationEvaluator(tokenizer, prompts or self.data, model, gen=gen,
