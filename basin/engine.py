@@ -26,6 +26,7 @@ import torch
 from basin import grid, refine
 from basin.adapters import AdapterSpace, adapter_sources, moved_names
 from basin.analysis import barriers, distances, extremes
+from basin.analysis.trend import trend
 from basin.analysis.uncertainty import (
     BARRIER_DRAWS,
     barrier_intervals,
@@ -52,7 +53,7 @@ from basin.evaluate.base import Evaluator
 from basin.evaluate.generation import GenerationEvaluator, Scorer
 from basin.evaluate.multi import PointStack, can_stack, points_per_pass_from_env
 from basin.evaluate.prefix import ENV_SWITCH, PrefixReuse, cap_from_env, enabled_by_env
-from basin.generation import positive_index
+from basin.generation import label_weights
 from basin.groups import ModelGroups, model_groups, out_axis
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
@@ -70,6 +71,9 @@ from basin.space import (
 from basin.spec import RunSpec
 
 logger = logging.getLogger(__name__)
+
+#: The summary's trend key of the output ensemble's sentiment (beside weight interpolation's ``sentiment``).
+ENSEMBLE_TREND = "sentiment (output ensemble)"
 
 #: Bumped whenever the numbers a point gets change for the same spec (2: fp32 basis, per-neuron
 #: Conv1D filters, canonical draw order, config padding; 3: cached entries are whole point records,
@@ -138,6 +142,8 @@ class Landscape:
     generator: GenerationEvaluator | None  # a causal_lm run's generation on its prompts
     scorer_id: str | None
     reference_id: str | None
+    reference_name: str | None  # the reference LM as the spec names it (generation.reference or the path's θ0)
+    label_scores: dict[str, float] | None  # the scorer's label → score s (sentiment = E[s])
     prompts_sha: str | None
     _ensemble: dict[float, dict[str, float]]  # output-ensemble metrics by α, filled on first use
     load_s: float
@@ -148,6 +154,7 @@ class Landscape:
 
     def __init__(self) -> None:  # use Landscape.open
         self._closed = False
+        self.label_scores = None
 
     # ---- opening -----------------------------------------------------------------------
 
@@ -188,10 +195,11 @@ class Landscape:
             prompts = load_dataset(resolver.dataset(gen.prompts), "generation", max_examples=spec.max_examples,
                                    seed=spec.seed, prompts_from_text=gen.prompt_tokens is not None)
         scorer_src = resolver.checkpoint(gen.scorer) if gen is not None and gen.scorer else None
-        reference_src = resolver.checkpoint(gen.reference) if gen is not None and gen.reference else None
+        ref_name = spec.reference_lm() if gen is not None and "sample_perplexity" in spec.metrics else None
+        reference_src = resolver.checkpoint(ref_name) if ref_name else None
         if gen is not None and scorer_src is not None:  # before any weights are read: a bad spec
-            positive = positive_index(read_config(scorer_src.config_dir), gen.positive_label,
-                                      scorer=f"scorer {gen.scorer!r}")
+            weights, self.label_scores = label_weights(read_config(scorer_src.config_dir), gen.positive_label,
+                                                       gen.label_scores, scorer=f"scorer {gen.scorer!r}")
         tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
         for s in self.sources.values():
             tok_dirs += [s.config_dir, s.weights]
@@ -292,16 +300,15 @@ class Landscape:
             scorer = None
             if scorer_src is not None:
                 scorer = Scorer(self._side_model("classification", scorer_src, load_state_dict(scorer_src)),
-                                load_tokenizer([scorer_src.config_dir, scorer_src.weights]), positive)
+                                load_tokenizer([scorer_src.config_dir, scorer_src.weights]), weights)
             reference = None
-            if "sample_perplexity" in spec.metrics:
-                ref_src = reference_src or first
-                sd = load(refs[0]) if reference_src is None else load_state_dict(ref_src)
-                reference = self._side_model("causal_lm", ref_src, sd)
+            if reference_src is not None:
+                ref_src = reference_src
+                reference = self._side_model("causal_lm", ref_src, load_state_dict(ref_src))
                 vocab = (getattr(reference.config, "vocab_size", None), getattr(model.config, "vocab_size", None))
                 if vocab[0] != vocab[1]:
                     raise IncompatibleCheckpoints(
-                        f"generation.reference {gen.reference!r} has a vocabulary of {vocab[0]} tokens, the path's "
+                        f"reference LM {ref_name!r} has a vocabulary of {vocab[0]} tokens, the path's "
                         f"model {vocab[1]}: the perplexity of the samples needs a reference LM with the same "
                         "tokenizer", [])
             self.generator = GenerationEvaluator(tokenizer, prompts or self.data, model, gen=gen,
@@ -318,7 +325,8 @@ class Landscape:
         self._ensemble = {}
         self.scorer_id = scorer_src.id if scorer_src is not None else None
         self.prompts_sha = prompts.sha256 if prompts is not None else None
-        self.reference_id = (reference_src or first).id if gen is not None else None
+        self.reference_id = reference_src.id if reference_src is not None else None
+        self.reference_name = ref_name
         self._order = grid.order_1d(spec.shape[0]) if spec.is_1d else grid.order_2d(*spec.shape)
         self._key_base = self._key_base_doc()
         self.load_s = time.perf_counter() - t0
@@ -408,6 +416,9 @@ class Landscape:
         out: dict[str, Any] = {}
         if self.spec.ensemble:
             out["ensemble"] = self._ensembled(float(coords["alpha"]))
+            per = getattr(self.evaluator, "ensemble_per_prompt", {}).get(float(coords["alpha"]))
+            if per is not None:  # the output ensemble's trend, beside weight interpolation's
+                out["ensemble_per_prompt"] = {"sentiment": per}
         self.space.mix_(self.path.coeffs(coords))
         values = {}
         samples = None
@@ -436,6 +447,10 @@ class Landscape:
                 result["examples"] = examples
             elif self.spec.is_1d and (packed := pack_bootstrap(examples, self.spec.metrics)):
                 result["bootstrap"] = packed  # the barrier's interval without per_example
+        for ev in (self.evaluator, self.generator):
+            if isinstance(ev, GenerationEvaluator) and ev.examples and "sentiment" in ev.examples:
+                # per prompt (the unit of the trend test along the path, basin.analysis.trend)
+                result["per_prompt"] = {"sentiment": [round(float(v), 6) for v in ev.examples["sentiment"]]}
         result.update(out)
         if samples is not None:
             result["samples"] = samples
@@ -567,6 +582,11 @@ class Landscape:
                     found[m] = {**found[m], "ci": ci, "ci_method": "paired bootstrap over examples",
                                 "ci_draws": BARRIER_DRAWS}
             out: dict[str, Any] = {"barrier": found, "distance": self.distance}
+            if self.spec.refine is not None:  # every metric's barrier comes from points placed for one metric
+                for b in found.values():
+                    b["points_chosen_by"] = self.spec.refine_metric
+            if self.spec.generation is not None:
+                out.update(self._generation_summary(curve))
             if endpoints:
                 out["endpoints"] = endpoints
             if self.spec.per_example:
@@ -578,6 +598,21 @@ class Landscape:
             "anchors": [{"name": a.name, "coords": dict(a.coords)} for a in self.anchors],
         }
         out.update(self.extra)
+        return out
+
+    def _generation_summary(self, curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """What a generation run's summary leads with: the trend of the attribute it measures
+        (:func:`basin.analysis.trend.trend` over the per-prompt sentiment), and what scored it: the
+        reference LM of the samples' perplexity and the scorer's label scores."""
+        out: dict[str, Any] = {"generation": {"reference": self.reference_name, "label_scores": self.label_scores}}
+        rows = sorted((float(r["coords"]["alpha"]), r["per_prompt"]["sentiment"]) for r in curve
+                      if isinstance(r.get("per_prompt"), dict) and "sentiment" in r["per_prompt"])
+        if len(rows) >= 2 and len({len(v) for _, v in rows}) == 1:
+            out["trend"] = {"sentiment": trend([a for a, _ in rows], [v for _, v in rows])}
+        ens = sorted((float(r["coords"]["alpha"]), r["ensemble_per_prompt"]["sentiment"]) for r in curve
+                     if isinstance(r.get("ensemble_per_prompt"), dict) and "sentiment" in r["ensemble_per_prompt"])
+        if "trend" in out and len(ens) >= 2 and len({len(v) for _, v in ens}) == 1:
+            out["trend"][ENSEMBLE_TREND] = trend([a for a, _ in ens], [v for _, v in ens])
         return out
 
     def _off_grid_endpoints(self, lo: float, hi: float) -> list[dict[str, Any]]:

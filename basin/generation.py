@@ -8,7 +8,7 @@ the dataset's manifest); :mod:`basin.evaluate.generation` samples and scores.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from basin.errors import InvalidSpec
@@ -46,8 +46,44 @@ def positive_index(config: dict[str, Any], positive_label: str | None, *, scorer
     )
 
 
+#: Label names scored 0.5 (half-way between negative and positive) when ``label_scores`` is not given.
+NEUTRAL_NAMES = ("neutral", "neu")
+
+
+def label_weights(config: dict[str, Any], positive_label: str | None, label_scores: Mapping[str, float] | None = None,
+                  *, scorer: str = "the scorer") -> tuple[list[float], dict[str, float]]:
+    """The score ``s(c)`` of each class ``c`` of a sentiment classifier: ``sentiment`` is the expected score
+    E[s] = Σ_c P(c | text)·s(c) (001 appendix A.1 scores with a three-class model and uses "the expectation
+    of positive sentiment").
+
+    ``label_scores`` names them ({label: score}, case-insensitive; labels not named score 0). Without it:
+    the positive label (:func:`positive_index`) scores 1, a label named ``neutral``/``neu`` 0.5, every other
+    label 0 — so for a two-class scorer E[s] = P(positive). Returns (scores in class-index order,
+    ``{label name: score}`` for the summary); :class:`InvalidSpec` when a name is not one of the labels.
+    """
+    from basin.checkpoints import label_info
+
+    labels = {i: name for name, i in label_info(config)[1].items()}
+    order = [labels[i] for i in sorted(labels)]
+    if label_scores:
+        if len(labels) < 2:
+            raise InvalidSpec(f"{scorer} is not a classifier with two or more labels (labels: {labels or 'none'})")
+        lower = {v.lower(): v for v in order}
+        unknown = [k for k in label_scores if k.lower() not in lower]
+        if unknown:
+            shown = ", ".join(repr(v) for v in order)
+            raise InvalidSpec(f"generation.label_scores names {unknown}, not among {scorer}'s labels ({shown})")
+        given = {k.lower(): float(v) for k, v in label_scores.items()}
+        weights = [given.get(v.lower(), 0.0) for v in order]
+    else:
+        pos = positive_index(config, positive_label, scorer=scorer)
+        weights = [1.0 if i == pos else 0.5 if labels[i].lower() in NEUTRAL_NAMES else 0.0 for i in sorted(labels)]
+    return weights, dict(zip(order, weights, strict=True))
+
+
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Distinct n-grams / all n-grams of lower-cased whitespace words over ``texts`` (0 when none)."""
+    """Distinct n-grams / all n-grams of lower-cased whitespace words, pooled over ``texts`` (0 when none):
+    ``distinct_n_pooled``. Basin's ``distinct_n`` metric is :func:`distinct_n_per_prompt`."""
     seen: set[tuple[str, ...]] = set()
     total = 0
     for t in texts:
@@ -56,6 +92,20 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
             seen.add(tuple(words[i : i + n]))
             total += 1
     return len(seen) / total if total else 0.0
+
+
+def distinct_n_per_prompt(groups: Sequence[Sequence[str]], n: int) -> float:
+    """distinct-n as DExperts (Liu et al. 2021) and 001 compute it: for each prompt, distinct n-grams /
+    all n-grams over *its* samples; then the mean over prompts (prompts with no n-gram left out; 0 when
+    none has one). Pooling over every prompt's samples instead (:func:`distinct_n`) counts an n-gram two
+    prompts share once and is much lower on many prompts, so it cannot be compared with the papers'."""
+    per = []
+    for texts in groups:
+        words = [t.lower().split() for t in texts]
+        grams = [tuple(w[i : i + n]) for w in words for i in range(len(w) - n + 1)]
+        if grams:
+            per.append(len(set(grams)) / len(grams))
+    return sum(per) / len(per) if per else 0.0
 
 
 def row_seed(seed: int, coords: dict[str, float], prompt: int, sample: int) -> int:
@@ -94,4 +144,5 @@ def check_prompts(spec: RunSpec, columns: Sequence[str], rows: int, *, max_token
             )
 
 
-__all__ = ["POSITIVE_NAMES", "check_prompts", "distinct_n", "positive_index", "row_seed"]
+__all__ = ["NEUTRAL_NAMES", "POSITIVE_NAMES", "check_prompts", "distinct_n", "distinct_n_per_prompt", "label_weights",
+           "positive_index", "row_seed"]

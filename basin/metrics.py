@@ -69,16 +69,25 @@ _ENTRIES = (
            default_in=("causal_lm",)),
     # generation (001 §4.1): metrics of sampled continuations of prompts (basin.evaluate.generation);
     # a causal_lm run with ``generation.prompts`` reports them too
-    Metric("sentiment", "sentiment (P positive)", "", higher_is_better=True, tasks=("generation",),
+    # sentiment: the scorer's expected score E[s] (s: positive 1, neutral 0.5, negative 0 unless
+    # generation.label_scores says otherwise; = P(positive) for a two-class scorer)
+    Metric("sentiment", "sentiment (expected positive score)", "", higher_is_better=True, tasks=("generation",),
            default_in=("generation",), barrier=False),
     Metric("sample_perplexity", "perplexity of samples", "", higher_is_better=False, tasks=("generation",),
            default_in=("generation",)),
-    Metric("distinct_1", "distinct-1", "", higher_is_better=True, tasks=("generation",), percent=True,
+    # distinct-n per prompt over its samples, averaged over prompts (DExperts / 001); _pooled: over all samples
+    Metric("distinct_1", "distinct-1 (per prompt)", "", higher_is_better=True, tasks=("generation",), percent=True,
            barrier=False),
-    Metric("distinct_2", "distinct-2", "", higher_is_better=True, tasks=("generation",), percent=True,
+    Metric("distinct_2", "distinct-2 (per prompt)", "", higher_is_better=True, tasks=("generation",), percent=True,
            default_in=("generation",), barrier=False),
-    Metric("distinct_3", "distinct-3", "", higher_is_better=True, tasks=("generation",), percent=True,
+    Metric("distinct_3", "distinct-3 (per prompt)", "", higher_is_better=True, tasks=("generation",), percent=True,
            barrier=False),
+    Metric("distinct_1_pooled", "distinct-1 (pooled)", "", higher_is_better=True, tasks=("generation",),
+           percent=True, barrier=False),
+    Metric("distinct_2_pooled", "distinct-2 (pooled)", "", higher_is_better=True, tasks=("generation",),
+           percent=True, barrier=False),
+    Metric("distinct_3_pooled", "distinct-3 (pooled)", "", higher_is_better=True, tasks=("generation",),
+           percent=True, barrier=False),
     Metric("length", "sample length", "tokens", higher_is_better=True, tasks=("generation",), barrier=False),
 )
 

@@ -150,6 +150,14 @@ def _wave_1d(v: Mapping[int, float], cap: int) -> list[int]:
         a, m, b = idx[j - 1], idx[j], idx[j + 1]
         t = (m - a) / (b - a)
         dev[j] = abs(v[m] - ((1 - t) * v[a] + t * v[b]))
+    if len(idx) >= 3:
+        # an end node: its distance from the line through its two inner neighbours, extrapolated (the
+        # end interval has no node outside it; without this a bump next to a checkpoint scored only
+        # half its height, through the inner node, and lost to smoother intervals)
+        for e, a, b in ((0, 1, 2), (len(idx) - 1, len(idx) - 2, len(idx) - 3)):
+            m, p, q = idx[e], idx[a], idx[b]
+            t = (m - p) / (q - p)
+            dev[e] = abs(v[m] - ((1 - t) * v[p] + t * v[q]))
     cands = []
     for j in range(len(idx) - 1):
         a, b = idx[j], idx[j + 1]

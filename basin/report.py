@@ -21,6 +21,7 @@ import plotly.io as pio
 import yaml
 
 from basin.analysis.barrier import barrier_sentence
+from basin.analysis.trend import trend_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ def summarize(result: dict[str, Any]) -> str:
     timings = result.get("timings") or {}
     dataset = (result.get("names") or {}).get(spec.get("dataset"), spec.get("dataset", "?"))
     parts = [f"{ptype} path, {len(points)} points on {dataset}."]
+    # a generation run leads with the trend of the attribute it measures, not with a perplexity barrier
+    parts = [trend_sentence(m, t) + "." for m, t in (summary.get("trend") or {}).items() if isinstance(t, dict)] + parts
+    gen = summary.get("generation")
+    if isinstance(gen, dict) and gen.get("reference"):
+        parts.append(f"Sample perplexity under {(result.get('names') or {}).get(gen['reference'], gen['reference'])}.")
     one_d = bool(points) and set(points[0].get("coords", {})) == {"alpha"}
     for m in metrics:
         vals = [(p["metrics"].get(m), p) for p in points if p.get("metrics", {}).get(m) is not None]

@@ -69,8 +69,14 @@ class GenerationSpec(FrozenModel):
     scorer: str | None = Field(None, description="checkpoint of a sentiment classifier (for 'sentiment')")
     positive_label: str | None = Field(None, description="the scorer's label counted as positive (default: "
                                        "the one named 'positive' or 'pos')")
-    reference: str | None = Field(None, description="causal LM whose perplexity of the samples is reported "
-                                  "(default: the path's first checkpoint)")
+    label_scores: dict[str, float] | None = Field(
+        None, description="score of each scorer label; sentiment = the expected score E[s] under the scorer "
+        "(default: the positive label 1, a label named 'neutral' 0.5, others 0: P(positive) for a two-class "
+        "scorer, 001's expected positive score for a three-class one)")
+    reference: str | None = Field(None, description="causal LM that scores the samples' perplexity (default: "
+                                  "the path's θ0 — its 'base' or 'origin' — when it has one; one end of the path "
+                                  "would tilt the curve, so a path without θ0 needs it named, e.g. the common "
+                                  "init of the two checkpoints)")
     keep_samples: int = Field(8, ge=0, le=256, description="samples kept per point in the result")
 
 
@@ -80,7 +86,7 @@ PER_EXAMPLE_TASKS = ("classification", "causal_lm", "seq2seq")
 PER_EXAMPLE_LIMIT = 2_000_000
 
 #: Path types with two endpoints at α = 0 and 1, along which outputs can be ensembled.
-ENSEMBLE_TASKS = ("classification", "causal_lm")
+ENSEMBLE_TASKS = ("classification", "causal_lm", "generation")
 
 
 class RunSpec(FrozenModel):
@@ -110,7 +116,8 @@ class RunSpec(FrozenModel):
     name: str | None = None
     generation: GenerationSpec | None = None
     ensemble: bool = Field(False, description="also evaluate output ensembling (1−α)·zA + α·zB at every α "
-                           "(classification, causal_lm; paths between two checkpoints)")
+                           "(classification, causal_lm; generation: the two LMs' next-token log-probabilities mixed at every "
+                           "sampling step; paths between two checkpoints)")
     space: Literal["merged", "adapter"] = Field(
         "merged", description="for PEFT adapter checkpoints: 'merged' interpolates merged weights θ_base + ΔW "
         "(full checkpoints and adapters on one base mix); 'adapter' interpolates the adapters' own tensors "
@@ -149,6 +156,8 @@ class RunSpec(FrozenModel):
                 wanted += default_metrics("generation")
             if gen is not None and gen.scorer is None:
                 wanted = [m for m in wanted if m != "sentiment"]
+            if gen is not None and self.reference_lm() is None:
+                wanted = [m for m in wanted if m != "sample_perplexity"]
             object.__setattr__(self, "metrics", wanted)
         bad = [m for m in self.metrics if m not in allowed]
         if bad:
@@ -156,6 +165,10 @@ class RunSpec(FrozenModel):
         if "sentiment" in self.metrics and (gen is None or gen.scorer is None):
             raise ValueError("metric 'sentiment' needs a scorer: set generation.scorer to a sentiment "
                              "classifier checkpoint")
+        if "sample_perplexity" in self.metrics and self.reference_lm() is None:
+            raise ValueError("metric 'sample_perplexity' needs a reference LM that does not tilt the curve: set "
+                             "generation.reference (e.g. the common init θ0 of the two checkpoints; scoring with "
+                             "one end of the path favours the samples near it), or use a path with a 'base'")
         if self.ensemble:
             if self.task not in ENSEMBLE_TASKS:
                 raise ValueError(f"ensemble: output ensembling is defined for tasks {list(ENSEMBLE_TASKS)}, "
@@ -236,6 +249,18 @@ class RunSpec(FrozenModel):
     def roles(self) -> dict[str, str | list[str]]:
         """``{field: ref or [refs]}`` for the path's checkpoint fields (``basis: pca`` left out)."""
         return path_class(self.path.type).roles_in(self.path)
+
+    def reference_lm(self) -> str | None:
+        """The checkpoint that scores the samples' perplexity: ``generation.reference``, else the path's θ0
+        (its ``base`` / ``origin`` field), else ``None`` (it must be named)."""
+        gen = self.generation
+        if gen is not None and gen.reference:
+            return gen.reference
+        roles = self.roles()
+        for field in ("base", "origin"):
+            if isinstance(roles.get(field), str):
+                return str(roles[field])
+        return None
 
     def checkpoint_refs(self) -> list[str]:
         """Every checkpoint reference in the spec, in anchor order, without duplicates

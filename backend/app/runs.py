@@ -29,7 +29,7 @@ import redis
 from backend.app.api.errors import carried_references
 from basin.checkpoints import read_config
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
-from basin.generation import check_prompts, positive_index
+from basin.generation import check_prompts, label_weights
 from basin.paths import path_class, refs_of
 from basin.scope_regex import compile_scope
 from basin.spec import SCOPE_PRESETS, RunSpec, parse_spec
@@ -199,7 +199,8 @@ def resolve_spec(
 
 def check_generation(spec: RunSpec, store: Store, limits: SpecLimits,
                      *, names: dict[str, str] | None = None) -> None:
-    """A generation run's checks before any worker starts: the scorer has a positive label,
+    """A generation run's checks before any worker starts: the scorer has a positive label (and
+    every label ``label_scores`` names),
     the prompts dataset has prompts, the sampling budget fits (``BASIN_MAX_GENERATED_TOKENS``)."""
     gen = spec.generation
     if gen is None:
@@ -210,7 +211,7 @@ def check_generation(spec: RunSpec, store: Store, limits: SpecLimits,
         config = read_config(store.resolver().checkpoint(gen.scorer).config_dir)
         label = (names or {}).get(gen.scorer) or gen.scorer[:12]
         try:
-            positive_index(config, gen.positive_label, scorer=f"scorer {label!r}")
+            label_weights(config, gen.positive_label, gen.label_scores, scorer=f"scorer {label!r}")
         except InvalidSpec as e:
             raise InvalidSpec(f"invalid spec: {e}") from None
 

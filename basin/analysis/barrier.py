@@ -176,7 +176,18 @@ def barrier_sentence(entry: Any, metric: str, *, magnitude: float = 1.0,
     ci = entry.get("ci") if isinstance(entry, dict) else None
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
         text += f" — {connectivity_verdict(ci, path_type)}"
-    return text
+    return text + chosen_note(entry, metric)
+
+
+def chosen_note(entry: Any, metric: str) -> str:
+    """An adaptive run's barrier says which metric placed its points (``points_chosen_by``): another
+    metric's peak between them can be missed. ``""`` for a run that measured every point."""
+    chosen = entry.get("points_chosen_by") if isinstance(entry, dict) else None
+    if not isinstance(chosen, str) or not chosen:
+        return ""
+    if chosen == metric:
+        return f" (adaptive points, placed where {metric} changes most)"
+    return f" (adaptive points placed for {chosen}, not {metric}: a peak of {metric} between them can be missed)"
 
 
 def barriers(results: Sequence[dict[str, Any]], metrics: Sequence[str], lo: float, hi: float) -> dict:

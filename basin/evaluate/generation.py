@@ -4,14 +4,18 @@ For each of P prompts, k continuations are sampled (top-p, temperature, at most
 ``max_new_tokens``) from the live model, batched with a KV cache and left padding
 (``transformers``' ``generate``). Metrics over the k·P continuations:
 
-- ``sentiment`` = (1/kP) Σ P_scorer(positive | continuation): the expected probability of
-  the positive label under a sentiment classifier from the store (the continuation alone is
-  scored, not the prompt, so neutral prompts do not dilute it);
+- ``sentiment`` = (1/kP) Σ E_scorer[s | continuation]: the expected score of a sentiment
+  classifier from the store, s = 1 for its positive label, 0.5 for a label named neutral, 0
+  for the others unless ``generation.label_scores`` says otherwise (P(positive) for a
+  two-class scorer; 001's expected positive score for a three-class one). The continuation
+  alone is scored, not the prompt, so neutral prompts do not dilute it;
 - ``sample_perplexity`` = exp(Σ NLL / Σ tokens) of the continuations (their new tokens, up
-  to the first end-of-text) given their prompts, under a reference causal LM;
-- ``distinct_n`` = #distinct n-grams / #n-grams over all continuations at the point, of
-  lower-cased whitespace words (Li et al. 2016; tokenizer-independent, so two LMs with
-  different vocabularies are compared on the same footing);
+  to the first end-of-text) given their prompts, under a reference causal LM that is not an
+  end of the path (``generation.reference``, or the path's θ0);
+- ``distinct_n`` = per prompt, #distinct n-grams / #n-grams over its k continuations, then
+  the mean over prompts (DExperts / 001); ``distinct_n_pooled`` pools every continuation at
+  the point. Lower-cased whitespace words (Li et al. 2016; tokenizer-independent, so two LMs
+  with different vocabularies are compared on the same footing);
 - ``length`` = mean number of new tokens before end-of-text.
 
 Reproducible sampling: row (prompt p, sample j) at a point draws from its own
@@ -29,7 +33,7 @@ thousands of cumulative-probability boundaries, which for a flat distribution is
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,7 +45,7 @@ from basin.data import Dataset
 from basin.errors import InvalidSpec
 from basin.evaluate.base import Evaluator, length_batches, pad
 from basin.evaluate.classification import encode, padding_id
-from basin.generation import distinct_n, row_seed
+from basin.generation import distinct_n, distinct_n_per_prompt, row_seed
 from basin.metrics import task_metrics
 
 if TYPE_CHECKING:
@@ -97,17 +101,55 @@ class RowSampler:
                     )
 
 
+class MixedScores:
+    """A ``transformers`` logits processor: the generating model's (A's) scores replaced by
+    (1−α)·log_softmax(z_A) + α·log_softmax(z_B), where ``other`` (B) scores the same prefix with its own
+    KV cache (one token per step after the prompt). The next processor (:class:`RowSampler`) renormalises.
+
+    Positions and the attention mask follow ``generate``'s for left-padded batches: the prompt's mask,
+    one more 1 per step; position = (number of unmasked tokens so far) − 1.
+    """
+
+    def __init__(self, other: nn.Module, alpha: float, attention_mask: torch.Tensor):
+        self.other = other
+        self.alpha = float(alpha)
+        self.mask = attention_mask
+        self.past: Any = None
+        self.seen = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.past is None:
+            mask, new = self.mask, input_ids
+        else:
+            grow = input_ids.shape[1] - self.mask.shape[1]
+            mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], dim=1)
+            new = input_ids[:, self.seen:]
+        pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, -new.shape[1]:]
+        import inspect
+
+        # transformers 5 names the KV cache ``cache`` (``past_key_values`` before)
+        key = "cache" if "cache" in inspect.signature(self.other.forward).parameters else "past_key_values"
+        out = self.other(input_ids=new, attention_mask=mask, position_ids=pos, use_cache=True, **{key: self.past})
+        self.past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        self.seen = input_ids.shape[1]
+        la = torch.log_softmax(scores.double(), dim=-1)
+        lb = torch.log_softmax(out.logits[:, -1].double(), dim=-1)
+        return (1.0 - self.alpha) * la + self.alpha * lb  # float64: the sampler reads it as such
+
+
 @dataclass
 class Scorer:
-    """A sentiment classifier from the store: its model, tokenizer and the positive class's index."""
+    """A sentiment classifier from the store: its model, tokenizer and each class's score s
+    (:func:`basin.generation.label_weights`)."""
 
     model: nn.Module
     tokenizer: Any
-    positive: int
+    weights: list[float]
     max_length: int = 128
 
     def positive_prob(self, texts: list[str], batch_size: int, device: torch.device) -> list[float]:
-        """P(positive | text) for each text, in order."""
+        """The expected score E[s] = Σ_c P(c | text)·s(c) of each text, in order (P(positive) when the
+        positive class scores 1 and every other 0)."""
         if not texts:
             return []
         enc = encode(self.tokenizer, texts, None, self.max_length)
@@ -119,7 +161,8 @@ class Scorer:
                  "attention_mask": pad([[1] * len(ids[i]) for i in idx], 0).to(device)}
             if "token_type_ids" in enc:
                 b["token_type_ids"] = pad([enc["token_type_ids"][i] for i in idx], 0).to(device)
-            p = torch.softmax(self.model(**b).logits.float(), dim=-1)[:, self.positive].tolist()
+            probs = torch.softmax(self.model(**b).logits.double(), dim=-1)
+            p = (probs @ torch.tensor(self.weights, dtype=probs.dtype, device=probs.device)).tolist()
             for i, v in zip(idx, p, strict=True):
                 out[i] = float(v)
         return out
@@ -150,6 +193,8 @@ class GenerationEvaluator(Evaluator):
         self.batch_size = batch_size
         self.coords: dict[str, float] = {}
         self.samples: list[dict[str, Any]] = []
+        #: α → each prompt's mean sentiment of the output ensemble's samples (filled by :meth:`ensemble`)
+        self.ensemble_per_prompt: dict[float, list[float]] = {}
         super().__init__(tokenizer, data, model, batch_size=batch_size, max_length=max_length, device=device,
                          autocast_dtype=autocast_dtype)
 
@@ -192,7 +237,35 @@ class GenerationEvaluator(Evaluator):
             suppress_tokens=None, begin_suppress_tokens=None, temperature=None, top_p=None, top_k=None,
         )
 
-    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+    ensembles = True
+
+    def _ensemble(self, model: nn.Module, at: Callable[[int], None], alphas: list[float]) -> dict[float, dict[str, float]]:
+        """Output ensembling of generated text (001 §4.4, DExperts): at every sampling step the next token is
+        drawn from (1−α)·log p_A + α·log p_B, renormalised, by the same seeded sampler as the weight path at
+        that α (:class:`MixedScores` then :class:`RowSampler`). The live model generates as θA; a copy set
+        to θB (device memory: one more model) scores the same tokens with its own KV cache. At α = 0 and 1
+        the endpoint generates alone, so there the ensemble's samples and metrics are the weight path's."""
+        import copy
+
+        with torch.inference_mode(False):
+            at(1)
+            other = copy.deepcopy(model).eval()
+        keep = (self.coords, self.samples, self.examples)
+        out: dict[float, dict[str, float]] = {}
+        try:
+            at(0)
+            for a in alphas:
+                self.coords = {"alpha": a}
+                out[a] = (self._evaluate(other) if a == 1.0 else self._evaluate(model)
+                          if a == 0.0 else self._evaluate(model, mix=(other, a)))
+                if self.examples and "sentiment" in self.examples:
+                    self.ensemble_per_prompt[a] = [round(float(v), 6) for v in self.examples["sentiment"]]
+        finally:
+            self.coords, self.samples, self.examples = keep
+            del other
+        return out
+
+    def _evaluate(self, model: nn.Module, mix: tuple[nn.Module, float] | None = None) -> dict[str, float]:
         from transformers import LogitsProcessorList
 
         gen = self.gen
@@ -201,7 +274,8 @@ class GenerationEvaluator(Evaluator):
         for b, idx in zip(self.batches, self.row_batches, strict=True):
             gens = [torch.Generator().manual_seed(row_seed(gen.seed, self.coords, *self.rows[r])) for r in idx]
             sampler = RowSampler(gens, top_p=gen.top_p, temperature=gen.temperature)
-            out = cast(Any, model).generate(**b, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+            chain: list[Any] = [sampler] if mix is None else [MixedScores(mix[0], mix[1], b["attention_mask"]), sampler]
+            out = cast(Any, model).generate(**b, generation_config=config, logits_processor=LogitsProcessorList(chain))
             cont = out[:, b["input_ids"].shape[1]:].cpu()
             lengths = []
             for i, r in enumerate(idx):
@@ -226,8 +300,12 @@ class GenerationEvaluator(Evaluator):
             values["sample_perplexity"] = math.exp(min(sum(nll) / total, 700.0)) if total else float("nan")
             per_prompt["sample_nll"] = self._per_prompt(nll, mean=False)
             per_prompt["sample_tokens"] = self._per_prompt(count, mean=False)
+        groups: list[list[str]] = [[] for _ in self.prompt_ids]
+        for r, t in enumerate(texts):
+            groups[self.rows[r][0]].append(t)
         for n in (1, 2, 3):
-            values[f"distinct_{n}"] = distinct_n(texts, n)
+            values[f"distinct_{n}"] = distinct_n_per_prompt(groups, n)
+            values[f"distinct_{n}_pooled"] = distinct_n(texts, n)
         values["length"] = sum(len(t) for t in new) / len(new)
         self.examples = per_prompt
         order = sorted(range(len(self.rows)), key=lambda r: (self.rows[r][1], self.rows[r][0]))[: gen.keep_samples]
@@ -274,4 +352,4 @@ class GenerationEvaluator(Evaluator):
         return nll, count
 
 
-__all__ = ["GenerationEvaluator", "RowSampler", "Scorer"]
+__all__ = ["GenerationEvaluator", "MixedScores", "RowSampler", "Scorer"]

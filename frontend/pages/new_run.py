@@ -144,6 +144,10 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
                                 if m != "sentiment" or gen.get("scorer")]
         elif task == "generation":
             spec["metrics"] = [m for m in spec["metrics"] if m != "sentiment" or gen.get("scorer")]
+        if not gen.get("reference") and not any(path.get(f) for f in ("base", "origin")):
+            # no reference LM and no θ0 on the path: the samples' perplexity is left out (an end of the path
+            # would tilt it); picking a reference puts it back
+            spec["metrics"] = [m for m in spec["metrics"] if m != "sample_perplexity"]
     if v.get("hold"):
         spec["on_mismatch"] = "hold"
     if v.get("space") == "adapter":  # PEFT adapters: mix their own tensors, not merged weights
@@ -234,7 +238,7 @@ def param_inputs(info: dict[str, Any]) -> list[Any]:
 
 
 #: Tasks whose outputs can be ensembled along a path between two checkpoints (see basin.spec).
-ENSEMBLE_TASKS = ("classification", "causal_lm")
+ENSEMBLE_TASKS = ("classification", "causal_lm", "generation")
 GEN_FIELDS = {  # form key -> (spec field, kind)
     "gen_k": ("samples_per_prompt", int), "gen_tokens": ("max_new_tokens", int), "gen_top_p": ("top_p", float),
     "gen_temperature": ("temperature", float), "gen_seed": ("seed", int), "gen_prompt_tokens": ("prompt_tokens", int),

@@ -30,6 +30,7 @@ from dash import (
 
 from basin import figures
 from basin.analysis.barrier import barrier_sentence
+from basin.analysis.trend import trend_sentence
 from basin.paths import is_1d, refs_of
 from frontend import api, fitted_card, forgetting_card
 from frontend.components import data_attrs, spec_yaml
@@ -166,6 +167,14 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
     spec = info.get("spec") or {}
     summary = info.get("summary") or {}
     rows: list[tuple[str, str]] = []
+    # a generation run leads with the trend of its attribute (basin.analysis.trend), then the rest
+    for m, t in (summary.get("trend") or {}).items():
+        if isinstance(t, dict) and "start" in t:
+            rows.append((f"{m} trend", trend_sentence(m, t)))
+    gen = summary.get("generation")
+    if isinstance(gen, dict) and gen.get("reference"):
+        ref = str(gen["reference"])
+        rows.append(("perplexity reference LM", str((info.get("names") or {}).get(ref, ref))))
     for m, b in (summary.get("barrier") or {}).items():
         if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
             vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]

@@ -13,8 +13,10 @@ from typing import Any
 import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, dcc, html
+from dash.development.base_component import Component
 
 from basin import figures
+from basin.compare import like_for_like
 from basin.paths import PATHS, is_1d, refs_of
 from frontend import api
 from frontend.components import data_attrs, fmt_time, ref_label
@@ -197,9 +199,15 @@ def _overlay(ids: list[str] | None, metric: str, names: dict[str, str] | None, r
                if metric not in ((d.get("spec") or {}).get("metrics") or [])]
     if missing:
         problems.append(f"no {metric} in: {', '.join(missing)}")
-    msg = html.Span("; ".join(problems), className="text-danger") if problems else ""
-    if not docs:
+    # like for like: the same examples, scored the same way (basin.compare); else refuse or warn, naming it
+    refuse, unlike = like_for_like([d.get("spec") or {} for d in docs], labels)
+    msg: Component | str = html.Span("; ".join(problems), className="text-danger") if problems else ""
+    if unlike:
+        msg = html.Div([html.Div(unlike, id="runs-overlay-unlike", className="text-warning-emphasis"), msg])
+    if not docs or refuse:
         return dash.no_update, {"display": "none"}, msg
     fig = figures.overlay_figure(docs, metric, names=names or {}, labels=labels)
     fig.update_layout(height=460)
+    if unlike:
+        fig.update_layout(title_text=f"{len(docs)} runs — {metric} (not like for like: see the note)")
     return fig, {}, msg

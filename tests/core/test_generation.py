@@ -30,7 +30,8 @@ def pair(request, tmp_path_factory) -> dict[str, Path]:
 
 
 def gen_spec(pair: dict[str, Path], **over) -> dict:
-    gen = {"scorer": str(pair["scorer"]), "samples_per_prompt": 3, "max_new_tokens": 8, "keep_samples": 256}
+    gen = {"scorer": str(pair["scorer"]), "samples_per_prompt": 3, "max_new_tokens": 8, "keep_samples": 256,
+           "reference": str(pair["init"])}
     gen.update(over.pop("generation", {}))
     return {"path": {"type": "linear", "a": str(pair["neg"]), "b": str(pair["pos"]), "points": 5,
                      "range": [-0.5, 1.5]},
@@ -77,9 +78,16 @@ def test_every_generation_metric_matches_a_hand_computation(pair):
     conts = [tok(s["text"])["input_ids"] for s in samples]  # word-level: decode/encode round-trips
     assert m["length"] == pytest.approx(sum(map(len, conts)) / len(conts))
     for n in (1, 2, 3):
-        words = [s["text"].lower().split() for s in samples]
-        grams = [tuple(w[i:i + n]) for w in words for i in range(len(w) - n + 1)]
-        assert m[f"distinct_{n}"] == pytest.approx(len(set(grams)) / len(grams))
+        # per prompt over its samples, then the mean over prompts (DExperts / 001)
+        by_prompt_words: dict[str, list[list[str]]] = {}
+        for smp in samples:
+            by_prompt_words.setdefault(smp["prompt"], []).append(smp["text"].lower().split())
+        ratios = []
+        for ws in by_prompt_words.values():
+            grams = [tuple(w[i:i + n]) for w in ws for i in range(len(w) - n + 1)]
+            if grams:
+                ratios.append(len(set(grams)) / len(grams))
+        assert m[f"distinct_{n}"] == pytest.approx(sum(ratios) / len(ratios))
     # sentiment: the scorer's mean P(positive) over the continuations
     stok = AutoTokenizer.from_pretrained(pair["scorer"])
     scorer = AutoModelForSequenceClassification.from_pretrained(pair["scorer"]).eval()
@@ -88,8 +96,8 @@ def test_every_generation_metric_matches_a_hand_computation(pair):
                  for s in samples]
     assert [s["sentiment"] for s in samples] == pytest.approx(probs, abs=1e-5)
     assert m["sentiment"] == pytest.approx(sum(probs) / len(probs), abs=1e-5)
-    # perplexity of the continuations given their prompts under the reference (the first checkpoint)
-    ref = AutoModelForCausalLM.from_pretrained(pair["neg"]).eval()
+    # perplexity of the continuations given their prompts under the reference (the common init)
+    ref = AutoModelForCausalLM.from_pretrained(pair["init"]).eval()
     nll, count = 0.0, 0
     with torch.no_grad():
         for s, c in zip(samples, conts, strict=True):
@@ -135,8 +143,6 @@ def test_bad_generation_specs_get_one_clear_error(pair, tmp_path):
         parse_spec({**base, "task": "generation", "metrics": ["sentiment"]})
     with pytest.raises(InvalidSpec, match="need task generation"):
         parse_spec({**base, "task": "classification", "generation": {}})
-    with pytest.raises(InvalidSpec, match="output ensembling is defined for tasks"):
-        parse_spec({**base, "task": "generation", "ensemble": True})
     with pytest.raises(InvalidSpec, match="path between two checkpoints"):
         parse_spec({"path": {"type": "plane", "a": "a", "b": "b", "c": "c"}, "dataset": "d", "ensemble": True})
     # a scorer whose labels nobody named: refused before any weights are read
@@ -161,6 +167,7 @@ def test_loss_and_generation_metrics_in_one_causal_lm_run(pair):
     spec = parse_spec({"path": {"type": "linear", "a": str(pair["neg"]), "b": str(pair["pos"]), "points": 3},
                        "dataset": str(pair["text"]), "task": "causal_lm", "batch_size": 4,
                        "generation": {"prompts": str(pair["prompts"]), "scorer": str(pair["scorer"]),
+                                      "reference": str(pair["init"]),
                                       "samples_per_prompt": 1, "max_new_tokens": 5, "keep_samples": 2}})
     assert spec.metrics == ["loss", "perplexity", "sentiment", "sample_perplexity", "distinct_2"]
     doc = run(spec, FileResolver(), progress=False)

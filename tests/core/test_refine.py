@@ -48,6 +48,23 @@ def test_adaptive_refinement_finds_a_narrow_barrier_with_40_percent_of_the_point
     assert uniform["value"] - coarse["value"] > 0.1
 
 
+def test_a_bump_in_an_end_interval_is_found():
+    """A bump at α = 0.06, inside the first coarse interval [0, 0.125], beside a steep start and a
+    gentle wave elsewhere: end nodes get a deviation score (their inner neighbours' line,
+    extrapolated), so the end interval competes with the others for the budget."""
+    n = 129
+
+    def f(a: float) -> float:
+        return 2 * max(0.0, 0.25 - a) + 0.2 * math.sin(3 * math.pi * a) ** 2 + math.exp(-(((a - 0.06) / 0.02) ** 2) / 2)
+
+    xs = linspace(0.0, 1.0, n)
+    uniform = barrier([(x, f(x)) for x in xs], lo=0.0, hi=1.0)
+    got = _refine_1d(f, n, RefineSpec(budget=25, levels=4))
+    found = barrier([(xs[i], v) for i, v in got.items()], lo=0.0, hi=1.0)
+    assert uniform["value"] > 0.9 and uniform["alpha"] < 0.125
+    assert found["value"] == pytest.approx(uniform["value"], abs=0.05)  # was 0.12 of 0.95
+
+
 def test_the_first_wave_is_the_coarse_grid_coarse_to_fine_and_the_budget_holds():
     r = RefineSpec(budget=6, levels=2, wave=2)
     assert next_wave(r, (9,), {}) == [0, 8, 4]
@@ -121,6 +138,13 @@ def test_an_adaptive_run_through_the_engine_evaluates_a_subset_of_the_uniform_gr
     measured = barrier([(p["coords"]["alpha"], p["metrics"]["loss"]) for p in doc["points"]], lo=-0.5, hi=1.5)
     assert doc["summary"]["barrier"]["loss"]["value"] == pytest.approx(measured["value"])
     assert doc["spec"]["refine"]["budget"] == 6
+    # every metric's barrier says which metric placed the points (loss, the first), and its words too
+    from basin.analysis.barrier import barrier_sentence
+
+    assert {b["points_chosen_by"] for b in doc["summary"]["barrier"].values()} == {"loss"}
+    acc = doc["summary"]["barrier"]["accuracy"]
+    assert "adaptive points placed for loss, not accuracy" in barrier_sentence(acc, "accuracy")
+    assert "points_chosen_by" not in uniform["summary"]["barrier"]["loss"]
     # α = 0 and 1 (the checkpoints) are always measured when the fine grid has them: the
     # barrier's chord joins the checkpoints, not the range's ends
     alphas = {p["coords"]["alpha"] for p in doc["points"]}

@@ -86,12 +86,13 @@ def test_metric_table_drives_spec_defaults_and_validation():
     assert metrics.task_metrics("classification") == ("loss", "accuracy", "f1")
     assert metrics.default_metrics("seq2seq") == ("loss",)
     for task in metrics.TASKS:
-        extra = {"generation": {"scorer": "s"}} if task == "generation" else {}
+        extra = {"generation": {"scorer": "s", "reference": "r"}} if task == "generation" else {}
         spec = parse_spec({"path": {"type": "linear", "a": "x", "b": "y"}, "dataset": "d", "task": task, **extra})
         assert spec.metrics == list(metrics.default_metrics(task))
-    # without a scorer a generation run cannot report sentiment, so it is not a default then
+    # without a scorer a generation run cannot report sentiment, nor the samples' perplexity without a
+    # reference LM (a line between two fine-tunes has no θ0), so they are not defaults then
     bare = parse_spec({"path": {"type": "linear", "a": "x", "b": "y"}, "dataset": "d", "task": "generation"})
-    assert bare.metrics == ["sample_perplexity", "distinct_2"]
+    assert bare.metrics == ["distinct_2"]
     acc = metrics.METRICS["accuracy"]
     assert (acc.axis_title, acc.scale, acc.delta_unit, acc.higher_is_better) == ("accuracy (%)", 100.0, "pts", True)
     assert metrics.METRICS["loss"].axis_title == "loss (nats)"

@@ -27,10 +27,14 @@ def test_a_generation_run_from_the_form():
     spec = parse_spec(build_spec({**BASE, "task": "generation", "dataset": "prompts", "gen_scorer": "sc",
                                   "gen_k": "2", "gen_tokens": 12, "gen_top_p": "0.8", "gen_seed": 3},
                                  meta=META))
-    assert spec.task == "generation" and spec.metrics == ["sentiment", "sample_perplexity", "distinct_2"]
+    # no reference LM picked and no θ0 on a line: the samples' perplexity is left out, not scored by an end
+    assert spec.task == "generation" and spec.metrics == ["sentiment", "distinct_2"]
     g = spec.generation
     assert (g.scorer, g.samples_per_prompt, g.max_new_tokens, g.top_p, g.seed) == ("sc", 2, 12, 0.8, 3)
-    assert g.reference is None and g.prompts is None  # the first checkpoint; the run's dataset
+    assert g.reference is None and g.prompts is None  # the run's dataset
+    with_ref = parse_spec(build_spec({**BASE, "task": "generation", "dataset": "prompts", "gen_scorer": "sc",
+                                      "gen_reference": "init", "ensemble": True}, meta=META))
+    assert with_ref.metrics == ["sentiment", "sample_perplexity", "distinct_2"] and with_ref.ensemble is True
 
 
 def test_without_a_scorer_the_form_leaves_sentiment_out_instead_of_failing():
@@ -40,7 +44,7 @@ def test_without_a_scorer_the_form_leaves_sentiment_out_instead_of_failing():
 
 def test_loss_and_generation_in_one_causal_lm_run_with_ensembling():
     spec = parse_spec(build_spec({**BASE, "task": "causal_lm", "dataset": "text", "gen_prompts": "prompts",
-                                  "gen_scorer": "sc", "ensemble": True}, meta=META))
+                                  "gen_scorer": "sc", "gen_reference": "init", "ensemble": True}, meta=META))
     assert spec.metrics == ["loss", "perplexity", "sentiment", "sample_perplexity", "distinct_2"]
     assert spec.generation.prompts == "prompts" and spec.ensemble is True
     # a causal_lm run without prompts has no generation block

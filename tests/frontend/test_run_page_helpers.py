@@ -43,7 +43,7 @@ def test_samples_are_listed_by_alpha_with_their_scores(run_page):
     texts = _texts(run_page.sample_table(picked[0]))
     from basin.figures import metric_label
 
-    # the score's header is the registry's label ("sentiment (P positive)" once registered)
+    # the score's header is the registry's label ("sentiment (expected positive score)")
     assert texts == ["prompt", "generated text", metric_label("sentiment"), "Hello", "world", "0.9123"]
 
 
@@ -67,6 +67,21 @@ def test_the_summary_gives_the_barriers_interval_and_says_whether_it_excludes_ze
     assert "[0, 0.011]" in rows["loss"] and rows["loss"].endswith("— not distinguishable from 0 "
                                                                   "(linearly connected at the 95 % level)")
     assert "[10, 30]" in rows["accuracy"] and "above 0 at the 95 % level" in rows["accuracy"]
+
+
+def test_a_generation_runs_summary_leads_with_the_sentiment_trend(run_page):
+    from basin.analysis.trend import trend
+
+    per = [[0.1, 0.2, 0.15, 0.1, 0.2], [0.5, 0.6, 0.55, 0.5, 0.6], [0.8, 0.9, 0.85, 0.8, 0.9]]
+    info = {"spec": {"metrics": ["sentiment", "sample_perplexity"], "task": "generation"},
+            "summary": {"trend": {"sentiment": trend([0.0, 0.5, 1.0], per)},
+                        "generation": {"reference": "smollm2-135m"},
+                        "barrier": {"sample_perplexity": {"value": 5.61, "alpha": 0.75}}}}
+    pts = [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"sentiment": 0.15, "sample_perplexity": 35.0}}]
+    rows = run_page.summary_rows(info, pts)
+    assert rows[0][0] == "sentiment trend" and rows[0][1].startswith("sentiment rises from 0.15 (α = 0) to 0.85")
+    assert rows[1] == ("perplexity reference LM", "smollm2-135m")
+    assert [k for k, _ in rows].index("sample_perplexity") > 1
 
 
 def test_a_curve_runs_summary_says_connected_along_this_curve_not_linearly(run_page):

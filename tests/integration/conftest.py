@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items):
 def store_root(tmp_path_factory, classifier_family) -> Path:
     """A store with ``init``, ``ft_a``, ``ft_b``, ``ft_c``, ``wide`` (3 labels: incompatible head),
     datasets ``eval.csv`` (64 rows) and ``big.csv`` (1500 rows, for slow points); for generation
-    ``lm_neg``, ``lm_pos`` (tiny GPT-2s), ``scorer`` (labels negative / positive), ``prompts.csv``
+    ``lm_init``, ``lm_neg``, ``lm_pos`` (tiny GPT-2s), ``scorer`` (labels negative / positive), ``prompts.csv``
     (6 prompts) and ``many-prompts.csv`` (40)."""
     root = tmp_path_factory.mktemp("service") / "store"
     store = Store(root)
@@ -43,7 +43,7 @@ def store_root(tmp_path_factory, classifier_family) -> Path:
     store.add_dataset(big, name="big.csv")
     # generation (issue 9): two LMs tuned towards negative / positive words, a named-label scorer
     lm = factories.build_sentiment_pair(root.parent / "lm", kind="gpt2")
-    for name in ("neg", "pos", "scorer"):
+    for name in ("init", "neg", "pos", "scorer"):
         store.add_checkpoint_dir(lm[name], name=f"lm_{name}" if name != "scorer" else "scorer")
     store.add_dataset(lm["prompts"], name="prompts.csv")
     store.add_dataset(factories.write_prompts(root.parent / "many-prompts.csv", n=40), name="many-prompts.csv")

@@ -12,7 +12,7 @@ def gen_spec(**gen) -> dict:
     return {"path": {"type": "linear", "a": "lm_neg", "b": "lm_pos", "points": 3}, "dataset": "prompts.csv",
             "task": "generation", "batch_size": 8,
             "generation": {"scorer": "scorer", "samples_per_prompt": 2, "max_new_tokens": 6, "keep_samples": 4,
-                           **gen}}
+                           "reference": "lm_init", **gen}}
 
 
 def test_a_generation_run_streams_samples_and_stores_them(stack):
