@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from basin import strict_json
 from basin.errors import CheckpointError
 from basin.resolve import CheckpointSource
 
@@ -102,7 +103,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             (n,) = struct.unpack("<Q", raw)
             if n > 100_000_000:
                 raise CheckpointError(f"{path.name} is not a safetensors file (header length {n})")
-            header = json.loads(f.read(n))
+            header = strict_json.loads(f.read(n))  # bounded nesting
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path.name} is not a readable safetensors file: {e}") from None
     if not isinstance(header, dict):

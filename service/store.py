@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from basin import strict_json
 from basin.adapters import (
     ADAPTER_CONFIG,
     adapter_meta,
@@ -201,9 +202,11 @@ def _check_tags(tags: dict | None, *, allow_null: bool = False) -> dict[str, Any
         if k == "task" and not isinstance(v, str):
             raise CheckpointError(f"tag 'task' must be a string, got {v!r}")
         try:
-            json.dumps(v)
+            json.dumps(v, allow_nan=False)
         except (TypeError, ValueError):
-            raise CheckpointError(f"tag {k!r} is not JSON-serialisable") from None
+            raise CheckpointError(
+                f"tag {k!r} is not JSON-serialisable (numbers must be finite: no NaN or Infinity)"
+            ) from None
         out[k] = v
     return out
 
@@ -223,7 +226,8 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
+            # strict JSON: a diverged point's inf/nan metric is written as null
+            f.write(strict_json.dumps(obj, indent=1, sort_keys=False))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -386,6 +390,12 @@ def _files_of(path: Path) -> dict[str, int]:
     }
 
 
+def _clip(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error names a tensor, never a header."""
+    text = repr(value) if not isinstance(value, list) or len(value) <= 16 else repr(value[:16])[:-1] + ", …]"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def validate_safetensors(path: Path) -> dict[str, dict[str, Any]]:
     """Check a safetensors file's structure without reading its weights; return its header.
 
@@ -409,7 +419,7 @@ def validate_safetensors(path: Path) -> dict[str, dict[str, Any]]:
                     f"{name} is not a valid safetensors file: header length {n} does not fit "
                     f"a file of {size} bytes (truncated?)"
                 )
-            header = json.loads(f.read(n).decode("utf-8"))
+            header = strict_json.loads(f.read(n).decode("utf-8"))  # bounded nesting
     except OSError as e:
         raise CheckpointError(f"cannot read {name}: {e}") from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -427,22 +437,22 @@ def validate_safetensors(path: Path) -> dict[str, dict[str, Any]]:
         try:
             dtype, shape, (begin, end) = v["dtype"], v["shape"], v["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{name}: malformed header entry for tensor {key!r}") from None
+            raise CheckpointError(f"{name}: malformed header entry for tensor {_clip(key)}") from None
         if dtype not in _ST_ITEMSIZE:
-            raise CheckpointError(f"{name}: tensor {key!r} has unknown dtype {dtype!r}")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} has unknown dtype {_clip(dtype)}")
         if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
-            raise CheckpointError(f"{name}: tensor {key!r} has an invalid shape {shape!r}")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} has an invalid shape {_clip(shape)}")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)):
-            raise CheckpointError(f"{name}: tensor {key!r} has invalid offsets")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} has invalid offsets")
         if not 0 <= begin <= end <= buffer:
             raise CheckpointError(
-                f"{name}: tensor {key!r} lies at bytes {begin}..{end} but the data holds only "
+                f"{name}: tensor {_clip(key)} lies at bytes {begin}..{end} but the data holds only "
                 f"{buffer} bytes (the file is truncated)"
             )
         if end - begin != math.prod(shape) * _ST_ITEMSIZE[dtype]:
-            raise CheckpointError(f"{name}: tensor {key!r} size does not match its shape {shape}")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} size does not match its shape {_clip(shape)}")
         spans.append((begin, end))
     spans.sort()
     pos = 0

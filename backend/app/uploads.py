@@ -28,7 +28,6 @@ happens, so a refused or aborted upload leaves nothing behind.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import stat
 import struct
@@ -45,6 +44,7 @@ from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from backend.app.api.errors import InvalidUpload, PayloadTooLarge
+from basin import strict_json
 from basin.errors import BasinError, CheckpointError, DatasetError
 from service.settings import Settings
 from service.store import Added, Store
@@ -288,7 +288,7 @@ def parse_tags(raw: str | None) -> dict[str, Any] | None:
     if raw is None or raw == "":
         return None
     try:
-        tags = json.loads(raw)
+        tags = strict_json.loads(raw)  # finite numbers, bounded nesting
     except ValueError as e:
         raise CheckpointError(f'tags must be a JSON object, e.g. {{"seed": 1}}: {e}') from None
     if not isinstance(tags, dict):

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from basin import strict_json
 from service.runstate.keys import RunKeys
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -116,7 +117,7 @@ class RunQueue:
                 keys=[k.run, k.done, k.points, k.leases],
                 args=[
                     index,
-                    json.dumps(point),
+                    strict_json.dumps(point),  # a diverged metric (inf, nan) → null
                     worker,
                     "1" if cached else "0",
                     repr(float(eval_s)),
@@ -195,8 +196,8 @@ class RunQueue:
                 status,
                 repr(float(finished if finished is not None else time.time())),
                 error or "",
-                "" if summary is None else json.dumps(summary),
-                "" if timings is None else json.dumps(timings),
+                "" if summary is None else strict_json.dumps(summary),
+                "" if timings is None else strict_json.dumps(timings),
                 token,
             ],
         )
