@@ -19,6 +19,7 @@ from typing import Any
 from basin import strict_json
 from service.runstate.keys import TERMINAL
 from service.runstate.queue import Ended, Lease
+from service.runstate.reads import computable
 
 
 @dataclass
@@ -296,7 +297,7 @@ class MemoryRunQueue:
         with self.state.lock:
             run = self._run()
             pts = [dict(e["point"]) for e in run.stream] if run is not None else []
-        return sorted(pts, key=lambda p: p["index"])
+        return sorted(computable(pts), key=lambda p: p["index"])
 
 
 __all__ = ["MemoryRun", "MemoryRunQueue", "MemoryRunState"]

@@ -86,10 +86,10 @@ class RunQueue:
 
     def points(self) -> list[dict[str, Any]]:
         """Every recorded point, sorted by index."""
-        from service.runstate.reads import read_points
+        from service.runstate.reads import computable, read_points
 
         pts, _ = read_points(self.r, self.keys.id)
-        return sorted(pts, key=lambda p: p["index"])
+        return sorted(computable(pts), key=lambda p: p["index"])
 
     def lease(self, seconds: float) -> Lease:
         """Requeue expired leases, then pop the next index and lease it for ``seconds``."""
