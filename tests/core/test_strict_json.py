@@ -14,8 +14,9 @@ from basin.data import iter_dataset_rows
 from basin.errors import DatasetError
 
 
-@pytest.mark.parametrize("text", ['{"a": NaN}', "[Infinity]", '{"x": [1, -Infinity]}',
-                                  '{"r": [0, 1e999]}', "[-1e400]"])
+@pytest.mark.parametrize(
+    "text", ['{"a": NaN}', "[Infinity]", '{"x": [1, -Infinity]}', '{"r": [0, 1e999]}', "[-1e400]"]
+)
 def test_non_finite_numbers_are_refused_with_a_reason(text):
     assert json.loads(text) is not None  # Python's own parser takes them all
     with pytest.raises(strict_json.JsonRefused, match="finite"):
@@ -35,21 +36,36 @@ def test_nesting_is_bounded_at_any_depth_without_a_recursion_error():
 
 
 def test_a_diverged_value_is_null_out_and_finite_values_are_kept():
-    point = {"index": 2, "coords": {"alpha": 1e30}, "metrics": {"loss": math.nan, "acc": 0.5},
-             "per": [math.inf, -math.inf, 1.0], "n": 3}
+    point = {
+        "index": 2,
+        "coords": {"alpha": 1e30},
+        "metrics": {"loss": math.nan, "acc": 0.5},
+        "per": [math.inf, -math.inf, 1.0],
+        "n": 3,
+    }
     text = strict_json.dumps(point)
     assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
-        "index": 2, "coords": {"alpha": 1e30}, "metrics": {"loss": None, "acc": 0.5},
-        "per": [None, None, 1.0], "n": 3}
+        "index": 2,
+        "coords": {"alpha": 1e30},
+        "metrics": {"loss": None, "acc": 0.5},
+        "per": [None, None, 1.0],
+        "n": 3,
+    }
     clean = {"a": [1.0, {"b": 2}]}
     assert strict_json.finite(clean) is clean  # nothing to replace: no copy
 
 
-@pytest.mark.parametrize(("name", "body"), [
-    ("commas.csv", b"text,label\n" + b"," * (20 << 20) + b"\n"),
-    ("tabs.tsv", b"text\tlabel\n" + b"\t" * (20 << 20) + b"\n"),
-    ("long.jsonl", b'{"text": "a", "label": 0}\n{"text": "' + b"a" * (20 << 20) + b'", "label": 1}\n'),
-])
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("commas.csv", b"text,label\n" + b"," * (20 << 20) + b"\n"),
+        ("tabs.tsv", b"text\tlabel\n" + b"\t" * (20 << 20) + b"\n"),
+        (
+            "long.jsonl",
+            b'{"text": "a", "label": 0}\n{"text": "' + b"a" * (20 << 20) + b'", "label": 1}\n',
+        ),
+    ],
+)
 def test_an_over_long_line_is_refused_before_it_is_held(tmp_path, name, body):
     """A 20 MiB line of commas became 20 million fields (182 MB in the API) before its field
     count was checked; now it is refused after reading at most one line's limit."""

@@ -119,34 +119,71 @@ def test_every_route_has_a_body_cap(hstack, tally):
         want[variant] = expect
 
     # the dashboard's callback route: 200 MB declared, never sent — answered unread
-    raw("dash_declared_200MB", "POST /_dash-update-component HTTP/1.1\r\n" + host
-        + "Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n")
-    raw("dash_chunked_over_cap", "POST /_dash-update-component HTTP/1.1\r\n" + host
+    raw(
+        "dash_declared_200MB",
+        "POST /_dash-update-component HTTP/1.1\r\n"
+        + host
+        + "Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n",
+    )
+    raw(
+        "dash_chunked_over_cap",
+        "POST /_dash-update-component HTTP/1.1\r\n"
+        + host
         + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-        hh.chunked(dash_cap + (1 << 20)))
-    raw("page_post_2MB", "POST / HTTP/1.1\r\n" + host + "Content-Type: text/plain\r\n"
-        f"Content-Length: {2 * json_cap}\r\n\r\n")
-    raw("unknown_route_chunked", "POST /no/such/route HTTP/1.1\r\n" + host
-        + "Transfer-Encoding: chunked\r\n\r\n", hh.chunked(2 * json_cap, piece=1 << 18))
-    raw("api_get_with_body", "GET /api/health HTTP/1.1\r\n" + host
-        + "Transfer-Encoding: chunked\r\n\r\n", hh.chunked(2 * json_cap, piece=1 << 18))
-    raw("api_write_chunked", "POST /api/runs/validate HTTP/1.1\r\n" + host + tok
+        hh.chunked(dash_cap + (1 << 20)),
+    )
+    raw(
+        "page_post_2MB",
+        "POST / HTTP/1.1\r\n" + host + "Content-Type: text/plain\r\n"
+        f"Content-Length: {2 * json_cap}\r\n\r\n",
+    )
+    raw(
+        "unknown_route_chunked",
+        "POST /no/such/route HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n",
+        hh.chunked(2 * json_cap, piece=1 << 18),
+    )
+    raw(
+        "api_get_with_body",
+        "GET /api/health HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n",
+        hh.chunked(2 * json_cap, piece=1 << 18),
+    )
+    raw(
+        "api_write_chunked",
+        "POST /api/runs/validate HTTP/1.1\r\n"
+        + host
+        + tok
         + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-        hh.chunked(2 * json_cap, piece=1 << 18))
-    raw("report_post", "POST /reports/abcdefgh12345678.html HTTP/1.1\r\n" + host
-        + f"Content-Length: {10 * json_cap}\r\n\r\n")
+        hh.chunked(2 * json_cap, piece=1 << 18),
+    )
+    raw(
+        "report_post",
+        "POST /reports/abcdefgh12345678.html HTTP/1.1\r\n"
+        + host
+        + f"Content-Length: {10 * json_cap}\r\n\r\n",
+    )
     # uploads keep their larger cap (BASIN_MAX_UPLOAD_BYTES, 4 GiB), by length before reading
-    raw("upload_declared_5GiB", "PUT /api/checkpoints?name=x HTTP/1.1\r\n" + host + tok
-        + "Content-Type: application/octet-stream\r\nContent-Length: 5368709120\r\n\r\n")
+    raw(
+        "upload_declared_5GiB",
+        "PUT /api/checkpoints?name=x HTTP/1.1\r\n"
+        + host
+        + tok
+        + "Content-Type: application/octet-stream\r\nContent-Length: 5368709120\r\n\r\n",
+    )
     # what is under the caps still works: a dashboard callback, and an upload over 1 MiB
-    r = httpx.post(hstack.base_url + "/_dash-update-component", timeout=120,
-                   json=hh.dash_callback("supervisor-banner.children", "supervisor-poll.n_intervals"))
+    r = httpx.post(
+        hstack.base_url + "/_dash-update-component",
+        timeout=120,
+        json=hh.dash_callback("supervisor-banner.children", "supervisor-poll.n_intervals"),
+    )
     note(tally, "body_cap", "dash_callback_under_cap", r.status_code, 200)
     want["dash_callback_under_cap"] = 200
-    big_csv = b"text,label\n" + b"".join(b"row %d with words,%d\n" % (i, i % 2) for i in range(70_000))
+    big_csv = b"text,label\n" + b"".join(
+        b"row %d with words,%d\n" % (i, i % 2) for i in range(70_000)
+    )
     assert len(big_csv) > json_cap
-    r = hstack.request("PUT", "/api/datasets", params={"name": "big.csv"}, content=big_csv,
-                       timeout=120)
+    r = hstack.request(
+        "PUT", "/api/datasets", params={"name": "big.csv"}, content=big_csv, timeout=120
+    )
     note(tally, "body_cap", "upload_over_json_cap", r.status_code, 201)
     want["upload_over_json_cap"] = 201
     check(tally, "body_cap", want)
@@ -169,21 +206,34 @@ def test_the_dashboards_client_calls_only_its_own_address(hstack, tally):
 
         def get(variant: str, path: str, host: str, expect: int, **kw: Any) -> None:
             method = "POST" if "json" in kw else "GET"
-            resp = httpx.request(method, f"http://127.0.0.1:{port}{path}", timeout=120,
-                                 headers={"Host": host}, **kw)
+            resp = httpx.request(
+                method, f"http://127.0.0.1:{port}{path}", timeout=120, headers={"Host": host}, **kw
+            )
             note(tally, "internal_client", variant, resp.status_code, expect)
             want[variant] = expect
             if bait.secret in resp.text:
                 leaked.append(variant)
 
         get("report_unknown_run", "/reports/abcdefgh12345678.html", f"127.0.0.1:{bait.port}", 404)
-        get("report_localhost_port", "/reports/abcdefgh12345678.html", f"localhost:{bait.port}", 404)
+        get(
+            "report_localhost_port", "/reports/abcdefgh12345678.html", f"localhost:{bait.port}", 404
+        )
         get("report_real_run", f"/reports/{run_id}.html", f"127.0.0.1:{bait.port}", 200)
         get("report_ipv6_loopback", f"/reports/{run_id}.html", f"[::1]:{bait.port}", 200)
-        get("dash_supervisor_banner", "/_dash-update-component", f"127.0.0.1:{bait.port}", 200,
-            json=hh.dash_callback("supervisor-banner.children", "supervisor-poll.n_intervals"))
-        get("dash_demo_banner", "/_dash-update-component", f"localhost:{bait.port}", 200,
-            json=hh.dash_callback("demo-lm-banner.children", "demo-lm-poll.n_intervals"))
+        get(
+            "dash_supervisor_banner",
+            "/_dash-update-component",
+            f"127.0.0.1:{bait.port}",
+            200,
+            json=hh.dash_callback("supervisor-banner.children", "supervisor-poll.n_intervals"),
+        )
+        get(
+            "dash_demo_banner",
+            "/_dash-update-component",
+            f"localhost:{bait.port}",
+            200,
+            json=hh.dash_callback("demo-lm-banner.children", "demo-lm-poll.n_intervals"),
+        )
         hits = list(bait.hits)
     note(tally, "internal_client", "bait_requests", len(hits), 0)
     note(tally, "internal_client", "bodies_echoing_the_bait", len(leaked), 0)
@@ -211,23 +261,62 @@ def test_numbers_must_be_finite_everywhere_in(hstack, tally):
         return spec.replace(old, new, 1)
 
     rng = '"points": 3'
-    for variant, value in [("nan_range", "[0, NaN]"), ("inf_range", "[0, Infinity]"),
-                           ("neg_inf_range", "[-Infinity, 1]"), ("overflow_range", "[0, 1e999]")]:
-        send(variant, "POST", "/api/runs", content=spec_with(rng, f'{rng}, "range": {value}'),
-             headers=JSON)
-    send("nan_seed_validate", "POST", "/api/runs/validate", content=spec_with('"seed": 0', '"seed": NaN'),
-         headers=JSON)
-    send("nan_spec_text_plain", "POST", "/api/runs",
-         content=spec_with(rng, f'{rng}, "range": [NaN, 1]'), headers={"Content-Type": "text/plain"})
+    for variant, value in [
+        ("nan_range", "[0, NaN]"),
+        ("inf_range", "[0, Infinity]"),
+        ("neg_inf_range", "[-Infinity, 1]"),
+        ("overflow_range", "[0, 1e999]"),
+    ]:
+        send(
+            variant,
+            "POST",
+            "/api/runs",
+            content=spec_with(rng, f'{rng}, "range": {value}'),
+            headers=JSON,
+        )
+    send(
+        "nan_seed_validate",
+        "POST",
+        "/api/runs/validate",
+        content=spec_with('"seed": 0', '"seed": NaN'),
+        headers=JSON,
+    )
+    send(
+        "nan_spec_text_plain",
+        "POST",
+        "/api/runs",
+        content=spec_with(rng, f'{rng}, "range": [NaN, 1]'),
+        headers={"Content-Type": "text/plain"},
+    )
     ft_a = hstack.request("GET", "/api/checkpoints/ft_a").json()["id"]
-    send("nan_tag_patch", "PATCH", f"/api/checkpoints/{ft_a}",
-         content='{"tags": {"lr": NaN}}', headers=JSON)
-    send("inf_tag_patch", "PATCH", f"/api/checkpoints/{ft_a}",
-         content='{"tags": {"lr": -Infinity}}', headers=JSON)
-    send("nan_tag_upload_query", "PUT", "/api/checkpoints",
-         params={"name": "n", "config": "ft_a", "tags": '{"x": NaN}'}, content=b"\0" * 16)
-    send("nan_fit_lr", "POST", "/api/fits", headers=JSON,
-         content='{"a": "ft_a", "b": "ft_b", "dataset": "eval.csv", "lr": NaN}')
+    send(
+        "nan_tag_patch",
+        "PATCH",
+        f"/api/checkpoints/{ft_a}",
+        content='{"tags": {"lr": NaN}}',
+        headers=JSON,
+    )
+    send(
+        "inf_tag_patch",
+        "PATCH",
+        f"/api/checkpoints/{ft_a}",
+        content='{"tags": {"lr": -Infinity}}',
+        headers=JSON,
+    )
+    send(
+        "nan_tag_upload_query",
+        "PUT",
+        "/api/checkpoints",
+        params={"name": "n", "config": "ft_a", "tags": '{"x": NaN}'},
+        content=b"\0" * 16,
+    )
+    send(
+        "nan_fit_lr",
+        "POST",
+        "/api/fits",
+        headers=JSON,
+        content='{"a": "ft_a", "b": "ft_b", "dataset": "eval.csv", "lr": NaN}',
+    )
     check(tally, "strict_numbers", want)
 
 
@@ -242,17 +331,31 @@ def test_deep_nesting_is_422_everywhere(hstack, tally, lora_family):
             assert r.json().get("detail"), r.text
 
     send("spec_100k_objects", "POST", "/api/runs", content=hh.nested_object(100_000), headers=JSON)
-    send("spec_400k_arrays", "POST", "/api/runs/validate", content=hh.nested_array(400_000),
-         headers=JSON)
+    send(
+        "spec_400k_arrays",
+        "POST",
+        "/api/runs/validate",
+        content=hh.nested_array(400_000),
+        headers=JSON,
+    )
     spec = linear_spec(3)
     spec["name"] = "n"
     deep_tag = json.dumps(spec).replace('"name": "n"', '"name": ' + hh.nested_array(70))
     send("spec_70_levels", "POST", "/api/runs", content=deep_tag, headers=JSON)
-    send("safetensors_header", "PUT", "/api/checkpoints",
-         params={"name": "deep-st", "config": "ft_a"},
-         content=hh.safetensors_with_header(hh.nested_object(50_000, key="w")))
-    send("jsonl_line", "PUT", "/api/datasets", params={"name": "deep.jsonl"},
-         content=b'{"text": "a", "label": 1}\n' + hh.nested_object(50_000).encode() + b"\n")
+    send(
+        "safetensors_header",
+        "PUT",
+        "/api/checkpoints",
+        params={"name": "deep-st", "config": "ft_a"},
+        content=hh.safetensors_with_header(hh.nested_object(50_000, key="w")),
+    )
+    send(
+        "jsonl_line",
+        "PUT",
+        "/api/datasets",
+        params={"name": "deep.jsonl"},
+        content=b'{"text": "a", "label": 1}\n' + hh.nested_object(50_000).encode() + b"\n",
+    )
     adapter = lora_family["lora_a"]
     files = {p.name: p.read_bytes() for p in adapter.iterdir() if p.is_file()}
     files["adapter_config.json"] = hh.nested_object(50_000, key="peft_type").encode()
@@ -260,10 +363,19 @@ def test_deep_nesting_is_422_everywhere(hstack, tally, lora_family):
     with zipfile.ZipFile(buf, "w") as z:
         for name, data in files.items():
             z.writestr(name, data)
-    send("adapter_config", "PUT", "/api/checkpoints", params={"name": "deep-adapter"},
-         content=buf.getvalue())
-    r = httpx.post(hstack.base_url + "/_dash-update-component", timeout=120,
-                   content=hh.nested_array(100_000), headers=JSON)
+    send(
+        "adapter_config",
+        "PUT",
+        "/api/checkpoints",
+        params={"name": "deep-adapter"},
+        content=buf.getvalue(),
+    )
+    r = httpx.post(
+        hstack.base_url + "/_dash-update-component",
+        timeout=120,
+        content=hh.nested_array(100_000),
+        headers=JSON,
+    )
     note(tally, "nesting", "dash_callback", r.status_code, 422)
     want["dash_callback"] = 422
     check(tally, "nesting", want)
@@ -399,8 +511,13 @@ def test_errors_about_huge_headers_stay_small(hstack, tally):
         ("shape_of_1M_dims", hh.safetensors_huge_shape(count(200_000, 1_000_000))),
         ("name_of_1MB", hh.safetensors_long_name(1 << 20)),
     ]:
-        r = hstack.request("PUT", "/api/checkpoints", params={"name": "huge", "config": "ft_a"},
-                           content=body, timeout=300)
+        r = hstack.request(
+            "PUT",
+            "/api/checkpoints",
+            params={"name": "huge", "config": "ft_a"},
+            content=body,
+            timeout=300,
+        )
         note(tally, "error_sizes", variant, (r.status_code, len(r.content) < 16_384), (422, True))
         want[variant] = (422, True)
         if variant.startswith("tensors"):
