@@ -1,7 +1,9 @@
 """The request guard: one pure ASGI middleware in front of the whole app (API and dashboard).
 
-It decides from the request line and headers alone, before any body is read (a FastAPI
-dependency would run after FastAPI has read and parsed the body):
+Checks 1–3 and the length checks of 4 are decided from the request line and headers alone,
+before any body is read (a FastAPI dependency would run after FastAPI has read and parsed
+the body); then the body is read under its cap and, when JSON, checked (4–5) before any
+route sees it:
 
 1. **Host allow-list** (every request): the ``Host`` header must name a host of
    :meth:`Settings.host_allow_list` (loopback, the host of ``BASIN_PUBLIC_URL``,
