@@ -88,3 +88,17 @@ def test_lines_under_the_limit_and_quoted_newlines_still_read(tmp_path):
     path.write_text('text,label\n"two\nlines",1\n' + "x" * 100_000 + ",0\n")
     rows = list(iter_dataset_rows(path, "csv"))
     assert rows[0] == {"text": "two\nlines", "label": "1"} and len(rows[1]["text"]) == 100_000
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_spec_refuses_non_finite_numbers_wherever_it_comes_from(bad):
+    """Not only JSON bodies: a YAML spec's ``.nan`` or a Python dict reaches the same models."""
+    from basin.errors import InvalidSpec
+    from basin.spec import parse_spec
+
+    spec = {
+        "path": {"type": "linear", "a": "x", "b": "y", "points": 3, "range": [0.0, bad]},
+        "dataset": "d.csv",
+    }
+    with pytest.raises(InvalidSpec, match="finite"):
+        parse_spec(spec)
