@@ -26,7 +26,6 @@ model's modules and are refused with :class:`CheckpointError`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from basin import strict_json
 from basin.errors import CheckpointError, IncompatibleCheckpoints
 from basin.formats import bin_meta, load_bin, read_config, safetensors_meta
 
@@ -64,7 +64,7 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     """``adapter_config.json`` as a dict; :class:`CheckpointError` when unreadable or not peft's."""
     p = Path(directory) / ADAPTER_CONFIG
     try:
-        cfg = json.loads(p.read_text())
+        cfg = strict_json.loads(p.read_text())  # bounded nesting, finite numbers
     except FileNotFoundError:
         raise CheckpointError(f"no {ADAPTER_CONFIG} in the adapter folder {Path(directory).name}") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:

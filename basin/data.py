@@ -16,14 +16,14 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import json
 import logging
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from basin import strict_json
 from basin.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,29 @@ def text_encoding(path: Path) -> str:
     return "utf-8-sig"
 
 
+#: Longest line of a dataset file, in characters (a CSV line of 20 MiB of commas would
+#: otherwise become 20 million fields in memory before the field count is checked).
+MAX_LINE_CHARS = 1 << 20
+#: Most columns a CSV/TSV header may name.
+MAX_COLUMNS = 1000
+
+
+def bounded_lines(f: IO[str], limit: int = MAX_LINE_CHARS) -> Iterator[str]:
+    """The lines of ``f`` (line endings kept), read at most ``limit`` + 1 characters at a time:
+    a longer line is :class:`DatasetError` before it is ever held whole."""
+    lineno = 0
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            raise DatasetError(
+                f"line {lineno} is longer than {limit:,} characters (the limit for one line)"
+            )
+        yield line
+
+
 def iter_dataset_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
     """Rows of a dataset file as dicts; raises :class:`DatasetError` naming the bad line.
 
@@ -83,21 +106,25 @@ def iter_dataset_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
     try:
         with open(path, encoding=text_encoding(path), newline="") as f:
             if fmt == "jsonl":
-                for lineno, line in enumerate(f, 1):
+                for lineno, line in enumerate(bounded_lines(f), 1):
                     if not line.strip():
                         continue
                     try:
-                        row = json.loads(line)
+                        row = strict_json.loads(line)  # no NaN/Infinity, bounded nesting
                     except ValueError as e:
                         raise DatasetError(f"line {lineno} is not valid JSON: {e}") from None
                     if not isinstance(row, dict):
                         raise DatasetError(f"line {lineno} is not a JSON object")
                     yield row
             elif fmt in ("csv", "tsv"):
-                reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+                reader = csv.reader(bounded_lines(f), delimiter="\t" if fmt == "tsv" else ",")
                 header = next(reader, None)
                 if not header or not any(h.strip() for h in header):
                     raise DatasetError(f"the {fmt.upper()} file has no header row")
+                if len(header) > MAX_COLUMNS:
+                    raise DatasetError(
+                        f"the header has {len(header):,} columns; the limit is {MAX_COLUMNS:,}"
+                    )
                 header = [h.strip() for h in header]
                 if len(set(header)) != len(header):
                     raise DatasetError(f"duplicate column names in the header: {header}")

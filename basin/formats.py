@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from basin import strict_json
 from basin.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def _read_raw(path: Path) -> tuple[dict[str, Any], int, int]:
                     f"{name} is not a valid safetensors file: header length {n} does not fit "
                     f"a file of {size} bytes (truncated?)"
                 )
-            header = json.loads(f.read(n).decode("utf-8"))
+            header = strict_json.loads(f.read(n).decode("utf-8"))  # bounded nesting
     except OSError as e:
         raise CheckpointError(f"cannot read {name}: {e}") from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -126,6 +127,12 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
     return _checked_header(path)[0]
 
 
+def _clip(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error names a tensor, never a header."""
+    text = repr(value) if not isinstance(value, list) or len(value) <= 16 else repr(value[:16])[:-1] + ", …]"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _checked_header(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
     """The checked header and where the data buffer starts (``8 + N``)."""
     header, n, size = _read_raw(path)
@@ -138,22 +145,22 @@ def _checked_header(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
         try:
             dtype, shape, (begin, end) = v["dtype"], v["shape"], v["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{name}: malformed header entry for tensor {key!r}") from None
+            raise CheckpointError(f"{name}: malformed header entry for tensor {_clip(key)}") from None
         if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{name}: tensor {key!r} has unknown dtype {dtype!r}")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} has unknown dtype {_clip(dtype)}")
         if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
-            raise CheckpointError(f"{name}: tensor {key!r} has an invalid shape {shape!r}")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} has an invalid shape {_clip(shape)}")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)):
-            raise CheckpointError(f"{name}: tensor {key!r} has invalid offsets")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} has invalid offsets")
         if not 0 <= begin <= end <= buffer:
             raise CheckpointError(
-                f"{name}: tensor {key!r} lies at bytes {begin}..{end} but the data holds only "
+                f"{name}: tensor {_clip(key)} lies at bytes {begin}..{end} but the data holds only "
                 f"{buffer} bytes (the file is truncated)"
             )
         if end - begin != math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize:
-            raise CheckpointError(f"{name}: tensor {key!r} size does not match its shape {shape}")
+            raise CheckpointError(f"{name}: tensor {_clip(key)} size does not match its shape {_clip(shape)}")
         spans.append((begin, end))
     spans.sort()
     pos = 0

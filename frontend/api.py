@@ -1,9 +1,9 @@
 """Server-side HTTP client for the dashboard's Python callbacks.
 
 The dashboard talks to the API over HTTP only. Browser code uses same-origin
-``fetch``; Python callbacks use this client against ``BASIN_API_INTERNAL`` when set
-(e.g. ``http://api:8000`` in compose), else the origin of the request being served
-(the API and the dashboard share one server).
+``fetch``; Python callbacks use this client against one internal address (:func:`base_url`:
+``BASIN_API_INTERNAL``, else the server's own bound address — never the request's ``Host``),
+and an answer that is not the API's JSON is never echoed into a page.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class ApiResult:
 
 def error_text(status: int, body: Any) -> str:
     """Render an API error body ``{detail, error?, mismatches?}`` as one readable message."""
-    if not isinstance(body, dict):
-        return f"HTTP {status}: {body!s}"[:500] if body else f"HTTP {status}"
+    if not isinstance(body, dict):  # not the API's error body: never echo what came back
+        return f"the API answered HTTP {status} without an error message"
     detail = body.get("detail")
     if isinstance(detail, list):  # FastAPI's own 422 validation list
         detail = "; ".join(
@@ -56,12 +56,24 @@ def error_text(status: int, body: Any) -> str:
 
 
 def base_url() -> str:
-    """Where Python callbacks reach the API."""
+    """Where Python callbacks reach the API: one internal address, never the request's ``Host``.
+
+    ``BASIN_API_INTERNAL`` when set (``basin up`` sets it to the address it binds, compose
+    to ``http://127.0.0.1:8000``); else the address of the socket that accepted the request
+    being served (the ASGI server's own ``server`` address, which no header can change); a
+    wildcard bind (``0.0.0.0``, ``::``) is reached on loopback. The ``Host`` header is the
+    client's to write: a ``Host`` naming another local port would make this server fetch
+    that port for the client."""
     env = os.environ.get("BASIN_API_INTERNAL", "").rstrip("/")
     if env:
         return env
     if flask.has_request_context():
-        return flask.request.host_url.rstrip("/")
+        environ = flask.request.environ
+        host, port = str(environ.get("SERVER_NAME") or ""), str(environ.get("SERVER_PORT") or "")
+        if host and port.isdigit() and int(port) > 0:
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            return f"http://{f'[{host}]' if ':' in host else host}:{port}"
     return "http://127.0.0.1:8000"
 
 

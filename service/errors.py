@@ -124,3 +124,12 @@ __all__ = [
     "UnknownReference",
     "UnsafeSource",
 ]
+
+
+class ServerBusy(BasinError):
+    """A resource this server shares among clients is all taken (e.g. the event-stream slots,
+    ``BASIN_MAX_STREAMS``): 503 with ``Retry-After: <retry_after>``."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = int(retry_after)

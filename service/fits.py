@@ -50,6 +50,7 @@ from typing import Any, cast
 
 import redis
 
+from basin import strict_json
 from basin.fit import FitSpec
 from service.runstate.keys import PREFIX, prune_index
 from service.store import Conflict, NotFound
@@ -261,7 +262,7 @@ class FitState:
 
     def step(self, step: int, loss: float, eta_s: float | None) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.rpush(self.k.losses, json.dumps({"step": step, "loss": loss}))
+        pipe.rpush(self.k.losses, strict_json.dumps({"step": step, "loss": loss}))  # nan → null
         pipe.hset(self.k.fit, mapping={"step": step, "eta_s": repr(eta_s) if eta_s is not None else ""})
         pipe.eval(_BEAT, 1, self.k.fit)
         pipe.execute()

@@ -154,7 +154,9 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         sup.add(Child("redis", lambda: redis_argv(redis_port, redis_dir), os.environ,
                       logs / "redis.log"))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        extra = {"BASIN_PORT": str(port), "BASIN_REGISTER_ROOTS": register_roots(store, demo)}
+        extra = {"BASIN_PORT": str(port), "BASIN_REGISTER_ROOTS": register_roots(store, demo),
+                 # the dashboard's server-side client calls the API here, never at a Host
+                 "BASIN_API_INTERNAL": f"http://127.0.0.1:{port}"}
         for k, v in UP_DEFAULTS.items():
             if not os.environ.get(k):
                 extra[k] = v

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 4 * 1024**3
     #: Largest JSON body (or any body of a non-upload API write), in bytes.
     max_json_bytes: int = 1024**2
+    #: Largest body of a dashboard callback (``/_dash-update-component``: a run page sends
+    #: its points and figures back as state), in bytes; every other route has one of the two
+    #: caps above (the request guard, ``backend/app/security.py``).
+    max_dashboard_body_bytes: int = 16 * 1024**2
+    #: Most event streams (``GET /api/runs/{id}/events``) open at once; each holds one Redis
+    #: connection of a shared pool while it waits. Beyond it: 503 with ``Retry-After``.
+    max_streams: int = 64
+    #: Longest run ``name`` in a spec, in characters (422 beyond it).
+    max_name_length: int = 200
     # Caps on one run's spec, checked by the API before anything is queued:
     max_points: int = 10_000  # grid points of one run
     max_resolution: int = 201  # grid points along each axis of a plane

@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from basin import strict_json
 from basin.adapters import (
     ADAPTER_CONFIG,
     adapter_meta,
@@ -165,9 +166,11 @@ def _check_tags(tags: dict | None, *, allow_null: bool = False) -> dict[str, Any
         if k == "task" and not isinstance(v, str):
             raise CheckpointError(f"tag 'task' must be a string, got {v!r}")
         try:
-            json.dumps(v)
+            json.dumps(v, allow_nan=False)
         except (TypeError, ValueError):
-            raise CheckpointError(f"tag {k!r} is not JSON-serialisable") from None
+            raise CheckpointError(
+                f"tag {k!r} is not JSON-serialisable (numbers must be finite: no NaN or Infinity)"
+            ) from None
         out[k] = v
     return out
 
@@ -187,7 +190,8 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
+            # strict JSON: a diverged point's inf/nan metric is written as null
+            f.write(strict_json.dumps(obj, indent=1, sort_keys=False))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from backend.app.api import errors
+from backend.app.api.responses import StrictJSONResponse
 from backend.app.api.routes import checkpoints, datasets, fits, health, meta, runs
 from backend.app.security import SecurityMiddleware
 from service.runstate.reads import heartbeat_ttl
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
         version="0.1.0",
         docs_url="/docs",
         openapi_url="/api/openapi.json",
+        # strict JSON out: a diverged point's inf/nan metric is null, never a 500
+        default_response_class=StrictJSONResponse,
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = settings

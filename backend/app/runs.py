@@ -96,6 +96,7 @@ class SpecLimits:
     checkpoints: int = 100
     scope_length: int = 500
     generated_tokens: int = 200_000
+    name_length: int = 200
 
     @classmethod
     def from_settings(cls, settings: Any) -> SpecLimits:
@@ -108,6 +109,7 @@ class SpecLimits:
             checkpoints=settings.max_checkpoints,
             scope_length=settings.max_scope_length,
             generated_tokens=settings.max_generated_tokens,
+            name_length=settings.max_name_length,
         )
 
 
@@ -129,6 +131,11 @@ def over_limits(spec: RunSpec, limits: SpecLimits) -> list[str]:
     cap("max_examples:", spec.max_examples, limits.examples, "BASIN_MAX_EXAMPLES")
     cap("max_length:", spec.max_length, limits.length, "BASIN_MAX_LENGTH")
     cap("batch_size:", spec.batch_size, limits.batch_size, "BASIN_MAX_BATCH_SIZE")
+    # a run's name is shown on every page and kept in the runs index, rewritten on each save
+    n = len(spec.name or "")
+    if n > limits.name_length:
+        out.append(f"name: {n} characters is over this server's limit of {limits.name_length} "
+                   "(BASIN_MAX_NAME_LENGTH)")
     return out
 
 

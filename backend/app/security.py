@@ -1,7 +1,9 @@
 """The request guard: one pure ASGI middleware in front of the whole app (API and dashboard).
 
-It decides from the request line and headers alone, before any body is read (a FastAPI
-dependency would run after FastAPI has read and parsed the body):
+Checks 1–3 and the length checks of 4 are decided from the request line and headers alone,
+before any body is read (a FastAPI dependency would run after FastAPI has read and parsed
+the body); then the body is read under its cap and, when JSON, checked (4–5) before any
+route sees it:
 
 1. **Host allow-list** (every request): the ``Host`` header must name a host of
    :meth:`Settings.host_allow_list` (loopback, the host of ``BASIN_PUBLIC_URL``,
@@ -18,21 +20,32 @@ dependency would run after FastAPI has read and parsed the body):
    pages can send "simple" requests (form posts, ``text/plain``, no body) to a server on
    127.0.0.1 without asking; custom headers and JSON need a CORS preflight, which this
    server never grants (it sends no CORS headers at all).
-4. **JSON body cap**: a write under ``/api`` other than the uploads (PUT/POST
-   ``/api/checkpoints`` and ``/api/datasets``, capped by ``BASIN_MAX_UPLOAD_BYTES`` where
-   they are received) is read here, counting bytes: a ``Content-Length`` over
-   ``BASIN_MAX_JSON_BYTES`` is refused (413) without reading, a chunked body is cut at the
-   cap (413); the body read is handed to the app.
+4. **One body cap, every route** (API, dashboard, anything mounted later): a body is read
+   here, counting bytes, up to ``BASIN_MAX_JSON_BYTES`` — a ``Content-Length`` over the cap
+   is refused (413) without reading, a chunked body is cut at the cap (413) — and the body
+   read is handed to the app. Explicit exceptions: the dashboard's callbacks
+   (``/_dash-…``, ``BASIN_MAX_DASHBOARD_BODY_BYTES``: a run page sends its points back as
+   state) and the uploads (PUT/POST ``/api/checkpoints`` and ``/api/datasets``: a
+   ``Content-Length`` over ``BASIN_MAX_UPLOAD_BYTES`` is 413 here; the route streams the
+   body to disk under that cap). A request without a body (a GET with neither
+   ``Content-Length`` nor ``Transfer-Encoding``) is passed on at once.
+5. **Strict JSON**: a body that is JSON (it starts with ``{`` or ``[``) is parsed by
+   :func:`basin.strict_json.loads`: NaN, ±Infinity, a number that overflows (``1e999``) or
+   nesting deeper than :data:`basin.strict_json.MAX_DEPTH` is 422 ``InvalidJson``, for
+   every route (specs, tags, fits, the dashboard's callbacks). A body that is not JSON
+   is left to the route.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from basin import strict_json
 from service.settings import Settings
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -42,6 +55,8 @@ SIMPLE_TYPES = frozenset(
 )
 #: Routes whose bodies are uploads (their own, larger cap applies where they are read).
 UPLOAD_PATHS = frozenset({"/api/checkpoints", "/api/datasets"})
+#: The dashboard's callback routes (``/_dash-update-component``…): their own cap.
+DASHBOARD_PREFIX = "/_dash-"
 #: GET routes that need the token when one is set: listings and downloads.
 _PROTECTED_READ = re.compile(r"^/api/(?:runs/?|fits/?|(?:checkpoints|datasets)(?:/.*)?)$")
 
@@ -80,6 +95,8 @@ class SecurityMiddleware:
         self.app = app
         self.token = settings.api_token or None
         self.max_json = settings.max_json_bytes
+        self.max_upload = settings.max_upload_bytes
+        self.max_dashboard = settings.max_dashboard_body_bytes
         hosts = settings.host_allow_list()
         self.any_host = hosts == ["*"]
         self.hosts = frozenset(hosts)
@@ -105,11 +122,15 @@ class SecurityMiddleware:
                     "address users open",
                 )
                 return
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/api" or path.startswith("/api/")):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope.get("path", "")
         method = scope.get("method", "GET").upper()
+        if not (path == "/api" or path.startswith("/api/")):
+            # the dashboard (``/_dash-update-component``…) and every other route: capped too
+            await self._capped(scope, receive, send, headers)
+            return
         unsafe = method in UNSAFE
         if self.token is not None and (unsafe or _PROTECTED_READ.match(path)):
             refusal = self._check_token(headers)
@@ -122,18 +143,55 @@ class SecurityMiddleware:
             if not has_header and ctype in SIMPLE_TYPES:
                 await _answer(send, 403, "CsrfRefused", MSG_CSRF)
                 return
-        if unsafe and path not in UPLOAD_PATHS:
-            try:
-                receive = await self._read_capped(headers, receive)
-            except _TooLarge:
+        await self._capped(scope, receive, send, headers)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """Hand the request on with its body capped: an upload route's ``Content-Length`` checked
+        against ``BASIN_MAX_UPLOAD_BYTES`` (the route streams it to disk under that cap), any
+        other body read here under ``BASIN_MAX_JSON_BYTES`` and, when it is JSON, parsed
+        strictly (no NaN/Infinity, bounded nesting: 422)."""
+        method = scope.get("method", "GET").upper()
+        if scope.get("path", "") in UPLOAD_PATHS and method in ("PUT", "POST"):
+            if _declared(headers) > self.max_upload:
                 await _answer(
                     send,
                     413,
                     "PayloadTooLarge",
-                    f"the request body is over this server's limit of {self.max_json} bytes "
-                    "for JSON (BASIN_MAX_JSON_BYTES)",
+                    f"upload too large: the limit is {self.max_upload} bytes (BASIN_MAX_UPLOAD_BYTES)",
                 )
                 return
+            await self.app(scope, receive, send)
+            return
+        if method in ("GET", "HEAD", "OPTIONS") and _declared(headers) <= 0 and (
+            "transfer-encoding" not in headers
+        ):
+            await self.app(scope, receive, send)  # no body: nothing to read first
+            return
+        dashboard = scope.get("path", "").startswith(DASHBOARD_PREFIX)
+        cap, setting = (
+            (self.max_dashboard, "BASIN_MAX_DASHBOARD_BODY_BYTES")
+            if dashboard
+            else (self.max_json, "BASIN_MAX_JSON_BYTES")
+        )
+        try:
+            receive, body = await self._read_capped(headers, receive, cap)
+        except _TooLarge:
+            await _answer(
+                send,
+                413,
+                "PayloadTooLarge",
+                f"the request body is over this server's limit of {cap} bytes for this route "
+                f"({setting}; uploads to /api/checkpoints and /api/datasets: "
+                "BASIN_MAX_UPLOAD_BYTES)",
+            )
+            return
+        if len(body) > 64 * 1024:  # a big body is parsed off the event loop
+            refusal = await asyncio.to_thread(_strict_json_refusal, body)
+        else:
+            refusal = _strict_json_refusal(body)
+        if refusal is not None:
+            await _answer(send, 422, "InvalidJson", refusal)
+            return
         await self.app(scope, receive, send)
 
     def _check_token(self, headers: dict[str, str]) -> str | None:
@@ -152,16 +210,13 @@ class SecurityMiddleware:
             ok = False
         return None if ok else MSG_WRONG_TOKEN
 
-    async def _read_capped(self, headers: dict[str, str], receive: Receive) -> Receive:
-        """Read the whole body (at most ``max_json`` bytes) and return a ``receive`` that
-        replays it, then passes on what follows (``http.disconnect``)."""
-        length = headers.get("content-length")
-        if length is not None:
-            try:
-                if int(length) > self.max_json:
-                    raise _TooLarge
-            except ValueError:
-                pass  # the server rejects a malformed Content-Length before we run
+    async def _read_capped(
+        self, headers: dict[str, str], receive: Receive, cap: int
+    ) -> tuple[Receive, bytes]:
+        """Read the whole body (at most ``cap`` bytes) and return a ``receive`` that replays
+        it, then passes on what follows (``http.disconnect``), and the body."""
+        if _declared(headers) > cap:
+            raise _TooLarge
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -171,19 +226,44 @@ class SecurityMiddleware:
                 break
             body = message.get("body", b"")
             size += len(body)
-            if size > self.max_json:
+            if size > cap:
                 raise _TooLarge
             chunks.append(body)
             if not message.get("more_body", False):
                 pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
                 break
 
+        whole = pending[0].get("body", b"") if pending[0]["type"] == "http.request" else b""
+
         async def replay() -> Message:
             if pending:
                 return pending.pop(0)
             return await receive()
 
-        return replay
+        return replay, whole
+
+
+def _declared(headers: dict[str, str]) -> int:
+    """The ``Content-Length`` a request declares (-1: none, or one the server refuses itself)."""
+    try:
+        return int(headers.get("content-length", "-1"))
+    except ValueError:
+        return -1
+
+
+def _strict_json_refusal(body: bytes) -> str | None:
+    """Why a JSON body is refused (a NaN or an infinite number, nesting too deep), else ``None``;
+    a body that is not JSON is for the route to judge (its own 4xx)."""
+    start = body.lstrip()[:1]
+    if start not in (b"{", b"["):
+        return None
+    try:
+        strict_json.loads(body)
+    except strict_json.JsonRefused as e:
+        return f"the JSON body is refused: {e}"
+    except ValueError:  # not JSON (or not UTF-8): the route says so in its own words
+        return None
+    return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:

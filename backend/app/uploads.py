@@ -23,7 +23,6 @@ happens, so a refused or aborted upload leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from basin import strict_json
 from basin.errors import BasinError, CheckpointError, DatasetError
 from basin.formats import safetensors_header_length
 from service.archives import (  # re-exported: the archive checks used to live here
@@ -288,7 +288,7 @@ def parse_tags(raw: str | None) -> dict[str, Any] | None:
     if raw is None or raw == "":
         return None
     try:
-        tags = json.loads(raw)
+        tags = strict_json.loads(raw)  # finite numbers, bounded nesting
     except ValueError as e:
         raise CheckpointError(f'tags must be a JSON object, e.g. {{"seed": 1}}: {e}') from None
     if not isinstance(tags, dict):

@@ -48,9 +48,11 @@ Resolution = tuple[Annotated[int, Field(ge=2, le=201)], Annotated[int, Field(ge=
 
 
 class FrozenModel(BaseModel):
-    """Base of every spec model: immutable, unknown fields refused."""
+    """Base of every spec model: immutable, unknown fields refused, numbers finite (a NaN or
+    an infinite range, margin or weight is refused wherever the spec comes from: the API,
+    a YAML file's ``.nan``, Python)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def ordered(r: Range, what: str) -> Range:

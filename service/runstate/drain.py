@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import redis
 
+from basin import strict_json
 from basin.drive import Outcome
 from service.runstate.keys import pointcache_key
 from service.runstate.queue import Ended, Lease
@@ -188,7 +189,7 @@ class RedisPointCache:
         return json.loads(raw) if raw is not None else None
 
     def set(self, key: str, measured: dict[str, Any]) -> None:
-        self.r.set(pointcache_key(key), json.dumps(measured), ex=self.ttl_s)
+        self.r.set(pointcache_key(key), strict_json.dumps(measured), ex=self.ttl_s)
 
 
 def fail_run(queue: Queue, message: str, persist: Callable[[], Any] | None = None, *,

@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from basin import strict_json
 from service.runstate.keys import TERMINAL
 from service.runstate.queue import Ended, Lease
+from service.runstate.reads import computable
 
 
 @dataclass
@@ -152,7 +154,7 @@ class MemoryRunQueue:
             if index in run.done:
                 return 0
             run.done.add(index)
-            run.stream.append({"point": json.loads(json.dumps(point)), "worker": worker,
+            run.stream.append({"point": json.loads(strict_json.dumps(point)), "worker": worker,
                                "cached": cached})
             run.info["done"] = str(int(run.info.get("done", "0")) + 1)
             if cached:
@@ -238,9 +240,9 @@ class MemoryRunQueue:
             if error:
                 run.info["error"] = error
             if summary is not None:
-                run.info["summary"] = json.dumps(summary)
+                run.info["summary"] = strict_json.dumps(summary)
             if timings is not None:
-                run.info["timings"] = json.dumps(timings)
+                run.info["timings"] = strict_json.dumps(timings)
             run.todo.clear()
             run.leases.clear()
             run.final = None
@@ -295,7 +297,7 @@ class MemoryRunQueue:
         with self.state.lock:
             run = self._run()
             pts = [dict(e["point"]) for e in run.stream] if run is not None else []
-        return sorted(pts, key=lambda p: p["index"])
+        return sorted(computable(pts), key=lambda p: p["index"])
 
 
 __all__ = ["MemoryRun", "MemoryRunQueue", "MemoryRunState"]

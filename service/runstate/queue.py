@@ -23,8 +23,9 @@ from typing import Any
 
 import redis
 
+from basin import strict_json
 from service.runstate.keys import RunKeys
-from service.runstate.reads import _s, read_points
+from service.runstate.reads import _s, computable, read_points
 
 LUA_DIR = Path(__file__).with_name("lua")
 
@@ -87,7 +88,7 @@ class RunQueue:
     def points(self) -> list[dict[str, Any]]:
         """Every recorded point, sorted by index."""
         pts, _ = read_points(self.r, self.keys.id)
-        return sorted(pts, key=lambda p: p["index"])
+        return sorted(computable(pts), key=lambda p: p["index"])
 
     def lease(self, seconds: float) -> Lease:
         """Requeue expired leases, then pop the next index and lease it for ``seconds``."""
@@ -115,7 +116,7 @@ class RunQueue:
                 keys=[k.run, k.done, k.points, k.leases],
                 args=[
                     index,
-                    json.dumps(point),
+                    strict_json.dumps(point),  # a diverged metric (inf, nan) → null
                     worker,
                     "1" if cached else "0",
                     repr(float(eval_s)),
@@ -194,8 +195,8 @@ class RunQueue:
                 status,
                 repr(float(finished if finished is not None else time.time())),
                 error or "",
-                "" if summary is None else json.dumps(summary),
-                "" if timings is None else json.dumps(timings),
+                "" if summary is None else strict_json.dumps(summary),
+                "" if timings is None else strict_json.dumps(timings),
                 token,
             ],
         )

@@ -31,6 +31,21 @@ def read_points(
     return pts, last
 
 
+def computable(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Points with each ``null`` metric (a diverged point's inf/nan, stored as strict JSON)
+    read back as ``nan``, for the computations of a run (summary, refinement): they treat a
+    NaN as a diverged value, where ``None`` would be a ``TypeError``."""
+    out = []
+    for p in points:
+        q = dict(p)
+        for field in ("metrics", "ensemble"):
+            values = q.get(field)
+            if isinstance(values, dict) and any(v is None for v in values.values()):
+                q[field] = {k: float("nan") if v is None else v for k, v in values.items()}
+        out.append(q)
+    return out
+
+
 def heartbeat_ttl(lease_seconds: float) -> int:
     """How long a worker's heartbeat key lives without a refresh (seconds)."""
     return int(max(3, min(30, lease_seconds)))

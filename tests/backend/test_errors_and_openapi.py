@@ -72,4 +72,6 @@ def test_openapi_documents_the_run_spec_body_and_the_run_answers(client):
     # errors are documented with the one body every error answer has
     err = answer("/api/runs/{run_id}", code="404")
     assert err == {"$ref": "#/components/schemas/ErrorPublic"}
-    assert {"detail", "error", "mismatches"} == set(schemas["ErrorPublic"]["properties"])
+    assert {"detail", "error", "mismatches", "mismatch_count"} == set(
+        schemas["ErrorPublic"]["properties"]
+    )

@@ -10,7 +10,9 @@ the one body every such answer has::
     {"detail": "<what went wrong>", "error": "<exception type>", "mismatches": [...]}
 
 ``mismatches`` (``[{tensor, reason}]``) only for :class:`~basin.errors.IncompatibleCheckpoints`.
-The frontend shows ``detail`` and lists ``mismatches``.
+The frontend shows ``detail`` and lists ``mismatches``. Sizes are bounded whatever the input:
+``detail`` at :data:`MAX_DETAIL_CHARS`, ``mismatches`` at the first :data:`MAX_MISMATCHES`
+(``mismatch_count`` gives the total), each name cut short.
 
 The table is looked up along the exception's MRO, so the most specific entry wins:
 a ``CheckpointNotFound`` is a ``NotFound`` (404) before it is a ``CheckpointError``
@@ -37,6 +39,7 @@ from service.errors import (  # the exceptions live in service.errors; re-export
     InvalidUpload,
     NotFound,
     PayloadTooLarge,
+    ServerBusy,
     UnknownReference,
 )
 
@@ -45,11 +48,23 @@ STATUS: dict[type[Exception], int] = {
     NotFound: 404,  # the run, checkpoint or dataset the URL names (RunNotFound, CheckpointNotFound…)
     Conflict: 409,  # NameTaken, RunConflict (cancel an ended run), FilesUnavailable
     PayloadTooLarge: 413,
+    ServerBusy: 503,
     BasinError: 422,  # invalid input: InvalidSpec, CheckpointError, DatasetError,
     # IncompatibleCheckpoints, UnknownReference, InvalidUpload…
     redis.exceptions.ConnectionError: 503,
     redis.exceptions.TimeoutError: 503,
 }
+
+
+#: At most this many ``mismatches`` in an answer (``mismatch_count`` says how many there are).
+MAX_MISMATCHES = 50
+#: An error's ``detail`` is cut to this many characters.
+MAX_DETAIL_CHARS = 4000
+
+
+def _cut(text: str, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def status_for(exc: BaseException) -> int | None:
@@ -67,14 +82,23 @@ def problem(exc: BaseException) -> tuple[int, dict[str, Any]]:
         raise LookupError(f"{type(exc).__name__} has no HTTP status") from exc
     detail = f"Redis is unreachable: {exc}" if isinstance(exc, redis.RedisError) else str(exc)
     body: dict[str, Any] = {"detail": detail, "error": type(exc).__name__}
+    if len(detail) > MAX_DETAIL_CHARS:  # a message built from hostile input stays readable
+        body["detail"] = detail[: MAX_DETAIL_CHARS - 1] + "…"
     if isinstance(exc, IncompatibleCheckpoints):
-        body["mismatches"] = [{"tensor": n, "reason": r} for n, r in exc.mismatches]
+        # the first few, each name cut short, and how many there are: a header of 10^5
+        # tensors does not become a 15 MB answer
+        body["mismatches"] = [
+            {"tensor": _cut(n, 200), "reason": _cut(r, 300)}
+            for n, r in exc.mismatches[:MAX_MISMATCHES]
+        ]
+        body["mismatch_count"] = len(exc.mismatches)
     return status, body
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status, body = problem(exc)
-    return JSONResponse(status_code=status, content=body)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServerBusy) else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -109,7 +133,12 @@ class ErrorPublic(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     error: str = Field(description="the exception type, e.g. RunNotFound or InvalidSpec")
     mismatches: list[Mismatch] | None = Field(
-        None, description="only for IncompatibleCheckpoints: every mismatched tensor"
+        None,
+        description=f"only for IncompatibleCheckpoints: the mismatched tensors (the first "
+        f"{MAX_MISMATCHES})",
+    )
+    mismatch_count: int | None = Field(
+        None, description="only for IncompatibleCheckpoints: how many tensors mismatch in all"
     )
 
 
@@ -122,7 +151,8 @@ _WHY = {
     409: "the item's state refuses the request",
     413: "the body is over the size cap (BASIN_MAX_JSON_BYTES, uploads BASIN_MAX_UPLOAD_BYTES)",
     422: "invalid input (spec, references, checkpoints, dataset)",
-    503: "Redis is unreachable",
+    503: "Redis is unreachable, or every event-stream slot is taken (BASIN_MAX_STREAMS; "
+    "Retry-After says when to try again)",
 }
 
 
@@ -137,6 +167,7 @@ __all__ = [
     "FilesUnavailable",
     "InvalidUpload",
     "PayloadTooLarge",
+    "ServerBusy",
     "UnknownReference",
     "carried_references",
     "install",

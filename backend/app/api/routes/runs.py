@@ -12,11 +12,12 @@ from typing import Annotated, Any, Literal, cast
 import redis
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
-from backend.app.api.errors import responses
+from backend.app.api.errors import FilesUnavailable, ServerBusy, responses
+from backend.app.api.responses import StrictJSONResponse
 from backend.app.schemas.runs import (
     SPEC_BODY,
     PointsPage,
@@ -26,9 +27,10 @@ from backend.app.schemas.runs import (
     RunPublic,
     RunValidated,
 )
+from basin import strict_json
 from basin.analysis.forgetting import dataset_rows, forgetting, forgetting_csv
 from basin.errors import InvalidSpec
-from service.errors import FilesUnavailable, NotFound
+from service.errors import NotFound
 from service.runstate import TERMINAL, RunKeys
 
 logger = logging.getLogger(__name__)
@@ -136,10 +138,10 @@ def get_points(
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+    return f"{head}event: {event}\ndata: {strict_json.dumps(data)}\n\n".encode()
 
 
-@router.get("/runs/{run_id}/events", responses=responses(404, 422))
+@router.get("/runs/{run_id}/events", responses=responses(404, 422, 503))
 async def run_events(
     run_id: RunId,
     request: Request,
@@ -159,12 +161,72 @@ async def run_events(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    url = request.app.state.settings.redis_url
-    return StreamingResponse(
-        _stream_events(url, run_id, start),
+    budget = _budget(request)
+    if not budget.take():
+        raise ServerBusy(
+            f"this server already serves {budget.limit} event streams (BASIN_MAX_STREAMS); "
+            f"try again in {STREAM_RETRY_AFTER_S} s, or poll /api/runs/{run_id}/points",
+            retry_after=STREAM_RETRY_AFTER_S,
+        )
+    return _BudgetedStream(
+        budget,
+        _stream_events(budget.client(), run_id, start),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+#: Seconds a client is asked to wait (``Retry-After``) when every stream slot is taken.
+STREAM_RETRY_AFTER_S = 5
+
+
+class _StreamBudget:
+    """The event streams of one app: at most ``limit`` at once, sharing one Redis connection
+    pool of ``limit`` connections (a stream holds one while its ``XREAD BLOCK`` waits), so
+    sockets held by clients never become more Redis clients than that."""
+
+    def __init__(self, redis_url: str, limit: int) -> None:
+        self.limit = max(1, int(limit))
+        self.active = 0
+        self.pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=self.limit, timeout=10, decode_responses=True,
+            socket_timeout=30,
+        )
+
+    def take(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def give_back(self) -> None:
+        self.active -= 1
+
+    def client(self) -> aioredis.Redis:
+        return aioredis.Redis(connection_pool=self.pool)
+
+
+def _budget(request: Request) -> _StreamBudget:
+    state = request.app.state
+    if getattr(state, "stream_budget", None) is None:
+        settings = state.settings
+        state.stream_budget = _StreamBudget(settings.redis_url, settings.max_streams)
+    return state.stream_budget
+
+
+class _BudgetedStream(StreamingResponse):
+    """A stream that gives its slot back however it ends (done, client gone, error) — also
+    when its body never started, which a ``finally`` inside the generator would miss."""
+
+    def __init__(self, budget: _StreamBudget, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.budget = budget
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.budget.give_back()
 
 
 async def _doc_events(doc: dict, start: str) -> AsyncIterator[bytes]:
@@ -175,10 +237,10 @@ async def _doc_events(doc: dict, start: str) -> AsyncIterator[bytes]:
     yield _sse("end", {"status": doc.get("status", "done"), "done": len(pts), "total": len(pts)})
 
 
-async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterator[bytes]:
-    """XREAD BLOCK on the run's stream; the client's socket timeout outlasts the block."""
+async def _stream_events(client: aioredis.Redis, run_id: str, start: str) -> AsyncIterator[bytes]:
+    """XREAD BLOCK on the run's stream; the client's socket timeout outlasts the block.
+    ``client`` draws on the app's shared pool (closing it returns the connection)."""
     k = RunKeys(run_id)
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
     last = "0-0" if start in ("", "-", "0") or start.startswith("store") else start
     try:
         yield b": connected\n\n"
@@ -245,7 +307,7 @@ def export_run(
     disposition = {"Content-Disposition": f'attachment; filename="basin-run-{run_id}.{format}"'}
     if format == "csv":
         return PlainTextResponse(book.to_csv(doc), media_type="text/csv", headers=disposition)
-    return JSONResponse(doc, headers=disposition)
+    return StrictJSONResponse(doc, headers=disposition)
 
 
 @router.get("/runs/{run_id}/forgetting", response_model=None, responses=responses(404, 409, 422))
@@ -270,4 +332,4 @@ def run_forgetting(
     if format == "csv":
         disposition = {"Content-Disposition": f'attachment; filename="basin-forgetting-{run_id}.csv"'}
         return PlainTextResponse(forgetting_csv(table), media_type="text/csv", headers=disposition)
-    return JSONResponse(table)
+    return StrictJSONResponse(table)
