@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from basin.errors import CheckpointError, IncompatibleCheckpoints
+from basin.tasks import TASKS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,9 +49,10 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SAFE = "adapter_model.safetensors"
 ADAPTER_BIN = "adapter_model.bin"
 #: peft's ``task_type`` → the Basin task whose model class an adapter was trained on.
-TASK_OF_PEFT = {
-    "SEQ_CLS": "classification", "CAUSAL_LM": "causal_lm", "SEQ_2_SEQ_LM": "seq2seq",
-}
+TASK_OF_PEFT: dict[str, str] = {}
+for _t, _e in TASKS.items():  # the first task (in order) that claims a PEFT task type
+    for _p in _e.peft_task_types:
+        TASK_OF_PEFT.setdefault(_p, _t)
 
 
 def is_adapter_dir(path: str | Path) -> bool:
