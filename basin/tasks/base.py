@@ -34,6 +34,8 @@ class TaskEntry:
     loss: curve fits), ``generates`` (it samples continuations of prompts: ``always``, only
     ``with_prompts`` when ``generation.prompts`` is set, or ``never``). ``labels``: the
     dataset's labels map through the checkpoint config's ``label2id`` (classification).
+    ``example_columns``: the per-example outcomes its evaluator keeps (``per_example``
+    records, the barrier's bootstrap; :mod:`basin.analysis.uncertainty` reads them).
     ``order``: where the form lists it.
     """
 
@@ -53,6 +55,7 @@ class TaskEntry:
     trainable: bool = False
     generates: str = "never"
     labels: bool = False
+    example_columns: tuple[str, ...] = ()
     order: int = 100
 
     def __post_init__(self) -> None:
@@ -85,7 +88,7 @@ class TaskEntry:
             "optional_columns": list(self.optional_columns), "metrics": list(self.metrics),
             "default_metrics": list(self.default_metrics), "ensemble": self.ensemble,
             "per_example": self.per_example, "prefix_reuse": self.prefix_reuse, "trainable": self.trainable,
-            "generates": self.generates, "order": self.order,
+            "generates": self.generates, "example_columns": list(self.example_columns), "order": self.order,
         }
 
 

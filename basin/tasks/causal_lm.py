@@ -16,6 +16,7 @@ TASK = TaskEntry(
     default_metrics=("loss", "perplexity"),
     ensemble=True,
     per_example=True,
+    example_columns=("nll", "tokens"),
     trainable=True,
     generates="with_prompts",
     order=1,

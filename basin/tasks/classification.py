@@ -15,6 +15,7 @@ TASK = TaskEntry(
     default_metrics=("loss", "accuracy"),
     ensemble=True,
     per_example=True,
+    example_columns=("loss", "correct", "confidence"),
     trainable=True,
     labels=True,
     order=0,

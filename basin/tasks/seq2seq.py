@@ -13,6 +13,7 @@ TASK = TaskEntry(
     metrics=("loss", "perplexity"),
     default_metrics=("loss",),
     per_example=True,
+    example_columns=("nll", "tokens"),
     trainable=True,
     order=2,
 )
