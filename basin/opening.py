@@ -74,8 +74,9 @@ def precision(dtype: str, device: torch.device) -> tuple[torch.dtype, torch.dtyp
 # ---- the one compatibility check -----------------------------------------------------------
 
 
-def compatibility(task: str, sources: Sequence[tuple[str, CheckpointSource]],
-                  model: nn.Module | None = None) -> list[tuple[str, str]]:
+def compatibility(
+    task: str, sources: Sequence[tuple[str, CheckpointSource]], model: nn.Module | None = None
+) -> list[tuple[str, str]]:
     """Mismatches of every checkpoint against the first, ``[(tensor, reason)]``, compared
     under the model's own names (headers only; no tensor is read from a safetensors file).
 
@@ -96,16 +97,23 @@ def compatibility(task: str, sources: Sequence[tuple[str, CheckpointSource]],
     return compare_meta(metas)
 
 
-def check_compatible(task: str, sources: Sequence[tuple[str, CheckpointSource]], *,
-                     model: nn.Module | None = None, hold: bool = False,
-                     can_hold: bool = True) -> list[tuple[str, str]]:
+def check_compatible(
+    task: str,
+    sources: Sequence[tuple[str, CheckpointSource]],
+    *,
+    model: nn.Module | None = None,
+    hold: bool = False,
+    can_hold: bool = True,
+) -> list[tuple[str, str]]:
     """:func:`compatibility`, raising :class:`IncompatibleCheckpoints` on a mismatch unless
     ``hold`` (the job keeps mismatched tensors at the first checkpoint); returns the
     mismatches. ``can_hold`` says whether the message offers ``on_mismatch: hold``."""
     mismatches = compatibility(task, sources, model)
     if mismatches and not hold:
         labels = [label for label, _ in sources]
-        raise IncompatibleCheckpoints(mismatch_message(mismatches, labels, hold=can_hold), mismatches)
+        raise IncompatibleCheckpoints(
+            mismatch_message(mismatches, labels, hold=can_hold), mismatches
+        )
     return mismatches
 
 
@@ -162,7 +170,9 @@ class OpenModel:
             sd: Mapping[str, torch.Tensor]
             if self.cache is not None:
                 sd = self.cache.get(src)
-            elif src.adapter is not None or not self.lazy:  # an adapter merged by peft is built whole
+            elif (
+                src.adapter is not None or not self.lazy
+            ):  # an adapter merged by peft is built whole
                 sd = load_state_dict(src)
             else:
                 sd = LazyStateDict(src)
@@ -173,11 +183,19 @@ class OpenModel:
         """A full checkpoint (an adapter's base) whole, from the cache when there is one."""
         return self.cache.get(src) if self.cache is not None else load_state_dict(src)
 
-    def evaluator(self, data: Dataset | None = None, *, batch_size: int, max_length: int) -> Evaluator:
+    def evaluator(
+        self, data: Dataset | None = None, *, batch_size: int, max_length: int
+    ) -> Evaluator:
         """The task's evaluator over ``data`` (default: the opened dataset) with the live model."""
-        return EVALUATORS[self.task](self.tokenizer, self.data if data is None else data, self.model,
-                                     batch_size=batch_size, max_length=max_length, device=self.device,
-                                     autocast_dtype=self.autocast)
+        return EVALUATORS[self.task](
+            self.tokenizer,
+            self.data if data is None else data,
+            self.model,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=self.device,
+            autocast_dtype=self.autocast,
+        )
 
     def release(self) -> None:
         """Forget the loaded state dicts (the live model keeps its own tensors)."""
@@ -227,8 +245,14 @@ def open_model(
     tok_src = resolver.checkpoint(tokenizer) if tokenizer else None
 
     config = read_config(first.config_dir)
-    data = load_dataset(resolver.dataset(dataset), task, max_examples=max_examples, seed=seed,
-                        prompts_from_text=prompts_from_text, **entry.dataset_options(config))
+    data = load_dataset(
+        resolver.dataset(dataset),
+        task,
+        max_examples=max_examples,
+        seed=seed,
+        prompts_from_text=prompts_from_text,
+        **entry.dataset_options(config),
+    )
     if after_data is not None:
         after_data()
     tok_dirs: list[Path] = [tok_src.config_dir, tok_src.weights] if tok_src else []
@@ -244,24 +268,47 @@ def open_model(
     mismatches: list[tuple[str, str]] = []
     if space == "adapter":  # the live model gets the adapter's layers (basin.adapters)
         if first.adapter is None:
-            raise InvalidSpec(f"space: adapter needs PEFT adapter checkpoints; {refs[0]!r} is a full "
-                              "checkpoint (use space: merged to mix full checkpoints and adapters)")
+            raise InvalidSpec(
+                f"space: adapter needs PEFT adapter checkpoints; {refs[0]!r} is a full "
+                "checkpoint (use space: merged to mix full checkpoints and adapters)"
+            )
         base = first.base_source()
-        adapter_space = AdapterSpace(model, first, cache.get(base) if cache is not None else
-                                     load_state_dict(base), task)
+        adapter_space = AdapterSpace(
+            model, first, cache.get(base) if cache is not None else load_state_dict(base), task
+        )
         model = adapter_space.model
     else:
-        mismatches = check_compatible(task, [(r, sources[r]) for r in refs], model=model,
-                                      hold=on_mismatch == "hold", can_hold=can_hold)
+        mismatches = check_compatible(
+            task,
+            [(r, sources[r]) for r in refs],
+            model=model,
+            hold=on_mismatch == "hold",
+            can_hold=can_hold,
+        )
     held = {k for k, _ in mismatches}
 
     dev = resolve_device(device)
     param_dtype, autocast, prec = precision(dtype, dev)
     opened = OpenModel(
-        task=task, refs=refs, sources=sources, config=config, data=data, tokenizer=tok,
-        tokenizer_id=tok_src.id if tok_src else None, model=model, to_model=to_model,
-        adapter_space=adapter_space, mismatches=mismatches, device=dev, dtype=param_dtype,
-        autocast=autocast, precision=prec, groups=ModelGroups({}, {}), movable=[], names=[], cache=cache,
+        task=task,
+        refs=refs,
+        sources=sources,
+        config=config,
+        data=data,
+        tokenizer=tok,
+        tokenizer_id=tok_src.id if tok_src else None,
+        model=model,
+        to_model=to_model,
+        adapter_space=adapter_space,
+        mismatches=mismatches,
+        device=dev,
+        dtype=param_dtype,
+        autocast=autocast,
+        precision=prec,
+        groups=ModelGroups({}, {}),
+        movable=[],
+        names=[],
+        cache=cache,
         lazy=lazy,
     )
     sd0 = opened.load(refs[0])
@@ -275,8 +322,12 @@ def open_model(
     if not parameters_only:
         canonical += [k for k, _ in model.named_buffers()]
     movable = [
-        k for k in canonical
-        if k in sd0 and k not in held and tensor_dtype(sd0, k) in _FLOAT and live[k].is_floating_point()
+        k
+        for k in canonical
+        if k in sd0
+        and k not in held
+        and tensor_dtype(sd0, k) in _FLOAT
+        and live[k].is_floating_point()
     ]
     if only_moved and adapter_space is None and scope == "all" and adapter_sources(sources):
         # adapters on one base, merged: only what some adapter changes moves (the rest is the base)
@@ -284,8 +335,17 @@ def open_model(
         moved = moved_names(rename(base_sd, to_model(base_sd)), [opened.load(r) for r in refs])
         movable = [k for k in movable if k in moved] or movable
     opened.movable = movable
-    opened.names = select_scope(scope, movable, opened.groups)  # InvalidSpec when it matches nothing
+    opened.names = select_scope(
+        scope, movable, opened.groups
+    )  # InvalidSpec when it matches nothing
     return opened
 
 
-__all__ = ["OpenModel", "check_compatible", "compatibility", "open_model", "precision", "resolve_device"]
+__all__ = [
+    "OpenModel",
+    "check_compatible",
+    "compatibility",
+    "open_model",
+    "precision",
+    "resolve_device",
+]

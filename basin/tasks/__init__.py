@@ -45,7 +45,9 @@ def task_entry(name: str) -> TaskEntry:
 def tasks_with(**supports: object) -> tuple[str, ...]:
     """Names of the tasks whose entries have every given attribute value, in order
     (``tasks_with(ensemble=True)``)."""
-    return tuple(t for t, e in TASKS.items() if all(getattr(e, k) == v for k, v in supports.items()))
+    return tuple(
+        t for t, e in TASKS.items() if all(getattr(e, k) == v for k, v in supports.items())
+    )
 
 
 __all__ = ["TASKS", "TaskEntry", "task_entry", "tasks_with"]

@@ -84,11 +84,19 @@ class TaskEntry:
     def public(self) -> dict[str, Any]:
         """The entry as ``GET /api/meta`` serves it (JSON-ready)."""
         return {
-            "label": self.label, "help": self.help, "columns": list(self.columns),
-            "optional_columns": list(self.optional_columns), "metrics": list(self.metrics),
-            "default_metrics": list(self.default_metrics), "ensemble": self.ensemble,
-            "per_example": self.per_example, "prefix_reuse": self.prefix_reuse, "trainable": self.trainable,
-            "generates": self.generates, "example_columns": list(self.example_columns), "order": self.order,
+            "label": self.label,
+            "help": self.help,
+            "columns": list(self.columns),
+            "optional_columns": list(self.optional_columns),
+            "metrics": list(self.metrics),
+            "default_metrics": list(self.default_metrics),
+            "ensemble": self.ensemble,
+            "per_example": self.per_example,
+            "prefix_reuse": self.prefix_reuse,
+            "trainable": self.trainable,
+            "generates": self.generates,
+            "example_columns": list(self.example_columns),
+            "order": self.order,
         }
 
 

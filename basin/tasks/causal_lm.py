@@ -7,7 +7,7 @@ TASK = TaskEntry(
     name="causal_lm",
     label="causal LM",
     help="a decoder LM scored on texts: mean next-token loss and perplexity; with generation prompts "
-         "it also samples continuations",
+    "it also samples continuations",
     auto_class="AutoModelForCausalLM",
     columns=("text",),
     peft_task_types=("CAUSAL_LM",),

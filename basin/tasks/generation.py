@@ -6,7 +6,7 @@ TASK = TaskEntry(
     name="generation",
     label="generation",
     help="a decoder LM samples continuations of prompts, scored by a classifier (sentiment), a "
-         "reference LM (perplexity of the samples), distinct-n and length",
+    "reference LM (perplexity of the samples), distinct-n and length",
     auto_class="AutoModelForCausalLM",
     columns=("prompt",),
     evaluator="basin.evaluate.generation:GenerationEvaluator",

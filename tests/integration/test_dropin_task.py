@@ -27,28 +27,54 @@ def _eval(spec: dict, folder: Path, name: str) -> dict:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = folder / f"{name}.json"
-    proc = subprocess.run([sys.executable, "-m", "basin.cli", "eval", str(path), "-o", str(out), "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "basin.cli", "eval", str(path), "-o", str(out), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
 
 def test_a_task_module_dropped_in_works_through_the_cli_and_the_api(classifier_family, tmp_path):
-    common = {"dataset": str(classifier_family["data"]), "max_examples": 24, "device": "cpu",
-              "path": {"type": "linear", "a": str(classifier_family["ft_a"]), "b": str(classifier_family["ft_b"]),
-                       "points": 5}}
+    common = {
+        "dataset": str(classifier_family["data"]),
+        "max_examples": 24,
+        "device": "cpu",
+        "path": {
+            "type": "linear",
+            "a": str(classifier_family["ft_a"]),
+            "b": str(classifier_family["ft_b"]),
+            "points": 5,
+        },
+    }
     with dropped_in_task("classification") as task:
-        cli = _eval({**common, "task": task, "ensemble": True, "per_example": True}, tmp_path, "new")
+        cli = _eval(
+            {**common, "task": task, "ensemble": True, "per_example": True}, tmp_path, "new"
+        )
         with running_stack(tmp_path / "store", workers=1, ui=False) as stack:
             meta = stack.request("GET", "/api/meta").json()
             for name in ("ft_a", "ft_b"):
-                r = stack.request("POST", "/api/checkpoints/register",
-                                  json={"path": str(classifier_family[name]), "name": name})
+                r = stack.request(
+                    "POST",
+                    "/api/checkpoints/register",
+                    json={"path": str(classifier_family[name]), "name": name},
+                )
                 assert r.status_code in (200, 201), r.text
-            r = stack.request("PUT", "/api/datasets?name=eval.csv", content=classifier_family["data"].read_bytes())
+            r = stack.request(
+                "PUT", "/api/datasets?name=eval.csv", content=classifier_family["data"].read_bytes()
+            )
             assert r.status_code in (200, 201), r.text
-            spec = {"path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": 5}, "dataset": "eval.csv",
-                    "task": task, "max_examples": 24, "ensemble": True, "per_example": True}
+            spec = {
+                "path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": 5},
+                "dataset": "eval.csv",
+                "task": task,
+                "max_examples": 24,
+                "ensemble": True,
+                "per_example": True,
+            }
             r = stack.request("POST", "/api/runs", json=spec)
             assert r.status_code == 201, r.text
             doc = stack.wait_run(r.json()["id"])
@@ -59,12 +85,17 @@ def test_a_task_module_dropped_in_works_through_the_cli_and_the_api(classifier_f
     # the API lists it with what it supports, and its run spec schema offers it
     entry = meta["tasks"][task]
     assert entry["ensemble"] and entry["per_example"] and entry["columns"] == ["text", "label"]
-    assert entry["metrics"] == ["loss", "accuracy", "f1"] and entry["default_metrics"] == ["loss", "accuracy"]
+    assert entry["metrics"] == ["loss", "accuracy", "f1"] and entry["default_metrics"] == [
+        "loss",
+        "accuracy",
+    ]
     assert task in meta["run_spec"]["properties"]["task"]["enum"]
     assert task in meta["metrics"]["accuracy"]["tasks"]
 
     # the same numbers as the task it copies, from the CLI and from the worker
-    want = _eval({**common, "task": "classification", "ensemble": True, "per_example": True}, tmp_path, "old")
+    want = _eval(
+        {**common, "task": "classification", "ensemble": True, "per_example": True}, tmp_path, "old"
+    )
     assert cli["points"] == want["points"]
     assert cli["summary"]["barrier"] == want["summary"]["barrier"]
     assert cli["spec"]["metrics"] == ["loss", "accuracy"]
