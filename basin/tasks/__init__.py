@@ -50,4 +50,11 @@ def tasks_with(**supports: object) -> tuple[str, ...]:
     )
 
 
-__all__ = ["TASKS", "TaskEntry", "task_entry", "tasks_with"]
+def keeps_column(task: str | None, column: str) -> bool:
+    """Whether runs of ``task`` keep the per-example outcome ``column`` (``correct``: the
+    forgetting table); False for an unknown task. Works on stored documents' task names."""
+    entry = TASKS.get(task or "")
+    return entry is not None and column in entry.example_columns
+
+
+__all__ = ["TASKS", "TaskEntry", "keeps_column", "task_entry", "tasks_with"]
