@@ -6,8 +6,9 @@ transformers' loading renames them (a ``BertModel`` file has no ``bert.`` prefix
 ``lm_head.weight``). The engine compares tensors under the model's own names, so
 ``basin eval`` mixes such a pair; the API used to compare the raw stored names and
 refused it with a 422. Here both go through the real CLI (``basin.cli.main``) and the
-real app (``POST /api/runs/validate``, which runs exactly the checks ``POST /api/runs``
-runs), and must agree — and on a truly incompatible pair both refuse with one message.
+real app (``POST /api/runs`` over a private redis-server, which queues the run, and
+``/api/runs/validate``), and must agree — and on a truly incompatible pair both refuse
+with one message.
 """
 
 from __future__ import annotations
