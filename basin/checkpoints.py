@@ -304,9 +304,12 @@ def compare_meta(metas: Sequence[tuple[str, TensorMeta]]) -> list[tuple[str, str
 
 
 def check_compatible(sources: Sequence[CheckpointSource | str | Path]) -> list[tuple[str, str]]:
-    """Compare key sets, shapes and dtypes of every source with the first (headers only).
+    """Compare key sets, shapes and dtypes of every source with the first (headers only),
+    under the names the files store.
 
-    Returns all mismatches as ``(tensor_name, reason)``; empty when compatible.
+    Returns all mismatches as ``(tensor_name, reason)``; empty when compatible. Runs, fits
+    and the API check under the *model's* names instead (a missing base-model prefix or a
+    tied alias stored twice is no mismatch there): :func:`basin.opening.check_compatible`.
     """
     srcs = [_source(s) for s in sources]
     return compare_meta([(s.id, tensor_meta(s)) for s in srcs])

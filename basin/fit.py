@@ -65,7 +65,6 @@ logger = logging.getLogger(__name__)
 #: File in a fitted control checkpoint that says how it was fitted (not ``manifest.json``,
 #: which the store writes for its own entries).
 FIT_META = "basin_fit.json"
-_FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 #: Files copied from θA's folders into the control checkpoint (config and tokenizer).
 _COPIED = ("config.json", "generation_config.json", "special_tokens_map.json", "added_tokens.json",
            "merges.txt", *TOKENIZER_FILES)
