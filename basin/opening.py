@@ -18,6 +18,7 @@ a ``.bin``) is accepted or refused the same way everywhere, with one message
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,14 +88,32 @@ def compatibility(
     """
     if len(sources) < 2:
         return []
-    if model is None:
-        model = make_model(task, sources[0][1].config_dir, meta=True)
-    to_model = key_mapper(model)
+    to_model = (
+        key_mapper(model) if model is not None else _skeleton_mapper(task, sources[0][1].config_dir)
+    )
     metas = []
     for label, src in sources:
         raw = tensor_meta(src)
         metas.append((label, rename(raw, to_model(raw))))
     return compare_meta(metas)
+
+
+def _skeleton_mapper(task: str, config_dir: Path) -> Callable[[Iterable[str]], dict[str, str]]:
+    """:func:`key_mapper` of a ``meta``-device skeleton of ``config_dir``'s model, kept for the
+    config file as it is now (a 7B skeleton takes seconds to build; the API asks per request)."""
+    cfg = Path(config_dir) / "config.json"
+    try:
+        stamp = cfg.stat().st_mtime_ns
+    except OSError:
+        stamp = 0  # make_model names the missing config
+    return _cached_mapper(task, str(Path(config_dir).resolve()), stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_mapper(
+    task: str, config_dir: str, _stamp: int
+) -> Callable[[Iterable[str]], dict[str, str]]:
+    return key_mapper(make_model(task, Path(config_dir), meta=True))
 
 
 def check_compatible(
