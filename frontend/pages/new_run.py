@@ -62,6 +62,23 @@ def spec_field(meta: dict[str, Any] | None, name: str, within: str | None = None
     return out
 
 
+def _bounds(schema: dict[str, Any]) -> dict[str, Any]:
+    return {prop: schema[key] for key, prop in (("minimum", "min"), ("exclusiveMinimum", "min"),
+                                                ("maximum", "max")) if key in schema}
+
+
+def path_field(meta: dict[str, Any] | None, ptype: str, name: str, item: int | None = None) -> dict[str, Any]:
+    """A path type's field default and bounds from ``GET /api/meta`` as input properties
+    (``{value, min, max}``); ``item`` picks one element of a pair (``resolution``: nx, ny)."""
+    info = path_info(meta, ptype)
+    schema = ((info.get("json_schema") or {}).get("properties") or {}).get(name) or {}
+    default = (info.get("defaults") or {}).get(name, schema.get("default"))
+    if item is not None:
+        schema = (schema.get("prefixItems") or [{}, {}])[item]
+        default = default[item] if isinstance(default, list) and len(default) > item else None
+    return ({"value": default} if default is not None else {}) | _bounds(schema)
+
+
 def task_supports(meta: dict[str, Any] | None, task: str | None, what: str) -> bool:
     """Whether ``task`` supports ``what`` (``ensemble``, ``per_example``) per ``GET /api/meta``."""
     return bool(task_info(meta, task).get(what))
@@ -387,7 +404,7 @@ def layout(**_: Any) -> html.Div:
         _field("Metrics", dbc.Checklist(id="newrun-metrics", inline=True,
                                         value=task_info(meta, "classification").get("default_metrics", []),
                                         options=metric_options(meta, "classification"))),
-        _field("Points", dbc.Input(id="newrun-points", type="number", value=26, min=2, max=10001),
+        _field("Points", dbc.Input(id="newrun-points", type="number", **path_field(meta, "linear", "points")),
                id_="newrun-row-points"),
         _field("α range", dbc.InputGroup([
             dbc.Input(id="newrun-lo", type="number", value=0.0, step="any"),
@@ -395,16 +412,18 @@ def layout(**_: Any) -> html.Div:
             dbc.Input(id="newrun-hi", type="number", value=1.0, step="any")]),
             id_="newrun-row-range", help_="outside [0, 1] extrapolates"),
         _field("Resolution", dbc.InputGroup([
-            dbc.Input(id="newrun-nx", type="number", value=21, min=2, max=201),
+            dbc.Input(id="newrun-nx", type="number", **path_field(meta, "plane", "resolution", 0)),
             dbc.InputGroupText("×"),
-            dbc.Input(id="newrun-ny", type="number", value=21, min=2, max=201)]), id_="newrun-row-res"),
+            dbc.Input(id="newrun-ny", type="number", **path_field(meta, "plane", "resolution", 1))]),
+            id_="newrun-row-res"),
         _field("Grid x / y range", dbc.InputGroup([
             dbc.Input(id="newrun-xlo", type="number", value=-1.0, step="any"),
             dbc.Input(id="newrun-xhi", type="number", value=2.0, step="any"),
             dbc.InputGroupText("/"),
             dbc.Input(id="newrun-ylo", type="number", value=-1.0, step="any"),
             dbc.Input(id="newrun-yhi", type="number", value=2.0, step="any")]), id_="newrun-row-grid"),
-        _field("Margin", dbc.Input(id="newrun-margin", type="number", value=0.2, min=0, max=5, step="any"),
+        _field("Margin", dbc.Input(id="newrun-margin", type="number", step="any",
+                                   **path_field(meta, "plane", "margin")),
                id_="newrun-row-margin", help_="around the anchors' bounding box, × its size"),
         _field("Scope", html.Div([
             dbc.Select(id="newrun-scope", value="all",

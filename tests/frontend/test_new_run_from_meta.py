@@ -72,3 +72,22 @@ def test_what_a_task_supports_comes_from_its_registry_entry():
         "never",
         "always",
     ]
+
+
+def test_grid_inputs_take_the_path_types_defaults_and_bounds():
+    from basin.paths import PATHS
+
+    linear = PATHS["linear"].Spec.model_json_schema()["properties"]["points"]
+    assert nr.path_field(META, "linear", "points") == {
+        "value": linear["default"],
+        "min": linear["minimum"],
+        "max": linear["maximum"],
+    }
+    res = PATHS["plane"].Spec.model_json_schema()["properties"]["resolution"]
+    nx = nr.path_field(META, "plane", "resolution", 0)
+    assert nx == {
+        "value": res["default"][0],
+        "min": res["prefixItems"][0]["minimum"],
+        "max": res["prefixItems"][0]["maximum"],
+    }
+    assert nr.path_field(META, "plane", "margin")["value"] == 0.2
