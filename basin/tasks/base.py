@@ -28,7 +28,8 @@ class TaskEntry:
     ``evaluator``: ``"module:Class"`` of its :class:`basin.evaluate.base.Evaluator` (imported
     on first use, so the registry stays torch-free). ``metrics``: the metrics its evaluator
     reports (names in :mod:`basin.metrics`), ``default_metrics`` those reported when a spec
-    names none. What it supports: ``ensemble`` (output ensembling along a 1D path),
+    names none; both add to what the metric entries themselves declare (``Metric.tasks``,
+    ``default_in``), and :mod:`basin.metrics` checks every task ends up with a default. What it supports: ``ensemble`` (output ensembling along a 1D path),
     ``per_example`` (per-example outcomes kept in the records), ``prefix_reuse``
     (frozen-prefix reuse of the lower layers' activations), ``trainable`` (a differentiable
     loss: curve fits), ``generates`` (it samples continuations of prompts: ``always``, only
@@ -63,8 +64,6 @@ class TaskEntry:
             raise ValueError(f"task {self.name!r}: generates must be never, with_prompts or always")
         if not set(self.default_metrics) <= set(self.metrics):
             raise ValueError(f"task {self.name!r}: a default metric it does not report")
-        if not self.default_metrics:
-            raise ValueError(f"task {self.name!r} has no default metric")
 
     def evaluator_class(self) -> type[Any]:
         """The evaluator class (imports it)."""

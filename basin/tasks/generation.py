@@ -10,8 +10,10 @@ TASK = TaskEntry(
     auto_class="AutoModelForCausalLM",
     columns=("prompt",),
     evaluator="basin.evaluate.generation:GenerationEvaluator",
-    metrics=("sentiment", "sample_perplexity", "distinct_1", "distinct_2", "distinct_3", "length"),
-    default_metrics=("sentiment", "sample_perplexity", "distinct_2"),
+    # its metrics are declared by their own entries in basin.metrics (tasks=("generation",)),
+    # where the generation metrics live
+    metrics=(),
+    default_metrics=(),
     prefix_reuse=False,
     generates="always",
     order=3,
