@@ -37,6 +37,7 @@ import torch
 from basin import strict_json
 from basin.errors import CheckpointError, IncompatibleCheckpoints
 from basin.formats import bin_meta, load_bin, read_config, safetensors_meta
+from basin.tasks import TASKS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,9 +50,10 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SAFE = "adapter_model.safetensors"
 ADAPTER_BIN = "adapter_model.bin"
 #: peft's ``task_type`` → the Basin task whose model class an adapter was trained on.
-TASK_OF_PEFT = {
-    "SEQ_CLS": "classification", "CAUSAL_LM": "causal_lm", "SEQ_2_SEQ_LM": "seq2seq",
-}
+TASK_OF_PEFT: dict[str, str] = {}
+for _t, _e in TASKS.items():  # the first task (in order) that claims a PEFT task type
+    for _p in _e.peft_task_types:
+        TASK_OF_PEFT.setdefault(_p, _t)
 
 
 def is_adapter_dir(path: str | Path) -> bool:

@@ -244,22 +244,32 @@ def compare_meta(metas: Sequence[tuple[str, TensorMeta]]) -> list[tuple[str, str
 
 
 def check_compatible(sources: Sequence[CheckpointSource | str | Path]) -> list[tuple[str, str]]:
-    """Compare key sets, shapes and dtypes of every source with the first (headers only).
+    """Compare key sets, shapes and dtypes of every source with the first (headers only),
+    under the names the files store.
 
-    Returns all mismatches as ``(tensor_name, reason)``; empty when compatible.
+    Returns all mismatches as ``(tensor_name, reason)``; empty when compatible. Runs, fits
+    and the API check under the *model's* names instead (a missing base-model prefix or a
+    tied alias stored twice is no mismatch there): :func:`basin.opening.check_compatible`.
     """
     srcs = [_source(s) for s in sources]
     return compare_meta([(s.id, tensor_meta(s)) for s in srcs])
 
 
-def mismatch_message(mismatches: Sequence[tuple[str, str]], show: int = 5) -> str:
-    """One line naming the first few mismatched tensors and the total count."""
+def mismatch_message(mismatches: Sequence[tuple[str, str]], labels: Sequence[str] = (), show: int = 5, *,
+                     hold: bool = True) -> str:
+    """The one message for incompatible checkpoints (the engine, ``fit`` and the API):
+    ``checkpoints 'a' and 'b' are incompatible: N mismatched tensor(s): name: reason; ...``.
+
+    ``labels`` name the checkpoints as the user wrote them; ``hold`` adds the hint that
+    ``on_mismatch: hold`` keeps the mismatched tensors at the first checkpoint.
+    """
+    quoted = [f"'{x}'" for x in dict.fromkeys(labels)]
+    who = " and ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
     head = "; ".join(f"{k}: {why}" for k, why in mismatches[:show])
     more = f" (and {len(mismatches) - show} more)" if len(mismatches) > show else ""
-    return (
-        f"checkpoints are incompatible: {len(mismatches)} mismatched tensor(s): {head}{more}. "
-        "Set on_mismatch: hold to keep them at the first checkpoint."
-    )
+    hint = " Set on_mismatch: hold to keep them at the first checkpoint." if hold else ""
+    return (f"checkpoints {who + ' ' if who else ''}are incompatible: {len(mismatches)} mismatched tensor(s): "
+            f"{head}{more}.{hint}")
 
 
 class CheckpointCache:

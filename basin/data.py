@@ -25,16 +25,13 @@ from typing import IO, Any
 
 from basin import strict_json
 from basin.errors import DatasetError
+from basin.tasks import TASKS, task_entry
 
 logger = logging.getLogger(__name__)
 
-REQUIRED = {
-    "classification": ("text", "label"),
-    "causal_lm": ("text",),
-    "seq2seq": ("source", "target"),
-    "generation": ("prompt",),
-}
-OPTIONAL = {"classification": ("text_pair",), "causal_lm": (), "seq2seq": (), "generation": ()}
+#: Dataset columns each task needs / reads when present (its entry in :mod:`basin.tasks`).
+REQUIRED = {t: e.columns for t, e in TASKS.items()}
+OPTIONAL = {t: e.optional_columns for t, e in TASKS.items()}
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -228,8 +225,8 @@ def load_dataset(
     if not p.is_file():
         raise DatasetError(f"dataset {p} not found")
     cols, rows = read_rows(p)
-    need = REQUIRED[task]
-    if task == "generation" and "prompt" not in cols:
+    need = task_entry(task).columns
+    if task_entry(task).generates == "always" and "prompt" not in cols:
         if not prompts_from_text or "text" not in cols:
             raise DatasetError(
                 f"dataset {p.name} has no 'prompt' column (found {cols}): give prompts in a 'prompt' column"

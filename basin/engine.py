@@ -24,7 +24,6 @@ from typing import Any, cast
 import torch
 
 from basin import grid, refine
-from basin.adapters import AdapterSpace, adapter_sources, moved_names
 from basin.analysis import barriers, distances, extremes
 from basin.analysis.trend import trend
 from basin.analysis.uncertainty import (
@@ -33,42 +32,24 @@ from basin.analysis.uncertainty import (
     pack_bootstrap,
     point_intervals,
 )
-from basin.checkpoints import (
-    CheckpointCache,
-    LazyStateDict,
-    compare_meta,
-    label_info,
-    load_state_dict,
-    mismatch_message,
-    read_config,
-    tensor_dtype,
-    tensor_meta,
-    tensor_shape,
-)
+from basin.checkpoints import CheckpointCache, load_state_dict, read_config, tensor_shape
 from basin.data import Dataset, load_dataset
 from basin.drive import ListSink, ListSource, WaveSource, drive
-from basin.errors import IncompatibleCheckpoints, InvalidSpec
-from basin.evaluate import EVALUATORS, load_tokenizer
+from basin.errors import IncompatibleCheckpoints
+from basin.evaluate import load_tokenizer
 from basin.evaluate.base import Evaluator
 from basin.evaluate.generation import GenerationEvaluator, Scorer
 from basin.evaluate.multi import PointStack, can_stack, points_per_pass_from_env
 from basin.evaluate.prefix import ENV_SWITCH, PrefixReuse, cap_from_env, enabled_by_env
 from basin.generation import label_weights
-from basin.groups import ModelGroups, model_groups, out_axis
+from basin.groups import ModelGroups, out_axis
+from basin.opening import open_model, precision, resolve_device
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
 from basin.resolve import CheckpointSource, Resolver
-from basin.space import (
-    ParamSpace,
-    build_model,
-    key_mapper,
-    live_tensors,
-    load_weights,
-    make_model,
-    rename,
-    select_scope,
-)
-from basin.spec import RunSpec
+from basin.space import ParamSpace, build_model
+from basin.spec import GENERATION, RunSpec
+from basin.tasks import TaskEntry, task_entry
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +62,8 @@ ENSEMBLE_TREND = "sentiment (output ensemble)"
 #: ``examples``; 5: 1D records without ``per_example`` carry ``bootstrap``, the compact
 #: per-example values of the barrier interval), so stale cached points are not reused.
 KEY_VERSION = 5
-_FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-__all__ = ["Anchor", "CheckpointCache", "Landscape", "Point", "run"]
+__all__ = ["Anchor", "CheckpointCache", "Landscape", "Point", "precision", "resolve_device", "run"]
 
 
 @dataclass(frozen=True)
@@ -93,24 +72,6 @@ class Point:
 
     index: int
     coords: dict[str, float]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → ``cuda`` when available, else ``cpu``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidSpec(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def precision(dtype: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None, str]:
-    """``(parameter dtype, autocast dtype or None, label)``: bf16 autocast on CUDA for ``auto``."""
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.float32, torch.bfloat16, "fp32+bf16-autocast"
-        return torch.float32, None, "float32"
-    return _DTYPES[dtype], None, dtype
 
 
 class Landscape:
@@ -139,6 +100,7 @@ class Landscape:
     extra: dict[str, Any]
     distance: dict[str, Any] | None
     evaluator: Evaluator
+    task: TaskEntry  # the spec's task (basin.tasks)
     generator: GenerationEvaluator | None  # a causal_lm run's generation on its prompts
     scorer_id: str | None
     reference_id: str | None
@@ -178,103 +140,38 @@ class Landscape:
         self.path = PATHS[spec.path.type](spec.path)
         self.path.validate()
         refs = self.path.refs()
-        self.sources = {r: resolver.checkpoint(r) for r in refs}
-        first = self.sources[refs[0]]
-        tok_src = resolver.checkpoint(spec.tokenizer) if spec.tokenizer else None
-
-        config = read_config(first.config_dir)
         gen = spec.generation
-        self.data = load_dataset(
-            resolver.dataset(spec.dataset), spec.task, max_examples=spec.max_examples, seed=spec.seed,
-            label2id=label_info(config)[1] if spec.task == "classification" else None,
-            num_labels=label_info(config)[0] if spec.task == "classification" else None,
-            prompts_from_text=gen is not None and gen.prompt_tokens is not None,
-        )
         prompts = None
-        if gen is not None and gen.prompts:
-            prompts = load_dataset(resolver.dataset(gen.prompts), "generation", max_examples=spec.max_examples,
-                                   seed=spec.seed, prompts_from_text=gen.prompt_tokens is not None)
-        scorer_src = resolver.checkpoint(gen.scorer) if gen is not None and gen.scorer else None
-        ref_name = spec.reference_lm() if gen is not None and "sample_perplexity" in spec.metrics else None
-        reference_src = resolver.checkpoint(ref_name) if ref_name else None
-        if gen is not None and scorer_src is not None:  # before any weights are read: a bad spec
-            weights, self.label_scores = label_weights(read_config(scorer_src.config_dir), gen.positive_label,
-                                                       gen.label_scores, scorer=f"scorer {gen.scorer!r}")
-        tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
-        for s in self.sources.values():
-            tok_dirs += [s.config_dir, s.weights]
-        tokenizer = load_tokenizer([d for d in tok_dirs if d.is_dir()])
-        self.tokenizer_id = tok_src.id if tok_src else None
+        scorer_src = reference_src = None
+        ref_name: str | None = None
+        weights: list[float] = []
 
-        # the model first (config only): its module tree names the groups, and its own
-        # loading rules rename every file's keys (embed_out → lm_head, tied aliases → one name)
-        model = make_model(spec.task, first.config_dir)
-        to_model = key_mapper(model)
-        adapter_space = None
-        if spec.space == "adapter":  # the live model gets the adapter's layers (basin.adapters)
-            if first.adapter is None:
-                raise InvalidSpec(f"space: adapter needs PEFT adapter checkpoints; {refs[0]!r} is a full "
-                                  "checkpoint (use space: merged to mix full checkpoints and adapters)")
-            base = first.base_source()
-            adapter_space = AdapterSpace(model, first, cache.get(base) if cache is not None else
-                                         load_state_dict(base), spec.task)
-            model = adapter_space.model
-            mismatches: list[tuple[str, str]] = []
-        else:
-            metas = []
-            for r in refs:
-                raw = tensor_meta(self.sources[r])
-                metas.append((self.sources[r].id, rename(raw, to_model(raw))))
-            mismatches = compare_meta(metas)
-        if mismatches and spec.on_mismatch == "error":
-            raise IncompatibleCheckpoints(mismatch_message(mismatches), mismatches)
-        held = {k for k, _ in mismatches}
-        self.mismatches = mismatches
+        def generation_checks() -> None:  # after the dataset, before any weights are read: a bad spec
+            nonlocal prompts, scorer_src, reference_src, ref_name, weights
+            if gen is None:
+                return
+            if gen.prompts:
+                prompts = load_dataset(resolver.dataset(gen.prompts), GENERATION, max_examples=spec.max_examples,
+                                       seed=spec.seed, prompts_from_text=gen.prompt_tokens is not None)
+            scorer_src = resolver.checkpoint(gen.scorer) if gen.scorer else None
+            ref_name = spec.reference_lm() if "sample_perplexity" in spec.metrics else None
+            reference_src = resolver.checkpoint(ref_name) if ref_name else None
+            if scorer_src is not None:
+                weights, self.label_scores = label_weights(read_config(scorer_src.config_dir), gen.positive_label,
+                                                           gen.label_scores, scorer=f"scorer {gen.scorer!r}")
 
-        self.device = resolve_device(spec.device)
-        self.dtype, autocast, self.precision = precision(spec.dtype, self.device)
-
-        # With a checkpoint cache (a worker keeps checkpoints resident between runs) the state
-        # dicts are whole in memory; without one (the CLI) they are lazy: read tensor by tensor
-        # as the model and the basis are built, so no endpoint is ever whole in memory.
-        loaded: dict[str, Mapping[str, torch.Tensor]] = {}
-
-        def load(ref: str) -> Mapping[str, torch.Tensor]:
-            if ref not in loaded:
-                src = self.sources[ref]
-                if adapter_space is not None:
-                    loaded[ref] = adapter_space.load(src)
-                    return loaded[ref]
-                sd: Mapping[str, torch.Tensor]
-                if cache is not None:
-                    sd = cache.get(src)
-                elif src.adapter is not None:  # merged by peft: θ_base + ΔW is built whole
-                    sd = load_state_dict(src)
-                else:
-                    sd = LazyStateDict(src)
-                loaded[ref] = rename(sd, to_model(sd))
-            return loaded[ref]
-
-        sd0 = load(refs[0])
-        if adapter_space is None:
-            load_weights(model, sd0, spec.task)
-        self.groups = model_groups(model)
+        opened = open_model(
+            spec.task, refs, resolver, dataset=spec.dataset, max_examples=spec.max_examples, seed=spec.seed,
+            scope=spec.scope, device=spec.device, dtype=spec.dtype, tokenizer=spec.tokenizer,
+            on_mismatch=spec.on_mismatch, space=spec.space, cache=cache,
+            prompts_from_text=gen is not None and gen.prompt_tokens is not None, after_data=generation_checks,
+        )
+        self.sources, self.data, self.tokenizer_id = opened.sources, opened.data, opened.tokenizer_id
+        self.mismatches, self.device, self.dtype = opened.mismatches, opened.device, opened.dtype
+        self.precision, self.groups, self.names = opened.precision, opened.groups, opened.names
+        model, tokenizer, autocast, load = opened.model, opened.tokenizer, opened.autocast, opened.load
+        uniq = opened.movable
         axes_out = out_axis(model)
-        model.to(device=self.device, dtype=self.dtype)
-        live = live_tensors(model)
-        # canonical names (one per underlying tensor), in the model's order
-        canonical = [k for k, _ in model.named_parameters()] + [k for k, _ in model.named_buffers()]
-        uniq = [
-            k for k in canonical
-            if k in sd0 and k not in held and tensor_dtype(sd0, k) in _FLOAT and live[k].is_floating_point()
-        ]
-        if adapter_space is None and spec.scope == "all" and adapter_sources(self.sources):
-            # adapters on one base, merged: only what some adapter changes moves (the rest is the base)
-            base = first.base_source()
-            base_sd = cache.get(base) if cache is not None else load_state_dict(base)
-            moved = moved_names(rename(base_sd, to_model(base_sd)), [load(r) for r in refs])
-            uniq = [k for k in uniq if k in moved] or uniq
-        self.names = select_scope(spec.scope, uniq, self.groups)
         self.space = ParamSpace(model, self.names)
 
         # the basis stays fp32 whatever the model's dtype (ParamSpace casts once per point)
@@ -296,6 +193,7 @@ class Landscape:
         self.generator = None
         kw: dict[str, Any] = {"batch_size": spec.batch_size, "max_length": spec.max_length, "device": self.device,
                               "autocast_dtype": autocast}
+        self.task = task_entry(spec.task)
         if gen is not None:
             scorer = None
             if scorer_src is not None:
@@ -313,13 +211,13 @@ class Landscape:
                         "tokenizer", [])
             self.generator = GenerationEvaluator(tokenizer, prompts or self.data, model, gen=gen,
                                                  metrics=spec.metrics, scorer=scorer, reference=reference, **kw)
-        loaded.clear()
+        opened.release()
 
-        if spec.task == "generation":
+        if self.task.generates == "always":
             assert self.generator is not None
             self.evaluator, self.generator = self.generator, None
         else:
-            self.evaluator = EVALUATORS[spec.task](tokenizer, self.data, model, **kw)
+            self.evaluator = opened.evaluator(batch_size=spec.batch_size, max_length=spec.max_length)
         self._prefix_off = self._plan_prefix(prefix, prefix_cap_mb)
         self.points_per_pass = points_per_pass_from_env() if points_per_pass is None else max(1, int(points_per_pass))
         self._ensemble = {}
@@ -339,7 +237,7 @@ class Landscape:
         """Install frozen-prefix reuse on the evaluator when the scope allows; else why not."""
         if not (enabled_by_env() if on is None else on):
             return {"on": False, "reason": f"switched off ({ENV_SWITCH}=0 or prefix=False)"}
-        if self.spec.task == "generation":
+        if not self.task.prefix_reuse:
             return {"on": False, "reason": "generation samples with generate(): full passes"}
         cap = cap_from_env() if cap_mb is None else float(cap_mb)
         reuse, why = PrefixReuse.plan(self.space.model, self.names, self.groups,

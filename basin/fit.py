@@ -48,34 +48,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, ValidationError, model_validator
 from safetensors.torch import save_file
 
-from basin.checkpoints import (
-    TOKENIZER_FILES,
-    compare_meta,
-    label_info,
-    load_state_dict,
-    mismatch_message,
-    read_config,
-    tensor_meta,
-)
-from basin.data import load_dataset, read_rows
-from basin.errors import DatasetError, IncompatibleCheckpoints, InvalidSpec
-from basin.evaluate import EVALUATORS, load_tokenizer
+from basin.checkpoints import TOKENIZER_FILES
+from basin.data import read_rows
+from basin.errors import DatasetError, InvalidSpec
 from basin.evaluate.base import Evaluator
-from basin.groups import model_groups
+from basin.opening import open_model
 from basin.paths.base import FrozenModel
 from basin.resolve import Resolver
-from basin.space import key_mapper, load_weights, make_model, rename, select_scope
+from basin.tasks import tasks_with
 
 logger = logging.getLogger(__name__)
 
 #: File in a fitted control checkpoint that says how it was fitted (not ``manifest.json``,
 #: which the store writes for its own entries).
 FIT_META = "basin_fit.json"
-_FLOAT = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 #: Files copied from θA's folders into the control checkpoint (config and tokenizer).
 _COPIED = ("config.json", "generation_config.json", "special_tokens_map.json", "added_tokens.json",
            "merges.txt", *TOKENIZER_FILES)
@@ -94,8 +83,9 @@ class FitSpec(FrozenModel):
     a: str
     b: str
     dataset: str
-    #: tasks with a training loss (generation runs score samples: nothing to differentiate)
-    task: Literal["classification", "causal_lm", "seq2seq"] = "classification"
+    #: a task with a training loss (``trainable`` in :mod:`basin.tasks`; generation runs score
+    #: samples: nothing to differentiate)
+    task: str = Field("classification", json_schema_extra={"enum": list(tasks_with(trainable=True))})
     curve: Literal["bezier", "polychain"] = "bezier"
     bends: int = Field(1, ge=1, le=16)
     steps: int = Field(200, le=1_000_000)
@@ -115,6 +105,10 @@ class FitSpec(FrozenModel):
 
     @model_validator(mode="after")
     def _check(self) -> FitSpec:
+        fittable = tasks_with(trainable=True)
+        if self.task not in fittable:
+            raise ValueError(f"task: a curve fit needs a task with a training loss, one of {list(fittable)}; "
+                             f"not {self.task!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1 (got {self.steps}): a fit with no steps "
                              "trains nothing")
@@ -174,25 +168,12 @@ def curve_point(curve: str, t: float, a: torch.Tensor, b: torch.Tensor,
 
 
 def batch_loss(ev: Evaluator, i: int, logits: torch.Tensor) -> torch.Tensor:
-    """Mean loss of batch ``i`` from its logits, with the evaluator's own targets (a tensor with grad).
-
-    The same losses the evaluators report (classification cross-entropy, token-mean NLL),
-    averaged over the batch's examples / tokens.
-    """
-    if ev.task == "classification":
-        s, e = ev.spans[i]  # type: ignore[attr-defined]
-        return F.cross_entropy(logits.float(), ev.labels[s:e])  # type: ignore[attr-defined]
-    if ev.task == "causal_lm":
-        tgt = ev.targets[i]  # type: ignore[attr-defined]
-        T = logits.shape[1]
-        if T < 2:
-            return logits.sum() * 0.0
-        z = logits[:, :-1].float()
-        return F.cross_entropy(z.reshape(-1, z.shape[-1]), tgt[:, : T - 1].reshape(-1), ignore_index=-100)
-    if ev.task == "seq2seq":
-        labels = ev.labels[i]  # type: ignore[attr-defined]
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-    raise InvalidSpec(f"curve fitting does not know the loss of task {ev.task!r}")
+    """Mean loss of batch ``i`` from its logits: the task's evaluator's own
+    :meth:`~basin.evaluate.base.Evaluator.batch_loss` (a tensor with grad)."""
+    try:
+        return ev.batch_loss(i, logits)
+    except NotImplementedError:
+        raise InvalidSpec(f"curve fitting does not know the loss of task {ev.task!r}") from None
 
 
 # ---- memory ---------------------------------------------------------------------------------
@@ -294,53 +275,25 @@ def fit(
     the device has free (:func:`available_memory`). A fit whose :func:`estimate_memory`
     exceeds it is refused with :class:`InvalidSpec` before θB is loaded.
     """
-    from basin.engine import precision, resolve_device
-
     t_start = time.perf_counter()
-    src_a, src_b = resolver.checkpoint(spec.a), resolver.checkpoint(spec.b)
-    if src_a.id == src_b.id:
+    if resolver.checkpoint(spec.a).id == resolver.checkpoint(spec.b).id:
         raise InvalidSpec("a and b are the same checkpoint: there is no curve to fit between them")
-    tok_src = resolver.checkpoint(spec.tokenizer) if spec.tokenizer else None
-    config = read_config(src_a.config_dir)
-    data_path = resolver.dataset(spec.dataset)
-    try:
-        data = load_dataset(
-            data_path, spec.task, max_examples=spec.max_examples, seed=spec.seed,
-            label2id=label_info(config)[1] if spec.task == "classification" else None,
-            num_labels=label_info(config)[0] if spec.task == "classification" else None,
-        )
+    try:  # the engine's opening: one compatibility check (under the model's names), no hold
+        opened = open_model(spec.task, [spec.a, spec.b], resolver, dataset=spec.dataset,
+                            max_examples=spec.max_examples, seed=spec.seed, scope=spec.scope, device=spec.device,
+                            tokenizer=spec.tokenizer, can_hold=False, lazy=False, parameters_only=True,
+                            only_moved=False)
     except DatasetError:
-        if not read_rows(data_path)[1]:  # a header-only file reads as "no columns": say what it is
+        if not read_rows(resolver.dataset(spec.dataset))[1]:  # a header-only file reads as "no columns"
             raise DatasetError(f"training dataset {spec.dataset!r} has no rows: a fit needs training "
                                "data") from None
         raise
+    data, model, device, prec, config = opened.data, opened.model, opened.device, opened.precision, opened.config
+    src_a, src_b = opened.sources[spec.a], opened.sources[spec.b]
     if len(data) == 0:
         raise DatasetError(f"training dataset {spec.dataset!r} has no rows: a fit needs training data")
-    tok_dirs = [tok_src.config_dir, tok_src.weights] if tok_src else []
-    tok_dirs += [src_a.config_dir, src_a.weights, src_b.config_dir, src_b.weights]
-    tokenizer = load_tokenizer([d for d in tok_dirs if d.is_dir()])
-
-    # the engine's compatibility check: headers only, under the model's names
-    model = make_model(spec.task, src_a.config_dir)
-    to_model = key_mapper(model)
-    metas = []
-    for s in (src_a, src_b):
-        raw = tensor_meta(s)
-        metas.append((s.id, rename(raw, to_model(raw))))
-    mismatches = compare_meta(metas)
-    if mismatches:
-        raise IncompatibleCheckpoints(mismatch_message(mismatches).replace(
-            " Set on_mismatch: hold to keep them at the first checkpoint.", ""), mismatches)
-
-    device = resolve_device(spec.device)
-    _dtype, autocast, prec = precision("auto", device)
-    sd_a = load_state_dict(src_a)
-    sd_a = rename(sd_a, to_model(sd_a))
-    load_weights(model, sd_a, spec.task)
-    groups = model_groups(model)
-    trainable = [k for k, p in model.named_parameters() if k in sd_a and sd_a[k].dtype in _FLOAT]
-    names = select_scope(spec.scope, trainable, groups)  # InvalidSpec when it matches nothing
-    model.to(device=device, dtype=torch.float32)
+    names = opened.names
+    sd_a = dict(opened.load(spec.a))
     model.eval()  # dropout off: the loss at a given (batch, t) is deterministic
 
     params = dict(model.named_parameters())
@@ -360,19 +313,18 @@ def fit(
             f"{_gib(free)} is {'allowed' if memory_limit is not None else 'free'}: narrow the scope, lower batch_size or max_length, or use a larger device"
         )
 
-    sd_b = load_state_dict(src_b)
-    sd_b = rename(sd_b, to_model(sd_b))
+    sd_b = opened.load(spec.b)
     a_t = [params[n].detach() for n in names]  # the live model's own tensors: θA, never written
     b_t = [sd_b[n].to(device=device, dtype=torch.float32) for n in names]
     del sd_b
+    opened.release()
     controls: list[list[torch.Tensor]] = []
     for tk in ([0.5] if spec.curve == "bezier" else knots(spec.bends)):
         controls.append([(a + tk * (b - a)).detach().clone().requires_grad_(True) for a, b in zip(a_t, b_t, strict=True)])
     flat = [c for cs in controls for c in cs]
     opt = torch.optim.Adam(flat, lr=spec.lr)
 
-    ev = EVALUATORS[spec.task](tokenizer, data, model, batch_size=spec.batch_size,
-                               max_length=spec.max_length, device=device, autocast_dtype=autocast)
+    ev = opened.evaluator(batch_size=spec.batch_size, max_length=spec.max_length)
     gen = torch.Generator().manual_seed(spec.seed)
     nb = len(ev.batches)
     load_s = time.perf_counter() - t_start
@@ -392,7 +344,7 @@ def fit(
                  for j, (n, a, b) in enumerate(zip(names, a_t, b_t, strict=True))}
         with ev.autocast():
             out = torch.func.functional_call(model, point, args=(), kwargs=ev.batches[i], strict=False)
-        loss = batch_loss(ev, i, out.logits)
+        loss = ev.batch_loss(i, out.logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from basin.metrics import METRICS, TASKS, default_metrics, task_metrics
+from basin.metrics import METRICS, default_metrics, metric_tasks, task_metrics
 from basin.paths import PATHS
 from basin.paths.base import PathType
-from basin.spec import SCOPE_HELP, SCOPE_PRESETS
+from basin.spec import SCOPE_HELP, SCOPE_PRESETS, RunSpec
+from basin.tasks import TASKS
 
 
 def path_meta(cls: type[PathType]) -> dict[str, Any]:
@@ -46,32 +47,42 @@ def path_meta(cls: type[PathType]) -> dict[str, Any]:
     }
 
 
-def meta() -> dict[str, Any]:
-    """``{paths: [...], tasks: {...}, metrics: {...}, scope_presets: [...]}`` (JSON-ready).
+def run_spec_schema() -> dict[str, Any]:
+    """The run spec's JSON schema (:class:`basin.spec.RunSpec`): every field's type,
+    default and bounds; the form takes its defaults and bounds from it."""
+    return RunSpec.model_json_schema()
 
-    ``paths`` in the form's order (:func:`path_meta` each); ``tasks``:
-    ``{task: {metrics, default_metrics}}``; ``metrics``: ``{name: {label, unit, axis_title,
+
+def meta() -> dict[str, Any]:
+    """``{paths: [...], tasks: {...}, metrics: {...}, scope_presets: [...], run_spec: {...}}`` (JSON-ready).
+
+    ``paths`` in the form's order (:func:`path_meta` each); ``tasks``: ``{task: {label,
+    help, columns, optional_columns, metrics, default_metrics, ensemble, per_example,
+    prefix_reuse, trainable, generates, example_columns, order}}`` in the form's order
+    (:mod:`basin.tasks`); ``metrics``: ``{name: {label, unit, axis_title,
     higher_is_better, percent, tasks}}``; ``scope_presets``: the named parameter scopes
     (module-tree groups, thirds of every stack, ``encoder.*``/``decoder.*`` thirds);
-    ``scope_help``: one paragraph saying what each names (stacks, regexes).
+    ``scope_help``: one paragraph saying what each names (stacks, regexes); ``run_spec``:
+    the run spec's JSON schema (:func:`run_spec_schema`).
     """
     return {
         "paths": [path_meta(cls) for cls in PATHS.values()],
         "tasks": {
-            t: {"metrics": list(task_metrics(t)), "default_metrics": list(default_metrics(t))}
-            for t in TASKS
+            t: {**e.public(), "metrics": list(task_metrics(t)), "default_metrics": list(default_metrics(t))}
+            for t, e in TASKS.items()
         },
         "metrics": {
             m.name: {
                 "label": m.label, "unit": m.unit, "axis_title": m.axis_title,
-                "higher_is_better": m.higher_is_better, "percent": m.percent, "tasks": list(m.tasks),
+                "higher_is_better": m.higher_is_better, "percent": m.percent, "tasks": list(metric_tasks(m.name)),
                 "barrier": m.barrier,
             }
             for m in METRICS.values()
         },
         "scope_presets": list(SCOPE_PRESETS),
         "scope_help": SCOPE_HELP,
+        "run_spec": run_spec_schema(),
     }
 
 
-__all__ = ["meta", "path_meta"]
+__all__ = ["meta", "path_meta", "run_spec_schema"]

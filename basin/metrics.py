@@ -4,7 +4,9 @@ One entry per metric. The run spec (which metrics a task allows, which are on by
 default), the evaluators (:attr:`basin.evaluate.base.Evaluator.metrics`), the barrier's
 direction, the figures' axis titles and scaling, and the new-run form (through
 :func:`basin.meta.meta`) all read this table. Adding a metric = one entry here plus the
-code in the evaluator of each task that computes it.
+code in the evaluator of each task that computes it. Which tasks give a metric is the
+union of the entry's ``tasks`` and the task entries (:mod:`basin.tasks`) that list it, so
+a task module names its own metrics and a new task needs no edit here.
 
 Pure Python: importing it pulls in neither torch nor plotly.
 """
@@ -12,10 +14,16 @@ Pure Python: importing it pulls in neither torch nor plotly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
-Task = Literal["classification", "causal_lm", "seq2seq", "generation"]
-TASKS: tuple[str, ...] = get_args(Task)
+from basin.tasks import TASKS as _TASK_ENTRIES
+
+#: Every task's name (:mod:`basin.tasks`), in the form's order.
+TASKS: tuple[str, ...] = tuple(_TASK_ENTRIES)
+if TYPE_CHECKING:
+    Task = str
+else:  # the spec's ``task`` field: one of the registered tasks (a JSON-schema enum)
+    Task = Literal[TASKS]
 #: Tasks that score a dataset's targets (everything but generation, which samples).
 _SCORED = ("classification", "causal_lm", "seq2seq")
 
@@ -99,14 +107,23 @@ def metric(name: str) -> Metric | None:
     return METRICS.get(name)
 
 
+def metric_tasks(name: str) -> tuple[str, ...]:
+    """Tasks that produce metric ``name``: its entry's ``tasks`` and the task entries naming it."""
+    m = METRICS[name]
+    return tuple(t for t, e in _TASK_ENTRIES.items() if t in m.tasks or name in e.metrics)
+
+
 def task_metrics(task: str) -> tuple[str, ...]:
     """Metrics ``task`` produces, in registry order; ``()`` for an unknown task."""
-    return tuple(m.name for m in _ENTRIES if task in m.tasks)
+    entry = _TASK_ENTRIES.get(task)
+    return tuple(m.name for m in _ENTRIES if task in m.tasks or (entry is not None and m.name in entry.metrics))
 
 
 def default_metrics(task: str) -> tuple[str, ...]:
     """Metrics reported for ``task`` when a spec names none, in registry order."""
-    return tuple(m.name for m in _ENTRIES if task in m.default_in)
+    entry = _TASK_ENTRIES.get(task)
+    return tuple(m.name for m in _ENTRIES
+                 if task in m.default_in or (entry is not None and m.name in entry.default_metrics))
 
 
 def _check() -> None:
@@ -117,11 +134,14 @@ def _check() -> None:
             raise ValueError(f"metric {m.name!r}: unknown tasks {unknown}; tasks are {list(TASKS)}")
         if not set(m.default_in) <= set(m.tasks):
             raise ValueError(f"metric {m.name!r}: a default in tasks it does not produce")
-    for t in TASKS:
+    for t, e in _TASK_ENTRIES.items():
+        unknown = [m for m in e.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"task {t!r}: unknown metrics {unknown}; metrics are {list(METRICS)}")
         if not default_metrics(t):
             raise ValueError(f"task {t!r} has no default metric")
 
 
 _check()
 
-__all__ = ["METRICS", "TASKS", "Metric", "Task", "default_metrics", "metric", "task_metrics"]
+__all__ = ["METRICS", "TASKS", "Metric", "Task", "default_metrics", "metric", "metric_tasks", "task_metrics"]

@@ -35,16 +35,13 @@ from torch import nn
 from basin.errors import CheckpointError, InvalidSpec
 from basin.groups import THIRDS, Group, ModelGroups
 from basin.scope_regex import compile_scope
+from basin.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TASK_AUTO_CLASSES = {
-    "classification": "AutoModelForSequenceClassification",
-    "causal_lm": "AutoModelForCausalLM",
-    "generation": "AutoModelForCausalLM",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-}
+#: task → the ``transformers`` auto class its models are built with (its entry in :mod:`basin.tasks`).
+TASK_AUTO_CLASSES = {t: e.auto_class for t, e in TASKS.items()}
 
 #: Named scopes: ``all``, the groups of :mod:`basin.groups`, and thirds of every stack.
 PRESETS = ("all", "embeddings", "lower", "middle", "upper", "head", "rest")
@@ -102,8 +99,12 @@ def _in_scope(scope: str, g: Group, stacks: Mapping[str, int]) -> bool:
     return g.stack == stack and g.third == third
 
 
-def make_model(task: str, config_dir: Path) -> nn.Module:
-    """A model from ``config_dir``'s config for ``task`` (random init, CPU, fp32, eval mode)."""
+def make_model(task: str, config_dir: Path, *, meta: bool = False) -> nn.Module:
+    """A model from ``config_dir``'s config for ``task`` (random init, CPU, fp32, eval mode);
+    ``meta``: a skeleton on the ``meta`` device (names, shapes and tied aliases; no memory
+    for weights), enough for :func:`key_mapper`."""
+    import contextlib
+
     import transformers
 
     try:
@@ -112,7 +113,8 @@ def make_model(task: str, config_dir: Path) -> nn.Module:
         raise CheckpointError(f"cannot read the model config in {config_dir}: {e}") from None
     auto = getattr(transformers, TASK_AUTO_CLASSES[task])
     try:
-        model = auto.from_config(config)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            model = auto.from_config(config)
     except ValueError as e:
         raise CheckpointError(
             f"a {config.model_type} checkpoint cannot be used for task {task!r}: {str(e).splitlines()[0]}"

@@ -24,6 +24,7 @@ from basin.metrics import Task, default_metrics, task_metrics
 from basin.paths import PATHS, is_1d, path_class
 from basin.paths.base import FrozenModel
 from basin.refine import RefineSpec, budget_of, check_shape
+from basin.tasks import task_entry, tasks_with
 
 #: Named scopes the form offers (see :func:`basin.space.select_scope`): the groups of the
 #: module tree, thirds of every stack, and thirds of the encoder / decoder stack alone.
@@ -80,13 +81,15 @@ class GenerationSpec(FrozenModel):
     keep_samples: int = Field(8, ge=0, le=256, description="samples kept per point in the result")
 
 
-#: Tasks whose evaluators keep per-example outcomes (``per_example: true``).
-PER_EXAMPLE_TASKS = ("classification", "causal_lm", "seq2seq")
+#: Tasks whose evaluators keep per-example outcomes (``per_example: true``; their entries in :mod:`basin.tasks`).
+PER_EXAMPLE_TASKS = tasks_with(per_example=True)
 #: At most max_examples × points per-example values per outcome in one result document.
 PER_EXAMPLE_LIMIT = 2_000_000
 
-#: Path types with two endpoints at α = 0 and 1, along which outputs can be ensembled.
-ENSEMBLE_TASKS = ("classification", "causal_lm", "generation")
+#: Tasks whose outputs can be ensembled along a path between two endpoints (α = 0 and 1).
+ENSEMBLE_TASKS = tasks_with(ensemble=True)
+#: The task whose metrics a ``generates: with_prompts`` task (causal_lm) adds for its prompts' samples.
+GENERATION = "generation"
 
 
 class RunSpec(FrozenModel):
@@ -138,22 +141,24 @@ class RunSpec(FrozenModel):
     @model_validator(mode="after")
     def _metrics(self) -> RunSpec:
         gen = self.generation
-        generates = self.task == "generation" or (self.task == "causal_lm" and gen is not None and gen.prompts)
-        if self.task == "generation" and gen is None:
+        entry = task_entry(self.task)
+        always, with_prompts = entry.generates == "always", entry.generates == "with_prompts"
+        generates = always or (with_prompts and gen is not None and bool(gen.prompts))
+        if always and gen is None:
             object.__setattr__(self, "generation", gen := GenerationSpec.model_validate({}))
-        if gen is not None and gen.prompts and self.task != "causal_lm":
+        if gen is not None and gen.prompts and not with_prompts:
             raise ValueError("generation.prompts names a prompts dataset for a causal_lm run (loss on the "
                              "dataset + generation metrics on the prompts); with task generation the run's "
                              "dataset holds the prompts")
         if gen is not None and not generates:
             raise ValueError(f"generation settings need task generation (or causal_lm with generation.prompts), "
                              f"not {self.task!r}")
-        allowed = task_metrics(self.task) + (task_metrics("generation") if self.task == "causal_lm" and generates
-                                             else ())
+        sampled = with_prompts and generates  # the generation metrics of the prompts' samples too
+        allowed = task_metrics(self.task) + (task_metrics(GENERATION) if sampled else ())
         if not self.metrics:
             wanted = list(default_metrics(self.task))
-            if self.task == "causal_lm" and generates:
-                wanted += default_metrics("generation")
+            if sampled:
+                wanted += default_metrics(GENERATION)
             if gen is not None and gen.scorer is None:
                 wanted = [m for m in wanted if m != "sentiment"]
             if gen is not None and self.reference_lm() is None:

@@ -19,6 +19,7 @@ from dash import dash_table, dcc, html
 
 from basin import figures
 from basin.paths import is_1d
+from basin.tasks import keeps_column
 from frontend import api
 
 GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -29,7 +30,7 @@ COLUMNS = (("text", "text"), ("label", "label"), ("alpha_lost", "α lost"), ("re
 
 def applies(spec: dict) -> bool:
     """Whether forgetting can be asked of this run at all: a 1D classification path."""
-    return (spec.get("task", "classification") == "classification"
+    return (keeps_column(spec.get("task", "classification"), "correct")
             and is_1d((spec.get("path") or {}).get("type")))
 
 

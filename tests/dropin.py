@@ -75,3 +75,46 @@ def dropped_in_path(source: str = "linear", new_type: str | None = None) -> Iter
         yield new_type
     finally:
         remove_path_module(file)
+
+
+# ---- tasks ------------------------------------------------------------------------------------
+
+
+def tasks_package() -> Path:
+    """The folder of the ``basin.tasks`` that this interpreter imports (the worktree's)."""
+    import basin.tasks
+
+    return Path(basin.tasks.__file__).parent
+
+
+def copy_task_module(source: str, new_name: str, folder: Path | None = None) -> Path:
+    """Write ``<folder>/<new_name>.py``: ``<source>.py`` with its task name renamed.
+
+    Every string literal ``"<source>"`` (the entry's ``name``) becomes ``"<new_name>"``;
+    nothing else changes, so the copy reports the same metrics with the same evaluator.
+    """
+    folder = folder or tasks_package()
+    src = (folder / f"{source}.py").read_text()
+    text = src.replace(f'"{source}"', f'"{new_name}"')
+    if text == src:
+        raise ValueError(f"nothing renamed in {source}.py")
+    dest = folder / f"{new_name}.py"
+    if dest.exists():
+        raise FileExistsError(dest)
+    dest.write_text(f'# a copy of {source}.py made by tests/dropin.py; delete it if a test left it\n{text}')
+    return dest
+
+
+@contextlib.contextmanager
+def dropped_in_task(source: str = "classification", new_name: str | None = None) -> Iterator[str]:
+    """A copy of task ``source`` under a unique new name in ``basin/tasks/``, removed on exit.
+
+    Yields the new task name (default ``<source>_copy_test_<8 hex>``); as with
+    :func:`dropped_in_path`, only processes started inside the block see it.
+    """
+    new_name = new_name or f"{source}_copy_test_{uuid.uuid4().hex[:8]}"
+    file = copy_task_module(source, new_name)
+    try:
+        yield new_name
+    finally:
+        remove_path_module(file)

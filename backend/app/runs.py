@@ -226,12 +226,13 @@ def check_generation(spec: RunSpec, store: Store, limits: SpecLimits,
 def check_compatibility(
     spec: RunSpec, store: Store, *, names: dict[str, str] | None = None
 ) -> None:
-    """The engine's header-only compatibility check over the path's checkpoints.
+    """The engine's compatibility check (:func:`basin.opening.check_compatible`: headers
+    only, under the model's own names, one message) over the path's checkpoints.
 
     ``names`` (store id → the reference as the user wrote it) names the checkpoints in the
     message and in each mismatch's reason; ids without a name are shortened to 12 digits.
     """
-    from basin.checkpoints import compare_meta, tensor_meta
+    from basin.opening import check_compatible
 
     refs = path_class(spec.path.type).refs_in(spec.path)  # not the tokenizer, scorer or reference
     if spec.space == "adapter":
@@ -241,15 +242,7 @@ def check_compatibility(
         return  # with hold the engine keeps every mismatched tensor at the first checkpoint
     resolver = store.resolver()
     names = names or {}
-    labels = [names.get(r) or r[:12] for r in refs]
-    mismatches = compare_meta(
-        [
-            (label, tensor_meta(resolver.checkpoint(r)))
-            for label, r in zip(labels, refs, strict=True)
-        ]
-    )
-    if mismatches:
-        raise IncompatibleCheckpoints(_mismatch_message(labels, mismatches), mismatches)
+    check_compatible(spec.task, [(names.get(r) or r[:12], resolver.checkpoint(r)) for r in refs])
 
 
 def check_adapter_space(refs: list[str], store: Store, *, names: dict[str, str]) -> None:
@@ -279,20 +272,6 @@ def check_adapter_space(refs: list[str], store: Store, *, names: dict[str, str])
                 raise IncompatibleCheckpoints(
                     f"space: adapter needs adapters of one layout: {key} is {fa.get(key)!r} in "
                     f"{first['label']!r} but {a.get(key)!r} in {label!r} (space: merged mixes them)", [])
-
-
-def _mismatch_message(labels: list[str], mismatches: list[tuple[str, str]], show: int = 5) -> str:
-    """``checkpoints 'a' and 'b' are incompatible: N mismatched tensor(s): name: reason; ...``"""
-    quoted = [f"'{x}'" for x in dict.fromkeys(labels)]
-    who = (
-        " and ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
-    )
-    head = "; ".join(f"{k}: {why}" for k, why in mismatches[:show])
-    more = f" (and {len(mismatches) - show} more)" if len(mismatches) > show else ""
-    return (
-        f"checkpoints {who} are incompatible: {len(mismatches)} mismatched tensor(s): "
-        f"{head}{more}. Set on_mismatch: hold to keep them at the first checkpoint."
-    )
 
 
 # ---- queueing: service.runstate.create (the fit worker queues its evaluation runs too)

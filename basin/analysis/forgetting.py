@@ -30,6 +30,7 @@ from typing import Any
 
 from basin.data import example_rows, file_sha256
 from basin.errors import BasinError
+from basin.tasks import keeps_column
 
 COLUMNS = ("index", "text", "label", "alpha_lost", "regained", "confidence_at_start", "correct_at_end")
 _EPS = 1e-9
@@ -69,7 +70,7 @@ def forgetting(result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] | No
     :class:`ForgettingUnavailable` with what to change when the run cannot give one.
     """
     spec = result.get("spec") or {}
-    if spec.get("task", "classification") != "classification":
+    if not keeps_column(spec.get("task", "classification"), "correct"):
         raise ForgettingUnavailable(f"forgetting needs a classification run (correct / wrong per example), "
                                     f"not task {spec.get('task')!r}")
     curve = _curve(result)

@@ -1,4 +1,4 @@
-"""Evaluators per task (registry :data:`EVALUATORS`) and tokenizer loading."""
+"""Evaluators per task (:data:`EVALUATORS`, from each task's entry in :mod:`basin.tasks`) and tokenizer loading."""
 
 from __future__ import annotations
 
@@ -9,16 +9,12 @@ from typing import Any
 from basin.checkpoints import has_tokenizer
 from basin.errors import CheckpointError
 from basin.evaluate.base import Evaluator
-from basin.evaluate.causal_lm import CausalLMEvaluator
-from basin.evaluate.classification import ClassificationEvaluator
-from basin.evaluate.generation import GenerationEvaluator
-from basin.evaluate.seq2seq import Seq2SeqEvaluator
+from basin.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
-EVALUATORS: dict[str, type[Evaluator]] = {
-    cls.task: cls for cls in (ClassificationEvaluator, CausalLMEvaluator, Seq2SeqEvaluator, GenerationEvaluator)
-}
+#: task → its evaluator class (a task's entry names it).
+EVALUATORS: dict[str, type[Evaluator]] = {t: e.evaluator_class() for t, e in TASKS.items()}
 
 
 def load_tokenizer(directories: list[Path]) -> Any:

@@ -135,6 +135,15 @@ class Evaluator(ABC):
                                f"lists for task {self.task!r}")
         return values
 
+    def batch_loss(self, i: int, logits: torch.Tensor) -> torch.Tensor:
+        """Mean loss of batch ``i`` given the model's ``logits`` on ``self.batches[i]``: a
+        differentiable tensor (what a curve fit minimises), the loss :meth:`evaluate` reports,
+        averaged over the batch's examples (classification) or target tokens (LM losses).
+
+        A task with nothing to differentiate (generation scores samples) does not define it.
+        """
+        raise NotImplementedError(f"task {self.task!r} has no training loss")
+
     #: Output ensembling (001 §4.4) is defined for this task (see :meth:`ensemble`).
     ensembles: ClassVar[bool] = False
 

@@ -41,6 +41,15 @@ class CausalLMEvaluator(Evaluator):
             self.targets.append(pad([s[1:] for s in seqs], -100).to(self.device))
         return out
 
+    def batch_loss(self, i: int, logits: torch.Tensor) -> torch.Tensor:
+        """Next-token NLL of batch ``i``'s logits ``(B, T, V)``, mean over its predicted tokens."""
+        T = logits.shape[1]
+        if T < 2:
+            return logits.sum() * 0.0
+        z = logits[:, :-1].float()
+        return F.cross_entropy(z.reshape(-1, z.shape[-1]), self.targets[i][:, : T - 1].reshape(-1),
+                               ignore_index=-100)
+
     ensembles = True
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -110,6 +110,11 @@ class ClassificationEvaluator(Evaluator):
         self.logits = torch.empty(len(order), self.num_labels, device=self.device)  # (N, C) fp32
         return out
 
+    def batch_loss(self, i: int, logits: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of batch ``i``'s logits against its labels, mean over its examples."""
+        s, e = self.spans[i]
+        return F.cross_entropy(logits.float(), self.labels[s:e])
+
     ensembles = True
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:

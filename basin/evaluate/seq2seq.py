@@ -53,6 +53,11 @@ class Seq2SeqEvaluator(Evaluator):
             self.labels.append(labels.to(self.device))
         return out
 
+    def batch_loss(self, i: int, logits: torch.Tensor) -> torch.Tensor:
+        """Target-token NLL of batch ``i``'s decoder logits ``(B, T, V)``, mean over its target tokens."""
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), self.labels[i].reshape(-1),
+                               ignore_index=-100)
+
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         per = torch.zeros(self.num_examples, device=self.device, dtype=torch.float64)  # NLL per example
         for b, labels, rows in zip(self.batches, self.labels, self.rows, strict=True):

@@ -9,7 +9,6 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
-from basin.spec import PER_EXAMPLE_TASKS
 from frontend import api
 from frontend.components import spec_yaml
 from frontend.defaults import default_dataset, default_picks
@@ -32,8 +31,62 @@ def path_info(meta: dict[str, Any] | None, ptype: str | None) -> dict[str, Any]:
 
 
 def task_info(meta: dict[str, Any] | None, task: str | None) -> dict[str, Any]:
-    """One task's entry of ``GET /api/meta``: ``{metrics, default_metrics}``."""
+    """One task's entry of ``GET /api/meta``: ``{metrics, default_metrics, ensemble,
+    per_example, generates, ...}`` (:mod:`basin.tasks`)."""
     return ((meta or {}).get("tasks") or {}).get(task or "") or {}
+
+
+def spec_field(meta: dict[str, Any] | None, name: str, within: str | None = None) -> dict[str, Any]:
+    """A run-spec field's default and bounds from the JSON schema ``GET /api/meta`` serves
+    (``run_spec``), as input properties: ``{value, min, max}`` (those the schema has).
+
+    ``within`` names a nested model's field holder (``generation``: GenerationSpec)."""
+    schema = (meta or {}).get("run_spec") or {}
+    props = schema.get("properties") or {}
+    if within is not None:
+        holder = props.get(within) or {}
+        ref = next((o.get("$ref") for o in [holder, *(holder.get("anyOf") or [])] if o.get("$ref")), None)
+        model = (schema.get("$defs") or {}).get(str(ref).rsplit("/", 1)[-1]) if ref else None
+        props = (model or {}).get("properties") or {}
+    f = props.get(name) or {}
+    out: dict[str, Any] = {}
+    if f.get("default") is not None:
+        out["value"] = f["default"]
+    for key, prop in (("minimum", "min"), ("exclusiveMinimum", "min"), ("maximum", "max")):
+        if key in f:
+            out[prop] = f[key]
+    for o in f.get("anyOf") or []:  # an optional number: its bounds sit in the non-null branch
+        for key, prop in (("minimum", "min"), ("exclusiveMinimum", "min"), ("maximum", "max")):
+            if key in o:
+                out.setdefault(prop, o[key])
+    return out
+
+
+def _bounds(schema: dict[str, Any]) -> dict[str, Any]:
+    return {prop: schema[key] for key, prop in (("minimum", "min"), ("exclusiveMinimum", "min"),
+                                                ("maximum", "max")) if key in schema}
+
+
+def path_field(meta: dict[str, Any] | None, ptype: str, name: str, item: int | None = None) -> dict[str, Any]:
+    """A path type's field default and bounds from ``GET /api/meta`` as input properties
+    (``{value, min, max}``); ``item`` picks one element of a pair (``resolution``: nx, ny)."""
+    info = path_info(meta, ptype)
+    schema = ((info.get("json_schema") or {}).get("properties") or {}).get(name) or {}
+    default = (info.get("defaults") or {}).get(name, schema.get("default"))
+    if item is not None:
+        schema = (schema.get("prefixItems") or [{}, {}])[item]
+        default = default[item] if isinstance(default, list) and len(default) > item else None
+    return ({"value": default} if default is not None else {}) | _bounds(schema)
+
+
+def task_supports(meta: dict[str, Any] | None, task: str | None, what: str) -> bool:
+    """Whether ``task`` supports ``what`` (``ensemble``, ``per_example``) per ``GET /api/meta``."""
+    return bool(task_info(meta, task).get(what))
+
+
+def generation_of(meta: dict[str, Any] | None, task: str | None) -> str:
+    """How ``task`` generates: ``always`` (generation), ``with_prompts`` (causal_lm) or ``never``."""
+    return str(task_info(meta, task).get("generates") or "never")
 
 
 def metric_options(meta: dict[str, Any] | None, task: str | None) -> list[dict[str, str]]:
@@ -129,20 +182,20 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
         "dataset": v.get("dataset") or "",
         "task": task,
         "metrics": list(v.get("metrics") or task_info(meta, task).get("default_metrics") or ["loss"]),
-        "max_examples": _int(v.get("max_examples"), 512),
+        "max_examples": _int(v.get("max_examples"), int(spec_field(meta, "max_examples").get("value", 512))),
         "scope": scope,
     }
-    if v.get("ensemble") and info.get("ndim", 1) == 1 and task in ENSEMBLE_TASKS:
+    if v.get("ensemble") and info.get("ndim", 1) == 1 and task_supports(meta, task, "ensemble"):
         spec["ensemble"] = True
-    if v.get("per_example") and task in PER_EXAMPLE_TASKS:
+    if v.get("per_example") and task_supports(meta, task, "per_example"):
         spec["per_example"] = True
-    gen = generation_spec(v, task)
+    gen = generation_spec(v, task, generation_of(meta, task))
     if gen is not None:
         spec["generation"] = gen
-        if task == "causal_lm" and not v.get("metrics"):
+        if generation_of(meta, task) == "with_prompts" and not v.get("metrics"):
             spec["metrics"] += [m for m in task_info(meta, "generation").get("default_metrics") or []
                                 if m != "sentiment" or gen.get("scorer")]
-        elif task == "generation":
+        elif generation_of(meta, task) == "always":
             spec["metrics"] = [m for m in spec["metrics"] if m != "sentiment" or gen.get("scorer")]
         if not gen.get("reference") and not any(path.get(f) for f in ("base", "origin")):
             # no reference LM and no θ0 on the path: the samples' perplexity is left out (an end of the path
@@ -237,8 +290,6 @@ def param_inputs(info: dict[str, Any]) -> list[Any]:
     return rows
 
 
-#: Tasks whose outputs can be ensembled along a path between two checkpoints (see basin.spec).
-ENSEMBLE_TASKS = ("classification", "causal_lm", "generation")
 GEN_FIELDS = {  # form key -> (spec field, kind)
     "gen_k": ("samples_per_prompt", int), "gen_tokens": ("max_new_tokens", int), "gen_top_p": ("top_p", float),
     "gen_temperature": ("temperature", float), "gen_seed": ("seed", int), "gen_prompt_tokens": ("prompt_tokens", int),
@@ -246,12 +297,16 @@ GEN_FIELDS = {  # form key -> (spec field, kind)
 }
 
 
-def generation_spec(v: dict[str, Any], task: str) -> dict[str, Any] | None:
-    """The ``generation`` block for task generation, or for causal_lm when a prompts dataset is picked."""
-    if task != "generation" and not (task == "causal_lm" and v.get("gen_prompts")):
+def generation_spec(v: dict[str, Any], task: str, generates: str | None = None) -> dict[str, Any] | None:
+    """The ``generation`` block for a task that always generates (generation), or for one that
+    generates ``with_prompts`` (causal_lm) when a prompts dataset is picked. ``generates``: the
+    task's entry in ``GET /api/meta`` (default: the built-in tasks' own)."""
+    if generates is None:
+        generates = {"generation": "always", "causal_lm": "with_prompts"}.get(task, "never")
+    if generates != "always" and not (generates == "with_prompts" and v.get("gen_prompts")):
         return None
     gen: dict[str, Any] = {}
-    if task == "causal_lm":
+    if generates == "with_prompts":
         gen["prompts"] = v["gen_prompts"]
     for key, ref in (("scorer", "gen_scorer"), ("reference", "gen_reference")):
         if v.get(ref):
@@ -355,7 +410,7 @@ def layout(**_: Any) -> html.Div:
         _field("Metrics", dbc.Checklist(id="newrun-metrics", inline=True,
                                         value=task_info(meta, "classification").get("default_metrics", []),
                                         options=metric_options(meta, "classification"))),
-        _field("Points", dbc.Input(id="newrun-points", type="number", value=26, min=2, max=10001),
+        _field("Points", dbc.Input(id="newrun-points", type="number", **path_field(meta, "linear", "points")),
                id_="newrun-row-points"),
         _field("α range", dbc.InputGroup([
             dbc.Input(id="newrun-lo", type="number", value=0.0, step="any"),
@@ -363,16 +418,18 @@ def layout(**_: Any) -> html.Div:
             dbc.Input(id="newrun-hi", type="number", value=1.0, step="any")]),
             id_="newrun-row-range", help_="outside [0, 1] extrapolates"),
         _field("Resolution", dbc.InputGroup([
-            dbc.Input(id="newrun-nx", type="number", value=21, min=2, max=201),
+            dbc.Input(id="newrun-nx", type="number", **path_field(meta, "plane", "resolution", 0)),
             dbc.InputGroupText("×"),
-            dbc.Input(id="newrun-ny", type="number", value=21, min=2, max=201)]), id_="newrun-row-res"),
+            dbc.Input(id="newrun-ny", type="number", **path_field(meta, "plane", "resolution", 1))]),
+            id_="newrun-row-res"),
         _field("Grid x / y range", dbc.InputGroup([
             dbc.Input(id="newrun-xlo", type="number", value=-1.0, step="any"),
             dbc.Input(id="newrun-xhi", type="number", value=2.0, step="any"),
             dbc.InputGroupText("/"),
             dbc.Input(id="newrun-ylo", type="number", value=-1.0, step="any"),
             dbc.Input(id="newrun-yhi", type="number", value=2.0, step="any")]), id_="newrun-row-grid"),
-        _field("Margin", dbc.Input(id="newrun-margin", type="number", value=0.2, min=0, max=5, step="any"),
+        _field("Margin", dbc.Input(id="newrun-margin", type="number", step="any",
+                                   **path_field(meta, "plane", "margin")),
                id_="newrun-row-margin", help_="around the anchors' bounding box, × its size"),
         _field("Scope", html.Div([
             dbc.Select(id="newrun-scope", value="all",
@@ -389,8 +446,8 @@ def layout(**_: Any) -> html.Div:
                id_="newrun-row-per-example",
                help_="needed for the forgetting table (the barrier's 95 % interval comes without it); the result grows "
                      "by max examples × points values"),
-        html.Div(_generation_fields(copts, dopts, ckpts), id="newrun-row-gen", style={"display": "none"}),
-        _field("Max examples", dbc.Input(id="newrun-max", type="number", value=512, min=1),
+        html.Div(_generation_fields(copts, dopts, ckpts, meta), id="newrun-row-gen", style={"display": "none"}),
+        _field("Max examples", dbc.Input(id="newrun-max", type="number", **spec_field(meta, "max_examples")),
                help_="for generation: the number of prompts"),
         _field("Adapter space", dbc.Select(id="newrun-space", value="merged", options=[
             {"label": "merged weights θ_base + ΔW (adapters and full checkpoints mix)", "value": "merged"},
@@ -424,9 +481,14 @@ def layout(**_: Any) -> html.Div:
     ])
 
 
-def _generation_fields(copts: list[dict], dopts: list[dict], ckpts: list[dict]) -> list[Any]:
-    """Sampling and scoring options (task generation; causal_lm with a prompts dataset)."""
+def _generation_fields(copts: list[dict], dopts: list[dict], ckpts: list[dict],
+                       meta: dict[str, Any] | None = None) -> list[Any]:
+    """Sampling and scoring options (task generation; causal_lm with a prompts dataset); defaults
+    and bounds from the run spec's schema (``GET /api/meta``)."""
     scorer = next((m["id"] for m in ckpts if (m.get("tags") or {}).get("role") == "scorer"), "")
+
+    def g(name: str) -> dict[str, Any]:
+        return spec_field(meta, name, "generation")
     return [
         html.H6("Generation", className="mt-3"),
         _field("Prompts dataset", dbc.Select(id="newrun-gen-prompts", options=dopts, value="",
@@ -440,18 +502,18 @@ def _generation_fields(copts: list[dict], dopts: list[dict], ckpts: list[dict]) 
                                           placeholder="— the first checkpoint —"),
                help_="the perplexity of the samples is measured under it"),
         _field("Samples × tokens", dbc.InputGroup([
-            dbc.Input(id="newrun-gen-k", type="number", value=4, min=1, max=64),
+            dbc.Input(id="newrun-gen-k", type="number", **g("samples_per_prompt")),
             dbc.InputGroupText("samples per prompt,"),
-            dbc.Input(id="newrun-gen-tokens", type="number", value=30, min=1, max=512),
+            dbc.Input(id="newrun-gen-tokens", type="number", **g("max_new_tokens")),
             dbc.InputGroupText("new tokens")])),
         _field("top-p / temperature / seed", dbc.InputGroup([
-            dbc.Input(id="newrun-gen-top-p", type="number", value=0.9, min=0.01, max=1, step="any"),
-            dbc.Input(id="newrun-gen-temperature", type="number", value=1.0, min=0.01, max=10, step="any"),
-            dbc.Input(id="newrun-gen-seed", type="number", value=0, step=1)])),
-        _field("Prompt tokens", dbc.Input(id="newrun-gen-prompt-tokens", type="number", min=1, max=512,
+            dbc.Input(id="newrun-gen-top-p", type="number", step="any", **g("top_p")),
+            dbc.Input(id="newrun-gen-temperature", type="number", step="any", **g("temperature")),
+            dbc.Input(id="newrun-gen-seed", type="number", step=1, **g("seed"))])),
+        _field("Prompt tokens", dbc.Input(id="newrun-gen-prompt-tokens", type="number", **g("prompt_tokens"),
                                           placeholder="only for a dataset without a 'prompt' column"),
                help_="cut its 'text' column to the first N tokens"),
-        _field("Samples kept per point", dbc.Input(id="newrun-gen-keep", type="number", value=8, min=0, max=256)),
+        _field("Samples kept per point", dbc.Input(id="newrun-gen-keep", type="number", **g("keep_samples"))),
     ]
 
 
@@ -543,7 +605,7 @@ def _show_fields(ptype: str, meta: dict | None):
 def _metrics_for_task(task: str, prompts: str | None, meta: dict | None):
     opts = metric_options(meta, task)
     value = list(task_info(meta, task).get("default_metrics") or ["loss"])
-    if task == "causal_lm" and prompts:  # loss on the dataset + the generation metrics on the prompts
+    if generation_of(meta, task) == "with_prompts" and prompts:  # loss + the generation metrics of the prompts
         opts += metric_options(meta, "generation")
         value += task_info(meta, "generation").get("default_metrics") or []
     return opts, value
@@ -557,14 +619,15 @@ def _generation_rows(task: str, ptype: str, meta: dict | None):
     hide: dict[str, str] = {"display": "none"}
     show: dict[str, str] = {}
     one_d = path_info(meta, ptype).get("ndim", 1) == 1
-    return (show if task in ("generation", "causal_lm") else hide, show if task == "causal_lm" else hide,
-            show if one_d and task in ENSEMBLE_TASKS else hide)
+    generates = generation_of(meta, task)
+    return (show if generates != "never" else hide, show if generates == "with_prompts" else hide,
+            show if one_d and task_supports(meta, task, "ensemble") else hide)
 
 
-@callback(Output("newrun-row-per-example", "style"), Input("newrun-task", "value"))
-def _per_example_row(task: str):
+@callback(Output("newrun-row-per-example", "style"), Input("newrun-task", "value"), State("newrun-meta", "data"))
+def _per_example_row(task: str, meta: dict | None):
     """Per-example results only for the tasks whose evaluators keep them."""
-    return {} if task in PER_EXAMPLE_TASKS else {"display": "none"}
+    return {} if task_supports(meta, task, "per_example") else {"display": "none"}
 
 
 @callback(Output("newrun-basis-pickers", "style"), Input("newrun-basis", "value"))

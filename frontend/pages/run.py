@@ -32,6 +32,7 @@ from basin import figures
 from basin.analysis.barrier import barrier_sentence
 from basin.analysis.trend import trend_sentence
 from basin.paths import is_1d, refs_of
+from basin.tasks import keeps_column
 from frontend import api, fitted_card, forgetting_card
 from frontend.components import data_attrs, spec_yaml
 
@@ -458,7 +459,8 @@ def _samples(store: dict | None, alpha: float | None, clicks: list, meta: dict |
 )
 def _forgetting(status: str | None, shown: Any, meta: dict | None, token: str | None = None):
     """The Forgetting card, once a 1D classification run watched live is done (once only)."""
-    if shown or not meta or status != "done" or not meta.get("is1d") or meta.get("task") != "classification":
+    if (shown or not meta or status != "done" or not meta.get("is1d")
+            or not keeps_column(meta.get("task"), "correct")):
         raise dash.exceptions.PreventUpdate
     spec = {"task": meta.get("task"), "per_example": meta.get("per_example"), "path": {"type": "linear"}}
     return forgetting_card.card(meta["id"], spec, status, token=token)

@@ -138,8 +138,18 @@ def test_meta_describes_every_path_task_and_metric_as_json():
     assert by["bezier"]["help"].startswith("φ(t)")
     schema = by["plane"]["json_schema"]
     assert set(schema["required"]) == {"a", "b", "c"} and schema["additionalProperties"] is False
-    assert m["tasks"]["classification"] == {"metrics": ["loss", "accuracy", "f1"],
-                                            "default_metrics": ["loss", "accuracy"]}
+    cls = m["tasks"]["classification"]
+    assert (cls["metrics"], cls["default_metrics"]) == (["loss", "accuracy", "f1"], ["loss", "accuracy"])
+    # what each task supports, from its entry in basin.tasks (the form shows the rows it allows)
+    assert list(m["tasks"]) == ["classification", "causal_lm", "seq2seq", "generation"]
+    assert [t for t, e in m["tasks"].items() if e["ensemble"]] == ["classification", "causal_lm"]
+    assert [t for t, e in m["tasks"].items() if e["per_example"]] == ["classification", "causal_lm", "seq2seq"]
+    assert (m["tasks"]["generation"]["generates"], m["tasks"]["causal_lm"]["generates"]) == ("always", "with_prompts")
+    assert cls["columns"] == ["text", "label"] and m["tasks"]["seq2seq"]["columns"] == ["source", "target"]
+    # the run spec's JSON schema: the form's defaults and bounds
+    props = m["run_spec"]["properties"]
+    assert props["max_examples"]["default"] == 512 and props["max_examples"]["minimum"] == 1
+    assert props["task"]["enum"] == list(m["tasks"])
     assert m["metrics"]["f1"] == {"label": "F1", "unit": "", "axis_title": "F1 (%)", "higher_is_better": True,
                                   "percent": True, "tasks": ["classification"], "barrier": True}
     assert m["metrics"]["sentiment"]["barrier"] is False  # a descriptive metric: no barrier drawn
