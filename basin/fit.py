@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from safetensors.torch import save_file
 
 from basin.checkpoints import (
@@ -66,6 +66,7 @@ from basin.errors import DatasetError, IncompatibleCheckpoints, InvalidSpec
 from basin.evaluate import EVALUATORS, load_tokenizer
 from basin.evaluate.base import Evaluator
 from basin.groups import model_groups
+from basin.names import optional_name
 from basin.paths.base import FrozenModel
 from basin.resolve import Resolver
 from basin.space import key_mapper, load_weights, make_model, rename, select_scope
@@ -112,6 +113,11 @@ class FitSpec(FrozenModel):
     eval_dataset: str | None = None
     eval_points: int = Field(26, ge=2, le=2001)
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, v: str | None) -> str | None:
+        return optional_name(v, "fit name")  # NFKC, no control / zero-width / bidi characters
 
     @model_validator(mode="after")
     def _check(self) -> FitSpec:

@@ -22,7 +22,9 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from basin.errors import BasinError, CheckpointError, IncompatibleCheckpoints
@@ -110,11 +112,23 @@ def _limit_self(lim: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _held(folder: Path) -> None:
+    """The test seam ``BASIN_SANDBOX_HOLD=<folder>`` (unset in production): the child marks
+    ``<folder>/<pid>.started`` and waits until ``<folder>/release`` exists, so a test can
+    act while a check is in progress (docs/development.md) instead of racing a clock."""
+    (folder / f"{os.getpid()}.started").touch()
+    while not (folder / "release").exists():
+        time.sleep(0.02)
+
+
 def _main() -> None:
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # what libraries print goes to stderr; the reply has its own descriptor
     req = json.loads(sys.stdin.buffer.read())
     _limit_self(req["limits"])
+    hold = os.environ.get("BASIN_SANDBOX_HOLD", "").strip()
+    if hold:
+        _held(Path(hold))
     try:
         mod, fn = JOBS[req["job"]].split(":")
         result = {"ok": getattr(importlib.import_module(mod), fn)(**req["kwargs"])}
