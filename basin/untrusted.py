@@ -312,8 +312,8 @@ def clean_adapter_config(raw: Any) -> dict[str, Any]:
         check = allowed.get(k)
         if check is _INERT or (check is None and isinstance(k, str) and len(k) <= 64):
             if not _is_nothing(v) and v not in _INERT_OK.get(k, ()):
-                why = "is not a field Basin accepts" if check is None else "is only accepted at its default"
-                raise _fail(ptype, f"field {k!r} = {_short(v)} {why} (refused so that peft never acts on it)")
+                why = "is not a field Basin accepts" if check is None else "is only accepted at its default (null)"
+                raise _fail(ptype, f"field {k!r} {why}: refused so that peft never acts on it")
             continue
         if check is None:
             raise _fail(ptype, f"field {_short(k)} is not a field Basin accepts")

@@ -24,7 +24,7 @@ LOOK_ALIKES = [
     "\ufeffft_a",  # byte-order mark
     "ft\u00ad_a",  # soft hyphen
     "ft_a\x1b[31m",  # terminal escape
-    "ft_a\u2028",  # line separator
+    "ft\u2028_a",  # line separator
     "ft_a\x00",  # NUL
     "\u180eft_a",  # Mongolian vowel separator
     "\ue000ft_a",  # private use

@@ -38,7 +38,10 @@ def hostile(src: Path, dest: Path, config: dict | None = None, raw: bytes | None
 
 def variants(lora: Path) -> list[tuple[str, dict, str]]:
     """(label, config changes, what the refusal must say)."""
-    out: list[tuple[str, dict, str]] = []
+    out: list[tuple[str, dict, str]] = [  # first: what the old code accepted or mis-explained at once
+        ("unknown field", {"surprise": {"nested": [1, 2, 3]}}, "'surprise'"),
+        ("r not the stored rank", {"r": 8}, "has shape [4, 32]"),
+    ]
     for i, rx in enumerate(CATASTROPHIC):
         out.append((f"target_modules regex {i}", {"target_modules": rx}, "regular expression"))
     out += [
@@ -52,7 +55,6 @@ def variants(lora: Path) -> list[tuple[str, dict, str]]:
         ("r huge", {"r": 10**9}, "r must be an integer"),
         ("r beyond the layer", {"r": 500_000}, "larger than the layer"),
         ("rank_pattern huge", {"rank_pattern": {"query": 300_000}}, "larger than the layer"),
-        ("r not the stored rank", {"r": 8}, "has shape [4, 32]"),
         ("r as text", {"r": "4"}, "r must be an integer"),
         ("alpha NaN", {"lora_alpha": float("nan")}, "lora_alpha must be a finite number"),
         ("dropout out of range", {"lora_dropout": 7}, "lora_dropout"),
@@ -62,7 +64,6 @@ def variants(lora: Path) -> list[tuple[str, dict, str]]:
                                       "corda_config": {"cache_file": "/etc/passwd"}}, "corda"),
         ("auto_mapping", {"auto_mapping": {"base_model_class": "os.system", "parent_library": "os"}},
          "auto_mapping"),
-        ("unknown field", {"surprise": {"nested": [1, 2, 3]}}, "'surprise'"),
         ("trainable tokens", {"trainable_token_indices": list(range(5_000))}, "trainable_token_indices"),
     ]
     return out
