@@ -33,8 +33,13 @@ _REFUSED = {
 }
 
 
-def clean_name(value: str, what: str = "name", *, max_length: int = MAX_NAME_LENGTH,
-               error: type[BasinError] = BasinError) -> str:
+def clean_name(
+    value: str,
+    what: str = "name",
+    *,
+    max_length: int = MAX_NAME_LENGTH,
+    error: type[BasinError] = BasinError,
+) -> str:
     """``value`` normalised (NFKC, trimmed), or ``error`` naming the refused character."""
     if not isinstance(value, str):
         raise error(f"the {what} must be text, not {type(value).__name__}")

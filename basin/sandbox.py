@@ -46,7 +46,9 @@ class SandboxLimit(CheckpointError):
     """A sandboxed check ran out of its time or memory: the input is refused."""
 
 
-def run_limited(job: str, kwargs: dict[str, Any], limits: Limits | None = None, *, what: str = "the check") -> Any:
+def run_limited(
+    job: str, kwargs: dict[str, Any], limits: Limits | None = None, *, what: str = "the check"
+) -> Any:
     """Run ``JOBS[job](**kwargs)`` in a limited child process; its return value, or its error.
 
     A :class:`~basin.errors.BasinError` raised in the child is raised here with the same
@@ -56,12 +58,22 @@ def run_limited(job: str, kwargs: dict[str, Any], limits: Limits | None = None, 
     if job not in JOBS:
         raise ValueError(f"unknown sandbox job {job!r}")
     lim = limits or Limits()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     request = json.dumps({"job": job, "kwargs": kwargs, "limits": asdict(lim)}).encode()
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, arguments over stdin
         [sys.executable, "-m", "basin.sandbox"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(request, timeout=lim.wall_seconds)
@@ -69,7 +81,8 @@ def run_limited(job: str, kwargs: dict[str, Any], limits: Limits | None = None, 
         proc.kill()
         proc.communicate()
         raise SandboxLimit(
-            f"{what} took longer than {lim.wall_seconds:g} s and was stopped: the input is refused") from None
+            f"{what} took longer than {lim.wall_seconds:g} s and was stopped: the input is refused"
+        ) from None
     reply: dict[str, Any] | None = None
     for line in reversed(out.decode("utf-8", "replace").splitlines()):
         if line.startswith("{"):
@@ -85,7 +98,8 @@ def run_limited(job: str, kwargs: dict[str, Any], limits: Limits | None = None, 
         if proc.returncode in (-24, -9) or "MemoryError" in tail[0]:  # SIGXCPU / SIGKILL
             raise SandboxLimit(
                 f"{what} used more than its limits ({lim.cpu_seconds} CPU seconds, "
-                f"{lim.memory_bytes >> 20} MiB) and was stopped: the input is refused")
+                f"{lim.memory_bytes >> 20} MiB) and was stopped: the input is refused"
+            )
         raise CheckpointError(f"{what} failed (exit {proc.returncode}): {tail[0][:300]}")
     if "ok" in reply:
         return reply["ok"]
@@ -97,8 +111,10 @@ def _raise(reply: dict[str, Any], lim: Limits, what: str) -> Any:
     if kind == "IncompatibleCheckpoints":
         raise IncompatibleCheckpoints(message, [tuple(m) for m in reply.get("mismatches", [])])
     if kind == "MemoryError":
-        raise SandboxLimit(f"{what} needed more than its {lim.memory_bytes >> 20} MiB and was stopped: "
-                           "the input is refused")
+        raise SandboxLimit(
+            f"{what} needed more than its {lim.memory_bytes >> 20} MiB and was stopped: "
+            "the input is refused"
+        )
     if kind == "BasinError":
         raise CheckpointError(message)
     raise CheckpointError(f"{what} failed: {message}")
@@ -133,8 +149,11 @@ def _main() -> None:
         mod, fn = JOBS[req["job"]].split(":")
         result = {"ok": getattr(importlib.import_module(mod), fn)(**req["kwargs"])}
     except IncompatibleCheckpoints as e:
-        result = {"error": "IncompatibleCheckpoints", "message": str(e),
-                  "mismatches": [list(m) for m in e.mismatches]}
+        result = {
+            "error": "IncompatibleCheckpoints",
+            "message": str(e),
+            "mismatches": [list(m) for m in e.mismatches],
+        }
     except BasinError as e:
         result = {"error": "BasinError", "message": str(e)}
     except MemoryError:

@@ -55,7 +55,14 @@ MAX_LAYERS = 4096
 #: the adapter types Basin takes: their tensors live in the base's own modules, their sizes
 #: follow from the layer they adapt, and ``peft`` reads no file for them
 ADAPTER_TYPES = ("LORA", "IA3", "LOHA", "LOKR")
-TASK_TYPES = ("SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
+TASK_TYPES = (
+    "SEQ_CLS",
+    "CAUSAL_LM",
+    "SEQ_2_SEQ_LM",
+    "TOKEN_CLS",
+    "QUESTION_ANS",
+    "FEATURE_EXTRACTION",
+)
 #: fields only accepted at a "nothing to do" value, then dropped (peft writes them all)
 _INERT = object()
 
@@ -81,7 +88,12 @@ def _bool(p: str, k: str, v: Any) -> bool:
 def _number(lo: float, hi: float, *, integer: bool = False):
     def check(p: str, k: str, v: Any) -> float | int:
         ok = isinstance(v, int) if integer else isinstance(v, int | float)
-        if isinstance(v, bool) or not ok or (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:
+        if (
+            isinstance(v, bool)
+            or not ok
+            or (isinstance(v, float) and not math.isfinite(v))
+            or not lo <= v <= hi
+        ):
             kind = "an integer" if integer else "a finite number"
             raise _fail(p, f"{k} must be {kind} in [{lo:g}, {hi:g}], not {_short(v)}")
         return v
@@ -92,7 +104,10 @@ def _number(lo: float, hi: float, *, integer: bool = False):
 def _choice(*options: Any):
     def check(p: str, k: str, v: Any) -> Any:
         if not any(v == o and type(v) is type(o) for o in options):
-            raise _fail(p, f"{k} must be one of {', '.join(json.dumps(o) for o in options)}, not {_short(v)}")
+            raise _fail(
+                p,
+                f"{k} must be one of {', '.join(json.dumps(o) for o in options)}, not {_short(v)}",
+            )
         return v
 
     return check
@@ -146,14 +161,19 @@ def _layers_pattern(p: str, k: str, v: Any) -> str | list[str] | None:
 
 def _ident(p: str, k: str, v: Any) -> str:
     if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", v):
-        raise _fail(p, f"{k}: {_short(v)} is not the name of a layer list (an identifier such as 'layer' or 'h')")
+        raise _fail(
+            p,
+            f"{k}: {_short(v)} is not the name of a layer list (an identifier such as 'layer' or 'h')",
+        )
     return v
 
 
 def _pattern_map(value_check):
     def check(p: str, k: str, v: Any) -> dict[str, Any]:
         if not isinstance(v, dict) or len(v) > MAX_NAMES:
-            raise _fail(p, f"{k} must be an object of at most {MAX_NAMES} module names, not {_short(v)}")
+            raise _fail(
+                p, f"{k} must be an object of at most {MAX_NAMES} module names, not {_short(v)}"
+            )
         return {_name(p, k, name): value_check(p, f"{k}[{name!r}]", x) for name, x in v.items()}
 
     return check
@@ -165,7 +185,9 @@ def _opt(check):
 
 def _text(limit: int):
     def check(p: str, k: str, v: Any) -> str | None:
-        if v is not None and (not isinstance(v, str) or len(v) > limit or any(ord(c) < 32 for c in v)):
+        if v is not None and (
+            not isinstance(v, str) or len(v) > limit or any(ord(c) < 32 for c in v)
+        ):
             raise _fail(p, f"{k} must be a line of text of at most {limit} characters")
         return v
 
@@ -277,7 +299,9 @@ def read_untrusted_json(path: Path, what: str = ADAPTER_CONFIG) -> Any:
     except OSError as e:
         raise CheckpointError(f"{what} is not readable: {e.strerror or e}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{what} is larger than {MAX_CONFIG_BYTES // 1024} KiB (peft writes about 1 KiB)")
+        raise CheckpointError(
+            f"{what} is larger than {MAX_CONFIG_BYTES // 1024} KiB (peft writes about 1 KiB)"
+        )
     try:
         return json.loads(data)
     except RecursionError:
@@ -298,7 +322,11 @@ def clean_adapter_config(raw: Any) -> dict[str, Any]:
         raise CheckpointError(f"{ADAPTER_CONFIG} has no peft_type: it is not a PEFT adapter config")
     ptype = raw["peft_type"]
     if ptype not in FIELDS:
-        shown = ptype if len(ptype) <= 40 and ptype.isprintable() else ptype[:40].encode("unicode_escape").decode()
+        shown = (
+            ptype
+            if len(ptype) <= 40 and ptype.isprintable()
+            else ptype[:40].encode("unicode_escape").decode()
+        )
         raise CheckpointError(
             f"{ADAPTER_CONFIG}: peft_type {shown!r} is not one Basin takes (it takes "
             f"{', '.join(ADAPTER_TYPES)}: adapters whose tensors live in the base model's own layers; "
@@ -312,7 +340,11 @@ def clean_adapter_config(raw: Any) -> dict[str, Any]:
         check = allowed.get(k)
         if check is _INERT or (check is None and isinstance(k, str) and len(k) <= 64):
             if not _is_nothing(v) and v not in _INERT_OK.get(k, ()):
-                why = "is not a field Basin accepts" if check is None else "is only accepted at its default (null)"
+                why = (
+                    "is not a field Basin accepts"
+                    if check is None
+                    else "is only accepted at its default (null)"
+                )
                 raise _fail(ptype, f"field {k!r} {why}: refused so that peft never acts on it")
             continue
         if check is None:
@@ -338,8 +370,12 @@ def _shape_of(module: nn.Module) -> tuple[int, ...] | None:
     return tuple(int(s) for s in shape) if shape is not None and len(shape) >= 2 else None
 
 
-def check_adapter_shapes(clean: Mapping[str, Any], stored: Mapping[str, tuple[int, ...]], skeleton: nn.Module,
-                         where: str = "the base") -> None:
+def check_adapter_shapes(
+    clean: Mapping[str, Any],
+    stored: Mapping[str, tuple[int, ...]],
+    skeleton: nn.Module,
+    where: str = "the base",
+) -> None:
     """Sizes of a cleaned config against the base's layers and the adapter's stored tensors.
 
     ``stored``: the adapter's tensor shapes (from the safetensors header); ``skeleton``: the
@@ -354,17 +390,26 @@ def check_adapter_shapes(clean: Mapping[str, Any], stored: Mapping[str, tuple[in
     targets = clean["target_modules"]
     absent = [t for t in targets if not any(_suffix(n, t) for n in modules)]
     if absent:
-        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if not any(True for _ in m.children())})
+        leaves = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in modules.items()
+                if not any(True for _ in m.children())
+            }
+        )
         raise CheckpointError(
             f"the adapter (peft_type {ptype}): target module(s) {absent} are not in {where} (a "
-            f"{type(skeleton).__name__}; its layers are named e.g. {', '.join(leaves[:12])})")
+            f"{type(skeleton).__name__}; its layers are named e.g. {', '.join(leaves[:12])})"
+        )
     if "r" not in clean and not clean.get("rank_pattern") and "decompose_factor" not in clean:
         return
     r_default = int(clean.get("r", 8))
     patterns = clean.get("rank_pattern") or {}
     for key in patterns:
         if not any(_suffix(n, key) for n in modules):
-            raise CheckpointError(f"the adapter (peft_type {ptype}): rank_pattern names {key!r}, not a module of {where}")
+            raise CheckpointError(
+                f"the adapter (peft_type {ptype}): rank_pattern names {key!r}, not a module of {where}"
+            )
     rank_of = {  # peft's stored rank tensor of a layer: LoRA A is [r, in], LoHa w1_b is [r, in]
         "LORA": ("lora_A.weight", "lora_embedding_A"),
         "LOHA": ("hada_w1_b",),
@@ -381,20 +426,27 @@ def check_adapter_shapes(clean: Mapping[str, Any], stored: Mapping[str, tuple[in
         if ptype != "LOKR" and r > side:
             raise CheckpointError(
                 f"the adapter (peft_type {ptype}): rank {r} for {name} is larger than the layer it adapts "
-                f"({'×'.join(map(str, shape))}); its rank can be at most {side}")
+                f"({'×'.join(map(str, shape))}); its rank can be at most {side}"
+            )
         if ptype == "LOKR":
             factor = int(clean.get("decompose_factor", -1))
             if factor > max(shape) or r > max(shape):
                 raise CheckpointError(
                     f"the adapter (peft_type LOKR): rank {r} / decompose_factor {factor} for {name} is larger "
-                    f"than the layer it adapts ({'×'.join(map(str, shape))})")
+                    f"than the layer it adapts ({'×'.join(map(str, shape))})"
+                )
         for suffix in rank_of:
-            hits = [s for k, s in stored.items() if k.endswith(f".{name}.{suffix}") or k.endswith(f".{name}.{suffix}.default")]
+            hits = [
+                s
+                for k, s in stored.items()
+                if k.endswith(f".{name}.{suffix}") or k.endswith(f".{name}.{suffix}.default")
+            ]
             for s in hits:
                 if not s or s[0] != r:
                     raise CheckpointError(
                         f"the adapter (peft_type {ptype}): its config gives {name} rank {r}, but the stored "
-                        f"tensor {name}.{suffix} has shape {list(s)}")
+                        f"tensor {name}.{suffix} has shape {list(s)}"
+                    )
 
 
 __all__ = [

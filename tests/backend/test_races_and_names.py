@@ -32,10 +32,14 @@ LOOK_ALIKES = [
 
 
 def put(client, body, name, **params):
-    return client.put("/api/checkpoints", params={"name": name, **params}, content=body, headers=ZIP)
+    return client.put(
+        "/api/checkpoints", params={"name": name, **params}, content=body, headers=ZIP
+    )
 
 
-def test_deleting_a_base_while_an_adapter_on_it_is_checked_leaves_no_orphan(client, lora_family, monkeypatch):
+def test_deleting_a_base_while_an_adapter_on_it_is_checked_leaves_no_orphan(
+    client, lora_family, monkeypatch
+):
     """The adapter is held between its check and its commit (an event, not a clock); the base
     is deleted meanwhile; the adapter must then be refused, not stored on nothing."""
     import service.store as store_module
@@ -53,7 +57,10 @@ def test_deleting_a_base_while_an_adapter_on_it_is_checked_leaves_no_orphan(clie
     monkeypatch.setattr(store_module, "validate_adapter", held)
     answer: dict = {}
     upload = threading.Thread(
-        target=lambda: answer.update(r=put(client, zip_dir(lora_family["lora_a"]), "lora-a", base="tiny-bert")))
+        target=lambda: answer.update(
+            r=put(client, zip_dir(lora_family["lora_a"]), "lora-a", base="tiny-bert")
+        )
+    )
     upload.start()
     try:
         assert checked.wait(300), "the adapter's check never finished"
@@ -80,7 +87,9 @@ def test_look_alike_names_are_refused_and_names_are_normalised(client, classifie
         assert "names may hold only visible characters" in r.json()["detail"], r.text
         r = client.patch("/api/checkpoints/ft_a", json={"name": bad})
         assert r.status_code == 422, (repr(bad), r.text)
-        r = client.put("/api/datasets", params={"name": bad + ".csv"}, content=b"text,label\na,1\nb,0\n")
+        r = client.put(
+            "/api/datasets", params={"name": bad + ".csv"}, content=b"text,label\na,1\nb,0\n"
+        )
         assert r.status_code == 422, (repr(bad), r.text)
     # one name for what looks like one name: the full-width twin of a stored name is taken
     r = put(client, zip_dir(classifier_family["ft_b"]), "ｆｔ_a")
@@ -97,7 +106,10 @@ def test_run_and_fit_names_are_normalised_the_same_way(bad):
     with pytest.raises(ValueError, match="names may hold only visible characters"):
         FitSpec.model_validate({"a": "x", "b": "y", "dataset": "d.csv", "name": bad})
     assert RunSpec.model_validate({**spec, "name": " ｍｙ run "}).name == "my run"
-    assert FitSpec.model_validate({"a": "x", "b": "y", "dataset": "d.csv", "name": "ｆit"}).name == "fit"
+    assert (
+        FitSpec.model_validate({"a": "x", "b": "y", "dataset": "d.csv", "name": "ｆit"}).name
+        == "fit"
+    )
 
 
 def test_every_response_forbids_framing(make_client, tmp_path):
@@ -107,8 +119,12 @@ def test_every_response_forbids_framing(make_client, tmp_path):
     from service.settings import Settings
 
     api = make_client(api_token="tok")
-    settings = Settings(store=tmp_path / "ui-store", api_token="tok", redis_url="redis://127.0.0.1:1/0",
-                        allowed_hosts="testserver")
+    settings = Settings(
+        store=tmp_path / "ui-store",
+        api_token="tok",
+        redis_url="redis://127.0.0.1:1/0",
+        allowed_hosts="testserver",
+    )
     with TestClient(create_app(settings, with_ui=True)) as ui:
         answers = [
             api.get("/api/checkpoints", headers={"X-Basin-Token": "tok"}),  # 200
@@ -121,6 +137,12 @@ def test_every_response_forbids_framing(make_client, tmp_path):
             ui.get("/runs/abc"),  # a share link's page
         ]
     for r in answers:
-        assert r.headers.get("x-frame-options") == "DENY", (r.request.url, r.status_code, dict(r.headers))
-        assert "frame-ancestors 'none'" in r.headers.get("content-security-policy", ""), r.request.url
+        assert r.headers.get("x-frame-options") == "DENY", (
+            r.request.url,
+            r.status_code,
+            dict(r.headers),
+        )
+        assert "frame-ancestors 'none'" in r.headers.get("content-security-policy", ""), (
+            r.request.url
+        )
         assert len(r.headers.get_list("x-frame-options")) == 1
