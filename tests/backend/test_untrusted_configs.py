@@ -185,6 +185,11 @@ def test_the_api_answers_while_hostile_adapters_are_validated(served, lora_famil
                     answers["hostile"].append(put(u, body, f"rx{i}", base="tiny-bert").status_code)
                 answers["held"].append(put(u, wide, "r8", base="tiny-bert"))
 
+        idle = []  # the same requests before any upload (this machine's load), for comparison
+        for _ in range(40):
+            t0 = time.perf_counter()
+            assert c.get("/api/health").status_code == 200
+            idle.append(time.perf_counter() - t0)
         sender = threading.Thread(target=send_all)
         sender.start()
         assert wait_for(lambda: any(hold.glob("*.started")), timeout=300), (
@@ -202,6 +207,10 @@ def test_the_api_answers_while_hostile_adapters_are_validated(served, lora_famil
     assert answers["hostile"] == [422] * len(uploads)
     r = answers["held"][0]
     assert r.status_code == 422 and "rank 8" in r.json()["detail"], r.text
+    idle.sort()
+    print(
+        f"health idle: p50 {idle[len(idle) // 2] * 1000:.1f} ms, p95 {idle[int(0.95 * (len(idle) - 1))] * 1000:.1f} ms"
+    )
     latencies.sort()
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     print(
