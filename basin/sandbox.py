@@ -16,6 +16,7 @@ validates an upload leaves the event loop and the other requests alone.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -158,6 +159,10 @@ def _main() -> None:
         result = {"error": "BasinError", "message": str(e)}
     except MemoryError:
         result = {"error": "MemoryError", "message": "out of memory"}
+    except (ImportError, OSError) as e:  # a library that cannot map its code under the limit
+        out_of_memory = "failed to map" in str(e) or getattr(e, "errno", None) == errno.ENOMEM
+        kind = "MemoryError" if out_of_memory else type(e).__name__
+        result = {"error": kind, "message": f"{type(e).__name__}: {str(e)[:300]}"}
     except Exception as e:  # noqa: BLE001 - a third-party library's failure on hostile input
         first = str(e).splitlines()[0] if str(e) else ""
         result = {"error": type(e).__name__, "message": f"{type(e).__name__}: {first}"}
