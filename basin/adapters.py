@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from basin import strict_json
 from basin.errors import CheckpointError, IncompatibleCheckpoints
 from basin.formats import bin_meta, load_bin, read_config, safetensors_meta
 from basin.tasks import TASKS
@@ -42,6 +41,7 @@ from basin.tasks import TASKS
 if TYPE_CHECKING:
     from torch import nn
 
+    from basin.sandbox import Limits
     from basin.source import CheckpointSource
 
 logger = logging.getLogger(__name__)
@@ -63,46 +63,62 @@ def is_adapter_dir(path: str | Path) -> bool:
 
 
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
-    """``adapter_config.json`` as a dict; :class:`CheckpointError` when unreadable or not peft's."""
-    p = Path(directory) / ADAPTER_CONFIG
-    try:
-        cfg = strict_json.loads(p.read_text())  # bounded nesting, finite numbers
-    except FileNotFoundError:
-        raise CheckpointError(f"no {ADAPTER_CONFIG} in the adapter folder {Path(directory).name}") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{ADAPTER_CONFIG} is not readable JSON: {e}") from None
+    """``adapter_config.json`` as a dict (read bounded, :func:`basin.untrusted.read_untrusted_json`);
+    :class:`CheckpointError` when unreadable or not peft's. Unchecked: pass it through
+    :func:`basin.untrusted.clean_adapter_config` before anything acts on it."""
+    from basin.untrusted import read_untrusted_json
+
+    cfg = read_untrusted_json(Path(directory) / ADAPTER_CONFIG)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("peft_type"), str):
         raise CheckpointError(f"{ADAPTER_CONFIG} has no peft_type: it is not a PEFT adapter config")
     return cfg
 
 
-def peft_config(directory: str | Path) -> Any:
-    """The ``peft`` config object of an adapter folder (local files only).
+def clean_config(directory: str | Path) -> dict[str, Any]:
+    """The adapter's config, checked field by field (:func:`basin.untrusted.clean_adapter_config`)."""
+    from basin.untrusted import clean_adapter_config
 
-    Refuses, with :class:`CheckpointError`, an unknown ``peft_type``, a config ``peft``
-    cannot read and prompt-learning adapters.
+    return clean_adapter_config(read_adapter_config(directory))
+
+
+def peft_config(directory: str | Path, config_dir: str | Path | None = None) -> Any:
+    """The ``peft`` config object of an adapter folder, built only from its checked fields.
+
+    The config passes :func:`basin.untrusted.clean_adapter_config` (allow-listed types and
+    fields, literal module names, bounded values); with ``config_dir`` (the base's folder)
+    its sizes are also checked against the base's layers and the adapter's stored tensors
+    (:func:`basin.untrusted.check_adapter_shapes`, on a ``meta`` skeleton) before ``peft``
+    builds anything. :class:`CheckpointError` names what is refused.
     """
     import peft
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    raw = read_adapter_config(directory)
-    known = peft.PeftType.__members__
-    if raw["peft_type"] not in known:
-        raise CheckpointError(
-            f"{ADAPTER_CONFIG}: unknown peft_type {raw['peft_type']!r} (this peft {peft.__version__} knows "
-            f"{', '.join(sorted(known))})"
-        )
+    clean = clean_config(directory)
+    if config_dir is not None:
+        check_shapes(directory, Path(config_dir), clean)
+    kwargs = {k: v for k, v in clean.items() if k not in ("peft_type", "peft_version", "revision")}
     try:
-        cfg = peft.PeftConfig.from_pretrained(str(directory), local_files_only=True)
+        cfg = PEFT_TYPE_TO_CONFIG_MAPPING[peft.PeftType[clean["peft_type"]]](**kwargs)
     except Exception as e:  # peft raises TypeError/ValueError/… for configs it cannot read
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{ADAPTER_CONFIG} does not load with peft: {msg}") from None
-    if getattr(cfg, "is_prompt_learning", False):
-        raise CheckpointError(
-            f"{raw['peft_type']} adapters are prompt learning (virtual tokens, no weights inside the model's "
-            "layers): Basin takes adapters whose tensors live in the base model's modules (LoRA, IA³, LoHa, "
-            "LoKr, …)"
-        )
+    if getattr(cfg, "is_prompt_learning", False):  # (not in the allow-list; kept as a guard)
+        raise CheckpointError(f"{clean['peft_type']} adapters are prompt learning: Basin takes adapters whose "
+                              "tensors live in the base model's modules (LoRA, IA³, LoHa, LoKr)")
     return cfg
+
+
+def check_shapes(directory: str | Path, config_dir: Path, clean: dict[str, Any] | None = None,
+                 where: str = "its base model") -> dict[str, Any]:
+    """Check a cleaned adapter config's sizes against the base (a ``meta`` skeleton built from
+    ``config_dir``) and the adapter's stored tensor shapes (header only); returns the config."""
+    from basin.untrusted import check_adapter_shapes
+
+    clean = clean if clean is not None else clean_config(directory)
+    skeleton = _build_base(config_dir, TASK_OF_PEFT.get(str(clean.get("task_type"))), meta=True)
+    stored = {k: v[0] for k, v in adapter_meta(directory).items()}
+    check_adapter_shapes(clean, stored, skeleton, where)
+    return clean
 
 
 def adapter_weight_file(directory: str | Path) -> Path:
@@ -211,7 +227,7 @@ def inspect_adapter(directory: str | Path) -> AdapterInfo:
     """Describe an adapter folder without loading its weights (config + header)."""
     from collections import Counter
 
-    raw = read_adapter_config(directory)
+    raw = clean_config(directory)
     meta = adapter_meta(directory)
     counts: Counter[str] = Counter()
     n = 0
@@ -233,33 +249,44 @@ def inspect_adapter(directory: str | Path) -> AdapterInfo:
     )
 
 
-def validate_adapter(directory: str | Path, base: CheckpointSource, *, base_name: str | None = None) -> AdapterInfo:
+def validate_adapter(directory: str | Path, base: CheckpointSource, *, base_name: str | None = None,
+                     limits: Limits | None = None, sandbox: bool = True) -> AdapterInfo:
     """Check that an adapter folder fits a base checkpoint, reading no weights.
 
-    On a ``meta``-device skeleton of the base (its own architecture), ``peft`` injects the
-    adapter's modules: target modules missing from the base refuse it
-    (:class:`CheckpointError`); then the stored tensors must be exactly the ones ``peft``
-    expects for this base, with the same shapes (:class:`IncompatibleCheckpoints` names
-    the mismatches).
+    First, in this process and cheaply, the config's fields (:func:`clean_config`: an
+    allow-list of types and fields, bounded values, literal module names) and the
+    weights' header. Then, in a process with CPU, memory and time limits
+    (:func:`basin.sandbox.run_limited`, ``limits``; ``sandbox=False`` runs it here),
+    :func:`check_adapter_on_base`: the sizes against the base's layers and the stored
+    tensors, then ``peft``'s injection on a ``meta`` skeleton of the base and the exact
+    comparison of the tensors it expects with the stored ones
+    (:class:`IncompatibleCheckpoints` names the mismatches).
     """
+    from basin.sandbox import run_limited
+
+    d = Path(directory)
+    info = inspect_adapter(d)  # the config's checks and the header: no third-party code yet
+    where = f"base {base_name or base.id[:12]!r}"
+    kwargs = {"directory": str(d), "config_dir": str(base.config_dir), "where": where}
+    if sandbox:
+        run_limited("adapter", kwargs, limits, what=f"checking the adapter against {where}")
+    else:
+        check_adapter_on_base(**kwargs)
+    return info
+
+
+def check_adapter_on_base(directory: str, config_dir: str, where: str) -> int:
+    """The adapter's sizes against its base, then ``peft``'s injection on a ``meta`` skeleton of
+    the base and the exact comparison of expected and stored tensors. Returns the number of
+    tensors; raises :class:`CheckpointError` / :class:`IncompatibleCheckpoints`.
+    (The sandbox's ``adapter`` job: it runs ``peft`` on an untrusted config.)"""
     import peft
 
     d = Path(directory)
-    what = f"the adapter (peft_type {read_adapter_config(d)['peft_type']})"
+    clean = check_shapes(d, Path(config_dir), where=where)
+    what = f"the adapter (peft_type {clean['peft_type']})"
     cfg = peft_config(d)
-    info = inspect_adapter(d)
-    where = f"base {base_name or base.id[:12]!r}"
-    skeleton = _build_base(base.config_dir, TASK_OF_PEFT.get(str(info.task_type)), meta=True)
-    targets = info.target_modules
-    if isinstance(targets, list):  # peft matches a name as a suffix of module names
-        modules = [n for n, _ in skeleton.named_modules() if n]
-        absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in modules)]
-        if absent:
-            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if n and not any(
-                True for _ in m.children())})
-            raise CheckpointError(
-                f"{what}: target module(s) {absent} are not in {where} (a {type(skeleton).__name__}; "
-                f"its layers are named e.g. {', '.join(leaves[:12])})")
+    skeleton = _build_base(Path(config_dir), TASK_OF_PEFT.get(str(clean.get("task_type"))), meta=True)
     pm = _inject(skeleton, cfg, what, where)
     try:
         expected = {k: tuple(v.shape) for k, v in peft.get_peft_model_state_dict(pm).items()}
@@ -279,9 +306,9 @@ def validate_adapter(directory: str | Path, base: CheckpointSource, *, base_name
         head = "; ".join(f"{k}: {why}" for k, why in mismatches[:5])
         more = f" (and {len(mismatches) - 5} more)" if len(mismatches) > 5 else ""
         raise IncompatibleCheckpoints(
-            f"the adapter does not fit {where} ({info.peft_type}, target modules {info.target_modules}): "
+            f"the adapter does not fit {where} ({clean['peft_type']}, target modules {clean['target_modules']}): "
             f"{len(mismatches)} mismatched tensor(s): {head}{more}", mismatches)
-    return info
+    return len(stored)
 
 
 def _set_adapter(pm: Any, weights: Mapping[str, torch.Tensor], names: Sequence[str], what: str) -> None:
@@ -316,7 +343,7 @@ def merged_state_dict(src: CheckpointSource, base_sd: Mapping[str, torch.Tensor]
     from basin.space import key_mapper, load_weights, rename
 
     assert src.adapter is not None
-    cfg = peft_config(src.adapter)
+    cfg = peft_config(src.adapter, src.config_dir)  # checked against the base before peft builds
     task = TASK_OF_PEFT.get(str(getattr(cfg, "task_type", None)))
     model = _build_base(src.config_dir, task, meta=False)
     load_weights(model, rename(base_sd, key_mapper(model)(base_sd)))
@@ -361,7 +388,7 @@ class AdapterSpace:
         from basin.space import key_mapper, load_weights, rename
 
         assert first.adapter is not None
-        self.cfg = peft_config(first.adapter)
+        self.cfg = peft_config(first.adapter, first.config_dir)  # checked before peft builds
         self.base_id = (first.weights, first.config_dir)
         load_weights(model, rename(base_sd, key_mapper(model)(base_sd)), task)
         self.peft_model = _inject(model, self.cfg, f"adapter {first.adapter.name}")

@@ -48,13 +48,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from safetensors.torch import save_file
 
 from basin.checkpoints import TOKENIZER_FILES
 from basin.data import read_rows
 from basin.errors import DatasetError, InvalidSpec
 from basin.evaluate.base import Evaluator
+from basin.names import optional_name
 from basin.opening import open_model
 from basin.paths.base import FrozenModel
 from basin.resolve import Resolver
@@ -102,6 +103,11 @@ class FitSpec(FrozenModel):
     eval_dataset: str | None = None
     eval_points: int = Field(26, ge=2, le=2001)
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, v: str | None) -> str | None:
+        return optional_name(v, "fit name")  # NFKC, no control / zero-width / bidi characters
 
     @model_validator(mode="after")
     def _check(self) -> FitSpec:

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from basin.errors import InvalidSpec
 from basin.metrics import Task, default_metrics, task_metrics
+from basin.names import optional_name
 from basin.paths import PATHS, is_1d, path_class
 from basin.paths.base import FrozenModel
 from basin.refine import RefineSpec, budget_of, check_shape
@@ -137,6 +138,11 @@ class RunSpec(FrozenModel):
     @classmethod
     def _refine_shorthand(cls, v: Any) -> Any:
         return {"mode": v} if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, v: str | None) -> str | None:
+        return optional_name(v, "run name")  # NFKC, no control / zero-width / bidi characters
 
     @model_validator(mode="after")
     def _metrics(self) -> RunSpec:

@@ -63,6 +63,7 @@ from basin.checkpoints import (
 )
 from basin.data import iter_dataset_rows
 from basin.errors import BasinError, CheckpointError, DatasetError, IncompatibleCheckpoints
+from basin.names import clean_name
 from basin.paths import refs_of
 from basin.resolve import CheckpointSource, Resolver
 from service.datasets import (
@@ -140,11 +141,13 @@ def _now() -> str:
 
 
 def _check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or not name.strip():
-        raise (CheckpointError if what == "checkpoint" else DatasetError)(
-            f"invalid {what} name {name!r}: 1-200 printable characters, no '/' or '\\'"
-        )
-    return name.strip()
+    """A checkpoint's or dataset's name, normalised by :func:`basin.names.clean_name` (NFKC,
+    no control / zero-width / bidi characters, trimmed, at most 200 characters), no '/' or '\\'."""
+    err = CheckpointError if what == "checkpoint" else DatasetError
+    name = clean_name(name, f"{what} name", error=err)
+    if not _NAME_RE.match(name):
+        raise err(f"invalid {what} name {name!r}: 1-200 printable characters, no '/' or '\\'")
+    return name
 
 
 def _check_tags(tags: dict | None, *, allow_null: bool = False) -> dict[str, Any]:
@@ -561,6 +564,16 @@ class Store:
                     if mode == "move":
                         (work / "manifest.json").unlink(missing_ok=True)
                     raise NameTaken(f"checkpoint name {name!r} is already used by {owner[:12]}")
+                base_id = manifest.get("base") if manifest.get("adapter") else None
+                if base_id and not (self.checkpoints_dir / base_id / "manifest.json").is_file():
+                    # the base was deleted while the adapter was checked (delete_checkpoint
+                    # takes this lock too): storing it now would leave an adapter on nothing
+                    if mode == "move":
+                        (work / "manifest.json").unlink(missing_ok=True)
+                    raise Conflict(
+                        f"the base checkpoint {manifest.get('base_name') or base_id[:12]!r} was deleted while "
+                        "the adapter was being checked: upload the base again, then the adapter"
+                    )
                 os.rename(staged, final)
         logger.info("added checkpoint %s (%s) as %s", name, mode, ident[:12])
         return Added(self.get_checkpoint(ident), created=True)

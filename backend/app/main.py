@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from backend.app.api import errors
 from backend.app.api.responses import StrictJSONResponse
 from backend.app.api.routes import checkpoints, datasets, fits, health, meta, runs
+from backend.app.framing import AntiFramingMiddleware
 from backend.app.security import SecurityMiddleware
 from service.runstate.reads import heartbeat_ttl
 from service.runstate.reaper import Reaper
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
     # Host allow-list, API token, CSRF guard and JSON cap: before any route reads a body,
     # for the API and the dashboard alike.
     app.add_middleware(SecurityMiddleware, settings=settings)
+    # Outermost: every response, the guard's refusals included, says it may not be framed.
+    app.add_middleware(AntiFramingMiddleware)
 
     if with_ui:
         try:

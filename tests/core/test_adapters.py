@@ -163,7 +163,7 @@ def test_validate_adapter_refuses_a_base_without_its_modules_or_shapes(lora_fami
     cfg = json.loads((broken / "adapter_config.json").read_text())
     cfg["peft_type"] = "NOT_A_PEFT_TYPE"
     (broken / "adapter_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="unknown peft_type"):
+    with pytest.raises(CheckpointError, match="peft_type .NOT_A_PEFT_TYPE. is not one Basin takes"):
         validate_adapter(broken, base)
 
 

@@ -142,7 +142,7 @@ def test_meta_describes_every_path_task_and_metric_as_json():
     assert (cls["metrics"], cls["default_metrics"]) == (["loss", "accuracy", "f1"], ["loss", "accuracy"])
     # what each task supports, from its entry in basin.tasks (the form shows the rows it allows)
     assert list(m["tasks"]) == ["classification", "causal_lm", "seq2seq", "generation"]
-    assert [t for t, e in m["tasks"].items() if e["ensemble"]] == ["classification", "causal_lm"]
+    assert [t for t, e in m["tasks"].items() if e["ensemble"]] == ["classification", "causal_lm", "generation"]
     assert [t for t, e in m["tasks"].items() if e["per_example"]] == ["classification", "causal_lm", "seq2seq"]
     assert (m["tasks"]["generation"]["generates"], m["tasks"]["causal_lm"]["generates"]) == ("always", "with_prompts")
     assert cls["columns"] == ["text", "label"] and m["tasks"]["seq2seq"]["columns"] == ["source", "target"]
