@@ -17,6 +17,7 @@ import dash_bootstrap_components as dbc
 import flask
 from dash import Input, Output, dcc, html
 
+from basin.status import TERMINAL
 from frontend import api
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,8 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
             dbc.Container(html.Div(id="demo-lm-banner"), fluid=True),
             dbc.Container(dash.page_container, fluid=True, className="pb-5"),
         ],
-        **{"data-api-base": api_base},
+        # the browser script's status vocabulary (basin.status): one definition for both sides
+        **{"data-api-base": api_base, "data-terminal": ",".join(TERMINAL)},
         id="basin-root",
     )
     _report_route(app.server)

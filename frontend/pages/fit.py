@@ -18,15 +18,13 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from basin import figures
+from basin.status import COLOUR, TERMINAL
 from frontend import api
 
 logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path_template="/fits/<fit_id>", name="Fit", title="Basin — fit")
 
-TERMINAL = ("done", "failed", "cancelled")
-COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
-          "queued": "info"}
 #: What the run page's "Fit a curve" button asks for.
 DEFAULT_FIT = {"curve": "bezier", "steps": 100}
 
