@@ -29,8 +29,13 @@ LIVE: Final = (QUEUED, RUNNING)
 TERMINAL: Final = (DONE, FAILED, CANCELLED)
 
 #: The dashboard's badge colour of each status (Bootstrap contextual colours).
-COLOUR: Final = {DONE: "success", FAILED: "danger", CANCELLED: "secondary", RUNNING: "primary",
-                 QUEUED: "info"}
+COLOUR: Final = {
+    DONE: "success",
+    FAILED: "danger",
+    CANCELLED: "secondary",
+    RUNNING: "primary",
+    QUEUED: "info",
+}
 #: The badge colour of a status this vocabulary does not know (e.g. ``deleted``).
 UNKNOWN_COLOUR: Final = "dark"
 
@@ -53,5 +58,19 @@ def lua_prelude() -> str:
     return f"{names}\nlocal TERMINAL = {{{ended}}}\n"
 
 
-__all__ = ["CANCELLED", "COLOUR", "DONE", "FAILED", "LIVE", "QUEUED", "RUNNING", "STATUSES", "TERMINAL",
-           "UNKNOWN_COLOUR", "Status", "colour", "is_terminal", "lua_prelude"]
+__all__ = [
+    "CANCELLED",
+    "COLOUR",
+    "DONE",
+    "FAILED",
+    "LIVE",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "TERMINAL",
+    "UNKNOWN_COLOUR",
+    "Status",
+    "colour",
+    "is_terminal",
+    "lua_prelude",
+]

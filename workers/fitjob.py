@@ -103,7 +103,8 @@ def execute_fit(fit_id: str, fs: FitState, state: Any) -> dict:
         run_names = {k: v for k, v in names.items() if k in (spec.a, spec.b, controls[0],
                                                              spec.eval_dataset or spec.dataset)}
         # the curve run links back to its fit's line run: what its share link may reveal
-        run_tags = {controls[0]: {**tags, "line_run": runs["line"]}} if not line else {}
+        links = {"line_run": runs["line"], **({"origin_run": h["origin"]} if h.get("origin") else {})}
+        run_tags = {controls[0]: {**tags, **links}} if not line else {}
         runs[label] = create_run(fs.r, run_spec, redis_url=settings.redis_url, queue=settings.task_queue,
                                  names=run_names, tags=run_tags, limits=limits)
     fs.set(runs=runs)

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from backend.app.api.errors import carried_references
-from backend.app.runs import check_compatibility, list_runs, run_detail
+from backend.app.runs import check_compatibility, check_run_id, list_runs, run_detail
 from basin.errors import InvalidSpec
 from basin.fit import FitSpec, curve_run_data, parse_fit_spec
 from basin.scope_regex import compile_scope
@@ -25,6 +25,19 @@ from service.store import NotFound, Store
 #: Fields that must agree for a curve run and a line run to be compared point for point.
 SAME_DATA = ("dataset", "max_examples", "max_length", "scope", "task", "seed")
 CURVES = ("bezier", "polychain")
+
+
+def check_origin(r: redis.Redis, store: Store, run_id: str, spec: FitSpec) -> str:
+    """``run_id`` when it names a straight-line run between the fit's endpoints (the run a
+    fit is started from, ``POST /api/fits?from_run=``), else :class:`InvalidSpec`."""
+    try:
+        info = run_detail(r, store, check_run_id(run_id), url="")
+    except NotFound:
+        raise InvalidSpec(f"invalid fit: from_run {run_id[:64]!r} names no run") from None
+    path = (info.get("spec") or {}).get("path") or {}
+    if path.get("type") != "linear" or (path.get("a"), path.get("b")) != (spec.a, spec.b):
+        raise InvalidSpec("invalid fit: from_run must be a straight-line run between the fit's endpoints a and b")
+    return run_id
 
 
 def resolve_fit_spec(body: Any, store: Store, *, names: dict[str, str] | None = None,
@@ -76,13 +89,15 @@ def resolve_fit_spec(body: Any, store: Store, *, names: dict[str, str] | None = 
 
 
 def _links_back(r: redis.Redis, store: Store, curve_run: str, control: str, line_run: str) -> bool:
-    """Whether the curve run ``curve_run`` was queued by the fit whose line run is ``line_run``
-    (the worker records ``line_run`` in the control's tags of the curve run)."""
+    """Whether the curve run ``curve_run`` was queued by a fit of run ``line_run`` (its line
+    evaluation, or the run it was started from: the worker records ``line_run`` and
+    ``origin_run`` in the control's tags of the curve run)."""
     try:
         tags = run_detail(r, store, curve_run, url="").get("tags") or {}
     except NotFound:
         return False
-    return (tags.get(control) or {}).get("line_run") == line_run
+    mine = tags.get(control) or {}
+    return line_run in (mine.get("line_run"), mine.get("origin_run"))
 
 
 def _same_data(a: dict, b: dict) -> bool:
@@ -95,9 +110,10 @@ def fitted_for_run(r: redis.Redis, store: Store, run_id: str, *, public_url: str
     fitted between the same endpoints (same order), newest first.
 
     ``everything`` False (a token is configured and the request does not carry it: the run's
-    share link alone): only the fit whose own line evaluation *is* this run — the fit's
-    ``runs.line``, or, once the fit is forgotten, a curve run that links back to this run
-    (``line_run`` in its control's tags as the run recorded them). A link reveals its run and
+    share link alone): only the fits of this run — whose own line evaluation *is* this run
+    (``runs.line``) or that were started from it (``origin``: the run page's "Fit a curve"),
+    or, once the fit is forgotten, a curve run that links back to this run (``line_run`` or
+    ``origin_run`` in its control's tags as the run recorded them). A link reveals its run and
     what that run produced, nothing else (``docs/service.md``, "What a link reveals").
 
     From two sources, merged by fit: the fits Redis still has (queued and running ones
@@ -119,7 +135,7 @@ def fitted_for_run(r: redis.Redis, store: Store, run_id: str, *, public_url: str
     for f in list_fits(r, public_url=public_url):
         if (f["a"], f["b"]) != (a, b) or f["status"] in (FAILED, CANCELLED):
             continue
-        if not everything and f["runs"].get("line") != run_id:
+        if not everything and run_id not in (f["runs"].get("line"), f.get("origin")):
             continue
         by_fit[f["id"]] = {"fit": f["id"], "fit_url": f["url"], "status": f["status"], "curve": f["curve"],
                            "control": f["control"], "control_name": None, "curve_run": f["runs"].get("curve"),
@@ -154,4 +170,4 @@ def fitted_for_run(r: redis.Redis, store: Store, run_id: str, *, public_url: str
     return {"run": run_id, "fits": fits}
 
 
-__all__ = ["fitted_for_run", "resolve_fit_spec"]
+__all__ = ["check_origin", "fitted_for_run", "resolve_fit_spec"]

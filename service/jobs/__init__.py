@@ -26,9 +26,27 @@ from service.jobs.kernel import (
 )
 from service.jobs.limits import JobLimits
 
-__all__ = ["KINDS", "JobConflict", "JobKind", "JobLimits", "JobNotFound", "JobState", "ReapContext",
-           "ReapReport", "WorkerJobKind", "beat_job", "builtin_kinds", "cancel_job", "create_job", "get_kind",
-           "job_hash", "kinds", "list_jobs", "register", "unregister"]
+__all__ = [
+    "KINDS",
+    "JobConflict",
+    "JobKind",
+    "JobLimits",
+    "JobNotFound",
+    "JobState",
+    "ReapContext",
+    "ReapReport",
+    "WorkerJobKind",
+    "beat_job",
+    "builtin_kinds",
+    "cancel_job",
+    "create_job",
+    "get_kind",
+    "job_hash",
+    "kinds",
+    "list_jobs",
+    "register",
+    "unregister",
+]
 
 
 def builtin_kinds() -> list[JobKind]:

@@ -8,6 +8,7 @@ end, the reaper's rules, expiry, prune and seed are the kernel's.
 ``basin:fit:<id>``           hash   the kernel's fields (spec, names, status, created,
                                     started, finished, error, cancel, worker, beat,
                                     begun, time_limit_s) and step, total, stride,
+                                    origin (the run it was started from, if any),
                                     eta_s, control (store id of the fitted control
                                     checkpoint), controls, runs (JSON {line, curve}: the
                                     two evaluation runs queued when it ended),
@@ -66,16 +67,30 @@ from service.tasks import FIT_TASK
 MAX_LOSSES = 1000
 FIT_TERMINAL = TERMINAL
 #: The hash fields a fits list reads.
-LIST_FIELDS = ("spec", "names", "status", "step", "total", "created", "finished", "final_loss", "error",
-               "control", "runs")
+LIST_FIELDS = (
+    "spec",
+    "names",
+    "status",
+    "step",
+    "total",
+    "created",
+    "finished",
+    "final_loss",
+    "error",
+    "control",
+    "runs",
+    "origin",
+)
 
 
 class FitNotFound(JobNotFound):
     """No fit with that id (404)."""
 
     def __init__(self, fit_id: str) -> None:
-        super().__init__(f"no fit with id {fit_id!r} (an ended fit is forgotten BASIN_FINISHED_RUN_TTL_S after it ends, "
-                         "like an ended run's live state; its control checkpoint and evaluation runs stay)")
+        super().__init__(
+            f"no fit with id {fit_id!r} (an ended fit is forgotten BASIN_FINISHED_RUN_TTL_S after it ends, "
+            "like an ended run's live state; its control checkpoint and evaluation runs stay)"
+        )
 
 
 class FitConflict(JobConflict):
@@ -113,8 +128,13 @@ class FitKind(WorkerJobKind):
     def check(self, spec: Any, limits: JobLimits, store: Any, names: dict[str, str]) -> list[str]:
         caps = Caps()
         caps.cap("steps:", spec.steps, limits.train_steps, "BASIN_MAX_TRAIN_STEPS")
-        over_data_limits(caps, limits, examples=spec.max_examples, length=spec.max_length,
-                         batch_size=spec.batch_size)
+        over_data_limits(
+            caps,
+            limits,
+            examples=spec.max_examples,
+            length=spec.max_length,
+            batch_size=spec.batch_size,
+        )
         out = caps.lines
         scope = scope_over_limit(spec.scope, limits)
         if scope:
@@ -126,26 +146,37 @@ class FitKind(WorkerJobKind):
             except BasinError as e:
                 out.append(f"its {label} evaluation run: {e}")
                 continue
-            out += [f"its {label} evaluation run's {x}" for x in over_run_limits(run, limits)
-                    if not x.startswith(("max_examples:", "max_length:", "batch_size:"))]  # said once
+            out += [
+                f"its {label} evaluation run's {x}"
+                for x in over_run_limits(run, limits)
+                if not x.startswith(("max_examples:", "max_length:", "batch_size:"))
+            ]  # said once
         from service.store import _check_name
 
         for name in control_names(spec, names, "x" * 22):
             try:
                 _check_name(name, "checkpoint")
             except BasinError:
-                out.append(f"name: the fitted control would be named {name[:80]!r}…, not a valid checkpoint "
-                           "name (1-200 printable characters, no '/' or '\\'): shorten 'name' or the endpoints' names")
+                out.append(
+                    f"name: the fitted control would be named {name[:80]!r}…, not a valid checkpoint "
+                    "name (1-200 printable characters, no '/' or '\\'): shorten 'name' or the endpoints' names"
+                )
                 break
         if store is not None and limits.store_bytes is not None:
             need, free = control_bytes(spec, store), store.free_bytes(limits.store_bytes)
             if free is not None and need > free:
-                out.append(f"the fitted control checkpoint(s) need about {need:,} bytes but the store has {free:,} "
-                           "left under its quota (BASIN_MAX_STORE_BYTES)")
+                out.append(
+                    f"the fitted control checkpoint(s) need about {need:,} bytes but the store has {free:,} "
+                    "left under its quota (BASIN_MAX_STORE_BYTES)"
+                )
         return out
 
     def fields(self, spec: Any, limits: JobLimits) -> dict[str, Any]:
-        return {"step": 0, "total": spec.steps, "stride": max(1, math.ceil(spec.steps / MAX_LOSSES))}
+        return {
+            "step": 0,
+            "total": spec.steps,
+            "stride": max(1, math.ceil(spec.steps / MAX_LOSSES)),
+        }
 
     def not_found(self, job_id: str) -> JobNotFound:
         return FitNotFound(job_id)
@@ -179,6 +210,7 @@ class FitKind(WorkerJobKind):
             "error": h.get("error") or None,
             "control": h.get("control") or None,
             "runs": json.loads(h.get("runs") or "{}"),
+            "origin": h.get("origin") or None,
         }
 
     def reap(self, r: redis.Redis, ctx: ReapContext) -> ReapReport:
@@ -191,12 +223,31 @@ FIT = register(FitKind())
 # ---- the API's side ------------------------------------------------------------------------
 
 
-def create_fit(r: redis.Redis, spec: FitSpec, *, names: dict[str, str], redis_url: str, queue: str,
-               limits: JobLimits | None = None, store: Any = None) -> str:
+def create_fit(
+    r: redis.Redis,
+    spec: FitSpec,
+    *,
+    names: dict[str, str],
+    redis_url: str,
+    queue: str,
+    limits: JobLimits | None = None,
+    store: Any = None,
+    origin: str | None = None,
+) -> str:
     """Check the fit against ``limits`` (the kernel's :meth:`FitKind.check`), store it queued
-    and send its task; returns its id (a capability, like a run's)."""
-    return create_job(r, FIT, spec, limits=limits or JobLimits(), redis_url=redis_url, queue=queue,
-                      names=names, store=store)
+    and send its task; returns its id (a capability, like a run's). ``origin``: the run it
+    was started from (its share link may show the fit)."""
+    return create_job(
+        r,
+        FIT,
+        spec,
+        limits=limits or JobLimits(),
+        redis_url=redis_url,
+        queue=queue,
+        names=names,
+        store=store,
+        fields={"origin": origin} if origin else None,
+    )
 
 
 def fit_detail(r: redis.Redis, fit_id: str) -> dict[str, Any]:
@@ -222,6 +273,7 @@ def fit_detail(r: redis.Redis, fit_id: str) -> dict[str, Any]:
         "started": _f(h.get("started")),
         "finished": _f(h.get("finished")),
         "time_limit_s": _f(h.get("time_limit_s")) or None,
+        "origin": h.get("origin") or None,
     }
 
 
@@ -270,13 +322,21 @@ def beat_fit(r: redis.Redis, fit_id: str) -> str:
     return FitState(r, fit_id).beat()
 
 
-def reap_fits(r: redis.Redis, *, alive: list[dict] | None = None, grace_s: float,
-              finished_ttl_s: int | None = None) -> ReapReport:
+def reap_fits(
+    r: redis.Redis,
+    *,
+    alive: list[dict] | None = None,
+    grace_s: float,
+    finished_ttl_s: int | None = None,
+) -> ReapReport:
     """One reaper pass over the fits (the kernel's :meth:`WorkerJobKind.reap`)."""
     from service.runstate.reads import alive_workers
 
-    ctx = ReapContext(alive=alive_workers(r) if alive is None else alive, grace_s=grace_s,
-                      finished_ttl_s=finished_ttl_s)
+    ctx = ReapContext(
+        alive=alive_workers(r) if alive is None else alive,
+        grace_s=grace_s,
+        finished_ttl_s=finished_ttl_s,
+    )
     return FIT.reap(r, ctx)
 
 
@@ -288,6 +348,25 @@ def prune_expired_fits(r: redis.Redis, batch: int = 200) -> int:
     return FIT.prune(r, batch)
 
 
-__all__ = ["ACTIVE_FITS_KEY", "FIT", "FITS_KEY", "FIT_TERMINAL", "MAX_LOSSES", "FitConflict", "FitKeys",
-           "FitKind", "FitNotFound", "FitState", "beat_fit", "cancel_fit", "control_bytes", "control_names",
-           "create_fit", "fit_detail", "list_fits", "prune_expired_fits", "reap_fits", "seed_active_fits"]
+__all__ = [
+    "ACTIVE_FITS_KEY",
+    "FIT",
+    "FITS_KEY",
+    "FIT_TERMINAL",
+    "MAX_LOSSES",
+    "FitConflict",
+    "FitKeys",
+    "FitKind",
+    "FitNotFound",
+    "FitState",
+    "beat_fit",
+    "cancel_fit",
+    "control_bytes",
+    "control_names",
+    "create_fit",
+    "fit_detail",
+    "list_fits",
+    "prune_expired_fits",
+    "reap_fits",
+    "seed_active_fits",
+]

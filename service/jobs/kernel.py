@@ -33,7 +33,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis
 
@@ -126,7 +126,12 @@ class JobKind:
     # -- reading, cancelling ----------------------------------------------------------------
     def summarise(self, job_id: str, h: dict[str, Any], *, public_url: str = "") -> dict[str, Any]:
         """One entry of the kind's list, from its hash."""
-        return {"id": job_id, "kind": self.name, "status": h.get("status"), "created": _f(h.get("created"))}
+        return {
+            "id": job_id,
+            "kind": self.name,
+            "status": h.get("status"),
+            "created": _f(h.get("created")),
+        }
 
     def not_found(self, job_id: str) -> JobNotFound:
         return JobNotFound(f"no {self.label or self.name} with id {job_id!r}")
@@ -152,11 +157,16 @@ class JobKind:
 KINDS: dict[str, JobKind] = {}
 
 
-def register(kind: JobKind) -> JobKind:
+K = TypeVar("K", bound=JobKind)
+
+
+def register(kind: K) -> K:
     """Register ``kind`` (its name must be new, or the same kind class again)."""
     old = KINDS.get(kind.name)
     if old is not None and type(old) is not type(kind):
-        raise ValueError(f"a job kind named {kind.name!r} is already registered ({type(old).__name__})")
+        raise ValueError(
+            f"a job kind named {kind.name!r} is already registered ({type(old).__name__})"
+        )
     KINDS[kind.name] = kind
     return kind
 
@@ -179,9 +189,18 @@ def kinds() -> list[JobKind]:
 # ---- the kernel's operations, the same for every kind --------------------------------------
 
 
-def create_job(r: redis.Redis, kind: JobKind, spec: Any, *, limits: JobLimits, redis_url: str, queue: str,
-               names: dict[str, str] | None = None, store: Any = None,
-               fields: dict[str, Any] | None = None) -> str:
+def create_job(
+    r: redis.Redis,
+    kind: JobKind,
+    spec: Any,
+    *,
+    limits: JobLimits,
+    redis_url: str,
+    queue: str,
+    names: dict[str, str] | None = None,
+    store: Any = None,
+    fields: dict[str, Any] | None = None,
+) -> str:
     """Check ``spec`` against ``limits`` (``kind.check``; :class:`basin.errors.InvalidSpec`
     naming every limit broken, nothing stored), store a queued job and send its task;
     returns its id: 16 random bytes, URL-safe (an id is a capability, like a share link)."""
@@ -195,14 +214,15 @@ def create_job(r: redis.Redis, kind: JobKind, spec: Any, *, limits: JobLimits, r
     created = time.time()
     dump = spec.model_dump(mode="json") if hasattr(spec, "model_dump") else spec
     pipe = r.pipeline(transaction=True)
-    pipe.hset(kind.hash_key(job_id), mapping={
+    mapping: dict[Any, Any] = {
         "spec": json.dumps(dump),
         "names": json.dumps(names),
         "status": QUEUED,
         "created": repr(created),
         **kind.fields(spec, limits),
         **(fields or {}),
-    })
+    }
+    pipe.hset(kind.hash_key(job_id), mapping=mapping)
     limit_s = float(kind.time_limit_s(spec, limits))
     if limit_s > 0:
         pipe.hset(kind.hash_key(job_id), "time_limit_s", repr(limit_s))
@@ -222,8 +242,9 @@ def job_hash(r: redis.Redis, kind: JobKind, job_id: str) -> dict[str, str]:
     return h
 
 
-def list_jobs(r: redis.Redis, kind: JobKind, *, public_url: str = "",
-              fields: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def list_jobs(
+    r: redis.Redis, kind: JobKind, *, public_url: str = "", fields: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
     """Every job of ``kind`` Redis still has, newest first, as ``kind.summarise`` writes them."""
     ids = cast("list[str]", r.zrevrange(kind.index_key, 0, -1))
     pipe = r.pipeline()
@@ -298,20 +319,30 @@ class WorkerJobKind(JobKind):
     def holder(self, alive: list[dict]) -> set[str]:
         """The ids of this kind's jobs that live workers announce."""
         prefix = self.name + ":"
-        out = {str(w["job"])[len(prefix):] for w in alive if str(w.get("job") or "").startswith(prefix)}
+        out = {
+            str(w["job"])[len(prefix) :]
+            for w in alive
+            if str(w.get("job") or "").startswith(prefix)
+        }
         if self.name == "fit":  # heartbeats before the kernel named the job "fit": <id>
             out |= {str(w["fit"]) for w in alive if w.get("fit")}
         return out
 
     def dead_worker_message(self, worker: str | None, h: dict[str, Any], grace_s: float) -> str:
         who = f"its worker ({worker})" if worker else "its worker"
-        return (f"{who} died or was cut off: no sign of life for {grace_s:.0f} s, at step "
-                f"{int(h.get('step') or 0)} of {int(h.get('total') or 0)}. The {self.label or self.name} "
-                "was not resumed (its state lived in that worker's memory); start it again with the same spec")
+        return (
+            f"{who} died or was cut off: no sign of life for {grace_s:.0f} s, at step "
+            f"{int(h.get('step') or 0)} of {int(h.get('total') or 0)}. The {self.label or self.name} "
+            "was not resumed (its state lived in that worker's memory); start it again with the same spec"
+        )
 
     def overdue_message(self, h: dict[str, Any]) -> str:
-        return time_limit_message(self.label or self.name, float(h.get("time_limit_s") or 0),
-                                  int(h.get("step") or 0), int(h.get("total") or 0))
+        return time_limit_message(
+            self.label or self.name,
+            float(h.get("time_limit_s") or 0),
+            int(h.get("step") or 0),
+            int(h.get("total") or 0),
+        )
 
     def seed(self, r: redis.Redis) -> int:
         ids = cast("list[tuple[str, float]]", r.zrange(self.index_key, 0, -1, withscores=True))
@@ -337,25 +368,49 @@ class WorkerJobKind(JobKind):
         for job_id in ids:
             hk = self.hash_key(job_id)
             status, step, total, worker, limit = cast(
-                "list[str | None]", r.hmget(hk, ["status", "step", "total", "worker", "time_limit_s"]))
+                "list[str | None]",
+                r.hmget(hk, ["status", "step", "total", "worker", "time_limit_s"]),
+            )
             if status is None:
                 r.zrem(self.active_key, job_id)
                 out.forgotten.append(job_id)
                 continue
             h = {"step": step, "total": total, "time_limit_s": limit}
             if status == RUNNING:
-                over = r.eval(script("job_overdue"), 1, hk, repr(float(ctx.grace_s)), repr(time.time()),
-                              self.overdue_message(h))
+                over = r.eval(
+                    script("job_overdue"),
+                    1,
+                    hk,
+                    repr(float(ctx.grace_s)),
+                    repr(time.time()),
+                    self.overdue_message(h),
+                )
                 if over == "failed":
-                    logger.warning("%s %s ran past its time limit of %s s; failed it", self.name, job_id, limit)
+                    logger.warning(
+                        "%s %s ran past its time limit of %s s; failed it", self.name, job_id, limit
+                    )
                     out.failed.append(job_id)
                     status = FAILED
             if status == RUNNING and job_id not in held:
                 msg = self.dead_worker_message(worker, h, ctx.grace_s)
-                if r.eval(script("job_fail_dead"), 1, hk, repr(float(ctx.grace_s)), repr(time.time()),
-                          msg) == "failed":
-                    logger.warning("%s %s: worker %s gave no sign of life for %.0f s; failed it",
-                                   self.name, job_id, worker, ctx.grace_s)
+                if (
+                    r.eval(
+                        script("job_fail_dead"),
+                        1,
+                        hk,
+                        repr(float(ctx.grace_s)),
+                        repr(time.time()),
+                        msg,
+                    )
+                    == "failed"
+                ):
+                    logger.warning(
+                        "%s %s: worker %s gave no sign of life for %.0f s; failed it",
+                        self.name,
+                        job_id,
+                        worker,
+                        ctx.grace_s,
+                    )
                     out.failed.append(job_id)
                     status = FAILED
             if status in TERMINAL:
@@ -371,8 +426,10 @@ class WorkerJobKind(JobKind):
 
 def time_limit_message(what: str, limit_s: float, step: int, total: int) -> str:
     """The error a job that ran past its time limit ends with."""
-    return (f"the {what} ran past this server's time limit of {limit_s:.0f} s (BASIN_JOB_TIME_LIMIT_S) "
-            f"at step {step} of {total}; nothing was stored. Ask for fewer steps, or raise the limit")
+    return (
+        f"the {what} ran past this server's time limit of {limit_s:.0f} s (BASIN_JOB_TIME_LIMIT_S) "
+        f"at step {step} of {total}; nothing was stored. Ask for fewer steps, or raise the limit"
+    )
 
 
 class JobState:
@@ -380,8 +437,13 @@ class JobState:
     flag and the time limit, end. ``clock`` (monotonic seconds) measures the time limit from
     :meth:`start`."""
 
-    def __init__(self, r: redis.Redis, kind: WorkerJobKind, job_id: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        r: redis.Redis,
+        kind: WorkerJobKind,
+        job_id: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.r, self.kind, self.id = r, kind, job_id
         self.k = kind.job_keys(job_id)
         self.clock = clock
@@ -409,7 +471,8 @@ class JobState:
         pipe = self.r.pipeline(transaction=True)
         if entry is not None:
             pipe.rpush(self.k.log, json.dumps(entry))
-        pipe.hset(self.k.hash, mapping={"step": step, **fields})
+        mapping: dict[Any, Any] = {"step": step, **fields}
+        pipe.hset(self.k.hash, mapping=mapping)
         pipe.eval(script("job_beat"), 1, self.k.hash)
         pipe.execute()
 
@@ -431,8 +494,12 @@ class JobState:
         return self.r.hget(self.k.hash, "status") == RUNNING
 
     def set(self, **fields: Any) -> None:
-        self.r.hset(self.k.hash, mapping={k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                                          for k, v in fields.items()})
+        self.r.hset(
+            self.k.hash,
+            mapping={
+                k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()
+            },
+        )
 
     def end(self, status: str, error: str = "") -> str:
         """End the job (``ok``) unless it already ended (then its status)."""
@@ -451,6 +518,23 @@ def _f(v: Any) -> float | None:
         return None
 
 
-__all__ = ["KINDS", "JobConflict", "JobKind", "JobNotFound", "JobState", "ReapContext",
-           "ReapReport", "WorkerJobKind", "beat_job", "cancel_job", "create_job", "get_kind", "job_hash",
-           "kinds", "list_jobs", "register", "time_limit_message", "unregister"]
+__all__ = [
+    "KINDS",
+    "JobConflict",
+    "JobKind",
+    "JobNotFound",
+    "JobState",
+    "ReapContext",
+    "ReapReport",
+    "WorkerJobKind",
+    "beat_job",
+    "cancel_job",
+    "create_job",
+    "get_kind",
+    "job_hash",
+    "kinds",
+    "list_jobs",
+    "register",
+    "time_limit_message",
+    "unregister",
+]

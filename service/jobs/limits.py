@@ -65,8 +65,9 @@ class Caps:
             self.lines.append(f"{what} {value} is over this server's limit of {limit} ({setting})")
 
 
-def over_data_limits(caps: Caps, limits: JobLimits, *, examples: int, length: int, batch_size: int,
-                     prefix: str = "") -> None:
+def over_data_limits(
+    caps: Caps, limits: JobLimits, *, examples: int, length: int, batch_size: int, prefix: str = ""
+) -> None:
     """The caps every job that reads a dataset through a model shares."""
     caps.cap(f"{prefix}max_examples:", examples, limits.examples, "BASIN_MAX_EXAMPLES")
     caps.cap(f"{prefix}max_length:", length, limits.length, "BASIN_MAX_LENGTH")
@@ -77,8 +78,10 @@ def scope_over_limit(scope: str, limits: JobLimits) -> str | None:
     """Why a scope regex is too long for this server (``None`` when it is a preset or fits)."""
     if scope in SCOPE_PRESETS or len(scope) <= limits.scope_length:
         return None
-    return (f"scope: the regex is {len(scope)} characters long, over this server's limit of "
-            f"{limits.scope_length} (BASIN_MAX_SCOPE_LENGTH)")
+    return (
+        f"scope: the regex is {len(scope)} characters long, over this server's limit of "
+        f"{limits.scope_length} (BASIN_MAX_SCOPE_LENGTH)"
+    )
 
 
 def over_run_limits(spec: RunSpec, limits: JobLimits) -> list[str]:
@@ -91,8 +94,9 @@ def over_run_limits(spec: RunSpec, limits: JobLimits) -> list[str]:
     roles = path_class(spec.path.type).roles_in(spec.path)
     named = sum(1 if isinstance(v, str) else len(v) for v in roles.values())
     caps.cap("checkpoints on the path:", named, limits.checkpoints, "BASIN_MAX_CHECKPOINTS")
-    over_data_limits(caps, limits, examples=spec.max_examples, length=spec.max_length,
-                     batch_size=spec.batch_size)
+    over_data_limits(
+        caps, limits, examples=spec.max_examples, length=spec.max_length, batch_size=spec.batch_size
+    )
     return caps.lines
 
 

@@ -92,8 +92,15 @@ class RunKind(JobKind):
 
     def summarise(self, job_id: str, h: dict[str, Any], *, public_url: str = "") -> dict[str, Any]:
         spec = json.loads(h.get("spec") or "{}")
-        return {"id": job_id, "kind": self.name, "url": f"{public_url}/runs/{job_id}", "status": h.get("status"),
-                "spec": spec, "done": int(h.get("done") or 0), "total": int(h.get("total") or 0)}
+        return {
+            "id": job_id,
+            "kind": self.name,
+            "url": f"{public_url}/runs/{job_id}",
+            "status": h.get("status"),
+            "spec": spec,
+            "done": int(h.get("done") or 0),
+            "total": int(h.get("total") or 0),
+        }
 
     def prune(self, r: redis.Redis, batch: int = 200) -> int:
         return prune_index(r, RUNS_KEY, self.hash_key, batch)
@@ -107,8 +114,15 @@ class RunKind(JobKind):
         from service.runstate.reaper import reap
 
         assert ctx.send_drain is not None
-        return reap(r, ctx.store, ctx.send_drain, grace_s=ctx.queued_grace_s, point_limit_s=ctx.point_limit_s,
-                    finished_ttl_s=ctx.finished_ttl_s, alive=ctx.alive)
+        return reap(
+            r,
+            ctx.store,
+            ctx.send_drain,
+            grace_s=ctx.queued_grace_s,
+            point_limit_s=ctx.point_limit_s,
+            finished_ttl_s=ctx.finished_ttl_s,
+            alive=ctx.alive,
+        )
 
 
 RUN = register(RunKind())

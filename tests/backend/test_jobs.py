@@ -31,6 +31,7 @@ from tests.backend.test_security import AUTH, fill, spec
 
 # ---- a tiny kind, declared in one place ------------------------------------------------------
 
+
 class EchoKind(WorkerJobKind):
     """A job that counts to ``steps`` (what a new kind's module declares, and nothing else)."""
 
@@ -47,8 +48,12 @@ class EchoKind(WorkerJobKind):
         return {"step": 0, "total": spec["steps"]}
 
     def summarise(self, job_id: str, h: dict[str, Any], *, public_url: str = "") -> dict[str, Any]:
-        return {"id": job_id, "status": h["status"], "steps": json.loads(h["spec"])["steps"],
-                "step": int(h.get("step") or 0)}
+        return {
+            "id": job_id,
+            "status": h["status"],
+            "steps": json.loads(h["spec"])["steps"],
+            "step": int(h.get("step") or 0),
+        }
 
 
 def execute_echo(job_id: str, js: JobState, worker: Any) -> dict:
@@ -78,7 +83,9 @@ def red(redis_url) -> redis.Redis:
 
 def worker(r: redis.Redis, settings: Any = None) -> SimpleNamespace:
     """What a worker process hands the kernel's worker side (workers.tasks.STATE's fields)."""
-    return SimpleNamespace(client=r, name="inline-worker", device="cpu", settings=settings, heartbeat=None)
+    return SimpleNamespace(
+        client=r, name="inline-worker", device="cpu", settings=settings, heartbeat=None
+    )
 
 
 def test_a_new_kind_is_created_listed_cancelled_and_executed_by_the_kernel(echo, red, redis_url):
@@ -87,15 +94,24 @@ def test_a_new_kind_is_created_listed_cancelled_and_executed_by_the_kernel(echo,
     limits = JobLimits(train_steps=10)
     before = red.llen("basin")
     # over the kernel's limit: refused with the setting to raise, nothing stored or queued
-    with pytest.raises(InvalidSpec, match=r"steps: 11 is over this server's limit of 10 \(BASIN_MAX_TRAIN_STEPS\)"):
+    with pytest.raises(
+        InvalidSpec, match=r"steps: 11 is over this server's limit of 10 \(BASIN_MAX_TRAIN_STEPS\)"
+    ):
         jobs.create_job(red, echo, {"steps": 11}, limits=limits, redis_url=redis_url, queue="basin")
     assert red.zcard("basin:echos") == 0 and red.llen("basin") == before
 
-    first = jobs.create_job(red, echo, {"steps": 3}, limits=limits, redis_url=redis_url, queue="basin")
-    second = jobs.create_job(red, echo, {"steps": 4}, limits=limits, redis_url=redis_url, queue="basin")
+    first = jobs.create_job(
+        red, echo, {"steps": 3}, limits=limits, redis_url=redis_url, queue="basin"
+    )
+    second = jobs.create_job(
+        red, echo, {"steps": 4}, limits=limits, redis_url=redis_url, queue="basin"
+    )
     assert red.llen("basin") == before + 2  # one worker task each (the generic basin.job task)
     listed = jobs.list_jobs(red, echo)
-    assert [(j["id"], j["status"], j["steps"]) for j in listed] == [(second, QUEUED, 4), (first, QUEUED, 3)]
+    assert [(j["id"], j["status"], j["steps"]) for j in listed] == [
+        (second, QUEUED, 4),
+        (first, QUEUED, 3),
+    ]
     assert float(red.hget(f"basin:echo:{first}", "time_limit_s")) == limits.time_limit_s
 
     # cancel: a queued job ends at once; again is a conflict; an unknown id is not found
@@ -112,17 +128,25 @@ def test_a_new_kind_is_created_listed_cancelled_and_executed_by_the_kernel(echo,
     h = jobs.job_hash(red, echo, first)
     assert h["echoed"] == "yes" and "echoed" not in jobs.job_hash(red, echo, second)
     assert h["status"] == DONE and h["worker"] == "inline-worker" and h["step"] == "3"
-    assert [json.loads(x)["step"] for x in red.lrange(f"basin:echo:{first}:log", 0, -1)] == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in red.lrange(f"basin:echo:{first}:log", 0, -1)] == [
+        1,
+        2,
+        3,
+    ]
 
     # the reaper's rules are the kernel's: ended jobs' keys get the ended-run TTL
     report = echo.reap(red, ReapContext(alive=[], grace_s=5.0, finished_ttl_s=600))
     assert sorted(report.expiring) == sorted([first, second])
-    assert 0 < red.ttl(f"basin:echo:{first}") <= 600 and 0 < red.ttl(f"basin:echo:{first}:log") <= 600
+    assert (
+        0 < red.ttl(f"basin:echo:{first}") <= 600 and 0 < red.ttl(f"basin:echo:{first}:log") <= 600
+    )
     assert red.zcard("basin:echos:active") == 0
 
 
 def test_a_running_job_whose_worker_died_is_failed_by_the_reaper(echo, red, redis_url):
-    job = jobs.create_job(red, echo, {"steps": 5}, limits=JobLimits(), redis_url=redis_url, queue="basin")
+    job = jobs.create_job(
+        red, echo, {"steps": 5}, limits=JobLimits(), redis_url=redis_url, queue="basin"
+    )
     js = echo.state(red, job)
     assert js.start("gone-worker") == "ok"
     # its worker still announces it: alive, whatever its beat
@@ -140,8 +164,18 @@ def test_a_running_job_whose_worker_died_is_failed_by_the_reaper(echo, red, redi
 
 
 def fit_body(**kw) -> dict:
-    return {"a": "ft_a", "b": "ft_b", "dataset": "eval.csv", "steps": 5, "max_examples": 8, "batch_size": 4,
-            "max_length": 32, "eval_points": 3, "lr": 1e-3, **kw}
+    return {
+        "a": "ft_a",
+        "b": "ft_b",
+        "dataset": "eval.csv",
+        "steps": 5,
+        "max_examples": 8,
+        "batch_size": 4,
+        "max_length": 32,
+        "eval_points": 3,
+        "lr": 1e-3,
+        **kw,
+    }
 
 
 def _used(root: Path) -> int:
@@ -153,16 +187,45 @@ def _used(root: Path) -> int:
 @pytest.mark.parametrize(
     ("settings", "change", "needle"),
     [
-        ({"max_examples": 16}, {"max_examples": 64}, "max_examples: 64 is over this server's limit of 16"),
-        ({"max_length": 16}, {"max_length": 32}, "max_length: 32 is over this server's limit of 16"),
-        ({"max_batch_size": 2}, {"batch_size": 4}, "batch_size: 4 is over this server's limit of 2"),
+        (
+            {"max_examples": 16},
+            {"max_examples": 64},
+            "max_examples: 64 is over this server's limit of 16",
+        ),
+        (
+            {"max_length": 16},
+            {"max_length": 32},
+            "max_length: 32 is over this server's limit of 16",
+        ),
+        (
+            {"max_batch_size": 2},
+            {"batch_size": 4},
+            "batch_size: 4 is over this server's limit of 2",
+        ),
         ({"max_scope_length": 8}, {"scope": r"encoder\.layer\.0\..*"}, "BASIN_MAX_SCOPE_LENGTH"),
-        ({}, {"steps": 1_000_000}, "steps: 1000000 is over this server's limit of 100000 (BASIN_MAX_TRAIN_STEPS)"),
-        ({"max_points": 4}, {"eval_points": 9}, "line evaluation run's points: 9 is over this server's limit of 4"),
+        (
+            {},
+            {"steps": 1_000_000},
+            "steps: 1000000 is over this server's limit of 100000 (BASIN_MAX_TRAIN_STEPS)",
+        ),
+        (
+            {"max_points": 4},
+            {"eval_points": 9},
+            "line evaluation run's points: 9 is over this server's limit of 4",
+        ),
         ({}, {"name": "n" * 190}, "not a valid checkpoint name"),
         ({"max_store_bytes": "quota"}, {}, "BASIN_MAX_STORE_BYTES"),
     ],
-    ids=["examples", "length", "batch-size", "scope-length", "steps", "eval-points", "name", "quota"],
+    ids=[
+        "examples",
+        "length",
+        "batch-size",
+        "scope-length",
+        "steps",
+        "eval-points",
+        "name",
+        "quota",
+    ],
 )
 def test_a_fit_over_a_job_limit_is_422_naming_it_and_nothing_is_queued(
     make_client, classifier_family, redis_url, red, settings, change, needle
@@ -197,13 +260,25 @@ def test_a_fit_stops_at_the_time_limit_fails_saying_so_and_stores_nothing(
     assert body["status"] == FAILED, (out, body)
     assert "time limit" in body["error"] and "BASIN_JOB_TIME_LIMIT_S" in body["error"]
     assert body["step"] < 50 and body["control"] is None and body["runs"] == {}
-    assert not [c for c in client.get("/api/checkpoints").json() if (c.get("tags") or {}).get("fit") == fit_id]
+    assert not [
+        c
+        for c in client.get("/api/checkpoints").json()
+        if (c.get("tags") or {}).get("fit") == fit_id
+    ]
 
 
-def test_the_reaper_fails_a_fit_past_its_time_limit_even_while_its_worker_beats(make_client, red, redis_url):
+def test_the_reaper_fails_a_fit_past_its_time_limit_even_while_its_worker_beats(
+    make_client, red, redis_url
+):
     client = make_client(redis_url=redis_url)
-    fit_id = jobs.create_job(red, FIT, _resolved_fit(), limits=JobLimits(time_limit_s=30), redis_url=redis_url,
-                             queue="basin-test-none")
+    fit_id = jobs.create_job(
+        red,
+        FIT,
+        _resolved_fit(),
+        limits=JobLimits(time_limit_s=30),
+        redis_url=redis_url,
+        queue="basin-test-none",
+    )
     fs = FitState(red, fit_id)
     assert fs.start("wedged") == "ok"
     alive = [{"name": "wedged", "job": f"fit:{fit_id}", "fit": fit_id}]
@@ -224,8 +299,14 @@ def _resolved_fit(**kw):
 def test_a_long_fit_keeps_a_bounded_loss_log(make_client, red, redis_url):
     client = make_client(redis_url=redis_url)
     steps = 2 * MAX_LOSSES + 500
-    fit_id = jobs.create_job(red, FIT, _resolved_fit(steps=steps), limits=JobLimits(), redis_url=redis_url,
-                             queue="basin-test-none")
+    fit_id = jobs.create_job(
+        red,
+        FIT,
+        _resolved_fit(steps=steps),
+        limits=JobLimits(),
+        redis_url=redis_url,
+        queue="basin-test-none",
+    )
     fs = FitState(red, fit_id)
     assert fs.start("w") == "ok"
     for step in range(1, steps + 1):
@@ -240,7 +321,9 @@ def test_a_long_fit_keeps_a_bounded_loss_log(make_client, red, redis_url):
 # ---- what a link reveals -------------------------------------------------------------------
 
 
-def test_a_runs_link_lists_only_its_own_fits_without_the_token(make_client, classifier_family, redis_url, red):
+def test_a_runs_link_lists_only_its_own_fits_without_the_token(
+    make_client, classifier_family, redis_url, red
+):
     client = make_client(api_token=TOKEN, redis_url=redis_url)
     fill(client, classifier_family, AUTH)
     mine = client.post("/api/runs", json=spec(), headers=AUTH).json()["id"]
@@ -257,7 +340,18 @@ def test_a_runs_link_lists_only_its_own_fits_without_the_token(make_client, clas
     theirs = client.get(f"/api/runs/{other}/fitted")
     assert theirs.status_code == 200 and theirs.json()["fits"] == [] and fit_id not in theirs.text
     # with the token, every fit between the same endpoints (as GET /api/fits shows them)
-    assert fit_id in [f["fit"] for f in client.get(f"/api/runs/{other}/fitted", headers=AUTH).json()["fits"]]
+    assert fit_id in [
+        f["fit"] for f in client.get(f"/api/runs/{other}/fitted", headers=AUTH).json()["fits"]
+    ]
+    # a fit started from a run's page (?from_run=) is that run's: its link shows it, only it
+    started = client.post(
+        "/api/fits", json=fit_body(), params={"from_run": other}, headers=AUTH
+    ).json()["id"]
+    assert [f["fit"] for f in client.get(f"/api/runs/{other}/fitted").json()["fits"]] == [started]
+    assert [f["fit"] for f in client.get(f"/api/runs/{mine}/fitted").json()["fits"]] == [fit_id]
+    for bad in ("AAAAAAAAAAAAAAAAAAAAAA", "basin:runs"):
+        r = client.post("/api/fits", json=fit_body(), params={"from_run": bad}, headers=AUTH)
+        assert r.status_code == 422 and "from_run" in r.json()["detail"], r.text
 
 
 def test_health_names_no_run_without_the_token(make_client, redis_url, red):
@@ -265,22 +359,38 @@ def test_health_names_no_run_without_the_token(make_client, redis_url, red):
 
     client = make_client(api_token=TOKEN, redis_url=redis_url)
     run_id = "Zq3" + "x" * 19
-    red.set(DEMO_LM_STATUS_KEY, json.dumps({"state": "done", "fraction": 1.0, "stage": "ready",
-                                            "run_id": run_id, "run_url": f"http://h/runs/{run_id}",
-                                            "warning": f"see run {run_id}", "updated": time.time()}))
+    red.set(
+        DEMO_LM_STATUS_KEY,
+        json.dumps(
+            {
+                "state": "done",
+                "fraction": 1.0,
+                "stage": "ready",
+                "run_id": run_id,
+                "run_url": f"http://h/runs/{run_id}",
+                "warning": f"see run {run_id}",
+                "updated": time.time(),
+            }
+        ),
+    )
     try:
         open_ = client.get("/api/health")
         assert open_.status_code == 200 and run_id not in open_.text
         assert open_.json()["demo_lm"]["state"] == "done"  # the banner still has its progress
         assert client.get("/api/health", headers=AUTH).json()["demo_lm"]["run_id"] == run_id
         # a server without a token is open (GET /api/runs lists every run): health names it
-        assert make_client(redis_url=redis_url).get("/api/health").json()["demo_lm"]["run_id"] == run_id
+        assert (
+            make_client(redis_url=redis_url).get("/api/health").json()["demo_lm"]["run_id"]
+            == run_id
+        )
     finally:
         red.delete(DEMO_LM_STATUS_KEY)
 
 
 def test_job_state_is_running_between_start_and_end(echo, red, redis_url):
-    job = jobs.create_job(red, echo, {"steps": 1}, limits=JobLimits(), redis_url=redis_url, queue="basin")
+    job = jobs.create_job(
+        red, echo, {"steps": 1}, limits=JobLimits(), redis_url=redis_url, queue="basin"
+    )
     js = echo.state(red, job)
     assert not js.running() and js.start("w") == "ok" and js.running()
     assert js.start("w2") == RUNNING  # a second delivery does not take it

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from backend.app import runs as book
 from backend.app.api.deps import MayList, RedisDep, SettingsDep, StoreDep, WriteAuth
 from backend.app.api.errors import responses
-from backend.app.fits import fitted_for_run, resolve_fit_spec
+from backend.app.fits import check_origin, fitted_for_run, resolve_fit_spec
 from basin.errors import InvalidSpec
 from service.jobs.fit import FitNotFound, cancel_fit, create_fit, fit_detail, list_fits
 from service.jobs.limits import JobLimits
@@ -46,15 +46,18 @@ def _url(settings, fit_id: str) -> str:
 
 
 @router.post("/fits", status_code=201, responses=responses(422, 503), dependencies=[WriteAuth])
-def create(body: FitBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, str]:
+def create(body: FitBody, settings: SettingsDep, store: StoreDep, r: RedisDep,
+           from_run: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, str]:
     """Validate a fit spec (references resolved to store ids; the server's caps, quota and
     time limit for every kind of job, for the fit and both evaluation runs it will queue),
-    queue it on a worker; ``{id, url}``."""
+    queue it on a worker; ``{id, url}``. ``from_run``: the straight-line run between the
+    same endpoints it is started from (the run page's button): that run's link shows the fit."""
     names: dict[str, str] = {}
     limits = JobLimits.from_settings(settings)
     spec = resolve_fit_spec(body, store, names=names, limits=limits)
+    origin = check_origin(r, store, from_run, spec) if from_run else None
     fit_id = create_fit(r, spec, names=names, redis_url=settings.redis_url, queue=settings.task_queue,
-                        limits=limits, store=store)
+                        limits=limits, store=store, origin=origin)
     return {"id": fit_id, "url": _url(settings, fit_id)}
 
 
