@@ -102,9 +102,10 @@ def execute_fit(fit_id: str, fs: FitState, state: Any) -> dict:
         run_spec = parse_spec(curve_run_data(spec, controls[0], line=line))
         run_names = {k: v for k, v in names.items() if k in (spec.a, spec.b, controls[0],
                                                              spec.eval_dataset or spec.dataset)}
-        # the curve run links back to its fit's line run: what its share link may reveal
-        links = {"line_run": runs["line"], **({"origin_run": h["origin"]} if h.get("origin") else {})}
-        run_tags = {controls[0]: {**tags, **links}} if not line else {}
+        run_tags: dict[str, dict[str, Any]] = {}
+        if not line:  # the curve links back to its fit's line run (and the run it started from)
+            links = {"line_run": runs["line"], **({"origin_run": h["origin"]} if h.get("origin") else {})}
+            run_tags = {controls[0]: {**tags, **links}}
         runs[label] = create_run(fs.r, run_spec, redis_url=settings.redis_url, queue=settings.task_queue,
                                  names=run_names, tags=run_tags, limits=limits)
     fs.set(runs=runs)

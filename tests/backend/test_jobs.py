@@ -395,3 +395,23 @@ def test_job_state_is_running_between_start_and_end(echo, red, redis_url):
     assert not js.running() and js.start("w") == "ok" and js.running()
     assert js.start("w2") == RUNNING  # a second delivery does not take it
     assert js.end(DONE) == "ok" and not js.running()
+
+
+def test_a_forgotten_fits_curve_is_shown_on_its_own_line_runs_link_only(
+    make_client, classifier_family, redis_url, red
+):
+    from workers.jobs import run_job
+
+    client = make_client(api_token=TOKEN, redis_url=redis_url)
+    fill(client, classifier_family, AUTH)
+    other = client.post("/api/runs", json=spec(), headers=AUTH).json()["id"]
+    fit_id = client.post("/api/fits", json=fit_body(steps=2), headers=AUTH).json()["id"]
+    # the worker's own code trains, stores the control and queues both evaluation runs
+    assert run_job("fit", fit_id, worker(red, client.app.state.settings))["status"] == DONE
+    runs = client.get(f"/api/fits/{fit_id}").json()["runs"]
+    red.delete(f"basin:fit:{fit_id}", f"basin:fit:{fit_id}:losses")  # as once its keys expired
+    found = client.get(f"/api/runs/{runs['line']}/fitted").json()["fits"]
+    assert [(f["fit"], f["curve_run"]) for f in found] == [(None, runs["curve"])]
+    assert client.get(f"/api/runs/{other}/fitted").json()["fits"] == []
+    with_token = client.get(f"/api/runs/{other}/fitted", headers=AUTH).json()["fits"]
+    assert [f["curve_run"] for f in with_token] == [runs["curve"]]
