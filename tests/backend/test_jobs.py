@@ -415,3 +415,20 @@ def test_a_forgotten_fits_curve_is_shown_on_its_own_line_runs_link_only(
     assert client.get(f"/api/runs/{other}/fitted").json()["fits"] == []
     with_token = client.get(f"/api/runs/{other}/fitted", headers=AUTH).json()["fits"]
     assert [f["curve_run"] for f in with_token] == [runs["curve"]]
+
+
+def test_a_fit_whose_control_no_longer_fits_the_quota_fails_before_writing_it(
+    make_client, classifier_family, redis_url, red
+):
+    from workers.jobs import run_job
+
+    client = make_client(redis_url=redis_url)
+    fill(client, classifier_family)
+    fit_id = client.post("/api/fits", json=fit_body(steps=2)).json()["id"]
+    # the store filled up while the fit waited in the queue: the worker's settings see it full
+    full = make_client(redis_url=redis_url, max_store_bytes=_used(client.store_root))
+    assert run_job("fit", fit_id, worker(red, full.app.state.settings))["error"]
+    body = client.get(f"/api/fits/{fit_id}").json()
+    assert body["status"] == FAILED and "BASIN_MAX_STORE_BYTES" in body["error"], body
+    assert body["control"] is None and body["runs"] == {}
+    assert len(client.get("/api/checkpoints").json()) == 2  # nothing was added
