@@ -136,7 +136,7 @@ def test_a_new_kind_is_created_listed_cancelled_and_executed_by_the_kernel(echo,
 
     # the reaper's rules are the kernel's: ended jobs' keys get the ended-run TTL
     report = echo.reap(red, ReapContext(alive=[], grace_s=5.0, finished_ttl_s=600))
-    assert sorted(report.expiring) == sorted([first, second])
+    assert {first, second} <= set(report.expiring)
     assert (
         0 < red.ttl(f"basin:echo:{first}") <= 600 and 0 < red.ttl(f"basin:echo:{first}:log") <= 600
     )
@@ -151,10 +151,10 @@ def test_a_running_job_whose_worker_died_is_failed_by_the_reaper(echo, red, redi
     assert js.start("gone-worker") == "ok"
     # its worker still announces it: alive, whatever its beat
     alive = [{"name": "gone-worker", "job": f"echo:{job}"}]
-    assert echo.reap(red, ReapContext(alive=alive, grace_s=0.0)).failed == []
+    assert job not in echo.reap(red, ReapContext(alive=alive, grace_s=0.0)).failed
     # nobody announces it and the grace has passed: failed, saying so
     report = echo.reap(red, ReapContext(alive=[], grace_s=0.0))
-    assert report.failed == [job]
+    assert job in report.failed
     h = jobs.job_hash(red, echo, job)
     assert h["status"] == FAILED and h["error"].startswith("its worker (gone-worker) died")
     assert js.end(DONE) == FAILED  # a late end of the dead worker changes nothing
@@ -282,10 +282,10 @@ def test_the_reaper_fails_a_fit_past_its_time_limit_even_while_its_worker_beats(
     fs = FitState(red, fit_id)
     assert fs.start("wedged") == "ok"
     alive = [{"name": "wedged", "job": f"fit:{fit_id}", "fit": fit_id}]
-    assert FIT.reap(red, ReapContext(alive=alive, grace_s=5)).failed == []  # in time
+    assert fit_id not in FIT.reap(red, ReapContext(alive=alive, grace_s=5)).failed  # in time
     sec, _ = red.time()
     red.hset(f"basin:fit:{fit_id}", "begun", sec - 60)  # as a minute after it began
-    assert FIT.reap(red, ReapContext(alive=alive, grace_s=5)).failed == [fit_id]
+    assert fit_id in FIT.reap(red, ReapContext(alive=alive, grace_s=5)).failed
     body = client.get(f"/api/fits/{fit_id}").json()
     assert body["status"] == FAILED and "time limit of 30 s" in body["error"]
 
@@ -414,7 +414,9 @@ def test_a_forgotten_fits_curve_is_shown_on_its_own_line_runs_link_only(
     assert [(f["fit"], f["curve_run"]) for f in found] == [(None, runs["curve"])]
     assert client.get(f"/api/runs/{other}/fitted").json()["fits"] == []
     with_token = client.get(f"/api/runs/{other}/fitted", headers=AUTH).json()["fits"]
-    assert [f["curve_run"] for f in with_token] == [runs["curve"]]
+    assert runs["curve"] in [
+        f["curve_run"] for f in with_token
+    ]  # (and other tests' fits on this Redis)
 
 
 def test_a_fit_whose_control_no_longer_fits_the_quota_fails_before_writing_it(
