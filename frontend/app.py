@@ -17,6 +17,7 @@ import dash_bootstrap_components as dbc
 import flask
 from dash import Input, Output, dcc, html
 
+from basin.status import TERMINAL
 from frontend import api
 from frontend.components import data_attrs
 
@@ -158,7 +159,7 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
             dbc.Container(html.Div(id="demo-lm-banner"), fluid=True),
             dbc.Container(dash.page_container, fluid=True, className="pb-5"),
         ],
-        **data_attrs(api_base=api_base),
+        **data_attrs(api_base=api_base, terminal=",".join(TERMINAL)),  # basin.status, one vocabulary
         id="basin-root",
     )
     _report_route(app.server)

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     max_checkpoints: int = 100  # checkpoints one path names (a trajectory's length)
     max_scope_length: int = 500  # characters of a scope regex
     max_generated_tokens: int = 200_000  # per point: samples per prompt × prompts × max new tokens
+    # Caps on every kind of job (the job kernel, service.jobs.limits), besides the above:
+    max_train_steps: int = 100_000  # training steps of one job that trains (a curve fit)
+    #: Wall-clock seconds one job held by a single worker (a curve fit) may run; past it the
+    #: worker stops and the job ends failed (the reaper fails it if its worker is wedged).
+    #: 0 = no limit. Runs are bounded per point instead (point_time_limit_s).
+    job_time_limit_s: float = 6 * 3600.0
     lease_seconds: int = 300
     worker_device: str = "auto"
     worker_concurrency: int = 1

@@ -12,10 +12,11 @@ drain starts, so the API can tell a run that is being worked on from an orphaned
 and, while the worker finishes a run, renews its short-lived finish lock: a finisher
 killed mid-way releases the lock within one TTL and another worker finishes the run.
 
-A worker running a curve fit announces it too (``fit``) and each beat refreshes the fit's
-``beat`` (:func:`service.fits.beat_fit`): the API's reaper fails a running fit that no
+A worker running a job of a worker-held kind (a curve fit, ...) announces it too
+(``job``: ``"<kind>:<id>"``; a fit also as ``fit``) and each beat refreshes the job's
+``beat`` (:func:`service.jobs.beat_job`): the API's reaper fails a running job that no
 live worker announces once its ``beat`` is older than the grace period
-(:func:`service.fits.reap_fits`).
+(:meth:`service.jobs.WorkerJobKind.reap`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 
 import redis
 
-from service.fits import beat_fit
+from service.jobs import beat_job
 from service.runstate import RunQueue, heartbeat_ttl, worker_key
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class Heartbeat:
         self._current: tuple[RunQueue, int] | None = None
         self._run: str | None = None
         self._finishing: tuple[RunQueue, str] | None = None
-        self._fit: str | None = None
+        self._job: tuple[str, str] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="basin-heartbeat", daemon=True)
@@ -81,10 +82,20 @@ class Heartbeat:
         except redis.RedisError as e:
             logger.warning("heartbeat failed: %s", e)
 
+    def holding(self, kind: str | None, job_id: str | None = None) -> None:
+        """Announce the job of a worker-held kind this worker runs now (``None`` when
+        done); beats at once."""
+        with self._lock:
+            self._job = (kind, job_id) if kind is not None and job_id is not None else None
+        try:
+            self.beat()
+        except redis.RedisError as e:
+            logger.warning("heartbeat failed: %s", e)
+
     def fitting(self, fit_id: str | None) -> None:
         """Announce the fit this worker runs now (``None`` when done); beats at once."""
         with self._lock:
-            self._fit = fit_id
+            self._job = ("fit", fit_id) if fit_id is not None else None
         try:
             self.beat()
         except redis.RedisError as e:
@@ -97,7 +108,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         with self._lock:
-            cur, run, fin, fit = self._current, self._run, self._finishing, self._fit
+            cur, run, fin, job = self._current, self._run, self._finishing, self._job
         info = {
             "name": self.name,
             "device": self.device,
@@ -107,11 +118,12 @@ class Heartbeat:
             "beat": time.time(),
             "run": run or (cur[0].keys.id if cur else None),
             "index": cur[1] if cur else None,
-            "fit": fit,
+            "job": f"{job[0]}:{job[1]}" if job else None,
+            "fit": job[1] if job and job[0] == "fit" else None,
         }
         self.r.set(worker_key(self.name), json.dumps(info), ex=self.ttl)
-        if fit is not None:
-            beat_fit(self.r, fit)
+        if job is not None:
+            beat_job(self.r, *job)
         if cur is not None:
             cur[0].renew(cur[1], self.lease_seconds)
         if fin is not None:

@@ -38,7 +38,7 @@ from service.runstate.drain import (
     fail_run,
     finish_run,
 )
-from service.tasks import FIT_TASK
+from service.tasks import FIT_TASK, JOB_TASK
 from workers.celery_app import DRAIN_TASK, app
 
 logger = logging.getLogger(__name__)
@@ -262,3 +262,20 @@ def fit_curve(self, fit_id: str) -> dict:
 
     STATE.ensure()
     return run_fit(fit_id, STATE)
+
+
+@app.task(
+    name=JOB_TASK,
+    bind=True,
+    acks_late=True,
+    max_retries=5,
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+)
+def run_job_task(self, kind: str, job_id: str) -> dict:
+    """Run a job of a worker-held kind (:mod:`service.jobs`) by its kind's executor."""
+    from workers.jobs import run_job
+
+    STATE.ensure()
+    return run_job(kind, job_id, STATE)

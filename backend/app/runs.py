@@ -20,7 +20,6 @@ import io
 import logging
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -33,14 +32,16 @@ from basin.generation import check_prompts, label_weights
 from basin.paths import path_class, refs_of
 from basin.scope_regex import compile_scope
 from basin.spec import SCOPE_PRESETS, RunSpec, parse_spec
-from service.documents import build_document, persist_run
+from service.documents import build_document
 from service.errors import InvalidCursor, RunConflict, RunNotFound
+from service.jobs import JobConflict, JobNotFound, cancel_job
+from service.jobs.limits import JobLimits, over_run_limits, scope_over_limit
+from service.jobs.run import RUN
 from service.runstate import (
     ACTIVE_KEY,
     RUNS_KEY,
     TERMINAL,
     RunKeys,
-    RunQueue,
     alive_workers,
     json_or,
     read_points,
@@ -84,59 +85,14 @@ NO_WORKER_RUNNING = "no worker is alive; the run will continue when one joins"
 # ---- validation ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SpecLimits:
-    """This server's caps on one run (``BASIN_MAX_*`` settings; see :func:`over_limits`)."""
-
-    points: int = 10_000
-    resolution: int = 201
-    examples: int = 10_000
-    length: int = 2048
-    batch_size: int = 512
-    checkpoints: int = 100
-    scope_length: int = 500
-    generated_tokens: int = 200_000
-    name_length: int = 200
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> SpecLimits:
-        return cls(
-            points=settings.max_points,
-            resolution=settings.max_resolution,
-            examples=settings.max_examples,
-            length=settings.max_length,
-            batch_size=settings.max_batch_size,
-            checkpoints=settings.max_checkpoints,
-            scope_length=settings.max_scope_length,
-            generated_tokens=settings.max_generated_tokens,
-            name_length=settings.max_name_length,
-        )
+#: This server's caps on one run: the job kernel's limits (:mod:`service.jobs.limits`),
+#: the same for every kind of job.
+SpecLimits = JobLimits
 
 
-def over_limits(spec: RunSpec, limits: SpecLimits) -> list[str]:
+def over_limits(spec: RunSpec, limits: JobLimits) -> list[str]:
     """One line per cap ``spec`` exceeds: the value, the limit and the setting that raises it."""
-    out: list[str] = []
-
-    def cap(what: str, value: int, limit: int, setting: str) -> None:
-        if value > limit:
-            out.append(f"{what} {value} is over this server's limit of {limit} ({setting})")
-
-    cap("points:", spec.planned_points, limits.points, "BASIN_MAX_POINTS")
-    if not spec.is_1d:
-        for axis, n in zip("xy", spec.shape, strict=False):
-            cap(f"path.resolution ({axis}):", n, limits.resolution, "BASIN_MAX_RESOLUTION")
-    roles = path_class(spec.path.type).roles_in(spec.path)
-    named = sum(1 if isinstance(v, str) else len(v) for v in roles.values())
-    cap("checkpoints on the path:", named, limits.checkpoints, "BASIN_MAX_CHECKPOINTS")
-    cap("max_examples:", spec.max_examples, limits.examples, "BASIN_MAX_EXAMPLES")
-    cap("max_length:", spec.max_length, limits.length, "BASIN_MAX_LENGTH")
-    cap("batch_size:", spec.batch_size, limits.batch_size, "BASIN_MAX_BATCH_SIZE")
-    # a run's name is shown on every page and kept in the runs index, rewritten on each save
-    n = len(spec.name or "")
-    if n > limits.name_length:
-        out.append(f"name: {n} characters is over this server's limit of {limits.name_length} "
-                   "(BASIN_MAX_NAME_LENGTH)")
-    return out
+    return over_run_limits(spec, limits)
 
 
 def resolve_spec(
@@ -171,11 +127,9 @@ def resolve_spec(
     if over:
         raise InvalidSpec("invalid spec: " + "; ".join(over))
     if spec.scope not in SCOPE_PRESETS:  # the regex the engine will compile: refused here
-        if len(spec.scope) > limits.scope_length:
-            raise InvalidSpec(
-                f"invalid spec: scope: the regex is {len(spec.scope)} characters long, over "
-                f"this server's limit of {limits.scope_length} (BASIN_MAX_SCOPE_LENGTH)"
-            )
+        too_long = scope_over_limit(spec.scope, limits)
+        if too_long:
+            raise InvalidSpec(f"invalid spec: {too_long}")
         try:
             compile_scope(spec.scope)
         except InvalidSpec as e:
@@ -567,22 +521,16 @@ def cancel_run(r: redis.Redis, run_id: str, store: Store | None = None) -> str:
     the record script refuses the point in hand. With a ``store``, the run's document
     (points so far, ``status: cancelled``) is written so its share link outlives Redis.
 
-    Atomic (``service/runstate/lua/end.lua``): raises :class:`RunConflict` when the run has
+    Through the job kernel (:func:`service.jobs.cancel_job`, kind ``run``), atomic
+    (``service/runstate/lua/end.lua``): raises :class:`RunConflict` when the run has
     already ended or a worker is finishing it (every point is recorded).
     """
-    ended = RunQueue(r, run_id).end("cancelled")
-    if ended.gone:
-        raise RunNotFound(run_id)
-    if not ended.ok:
-        if ended.status == "finishing":
-            raise RunConflict(f"run {run_id} has every point and is being finished")
-        raise RunConflict(f"run {run_id} is already {ended.status}")
-    if store is not None:
-        try:
-            persist_run(r, store, run_id)
-        except OSError as e:  # keep the cancel; the next read retries the write
-            logger.warning("storing cancelled run %s failed: %s", run_id, e)
-    return "cancelled"
+    try:
+        return cancel_job(r, RUN, run_id, store=store)
+    except JobNotFound:
+        raise RunNotFound(run_id) from None
+    except JobConflict as e:
+        raise RunConflict(str(e)) from None
 
 
 def delete_run(r: redis.Redis, store: Store, run_id: str) -> None:

@@ -12,7 +12,12 @@
  */
 (function () {
   "use strict";
-  const TERMINAL = ["done", "failed", "cancelled"];
+  // The ended statuses, from basin.status (the page root's data-terminal): defined once.
+  function terminal() {
+    const root = document.getElementById("basin-root");
+    const v = root && root.getAttribute("data-terminal");
+    return v ? v.split(",") : [];
+  }
   window.basinArrivals = window.basinArrivals || {};
 
   function token() {
@@ -224,7 +229,7 @@
     const level = !points.length ? -1 : (meta.is1d ? Math.floor(Math.log2(points.length))
       : (meta.adaptive ? points.length : 0));
     const key = status + ":" + level;
-    const finished = TERMINAL.includes(status) && !added && !(body.points || []).length;
+    const finished = terminal().includes(status) && !added && !(body.points || []).length;
     let extra = nu;
     if (n % 4 === 0 || finished) {
       try {
@@ -232,7 +237,7 @@
         const info = await r.json();
         if (r.ok) {
           const parts = [];
-          if (info.eta_s !== null && info.eta_s !== undefined && !TERMINAL.includes(status)) {
+          if (info.eta_s !== null && info.eta_s !== undefined && !terminal().includes(status)) {
             parts.push("ETA " + Math.max(0, Math.round(info.eta_s)) + " s");
           }
           const w = info.workers;
@@ -246,7 +251,7 @@
     }
     const done = Math.max(points.length, body.done || 0);
     const pct = status === "done" ? 100 : (total ? Math.round(100 * done / total) : 0);
-    const moving = !TERMINAL.includes(status);  // striped + animated only while it can still move
+    const moving = !terminal().includes(status);  // striped + animated only while it can still move
     return [newStore, figOut, points.length + " points", pct, done + " / " + total,
             status, key, finished, extra, moving, moving];
   }

@@ -18,15 +18,13 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from basin import figures
+from basin.status import COLOUR, TERMINAL
 from frontend import api
 
 logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path_template="/fits/<fit_id>", name="Fit", title="Basin — fit")
 
-TERMINAL = ("done", "failed", "cancelled")
-COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
-          "queued": "info"}
 #: What the run page's "Fit a curve" button asks for.
 DEFAULT_FIT = {"curve": "bezier", "steps": 100}
 
@@ -173,7 +171,8 @@ def _start_fit(_n: int, meta: dict, token: str | None):
     body = fit_body_for_run(r.body if r.ok and isinstance(r.body, dict) else {})
     if body is None:
         return no_update, "only a finished straight-line run can start a fit"
-    created = api.post("/api/fits", json=body, token=token)
+    # from_run: the fit is this run's (its link may show the fit: docs/service.md, "What a link reveals")
+    created = api.post("/api/fits", json=body, token=token, params={"from_run": meta["id"]})
     if not created.ok or not isinstance(created.body, dict):
         return no_update, created.error()
     return f"/fits/{created.body['id']}", "fit queued"

@@ -16,14 +16,13 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, callback, dcc, html
 
+from basin.status import COLOUR as STATUS_COLOUR
+from basin.status import TERMINAL
 from frontend import api
 from frontend.components import data_attrs, fmt_time
 
 dash.register_page(__name__, path="/fits", name="Fits", title="Basin — fits")
 
-TERMINAL = ("done", "failed", "cancelled")
-STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
-                 "queued": "info"}
 
 
 def layout(**_: Any) -> html.Div:

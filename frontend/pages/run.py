@@ -32,6 +32,8 @@ from basin import figures
 from basin.analysis.barrier import barrier_sentence
 from basin.analysis.trend import trend_sentence
 from basin.paths import is_1d, refs_of
+from basin.status import COLOUR as STATUS_COLOUR
+from basin.status import TERMINAL
 from basin.tasks import keeps_column
 from frontend import api, fitted_card, forgetting_card
 from frontend.components import data_attrs, spec_yaml
@@ -40,9 +42,6 @@ logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Basin — run")
 
-TERMINAL = ("done", "failed", "cancelled")
-STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
-                 "queued": "info"}
 GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 

@@ -18,6 +18,8 @@ from dash.development.base_component import Component
 from basin import figures
 from basin.compare import like_for_like
 from basin.paths import PATHS, is_1d, refs_of
+from basin.status import COLOUR as STATUS_COLOUR
+from basin.status import TERMINAL
 from frontend import api
 from frontend.components import data_attrs, fmt_time, ref_label
 
@@ -25,9 +27,6 @@ logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path="/runs", name="Runs", title="Basin — runs")
 
-TERMINAL = ("done", "failed", "cancelled")
-STATUS_COLOUR = {"done": "success", "failed": "danger", "cancelled": "secondary", "running": "primary",
-                 "queued": "info"}
 OVERLAY_METRICS = ("loss", "accuracy", "f1", "perplexity")
 ALL = "*"  # the filter's "all checkpoints" (dbc.Select keeps "" for its hidden placeholder)
 

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import time
 from typing import Any
 
 import redis
 
 from basin import grid, refine
 from basin.spec import RunSpec
-from service.runstate.keys import ACTIVE_KEY, RUNS_KEY, RunKeys
-from service.runstate.reads import alive_workers
-from service.tasks import send_drain
+from service.jobs.limits import JobLimits
 
 logger = logging.getLogger(__name__)
 
@@ -47,39 +43,23 @@ def create_run(
     queue: str,
     names: dict[str, str] | None = None,
     tags: dict[str, dict[str, Any]] | None = None,
+    limits: JobLimits | None = None,
 ) -> str:
     """Store the run and its todo list in Redis and send the drain tasks; returns the id.
 
+    Through the job kernel (:func:`service.jobs.create_job`, kind ``run``): the spec is
+    checked against ``limits`` (default: this process's settings, ``BASIN_MAX_*``) first.
     The id is 16 random bytes (128 bits, URL-safe base64): a share link is a capability.
     Several ``basin.drain_run`` tasks are sent so several workers drain one run together.
     """
-    run_id = secrets.token_urlsafe(16)
-    k = RunKeys(run_id)
-    order = point_order(spec)
-    created = time.time()
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(
-        k.run,
-        mapping={
-            "spec": json.dumps(spec.model_dump(mode="json")),
-            "status": "queued",
-            "total": len(order),
-            "done": 0,
-            "created": repr(created),
-            "evaluations": 0,
-            "cached": 0,
-            "names": json.dumps(names or {}),
-            "tags": json.dumps(tags or {}),
-        },
-    )
-    pipe.rpush(k.todo, *order)
-    pipe.zadd(RUNS_KEY, {run_id: created})
-    pipe.zadd(ACTIVE_KEY, {run_id: created})
-    pipe.execute()
-    workers = len(alive_workers(r))
-    n_tasks = min(len(order), max(2, 2 * workers))
-    send_drain(redis_url, queue, run_id, n_tasks)
-    logger.info(
-        "run %s queued: %s, %d points, %d tasks", run_id, spec.path.type, len(order), n_tasks
-    )
+    from service.jobs import create_job
+    from service.jobs.run import RUN
+
+    if limits is None:
+        from service.settings import get_settings
+
+        limits = JobLimits.from_settings(get_settings())
+    run_id = create_job(r, RUN, spec, limits=limits, redis_url=redis_url, queue=queue, names=names,
+                        fields={"tags": json.dumps(tags or {})})
+    logger.info("run %s queued: %s, %s points", run_id, spec.path.type, r.hget(RUN.hash_key(run_id), "total"))
     return run_id

@@ -27,6 +27,7 @@ import redis
 
 from basin import strict_json
 from basin.drive import Outcome
+from basin.status import is_terminal
 from service.runstate.keys import pointcache_key
 from service.runstate.queue import Ended, Lease
 from service.runstate.reads import heartbeat_ttl, run_timings
@@ -171,7 +172,7 @@ class StopFlag:
             return False
         self._next = now + self.every_s
         status = self.queue.info().get("status")
-        self.stopped = status is None or status in ("done", "failed", "cancelled")
+        self.stopped = status is None or is_terminal(status)
         return self.stopped
 
 

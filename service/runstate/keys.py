@@ -19,8 +19,16 @@
                                    seconds): the per-point time limit
 ``runs``                   zset    run id → created (unix seconds)
 ``pointcache:<key>``       string  metrics JSON for ``Landscape.point_key`` (cross-run cache)
-``worker:<name>``          string  heartbeat JSON {name, device, pid, host, run, index},
+``worker:<name>``          string  heartbeat JSON {name, device, pid, host, run, index,
+                                   job ("<kind>:<id>" of a worker-held job), fit},
                                    expires unless refreshed
+``<kind>:<id>``            hash    a worker-held job (a fit, ...): spec, names, status,
+                                   step, total, created, started, finished, error, cancel,
+                                   worker, beat, begun, time_limit_s, and the kind's own
+                                   fields (:mod:`service.jobs`)
+``<kind>:<id>:<log>``      list    the job's progress log (a fit's ``losses``)
+``<kind>s``                zset    job id → created (every job of the kind Redis has)
+``<kind>s:active``         zset    job id → created (the ones the reaper still visits)
 ``active``                 zset    run id → created: runs not yet stored (the reaper's)
 ``demo:lm``                string  ``basin up``'s LM demo build status (JSON)
 ``supervisor:events``      list    ``basin up``'s supervisor events (JSON), newest first
@@ -40,10 +48,11 @@ from typing import TYPE_CHECKING, cast
 if TYPE_CHECKING:
     import redis
 
+from basin.status import TERMINAL as TERMINAL
+
 PREFIX = "basin:"
 RUNS_KEY = PREFIX + "runs"
 WORKER_PREFIX = PREFIX + "worker:"
-TERMINAL = ("done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,56 @@ ACTIVE_KEY = PREFIX + "active"
 DEMO_LM_STATUS_KEY = PREFIX + "demo:lm"
 #: ``basin up``'s supervisor events (a list of JSON, newest first; ``/api/health`` → ``supervisor``).
 SUPERVISOR_EVENTS_KEY = PREFIX + "supervisor:events"
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The Redis keys of one job of a worker-held kind (:class:`service.jobs.WorkerJobKind`):
+    its hash ``basin:<kind>:<id>`` and its progress log ``basin:<kind>:<id>:<log>``."""
+
+    kind: str
+    id: str
+    log_name: str = "log"
+
+    @property
+    def hash(self) -> str:
+        return f"{PREFIX}{self.kind}:{self.id}"
+
+    @property
+    def log(self) -> str:
+        return f"{self.hash}:{self.log_name}"
+
+    def all(self) -> list[str]:
+        return [self.hash, self.log]
+
+
+def job_index_key(kind: str) -> str:
+    """The zset of every job of ``kind`` Redis has (``basin:fits``)."""
+    return f"{PREFIX}{kind}s"
+
+
+def job_active_key(kind: str) -> str:
+    """The zset of the jobs of ``kind`` the reaper still visits (``basin:fits:active``)."""
+    return f"{PREFIX}{kind}s:active"
+
+
+class FitKeys(JobKeys):
+    """A curve fit's keys: ``basin:fit:<id>`` and ``basin:fit:<id>:losses``."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__("fit", id, "losses")
+
+    @property
+    def fit(self) -> str:
+        return self.hash
+
+    @property
+    def losses(self) -> str:
+        return self.log
+
+
+FITS_KEY = job_index_key("fit")
+ACTIVE_FITS_KEY = job_active_key("fit")
 
 
 def prune_index(client: redis.Redis, index: str, hash_key: Callable[[str], str], batch: int = 200) -> int:

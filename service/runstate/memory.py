@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from basin import strict_json
-from service.runstate.keys import TERMINAL
+from basin.status import CANCELLED, FAILED, TERMINAL
 from service.runstate.queue import Ended, Lease
 from service.runstate.reads import computable
 
@@ -149,7 +149,7 @@ class MemoryRunQueue:
             if not cached:
                 run.info["evaluations"] = str(int(run.info.get("evaluations", "0")) + 1)
                 run.info["eval_s"] = repr(float(run.info.get("eval_s", "0")) + float(eval_s))
-            if run.info.get("status") in ("cancelled", "failed"):
+            if run.info.get("status") in (CANCELLED, FAILED):
                 return -2
             if index in run.done:
                 return 0

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from basin import strict_json
+from basin.status import lua_prelude
 from service.runstate.keys import RunKeys
 from service.runstate.reads import _s, computable, read_points
 
@@ -32,8 +33,9 @@ LUA_DIR = Path(__file__).with_name("lua")
 
 @cache
 def script(name: str) -> str:
-    """The source of ``lua/<name>.lua``."""
-    return (LUA_DIR / f"{name}.lua").read_text()
+    """The source of ``lua/<name>.lua``, after the status vocabulary's prelude
+    (:func:`basin.status.lua_prelude`: ``QUEUED`` … ``CANCELLED``, ``TERMINAL[st]``)."""
+    return lua_prelude() + (LUA_DIR / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)

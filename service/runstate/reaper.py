@@ -15,9 +15,11 @@ Each pass (:func:`reap`) visits the runs not yet stored (``basin:active``):
   cannot check the limit itself): fail it, naming the point and the limit;
 - deleted: forget it.
 
-Each pass also visits the curve fits (:func:`service.fits.reap_fits`, when the
-:class:`Reaper` is given ``fit_grace_s``): a running fit whose worker died ends
-``failed`` saying so, and ended fits' keys get the same TTL as stored runs.
+Each pass also visits the jobs of every other registered kind (:mod:`service.jobs`: a
+curve fit, ...; when the :class:`Reaper` is given ``fit_grace_s``) by the kernel's rules
+(:meth:`service.jobs.WorkerJobKind.reap`): a running job whose worker died, or that ran
+past its time limit, ends ``failed`` saying so, and ended jobs' keys get the same TTL as
+stored runs.
 
 Stored runs' Redis keys expire (``finished_run_ttl_s``); the pass also drops ids whose
 keys expired from the ``runs`` index in Redis (the list then reads the store's index).
@@ -97,16 +99,18 @@ def reap(
     grace_s: float = 10.0,
     point_limit_s: float = 0.0,
     finished_ttl_s: int | None = None,
+    alive: list[dict] | None = None,
 ) -> ReapReport:
-    """One pass over the active runs (see the module docstring)."""
+    """One pass over the active runs (see the module docstring). ``alive``: the live
+    workers' heartbeats (read here when None)."""
     out = ReapReport()
     prune_expired(client)
     ids = cast("list[str]", client.zrange(ACTIVE_KEY, 0, -1))  # decode_responses=True
     if not ids:
         return out
-    alive = alive_workers(client)
+    alive = alive_workers(client) if alive is None else alive
     draining = {w.get("run") for w in alive}
-    idle = any(w.get("run") is None and not w.get("fit") for w in alive)
+    idle = any(w.get("run") is None and not w.get("fit") and not w.get("job") for w in alive)
     for run_id in ids:
         k = RunKeys(run_id)
         status, persist = client.hmget(k.run, ["status", "persist"])
@@ -167,22 +171,36 @@ class Reaper:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def _loop(self) -> None:
-        from service.fits import reap_fits, seed_active_fits
+    def _kinds(self) -> list[Any]:
+        """The registered job kinds this reaper visits: runs always; the worker-held kinds
+        (fits, ...) when it was given their grace (``fit_grace_s``)."""
+        from service.jobs import WorkerJobKind, builtin_kinds, kinds
 
+        builtin_kinds()
+        return [k for k in kinds() if not isinstance(k, WorkerJobKind) or self.fit_grace_s is not None]
+
+    def pass_once(self) -> dict[str, Any]:
+        """One pass over every kind's jobs (what the thread runs each ``interval``)."""
+        from service.jobs import ReapContext
+
+        alive = alive_workers(self.client)
+        out: dict[str, Any] = {}
+        for kind in self._kinds():
+            ctx = ReapContext(alive=alive, grace_s=self.fit_grace_s or 0.0, finished_ttl_s=self.finished_ttl_s,
+                              store=self.store, send_drain=self.send_drain, point_limit_s=self.point_limit_s,
+                              queued_grace_s=self.grace_s)
+            out[kind.name] = kind.reap(self.client, ctx)
+        return out
+
+    def _loop(self) -> None:
         try:
-            seed_active(self.client)
-            if self.fit_grace_s is not None:
-                seed_active_fits(self.client)
+            for kind in self._kinds():
+                kind.seed(self.client)
         except redis.RedisError as e:
             logger.warning("reaper could not read the runs: %s", e)
         while not self._stop.wait(self.interval):
             try:
-                reap(self.client, self.store, self.send_drain, grace_s=self.grace_s,
-                     point_limit_s=self.point_limit_s, finished_ttl_s=self.finished_ttl_s)
-                if self.fit_grace_s is not None:
-                    reap_fits(self.client, grace_s=self.fit_grace_s,
-                              finished_ttl_s=self.finished_ttl_s)
+                self.pass_once()
             except redis.RedisError as e:  # Redis restarting: try again next pass
                 logger.warning("reaper pass failed: %s", e)
             except Exception:

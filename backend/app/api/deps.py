@@ -29,6 +29,36 @@ def get_redis(request: Request) -> redis.Redis:
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 
 
+def token_presented(settings: Settings, authorization: str | None, x_basin_token: str | None) -> bool:
+    """Whether the request carries this server's ``BASIN_API_TOKEN`` (False when none is set)."""
+    if not settings.api_token:
+        return False
+    given = (x_basin_token or "").strip()
+    if not given:
+        scheme, _, value = (authorization or "").strip().partition(" ")
+        given = value.strip() if scheme.lower() == "bearer" else ""
+    try:
+        return bool(given) and secrets.compare_digest(given.encode("ascii"), settings.api_token.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+
+
+def may_list(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_basin_token: Annotated[str | None, Header()] = None,
+) -> bool:
+    """Whether this request may see what a listing shows (other runs' and fits' ids): no
+    token is configured (the server is open: ``GET /api/runs`` is too), or the request
+    carries it. Open routes (a run's own, health) answer less without it: see
+    ``docs/service.md``, "What a link reveals"."""
+    return not settings.api_token or token_presented(settings, authorization, x_basin_token)
+
+
+#: ``True`` when the request may see other jobs' ids (:func:`may_list`).
+MayList = Annotated[bool, Depends(may_list)]
+
+
 def require_token(
     settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,

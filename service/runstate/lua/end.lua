@@ -5,9 +5,9 @@
 -- {-4, 'finishing'} someone else is finishing it.
 if redis.call('HEXISTS', KEYS[1], 'spec') == 0 then return {-1, ''} end
 local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'done' or st == 'failed' or st == 'cancelled' then return {-2, st} end
+if TERMINAL[st] then return {-2, st} end
 local holder = redis.call('GET', KEYS[4])
-if ARGV[1] == 'done' then
+if ARGV[1] == DONE then
   if holder ~= ARGV[6] then return {-3, holder or ''} end
 elseif holder and holder ~= ARGV[6] then
   return {-4, 'finishing'}

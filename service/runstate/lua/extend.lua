@@ -5,7 +5,7 @@
 -- -2 run ended.
 if redis.call('HEXISTS', KEYS[1], 'spec') == 0 then return -1 end
 local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'done' or st == 'failed' or st == 'cancelled' then return -2 end
+if TERMINAL[st] then return -2 end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
 for i = 2, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('HINCRBY', KEYS[1], 'total', #ARGV - 1)

@@ -4,7 +4,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if redis.call('HEXISTS', KEYS[1], 'spec') == 0 then return {-1} end
 local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'done' or st == 'failed' or st == 'cancelled' then return {-2, st} end
+if TERMINAL[st] then return {-2, st} end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
 for i = #expired, 1, -1 do
   redis.call('ZREM', KEYS[3], expired[i])
@@ -26,7 +26,7 @@ if not idx then
   return {-3, redis.call('ZCARD', KEYS[3]), wait}
 end
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), idx)
-if st == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started', tostring(now))
+if st == QUEUED then
+  redis.call('HSET', KEYS[1], 'status', RUNNING, 'started', tostring(now))
 end
 return {tonumber(idx)}

@@ -7,7 +7,7 @@ if ARGV[4] == '0' then
   redis.call('HINCRBYFLOAT', KEYS[1], 'eval_s', ARGV[5])
 end
 local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'cancelled' or st == 'failed' then return -2 end
+if st == CANCELLED or st == FAILED then return -2 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[3], '*', 'point', ARGV[2], 'worker', ARGV[3], 'cached', ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'done', 1)

@@ -9,11 +9,11 @@
 -- worker that takes a task of the run clears it, so at most one rescue task waits per
 -- run; its TTL covers a lost task.
 local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'running' and st ~= 'queued' then return 0 end
+if st ~= RUNNING and st ~= QUEUED then return 0 end
 if ARGV[1] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if st == 'queued' then
+if st == QUEUED then
   if ARGV[3] ~= '1' then return 0 end
   local created = tonumber(redis.call('HGET', KEYS[1], 'created') or '0')
   if now - created < tonumber(ARGV[4]) then return 0 end

@@ -1,20 +1,22 @@
 """Routes: curve fits — create (validated, queued), list, status (losses so far), cancel.
 
-Bookkeeping: :mod:`backend.app.fits` (validation) and :mod:`service.fits` (Redis state).
+Bookkeeping: :mod:`backend.app.fits` (validation) and the job kernel's ``fit`` kind,
+:mod:`service.jobs.fit` (limits, Redis state).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from backend.app import runs as book
-from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
+from backend.app.api.deps import MayList, RedisDep, SettingsDep, StoreDep, WriteAuth
 from backend.app.api.errors import responses
-from backend.app.fits import fitted_for_run, resolve_fit_spec
+from backend.app.fits import check_origin, fitted_for_run, resolve_fit_spec
 from basin.errors import InvalidSpec
-from service.fits import FitNotFound, cancel_fit, create_fit, fit_detail, list_fits
+from service.jobs.fit import FitNotFound, cancel_fit, create_fit, fit_detail, list_fits
+from service.jobs.limits import JobLimits
 
 router = APIRouter(tags=["fits"])
 
@@ -44,11 +46,18 @@ def _url(settings, fit_id: str) -> str:
 
 
 @router.post("/fits", status_code=201, responses=responses(422, 503), dependencies=[WriteAuth])
-def create(body: FitBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, str]:
-    """Validate a fit spec (references resolved to store ids), queue it on a worker; ``{id, url}``."""
+def create(body: FitBody, settings: SettingsDep, store: StoreDep, r: RedisDep,
+           from_run: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, str]:
+    """Validate a fit spec (references resolved to store ids; the server's caps, quota and
+    time limit for every kind of job, for the fit and both evaluation runs it will queue),
+    queue it on a worker; ``{id, url}``. ``from_run``: the straight-line run between the
+    same endpoints it is started from (the run page's button): that run's link shows the fit."""
     names: dict[str, str] = {}
-    spec = resolve_fit_spec(body, store, names=names)
-    fit_id = create_fit(r, spec, names=names, redis_url=settings.redis_url, queue=settings.task_queue)
+    limits = JobLimits.from_settings(settings)
+    spec = resolve_fit_spec(body, store, names=names, limits=limits)
+    origin = check_origin(r, store, from_run, spec) if from_run else None
+    fit_id = create_fit(r, spec, names=names, redis_url=settings.redis_url, queue=settings.task_queue,
+                        limits=limits, store=store, origin=origin)
     return {"id": fit_id, "url": _url(settings, fit_id)}
 
 
@@ -76,9 +85,12 @@ def cancel(fit_id: FitId, r: RedisDep) -> dict[str, str]:
 
 @router.get("/runs/{run_id}/fitted", responses=responses(404, 503))
 def fitted(run_id: Annotated[str, Depends(book.check_run_id)], settings: SettingsDep, store: StoreDep,
-           r: RedisDep) -> dict[str, Any]:
+           r: RedisDep, may_list: MayList) -> dict[str, Any]:
     """For a straight-line run A→B: the curves fitted between the same endpoints, newest first —
     fit id and link (while Redis keeps the fit), status, curve type, control checkpoint,
-    the curve's evaluation run and whether it evaluated the same data as this run. Open like
-    the run's other routes (the run's link is the capability); other runs: ``fits: []``."""
-    return fitted_for_run(r, store, run_id, public_url=settings.public_url.rstrip("/"))
+    the curve's evaluation run and whether it evaluated the same data as this run; other
+    runs: ``fits: []``. Open like the run's other routes (the run's link is the capability),
+    and like them it reveals only this run's own: with ``BASIN_API_TOKEN`` set, a request
+    without the token sees only the fit whose line evaluation this run is; with the token
+    (or on a server without one, where every list is open), every fit between A and B."""
+    return fitted_for_run(r, store, run_id, public_url=settings.public_url.rstrip("/"), everything=may_list)

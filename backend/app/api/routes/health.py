@@ -12,6 +12,9 @@ dashboard shows recent ones in a banner.
 ``demo_lm``: the background build of ``basin up``'s LM demo (``null`` when there is none):
 ``{"state": "building" | "registering" | "done" | "failed", "fraction": 0..1, "stage": text,
 "error", "warning", "run_id", "run_url", "updated"}``; the dashboard shows it in a banner.
+Health is open, and a run id opens its run: with ``BASIN_API_TOKEN`` set, ``run_id`` and
+``run_url`` are left out unless the request carries the token (``docs/service.md``, "What a
+link reveals").
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from backend.app.api.deps import RedisDep, SettingsDep
+from backend.app.api.deps import MayList, RedisDep, SettingsDep
 from service.runstate import alive_workers, json_or
 from service.runstate.keys import DEMO_LM_STATUS_KEY, SUPERVISOR_EVENTS_KEY
 
@@ -41,7 +44,7 @@ def _safe_url(settings) -> str:
 
 
 @router.get("/health")
-def health(settings: SettingsDep, r: RedisDep) -> Any:
+def health(settings: SettingsDep, r: RedisDep, may_list: MayList) -> Any:
     """Redis reachable, workers alive with their devices and whether they are busy (not
     which run: health needs no token, and a run id is the capability to read it), queue length;
     ``status`` ok / degraded (no worker: 200 with a ``warning``) / down (no Redis: 503)."""
@@ -81,11 +84,22 @@ def health(settings: SettingsDep, r: RedisDep) -> Any:
         "supervisor": {
             "events": [e for e in (json_or(x) for x in raw_events) if isinstance(e, dict)]
         },
-        "demo_lm": _demo_lm(raw_demo),
+        "demo_lm": _demo_lm(raw_demo, with_ids=may_list),
     }
 
 
-def _demo_lm(raw: Any) -> dict[str, Any] | None:
-    """The LM demo's status document, or None (no build, or an unreadable value)."""
+#: Fields of the LM demo's status that name a run (its id is the capability to open it).
+DEMO_LM_ID_FIELDS = ("run_id", "run_url")
+
+
+def _demo_lm(raw: Any, *, with_ids: bool = True) -> dict[str, Any] | None:
+    """The LM demo's status document, or None (no build, or an unreadable value); without
+    ``with_ids``, the fields that name its run are left out."""
     doc = json_or(raw) if raw is not None else None
-    return doc if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    if with_ids:
+        return doc
+    rid = str(doc.get("run_id") or "")
+    return {k: v for k, v in doc.items()
+            if k not in DEMO_LM_ID_FIELDS and not (rid and isinstance(v, str) and rid in v)}

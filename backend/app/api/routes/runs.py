@@ -97,7 +97,7 @@ def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisD
     resolved = book.resolve_spec(spec, store, limits=limits, names=names, tags=tags)
     run_id = book.create_run(
         r, resolved, redis_url=settings.redis_url, queue=settings.task_queue, names=names,
-        tags=tags,
+        tags=tags, limits=limits,
     )
     return RunCreated(id=run_id, url=_url(settings, run_id))
 
