@@ -1,7 +1,7 @@
 """The worker's heartbeat: announces the worker in Redis and keeps its lease alive.
 
-A daemon thread refreshes ``basin:worker:<name>`` (JSON, with a TTL) every
-``interval`` seconds and pushes the deadline of the point the worker is evaluating
+A daemon thread refreshes ``basin:worker:<name>`` (JSON, with a TTL) and the worker's
+entry in the live-worker set (:mod:`service.runstate.presence`) every ``interval`` seconds and pushes the deadline of the point the worker is evaluating
 forward. A worker that dies (even by SIGKILL) stops both: its heartbeat expires, so
 ``/api/health`` stops listing it, and its lease expires, so another worker takes the
 point. A live worker's lease never expires, however slow its point is, so no point
@@ -20,7 +20,6 @@ live worker announces once its ``beat`` is older than the grace period
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -30,7 +29,8 @@ import time
 import redis
 
 from service.fits import beat_fit
-from service.runstate import RunQueue, heartbeat_ttl, worker_key
+from service.runstate import RunQueue, heartbeat_ttl
+from service.runstate.presence import announce_worker, forget_worker
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            self.r.delete(worker_key(self.name))
+            forget_worker(self.r, self.name)
         except redis.RedisError:
             pass
 
@@ -109,7 +109,7 @@ class Heartbeat:
             "index": cur[1] if cur else None,
             "fit": fit,
         }
-        self.r.set(worker_key(self.name), json.dumps(info), ex=self.ttl)
+        announce_worker(self.r, self.name, info, self.ttl)
         if fit is not None:
             beat_fit(self.r, fit)
         if cur is not None:

@@ -21,6 +21,8 @@
 ``pointcache:<key>``       string  metrics JSON for ``Landscape.point_key`` (cross-run cache)
 ``worker:<name>``          string  heartbeat JSON {name, device, pid, host, run, index},
                                    expires unless refreshed
+``workers``                zset    worker name → last beat (unix seconds): which
+                                   ``worker:<name>`` keys to read (no SCAN; see presence.py)
 ========================== ======= ====================================================
 
 All keys start with :data:`PREFIX` (``basin:``).
@@ -37,6 +39,8 @@ import redis
 PREFIX = "basin:"
 RUNS_KEY = PREFIX + "runs"
 WORKER_PREFIX = PREFIX + "worker:"
+#: The live-worker set (name → last beat), kept by the heartbeats: :mod:`service.runstate.presence`.
+WORKERS_KEY = PREFIX + "workers"
 TERMINAL = ("done", "failed", "cancelled")
 
 

@@ -1,4 +1,4 @@
-"""Reading a run's state from Redis: its points, the live workers, timings."""
+"""Reading a run's state from Redis: its points, timings (the live workers: :mod:`.presence`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any, cast
 
 import redis
 
-from service.runstate.keys import WORKER_PREFIX, RunKeys
+from service.runstate.keys import RunKeys
+from service.runstate.presence import alive_workers, heartbeat_ttl
 from service.runstate.queue import _s
 
 
@@ -25,26 +26,6 @@ def read_points(
     pts = [json.loads(_s(fields.get("point") or fields.get(b"point"))) for _, fields in entries]
     last = _s(entries[-1][0]) if entries else None
     return pts, last
-
-
-def heartbeat_ttl(lease_seconds: float) -> int:
-    """How long a worker's heartbeat key lives without a refresh (seconds)."""
-    return int(max(3, min(30, lease_seconds)))
-
-
-def alive_workers(client: redis.Redis) -> list[dict]:
-    """Heartbeats of the workers alive now (their keys have not expired)."""
-    names = sorted(client.scan_iter(match=WORKER_PREFIX + "*", count=100))
-    out: list[dict] = []
-    if not names:
-        return out
-    for raw in client.mget(names):
-        if raw:
-            try:
-                out.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 def now() -> float:
@@ -77,3 +58,6 @@ def json_or(v: str | None, default: Any = None) -> Any:
         return json.loads(v)
     except json.JSONDecodeError:
         return default
+
+
+__all__ = ["alive_workers", "heartbeat_ttl", "json_or", "now", "read_points", "run_timings"]
