@@ -103,23 +103,13 @@ def post(path: str, **kw: Any) -> ApiResult:
     return call("POST", path, **kw)
 
 
-def all_points(run_id: str) -> tuple[list[dict], str | None]:
-    """Every point of a run so far (following the cursor); returns ``(points, cursor)``."""
-    points: list[dict] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        q = f"?after={cursor}" if cursor else ""
-        r = get(f"/api/runs/{run_id}/points{q}")
-        if not r.ok or not isinstance(r.body, dict):
-            break
-        new = r.body.get("points") or []
-        points.extend(new)
-        nxt = r.body.get("cursor")
-        if not new or nxt == cursor:
-            cursor = nxt or cursor
-            break
-        cursor = nxt
-    return points, cursor
+def all_points(run_id: str, *, samples: bool = False) -> tuple[list[dict], str | None]:
+    """Every point of a run so far, as the API's views (``samples`` too when asked): one call,
+    the API answers every point after the cursor. Returns ``(points, cursor)``."""
+    r = get(f"/api/runs/{run_id}/points" + ("?samples=true" if samples else ""))
+    if not r.ok or not isinstance(r.body, dict):
+        return [], None
+    return list(r.body.get("points") or []), r.body.get("cursor")
 
 
 def run_document(run_id: str) -> tuple[dict | None, str | None]:

@@ -52,14 +52,19 @@ def _s(v: str | bytes) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def alive_workers(client: redis.Redis) -> list[dict]:
-    """Heartbeats of the workers alive now (their keys have not expired), by name."""
-    recent = client.zrangebyscore(WORKERS_KEY, time.time() - FORGET_S, "+inf")
-    names = sorted(_s(n) for n in cast("list[str | bytes]", recent))
+def queue_recent_names(pipe: Any) -> None:
+    """Add the read of the recent worker names to a pipeline (its answer: :func:`heartbeats`'s
+    ``names``), so a reader asks for them in the same round trip as its other reads."""
+    pipe.zrangebyscore(WORKERS_KEY, time.time() - FORGET_S, "+inf")
+
+
+def heartbeats(client: redis.Redis, names: Any) -> list[dict]:
+    """The heartbeats of ``names`` still alive (one ``MGET``; expired ones are absent), by name."""
+    listed = sorted(_s(n) for n in cast("list[str | bytes]", names or []))
     out: list[dict] = []
-    if not names:
+    if not listed:
         return out
-    for raw in cast("list[str | bytes | None]", client.mget([worker_key(n) for n in names])):
+    for raw in client.mget([worker_key(n) for n in listed]):
         if raw:
             try:
                 out.append(json.loads(raw))
@@ -68,4 +73,20 @@ def alive_workers(client: redis.Redis) -> list[dict]:
     return out
 
 
-__all__ = ["FORGET_S", "alive_workers", "announce_worker", "forget_worker", "heartbeat_ttl"]
+def alive_workers(client: redis.Redis) -> list[dict]:
+    """Heartbeats of the workers alive now (their keys have not expired), by name: two round
+    trips, whatever else the keyspace holds."""
+    pipe = client.pipeline(transaction=False)
+    queue_recent_names(pipe)
+    return heartbeats(client, pipe.execute()[0])
+
+
+__all__ = [
+    "FORGET_S",
+    "alive_workers",
+    "announce_worker",
+    "forget_worker",
+    "heartbeat_ttl",
+    "heartbeats",
+    "queue_recent_names",
+]

@@ -17,14 +17,21 @@ def read_points(
     client: redis.Redis, run_id: str, after: str = "-", count: int | None = None
 ) -> tuple[list[dict], str | None]:
     """Points in the run's stream strictly after stream id ``after``; returns (points, last id)."""
-    start = "-" if after in ("", "-", "0", "0-0") else "(" + after
+    return parse_points(client.xrange(RunKeys(run_id).points, min=stream_start(after), max="+",
+                                      count=count))
+
+
+def stream_start(after: str) -> str:
+    """XRANGE's ``min`` for the entries strictly after stream id ``after`` (or all of them)."""
+    return "-" if after in ("", "-", "0", "0-0") else "(" + after
+
+
+def parse_points(entries: Any) -> tuple[list[dict], str | None]:
+    """XRANGE's answer on a points stream as (point records, last stream id)."""
     # redis-py types each entry's id and fields Optional; XRANGE gives [(id, {field: value})]
-    entries = cast(
-        "list[tuple[str | bytes, dict[str | bytes, str | bytes]]]",
-        client.xrange(RunKeys(run_id).points, min=start, max="+", count=count),
-    )
-    pts = [json.loads(_s(fields.get("point") or fields.get(b"point"))) for _, fields in entries]
-    last = _s(entries[-1][0]) if entries else None
+    got = cast("list[tuple[str | bytes, dict[str | bytes, str | bytes]]]", entries)
+    pts = [json.loads(_s(fields.get("point") or fields.get(b"point"))) for _, fields in got]
+    last = _s(got[-1][0]) if got else None
     return pts, last
 
 
@@ -60,4 +67,13 @@ def json_or(v: str | None, default: Any = None) -> Any:
         return default
 
 
-__all__ = ["alive_workers", "heartbeat_ttl", "json_or", "now", "read_points", "run_timings"]
+__all__ = [
+    "alive_workers",
+    "heartbeat_ttl",
+    "json_or",
+    "now",
+    "parse_points",
+    "read_points",
+    "run_timings",
+    "stream_start",
+]

@@ -128,10 +128,17 @@ def get_points(
     store: StoreDep,
     r: RedisDep,
     after: Cursor = None,
-) -> dict[str, Any]:
-    """Points recorded since ``after`` (the cursor of the previous answer), with the run's
-    status, the workers draining it and a ``warning`` when no worker is alive."""
-    return book.run_points(r, store, run_id, book.check_cursor(after))
+    samples: Annotated[bool, Query(description="also each point's kept generations")] = False,
+) -> JSONResponse:
+    """Points recorded since ``after`` (the cursor of the previous answer) as views
+    (coordinates, metrics, intervals, ensemble; samples when asked; the per-example columns
+    are in the export), with the run's status, ETA, the workers draining it and a
+    ``warning`` when no worker is alive.
+
+    Answered as built (JSON from the stream as it was recorded), not validated again
+    against :class:`PointsPage`, which documents it: every viewer polls this twice a
+    second."""
+    return JSONResponse(book.run_points(r, store, run_id, book.check_cursor(after), samples=samples))
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
