@@ -38,17 +38,27 @@ class PointRecord(BaseModel):
     coords: dict[str, float] = Field(description='1D: {"alpha": a}; planes: {"x": x, "y": y}')
     metrics: dict[str, float | None]
     intervals: dict[str, list[float | None]] | None = Field(
-        None, description="95 % interval [lo, hi] per metric over the examples (loss, accuracy, perplexity)")
+        None,
+        description="95 % interval [lo, hi] per metric over the examples (loss, accuracy, perplexity)",
+    )
     ensemble: dict[str, float | None] | None = Field(
-        None, description="output ensembling at this α (runs with ensemble: true); equals metrics at α = 0, 1")
+        None,
+        description="output ensembling at this α (runs with ensemble: true); equals metrics at α = 0, 1",
+    )
     samples: list[dict[str, Any]] | None = Field(
-        None, description="the point's kept generations {prompt, text, <scores>} (runs that generate)")
+        None,
+        description="the point's kept generations {prompt, text, <scores>} (runs that generate)",
+    )
     examples: dict[str, list[Any]] | None = Field(
-        None, description="per-example outcomes in dataset order (runs with per_example: true): classification "
-        "loss, correct, confidence; causal_lm / seq2seq nll, tokens. Stored, not in the points view")
+        None,
+        description="per-example outcomes in dataset order (runs with per_example: true): classification "
+        "loss, correct, confidence; causal_lm / seq2seq nll, tokens. Stored, not in the points view",
+    )
     bootstrap: dict[str, Any] | None = Field(
-        None, description="1D runs without per_example: the barrier interval's columns, packed "
-        "(basin.analysis.uncertainty.pack_bootstrap). Stored, not in the points view")
+        None,
+        description="1D runs without per_example: the barrier interval's columns, packed "
+        "(basin.analysis.uncertainty.pack_bootstrap). Stored, not in the points view",
+    )
 
 
 class PointView(BaseModel):
@@ -58,10 +68,14 @@ class PointView(BaseModel):
     coords: dict[str, float] = Field(description='1D: {"alpha": a}; planes: {"x": x, "y": y}')
     metrics: dict[str, float | None]
     intervals: dict[str, list[float | None]] | None = Field(
-        None, description="95 % interval [lo, hi] per metric over the examples")
-    ensemble: dict[str, float | None] | None = Field(None, description="output ensembling at this α")
+        None, description="95 % interval [lo, hi] per metric over the examples"
+    )
+    ensemble: dict[str, float | None] | None = Field(
+        None, description="output ensembling at this α"
+    )
     samples: list[dict[str, Any]] | None = Field(
-        None, description="the kept generations: only with ?samples=true")
+        None, description="the kept generations: only with ?samples=true"
+    )
 
 
 class RunDocument(BaseModel):

@@ -17,8 +17,9 @@ def read_points(
     client: redis.Redis, run_id: str, after: str = "-", count: int | None = None
 ) -> tuple[list[dict], str | None]:
     """Points in the run's stream strictly after stream id ``after``; returns (points, last id)."""
-    return parse_points(client.xrange(RunKeys(run_id).points, min=stream_start(after), max="+",
-                                      count=count))
+    return parse_points(
+        client.xrange(RunKeys(run_id).points, min=stream_start(after), max="+", count=count)
+    )
 
 
 def stream_start(after: str) -> str:

@@ -68,8 +68,15 @@ def scans(r) -> int:
     return int((r.info("commandstats").get("cmdstat_scan") or {}).get("calls", 0))
 
 
-async def viewer(client: httpx.AsyncClient, run_id: str, polls: int, lat: list[float],
-                 sizes: list[int], first: list[tuple[int, int]], errors: Counter) -> None:
+async def viewer(
+    client: httpx.AsyncClient,
+    run_id: str,
+    polls: int,
+    lat: list[float],
+    sizes: list[int],
+    first: list[tuple[int, int]],
+    errors: Counter,
+) -> None:
     """A run page: every point so far, then ``polls`` polls for what is new."""
     after: str | None = None
     for k in range(polls + 1):
@@ -101,26 +108,40 @@ async def crowd(base_url: str, run_id: str, n: int, polls: int):
     errors: Counter = Counter()
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
-        await asyncio.gather(*(viewer(client, run_id, polls, lat, sizes, first, errors)
-                               for _ in range(n)))
+        await asyncio.gather(
+            *(viewer(client, run_id, polls, lat, sizes, first, errors) for _ in range(n))
+        )
     return lat, sizes, first, errors
 
 
-def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(rstack, rel_store, figures):
+def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
+    rstack, rel_store, figures
+):
     stack = rstack
     ensure_worker(stack)
-    examples, viewers, keys, polls = count(128, 512), count(10, 100), count(10_000, 100_000), count(4, 10)
-    data = factories.write_classification_dataset(rel_store.parent / f"load-{examples}.csv", n=examples,
-                                                  seed=77)
+    examples, viewers, keys, polls = (
+        count(128, 512),
+        count(10, 100),
+        count(10_000, 100_000),
+        count(4, 10),
+    )
+    data = factories.write_classification_dataset(
+        rel_store.parent / f"load-{examples}.csv", n=examples, seed=77
+    )
     Store(rel_store).add_dataset(data, name=f"load-{examples}.csv")
     r = stack.redis()
     prefix = fill_point_cache(r, keys)
     last = order_1d(POINTS)[-1]
     hold = stack.seam.hold("any", last)  # running, every other point recorded, while viewers poll
     try:
-        spec = {"path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": POINTS},
-                "dataset": f"load-{examples}.csv", "max_examples": examples, "batch_size": 64,
-                "per_example": True, "seed": 901}
+        spec = {
+            "path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": POINTS},
+            "dataset": f"load-{examples}.csv",
+            "max_examples": examples,
+            "batch_size": 64,
+            "per_example": True,
+            "seed": 901,
+        }
         created = stack.request("POST", "/api/runs", json=spec)
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]
@@ -132,7 +153,8 @@ def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(rsta
         t0 = time.monotonic()
         with ThreadPoolExecutor(1) as pool:  # its own event loop (see test_load)
             lat, sizes, first, errors = pool.submit(
-                asyncio.run, crowd(stack.base_url, run_id, viewers, polls)).result()
+                asyncio.run, crowd(stack.base_url, run_id, viewers, polls)
+            ).result()
         took = time.monotonic() - t0
         cpu = {k: cpu_s(pid) - cpu0[k] for k, pid in procs.items()}
         scanned = scans(r)
