@@ -16,6 +16,8 @@ from typing import Any
 import flask
 import httpx
 
+from basin import results
+
 logger = logging.getLogger(__name__)
 
 TIMEOUT = 30.0
@@ -119,6 +121,11 @@ def run_document(run_id: str) -> tuple[dict | None, str | None]:
     if not r.ok or not isinstance(r.body, dict):
         return None, None
     points, _ = all_points(run_id)
-    info = r.body
-    return ({"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
-             "summary": info.get("summary") or {}}, info.get("status"))
+    return as_document(r.body, points), r.body.get("status")
+
+
+def as_document(info: dict, points: list[dict]) -> dict:
+    """What the figures read, from a run's detail and its points' views: a result document
+    built by the one builder (:func:`basin.results.run_document`)."""
+    return results.run_document(spec=info.get("spec") or {}, points=points, anchors=info.get("anchors") or [],
+                                summary=info.get("summary") or {}, status=info.get("status"))

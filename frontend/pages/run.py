@@ -55,16 +55,11 @@ def _names(info: dict) -> dict[str, str]:
     return names
 
 
-def _doc(info: dict, points: list[dict]) -> dict:
-    return {"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
-            "summary": info.get("summary") or {}}
-
-
 def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, str],
                   equal: bool | None = None) -> list[dict]:
     """One figure per metric of the run (plotly JSON dicts). Planes: ``equal`` axis scales
     (default: the path type's, :func:`basin.figures.equal_axes_default`) or fill the box."""
-    doc = _doc(info, points)
+    doc = api.as_document(info, points)
     spec = doc["spec"]
     live = info.get("status") not in TERMINAL
     out = []
