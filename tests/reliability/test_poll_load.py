@@ -158,6 +158,8 @@ def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
         took = time.monotonic() - t0
         cpu = {k: cpu_s(pid) - cpu0[k] for k, pid in procs.items()}
         scanned = scans(r)
+        # what the page also fetched every 4th tick before /points carried ETA and workers
+        detail_bytes = len(stack.request("GET", f"/api/runs/{run_id}").content)
         stack.seam.release(run_id)
     finally:
         stack.seam.unhold(hold)
@@ -185,6 +187,7 @@ def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
         "bytes_per_point_view": round(view_per_point, 1),
         "bytes_per_point_stored": round(stored_per_point, 1),
         "bytes_per_poll": round(sum(sizes) / max(len(sizes), 1), 1),
+        "detail_bytes": detail_bytes,
         "scans": scanned,
         "seconds": round(took, 1),
     }
