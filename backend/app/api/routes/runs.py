@@ -28,6 +28,7 @@ from backend.app.schemas.runs import (
 )
 from basin.analysis.forgetting import dataset_rows, forgetting, forgetting_csv
 from basin.errors import InvalidSpec
+from basin.results import point_view
 from service.runstate import TERMINAL, RunKeys
 from service.store import NotFound
 
@@ -154,35 +155,37 @@ async def run_events(
     r: RedisDep,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Cursor = None,
+    samples: Annotated[bool, Query(description="also each point's kept generations")] = False,
 ) -> StreamingResponse:
     """Server-Sent Events: one ``point`` event per point (``id:`` = stream id, resumable with
-    ``Last-Event-ID``), then ``end`` with the final status."""
+    ``Last-Event-ID``; the point's view, as ``/points`` serves it), then ``end`` with the
+    final status."""
     start = book.check_cursor(last_event_id or after) or "0-0"
     in_redis = await asyncio.to_thread(lambda: r.hexists(RunKeys(run_id).run, "spec"))
     if not in_redis:
         doc = await asyncio.to_thread(book.result_document, r, store, run_id)
         return StreamingResponse(
-            _doc_events(doc, start),
+            _doc_events(doc, start, samples),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     url = request.app.state.settings.redis_url
     return StreamingResponse(
-        _stream_events(url, run_id, start),
+        _stream_events(url, run_id, start, samples),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _doc_events(doc: dict, start: str) -> AsyncIterator[bytes]:
+async def _doc_events(doc: dict, start: str, samples: bool) -> AsyncIterator[bytes]:
     pts = sorted(doc.get("points", []), key=lambda p: p["index"])
     skip = int(start.removeprefix("store-")) + 1 if start.startswith("store-") else 0
     for i, p in enumerate(pts[skip:], start=skip):
-        yield _sse("point", p, f"store-{i}")
+        yield _sse("point", point_view(p, samples=samples), f"store-{i}")
     yield _sse("end", {"status": doc.get("status", "done"), "done": len(pts), "total": len(pts)})
 
 
-async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterator[bytes]:
+async def _stream_events(redis_url: str, run_id: str, start: str, samples: bool) -> AsyncIterator[bytes]:
     """XREAD BLOCK on the run's stream; the client's socket timeout outlasts the block."""
     k = RunKeys(run_id)
     client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
@@ -196,7 +199,7 @@ async def _stream_events(redis_url: str, run_id: str, start: str) -> AsyncIterat
             for _stream, entries in res or []:
                 for sid, fields in entries:
                     last = sid
-                    yield _sse("point", json.loads(fields["point"]), sid)
+                    yield _sse("point", point_view(json.loads(fields["point"]), samples=samples), sid)
             if status is None:
                 yield _sse("end", {"status": "deleted"})
                 return
