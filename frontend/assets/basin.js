@@ -164,7 +164,6 @@
     }
   }
 
-  const lastExtra = {};  // run id → the status line last shown (unchanged: no update)
   async function poll(n, store, meta, figs) {
     const dc = window.dash_clientside;
     const nu = dc.no_update;
@@ -240,7 +239,8 @@
     if (body.warning) parts.push("⚠ " + body.warning);  // e.g. no worker is alive
     if (body.error) parts.push("error: " + body.error);
     const text = parts.join(" · ");
-    const extra = text !== lastExtra[meta.id] ? (lastExtra[meta.id] = text) : nu;
+    const shown = document.getElementById("run-extra");  // unchanged: no update
+    const extra = shown && shown.textContent === text ? nu : text;
     const done = Math.max(points.length, body.done || 0);
     const pct = status === "done" ? 100 : (total ? Math.round(100 * done / total) : 0);
     const moving = !TERMINAL.includes(status);  // striped + animated only while it can still move
