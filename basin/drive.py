@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from basin.errors import BasinError
+from basin.results import point_record
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def drive(
         except BaseException:
             source.release(point)
             raise
-        record = {"index": point.index, "coords": dict(point.coords), **measured}
+        record = point_record(point.index, point.coords, measured)  # the one builder
         outcome = sink.put(record, cached=cached, eval_s=dt)
         if outcome == "ended":
             stats.stopped = "ended"

@@ -47,6 +47,7 @@ from basin.opening import open_model, precision, resolve_device
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
 from basin.resolve import CheckpointSource, Resolver
+from basin.results import run_document
 from basin.space import ParamSpace, build_model
 from basin.spec import GENERATION, RunSpec
 from basin.tasks import TaskEntry, task_entry
@@ -601,15 +602,15 @@ def run(
     finally:
         land.close()
     total = time.perf_counter() - t0
-    return {
-        "spec": spec.model_dump(mode="json"),
-        "points": sorted(results, key=lambda r: r["index"]),
-        "anchors": anchors,
-        "summary": summary,
-        "timings": {
+    return run_document(
+        spec=spec.model_dump(mode="json"),
+        points=results,
+        anchors=anchors,
+        summary=summary,
+        timings={
             "load_s": load_s, "eval_s": eval_s, "total_s": total,
             "points_per_s": len(results) / eval_s if eval_s > 0 else 0.0, "device": device,
             "prefix_reuse": prefix,
         },
-        "status": status,
-    }
+        status=status,
+    )

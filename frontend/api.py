@@ -16,6 +16,8 @@ from typing import Any
 import flask
 import httpx
 
+from basin import results
+
 logger = logging.getLogger(__name__)
 
 TIMEOUT = 30.0
@@ -115,23 +117,13 @@ def post(path: str, **kw: Any) -> ApiResult:
     return call("POST", path, **kw)
 
 
-def all_points(run_id: str) -> tuple[list[dict], str | None]:
-    """Every point of a run so far (following the cursor); returns ``(points, cursor)``."""
-    points: list[dict] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        q = f"?after={cursor}" if cursor else ""
-        r = get(f"/api/runs/{run_id}/points{q}")
-        if not r.ok or not isinstance(r.body, dict):
-            break
-        new = r.body.get("points") or []
-        points.extend(new)
-        nxt = r.body.get("cursor")
-        if not new or nxt == cursor:
-            cursor = nxt or cursor
-            break
-        cursor = nxt
-    return points, cursor
+def all_points(run_id: str, *, samples: bool = False) -> tuple[list[dict], str | None]:
+    """Every point of a run so far, as the API's views (``samples`` too when asked): one call,
+    the API answers every point after the cursor. Returns ``(points, cursor)``."""
+    r = get(f"/api/runs/{run_id}/points" + ("?samples=true" if samples else ""))
+    if not r.ok or not isinstance(r.body, dict):
+        return [], None
+    return list(r.body.get("points") or []), r.body.get("cursor")
 
 
 def run_document(run_id: str) -> tuple[dict | None, str | None]:
@@ -141,6 +133,11 @@ def run_document(run_id: str) -> tuple[dict | None, str | None]:
     if not r.ok or not isinstance(r.body, dict):
         return None, None
     points, _ = all_points(run_id)
-    info = r.body
-    return ({"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
-             "summary": info.get("summary") or {}}, info.get("status"))
+    return as_document(r.body, points), r.body.get("status")
+
+
+def as_document(info: dict, points: list[dict]) -> dict:
+    """What the figures read, from a run's detail and its points' views: a result document
+    built by the one builder (:func:`basin.results.run_document`)."""
+    return results.run_document(spec=info.get("spec") or {}, points=points, anchors=info.get("anchors") or [],
+                                summary=info.get("summary") or {}, status=info.get("status"))

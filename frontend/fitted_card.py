@@ -89,8 +89,7 @@ def _overlay(run_id: str, info: dict, points: list[dict], e: dict, names: dict[s
     curve, status = api.run_document(e["curve_run"])
     if curve is None or status != "done":
         return []
-    line: dict | None = {"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
-                         "summary": info.get("summary") or {}}
+    line: dict | None = api.as_document(info, points)
     note = ""
     if not e.get("same_data"):
         line = None

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from basin.results import run_document
 from service.runstate.keys import TERMINAL, RunKeys
 from service.runstate.reads import _s, json_or, read_points, run_timings
 
@@ -14,8 +15,9 @@ from service.runstate.reads import _s, json_or, read_points, run_timings
 def build_document(client: redis.Redis, run_id: str) -> dict | None:
     """The result document of a run from its Redis state (``None`` when Redis lacks it).
 
-    ``{id, spec, points (sorted by index), anchors, names, tags, summary, timings, status,
-    created, finished, total, error}``: the contract's document plus the service fields.
+    ``{schema_version, id, spec, points (sorted by index), anchors, names, tags, summary,
+    timings, status, created, finished, total, error}``: the contract's document
+    (:func:`basin.results.run_document`, the one builder) plus the service fields.
     Once the status is terminal, nothing changes any more, so two builders agree.
     """
     k = RunKeys(run_id)
@@ -23,24 +25,23 @@ def build_document(client: redis.Redis, run_id: str) -> dict | None:
     if "spec" not in h:
         return None
     points, _ = read_points(client, run_id)  # after the status: a terminal stream is complete
-    points.sort(key=lambda p: p["index"])
     finished = float(h["finished"]) if h.get("finished") else None
     created = float(h.get("created") or 0.0) or None
-    return {
-        "id": run_id,
-        "spec": json_or(h["spec"], {}),
-        "points": points,
-        "anchors": json_or(h.get("anchors"), []),
-        "names": json_or(h.get("names"), {}),
-        "tags": json_or(h.get("tags"), {}),
-        "summary": json_or(h.get("summary")),
-        "timings": json_or(h.get("timings")) or run_timings(h, finished or time.time(), len(points)),
-        "status": h.get("status", "queued"),
-        "created": created,
-        "finished": finished,
-        "total": int(h.get("total") or len(points)),
-        "error": h.get("error") or None,
-    }
+    return run_document(
+        id=run_id,
+        spec=json_or(h["spec"], {}),
+        points=points,
+        anchors=json_or(h.get("anchors"), []),
+        names=json_or(h.get("names"), {}),
+        tags=json_or(h.get("tags"), {}),
+        summary=json_or(h.get("summary")),
+        timings=json_or(h.get("timings")) or run_timings(h, finished or time.time(), len(points)),
+        status=h.get("status", "queued"),
+        created=created,
+        finished=finished,
+        total=int(h.get("total") or len(points)),
+        error=h.get("error") or None,
+    )
 
 
 def persist_run(client: redis.Redis, store: Any, run_id: str, *,

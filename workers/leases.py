@@ -1,7 +1,7 @@
 """The worker's heartbeat: announces the worker in Redis and keeps its lease alive.
 
-A daemon thread refreshes ``basin:worker:<name>`` (JSON, with a TTL) every
-``interval`` seconds and pushes the deadline of the point the worker is evaluating
+A daemon thread refreshes ``basin:worker:<name>`` (JSON, with a TTL) and the worker's
+entry in the live-worker set (:mod:`service.runstate.presence`) every ``interval`` seconds and pushes the deadline of the point the worker is evaluating
 forward. A worker that dies (even by SIGKILL) stops both: its heartbeat expires, so
 ``/api/health`` stops listing it, and its lease expires, so another worker takes the
 point. A live worker's lease never expires, however slow its point is, so no point
@@ -21,7 +21,6 @@ live worker announces once its ``beat`` is older than the grace period
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -31,7 +30,8 @@ import time
 import redis
 
 from service.jobs import beat_job
-from service.runstate import RunQueue, heartbeat_ttl, worker_key
+from service.runstate import RunQueue, heartbeat_ttl
+from service.runstate.presence import announce_worker, forget_worker
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            self.r.delete(worker_key(self.name))
+            forget_worker(self.r, self.name)
         except redis.RedisError:
             pass
 
@@ -121,7 +121,7 @@ class Heartbeat:
             "job": f"{job[0]}:{job[1]}" if job else None,
             "fit": job[1] if job and job[0] == "fit" else None,
         }
-        self.r.set(worker_key(self.name), json.dumps(info), ex=self.ttl)
+        announce_worker(self.r, self.name, info, self.ttl)
         if job is not None:
             beat_job(self.r, *job)
         if cur is not None:

@@ -30,6 +30,7 @@ from basin.checkpoints import read_config
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.generation import check_prompts, label_weights
 from basin.paths import path_class, refs_of
+from basin.results import point_view
 from basin.scope_regex import compile_scope
 from basin.spec import SCOPE_PRESETS, RunSpec, parse_spec
 from service.documents import build_document
@@ -44,10 +45,11 @@ from service.runstate import (
     RunKeys,
     alive_workers,
     json_or,
-    read_points,
 )
 from service.runstate.create import create_run, point_order
-from service.store import Store
+from service.runstate.presence import heartbeats, queue_recent_names
+from service.runstate.reads import parse_points, stream_start
+from service.store import NotFound, Store
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +276,39 @@ def _warning(status: str | None, workers: list[dict]) -> str | None:
     return NO_WORKER if status == "queued" else NO_WORKER_RUNNING
 
 
+def _eta(h: dict) -> float | None:
+    """Seconds left for a run in Redis (from its rate of fresh points), 0 when done."""
+    total, done, started = int(h.get("total", 0)), int(h.get("done", 0)), _f(h.get("started"))
+    if h.get("status") == "running" and started and done:
+        fresh = max(done - int(h.get("cached", 0)), 1)
+        rate = fresh / max(time.time() - started, 1e-6)
+        return round((total - done) / rate, 1)
+    return 0.0 if h.get("status") == "done" else None
+
+
+def _labels(store: Store, names: dict[str, str], spec: dict) -> dict[str, str]:
+    """Store id → what to call it now: its name in the store (renamed since?), else the name
+    it had when the run was made (deleted since), else the id itself. For every id the run
+    names (checkpoints, dataset, tokenizer...): a page needs no listing of the whole store."""
+    ids = dict.fromkeys([*names, *_brief(spec)["checkpoints"], spec.get("dataset")])
+    out: dict[str, str] = {}
+    for ident in ids:
+        if not isinstance(ident, str) or not ident:
+            continue
+        label = names.get(ident) or ident
+        if re.fullmatch(r"[0-9a-f]{64}", ident):  # one manifest read by id, never a scan
+            for base, get in ((store.checkpoints_dir, store.get_checkpoint),
+                              (store.datasets_dir, store.get_dataset)):
+                if (base / ident / "manifest.json").is_file():
+                    try:
+                        label = str(get(ident).get("name") or label)
+                    except NotFound:  # deleted meanwhile
+                        pass
+                    break
+        out[ident] = label
+    return out
+
+
 def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
     """Everything ``GET /api/runs/{id}`` shows, from Redis or from the stored document.
 
@@ -281,26 +316,22 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
     """
     h = _redis_run(r, run_id)
     if h is None:
-        return _doc_detail(_stored(store, run_id), run_id, url=url)
+        return _doc_detail(store, _stored(store, run_id), run_id, url=url)
     alive = alive_workers(r)
     warning = _warning(h.get("status"), alive)
     spec = json_or(h["spec"], {})
     total, done = int(h.get("total", 0)), int(h.get("done", 0))
     created, started, finished = _f(h.get("created")), _f(h.get("started")), _f(h.get("finished"))
-    eta = None
-    if h["status"] == "running" and started and done:
-        fresh = max(done - int(h.get("cached", 0)), 1)
-        rate = fresh / max(time.time() - started, 1e-6)
-        eta = round((total - done) / rate, 1)
-    elif h["status"] == "done":
-        eta = 0.0
+    eta = _eta(h)
+    names = json_or(h.get("names"), {})
     serving = [w for w in alive if w.get("run") == run_id]
     return {
         "id": run_id,
         "url": url,
         "spec": spec,
         **_brief(spec),
-        "names": json_or(h.get("names"), {}),
+        "names": names,
+        "labels": _labels(store, names, spec),
         "tags": json_or(h.get("tags"), {}),
         "status": h["status"],
         "done": done,
@@ -337,7 +368,7 @@ def _plausible_id(run_id: str) -> bool:
     return RUN_ID_RE.fullmatch(run_id) is not None
 
 
-def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
+def _doc_detail(store: Store, doc: dict, run_id: str, *, url: str) -> dict:
     spec = doc.get("spec", {})
     n = len(doc.get("points", []))
     total = int(doc.get("total") or n)  # documents before cancelled/failed were stored: n
@@ -348,6 +379,7 @@ def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
         "spec": spec,
         **_brief(spec),
         "names": doc.get("names", {}),
+        "labels": _labels(store, doc.get("names") or {}, spec),
         "tags": doc.get("tags") or {},
         "status": status,
         "done": n,
@@ -370,13 +402,22 @@ def _doc_detail(doc: dict, run_id: str, *, url: str) -> dict:
     }
 
 
+#: The run-hash fields a poll reads (``spec`` only says the run is in Redis; it is small).
+POLL_FIELDS = ["spec", "status", "done", "total", "started", "cached", "error"]
+
+
 def run_points(
     r: redis.Redis,
     store: Store,
     run_id: str,
     after: str | None,
+    *,
+    samples: bool = False,
 ) -> dict:
-    """Points recorded after ``after`` (a cursor from an earlier answer; none = from the start).
+    """Points recorded after ``after`` (a cursor from an earlier answer; none = from the start),
+    as views (:func:`basin.results.point_view`: coordinates, metrics, intervals, ensemble;
+    ``samples`` only when asked), not the stored records: per-example columns stay in the
+    document and its export.
 
     From Redis the cursor is the last stream id. A run served from the store answers all
     its points at once with cursor ``"store"`` (and none for ``after="store"``); a
@@ -384,35 +425,47 @@ def run_points(
     ``workers`` names the live workers draining the run; ``warning`` says when no worker
     is alive.
     """
-    h = _redis_run(r, run_id)  # status first: once it has ended, every point is in the stream
-    if h is not None:
-        alive = alive_workers(r)
-        warning = _warning(h.get("status"), alive)
-        from_store = (after or "").startswith("store")  # a stored run back in Redis: restart
-        start = "-" if from_store else after or "-"
-        pts, last = read_points(r, run_id, start)
+    from_store = (after or "").startswith("store")  # a stored run back in Redis: restart
+    start = "-" if from_store else after or "-"
+    k = RunKeys(run_id)
+    # one round trip: the run's fields (status first: once it has ended, every point is in
+    # the stream), the points after the cursor, the recent worker names; then their heartbeats
+    pipe = r.pipeline(transaction=False)
+    pipe.hmget(k.run, POLL_FIELDS)
+    pipe.xrange(k.points, min=stream_start(start), max="+")
+    queue_recent_names(pipe)
+    vals, entries, names = pipe.execute()
+    h = {f: v for f, v in zip(POLL_FIELDS, vals, strict=True) if v is not None}
+    if "spec" in h:
+        alive = heartbeats(r, names)
+        pts, last = parse_points(entries)
         live = {
-            "points": pts,
+            "points": [point_view(p, samples=samples) for p in pts],
             "cursor": last or (start if start != "-" else "0-0"),
-            "status": h["status"],
+            "status": h.get("status", "queued"),
             "done": int(h.get("done", 0)),
             "total": int(h.get("total", 0)),
+            "eta_s": _eta(h),
             "workers": [w.get("name") for w in alive if w.get("run") == run_id],
-            "warning": warning,
+            "warning": _warning(h.get("status"), alive),
+            "error": h.get("error") or None,
         }
         if from_store:
             live["reset"] = True
         return live
     doc = _stored(store, run_id)
     pts = doc.get("points", [])
+    status = doc.get("status", "done")
     out = {
-        "points": [] if after == "store" else pts,
+        "points": [] if after == "store" else [point_view(p, samples=samples) for p in pts],
         "cursor": "store",
-        "status": doc.get("status", "done"),
+        "status": status,
         "done": len(pts),
         "total": int(doc.get("total") or len(pts)),
+        "eta_s": 0.0 if status == "done" else None,
         "workers": [],
         "warning": None,
+        "error": doc.get("error"),
     }
     if after not in (None, "", "store", "-", "0", "0-0"):
         out["reset"] = True

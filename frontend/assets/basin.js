@@ -1,8 +1,11 @@
 /* Basin dashboard, browser side: live points for the run page, streaming uploads.
  *
  * Live points: the run page's dcc.Interval calls basin.poll every ~500 ms; it fetches only
- * the points after the last cursor, keeps them in the run-points dcc.Store and PATCHES the
- * figures' data arrays (dash_clientside.Patch) instead of rebuilding them. The Python side
+ * the points after the last cursor (their views: no per-example columns; one API call a
+ * tick, which also brings the ETA and the workers), keeps them in the run-points dcc.Store
+ * (browser-side only: no server callback takes it as an input or state, so it is never
+ * uploaded back) and PATCHES the figures' data arrays (dash_clientside.Patch) instead of
+ * rebuilding them. The Python side
  * rebuilds a figure (anchors, chord, barrier) only when the status or the refinement level
  * changes (an adaptive plane, whose figure interpolates between measured nodes: whenever
  * points arrive). window.basinArrivals[index] = Date.now() records when each point arrived.
@@ -230,25 +233,19 @@
       : (meta.adaptive ? points.length : 0));
     const key = status + ":" + level;
     const finished = terminal().includes(status) && !added && !(body.points || []).length;
-    let extra = nu;
-    if (n % 4 === 0 || finished) {
-      try {
-        const r = await fetch(base);
-        const info = await r.json();
-        if (r.ok) {
-          const parts = [];
-          if (info.eta_s !== null && info.eta_s !== undefined && !terminal().includes(status)) {
-            parts.push("ETA " + Math.max(0, Math.round(info.eta_s)) + " s");
-          }
-          const w = info.workers;
-          if (Array.isArray(w)) parts.push(w.length + " worker" + (w.length === 1 ? "" : "s"));
-          else if (typeof w === "number") parts.push(w + " worker" + (w === 1 ? "" : "s"));
-          if (info.warning) parts.push("⚠ " + info.warning);  // e.g. no worker is alive
-          if (info.error) parts.push("error: " + info.error);
-          extra = parts.join(" · ");
-        }
-      } catch (e) { /* shown on the next tick */ }
+    // ETA, workers, warning and error come with the points: one API call a tick
+    const parts = [];
+    if (body.eta_s !== null && body.eta_s !== undefined && !terminal().includes(status)) {
+      parts.push("ETA " + Math.max(0, Math.round(body.eta_s)) + " s");
     }
+    if (Array.isArray(body.workers)) {
+      parts.push(body.workers.length + " worker" + (body.workers.length === 1 ? "" : "s"));
+    }
+    if (body.warning) parts.push("⚠ " + body.warning);  // e.g. no worker is alive
+    if (body.error) parts.push("error: " + body.error);
+    const text = parts.join(" · ");
+    const shown = document.getElementById("run-extra");  // unchanged: no update
+    const extra = shown && shown.textContent === text ? nu : text;
     const done = Math.max(points.length, body.done || 0);
     const pct = status === "done" ? 100 : (total ? Math.round(100 * done / total) : 0);
     const moving = !terminal().includes(status);  // striped + animated only while it can still move

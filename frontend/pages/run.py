@@ -1,9 +1,11 @@
 """Run (``/runs/<run_id>``, the share link): live figures, progress, summary, exports.
 
-The page is rendered with every point stored so far; then the browser polls only the
-points after the last cursor (``assets/basin.js: basin.poll``) and patches the figures.
-Python rebuilds the figures (anchors, chord, barrier, trajectory) when the status
-changes, when the grid refines by about a factor of two, or when the view is toggled.
+The page is rendered from two API calls (the run's detail, which names its checkpoints,
+and its points' views); then the browser polls only the points after the last cursor
+(``assets/basin.js: basin.poll``, one call a tick) and patches the figures. Python
+rebuilds the figures (anchors, chord, barrier, trajectory) when the status changes, when
+the grid refines by about a factor of two, or when the view is toggled, from the API
+again: the browser's point store is never sent back to the server.
 """
 
 from __future__ import annotations
@@ -45,27 +47,21 @@ dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="
 GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def _names(kinds: tuple[str, ...] = ("checkpoints",), token: str | None = None) -> dict[str, str]:
-    """Store id → name for checkpoints (and datasets, when asked); ``{}`` when the server
-    needs a token this page does not have (the run's own ``names`` label it then)."""
-    out: dict[str, str] = {}
-    for kind in kinds:
-        r = api.get(f"/api/{kind}", token=token)
-        if r.ok and isinstance(r.body, list):
-            out.update({m["id"]: m.get("name") or m["id"][:10] for m in r.body if m.get("id")})
-    return out
-
-
-def _doc(info: dict, points: list[dict]) -> dict:
-    return {"spec": info.get("spec") or {}, "points": points, "anchors": info.get("anchors") or [],
-            "summary": info.get("summary") or {}}
+def _names(info: dict) -> dict[str, str]:
+    """Store id → what the page calls it: the run detail's ``labels`` (the name in the store
+    now, else the name when the run was made), so no listing of the whole store is needed."""
+    names = {k: v for k, v in (info.get("labels") or {}).items() if isinstance(v, str)}
+    for ident, written in (info.get("names") or {}).items():  # a server without labels
+        if written != ident:
+            names.setdefault(ident, written)
+    return names
 
 
 def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, str],
                   equal: bool | None = None) -> list[dict]:
     """One figure per metric of the run (plotly JSON dicts). Planes: ``equal`` axis scales
     (default: the path type's, :func:`basin.figures.equal_axes_default`) or fill the box."""
-    doc = _doc(info, points)
+    doc = api.as_document(info, points)
     spec = doc["spec"]
     live = info.get("status") not in TERMINAL
     out = []
@@ -245,12 +241,10 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     ptype = path.get("type", "?")
     is1d = is_1d(ptype)
     metrics = spec.get("metrics") or ["loss"]
-    points, cursor = api.all_points(run_id)
+    samples = is1d and figures.has_samples({"spec": spec, "points": []})
+    points, cursor = api.all_points(run_id, samples=samples)
     status = info.get("status", "?")
-    names = _names()
-    for ident, written in (info.get("names") or {}).items():  # deleted since: as the author wrote it
-        if written != ident:
-            names.setdefault(ident, written)
+    names = _names(info)
     kind = "heatmap"
     figs = build_figures(info, points, kind, names)
     nx, ny = (path.get("resolution") or [1, 1]) if not is1d else (0, 0)
@@ -258,7 +252,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     meta = {
         "id": run_id, "metrics": metrics, "is1d": is1d, "nx": nx, "ny": ny,
         "total": info.get("total") or 0, "task": spec.get("task"), "per_example": bool(spec.get("per_example")),
-        "adaptive": bool(spec.get("refine")),
+        "adaptive": bool(spec.get("refine")), "samples": bool(samples),
         "scales": {m: figures.metric_scale(m) for m in metrics},
         "xrange": rng[0] if rng and isinstance(rng[0], list) else None,
         "yrange": rng[1] if rng and isinstance(rng[0], list) else None,
@@ -318,7 +312,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
         ])], className="mb-3"),
         *_distance_card(info),
         dbc.Card([dbc.CardHeader("Spec"), dbc.CardBody(html.Pre(
-            spec_yaml(spec, {**_names(("datasets",)), **names}), id="run-spec",
+            spec_yaml(spec, names), id="run-spec",
             className="small mb-0", style={"maxHeight": "360px", "overflow": "auto"}))]),
     ]
     return html.Div([
@@ -333,10 +327,8 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             dbc.Col([*controls, html.Div(graphs, id="run-graphs", **data_attrs(points=str(len(points)))),
                      # finished straight lines whose endpoints a curve fit joined: the curve overlaid
                      html.Div(fitted_card.card(run_id, info, points, names=names), id="run-fitted"),
-                     # only for runs with samples: its callback then never runs (nor ships the
-                     # point store to the server) for other runs
-                     *([_samples_card()] if is1d and figures.has_samples({"spec": spec, "points": points})
-                       else []),
+                     # only for runs with samples: its callback then never runs for other runs
+                     *([_samples_card()] if samples else []),
                      # 1D classification runs: filled once the run is done (here, or by _forgetting)
                      html.Div(forgetting_card.card(run_id, spec, status), id="run-forgetting")], lg=8),
             dbc.Col(side, lg=4),
@@ -383,24 +375,19 @@ clientside_callback(
     Input("run-rebuild", "data"),
     Input("run-kind", "value"),
     Input("run-equal", "value"),
-    State("run-points", "data"),
     State("run-meta", "data"),
-    State("settings-token-input", "value"),
     prevent_initial_call=True,
 )
-def _rebuild(_key: str, kind: str | None, equal: bool | None, store: dict, meta: dict,
-             token: str | None = None):
-    """Full figures (anchors, chord, barrier annotation) from the points the browser holds."""
+def _rebuild(_key: str, kind: str | None, equal: bool | None, meta: dict):
+    """Full figures (anchors, chord, barrier annotation): the run and its points from the API
+    (two calls, server to server). The browser never sends its point store back."""
     r = api.get(f"/api/runs/{meta['id']}")
     info = r.body if r.ok and isinstance(r.body, dict) else {}
     if not info.get("spec"):
         raise dash.exceptions.PreventUpdate
-    points = (store or {}).get("points") or []
-    status = info.get("status") or (store or {}).get("status")
-    names = _names(token=token)
-    for ident, written in (info.get("names") or {}).items():  # as the author wrote it
-        if written != ident:
-            names.setdefault(ident, written)
+    points, _ = api.all_points(meta["id"])
+    status = str(info.get("status") or "")
+    names = _names(info)
     figs = build_figures(info, points, kind or "heatmap", names, bool(equal))
     running = status not in TERMINAL
     return figs, _summary_table(info, points), STATUS_COLOUR.get(status or "", "dark"), running, running, not running
@@ -414,18 +401,19 @@ def _rebuild(_key: str, kind: str | None, equal: bool | None, store: dict, meta:
     Output("run-sample-alpha", "value"),
     Output("run-sample-point", "children"),
     Output("run-sample-table", "children"),
-    Input("run-points", "data"),
+    Input("run-count", "children"),
     Input("run-sample-alpha", "value"),
     Input({"type": "run-graph", "index": ALL}, "clickData"),
     State("run-meta", "data"),
 )
-def _samples(store: dict | None, alpha: float | None, clicks: list, meta: dict | None):
-    """The sample viewer: follows the points as they arrive (the run-points store), the α
-    slider, and clicks on any curve (the curve's and the ensemble's ``customdata`` is the point's
-    index). Shown once a point carries samples."""
-    if not meta or not meta.get("is1d"):
+def _samples(_count: str | None, alpha: float | None, clicks: list, meta: dict | None):
+    """The sample viewer: follows the points as they arrive (the point count), the α slider,
+    and clicks on any curve (the curve's and the ensemble's ``customdata`` is the point's
+    index). Shown once a point carries samples; the samples come from the API
+    (``?samples=true``), not from the browser's point store."""
+    if not meta or not meta.get("is1d") or not meta.get("samples"):
         raise dash.exceptions.PreventUpdate
-    pts = figures.sample_points((store or {}).get("points") or [])
+    pts = figures.sample_points(api.all_points(meta["id"], samples=True)[0])
     if not pts:
         return ({}, dash.no_update, dash.no_update, dash.no_update, dash.no_update, "No samples yet.", None)
     alphas = [float(p["coords"]["alpha"]) for p in pts]

@@ -4,7 +4,8 @@
 - :mod:`~service.runstate.queue` — :class:`RunQueue`, the atomic steps (Lua scripts in
   ``lua/``): lease, record, renew, finish lock, end, rescue;
 - :mod:`~service.runstate.memory` — the same protocol in memory, for unit tests;
-- :mod:`~service.runstate.reads` — points, live workers, timings;
+- :mod:`~service.runstate.reads` — points, timings;
+- :mod:`~service.runstate.presence` — the live workers (one sorted set the heartbeats keep);
 - :mod:`~service.runstate.reaper` — the periodic pass that rescues orphaned runs and
   stores ended ones (reads never change state).
 """
@@ -17,6 +18,7 @@ from service.runstate.keys import (
     RUNS_KEY,
     TERMINAL,
     WORKER_PREFIX,
+    WORKERS_KEY,
     RunKeys,
     pointcache_key,
     worker_key,
@@ -29,6 +31,7 @@ __all__ = [
     "PREFIX",
     "RUNS_KEY",
     "TERMINAL",
+    "WORKERS_KEY",
     "WORKER_PREFIX",
     "Ended",
     "Lease",

@@ -32,6 +32,8 @@
 ``active``                 zset    run id → created: runs not yet stored (the reaper's)
 ``demo:lm``                string  ``basin up``'s LM demo build status (JSON)
 ``supervisor:events``      list    ``basin up``'s supervisor events (JSON), newest first
+``workers``                zset    worker name → last beat (unix seconds): which
+                                   ``worker:<name>`` keys to read (no SCAN; see presence.py)
 ========================== ======= ====================================================
 
 All keys start with :data:`PREFIX` (``basin:``). Every key Basin writes is named here;
@@ -53,6 +55,8 @@ from basin.status import TERMINAL as TERMINAL
 PREFIX = "basin:"
 RUNS_KEY = PREFIX + "runs"
 WORKER_PREFIX = PREFIX + "worker:"
+#: The live-worker set (name → last beat), kept by the heartbeats: :mod:`service.runstate.presence`.
+WORKERS_KEY = PREFIX + "workers"
 
 
 @dataclass(frozen=True)

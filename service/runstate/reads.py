@@ -1,4 +1,4 @@
-"""Reading a run's state from Redis: its points, the live workers, timings."""
+"""Reading a run's state from Redis: its points, timings (the live workers: :mod:`.presence`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any, cast
 
 import redis
 
-from service.runstate.keys import WORKER_PREFIX, RunKeys
+from service.runstate.keys import RunKeys
+from service.runstate.presence import alive_workers, heartbeat_ttl
 
 
 def _s(v: Any) -> str:
@@ -20,14 +21,22 @@ def read_points(
     client: redis.Redis, run_id: str, after: str = "-", count: int | None = None
 ) -> tuple[list[dict], str | None]:
     """Points in the run's stream strictly after stream id ``after``; returns (points, last id)."""
-    start = "-" if after in ("", "-", "0", "0-0") else "(" + after
-    # redis-py types each entry's id and fields Optional; XRANGE gives [(id, {field: value})]
-    entries = cast(
-        "list[tuple[str | bytes, dict[str | bytes, str | bytes]]]",
-        client.xrange(RunKeys(run_id).points, min=start, max="+", count=count),
+    return parse_points(
+        client.xrange(RunKeys(run_id).points, min=stream_start(after), max="+", count=count)
     )
-    pts = [json.loads(_s(fields.get("point") or fields.get(b"point"))) for _, fields in entries]
-    last = _s(entries[-1][0]) if entries else None
+
+
+def stream_start(after: str) -> str:
+    """XRANGE's ``min`` for the entries strictly after stream id ``after`` (or all of them)."""
+    return "-" if after in ("", "-", "0", "0-0") else "(" + after
+
+
+def parse_points(entries: Any) -> tuple[list[dict], str | None]:
+    """XRANGE's answer on a points stream as (point records, last stream id)."""
+    # redis-py types each entry's id and fields Optional; XRANGE gives [(id, {field: value})]
+    got = cast("list[tuple[str | bytes, dict[str | bytes, str | bytes]]]", entries)
+    pts = [json.loads(_s(fields.get("point") or fields.get(b"point"))) for _, fields in got]
+    last = _s(got[-1][0]) if got else None
     return pts, last
 
 
@@ -43,26 +52,6 @@ def computable(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if isinstance(values, dict) and any(v is None for v in values.values()):
                 q[field] = {k: float("nan") if v is None else v for k, v in values.items()}
         out.append(q)
-    return out
-
-
-def heartbeat_ttl(lease_seconds: float) -> int:
-    """How long a worker's heartbeat key lives without a refresh (seconds)."""
-    return int(max(3, min(30, lease_seconds)))
-
-
-def alive_workers(client: redis.Redis) -> list[dict]:
-    """Heartbeats of the workers alive now (their keys have not expired)."""
-    names = sorted(client.scan_iter(match=WORKER_PREFIX + "*", count=100))
-    out: list[dict] = []
-    if not names:
-        return out
-    for raw in client.mget(names):
-        if raw:
-            try:
-                out.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
     return out
 
 
@@ -96,3 +85,15 @@ def json_or(v: str | None, default: Any = None) -> Any:
         return json.loads(v)
     except json.JSONDecodeError:
         return default
+
+
+__all__ = [
+    "alive_workers",
+    "heartbeat_ttl",
+    "json_or",
+    "now",
+    "parse_points",
+    "read_points",
+    "run_timings",
+    "stream_start",
+]

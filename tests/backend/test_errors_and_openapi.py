@@ -66,9 +66,11 @@ def test_openapi_documents_the_run_spec_body_and_the_run_answers(client):
     assert answer("/api/runs/validate", "post")["$ref"].endswith("/RunValidated")
     assert {"spec", "status", "done", "total", "progress", "eta_s", "anchors", "workers",
             "warning", "source"} <= set(schemas["RunPublic"]["properties"])
-    assert {"points", "cursor", "status", "done", "total", "workers", "warning", "reset"} == set(
-        schemas["PointsPage"]["properties"]
-    )
+    assert {"points", "cursor", "status", "done", "total", "eta_s", "workers", "warning", "error",
+            "reset"} == set(schemas["PointsPage"]["properties"])
+    # a page of point views: no per-example columns (those are in the export)
+    view = _resolve(doc, schemas["PointsPage"]["properties"]["points"]["items"])
+    assert set(view["properties"]) == {"index", "coords", "metrics", "intervals", "ensemble", "samples"}
     # errors are documented with the one body every error answer has
     err = answer("/api/runs/{run_id}", code="404")
     assert err == {"$ref": "#/components/schemas/ErrorPublic"}

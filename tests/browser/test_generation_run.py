@@ -68,7 +68,7 @@ def test_a_generation_run_from_the_form_grows_live_and_shows_a_clicked_points_sa
     assert "sentiment" in (title or "")
 
     # a clicked point shows that point's generations, as the API has them
-    points = {p["index"]: p for p in stack.request("GET", f"/api/runs/{run_id}/points").json()["points"]}
+    points = {p["index"]: p for p in stack.request("GET", f"/api/runs/{run_id}/points?samples=true").json()["points"]}
     mid = POINTS // 2
     _click_point(page, points[mid]["coords"]["alpha"], mid)
     page.wait_for_function("() => document.querySelectorAll('#run-sample-rows .run-sample-text').length === 6")

@@ -102,3 +102,15 @@ def test_the_distance_card_shows_a_finished_1d_runs_per_layer_distances(run_page
     assert [list(t.x) for t in graph.figure.data] == [["embeddings", "layer 0"]] * 2
     assert list(graph.figure.data[0].y) == [0.1, 0.2]
     assert run_page._distance_card({"summary": None}) == [] == run_page._distance_card({})
+
+
+def test_no_server_callback_of_the_run_page_takes_the_point_store(run_page):
+    """The browser's ``run-points`` store (every point so far) is never uploaded: only the
+    clientside poll reads and writes it; the rebuild and the sample viewer ask the API."""
+    from dash._callback import GLOBAL_CALLBACK_MAP
+
+    server = [cb for cb in GLOBAL_CALLBACK_MAP.values() if cb.get("callback") is not None]
+    assert server  # the page's rebuild, samples and forgetting callbacks are registered
+    for cb in server:
+        ids = [d.get("id") for d in [*cb.get("inputs", []), *cb.get("state", [])]]
+        assert "run-points" not in ids, cb

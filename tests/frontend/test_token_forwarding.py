@@ -111,3 +111,24 @@ def test_writes_from_the_dashboard_pass_the_csrf_guard(pages, tmp_path, monkeypa
         assert r.status == 404, r.body
     finally:
         ctx.__exit__(None, None, None)
+
+
+def test_a_share_link_page_names_its_checkpoints_from_two_api_calls(pages, api_with_token, monkeypatch):
+    """Someone with only the share link (no token) opens a run of a token server: the page
+    names its checkpoints from the run's own detail, in two API calls (the run, its points)
+    — no listing of the store, which needs the token (issue 22: a page made 5-10 calls)."""
+    from frontend import api
+    from frontend.pages import run as run_page
+
+    run_id = api_with_token
+    asked: list[str] = []
+    real = api.httpx.request
+
+    def counting(method, url, **kw):  # the real request, counted
+        asked.append(f"{method} {url.split('/api/', 1)[-1]}")
+        return real(method, url, **kw)
+
+    monkeypatch.setattr(api.httpx, "request", counting)
+    page = _text(run_page.layout(run_id=run_id))
+    assert asked == [f"GET runs/{run_id}", f"GET runs/{run_id}/points"], asked
+    assert "ft_a" in page and "ft_b" in page and "eval.csv" in page

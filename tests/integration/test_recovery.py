@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from service.runstate.presence import announce_worker, forget_worker
 from tests.integration.conftest import linear_spec
 from tests.integration.test_runs_api import slow_spec
 from tests.stack import running_stack
@@ -169,7 +170,7 @@ def test_reading_a_run_changes_nothing(bare):
     orphan = client.post("/api/runs", json=linear_spec(points=3, seed=48)).json()["id"]
     red.hset(f"basin:run:{orphan}", mapping={"status": "running", "started": "1"})
     red.zrem("basin:active", ended, orphan)
-    red.set("basin:worker:idle@test", '{"name": "idle@test", "run": null}', ex=60)
+    announce_worker(red, "idle@test", {"name": "idle@test", "run": None}, 60)
     before = {rid: _snapshot(red, rid) for rid in (ended, orphan)}
     for rid in (ended, orphan):
         for path in ("", "/points", "/points?after=0-0", "/export", "/export?format=csv"):
@@ -177,7 +178,7 @@ def test_reading_a_run_changes_nothing(bare):
     assert client.get("/api/runs").status_code == 200
     assert {rid: _snapshot(red, rid) for rid in (ended, orphan)} == before
     assert not (bare.store / "runs" / f"{ended}.json").exists()
-    red.delete("basin:worker:idle@test")
+    forget_worker(red, "idle@test")
 
 
 def test_cancelled_and_failed_runs_are_stored_and_outlive_redis(bare):

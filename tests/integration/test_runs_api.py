@@ -302,12 +302,16 @@ def test_the_typed_answers_keep_every_field(stack):
         "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
         "done", "total", "progress", "eta_s", "created", "started", "finished", "summary",
         "anchors", "error", "workers", "warning", "evaluations", "cached_points", "requeued",
-        "tags", "timings", "source",
+        "tags", "labels", "timings", "source",
     ]
     assert detail["anchors"][0]["name"] == "ft_a" and detail["summary"]
     page = stack.request("GET", f"/api/runs/{run_id}/points").json()
-    assert list(page) == ["points", "cursor", "status", "done", "total", "workers", "warning"]
-    assert set(page["points"][0]) >= {"index", "coords", "metrics"}
+    assert list(page) == ["points", "cursor", "status", "done", "total", "eta_s", "workers", "warning",
+                          "error"]
+    # each point's view; the 1D run's barrier columns (bootstrap) stay in the export
+    assert set(page["points"][0]) == {"index", "coords", "metrics", "intervals"}
+    exported = stack.request("GET", f"/api/runs/{run_id}/export").json()
+    assert exported["schema_version"] == 1 and all("bootstrap" in p for p in exported["points"])
     listed = next(e for e in stack.request("GET", "/api/runs").json() if e["id"] == run_id)
     assert list(listed) == [
         "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
@@ -338,5 +342,13 @@ def test_a_run_records_its_checkpoints_names_and_tags_whichever_reference_made_i
         detail = stack.request("GET", f"/api/runs/{run_id}").json()
         assert detail["names"] == want
         assert detail["tags"] == {ids["ft_a"]: {"task": "sentiment"}, ids["ft_b"]: {"task": "sentiment"}}
+        assert detail["labels"] == want  # what a page calls them now (no store listing needed)
         doc = stack.wait_stored(run_id)  # written just after the run says done
         assert doc["names"] == want and doc["tags"] == detail["tags"]
+    # renamed since: the detail's labels say the name now, its names the name when it was made
+    assert stack.request("PATCH", f"/api/checkpoints/{ids['ft_b']}", json={"name": "ft_b-now"}).status_code == 200
+    try:
+        detail = stack.request("GET", f"/api/runs/{run_id}").json()
+        assert detail["labels"][ids["ft_b"]] == "ft_b-now" and detail["names"][ids["ft_b"]] == "ft_b"
+    finally:
+        stack.request("PATCH", f"/api/checkpoints/{ids['ft_b']}", json={"name": "ft_b"})

@@ -111,6 +111,9 @@ def test_linear_run_streams_coarse_to_fine_and_matches_the_engine(solo, store_ro
     events = read_events(f"{solo.base_url}/api/runs/{run_id}/events")
     assert [e[2]["index"] for e in events if e[1] == "point"] == grid.order_1d(9)
     assert events[-1][1] == "end" and events[-1][2]["status"] == "done"
+    # each point's view, as /points serves it; the barrier's columns are in the export
+    assert all(set(e[2]) == {"index", "coords", "metrics", "intervals"} for e in events if e[1] == "point")
+    assert all("bootstrap" in p for p in solo.request("GET", f"/api/runs/{run_id}/export").json()["points"])
 
 
 def test_plane_run_over_sse_with_resume(solo, store_root):

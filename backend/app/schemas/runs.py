@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from basin.results import PointRecord, PointView
 from basin.spec import RunSpec
 
 #: OpenAPI text for ``POST /runs`` and ``/runs/validate``: the body is a RunSpec (JSON).
@@ -113,55 +114,34 @@ class RunPublic(_RunBrief):
     tags: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="checkpoint id → its tags when the run was made"
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="store id → its name in the store now (else when the run was made): what a "
+        "page calls the run's checkpoints and dataset",
+    )
     timings: dict[str, Any] | None
     source: Literal["redis", "store"]
-
-
-class Sample(BaseModel):
-    """One kept generation of a point."""
-
-    prompt: str
-    text: str = Field(description="the sampled continuation")
-    sentiment: float | None = Field(description="the scorer's P(positive) of the continuation")
-
-
-class PointRecord(BaseModel):
-    """One evaluated grid point."""
-
-    model_config = ConfigDict(extra="allow")
-
-    index: int = Field(description="flat, row-major for planes: iy * nx + ix")
-    coords: dict[str, float] = Field(description='1D: {"alpha": a}; planes: {"x": x, "y": y}')
-    metrics: dict[str, float | None]
-    ensemble: dict[str, float | None] | None = Field(
-        None, description="output ensembling at this α (runs with ensemble: true); equals metrics at α = 0, 1"
-    )
-    samples: list[Sample] | None = Field(
-        None, description="the point's kept generations (runs that generate), at most generation.keep_samples"
-    )
-    intervals: dict[str, list[float]] | None = Field(
-        None, description="95 % interval [lo, hi] per metric over the examples (loss, accuracy, perplexity)"
-    )
-    examples: dict[str, list[Any]] | None = Field(
-        None, description="per-example outcomes in dataset order (runs with per_example: true): classification "
-        "loss, correct, confidence; causal_lm / seq2seq nll, tokens"
-    )
 
 
 class PointsPage(BaseModel):
     """``GET /runs/{id}/points?after=<cursor>``: the points since the previous page."""
 
-    points: list[PointRecord]
+    points: list[PointView] = Field(
+        description="each point's view: coordinates, metrics, intervals, ensemble (samples with "
+        "?samples=true); the per-example columns are in the export"
+    )
     cursor: str = Field(
         description="pass as ``after`` next time; ``store`` when served from the document"
     )
     status: str
     done: int
     total: int
+    eta_s: float | None = Field(None, description="seconds left (0 when done; null if unknown)")
     workers: list[str | None] = Field(description="names of the live workers draining the run")
     warning: str | None = Field(
         description="set when the run is queued or running and no worker is alive"
     )
+    error: str | None = Field(None, description="why the run failed")
     reset: bool | None = Field(
         None,
         description="only present (true) when a Redis cursor met a run now served from "
@@ -172,6 +152,7 @@ class PointsPage(BaseModel):
 __all__ = [
     "SPEC_BODY",
     "PointRecord",
+    "PointView",
     "PointsPage",
     "RunCancelled",
     "RunCreated",

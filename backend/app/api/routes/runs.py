@@ -30,6 +30,7 @@ from backend.app.schemas.runs import (
 from basin import strict_json
 from basin.analysis.forgetting import dataset_rows, forgetting, forgetting_csv
 from basin.errors import InvalidSpec
+from basin.results import point_view
 from service.errors import NotFound
 from service.runstate import TERMINAL, RunKeys
 
@@ -130,10 +131,17 @@ def get_points(
     store: StoreDep,
     r: RedisDep,
     after: Cursor = None,
-) -> dict[str, Any]:
-    """Points recorded since ``after`` (the cursor of the previous answer), with the run's
-    status, the workers draining it and a ``warning`` when no worker is alive."""
-    return book.run_points(r, store, run_id, book.check_cursor(after))
+    samples: Annotated[bool, Query(description="also each point's kept generations")] = False,
+) -> StrictJSONResponse:
+    """Points recorded since ``after`` (the cursor of the previous answer) as views
+    (coordinates, metrics, intervals, ensemble; samples when asked; the per-example columns
+    are in the export), with the run's status, ETA, the workers draining it and a
+    ``warning`` when no worker is alive.
+
+    Answered as built (strict JSON from the stream as it was recorded: NaN → null), not validated again
+    against :class:`PointsPage`, which documents it: every viewer polls this twice a
+    second."""
+    return StrictJSONResponse(book.run_points(r, store, run_id, book.check_cursor(after), samples=samples))
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -149,15 +157,17 @@ async def run_events(
     r: RedisDep,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Cursor = None,
+    samples: Annotated[bool, Query(description="also each point's kept generations")] = False,
 ) -> StreamingResponse:
     """Server-Sent Events: one ``point`` event per point (``id:`` = stream id, resumable with
-    ``Last-Event-ID``), then ``end`` with the final status."""
+    ``Last-Event-ID``; the point's view, as ``/points`` serves it), then ``end`` with the
+    final status."""
     start = book.check_cursor(last_event_id or after) or "0-0"
     in_redis = await asyncio.to_thread(lambda: r.hexists(RunKeys(run_id).run, "spec"))
     if not in_redis:
         doc = await asyncio.to_thread(book.result_document, r, store, run_id)
         return StreamingResponse(
-            _doc_events(doc, start),
+            _doc_events(doc, start, samples),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -170,7 +180,7 @@ async def run_events(
         )
     return _BudgetedStream(
         budget,
-        _stream_events(budget.client(), run_id, start),
+        _stream_events(budget.client(), run_id, start, samples),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -229,15 +239,15 @@ class _BudgetedStream(StreamingResponse):
             self.budget.give_back()
 
 
-async def _doc_events(doc: dict, start: str) -> AsyncIterator[bytes]:
+async def _doc_events(doc: dict, start: str, samples: bool) -> AsyncIterator[bytes]:
     pts = sorted(doc.get("points", []), key=lambda p: p["index"])
     skip = int(start.removeprefix("store-")) + 1 if start.startswith("store-") else 0
     for i, p in enumerate(pts[skip:], start=skip):
-        yield _sse("point", p, f"store-{i}")
+        yield _sse("point", point_view(p, samples=samples), f"store-{i}")
     yield _sse("end", {"status": doc.get("status", "done"), "done": len(pts), "total": len(pts)})
 
 
-async def _stream_events(client: aioredis.Redis, run_id: str, start: str) -> AsyncIterator[bytes]:
+async def _stream_events(client: aioredis.Redis, run_id: str, start: str, samples: bool) -> AsyncIterator[bytes]:
     """XREAD BLOCK on the run's stream; the client's socket timeout outlasts the block.
     ``client`` draws on the app's shared pool (closing it returns the connection)."""
     k = RunKeys(run_id)
@@ -253,7 +263,7 @@ async def _stream_events(client: aioredis.Redis, run_id: str, start: str) -> Asy
             for _stream, entries in res or []:
                 for sid, fields in entries:
                     last = sid
-                    yield _sse("point", json.loads(fields["point"]), sid)
+                    yield _sse("point", point_view(json.loads(fields["point"]), samples=samples), sid)
             if status is None:
                 yield _sse("end", {"status": "deleted"})
                 return
