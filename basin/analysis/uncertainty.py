@@ -292,7 +292,7 @@ def connectivity_verdict(entry: Mapping[str, Any], path_type: str | None = "line
     when the entry has no calibrated verdict (no interval, or one from an older method).
 
     ``linearly connected: the barrier is below 0.02 nats at the 95 % level``; ``not linearly
-    connected: the barrier is above 0 at the 95 % level``; ``inconclusive: the barrier may be
+    connected: the barrier is above 0 at the 95 % level``; ``inconclusive whether linearly connected: the barrier may be
     0 or above 0.02 nats (95 %); about 2,100 examples would decide it (now 256)``. Linearly
     only for a straight line; "connected along this curve" for a Bezier or polychain path
     (:func:`connected_words`).
@@ -322,7 +322,7 @@ def connectivity_verdict(entry: Mapping[str, Any], path_type: str | None = "line
     tail = ""
     if isinstance(more, int):
         tail = f"; about {more:,} examples would decide it" + (f" (now {n:,})" if isinstance(n, int) else "")
-    return f"inconclusive: the barrier may be 0 or above {eps} ({level}){tail}"
+    return f"inconclusive whether {words}: the barrier may be 0 or above {eps} ({level}){tail}"
 
 
 __all__ = [

@@ -169,7 +169,7 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
         if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
             vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]
             # "barrier 0.12 nats at α = 0.50", or "no barrier" when it is zero within its precision
-            # with its paired bootstrap interval and the verdict in words (linear or curve)
+            # with its 95 % interval and the calibrated verdict in words (linear or curve)
             text = barrier_sentence(b, m, magnitude=max(vals, default=1.0),
                                     path_type=(spec.get("path") or {}).get("type"))
             rows.append((m, text))

@@ -170,7 +170,7 @@ def test_an_undecided_interval_says_inconclusive_and_how_many_examples_would_dec
     more = fields["examples_to_decide"]
     assert isinstance(more, int) and more > n
     said = barrier_sentence({**found["loss"], **fields}, "loss")
-    assert said.endswith(f"inconclusive: the barrier may be 0 or above 0.02 nats (95 %); about {more:,} "
+    assert said.endswith(f"inconclusive whether linearly connected: the barrier may be 0 or above 0.02 nats (95 %); about {more:,} "
                          f"examples would decide it (now {n})")
     # the band's width shrinks as 1/√n: with the number it asked for, the same curve decides
     rng = np.random.default_rng(6)
