@@ -21,7 +21,7 @@ against 0.37 and 0.42 at the checkpoints, a path "ten times better" than either 
 
 :func:`fit_data` is what :func:`basin.fit.fit` trains on; :func:`check_fit_data` is the
 same check without the training data, for the API to refuse a spec before queueing it.
-Pure Python (no torch).
+No torch at import: the dashboard uses :func:`train_split_name`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from basin.checkpoints import label_info, read_config
 from basin.data import REQUIRED, Dataset, load_dataset, read_rows
 from basin.errors import DatasetError, InvalidSpec
 from basin.resolve import Resolver
@@ -75,6 +74,9 @@ class FitData:
 def _labels(spec: FitSpec, resolver: Resolver) -> dict[str, Any]:
     if spec.task != "classification":
         return {}
+    # torch: not at import (the dashboard imports this module)
+    from basin.checkpoints import label_info, read_config
+
     config = read_config(resolver.checkpoint(spec.a).config_dir)
     num, label2id = label_info(config)
     return {"label2id": label2id, "num_labels": num}
