@@ -140,3 +140,13 @@ def test_each_step_is_an_unbiased_sample_of_the_full_data_loss(folder):
     steps = fit(s, res).losses
     assert len(steps) == 600
     assert abs(sum(steps) / len(steps) - full) < 4 * se, (sum(steps) / len(steps), full, uniform)
+
+
+def test_basin_fit_refuses_to_evaluate_on_its_training_examples_in_one_line(folder, tmp_path):
+    from tests.core.test_cli import assert_one_error_line, run_cli, write_spec
+
+    spec_file = write_spec(tmp_path / "fit.yaml", {"a": str(folder / "a"), "b": str(folder / "b2"),
+                                                   "dataset": str(folder / "all.csv"), "steps": 5})
+    proc = run_cli("fit", str(spec_file), cwd=tmp_path)
+    assert_one_error_line(proc, "96 of the fit's 96 training examples are also among its 96 evaluation examples")
+    assert "holdout: true" in proc.stderr and not (tmp_path / "fit-fit").exists()
