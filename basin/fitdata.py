@@ -67,8 +67,12 @@ class FitData:
     held_out: int  #: rows of the training file left out because the evaluation uses them
 
     def describe(self) -> dict[str, Any]:
-        return {"train_examples": len(self.train), "eval_examples": self.eval_examples,
-                "overlap": self.overlap, "held_out": self.held_out}
+        return {
+            "train_examples": len(self.train),
+            "eval_examples": self.eval_examples,
+            "overlap": self.overlap,
+            "held_out": self.held_out,
+        }
 
 
 def _labels(spec: FitSpec, resolver: Resolver) -> dict[str, Any]:
@@ -83,18 +87,28 @@ def _labels(spec: FitSpec, resolver: Resolver) -> dict[str, Any]:
 
 
 def _subset(data: Dataset, keep: Sequence[int]) -> Dataset:
-    return Dataset(path=data.path, sha256=data.sha256, task=data.task,
-                   columns={c: [v[i] for i in keep] for c, v in data.columns.items()},
-                   num_rows_total=data.num_rows_total)
+    return Dataset(
+        path=data.path,
+        sha256=data.sha256,
+        task=data.task,
+        columns={c: [v[i] for i in keep] for c, v in data.columns.items()},
+        num_rows_total=data.num_rows_total,
+    )
 
 
-def _load(path: Path, spec: FitSpec, max_examples: int, labels: dict[str, Any], what: str) -> Dataset:
+def _load(
+    path: Path, spec: FitSpec, max_examples: int, labels: dict[str, Any], what: str
+) -> Dataset:
     ref = spec.dataset if what.startswith("training") else (spec.eval_dataset or spec.dataset)
     try:
         data = load_dataset(path, spec.task, max_examples=max_examples, seed=spec.seed, **labels)
     except DatasetError:
-        if path.is_file() and not read_rows(path)[1]:  # header only reads as "no columns": say what it is
-            raise DatasetError(f"{what} {ref!r} has no rows: a fit needs {what.split()[0]} data") from None
+        if (
+            path.is_file() and not read_rows(path)[1]
+        ):  # header only reads as "no columns": say what it is
+            raise DatasetError(
+                f"{what} {ref!r} has no rows: a fit needs {what.split()[0]} data"
+            ) from None
         raise
     if len(data) == 0:
         raise DatasetError(f"{what} {ref!r} has no rows: a fit needs {what.split()[0]} data")
@@ -120,7 +134,8 @@ def fit_data(spec: FitSpec, resolver: Resolver) -> FitData:
             raise InvalidSpec(
                 f"invalid fit spec: holdout leaves no training rows: all {len(everything)} rows of "
                 f"{spec.dataset!r} are among the {len(evals)} evaluation examples (eval_max_examples "
-                f"{spec.eval_size}); lower eval_max_examples or give a training dataset")
+                f"{spec.eval_size}); lower eval_max_examples or give a training dataset"
+            )
         if len(rows) > spec.max_examples:
             rows = sorted(random.Random(spec.seed).sample(rows, spec.max_examples))
         train = _subset(everything, rows)
@@ -135,7 +150,8 @@ def fit_data(spec: FitSpec, resolver: Resolver) -> FitData:
             f"{eval_ref!r}): a curve fitted on the examples it is evaluated on reports a training "
             "loss. Give a training split as dataset and held-out data as eval_dataset, set "
             "holdout: true to train on the rows the evaluation does not use, or allow_overlap: true "
-            "to fit and evaluate on the same examples anyway")
+            "to fit and evaluate on the same examples anyway"
+        )
     return FitData(train=train, eval_examples=len(evals), overlap=overlap, held_out=0)
 
 
@@ -162,7 +178,7 @@ def train_split_name(name: str, available: Iterable[str]) -> str | None:
         if part.lower() not in SPLIT_WORDS:
             continue
         for word in TRAIN_WORDS:
-            cand = "".join(parts[:i] + [word] + parts[i + 1:]) + (dot + ext if dot else "")
+            cand = "".join(parts[:i] + [word] + parts[i + 1 :]) + (dot + ext if dot else "")
             if cand.lower() in have and cand.lower() != name.lower():
                 return have[cand.lower()]
     return None

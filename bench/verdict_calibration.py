@@ -38,7 +38,9 @@ POINTS = (11, 26, 51)
 EXAMPLES = (64, 512)
 
 
-def synthetic(rng: np.random.Generator, reps: int, K: int, n: int, h: float) -> tuple[np.ndarray, np.ndarray, float]:
+def synthetic(
+    rng: np.random.Generator, reps: int, K: int, n: int, h: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(reps, K, n) per-example losses, s (K,), the true barrier over the grid."""
     s = np.linspace(0.0, 1.0, K)
     d = rng.exponential(0.5, size=(reps, 1, n))
@@ -49,12 +51,21 @@ def synthetic(rng: np.random.Generator, reps: int, K: int, n: int, h: float) -> 
     eps = rng.normal(0.0, 0.05, size=(reps, K, n))
     S = s[None, :, None]
     bump = 4 * s * (1 - s)
-    loss = (d + g * S + a1 * np.sin(np.pi * S) + a2 * np.sin(2 * np.pi * S) + a3 * np.sin(3 * np.pi * S)
-            + eps + h * bump[None, :, None])
+    loss = (
+        d
+        + g * S
+        + a1 * np.sin(np.pi * S)
+        + a2 * np.sin(2 * np.pi * S)
+        + a3 * np.sin(3 * np.pi * S)
+        + eps
+        + h * bump[None, :, None]
+    )
     return loss, s, max(0.0, float((h * bump).max()))
 
 
-def old_method(num: np.ndarray, s: np.ndarray, rng: np.random.Generator, draws: int) -> dict[str, np.ndarray]:
+def old_method(
+    num: np.ndarray, s: np.ndarray, rng: np.random.Generator, draws: int
+) -> dict[str, np.ndarray]:
     """The percentile bootstrap of the maximum (Basin before the band): (reps, K, n) → lo, hi."""
     reps, K, n = num.shape
     lo, hi = np.empty(reps), np.empty(reps)
@@ -68,8 +79,18 @@ def old_method(num: np.ndarray, s: np.ndarray, rng: np.random.Generator, draws: 
     return {"lo": lo, "hi": hi}
 
 
-def calibrate(method: str, h: float, K: int, n: int, *, reps: int, draws: int, seed: int = 0,
-              chunk: int = 50, tokens: bool = False) -> dict[str, float]:
+def calibrate(
+    method: str,
+    h: float,
+    K: int,
+    n: int,
+    *,
+    reps: int,
+    draws: int,
+    seed: int = 0,
+    chunk: int = 50,
+    tokens: bool = False,
+) -> dict[str, float]:
     """Coverage and the "above 0" rate of ``method`` over ``reps`` synthetic evaluation sets.
 
     ``tokens``: a language model's token-mean loss instead — text i has Tᵢ ~ 1 + Poisson(20)
@@ -95,13 +116,26 @@ def calibrate(method: str, h: float, K: int, n: int, *, reps: int, draws: int, s
     return {"coverage": cover / reps, "above0": above / reps}
 
 
-def table(methods: tuple[str, ...] = ("old", "new"), *, reps: int, draws: int,
-          barriers: tuple[float, ...] = BARRIERS, points: tuple[int, ...] = POINTS,
-          examples: tuple[int, ...] = EXAMPLES) -> list[dict[str, float | int | str]]:
+def table(
+    methods: tuple[str, ...] = ("old", "new"),
+    *,
+    reps: int,
+    draws: int,
+    barriers: tuple[float, ...] = BARRIERS,
+    points: tuple[int, ...] = POINTS,
+    examples: tuple[int, ...] = EXAMPLES,
+) -> list[dict[str, float | int | str]]:
     rows: list[dict[str, float | int | str]] = []
     for method, h, K, n in itertools.product(methods, barriers, points, examples):
-        rows.append({"method": method, "h": h, "points": K, "n": n,
-                     **calibrate(method, h, K, n, reps=reps, draws=draws)})
+        rows.append(
+            {
+                "method": method,
+                "h": h,
+                "points": K,
+                "n": n,
+                **calibrate(method, h, K, n, reps=reps, draws=draws),
+            }
+        )
     return rows
 
 
@@ -113,12 +147,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rows = table(tuple(args.methods.split(",")), reps=args.reps, draws=args.draws)
-    print(f"reps {args.reps}, bootstrap draws {args.draws}; 'above 0' = interval's lower end > 0 "
-          "('not connected'): false for h ≤ 0, power for h > 0")
+    print(
+        f"reps {args.reps}, bootstrap draws {args.draws}; 'above 0' = interval's lower end > 0 "
+        "('not connected'): false for h ≤ 0, power for h > 0"
+    )
     print("| method | h | points | n | coverage | above 0 |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['h']:g} | {r['points']} | {r['n']} | {r['coverage']:.3f} | {r['above0']:.3f} |")
+        print(
+            f"| {r['method']} | {r['h']:g} | {r['points']} | {r['n']} | {r['coverage']:.3f} | {r['above0']:.3f} |"
+        )
     print(f"({time.perf_counter() - t0:.0f} s)")
 
 

@@ -115,10 +115,10 @@ def band_arrays(
     W = np.zeros((*lead, J, K))
     W[..., np.arange(J), inner] = sign * gp[..., inner]
     W[..., :, 0] -= sign * (1 - s[inner]) * gp[..., :1]
-    W[..., :, K - 1] -= sign * s[inner] * gp[..., K - 1:]
+    W[..., :, K - 1] -= sign * s[inner] * gp[..., K - 1 :]
 
     def excess(gv: np.ndarray) -> np.ndarray:  # (..., K) → (..., J)
-        return sign * (gv[..., inner] - (1 - s[inner]) * gv[..., :1] - s[inner] * gv[..., K - 1:])
+        return sign * (gv[..., inner] - (1 - s[inner]) * gv[..., :1] - s[inner] * gv[..., K - 1 :])
 
     E = excess(g)
     x = W @ num  # (..., J, n): per-example linearised excess (numerator units)
@@ -158,20 +158,44 @@ def band_arrays(
         value = np.maximum(E.max(-1), 0.0)
     else:
         raw_lo = raw_hi = value = np.zeros(lead)
-    return {"value": value, "lo": np.maximum(raw_lo, 0.0), "hi": np.maximum(raw_hi, 0.0),
-            "raw_lo": raw_lo, "critical": crit}
+    return {
+        "value": value,
+        "lo": np.maximum(raw_lo, 0.0),
+        "hi": np.maximum(raw_hi, 0.0),
+        "raw_lo": raw_lo,
+        "critical": crit,
+    }
 
 
 def barrier_band(
-    num: np.ndarray, s: Sequence[float] | np.ndarray, *, den: np.ndarray | None = None,
-    higher_is_better: bool = False, exp: bool = False, seed: int = 0, draws: int = DRAWS,
+    num: np.ndarray,
+    s: Sequence[float] | np.ndarray,
+    *,
+    den: np.ndarray | None = None,
+    higher_is_better: bool = False,
+    exp: bool = False,
+    seed: int = 0,
+    draws: int = DRAWS,
 ) -> Band:
     """The band of one path: ``num`` (K, n), ``s`` (K,), ``den`` (n,) or None. Seeded."""
     rng = np.random.default_rng([int(seed), 0xBA2217E5])
-    out = band_arrays(np.asarray(num, np.float64), np.asarray(s, np.float64), den=den,
-                      higher_is_better=higher_is_better, exp=exp, rng=rng, draws=draws)
-    return Band(value=float(out["value"]), lo=float(out["lo"]), hi=float(out["hi"]),
-                raw_lo=float(out["raw_lo"]), critical=float(out["critical"]), n=int(np.shape(num)[-1]))
+    out = band_arrays(
+        np.asarray(num, np.float64),
+        np.asarray(s, np.float64),
+        den=den,
+        higher_is_better=higher_is_better,
+        exp=exp,
+        rng=rng,
+        draws=draws,
+    )
+    return Band(
+        value=float(out["value"]),
+        lo=float(out["lo"]),
+        hi=float(out["hi"]),
+        raw_lo=float(out["raw_lo"]),
+        critical=float(out["critical"]),
+        n=int(np.shape(num)[-1]),
+    )
 
 
 def tolerance(metric: str, endpoints: Sequence[float] = ()) -> float | None:

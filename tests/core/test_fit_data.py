@@ -50,8 +50,11 @@ def spec(**kw):
 def test_a_fit_on_its_own_evaluation_examples_is_refused_unless_asked(folder):
     res = FileResolver(folder)
     s = spec(dataset="all.csv", max_examples=64)  # evaluated on the same file by default
-    with pytest.raises(InvalidSpec, match=r"64 of the fit's 64 training examples are also among its 64 "
-                                          r"evaluation examples \(the same file"):
+    with pytest.raises(
+        InvalidSpec,
+        match=r"64 of the fit's 64 training examples are also among its 64 "
+        r"evaluation examples \(the same file",
+    ):
         fit(s, res)
     with pytest.raises(InvalidSpec, match="allow_overlap: true"):
         check_fit_data(s, res)  # what the API runs before queueing
@@ -81,22 +84,37 @@ def test_holdout_trains_on_the_rows_the_evaluation_does_not_use(folder):
     assert not set(example_hashes(evaluated)) & set(example_hashes(got.train))
     assert len(set(example_hashes(evaluated)) | set(example_hashes(got.train))) == 96
     # the training part is itself subsampled to max_examples, seeded
-    small = fit_data(spec(dataset="all.csv", holdout=True, eval_max_examples=40, max_examples=20, seed=3), res)
-    assert len(small.train) == 20 and set(example_hashes(small.train)) <= set(example_hashes(got.train))
+    small = fit_data(
+        spec(dataset="all.csv", holdout=True, eval_max_examples=40, max_examples=20, seed=3), res
+    )
+    assert len(small.train) == 20 and set(example_hashes(small.train)) <= set(
+        example_hashes(got.train)
+    )
     with pytest.raises(InvalidSpec, match="holdout leaves no training rows"):
         fit_data(spec(dataset="all.csv", holdout=True, max_examples=512), res)
 
 
-@pytest.mark.parametrize(("name", "available", "want"), [
-    ("tweets-eval.csv", ["tweets-eval.csv", "tweets-train.csv"], "tweets-train.csv"),
-    ("sst2_validation.jsonl", ["sst2_train.jsonl", "sst2_validation.jsonl"], "sst2_train.jsonl"),
-    ("Reviews.Test.tsv", ["reviews.train.tsv"], "reviews.train.tsv"),
-    ("dev.csv", ["train.csv", "dev.csv"], "train.csv"),
-    ("tweets-eval.csv", ["tweets-eval.csv", "tweets-train.jsonl"], None),  # another format: not the split
-    ("evaluation-set.csv", ["train-set.csv"], "train-set.csv"),
-    ("medieval.csv", ["medtrain.csv"], None),  # not a word of its own
-    ("tweets.csv", ["tweets-train.csv"], None),  # no split word to swap
-])
+@pytest.mark.parametrize(
+    ("name", "available", "want"),
+    [
+        ("tweets-eval.csv", ["tweets-eval.csv", "tweets-train.csv"], "tweets-train.csv"),
+        (
+            "sst2_validation.jsonl",
+            ["sst2_train.jsonl", "sst2_validation.jsonl"],
+            "sst2_train.jsonl",
+        ),
+        ("Reviews.Test.tsv", ["reviews.train.tsv"], "reviews.train.tsv"),
+        ("dev.csv", ["train.csv", "dev.csv"], "train.csv"),
+        (
+            "tweets-eval.csv",
+            ["tweets-eval.csv", "tweets-train.jsonl"],
+            None,
+        ),  # another format: not the split
+        ("evaluation-set.csv", ["train-set.csv"], "train-set.csv"),
+        ("medieval.csv", ["medtrain.csv"], None),  # not a word of its own
+        ("tweets.csv", ["tweets-train.csv"], None),  # no split word to swap
+    ],
+)
 def test_the_training_split_is_found_by_name(name, available, want):
     assert train_split_name(name, available) == want
 
@@ -117,8 +135,14 @@ def test_each_step_is_an_unbiased_sample_of_the_full_data_loss(folder):
     load_weights(model, load_state_dict(src), "classification")
     model.eval()
     data = load_dataset(folder / "uneven.csv", "classification", max_examples=17)
-    ev = EVALUATORS["classification"](load_tokenizer([folder / "a"]), data, model, batch_size=16,
-                                      max_length=128, device=torch.device("cpu"))
+    ev = EVALUATORS["classification"](
+        load_tokenizer([folder / "a"]),
+        data,
+        model,
+        batch_size=16,
+        max_length=128,
+        device=torch.device("cpu"),
+    )
     with torch.no_grad():
         per_batch = [float(batch_loss(ev, i, model(**b).logits)) for i, b in enumerate(ev.batches)]
     sizes = sorted(e - s for s, e in ev.spans)
@@ -129,9 +153,18 @@ def test_each_step_is_an_unbiased_sample_of_the_full_data_loss(folder):
     from basin import engine
     from basin.spec import parse_spec
 
-    doc = engine.run(parse_spec({"path": {"type": "linear", "a": "a", "b": "b2", "points": 2},
-                                 "dataset": "uneven.csv", "device": "cpu", "max_examples": 17}), res,
-                     progress=False)
+    doc = engine.run(
+        parse_spec(
+            {
+                "path": {"type": "linear", "a": "a", "b": "b2", "points": 2},
+                "dataset": "uneven.csv",
+                "device": "cpu",
+                "max_examples": 17,
+            }
+        ),
+        res,
+        progress=False,
+    )
     assert doc["points"][0]["metrics"]["loss"] == pytest.approx(full, abs=1e-5)
     # Monte Carlo over the fit's own draws: within 4 standard errors of the full-data mean
     var = sum(w / 17 * (v - full) ** 2 for w, v in zip(batch_weights(ev), per_batch, strict=True))
@@ -145,8 +178,17 @@ def test_each_step_is_an_unbiased_sample_of_the_full_data_loss(folder):
 def test_basin_fit_refuses_to_evaluate_on_its_training_examples_in_one_line(folder, tmp_path):
     from tests.core.test_cli import assert_one_error_line, run_cli, write_spec
 
-    spec_file = write_spec(tmp_path / "fit.yaml", {"a": str(folder / "a"), "b": str(folder / "b2"),
-                                                   "dataset": str(folder / "all.csv"), "steps": 5})
+    spec_file = write_spec(
+        tmp_path / "fit.yaml",
+        {
+            "a": str(folder / "a"),
+            "b": str(folder / "b2"),
+            "dataset": str(folder / "all.csv"),
+            "steps": 5,
+        },
+    )
     proc = run_cli("fit", str(spec_file), cwd=tmp_path)
-    assert_one_error_line(proc, "96 of the fit's 96 training examples are also among its 96 evaluation examples")
+    assert_one_error_line(
+        proc, "96 of the fit's 96 training examples are also among its 96 evaluation examples"
+    )
     assert "holdout: true" in proc.stderr and not (tmp_path / "fit-fit").exists()

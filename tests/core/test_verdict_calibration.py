@@ -18,8 +18,10 @@ import pytest
 
 from bench.verdict_calibration import BARRIERS, EXAMPLES, POINTS, calibrate, table
 
-FULL = (os.environ.get("BASIN_RELIABILITY", "").strip().lower() == "full"
-        or os.environ.get("BASIN_SLOW", "").strip() == "1")
+FULL = (
+    os.environ.get("BASIN_RELIABILITY", "").strip().lower() == "full"
+    or os.environ.get("BASIN_SLOW", "").strip() == "1"
+)
 REPS, DRAWS = (1000, 1000) if FULL else (100, 200)
 
 
@@ -30,7 +32,8 @@ def rows():
 
 def test_every_case_is_measured(rows):
     assert {(r["h"], r["points"], r["n"]) for r in rows} == {
-        (h, k, n) for h in BARRIERS for k in POINTS for n in EXAMPLES}
+        (h, k, n) for h in BARRIERS for k in POINTS for n in EXAMPLES
+    }
 
 
 @pytest.mark.parametrize("h", [h for h in BARRIERS if h <= 0])
