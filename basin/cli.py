@@ -231,6 +231,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"fitted {spec.curve} in {result.meta['timings']['fit_s']:.1f}s ({len(result.losses)} steps), "
           f"training loss {result.losses[0]:.4f} → {result.final_loss:.4f}; control point: {controls[0]}",
           file=sys.stderr)
+    ev = result.meta.get("evaluation") or {}
+    held = ("held-out " if not ev.get("overlap_with_training") else
+            f"(allow_overlap: {ev.get('overlap_with_training')} also trained on) ")
+    print(f"trained on {result.meta['dataset']['examples']} examples of {spec.dataset}; evaluating on "
+          f"{ev.get('examples')} {held}examples of {spec.eval_dataset or spec.dataset}", file=sys.stderr)
 
     from basin import engine
     from basin.analysis.barrier import barrier_sentence

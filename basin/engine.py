@@ -27,8 +27,7 @@ from basin import grid, refine
 from basin.analysis import barriers, distances, extremes
 from basin.analysis.trend import trend
 from basin.analysis.uncertainty import (
-    BARRIER_DRAWS,
-    barrier_intervals,
+    barrier_verdicts,
     pack_bootstrap,
     point_intervals,
 )
@@ -462,9 +461,10 @@ class Landscape:
     def summary(self, results: Sequence[dict]) -> dict:
         """Summary of evaluated points ``[{index, coords, metrics}]`` (any order, may be partial).
 
-        1D: ``{"barrier": {metric: {value, alpha, start, end, ci?}}, "distance": {...}}`` with a
-        barrier for every metric of the spec the registry knows (:mod:`basin.metrics`); ``ci``
-        (a paired bootstrap 95 % interval, :func:`basin.analysis.uncertainty.barrier_intervals`)
+        1D: ``{"barrier": {metric: {value, alpha, start, end, ci?, verdict?, ...}}, "distance":
+        {...}}`` with a barrier for every metric of the spec the registry knows
+        (:mod:`basin.metrics`); ``ci`` and the connectivity ``verdict`` (a studentized
+        simultaneous band, :func:`basin.analysis.uncertainty.barrier_verdicts`)
         when the records carry per-example values (``examples`` with ``spec.per_example``, else
         the compact ``bootstrap``) — the service computes the summary from stored point
         records, so only values kept in them can be resampled;
@@ -477,9 +477,8 @@ class Landscape:
             curve = list(results) + [{"coords": {"alpha": e["alpha"]}, **e} for e in endpoints]
             found = barriers(curve, self.spec.metrics, lo, hi)
             if found:
-                for m, ci in barrier_intervals(curve, found, seed=self.spec.seed).items():
-                    found[m] = {**found[m], "ci": ci, "ci_method": "paired bootstrap over examples",
-                                "ci_draws": BARRIER_DRAWS}
+                for m, fields in barrier_verdicts(curve, found, seed=self.spec.seed).items():
+                    found[m] = {**found[m], **fields}
             out: dict[str, Any] = {"barrier": found, "distance": self.distance}
             if self.spec.refine is not None:  # every metric's barrier comes from points placed for one metric
                 for b in found.values():

@@ -8,9 +8,11 @@ and a trainable control point θC (Garipov et al. 2018; Qin et al. 2022, eq. 2):
                           φ(t) linear between consecutive θ_i (k = 1: A → C → B)
 
 the fit minimises ``E_{t~U(0,1)} L(φ(t))`` over the control point(s) only, with the
-endpoints frozen, by Adam on one (batch, t) draw per step. The control point starts on
-the segment: θC = (θA + θB)/2 for the Bezier curve (then φ is exactly the straight
-line), θ_i = θA + t_i·(θB − θA) for the bends.
+endpoints frozen, by Adam on one (batch, t) draw per step: t ~ U(0, 1) and a batch drawn
+with probability proportional to its examples (token-mean losses: its target tokens), so
+each step's loss is an unbiased sample of the objective (:func:`batch_weights`). The
+control point starts on the segment: θC = (θA + θB)/2 for the Bezier curve (then φ is
+exactly the straight line), θ_i = θA + t_i·(θB − θA) for the bends.
 
 φ(t) is computed *functionally*: the one live model holds θA and never changes;
 :func:`torch.func.functional_call` runs it with the in-scope tensors replaced by φ(t),
@@ -55,6 +57,7 @@ from basin.checkpoints import TOKENIZER_FILES
 from basin.data import read_rows
 from basin.errors import DatasetError, InvalidSpec
 from basin.evaluate.base import Evaluator
+from basin.fitdata import fit_data
 from basin.names import optional_name
 from basin.opening import open_model
 from basin.paths.base import FrozenModel
@@ -98,10 +101,16 @@ class FitSpec(FrozenModel):
     max_length: int = Field(128, ge=4, le=8192)
     device: str = "auto"
     tokenizer: str | None = None
-    #: For ``basin fit``'s evaluation of the line and the fitted curve: its dataset
-    #: (default: the training dataset) and number of points.
+    #: The evaluation of the line and the fitted curve (``basin fit``, the service): its
+    #: dataset (default: the training dataset's file), examples (default: ``max_examples``)
+    #: and number of points.
     eval_dataset: str | None = None
+    eval_max_examples: int | None = Field(None, ge=1, le=1_000_000)
     eval_points: int = Field(26, ge=2, le=2001)
+    #: Train on the rows of ``dataset`` that the evaluation does not use (a seeded split).
+    holdout: bool = False
+    #: Fit and evaluate on overlapping examples anyway (refused otherwise: :mod:`basin.fitdata`).
+    allow_overlap: bool = False
     name: str | None = None
 
     @field_validator("name")
@@ -132,6 +141,11 @@ class FitSpec(FrozenModel):
     @property
     def num_controls(self) -> int:
         return self.bends if self.curve == "polychain" else 1
+
+    @property
+    def eval_size(self) -> int:
+        """The evaluation's ``max_examples``."""
+        return self.eval_max_examples or self.max_examples
 
 
 def parse_fit_spec(data: dict[str, Any]) -> FitSpec:
@@ -180,6 +194,24 @@ def batch_loss(ev: Evaluator, i: int, logits: torch.Tensor) -> torch.Tensor:
         return ev.batch_loss(i, logits)
     except NotImplementedError:
         raise InvalidSpec(f"curve fitting does not know the loss of task {ev.task!r}") from None
+
+
+def batch_weights(ev: Evaluator) -> list[float]:
+    """How much each batch weighs in the full-data loss: its examples (classification) or its
+    target tokens (``causal_lm``, ``seq2seq``: the loss is a token mean over the whole set).
+
+    Batches of similar length have unequal sizes (the last one is short), so drawing a batch
+    uniformly and taking its mean over-weights the short batch's examples; drawing batch i
+    with probability wᵢ / Σ w makes its mean an unbiased sample of the full-data loss:
+    Σᵢ (wᵢ/Σw)·(Lᵢ/wᵢ) = Σᵢ Lᵢ / Σ w.
+    """
+    if ev.task == "classification":
+        return [float(e - s) for s, e in ev.spans]  # type: ignore[attr-defined]
+    if ev.task == "causal_lm":
+        return [float((t != -100).sum()) for t in ev.targets]  # type: ignore[attr-defined]
+    if ev.task == "seq2seq":
+        return [float((t != -100).sum()) for t in ev.labels]  # type: ignore[attr-defined]
+    raise InvalidSpec(f"curve fitting does not know the loss of task {ev.task!r}")
 
 
 # ---- memory ---------------------------------------------------------------------------------
@@ -284,6 +316,9 @@ def fit(
     t_start = time.perf_counter()
     if resolver.checkpoint(spec.a).id == resolver.checkpoint(spec.b).id:
         raise InvalidSpec("a and b are the same checkpoint: there is no curve to fit between them")
+    # training examples, never the evaluation's unless allow_overlap (basin.fitdata): checked
+    # before any weights are read
+    selected = fit_data(spec, resolver)
     try:  # the engine's opening: one compatibility check (under the model's names), no hold
         opened = open_model(spec.task, [spec.a, spec.b], resolver, dataset=spec.dataset,
                             max_examples=spec.max_examples, seed=spec.seed, scope=spec.scope, device=spec.device,
@@ -294,8 +329,9 @@ def fit(
             raise DatasetError(f"training dataset {spec.dataset!r} has no rows: a fit needs training "
                                "data") from None
         raise
-    data, model, device, prec, config = opened.data, opened.model, opened.device, opened.precision, opened.config
+    model, device, prec, config = opened.model, opened.device, opened.precision, opened.config
     src_a, src_b = opened.sources[spec.a], opened.sources[spec.b]
+    data = selected.train
     if len(data) == 0:
         raise DatasetError(f"training dataset {spec.dataset!r} has no rows: a fit needs training data")
     names = opened.names
@@ -330,9 +366,14 @@ def fit(
     flat = [c for cs in controls for c in cs]
     opt = torch.optim.Adam(flat, lr=spec.lr)
 
-    ev = opened.evaluator(batch_size=spec.batch_size, max_length=spec.max_length)
+    ev = opened.evaluator(data, batch_size=spec.batch_size, max_length=spec.max_length)
     gen = torch.Generator().manual_seed(spec.seed)
     nb = len(ev.batches)
+    # a batch with probability ∝ its examples / target tokens: its mean loss is then an
+    # unbiased sample of the full-data loss, whatever the batches' sizes (batch_weights)
+    draw = torch.tensor(batch_weights(ev), dtype=torch.float64)
+    if not float(draw.sum()) > 0:
+        raise DatasetError(f"training dataset {spec.dataset!r} has no tokens to train on")
     load_s = time.perf_counter() - t_start
     logger.info("fit %s: %d tensors in scope (%.1f M values), %d batches, %d steps on %s",
                 spec.curve, len(names), scoped_bytes / 4e6, nb, spec.steps, device)
@@ -344,7 +385,7 @@ def fit(
         if should_stop is not None and should_stop():
             status = "cancelled"
             break
-        i = int(torch.randint(nb, (1,), generator=gen))
+        i = int(torch.multinomial(draw, 1, generator=gen))
         t = float(torch.rand((), generator=gen, dtype=torch.float64))
         point = {n: curve_point(spec.curve, t, a, b, [cs[j] for cs in controls])
                  for j, (n, a, b) in enumerate(zip(names, a_t, b_t, strict=True))}
@@ -373,7 +414,10 @@ def fit(
         "steps": len(losses),
         "steps_requested": spec.steps,
         "status": status,
-        "dataset": {"ref": spec.dataset, "sha256": data.sha256, "examples": len(data)},
+        "dataset": {"ref": spec.dataset, "sha256": data.sha256, "examples": len(data),
+                    "holdout": spec.holdout, "held_out_rows": selected.held_out},
+        "evaluation": {"ref": spec.eval_dataset or spec.dataset, "examples": selected.eval_examples,
+                       "overlap_with_training": selected.overlap},
         "task": spec.task,
         "scope": spec.scope,
         "tensors_fitted": len(names),
@@ -455,7 +499,8 @@ def read_fit_meta(folder: str | Path) -> dict[str, Any] | None:
 def curve_run_data(spec: FitSpec, control: str, *, line: bool = False) -> dict[str, Any]:
     """A run-spec dict evaluating the fitted curve (or, ``line=True``, the straight line) with the fit's settings.
 
-    Same endpoints, scope, task, data and lengths as the fit (``eval_dataset`` when set);
+    Same endpoints, scope, task and lengths as the fit, on its evaluation data
+    (``eval_dataset`` or the training file, ``eval_max_examples`` examples);
     feed it to :func:`basin.spec.parse_spec`.
     """
     path: dict[str, Any] = {"type": "linear", "a": spec.a, "b": spec.b, "points": spec.eval_points}
@@ -465,7 +510,7 @@ def curve_run_data(spec: FitSpec, control: str, *, line: bool = False) -> dict[s
         "path": path,
         "dataset": spec.eval_dataset or spec.dataset,
         "task": spec.task,
-        "max_examples": spec.max_examples,
+        "max_examples": spec.eval_size,
         "batch_size": spec.batch_size,
         "max_length": spec.max_length,
         "seed": spec.seed,
@@ -477,7 +522,7 @@ def curve_run_data(spec: FitSpec, control: str, *, line: bool = False) -> dict[s
 
 
 __all__ = [
-    "FIT_META", "FitResult", "FitSpec", "available_memory", "batch_loss", "curve_point", "curve_run_data",
+    "FIT_META", "FitResult", "FitSpec", "available_memory", "batch_loss", "batch_weights", "curve_point", "curve_run_data",
     "estimate_memory", "fit", "knots", "load_fit_spec", "parse_fit_spec", "read_fit_meta", "save_control",
 ]
 

@@ -15,6 +15,7 @@ from backend.app.api.errors import carried_references
 from backend.app.runs import check_compatibility, check_run_id, list_runs, run_detail
 from basin.errors import InvalidSpec
 from basin.fit import FitSpec, curve_run_data, parse_fit_spec
+from basin.fitdata import check_fit_data
 from basin.scope_regex import compile_scope
 from basin.spec import SCOPE_PRESETS, parse_spec
 from basin.status import CANCELLED, FAILED
@@ -46,7 +47,8 @@ def resolve_fit_spec(body: Any, store: Store, *, names: dict[str, str] | None = 
     (the kernel's caps for the fit and for both evaluation runs it will queue, before any
     file is read), rewrite its references to store ids and check them (the endpoints exist
     and are compatible, the datasets exist, the scope compiles, the evaluation runs it
-    will queue are valid specs). ``names`` is filled with store id → the item's name.
+    will queue are valid specs, its training examples are not its evaluation's unless
+    ``allow_overlap``: :func:`basin.fitdata.check_fit_data`). ``names`` is filled with store id → the item's name.
     Raises the same errors as :func:`backend.app.runs.resolve_spec`. (The kernel checks
     again with the names resolved and the store: the quota, the control's name.)"""
     if not isinstance(body, dict):
@@ -85,6 +87,8 @@ def resolve_fit_spec(body: Any, store: Store, *, names: dict[str, str] | None = 
     # the straight-line evaluation it will queue: same checks as POST /api/runs (names the tensors)
     line = parse_spec(curve_run_data(resolved, resolved.a, line=True))
     check_compatibility(line, store, names=seen)
+    # training examples never double as evaluation examples unless allow_overlap (by content)
+    check_fit_data(resolved, store.resolver())
     return resolved
 
 

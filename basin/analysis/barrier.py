@@ -138,7 +138,7 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
 
     ``barrier 0.123 nats at α = 0.50``, ``partial-range barrier (chord α = 0.2 → 0.8) 4.5 pts
     at α = 0.40``, or ``no barrier`` (``no partial-range barrier (…)``) when the value is
-    zero within its precision (:func:`is_no_barrier`). With a bootstrap interval ``ci`` (runs
+    zero within its precision (:func:`is_no_barrier`). With its 95 % interval ``ci`` (runs
     with per-example results) it follows the value: ``barrier 0.123 [0.08, 0.17] nats at α =
     0.50``, ``no barrier (95 % [0, 0.011] nats)`` (plain ``no barrier`` when the interval's
     upper end is no barrier either).
@@ -148,7 +148,7 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
     m = METRICS.get(metric)
     scale = m.scale if m is not None else 1.0
     unit = f" {m.delta_unit}" if m is not None and m.delta_unit else ""
-    lims = entry.get("ci") if isinstance(entry, dict) else None  # paired bootstrap 95 % interval
+    lims = entry.get("ci") if isinstance(entry, dict) else None  # the barrier's 95 % interval
     ci = ""
     if isinstance(lims, (list, tuple)) and len(lims) == 2 and all(isinstance(v, (int, float)) for v in lims):
         ci = f" [{fmt_number(float(lims[0]) * scale)}, {fmt_number(float(lims[1]) * scale)}]"
@@ -164,19 +164,22 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
 
 def barrier_sentence(entry: Any, metric: str, *, magnitude: float = 1.0,
                      path_type: str | None = "linear") -> str:
-    """The barrier in words, as the run page, the report and the CLI summary say it:
-    :func:`barrier_text` and, when the entry has its paired bootstrap interval ``ci``, the
-    verdict (:func:`basin.analysis.uncertainty.connectivity_verdict`) — "linearly
-    connected" for a straight line, "connected along this curve" for a Bezier or polychain
-    path. ``barrier 0.004 [0, 0.011] nats at α = 0.50 — not distinguishable from 0
-    (linearly connected at the 95 % level)``."""
+    """The barrier in words, as the run page, the report, ``basin eval`` and ``basin fit`` say
+    it: :func:`barrier_text` and, when the entry has its calibrated interval, the verdict
+    (:func:`basin.analysis.uncertainty.connectivity_verdict`, which says what "connected"
+    means) — "linearly connected" for a straight line, "connected along this curve" for a
+    Bezier or polychain path. ``barrier 0.004 [0, 0.011] nats at α = 0.50 — linearly
+    connected: the barrier is below 0.02 nats at the 95 % level``. An interval stored by
+    the older percentile bootstrap of the maximum (miscalibrated at 0) gets no verdict."""
     from basin.analysis.uncertainty import connectivity_verdict
 
     text = barrier_text(entry, metric, magnitude=magnitude)
-    ci = entry.get("ci") if isinstance(entry, dict) else None
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
-        text += f" — {connectivity_verdict(ci, path_type)}"
-    return text + chosen_note(entry, metric)
+    if not isinstance(entry, dict) or "ci" not in entry:
+        return text + chosen_note(entry, metric)
+    said = connectivity_verdict(entry, path_type, metric=metric)
+    if said is None:
+        return text + " — no verdict (an interval from an older, miscalibrated method: re-run for one)" + chosen_note(entry, metric)
+    return f"{text} — {said}" + chosen_note(entry, metric)
 
 
 def chosen_note(entry: Any, metric: str) -> str:

@@ -3,8 +3,10 @@ links to the line and fitted-curve runs and one figure overlaying both (loss vs 
 
 The page polls ``GET /api/fits/{id}`` (a Python callback every 700 ms) until the fit has
 ended and, when it is done, until both evaluation runs have ended. This module also
-holds the run page's "Fit a curve" button's callback (a finished straight-line run:
-same endpoints, dataset and scope; a 100-step Bezier fit).
+holds the callbacks of the run page's "Fit a curve" dialog (a finished straight-line run:
+same endpoints and scope; training data — the training split beside the run's dataset,
+another store dataset or a held-out split of the run's dataset —, steps, curve, bends;
+evaluated on exactly the run's examples).
 """
 
 from __future__ import annotations
@@ -24,9 +26,6 @@ from frontend import api
 logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path_template="/fits/<fit_id>", name="Fit", title="Basin — fit")
-
-#: What the run page's "Fit a curve" button asks for.
-DEFAULT_FIT = {"curve": "bezier", "steps": 100}
 
 
 def loss_figure(losses: list[dict]) -> go.Figure:
@@ -149,30 +148,98 @@ def _cancel(_n: int, meta: dict, token: str | None):
     return "cancelling…" if r.ok else r.error()
 
 
-def fit_body_for_run(info: dict) -> dict | None:
-    """The fit the run page's button starts: a finished linear run's endpoints, dataset and scope."""
+#: The training-data choice "a held-out split of this run's dataset".
+HOLDOUT = "__holdout__"
+
+
+def training_options(info: dict, datasets: list[dict]) -> tuple[list[dict], str]:
+    """The dialog's training-data choices and the default: the store's datasets (not the run's
+    own), and a held-out split of the run's dataset; by default the training split beside
+    the run's dataset by name (``tweets-eval.csv`` → ``tweets-train.csv``,
+    :func:`basin.fitdata.train_split_name`), else the held-out split."""
+    from basin.fitdata import train_split_name
+
+    own = (info.get("spec") or {}).get("dataset")
+    by_name = {str(d.get("name")): d for d in datasets if d.get("id")}
+    own_name = next((str(d.get("name")) for d in datasets if d.get("id") == own), str(own))
+    options = [{"label": f"held-out split of {own_name} (train on the rows this run does not evaluate)",
+                "value": HOLDOUT}]
+    options += [{"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]}
+                for d in datasets if d.get("id") and d["id"] != own]
+    split = train_split_name(own_name, by_name)
+    return options, (by_name[split]["id"] if split else HOLDOUT)
+
+
+def fit_body_for_run(info: dict, training: str = HOLDOUT, *, steps: int = 100, curve: str = "bezier",
+                     bends: int = 1) -> dict | None:
+    """The fit the run page's dialog starts: a finished linear run's endpoints and scope,
+    trained on ``training`` (a dataset id, or :data:`HOLDOUT`: the run's dataset without the
+    examples it evaluates) and evaluated on exactly this run's examples (dataset,
+    max_examples, seed, max_length, points)."""
     spec = info.get("spec") or {}
     path = spec.get("path") or {}
     if path.get("type") != "linear" or info.get("status") != "done":
         return None
-    return {"a": path["a"], "b": path["b"], "dataset": spec["dataset"], "scope": spec.get("scope") or "all",
-            "task": spec.get("task") or "classification", "max_examples": spec.get("max_examples") or 512,
-            "max_length": spec.get("max_length") or 128, "eval_points": path.get("points") or 26,
-            "tokenizer": spec.get("tokenizer"), **DEFAULT_FIT}
+    n = spec.get("max_examples") or 512
+    body = {"a": path["a"], "b": path["b"], "scope": spec.get("scope") or "all",
+            "task": spec.get("task") or "classification", "max_examples": n, "eval_max_examples": n,
+            "seed": spec.get("seed") or 0, "max_length": spec.get("max_length") or 128,
+            "eval_points": path.get("points") or 26, "tokenizer": spec.get("tokenizer"),
+            "eval_dataset": spec["dataset"], "steps": int(steps), "curve": curve}
+    if curve == "polychain":
+        body["bends"] = int(bends)
+    if training == HOLDOUT:
+        body.update(dataset=spec["dataset"], holdout=True)
+    else:
+        body["dataset"] = training
+    return body
 
 
 @callback(
-    Output("run-fit-location", "href"), Output("run-fit-msg", "children"),
-    Input("run-fit", "n_clicks"), State("run-meta", "data"), State("settings-token-input", "value"),
+    Output("run-fit-dialog", "is_open"), Output("run-fit-train", "options"), Output("run-fit-train", "value"),
+    Output("run-fit-msg", "children", allow_duplicate=True),
+    Input("run-fit", "n_clicks"), Input("run-fit-close", "n_clicks"),
+    State("run-meta", "data"), State("settings-token-input", "value"),
     prevent_initial_call=True,
 )
-def _start_fit(_n: int, meta: dict, token: str | None):
-    r = api.get(f"/api/runs/{meta['id']}")
-    body = fit_body_for_run(r.body if r.ok and isinstance(r.body, dict) else {})
+def _open_fit_dialog(_open: int | None, _close: int | None, meta: dict, token: str | None):
+    if dash.ctx.triggered_id == "run-fit-close":
+        return False, no_update, no_update, no_update
+    r = api.get(f"/api/runs/{meta['id']}", token=token)
+    info = r.body if r.ok and isinstance(r.body, dict) else {}
+    if fit_body_for_run(info) is None:
+        return False, no_update, no_update, "only a finished straight-line run can start a fit"
+    ds = api.get("/api/datasets", token=token)
+    options, default = training_options(info, ds.body if ds.ok and isinstance(ds.body, list) else [])
+    return True, options, default, ""
+
+
+@callback(Output("run-fit-bends", "disabled"), Input("run-fit-curve", "value"))
+def _bends_for_polychain(curve: str | None) -> bool:
+    return curve != "polychain"
+
+
+@callback(
+    Output("run-fit-location", "href"), Output("run-fit-dialog-msg", "children"),
+    Output("run-fit-msg", "children"),
+    Input("run-fit-start", "n_clicks"), State("run-meta", "data"), State("settings-token-input", "value"),
+    State("run-fit-train", "value"), State("run-fit-steps", "value"), State("run-fit-curve", "value"),
+    State("run-fit-bends", "value"),
+    prevent_initial_call=True,
+)
+def _start_fit(_n: int, meta: dict, token: str | None, training: str | None, steps: Any, curve: str | None,
+               bends: Any):
+    r = api.get(f"/api/runs/{meta['id']}", token=token)
+    try:
+        steps_i, bends_i = int(steps), int(bends or 1)
+    except (TypeError, ValueError):
+        return no_update, "steps and bends must be whole numbers", no_update
+    body = fit_body_for_run(r.body if r.ok and isinstance(r.body, dict) else {}, training or HOLDOUT,
+                            steps=steps_i, curve=curve or "bezier", bends=bends_i)
     if body is None:
-        return no_update, "only a finished straight-line run can start a fit"
+        return no_update, "only a finished straight-line run can start a fit", no_update
     # from_run: the fit is this run's (its link may show the fit: docs/service.md, "What a link reveals")
     created = api.post("/api/fits", json=body, token=token, params={"from_run": meta["id"]})
     if not created.ok or not isinstance(created.body, dict):
-        return no_update, created.error()
-    return f"/fits/{created.body['id']}", "fit queued"
+        return no_update, created.error(), no_update
+    return f"/fits/{created.body['id']}", "", "fit queued"

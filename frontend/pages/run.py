@@ -175,7 +175,7 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
         if isinstance(b, dict) and isinstance(b.get("value"), (int, float)):
             vals = [abs(p["metrics"][m]) for p in points if isinstance((p.get("metrics") or {}).get(m), (int, float))]
             # "barrier 0.12 nats at α = 0.50", or "no barrier" when it is zero within its precision
-            # with its paired bootstrap interval and the verdict in words (linear or curve)
+            # with its 95 % interval and the calibrated verdict in words (linear or curve)
             text = barrier_sentence(b, m, magnitude=max(vals, default=1.0),
                                     path_type=(spec.get("path") or {}).get("type"))
             rows.append((m, text))
@@ -217,13 +217,40 @@ def _distance_card(info: dict) -> list[Any]:
 
 
 def _fit_button(ptype: str) -> list[Any]:
-    """A straight-line run can start a curve fit between its endpoints (``frontend/pages/fit.py``)."""
+    """A straight-line run can start a curve fit between its endpoints: the button opens a
+    dialog (training data, steps, curve type, bends) whose callbacks are in
+    ``frontend/pages/fit.py``."""
     if ptype != "linear":
         return []
+    dialog = dbc.Modal([
+        dbc.ModalHeader(dbc.ModalTitle("Fit a curve between these endpoints")),
+        dbc.ModalBody([
+            html.Div("Trained on training data, evaluated on this run's examples (held out from the fit).",
+                     className="small text-muted mb-2"),
+            dbc.Label("Training data", html_for="run-fit-train"),
+            dcc.Dropdown(id="run-fit-train", clearable=False, className="mb-2"),
+            dbc.Row([
+                dbc.Col([dbc.Label("Steps", html_for="run-fit-steps"),
+                         dbc.Input(id="run-fit-steps", type="number", min=1, step=1, value=100)]),
+                dbc.Col([dbc.Label("Curve", html_for="run-fit-curve"),
+                         dbc.Select(id="run-fit-curve", value="bezier",
+                                    options=[{"label": "quadratic Bezier", "value": "bezier"},
+                                             {"label": "polychain", "value": "polychain"}])]),
+                dbc.Col([dbc.Label("Bends", html_for="run-fit-bends"),
+                         dbc.Input(id="run-fit-bends", type="number", min=1, max=16, step=1, value=1,
+                                   disabled=True)]),
+            ], className="mb-1"),
+            html.Div("Bends: polychain only (one bend is evaluated; more are fitted and saved).",
+                     className="small text-muted"),
+            html.Div(id="run-fit-dialog-msg", className="small text-danger mt-2"),
+        ]),
+        dbc.ModalFooter([dbc.Button("Cancel", id="run-fit-close", color="secondary", outline=True, size="sm"),
+                         dbc.Button("Start fit", id="run-fit-start", color="primary", size="sm")]),
+    ], id="run-fit-dialog", is_open=False)
     return [html.Hr(), dbc.Button("Fit a curve", id="run-fit", color="primary", outline=True, size="sm",
-                                  title="train a Bezier curve's control point between these endpoints "
-                                        "(100 steps), then evaluate the line and the curve"),
-            html.Span(id="run-fit-msg", className="small ms-2"),
+                                  title="train a curve's control point between these endpoints on training "
+                                        "data, then evaluate the line and the curve on this run's examples"),
+            html.Span(id="run-fit-msg", className="small ms-2"), dialog,
             dcc.Location(id="run-fit-location", refresh="callback-nav")]
 
 

@@ -146,11 +146,14 @@ class FitKind(WorkerJobKind):
             except BasinError as e:
                 out.append(f"its {label} evaluation run: {e}")
                 continue
+            said = ("max_length:", "batch_size:") + (
+                ("max_examples:",) if spec.eval_size == spec.max_examples else ()
+            )  # said once, for the fit itself; eval_max_examples may differ
             out += [
                 f"its {label} evaluation run's {x}"
                 for x in over_run_limits(run, limits)
-                if not x.startswith(("max_examples:", "max_length:", "batch_size:"))
-            ]  # said once
+                if not x.startswith(said)
+            ]
         from service.store import _check_name
 
         for name in control_names(spec, names, "x" * 22):

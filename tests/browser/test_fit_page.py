@@ -35,17 +35,25 @@ def fit_pair(stack, tmp_path_factory) -> None:
         factories.finetune_classifier(m, seed, steps=60, lr=5e-3)
         store.add_checkpoint_dir(factories.save(m, root / name, tok), name=name)
     store.add_dataset(factories.write_classification_dataset(root / "d.csv", n=64, seed=5), name="bfit.csv")
+    # a training split beside an evaluation set, found by name (bfit-eval.csv → bfit-train.csv)
+    store.add_dataset(factories.write_classification_dataset(root / "e.csv", n=32, seed=6), name="bfit-eval.csv")
+    store.add_dataset(factories.write_classification_dataset(root / "t.csv", n=64, seed=7), name="bfit-train.csv")
 
 
 def test_fit_a_curve_from_a_line_run_shows_its_loss_live_then_the_overlay(stack, fit_pair, page):
-    spec = {"path": {"type": "linear", "a": "bfit_a", "b": "bfit_b", "points": 5}, "dataset": "bfit.csv",
-            "max_examples": 64, "batch_size": 16}
+    spec = {"path": {"type": "linear", "a": "bfit_a", "b": "bfit_b", "points": 5}, "dataset": "bfit-eval.csv",
+            "max_examples": 32, "batch_size": 16}
     run_id = stack.request("POST", "/api/runs", json=spec).json()["id"]
     assert stack.wait_run(run_id)["status"] == "done"
     hold_runs(stack)  # no worker: the fit waits in the queue while its page opens
     try:
         page.goto(stack.base_url + f"/runs/{run_id}")
         page.click("#run-fit")
+        # the dialog: training data defaults to the train split beside the run's dataset
+        page.locator("#run-fit-dialog").wait_for()
+        page.locator("#run-fit-train", has_text="bfit-train.csv").wait_for()
+        assert page.locator("#run-fit-bends").is_disabled()  # a Bezier curve has no bends
+        page.click("#run-fit-start")
         page.wait_for_url("**/fits/*")
         page.locator("#fit-loss").wait_for()
         page.wait_for_function(f"({LOSS_POINTS})() === 0")  # queued: an empty chart
@@ -73,11 +81,12 @@ def test_a_line_runs_page_shows_the_fitted_curve_and_the_fits_page_lists_it(stac
     sees the fitted curve overlaid with both barriers in words, and finds the fit on the Fits
     page (from the Runs page's link)."""
     spec = {"path": {"type": "linear", "a": "bfit_a", "b": "bfit_b", "points": 5}, "dataset": "bfit.csv",
-            "max_examples": 64, "batch_size": 16, "seed": 3}
+            "max_examples": 32, "batch_size": 16, "seed": 3}
     run_id = stack.request("POST", "/api/runs", json=spec).json()["id"]
     assert stack.wait_run(run_id)["status"] == "done"
-    body = {"a": "bfit_a", "b": "bfit_b", "dataset": "bfit.csv", "max_examples": 64, "eval_points": 5,
-            "batch_size": 16, "seed": 3, "steps": 60, "lr": 1e-2}
+    # trained on the 32 rows this run does not evaluate (holdout), evaluated on its 32
+    body = {"a": "bfit_a", "b": "bfit_b", "dataset": "bfit.csv", "holdout": True, "max_examples": 64,
+            "eval_max_examples": 32, "eval_points": 5, "batch_size": 16, "seed": 3, "steps": 60, "lr": 1e-2}
     fit_id = stack.request("POST", "/api/fits", json=body).json()["id"]
     fit = stack.request("GET", f"/api/fits/{fit_id}").json()
     while fit["status"] not in ("done", "failed", "cancelled"):  # polls the worker's event

@@ -215,6 +215,8 @@ def test_cli_fit_writes_control_and_both_barriers(pair, tmp_path):
     proc = run_cli("fit", str(spec_file), "-o", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "20/20" in proc.stderr and "basin fit bezier" in proc.stderr  # tqdm bar over the steps
+    # what it trained on and what it is evaluated on (held out: no example in both)
+    assert f"trained on 128 examples of {pair / 'train.csv'}; evaluating on 64 held-out examples" in proc.stderr
     line, curve = (next(x for x in proc.stdout.splitlines() if x.startswith(w))
                    for w in ("straight line, loss: ", "fitted bezier, loss: "))
     # the line between two inits has a barrier; the verdict names the path (linear vs this curve)

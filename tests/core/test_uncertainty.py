@@ -19,6 +19,7 @@ from basin.analysis.barrier import barrier_sentence
 from basin.analysis.forgetting import ForgettingUnavailable, forgetting, forgetting_csv
 from basin.analysis.uncertainty import (
     barrier_intervals,
+    barrier_verdicts,
     mean_interval,
     pack_bootstrap,
     point_intervals,
@@ -120,11 +121,13 @@ def test_barrier_interval_contains_the_estimate_and_excludes_0_for_a_clear_bump(
 def test_barrier_interval_of_a_connected_path_reaches_0():
     recs = _records([1.0, 0.9, 0.85, 0.9, 1.0])  # below the chord everywhere inside
     found = _barrier(recs)
-    ci = barrier_intervals(recs, found, seed=0)["loss"]
-    assert ci[0] == 0.0 and found["loss"]["value"] == 0.0
+    fields = barrier_verdicts(recs, found, seed=0)["loss"]
+    assert fields["ci"][0] == 0.0 and found["loss"]["value"] == 0.0
+    # the band's upper end: every inside point is ≥ 0.1 below its chord, n = 200 → well below 0.02
+    assert fields["ci"][1] <= 0.02 and fields["verdict"] == "connected" and fields["ci_method"] == "max-t band"
     doc = {"spec": {"path": {"type": "linear"}, "metrics": ["loss"]}, "points": recs,
-           "summary": {"barrier": {"loss": {**found["loss"], "ci": ci}}}}
-    assert "not distinguishable from 0" in summarize(doc)
+           "summary": {"barrier": {"loss": {**found["loss"], **fields}}}}
+    assert "linearly connected: the barrier is below 0.02 nats at the 95 % level" in summarize(doc)
 
 
 @pytest.mark.parametrize(("ptype", "words"), [
@@ -135,18 +138,56 @@ def test_barrier_interval_of_a_connected_path_reaches_0():
 def test_the_verdict_says_linearly_only_for_a_straight_line(ptype, words):
     recs = _records([1.0, 0.9, 0.85, 0.9, 1.0])
     found = _barrier(recs)
-    ci = barrier_intervals(recs, found, seed=0)["loss"]
+    fields = barrier_verdicts(recs, found, seed=0)["loss"]
     doc = {"spec": {"path": {"type": ptype}, "metrics": ["loss"]}, "points": recs,
-           "summary": {"barrier": {"loss": {**found["loss"], "ci": ci}}}}
+           "summary": {"barrier": {"loss": {**found["loss"], **fields}}}}
     text = summarize(doc)  # the report's and `basin eval`'s summary
-    assert f"not distinguishable from 0 ({words} at the 95 % level)" in text
+    assert f"{words}: the barrier is below 0.02 nats at the 95 % level" in text
     if ptype != "linear":
         assert "linearly" not in text
     bump = _records([1.0, 1.2, 1.5, 1.2, 1.0])
     b = _barrier(bump)["loss"]
-    entry = {**b, "ci": barrier_intervals(bump, {"loss": b}, seed=0)["loss"]}
+    entry = {**b, **barrier_verdicts(bump, {"loss": b}, seed=0)["loss"]}
     said = barrier_sentence(entry, "loss", magnitude=1.5, path_type=ptype)
-    assert said.startswith("barrier 0.") and " nats at α = 0.50 — " in said and said.endswith(f"above 0 at the 95 % level (not {words})")
+    assert said.startswith("barrier 0.") and " nats at α = 0.50 — " in said
+    assert said.endswith(f"not {words}: the barrier is above 0 at the 95 % level")
+
+
+def test_an_undecided_interval_says_inconclusive_and_how_many_examples_would_decide():
+    # a small bump (0.01 nats) under noisy per-example deviations: n = 200 cannot tell it from 0
+    # or from the 0.02 tolerance
+    rng = np.random.default_rng(5)
+    n = 200
+    d, w = rng.normal(0, 0.5, n), rng.normal(0, 0.3, n)
+    recs = [{"index": k, "coords": {"alpha": a}, "metrics": {},
+             "examples": {"loss": (1.0 + d + w * 4 * a * (1 - a) + 0.01 * 4 * a * (1 - a)).tolist()}}
+            for k, a in enumerate([0.0, 0.25, 0.5, 0.75, 1.0])]
+    for r in recs:
+        r["metrics"]["loss"] = float(np.mean(r["examples"]["loss"]))
+    found = _barrier(recs)
+    fields = barrier_verdicts(recs, found, seed=0)["loss"]
+    assert fields["verdict"] == "inconclusive" and fields["ci"][0] == 0.0 and fields["ci"][1] > 0.02
+    more = fields["examples_to_decide"]
+    assert isinstance(more, int) and more > n
+    said = barrier_sentence({**found["loss"], **fields}, "loss")
+    assert said.endswith(f"inconclusive whether linearly connected: the barrier may be 0 or above 0.02 nats (95 %); about {more:,} "
+                         f"examples would decide it (now {n})")
+    # the band's width shrinks as 1/√n: with the number it asked for, the same curve decides
+    rng = np.random.default_rng(6)
+    d, w = rng.normal(0, 0.5, 4 * more), rng.normal(0, 0.3, 4 * more)
+    big = [{"index": k, "coords": {"alpha": a}, "metrics": {},
+            "examples": {"loss": (1.0 + d + w * 4 * a * (1 - a) + 0.01 * 4 * a * (1 - a)).tolist()}}
+           for k, a in enumerate([0.0, 0.25, 0.5, 0.75, 1.0])]
+    for r in big:
+        r["metrics"]["loss"] = float(np.mean(r["examples"]["loss"]))
+    assert barrier_verdicts(big, _barrier(big), seed=0)["loss"]["verdict"] != "inconclusive"
+
+
+def test_an_interval_from_the_old_method_gets_no_verdict():
+    entry = {"value": 0.01, "alpha": 0.5, "start": 0.0, "end": 1.0, "ci": [0.004, 0.02],
+             "ci_method": "paired bootstrap over examples", "ci_draws": 1000}
+    said = barrier_sentence(entry, "loss")
+    assert "no verdict" in said and "connected" not in said
 
 
 def test_no_barrier_interval_without_per_example_values():
@@ -246,9 +287,10 @@ def test_every_point_has_intervals_and_its_examples_in_dataset_order(kept, class
 def test_barrier_interval_in_the_summary_and_the_text(kept):
     b = kept["summary"]["barrier"]["loss"]
     assert b["ci"][0] <= b["value"] <= b["ci"][1] and b["ci_draws"] == 1000
+    assert b["verdict"] in ("connected", "not connected", "inconclusive") and b["ci_examples"] == 48
     text = summarize(kept)
     assert f"barrier {b['value']:.3g} [{b['ci'][0]:.3g}, {b['ci'][1]:.3g}] nats at α = 0.50 — " in text
-    assert "at the 95 % level" in text
+    assert "linearly connected" in text and ("95 %" in text)
     assert kept["summary"]["examples"]["count"] == 48
 
 
@@ -263,7 +305,7 @@ def test_without_per_example_the_barrier_still_gets_its_interval(classifier_fami
     for m in ("loss", "accuracy"):
         b, k = doc["summary"]["barrier"][m], kept["summary"]["barrier"][m]
         assert b["ci"] == pytest.approx(k["ci"], abs=1e-6) and b["ci_draws"] == 1000
-    assert "at the 95 % level" in summarize(doc)
+    assert "linearly connected" in summarize(doc)
     assert "examples" not in doc["summary"]  # (the per-example summary is per_example's only)
 
 

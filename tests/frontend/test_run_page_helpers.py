@@ -58,15 +58,30 @@ def test_the_summary_says_no_barrier_and_never_minus_zero(run_page):
     assert "-0" not in rows["accuracy min / max"]
 
 
-def test_the_summary_gives_the_barriers_interval_and_says_whether_it_excludes_zero(run_page):
+def _calibrated(value, ci, verdict, **more):
+    return {"value": value, "alpha": 0.5, "ci": ci, "ci_method": "max-t band", "ci_level": 0.95,
+            "ci_examples": 256, "tolerance": 0.02, "verdict": verdict, **more}
+
+
+def test_the_summary_gives_the_barriers_interval_and_its_verdict_in_words(run_page):
     info = {"spec": {"metrics": ["loss", "accuracy"]},
-            "summary": {"barrier": {"loss": {"value": 0.004, "alpha": 0.5, "ci": [0.0, 0.011]},
-                                    "accuracy": {"value": 0.2, "alpha": 0.5, "ci": [0.1, 0.3]}}}}
+            "summary": {"barrier": {"loss": _calibrated(0.004, [0.0, 0.011], "connected"),
+                                    "accuracy": _calibrated(0.2, [0.1, 0.3], "not connected")}}}
     pts = [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"loss": 1.0, "accuracy": 0.9}}]
     rows = dict(run_page.summary_rows(info, pts))
-    assert "[0, 0.011]" in rows["loss"] and rows["loss"].endswith("— not distinguishable from 0 "
-                                                                  "(linearly connected at the 95 % level)")
-    assert "[10, 30]" in rows["accuracy"] and "above 0 at the 95 % level" in rows["accuracy"]
+    assert "[0, 0.011]" in rows["loss"] and rows["loss"].endswith(
+        "— linearly connected: the barrier is below 0.02 nats at the 95 % level")
+    assert "[10, 30]" in rows["accuracy"] and rows["accuracy"].endswith(
+        "— not linearly connected: the barrier is above 0 at the 95 % level")
+    info["summary"]["barrier"]["loss"] = _calibrated(0.01, [0.0, 0.05], "inconclusive", examples_to_decide=2100)
+    assert dict(run_page.summary_rows(info, pts))["loss"].endswith(
+        "— inconclusive whether linearly connected: the barrier may be 0 or above 0.02 nats (95 %); about 2,100 examples would decide it "
+        "(now 256)")
+    # an interval stored by the old percentile bootstrap of the maximum: no verdict from it
+    info["summary"]["barrier"]["loss"] = {"value": 0.004, "alpha": 0.5, "ci": [0.001, 0.011],
+                                          "ci_method": "paired bootstrap over examples"}
+    row = dict(run_page.summary_rows(info, pts))["loss"]
+    assert "no verdict" in row and "connected" not in row
 
 
 def test_a_generation_runs_summary_leads_with_the_sentiment_trend(run_page):
@@ -86,10 +101,10 @@ def test_a_generation_runs_summary_leads_with_the_sentiment_trend(run_page):
 
 def test_a_curve_runs_summary_says_connected_along_this_curve_not_linearly(run_page):
     info = {"spec": {"metrics": ["loss"], "path": {"type": "bezier"}},
-            "summary": {"barrier": {"loss": {"value": 0.004, "alpha": 0.5, "ci": [0.0, 0.011]}}}}
+            "summary": {"barrier": {"loss": _calibrated(0.004, [0.0, 0.011], "connected")}}}
     pts = [{"index": 0, "coords": {"alpha": 0.0}, "metrics": {"loss": 1.0}}]
     row = dict(run_page.summary_rows(info, pts))["loss"]
-    assert row.endswith("— not distinguishable from 0 (connected along this curve at the 95 % level)")
+    assert row.endswith("— connected along this curve: the barrier is below 0.02 nats at the 95 % level")
     assert "linearly" not in row
 
 

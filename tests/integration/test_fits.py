@@ -115,8 +115,12 @@ def test_cancel_stops_a_running_fit(stack, fit_pair):
         ({"b": "fit_a"}, "same checkpoint"),
         ({"b": "wide"}, "incompatible"),
         ({"curve": "spline"}, "curve"),
+        # trained on its own evaluation examples (issue 23): refused unless allow_overlap
+        ({"eval_dataset": None}, "128 of the fit's 128 training examples are also among its 128 evaluation"),
+        ({"eval_dataset": "fit_train.csv", "max_examples": 16}, "allow_overlap: true"),
     ],
-    ids=["unknown-checkpoint", "unknown-dataset", "no-steps", "same-endpoints", "incompatible", "bad-curve"],
+    ids=["unknown-checkpoint", "unknown-dataset", "no-steps", "same-endpoints", "incompatible", "bad-curve",
+         "same-file", "same-examples"],
 )
 def test_a_bad_fit_spec_is_422_with_the_reason_and_nothing_is_queued(stack, fit_pair, change, needle):
     before = stack.redis().zcard("basin:fits")
