@@ -36,6 +36,7 @@ from basin.formats import (
     safetensors_meta,
     safetensors_spans,
 )
+from basin.formats import label_info as label_info  # re-exported: it lived here
 from basin.formats import read_config as read_config  # re-exported: callers read configs from here
 from basin.formats import read_safetensors_header as read_safetensors_header
 from basin.source import CheckpointSource
@@ -136,23 +137,6 @@ def has_tokenizer(directory: Path) -> bool:
     """Whether a directory holds tokenizer files."""
     d = Path(directory)
     return d.is_dir() and any((d / f).is_file() for f in TOKENIZER_FILES)
-
-
-def label_info(config: dict[str, Any]) -> tuple[int, dict[str, int]]:
-    """``(num_labels, label2id)`` of a classification config dict.
-
-    ``transformers`` omits the default two labels (``LABEL_0``, ``LABEL_1``) from
-    ``config.json``, so they are filled in here.
-    """
-    id2label = config.get("id2label")
-    if isinstance(id2label, dict) and id2label:
-        n = len(id2label)
-        l2i = config.get("label2id")
-        if not isinstance(l2i, dict) or not l2i:
-            l2i = {str(v): int(k) for k, v in id2label.items()}
-        return n, {str(k): int(v) for k, v in l2i.items()}
-    n = int(config.get("num_labels", 2))
-    return n, {f"LABEL_{i}": i for i in range(n)}
 
 
 @dataclass

@@ -40,7 +40,7 @@ from basin.errors import DatasetError, InvalidSpec
 from basin.resolve import Resolver
 
 if TYPE_CHECKING:
-    from basin.fit import FitSpec
+    from basin.fitspec import FitSpec
 
 #: Words in a dataset's name that mark its split, and the training split's word.
 SPLIT_WORDS = ("eval", "evaluation", "test", "val", "valid", "validation", "dev", "heldout")

@@ -224,6 +224,23 @@ def bin_meta(path: Path) -> TensorMeta:
     return {k: (tuple(t.shape), dtype_name(t.dtype)) for k, t in load_bin(path, mmap=True).items()}
 
 
+def label_info(config: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    """``(num_labels, label2id)`` of a classification config dict.
+
+    ``transformers`` omits the default two labels (``LABEL_0``, ``LABEL_1``) from
+    ``config.json``, so they are filled in here.
+    """
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        n = len(id2label)
+        l2i = config.get("label2id")
+        if not isinstance(l2i, dict) or not l2i:
+            l2i = {str(v): int(k) for k, v in id2label.items()}
+        return n, {str(k): int(v) for k, v in l2i.items()}
+    n = int(config.get("num_labels", 2))
+    return n, {f"LABEL_{i}": i for i in range(n)}
+
+
 def read_config(config_dir: Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint as a dict (it must name its ``model_type``)."""
     p = Path(config_dir) / "config.json"

@@ -144,4 +144,10 @@ def _check() -> None:
 
 _check()
 
-__all__ = ["METRICS", "TASKS", "Metric", "Task", "default_metrics", "metric", "metric_tasks", "task_metrics"]
+__all__ = ["METRICS", "TASKS", "Metric", "Task", "default_metrics", "fmt_number", "metric", "metric_tasks", "task_metrics"]
+
+
+def fmt_number(v: float, digits: int = 3) -> str:
+    """``v`` with ``digits`` significant digits and never a negative zero (``-0`` → ``0``)."""
+    text = f"{v:.{digits}g}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from basin.metrics import METRICS
+from basin.metrics import fmt_number as fmt_number  # re-exported: it lived here
 
 _EPS = 1e-9
 
@@ -119,12 +120,6 @@ def is_no_barrier(value: float, magnitude: float = 1.0) -> bool:
     rounding makes: the chord meets the curve at its ends). ``magnitude``: the largest
     absolute value of the metric along the path (the precision is relative to it)."""
     return value <= BARRIER_RTOL * max(1.0, abs(magnitude))
-
-
-def fmt_number(v: float, digits: int = 3) -> str:
-    """``v`` with ``digits`` significant digits and never a negative zero (``-0`` → ``0``)."""
-    text = f"{v:.{digits}g}"
-    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
 
 
 def _fixed(v: float, places: int = 2) -> str:

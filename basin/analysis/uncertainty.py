@@ -297,7 +297,7 @@ def connectivity_verdict(entry: Mapping[str, Any], path_type: str | None = "line
     only for a straight line; "connected along this curve" for a Bezier or polychain path
     (:func:`connected_words`).
     """
-    from basin.analysis.barrier import fmt_number
+    from basin.metrics import fmt_number
 
     said = entry.get("verdict")
     tol = entry.get("tolerance")

@@ -75,7 +75,7 @@ class TaskEntry:
         checkpoint's ``config.json`` (a classifier's label names and count)."""
         if not self.labels:
             return {}
-        from basin.checkpoints import label_info
+        from basin.formats import label_info
 
         num, label2id = label_info(config)
         return {"label2id": label2id, "num_labels": num}

@@ -50,12 +50,12 @@ class RunKind(JobKind):
         return out + ([scope] if scope else [])
 
     def fields(self, spec: Any, limits: JobLimits) -> dict[str, Any]:
-        from service.runstate.create import point_order
+        from service.runstate.order import point_order
 
         return {"total": len(point_order(spec)), "done": 0, "evaluations": 0, "cached": 0}
 
     def prepare(self, pipe: Any, job_id: str, spec: Any) -> None:
-        from service.runstate.create import point_order
+        from service.runstate.order import point_order
 
         pipe.rpush(RunKeys(job_id).todo, *point_order(spec))
 
@@ -106,12 +106,12 @@ class RunKind(JobKind):
         return prune_index(r, RUNS_KEY, self.hash_key, batch)
 
     def seed(self, r: redis.Redis) -> int:
-        from service.runstate.reaper import seed_active
+        from service.runstate.runs_reap import seed_active
 
         return seed_active(r)
 
     def reap(self, r: redis.Redis, ctx: ReapContext) -> Any:
-        from service.runstate.reaper import reap
+        from service.runstate.runs_reap import reap
 
         assert ctx.send_drain is not None
         return reap(

@@ -13,23 +13,11 @@ from typing import Any
 
 import redis
 
-from basin import grid, refine
 from basin.spec import RunSpec
 from service.jobs.limits import JobLimits
+from service.runstate.order import point_order as point_order  # re-exported: it lived here
 
 logger = logging.getLogger(__name__)
-
-
-def point_order(spec: RunSpec) -> list[int]:
-    """Flat indices coarse → fine (:func:`basin.grid.order_1d` / :func:`order_2d`); for an
-    adaptive run, its coarse grid only (the first wave; the next ones are queued by the
-    worker that finishes each wave, :func:`service.runstate.drain.finish_run`)."""
-    if spec.refine is not None:
-        return refine.first_wave(spec.shape, spec.refine.levels, spec.refine_required)
-    if spec.is_1d:
-        return grid.order_1d(spec.shape[0])
-    nx, ny = spec.shape
-    return grid.order_2d(nx, ny)
 
 
 # ---- queueing -----------------------------------------------------------------------------
