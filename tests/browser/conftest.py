@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,9 @@ def stack(tmp_path_factory) -> Iterator:
     """The real stack, one worker, over a fresh store."""
     from tests.stack import running_stack
 
-    with running_stack(tmp_path_factory.mktemp("browser") / "store", workers=1) as s:
+    root = tmp_path_factory.mktemp("browser")
+    # the seam lets a test hold the worker at an exact point of a run (``let_through``)
+    with running_stack(root / "store", workers=1, seam=root / "seam") as s:
         yield s
 
 
@@ -106,11 +109,42 @@ def hold_runs(stack) -> None:
             stack.kill_worker(i)
 
 
-def release_runs(stack, page) -> None:
-    """Once the run page is up and says no worker is alive, start a worker."""
+def release_runs(stack, page, run_id: str | None = None) -> None:
+    """Once the run page is up and says no worker is alive, start a worker. With ``run_id``,
+    the worker is held at each point of that run until :func:`let_through` lets it go."""
     page.wait_for_function(
         "document.querySelector('#run-extra').textContent.includes('no worker')", timeout=15_000)
+    if run_id is not None:
+        stack.seam.hold(run_id)
     stack.start_worker()
+
+
+def let_through(stack, page, run_id: str, k: int, shown: str, *, release: bool = True) -> None:
+    """Let the worker evaluate points of ``run_id`` one by one up to ``k`` in all, hold it at the next one and
+    wait until the page shows exactly ``k`` points (``shown``: JS returning the count it draws);
+    then release the rest of the run (``release=False``: the caller does, with
+    ``stack.seam.release(run_id)``). The run grows live in front of the test by events, not
+    by racing the page's poll against this machine's speed. Needs ``release_runs(.., run_id)``."""
+    released = [t for t, _ in stack.seam.arrived(run_id)  # let through by an earlier call
+                if t.isdigit() and (stack.seam.dir / f"release-{run_id}-{t}").exists()]
+    while True:
+        new = [t for t, _ in stack.seam.arrived(run_id) if t.isdigit() and t not in released]
+        if not new:
+            if not any(w is not None and w.poll() is None for w in stack.workers):
+                raise AssertionError(f"no live worker reached a point of {run_id}\n{stack.log('worker0')}")
+            time.sleep(0.02)
+            continue
+        if len(released) == k:  # held at point k + 1: exactly k points are recorded
+            break
+        stack.seam.release(run_id, new[0])
+        released.append(new[0])
+    try:
+        page.wait_for_function(f"({shown})() === {k}", timeout=120_000)
+    except BaseException:
+        stack.seam.release(run_id)
+        raise
+    if release:
+        stack.seam.release(run_id)
 
 
 def pick_option(page, dropdown: str, label: str, *, start: bool = False) -> None:

@@ -5,11 +5,9 @@ same texts the API serves for that point."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.browser.conftest import CURVE_POINTS, hold_runs, release_runs
+from tests.browser.conftest import CURVE_POINTS, hold_runs, let_through, release_runs
 from tests.browser.test_generation_view import _click_point, _sample_texts
 
 pytestmark = pytest.mark.browser
@@ -52,18 +50,9 @@ def test_a_generation_run_from_the_form_grows_live_and_shows_a_clicked_points_sa
     page.wait_for_url("**/runs/*")
     run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
     page.locator("#run-graphs").wait_for()
-    release_runs(stack, page)
-    seen: list[int] = []
-    deadline = time.monotonic() + 900  # waits for the curve to fill; the limit only stops a hang
-    while time.monotonic() < deadline:
-        c = page.evaluate(CURVE_POINTS)  # the first figure: sentiment, the run's first metric
-        if not seen or seen[-1] != c:
-            seen.append(c)
-        if c == POINTS:
-            break
-        time.sleep(0.1)
-    assert seen[-1] == POINTS, f"the sentiment curve never reached {POINTS} points: {seen}"
-    assert [c for c in seen if 0 < c < POINTS], f"the sentiment curve did not grow point by point: {seen}"
+    release_runs(stack, page, run_id)
+    let_through(stack, page, run_id, 3, CURVE_POINTS)  # the curve grows point by point, live
+    page.wait_for_function(f"({CURVE_POINTS})() === {POINTS}", timeout=900_000)  # a limit against a hang
     title = page.locator(".run-graph .gtitle, .run-graph .ytitle").first.text_content()
     assert "sentiment" in (title or "")
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, hold_runs, release_runs
+from tests.browser.conftest import ARTIFACTS, hold_runs, let_through, release_runs
 
 pytestmark = pytest.mark.browser
 
@@ -55,9 +55,13 @@ def test_plane_441_points_stays_smooth(stack, store_family, page, screenshots):
     page.wait_for_url("**/runs/*")
     run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
     page.locator("#run-graphs").wait_for()
-    release_runs(stack, page)
+    release_runs(stack, page, run_id)
     loaded_at = page.evaluate("() => performance.now()")
     first = int(page.locator("#run-graphs").get_attribute("data-points"))
+    # the grid fills in live: the worker is held at five moments and the page draws each
+    for k in (10, 40, 100, 200, 320):
+        let_through(stack, page, run_id, k, f"() => ({FILLED})()[0].filled", release=False)
+    stack.seam.release(run_id)
     deadline = time.monotonic() + 900  # waits for the run to end; the limit only stops a hang
     while time.monotonic() < deadline and page.locator("#run-status").inner_text().strip() not in (
             "done", "failed", "cancelled"):
