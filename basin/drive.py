@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -151,6 +152,11 @@ def drive(
     has taken longer than ``point_time_limit_s`` (``None``/0: no limit).
     """
     stats = DriveStats()
+    width = int(getattr(land, "points_per_pass", 1) or 1)
+    take = getattr(source, "take", None)
+    if width > 1 and take is not None and hasattr(land, "measure_many"):
+        return _drive_many(land, source, sink, stats, width, take, cache=cache, should_stop=should_stop,
+                           on_progress=on_progress, point_time_limit_s=point_time_limit_s)
     while True:
         if should_stop is not None and should_stop():
             stats.stopped = "cancelled"
@@ -178,20 +184,87 @@ def drive(
         except BaseException:
             source.release(point)
             raise
-        record = point_record(point.index, point.coords, measured)  # the one builder
-        outcome = sink.put(record, cached=cached, eval_s=dt)
-        if outcome == "ended":
-            stats.stopped = "ended"
+        if not _hand_on(sink, stats, point, measured, cached, dt, on_progress):
             return stats
-        if outcome == "duplicate":
-            stats.refused += 1
-            continue
-        if cached:
-            stats.reused += 1
-        else:
-            stats.evaluated += 1
-        if on_progress is not None:
-            on_progress(record, cached)
+
+
+def _hand_on(sink: Sink, stats: DriveStats, point: Any, measured: dict[str, Any], cached: bool, dt: float,
+             on_progress: Callable[[dict[str, Any], bool], None] | None) -> bool:
+    """Give one result to the sink; ``False`` when the loop must stop (the run ended)."""
+    record = point_record(point.index, point.coords, measured)  # the one builder
+    outcome = sink.put(record, cached=cached, eval_s=dt)
+    if outcome == "ended":
+        stats.stopped = "ended"
+        return False
+    if outcome == "duplicate":
+        stats.refused += 1
+        return True
+    if cached:
+        stats.reused += 1
+    else:
+        stats.evaluated += 1
+    if on_progress is not None:
+        on_progress(record, cached)
+    return True
+
+
+def _drive_many(
+    land: Any,
+    source: PointSource,
+    sink: Sink,
+    stats: DriveStats,
+    width: int,
+    take: Callable[[int], list[Any]],
+    *,
+    cache: PointCache | None,
+    should_stop: Callable[[], bool] | None,
+    on_progress: Callable[[dict[str, Any], bool], None] | None,
+    point_time_limit_s: float | None,
+) -> DriveStats:
+    """:func:`drive` with ``width`` points per forward pass (``land.measure_many``): the source's
+    ``take(n)`` hands out up to ``n`` points (never past a wave), cached ones are reused, the rest
+    measured together; results go to the sink in the order taken. A group may take ``len(group)``
+    times the per-point time limit; a cancel gives every point of the group back."""
+    while True:
+        if should_stop is not None and should_stop():
+            stats.stopped = "cancelled"
+            return stats
+        group = list(take(width))
+        if not group:
+            return stats
+        try:
+            keys = [land.point_key(p) for p in group] if cache is not None else [None] * len(group)
+            measured: list[dict[str, Any] | None] = [
+                cache.get(k) if cache is not None and k is not None else None for k in keys]
+            cached = [m is not None for m in measured]
+            todo = [i for i, m in enumerate(measured) if m is None]
+            dt = 0.0
+            if todo:
+                t0 = time.perf_counter()
+                limit = point_time_limit_s * len(todo) if point_time_limit_s else None
+                with _checking(_point_check(group[todo[0]].index, t0, should_stop, limit)):
+                    got = land.measure_many([group[i] for i in todo])
+                dt = (time.perf_counter() - t0) / len(todo)
+                stats.eval_s += dt * len(todo)
+                for i, m in zip(todo, got, strict=True):
+                    measured[i] = m
+                    if cache is not None and keys[i] is not None:
+                        cache.set(keys[i], m)
+        except Stopped:
+            for p in reversed(group):
+                source.release(p)
+            stats.stopped, stats.interrupted = "cancelled", group[0].index
+            return stats
+        except BaseException:
+            for p in reversed(group):
+                source.release(p)
+            raise
+        for n, (p, m) in enumerate(zip(group, measured, strict=True)):
+            assert m is not None
+            if not _hand_on(sink, stats, p, m, cached[n], 0.0 if cached[n] else dt, on_progress):
+                for rest in reversed(group[n + 1 :]):
+                    source.release(rest)
+                return stats
 
 
 def _point_check(
@@ -218,6 +291,10 @@ class ListSource:
     def next(self) -> Any | None:
         return next(self._it, None)
 
+    def take(self, n: int) -> list[Any]:
+        """Up to ``n`` next points (several per forward pass)."""
+        return list(itertools.islice(self._it, n))
+
     def release(self, point: Any) -> None:
         return None
 
@@ -238,6 +315,14 @@ class WaveSource:
             if not self._wave:
                 return None
         return self.point(self._wave.pop(0))
+
+    def take(self, n: int) -> list[Any]:
+        """Up to ``n`` points of the current wave (never into the next: ``choose`` must see the
+        whole wave's results first)."""
+        if not self._wave:
+            self._wave = list(self.choose())
+        got, self._wave = self._wave[:n], self._wave[n:]
+        return [self.point(i) for i in got]
 
     def release(self, point: Any) -> None:
         self._wave.insert(0, point.index)

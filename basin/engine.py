@@ -38,7 +38,7 @@ from basin.errors import IncompatibleCheckpoints
 from basin.evaluate import load_tokenizer
 from basin.evaluate.base import Evaluator
 from basin.evaluate.generation import GenerationEvaluator, Scorer
-from basin.evaluate.multi import PointStack, can_stack, points_per_pass_from_env
+from basin.evaluate.multi import PointStack, auto_points_per_pass, points_per_pass_from_env
 from basin.evaluate.prefix import ENV_SWITCH, PrefixReuse, cap_from_env, enabled_by_env
 from basin.generation import label_weights
 from basin.groups import ModelGroups, out_axis
@@ -113,6 +113,7 @@ class Landscape:
     _key_base: dict[str, Any]
     _prefix_off: dict[str, Any] | None  # why frozen-prefix reuse is not used (None: it is)
     points_per_pass: int  # measure_many's k
+    _width_why: str
 
     def __init__(self) -> None:  # use Landscape.open
         self._closed = False
@@ -132,7 +133,9 @@ class Landscape:
         ``prefix`` switches frozen-prefix reuse (:mod:`basin.evaluate.prefix`) on or off
         (default: on unless ``BASIN_PREFIX_REUSE=0``); ``prefix_cap_mb`` bounds what it keeps
         (default ``BASIN_PREFIX_CACHE_MB`` or 1024 MiB). Results are the same either way.
-        ``points_per_pass`` (default ``BASIN_POINTS_PER_PASS`` or 1) is :meth:`measure_many`'s ``k``.
+        ``points_per_pass`` (default ``BASIN_POINTS_PER_PASS``, else ``auto``: 1 on the CPU, on CUDA
+        :func:`basin.evaluate.multi.auto_points_per_pass`) is :meth:`measure_many`'s ``k``, which the
+        drive loop uses (:func:`basin.drive.drive`); 1 whatever is asked for runs that generate.
         """
         self = cls()
         t0 = time.perf_counter()
@@ -219,7 +222,7 @@ class Landscape:
         else:
             self.evaluator = opened.evaluator(batch_size=spec.batch_size, max_length=spec.max_length)
         self._prefix_off = self._plan_prefix(prefix, prefix_cap_mb)
-        self.points_per_pass = points_per_pass_from_env() if points_per_pass is None else max(1, int(points_per_pass))
+        self.points_per_pass, self._width_why = self._plan_width(points_per_pass)
         self._ensemble = {}
         self.scorer_id = scorer_src.id if scorer_src is not None else None
         self.prompts_sha = prompts.sha256 if prompts is not None else None
@@ -248,6 +251,26 @@ class Landscape:
         self.evaluator.prefix = reuse
         logger.info("prefix reuse: replaying %s (cap %.0f MiB)", ", ".join(c.path for c in reuse.cuts), cap)
         return None
+
+    def _plan_width(self, asked: int | None) -> tuple[int, str]:
+        """``(k, why)``: how many points :meth:`measure_many` puts in one forward pass, and why."""
+        if asked is None:
+            asked = points_per_pass_from_env()
+        if self.generator is not None or not self.evaluator.stacks:
+            return 1, (f"task {self.spec.task!r} samples with generate(): one point at a time"
+                       if self.task.generates != "never" else f"task {self.spec.task!r} takes one point a pass")
+        if asked is not None:
+            return max(1, int(asked)), "asked (points_per_pass / BASIN_POINTS_PER_PASS)"
+        live = self.space.live
+        params = sum(t.numel() for t in live)
+        k = auto_points_per_pass(self.device, params, live[0].element_size() if live else 4)
+        if self.device.type != "cuda":
+            return k, "auto: one point a pass on the CPU (it does not win there)"
+        return k, f"auto: {params / 1e6:.0f} M movable parameters, free device memory"
+
+    def width_summary(self) -> dict[str, Any]:
+        """Several points per pass in this run: ``{points_per_pass, why}``."""
+        return {"points_per_pass": self.points_per_pass, "why": self._width_why}
 
     def prefix_summary(self) -> dict[str, Any]:
         """Frozen-prefix reuse of this run: ``{on, cuts, batches, cached_batches, full_batches,
@@ -354,39 +377,51 @@ class Landscape:
             result["samples"] = samples
         return result
 
-    def measure_many(self, points: Sequence[Point | dict[str, float]], *, allow_cpu: bool = False) -> list[dict[str, Any]]:
-        """:meth:`measure` of several points, ``points_per_pass`` of them per forward pass on CUDA.
+    def measure_many(self, points: Sequence[Point | dict[str, float]]) -> list[dict[str, Any]]:
+        """:meth:`measure` of several points, :attr:`points_per_pass` of them per forward pass.
 
         Each group of ``k`` points gets its movable tensors stacked and ONE vmapped forward pass
-        per batch (:class:`basin.evaluate.multi.PointStack`); the records equal :meth:`measure`'s
-        up to rounding. Runs exactly as :meth:`measure`, one point at a time, when ``k`` is 1
-        (``BASIN_POINTS_PER_PASS``, default), on the CPU (unless ``allow_cpu``: tests), or when
-        the run generates, ensembles or is not a classification run. Frozen-prefix reuse is not
-        combined with it. Afterwards the live model holds the last point.
+        per batch (:class:`basin.evaluate.multi.PointStack`,
+        :meth:`basin.evaluate.base.Evaluator.evaluate_many`); the records equal :meth:`measure`'s
+        up to rounding. With frozen-prefix reuse the first point runs alone (it records the
+        prefix) and the stacked passes replay it. Runs exactly as :meth:`measure`, one point at a
+        time, when ``k`` is 1 (see :meth:`open`: runs that generate, or whose task cannot take
+        it, always are). Afterwards the live model holds the last point.
         """
         if self._closed:
             raise RuntimeError("landscape is closed")
         pts = list(points)
         k = self.points_per_pass
-        if (k <= 1 or len(pts) <= 1 or (self.device.type != "cuda" and not allow_cpu) or self.generator is not None
-                or self.spec.ensemble or not can_stack(self.evaluator)):
+        if k <= 1 or len(pts) <= 1:
             return [self.measure(p) for p in pts]
-        all_coeffs = [self.path.coeffs(dict(p.coords if isinstance(p, Point) else p)) for p in pts]
-        if any(not isinstance(c, (int, float)) for cs in all_coeffs for c in cs):
-            return [self.measure(p) for p in pts]  # per-tensor coefficients (SLERP): one at a time
-        records = []
+        records: list[dict[str, Any]] = []
+        prefix = self.evaluator.prefix
+        if prefix is not None and prefix.needs_capture():
+            records.append(self.measure(pts[0]))  # records the frozen prefix of every batch
+            pts = pts[1:]
+        live = self.space.live
         for s in range(0, len(pts), k):
-            coeffs = cast(list[list[float]], all_coeffs[s : s + k])
-            stack = PointStack(self.space.model, self.space.names, self.space.origin, self.space.directions, coeffs,
-                               [t.dtype for t in self.space.live])
-            prefix, self.evaluator.prefix = self.evaluator.prefix, None
+            coords = [dict(p.coords if isinstance(p, Point) else p) for p in pts[s : s + k]]
+            if len(coords) == 1:
+                records.append(self.measure(coords[0]))
+                continue
+            outs: list[dict[str, Any]] = [{} for _ in coords]
+            if self.spec.ensemble:
+                for c, out in zip(coords, outs, strict=True):
+                    out["ensemble"] = self._ensembled(float(c["alpha"]))
+                    per = getattr(self.evaluator, "ensemble_per_prompt", {}).get(float(c["alpha"]))
+                    if per is not None:
+                        out["ensemble_per_prompt"] = {"sentiment": per}
+            coeffs = [self.path.coeffs(c) for c in coords]
+            stack = PointStack(self.space.model, self.space.names, self.space.origin, self.space.directions,
+                               coeffs, [t.dtype for t in live], device=live[0].device if live else self.device)
             try:
-                for i in range(len(coeffs)):
-                    stack.at(i)
-                    records.append(self._record(self.evaluator.evaluate(cast(Any, stack)), {}, None))
+                got = self.evaluator.evaluate_many(stack.forward, len(coords))
             finally:
-                self.evaluator.prefix = prefix
                 stack.close()
+            for (values, examples), out in zip(got, outs, strict=True):
+                self.evaluator.examples = examples
+                records.append(self._record(values, out, None))
             self.space.mix_(coeffs[-1])
         return records
 
@@ -598,6 +633,7 @@ def run(
         device = str(land.device)
         load_s = land.load_s
         prefix = land.prefix_summary()
+        width = land.width_summary()
     finally:
         land.close()
     total = time.perf_counter() - t0
@@ -609,7 +645,7 @@ def run(
         timings={
             "load_s": load_s, "eval_s": eval_s, "total_s": total,
             "points_per_s": len(results) / eval_s if eval_s > 0 else 0.0, "device": device,
-            "prefix_reuse": prefix,
+            "prefix_reuse": prefix, "points_per_pass": width,
         },
         status=status,
     )

@@ -109,6 +109,64 @@ class Evaluator(ABC):
     @abstractmethod
     def _evaluate(self, model: nn.Module) -> dict[str, float]: ...
 
+    #: The task reads several points per forward pass (:meth:`evaluate_many`): it defines
+    #: :meth:`_batch_values` and :meth:`_finish`, whose composition is :meth:`_evaluate`.
+    stacks: ClassVar[bool] = False
+
+    def _runs(self, i: int, batch: dict[str, torch.Tensor]) -> bool:
+        """Whether batch ``i`` needs a forward pass at all (causal LM: not for one-token rows)."""
+        return True
+
+    def _batch_values(self, i: int, logits: torch.Tensor) -> Any:
+        """What this task keeps of batch ``i``'s ``logits`` at one point (small: a row each)."""
+        raise NotImplementedError
+
+    def _finish(self, values: list[Any]) -> dict[str, float]:
+        """The metrics (and :attr:`examples`) from every batch's :meth:`_batch_values` (``None`` for a
+        batch :meth:`_runs` skipped)."""
+        raise NotImplementedError
+
+    def evaluate_many(self, forward: Callable[[dict[str, torch.Tensor]], torch.Tensor], k: int,
+                      ) -> list[tuple[dict[str, float], dict[str, list] | None]]:
+        """:meth:`evaluate` at ``k`` points at once: ``forward(batch)`` returns the ``k`` points'
+        logits ``(k, ...)`` (:meth:`basin.evaluate.multi.PointStack.forward`); returns each point's
+        ``(metrics, examples)``. The batches are walked once (with :func:`basin.drive.between_batches`
+        after each, and frozen-prefix replay when :attr:`prefix` is set), each point's logits
+        reduced to :meth:`_batch_values` before the next batch runs."""
+        if not self.stacks:
+            raise NotImplementedError(f"task {self.task!r} does not take several points per pass")
+        batches = self.batches
+        prefix = self.prefix
+        self.batches = _Checked(batches, prefix.at if prefix is not None else None)
+        values: list[list[Any]] = [[] for _ in range(k)]
+        out: list[tuple[dict[str, float], dict[str, list] | None]] = []
+        try:
+            with torch.inference_mode(), self.autocast(), prefix.active() if prefix else contextlib.nullcontext():
+                for i, b in enumerate(self.batches):
+                    if not self._runs(i, b):
+                        for v in values:
+                            v.append(None)
+                        continue
+                    logits = forward(b)
+                    for j in range(k):
+                        values[j].append(self._batch_values(i, logits[j]))
+                    del logits
+                for j in range(k):
+                    self.examples = None
+                    got = self._finish(values[j])
+                    values[j] = []
+                    self._check(got)
+                    out.append((got, self.examples))
+        finally:
+            self.batches = batches
+        return out
+
+    def _check(self, values: dict[str, float]) -> None:
+        missing = [m for m in self.metrics if m not in values]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__} did not report {missing}, which basin.metrics "
+                               f"lists for task {self.task!r}")
+
     def autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -129,10 +187,7 @@ class Evaluator(ABC):
                 values = self._evaluate(model)
         finally:
             self.batches = batches
-        missing = [m for m in self.metrics if m not in values]
-        if missing:
-            raise RuntimeError(f"{type(self).__name__} did not report {missing}, which basin.metrics "
-                               f"lists for task {self.task!r}")
+        self._check(values)
         return values
 
     def batch_loss(self, i: int, logits: torch.Tensor) -> torch.Tensor:

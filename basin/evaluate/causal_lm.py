@@ -52,12 +52,24 @@ class CausalLMEvaluator(Evaluator):
 
     ensembles = True
 
+    stacks = True
+
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        return self._finish([self._batch_values(i, model(**b).logits) if self._runs(i, b) else None
+                             for i, b in enumerate(self.batches)])
+
+    def _runs(self, i: int, batch: dict[str, torch.Tensor]) -> bool:
+        return batch["input_ids"].shape[1] >= 2  # a one-token text predicts nothing
+
+    def _batch_values(self, i: int, logits: torch.Tensor) -> torch.Tensor:
+        """Summed next-token NLL per row of batch ``i`` (float64, ``(B,)``)."""
+        return _nll(logits[:, :-1].float(), self.targets[i], per_row=True)
+
+    def _finish(self, values: list[Any]) -> dict[str, float]:
         per = torch.zeros(self.num_examples, device=self.device, dtype=torch.float64)  # NLL per text
-        for b, tgt, rows in zip(self.batches, self.targets, self.rows, strict=True):
-            if b["input_ids"].shape[1] < 2:
-                continue
-            per[rows] = _nll(_next_token_logits(model, b), tgt, per_row=True)
+        for v, rows in zip(values, self.rows, strict=True):
+            if v is not None:
+                per[rows] = v
         both = per.cpu()
         self.examples = {"nll": both.numpy().round(6).tolist(), "tokens": list(self.tokens)}
         return self._metrics(both.sum())

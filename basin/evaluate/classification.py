@@ -117,8 +117,18 @@ class ClassificationEvaluator(Evaluator):
 
     ensembles = True
 
+    stacks = True
+
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         self._fill(model)
+        return self._metrics(self.logits, keep_examples=True)
+
+    def _batch_values(self, i: int, logits: torch.Tensor) -> torch.Tensor:
+        return logits  # (B, C): small; cast to fp32 when written into the buffer
+
+    def _finish(self, values: list[Any]) -> dict[str, float]:
+        for v, (s, e) in zip(values, self.spans, strict=True):
+            self.logits[s:e].copy_(v)
         return self._metrics(self.logits, keep_examples=True)
 
     def _fill(self, model: nn.Module) -> None:

@@ -317,6 +317,11 @@ class PrefixReuse:
         else:
             self._mode = "capture"
 
+    def needs_capture(self) -> bool:
+        """Whether some batch has neither a record nor a full-pass mark yet (the next point records it)."""
+        return self.disabled is None and any(i not in self.cache and i not in self.full
+                                             for i in range(self.num_batches))
+
     # ---- wrappers ---------------------------------------------------------------------------
 
     def _replayed(self, j: int) -> Any:

@@ -58,12 +58,22 @@ class Seq2SeqEvaluator(Evaluator):
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), self.labels[i].reshape(-1),
                                ignore_index=-100)
 
+    stacks = True
+
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        return self._finish([self._batch_values(i, model(**b).logits) for i, b in enumerate(self.batches)])
+
+    def _batch_values(self, i: int, logits: torch.Tensor) -> torch.Tensor:
+        """Summed target-token NLL per row of batch ``i`` (float64, ``(B,)``)."""
+        labels = self.labels[i]
+        z = logits.float()  # (B, T, V)
+        return F.cross_entropy(z.reshape(-1, z.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                               reduction="none").double().view(labels.shape).sum(1)
+
+    def _finish(self, values: list[Any]) -> dict[str, float]:
         per = torch.zeros(self.num_examples, device=self.device, dtype=torch.float64)  # NLL per example
-        for b, labels, rows in zip(self.batches, self.labels, self.rows, strict=True):
-            logits = model(**b).logits.float()  # (B, T, V)
-            per[rows] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                        ignore_index=-100, reduction="none").double().view(labels.shape).sum(1)
+        for v, rows in zip(values, self.rows, strict=True):
+            per[rows] = v
         both = per.cpu()
         self.examples = {"nll": both.numpy().round(6).tolist(), "tokens": list(self.tokens)}
         loss = float(both.sum()) / self.num_tokens
