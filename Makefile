@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install system-deps up demo test test-fast reliability lint bench clean
+.PHONY: install system-deps up demo test test-fast reliability lint bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ lint: install
 bench: install
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench
+
+# The GPU benchmark (bench/scale.py): a 135 M Llama and MiniLM, engine vs plain passes, naive loop and
+# loss-landscapes, points/s and MFU; `--device cpu --small` is the test suite's check of it.
+bench-gpu: install
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m bench.scale --device cuda
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

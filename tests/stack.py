@@ -318,12 +318,14 @@ def seam_hook(event: str, run_id: str, index: int | None, worker: str) -> None:
     Appends the worker's name to ``<BASIN_SEAM_DIR>/<run>-<tag>.started`` (``tag``: the point
     index, or ``finish`` / ``persist``), then blocks while a hold file matches
     (``hold-<run>-<tag>``, ``hold-<run>``, ``hold-any-<tag>``, ``hold-all``) and no release
-    file does (``release-<run>-<tag>``, ``release-<run>``, ``release-all``)."""
+    file does (``release-<run>-<tag>``, ``release-<run>``, ``release-all``). ``hold-worker-<name>``
+    (every moment) and ``hold-worker-<name>-<tag>`` hold one worker only (:meth:`Seam.hold_worker`)."""
     d = Path(os.environ["BASIN_SEAM_DIR"])
     tag = event if index is None else str(index)
     with open(d / f"{run_id}-{tag}.started", "a") as f:
         f.write(worker + "\n")
-    holds = [f"hold-{run_id}-{tag}", f"hold-{run_id}", f"hold-any-{tag}", "hold-all"]
+    holds = [f"hold-{run_id}-{tag}", f"hold-{run_id}", f"hold-any-{tag}", "hold-all",
+             f"hold-worker-{worker}", f"hold-worker-{worker}-{tag}"]  # one worker (netns test)
     releases = [f"release-{run_id}-{tag}", f"release-{run_id}", "release-all"]
     while any((d / h).exists() for h in holds) and not any((d / r).exists() for r in releases):
         time.sleep(POLL_S)
@@ -345,6 +347,13 @@ class Seam:
         else:
             name = f"hold-{run}-{tag}"
         p = self.dir / name
+        p.touch()
+        return p
+
+    def hold_worker(self, worker: str, tag: str | int | None = None) -> Path:
+        """Hold the worker called ``worker`` only: at every moment, or at ``tag`` of any run.
+        Let it go with :meth:`unhold` (the release files would let other workers go too)."""
+        p = self.dir / (f"hold-worker-{worker}" + ("" if tag is None else f"-{tag}"))
         p.touch()
         return p
 

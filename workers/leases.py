@@ -46,7 +46,7 @@ class Heartbeat:
         self.lease_seconds = float(lease_seconds)
         self.ttl = heartbeat_ttl(lease_seconds)
         self.interval = max(0.2, min(2.0, self.lease_seconds / 3, self.ttl / 3))
-        self._current: tuple[RunQueue, int] | None = None
+        self._current: tuple[RunQueue, tuple[int, ...]] | None = None
         self._run: str | None = None
         self._finishing: tuple[RunQueue, str] | None = None
         self._job: tuple[str, str] | None = None
@@ -71,7 +71,12 @@ class Heartbeat:
     def working_on(self, queue: RunQueue | None, index: int | None = None) -> None:
         """Tell the heartbeat which lease to keep alive (``None`` when idle)."""
         with self._lock:
-            self._current = (queue, index) if queue is not None and index is not None else None
+            self._current = (queue, (index,)) if queue is not None and index is not None else None
+
+    def working_on_all(self, queue: RunQueue, indices: list[int]) -> None:
+        """Keep several leases alive (a multi-point pass); ``working_on(None)`` ends it."""
+        with self._lock:
+            self._current = (queue, tuple(indices)) if indices else None
 
     def draining(self, run_id: str | None) -> None:
         """Announce the run this worker drains now (``None`` when idle); beats at once."""
@@ -117,7 +122,7 @@ class Heartbeat:
             "started": self.started,
             "beat": time.time(),
             "run": run or (cur[0].keys.id if cur else None),
-            "index": cur[1] if cur else None,
+            "index": cur[1][0] if cur else None,
             "job": f"{job[0]}:{job[1]}" if job else None,
             "fit": job[1] if job and job[0] == "fit" else None,
         }
@@ -125,7 +130,8 @@ class Heartbeat:
         if job is not None:
             beat_job(self.r, *job)
         if cur is not None:
-            cur[0].renew(cur[1], self.lease_seconds)
+            for index in cur[1]:
+                cur[0].renew(index, self.lease_seconds)
         if fin is not None:
             fin[0].renew_finish(fin[1], self.ttl)
 

@@ -69,6 +69,8 @@ class Heartbeat(Protocol):
 
     def working_on(self, queue: Any, index: int | None = None) -> None: ...
 
+    def working_on_all(self, queue: Any, indices: list[int]) -> None: ...
+
     def finishing(self, queue: Any, token: str | None = None) -> None: ...
 
 
@@ -120,6 +122,25 @@ class LeaseSource:
             self.queue.begin(lease.index, self.begin_reset_s)  # for the reaper's time limit
             self.current = lease.index
             return self.point(lease.index)
+
+    def take(self, n: int) -> list[Any]:
+        """Up to ``n`` leased points for one multi-point pass (:func:`basin.drive.drive` with
+        ``points_per_pass > 1``): the first as :meth:`next` gets it (waiting while other workers
+        hold the last leases), the others only while more are leasable at once; the heartbeat
+        renews every lease of the group until its points are recorded."""
+        first = self.next()
+        if first is None:
+            return []
+        got = [first]
+        while len(got) < n:
+            lease = self.queue.lease(self.lease_s)
+            if lease.gone or lease.status or lease.index is None:
+                break  # ended, or nothing more at once: the next take() says why
+            self.queue.begin(lease.index, self.begin_reset_s)
+            got.append(self.point(lease.index))
+        if self.heartbeat is not None and len(got) > 1:
+            self.heartbeat.working_on_all(self.queue, [p.index for p in got])
+        return got
 
     def release(self, point: Any) -> None:
         """Stop renewing the lease: it expires and another worker takes the point."""

@@ -310,3 +310,37 @@ def test_an_adaptive_run_is_drained_wave_by_wave_by_the_lock_holder(classifier_f
         got = sorted((p["index"], p["metrics"]["loss"]) for p in q.points())
         assert [i for i, _ in got] == sorted(p["index"] for p in want["points"])
         assert q.extend([1], "w1-lock") == -2  # an ended run takes no more points
+
+
+def test_groups_of_leased_points_go_through_one_pass_each_and_are_recorded_once(land, reference):
+    """A worker with ``points_per_pass`` 3 leases three points at a time (``LeaseSource.take``), the
+    heartbeat keeps all three leases, and the records equal the CLI's one point at a time."""
+    _, q = _queue(land)
+
+    class Beat:
+        def __init__(self) -> None:
+            self.held: list[list[int]] = []
+
+        def working_on(self, queue, index=None) -> None:
+            pass
+
+        def working_on_all(self, queue, indices) -> None:
+            self.held.append(list(indices))
+
+    beat = Beat()
+    calls: list[int] = []
+    many = land.measure_many
+    land.points_per_pass = 3
+    try:
+        land.measure_many = lambda pts: calls.append(len(pts)) or many(pts)  # type: ignore[method-assign]
+        stats = drive(land, LeaseSource(q, land.point, lease_s=30, heartbeat=beat, sleep=_no_sleep),
+                      StreamSink(q, worker="w"))
+    finally:
+        del land.measure_many
+        land.points_per_pass = 1
+    assert stats.evaluated == 5 and calls == [3, 2]
+    assert beat.held == [[p.index for p in land.points()[:3]], [p.index for p in land.points()[3:]]]
+    pts = q.points()
+    assert sorted(p["index"] for p in pts) == [0, 1, 2, 3, 4]
+    for p in pts:
+        assert p["metrics"] == pytest.approx(reference[p["index"]], abs=1e-5)
