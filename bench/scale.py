@@ -59,19 +59,41 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Dense peak FLOP/s by (card name fragment, precision): vendor datasheet figures (SXM parts).
 PEAKS = {
-    ("H200", "bf16"): 989e12, ("H200", "fp32"): 494e12,  # fp32 = TF32 tensor cores
-    ("H100", "bf16"): 989e12, ("H100", "fp32"): 494e12,
-    ("A100", "bf16"): 312e12, ("A100", "fp32"): 156e12,
-    ("L4", "bf16"): 121e12, ("L4", "fp32"): 60e12,
+    ("H200", "bf16"): 989e12,
+    ("H200", "fp32"): 494e12,  # fp32 = TF32 tensor cores
+    ("H100", "bf16"): 989e12,
+    ("H100", "fp32"): 494e12,
+    ("A100", "bf16"): 312e12,
+    ("A100", "fp32"): 156e12,
+    ("L4", "bf16"): 121e12,
+    ("L4", "fp32"): 60e12,
 }
 
 #: SmolLM2-135M's architecture (its config.json), random init.
-SMOL_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                  num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                  rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
-SMALL_LM = dict(SMOL_SHAPE, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=30522)
-MINILM_SHAPE = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+SMOL_SHAPE = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
+SMALL_LM = dict(
+    SMOL_SHAPE,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=30522,
+)
+MINILM_SHAPE = dict(
+    hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+)
 SMALL_BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 
 
@@ -118,8 +140,11 @@ def build(root: Path, small: bool) -> dict[str, dict[str, Any]]:
     from tests import factories
 
     tok_dir, minilm_name = tokenizer_dir()
-    tok = (transformers.AutoTokenizer.from_pretrained(str(tok_dir)) if tok_dir is not None
-           else factories.make_tokenizer("bert"))
+    tok = (
+        transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+        if tok_dir is not None
+        else factories.make_tokenizer("bert")
+    )
     out: dict[str, dict[str, Any]] = {}
 
     def endpoints(name: str, make: Callable[[], nn.Module]) -> None:
@@ -133,24 +158,42 @@ def build(root: Path, small: bool) -> dict[str, dict[str, Any]]:
             factories.save(m, root / name / f"m{seed}", tok)
 
     vocab = len(tok)
-    lm_cfg = transformers.LlamaConfig(**{**(SMALL_LM if small else SMOL_SHAPE),
-                                         "vocab_size": max(vocab, (SMALL_LM if small else SMOL_SHAPE)["vocab_size"])},
-                                      pad_token_id=tok.pad_token_id or 0)
+    lm_cfg = transformers.LlamaConfig(
+        **{
+            **(SMALL_LM if small else SMOL_SHAPE),
+            "vocab_size": max(vocab, (SMALL_LM if small else SMOL_SHAPE)["vocab_size"]),
+        },
+        pad_token_id=tok.pad_token_id or 0,
+    )
     endpoints("lm", lambda: transformers.LlamaForCausalLM(lm_cfg).eval())
-    out["lm"] = {"model": "Llama, SmolLM2-135M shape" + (" (small)" if small else "") + ", random init",
-                 "task": "causal_lm"}
+    out["lm"] = {
+        "model": "Llama, SmolLM2-135M shape" + (" (small)" if small else "") + ", random init",
+        "task": "causal_lm",
+    }
     if tok_dir is not None and not small:
+
         def make_minilm() -> nn.Module:
-            return transformers.AutoModelForSequenceClassification.from_pretrained(str(tok_dir), num_labels=2).eval()
+            return transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(tok_dir), num_labels=2
+            ).eval()
+
         out["minilm"] = {"model": minilm_name + " + fresh 2-class head", "task": "classification"}
     else:
-        bert_cfg = transformers.BertConfig(vocab_size=vocab, max_position_embeddings=512, num_labels=2,
-                                           pad_token_id=tok.pad_token_id or 0, **(SMALL_BERT if small else MINILM_SHAPE))
+        bert_cfg = transformers.BertConfig(
+            vocab_size=vocab,
+            max_position_embeddings=512,
+            num_labels=2,
+            pad_token_id=tok.pad_token_id or 0,
+            **(SMALL_BERT if small else MINILM_SHAPE),
+        )
 
         def make_minilm() -> nn.Module:
             return transformers.BertForSequenceClassification(bert_cfg).eval()
-        out["minilm"] = {"model": ("BERT 2×64 (small)" if small else minilm_name) + ", random init",
-                         "task": "classification"}
+
+        out["minilm"] = {
+            "model": ("BERT 2×64 (small)" if small else minilm_name) + ", random init",
+            "task": "classification",
+        }
     endpoints("minilm", make_minilm)
     return out
 
@@ -187,7 +230,9 @@ def pass_flops(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> floa
     return 2.0 * matmul_params(model) * tokens + 4.0 * layers * hidden * attn
 
 
-def peak_flops(device: torch.device, precision: str, override_tflops: float | None) -> tuple[float | None, str]:
+def peak_flops(
+    device: torch.device, precision: str, override_tflops: float | None
+) -> tuple[float | None, str]:
     if override_tflops:
         return override_tflops * 1e12, "--peak-tflops"
     if device.type != "cuda":
@@ -211,9 +256,17 @@ def mean_loss(task: str, model: nn.Module, ev: Any) -> float:
             elif b["input_ids"].shape[1] >= 2:
                 z = logits[:, :-1].float()
                 tgt = ev.targets[i]
-                tgt = F.pad(tgt, (0, z.shape[1] - tgt.shape[1]), value=-100)[:, : z.shape[1]]  # padded batches
-                total += float(F.cross_entropy(z.reshape(-1, z.shape[-1]), tgt.reshape(-1), ignore_index=-100,
-                                               reduction="sum"))
+                tgt = F.pad(tgt, (0, z.shape[1] - tgt.shape[1]), value=-100)[
+                    :, : z.shape[1]
+                ]  # padded batches
+                total += float(
+                    F.cross_entropy(
+                        z.reshape(-1, z.shape[-1]),
+                        tgt.reshape(-1),
+                        ignore_index=-100,
+                        reduction="sum",
+                    )
+                )
     n = ev.num_examples if task == "classification" else ev.num_tokens
     return total / n
 
@@ -227,8 +280,14 @@ def padded(ev: Any, pad_to: int) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def measure(name: str, info: dict[str, Any], root: Path, device: torch.device, args: argparse.Namespace,
-            peer: Any) -> dict[str, Any]:
+def measure(
+    name: str,
+    info: dict[str, Any],
+    root: Path,
+    device: torch.device,
+    args: argparse.Namespace,
+    peer: Any,
+) -> dict[str, Any]:
     from basin.drive import ListSink, ListSource, drive
     from basin.engine import Landscape
     from basin.evaluate.multi import auto_points_per_pass
@@ -239,12 +298,20 @@ def measure(name: str, info: dict[str, Any], root: Path, device: torch.device, a
     lm = task == "causal_lm"
     length = args.lm_length if lm else args.cls_length
     data = write_data(root, task, args.examples, length)
-    spec = parse_spec({
-        "path": {"type": "linear", "a": "m0", "b": "m1", "points": args.points},
-        "dataset": data.name, "task": task, "metrics": ["loss"], "device": str(device), "dtype": args.dtype,
-        "max_examples": args.examples, "batch_size": args.lm_batch if lm else args.cls_batch,
-        "max_length": length, "scope": "all",
-    })
+    spec = parse_spec(
+        {
+            "path": {"type": "linear", "a": "m0", "b": "m1", "points": args.points},
+            "dataset": data.name,
+            "task": task,
+            "metrics": ["loss"],
+            "device": str(device),
+            "dtype": args.dtype,
+            "max_examples": args.examples,
+            "batch_size": args.lm_batch if lm else args.cls_batch,
+            "max_length": length,
+            "scope": "all",
+        }
+    )
     land = Landscape.open(spec, FileResolver(root / name), points_per_pass=1, prefix=False)
     try:
         ev, model = land.evaluator, land.model
@@ -268,19 +335,33 @@ def measure(name: str, info: dict[str, Any], root: Path, device: torch.device, a
                 land.points_per_pass = k
                 sink = ListSink()
                 drive(land, ListSource(pts), sink)
-                return [r["metrics"]["loss"] for r in sorted(sink.results, key=lambda r: r["index"])]
+                return [
+                    r["metrics"]["loss"] for r in sorted(sink.results, key=lambda r: r["index"])
+                ]
+
             return go
 
-        sd_a = {k: v.detach().to("cpu", copy=True) for k, v in land.space.model.state_dict().items()}
+        sd_a = {
+            k: v.detach().to("cpu", copy=True) for k, v in land.space.model.state_dict().items()
+        }
         land.space.mix_(land.path.coeffs({"alpha": 1.0}))
-        sd_b = {k: v.detach().to("cpu", copy=True) for k, v in land.space.model.state_dict().items()}
+        sd_b = {
+            k: v.detach().to("cpu", copy=True) for k, v in land.space.model.state_dict().items()
+        }
         naive_batches = padded(ev, max(b["input_ids"].shape[1] for b in batches))
         alphas = [p.coords["alpha"] for p in pts]
 
         def naive_point(alpha: float) -> float:
             m = type(model)(model.config)
-            m.load_state_dict({k: (1 - alpha) * sd_a[k] + alpha * sd_b[k] if sd_a[k].is_floating_point() else sd_a[k]
-                               for k in sd_a}, strict=False)
+            m.load_state_dict(
+                {
+                    k: (1 - alpha) * sd_a[k] + alpha * sd_b[k]
+                    if sd_a[k].is_floating_point()
+                    else sd_a[k]
+                    for k in sd_a
+                },
+                strict=False,
+            )
             m.to(device).eval()
             keep, ev.batches = ev.batches, naive_batches
             try:
@@ -305,9 +386,16 @@ def measure(name: str, info: dict[str, Any], root: Path, device: torch.device, a
                     return mean_loss(task, model_wrapper.modules[0].eval(), ev)
 
             def run_peer() -> list[float]:
-                return list(peer.linear_interpolation(start, end, LossMetric(), steps=len(pts), deepcopy_model=True))
+                return list(
+                    peer.linear_interpolation(
+                        start, end, LossMetric(), steps=len(pts), deepcopy_model=True
+                    )
+                )
 
-        methods: dict[str, Callable[[], Any]] = {"plain_s": plain, **{f"engine_k{k}_s": engine(k) for k in widths}}
+        methods: dict[str, Callable[[], Any]] = {
+            "plain_s": plain,
+            **{f"engine_k{k}_s": engine(k) for k in widths},
+        }
         if not args.no_naive:
             methods["naive_s"] = naive
         if run_peer is not None:
@@ -325,13 +413,17 @@ def measure(name: str, info: dict[str, Any], root: Path, device: torch.device, a
                 sync(device)
                 dt = time.perf_counter() - t0
                 if device.type == "cuda":
-                    peaks[m] = max(peaks.get(m, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+                    peaks[m] = max(
+                        peaks.get(m, 0.0), torch.cuda.max_memory_allocated(device) / 2**30
+                    )
                 if rep == 0 and device.type == "cuda":
                     continue  # warm-up: kernels, allocator, vmap
                 times[m].append(dt)
                 if isinstance(got, list):
                     curves[m] = got
-            logger.info("%s rep %d: %s", name, rep, {m: round(v[-1], 3) for m, v in times.items() if v})
+            logger.info(
+                "%s rep %d: %s", name, rep, {m: round(v[-1], 3) for m, v in times.items() if v}
+            )
         land.points_per_pass = 1
         mid = land.measure({"alpha": 0.5})["metrics"]["loss"]
         mids = {"engine": mid}
@@ -342,27 +434,50 @@ def measure(name: str, info: dict[str, Any], root: Path, device: torch.device, a
         tol = 2e-2 if precision == "bf16" else 1e-4
         spread = (max(mids.values()) - min(mids.values())) / max(1.0, abs(mid))
         ref = curves["engine_k1_s"]
-        multi_diff = max((abs(x - y) / max(1.0, abs(y)) for k in widths if k > 1
-                          for x, y in zip(curves[f"engine_k{k}_s"], ref, strict=True)), default=0.0)
+        multi_diff = max(
+            (
+                abs(x - y) / max(1.0, abs(y))
+                for k in widths
+                if k > 1
+                for x, y in zip(curves[f"engine_k{k}_s"], ref, strict=True)
+            ),
+            default=0.0,
+        )
         med = {m: statistics.median(v) for m, v in times.items()}
         rows = {}
         for m, s in med.items():
             rows[m.removesuffix("_s")] = {
-                "s": round(s, 4), "points_per_s": round(len(pts) / s, 2),
+                "s": round(s, 4),
+                "points_per_s": round(len(pts) / s, 2),
                 "over_plain": round(s / med["plain_s"], 3),
                 "mfu": round(flops * len(pts) / s / peak, 4) if peak else None,
                 **({"peak_gib": round(peaks[m], 2)} if m in peaks else {}),
             }
         return {
-            "model": info["model"], "task": task, "params": sum(p.numel() for p in model.parameters()),
-            "matmul_params": matmul_params(model), "points": len(pts), "examples": ev.num_examples,
-            "batches": len(batches), "padded_tokens": sum(b["input_ids"].numel() for b in batches),
-            "flops_per_point": flops, "precision": precision, "peak_flops": peak, "peak_source": peak_src,
-            "auto_points_per_pass": auto_k, "widths": widths, "reps": args.reps, "methods": rows,
+            "model": info["model"],
+            "task": task,
+            "params": sum(p.numel() for p in model.parameters()),
+            "matmul_params": matmul_params(model),
+            "points": len(pts),
+            "examples": ev.num_examples,
+            "batches": len(batches),
+            "padded_tokens": sum(b["input_ids"].numel() for b in batches),
+            "flops_per_point": flops,
+            "precision": precision,
+            "peak_flops": peak,
+            "peak_source": peak_src,
+            "auto_points_per_pass": auto_k,
+            "widths": widths,
+            "reps": args.reps,
+            "methods": rows,
             "all_s": {m: [round(x, 4) for x in v] for m, v in times.items()},
             "loss_at_alpha_0.5": {k: round(v, 6) for k, v in mids.items()},
-            "agreement": {"spread_at_0.5": spread, "multi_vs_one_max_rel_diff": multi_diff, "tolerance": tol,
-                          "ok": spread <= tol and multi_diff <= tol},
+            "agreement": {
+                "spread_at_0.5": spread,
+                "multi_vs_one_max_rel_diff": multi_diff,
+                "tolerance": tol,
+                "ok": spread <= tol and multi_diff <= tol,
+            },
         }
     finally:
         land.close()
@@ -371,17 +486,34 @@ def measure(name: str, info: dict[str, Any], root: Path, device: torch.device, a
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--small", action="store_true", help="tiny shapes (seconds on a CPU: the test suite's check)")
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help="tiny shapes (seconds on a CPU: the test suite's check)",
+    )
     ap.add_argument("--models", default="lm,minilm", help="comma-separated: lm, minilm")
-    ap.add_argument("--points", type=int, default=None, help="points on the path (default 26; 4 with --small)")
-    ap.add_argument("--examples", type=int, default=None, help="rows evaluated (default 256; 8 with --small)")
-    ap.add_argument("--lm-length", type=int, default=None, help="LM row length in words (default 256)")
-    ap.add_argument("--cls-length", type=int, default=None, help="classification max_length (default 128)")
+    ap.add_argument(
+        "--points", type=int, default=None, help="points on the path (default 26; 4 with --small)"
+    )
+    ap.add_argument(
+        "--examples", type=int, default=None, help="rows evaluated (default 256; 8 with --small)"
+    )
+    ap.add_argument(
+        "--lm-length", type=int, default=None, help="LM row length in words (default 256)"
+    )
+    ap.add_argument(
+        "--cls-length", type=int, default=None, help="classification max_length (default 128)"
+    )
     ap.add_argument("--lm-batch", type=int, default=16)
     ap.add_argument("--cls-batch", type=int, default=64)
-    ap.add_argument("--widths", default=None, help="points per pass to time besides 1 and auto "
-                                                   "(default 4,8 on CUDA, 2 on the CPU)")
-    ap.add_argument("--dtype", default="auto", help="the spec's dtype (auto: bf16 autocast on CUDA)")
+    ap.add_argument(
+        "--widths",
+        default=None,
+        help="points per pass to time besides 1 and auto (default 4,8 on CUDA, 2 on the CPU)",
+    )
+    ap.add_argument(
+        "--dtype", default="auto", help="the spec's dtype (auto: bf16 autocast on CUDA)"
+    )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--no-naive", action="store_true")
@@ -389,8 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    for k, v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for k, v in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
         os.environ.setdefault(k, v)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -403,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     args.examples = args.examples or (8 if small else 256)
     args.lm_length = args.lm_length or (24 if small else 256)
     args.cls_length = args.cls_length or (24 if small else 128)
-    args.widths = [int(w) for w in (args.widths or ("4,8" if device.type == "cuda" else "2")).split(",") if w]
+    args.widths = [
+        int(w) for w in (args.widths or ("4,8" if device.type == "cuda" else "2")).split(",") if w
+    ]
     peer = None
     if not args.no_peer:
         try:
@@ -412,15 +552,24 @@ def main(argv: list[str] | None = None) -> int:
 
             peer = loss_landscapes
         except ImportError:
-            print("bench.scale: loss-landscapes is not installed (pip install -e '.[bench]'): the peer column is "
-                  "skipped", file=sys.stderr)
+            print(
+                "bench.scale: loss-landscapes is not installed (pip install -e '.[bench]'): the peer column is "
+                "skipped",
+                file=sys.stderr,
+            )
     result: dict[str, Any] = {
         "machine": {
-            "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-            "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "device": str(device)
+            + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
         },
-        "small": small, "date": datetime.now(UTC).isoformat(timespec="seconds"), "models": {},
+        "small": small,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "models": {},
     }
     ok = True
     with tempfile.TemporaryDirectory(prefix="basin-bench-scale-") as d:
@@ -444,15 +593,21 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(r: dict[str, Any]) -> None:
     print(f"\nBasin at scale — {r['machine']['device']}, torch {r['machine']['torch']}")
     for name, m in r["models"].items():
-        print(f"\n{name}: {m['model']} ({m['params'] / 1e6:.1f} M params), {m['task']}, {m['points']} points × "
-              f"{m['examples']} examples, {m['precision']}, auto k = {m['auto_points_per_pass']}")
+        print(
+            f"\n{name}: {m['model']} ({m['params'] / 1e6:.1f} M params), {m['task']}, {m['points']} points × "
+            f"{m['examples']} examples, {m['precision']}, auto k = {m['auto_points_per_pass']}"
+        )
         print(f"  {'method':<12} {'s':>9} {'points/s':>9} {'÷ plain':>8} {'MFU':>7}")
         for meth, row in m["methods"].items():
             mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "—"
-            print(f"  {meth:<12} {row['s']:>9.3f} {row['points_per_s']:>9.2f} {row['over_plain']:>8.3f} {mfu:>7}")
+            print(
+                f"  {meth:<12} {row['s']:>9.3f} {row['points_per_s']:>9.2f} {row['over_plain']:>8.3f} {mfu:>7}"
+            )
         a = m["agreement"]
-        print(f"  agreement: loss at α=0.5 {m['loss_at_alpha_0.5']}, k>1 vs k=1 {a['multi_vs_one_max_rel_diff']:.1e} "
-              f"({'ok' if a['ok'] else 'DISAGREE'})")
+        print(
+            f"  agreement: loss at α=0.5 {m['loss_at_alpha_0.5']}, k>1 vs k=1 {a['multi_vs_one_max_rel_diff']:.1e} "
+            f"({'ok' if a['ok'] else 'DISAGREE'})"
+        )
 
 
 if __name__ == "__main__":

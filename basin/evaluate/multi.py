@@ -42,14 +42,17 @@ def points_per_pass_from_env() -> int | None:
     try:
         k = int(raw)
     except ValueError:
-        raise ValueError(f"{ENV_K}={raw!r} is neither 'auto' nor a whole number of points") from None
+        raise ValueError(
+            f"{ENV_K}={raw!r} is neither 'auto' nor a whole number of points"
+        ) from None
     if k < 1:
         raise ValueError(f"{ENV_K}={raw!r} must be ≥ 1")
     return k
 
 
-def auto_points_per_pass(device: torch.device, movable_params: int, bytes_per_param: int,
-                         free_bytes: int | None = None) -> int:
+def auto_points_per_pass(
+    device: torch.device, movable_params: int, bytes_per_param: int, free_bytes: int | None = None
+) -> int:
     """The width ``auto`` picks: 1 on the CPU or for a model past :data:`AUTO_MAX_PARAMS` movable
     parameters; on CUDA up to :data:`AUTO_MAX_K`, as many extra stacked copies of the movable
     tensors as fit in :data:`AUTO_MEMORY_SHARE` of the free device memory (``free_bytes``, else
@@ -74,9 +77,16 @@ class PointStack:
     dtype and on the host: each tensor is mixed in fp32 on ``device`` and cast to ``dtypes[n]``.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str], origin: Sequence[torch.Tensor],
-                 directions: Sequence[Sequence[torch.Tensor]], coeffs: Sequence[Sequence[float | Sequence[float]]],
-                 dtypes: Sequence[torch.dtype], device: torch.device | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        origin: Sequence[torch.Tensor],
+        directions: Sequence[Sequence[torch.Tensor]],
+        coeffs: Sequence[Sequence[float | Sequence[float]]],
+        dtypes: Sequence[torch.dtype],
+        device: torch.device | None = None,
+    ):
         self.model = model
         self.k = len(coeffs)
         per = [[_as_list(c, len(names)) for c in cs] for cs in coeffs]  # point → direction → tensor

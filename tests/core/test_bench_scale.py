@@ -22,15 +22,18 @@ def test_the_scale_benchmark_runs_small_on_the_cpu_and_its_methods_agree(tmp_pat
     lm, cls = r["models"]["lm"], r["models"]["minilm"]
     assert lm["task"] == "causal_lm" and cls["task"] == "classification"
     for m in (lm, cls):
-        assert m["widths"] == [1, 2] and m["auto_points_per_pass"] == 1  # auto: one point a pass on the CPU
+        assert (
+            m["widths"] == [1, 2] and m["auto_points_per_pass"] == 1
+        )  # auto: one point a pass on the CPU
         assert {"plain", "engine_k1", "engine_k2", "naive"} <= set(m["methods"])
         for row in m["methods"].values():
-            assert row["s"] > 0 and row["points_per_s"] == pytest.approx(m["points"] / row["s"], rel=0.01)
+            assert row["s"] > 0 and row["points_per_s"] == pytest.approx(
+                m["points"] / row["s"], rel=0.01
+            )
             assert row["mfu"] is None  # no peak for a CPU unless given
         assert m["methods"]["plain"]["over_plain"] == 1.0
         assert m["agreement"]["ok"], m["agreement"]
         assert m["flops_per_point"] > 2 * m["matmul_params"] * m["examples"]  # ≥ one token per row
-
 
 
 def test_the_lm_has_smollm2_135m_shape_and_its_tied_head_counts_as_a_matmul():
@@ -42,6 +45,7 @@ def test_the_lm_has_smollm2_135m_shape_and_its_tied_head_counts_as_a_matmul():
     assert params == pytest.approx(134.5e6, rel=0.005)
     # 30 × (q, k, v, o, gate, up, down) + the 49 152 × 576 head: everything but the norms
     assert scale.matmul_params(m) == pytest.approx(params - 30 * 2 * 576 - 576, rel=1e-9)
+
 
 def test_mfu_uses_the_datasheet_peak_of_the_card_or_the_override(monkeypatch):
     cuda = scale.torch.device("cuda")

@@ -38,13 +38,23 @@ def built(tmp_path_factory):
 
 
 def spec_of(name, dirs, **kw) -> dict:
-    return {"path": {"type": "linear", "a": "A", "b": "B", "points": 3}, "dataset": dirs["data"].name,
-            "task": FAMILIES[name].task, "dtype": "float32", "batch_size": 4, "per_example": True, **kw}
+    return {
+        "path": {"type": "linear", "a": "A", "b": "B", "points": 3},
+        "dataset": dirs["data"].name,
+        "task": FAMILIES[name].task,
+        "dtype": "float32",
+        "batch_size": 4,
+        "per_example": True,
+        **kw,
+    }
 
 
 def open_land(name, dirs, spec=None, **kw) -> Landscape:
-    return Landscape.open(helpers.cpu_spec(spec_of(name, dirs, **(spec or {}))), FileResolver(dirs["data"].parent),
-                          **kw)
+    return Landscape.open(
+        helpers.cpu_spec(spec_of(name, dirs, **(spec or {}))),
+        FileResolver(dirs["data"].parent),
+        **kw,
+    )
 
 
 def count_calls(module: torch.nn.Module) -> list[int]:
@@ -68,7 +78,8 @@ def assert_same(many, one, where):
         assert got["metrics"] == pytest.approx(want["metrics"], abs=TOL, rel=TOL), where
         for k, col in want["examples"].items():
             assert [float(x) for x in got["examples"][k]] == pytest.approx(
-                [float(y) for y in col], abs=TOL, rel=TOL), f"{where} {k}"
+                [float(y) for y in col], abs=TOL, rel=TOL
+            ), f"{where} {k}"
         if "intervals" in want:
             for m, iv in want["intervals"].items():
                 assert got["intervals"][m] == pytest.approx(iv, abs=TOL, rel=TOL), where
@@ -110,9 +121,15 @@ def test_ensemble_and_slerp_runs_take_it_too(built):
     dirs = built("bert")
     for extra in ({"ensemble": True}, {"path": {"type": "slerp", "a": "A", "b": "B", "points": 3}}):
         with open_land("bert", dirs, spec=extra, points_per_pass=4, prefix=False) as land:
-            many = land.measure_many(COORDS[:4] if "path" not in extra else [{"alpha": a} for a in (0.2, 0.5, 0.9)])
-            one = [land.measure(r_c) for r_c in (COORDS[:4] if "path" not in extra
-                                                 else [{"alpha": a} for a in (0.2, 0.5, 0.9)])]
+            many = land.measure_many(
+                COORDS[:4] if "path" not in extra else [{"alpha": a} for a in (0.2, 0.5, 0.9)]
+            )
+            one = [
+                land.measure(r_c)
+                for r_c in (
+                    COORDS[:4] if "path" not in extra else [{"alpha": a} for a in (0.2, 0.5, 0.9)]
+                )
+            ]
         assert_same(many, one, str(extra))
         if "ensemble" in extra:
             assert [r["ensemble"] for r in many] == [r["ensemble"] for r in one]
@@ -143,14 +160,25 @@ def test_auto_width_on_cuda_follows_the_size_and_free_memory():
     # ... a quarter of 4 GB holds one extra copy: 1
     assert auto_points_per_pass(cuda, 135_000_000, 4, free_bytes=4 * 10**9) == 1
     assert auto_points_per_pass(cuda, 135_000_000, 2, free_bytes=6 * 10**9) == 5
-    assert auto_points_per_pass(cuda, 8_000_000_000, 2, free_bytes=140 * 10**9) == 1  # past the size cap
+    assert (
+        auto_points_per_pass(cuda, 8_000_000_000, 2, free_bytes=140 * 10**9) == 1
+    )  # past the size cap
 
 
-@pytest.mark.parametrize("name,extra", [
-    ("bert", {"path": {"type": "linear", "a": "A", "b": "B", "points": 7}}),
-    ("llama_tied", {"path": {"type": "linear", "a": "A", "b": "B", "points": 6}, "scope": "upper"}),
-    ("bert", {"path": {"type": "linear", "a": "A", "b": "B", "points": 9}, "refine": {"budget": 7}}),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("bert", {"path": {"type": "linear", "a": "A", "b": "B", "points": 7}}),
+        (
+            "llama_tied",
+            {"path": {"type": "linear", "a": "A", "b": "B", "points": 6}, "scope": "upper"},
+        ),
+        (
+            "bert",
+            {"path": {"type": "linear", "a": "A", "b": "B", "points": 9}, "refine": {"budget": 7}},
+        ),
+    ],
+)
 def test_a_run_driven_k_points_a_pass_gives_the_same_document(built, monkeypatch, name, extra):
     dirs = built(name)
     spec = helpers.cpu_spec(spec_of(name, dirs, per_example=False, **extra))
@@ -191,5 +219,7 @@ def test_a_cancel_inside_a_group_gives_every_point_of_it_back(built):
         assert stats.interrupted == land.points()[0].index
         waves = iter([[0, 1, 2, 3], [4]])
         wave = WaveSource(lambda i: Point(i, {"alpha": i / 4}), lambda: next(waves, []))
-        assert [p.index for p in wave.take(3)] == [0, 1, 2] and [p.index for p in wave.take(3)] == [3]
+        assert [p.index for p in wave.take(3)] == [0, 1, 2] and [p.index for p in wave.take(3)] == [
+            3
+        ]
         assert [p.index for p in wave.take(3)] == [4] and wave.take(3) == []  # never across a wave

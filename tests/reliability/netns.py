@@ -86,7 +86,9 @@ class Net:
         names = set(_ip("netns", "list", check=False).stdout.split())
         left = [ns for ns in (self.api_ns, *self.worker_ns) if ns in names]
         links = _ip("-o", "link", "show", check=False).stdout
-        return left + [f"link {n}" for n in (f"bh{self.tag}",) if f" {n}@" in links or f" {n}:" in links]
+        return left + [
+            f"link {n}" for n in (f"bh{self.tag}",) if f" {n}@" in links or f" {n}:" in links
+        ]
 
 
 def make_net(workers: int = 2) -> Net:
@@ -96,8 +98,12 @@ def make_net(workers: int = 2) -> Net:
     if shutil.which("ip") is None:
         raise NetUnavailable("no `ip` command (iproute2)")
     tag = f"{random.randrange(16**4):04x}"
-    net = Net(tag=tag, b=100 + random.randrange(100), api_ns=f"bsn{tag}-api",
-              worker_ns=[f"bsn{tag}-w{i}" for i in range(workers)])
+    net = Net(
+        tag=tag,
+        b=100 + random.randrange(100),
+        api_ns=f"bsn{tag}-api",
+        worker_ns=[f"bsn{tag}-w{i}" for i in range(workers)],
+    )
     try:
         try:
             _ip("netns", "add", net.api_ns)

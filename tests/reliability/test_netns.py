@@ -44,8 +44,11 @@ from tests.reliability.conftest import FULL, assert_recorded_once
 from tests.reliability.netns import Net, NetUnavailable, make_net
 from tests.stack import Seam, Stack
 
-pytestmark = pytest.mark.skipif(not FULL, reason="long (two workers in network namespaces, a lease expiry): "
-                                "`make reliability` (BASIN_RELIABILITY=full) runs it")
+pytestmark = pytest.mark.skipif(
+    not FULL,
+    reason="long (two workers in network namespaces, a lease expiry): "
+    "`make reliability` (BASIN_RELIABILITY=full) runs it",
+)
 
 LEASE_SECONDS = 3
 REDIS_PORT, API_PORT = 6379, 8000  # each namespace has its own ports
@@ -61,7 +64,9 @@ class NetStack(Stack):
 
     def start_worker_in(self, i: int, *, wait: bool = True) -> int:
         name = f"w{i}@netns"
-        argv = self.net.exec_argv(self.net.worker_ns[i], launcher.worker_argv(name, loglevel="INFO"))
+        argv = self.net.exec_argv(
+            self.net.worker_ns[i], launcher.worker_argv(name, loglevel="INFO")
+        )
         proc = launcher.spawn(argv, env=self.worker_envs[i], log=self.logs / f"worker{i}.log")
         if i < len(self.workers):
             self.workers[i], self.worker_names[i] = proc, name
@@ -69,14 +74,21 @@ class NetStack(Stack):
             self.workers.append(proc)
             self.worker_names.append(name)
         if wait:
-            launcher.wait_healthy(self.base_url, timeout=180, procs=[proc],
-                                  check=lambda h: name in {w.get("name") for w in h.get("workers", [])})
+            launcher.wait_healthy(
+                self.base_url,
+                timeout=180,
+                procs=[proc],
+                check=lambda h: name in {w.get("name") for w in h.get("workers", [])},
+            )
         return i
 
     def restart_redis(self) -> None:
         launcher.stop(self.redis_proc, timeout=20)
-        self.redis_proc = launcher.spawn(_redis_argv(self.net, self.redis_dir), env={"PATH": "/usr/bin:/bin"},
-                                         log=self.logs / f"redis-{self.restarts['redis'] + 1}.log")
+        self.redis_proc = launcher.spawn(
+            _redis_argv(self.net, self.redis_dir),
+            env={"PATH": "/usr/bin:/bin"},
+            log=self.logs / f"redis-{self.restarts['redis'] + 1}.log",
+        )
         _wait_redis(self.redis_url, self.redis_proc)
         self.restarts["redis"] += 1
 
@@ -126,42 +138,71 @@ def nstack(net, tmp_path_factory, classifier_family):
     logs, seam_dir, redis_dir = base / "logs", base / "seam", base / "redis-data"
     seam_dir.mkdir()
     common = {
-        "BASIN_LEASE_SECONDS": str(LEASE_SECONDS), "BASIN_WORKER_DEVICE": "cpu", "BASIN_TORCH_THREADS": "1",
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BASIN_PUBLIC_URL": "", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "BASIN_LOST_TASK_GRACE_SECONDS": "1", "BASIN_WORKER_HOOK": "tests.stack:seam_hook",
+        "BASIN_LEASE_SECONDS": str(LEASE_SECONDS),
+        "BASIN_WORKER_DEVICE": "cpu",
+        "BASIN_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "BASIN_PUBLIC_URL": "",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "BASIN_LOST_TASK_GRACE_SECONDS": "1",
+        "BASIN_WORKER_HOOK": "tests.stack:seam_hook",
         "BASIN_SEAM_DIR": str(seam_dir.resolve()),
     }
-    api_env = launcher.service_env(redis_url=f"redis://127.0.0.1:{REDIS_PORT}/0", store=store, extra=common)
+    api_env = launcher.service_env(
+        redis_url=f"redis://127.0.0.1:{REDIS_PORT}/0", store=store, extra=common
+    )
     api_env.pop("BASIN_API_TOKEN", None)
     # the API answers the addresses it is reached at (the test's, each worker's link)
-    api_env["BASIN_ALLOWED_HOSTS"] = ",".join([net.api_host, *(net.service_host(i) for i in range(2))])
+    api_env["BASIN_ALLOWED_HOSTS"] = ",".join(
+        [net.api_host, *(net.service_host(i) for i in range(2))]
+    )
     worker_envs = []
     for i in range(2):
         host = net.service_host(i)
-        env = launcher.service_env(redis_url=f"redis://{host}:{REDIS_PORT}/0", store=base / f"worker{i}-store",
-                                   extra={**common, "BASIN_API_URL": f"http://{host}:{API_PORT}"})
+        env = launcher.service_env(
+            redis_url=f"redis://{host}:{REDIS_PORT}/0",
+            store=base / f"worker{i}-store",
+            extra={**common, "BASIN_API_URL": f"http://{host}:{API_PORT}"},
+        )
         env.pop("BASIN_API_TOKEN", None)
         worker_envs.append(env)
     redis_url = f"redis://{net.api_host}:{REDIS_PORT}/0"
     procs = []
     stack: NetStack | None = None
     try:
-        redis_proc = launcher.spawn(_redis_argv(net, redis_dir), env={"PATH": "/usr/bin:/bin"}, log=logs / "redis.log")
+        redis_proc = launcher.spawn(
+            _redis_argv(net, redis_dir), env={"PATH": "/usr/bin:/bin"}, log=logs / "redis.log"
+        )
         procs.append(redis_proc)
         _wait_redis(redis_url, redis_proc)
         api_argv = launcher.api_argv(API_PORT, ui=False)
         api_argv[-1] = api_argv[-1].replace("host='127.0.0.1'", "host='0.0.0.0'")
-        api_proc = launcher.spawn(net.exec_argv(net.api_ns, api_argv), env=api_env, log=logs / "api.log")
+        api_proc = launcher.spawn(
+            net.exec_argv(net.api_ns, api_argv), env=api_env, log=logs / "api.log"
+        )
         procs.append(api_proc)
-        stack = NetStack(base_url=f"http://{net.api_host}:{API_PORT}", redis_url=redis_url, store=store, token=None,
-                         logs=logs, env=api_env, redis_proc=redis_proc, api_proc=api_proc, seam=Seam(seam_dir),
-                         redis_dir=redis_dir, api_ui=False)
+        stack = NetStack(
+            base_url=f"http://{net.api_host}:{API_PORT}",
+            redis_url=redis_url,
+            store=store,
+            token=None,
+            logs=logs,
+            env=api_env,
+            redis_proc=redis_proc,
+            api_proc=api_proc,
+            seam=Seam(seam_dir),
+            redis_dir=redis_dir,
+            api_ui=False,
+        )
         stack.net, stack.worker_envs = net, worker_envs
         launcher.wait_healthy(stack.base_url, timeout=180, workers=0, procs=[api_proc])
         for i in range(2):
             (base / f"worker{i}-store").mkdir()
             stack.start_worker_in(i, wait=False)
-        launcher.wait_healthy(stack.base_url, timeout=240, workers=2, procs=[api_proc, *stack.workers])
+        launcher.wait_healthy(
+            stack.base_url, timeout=240, workers=2, procs=[api_proc, *stack.workers]
+        )
         yield stack
     finally:
         if stack is not None:
@@ -179,8 +220,14 @@ def nstack(net, tmp_path_factory, classifier_family):
 
 
 def plane_spec(res: int, seed: int) -> dict:
-    return {"path": {"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [res, res]},
-            "dataset": "eval.csv", "max_examples": 16, "batch_size": 16, "seed": seed, "device": "cpu"}
+    return {
+        "path": {"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [res, res]},
+        "dataset": "eval.csv",
+        "max_examples": 16,
+        "batch_size": 16,
+        "seed": seed,
+        "device": "cpu",
+    }
 
 
 def wait_for(what: str, cond, stack: Stack, limit: float = 300.0):
@@ -214,8 +261,14 @@ def same_document(got: dict, want: dict) -> None:
         assert a[i]["metrics"] == pytest.approx(p["metrics"], rel=1e-6, abs=1e-9), i
     for side in ("min", "max"):
         for m, v in want["summary"][side].items():
-            assert got["summary"][side][m]["value"] == pytest.approx(v["value"], rel=1e-6), (side, m)
-            assert got["summary"][side][m]["coords"] == pytest.approx(v["coords"], rel=1e-9), (side, m)
+            assert got["summary"][side][m]["value"] == pytest.approx(v["value"], rel=1e-6), (
+                side,
+                m,
+            )
+            assert got["summary"][side][m]["coords"] == pytest.approx(v["coords"], rel=1e-9), (
+                side,
+                m,
+            )
 
 
 def test_cut_link_and_redis_restart_record_every_point_once_across_namespaces(nstack, net, figures):
@@ -231,27 +284,46 @@ def test_cut_link_and_redis_restart_record_every_point_once_across_namespaces(ns
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
         # 1. worker 0 inside its first point (lease held): cut its only link there
-        i = int(wait_for("worker 0 inside a point", lambda: next(
-            (t for t, w in seam.arrived(run_id) if w == w0 and t.isdigit()), None), stack))
+        i = int(
+            wait_for(
+                "worker 0 inside a point",
+                lambda: next((t for t, w in seam.arrived(run_id) if w == w0 and t.isdigit()), None),
+                stack,
+            )
+        )
         net.cut(0)
         # 2. its lease expires; worker 1 leases the same point and is held inside it
         hold_i = seam.hold_worker(w1, i)
         holds.append(hold_i)
         seam.unhold(w1_first)
-        wait_for("worker 1 takes over the cut worker's point", lambda: (str(i), w1) in seam.arrived(run_id, i), stack)
+        wait_for(
+            "worker 1 takes over the cut worker's point",
+            lambda: (str(i), w1) in seam.arrived(run_id, i),
+            stack,
+        )
         # 3. Redis restarts while both workers are inside that point
         stack.restart_redis()
         # 4. worker 1 records it and the rest, then holds the finish lock
         seam.unhold(hold_i)
-        wait_for("worker 1 at the finish", lambda: ("finish", w1) in seam.arrived(run_id, "finish"), stack)
+        wait_for(
+            "worker 1 at the finish",
+            lambda: ("finish", w1) in seam.arrived(run_id, "finish"),
+            stack,
+        )
         by_index = recorded(stack, run_id)
         assert sorted(by_index) == list(range(total)) and by_index[i] == w1
         by_worker = Counter(by_index.values())
         # 5. worker 0's link comes back; let go, its late result of point i is refused
         net.restore(0)
         seam.unhold(holds[0])
-        wait_for("worker 0's late record refused", lambda: "already recorded" in stack.log("worker0")
-                 or "ended while evaluating" in stack.log("worker0"), stack)
+        wait_for(
+            "worker 0's late record refused",
+            lambda: (
+                "already recorded" in stack.log("worker0")
+                or "ended while evaluating" in stack.log("worker0")
+            ),
+            stack,
+        )
         assert "already recorded" in stack.log("worker0")  # the run was still open: a duplicate
     finally:
         net.restore(0)
@@ -260,30 +332,41 @@ def test_cut_link_and_redis_restart_record_every_point_once_across_namespaces(ns
     doc = assert_recorded_once(stack, run_id, total)
     wall = time.monotonic() - t0
 
-    want = run_in_process(parse_spec(plane_spec(RES, seed=501)), Store(stack.store).resolver(), progress=False)
+    want = run_in_process(
+        parse_spec(plane_spec(RES, seed=501)), Store(stack.store).resolver(), progress=False
+    )
     same_document(doc, want)
 
     api = Store(stack.store)
     for k in range(2):
         local = Store(stack.store.parent / f"worker{k}-store")
         ids = {api.get_checkpoint(n)["id"] for n in ("ft_a", "ft_b", "ft_c")}
-        assert {p.name for p in local.checkpoints_dir.iterdir()} == ids  # fetched by id, hashes checked
+        assert {
+            p.name for p in local.checkpoints_dir.iterdir()
+        } == ids  # fetched by id, hashes checked
         for n in ("ft_a", "ft_b", "ft_c"):
             m = api.get_checkpoint(n)
-            assert (Path(local.get_checkpoint(m["id"])["path"]) / "model.safetensors").read_bytes() == (
-                Path(m["path"]) / "model.safetensors").read_bytes()
+            assert (
+                Path(local.get_checkpoint(m["id"])["path"]) / "model.safetensors"
+            ).read_bytes() == (Path(m["path"]) / "model.safetensors").read_bytes()
         assert list(local.tmp_dir.iterdir()) == []
         assert list(local.runs_dir.iterdir()) == []  # the API's reaper stored the document
 
     starts = Counter(t for t, _ in seam.arrived(run_id) if t.isdigit())
     logs = stack.log("worker0") + stack.log("worker1")
     figures.setdefault("netns", {})["faults"] = {
-        "run": run_id, "points": total, "recorded_once": True,
-        "recorded_by": dict(by_worker), "cut_point": i,
-        "point_starts": sum(starts.values()), "lease_retries": sum(n - 1 for n in starts.values()),
+        "run": run_id,
+        "points": total,
+        "recorded_once": True,
+        "recorded_by": dict(by_worker),
+        "cut_point": i,
+        "point_starts": sum(starts.values()),
+        "lease_retries": sum(n - 1 for n in starts.values()),
         "duplicates_refused": logs.count("already recorded"),
-        "celery_retries": logs.count("Retry in"), "redis_restarts": stack.restarts["redis"],
-        "wall_s": round(wall, 2), "document_equals_single_process": True,
+        "celery_retries": logs.count("Retry in"),
+        "redis_restarts": stack.restarts["redis"],
+        "wall_s": round(wall, 2),
+        "document_equals_single_process": True,
     }
 
 
@@ -293,7 +376,11 @@ def _timed_run(stack: NetStack, res: int, seed: int) -> tuple[float, dict[str, i
     run_id = r.json()["id"]
     t0 = time.monotonic()
     red = stack.redis()
-    wait_for("the timed run ends", lambda: red.hget(RunKeys(run_id).run, "status") in ("done", "failed"), stack)
+    wait_for(
+        "the timed run ends",
+        lambda: red.hget(RunKeys(run_id).run, "status") in ("done", "failed"),
+        stack,
+    )
     wall = time.monotonic() - t0
     assert_recorded_once(stack, run_id, res * res)
     return wall, dict(Counter(recorded(stack, run_id).values()))
@@ -312,8 +399,11 @@ def test_wall_time_with_one_and_two_remote_workers(nstack, figures):
     one, alone = _timed_run(stack, res, seed=602)
     assert set(alone) == {stack.worker_names[1]}
     figures.setdefault("netns", {})["wall_time"] = {
-        "points": res * res, "one_worker_s": round(one, 2), "two_workers_s": round(two, 2),
-        "two_workers_split": split, "speedup": round(one / two, 2) if two else None,
+        "points": res * res,
+        "one_worker_s": round(one, 2),
+        "two_workers_s": round(two, 2),
+        "two_workers_split": split,
+        "speedup": round(one / two, 2) if two else None,
         "note": "shared 2-core CPU, one torch thread per worker",
     }
     shutil.rmtree(stack.store.parent / "seam", ignore_errors=True)
