@@ -88,7 +88,10 @@ class Evaluable(Protocol):
 
 
 class PointSource(Protocol):
-    """Where points come from: ``next()`` → a point, or ``None`` when there are no more."""
+    """Where points come from: ``next()`` → a point, or ``None`` when there are no more.
+
+    A source may also have ``take(n)`` → up to ``n`` points (``[]``: no more), which
+    :func:`drive` uses for several points per forward pass; every source here has it."""
 
     def next(self) -> Any | None: ...
 
@@ -150,6 +153,10 @@ def drive(
     ``should_stop()`` again (a cancel stops within the point: the point is given back
     and ``stopped`` is ``"cancelled"``) and raises :class:`PointTimeLimit` once the point
     has taken longer than ``point_time_limit_s`` (``None``/0: no limit).
+
+    When ``land.points_per_pass`` is above 1 and the source has ``take(n)``, points go ``k`` at a
+    time through ``land.measure_many`` (one vmapped forward pass per batch for the group,
+    :mod:`basin.evaluate.multi`); the results reach the sink one by one in the order taken.
     """
     stats = DriveStats()
     width = int(getattr(land, "points_per_pass", 1) or 1)

@@ -14,7 +14,7 @@ import torch
 from basin import FileResolver, Landscape
 from basin.drive import ListSink, ListSource, WaveSource, drive
 from basin.engine import Point, run
-from basin.evaluate.multi import AUTO_MAX_K, auto_points_per_pass
+from basin.evaluate.multi import AUTO_MAX_K, PointStack, auto_points_per_pass
 from tests.core import families, helpers
 from tests.core.families import FAMILIES
 
@@ -223,3 +223,22 @@ def test_a_cancel_inside_a_group_gives_every_point_of_it_back(built):
             3
         ]
         assert [p.index for p in wave.take(3)] == [4] and wave.take(3) == []  # never across a wave
+
+
+def test_the_stack_mixes_in_fp32_whatever_dtype_the_basis_is_held_in():
+    """Endpoints held in bf16 (or on the host) are mixed per tensor in fp32, then cast once to the
+    live dtype; per-tensor (SLERP) coefficients give each tensor its own rate."""
+    g = torch.Generator().manual_seed(0)
+    o = [torch.randn(3, 4, generator=g).bfloat16(), torch.randn(3, generator=g).bfloat16()]
+    d = [[torch.randn(3, 4, generator=g).bfloat16(), torch.randn(3, generator=g).bfloat16()]]
+    model = torch.nn.Linear(4, 3)
+    stack = PointStack(
+        model, ["weight", "bias"], o, d, [[0.3], [[1.7, -0.5]]], [torch.float32, torch.bfloat16]
+    )
+    w, b = stack.params["weight"], stack.params["bias"]
+    assert w.shape == (2, 3, 4) and w.dtype == torch.float32 and b.dtype == torch.bfloat16
+    assert torch.allclose(w[0], o[0].float() + 0.3 * d[0][0].float(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(w[1], o[0].float() + 1.7 * d[0][0].float(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(
+        b[1].float(), o[1].float() - 0.5 * d[0][1].float(), rtol=1e-2, atol=1e-2
+    )  # bf16 cast
