@@ -133,8 +133,8 @@ def texts(n: int, words_per_row: int, seed: int = 0) -> list[str]:
     return rows
 
 
-def build(root: Path, small: bool) -> dict[str, dict[str, Any]]:
-    """Both endpoints of both models saved under ``root``; data files beside them."""
+def build(root: Path, small: bool, models: list[str]) -> dict[str, dict[str, Any]]:
+    """Both endpoints of each of ``models`` saved under ``root``; data files beside them."""
     import transformers
 
     from tests import factories
@@ -165,7 +165,8 @@ def build(root: Path, small: bool) -> dict[str, dict[str, Any]]:
         },
         pad_token_id=tok.pad_token_id or 0,
     )
-    endpoints("lm", lambda: transformers.LlamaForCausalLM(lm_cfg).eval())
+    if "lm" in models:
+        endpoints("lm", lambda: transformers.LlamaForCausalLM(lm_cfg).eval())
     out["lm"] = {
         "model": "Llama, SmolLM2-135M shape" + (" (small)" if small else "") + ", random init",
         "task": "causal_lm",
@@ -194,7 +195,8 @@ def build(root: Path, small: bool) -> dict[str, dict[str, Any]]:
             "model": ("BERT 2×64 (small)" if small else minilm_name) + ", random init",
             "task": "classification",
         }
-    endpoints("minilm", make_minilm)
+    if "minilm" in models:
+        endpoints("minilm", make_minilm)
     return out
 
 
@@ -574,8 +576,13 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with tempfile.TemporaryDirectory(prefix="basin-bench-scale-") as d:
         root = Path(d)
-        infos = build(root, small)
-        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        names = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = sorted(set(names) - {"lm", "minilm"})
+        if unknown:
+            print(f"bench.scale: error: unknown models {unknown} (lm, minilm)", file=sys.stderr)
+            return 2
+        infos = build(root, small, names)
+        for name in names:
             res = measure(name, infos[name], root, device, args, peer)
             result["models"][name] = res
             ok = ok and res["agreement"]["ok"]
