@@ -240,7 +240,7 @@ def _drive_many(
         if not group:
             return stats
         try:
-            keys = [land.point_key(p) for p in group] if cache is not None else [None] * len(group)
+            keys: list[str | None] = [land.point_key(p) for p in group] if cache is not None else [None] * len(group)
             measured: list[dict[str, Any] | None] = [
                 cache.get(k) if cache is not None and k is not None else None for k in keys]
             cached = [m is not None for m in measured]
@@ -255,8 +255,9 @@ def _drive_many(
                 stats.eval_s += dt * len(todo)
                 for i, m in zip(todo, got, strict=True):
                     measured[i] = m
-                    if cache is not None and keys[i] is not None:
-                        cache.set(keys[i], m)
+                    key = keys[i]
+                    if cache is not None and key is not None:
+                        cache.set(key, m)
         except Stopped:
             for p in reversed(group):
                 source.release(p)
