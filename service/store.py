@@ -434,7 +434,13 @@ class Store:
         """A checkpoint manifest by id, unique id prefix (≥8) or name.
 
         Raises :class:`CheckpointNotFound` (a :class:`CheckpointError`) if none matches.
+        A Hub reference ``hf:org/name@revision`` names the checkpoint fetched from there
+        (:func:`service.hub.resolve_hub_ref`: by its pinned commit, or the revision asked).
         """
+        if isinstance(ref, str) and ref.startswith("hf:"):
+            from service.hub import resolve_hub_ref
+
+            return resolve_hub_ref(self, ref)
         d = self._find(self.checkpoints_dir, ref, "checkpoint", CheckpointNotFound)
         m = self._read_manifest(d)
         if m is None:  # deleted between the lookup and the read
@@ -471,6 +477,7 @@ class Store:
         expect_id: str | None = None,
         roots: Sequence[Path] | None = None,
         quota: int | None = None,
+        source: str | None = None,
     ) -> Added:
         """Validate and add a model directory; ``mode`` is ``copy``, ``move`` or ``register``.
 
@@ -492,6 +499,7 @@ class Store:
         checked that its target modules exist in the base and its tensors' names and shapes fit.
         ``roots``: the folders a server allows registering from;
         ``src`` is resolved and must lie inside one (:meth:`allowed_source`).
+        ``source``: what the manifest records as its origin instead of ``upload`` (``hub``).
         """
         name = _check_name(name, "checkpoint")
         tags = _check_tags(tags)
@@ -543,7 +551,7 @@ class Store:
                     "size_bytes": _dir_size(work),
                     "base": base,
                 }
-            manifest["source"] = "register" if mode == "register" else "upload"
+            manifest["source"] = "register" if mode == "register" else (source or "upload")
             manifest["files"] = source_files if mode == "register" else _files_of(work)
             if mode == "register":
                 manifest.update(path=str(src), weights=str(src), config_dir=str(src))
