@@ -63,6 +63,9 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
+        #: Called with the path of each file download (``GET .../resolve/...``) before it is
+        #: served: a test acts at an exact moment of a fetch (cancels it, say).
+        self.on_download = None
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -178,6 +181,8 @@ class HubServer:
             sib = repo.sibling(name)
             if name in repo.corrupt:  # same length, one byte flipped: only a hash can tell
                 data = data[:-1] + bytes([data[-1] ^ 0xFF])
+            if body and self.on_download is not None:
+                self.on_download(path)
             h.send_response(200)
             h.send_header("X-Repo-Commit", commit)
             if "lfs" in sib:

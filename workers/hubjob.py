@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from basin.status import DONE
+from basin.status import CANCELLED, DONE, FAILED
 from service.jobs.kernel import JobState
 
 
 def execute_hub(job_id: str, js: JobState, state: Any) -> dict:
     from basin.errors import InvalidSpec
     from service.hub import import_from_hub
-    from service.jobs.hub import HubSpec, progress_callback
+    from service.jobs.hub import HubSpec, HubStopped, progress_callback
+    from service.jobs.kernel import time_limit_message
     from service.store import Store
 
     settings = state.settings
@@ -24,11 +25,20 @@ def execute_hub(job_id: str, js: JobState, state: Any) -> dict:
                           "a checkpoint into the store, so it needs a worker on the API's store")
     spec = HubSpec.model_validate(json.loads(js.hash()["spec"]))
     store = Store(settings.store)
-    added, commit = import_from_hub(
-        store, spec.ref, name=spec.name, tags=spec.tags, allow_bin=spec.allow_bin,
-        max_bytes=settings.max_upload_bytes, quota=settings.max_store_bytes,
-        on_progress=progress_callback(js),
-    )
+    try:
+        added, commit = import_from_hub(
+            store, spec.ref, name=spec.name, tags=spec.tags, allow_bin=spec.allow_bin,
+            max_bytes=settings.max_upload_bytes, quota=settings.max_store_bytes,
+            on_progress=progress_callback(js),
+        )
+    except HubStopped as e:
+        if js.timed_out:
+            msg = time_limit_message("Hub download", js.limit_s, int(js.hash().get("step") or 0),
+                                     int(js.hash().get("total") or 0))
+            js.end(FAILED, msg)
+            return {"hub": job_id, "status": FAILED, "error": msg}
+        js.end(CANCELLED, str(e))
+        return {"hub": job_id, "status": CANCELLED}
     m = added.manifest
     js.set(commit=commit, checkpoint=m["id"], name=m.get("name") or "", created_new="1" if added.created else "0")
     js.end(DONE)

@@ -130,14 +130,26 @@ def hub_detail(r: redis.Redis, job_id: str) -> dict[str, Any]:
     return hub_view(job_id, job_hash(r, HUB, job_id))
 
 
+class HubStopped(BasinError):
+    """The download was cancelled or ran past the job time limit (between two files)."""
+
+
 def progress_callback(js: JobState):
-    """``on_progress`` for :func:`basin.hub.fetch` writing the job's progress fields."""
+    """``on_progress`` for :func:`basin.hub.fetch` writing the job's progress fields; raises
+    :class:`HubStopped` between two files once the job is cancelled or past its time limit."""
 
     def on_progress(done: int, total: int, nbytes: int, nbytes_total: int) -> None:
         js.progress(done, None, total=total, bytes=nbytes, bytes_total=nbytes_total)
+        if done < total and js.should_stop():
+            raise HubStopped("stopped between two files; nothing was stored")
 
     return on_progress
 
 
-__all__ = ["HUB", "HubKind", "HubNotFound", "HubSpec", "create_hub_job", "hub_detail", "hub_view",
-           "progress_callback"]
+def cancel_hub_job(r: redis.Redis, job_id: str) -> str:
+    """Ask a Hub download to stop (queued: at once; running: before its next file)."""
+    return HUB.cancel(r, job_id)
+
+
+__all__ = ["HUB", "HubKind", "HubNotFound", "HubSpec", "HubStopped", "cancel_hub_job", "create_hub_job",
+           "hub_detail", "hub_view", "progress_callback"]

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Response
 
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
 from backend.app.api.errors import responses
-from service.jobs.hub import HubNotFound, HubSpec, create_hub_job, hub_detail
+from service.jobs.hub import HubNotFound, HubSpec, cancel_hub_job, create_hub_job, hub_detail
 from service.jobs.limits import JobLimits
 
 router = APIRouter(tags=["checkpoints"])
@@ -49,3 +49,12 @@ def hub_status(job_id: str, r: RedisDep) -> dict[str, Any]:
     if not _JOB_ID.match(job_id):
         raise HubNotFound(f"no Hub download with id {job_id!r}")
     return hub_detail(r, job_id)
+
+
+@router.post("/checkpoints/hub/{job_id}/cancel", responses=responses(404, 409), dependencies=[WriteAuth])
+def hub_cancel(job_id: str, r: RedisDep) -> dict[str, str]:
+    """Stop a Hub download: a queued one at once, a running one before its next file (nothing is
+    stored); 409 once it has ended."""
+    if not _JOB_ID.match(job_id):
+        raise HubNotFound(f"no Hub download with id {job_id!r}")
+    return {"id": job_id, "status": cancel_hub_job(r, job_id)}
