@@ -131,7 +131,9 @@ def parse_hub_ref(ref: str) -> HubRef:
             "(e.g. prajjwal1/bert-tiny@main, or a commit sha after the @)"
         )
     if not _REV_RE.match(rev) or ".." in rev or "//" in rev:
-        raise HubError(f"{rev!r} is not a valid revision of {repo}: a branch, a tag or a commit sha")
+        raise HubError(
+            f"{rev!r} is not a valid revision of {repo}: a branch, a tag or a commit sha"
+        )
     return HubRef(repo, rev)
 
 
@@ -182,7 +184,11 @@ class Fetched:
 
     def tags(self) -> dict[str, Any]:
         """The tags a stored checkpoint records its origin in."""
-        return {"hub_repo": self.ref.repo, "hub_revision": self.commit, "hub_ref": self.ref.revision}
+        return {
+            "hub_repo": self.ref.repo,
+            "hub_revision": self.commit,
+            "hub_ref": self.ref.revision,
+        }
 
 
 #: ``on_progress(files_done, files_total, bytes_done, bytes_total)``.
@@ -216,7 +222,9 @@ def _hub_error(e: BaseException, ref: HubRef, endpoint: str, token: str | None) 
         return HubNotFound(f"no model repository {ref.repo!r} on {endpoint} — check the id, {why}")
     if isinstance(e, HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", "?")
-        return HubError(f"the Hub at {endpoint} answered HTTP {status} for {ref}: {str(e).splitlines()[0]}")
+        return HubError(
+            f"the Hub at {endpoint} answered HTTP {status} for {ref}: {str(e).splitlines()[0]}"
+        )
     if isinstance(e, OfflineModeIsEnabled):
         return HubUnreachable(f"cannot fetch {ref}: huggingface_hub is in offline mode")
     return HubUnreachable(
@@ -258,13 +266,15 @@ def _plan(siblings: list[Any], ref: HubRef, allow_bin: bool) -> tuple[list[HubFi
     if not weights:
         pickles = [n for n in _PICKLE if n in names]
         if not pickles:
-            raise HubNoSafetensors(f"{ref} has no model weights Basin can read (no model.safetensors)")
+            raise HubNoSafetensors(
+                f"{ref} has no model weights Basin can read (no model.safetensors)"
+            )
         if not allow_bin:
             raise HubNoSafetensors(
                 f"{ref} has no safetensors weights, only {pickles[0]} (a pickle). Basin does not unpickle "
-                "downloads unless asked: fetch it with allow_bin (the file is read with torch's weights-only "
-                "loader, which never runs code, and stored as model.safetensors), or pick a revision with "
-                "safetensors"
+                "downloads unless asked: fetch it with allow_bin (on the Checkpoints page, the pytorch_model.bin "
+                "box): the file is then read with torch's weights-only loader, which never runs code, and "
+                "stored as model.safetensors; or pick a revision with safetensors"
             )
         weights, converted = [pickles[0]], True
     side = [n for n in SIDE_FILES if n in names and n not in weights]
@@ -312,7 +322,9 @@ def _check(path: Path, f: HubFile, ref: HubRef, commit: str) -> str:
                 "the download is corrupt or was altered; refused, nothing stored"
             )
     else:
-        raise HubHashMismatch(f"the Hub gave no hash for {where}: it cannot be checked, so it is refused")
+        raise HubHashMismatch(
+            f"the Hub gave no hash for {where}: it cannot be checked, so it is refused"
+        )
     return got
 
 
@@ -328,10 +340,16 @@ def _convert_bin(folder: Path, name: str) -> None:
     except CheckpointError as e:
         raise HubError(f"{name} from the Hub was refused: {e}") from None
     # safetensors refuses tensors sharing memory (tied weights): store each as its own copy
-    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()},
-              str(folder / name.replace("pytorch_model.bin", "model.safetensors")
-                  .replace("adapter_model.bin", "adapter_model.safetensors")),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.detach().contiguous().clone() for k, v in tensors.items()},
+        str(
+            folder
+            / name.replace("pytorch_model.bin", "model.safetensors").replace(
+                "adapter_model.bin", "adapter_model.safetensors"
+            )
+        ),
+        metadata={"format": "pt"},
+    )
     src.unlink()
 
 
@@ -387,7 +405,12 @@ def fetch(
         for i, f in enumerate(files):
             try:
                 got = hf_hub_download(
-                    ref.repo, f.name, revision=commit, local_dir=staging, endpoint=ep, token=tok,
+                    ref.repo,
+                    f.name,
+                    revision=commit,
+                    local_dir=staging,
+                    endpoint=ep,
+                    token=tok,
                     force_download=True,
                 )
             except Exception as e:
@@ -410,7 +433,9 @@ def fetch(
 
 def cache_root() -> Path:
     """Where the CLI keeps Hub snapshots: ``BASIN_HUB_CACHE``, else ``~/.cache/basin/hub``."""
-    return Path(os.environ.get("BASIN_HUB_CACHE") or Path.home() / ".cache" / "basin" / "hub").expanduser()
+    return Path(
+        os.environ.get("BASIN_HUB_CACHE") or Path.home() / ".cache" / "basin" / "hub"
+    ).expanduser()
 
 
 _DONE = ".basin-hub.json"
@@ -442,7 +467,9 @@ def snapshot(ref: str, *, allow_bin: bool = False) -> Path:
         if got is None:
             return found["dir"]
         (tmp / "ckpt" / _DONE).write_text(
-            json.dumps({"repo": hub.repo, "ref": hub.revision, "commit": got.commit, "files": got.files})
+            json.dumps(
+                {"repo": hub.repo, "ref": hub.revision, "commit": got.commit, "files": got.files}
+            )
         )
         final = base / got.commit
         try:

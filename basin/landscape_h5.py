@@ -38,7 +38,10 @@ from typing import Any
 from basin.errors import BasinError
 
 #: Basin metric → the name Li et al.'s scripts read, and the factor to apply.
-LI_NAMES: dict[str, tuple[str, float]] = {"loss": ("train_loss", 1.0), "accuracy": ("train_acc", 100.0)}
+LI_NAMES: dict[str, tuple[str, float]] = {
+    "loss": ("train_loss", 1.0),
+    "accuracy": ("train_acc", 100.0),
+}
 
 
 class ExportError(BasinError):
@@ -49,13 +52,17 @@ def _grid_shape(doc: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
     """``(path type, shape)``: ``(n,)`` for 1D paths, ``(nx, ny)`` for planes."""
     from basin.paths import path_class
 
-    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
-    path = spec.get("path") if isinstance(spec.get("path"), dict) else {}
+    raw_spec, raw_path = doc.get("spec"), None
+    spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
+    raw_path = spec.get("path")
+    path: dict[str, Any] = raw_path if isinstance(raw_path, dict) else {}
     ptype = str(path.get("type") or "")
     try:
         cls = path_class(ptype)
     except Exception:
-        raise ExportError(f"the run's path type {ptype!r} is unknown: cannot lay out its grid") from None
+        raise ExportError(
+            f"the run's path type {ptype!r} is unknown: cannot lay out its grid"
+        ) from None
     fields = {**cls.defaults(), **path}
     try:
         if cls.ndim == 1:
@@ -131,7 +138,9 @@ def surface_arrays(doc: dict[str, Any]) -> dict[str, Any]:
         for m, iv in (p.get("intervals") or {}).items():
             if isinstance(iv, (list, tuple)) and len(iv) == 2:
                 arrays[f"{m}_lo"][where], arrays[f"{m}_hi"][where] = _value(iv[0]), _value(iv[1])
-    out: dict[str, Any] = {"xcoordinates": np.asarray(_axis(xs, nx, "x" if len(shape) == 2 else "α"))}
+    out: dict[str, Any] = {
+        "xcoordinates": np.asarray(_axis(xs, nx, "x" if len(shape) == 2 else "α"))
+    }
     if len(shape) == 2:
         out["ycoordinates"] = np.asarray(_axis(ys, ny, "y"))
     for basin_name, (li_name, factor) in LI_NAMES.items():
@@ -139,7 +148,7 @@ def surface_arrays(doc: dict[str, Any]) -> dict[str, Any]:
             out[li_name] = arrays[basin_name] * factor
     for m, a in arrays.items():
         out.setdefault(m, a)
-    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    spec = doc.get("spec") or {}
     out["_attrs"] = {
         "basin_path": ptype,
         "basin_coords": "x,y" if len(shape) == 2 else "alpha",

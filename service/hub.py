@@ -34,7 +34,11 @@ def find_hub_checkpoint(store: Store, repo: str, revision: str) -> dict[str, Any
         if t.get("hub_repo") != repo:
             continue
         pinned = str(t.get("hub_revision") or "")
-        if pinned == rev or (len(rev) >= 7 and pinned.startswith(rev)) or t.get("hub_ref") == revision:
+        if (
+            pinned == rev
+            or (len(rev) >= 7 and pinned.startswith(rev))
+            or t.get("hub_ref") == revision
+        ):
             hits.append(m)
     return hits[0] if hits else None
 
@@ -47,7 +51,7 @@ def resolve_hub_ref(store: Store, ref: str) -> dict[str, Any]:
     if m is None:
         raise CheckpointNotFound(
             f"{ref} is not in the store yet: fetch it first (Checkpoints page → From the Hugging Face Hub, "
-            f"or POST /api/checkpoints/hub with {{\"ref\": \"{hub}\"}}), then run this spec again"
+            f'or POST /api/checkpoints/hub with {{"ref": "{hub}"}}), then run this spec again'
         )
     return m
 
@@ -93,20 +97,36 @@ def import_from_hub(
         cap = free if cap is None else min(cap, free)
     with store.workspace() as ws:
         got: Fetched | None = fetch(
-            hub, ws / "ckpt", endpoint=endpoint, token=token, allow_bin=allow_bin,
-            max_bytes=cap, on_progress=on_progress, on_commit=known,
+            hub,
+            ws / "ckpt",
+            endpoint=endpoint,
+            token=token,
+            allow_bin=allow_bin,
+            max_bytes=cap,
+            on_progress=on_progress,
+            on_commit=known,
         )
         if got is None:
-            logger.info("%s at %s is already stored as %s", hub, existing["commit"][:12], existing["m"]["id"][:12])
+            logger.info(
+                "%s at %s is already stored as %s",
+                hub,
+                existing["commit"][:12],
+                existing["m"]["id"][:12],
+            )
             return Added(existing["m"], created=False), existing["commit"]
         all_tags = {**(tags or {}), **got.tags()}
         added = store.import_checkpoint(
-            got.folder, name=name or default_name(hub, got.commit), tags=all_tags, mode="move",
+            got.folder,
+            name=name or default_name(hub, got.commit),
+            tags=all_tags,
+            mode="move",
             source="hub",
         )
     if not added.created:
         t = added.manifest.get("tags") or {}
-        if t.get("hub_repo") is None:  # the same content came another way first: note the Hub's origin
+        if (
+            t.get("hub_repo") is None
+        ):  # the same content came another way first: note the Hub's origin
             try:
                 m = store.update_checkpoint(added.manifest["id"], tags=got.tags())
                 added = Added(m, created=False)

@@ -53,7 +53,11 @@ class Repo:
         data = self.files[name]
         entry: dict = {"rfilename": name, "size": len(data), "blobId": _blob_id(data)}
         if name.endswith(LFS_SUFFIXES):
-            entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+            entry["lfs"] = {
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "pointerSize": 134,
+            }
         return entry
 
 
@@ -93,17 +97,35 @@ class HubServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def add(self, repo_id: str, folder: Path | None = None, *, files: dict[str, bytes] | None = None,
-            private_token: str | None = None, corrupt: set[str] | None = None) -> Repo:
+    def add(
+        self,
+        repo_id: str,
+        folder: Path | None = None,
+        *,
+        files: dict[str, bytes] | None = None,
+        private_token: str | None = None,
+        corrupt: set[str] | None = None,
+    ) -> Repo:
         """Serve ``folder``'s top-level files (or ``files``) as ``repo_id`` at branch ``main``;
         the commit is a sha1 over the content (a new content: a new commit)."""
         data = dict(files or {})
         if folder is not None:
-            data.update({p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()})
-        commit = hashlib.sha1(json.dumps({k: hashlib.sha256(v).hexdigest() for k, v in sorted(data.items())})
-                              .encode(), usedforsecurity=False).hexdigest()
-        repo = Repo(files=data, commit=commit, private_token=private_token, corrupt=set(corrupt or ()),
-                    branches={"main": commit})
+            data.update(
+                {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+            )
+        commit = hashlib.sha1(
+            json.dumps(
+                {k: hashlib.sha256(v).hexdigest() for k, v in sorted(data.items())}
+            ).encode(),
+            usedforsecurity=False,
+        ).hexdigest()
+        repo = Repo(
+            files=data,
+            commit=commit,
+            private_token=private_token,
+            corrupt=set(corrupt or ()),
+            branches={"main": commit},
+        )
         self.repos[repo_id] = repo
         return repo
 
@@ -113,7 +135,9 @@ class HubServer:
 
     # ---------------------------------------------------------------- serving
 
-    def _error(self, h: BaseHTTPRequestHandler, status: int, code: str, message: str, body: bool) -> None:
+    def _error(
+        self, h: BaseHTTPRequestHandler, status: int, code: str, message: str, body: bool
+    ) -> None:
         payload = json.dumps({"error": message}).encode()
         h.send_response(status)
         h.send_header("X-Error-Code", code)
@@ -148,15 +172,20 @@ class HubServer:
         parts = path.strip("/").split("/")
         if parts[:2] == ["api", "models"] and "revision" in parts:
             i = parts.index("revision")
-            repo_id, rev = "/".join(parts[2:i]), "/".join(parts[i + 1:])
+            repo_id, rev = "/".join(parts[2:i]), "/".join(parts[i + 1 :])
             repo = self._repo(h, repo_id, body)
             if repo is None:
                 return
             commit = self._commit(h, repo, rev, body)
             if commit is None:
                 return
-            info = {"id": repo_id, "modelId": repo_id, "sha": commit, "private": bool(repo.private_token),
-                    "siblings": [repo.sibling(n) for n in sorted(repo.files)]}
+            info = {
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": commit,
+                "private": bool(repo.private_token),
+                "siblings": [repo.sibling(n) for n in sorted(repo.files)],
+            }
             payload = json.dumps(info).encode()
             h.send_response(200)
             h.send_header("Content-Type", "application/json")
@@ -167,7 +196,7 @@ class HubServer:
             return
         if "resolve" in parts:
             i = parts.index("resolve")
-            repo_id, rev, name = "/".join(parts[:i]), parts[i + 1], "/".join(parts[i + 2:])
+            repo_id, rev, name = "/".join(parts[:i]), parts[i + 1], "/".join(parts[i + 2 :])
             repo = self._repo(h, repo_id, body)
             if repo is None:
                 return

@@ -21,25 +21,41 @@ def execute_hub(job_id: str, js: JobState, state: Any) -> dict:
 
     settings = state.settings
     if (getattr(settings, "api_url", "") or "").strip():
-        raise InvalidSpec("this worker has no shared store (BASIN_API_URL is set): a Hub download writes "
-                          "a checkpoint into the store, so it needs a worker on the API's store")
+        raise InvalidSpec(
+            "this worker has no shared store (BASIN_API_URL is set): a Hub download writes "
+            "a checkpoint into the store, so it needs a worker on the API's store"
+        )
     spec = HubSpec.model_validate(json.loads(js.hash()["spec"]))
     store = Store(settings.store)
     try:
         added, commit = import_from_hub(
-            store, spec.ref, name=spec.name, tags=spec.tags, allow_bin=spec.allow_bin,
-            max_bytes=settings.max_upload_bytes, quota=settings.max_store_bytes,
+            store,
+            spec.ref,
+            name=spec.name,
+            tags=spec.tags,
+            allow_bin=spec.allow_bin,
+            max_bytes=settings.max_upload_bytes,
+            quota=settings.max_store_bytes,
             on_progress=progress_callback(js),
         )
     except HubStopped as e:
         if js.timed_out:
-            msg = time_limit_message("Hub download", js.limit_s, int(js.hash().get("step") or 0),
-                                     int(js.hash().get("total") or 0))
+            msg = time_limit_message(
+                "Hub download",
+                js.limit_s,
+                int(js.hash().get("step") or 0),
+                int(js.hash().get("total") or 0),
+            )
             js.end(FAILED, msg)
             return {"hub": job_id, "status": FAILED, "error": msg}
         js.end(CANCELLED, str(e))
         return {"hub": job_id, "status": CANCELLED}
     m = added.manifest
-    js.set(commit=commit, checkpoint=m["id"], name=m.get("name") or "", created_new="1" if added.created else "0")
+    js.set(
+        commit=commit,
+        checkpoint=m["id"],
+        name=m.get("name") or "",
+        created_new="1" if added.created else "0",
+    )
     js.end(DONE)
     return {"hub": job_id, "checkpoint": m["id"], "commit": commit, "created": added.created}

@@ -86,11 +86,19 @@ def _labelled(label: str, component: Any) -> dbc.InputGroup:
     return dbc.InputGroup([dbc.InputGroupText(label), component])
 
 
+_HUB_TAGS = ("hub_repo", "hub_ref", "hub_revision")
+
+
 def _tags(m: dict) -> str:
-    """``task=…, seed=…, step=…`` first, then any other tags, empty ones left out."""
+    """``task=…, seed=…, step=…`` first, then any other tags, empty ones left out; a Hub
+    checkpoint's three origin tags as one ``hub=org/name@ref (commit[:12])``."""
     t = m.get("tags") or {}
-    keys = [k for k in ("task", "seed", "step") if k in t] + sorted(k for k in t if k not in ("task", "seed", "step"))
-    return ", ".join(f"{k}={t[k]}" for k in keys if t[k] not in (None, ""))
+    keys = [k for k in ("task", "seed", "step") if k in t] + sorted(
+        k for k in t if k not in ("task", "seed", "step", *_HUB_TAGS))
+    out = [f"{k}={t[k]}" for k in keys if t[k] not in (None, "")]
+    if t.get("hub_repo"):
+        out.append(f"hub={t['hub_repo']}@{t.get('hub_ref') or ''} ({str(t.get('hub_revision') or '')[:12]})")
+    return ", ".join(out)
 
 
 def _architecture(m: dict) -> str:
@@ -175,7 +183,7 @@ def _hub_fetch(_: int, ref: str | None, name: str | None, allow_bin: bool | None
     if not ref:
         return dash.no_update, html.Span("Give a model id: org/name or org/name@revision.", className="text-danger")
     body: dict[str, Any] = {"ref": ref, "allow_bin": bool(allow_bin)}
-    if (name or "").strip():
+    if name and name.strip():
         body["name"] = name.strip()
     r = api.post("/api/checkpoints/hub", json=body, token=token)
     if not r.ok or not isinstance(r.body, dict):
@@ -184,7 +192,12 @@ def _hub_fetch(_: int, ref: str | None, name: str | None, allow_bin: bool | None
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+    """Bytes for people: ``812 kB``, ``12.3 MB``, ``1.42 GB``."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.0f} kB"
 
 
 def hub_progress(job: dict[str, Any]) -> tuple[Any, bool]:

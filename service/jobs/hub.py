@@ -30,7 +30,15 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from basin.errors import BasinError
-from service.jobs.kernel import JobNotFound, JobState, WorkerJobKind, _f, create_job, job_hash, register
+from service.jobs.kernel import (
+    JobNotFound,
+    JobState,
+    WorkerJobKind,
+    _f,
+    create_job,
+    job_hash,
+    register,
+)
 from service.jobs.limits import JobLimits
 
 
@@ -40,12 +48,17 @@ class HubSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ref: str = Field(description="org/name or org/name@revision (a branch, a tag or a commit sha)",
-                     max_length=300)
+    ref: str = Field(
+        description="org/name or org/name@revision (a branch, a tag or a commit sha)",
+        max_length=300,
+    )
     name: str | None = Field(None, max_length=200)
     tags: dict[str, Any] | None = None
-    allow_bin: bool = Field(False, description="a repository without safetensors: read its pytorch_model.bin "
-                            "with torch's weights-only loader and store it as safetensors")
+    allow_bin: bool = Field(
+        False,
+        description="a repository without safetensors: read its pytorch_model.bin "
+        "with torch's weights-only loader and store it as safetensors",
+    )
 
 
 class HubNotFound(JobNotFound):
@@ -75,8 +88,14 @@ class HubKind(WorkerJobKind):
             _check_tags(spec.tags)
         except BasinError as e:
             out.append(f"tags: {e}")
-        if store is not None and limits.store_bytes is not None and store.free_bytes(limits.store_bytes) == 0:
-            out.append("the store is full under its quota (BASIN_MAX_STORE_BYTES): delete checkpoints first")
+        if (
+            store is not None
+            and limits.store_bytes is not None
+            and store.free_bytes(limits.store_bytes) == 0
+        ):
+            out.append(
+                "the store is full under its quota (BASIN_MAX_STORE_BYTES): delete checkpoints first"
+            )
         return out
 
     def fields(self, spec: Any, limits: JobLimits) -> dict[str, Any]:
@@ -120,10 +139,19 @@ def hub_view(job_id: str, h: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create_hub_job(r: redis.Redis, spec: HubSpec, *, redis_url: str, queue: str,
-                   limits: JobLimits | None = None, store: Any = None) -> str:
+def create_hub_job(
+    r: redis.Redis,
+    spec: HubSpec,
+    *,
+    redis_url: str,
+    queue: str,
+    limits: JobLimits | None = None,
+    store: Any = None,
+) -> str:
     """Check the spec (ref, name, tags, quota), store the job queued, send its task; its id."""
-    return create_job(r, HUB, spec, limits=limits or JobLimits(), redis_url=redis_url, queue=queue, store=store)
+    return create_job(
+        r, HUB, spec, limits=limits or JobLimits(), redis_url=redis_url, queue=queue, store=store
+    )
 
 
 def hub_detail(r: redis.Redis, job_id: str) -> dict[str, Any]:
@@ -151,5 +179,15 @@ def cancel_hub_job(r: redis.Redis, job_id: str) -> str:
     return HUB.cancel(r, job_id)
 
 
-__all__ = ["HUB", "HubKind", "HubNotFound", "HubSpec", "HubStopped", "cancel_hub_job", "create_hub_job",
-           "hub_detail", "hub_view", "progress_callback"]
+__all__ = [
+    "HUB",
+    "HubKind",
+    "HubNotFound",
+    "HubSpec",
+    "HubStopped",
+    "cancel_hub_job",
+    "create_hub_job",
+    "hub_detail",
+    "hub_view",
+    "progress_callback",
+]

@@ -14,8 +14,9 @@ from tests.backend.test_jobs import worker
 from tests.hubserver import HubServer
 
 
-def test_a_hub_job_runs_reports_progress_and_stops_when_cancelled(make_client, redis_url, classifier_family,
-                                                                   monkeypatch):
+def test_a_hub_job_runs_reports_progress_and_stops_when_cancelled(
+    make_client, redis_url, classifier_family, monkeypatch
+):
     from workers.jobs import run_job
 
     red = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -26,14 +27,18 @@ def test_a_hub_job_runs_reports_progress_and_stops_when_cancelled(make_client, r
         hub.add("org/other-bert", classifier_family["ft_b"])
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
 
-        r = client.post("/api/checkpoints/hub", json={"ref": "org/tiny-bert@main", "tags": {"seed": 7}})
+        r = client.post(
+            "/api/checkpoints/hub", json={"ref": "org/tiny-bert@main", "tags": {"seed": 7}}
+        )
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
         assert client.get(r.json()["url"]).json()["status"] == "queued"
         assert run_job("hub", job_id, worker(red, settings))["checkpoint"]
         job = client.get(f"/api/checkpoints/hub/{job_id}").json()
         assert job["status"] == DONE and job["commit"] == hub.repos["org/tiny-bert"].commit
-        assert job["files_done"] == job["files_total"] and job["bytes_done"] == job["bytes_total"] > 0
+        assert (
+            job["files_done"] == job["files_total"] and job["bytes_done"] == job["bytes_total"] > 0
+        )
         stored = Store(settings.store).get_checkpoint(job["checkpoint"])
         assert stored["tags"]["seed"] == 7 and stored["tags"]["hub_revision"] == job["commit"]
         assert client.post(f"/api/checkpoints/hub/{job_id}/cancel").status_code == 409

@@ -21,17 +21,27 @@ from tests.core.test_cli import run_cli
 @pytest.fixture(scope="module")
 def plane_doc(classifier_family):
     """A 4 × 3 plane (nx ≠ ny, so a transposed layout cannot pass) through ft_a, ft_b, ft_c."""
-    spec = helpers.cpu_spec({
-        "path": {"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [4, 3]},
-        "dataset": "eval.csv", "max_examples": 16, "batch_size": 16,
-    })
+    spec = helpers.cpu_spec(
+        {
+            "path": {"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [4, 3]},
+            "dataset": "eval.csv",
+            "max_examples": 16,
+            "batch_size": 16,
+        }
+    )
     return run(spec, FileResolver(classifier_family["data"].parent), progress=False)
 
 
 @pytest.fixture(scope="module")
 def line_doc(classifier_family):
-    spec = helpers.cpu_spec({"path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": 5},
-                             "dataset": "eval.csv", "max_examples": 16, "batch_size": 16})
+    spec = helpers.cpu_spec(
+        {
+            "path": {"type": "linear", "a": "ft_a", "b": "ft_b", "points": 5},
+            "dataset": "eval.csv",
+            "max_examples": 16,
+            "batch_size": 16,
+        }
+    )
     return run(spec, FileResolver(classifier_family["data"].parent), progress=False)
 
 
@@ -55,7 +65,9 @@ def test_a_plane_is_written_where_plot_2d_and_h52vtp_read_it(plane_doc, tmp_path
             assert X.ravel()[i] == pytest.approx(p["coords"]["x"])
             assert Y.ravel()[i] == pytest.approx(p["coords"]["y"])
             assert loss.ravel()[i] == pytest.approx(p["metrics"]["loss"])
-            assert acc.ravel()[i] == pytest.approx(100 * p["metrics"]["accuracy"])  # percent, as theirs
+            assert acc.ravel()[i] == pytest.approx(
+                100 * p["metrics"]["accuracy"]
+            )  # percent, as theirs
             assert f["accuracy"][:].ravel()[i] == pytest.approx(p["metrics"]["accuracy"])
             lo, hi = p["intervals"]["loss"]
             assert f["loss_lo"][:].ravel()[i] == pytest.approx(lo)
@@ -74,9 +86,12 @@ def test_a_line_gets_their_1d_layout_and_the_cli_writes_it(line_doc, tmp_path):
         assert "ycoordinates" not in f  # plot_1D.py reads xcoordinates, train_loss, train_acc
         alphas = [p["coords"]["alpha"] for p in line_doc["points"]]
         assert f["xcoordinates"][:].tolist() == pytest.approx(alphas)
-        assert f["train_loss"][:].tolist() == pytest.approx([p["metrics"]["loss"] for p in line_doc["points"]])
-        assert f["train_acc"][:].tolist() == pytest.approx([100 * p["metrics"]["accuracy"]
-                                                            for p in line_doc["points"]])
+        assert f["train_loss"][:].tolist() == pytest.approx(
+            [p["metrics"]["loss"] for p in line_doc["points"]]
+        )
+        assert f["train_acc"][:].tolist() == pytest.approx(
+            [100 * p["metrics"]["accuracy"] for p in line_doc["points"]]
+        )
 
 
 def test_points_not_evaluated_are_nan_and_the_axis_still_spans_the_grid(plane_doc, tmp_path):

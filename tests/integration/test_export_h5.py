@@ -21,13 +21,15 @@ def test_the_h5_export_holds_the_runs_points(stack):
     r = stack.request("GET", f"/api/runs/{run_id}/export?format=h5")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/x-hdf5"
-    assert f'basin-run-{run_id}.h5' in r.headers["content-disposition"]
+    assert f"basin-run-{run_id}.h5" in r.headers["content-disposition"]
     with h5py.File(io.BytesIO(r.content), "r") as f:
         assert f["train_loss"].shape == (2, 3) and f.attrs["basin_run"] == run_id
         X, Y = np.meshgrid(f["xcoordinates"][:], f["ycoordinates"][:])
         for p in doc["points"]:
             i = p["index"]
-            assert (X.ravel()[i], Y.ravel()[i]) == pytest.approx((p["coords"]["x"], p["coords"]["y"]))
+            assert (X.ravel()[i], Y.ravel()[i]) == pytest.approx(
+                (p["coords"]["x"], p["coords"]["y"])
+            )
             assert f["train_loss"][:].ravel()[i] == pytest.approx(p["metrics"]["loss"])
             assert f["train_acc"][:].ravel()[i] == pytest.approx(100 * p["metrics"]["accuracy"])
     bad = stack.request("GET", f"/api/runs/{run_id}/export?format=xlsx")

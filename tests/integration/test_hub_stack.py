@@ -52,14 +52,19 @@ def test_register_by_hub_id_pins_the_commit_and_a_spec_names_it(hub_stack, hub):
     commit = hub.repos["org/tiny-bert"].commit
     assert job["status"] == "done", job
     assert job["commit"] == commit and job["created"] is True
-    assert job["files_done"] == job["files_total"] >= 3 and job["bytes_done"] == job["bytes_total"] > 0
+    assert (
+        job["files_done"] == job["files_total"] >= 3 and job["bytes_done"] == job["bytes_total"] > 0
+    )
     m = hub_stack.request("GET", f"/api/checkpoints/{job['checkpoint']}").json()
     assert m["source"] == "hub" and m["architecture"] == "BertForSequenceClassification"
     assert m["tags"] == {"hub_repo": "org/tiny-bert", "hub_revision": commit, "hub_ref": "main"}
 
     # the worker's HF_TOKEN opens the private repository, and only it was sent
-    r = hub_stack.request("POST", "/api/checkpoints/hub",
-                          json={"ref": "org/private-bert@main", "name": "private one", "tags": {"seed": 2}})
+    r = hub_stack.request(
+        "POST",
+        "/api/checkpoints/hub",
+        json={"ref": "org/private-bert@main", "name": "private one", "tags": {"seed": 2}},
+    )
     private = _wait(hub_stack, r.json()["url"])
     assert private["status"] == "done", private
     assert set(hub.auths("org/private-bert")) == {"Bearer hf_secret"}
@@ -67,20 +72,35 @@ def test_register_by_hub_id_pins_the_commit_and_a_spec_names_it(hub_stack, hub):
     assert pm["name"] == "private one" and pm["tags"]["seed"] == 2
 
     # a run spec names them by Hub id; the server resolves them to store ids
-    spec = {"path": {"type": "linear", "a": "hf:org/tiny-bert@main", "b": f"hf:org/private-bert@{hub.repos['org/private-bert'].commit[:10]}",
-                     "points": 3}, "dataset": "eval.csv", "max_examples": 16}
+    spec = {
+        "path": {
+            "type": "linear",
+            "a": "hf:org/tiny-bert@main",
+            "b": f"hf:org/private-bert@{hub.repos['org/private-bert'].commit[:10]}",
+            "points": 3,
+        },
+        "dataset": "eval.csv",
+        "max_examples": 16,
+    }
     v = hub_stack.request("POST", "/api/runs/validate", json=spec)
     assert v.status_code == 200, v.text
     assert v.json()["spec"]["path"]["a"] == job["checkpoint"]
     assert v.json()["spec"]["path"]["b"] == private["checkpoint"]
-    missing = hub_stack.request("POST", "/api/runs/validate",
-                                json={**spec, "path": {**spec["path"], "b": "hf:org/never-fetched"}})
+    missing = hub_stack.request(
+        "POST",
+        "/api/runs/validate",
+        json={**spec, "path": {**spec["path"], "b": "hf:org/never-fetched"}},
+    )
     assert missing.status_code == 422 and "not in the store yet: fetch it first" in missing.text
 
     # fetched once: asking again downloads nothing and answers the same checkpoint
     n = sum(1 for _, p, _ in hub.requests if "/resolve/" in p)
-    again = _wait(hub_stack, hub_stack.request("POST", "/api/checkpoints/hub",
-                                               json={"ref": "org/tiny-bert@main"}).json()["url"])
+    again = _wait(
+        hub_stack,
+        hub_stack.request(
+            "POST", "/api/checkpoints/hub", json={"ref": "org/tiny-bert@main"}
+        ).json()["url"],
+    )
     assert again["checkpoint"] == job["checkpoint"] and again["created"] is False
     assert sum(1 for _, p, _ in hub.requests if "/resolve/" in p) == n
 
@@ -96,9 +116,13 @@ def test_a_corrupted_download_fails_the_job_and_stores_nothing(hub_stack):
 
 
 def test_bad_requests_are_refused_before_anything_is_queued(hub_stack):
-    for body, needle in (({"ref": "not a repo id"}, "not a Hub model id"),
-                         ({"ref": "org/x", "name": "a/b"}, "name"),
-                         ({"ref": "org/x", "token": "hf_x"}, "token")):
+    for body, needle in (
+        ({"ref": "not a repo id"}, "not a Hub model id"),
+        ({"ref": "org/x", "name": "a/b"}, "name"),
+        ({"ref": "org/x", "token": "hf_x"}, "token"),
+    ):
         r = hub_stack.request("POST", "/api/checkpoints/hub", json=body)
         assert r.status_code == 422 and needle in r.text, r.text
-    assert hub_stack.request("GET", "/api/checkpoints/hub/AAAAAAAAAAAAAAAAAAAAAA").status_code == 404
+    assert (
+        hub_stack.request("GET", "/api/checkpoints/hub/AAAAAAAAAAAAAAAAAAAAAA").status_code == 404
+    )

@@ -50,10 +50,16 @@ def test_a_hub_id_is_fetched_pinned_checked_and_stored_once(hub, classifier_fami
     added, commit = import_from_hub(store, "org/tiny-bert", endpoint=hub.url)
     m = added.manifest
     assert added.created and commit == repo.commit
-    assert m["tags"] == {"hub_repo": "org/tiny-bert", "hub_revision": repo.commit, "hub_ref": "main"}
+    assert m["tags"] == {
+        "hub_repo": "org/tiny-bert",
+        "hub_revision": repo.commit,
+        "hub_ref": "main",
+    }
     assert m["source"] == "hub" and m["name"] == f"tiny-bert@{repo.commit[:8]}"
     stored = store.resolver().checkpoint(m["id"]).weights
-    assert _sha256(stored / "model.safetensors") == _sha256(classifier_family["ft_a"] / "model.safetensors")
+    assert _sha256(stored / "model.safetensors") == _sha256(
+        classifier_family["ft_a"] / "model.safetensors"
+    )
     assert not list(stored.glob("*.bin")) and not (stored / ".download").exists()
     # every file was asked for at the pinned commit, never at the moving branch
     assert all(f"/resolve/{repo.commit}/" in p for _, p, _ in hub.requests if "/resolve/" in p)
@@ -61,7 +67,11 @@ def test_a_hub_id_is_fetched_pinned_checked_and_stored_once(hub, classifier_fami
     n = _resolves(hub)
     again, _ = import_from_hub(store, "org/tiny-bert@main", endpoint=hub.url)
     by_sha, _ = import_from_hub(store, f"org/tiny-bert@{repo.commit}", endpoint=hub.url)
-    assert not again.created and not by_sha.created and again.manifest["id"] == by_sha.manifest["id"] == m["id"]
+    assert (
+        not again.created
+        and not by_sha.created
+        and again.manifest["id"] == by_sha.manifest["id"] == m["id"]
+    )
     assert _resolves(hub) == n
     assert len(store.list_checkpoints()) == 1
     # a spec's hf: reference names it (by branch as asked, by commit prefix)
@@ -74,11 +84,16 @@ def test_a_hub_id_is_fetched_pinned_checked_and_stored_once(hub, classifier_fami
 def test_a_corrupted_file_is_refused_and_nothing_is_stored(hub, classifier_family, tmp_path):
     hub.add("org/tampered", classifier_family["ft_b"], corrupt={"model.safetensors"})
     store = Store(tmp_path / "store")
-    with pytest.raises(HubHashMismatch, match=r"model.safetensors .*does not match the Hub's sha256.*nothing stored"):
+    with pytest.raises(
+        HubHashMismatch,
+        match=r"model.safetensors .*does not match the Hub's sha256.*nothing stored",
+    ):
         import_from_hub(store, "org/tampered", endpoint=hub.url)
     assert store.list_checkpoints() == []
     assert list(store.tmp_dir.iterdir()) == []
-    hub.add("org/tampered-config", classifier_family["ft_b"], corrupt={"config.json"})  # a small (git) file
+    hub.add(
+        "org/tampered-config", classifier_family["ft_b"], corrupt={"config.json"}
+    )  # a small (git) file
     with pytest.raises(HubHashMismatch, match="config.json .*git blob id"):
         import_from_hub(store, "org/tampered-config", endpoint=hub.url)
     assert store.list_checkpoints() == [] and list(store.tmp_dir.iterdir()) == []
@@ -94,7 +109,9 @@ def _bin_only(folder, tmp_path, name="bin-only"):
     return out
 
 
-def test_a_repo_with_only_pytorch_model_bin_is_refused_unless_converted_safely(hub, classifier_family, tmp_path):
+def test_a_repo_with_only_pytorch_model_bin_is_refused_unless_converted_safely(
+    hub, classifier_family, tmp_path
+):
     hub.add("org/old-bert", _bin_only(classifier_family["ft_c"], tmp_path))
     store = Store(tmp_path / "store")
     n = _resolves(hub)
@@ -122,8 +139,9 @@ def test_a_repo_with_only_pytorch_model_bin_is_refused_unless_converted_safely(h
     assert not marker.exists() and len(store.list_checkpoints()) == 1
 
 
-def test_clear_errors_for_unknown_private_missing_revision_offline_and_too_large(hub, classifier_family,
-                                                                                 tmp_path, monkeypatch):
+def test_clear_errors_for_unknown_private_missing_revision_offline_and_too_large(
+    hub, classifier_family, tmp_path, monkeypatch
+):
     store = Store(tmp_path / "store")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(HubNotFound, match="no model repository 'org/nope'"):
@@ -160,14 +178,19 @@ def test_hf_endpoint_and_hf_token_are_honoured(hub, classifier_family, tmp_path,
     assert sent and set(sent) == {"Bearer hf_secret"}  # the info and every file carried it
 
 
-def test_the_cli_resolves_hf_references_into_a_checked_local_snapshot(hub, classifier_family, tmp_path,
-                                                                      monkeypatch):
+def test_the_cli_resolves_hf_references_into_a_checked_local_snapshot(
+    hub, classifier_family, tmp_path, monkeypatch
+):
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("BASIN_HUB_CACHE", str(tmp_path / "cache"))
     repo = hub.repos["org/tiny-bert"]
     src = FileResolver(tmp_path).checkpoint("hf:org/tiny-bert@main")
     assert src.weights == tmp_path / "cache" / "org--tiny-bert" / repo.commit
-    assert _sha256(src.weights / "model.safetensors") == _sha256(classifier_family["ft_a"] / "model.safetensors")
+    assert _sha256(src.weights / "model.safetensors") == _sha256(
+        classifier_family["ft_a"] / "model.safetensors"
+    )
     n = len(hub.requests)
-    assert FileResolver(tmp_path).checkpoint(f"hf:org/tiny-bert@{repo.commit}").weights == src.weights
+    assert (
+        FileResolver(tmp_path).checkpoint(f"hf:org/tiny-bert@{repo.commit}").weights == src.weights
+    )
     assert len(hub.requests) == n  # a cached commit: no request at all

@@ -24,9 +24,12 @@ router = APIRouter(tags=["checkpoints"])
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-@router.post("/checkpoints/hub", status_code=202, responses=responses(422, 503), dependencies=[WriteAuth])
-def fetch_from_hub(body: HubSpec, response: Response, settings: SettingsDep, store: StoreDep,
-                   r: RedisDep) -> dict[str, Any]:
+@router.post(
+    "/checkpoints/hub", status_code=202, responses=responses(422, 503), dependencies=[WriteAuth]
+)
+def fetch_from_hub(
+    body: HubSpec, response: Response, settings: SettingsDep, store: StoreDep, r: RedisDep
+) -> dict[str, Any]:
     """Fetch ``ref`` (``org/name@revision``; no revision = ``main``) from the Hub into the store,
     on a worker: the revision is pinned to the commit the Hub answers, every file is checked
     against the Hub's sha256 / git blob id, only safetensors weights are taken (a repository
@@ -35,8 +38,14 @@ def fetch_from_hub(body: HubSpec, response: Response, settings: SettingsDep, sto
     upload with tags ``hub_repo``, ``hub_revision`` (the commit) and ``hub_ref``. Fetched once:
     the same repository and commit already stored is not downloaded again.
     ``HF_ENDPOINT`` and ``HF_TOKEN`` are the workers'. Answers ``{id, url, status}``; poll ``url``."""
-    job_id = create_hub_job(r, body, redis_url=settings.redis_url, queue=settings.task_queue,
-                            limits=JobLimits.from_settings(settings), store=store)
+    job_id = create_hub_job(
+        r,
+        body,
+        redis_url=settings.redis_url,
+        queue=settings.task_queue,
+        limits=JobLimits.from_settings(settings),
+        store=store,
+    )
     url = f"/api/checkpoints/hub/{job_id}"
     response.headers["Location"] = url
     return {"id": job_id, "url": url, "status": "queued"}
@@ -51,7 +60,9 @@ def hub_status(job_id: str, r: RedisDep) -> dict[str, Any]:
     return hub_detail(r, job_id)
 
 
-@router.post("/checkpoints/hub/{job_id}/cancel", responses=responses(404, 409), dependencies=[WriteAuth])
+@router.post(
+    "/checkpoints/hub/{job_id}/cancel", responses=responses(404, 409), dependencies=[WriteAuth]
+)
 def hub_cancel(job_id: str, r: RedisDep) -> dict[str, str]:
     """Stop a Hub download: a queued one at once, a running one before its next file (nothing is
     stored); 409 once it has ended."""
