@@ -24,36 +24,15 @@ logger = logging.getLogger(__name__)
 
 
 def find_hub_checkpoint(store: Store, repo: str, revision: str) -> dict[str, Any] | None:
-    """The newest stored checkpoint fetched from ``repo`` whose pinned commit is ``revision`` (a
-    full sha, or a prefix of at least 7 hex digits) or that was asked for as ``revision``
-    (``main``, a tag); ``None`` when there is none."""
-    rev = revision.lower()
-    hits = []
-    for m in store.list_checkpoints():  # newest first
-        t = m.get("tags") or {}
-        if t.get("hub_repo") != repo:
-            continue
-        pinned = str(t.get("hub_revision") or "")
-        if (
-            pinned == rev
-            or (len(rev) >= 7 and pinned.startswith(rev))
-            or t.get("hub_ref") == revision
-        ):
-            hits.append(m)
-    return hits[0] if hits else None
+    """The newest stored checkpoint fetched from ``repo`` at ``revision``
+    (:meth:`service.store.Store.find_hub_checkpoint`); ``None`` when there is none."""
+    return store.find_hub_checkpoint(repo, revision)
 
 
 def resolve_hub_ref(store: Store, ref: str) -> dict[str, Any]:
-    """The manifest of the stored checkpoint a spec's ``hf:org/name@rev`` names (see
-    :func:`find_hub_checkpoint`); :class:`CheckpointNotFound` saying how to fetch it if none."""
-    hub = parse_hub_ref(ref)
-    m = find_hub_checkpoint(store, hub.repo, hub.revision)
-    if m is None:
-        raise CheckpointNotFound(
-            f"{ref} is not in the store yet: fetch it first (Checkpoints page → From the Hugging Face Hub, "
-            f'or POST /api/checkpoints/hub with {{"ref": "{hub}"}}), then run this spec again'
-        )
-    return m
+    """The manifest of the stored checkpoint a spec's ``hf:org/name@rev`` names;
+    :class:`CheckpointNotFound` saying how to fetch it if none (the store's own lookup)."""
+    return store.get_checkpoint(ref if ref.startswith("hf:") else f"hf:{ref}")
 
 
 def default_name(hub: HubRef, commit: str) -> str:
