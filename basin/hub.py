@@ -15,8 +15,10 @@ revision = ``main``), optionally written ``hf:org/name@revision`` (the form a ru
    code, no other folders) is downloaded;
 3. every file is checked against the Hub's own hash before it is kept: an LFS file's
    ``sha256`` (the ``lfs.sha256`` of the info, which is also its ``X-Linked-Etag``), a small
-   file's git blob id (``sha1("blob <size>\\0" + bytes)``), and its size. A mismatch refuses
-   the whole download (:class:`HubHashMismatch`);
+   file's git blob id (``sha1("blob <size>\\0" + bytes)``), and its size; where the info
+   has no hashes (a mirror without ``blobs``), the file's ``ETag`` at the commit gives them.
+   A mismatch, or a file with no hash at all, refuses the whole download
+   (:class:`HubHashMismatch`);
 4. a repository with no safetensors weights but a ``pytorch_model.bin`` (a pickle) is
    refused (:class:`HubNoSafetensors`) unless ``allow_bin``: then the ``.bin`` is downloaded,
    hash-checked, read with torch's weights-only loader (:func:`basin.formats.load_bin`: the
@@ -328,6 +330,28 @@ def _check(path: Path, f: HubFile, ref: HubRef, commit: str) -> str:
     return got
 
 
+def _hash_from_etag(f: HubFile, ref: HubRef, commit: str, endpoint: str, token: str | None) -> None:
+    """A file the model info gave no hash for (a mirror without ``blobs``): its ``ETag`` /
+    ``X-Linked-Etag`` at the commit — an LFS file's sha256 (64 hex) or a git blob id (40 hex)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        meta = get_hf_file_metadata(
+            hf_hub_url(ref.repo, f.name, revision=commit, endpoint=endpoint),
+            token=token,
+            endpoint=endpoint,
+        )
+    except Exception as e:
+        raise _hub_error(e, ref, endpoint, token) from None
+    etag = (meta.etag or "").strip('"').lower()
+    if re.fullmatch(r"[0-9a-f]{64}", etag):
+        f.sha256 = etag
+    elif re.fullmatch(r"[0-9a-f]{40}", etag):
+        f.blob_id = etag
+    if not f.size and meta.size:
+        f.size = int(meta.size)
+
+
 def _convert_bin(folder: Path, name: str) -> None:
     """Read a ``.bin`` with torch's weights-only loader and write it as safetensors."""
     from safetensors.torch import save_file
@@ -403,6 +427,8 @@ def fetch(
         if on_progress is not None:
             on_progress(0, len(files), 0, total)
         for i, f in enumerate(files):
+            if not (f.sha256 or f.blob_id):
+                _hash_from_etag(f, ref, commit, ep, tok)
             try:
                 got = hf_hub_download(
                     ref.repo,

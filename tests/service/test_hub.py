@@ -97,6 +97,18 @@ def test_a_corrupted_file_is_refused_and_nothing_is_stored(hub, classifier_famil
     with pytest.raises(HubHashMismatch, match="config.json .*git blob id"):
         import_from_hub(store, "org/tampered-config", endpoint=hub.url)
     assert store.list_checkpoints() == [] and list(store.tmp_dir.iterdir()) == []
+    # a mirror whose model info has no hashes: each file's ETag at the commit is checked instead
+    hub.add(
+        "org/bare-tampered", classifier_family["ft_b"], corrupt={"model.safetensors"}
+    ).hashes_in_info = False
+    with pytest.raises(
+        HubHashMismatch, match="model.safetensors .*does not match the Hub's sha256"
+    ):
+        import_from_hub(store, "org/bare-tampered", endpoint=hub.url)
+    assert store.list_checkpoints() == []
+    hub.add("org/bare", classifier_family["ft_b"]).hashes_in_info = False
+    added, _ = import_from_hub(store, "org/bare", endpoint=hub.url)
+    assert added.created and added.manifest["tags"]["hub_revision"] == hub.repos["org/bare"].commit
 
 
 def _bin_only(folder, tmp_path, name="bin-only"):
