@@ -402,7 +402,7 @@ def fetch(
     with _online():
         try:
             info = HfApi(endpoint=ep, token=tok).model_info(
-                ref.repo, revision=ref.revision, files_metadata=True, token=tok
+                ref.repo, revision=ref.revision, files_metadata=True, token=tok, timeout=60
             )
         except Exception as e:
             raise _hub_error(e, ref, ep, tok) from None
