@@ -101,16 +101,13 @@ def import_from_hub(
             mode="move",
             source="hub",
         )
-    if not added.created:
-        t = added.manifest.get("tags") or {}
-        if (
-            t.get("hub_repo") is None
-        ):  # the same content came another way first: note the Hub's origin
-            try:
-                m = store.update_checkpoint(added.manifest["id"], tags=got.tags())
-                added = Added(m, created=False)
-            except CheckpointNotFound:
-                pass
+    # the same content came another way first (an upload): note the Hub's origin on it
+    if not added.created and (added.manifest.get("tags") or {}).get("hub_repo") is None:
+        try:
+            m = store.update_checkpoint(added.manifest["id"], tags=got.tags())
+            added = Added(m, created=False)
+        except CheckpointNotFound:  # deleted meanwhile
+            pass
     return added, got.commit
 
 

@@ -206,3 +206,20 @@ def test_the_cli_resolves_hf_references_into_a_checked_local_snapshot(
         FileResolver(tmp_path).checkpoint(f"hf:org/tiny-bert@{repo.commit}").weights == src.weights
     )
     assert len(hub.requests) == n  # a cached commit: no request at all
+
+
+def test_content_uploaded_before_is_not_stored_twice_and_gains_the_hub_origin(
+    hub, classifier_family, tmp_path
+):
+    store = Store(tmp_path / "store")
+    uploaded = store.add_checkpoint_dir(classifier_family["ft_a"], name="my ft_a", tags={"seed": 1})
+    added, commit = import_from_hub(store, "org/tiny-bert", endpoint=hub.url)
+    assert not added.created and added.manifest["id"] == uploaded["id"]
+    assert added.manifest["name"] == "my ft_a" and len(store.list_checkpoints()) == 1
+    assert added.manifest["tags"] == {
+        "seed": 1,
+        "hub_repo": "org/tiny-bert",
+        "hub_revision": commit,
+        "hub_ref": "main",
+    }
+    assert store.get_checkpoint("hf:org/tiny-bert@main")["id"] == uploaded["id"]
