@@ -4,6 +4,7 @@
 
     basin eval SPEC -o result.json [--device D] [--max-examples N] [--quiet]
     basin plot result.json -o report.html
+    basin export result.json -o surface.h5     (Li et al.'s loss-landscape HDF5 layout)
     basin fit FIT_SPEC [-o FOLDER] [--device D] [--quiet]
     basin forgetting result.json -o forgetting.csv [--dataset PATH] [--format csv|json]
     basin demo [--out DIR] [--report PATH]
@@ -141,6 +142,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     result = read_result(Path(args.result))
     out = write_report(result, Path(args.output))
+    print(out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from basin.landscape_h5 import save_surface_h5
+
+    result = read_result(Path(args.result))
+    out = save_surface_h5(result, Path(args.output))
     print(out)
     return 0
 
@@ -286,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("result", help="result document written by `basin eval`")
     pl.add_argument("-o", "--output", required=True, help="HTML file to write")
     pl.set_defaults(func=cmd_plot)
+
+    ex = sub.add_parser("export", help="write a result document's surface as an HDF5 file in the layout of "
+                                       "Li et al.'s loss-landscape scripts (plot_2D.py, plot_1D.py, h52vtp.py)")
+    ex.add_argument("result", help="result document written by `basin eval` (or exported by the service)")
+    ex.add_argument("-o", "--output", required=True, help=".h5 file to write")
+    ex.set_defaults(func=cmd_export)
 
     f = sub.add_parser("fit", help="fit a Bezier/polychain curve between two checkpoints, then evaluate "
                                    "the straight line and the fitted curve")

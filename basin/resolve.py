@@ -46,7 +46,13 @@ class FileResolver:
         return p if p.is_absolute() else self.base_dir / p
 
     def checkpoint(self, ref: str) -> CheckpointSource:
-        """Resolve a checkpoint path; raises :class:`CheckpointError` if it does not exist."""
+        """Resolve a checkpoint path; raises :class:`CheckpointError` if it does not exist.
+        ``hf:org/name@revision`` is a Hugging Face Hub checkpoint, fetched (checked against the
+        Hub's hashes, safetensors only) into the local cache once (:func:`basin.hub.snapshot`)."""
+        if ref.startswith("hf:"):
+            from basin.hub import snapshot
+
+            return CheckpointSource.from_path(snapshot(ref))
         wref, _, cref = ref.partition(CONFIG_SEP)
         w = self._path(wref)
         if not w.exists():

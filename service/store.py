@@ -434,11 +434,42 @@ class Store:
         """A checkpoint manifest by id, unique id prefix (≥8) or name.
 
         Raises :class:`CheckpointNotFound` (a :class:`CheckpointError`) if none matches.
+        A Hub reference ``hf:org/name@revision`` names the checkpoint fetched from there
+        (:meth:`find_hub_checkpoint`: by its pinned commit, or the revision asked).
         """
+        if isinstance(ref, str) and ref.startswith("hf:"):
+            return self._hub_checkpoint(ref)
         d = self._find(self.checkpoints_dir, ref, "checkpoint", CheckpointNotFound)
         m = self._read_manifest(d)
         if m is None:  # deleted between the lookup and the read
             raise CheckpointNotFound(f"no checkpoint named or with id {ref!r}")
+        return m
+
+    def find_hub_checkpoint(self, repo: str, revision: str) -> dict[str, Any] | None:
+        """The newest checkpoint fetched from Hub repository ``repo`` (tag ``hub_repo``) whose
+        pinned commit (``hub_revision``) is ``revision`` (a full sha, or a prefix of at least 7
+        hex digits) or that was asked for as ``revision`` (``hub_ref``: ``main``, a tag)."""
+        rev = revision.lower()
+        for m in self.list_checkpoints():  # newest first
+            t = m.get("tags") or {}
+            if t.get("hub_repo") != repo:
+                continue
+            pinned = str(t.get("hub_revision") or "")
+            if pinned == rev or (len(rev) >= 7 and _HEX_RE.match(rev) and pinned.startswith(rev)) \
+                    or t.get("hub_ref") == revision:
+                return m
+        return None
+
+    def _hub_checkpoint(self, ref: str) -> dict[str, Any]:
+        from basin.hub import parse_hub_ref
+
+        hub = parse_hub_ref(ref)
+        m = self.find_hub_checkpoint(hub.repo, hub.revision)
+        if m is None:
+            raise CheckpointNotFound(
+                f"{ref} is not in the store yet: fetch it first (Checkpoints page → From the Hugging Face Hub, "
+                f'or POST /api/checkpoints/hub with {{"ref": "{hub}"}}), then run this spec again'
+            )
         return m
 
     def checkpoint_summary(self, ref: str) -> dict[str, Any]:
@@ -471,6 +502,7 @@ class Store:
         expect_id: str | None = None,
         roots: Sequence[Path] | None = None,
         quota: int | None = None,
+        source: str | None = None,
     ) -> Added:
         """Validate and add a model directory; ``mode`` is ``copy``, ``move`` or ``register``.
 
@@ -492,6 +524,7 @@ class Store:
         checked that its target modules exist in the base and its tensors' names and shapes fit.
         ``roots``: the folders a server allows registering from;
         ``src`` is resolved and must lie inside one (:meth:`allowed_source`).
+        ``source``: what the manifest records as its origin instead of ``upload`` (``hub``).
         """
         name = _check_name(name, "checkpoint")
         tags = _check_tags(tags)
@@ -543,7 +576,7 @@ class Store:
                     "size_bytes": _dir_size(work),
                     "base": base,
                 }
-            manifest["source"] = "register" if mode == "register" else "upload"
+            manifest["source"] = "register" if mode == "register" else (source or "upload")
             manifest["files"] = source_files if mode == "register" else _files_of(work)
             if mode == "register":
                 manifest.update(path=str(src), weights=str(src), config_dir=str(src))

@@ -36,6 +36,24 @@ def layout(**_: Any) -> html.Div:
             upload_box("ckpt", "/api/checkpoints", "ckpt-refresh", ".zip,.tar.gz,.tgz,.safetensors",
                        config_picker=True, select="ckpt-edit-id", base_picker=True),
         ])], className="mb-3"),
+        dbc.Card([dbc.CardHeader("From the Hugging Face Hub"), dbc.CardBody([
+            html.P(["A model id, ", html.Code("org/name"), " or ", html.Code("org/name@revision"),
+                    " (a branch, a tag or a commit; none = main). A worker downloads it once, pinned to the commit "
+                    "the Hub answers, checks every file against the Hub's hashes and keeps safetensors weights "
+                    "only. In a run spec, name it ", html.Code("hf:org/name@revision"), "."],
+                   className="small text-muted"),
+            dbc.Row([
+                dbc.Col(dbc.Input(id="ckpt-hub-ref", placeholder="org/name@revision"), md=5),
+                dbc.Col(dbc.Input(id="ckpt-hub-name", placeholder="name (default: name@commit)"), md=3),
+                dbc.Col(dbc.Button("Fetch", id="ckpt-hub-button", color="secondary"), md="auto"),
+            ], className="g-2"),
+            dbc.Checkbox(id="ckpt-hub-allow-bin", value=False, className="small mt-1",
+                         label="a repository with only pytorch_model.bin: read it with torch's weights-only loader "
+                               "(never runs code) and store it as safetensors"),
+            dcc.Store(id="ckpt-hub-job", storage_type="session"),
+            dcc.Interval(id="ckpt-hub-poll", interval=700, disabled=True),
+            html.Div(id="ckpt-hub-status", className="small mt-1"),
+        ])], className="mb-3"),
         dbc.Card([dbc.CardHeader("Register a folder on the server"), dbc.CardBody([
             dbc.Row([
                 dbc.Col(dbc.Input(id="ckpt-register-path", placeholder="/path/to/model-dir"), md=5),
@@ -68,11 +86,19 @@ def _labelled(label: str, component: Any) -> dbc.InputGroup:
     return dbc.InputGroup([dbc.InputGroupText(label), component])
 
 
+_HUB_TAGS = ("hub_repo", "hub_ref", "hub_revision")
+
+
 def _tags(m: dict) -> str:
-    """``task=…, seed=…, step=…`` first, then any other tags, empty ones left out."""
+    """``task=…, seed=…, step=…`` first, then any other tags, empty ones left out; a Hub
+    checkpoint's three origin tags as one ``hub=org/name@ref (commit[:12])``."""
     t = m.get("tags") or {}
-    keys = [k for k in ("task", "seed", "step") if k in t] + sorted(k for k in t if k not in ("task", "seed", "step"))
-    return ", ".join(f"{k}={t[k]}" for k in keys if t[k] not in (None, ""))
+    keys = [k for k in ("task", "seed", "step") if k in t] + sorted(
+        k for k in t if k not in ("task", "seed", "step", *_HUB_TAGS))
+    out = [f"{k}={t[k]}" for k in keys if t[k] not in (None, "")]
+    if t.get("hub_repo"):
+        out.append(f"hub={t['hub_repo']}@{t.get('hub_ref') or ''} ({str(t.get('hub_revision') or '')[:12]})")
+    return ", ".join(out)
 
 
 def _architecture(m: dict) -> str:
@@ -140,6 +166,93 @@ def _register(_: int, path: str | None, name: str | None, token: str | None):
     if r.ok:
         return html.Span(f"Registered {r.body.get('name')}.", className="text-success"), time.time()
     return html.Span(f"Register failed: {r.error()}", className="text-danger"), dash.no_update
+
+
+@callback(
+    Output("ckpt-hub-job", "data"),
+    Output("ckpt-hub-status", "children", allow_duplicate=True),
+    Input("ckpt-hub-button", "n_clicks"),
+    State("ckpt-hub-ref", "value"),
+    State("ckpt-hub-name", "value"),
+    State("ckpt-hub-allow-bin", "value"),
+    State("settings-token-input", "value"),
+    prevent_initial_call=True,
+)
+def _hub_fetch(_: int, ref: str | None, name: str | None, allow_bin: bool | None, token: str | None):
+    ref = (ref or "").strip()
+    if not ref:
+        return dash.no_update, html.Span("Give a model id: org/name or org/name@revision.", className="text-danger")
+    body: dict[str, Any] = {"ref": ref, "allow_bin": bool(allow_bin)}
+    if name and name.strip():
+        body["name"] = name.strip()
+    r = api.post("/api/checkpoints/hub", json=body, token=token)
+    if not r.ok or not isinstance(r.body, dict):
+        return dash.no_update, html.Span(f"Fetch refused: {r.error()}", className="text-danger", id="ckpt-hub-error")
+    return {"id": r.body["id"], "ref": ref}, html.Span(f"Queued {ref}…", className="text-muted")
+
+
+def _mb(n: int) -> str:
+    """Bytes for people: ``812 kB``, ``12.3 MB``, ``1.42 GB``."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.0f} kB"
+
+
+def hub_progress(job: dict[str, Any]) -> tuple[Any, bool]:
+    """The status line of a Hub download and whether polling stops."""
+    status, ref = job.get("status"), job.get("ref")
+    if status == "done":
+        commit = str(job.get("commit") or "")[:12]
+        verb = "Stored" if job.get("created") else "Already stored"
+        return html.Span([f"{verb} {job.get('name')} — {ref} pinned to commit ", html.Code(commit), "."],
+                         className="text-success", id="ckpt-hub-done"), True
+    if status in ("failed", "cancelled"):
+        return html.Span(f"Fetching {ref} {status}: {job.get('error') or ''}", className="text-danger",
+                         id="ckpt-hub-error"), True
+    total, done = int(job.get("files_total") or 0), int(job.get("files_done") or 0)
+    if status == "queued" or not total:
+        return html.Span(f"{ref}: {status}, waiting for a worker…" if status == "queued"
+                         else f"{ref}: asking the Hub which commit and files…", className="text-muted"), False
+    nb, nt = int(job.get("bytes_done") or 0), int(job.get("bytes_total") or 0)
+    pct = 100 * nb / nt if nt else 100 * done / total
+    return html.Div([
+        html.Span(f"{ref}: downloading, {done} of {total} files ({_mb(nb)} of {_mb(nt)}), each checked "
+                  "against the Hub's hash", className="text-muted"),
+        dbc.Progress(value=pct, className="mt-1", style={"height": "6px"}, id="ckpt-hub-progress"),
+    ]), False
+
+
+@callback(
+    Output("ckpt-hub-poll", "disabled"),
+    Input("ckpt-hub-job", "data"),
+)
+def _hub_poll_on(job: dict | None):
+    return not (isinstance(job, dict) and job.get("id"))
+
+
+@callback(
+    Output("ckpt-hub-status", "children"),
+    Output("ckpt-hub-poll", "disabled", allow_duplicate=True),
+    Output("ckpt-hub-job", "data", allow_duplicate=True),
+    Output("ckpt-refresh", "data", allow_duplicate=True),
+    Input("ckpt-hub-poll", "n_intervals"),
+    State("ckpt-hub-job", "data"),
+    State("settings-token-input", "value"),
+    prevent_initial_call=True,
+)
+def _hub_poll(_: int, job: dict | None, token: str | None):
+    if not isinstance(job, dict) or not job.get("id"):
+        return dash.no_update, True, dash.no_update, dash.no_update
+    r = api.get(f"/api/checkpoints/hub/{job['id']}", token=token)
+    if not r.ok or not isinstance(r.body, dict):
+        return (html.Span(f"Lost track of the download: {r.error()}", className="text-danger"), True, None,
+                dash.no_update)
+    line, stop = hub_progress(r.body)
+    if stop:
+        return line, True, None, time.time() if r.body.get("status") == "done" else dash.no_update
+    return line, False, dash.no_update, dash.no_update
 
 
 @callback(

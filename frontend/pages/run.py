@@ -329,6 +329,10 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
                        className="btn btn-sm btn-outline-secondary me-1", download=f"basin-{run_id[:12]}.csv"),
                 html.A("HTML report", href=f"/reports/{run_id}.html", id="run-export-html",
                        className="btn btn-sm btn-outline-secondary me-1"),
+                html.A("HDF5", href=f"/api/runs/{run_id}/export?format=h5", id="run-export-h5",
+                       className="btn btn-sm btn-outline-secondary me-1", download=f"basin-{run_id[:12]}.h5",
+                       title="the surface in the HDF5 layout of Li et al.'s loss-landscape scripts "
+                             "(plot_2D.py, plot_1D.py, h52vtp.py for ParaView)"),
             ]),
             html.Div("PNG: the camera icon above each figure.", className="small text-muted mt-1"),
             html.Hr(),

@@ -308,13 +308,21 @@ def delete_run(run_id: RunId, store: StoreDep, r: RedisDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/runs/{run_id}/export", response_model=None, responses=responses(404))
+@router.get("/runs/{run_id}/export", response_model=None, responses=responses(404, 422))
 def export_run(
-    run_id: RunId, store: StoreDep, r: RedisDep, format: Literal["json", "csv"] = "json"
+    run_id: RunId, store: StoreDep, r: RedisDep, format: Literal["json", "csv", "h5"] = "json"
 ) -> Response:
-    """The result document as JSON, or one CSV row per point (index, coords..., metrics...)."""
+    """The result document as JSON, one CSV row per point (index, coords..., metrics...), or
+    ``h5``: the surface in the HDF5 layout of Li et al.'s loss-landscape scripts
+    (``xcoordinates``, ``ycoordinates``, ``train_loss``, ``train_acc`` in percent, every metric
+    under its own name; a 1D run in their 1D layout: :mod:`basin.landscape_h5`)."""
     doc = book.result_document(r, store, run_id)
     disposition = {"Content-Disposition": f'attachment; filename="basin-run-{run_id}.{format}"'}
+    if format == "h5":
+        from basin.landscape_h5 import surface_h5_bytes
+
+        body = surface_h5_bytes({**doc, "id": doc.get("id") or run_id})
+        return Response(body, media_type="application/x-hdf5", headers=disposition)
     if format == "csv":
         return PlainTextResponse(book.to_csv(doc), media_type="text/csv", headers=disposition)
     return StrictJSONResponse(doc, headers=disposition)
