@@ -339,6 +339,9 @@ def _set_adapter(pm: Any, weights: Mapping[str, torch.Tensor], names: Sequence[s
     wanted = set(names)
     missing = [k.removeprefix("base_model.model.") for k in (getattr(result, "missing_keys", []) or [])]
     missing = [k for k in missing if k in wanted]
+    if "prompt_embeddings" in weights:  # peft loads the virtual-token table itself, by its role
+        unexpected = [k for k in unexpected if k != "prompt_embeddings"]
+        missing = [k for k in missing if not (k.startswith("prompt_encoder.") and k.endswith("embedding.weight"))]
     if unexpected or missing:
         bad = [(k, "not an adapter tensor of the path's first adapter") for k in unexpected]
         bad += [(k, f"missing from {what}") for k in missing]

@@ -271,12 +271,12 @@ def fit(
                 dist = ((theta - vectors[task][m]) ** 2).sum()
                 tl = methods[m].loss(theta, batch)
                 total = total + settings.dist_weight * dist + settings.task_weight * tl
-                rec["dist"][f"{task}/{m}"] = float(dist)
-                rec["task"][f"{task}/{m}"] = float(tl)
+                rec["dist"][f"{task}/{m}"] = float(dist.detach())
+                rec["task"][f"{task}/{m}"] = float(tl.detach())
         opt.zero_grad()
         total.backward()  # type: ignore[no-untyped-call]
         opt.step()
-        rec["loss"] = float(total)
+        rec["loss"] = float(total.detach())
         history.append(rec)
         if on_step is not None:
             on_step(rec)
@@ -365,7 +365,7 @@ def optimise(
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
-        rec = {"step": step + 1, "task": float(loss)}
+        rec = {"step": step + 1, "task": float(loss.detach())}
         history.append(rec)
         if on_step is not None:
             on_step(rec)
