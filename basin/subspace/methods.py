@@ -230,3 +230,13 @@ def batches(tokenizer: Any, data: Dataset, batch_size: int, max_length: int,
         enc["labels"] = torch.tensor([labels[j] for j in part], dtype=torch.long)
         out.append(enc)
     return out
+
+
+def stored_name(live: str) -> str:
+    """The stored adapter tensor name of a live adapter-space parameter (``basin.adapters.AdapterSpace``
+    names): peft's saving rule (adapter name and ``modules_to_save.default`` dropped; the
+    virtual-token table saved as ``prompt_embeddings``)."""
+    if live.startswith("prompt_encoder.") and live.endswith(".embedding.weight"):
+        return PROMPT_KEY
+    full = live if live.startswith("base_model.") else "base_model.model." + live
+    return full.replace(".modules_to_save.default", "").replace(".default", "")

@@ -6,7 +6,8 @@ store ids / names for the service), as in run specs. Unknown fields are refused.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -95,3 +96,30 @@ class TransferSpec(Common):
             raise ValueError("give either intrinsic (a vector file) or source (+ source_task): a training "
                              "solution's method")
         return self
+
+
+STAGES: dict[str, type[Common]] = {"fit": FitSpec, "optimise": OptimiseSpec, "transfer": TransferSpec}
+
+
+def parse_stage_spec(stage: str, data: Any) -> Common:
+    """Validate a stage's spec dict; pydantic's errors become one :class:`InvalidSpec` line."""
+    from pydantic import ValidationError
+
+    from basin.errors import InvalidSpec
+    from basin.spec import format_validation_error
+
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "kind"}
+    try:
+        return STAGES[stage].model_validate(data)
+    except ValidationError as e:
+        raise InvalidSpec(format_validation_error(e).replace("invalid spec", f"invalid subspace {stage} spec", 1)) from None
+
+
+def load_stage_spec(stage: str, path: str | Path) -> Common:
+    """Read a stage's spec from ``.yaml`` / ``.yml`` / ``.json``."""
+    from basin.spec import read_spec_file
+
+    need = {"fit": "'tasks'", "optimise": "'projections', 'base', 'method' and 'train'",
+            "transfer": "'projections', 'base' and 'intrinsic' or 'source'"}[stage]
+    return parse_stage_spec(stage, read_spec_file(path, f"subspace {stage} spec", need))

@@ -26,7 +26,8 @@ from basin.data import load_dataset
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.resolve import CheckpointSource, FileResolver
 from basin.subspace.core import FitSettings, Subspace, fit, sampler
-from basin.subspace.methods import Method
+from basin.checkpoints import load_state_dict
+from basin.subspace.methods import Layout, Method
 from basin.subspace.run import run_fit, run_optimise, run_transfer
 from basin.subspace.spec import FitSpec, OptimiseSpec, TransferSpec
 
@@ -250,3 +251,40 @@ def test_bad_input_is_refused_with_what_is_wrong(delta_family, lora_family, fitt
     (broken / "projections.safetensors").write_bytes(b"\x80\x04not safetensors")
     with pytest.raises(InvalidSpec, match="not readable"):
         Subspace.load(broken)
+
+
+def test_simplex_path_point_equals_the_hand_decoded_mix(delta_family, fitted):
+    """subspace_simplex at (α, β) is the model with Proj↑_lora(α·I_A + β·I_P + (1−α−β)·I_L)."""
+    from basin import Landscape
+    from tests.core import helpers
+
+    resolver, projections = fitted
+    root = delta_family["train"].parent
+    shutil.copy(delta_family["data"], root / "eval_s.csv")
+    spec = helpers.cpu_spec({
+        "path": {"type": "subspace_simplex", "projections": str(projections), "decode": "lora", "a": "lora_2::base",
+                 "resolution": [4, 4]},
+        "dataset": "eval_s.csv", "dtype": "float32", "space": "adapter", "max_examples": 16})
+    land = Landscape.open(spec, resolver)
+    sub = Subspace.load(projections)
+    ints = sub.intrinsic["s"]
+    base = CheckpointSource.from_path(delta_family["base"])
+    method = Method.from_config("lora", sub.meta["configs"]["lora"], Layout.from_dict(sub.layouts["lora"]), base,
+                                load_state_dict(base))
+    batch = AutoTokenizer.from_pretrained(str(delta_family["base"]))(["good movie", "bad sad day so bad"],
+                                                                     padding=True, return_tensors="pt")
+    for alpha, beta in ((1.0, 0.0), (0.2, 0.5), (-0.25, 1.25)):
+        mix = alpha * ints["adapter"] + beta * ints["prompt"] + (1 - alpha - beta) * ints["lora"]
+        with torch.no_grad():
+            want = method.forward(sub.decode("lora", mix), batch).logits
+            land.space.mix_(land.path.coeffs({"x": alpha, "y": beta}))
+            got = land.model(**batch).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert [a.coords for a in land.anchors] == [{"x": 1.0, "y": 0.0}, {"x": 0.0, "y": 1.0}, {"x": 0.0, "y": 0.0}]
+    metrics = land.evaluate({"x": 0.0, "y": 0.0})
+    assert metrics["loss"] > 0
+    land.close()
+    # merged space has no adapter tensors to decode into
+    merged = helpers.cpu_spec({**spec.model_dump(mode="json"), "space": "merged"})
+    with pytest.raises((IncompatibleCheckpoints, InvalidSpec), match="space: adapter"):
+        Landscape.open(merged, resolver).close()
