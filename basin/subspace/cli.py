@@ -11,18 +11,34 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add ``basin subspace`` with its three stages to the ``basin`` command's sub-parsers."""
-    s = sub.add_parser("subspace", help="the unified subspace of delta-tuning solutions (Yi et al. 2022): "
-                                        "fit projections, optimise in the subspace, transfer between methods")
+    s = sub.add_parser(
+        "subspace",
+        help="the unified subspace of delta-tuning solutions (Yi et al. 2022): "
+        "fit projections, optimise in the subspace, transfer between methods",
+    )
     stages = s.add_subparsers(dest="stage", required=True)
-    for stage, what in (("fit", "fit the projections on each task's solutions of each method (stage 1)"),
-                        ("optimise", "train a y-vector through one method's frozen up-projection, then decode "
-                                     "it through every method (stages 2 and 3)"),
-                        ("transfer", "decode a saved intrinsic vector or a training solution's through "
-                                     "other methods (stage 3)")):
+    for stage, what in (
+        ("fit", "fit the projections on each task's solutions of each method (stage 1)"),
+        (
+            "optimise",
+            "train a y-vector through one method's frozen up-projection, then decode "
+            "it through every method (stages 2 and 3)",
+        ),
+        (
+            "transfer",
+            "decode a saved intrinsic vector or a training solution's through "
+            "other methods (stage 3)",
+        ),
+    ):
         p = stages.add_parser(stage, help=what)
-        p.add_argument("spec", help="spec, .yaml/.yml/.json (see docs/subspace.md); relative paths are relative "
-                                    "to its folder")
-        p.add_argument("-o", "--output", help=f"output folder (default: <spec>-{stage} beside the spec)")
+        p.add_argument(
+            "spec",
+            help="spec, .yaml/.yml/.json (see docs/subspace.md); relative paths are relative "
+            "to its folder",
+        )
+        p.add_argument(
+            "-o", "--output", help=f"output folder (default: <spec>-{stage} beside the spec)"
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="no per-step lines")
         p.set_defaults(func=cmd_subspace)
 

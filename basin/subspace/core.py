@@ -110,7 +110,9 @@ class Subspace:
         try:
             return self.projections[method]
         except KeyError:
-            raise InvalidSpec(f"the subspace has no method {method!r}; it has {', '.join(self.methods)}") from None
+            raise InvalidSpec(
+                f"the subspace has no method {method!r}; it has {', '.join(self.methods)}"
+            ) from None
 
     def save(self, out: str | Path) -> Path:
         """``projections.safetensors`` + ``projections.json`` in folder ``out``."""
@@ -118,14 +120,25 @@ class Subspace:
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        tensors = {f"proj.{m}.{k}": v.detach().contiguous() for m in self.methods
-                   for k, v in self.projections[m].state_dict().items()}
+        tensors = {
+            f"proj.{m}.{k}": v.detach().contiguous()
+            for m in self.methods
+            for k, v in self.projections[m].state_dict().items()
+        }
         for task, per in self.intrinsic.items():
             for m, v in per.items():
                 tensors[f"intrinsic.{task}.{m}"] = v.detach().contiguous()
         save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": FORMAT})
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "methods": self.methods, "y": self.y,
-                "hidden": self.hidden, "layouts": self.layouts, "tasks": sorted(self.intrinsic), **self.meta}
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "methods": self.methods,
+            "y": self.y,
+            "hidden": self.hidden,
+            "layouts": self.layouts,
+            "tasks": sorted(self.intrinsic),
+            **self.meta,
+        }
         (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         return out
 
@@ -144,13 +157,17 @@ class Subspace:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise InvalidSpec(f"{d.name}/{META_FILE} is not a Basin subspace (format {FORMAT!r})")
         if meta.get("version") != FORMAT_VERSION:
-            raise InvalidSpec(f"{d.name}: subspace format version {meta.get('version')!r}; this Basin reads "
-                              f"{FORMAT_VERSION}")
+            raise InvalidSpec(
+                f"{d.name}: subspace format version {meta.get('version')!r}; this Basin reads "
+                f"{FORMAT_VERSION}"
+            )
         try:
             methods = [str(m) for m in meta["methods"]]
             y, hidden = int(meta["y"]), int(meta["hidden"])
             layouts = {m: dict(meta["layouts"][m]) for m in methods}
-            sizes = {m: sum(math.prod(int(x) for x in s) for s in layouts[m]["shapes"]) for m in methods}
+            sizes = {
+                m: sum(math.prod(int(x) for x in s) for s in layouts[m]["shapes"]) for m in methods
+            }
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidSpec(f"{d.name}/{META_FILE} lacks or garbles {e}") from None
         try:
@@ -164,7 +181,9 @@ class Subspace:
             got = {k: tensors.get(f"proj.{m}.{k}") for k in want}
             bad = [k for k, v in got.items() if v is None or tuple(v.shape) != tuple(want[k].shape)]
             if bad:
-                raise InvalidSpec(f"{d.name}: method {m!r}'s projection tensors {bad} are missing or mis-shaped")
+                raise InvalidSpec(
+                    f"{d.name}: method {m!r}'s projection tensors {bad} are missing or mis-shaped"
+                )
             p.load_state_dict({k: v.to(torch.float32) for k, v in got.items() if v is not None})
             p.requires_grad_(False)
             projections[m] = p
@@ -173,15 +192,20 @@ class Subspace:
             if k.startswith("intrinsic."):
                 task, _, m = k.removeprefix("intrinsic.").rpartition(".")
                 intrinsic.setdefault(task, {})[m] = v.to(torch.float32)
-        rest = {k: v for k, v in meta.items() if k not in ("methods", "y", "hidden", "layouts", "tasks")}
+        rest = {
+            k: v for k, v in meta.items() if k not in ("methods", "y", "hidden", "layouts", "tasks")
+        }
         return cls(methods, projections, layouts, y, hidden, rest, intrinsic)
 
 
 # ---- checks ----------------------------------------------------------------------------------
 
 
-def check_solutions(solutions: Mapping[str, Mapping[str, Any]], y: int | None = None,
-                    sizes: Mapping[str, int] | None = None) -> list[str]:
+def check_solutions(
+    solutions: Mapping[str, Mapping[str, Any]],
+    y: int | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> list[str]:
     """The methods (in order) of ``{task: {method: CheckpointSource}}``, or :class:`InvalidSpec` /
     :class:`IncompatibleCheckpoints` saying what is wrong: no tasks, fewer than two methods
     (one method's solutions alone span no shared subspace), tasks that do not all have
@@ -194,26 +218,32 @@ def check_solutions(solutions: Mapping[str, Mapping[str, Any]], y: int | None = 
     if len(methods) < 2:
         raise InvalidSpec(
             f"task {tasks[0]!r} has solutions of one method only ({', '.join(methods) or 'none'}): a shared "
-            "subspace needs one solution of each of at least two methods per task (e.g. adapter, prefix, lora)")
+            "subspace needs one solution of each of at least two methods per task (e.g. adapter, prefix, lora)"
+        )
     for t in tasks[1:]:
         if set(solutions[t]) != set(methods):
             raise InvalidSpec(
                 f"tasks have different methods: {tasks[0]!r} has {sorted(methods)}, {t!r} has "
-                f"{sorted(solutions[t])}; every task needs one solution of every method")
+                f"{sorted(solutions[t])}; every task needs one solution of every method"
+            )
     bases: dict[str, str] = {}
     for t in tasks:
         for m in methods:
             src = solutions[t][m]
             if getattr(src, "adapter", None) is None:
-                raise InvalidSpec(f"task {t!r}, method {m!r}: {src.weights.name} is a full checkpoint; the "
-                                  "subspace is fitted on delta-tuning solutions (PEFT adapters)")
+                raise InvalidSpec(
+                    f"task {t!r}, method {m!r}: {src.weights.name} is a full checkpoint; the "
+                    "subspace is fitted on delta-tuning solutions (PEFT adapters)"
+                )
             bases[f"{t}/{m}"] = src.base_source().id
     if len(set(bases.values())) > 1:
         first = next(iter(bases))
         other = next(k for k, v in bases.items() if v != bases[first])
         raise IncompatibleCheckpoints(
             f"solutions on different bases: {first} and {other} are adapters of different base checkpoints; "
-            "every solution must tune the same frozen base θ0", [(other, "another base")])
+            "every solution must tune the same frozen base θ0",
+            [(other, "another base")],
+        )
     if y is not None and y < 1:
         raise InvalidSpec(f"y must be at least 1, not {y}")
     if y is not None and sizes:
@@ -221,7 +251,8 @@ def check_solutions(solutions: Mapping[str, Mapping[str, Any]], y: int | None = 
         if y >= sizes[small]:
             raise InvalidSpec(
                 f"y = {y} is not smaller than method {small!r}'s solutions ({sizes[small]} numbers): the "
-                "intrinsic subspace must be lower-dimensional than every method's parameters")
+                "intrinsic subspace must be lower-dimensional than every method's parameters"
+            )
     return methods
 
 
@@ -261,11 +292,18 @@ def fit(
             raise Stopped(f"stopped after {step} of {settings.steps} steps")
         w = mixing_weights(torch.rand(len(names) - 1, generator=gen))
         total = torch.zeros(())
-        rec: dict[str, Any] = {"step": step + 1, "weights": [float(x) for x in w], "dist": {}, "task": {}}
+        rec: dict[str, Any] = {
+            "step": step + 1,
+            "weights": [float(x) for x in w],
+            "dist": {},
+            "task": {},
+        }
         for task in vectors:
             batch = train[task](gen)
-            mix = sum((w[j] * projections[m].down(vectors[task][m]) for j, m in enumerate(names)),
-                      torch.zeros(settings.y))
+            mix = sum(
+                (w[j] * projections[m].down(vectors[task][m]) for j, m in enumerate(names)),
+                torch.zeros(settings.y),
+            )
             for m in names:
                 theta = projections[m].up(mix)
                 dist = ((theta - vectors[task][m]) ** 2).sum()
@@ -274,7 +312,7 @@ def fit(
                 rec["dist"][f"{task}/{m}"] = float(dist.detach())
                 rec["task"][f"{task}/{m}"] = float(tl.detach())
         opt.zero_grad()
-        total.backward()  # type: ignore[no-untyped-call]
+        total.backward()
         opt.step()
         rec["loss"] = float(total.detach())
         history.append(rec)
@@ -283,30 +321,50 @@ def fit(
     for p in projections.values():
         p.requires_grad_(False)
     with torch.no_grad():
-        intrinsic = {t: {m: projections[m].down(vectors[t][m]).clone() for m in names} for t in vectors}
+        intrinsic = {
+            t: {m: projections[m].down(vectors[t][m]).clone() for m in names} for t in vectors
+        }
     out_meta = {"settings": asdict(settings), **(meta or {})}
-    sub = Subspace(names, projections, {m: methods[m].layout.to_dict() for m in names}, settings.y,
-                   settings.hidden, out_meta, intrinsic)
+    sub = Subspace(
+        names,
+        projections,
+        {m: methods[m].layout.to_dict() for m in names},
+        settings.y,
+        settings.hidden,
+        out_meta,
+        intrinsic,
+    )
     return sub, history
 
 
-def check_sizes(vectors: Mapping[str, Mapping[str, torch.Tensor]], methods: Mapping[str, Method], y: int) -> None:
+def check_sizes(
+    vectors: Mapping[str, Mapping[str, torch.Tensor]], methods: Mapping[str, Method], y: int
+) -> None:
     """y below every method's solution size; every vector of the method's size."""
     for t, per in vectors.items():
         for m, v in per.items():
             if v.shape != (methods[m].layout.size,):
-                raise InvalidSpec(f"task {t!r}, method {m!r}: a vector of {tuple(v.shape)}, not "
-                                  f"({methods[m].layout.size},)")
+                raise InvalidSpec(
+                    f"task {t!r}, method {m!r}: a vector of {tuple(v.shape)}, not "
+                    f"({methods[m].layout.size},)"
+                )
     sizes = {m: methods[m].layout.size for m in methods}
     small = min(sizes, key=lambda m: sizes[m])
     if y >= sizes[small]:
         raise InvalidSpec(
             f"y = {y} is not smaller than method {small!r}'s solutions ({sizes[small]} numbers): the "
-            "intrinsic subspace must be lower-dimensional than every method's parameters")
+            "intrinsic subspace must be lower-dimensional than every method's parameters"
+        )
 
 
-def sampler(batches: Sequence[Mapping[str, torch.Tensor]] | None = None, *, tokenizer: Any = None,
-            data: Any = None, batch_size: int = 16, max_length: int = 64) -> Callable[[torch.Generator], Mapping[str, torch.Tensor]]:
+def sampler(
+    batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    *,
+    tokenizer: Any = None,
+    data: Any = None,
+    batch_size: int = 16,
+    max_length: int = 64,
+) -> Callable[[torch.Generator], Mapping[str, torch.Tensor]]:
     """A batch drawer for :func:`fit` / :func:`optimise`: ``batch_size`` example indices drawn
     with ``torch.randint`` from the generator over ``data`` (a :class:`basin.data.Dataset`),
     tokenised with ``tokenizer``."""
@@ -351,7 +409,9 @@ def optimise(
     else:
         raise InvalidSpec(f"init must be zeros or normal, not {init!r}")
     if start.shape != (sub.y,):
-        raise InvalidSpec(f"the initial intrinsic vector has shape {tuple(start.shape)}, not ({sub.y},)")
+        raise InvalidSpec(
+            f"the initial intrinsic vector has shape {tuple(start.shape)}, not ({sub.y},)"
+        )
     up = sub._proj(method.name).up
     up.requires_grad_(False)
     vec = nn.Parameter(start)
@@ -363,7 +423,7 @@ def optimise(
             raise Stopped(f"stopped after {step} of {steps} steps")
         loss = method.loss(up(vec), draw(gen))
         opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         opt.step()
         rec = {"step": step + 1, "task": float(loss.detach())}
         history.append(rec)
@@ -373,7 +433,9 @@ def optimise(
 
 
 @torch.no_grad()
-def transfer(sub: Subspace, intrinsic: torch.Tensor, to: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def transfer(
+    sub: Subspace, intrinsic: torch.Tensor, to: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
     """Stage 3: decode ``intrinsic`` through each method's up-projection (default: all)."""
     return {m: sub.decode(m, intrinsic).clone() for m in (to or sub.methods)}
 
@@ -388,4 +450,5 @@ def check_subspace_fits(sub: Subspace, methods: Mapping[str, Method]) -> None:
             raise IncompatibleCheckpoints(
                 f"method {m!r}: the adapter given does not have the layout the subspace was fitted on "
                 f"({len(want['names'])} tensors, {sum(math.prod(s) for s in want['shapes'])} numbers)",
-                [(m, "layout")])
+                [(m, "layout")],
+            )

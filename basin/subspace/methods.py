@@ -68,8 +68,15 @@ class Method:
     deterministic function of it.
     """
 
-    def __init__(self, name: str, clean: Mapping[str, Any], layout: Layout, base: CheckpointSource,
-                 base_sd: Mapping[str, torch.Tensor], task: str = "classification"):
+    def __init__(
+        self,
+        name: str,
+        clean: Mapping[str, Any],
+        layout: Layout,
+        base: CheckpointSource,
+        base_sd: Mapping[str, torch.Tensor],
+        task: str = "classification",
+    ):
         from basin.adapters import TASK_OF_PEFT, _build_base, _inject, config_object
         from basin.space import key_mapper, load_weights, rename
 
@@ -80,7 +87,9 @@ class Method:
         self.peft_type = str(clean["peft_type"])
         ptask = TASK_OF_PEFT.get(str(clean.get("task_type")))
         if ptask is not None and ptask != task:
-            raise InvalidSpec(f"method {name!r}: its adapters were trained for task {ptask!r}, not {task!r}")
+            raise InvalidSpec(
+                f"method {name!r}: its adapters were trained for task {ptask!r}, not {task!r}"
+            )
         model = _build_base(base.config_dir, task, meta=False)
         load_weights(model, rename(base_sd, key_mapper(model)(base_sd)), task)
         self.pm = _inject(model, self.cfg, f"method {name!r} ({self.peft_type})")
@@ -92,26 +101,51 @@ class Method:
         self.task = task
 
     @classmethod
-    def from_adapter(cls, name: str, src: CheckpointSource, base_sd: Mapping[str, torch.Tensor],
-                     task: str = "classification") -> Method:
+    def from_adapter(
+        cls,
+        name: str,
+        src: CheckpointSource,
+        base_sd: Mapping[str, torch.Tensor],
+        task: str = "classification",
+    ) -> Method:
         """The method of the adapter folder ``src.adapter`` (its config checked against the base)."""
         from basin.adapters import check_shapes, clean_config, load_adapter_weights
 
         assert src.adapter is not None
         clean = check_shapes(src.adapter, src.config_dir, clean_config(src.adapter))
-        return cls(name, clean, layout_of(load_adapter_weights(src.adapter)), src.base_source(), base_sd, task)
+        return cls(
+            name,
+            clean,
+            layout_of(load_adapter_weights(src.adapter)),
+            src.base_source(),
+            base_sd,
+            task,
+        )
 
     @classmethod
-    def from_config(cls, name: str, raw: Any, layout: Layout, base: CheckpointSource,
-                    base_sd: Mapping[str, torch.Tensor], task: str = "classification") -> Method:
+    def from_config(
+        cls,
+        name: str,
+        raw: Any,
+        layout: Layout,
+        base: CheckpointSource,
+        base_sd: Mapping[str, torch.Tensor],
+        task: str = "classification",
+    ) -> Method:
         """The method of a saved config and layout (a subspace's meta: untrusted, so re-checked)."""
         from basin.adapters import TASK_OF_PEFT, _build_base
         from basin.untrusted import check_adapter_shapes, clean_adapter_config
 
         clean = clean_adapter_config(raw)
-        skeleton = _build_base(base.config_dir, TASK_OF_PEFT.get(str(clean.get("task_type"))), meta=True)
-        check_adapter_shapes(clean, dict(zip(layout.names, layout.shapes, strict=True)), skeleton,
-                             f"base {base.config_dir.name}")
+        skeleton = _build_base(
+            base.config_dir, TASK_OF_PEFT.get(str(clean.get("task_type"))), meta=True
+        )
+        check_adapter_shapes(
+            clean,
+            dict(zip(layout.names, layout.shapes, strict=True)),
+            skeleton,
+            f"base {base.config_dir.name}",
+        )
         return cls(name, clean, layout, base, base_sd, task)
 
     def _map_names(self, trainable: dict[str, torch.nn.Parameter]) -> dict[str, str]:
@@ -125,15 +159,26 @@ class Method:
         for k, t in saved.items():
             n = by_ptr.get(t.data_ptr())
             if n is None and k == PROMPT_KEY:
-                n = next((m for m in trainable if m.endswith("embedding.weight") and "prompt_encoder" in m), None)
+                n = next(
+                    (
+                        m
+                        for m in trainable
+                        if m.endswith("embedding.weight") and "prompt_encoder" in m
+                    ),
+                    None,
+                )
             if n is None:
-                raise CheckpointError(f"method {self.name!r}: cannot place the adapter tensor {k!r} in the model")
+                raise CheckpointError(
+                    f"method {self.name!r}: cannot place the adapter tensor {k!r} in the model"
+                )
             out[k] = n
         missing = sorted(set(self.layout.names) ^ set(out))
         if missing:
             raise IncompatibleCheckpoints(
                 f"method {self.name!r}: the adapter's stored tensors differ from what peft builds for its config: "
-                f"{missing[:5]}", [(k, "stored vs built") for k in missing])
+                f"{missing[:5]}",
+                [(k, "stored vs built") for k in missing],
+            )
         return out
 
     # ---- vectors -------------------------------------------------------------------------
@@ -146,23 +191,31 @@ class Method:
         w = load_adapter_weights(src.adapter)
         lay = layout_of(w)
         if lay != self.layout:
-            diff = [n for n in sorted(set(lay.names) | set(self.layout.names))
-                    if n not in w or n not in self.layout.names
-                    or tuple(w[n].shape) != self.layout.shapes[self.layout.names.index(n)]]
+            diff = [
+                n
+                for n in sorted(set(lay.names) | set(self.layout.names))
+                if n not in w
+                or n not in self.layout.names
+                or tuple(w[n].shape) != self.layout.shapes[self.layout.names.index(n)]
+            ]
             raise IncompatibleCheckpoints(
                 f"method {self.name!r}: adapter {src.adapter.name} does not have the layout of the method's first "
                 f"solution (one peft type, rank, target modules and virtual tokens per method); differing tensors: "
-                f"{diff[:5]}", [(n, "differs") for n in diff])
+                f"{diff[:5]}",
+                [(n, "differs") for n in diff],
+            )
         return torch.cat([w[n].detach().to(torch.float32).reshape(-1) for n in self.layout.names])
 
     def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stored name → a view of ``vec`` shaped as that tensor."""
         if vec.ndim != 1 or vec.numel() != self.layout.size:
-            raise ValueError(f"method {self.name!r}: a vector of {self.layout.size} numbers, not {tuple(vec.shape)}")
+            raise ValueError(
+                f"method {self.name!r}: a vector of {self.layout.size} numbers, not {tuple(vec.shape)}"
+            )
         out, i = {}, 0
         for n, s in zip(self.layout.names, self.layout.shapes, strict=True):
             k = math.prod(s)
-            out[n] = vec[i:i + k].view(s)
+            out[n] = vec[i : i + k].view(s)
             i += k
         return out
 
@@ -179,7 +232,9 @@ class Method:
         return self.forward(vec, batch).loss
 
     @torch.no_grad()
-    def evaluate(self, vec: torch.Tensor, batches: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, float]:
+    def evaluate(
+        self, vec: torch.Tensor, batches: Sequence[Mapping[str, torch.Tensor]]
+    ) -> dict[str, float]:
         """Loss and accuracy of the adapter ``vec`` over the batches (example-weighted)."""
         total, correct, n = 0.0, 0, 0
         for b in batches:
@@ -192,7 +247,9 @@ class Method:
 
     # ---- output --------------------------------------------------------------------------
 
-    def save(self, vec: torch.Tensor, out: str | Path, provenance: Mapping[str, Any] | None = None) -> Path:
+    def save(
+        self, vec: torch.Tensor, out: str | Path, provenance: Mapping[str, Any] | None = None
+    ) -> Path:
         """Write ``vec`` as a PEFT adapter folder (``adapter_config.json`` +
         ``adapter_model.safetensors``) with ``peft``'s ``save_pretrained``; ``provenance``
         (how it was made) goes to ``subspace.json`` beside them."""
@@ -212,21 +269,35 @@ class Method:
                 for k, t in saved.items():
                     live[self.param_of[k]].copy_(t)
         if provenance is not None:
-            (out / "subspace.json").write_text(json.dumps(dict(provenance), indent=2, sort_keys=True))
+            (out / "subspace.json").write_text(
+                json.dumps(dict(provenance), indent=2, sort_keys=True)
+            )
         return out
 
 
-def batches(tokenizer: Any, data: Dataset, batch_size: int, max_length: int,
-            order: Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+def batches(
+    tokenizer: Any,
+    data: Dataset,
+    batch_size: int,
+    max_length: int,
+    order: Sequence[int] | None = None,
+) -> list[dict[str, torch.Tensor]]:
     """The dataset (texts, labels) tokenised in batches of ``batch_size`` (padded per batch)."""
     texts, labels = data.columns["text"], data.columns["label"]
     idx = list(order) if order is not None else list(range(len(texts)))
     out = []
     for i in range(0, len(idx), batch_size):
-        part = idx[i:i + batch_size]
-        enc = tokenizer([texts[j] for j in part], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        part = idx[i : i + batch_size]
+        enc = tokenizer(
+            [texts[j] for j in part],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        enc = {
+            k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
         enc["labels"] = torch.tensor([labels[j] for j in part], dtype=torch.long)
         out.append(enc)
     return out

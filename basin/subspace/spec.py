@@ -37,6 +37,8 @@ class Common(FrozenModel):
     eval_examples: int = Field(500, ge=1, le=1_000_000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     task: Literal["classification"] = "classification"
+    #: evaluation examples that are also training examples are refused unless this is true
+    allow_overlap: bool = False
 
 
 class FitSpec(Common):
@@ -57,7 +59,9 @@ class FitSpec(Common):
 
         for name in [*self.tasks, *(m for t in self.tasks.values() for m in t.solutions)]:
             if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-                raise ValueError(f"task and method names are letters, digits, '_' and '-' (≤ 64), not {name!r}")
+                raise ValueError(
+                    f"task and method names are letters, digits, '_' and '-' (≤ 64), not {name!r}"
+                )
         return self
 
 
@@ -93,12 +97,18 @@ class TransferSpec(Common):
     @model_validator(mode="after")
     def _one_source(self) -> TransferSpec:
         if (self.intrinsic is None) == (self.source is None):
-            raise ValueError("give either intrinsic (a vector file) or source (+ source_task): a training "
-                             "solution's method")
+            raise ValueError(
+                "give either intrinsic (a vector file) or source (+ source_task): a training "
+                "solution's method"
+            )
         return self
 
 
-STAGES: dict[str, type[Common]] = {"fit": FitSpec, "optimise": OptimiseSpec, "transfer": TransferSpec}
+STAGES: dict[str, type[Common]] = {
+    "fit": FitSpec,
+    "optimise": OptimiseSpec,
+    "transfer": TransferSpec,
+}
 
 
 def parse_stage_spec(stage: str, data: Any) -> Common:
@@ -113,13 +123,18 @@ def parse_stage_spec(stage: str, data: Any) -> Common:
     try:
         return STAGES[stage].model_validate(data)
     except ValidationError as e:
-        raise InvalidSpec(format_validation_error(e).replace("invalid spec", f"invalid subspace {stage} spec", 1)) from None
+        raise InvalidSpec(
+            format_validation_error(e).replace("invalid spec", f"invalid subspace {stage} spec", 1)
+        ) from None
 
 
 def load_stage_spec(stage: str, path: str | Path) -> Common:
     """Read a stage's spec from ``.yaml`` / ``.yml`` / ``.json``."""
     from basin.spec import read_spec_file
 
-    need = {"fit": "'tasks'", "optimise": "'projections', 'base', 'method' and 'train'",
-            "transfer": "'projections', 'base' and 'intrinsic' or 'source'"}[stage]
+    need = {
+        "fit": "'tasks'",
+        "optimise": "'projections', 'base', 'method' and 'train'",
+        "transfer": "'projections', 'base' and 'intrinsic' or 'source'",
+    }[stage]
     return parse_stage_spec(stage, read_spec_file(path, f"subspace {stage} spec", need))

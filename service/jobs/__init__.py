@@ -1,5 +1,6 @@
 """The job kernel (:mod:`service.jobs.kernel`) and its built-in kinds: ``run``
-(:mod:`service.jobs.run`) and ``fit`` (:mod:`service.jobs.fit`). One set of job limits for
+(:mod:`service.jobs.run`), ``fit`` (:mod:`service.jobs.fit`) and ``subspace``
+(:mod:`service.jobs.subspace`). One set of job limits for
 every kind: :mod:`service.jobs.limits`. Importing this package registers the built-in kinds.
 """
 
@@ -50,8 +51,9 @@ __all__ = [
 
 
 def builtin_kinds() -> list[JobKind]:
-    """Register (by importing) and return the built-in kinds: run, fit."""
+    """Register (by importing) and return the built-in kinds: run, fit, subspace."""
     from service.jobs.fit import FIT
     from service.jobs.run import RUN
+    from service.jobs.subspace import SUBSPACE
 
-    return [RUN, FIT]
+    return [RUN, FIT, SUBSPACE]

@@ -30,11 +30,15 @@ from tests.core import helpers
 @pytest.fixture(scope="module")
 def prompts(delta_family, tmp_path_factory):
     root = tmp_path_factory.mktemp("prompts")
-    out = {"a": delta_family["prompt"], "b": factories.build_prompt(delta_family["base"], root / "b", 9, steps=4)}
+    out = {
+        "a": delta_family["prompt"],
+        "b": factories.build_prompt(delta_family["base"], root / "b", 9, steps=4),
+    }
     torch.manual_seed(0)
     model = BertForSequenceClassification.from_pretrained(str(delta_family["base"]))
-    get_peft_model(model, PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3)).save_pretrained(
-        str(root / "prefix"))
+    get_peft_model(
+        model, PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3)
+    ).save_pretrained(str(root / "prefix"))
     out["prefix"] = root / "prefix"
     out["root"] = root
     return out
@@ -48,7 +52,9 @@ def test_prompt_and_prefix_adapters_pass_the_sandboxed_check(delta_family, promp
     info = validate_adapter(prompts["a"], _base(delta_family))  # in the limited child process
     assert info.peft_type == "PROMPT_TUNING" and info.num_parameters == 4 * 32 + 2 * 32 + 2
     info = validate_adapter(prompts["prefix"], _base(delta_family), sandbox=False)
-    assert info.peft_type == "PREFIX_TUNING" and info.num_parameters == 3 * (3 * 2 * 32) + 2 * 32 + 2
+    assert (
+        info.peft_type == "PREFIX_TUNING" and info.num_parameters == 3 * (3 * 2 * 32) + 2 * 32 + 2
+    )
 
 
 def _hostile(src, dst, *, config=None, table=None):
@@ -64,16 +70,27 @@ def _hostile(src, dst, *, config=None, table=None):
     return dst
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"config": {"token_dim": 48}}, "token_dim = 48, but base .* has 32"),
-    ({"config": {"num_layers": 7}}, "num_layers = 7, but base .* has 3"),
-    ({"config": {"num_virtual_tokens": 10**9}}, r"num_virtual_tokens must be an integer in \[1, 1024\]"),
-    ({"config": {"num_virtual_tokens": 40}}, r"table has shape \[4, 32\].*makes it \[40, 32\]"),
-    ({"table": torch.zeros(4, 4096)}, r"table has shape \[4, 4096\].*makes it \[4, 32\]"),
-    ({"config": {"inference_fn": "os.system"}}, "field 'inference_fn' is not a field Basin accepts"),
-    ({"config": {"modules_to_save": ["classifier.*"]}}, "is not a module name"),
-])
-def test_hostile_prompt_adapters_are_refused_before_peft_builds(delta_family, prompts, tmp_path, change, message):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"config": {"token_dim": 48}}, "token_dim = 48, but base .* has 32"),
+        ({"config": {"num_layers": 7}}, "num_layers = 7, but base .* has 3"),
+        (
+            {"config": {"num_virtual_tokens": 10**9}},
+            r"num_virtual_tokens must be an integer in \[1, 1024\]",
+        ),
+        ({"config": {"num_virtual_tokens": 40}}, r"table has shape \[4, 32\].*makes it \[40, 32\]"),
+        ({"table": torch.zeros(4, 4096)}, r"table has shape \[4, 4096\].*makes it \[4, 32\]"),
+        (
+            {"config": {"inference_fn": "os.system"}},
+            "field 'inference_fn' is not a field Basin accepts",
+        ),
+        ({"config": {"modules_to_save": ["classifier.*"]}}, "is not a module name"),
+    ],
+)
+def test_hostile_prompt_adapters_are_refused_before_peft_builds(
+    delta_family, prompts, tmp_path, change, message
+):
     bad = _hostile(prompts["a"], tmp_path / "bad", **change)
     with pytest.raises(CheckpointError, match=message):
         validate_adapter(bad, _base(delta_family), sandbox=False)
@@ -85,7 +102,11 @@ def test_prefix_projection_and_text_init_never_reach_peft(delta_family, prompts,
         validate_adapter(bad, _base(delta_family), sandbox=False)
     # a TEXT init names a tokenizer peft would load: read, then built as RANDOM without it
     raw = json.loads((prompts["a"] / "adapter_config.json").read_text())
-    raw.update(prompt_tuning_init="TEXT", prompt_tuning_init_text="great movie", tokenizer_name_or_path="/etc")
+    raw.update(
+        prompt_tuning_init="TEXT",
+        prompt_tuning_init_text="great movie",
+        tokenizer_name_or_path="/etc",
+    )
     clean = clean_adapter_config(raw)
     assert clean["prompt_tuning_init"] == "RANDOM" and "tokenizer_name_or_path" not in clean
     assert "prompt_tuning_init_text" not in clean
@@ -99,8 +120,14 @@ def test_adapter_space_point_equals_peft_with_the_mixed_prompt_table(delta_famil
     if not (root / "base").exists():
         (root / "base").symlink_to(delta_family["base"], target_is_directory=True)
     shutil.copy(delta_family["data"], root / "eval.csv")
-    spec = helpers.cpu_spec({"path": {"type": "linear", "a": "p_a::base", "b": "p_b::base", "points": 3},
-                             "dataset": "eval.csv", "dtype": "float32", "space": "adapter"})
+    spec = helpers.cpu_spec(
+        {
+            "path": {"type": "linear", "a": "p_a::base", "b": "p_b::base", "points": 3},
+            "dataset": "eval.csv",
+            "dtype": "float32",
+            "space": "adapter",
+        }
+    )
     land = Landscape.open(spec, FileResolver(root))
     assert any("prompt_encoder" in n for n in land.names)
     wa, wb = (load_file(str(prompts[k] / "adapter_model.safetensors")) for k in ("a", "b"))
@@ -109,13 +136,23 @@ def test_adapter_space_point_equals_peft_with_the_mixed_prompt_table(delta_famil
     cfg = copy.deepcopy(PeftConfig.from_pretrained(str(prompts["a"])))
     ref = get_peft_model(base, cfg).eval()
     set_peft_model_state_dict(ref, mixed)
-    batch = factories.make_tokenizer("bert")(["good day", "bad sad movie so bad"], padding=True,
-                                             return_tensors="pt")
+    batch = factories.make_tokenizer("bert")(
+        ["good day", "bad sad movie so bad"], padding=True, return_tensors="pt"
+    )
     land.space.mix_(land.path.coeffs({"alpha": 0.3}))
     with torch.no_grad():
-        torch.testing.assert_close(land.model(**batch).logits, ref(**batch).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            land.model(**batch).logits, ref(**batch).logits, atol=1e-5, rtol=0
+        )
     land.close()
-    merged = helpers.cpu_spec({"path": {"type": "linear", "a": "p_a::base", "b": "p_b::base", "points": 3},
-                               "dataset": "eval.csv", "dtype": "float32"})
-    with pytest.raises(CheckpointError, match="prompt learning.*no merged checkpoint.*space: adapter"):
+    merged = helpers.cpu_spec(
+        {
+            "path": {"type": "linear", "a": "p_a::base", "b": "p_b::base", "points": 3},
+            "dataset": "eval.csv",
+            "dtype": "float32",
+        }
+    )
+    with pytest.raises(
+        CheckpointError, match="prompt learning.*no merged checkpoint.*space: adapter"
+    ):
         Landscape.open(merged, FileResolver(root))

@@ -22,11 +22,11 @@ from torch.func import functional_call
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from basin.adapters import validate_adapter
+from basin.checkpoints import load_state_dict
 from basin.data import load_dataset
 from basin.errors import IncompatibleCheckpoints, InvalidSpec
 from basin.resolve import CheckpointSource, FileResolver
 from basin.subspace.core import FitSettings, Subspace, fit, sampler
-from basin.checkpoints import load_state_dict
 from basin.subspace.methods import Layout, Method
 from basin.subspace.run import run_fit, run_optimise, run_transfer
 from basin.subspace.spec import FitSpec, OptimiseSpec, TransferSpec
@@ -66,7 +66,7 @@ def _loss(pm, keys, shapes, vec, batch):
     params, i = {}, 0
     for k, s in zip(keys, shapes, strict=True):
         n = math.prod(s)
-        params[_param(k)] = vec[i:i + n].view(s)
+        params[_param(k)] = vec[i : i + n].view(s)
         i += n
     return functional_call(pm, params, args=(), kwargs=dict(batch), strict=False).loss
 
@@ -101,16 +101,26 @@ def test_fit_equals_the_papers_loop_written_here(delta_family, live):
     proj = {}
     for m in METHODS:
         n = flats[m][2].numel()
-        proj[m] = (nn.Sequential(nn.Linear(n, 8), nn.Tanh(), nn.Linear(8, 2)),
-                   nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, n)))
-    opt = torch.optim.Adam([p for m in METHODS for part in proj[m] for p in part.parameters()], lr=1e-2)
+        proj[m] = (
+            nn.Sequential(nn.Linear(n, 8), nn.Tanh(), nn.Linear(8, 2)),
+            nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, n)),
+        )
+    opt = torch.optim.Adam(
+        [p for m in METHODS for part in proj[m] for p in part.parameters()], lr=1e-2
+    )
     g = torch.Generator().manual_seed(3)
     texts, labels = data.columns["text"], data.columns["label"]
     for step in range(4):
         u = torch.rand(2, generator=g)
         alpha, beta = u[0], u[1] * (1 - u[0])
         idx = torch.randint(len(texts), (8,), generator=g).tolist()
-        enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=32, return_tensors="pt")
+        enc = tok(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=32,
+            return_tensors="pt",
+        )
         enc["labels"] = torch.tensor([labels[i] for i in idx])
         ints = [proj[m][0](flats[m][2]) for m in METHODS]
         mix = alpha * ints[0] + beta * ints[1] + (1 - alpha - beta) * ints[2]
@@ -127,39 +137,69 @@ def test_fit_equals_the_papers_loop_written_here(delta_family, live):
         opt.step()
     for m in METHODS:
         got = sub.projections[m].state_dict()
-        want = {**{f"down.{k}": v for k, v in proj[m][0].state_dict().items()},
-                **{f"up.{k}": v for k, v in proj[m][1].state_dict().items()}}
+        want = {
+            **{f"down.{k}": v for k, v in proj[m][0].state_dict().items()},
+            **{f"up.{k}": v for k, v in proj[m][1].state_dict().items()},
+        }
         for k in want:
             torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-4)
 
 
 def test_fit_reconstructs_each_solution_and_its_task_loss(delta_family, tmp_path):
-    spec = FitSpec(tasks={"s": {"train": "train.csv", "eval": "eval.csv",
-                                "solutions": {m: f"{m}::base" for m in METHODS}}},
-                   y=2, hidden=16, steps=120, lr=1e-2, batch_size=8, max_length=32)
+    spec = FitSpec(
+        tasks={
+            "s": {
+                "train": "train.csv",
+                "eval": "eval.csv",
+                "solutions": {m: f"{m}::base" for m in METHODS},
+            }
+        },
+        y=2,
+        hidden=16,
+        steps=120,
+        lr=1e-2,
+        batch_size=8,
+        max_length=32,
+    )
     root = delta_family["train"].parent
-    (root / "base").exists() or (root / "base").symlink_to(delta_family["base"], target_is_directory=True)
+    (root / "base").exists() or (root / "base").symlink_to(
+        delta_family["base"], target_is_directory=True
+    )
     report = run_fit(spec, FileResolver(root), tmp_path / "fit")
     for row in report["rows"]:
         assert row["relative_distance"] < 0.05, row
-        assert row["reconstruction"]["loss"] == pytest.approx(row["original"]["loss"], abs=0.02), row
+        assert row["reconstruction"]["loss"] == pytest.approx(row["original"]["loss"], abs=0.02), (
+            row
+        )
     # the artefact: safetensors + JSON, read back to the same decode
     sub = Subspace.load(tmp_path / "fit" / "projections")
     meta = json.loads((tmp_path / "fit" / "projections" / "projections.json").read_text())
-    assert meta["methods"] == list(METHODS) and meta["y"] == 2 and set(meta["configs"]) == set(METHODS)
+    assert (
+        meta["methods"] == list(METHODS) and meta["y"] == 2 and set(meta["configs"]) == set(METHODS)
+    )
     _, _, theta = _flat(delta_family, "lora")
     recon = sub.decode("lora", sub.intrinsic["s"]["lora"])
     assert float((recon - theta).norm() / theta.norm()) == pytest.approx(
-        next(r for r in report["rows"] if r["method"] == "lora")["relative_distance"], rel=1e-5)
+        next(r for r in report["rows"] if r["method"] == "lora")["relative_distance"], rel=1e-5
+    )
 
 
 @pytest.fixture(scope="module")
 def fitted(delta_family, tmp_path_factory):
     root = delta_family["train"].parent
-    (root / "base").exists() or (root / "base").symlink_to(delta_family["base"], target_is_directory=True)
+    (root / "base").exists() or (root / "base").symlink_to(
+        delta_family["base"], target_is_directory=True
+    )
     out = tmp_path_factory.mktemp("subfit")
-    spec = FitSpec(tasks={"s": {"train": "train.csv", "solutions": {m: f"{m}::base" for m in METHODS}}},
-                   y=2, hidden=8, steps=3, lr=1e-2, batch_size=8, max_length=32)
+    spec = FitSpec(
+        tasks={"s": {"train": "train.csv", "solutions": {m: f"{m}::base" for m in METHODS}}},
+        y=2,
+        hidden=8,
+        steps=3,
+        lr=1e-2,
+        batch_size=8,
+        max_length=32,
+    )
     run_fit(spec, FileResolver(root), out)
     return FileResolver(root), out / "projections"
 
@@ -170,21 +210,32 @@ def _hand_decode(sub: Subspace, method: str, intrinsic: torch.Tensor) -> dict[st
     out, i = {}, 0
     for k, s in zip(lay["names"], lay["shapes"], strict=True):
         n = math.prod(s)
-        out[k] = vec[i:i + n].view(*s)
+        out[k] = vec[i : i + n].view(*s)
         i += n
     return out
 
 
-def test_optimise_and_transfer_write_adapters_equal_to_a_hand_decode(delta_family, fitted, tmp_path):
+def test_optimise_and_transfer_write_adapters_equal_to_a_hand_decode(
+    delta_family, fitted, tmp_path
+):
     resolver, projections = fitted
-    spec = OptimiseSpec(projections=str(projections), base="base", method="lora", train="train.csv",
-                        eval="eval.csv", steps=3, batch_size=8, max_length=32)
+    spec = OptimiseSpec(
+        projections=str(projections),
+        base="base",
+        method="lora",
+        train="train.csv",
+        eval="eval.csv",
+        steps=3,
+        batch_size=8,
+        max_length=32,
+    )
     report = run_optimise(spec, resolver, tmp_path / "opt")
     sub = Subspace.load(projections)
     intrinsic = load_file(str(tmp_path / "opt" / "intrinsic.safetensors"))["intrinsic"]
     assert intrinsic.tolist() == pytest.approx(report["intrinsic"])
-    batch = AutoTokenizer.from_pretrained(str(delta_family["base"]))(["good movie", "bad sad day"], padding=True,
-                                                                     return_tensors="pt")
+    batch = AutoTokenizer.from_pretrained(str(delta_family["base"]))(
+        ["good movie", "bad sad day"], padding=True, return_tensors="pt"
+    )
     assert [r["method"] for r in report["rows"]] == list(METHODS)
     for row in report["rows"]:
         folder = tmp_path / "opt" / "adapters" / row["method"]
@@ -207,8 +258,11 @@ def test_optimise_and_transfer_write_adapters_equal_to_a_hand_decode(delta_famil
         assert how["made_by"] == "subspace optimise" and how["optimised_with"] == "lora"
         assert how["decoded_with"] == row["method"]
 
-    tr = run_transfer(TransferSpec(projections=str(projections), base="base", source="prompt", decode=["lora"]),
-                      resolver, tmp_path / "tr")
+    tr = run_transfer(
+        TransferSpec(projections=str(projections), base="base", source="prompt", decode=["lora"]),
+        resolver,
+        tmp_path / "tr",
+    )
     assert [r["method"] for r in tr["rows"]] == ["lora"]
     stored = load_file(str(tmp_path / "tr" / "adapters" / "lora" / "adapter_model.safetensors"))
     want = _hand_decode(sub, "lora", sub.intrinsic["s"]["prompt"])
@@ -222,30 +276,81 @@ def test_bad_input_is_refused_with_what_is_wrong(delta_family, lora_family, fitt
     sols = {m: f"{m}::base" for m in METHODS}
 
     def spec(**kw):
-        return FitSpec(**{"tasks": {"s": {"train": "train.csv", "solutions": sols}}, "steps": 1, **kw})
+        return FitSpec(
+            **{"tasks": {"s": {"train": "train.csv", "solutions": sols}}, "steps": 1, **kw}
+        )
 
     with pytest.raises(InvalidSpec, match="one method only"):
-        run_fit(spec(tasks={"s": {"train": "train.csv", "solutions": {"lora": "lora::base"}}}), resolver, tmp_path)
+        run_fit(
+            spec(tasks={"s": {"train": "train.csv", "solutions": {"lora": "lora::base"}}}),
+            resolver,
+            tmp_path,
+        )
     with pytest.raises(InvalidSpec, match="tasks have different methods"):
-        run_fit(spec(tasks={"s": {"train": "train.csv", "solutions": sols},
-                            "t": {"train": "train.csv", "solutions": {"lora": "lora::base",
-                                                                     "prompt": "prompt::base"}}}), resolver, tmp_path)
+        run_fit(
+            spec(
+                tasks={
+                    "s": {"train": "train.csv", "solutions": sols},
+                    "t": {
+                        "train": "train.csv",
+                        "solutions": {"lora": "lora::base", "prompt": "prompt::base"},
+                    },
+                }
+            ),
+            resolver,
+            tmp_path,
+        )
     other = f"{lora_family['lora_a']}::{lora_family['base']}"  # a LoRA on another base (ft_a)
     with pytest.raises(IncompatibleCheckpoints, match="different bases"):
-        run_fit(spec(tasks={"s": {"train": "train.csv", "solutions": {**sols, "lora": other}}}), resolver, tmp_path)
+        run_fit(
+            spec(tasks={"s": {"train": "train.csv", "solutions": {**sols, "lora": other}}}),
+            resolver,
+            tmp_path,
+        )
+    with pytest.raises(InvalidSpec, match="evaluation examples are also training examples"):
+        run_fit(
+            spec(tasks={"s": {"train": "train.csv", "eval": "train.csv", "solutions": sols}}),
+            resolver,
+            tmp_path,
+        )
     with pytest.raises(InvalidSpec, match="y = 200 is not smaller than method 'prompt'"):
         run_fit(spec(y=200), resolver, tmp_path)
     with pytest.raises(IncompatibleCheckpoints, match="layout of the method's first solution"):
-        run_fit(spec(tasks={"s": {"train": "train.csv", "solutions": sols},
-                            "t": {"train": "train.csv", "solutions": {**sols, "lora": "adapter::base"}}}),
-                resolver, tmp_path)
+        run_fit(
+            spec(
+                tasks={
+                    "s": {"train": "train.csv", "solutions": sols},
+                    "t": {"train": "train.csv", "solutions": {**sols, "lora": "adapter::base"}},
+                }
+            ),
+            resolver,
+            tmp_path,
+        )
     _, projections = fitted
     with pytest.raises(InvalidSpec, match="no method 'prefix'"):
-        run_optimise(OptimiseSpec(projections=str(projections), base="base", method="prefix", train="train.csv",
-                                  steps=1), resolver, tmp_path / "o")
+        run_optimise(
+            OptimiseSpec(
+                projections=str(projections),
+                base="base",
+                method="prefix",
+                train="train.csv",
+                steps=1,
+            ),
+            resolver,
+            tmp_path / "o",
+        )
     with pytest.raises(IncompatibleCheckpoints, match="fitted on base"):
-        run_optimise(OptimiseSpec(projections=str(projections), base=str(lora_family["base"]), method="lora",
-                                  train="train.csv", steps=1), resolver, tmp_path / "o")
+        run_optimise(
+            OptimiseSpec(
+                projections=str(projections),
+                base=str(lora_family["base"]),
+                method="lora",
+                train="train.csv",
+                steps=1,
+            ),
+            resolver,
+            tmp_path / "o",
+        )
     broken = tmp_path / "broken"
     shutil.copytree(projections, broken)
     (broken / "projections.safetensors").write_bytes(b"\x80\x04not safetensors")
@@ -261,18 +366,35 @@ def test_simplex_path_point_equals_the_hand_decoded_mix(delta_family, fitted):
     resolver, projections = fitted
     root = delta_family["train"].parent
     shutil.copy(delta_family["data"], root / "eval_s.csv")
-    spec = helpers.cpu_spec({
-        "path": {"type": "subspace_simplex", "projections": str(projections), "decode": "lora", "a": "lora_2::base",
-                 "resolution": [4, 4]},
-        "dataset": "eval_s.csv", "dtype": "float32", "space": "adapter", "max_examples": 16})
+    spec = helpers.cpu_spec(
+        {
+            "path": {
+                "type": "subspace_simplex",
+                "projections": str(projections),
+                "decode": "lora",
+                "a": "lora_2::base",
+                "resolution": [4, 4],
+            },
+            "dataset": "eval_s.csv",
+            "dtype": "float32",
+            "space": "adapter",
+            "max_examples": 16,
+        }
+    )
     land = Landscape.open(spec, resolver)
     sub = Subspace.load(projections)
     ints = sub.intrinsic["s"]
     base = CheckpointSource.from_path(delta_family["base"])
-    method = Method.from_config("lora", sub.meta["configs"]["lora"], Layout.from_dict(sub.layouts["lora"]), base,
-                                load_state_dict(base))
-    batch = AutoTokenizer.from_pretrained(str(delta_family["base"]))(["good movie", "bad sad day so bad"],
-                                                                     padding=True, return_tensors="pt")
+    method = Method.from_config(
+        "lora",
+        sub.meta["configs"]["lora"],
+        Layout.from_dict(sub.layouts["lora"]),
+        base,
+        load_state_dict(base),
+    )
+    batch = AutoTokenizer.from_pretrained(str(delta_family["base"]))(
+        ["good movie", "bad sad day so bad"], padding=True, return_tensors="pt"
+    )
     for alpha, beta in ((1.0, 0.0), (0.2, 0.5), (-0.25, 1.25)):
         mix = alpha * ints["adapter"] + beta * ints["prompt"] + (1 - alpha - beta) * ints["lora"]
         with torch.no_grad():
@@ -280,7 +402,11 @@ def test_simplex_path_point_equals_the_hand_decoded_mix(delta_family, fitted):
             land.space.mix_(land.path.coeffs({"x": alpha, "y": beta}))
             got = land.model(**batch).logits
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    assert [a.coords for a in land.anchors] == [{"x": 1.0, "y": 0.0}, {"x": 0.0, "y": 1.0}, {"x": 0.0, "y": 0.0}]
+    assert [a.coords for a in land.anchors] == [
+        {"x": 1.0, "y": 0.0},
+        {"x": 0.0, "y": 1.0},
+        {"x": 0.0, "y": 0.0},
+    ]
     metrics = land.evaluate({"x": 0.0, "y": 0.0})
     assert metrics["loss"] > 0
     land.close()
