@@ -21,6 +21,8 @@ from basin.status import CANCELLED, DONE, FAILED
 from service.jobs.kernel import JobState, time_limit_message
 
 logger = logging.getLogger(__name__)
+#: a job's loss log keeps every ``stride``-th step's entry, ``stride`` = ⌈steps / MAX_LOSSES⌉
+MAX_LOSSES = 1000
 
 
 def execute_subspace(job_id: str, js: JobState, state: Any) -> dict:
@@ -45,10 +47,17 @@ def execute_subspace(job_id: str, js: JobState, state: Any) -> dict:
     resolver = store.resolver()
     steps_done = 0
 
+    stride = max(1, -(-spec.steps // MAX_LOSSES))  # the log keeps about MAX_LOSSES entries
+
     def on_step(rec: dict[str, Any]) -> None:
         nonlocal steps_done
         steps_done = int(rec["step"])
-        entry = {k: v for k, v in rec.items() if k in ("step", "loss", "dist", "task")}
+        keep = steps_done % stride == 0 or steps_done >= spec.steps
+        entry = (
+            {k: v for k, v in rec.items() if k in ("step", "loss", "dist", "task")}
+            if keep
+            else None
+        )
         js.progress(steps_done, entry)
 
     def quota(need: int) -> None:
