@@ -414,3 +414,51 @@ def test_simplex_path_point_equals_the_hand_decoded_mix(delta_family, fitted):
     merged = helpers.cpu_spec({**spec.model_dump(mode="json"), "space": "merged"})
     with pytest.raises((IncompatibleCheckpoints, InvalidSpec), match="space: adapter"):
         Landscape.open(merged, resolver).close()
+
+
+def test_cli_runs_the_stages_from_yaml_and_says_what_is_wrong(delta_family, tmp_path, capsys):
+    import yaml
+
+    from basin.cli import main
+
+    root = delta_family["train"].parent
+    (root / "base").exists() or (root / "base").symlink_to(delta_family["base"], target_is_directory=True)
+    fit_yaml = root / "cli-fit.yaml"
+    fit_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": {
+                    "s": {"train": "train.csv", "solutions": {m: f"{m}::base" for m in METHODS}}
+                },
+                "y": 2,
+                "hidden": 8,
+                "steps": 2,
+                "batch_size": 8,
+                "max_length": 32,
+            }
+        )
+    )
+    assert main(["subspace", "fit", str(fit_yaml), "-o", str(tmp_path / "fit"), "-q"]) == 0
+    assert (tmp_path / "fit" / "projections" / "projections.safetensors").is_file()
+    tr_yaml = root / "cli-tr.yaml"
+    tr_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "projections": str(tmp_path / "fit" / "projections"),
+                "base": "base",
+                "source": "adapter",
+                "decode": ["prompt"],
+            }
+        )
+    )
+    assert main(["subspace", "transfer", str(tr_yaml), "-o", str(tmp_path / "tr"), "-q"]) == 0
+    assert (tmp_path / "tr" / "adapters" / "prompt" / "adapter_model.safetensors").is_file()
+    capsys.readouterr()
+    bad = root / "cli-bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {"tasks": {"s": {"train": "train.csv", "solutions": {"lora": "lora::base"}}}}
+        )
+    )
+    assert main(["subspace", "fit", str(bad), "-o", str(tmp_path / "bad")]) == 2
+    assert "one method only" in capsys.readouterr().err

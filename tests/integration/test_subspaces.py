@@ -22,12 +22,12 @@ def delta_store(stack, tmp_path_factory) -> dict[str, str]:
     cls = factories.build_classifier_family(root / "cls", steps=4)
     fam = factories.build_delta_family(root / "delta", cls["init"])
     store = Store(stack.store)
-    store.add_checkpoint_dir(fam["base"], name="sub_base")
-    for m in METHODS:
-        store.import_checkpoint(fam[m], name=f"sub_{m}", base="sub_base")
+    # (the shared store may hold the same init under another name: its id is the reference)
+    base = store.add_checkpoint_dir(fam["base"], name="sub_base")["id"]
+    out = {m: store.import_checkpoint(fam[m], name=f"sub_{m}", base=base).manifest["id"] for m in METHODS}
     store.add_dataset(fam["train"], name="sub_train.csv")
     store.add_dataset(fam["data"], name="sub_eval.csv")
-    return {m: f"sub_{m}" for m in METHODS}
+    return {**out, "base": base}
 
 
 def wait(stack, job_id: str, *, timeout: float = 240.0, seen: list[int] | None = None) -> dict:
@@ -52,7 +52,7 @@ def test_fit_then_optimise_store_projections_and_tagged_adapters(stack, delta_st
         "batch_size": 8,
         "max_length": 32,
         "tasks": {
-            "s": {"train": "sub_train.csv", "eval": "sub_eval.csv", "solutions": delta_store}
+            "s": {"train": "sub_train.csv", "eval": "sub_eval.csv", "solutions": {m: delta_store[m] for m in METHODS}}
         },
     }
     r = stack.request("POST", "/api/subspaces", json=fit)
@@ -73,7 +73,7 @@ def test_fit_then_optimise_store_projections_and_tagged_adapters(stack, delta_st
     opt = {
         "kind": "subspace_optimise",
         "projections": art,
-        "base": "sub_base",
+        "base": delta_store["base"],
         "method": "lora",
         "train": "sub_train.csv",
         "eval": "sub_eval.csv",
@@ -95,7 +95,7 @@ def test_fit_then_optimise_store_projections_and_tagged_adapters(stack, delta_st
         "POST",
         "/api/runs",
         json={
-            "path": {"type": "linear", "a": body["adapters"]["lora"], "b": "sub_lora", "points": 3},
+            "path": {"type": "linear", "a": body["adapters"]["lora"], "b": delta_store["lora"], "points": 3},
             "dataset": "sub_eval.csv",
             "space": "adapter",
             "device": "cpu",
@@ -119,19 +119,19 @@ def test_bad_subspace_specs_are_refused_before_anything_is_queued(stack, delta_s
             {
                 "kind": "subspace_fit",
                 "steps": 10**9,
-                "tasks": {"s": {"train": "sub_train.csv", "solutions": delta_store}},
+                "tasks": {"s": {"train": "sub_train.csv", "solutions": {m: delta_store[m] for m in METHODS}}},
             },
             "steps",
         ),
         (
             {
                 "kind": "subspace_optimise",
-                "projections": "sub_base",
-                "base": "sub_base",
+                "projections": delta_store["base"],
+                "base": delta_store["base"],
                 "method": "lora",
                 "train": "sub_train.csv",
             },
-            "projections",
+            "artefact",
         ),
         ({"kind": "nothing"}, "subspace_fit"),
     ]
