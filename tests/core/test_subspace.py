@@ -422,7 +422,9 @@ def test_cli_runs_the_stages_from_yaml_and_says_what_is_wrong(delta_family, tmp_
     from basin.cli import main
 
     root = delta_family["train"].parent
-    (root / "base").exists() or (root / "base").symlink_to(delta_family["base"], target_is_directory=True)
+    (root / "base").exists() or (root / "base").symlink_to(
+        delta_family["base"], target_is_directory=True
+    )
     fit_yaml = root / "cli-fit.yaml"
     fit_yaml.write_text(
         yaml.safe_dump(
@@ -462,3 +464,46 @@ def test_cli_runs_the_stages_from_yaml_and_says_what_is_wrong(delta_family, tmp_
     )
     assert main(["subspace", "fit", str(bad), "-o", str(tmp_path / "bad")]) == 2
     assert "one method only" in capsys.readouterr().err
+
+
+def test_the_simplex_plane_is_drawn_with_its_triangle_and_corners():
+    from basin import figures
+
+    path = {
+        "type": "subspace_simplex",
+        "projections": "p",
+        "decode": "lora",
+        "a": "x",
+        "resolution": [3, 3],
+        "margin": 0.0,
+    }
+    axis = [0.0, 0.5, 1.0]
+    pts = [
+        {
+            "index": iy * 3 + ix,
+            "coords": {"x": axis[ix], "y": axis[iy]},
+            "metrics": {"loss": 0.1 * (ix + iy)},
+        }
+        for iy in range(3)
+        for ix in range(3)
+    ]
+    anchors = [
+        {"name": "adapter (I₁)", "coords": {"x": 1.0, "y": 0.0}},
+        {"name": "prompt (I₂)", "coords": {"x": 0.0, "y": 1.0}},
+        {"name": "lora (I₃)", "coords": {"x": 0.0, "y": 0.0}},
+    ]
+    doc = {"spec": {"path": path}, "points": pts, "anchors": anchors, "summary": {}}
+    fig = figures.plane_figure(doc, "loss", kind="heatmap")
+    outline = [t for t in fig.data if t.meta == "outline"]
+    assert len(outline) == 1
+    assert list(outline[0].x) == [1.0, 0.0, 0.0, 1.0] and list(outline[0].y) == [0.0, 1.0, 0.0, 0.0]
+    assert sorted(t.name for t in fig.data if t.meta == "anchor") == [
+        "adapter (I₁)",
+        "lora (I₃)",
+        "prompt (I₂)",
+    ]
+    # other planes get no outline
+    doc["spec"]["path"] = {"type": "plane", "a": "a", "b": "b", "c": "c"}
+    assert not [
+        t for t in figures.plane_figure(doc, "loss", kind="heatmap").data if t.meta == "outline"
+    ]
