@@ -507,3 +507,21 @@ def test_the_simplex_plane_is_drawn_with_its_triangle_and_corners():
     assert not [
         t for t in figures.plane_figure(doc, "loss", kind="heatmap").data if t.meta == "outline"
     ]
+
+
+def test_a_stop_request_ends_the_fit_between_two_steps(live):
+    from basin.subspace.core import Stopped
+
+    methods, vectors, tok, data = live
+    seen: list[int] = []
+    draw = {"s": sampler(tokenizer=tok, data=data, batch_size=4, max_length=16)}
+    with pytest.raises(Stopped, match="after 2 of 50 steps"):
+        fit(
+            methods,
+            vectors,
+            draw,
+            FitSettings(y=2, hidden=4, steps=50, batch_size=4, max_length=16),
+            on_step=lambda rec: seen.append(rec["step"]),
+            should_stop=lambda: len(seen) >= 2,
+        )
+    assert seen == [1, 2]
