@@ -20,8 +20,11 @@ Two spaces a path can walk through (``RunSpec.space``):
   LoRA: ``lora_A``, ``lora_B`` and ``modules_to_save`` copies such as a classifier
   head). :class:`AdapterSpace` builds that model and reads each adapter into it.
 
-Prompt-learning adapters (prefix / prompt / p-tuning) have no weights inside the base
-model's modules and are refused with :class:`CheckpointError`.
+Prompt-learning adapters (prompt tuning, prefix tuning) have no weights inside the base
+model's modules, so they have no merged weights: they live on ``adapter``-space paths only,
+where the live model is ``peft``'s own model (it prepends the virtual tokens); in
+``merged`` space they are refused with :class:`CheckpointError`. (P-tuning's prompt
+encoder is a network of its own and is not taken.)
 """
 
 from __future__ import annotations
@@ -90,21 +93,24 @@ def peft_config(directory: str | Path, config_dir: str | Path | None = None) -> 
     (:func:`basin.untrusted.check_adapter_shapes`, on a ``meta`` skeleton) before ``peft``
     builds anything. :class:`CheckpointError` names what is refused.
     """
-    import peft
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-
     clean = clean_config(directory)
     if config_dir is not None:
         check_shapes(directory, Path(config_dir), clean)
+    return config_object(clean)
+
+
+def config_object(clean: Mapping[str, Any]) -> Any:
+    """``peft``'s config object from a config already passed through
+    :func:`basin.untrusted.clean_adapter_config` (and, where it matters, its shape checks)."""
+    import peft
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
     kwargs = {k: v for k, v in clean.items() if k not in ("peft_type", "peft_version", "revision")}
     try:
         cfg = PEFT_TYPE_TO_CONFIG_MAPPING[peft.PeftType[clean["peft_type"]]](**kwargs)
     except Exception as e:  # peft raises TypeError/ValueError/… for configs it cannot read
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{ADAPTER_CONFIG} does not load with peft: {msg}") from None
-    if getattr(cfg, "is_prompt_learning", False):  # (not in the allow-list; kept as a guard)
-        raise CheckpointError(f"{clean['peft_type']} adapters are prompt learning: Basin takes adapters whose "
-                              "tensors live in the base model's modules (LoRA, IA³, LoHa, LoKr)")
     return cfg
 
 
@@ -185,6 +191,11 @@ def _build_base(config_dir: Path, task: str | None, *, meta: bool) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def _ptype(cfg: Any) -> str:
+    t = getattr(cfg, "peft_type", "")
+    return str(getattr(t, "value", t))
 
 
 def _inject(model: nn.Module, cfg: Any, what: str, where: str = "its base model") -> Any:
@@ -289,7 +300,11 @@ def check_adapter_on_base(directory: str, config_dir: str, where: str) -> int:
     skeleton = _build_base(Path(config_dir), TASK_OF_PEFT.get(str(clean.get("task_type"))), meta=True)
     pm = _inject(skeleton, cfg, what, where)
     try:
-        expected = {k: tuple(v.shape) for k, v in peft.get_peft_model_state_dict(pm).items()}
+        if getattr(cfg, "is_prompt_learning", False):  # peft would run the (meta) prompt encoder to list it
+            expected = {("prompt_embeddings" if "prompt_encoder." in n else n.replace(".modules_to_save.default", "")):
+                        tuple(p.shape) for n, p in pm.named_parameters() if p.requires_grad}
+        else:
+            expected = {k: tuple(v.shape) for k, v in peft.get_peft_model_state_dict(pm).items()}
     except Exception as e:  # peft's own failures on odd configs
         raise CheckpointError(f"{what}: peft cannot list its tensors on {where}: {e}") from None
     stored = {k: v[0] for k, v in adapter_meta(d).items()}
@@ -324,6 +339,9 @@ def _set_adapter(pm: Any, weights: Mapping[str, torch.Tensor], names: Sequence[s
     wanted = set(names)
     missing = [k.removeprefix("base_model.model.") for k in (getattr(result, "missing_keys", []) or [])]
     missing = [k for k in missing if k in wanted]
+    if "prompt_embeddings" in weights:  # peft loads the virtual-token table itself, by its role
+        unexpected = [k for k in unexpected if k != "prompt_embeddings"]
+        missing = [k for k in missing if not (k.startswith("prompt_encoder.") and k.endswith("embedding.weight"))]
     if unexpected or missing:
         bad = [(k, "not an adapter tensor of the path's first adapter") for k in unexpected]
         bad += [(k, f"missing from {what}") for k in missing]
@@ -344,6 +362,10 @@ def merged_state_dict(src: CheckpointSource, base_sd: Mapping[str, torch.Tensor]
 
     assert src.adapter is not None
     cfg = peft_config(src.adapter, src.config_dir)  # checked against the base before peft builds
+    if getattr(cfg, "is_prompt_learning", False):
+        raise CheckpointError(
+            f"adapter {src.adapter.name} is {_ptype(cfg)}, prompt learning: its virtual tokens are no weights of "
+            "the base model, so it has no merged checkpoint; put it on a path with space: adapter")
     task = TASK_OF_PEFT.get(str(getattr(cfg, "task_type", None)))
     model = _build_base(src.config_dir, task, meta=False)
     load_weights(model, rename(base_sd, key_mapper(model)(base_sd)))
@@ -392,9 +414,14 @@ class AdapterSpace:
         self.base_id = (first.weights, first.config_dir)
         load_weights(model, rename(base_sd, key_mapper(model)(base_sd)), task)
         self.peft_model = _inject(model, self.cfg, f"adapter {first.adapter.name}")
-        self.model: nn.Module = self.peft_model.get_base_model()
-        self.names = [n.removeprefix("base_model.model.") for n, p in self.peft_model.named_parameters()
-                      if p.requires_grad]
+        if getattr(self.cfg, "is_prompt_learning", False):
+            # the virtual tokens are prepended by peft's own forward: the live model is peft's
+            self.model: nn.Module = self.peft_model
+            self.names = [n for n, p in self.peft_model.named_parameters() if p.requires_grad]
+        else:
+            self.model = self.peft_model.get_base_model()
+            self.names = [n.removeprefix("base_model.model.") for n, p in self.peft_model.named_parameters()
+                          if p.requires_grad]
         self.model.requires_grad_(False)
         self.model.eval()
         if not self.names:

@@ -328,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
+    from basin.subspace.cli import register as register_subspace
+
+    register_subspace(sub)  # `basin subspace fit|optimise|transfer` (torch only when it runs)
+
     for ep in entry_points(group=COMMANDS_GROUP):  # e.g. `basin up`, from the service layer
         try:
             register = ep.load()

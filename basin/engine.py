@@ -179,7 +179,8 @@ class Landscape:
 
         # the basis stays fp32 whatever the model's dtype (ParamSpace casts once per point)
         ctx = BuildContext(names=self.names, device=self.device, dtype=torch.float32, load=load,
-                           out_axes={n: axes_out[n] for n in self.names if n in axes_out})
+                           out_axes={n: axes_out[n] for n in self.names if n in axes_out},
+                           artefact=getattr(resolver, "artefact", None))
         built = self.path.build(ctx)
         self.space.set_basis(built.origin, built.directions)
         self.axes = built.axes

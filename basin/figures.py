@@ -728,6 +728,11 @@ def plane_figure(
                 hoverinfo="text", line=line, marker={"size": 8, "color": "#ff7f0e"},
                 textfont={"color": "white"}, name="trajectory", meta="trajectory",
             ))
+    if anchors and kind != "surface" and getattr(PATHS.get(str(_path(result).get("type"))), "outline", False):
+        ring = [*anchors, anchors[0]]  # the simplex's edges (subspace_simplex)
+        fig.add_trace(go.Scatter(x=[a["x"] for a in ring], y=[a["y"] for a in ring], mode="lines",
+                                 line={"color": "white", "width": 2, "dash": "dot"}, hoverinfo="skip",
+                                 name="simplex", meta="outline", showlegend=False))
     if not trajectory:
         for k, a in enumerate(anchors):
             label = short_name(a["name"], names)

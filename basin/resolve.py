@@ -86,6 +86,14 @@ class FileResolver:
             raise CheckpointError(f"adapter {ref!r}: its base {base_ref!r} is itself an adapter")
         return CheckpointSource.of_adapter(adapter, base)
 
+    def artefact(self, ref: str) -> Path:
+        """Resolve a folder artefact (a subspace's ``projections/``); :class:`CheckpointError` if
+        it is not a folder."""
+        p = self._path(ref)
+        if not p.is_dir():
+            raise CheckpointError(f"artefact {ref!r} not found (looked for a folder at {p})")
+        return p.resolve()
+
     def dataset(self, ref: str) -> Path:
         """Resolve a dataset path; raises :class:`DatasetError` if it is not a file."""
         p = self._path(ref)

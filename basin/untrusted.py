@@ -8,7 +8,8 @@ the entries of ``modules_to_save``), some as sizes it allocates before comparing
 ``adapters``, CorDA / EVA / LoftQ initialisation files). So nothing of such a file reaches
 ``peft`` unchecked:
 
-- **an allow-list of adapter types** (:data:`ADAPTER_TYPES`: LoRA, IA³, LoHa, LoKr) and,
+- **an allow-list of adapter types** (:data:`ADAPTER_TYPES`: LoRA, IA³, LoHa, LoKr, and the
+  prompt-learning prompt tuning and prefix tuning, :data:`PROMPT_LEARNING`) and,
   per type, **an allow-list of fields**, each with its type and bounds. Fields ``peft``
   writes with their defaults (``megatron_config: null``, ``loftq_config: {}``, …) are
   accepted only at a default value and dropped; any other field, known or not, is refused
@@ -21,7 +22,10 @@ the entries of ``modules_to_save``), some as sizes it allocates before comparing
 - **sizes are checked against what is stored**, before anything is built: every rank must
   fit the layer it adapts (at most the smaller side of its weight), and a LoRA / LoHa
   rank must equal the rank of the tensors the adapter stores for that layer (read from
-  the safetensors header: no tensor is allocated).
+  the safetensors header: no tensor is allocated); a prompt-learning adapter's hidden size,
+  layer and head counts must be the base's, and its stored ``prompt_embeddings`` table
+  exactly the shape they give (at most :data:`MAX_VIRTUAL_TOKENS` virtual tokens; a
+  ``TEXT`` initialisation is read but built as ``RANDOM``, so peft loads no tokenizer).
 
 :func:`clean_adapter_config` does the type- and field-level checks (no model needed);
 :func:`check_adapter_shapes` the size checks on a ``meta``-device skeleton of the base.
@@ -55,7 +59,13 @@ MAX_NAMES = 512
 MAX_LAYERS = 4096
 #: the adapter types Basin takes: their tensors live in the base's own modules, their sizes
 #: follow from the layer they adapt, and ``peft`` reads no file for them
-ADAPTER_TYPES = ("LORA", "IA3", "LOHA", "LOKR")
+ADAPTER_TYPES = ("LORA", "IA3", "LOHA", "LOKR", "PROMPT_TUNING", "PREFIX_TUNING")
+#: prompt-learning types: a table of virtual tokens (prompt tuning: input embeddings; prefix
+#: tuning: every layer's keys and values) outside the base's modules, sized by the base's
+#: hidden size and layer count; on paths they live in adapter space only (no merged weights)
+PROMPT_LEARNING = ("PROMPT_TUNING", "PREFIX_TUNING")
+#: the most virtual tokens a prompt-learning adapter may declare (peft's examples use 8–100)
+MAX_VIRTUAL_TOKENS = 1024
 TASK_TYPES = (
     "SEQ_CLS",
     "CAUSAL_LM",
@@ -271,6 +281,30 @@ FIELDS: dict[str, dict[str, Any]] = {
         "modules_to_save": _names,
     },
 }
+_PROMPT_COMMON: dict[str, Any] = {
+    "num_virtual_tokens": _number(1, MAX_VIRTUAL_TOKENS, integer=True),
+    "token_dim": _opt(_number(1, 1 << 16, integer=True)),
+    "num_transformer_submodules": _opt(_choice(1, 2)),
+    "num_attention_heads": _opt(_number(1, 1 << 12, integer=True)),
+    "num_layers": _opt(_number(1, MAX_LAYERS, integer=True)),
+    "modules_to_save": _names,
+}
+FIELDS["PROMPT_TUNING"] = {
+    **_PROMPT_COMMON,
+    # how the table was initialised before training: read (the stored table replaces it), then
+    # built as RANDOM, so peft never loads the tokenizer a TEXT init names
+    "prompt_tuning_init": _choice("RANDOM", "TEXT", "SAMPLE_VOCAB"),
+    "prompt_tuning_init_text": _text(10000),
+    "tokenizer_name_or_path": _text(1000),
+    "tokenizer_kwargs": _INERT,
+}
+FIELDS["PREFIX_TUNING"] = {
+    **_PROMPT_COMMON,
+    "encoder_hidden_size": _opt(_number(1, 1 << 16, integer=True)),
+    "prefix_projection": _choice(False),
+}
+#: fields read, then left out of what peft gets (initialisation only; the stored table wins)
+_DROPPED = {"prompt_tuning_init": "RANDOM", "prompt_tuning_init_text": None, "tokenizer_name_or_path": None}
 FIELDS["LOKR"] = {
     **FIELDS["LOHA"],
     "decompose_both": _bool,
@@ -330,8 +364,8 @@ def clean_adapter_config(raw: Any) -> dict[str, Any]:
         )
         raise CheckpointError(
             f"{ADAPTER_CONFIG}: peft_type {shown!r} is not one Basin takes (it takes "
-            f"{', '.join(ADAPTER_TYPES)}: adapters whose tensors live in the base model's own layers; "
-            "prompt-learning types have none, and other types load files or build layers Basin does not check)"
+            f"{', '.join(ADAPTER_TYPES)}: adapters whose tensors live in the base model's own layers, and "
+            "prompt learning's table of virtual tokens; other types load files or build layers Basin does not check)"
         )
     allowed = {**COMMON, **FIELDS[ptype]}
     out: dict[str, Any] = {"peft_type": ptype}
@@ -351,6 +385,16 @@ def clean_adapter_config(raw: Any) -> dict[str, Any]:
         if check is None:
             raise _fail(ptype, f"field {_short(k)} is not a field Basin accepts")
         out[k] = check(ptype, k, v)
+    if ptype in PROMPT_LEARNING:
+        if "num_virtual_tokens" not in out:
+            raise _fail(ptype, "num_virtual_tokens is missing")
+        for k, v in _DROPPED.items():
+            if k in out:
+                if v is None:
+                    del out[k]
+                else:
+                    out[k] = v
+        return out
     if out.get("target_modules") is None:
         raise _fail(ptype, "target_modules is missing: list the module names the adapter adapts")
     ff = out.get("feedforward_modules")
@@ -388,6 +432,9 @@ def check_adapter_shapes(
     """
     ptype = clean["peft_type"]
     modules = {n: m for n, m in skeleton.named_modules() if n}
+    if ptype in PROMPT_LEARNING:
+        _check_prompt_shapes(clean, stored, skeleton, modules, where)
+        return
     targets = clean["target_modules"]
     absent = [t for t in targets if not any(_suffix(n, t) for n in modules)]
     if absent:
@@ -450,7 +497,51 @@ def check_adapter_shapes(
                     )
 
 
+def _check_prompt_shapes(
+    clean: Mapping[str, Any],
+    stored: Mapping[str, tuple[int, ...]],
+    skeleton: nn.Module,
+    modules: Mapping[str, nn.Module],
+    where: str,
+) -> None:
+    """A prompt-learning config against the base's sizes and the stored virtual-token table."""
+    ptype = clean["peft_type"]
+    cfg = getattr(skeleton, "config", None)
+    base = {
+        "token_dim": getattr(cfg, "hidden_size", None),
+        "num_layers": getattr(cfg, "num_hidden_layers", None),
+        "num_attention_heads": getattr(cfg, "num_attention_heads", None),
+    }
+    size: dict[str, int] = {}
+    for k, v in base.items():
+        given = clean.get(k)
+        if given is not None and v is not None and int(given) != int(v):
+            raise CheckpointError(
+                f"the adapter (peft_type {ptype}): its config gives {k} = {given}, but {where} has {v}"
+            )
+        got = given if given is not None else v
+        if got is None:
+            raise CheckpointError(f"the adapter (peft_type {ptype}): {k} is not given and {where} does not say it")
+        size[k] = int(got)
+    sub = int(clean.get("num_transformer_submodules") or (2 if getattr(cfg, "is_encoder_decoder", False) else 1))
+    rows = int(clean["num_virtual_tokens"]) * sub
+    cols = size["token_dim"] * (2 * size["num_layers"] if ptype == "PREFIX_TUNING" else 1)
+    table = stored.get("prompt_embeddings")
+    if table is None:
+        raise CheckpointError(f"the adapter (peft_type {ptype}) stores no prompt_embeddings table")
+    if tuple(table) != (rows, cols):
+        raise CheckpointError(
+            f"the adapter (peft_type {ptype}): its prompt_embeddings table has shape {list(table)}, but its config "
+            f"on {where} makes it [{rows}, {cols}] (virtual tokens × submodules, "
+            + ("2 × layers × hidden size]" if ptype == "PREFIX_TUNING" else "hidden size]")
+        )
+    for name in clean.get("modules_to_save") or []:
+        if not any(_suffix(n, name) for n in modules) and name not in ("classifier", "score"):
+            raise CheckpointError(f"the adapter (peft_type {ptype}): modules_to_save names {name!r}, not a module of {where}")
+
+
 __all__ = [
+    "PROMPT_LEARNING",
     "ADAPTER_TYPES",
     "FIELDS",
     "check_adapter_shapes",

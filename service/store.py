@@ -245,6 +245,10 @@ class StoreResolver:
         """The data file of a stored dataset."""
         return Path(self.store.get_dataset(ref)["path"])
 
+    def artefact(self, ref: str) -> Path:
+        """The folder of a stored artefact (a subspace's projections)."""
+        return Path(self.store.get_artefact(ref)["path"])
+
 
 class Store:
     """Checkpoints, datasets and finished runs under one folder (see the module doc).
@@ -259,7 +263,8 @@ class Store:
         self.datasets_dir = self.root / "datasets"
         self.runs_dir = self.root / "runs"
         self.tmp_dir = self.root / "tmp"
-        for d in (self.checkpoints_dir, self.datasets_dir, self.runs_dir, self.tmp_dir):
+        self.artefacts_dir = self.root / "artefacts"
+        for d in (self.checkpoints_dir, self.datasets_dir, self.runs_dir, self.tmp_dir, self.artefacts_dir):
             d.mkdir(parents=True, exist_ok=True)
         with _SWEPT_GUARD:  # once per process and store: what a crash left in tmp/ goes
             first = self.root not in _SWEPT
@@ -343,10 +348,10 @@ class Store:
         return removed
 
     def used_bytes(self) -> int:
-        """What counts against the quota: the stored checkpoints' and datasets' files (a
-        folder registered in place counts nothing) plus everything under ``tmp/``."""
+        """What counts against the quota: the stored checkpoints', datasets' and artefacts' files
+        (a folder registered in place counts nothing) plus everything under ``tmp/``."""
         total = used_bytes(self.tmp_dir)
-        for base in (self.checkpoints_dir, self.datasets_dir):
+        for base in (self.checkpoints_dir, self.datasets_dir, self.artefacts_dir):
             for d in base.iterdir():
                 m = self._read_manifest(d)
                 if m is not None and m.get("source") != "register":
@@ -390,8 +395,10 @@ class Store:
             m["path"] = str(d)
             m["weights"] = str(d)
             m["config_dir"] = str(d)
-        elif m.get("kind") == "dataset":
+        elif m.get("kind") in ("dataset",):
             m["path"] = str(d / m["file"])
+        elif m.get("kind") == "artefact":
+            m["path"] = str(d / "files")
         return m
 
     def _find(self, base: Path, ref: str, what: str, not_found: type[BasinError]) -> Path:
@@ -770,6 +777,54 @@ class Store:
                 )
             self._discard(d)
         logger.info("deleted checkpoint %s", d.name[:12])
+
+    # ------------------------------------------------------------------ artefacts
+
+    def list_artefacts(self) -> list[dict[str, Any]]:
+        """All artefact manifests (a subspace's projections, ...), newest first."""
+        return self._read_manifests(self.artefacts_dir)
+
+    def get_artefact(self, ref: str) -> dict[str, Any]:
+        """An artefact manifest by id, unique id prefix or name; :class:`CheckpointNotFound` if none."""
+        d = self._find(self.artefacts_dir, ref, "artefact", CheckpointNotFound)
+        m = self._read_manifest(d)
+        if m is None:
+            raise CheckpointNotFound(f"no artefact named or with id {ref!r}")
+        return m
+
+    def import_artefact(self, folder: Path, *, name: str, type: str, tags: dict | None = None) -> dict[str, Any]:
+        """Move a folder of plain files (no sub-folders) in as an artefact of ``type``; its id is the
+        sha256 over its files (sorted, ``name \\0 size \\0 bytes``); the same content is stored once."""
+        name = _check_name(name, "artefact")
+        tags = _check_tags(tags)
+        files = sorted(p for p in Path(folder).iterdir())
+        if not files or any(not p.is_file() or p.is_symlink() for p in files):
+            raise CheckpointError(f"an artefact is a folder of plain files; {Path(folder).name} is not")
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode() + b"\0" + str(p.stat().st_size).encode() + b"\0")
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        ident = h.hexdigest()
+        dest = self.artefacts_dir / ident
+        with self._lock():
+            if (dest / "manifest.json").is_file():
+                return self.get_artefact(ident)
+            owner = self._name_owner(self.artefacts_dir, name)
+            if owner is not None:
+                name = f"{name} {ident[:8]}"
+            with self.workspace() as ws:
+                stage = ws / ident
+                (stage / "files").mkdir(parents=True)
+                for p in files:
+                    shutil.move(str(p), stage / "files" / p.name)
+                manifest = {"id": ident, "kind": "artefact", "type": type, "name": name, "tags": tags,
+                            "created": _now(), "size_bytes": sum(p.stat().st_size for p in (stage / "files").iterdir()),
+                            "files": sorted(p.name for p in (stage / "files").iterdir())}
+                _write_json_atomic(stage / "manifest.json", manifest)
+                os.rename(stage, dest)
+        return self.get_artefact(ident)
 
     # ------------------------------------------------------------------ datasets
 

@@ -33,6 +33,13 @@ def lora_family(tmp_path_factory, classifier_family) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def delta_family(tmp_path_factory, classifier_family) -> dict[str, Path]:
+    """One task's delta-tuning solutions on the tiny ``init``: ``adapter`` (FFN LoRA), ``prompt``
+    (prompt tuning), ``lora``, ``lora_2``; ``base``, ``train``, ``data`` (factories.build_delta_family)."""
+    return factories.build_delta_family(tmp_path_factory.mktemp("delta"), classifier_family["init"])
+
+
+@pytest.fixture(scope="session")
 def gpt2_pair(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gpt2")
     return {

@@ -282,3 +282,33 @@ def build_lora_family(root: Path, base: Path) -> dict[str, Path]:
     out["base"] = base
     out["data"] = write_classification_dataset(root / "eval.csv", n=48)
     return out
+
+
+def build_prompt(base: Path, out: Path, seed: int, steps: int = 12, *, tokens: int = 4) -> Path:
+    """A prompt-tuning adapter (peft ``PROMPT_TUNING``, ``tokens`` virtual tokens, random init)
+    on the classifier ``base``, trained ``steps`` Adam steps like :func:`build_lora`."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(str(base))
+    pm = get_peft_model(model, PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=tokens))
+    finetune_classifier(pm, seed, steps=steps, lr=1e-2)
+    pm.save_pretrained(str(out))
+    return out
+
+
+def build_delta_family(root: Path, base: Path) -> dict[str, Path]:
+    """One task's solutions of three delta-tuning methods on ``base`` (Yi et al. 2022's setting):
+    ``adapter`` (a rank-2 LoRA on the FFN's ``intermediate.dense``: a bottleneck beside the
+    feed-forward layer), ``prompt`` (prompt tuning, 4 tokens) and ``lora`` (rank 2 on query /
+    value); ``lora_2`` a second LoRA seed; ``train`` / ``data`` CSVs (disjoint seeds)."""
+    out = {
+        "adapter": build_lora(base, root / "adapter", 5, target_modules=("intermediate.dense",), r=2),
+        "prompt": build_prompt(base, root / "prompt", 6),
+        "lora": build_lora(base, root / "lora", 7, r=2),
+        "lora_2": build_lora(base, root / "lora_2", 8, r=2),
+    }
+    out["base"] = base
+    out["train"] = write_classification_dataset(root / "train.csv", n=64, seed=321)
+    out["data"] = write_classification_dataset(root / "eval.csv", n=48, seed=654)
+    return out

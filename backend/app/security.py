@@ -11,7 +11,8 @@ route sees it:
    re-binds its DNS name to this server sends its own domain as ``Host``: refused.
 2. **API token** (``BASIN_API_TOKEN`` set): every write under ``/api`` (POST, PUT,
    PATCH, DELETE, ``/api/runs/validate`` included) and the listings and downloads
-   (``GET /api/runs``, ``GET /api/fits``, ``/api/checkpoints…``, ``/api/datasets…``) need it, as
+   (``GET /api/runs``, ``GET /api/fits``, ``GET /api/subspaces``, ``/api/checkpoints…``,
+   ``/api/datasets…``, ``/api/artefacts``) need it, as
    ``X-Basin-Token: <token>`` or ``Authorization: Bearer <token>`` (401 otherwise,
    compared in constant time). A run's own routes (``/api/runs/{id}…``) and a fit's
    (``/api/fits/{id}``) stay open: the 128-bit share link is the capability.
@@ -58,7 +59,7 @@ UPLOAD_PATHS = frozenset({"/api/checkpoints", "/api/datasets"})
 #: The dashboard's callback routes (``/_dash-update-component``…): their own cap.
 DASHBOARD_PREFIX = "/_dash-"
 #: GET routes that need the token when one is set: listings and downloads.
-_PROTECTED_READ = re.compile(r"^/api/(?:runs/?|fits/?|(?:checkpoints|datasets)(?:/.*)?)$")
+_PROTECTED_READ = re.compile(r"^/api/(?:runs/?|fits/?|subspaces/?|(?:checkpoints|datasets|artefacts)(?:/.*)?)$")
 
 TOKEN_HEADERS = "X-Basin-Token: <token> or Authorization: Bearer <token>"
 MSG_NEEDS_TOKEN = (

@@ -105,6 +105,9 @@ class BuildContext:
     dtype: torch.dtype
     load: Callable[[str], Mapping[str, torch.Tensor]]
     out_axes: dict[str, int] = field(default_factory=dict)
+    #: a reference to a folder artefact that is not a checkpoint (a subspace's projections) →
+    #: its local folder; the resolver's ``artefact`` method where it has one, else ``None``
+    artefact: Callable[[str], Any] | None = None
 
     def out_axis(self, name: str) -> int:
         """Axis of ``name``'s output neurons (0 unless :attr:`out_axes` says otherwise)."""
@@ -223,6 +226,7 @@ class PathType(ABC):
     - ``sequence_field``: a reference field listing checkpoints in training order, drawn
       joined as a path over the surface (trajectory's ``checkpoints``); ``None`` otherwise.
     - ``order``: where the form lists it (ascending; ties by ``type``).
+    - ``outline``: the figures draw the anchors joined in a closed outline (a simplex's triangle).
     - ``equal_axes``: a plane whose x and y are in the same units (‖·‖₂ in parameter space,
       or two directions normalised alike): the figures draw it with equal axis scales by
       default, so distances and angles between the anchors read true.
@@ -242,6 +246,8 @@ class PathType(ABC):
     sequence_field: ClassVar[str | None] = None
     order: ClassVar[int] = 1000
     equal_axes: ClassVar[bool] = False
+    #: a plane whose anchors bound a region (a simplex): the figures join them in a closed outline
+    outline: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,5 +1,6 @@
 """The job kernel (:mod:`service.jobs.kernel`) and its built-in kinds: ``run``
-(:mod:`service.jobs.run`) and ``fit`` (:mod:`service.jobs.fit`). One set of job limits for
+(:mod:`service.jobs.run`), ``fit`` (:mod:`service.jobs.fit`) and ``subspace``
+(:mod:`service.jobs.subspace`). One set of job limits for
 every kind: :mod:`service.jobs.limits`. Importing this package registers the built-in kinds.
 """
 
@@ -50,9 +51,10 @@ __all__ = [
 
 
 def builtin_kinds() -> list[JobKind]:
-    """Register (by importing) and return the built-in kinds: run, fit, hub."""
+    """Register (by importing) and return the built-in kinds."""
     from service.jobs.fit import FIT
     from service.jobs.hub import HUB
     from service.jobs.run import RUN
+    from service.jobs.subspace import SUBSPACE
 
-    return [RUN, FIT, HUB]
+    return [RUN, FIT, HUB, SUBSPACE]

@@ -104,8 +104,8 @@ def test_hostile_adapter_configs_are_refused_by_name_and_nothing_is_kept(
         seen.append((label, r.status_code, r.json().get("detail", "")))
         assert r.status_code == 422, (label, r.text)
         assert says in r.json()["detail"], (label, r.json()["detail"])
-    # types outside the allow-list: X-LoRA loads adapters from server paths, prompt learning
-    # has no layers; the answer never tells whether a path exists
+    # types outside the allow-list: X-LoRA loads adapters from server paths, p-tuning builds a
+    # prompt-encoder network of its own; the answer never tells whether a path exists
     for i, cfg in enumerate(
         [
             {
@@ -113,7 +113,7 @@ def test_hostile_adapter_configs_are_refused_by_name_and_nothing_is_kept(
                 "adapters": {"0": "/etc", "1": "/no/such/folder"},
                 "hidden_size": 32,
             },
-            {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 10**8, "task_type": "SEQ_CLS"},
+            {"peft_type": "P_TUNING", "num_virtual_tokens": 10**8, "task_type": "SEQ_CLS"},
             {
                 "peft_type": "VBLORA",
                 "num_vectors": 10**9,
@@ -219,3 +219,21 @@ def test_the_api_answers_while_hostile_adapters_are_validated(served, lora_famil
     )
     state = store_state(store)
     assert len(state["checkpoints"]) == 1 and state["tmp"] == []  # the base, nothing else
+
+
+def test_prompt_learning_adapters_upload_checked_like_the_others(client, delta_family, tmp_path):
+    """Prompt tuning is taken on its base (issue 27); one whose table or sizes do not fit the
+    base, or with too many virtual tokens, is refused by name and nothing is kept."""
+    put(client, zip_dir(delta_family["base"]), "tiny-init")
+    r = put(client, zip_dir(delta_family["prompt"]), "prompt-ok", base="tiny-init")
+    assert r.status_code in (200, 201), r.text
+    before = store_state(client.store_root)
+    for i, (changes, says) in enumerate([
+        ({"token_dim": 48}, "token_dim = 48, but base"),
+        ({"num_virtual_tokens": 10**8}, "num_virtual_tokens must be an integer in [1, 1024]"),
+        ({"num_virtual_tokens": 9}, "makes it [9, 32]"),
+        ({"prompt_tuning_init": "os.system"}, "prompt_tuning_init must be one of"),
+    ]):
+        r = put(client, hostile(delta_family["prompt"], tmp_path / f"p{i}", **changes), f"p{i}", base="tiny-init")
+        assert r.status_code == 422 and says in r.json()["detail"], (changes, r.text)
+    assert store_state(client.store_root) == before

@@ -25,7 +25,7 @@ from tests.dropin import dropped_in_path, paths_package
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ("linear", "slerp", "bezier", "polychain", "plane", "task_plane", "random_plane", "trajectory",
-           "task_arithmetic", "ties", "dare")
+           "task_arithmetic", "ties", "dare", "subspace_simplex")
 
 
 def _env() -> dict[str, str]:
