@@ -436,7 +436,7 @@ def check_adapter_shapes(
         _check_prompt_shapes(clean, stored, skeleton, modules, where)
         return
     targets = clean["target_modules"]
-    absent = [t for t in targets if not any(_suffix(n, t) for n in modules)]
+    absent = sorted(t for t in targets if not any(_suffix(n, t) for n in modules))  # a stable message
     if absent:
         leaves = sorted(
             {
