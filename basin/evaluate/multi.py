@@ -52,14 +52,17 @@ class PointStack:
         self.model = model
         self.k = len(coeffs)
         self.params: dict[str, torch.Tensor] = {}
+        where = {k: v.device for k, v in model.state_dict(keep_vars=True).items()}
         with torch.no_grad():
             for n, name in enumerate(names):
                 rows = []
+                dev = where.get(name, origin[n].device)
                 for c in coeffs:
-                    t = origin[n].clone()
+                    # in fp32 on the model's device whatever the basis is held in (basin.holding)
+                    t = origin[n].to(device=dev, dtype=torch.float32, copy=True)
                     for cj, d in zip(c, directions, strict=True):
                         if cj != 0.0:
-                            t.add_(d[n], alpha=float(cj))
+                            t.add_(d[n].to(dev), alpha=float(cj))
                     rows.append(t.to(dtypes[n]))  # one cast, as ParamSpace.mix_ does
                 self.params[name] = torch.stack(rows)
         self.i = 0

@@ -105,10 +105,31 @@ class BuildContext:
     dtype: torch.dtype
     load: Callable[[str], Mapping[str, torch.Tensor]]
     out_axes: dict[str, int] = field(default_factory=dict)
+    #: the dtype the basis is *held* in (``None``: :attr:`dtype`, fp32) and where it is held
+    #: (``None``: :attr:`device`); see :meth:`keep` and :mod:`basin.holding`
+    hold: torch.dtype | None = None
+    hold_device: torch.device | None = None
+    pin: bool = False
+    #: held off the live model's device (``BASIN_HOLD=host``): built tensor by tensor even in fp32
+    streamed: bool = False
 
     def out_axis(self, name: str) -> int:
         """Axis of ``name``'s output neurons (0 unless :attr:`out_axes` says otherwise)."""
         return self.out_axes.get(name, 0)
+
+    def keep(self, x: torch.Tensor, name: str = "") -> torch.Tensor:
+        """``x`` (computed in fp32) as it is held: cast to :attr:`hold` on :attr:`hold_device`,
+        in pinned host memory when :attr:`pin`. A float16 hold refuses values it cannot
+        represent (beyond ±65504) rather than holding ``inf``."""
+        from basin.holding import keep
+
+        return keep(x, self.hold or self.dtype, self.hold_device or self.device, pin=self.pin, name=name)
+
+    def one(self, ref: str, name: str) -> torch.Tensor:
+        """One tensor of ``ref`` in the basis dtype on :attr:`device` (a fresh tensor the caller
+        may overwrite; read from disk alone when the checkpoint is read lazily)."""
+        t = self.load(ref)[name]
+        return t.to(device=self.device, dtype=self.dtype, copy=True)
 
     def tensors(self, ref: str) -> Tensors:
         sd = self.load(ref)
@@ -166,21 +187,77 @@ def plane_basis(origin: Tensors, b: Tensors, c: Tensors, what: str = "plane") ->
 
     u = sub_(b, origin)
     xb = norm(u)
-    if xb == 0.0:
-        raise DegeneratePlane(f"{what}: the first two checkpoints are identical; no plane through them")
+    check_plane(what, xb)
     torch._foreach_div_(u, xb)
     v = sub_(c, origin)
     vnorm = norm(v)
     xc = dot(v, u)
     torch._foreach_add_(v, u, alpha=-xc)
     yc = norm(v)
-    if vnorm == 0.0 or yc <= 1e-4 * max(vnorm, xb):
+    check_plane(what, xb, vnorm, yc)
+    torch._foreach_div_(v, yc)
+    return u, v, xb, xc, yc
+
+
+def check_plane(what: str, xb: float, vnorm: float | None = None, yc: float | None = None) -> None:
+    """:class:`DegeneratePlane` when B equals A (``xb`` 0) or C is (nearly) on the line A–B."""
+    if xb == 0.0:
+        raise DegeneratePlane(f"{what}: the first two checkpoints are identical; no plane through them")
+    if vnorm is not None and yc is not None and (vnorm == 0.0 or yc <= 1e-4 * max(vnorm, xb)):
         raise DegeneratePlane(
             f"{what}: the three checkpoints are (nearly) collinear (off-line distance {yc:.3g} "
             f"vs spacing {xb:.3g}); pick a third checkpoint off the line through the first two"
         )
-    torch._foreach_div_(v, yc)
-    return u, v, xb, xc, yc
+
+
+def plane_basis_held(ctx: BuildContext, a: str, b: str, c: str, what: str = "plane") -> tuple[Tensors, Tensors, Tensors, float, float, float]:
+    """:func:`plane_basis` through checkpoints ``a``, ``b``, ``c`` one tensor at a time, each
+    result kept as held (:meth:`BuildContext.keep`): ``(origin, e1, e2, xb, xc, yc)``.
+
+    Four passes over the tensors, each reading one tensor of each checkpoint at a time (fp32):
+    ‖θB − θA‖; ‖θC − θA‖ and ⟨θC − θA, e1⟩; the norm of the Gram–Schmidt residual; then θA,
+    e1, e2 kept. The same operations per tensor as :func:`plane_basis` (the same numbers
+    before the cast), with never more than a few fp32 tensors beside what is held.
+    """
+    import torch
+
+    def diffs(n: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        o = ctx.one(a, n)
+        return o, ctx.one(b, n).sub_(o), ctx.one(c, n).sub_(o)
+
+    def fdot(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float(torch.dot(x.reshape(-1).float(), y.reshape(-1).float()))
+
+    uu = []
+    for n in ctx.names:  # pass 1: ‖θB − θA‖
+        o = ctx.one(a, n)
+        u = ctx.one(b, n).sub_(o)
+        uu.append(fdot(u, u))
+    xb = math.sqrt(math.fsum(uu))
+    check_plane(what, xb)
+    vv, ve = [], []
+    for n in ctx.names:  # pass 2: ‖θC − θA‖ and xc = ⟨θC − θA, e1⟩
+        _, u, v = diffs(n)
+        vv.append(fdot(v, v))
+        ve.append(fdot(v, u.div_(xb)))
+    vnorm = math.sqrt(math.fsum(vv))
+    xc = math.fsum(ve)
+    rr = []
+    for n in ctx.names:  # pass 3: the Gram–Schmidt residual's norm yc
+        _, u, v = diffs(n)
+        v.add_(u.div_(xb), alpha=-xc)
+        rr.append(fdot(v, v))
+    yc = math.sqrt(math.fsum(rr))
+    check_plane(what, xb, vnorm, yc)
+    origin, e1, e2 = [], [], []
+    for n in ctx.names:
+        o, u, v = diffs(n)
+        u.div_(xb)
+        v.add_(u, alpha=-xc).div_(yc)
+        origin.append(ctx.keep(o, n))
+        e1.append(ctx.keep(u, n))
+        e2.append(ctx.keep(v, n))
+    return origin, e1, e2, xb, xc, yc
 
 
 def box_axes(points: Sequence[tuple[float, float]], margin: float, resolution: Sequence[int]) -> list[list[float]]:
@@ -242,6 +319,10 @@ class PathType(ABC):
     sequence_field: ClassVar[str | None] = None
     order: ClassVar[int] = 1000
     equal_axes: ClassVar[bool] = False
+    #: :meth:`build` treats every tensor on its own (no norm, draw or fit across tensors), so
+    #: building it over any subset of ``BuildContext.names`` gives those tensors' share of the
+    #: basis: low-precision holding builds it a chunk of tensors at a time (:mod:`basin.holding`)
+    tensorwise: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -319,6 +400,13 @@ class PathType(ABC):
     @abstractmethod
     def build(self, ctx: BuildContext) -> Built:
         """Compute the basis (origin, directions), grid axes and anchors once."""
+
+    def build_held(self, ctx: BuildContext) -> Built | None:
+        """The basis built tensor by tensor and held as :meth:`BuildContext.keep` holds it
+        (low precision, or on the host), equal to :meth:`build`'s cast tensor by tensor;
+        ``None`` when the path has no such build (a tensorwise path is chunked instead, any
+        other one is built whole in fp32 on the host and then cast)."""
+        return None
 
     @abstractmethod
     def coeffs(self, coords: dict[str, float]) -> Sequence[Coeff]:
