@@ -24,6 +24,10 @@ def _cos(ab: float, aa: float, bb: float) -> float:
     return ab / math.sqrt(aa * bb) if aa > 0 and bb > 0 else 0.0
 
 
+#: elements per float64 slice (2 MiB a vector)
+_CHUNK = 1 << 18
+
+
 def distances(
     a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str],
     groups: ModelGroups | None = None,
@@ -42,11 +46,14 @@ def distances(
     rows: dict[str, list[float]] = {}
     tot = [0.0, 0.0, 0.0, 0.0]  # ‖Δ‖², ⟨a,b⟩, ‖a‖², ‖b‖²
     for n in names:
-        x = a[n].reshape(-1).double()
-        y = b[n].reshape(-1).double()
-        d2 = float(torch.sum((y - x) ** 2))
-        ab, aa, bb = float(x @ y), float(x @ x), float(y @ y)
-        numel = x.numel()
+        xa, ya = a[n].reshape(-1), b[n].reshape(-1)
+        numel = xa.numel()
+        d2 = ab = aa = bb = 0.0
+        for s in range(0, numel, _CHUNK):  # in float64 a slice at a time: no float64 copy of a whole tensor
+            x, y = xa[s : s + _CHUNK].double(), ya[s : s + _CHUNK].double()
+            d2 += float(torch.sum((y - x) ** 2))
+            ab, aa, bb = ab + float(x @ y), aa + float(x @ x), bb + float(y @ y)
+        del xa, ya
         per_tensor.append({
             "name": n, "l2": math.sqrt(d2), "scaled": math.sqrt(d2 / max(numel, 1)),
             "cosine": _cos(ab, aa, bb), "numel": numel,

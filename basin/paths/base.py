@@ -128,8 +128,9 @@ class BuildContext:
     def one(self, ref: str, name: str) -> torch.Tensor:
         """One tensor of ``ref`` in the basis dtype on :attr:`device` (a fresh tensor the caller
         may overwrite; read from disk alone when the checkpoint is read lazily)."""
-        t = self.load(ref)[name]
-        return t.to(device=self.device, dtype=self.dtype, copy=True)
+        sd = self.load(ref)
+        # a lazy state dict reads a fresh tensor per access: no second copy needed
+        return sd[name].to(device=self.device, dtype=self.dtype, copy=not getattr(sd, "fresh", False))
 
     def tensors(self, ref: str) -> Tensors:
         sd = self.load(ref)
@@ -250,12 +251,14 @@ def plane_basis_held(ctx: BuildContext, a: str, b: str, c: str, what: str = "pla
     yc = math.sqrt(math.fsum(rr))
     check_plane(what, xb, vnorm, yc)
     origin, e1, e2 = [], [], []
-    for n in ctx.names:
+    for n in ctx.names:  # pass 4: keep θA, e1, e2 (each fp32 tensor dropped once kept)
         o, u, v = diffs(n)
+        origin.append(ctx.keep(o, n))
+        del o
         u.div_(xb)
         v.add_(u, alpha=-xc).div_(yc)
-        origin.append(ctx.keep(o, n))
         e1.append(ctx.keep(u, n))
+        del u
         e2.append(ctx.keep(v, n))
     return origin, e1, e2, xb, xc, yc
 
