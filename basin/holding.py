@@ -73,15 +73,21 @@ def on_host(where: str, device: torch.device, basis_bytes: int) -> bool:
     return basis_bytes > DEVICE_SHARE * free
 
 
-def keep(x: torch.Tensor, dtype: torch.dtype, device: torch.device, *, pin: bool = False,
-         name: str = "") -> torch.Tensor:
+def keep(
+    x: torch.Tensor, dtype: torch.dtype, device: torch.device, *, pin: bool = False, name: str = ""
+) -> torch.Tensor:
     """``x`` cast once to ``dtype`` on ``device`` (pinned host memory when ``pin``)."""
     y = x.to(device=device, dtype=dtype)
-    if dtype == torch.float16 and x.is_floating_point() and not bool(torch.isfinite(y).all()) \
-            and bool(torch.isfinite(x).all()):
+    if (
+        dtype == torch.float16
+        and x.is_floating_point()
+        and not bool(torch.isfinite(y).all())
+        and bool(torch.isfinite(x).all())
+    ):
         raise InvalidSpec(
             f"dtype float16 cannot hold tensor {name or '?'} of the basis: it has values beyond "
-            "±65504 (use dtype bfloat16, which has fp32's range)")
+            "±65504 (use dtype bfloat16, which has fp32's range)"
+        )
     if pin and y.device.type == "cpu" and not y.is_pinned():
         y = y.pin_memory()
     return y

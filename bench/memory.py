@@ -102,8 +102,13 @@ def _config(params: float) -> Any:
     layers, vocab = 24, 30522
     h = (-vocab + math.sqrt(vocab**2 + 4 * 12 * layers * params)) / (2 * 12 * layers)
     h = max(64, int(round(h / 64)) * 64)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=h // 64,
-                     intermediate_size=4 * h)
+    cfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=h,
+        num_hidden_layers=layers,
+        num_attention_heads=h // 64,
+        intermediate_size=4 * h,
+    )
     cfg.num_labels = 2
     return cfg
 
@@ -151,40 +156,81 @@ def build(root: Path, params: float) -> dict[str, Any]:
         tok.save_pretrained(d)
         _write_safetensors(d / "model.safetensors", shapes, seed=i)
         logger.info("wrote %s (%.2f GB)", d, 4 * n / 1e9)
-    (root / "data.csv").write_text("text,label\nthe film was fine,LABEL_1\nnot good at all,LABEL_0\n")
+    (root / "data.csv").write_text(
+        "text,label\nthe film was fine,LABEL_1\nnot good at all,LABEL_0\n"
+    )
     info = {"params": n, "hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers}
     stamp.write_text(json.dumps(info))
     return info
 
 
-def measure(root: Path, mode: str, threads: int = 1, *, path: str = "plane", dtype: str = "float32",
-            cache_bytes: int = 0) -> dict[str, Any]:
+def measure(
+    root: Path,
+    mode: str,
+    threads: int = 1,
+    *,
+    path: str = "plane",
+    dtype: str = "float32",
+    cache_bytes: int = 0,
+) -> dict[str, Any]:
     """One probe in a fresh subprocess: ``mode`` lazy / worker / eager, ``path`` plane / linear."""
     import os
 
-    env = {**os.environ, "BENCH_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(root), mode, path, dtype, str(int(cache_bytes))],
-                         capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "BENCH_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(root), mode, path, dtype, str(int(cache_bytes))],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"memory probe ({mode}) failed: {out.stderr[-2000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def row(root: Path, params: float, mode: str, *, path: str = "plane", dtype: str = "float32",
-        cache_bytes: int = 0) -> dict[str, Any]:
+def row(
+    root: Path,
+    params: float,
+    mode: str,
+    *,
+    path: str = "plane",
+    dtype: str = "float32",
+    cache_bytes: int = 0,
+) -> dict[str, Any]:
     """One row of the table: the probe plus theory and ratio (see the module docstring)."""
     info = build(root / f"p{int(params / 1e6)}m", params)
-    got = measure(root / f"p{int(params / 1e6)}m", mode, path=path, dtype=dtype, cache_bytes=cache_bytes)
+    got = measure(
+        root / f"p{int(params / 1e6)}m", mode, path=path, dtype=dtype, cache_bytes=cache_bytes
+    )
     theory = got["live_bytes"] + got["held_bytes"] + got["scratch_bytes"]
     used = got["peak"] - got["baseline"]
     against = theory + (got["cache_bytes"] if mode == "worker" else 0)
-    out = {"mode": mode, "path": path, "dtype": dtype, "params": info["params"], "hidden": info["hidden"],
-           "layers": info["layers"], "cache_bound_gb": round(cache_bytes / 1e9, 3) if mode == "worker" else None,
-           "baseline_gb": round(got["baseline"] / 1e9, 3), "peak_gb": round(got["peak"] / 1e9, 3),
-           "used_gb": round(used / 1e9, 3), "theory_gb": round(theory / 1e9, 3),
-           "live_gb": round(got["live_bytes"] / 1e9, 3), "held_gb": round(got["held_bytes"] / 1e9, 3),
-           "scratch_gb": round(got["scratch_bytes"] / 1e9, 3), "cache_gb": round(got["cache_bytes"] / 1e9, 3),
-           "ratio": round(used / against, 3), "movable": got["movable"], "loss": got["loss"]}
+    out = {
+        "mode": mode,
+        "path": path,
+        "dtype": dtype,
+        "params": info["params"],
+        "hidden": info["hidden"],
+        "layers": info["layers"],
+        "cache_bound_gb": round(cache_bytes / 1e9, 3) if mode == "worker" else None,
+        "baseline_gb": round(got["baseline"] / 1e9, 3),
+        "peak_gb": round(got["peak"] / 1e9, 3),
+        "used_gb": round(used / 1e9, 3),
+        "theory_gb": round(theory / 1e9, 3),
+        "live_gb": round(got["live_bytes"] / 1e9, 3),
+        "held_gb": round(got["held_bytes"] / 1e9, 3),
+        "scratch_gb": round(got["scratch_bytes"] / 1e9, 3),
+        "cache_gb": round(got["cache_bytes"] / 1e9, 3),
+        "ratio": round(used / against, 3),
+        "movable": got["movable"],
+        "loss": got["loss"],
+    }
     out["ok"] = mode == "eager" or out["ratio"] <= TARGET
     logger.info("memory %s %s %s: %s", mode, path, dtype, out)
     return out
@@ -198,8 +244,13 @@ DEFAULT_ROWS: list[tuple[str, str, str, float, float | None]] = [
 ]
 
 
-def run(root: Path, *, params: float = 500e6, eager_params: float | None = None,
-        rows: list[tuple[str, str, str, float, float | None]] | None = None) -> dict[str, Any]:
+def run(
+    root: Path,
+    *,
+    params: float = 500e6,
+    eager_params: float | None = None,
+    rows: list[tuple[str, str, str, float, float | None]] | None = None,
+) -> dict[str, Any]:
     """The table's rows (default :data:`DEFAULT_ROWS`, params × ``params``), and an unbounded
     ``eager`` row at ``eager_params`` for comparison when given."""
     from workers.cache import DEFAULT_CACHE_BYTES
@@ -207,7 +258,9 @@ def run(root: Path, *, params: float = 500e6, eager_params: float | None = None,
     out: dict[str, Any] = {"target": TARGET, "rows": []}
     for mode, path, dtype, scale, cache in rows or DEFAULT_ROWS:
         bound = DEFAULT_CACHE_BYTES if cache is None else int(cache)
-        out["rows"].append(row(root, params * scale, mode, path=path, dtype=dtype, cache_bytes=bound))
+        out["rows"].append(
+            row(root, params * scale, mode, path=path, dtype=dtype, cache_bytes=bound)
+        )
     if eager_params:
         out["rows"].append(row(root, eager_params, "eager"))
     out["largest_on_gpu"] = largest_on_gpu(out["rows"])
@@ -228,60 +281,106 @@ def bytes_per_param(path: str, held: str, where: str = "device") -> float:
     return 2.0 * (2 + k)
 
 
-def largest_on_gpu(rows: list[dict[str, Any]], gpu_bytes: float = GPU_BYTES) -> list[dict[str, Any]]:
+def largest_on_gpu(
+    rows: list[dict[str, Any]], gpu_bytes: float = GPU_BYTES
+) -> list[dict[str, Any]]:
     """The largest model whose path fits ``gpu_bytes``: theory (bytes per parameter) and the
     theory divided by the measured ratio of the same path and dtype (CLI rows), where measured."""
     measured = {(r["path"], r["dtype"]): r["ratio"] for r in rows if r["mode"] == "lazy"}
     out = []
     for path in ("linear", "plane"):
-        for held, where in (("float32", "device"), ("bf16 model, fp32 masters (before)", "device"),
-                            ("bfloat16", "device"), ("bfloat16", "host")):
+        for held, where in (
+            ("float32", "device"),
+            ("bf16 model, fp32 masters (before)", "device"),
+            ("bfloat16", "device"),
+            ("bfloat16", "host"),
+        ):
             bpp = bytes_per_param(path, held, where)
             ratio = measured.get((path, held)) if where == "device" else None
-            out.append({"path": path, "held": held, "where": where, "bytes_per_param": bpp,
-                        "largest_b_params": round(gpu_bytes / bpp / 1e9, 2),
-                        "measured_ratio": ratio,
-                        "largest_b_params_measured": round(gpu_bytes / bpp / ratio / 1e9, 2) if ratio else None})
+            out.append(
+                {
+                    "path": path,
+                    "held": held,
+                    "where": where,
+                    "bytes_per_param": bpp,
+                    "largest_b_params": round(gpu_bytes / bpp / 1e9, 2),
+                    "measured_ratio": ratio,
+                    "largest_b_params_measured": round(gpu_bytes / bpp / ratio / 1e9, 2)
+                    if ratio
+                    else None,
+                }
+            )
     return out
 
 
 def print_table(r: dict) -> None:
-    print("\nmemory — peak RSS beyond the baseline vs theory (live model + basis as held + fp32 scratch; "
-          "worker: + the checkpoint cache's bytes); random BERT, CPU")
-    print(f"{'mode':<7}{'path':<7}{'held':<10}{'params':>9}{'cache bound':>12}{'theory GB':>10}{'cache GB':>9}"
-          f"{'used GB':>9}{'ratio':>7}")
+    print(
+        "\nmemory — peak RSS beyond the baseline vs theory (live model + basis as held + fp32 scratch; "
+        "worker: + the checkpoint cache's bytes); random BERT, CPU"
+    )
+    print(
+        f"{'mode':<7}{'path':<7}{'held':<10}{'params':>9}{'cache bound':>12}{'theory GB':>10}{'cache GB':>9}"
+        f"{'used GB':>9}{'ratio':>7}"
+    )
     for m in r.get("rows", []):
         bound = "-" if m["cache_bound_gb"] is None else f"{m['cache_bound_gb']:.2f} GB"
-        print(f"{m['mode']:<7}{m['path']:<7}{m['dtype']:<10}{m['params'] / 1e6:>8.0f}M{bound:>12}"
-              f"{m['theory_gb']:>10.2f}{m['cache_gb']:>9.2f}{m['used_gb']:>9.2f}{m['ratio']:>7.3f}")
+        print(
+            f"{m['mode']:<7}{m['path']:<7}{m['dtype']:<10}{m['params'] / 1e6:>8.0f}M{bound:>12}"
+            f"{m['theory_gb']:>10.2f}{m['cache_gb']:>9.2f}{m['used_gb']:>9.2f}{m['ratio']:>7.3f}"
+        )
     print(f"target ≤ {r['target']} (lazy, worker) — {'met' if r['ok'] else 'NOT met'}")
     if r.get("largest_on_gpu"):
-        print(f"\nlargest model per {GPU_BYTES / 1e9:.0f} GB GPU (bytes per parameter on the device)")
+        print(
+            f"\nlargest model per {GPU_BYTES / 1e9:.0f} GB GPU (bytes per parameter on the device)"
+        )
         for g in r["largest_on_gpu"]:
-            chk = f"{g['largest_b_params_measured']:.2f} B at the measured ratio {g['measured_ratio']}" \
-                if g["largest_b_params_measured"] else ""
-            print(f"{g['path']:<7}{g['held'] + (' (held on the host)' if g['where'] == 'host' else ''):<44}"
-                  f"{g['bytes_per_param']:>5.0f} B/param  {g['largest_b_params']:>6.2f} B params  {chk}")
+            chk = (
+                f"{g['largest_b_params_measured']:.2f} B at the measured ratio {g['measured_ratio']}"
+                if g["largest_b_params_measured"]
+                else ""
+            )
+            print(
+                f"{g['path']:<7}{g['held'] + (' (held on the host)' if g['where'] == 'host' else ''):<44}"
+                f"{g['bytes_per_param']:>5.0f} B/param  {g['largest_b_params']:>6.2f} B params  {chk}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.memory``: the memory table (rows of mode × path × dtype at given sizes)."""
     from bench import workload
 
-    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--params", type=float, default=300e6, help="parameters of the random BERT (default 300e6)")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.memory", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument(
+        "--params", type=float, default=300e6, help="parameters of the random BERT (default 300e6)"
+    )
     ap.add_argument("--modes", default="lazy,worker", help="comma-separated: lazy, worker, eager")
     ap.add_argument("--paths", default="plane,linear")
     ap.add_argument("--dtypes", default="float32,bfloat16")
-    ap.add_argument("--cache-bytes", type=float, default=None,
-                    help="the worker rows' checkpoint cache bound (default: BASIN_WORKER_CACHE_BYTES's default)")
-    ap.add_argument("--root", type=Path, default=None, help="where the checkpoints are written "
-                    "(default $BASIN_BENCH_CACHE/memory)")
+    ap.add_argument(
+        "--cache-bytes",
+        type=float,
+        default=None,
+        help="the worker rows' checkpoint cache bound (default: BASIN_WORKER_CACHE_BYTES's default)",
+    )
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="where the checkpoints are written (default $BASIN_BENCH_CACHE/memory)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    rows = [(m, p, d, 1.0, args.cache_bytes) for m in args.modes.split(",") for p in args.paths.split(",")
-            for d in args.dtypes.split(",")]
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    rows = [
+        (m, p, d, 1.0, args.cache_bytes)
+        for m in args.modes.split(",")
+        for p in args.paths.split(",")
+        for d in args.dtypes.split(",")
+    ]
     result = run(args.root or workload.default_cache() / "memory", params=args.params, rows=rows)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

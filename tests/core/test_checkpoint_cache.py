@@ -31,7 +31,9 @@ def _points(fam, path, cache=None) -> list[dict]:
 def test_cache_evicts_by_bytes_in_lru_order(classifier_family):
     a, b, c = (CheckpointSource.from_path(classifier_family[k]) for k in ("ft_a", "ft_b", "ft_c"))
     one = checkpoint_bytes(a)
-    assert one == state_bytes(CheckpointCache().get(a))  # the header's estimate is what loading holds
+    assert one == state_bytes(
+        CheckpointCache().get(a)
+    )  # the header's estimate is what loading holds
     cache = CheckpointCache(max_bytes=int(2.5 * one))
     cache.get(a)
     cache.get(b)
@@ -49,7 +51,9 @@ def test_a_checkpoint_over_the_bound_is_read_lazily_and_not_kept(classifier_fami
     a = CheckpointSource.from_path(classifier_family["ft_a"])
     cache = CheckpointCache(max_bytes=checkpoint_bytes(a) - 1)
     assert isinstance(cache.lookup(a), LazyStateDict) and len(cache) == 0
-    assert isinstance(cache.get(a), dict) and len(cache) == 0  # get() gives it whole, still not kept
+    assert (
+        isinstance(cache.get(a), dict) and len(cache) == 0
+    )  # get() gives it whole, still not kept
 
 
 def test_runs_give_identical_points_whatever_the_cache_holds(classifier_family):
@@ -71,7 +75,9 @@ def test_runs_give_identical_points_whatever_the_cache_holds(classifier_family):
     assert two.nbytes <= two.max_bytes and two.evictions >= 1
 
 
-def test_the_worker_closes_an_evicted_landscape_before_opening_the_next(classifier_family, monkeypatch):
+def test_the_worker_closes_an_evicted_landscape_before_opening_the_next(
+    classifier_family, monkeypatch
+):
     from workers.cache import LandscapeCache
 
     resolver = FileResolver(classifier_family["data"].parent)
@@ -85,11 +91,15 @@ def test_the_worker_closes_an_evicted_landscape_before_opening_the_next(classifi
         return real(cls, *args, **kw)
 
     monkeypatch.setattr(Landscape, "open", classmethod(watching))
-    second, _ = cache.get(_spec({"type": "linear", "a": "ft_a", "b": "ft_b", "points": 3}), resolver)
+    second, _ = cache.get(
+        _spec({"type": "linear", "a": "ft_a", "b": "ft_b", "points": 3}), resolver
+    )
     assert seen == [True]  # the first was closed before the second opened
     assert len(cache.checkpoints) == 0  # a zero bound keeps nothing: every checkpoint read lazily
     monkeypatch.undo()
-    with Landscape.open(_spec({"type": "linear", "a": "ft_a", "b": "ft_b", "points": 3}), resolver) as cli:
+    with Landscape.open(
+        _spec({"type": "linear", "a": "ft_a", "b": "ft_b", "points": 3}), resolver
+    ) as cli:
         assert second.evaluate({"alpha": 0.5}) == cli.evaluate({"alpha": 0.5})
     cache.clear()
     assert second._closed

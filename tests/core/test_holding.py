@@ -25,19 +25,34 @@ FP32_SLOP = 8 * 2.0**-24  # the fp32 sums of a mix (a few roundings of ≤ 2⁻�
 
 #: every path type that holds directions, with two points each (off the anchors: extrapolating too)
 PATHS = {
-    "linear": ({"type": "linear", "a": "ft_a", "b": "ft_b", "points": 3}, [{"alpha": 0.3}, {"alpha": 1.7}]),
-    "bezier": ({"type": "bezier", "a": "ft_a", "b": "ft_b", "control": "ft_c", "points": 3},
-               [{"alpha": 0.3}, {"alpha": 0.8}]),
-    "polychain": ({"type": "polychain", "a": "ft_a", "b": "ft_b", "control": "ft_c", "points": 3},
-                  [{"alpha": 0.2}, {"alpha": 0.9}]),
-    "plane": ({"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [2, 2]},
-              [{"x": 0.4, "y": -0.3}, {"x": 1.3, "y": 0.8}]),
-    "random_plane": ({"type": "random_plane", "center": "ft_a", "seed": 5, "resolution": [2, 2]},
-                     [{"x": 0.5, "y": -0.7}, {"x": -1.0, "y": 1.0}]),
-    "task_plane": ({"type": "task_plane", "origin": "init", "a": "ft_a", "b": "ft_b", "resolution": [2, 2]},
-                   [{"x": 0.5, "y": 0.25}, {"x": 1.5, "y": -0.5}]),
-    "task_arithmetic": ({"type": "task_arithmetic", "base": "init", "models": ["ft_a", "ft_b"], "points": 3},
-                        [{"alpha": 0.6}]),
+    "linear": (
+        {"type": "linear", "a": "ft_a", "b": "ft_b", "points": 3},
+        [{"alpha": 0.3}, {"alpha": 1.7}],
+    ),
+    "bezier": (
+        {"type": "bezier", "a": "ft_a", "b": "ft_b", "control": "ft_c", "points": 3},
+        [{"alpha": 0.3}, {"alpha": 0.8}],
+    ),
+    "polychain": (
+        {"type": "polychain", "a": "ft_a", "b": "ft_b", "control": "ft_c", "points": 3},
+        [{"alpha": 0.2}, {"alpha": 0.9}],
+    ),
+    "plane": (
+        {"type": "plane", "a": "ft_a", "b": "ft_b", "c": "ft_c", "resolution": [2, 2]},
+        [{"x": 0.4, "y": -0.3}, {"x": 1.3, "y": 0.8}],
+    ),
+    "random_plane": (
+        {"type": "random_plane", "center": "ft_a", "seed": 5, "resolution": [2, 2]},
+        [{"x": 0.5, "y": -0.7}, {"x": -1.0, "y": 1.0}],
+    ),
+    "task_plane": (
+        {"type": "task_plane", "origin": "init", "a": "ft_a", "b": "ft_b", "resolution": [2, 2]},
+        [{"x": 0.5, "y": 0.25}, {"x": 1.5, "y": -0.5}],
+    ),
+    "task_arithmetic": (
+        {"type": "task_arithmetic", "base": "init", "models": ["ft_a", "ft_b"], "points": 3},
+        [{"alpha": 0.6}],
+    ),
 }
 
 
@@ -87,13 +102,16 @@ def test_held_basis_is_within_its_rounding_of_fp32_masters(classifier_family, ki
                 want, got = l32.space.live[i], mixed.live[i]
                 b = _bound(l32, coeffs, i)
                 err = (got - want).abs()
-                assert (err <= (u + FP32_SLOP) * b + tiny * 4).all(), \
+                assert (err <= (u + FP32_SLOP) * b + tiny * 4).all(), (
                     f"{kind} {dtype} {name}: max error {float(err.max()):.3g} over the bound"
+                )
                 rounded_somewhere |= bool((err > 0).any())
             # and the live model gets that mix cast once to its dtype
             lh.evaluate(point)
             for i, name in enumerate(lh.names):
-                assert torch.equal(lh.space.live[i], mixed.live[i].to(low)), f"{kind}: {name} is not the mix cast once"
+                assert torch.equal(lh.space.live[i], mixed.live[i].to(low)), (
+                    f"{kind}: {name} is not the mix cast once"
+                )
         assert rounded_somewhere  # the held basis is really in low precision
     finally:
         l32.close()
@@ -102,24 +120,33 @@ def test_held_basis_is_within_its_rounding_of_fp32_masters(classifier_family, ki
 
 @pytest.mark.parametrize("kind", ["linear", "plane", "random_plane", "task_arithmetic"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_host_streamed_basis_mixes_exactly_as_the_resident_one(classifier_family, monkeypatch, kind, dtype):
+def test_host_streamed_basis_mixes_exactly_as_the_resident_one(
+    classifier_family, monkeypatch, kind, dtype
+):
     path, coords = PATHS[kind]
     monkeypatch.setenv("BASIN_HOLD", "device")
     resident = _open(classifier_family, path, dtype=dtype)
     monkeypatch.setenv("BASIN_HOLD", "host")
     streamed = _open(classifier_family, path, dtype=dtype)
     try:
-        assert resident.space._direct == (dtype == "float32")  # fp32 on the device: foreach, as before
+        assert resident.space._direct == (
+            dtype == "float32"
+        )  # fp32 on the device: foreach, as before
         assert not streamed.space._direct  # the per-tensor path a GPU streams through
-        for a, b in zip([*resident.space.origin, *(x for d in resident.space.directions for x in d)],
-                        [*streamed.space.origin, *(x for d in streamed.space.directions for x in d)], strict=True):
+        for a, b in zip(
+            [*resident.space.origin, *(x for d in resident.space.directions for x in d)],
+            [*streamed.space.origin, *(x for d in streamed.space.directions for x in d)],
+            strict=True,
+        ):
             assert torch.equal(a, b)
         for point in coords:
             m1, m2 = resident.evaluate(point), streamed.evaluate(point)
             for x, y in zip(resident.space.live, streamed.space.live, strict=True):
                 assert torch.equal(x, y)
             assert m1 == m2
-        assert resident.point_key(coords[0]) == streamed.point_key(coords[0])  # where it is held is not a result
+        assert resident.point_key(coords[0]) == streamed.point_key(
+            coords[0]
+        )  # where it is held is not a result
     finally:
         resident.close()
         streamed.close()
@@ -127,7 +154,10 @@ def test_host_streamed_basis_mixes_exactly_as_the_resident_one(classifier_family
 
 def test_held_dtype_is_part_of_the_point_key_and_fp32_keys_are_unchanged(classifier_family):
     path, coords = PATHS["linear"]
-    l32, l16 = _open(classifier_family, path, dtype="float32"), _open(classifier_family, path, dtype="bfloat16")
+    l32, l16 = (
+        _open(classifier_family, path, dtype="float32"),
+        _open(classifier_family, path, dtype="bfloat16"),
+    )
     try:
         assert "held" not in l32._key_base and l16._key_base["held"] == "bfloat16"
     finally:
