@@ -444,6 +444,26 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         out.reads = 0
         return out
 
+    def span(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``[start, stop)`` of ``name`` flattened, reading only them (a fresh 1-D tensor)."""
+        stored = self._names[name]
+        self.reads += 1
+        if stored in self._bin:
+            return self._bin[stored].reshape(-1)[start:stop].clone()
+        path, offset, nbytes, shape, dtype = self._where[stored]
+        size = torch.empty((), dtype=dtype).element_size()
+        start, stop = max(0, start), min(stop, nbytes // size)
+        buf = torch.empty(max(0, stop - start) * size, dtype=torch.uint8)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset + start * size)
+                got = fh.readinto(buf.numpy().data)
+        except OSError as e:
+            raise CheckpointError(f"checkpoint {self.id}: cannot read {name} from {path.name}: {e}") from None
+        if got != buf.numel():
+            raise CheckpointError(f"checkpoint {self.id}: {path.name} is truncated at tensor {name}")
+        return buf.view(dtype)
+
     def meta(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
         """``(shape, dtype)`` of ``name`` without reading it."""
         stored = self._names[name]

@@ -30,6 +30,7 @@ default) holds it on the host only when a CUDA device has too little free memory
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,25 @@ UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16
 FP16_SUBNORMAL_ABS = 2.0**-25
 #: of a CUDA device's free memory, the share the held basis may take before ``auto`` streams it
 DEVICE_SHARE = 0.9
+
+
+#: a tensor of more elements than this is built, mixed and compared a flat span at a time, so
+#: no fp32 (or float64) copy of a whole embedding matrix sits beside the held basis
+SPAN = 1 << 24
+
+
+def spans(numel: int) -> list[tuple[int, int]]:
+    """``[(start, stop)]`` cutting ``numel`` flattened elements into pieces of at most :data:`SPAN`."""
+    return [(s, min(s + SPAN, numel)) for s in range(0, max(numel, 1), SPAN)]
+
+
+def read_span(sd: Mapping[str, torch.Tensor], name: str, start: int, stop: int) -> torch.Tensor:
+    """Elements ``[start, stop)`` of ``sd[name]`` flattened: only that span read from a lazy
+    state dict (:meth:`basin.checkpoints.LazyStateDict.span`); a view of a resident one."""
+    span = getattr(sd, "span", None)
+    if span is not None:
+        return span(name, start, stop)
+    return sd[name].reshape(-1)[start:stop]
 
 
 def held_dtype(param_dtype: torch.dtype) -> torch.dtype:
@@ -114,14 +134,18 @@ def build_basis(path: PathType, ctx: BuildContext) -> Built:
 
 
 def _tensorwise(path: PathType, ctx: BuildContext) -> Built:
-    """Build ``path`` over one tensor at a time, keeping each piece as it comes."""
-
+    """Build ``path`` over one tensor at a time, keeping each piece as it comes (a large tensor
+    of an ``elementwise`` path a flat span at a time, written into its held tensor)."""
     first: Built | None = None
     origin: list[torch.Tensor] = []
     directions: list[list[torch.Tensor]] = []
     for name in ctx.names:
-        one = path.build(replace(ctx, names=[name], out_axes={name: ctx.out_axis(name)}))
-        kept = _cast(one, ctx)
+        sub = replace(ctx, names=[name], out_axes={name: ctx.out_axis(name)})
+        shape = _shape(ctx, path, name) if path.elementwise else None
+        if shape is not None and _numel(shape) > SPAN:
+            kept = _by_spans(path, sub, name, shape)
+        else:
+            kept = _cast(path.build(sub), ctx)
         if first is None:
             first = kept
             directions = [[] for _ in kept.directions]
@@ -131,6 +155,53 @@ def _tensorwise(path: PathType, ctx: BuildContext) -> Built:
     if first is None:
         raise ValueError("no movable tensors to build a basis over")
     return replace(first, origin=origin, directions=directions)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for x in shape:
+        n *= int(x)
+    return n
+
+
+def _shape(ctx: BuildContext, path: PathType, name: str) -> tuple[int, ...] | None:
+    """``name``'s shape from the path's first checkpoint (a lazy one answers from its header)."""
+    from basin.checkpoints import tensor_shape
+
+    refs = path.refs()
+    return tuple(tensor_shape(ctx.load(refs[0]), name)) if refs else None
+
+
+def _by_spans(path: PathType, sub: BuildContext, name: str, shape: tuple[int, ...]) -> Built:
+    """One tensor of an elementwise path built a flat span at a time into held tensors."""
+    out: Built | None = None
+    for start, stop in spans(_numel(shape)):
+
+        def load(ref: str, start: int = start, stop: int = stop) -> Mapping[str, torch.Tensor]:
+            return {name: read_span(sub.load(ref), name, start, stop)}
+
+        piece = path.build(replace(sub, load=load))
+        if out is None:
+            out = replace(
+                piece,
+                origin=[sub.held_like(shape)],
+                directions=[[sub.held_like(shape)] for _ in piece.directions],
+            )
+        for dst, src in zip(
+            [out.origin, *out.directions], [piece.origin, *piece.directions], strict=True
+        ):
+            put(dst[0], start, stop, src[0], sub, name)
+        del piece
+    assert out is not None
+    return out
+
+
+def put(
+    dst: torch.Tensor, start: int, stop: int, x: torch.Tensor, ctx: BuildContext, name: str
+) -> None:
+    """Write the fp32 span ``x`` into elements ``[start, stop)`` of the held tensor ``dst``, rounded
+    once (float16's range checked as :func:`keep` checks it)."""
+    dst.view(-1)[start:stop].copy_(keep(x, dst.dtype, x.device, name=name))
 
 
 def _cast(built: Built, ctx: BuildContext) -> Built:

@@ -16,8 +16,9 @@ Precision and place (:mod:`basin.holding`): an fp32 basis on the model's device 
 straight into the live tensors (``torch._foreach_*``). A basis held in bf16 / fp16, or held
 on the host while the model is on a GPU, is mixed **tensor by tensor in fp32**: each held
 tensor is moved to the device (from pinned memory, asynchronously) and widened there, summed
-in one fp32 scratch buffer the size of the largest tensor, and cast once into the live
-tensor — no fp32 master copy of the basis, no whole-model scratch.
+in one fp32 scratch buffer (the largest tensor's size, at most 2²⁴ elements: a larger tensor
+goes a flat span at a time), and cast once into the live tensor — no fp32 master copy of
+the basis, no whole-model scratch.
 
 Scope: ``all``; the groups of :mod:`basin.groups` (``embeddings``, ``head``, ``rest``),
 ``lower``/``middle``/``upper`` thirds of every stack of blocks, ``<stack>.<third>``
@@ -272,7 +273,8 @@ class ParamSpace:
     ``lm_head``/``wte`` pair is written once); ``live[i]`` is the model's tensor
     for ``names[i]``. Memory: the live model + origin + K directions as held (fp32 on the
     device by default; bf16 / fp16, or on the host: :mod:`basin.holding`), plus, for a
-    basis not held as the live model is, one fp32 scratch buffer of the largest tensor.
+    basis not held as the live model is, one fp32 scratch buffer of the largest tensor (at
+    most :data:`basin.holding.SPAN` elements: a larger tensor is mixed a span at a time).
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
@@ -310,8 +312,10 @@ class ParamSpace:
             for i, t in enumerate(self.live) for x in (origin[i], *(d[i] for d in directions)))
         self._buf = None
         if not self._direct and self.live:
+            from basin.holding import SPAN
+
             largest = max(self.live, key=lambda t: t.numel())
-            self._buf = torch.empty(largest.numel(), dtype=torch.float32, device=largest.device)
+            self._buf = torch.empty(min(largest.numel(), SPAN), dtype=torch.float32, device=largest.device)
 
     @torch.no_grad()
     def mix_(self, coeffs: Sequence[float | Sequence[float]]) -> None:
@@ -340,18 +344,32 @@ class ParamSpace:
                 torch._foreach_add_(target, d, alpha=float(c))
 
     def _mix_each(self, coeffs: Sequence[float | Sequence[float]]) -> None:
-        """Tensor by tensor: the held tensors moved to the live tensor's device (a no-op when they
-        are there; asynchronous from pinned host memory), summed in fp32 in the scratch buffer,
-        cast once into the live tensor."""
+        """Tensor by tensor (a large one a flat span at a time, :data:`basin.holding.SPAN`): the held
+        tensors moved to the live tensor's device (a no-op when they are there; asynchronous from
+        pinned host memory), summed in fp32 in the scratch buffer, cast once into the live tensor."""
+        from basin.holding import spans
+
         assert self._buf is not None
         for i, t in enumerate(self.live):
-            acc = self._buf[: t.numel()].view(t.shape)
-            acc.copy_(self.origin[i].to(t.device, non_blocking=True))
-            for c, d in zip(coeffs, self.directions, strict=True):
-                ci = float(c[i]) if isinstance(c, Sequence) else float(c)
-                if ci != 0.0:
-                    acc.add_(d[i].to(t.device, non_blocking=True), alpha=ci)
-            t.copy_(acc)
+            if not t.is_contiguous():  # (never a parameter) one piece, through a tensor of its own
+                acc = self.origin[i].to(device=t.device, dtype=torch.float32, copy=True)
+                for c, d in zip(coeffs, self.directions, strict=True):
+                    ci = float(c[i]) if isinstance(c, Sequence) else float(c)
+                    if ci != 0.0:
+                        acc.add_(d[i].to(t.device), alpha=ci)
+                t.copy_(acc)
+                continue
+            flat = t.view(-1)
+            o = self.origin[i].reshape(-1)
+            ds = [d[i].reshape(-1) for d in self.directions]
+            cs = [float(c[i]) if isinstance(c, Sequence) else float(c) for c in coeffs]
+            for start, stop in spans(t.numel()):
+                acc = self._buf[: stop - start]
+                acc.copy_(o[start:stop].to(t.device, non_blocking=True))
+                for ci, d in zip(cs, ds, strict=True):
+                    if ci != 0.0:
+                        acc.add_(d[start:stop].to(t.device, non_blocking=True), alpha=ci)
+                flat[start:stop].copy_(acc)
 
     def point(self, coeffs: Sequence[float | Sequence[float]], i: int) -> torch.Tensor:
         """Tensor ``i`` of θ(c) in fp32 on the live tensor's device (a new tensor), mixed as

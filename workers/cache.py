@@ -34,11 +34,13 @@ class LandscapeCache:
     ``max_items`` are ever open at once.
     """
 
-    def __init__(self, max_items: int = 2, checkpoint_bytes: int = DEFAULT_CACHE_BYTES):
+    def __init__(self, max_items: int = 2, checkpoint_bytes: int = DEFAULT_CACHE_BYTES,
+                 checkpoints: int | None = None):
         from basin.checkpoints import CheckpointCache
 
         self.max_items = max(1, max_items)
-        self.checkpoints = CheckpointCache(max_bytes=checkpoint_bytes)
+        # ``checkpoints``: an additional bound on their number (the cache's old only bound)
+        self.checkpoints = CheckpointCache(checkpoints, max_bytes=checkpoint_bytes)
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 

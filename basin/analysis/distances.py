@@ -45,15 +45,19 @@ def distances(
     per_tensor = []
     rows: dict[str, list[float]] = {}
     tot = [0.0, 0.0, 0.0, 0.0]  # ‖Δ‖², ⟨a,b⟩, ‖a‖², ‖b‖²
+    from basin.checkpoints import tensor_shape
+    from basin.holding import read_span, spans
+
     for n in names:
-        xa, ya = a[n].reshape(-1), b[n].reshape(-1)
-        numel = xa.numel()
+        numel = math.prod(tensor_shape(a, n))
         d2 = ab = aa = bb = 0.0
-        for s in range(0, numel, _CHUNK):  # in float64 a slice at a time: no float64 copy of a whole tensor
-            x, y = xa[s : s + _CHUNK].double(), ya[s : s + _CHUNK].double()
-            d2 += float(torch.sum((y - x) ** 2))
-            ab, aa, bb = ab + float(x @ y), aa + float(x @ x), bb + float(y @ y)
-        del xa, ya
+        for start, stop in spans(numel):  # a large tensor read a span at a time (basin.holding)
+            xa, ya = read_span(a, n, start, stop), read_span(b, n, start, stop)
+            for s in range(0, stop - start, _CHUNK):  # in float64 a slice at a time
+                x, y = xa[s : s + _CHUNK].double(), ya[s : s + _CHUNK].double()
+                d2 += float(torch.sum((y - x) ** 2))
+                ab, aa, bb = ab + float(x @ y), aa + float(x @ x), bb + float(y @ y)
+            del xa, ya
         per_tensor.append({
             "name": n, "l2": math.sqrt(d2), "scaled": math.sqrt(d2 / max(numel, 1)),
             "cosine": _cos(ab, aa, bb), "numel": numel,

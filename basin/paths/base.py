@@ -125,6 +125,24 @@ class BuildContext:
 
         return keep(x, self.hold or self.dtype, self.hold_device or self.device, pin=self.pin, name=name)
 
+    def held_like(self, shape: Sequence[int]) -> torch.Tensor:
+        """An empty tensor of ``shape`` as the basis is held (dtype, device, pinned)."""
+        import torch
+
+        dev = self.hold_device or self.device
+        return torch.empty(
+            tuple(shape), dtype=self.hold or self.dtype, device=dev, pin_memory=self.pin and dev.type == "cpu"
+        )
+
+    def span(self, ref: str, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``[start, stop)`` of ``ref``'s tensor ``name`` flattened, in the basis dtype on
+        :attr:`device` (a fresh tensor; only that span read from a lazily read checkpoint)."""
+        from basin.holding import read_span
+
+        sd = self.load(ref)
+        x = read_span(sd, name, start, stop)
+        return x.to(device=self.device, dtype=self.dtype, copy=not getattr(sd, "fresh", False))
+
     def one(self, ref: str, name: str) -> torch.Tensor:
         """One tensor of ``ref`` in the basis dtype on :attr:`device` (a fresh tensor the caller
         may overwrite; read from disk alone when the checkpoint is read lazily)."""
@@ -215,51 +233,68 @@ def plane_basis_held(ctx: BuildContext, a: str, b: str, c: str, what: str = "pla
     """:func:`plane_basis` through checkpoints ``a``, ``b``, ``c`` one tensor at a time, each
     result kept as held (:meth:`BuildContext.keep`): ``(origin, e1, e2, xb, xc, yc)``.
 
-    Four passes over the tensors, each reading one tensor of each checkpoint at a time (fp32):
+    Four passes over the tensors, each reading one tensor of each checkpoint at a time (fp32;
+    a tensor over :data:`basin.holding.SPAN` elements a flat span at a time):
     ‖θB − θA‖; ‖θC − θA‖ and ⟨θC − θA, e1⟩; the norm of the Gram–Schmidt residual; then θA,
     e1, e2 kept. The same operations per tensor as :func:`plane_basis` (the same numbers
     before the cast), with never more than a few fp32 tensors beside what is held.
     """
     import torch
 
-    def diffs(n: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        o = ctx.one(a, n)
-        return o, ctx.one(b, n).sub_(o), ctx.one(c, n).sub_(o)
+    from basin.checkpoints import tensor_shape
+    from basin.holding import put, spans
+
+    def diffs(n: str, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        o = ctx.span(a, n, s, e)
+        return o, ctx.span(b, n, s, e).sub_(o), ctx.span(c, n, s, e).sub_(o)
 
     def fdot(x: torch.Tensor, y: torch.Tensor) -> float:
         return float(torch.dot(x.reshape(-1).float(), y.reshape(-1).float()))
 
+    shapes = {n: tuple(tensor_shape(ctx.load(a), n)) for n in ctx.names}
+    cuts = {n: spans(math.prod(shapes[n])) for n in ctx.names}  # one span unless the tensor is large
     uu = []
     for n in ctx.names:  # pass 1: ‖θB − θA‖
-        o = ctx.one(a, n)
-        u = ctx.one(b, n).sub_(o)
-        uu.append(fdot(u, u))
+        for s, e in cuts[n]:
+            o = ctx.span(a, n, s, e)
+            u = ctx.span(b, n, s, e).sub_(o)
+            uu.append(fdot(u, u))
     xb = math.sqrt(math.fsum(uu))
     check_plane(what, xb)
     vv, ve = [], []
     for n in ctx.names:  # pass 2: ‖θC − θA‖ and xc = ⟨θC − θA, e1⟩
-        _, u, v = diffs(n)
-        vv.append(fdot(v, v))
-        ve.append(fdot(v, u.div_(xb)))
+        for s, e in cuts[n]:
+            _, u, v = diffs(n, s, e)
+            vv.append(fdot(v, v))
+            ve.append(fdot(v, u.div_(xb)))
     vnorm = math.sqrt(math.fsum(vv))
     xc = math.fsum(ve)
     rr = []
     for n in ctx.names:  # pass 3: the Gram–Schmidt residual's norm yc
-        _, u, v = diffs(n)
-        v.add_(u.div_(xb), alpha=-xc)
-        rr.append(fdot(v, v))
+        for s, e in cuts[n]:
+            _, u, v = diffs(n, s, e)
+            v.add_(u.div_(xb), alpha=-xc)  # the residual of θC − θA against e1
+            rr.append(fdot(v, v))
     yc = math.sqrt(math.fsum(rr))
     check_plane(what, xb, vnorm, yc)
     origin, e1, e2 = [], [], []
-    for n in ctx.names:  # pass 4: keep θA, e1, e2 (each fp32 tensor dropped once kept)
-        o, u, v = diffs(n)
-        origin.append(ctx.keep(o, n))
-        del o
-        u.div_(xb)
-        v.add_(u, alpha=-xc).div_(yc)
-        e1.append(ctx.keep(u, n))
-        del u
-        e2.append(ctx.keep(v, n))
+    for n in ctx.names:  # pass 4: keep θA, e1, e2 (each fp32 span dropped once kept)
+        shape = shapes[n]
+        if len(cuts[n]) > 1:
+            held = [ctx.held_like(shape) for _ in range(3)]
+        for s, e in cuts[n]:
+            o, u, v = diffs(n, s, e)
+            u.div_(xb)
+            v.add_(u, alpha=-xc).div_(yc)
+            if len(cuts[n]) == 1:
+                held = [ctx.keep(x.view(shape), n) for x in (o, u, v)]
+            else:
+                for dst, x in zip(held, (o, u, v), strict=True):
+                    put(dst, s, e, x, ctx, n)
+            del o, u, v
+        origin.append(held[0])
+        e1.append(held[1])
+        e2.append(held[2])
     return origin, e1, e2, xb, xc, yc
 
 
@@ -326,6 +361,9 @@ class PathType(ABC):
     #: building it over any subset of ``BuildContext.names`` gives those tensors' share of the
     #: basis: low-precision holding builds it a chunk of tensors at a time (:mod:`basin.holding`)
     tensorwise: ClassVar[bool] = False
+    #: moreover each *element* on its own (sums and differences of checkpoints only): a large
+    #: tensor is built a flat span at a time
+    elementwise: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -41,6 +41,7 @@ class Bezier(OneD):
     slots = (("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Control point θC"))
     order = 20
     tensorwise = True
+    elementwise = True
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)

@@ -37,6 +37,7 @@ class Linear(OneD):
     slots = (("a", "Checkpoint A (α = 0)"), ("b", "Checkpoint B (α = 1)"))
     order = 10
     tensorwise = True
+    elementwise = True
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)

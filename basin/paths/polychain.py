@@ -43,6 +43,7 @@ class Polychain(OneD):
     slots = (("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Bend θC"))
     order = 30
     tensorwise = True
+    elementwise = True
 
     def validate(self) -> None:
         lo, hi = self.spec.range

@@ -51,6 +51,7 @@ class TaskPlane(TwoD):
              ("b", "Checkpoint B (β axis)"))
     order = 50
     tensorwise = True
+    elementwise = True
 
     def build(self, ctx: BuildContext) -> Built:
         o = ctx.tensors(self.spec.origin)

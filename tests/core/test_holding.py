@@ -49,6 +49,10 @@ PATHS = {
         {"type": "task_plane", "origin": "init", "a": "ft_a", "b": "ft_b", "resolution": [2, 2]},
         [{"x": 0.5, "y": 0.25}, {"x": 1.5, "y": -0.5}],
     ),
+    "slerp": (
+        {"type": "slerp", "a": "ft_a", "b": "ft_b", "points": 3},
+        [{"alpha": 0.3}, {"alpha": 0.8}],
+    ),
     "task_arithmetic": (
         {"type": "task_arithmetic", "base": "init", "models": ["ft_a", "ft_b"], "points": 3},
         [{"alpha": 0.6}],
@@ -178,3 +182,60 @@ def test_bad_hold_setting_is_refused(classifier_family, monkeypatch):
     monkeypatch.setenv("BASIN_HOLD", "gpu")
     with pytest.raises(InvalidSpec, match="BASIN_HOLD"):
         _open(classifier_family, PATHS["linear"][0])
+
+
+@pytest.mark.parametrize("kind", ["linear", "plane"])
+def test_large_tensors_built_and_mixed_a_span_at_a_time_give_the_same_points(
+    classifier_family, monkeypatch, kind
+):
+    """Tensors over ``SPAN`` elements are read, built, mixed and compared a flat span at a time
+    (no fp32 copy of a whole embedding beside the held basis): the same basis and points."""
+    import basin.holding
+
+    path, coords = PATHS[kind]
+    whole = _open(classifier_family, path, dtype="bfloat16")
+    monkeypatch.setattr(basin.holding, "SPAN", 999)  # every tensor of the tiny model is cut
+    monkeypatch.setenv("BASIN_HOLD", "host")  # the streamed mix too
+    cut = _open(classifier_family, path, dtype="bfloat16")
+    try:
+        assert cut.space._buf is not None and cut.space._buf.numel() == 999
+        u = UNIT_ROUNDOFF[torch.bfloat16]
+        for a, b in zip(
+            [*whole.space.origin, *(x for d in whole.space.directions for x in d)],
+            [*cut.space.origin, *(x for d in cut.space.directions for x in d)],
+            strict=True,
+        ):
+            if kind == "linear":  # differences only: the same numbers
+                assert torch.equal(a, b)
+            else:  # the plane's norms sum per span: equal up to fp32 rounding, then one bf16 step at most
+                assert ((a.float() - b.float()).abs() <= 2 * u * a.float().abs() + 1e-12).all()
+        for point in coords:
+            m1, m2 = whole.evaluate(point), cut.evaluate(point)
+            if kind == "linear":
+                assert m1 == m2
+                for x, y in zip(whole.space.live, cut.space.live, strict=True):
+                    assert torch.equal(x, y)
+            else:
+                assert m2["loss"] == pytest.approx(m1["loss"], rel=1e-2)
+        if kind == "linear":
+            assert (
+                cut.distance is not None and whole.distance is not None
+            )  # read a span at a time too
+            for key in ("l2", "cosine"):
+                assert cut.distance[key] == pytest.approx(whole.distance[key], rel=1e-12)
+            assert [r["l2"] for r in cut.distance["per_tensor"]] == pytest.approx(
+                [r["l2"] for r in whole.distance["per_tensor"]], rel=1e-12
+            )
+    finally:
+        whole.close()
+        cut.close()
+
+
+def test_a_lazy_span_reads_just_those_elements(classifier_family):
+    from basin.checkpoints import LazyStateDict
+
+    lazy = LazyStateDict(classifier_family["ft_a"])
+    name = next(k for k in lazy if lazy.meta(k)[1].is_floating_point and len(lazy.meta(k)[0]) == 2)
+    full = lazy[name].reshape(-1)
+    assert torch.equal(lazy.span(name, 7, 700), full[7:700])
+    assert torch.equal(lazy.span(name, 0, full.numel()), full)
