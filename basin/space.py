@@ -353,10 +353,10 @@ class ParamSpace:
         for i, t in enumerate(self.live):
             if not t.is_contiguous():  # (never a parameter) one piece, through a tensor of its own
                 acc = self.origin[i].to(device=t.device, dtype=torch.float32, copy=True)
-                for c, d in zip(coeffs, self.directions, strict=True):
-                    ci = float(c[i]) if isinstance(c, Sequence) else float(c)
-                    if ci != 0.0:
-                        acc.add_(d[i].to(t.device), alpha=ci)
+                for c, dk in zip(coeffs, self.directions, strict=True):
+                    ck = float(c[i]) if isinstance(c, Sequence) else float(c)
+                    if ck != 0.0:
+                        acc.add_(dk[i].to(t.device), alpha=ck)
                 t.copy_(acc)
                 continue
             flat = t.view(-1)
