@@ -228,6 +228,7 @@ def row(
         "scratch_gb": round(got["scratch_bytes"] / 1e9, 3),
         "cache_gb": round(got["cache_bytes"] / 1e9, 3),
         "ratio": round(used / against, 3),
+        "used_over_theory": round(used / theory, 3),  # a worker: what it holds beyond the path, cache included
         "movable": got["movable"],
         "loss": got["loss"],
     }
@@ -320,13 +321,14 @@ def print_table(r: dict) -> None:
     )
     print(
         f"{'mode':<7}{'path':<7}{'held':<10}{'params':>9}{'cache bound':>12}{'theory GB':>10}{'cache GB':>9}"
-        f"{'used GB':>9}{'ratio':>7}"
+        f"{'used GB':>9}{'ratio':>7}{'used/theory':>12}"
     )
     for m in r.get("rows", []):
         bound = "-" if m["cache_bound_gb"] is None else f"{m['cache_bound_gb']:.2f} GB"
         print(
             f"{m['mode']:<7}{m['path']:<7}{m['dtype']:<10}{m['params'] / 1e6:>8.0f}M{bound:>12}"
             f"{m['theory_gb']:>10.2f}{m['cache_gb']:>9.2f}{m['used_gb']:>9.2f}{m['ratio']:>7.3f}"
+            f"{m.get('used_over_theory', m['used_gb'] / m['theory_gb']):>12.3f}"
         )
     print(f"target ≤ {r['target']} (lazy, worker) — {'met' if r['ok'] else 'NOT met'}")
     if r.get("largest_on_gpu"):
