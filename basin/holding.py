@@ -32,14 +32,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from basin.errors import InvalidSpec
 
-if TYPE_CHECKING:
-    from basin.paths.base import BuildContext, Built, PathType
+# (a leaf module: basin.space and basin.paths import it, so it names their types loosely)
+BuildContext = Any  # basin.paths.base.BuildContext
+Built = Any  # basin.paths.base.Built
+PathType = Any  # basin.paths.base.PathType
 
 #: where the basis is held: ``auto`` (default), ``device`` or ``host``
 ENV_HOLD = "BASIN_HOLD"
@@ -164,12 +166,16 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def shape_of(sd: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:
+    """``sd[name]``'s shape, from a lazy state dict's header without reading it."""
+    meta = getattr(sd, "meta", None)
+    return tuple(meta(name)[0]) if meta is not None else tuple(sd[name].shape)
+
+
 def _shape(ctx: BuildContext, path: PathType, name: str) -> tuple[int, ...] | None:
     """``name``'s shape from the path's first checkpoint (a lazy one answers from its header)."""
-    from basin.checkpoints import tensor_shape
-
     refs = path.refs()
-    return tuple(tensor_shape(ctx.load(refs[0]), name)) if refs else None
+    return shape_of(ctx.load(refs[0]), name) if refs else None
 
 
 def _by_spans(path: PathType, sub: BuildContext, name: str, shape: tuple[int, ...]) -> Built:

@@ -45,11 +45,10 @@ def distances(
     per_tensor = []
     rows: dict[str, list[float]] = {}
     tot = [0.0, 0.0, 0.0, 0.0]  # ‖Δ‖², ⟨a,b⟩, ‖a‖², ‖b‖²
-    from basin.checkpoints import tensor_shape
-    from basin.holding import read_span, spans
+    from basin.holding import read_span, shape_of, spans
 
     for n in names:
-        numel = math.prod(tensor_shape(a, n))
+        numel = math.prod(shape_of(a, n))
         d2 = ab = aa = bb = 0.0
         for start, stop in spans(numel):  # a large tensor read a span at a time (basin.holding)
             xa, ya = read_span(a, n, start, stop), read_span(b, n, start, stop)

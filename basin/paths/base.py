@@ -241,8 +241,7 @@ def plane_basis_held(ctx: BuildContext, a: str, b: str, c: str, what: str = "pla
     """
     import torch
 
-    from basin.checkpoints import tensor_shape
-    from basin.holding import put, spans
+    from basin.holding import put, shape_of, spans
 
     def diffs(n: str, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         o = ctx.span(a, n, s, e)
@@ -251,7 +250,7 @@ def plane_basis_held(ctx: BuildContext, a: str, b: str, c: str, what: str = "pla
     def fdot(x: torch.Tensor, y: torch.Tensor) -> float:
         return float(torch.dot(x.reshape(-1).float(), y.reshape(-1).float()))
 
-    shapes = {n: tuple(tensor_shape(ctx.load(a), n)) for n in ctx.names}
+    shapes = {n: shape_of(ctx.load(a), n) for n in ctx.names}
     cuts = {n: spans(math.prod(shapes[n])) for n in ctx.names}  # one span unless the tensor is large
     uu = []
     for n in ctx.names:  # pass 1: ‖θB − θA‖
