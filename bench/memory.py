@@ -228,7 +228,7 @@ def row(
         "scratch_gb": round(got["scratch_bytes"] / 1e9, 3),
         "cache_gb": round(got["cache_bytes"] / 1e9, 3),
         "ratio": round(used / against, 3),
-        "used_over_theory": round(used / theory, 3),  # a worker: what it holds beyond the path, cache included
+        "used_over_theory": round(used / theory, 3),  # a worker: beyond the path, cache included
         "movable": got["movable"],
         "loss": got["loss"],
     }
