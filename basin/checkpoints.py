@@ -256,36 +256,135 @@ def mismatch_message(mismatches: Sequence[tuple[str, str]], labels: Sequence[str
             f"{head}{more}.{hint}")
 
 
-class CheckpointCache:
-    """LRU of loaded state dicts (CPU), keyed by :attr:`CheckpointSource.id`.
+def state_bytes(sd: Mapping[str, torch.Tensor]) -> int:
+    """Bytes a state dict holds in memory (a storage shared by tied names counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in sd.values():
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += st.nbytes()
+    return total
 
-    A long-lived worker keeps its ``max_items`` most recently used checkpoints
-    resident across runs. Thread-safe. Callers must not modify returned tensors.
+
+def checkpoint_bytes(src: CheckpointSource | str | Path) -> int:
+    """Bytes :func:`load_state_dict` will hold for ``src``, from headers only (an adapter: its
+    base's tensors merged, fp32)."""
+    s = _source(src)
+    meta = tensor_meta(s)
+    size = {d: 4 if s.adapter is not None else torch.empty((), dtype=getattr(torch, d)).element_size()
+            for _, d in meta.values()}
+    return sum(size[d] * _numel(shape) for shape, d in meta.values())
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for x in shape:
+        n *= int(x)
+    return n
+
+
+class CheckpointCache:
+    """LRU of loaded state dicts (CPU), keyed by :attr:`CheckpointSource.id`, bounded by bytes.
+
+    A long-lived worker keeps its most recently used checkpoints resident across runs, at
+    most ``max_bytes`` of them (``None``: no byte bound) and at most ``max_items`` (``None``:
+    no count bound). Thread-safe. Callers must not modify returned tensors.
+
+    :meth:`get` always returns the whole state dict (kept when it fits). :meth:`lookup` is
+    what a run opens checkpoints with: a hit is the resident state dict; a miss is loaded
+    whole and kept only when it fits beside the entries the run already holds (``protect``)
+    — evicting the least recently used others — and otherwise read lazily, tensor by tensor
+    (:class:`LazyStateDict`, as the CLI reads), so the cache never makes a run hold more than
+    its bound beyond what the run itself needs.
     """
 
-    def __init__(self, max_items: int = 4):
-        self.max_items = max(1, int(max_items))
+    def __init__(self, max_items: int | None = None, *, max_bytes: int | None = None):
+        self.max_items = None if max_items is None else max(1, int(max_items))
+        self.max_bytes = None if max_bytes is None else max(0, int(max_bytes))
         self._items: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.evictions = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the state dicts held now."""
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def keys(self) -> list[str]:
+        """Ids held, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
+    def _hit(self, ident: str) -> dict[str, torch.Tensor] | None:
+        with self._lock:
+            sd = self._items.get(ident)
+            if sd is not None:
+                self._items.move_to_end(ident)
+                self.hits += 1
+            return sd
+
+    def _room(self, need: int, protect: frozenset[str]) -> bool:
+        """Evict unprotected entries, least recently used first, until ``need`` more bytes (and
+        one more item) fit; ``False`` (nothing evicted) when they cannot (lock held)."""
+        if self.max_bytes is not None and need > self.max_bytes:
+            return False
+        free_b = [k for k in self._items if k not in protect]
+        held_b = sum(self._sizes.values())
+        spare = sum(self._sizes[k] for k in free_b)
+        if self.max_bytes is not None and held_b - spare + need > self.max_bytes:
+            return False
+        if self.max_items is not None and len(self._items) - len(free_b) + 1 > self.max_items:
+            return False
+        for k in free_b:
+            over_b = self.max_bytes is not None and held_b + need > self.max_bytes
+            over_n = self.max_items is not None and len(self._items) + 1 > self.max_items
+            if not (over_b or over_n):
+                break
+            del self._items[k]
+            held_b -= self._sizes.pop(k)
+            self.evictions += 1
+        return True
+
+    def _keep(self, ident: str, sd: dict[str, torch.Tensor], protect: frozenset[str] = frozenset()) -> None:
+        size = state_bytes(sd)
+        with self._lock:
+            if ident in self._items or not self._room(size, protect):
+                return
+            self._items[ident] = sd
+            self._sizes[ident] = size
 
     def get(self, src: CheckpointSource) -> dict[str, torch.Tensor]:
-        """The state dict of ``src``, loaded on a miss."""
-        with self._lock:
-            sd = self._items.get(src.id)
-            if sd is not None:
-                self._items.move_to_end(src.id)
-                self.hits += 1
-                return sd
+        """The whole state dict of ``src``, loaded on a miss (and kept when it fits)."""
+        sd = self._hit(src.id)
+        if sd is not None:
+            return sd
         sd = load_state_dict(src)
         with self._lock:
             self.misses += 1
-            self._items[src.id] = sd
-            self._items.move_to_end(src.id)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+        self._keep(src.id, sd)
         return sd
+
+    def lookup(self, src: CheckpointSource, protect: Sequence[str] = ()) -> Mapping[str, torch.Tensor]:
+        """``src`` for a run that already holds the entries ``protect`` (ids): resident on a hit;
+        on a miss whole and kept when it fits (:meth:`get`), else a :class:`LazyStateDict`."""
+        sd = self._hit(src.id)
+        if sd is not None:
+            return sd
+        with self._lock:
+            self.misses += 1
+            fits = self._room(checkpoint_bytes(src), frozenset(protect))
+        if not fits:
+            return load_state_dict(src) if src.adapter is not None else LazyStateDict(src)
+        whole = load_state_dict(src)
+        self._keep(src.id, whole, frozenset(protect))
+        return whole
 
     def __contains__(self, key: object) -> bool:
         ident = key.id if isinstance(key, CheckpointSource) else key
@@ -299,6 +398,7 @@ class CheckpointCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
 
 
 # ---- lazy reading: one tensor at a time ----------------------------------------------------
@@ -343,6 +443,26 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
             out._names.setdefault(new, stored)
         out.reads = 0
         return out
+
+    def span(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``[start, stop)`` of ``name`` flattened, reading only them (a fresh 1-D tensor)."""
+        stored = self._names[name]
+        self.reads += 1
+        if stored in self._bin:
+            return self._bin[stored].reshape(-1)[start:stop].clone()
+        path, offset, nbytes, shape, dtype = self._where[stored]
+        size = torch.empty((), dtype=dtype).element_size()
+        start, stop = max(0, start), min(stop, nbytes // size)
+        buf = torch.empty(max(0, stop - start) * size, dtype=torch.uint8)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset + start * size)
+                got = fh.readinto(buf.numpy().data)
+        except OSError as e:
+            raise CheckpointError(f"checkpoint {self.id}: cannot read {name} from {path.name}: {e}") from None
+        if got != buf.numel():
+            raise CheckpointError(f"checkpoint {self.id}: {path.name} is truncated at tensor {name}")
+        return buf.view(dtype)
 
     def meta(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
         """``(shape, dtype)`` of ``name`` without reading it."""

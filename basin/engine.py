@@ -42,6 +42,7 @@ from basin.evaluate.multi import PointStack, auto_points_per_pass, points_per_pa
 from basin.evaluate.prefix import ENV_SWITCH, PrefixReuse, cap_from_env, enabled_by_env
 from basin.generation import label_weights
 from basin.groups import ModelGroups, out_axis
+from basin.holding import basis_bytes, build_basis, held_dtype, hold_from_env, on_host
 from basin.opening import open_model, precision, resolve_device
 from basin.paths import PATHS, BuildContext, PathType
 from basin.paths.base import Anchor
@@ -92,6 +93,7 @@ class Landscape:
     device: torch.device
     dtype: torch.dtype
     precision: str
+    held: torch.dtype  # the basis's dtype (basin.holding)
     names: list[str]
     groups: ModelGroups
     space: ParamSpace
@@ -177,12 +179,18 @@ class Landscape:
         axes_out = out_axis(model)
         self.space = ParamSpace(model, self.names)
 
-        # the basis stays fp32 whatever the model's dtype (ParamSpace casts once per point)
+        # the basis is computed in fp32 and held in fp32, or in the model's bf16 / fp16, on the
+        # device or on the host (ParamSpace mixes each point in fp32, cast once: basin.holding)
+        self.held = held_dtype(self.dtype)
+        numel = sum(t.numel() for t in self.space.live)
+        host = on_host(hold_from_env(), self.device, basis_bytes(numel, self.held, 2))
         ctx = BuildContext(names=self.names, device=self.device, dtype=torch.float32, load=load,
-                           out_axes={n: axes_out[n] for n in self.names if n in axes_out},
+                           out_axes={n: axes_out[n] for n in self.names if n in axes_out}, hold=self.held,
+                           hold_device=torch.device("cpu") if host else self.device,
+                           pin=host and torch.cuda.is_available(), streamed=host,
                            artefact=getattr(resolver, "artefact", None))
-        built = self.path.build(ctx)
-        self.space.set_basis(built.origin, built.directions)
+        built = build_basis(self.path, ctx)
+        self.space.set_basis(built.origin, built.directions, per_tensor=host)
         self.axes = built.axes
         self.anchors = built.anchors
         self.extra = built.extra
@@ -232,9 +240,9 @@ class Landscape:
         self._order = grid.order_1d(spec.shape[0]) if spec.is_1d else grid.order_2d(*spec.shape)
         self._key_base = self._key_base_doc()
         self.load_s = time.perf_counter() - t0
-        logger.info("opened %s landscape: %d movable tensors, %d examples, %d points on %s in %.2fs",
-                    spec.path.type, len(self.names), len(self.data), spec.num_points, self.device,
-                    self.load_s)
+        logger.info("opened %s landscape: %d movable tensors, %d examples, %d points on %s in %.2fs "
+                    "(basis held in %s on %s)", spec.path.type, len(self.names), len(self.data), spec.num_points,
+                    self.device, self.load_s, self.held, "the host" if host else self.device)
         return self
 
     def _plan_prefix(self, on: bool | None, cap_mb: float | None) -> dict[str, Any] | None:
@@ -464,6 +472,8 @@ class Landscape:
             "on_mismatch": s.on_mismatch,
             "dtype": s.dtype,
             "precision": self.precision,
+            # a basis held in bf16 / fp16 rounds each point differently from fp32 masters (absent: fp32)
+            **({"held": str(self.held).removeprefix("torch.")} if self.held != torch.float32 else {}),
             "tokenizer": self.tokenizer_id,
             # fp32 results do not depend on the batch size beyond rounding (~1e-7): padding is
             # masked and decoder classifiers pad with config.pad_token_id. In low precision the

@@ -180,15 +180,17 @@ class OpenModel:
     def load(self, ref: str) -> Mapping[str, torch.Tensor]:
         """The state dict of ``ref`` under the model's names (an adapter space: the adapter's
         own tensors), loaded once. With a checkpoint cache (a worker keeps checkpoints resident
-        between jobs) it is whole in memory; without one and ``lazy``, read tensor by tensor."""
+        between jobs) it is whole in memory when the cache holds it or it fits the cache's byte
+        bound (:meth:`basin.checkpoints.CheckpointCache.lookup`); otherwise, and without a
+        cache when ``lazy``, read tensor by tensor."""
         if ref not in self._loaded:
             src = self.sources[ref]
             if self.adapter_space is not None:
                 self._loaded[ref] = self.adapter_space.load(src)
                 return self._loaded[ref]
             sd: Mapping[str, torch.Tensor]
-            if self.cache is not None:
-                sd = self.cache.get(src)
+            if self.cache is not None:  # resident, or read lazily when it does not fit the cache's bound
+                sd = self.cache.lookup(src, protect=[self.sources[r].id for r in self._loaded])
             elif (
                 src.adapter is not None or not self.lazy
             ):  # an adapter merged by peft is built whole

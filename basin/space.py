@@ -12,9 +12,13 @@ no ``.to()`` per point. Tensors outside the run's *scope* (and mismatched tensor
 held by ``on_mismatch: hold``) are never written: they keep the values of the
 checkpoint the model was built from.
 
-Precision: the basis is always fp32. A low-precision model (``dtype: bfloat16`` /
-``float16``) gets θ(c) computed in an fp32 scratch list and cast once into its tensors,
-so the path is exact up to that final cast.
+Precision and place (:mod:`basin.holding`): an fp32 basis on the model's device is mixed
+straight into the live tensors (``torch._foreach_*``). A basis held in bf16 / fp16, or held
+on the host while the model is on a GPU, is mixed **tensor by tensor in fp32**: each held
+tensor is moved to the device (from pinned memory, asynchronously) and widened there, summed
+in one fp32 scratch buffer (the largest tensor's size, at most 2²⁴ elements: a larger tensor
+goes a flat span at a time), and cast once into the live tensor — no fp32 master copy of
+the basis, no whole-model scratch.
 
 Scope: ``all``; the groups of :mod:`basin.groups` (``embeddings``, ``head``, ``rest``),
 ``lower``/``middle``/``upper`` thirds of every stack of blocks, ``<stack>.<third>``
@@ -267,8 +271,10 @@ class ParamSpace:
 
     ``names`` are the movable tensors (one name per underlying tensor, so a tied
     ``lm_head``/``wte`` pair is written once); ``live[i]`` is the model's tensor
-    for ``names[i]``. Device memory: the live model + origin + K directions (fp32), plus
-    one fp32 scratch copy of the movable tensors when the model is in bf16 / fp16.
+    for ``names[i]``. Memory: the live model + origin + K directions as held (fp32 on the
+    device by default; bf16 / fp16, or on the host: :mod:`basin.holding`), plus, for a
+    basis not held as the live model is, one fp32 scratch buffer of the largest tensor (at
+    most :data:`basin.holding.SPAN` elements: a larger tensor is mixed a span at a time).
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
@@ -278,24 +284,38 @@ class ParamSpace:
         self.live: list[torch.Tensor] = [by_name[n] for n in self.names]
         self.origin: list[torch.Tensor] = []
         self.directions: list[list[torch.Tensor]] = []
-        self._scratch: list[torch.Tensor] | None = None
+        self._direct = True  # an fp32 basis beside an fp32 model: foreach straight into it
+        self._buf: torch.Tensor | None = None
 
-    def set_basis(self, origin: list[torch.Tensor], directions: list[list[torch.Tensor]]) -> None:
-        """Install θ₀ and d₁…d_K: each a list aligned with :attr:`names`, live shape and device.
+    def set_basis(self, origin: list[torch.Tensor], directions: list[list[torch.Tensor]], *,
+                  per_tensor: bool = False) -> None:
+        """Install θ₀ and d₁…d_K: each a list aligned with :attr:`names`, live shape.
 
-        Basis tensors are fp32 (or the live dtype); a live model in another dtype gets an
-        fp32 scratch list in which each point is computed before one cast into the model.
+        Basis tensors are floating point (fp32, bf16 or fp16), on the live tensor's device or
+        on the host (CPU). An fp32 basis beside an fp32 model on its device has its points
+        written with ``torch._foreach_*`` straight into the model (as always); otherwise (or with ``per_tensor``: a
+        basis streamed from the host, which on a CPU-only machine is where the model is) tensor
+        by tensor in fp32.
         """
-        for i, (o, t) in enumerate(zip(origin, self.live, strict=True)):
-            if o.shape != t.shape or o.device != t.device or o.dtype not in (t.dtype, torch.float32):
-                raise ValueError(f"origin tensor {self.names[i]} does not match the live model")
+        floats = (torch.float32, torch.bfloat16, torch.float16)
         for d in directions:
             if len(d) != len(self.live):
                 raise ValueError("direction length differs from the number of movable tensors")
+        for i, t in enumerate(self.live):
+            for x in (origin[i], *(d[i] for d in directions)):
+                if x.shape != t.shape or x.dtype not in floats or x.device not in (t.device, torch.device("cpu")):
+                    raise ValueError(f"basis tensor {self.names[i]} does not match the live model")
         self.origin = origin
         self.directions = directions
-        cast = any(o.dtype != t.dtype for o, t in zip(origin, self.live, strict=True))
-        self._scratch = [torch.empty_like(o) for o in origin] if cast else None
+        self._direct = not per_tensor and all(
+            x.dtype == t.dtype == torch.float32 and x.device == t.device
+            for i, t in enumerate(self.live) for x in (origin[i], *(d[i] for d in directions)))
+        self._buf = None
+        if not self._direct and self.live:
+            from basin.holding import SPAN
+
+            largest = max(self.live, key=lambda t: t.numel())
+            self._buf = torch.empty(min(largest.numel(), SPAN), dtype=torch.float32, device=largest.device)
 
     @torch.no_grad()
     def mix_(self, coeffs: Sequence[float | Sequence[float]]) -> None:
@@ -307,19 +327,60 @@ class ParamSpace:
         """
         if len(coeffs) != len(self.directions):
             raise ValueError(f"expected {len(self.directions)} coefficients, got {len(coeffs)}")
-        target = self._scratch if self._scratch is not None else self.live
+        for c in coeffs:
+            if isinstance(c, Sequence) and len(c) != len(self.live):
+                raise ValueError(f"per-tensor coefficients: expected {len(self.live)}, got {len(c)}")
+        if not self._direct:
+            self._mix_each(coeffs)
+            return
+        target = self.live
         torch._foreach_copy_(target, self.origin)
         for c, d in zip(coeffs, self.directions, strict=True):
             if isinstance(c, Sequence):
-                if len(c) != len(target):
-                    raise ValueError(f"per-tensor coefficients: expected {len(target)}, got {len(c)}")
                 for t, x, ci in zip(target, d, c, strict=True):
                     if ci != 0.0:
                         t.add_(x, alpha=float(ci))
             elif c != 0.0:
                 torch._foreach_add_(target, d, alpha=float(c))
-        if self._scratch is not None:
-            torch._foreach_copy_(self.live, self._scratch)  # the one cast to the model's dtype
+
+    def _mix_each(self, coeffs: Sequence[float | Sequence[float]]) -> None:
+        """Tensor by tensor (a large one a flat span at a time, :data:`basin.holding.SPAN`): the held
+        tensors moved to the live tensor's device (a no-op when they are there; asynchronous from
+        pinned host memory), summed in fp32 in the scratch buffer, cast once into the live tensor."""
+        from basin.holding import spans
+
+        assert self._buf is not None
+        for i, t in enumerate(self.live):
+            if not t.is_contiguous():  # (never a parameter) one piece, through a tensor of its own
+                acc = self.origin[i].to(device=t.device, dtype=torch.float32, copy=True)
+                for c, dk in zip(coeffs, self.directions, strict=True):
+                    ck = float(c[i]) if isinstance(c, Sequence) else float(c)
+                    if ck != 0.0:
+                        acc.add_(dk[i].to(t.device), alpha=ck)
+                t.copy_(acc)
+                continue
+            flat = t.view(-1)
+            o = self.origin[i].reshape(-1)
+            ds = [d[i].reshape(-1) for d in self.directions]
+            cs = [float(c[i]) if isinstance(c, Sequence) else float(c) for c in coeffs]
+            for start, stop in spans(t.numel()):
+                acc = self._buf[: stop - start]
+                acc.copy_(o[start:stop].to(t.device, non_blocking=True))
+                for ci, d in zip(cs, ds, strict=True):
+                    if ci != 0.0:
+                        acc.add_(d[start:stop].to(t.device, non_blocking=True), alpha=ci)
+                flat[start:stop].copy_(acc)
+
+    def point(self, coeffs: Sequence[float | Sequence[float]], i: int) -> torch.Tensor:
+        """Tensor ``i`` of θ(c) in fp32 on the live tensor's device (a new tensor), mixed as
+        :meth:`mix_` mixes it (for callers that stack several points: ``measure_many``)."""
+        t = self.live[i]
+        acc = self.origin[i].to(device=t.device, dtype=torch.float32, copy=True)
+        for c, d in zip(coeffs, self.directions, strict=True):
+            ci = float(c[i]) if isinstance(c, Sequence) else float(c)
+            if ci != 0.0:
+                acc.add_(d[i].to(t.device, non_blocking=True), alpha=ci)
+        return acc
 
     def current(self) -> dict[str, torch.Tensor]:
         """The live movable tensors by name (views into the model; do not modify)."""

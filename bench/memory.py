@@ -1,22 +1,33 @@
-"""Lean-memory benchmark: peak memory of building a plane through three checkpoints.
+"""Memory benchmark: peak resident memory of opening a path and evaluating a point, against theory.
 
 Three BERT classifiers of about ``params`` parameters with random weights (fp32) are
 streamed to disk as safetensors (tensor by tensor: the writer never holds a model). A
-fresh subprocess then opens ``plane a, b, c`` with :meth:`basin.engine.Landscape.open`
-(a 3 × 3 grid, two short examples) and evaluates one point; it reports its resident set
-before opening (the baseline: torch, transformers and the model's code imported — a tiny
-model of the same class is built first, ~120 MB of code and import-time state) and its
-peak (``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
+fresh subprocess then opens a path through them (``plane m0, m1, m2`` on a 3 × 3 grid, or
+``linear m0 → m1``; two short examples) and evaluates one point; it reports its resident
+set before opening (the baseline: torch, transformers and the model's code imported — a
+tiny model of the same class is built first, ~120 MB of code and import-time state) and
+its peak (``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
 
-``theory`` = live model + origin + two directions = 4 × params × 4 bytes (fp32): the
-floor of any in-memory plane. Target: (peak − baseline) ≤ 1.1 × theory with lazy
-loading (no checkpoint cache: the CLI). ``eager`` repeats it with a
-:class:`basin.checkpoints.CheckpointCache` (whole state dicts resident, as a worker keeps
-them between runs) for comparison.
+Theory = what the path needs: the live model + the basis as held (origin and K directions:
+fp32, or bf16 with ``dtype: bfloat16``, :mod:`basin.holding`) + the fp32 scratch of its
+largest tensor where the mix goes tensor by tensor — bytes counted from the opened
+landscape's own tensors. Modes:
+
+- ``lazy``: the CLI (no checkpoint cache: checkpoints read tensor by tensor).
+  Target: (peak − baseline) ≤ 1.1 × theory.
+- ``worker``: the worker's own :class:`workers.cache.LandscapeCache` with its checkpoint
+  cache bounded by ``cache_bytes`` (``BASIN_WORKER_CACHE_BYTES``). Target: (peak −
+  baseline) ≤ 1.1 × (theory + the bytes the cache holds).
+- ``eager``: an unbounded :class:`basin.checkpoints.CheckpointCache` (whole state dicts
+  resident, as workers kept them before the byte bound) — for comparison.
+
+``python -m bench.memory`` runs the table (see ``--help``); ``python -m bench`` runs the
+default rows.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -33,11 +44,15 @@ logger = logging.getLogger("bench.memory")
 
 TARGET = 1.10
 
+#: a GPU's memory for the largest-model table: 80 GB (decimal; an "80 GB" card has 80 GiB =
+#: 85.9e9 bytes, so ~5.9 GB stay for the CUDA context, activations and the allocator's slack)
+GPU_BYTES = 80e9
+
 _CHILD = r"""
 import json, os, resource, sys
 import torch
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-from basin.checkpoints import CheckpointCache
+from basin.checkpoints import CheckpointCache, state_bytes
 from basin.engine import Landscape
 from basin.resolve import FileResolver
 from basin.spec import parse_spec
@@ -46,22 +61,37 @@ def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-root, mode = sys.argv[1], sys.argv[2]
+root, mode, kind, dtype, cache_bytes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 # the process baseline includes the model's code: import it and build a tiny model of its class first
 from transformers import BertConfig, BertForSequenceClassification
 BertForSequenceClassification(BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
                                          intermediate_size=64))
-spec = parse_spec({"path": {"type": "plane", "a": "m0", "b": "m1", "c": "m2", "resolution": [3, 3]},
-                   "dataset": "data.csv", "max_examples": 2, "max_length": 16, "batch_size": 2,
-                   "device": "cpu", "dtype": "float32"})
+if mode == "worker":
+    from workers.cache import LandscapeCache
+paths = {"plane": {"type": "plane", "a": "m0", "b": "m1", "c": "m2", "resolution": [3, 3]},
+         "linear": {"type": "linear", "a": "m0", "b": "m1", "points": 3}}
+spec = parse_spec({"path": paths[kind], "dataset": "data.csv", "max_examples": 2, "max_length": 16,
+                   "batch_size": 2, "device": "cpu", "dtype": dtype})
 base = rss()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-cache = CheckpointCache(4) if mode == "eager" else None
-land = Landscape.open(spec, FileResolver(root), cache=cache)
-loss = land.evaluate(land.point(4))["loss"]
+cached = 0
+if mode == "worker":
+    lc = LandscapeCache(max_items=2, checkpoint_bytes=cache_bytes)
+    land, _ = lc.get(spec, FileResolver(root))
+else:
+    land = Landscape.open(spec, FileResolver(root), cache=CheckpointCache(4) if mode == "eager" else None)
+loss = land.evaluate(land.point(1))["loss"]
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+if mode == "worker":
+    cached = lc.checkpoints.nbytes
+s = land.space
+live = state_bytes({k: v for k, v in land.model.state_dict().items() if v.is_floating_point()})
+held = state_bytes({str(i): t for i, t in enumerate([*s.origin, *(x for d in s.directions for x in d)])})
+scratch = s._buf.nbytes if s._buf is not None else 0
 print(json.dumps({"baseline": base, "maxrss_before": before, "peak": peak, "loss": loss,
-                  "movable": sum(t.numel() for t in land.space.origin)}))
+                  "movable": sum(t.numel() for t in s.origin), "live_bytes": live, "held_bytes": held,
+                  "scratch_bytes": scratch, "cache_bytes": cached, "held": str(land.held),
+                  "largest": max(t.numel() for t in s.origin)}))
 """
 
 
@@ -72,8 +102,13 @@ def _config(params: float) -> Any:
     layers, vocab = 24, 30522
     h = (-vocab + math.sqrt(vocab**2 + 4 * 12 * layers * params)) / (2 * 12 * layers)
     h = max(64, int(round(h / 64)) * 64)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=h // 64,
-                     intermediate_size=4 * h)
+    cfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=h,
+        num_hidden_layers=layers,
+        num_attention_heads=h // 64,
+        intermediate_size=4 * h,
+    )
     cfg.num_labels = 2
     return cfg
 
@@ -121,47 +156,240 @@ def build(root: Path, params: float) -> dict[str, Any]:
         tok.save_pretrained(d)
         _write_safetensors(d / "model.safetensors", shapes, seed=i)
         logger.info("wrote %s (%.2f GB)", d, 4 * n / 1e9)
-    (root / "data.csv").write_text("text,label\nthe film was fine,LABEL_1\nnot good at all,LABEL_0\n")
+    (root / "data.csv").write_text(
+        "text,label\nthe film was fine,LABEL_1\nnot good at all,LABEL_0\n"
+    )
     info = {"params": n, "hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers}
     stamp.write_text(json.dumps(info))
     return info
 
 
-def measure(root: Path, mode: str, threads: int = 1) -> dict[str, Any]:
+def measure(
+    root: Path,
+    mode: str,
+    threads: int = 1,
+    *,
+    path: str = "plane",
+    dtype: str = "float32",
+    cache_bytes: int = 0,
+) -> dict[str, Any]:
+    """One probe in a fresh subprocess: ``mode`` lazy / worker / eager, ``path`` plane / linear."""
     import os
 
-    env = {**os.environ, "BENCH_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(root), mode], capture_output=True, text=True,
-                         env=env, check=False)
+    env = {
+        **os.environ,
+        "BENCH_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(root), mode, path, dtype, str(int(cache_bytes))],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"memory probe ({mode}) failed: {out.stderr[-2000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def run(root: Path, *, params: float = 500e6, eager_params: float | None = 100e6) -> dict[str, Any]:
-    """Lazy (and, at ``eager_params``, eager for comparison) peak memory of a plane."""
-    out: dict[str, Any] = {"target": TARGET}
-    for mode, size in (("lazy", params), ("eager", eager_params)):
-        if not size:
-            continue
-        info = build(root / f"p{int(size / 1e6)}m", size)
-        got = measure(root / f"p{int(size / 1e6)}m", mode)
-        theory = 4 * 4 * info["params"]
-        used = got["peak"] - got["baseline"]
-        out[mode] = {"params": info["params"], "hidden": info["hidden"], "layers": info["layers"],
-                     "baseline_gb": round(got["baseline"] / 1e9, 3), "peak_gb": round(got["peak"] / 1e9, 3),
-                     "used_gb": round(used / 1e9, 3), "theory_gb": round(theory / 1e9, 3),
-                     "ratio": round(used / theory, 3), "movable": got["movable"]}
-        logger.info("memory %s: %s", mode, out[mode])
-    out["ok"] = "lazy" in out and out["lazy"]["ratio"] <= TARGET
+def row(
+    root: Path,
+    params: float,
+    mode: str,
+    *,
+    path: str = "plane",
+    dtype: str = "float32",
+    cache_bytes: int = 0,
+) -> dict[str, Any]:
+    """One row of the table: the probe plus theory and ratio (see the module docstring)."""
+    info = build(root / f"p{int(params / 1e6)}m", params)
+    got = measure(
+        root / f"p{int(params / 1e6)}m", mode, path=path, dtype=dtype, cache_bytes=cache_bytes
+    )
+    theory = got["live_bytes"] + got["held_bytes"] + got["scratch_bytes"]
+    used = got["peak"] - got["baseline"]
+    against = theory + (got["cache_bytes"] if mode == "worker" else 0)
+    out = {
+        "mode": mode,
+        "path": path,
+        "dtype": dtype,
+        "params": info["params"],
+        "hidden": info["hidden"],
+        "layers": info["layers"],
+        "cache_bound_gb": round(cache_bytes / 1e9, 3) if mode == "worker" else None,
+        "baseline_gb": round(got["baseline"] / 1e9, 3),
+        "peak_gb": round(got["peak"] / 1e9, 3),
+        "used_gb": round(used / 1e9, 3),
+        "theory_gb": round(theory / 1e9, 3),
+        "live_gb": round(got["live_bytes"] / 1e9, 3),
+        "held_gb": round(got["held_bytes"] / 1e9, 3),
+        "scratch_gb": round(got["scratch_bytes"] / 1e9, 3),
+        "cache_gb": round(got["cache_bytes"] / 1e9, 3),
+        "ratio": round(used / against, 3),
+        "used_over_theory": round(used / theory, 3),  # a worker: beyond the path, cache included
+        "movable": got["movable"],
+        "loss": got["loss"],
+    }
+    out["ok"] = mode == "eager" or out["ratio"] <= TARGET
+    logger.info("memory %s %s %s: %s", mode, path, dtype, out)
+    return out
+
+
+#: ``python -m bench``'s default rows: (mode, path, dtype, params, cache bytes or None: the default bound)
+DEFAULT_ROWS: list[tuple[str, str, str, float, float | None]] = [
+    ("lazy", "plane", "float32", 1.0, 0),
+    ("lazy", "plane", "bfloat16", 1.0, 0),
+    ("worker", "plane", "float32", 0.3, None),  # at 0.3 × params all three fit the default bound
+]
+
+
+def run(
+    root: Path,
+    *,
+    params: float = 500e6,
+    eager_params: float | None = None,
+    rows: list[tuple[str, str, str, float, float | None]] | None = None,
+) -> dict[str, Any]:
+    """The table's rows (default :data:`DEFAULT_ROWS`, params × ``params``), and an unbounded
+    ``eager`` row at ``eager_params`` for comparison when given."""
+    from workers.cache import DEFAULT_CACHE_BYTES
+
+    out: dict[str, Any] = {"target": TARGET, "rows": []}
+    for mode, path, dtype, scale, cache in rows or DEFAULT_ROWS:
+        bound = DEFAULT_CACHE_BYTES if cache is None else int(cache)
+        out["rows"].append(
+            row(root, params * scale, mode, path=path, dtype=dtype, cache_bytes=bound)
+        )
+    if eager_params:
+        out["rows"].append(row(root, eager_params, "eager"))
+    out["largest_on_gpu"] = largest_on_gpu(out["rows"])
+    out["ok"] = all(r["ok"] for r in out["rows"])
+    return out
+
+
+#: bytes per parameter on the device, by path and held dtype: the live model + origin + K directions
+#: (K = 1 linear, 2 plane); "before" = the fp32 masters a bf16 model had before (plus its fp32 scratch)
+def bytes_per_param(path: str, held: str, where: str = "device") -> float:
+    k = 1 if path == "linear" else 2
+    if held == "float32":
+        return 4.0 * (2 + k)
+    if held == "bf16 model, fp32 masters (before)":
+        return 2.0 + 4.0 * (1 + k) + 4.0
+    if where == "host":  # the basis streamed from the host: the device holds the live model
+        return 2.0
+    return 2.0 * (2 + k)
+
+
+def largest_on_gpu(
+    rows: list[dict[str, Any]], gpu_bytes: float = GPU_BYTES
+) -> list[dict[str, Any]]:
+    """The largest model whose path fits ``gpu_bytes``: theory (bytes per parameter) and the
+    theory divided by the measured ratio of the same path and dtype (CLI rows), where measured."""
+    measured = {(r["path"], r["dtype"]): r["ratio"] for r in rows if r["mode"] == "lazy"}
+    out = []
+    for path in ("linear", "plane"):
+        for held, where in (
+            ("float32", "device"),
+            ("bf16 model, fp32 masters (before)", "device"),
+            ("bfloat16", "device"),
+            ("bfloat16", "host"),
+        ):
+            bpp = bytes_per_param(path, held, where)
+            ratio = measured.get((path, held)) if where == "device" else None
+            out.append(
+                {
+                    "path": path,
+                    "held": held,
+                    "where": where,
+                    "bytes_per_param": bpp,
+                    "largest_b_params": round(gpu_bytes / bpp / 1e9, 2),
+                    "measured_ratio": ratio,
+                    "largest_b_params_measured": round(gpu_bytes / bpp / ratio / 1e9, 2)
+                    if ratio
+                    else None,
+                }
+            )
     return out
 
 
 def print_table(r: dict) -> None:
-    print("\nlean memory — plane through three checkpoints (random BERT, fp32), peak RSS beyond the baseline")
-    for mode in ("lazy", "eager"):
-        m = r.get(mode)
-        if m:
-            print(f"{mode:<6} {m['params'] / 1e6:>6.0f} M params: {m['used_gb']:.2f} GB used, theory "
-                  f"(model + origin + 2 directions) {m['theory_gb']:.2f} GB, ratio {m['ratio']:.3f}")
-    print(f"target ≤ {r['target']} (lazy) — {'met' if r['ok'] else 'NOT met'}")
+    print(
+        "\nmemory — peak RSS beyond the baseline vs theory (live model + basis as held + fp32 scratch; "
+        "worker: + the checkpoint cache's bytes); random BERT, CPU"
+    )
+    print(
+        f"{'mode':<7}{'path':<7}{'held':<10}{'params':>9}{'cache bound':>12}{'theory GB':>10}{'cache GB':>9}"
+        f"{'used GB':>9}{'ratio':>7}{'used/theory':>12}"
+    )
+    for m in r.get("rows", []):
+        bound = "-" if m["cache_bound_gb"] is None else f"{m['cache_bound_gb']:.2f} GB"
+        print(
+            f"{m['mode']:<7}{m['path']:<7}{m['dtype']:<10}{m['params'] / 1e6:>8.0f}M{bound:>12}"
+            f"{m['theory_gb']:>10.2f}{m['cache_gb']:>9.2f}{m['used_gb']:>9.2f}{m['ratio']:>7.3f}"
+            f"{m.get('used_over_theory', m['used_gb'] / m['theory_gb']):>12.3f}"
+        )
+    print(f"target ≤ {r['target']} (lazy, worker) — {'met' if r['ok'] else 'NOT met'}")
+    if r.get("largest_on_gpu"):
+        print(
+            f"\nlargest model per {GPU_BYTES / 1e9:.0f} GB GPU (bytes per parameter on the device)"
+        )
+        for g in r["largest_on_gpu"]:
+            chk = (
+                f"{g['largest_b_params_measured']:.2f} B at the measured ratio {g['measured_ratio']}"
+                if g["largest_b_params_measured"]
+                else ""
+            )
+            print(
+                f"{g['path']:<7}{g['held'] + (' (held on the host)' if g['where'] == 'host' else ''):<44}"
+                f"{g['bytes_per_param']:>5.0f} B/param  {g['largest_b_params']:>6.2f} B params  {chk}"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.memory``: the memory table (rows of mode × path × dtype at given sizes)."""
+    from bench import workload
+
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.memory", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument(
+        "--params", type=float, default=300e6, help="parameters of the random BERT (default 300e6)"
+    )
+    ap.add_argument("--modes", default="lazy,worker", help="comma-separated: lazy, worker, eager")
+    ap.add_argument("--paths", default="plane,linear")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument(
+        "--cache-bytes",
+        type=float,
+        default=None,
+        help="the worker rows' checkpoint cache bound (default: BASIN_WORKER_CACHE_BYTES's default)",
+    )
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="where the checkpoints are written (default $BASIN_BENCH_CACHE/memory)",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    rows = [
+        (m, p, d, 1.0, args.cache_bytes)
+        for m in args.modes.split(",")
+        for p in args.paths.split(",")
+        for d in args.dtypes.split(",")
+    ]
+    result = run(args.root or workload.default_cache() / "memory", params=args.params, rows=rows)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print_table(result)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import ByteSize, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     lease_seconds: int = 300
     worker_device: str = "auto"
     worker_concurrency: int = 1
+    #: Bytes of checkpoints a worker keeps resident between runs (LRU; ``BASIN_WORKER_CACHE_BYTES``,
+    #: a number or a size such as ``8GiB``); a checkpoint that does not fit is read tensor by tensor.
+    #: 0 = keep none. Default 4 GiB.
+    worker_cache_bytes: ByteSize = ByteSize(4 * 2**30)
     task_queue: str = "basin"
     #: Seconds between the API's reaper passes (re-queue orphaned runs, store ended ones);
     #: 0 = no reaper in this process.

@@ -62,7 +62,9 @@ class WorkerState:
 
         self.client, self.name, self.device = client, name, device
         self.settings, self.heartbeat = settings, heartbeat
-        self.landscapes = LandscapeCache(max_items=2, checkpoints=4)
+        cache_bytes = getattr(settings, "worker_cache_bytes", None)
+        self.landscapes = (LandscapeCache(max_items=2) if cache_bytes is None
+                           else LandscapeCache(max_items=2, checkpoint_bytes=int(cache_bytes)))
 
     def ensure(self) -> None:
         """Set up lazily when the task runs outside a started worker (e.g. ``task.apply``)."""

@@ -24,6 +24,10 @@ def _cos(ab: float, aa: float, bb: float) -> float:
     return ab / math.sqrt(aa * bb) if aa > 0 and bb > 0 else 0.0
 
 
+#: elements per float64 slice (2 MiB a vector)
+_CHUNK = 1 << 18
+
+
 def distances(
     a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str],
     groups: ModelGroups | None = None,
@@ -41,12 +45,18 @@ def distances(
     per_tensor = []
     rows: dict[str, list[float]] = {}
     tot = [0.0, 0.0, 0.0, 0.0]  # ‖Δ‖², ⟨a,b⟩, ‖a‖², ‖b‖²
+    from basin.holding import read_span, shape_of, spans
+
     for n in names:
-        x = a[n].reshape(-1).double()
-        y = b[n].reshape(-1).double()
-        d2 = float(torch.sum((y - x) ** 2))
-        ab, aa, bb = float(x @ y), float(x @ x), float(y @ y)
-        numel = x.numel()
+        numel = math.prod(shape_of(a, n))
+        d2 = ab = aa = bb = 0.0
+        for start, stop in spans(numel):  # a large tensor read a span at a time (basin.holding)
+            xa, ya = read_span(a, n, start, stop), read_span(b, n, start, stop)
+            for s in range(0, stop - start, _CHUNK):  # in float64 a slice at a time
+                x, y = xa[s : s + _CHUNK].double(), ya[s : s + _CHUNK].double()
+                d2 += float(torch.sum((y - x) ** 2))
+                ab, aa, bb = ab + float(x @ y), aa + float(x @ x), bb + float(y @ y)
+            del xa, ya
         per_tensor.append({
             "name": n, "l2": math.sqrt(d2), "scaled": math.sqrt(d2 / max(numel, 1)),
             "cosine": _cos(ab, aa, bb), "numel": numel,

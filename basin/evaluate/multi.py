@@ -91,9 +91,11 @@ class PointStack:
         self.k = len(coeffs)
         per = [[_as_list(c, len(names)) for c in cs] for cs in coeffs]  # point → direction → tensor
         self.params: dict[str, torch.Tensor] = {}
+        # in fp32 on the model's device whatever the basis is held in and where (basin.holding)
+        where = {k: v.device for k, v in model.state_dict(keep_vars=True).items()}
         with torch.no_grad():
             for n, name in enumerate(names):
-                dev = device if device is not None else origin[n].device
+                dev = device if device is not None else where.get(name, origin[n].device)
                 o = origin[n].to(device=dev, dtype=torch.float32)
                 ds = [d[n].to(device=dev, dtype=torch.float32) for d in directions]
                 rows = []

@@ -79,6 +79,7 @@ class TaskVectorMerge(OneD):
 
     #: how each model's task vector is sparsified (None, "magnitude", "random")
     sparsification: str | None = None
+    tensorwise = True  # per tensor; DARE's masks are seeded by the tensor's name
 
     def weights(self) -> list[float]:
         w = self.spec.weights

@@ -108,10 +108,50 @@ class BuildContext:
     #: a reference to a folder artefact that is not a checkpoint (a subspace's projections) →
     #: its local folder; the resolver's ``artefact`` method where it has one, else ``None``
     artefact: Callable[[str], Any] | None = None
+    #: the dtype the basis is *held* in (``None``: :attr:`dtype`, fp32) and where it is held
+    #: (``None``: :attr:`device`); see :meth:`keep` and :mod:`basin.holding`
+    hold: torch.dtype | None = None
+    hold_device: torch.device | None = None
+    pin: bool = False
+    #: held off the live model's device (``BASIN_HOLD=host``): built tensor by tensor even in fp32
+    streamed: bool = False
 
     def out_axis(self, name: str) -> int:
         """Axis of ``name``'s output neurons (0 unless :attr:`out_axes` says otherwise)."""
         return self.out_axes.get(name, 0)
+
+    def keep(self, x: torch.Tensor, name: str = "") -> torch.Tensor:
+        """``x`` (computed in fp32) as it is held: cast to :attr:`hold` on :attr:`hold_device`,
+        in pinned host memory when :attr:`pin`. A float16 hold refuses values it cannot
+        represent (beyond ±65504) rather than holding ``inf``."""
+        from basin.holding import keep
+
+        return keep(x, self.hold or self.dtype, self.hold_device or self.device, pin=self.pin, name=name)
+
+    def held_like(self, shape: Sequence[int]) -> torch.Tensor:
+        """An empty tensor of ``shape`` as the basis is held (dtype, device, pinned)."""
+        import torch
+
+        dev = self.hold_device or self.device
+        return torch.empty(
+            tuple(shape), dtype=self.hold or self.dtype, device=dev, pin_memory=self.pin and dev.type == "cpu"
+        )
+
+    def span(self, ref: str, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``[start, stop)`` of ``ref``'s tensor ``name`` flattened, in the basis dtype on
+        :attr:`device` (a fresh tensor; only that span read from a lazily read checkpoint)."""
+        from basin.holding import read_span
+
+        sd = self.load(ref)
+        x = read_span(sd, name, start, stop)
+        return x.to(device=self.device, dtype=self.dtype, copy=not getattr(sd, "fresh", False))
+
+    def one(self, ref: str, name: str) -> torch.Tensor:
+        """One tensor of ``ref`` in the basis dtype on :attr:`device` (a fresh tensor the caller
+        may overwrite; read from disk alone when the checkpoint is read lazily)."""
+        sd = self.load(ref)
+        # a lazy state dict reads a fresh tensor per access: no second copy needed
+        return sd[name].to(device=self.device, dtype=self.dtype, copy=not getattr(sd, "fresh", False))
 
     def tensors(self, ref: str) -> Tensors:
         sd = self.load(ref)
@@ -169,21 +209,95 @@ def plane_basis(origin: Tensors, b: Tensors, c: Tensors, what: str = "plane") ->
 
     u = sub_(b, origin)
     xb = norm(u)
-    if xb == 0.0:
-        raise DegeneratePlane(f"{what}: the first two checkpoints are identical; no plane through them")
+    check_plane(what, xb)
     torch._foreach_div_(u, xb)
     v = sub_(c, origin)
     vnorm = norm(v)
     xc = dot(v, u)
     torch._foreach_add_(v, u, alpha=-xc)
     yc = norm(v)
-    if vnorm == 0.0 or yc <= 1e-4 * max(vnorm, xb):
+    check_plane(what, xb, vnorm, yc)
+    torch._foreach_div_(v, yc)
+    return u, v, xb, xc, yc
+
+
+def check_plane(what: str, xb: float, vnorm: float | None = None, yc: float | None = None) -> None:
+    """:class:`DegeneratePlane` when B equals A (``xb`` 0) or C is (nearly) on the line A–B."""
+    if xb == 0.0:
+        raise DegeneratePlane(f"{what}: the first two checkpoints are identical; no plane through them")
+    if vnorm is not None and yc is not None and (vnorm == 0.0 or yc <= 1e-4 * max(vnorm, xb)):
         raise DegeneratePlane(
             f"{what}: the three checkpoints are (nearly) collinear (off-line distance {yc:.3g} "
             f"vs spacing {xb:.3g}); pick a third checkpoint off the line through the first two"
         )
-    torch._foreach_div_(v, yc)
-    return u, v, xb, xc, yc
+
+
+def plane_basis_held(ctx: BuildContext, a: str, b: str, c: str, what: str = "plane") -> tuple[Tensors, Tensors, Tensors, float, float, float]:
+    """:func:`plane_basis` through checkpoints ``a``, ``b``, ``c`` one tensor at a time, each
+    result kept as held (:meth:`BuildContext.keep`): ``(origin, e1, e2, xb, xc, yc)``.
+
+    Four passes over the tensors, each reading one tensor of each checkpoint at a time (fp32;
+    a tensor over :data:`basin.holding.SPAN` elements a flat span at a time):
+    ‖θB − θA‖; ‖θC − θA‖ and ⟨θC − θA, e1⟩; the norm of the Gram–Schmidt residual; then θA,
+    e1, e2 kept. The same operations per tensor as :func:`plane_basis` (the same numbers
+    before the cast), with never more than a few fp32 tensors beside what is held.
+    """
+    import torch
+
+    from basin.holding import put, shape_of, spans
+
+    def diffs(n: str, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        o = ctx.span(a, n, s, e)
+        return o, ctx.span(b, n, s, e).sub_(o), ctx.span(c, n, s, e).sub_(o)
+
+    def fdot(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float(torch.dot(x.reshape(-1).float(), y.reshape(-1).float()))
+
+    shapes = {n: shape_of(ctx.load(a), n) for n in ctx.names}
+    cuts = {n: spans(math.prod(shapes[n])) for n in ctx.names}  # one span unless the tensor is large
+    uu = []
+    for n in ctx.names:  # pass 1: ‖θB − θA‖
+        for s, e in cuts[n]:
+            o = ctx.span(a, n, s, e)
+            u = ctx.span(b, n, s, e).sub_(o)
+            uu.append(fdot(u, u))
+    xb = math.sqrt(math.fsum(uu))
+    check_plane(what, xb)
+    vv, ve = [], []
+    for n in ctx.names:  # pass 2: ‖θC − θA‖ and xc = ⟨θC − θA, e1⟩
+        for s, e in cuts[n]:
+            _, u, v = diffs(n, s, e)
+            vv.append(fdot(v, v))
+            ve.append(fdot(v, u.div_(xb)))
+    vnorm = math.sqrt(math.fsum(vv))
+    xc = math.fsum(ve)
+    rr = []
+    for n in ctx.names:  # pass 3: the Gram–Schmidt residual's norm yc
+        for s, e in cuts[n]:
+            _, u, v = diffs(n, s, e)
+            v.add_(u.div_(xb), alpha=-xc)  # the residual of θC − θA against e1
+            rr.append(fdot(v, v))
+    yc = math.sqrt(math.fsum(rr))
+    check_plane(what, xb, vnorm, yc)
+    origin, e1, e2 = [], [], []
+    for n in ctx.names:  # pass 4: keep θA, e1, e2 (each fp32 span dropped once kept)
+        shape = shapes[n]
+        if len(cuts[n]) > 1:
+            held = [ctx.held_like(shape) for _ in range(3)]
+        for s, e in cuts[n]:
+            o, u, v = diffs(n, s, e)
+            u.div_(xb)
+            v.add_(u, alpha=-xc).div_(yc)
+            if len(cuts[n]) == 1:
+                held = [ctx.keep(x.view(shape), n) for x in (o, u, v)]
+            else:
+                for dst, x in zip(held, (o, u, v), strict=True):
+                    put(dst, s, e, x, ctx, n)
+            del o, u, v
+        origin.append(held[0])
+        e1.append(held[1])
+        e2.append(held[2])
+    return origin, e1, e2, xb, xc, yc
 
 
 def box_axes(points: Sequence[tuple[float, float]], margin: float, resolution: Sequence[int]) -> list[list[float]]:
@@ -248,6 +362,13 @@ class PathType(ABC):
     equal_axes: ClassVar[bool] = False
     #: a plane whose anchors bound a region (a simplex): the figures join them in a closed outline
     outline: ClassVar[bool] = False
+    #: :meth:`build` treats every tensor on its own (no norm, draw or fit across tensors), so
+    #: building it over any subset of ``BuildContext.names`` gives those tensors' share of the
+    #: basis: low-precision holding builds it a chunk of tensors at a time (:mod:`basin.holding`)
+    tensorwise: ClassVar[bool] = False
+    #: moreover each *element* on its own (sums and differences of checkpoints only): a large
+    #: tensor is built a flat span at a time
+    elementwise: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -325,6 +446,13 @@ class PathType(ABC):
     @abstractmethod
     def build(self, ctx: BuildContext) -> Built:
         """Compute the basis (origin, directions), grid axes and anchors once."""
+
+    def build_held(self, ctx: BuildContext) -> Built | None:
+        """The basis built tensor by tensor and held as :meth:`BuildContext.keep` holds it
+        (low precision, or on the host), equal to :meth:`build`'s cast tensor by tensor;
+        ``None`` when the path has no such build (a tensorwise path is chunked instead, any
+        other one is built whole in fp32 on the host and then cast)."""
+        return None
 
     @abstractmethod
     def coeffs(self, coords: dict[str, float]) -> Sequence[Coeff]:

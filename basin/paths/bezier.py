@@ -40,6 +40,8 @@ class Bezier(OneD):
     help = "φ(t) = (1−t)²θA + 2t(1−t)θC + t²θB (control point θC)"
     slots = (("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Control point θC"))
     order = 20
+    tensorwise = True
+    elementwise = True
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)

@@ -36,6 +36,8 @@ class Linear(OneD):
     help = "θ(α) = (1−α)·θA + α·θB"
     slots = (("a", "Checkpoint A (α = 0)"), ("b", "Checkpoint B (α = 1)"))
     order = 10
+    tensorwise = True
+    elementwise = True
 
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)

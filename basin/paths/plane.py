@@ -18,10 +18,12 @@ from basin.paths.base import (
     Built,
     FrozenModel,
     Resolution,
+    Tensors,
     TwoD,
     box_axes,
     distinct_refs,
     plane_basis,
+    plane_basis_held,
 )
 
 
@@ -59,6 +61,12 @@ class Plane(TwoD):
     def build(self, ctx: BuildContext) -> Built:
         a = ctx.tensors(self.spec.a)
         e1, e2, xb, xc, yc = plane_basis(a, ctx.copy(self.spec.b), ctx.copy(self.spec.c))
+        return self._built(a, e1, e2, xb, xc, yc)
+
+    def build_held(self, ctx: BuildContext) -> Built:
+        return self._built(*plane_basis_held(ctx, self.spec.a, self.spec.b, self.spec.c))
+
+    def _built(self, a: Tensors, e1: Tensors, e2: Tensors, xb: float, xc: float, yc: float) -> Built:
         pts = {self.spec.a: (0.0, 0.0), self.spec.b: (xb, 0.0), self.spec.c: (xc, yc)}
         anchors = [Anchor(k, {"x": x, "y": y}) for k, (x, y) in pts.items()]
         axes = box_axes(list(pts.values()), self.spec.margin, self.spec.resolution)

@@ -42,6 +42,8 @@ class Polychain(OneD):
     help = "A → C → B, linear in each half"
     slots = (("a", "Checkpoint A (t = 0)"), ("b", "Checkpoint B (t = 1)"), ("control", "Bend θC"))
     order = 30
+    tensorwise = True
+    elementwise = True
 
     def validate(self) -> None:
         lo, hi = self.spec.range

@@ -80,6 +80,18 @@ class RandomPlane(TwoD):
         return {"type": self.type, "seed": s.seed, "normalization": s.normalization, "ignore": s.ignore}
 
     def build(self, ctx: BuildContext) -> Built:
+        dirs = self._draw(ctx, lambda d, _n: d)
+        return self._built(ctx.tensors(self.spec.center),
+                           [[dk[n].to(device=ctx.device, dtype=ctx.dtype) for n in ctx.names] for dk in dirs])
+
+    def build_held(self, ctx: BuildContext) -> Built:
+        """Each drawn direction kept as held as soon as it is normalised (the same draws)."""
+        dirs = self._draw(ctx, ctx.keep)
+        origin = [ctx.keep(ctx.one(self.spec.center, n), n) for n in ctx.names]
+        return self._built(origin, [[dk[n] for n in ctx.names] for dk in dirs])
+
+    def _draw(self, ctx: BuildContext, keep: Any) -> list[dict[str, torch.Tensor]]:
+        """d1, d2 by name, each tensor passed through ``keep(d, name)`` once drawn and normalised."""
         import torch
 
         sd = ctx.load(self.spec.center)
@@ -93,12 +105,14 @@ class RandomPlane(TwoD):
                     d = d.zero_() if self.spec.ignore == "biasbn" else w.detach().float().clone()
                 else:
                     _normalise_(d, w, self.spec.normalization, ctx.out_axis(name))
-                drawn[k][name] = d
-        dirs = [[dk[n].to(device=ctx.device, dtype=ctx.dtype) for n in ctx.names] for dk in drawn]
+                drawn[k][name] = keep(d, name)
+        return drawn
+
+    def _built(self, origin: list[torch.Tensor], dirs: list[list[torch.Tensor]]) -> Built:
         (x0, x1), (y0, y1) = self.spec.range
         nx, ny = self.spec.resolution
         return Built(
-            origin=ctx.tensors(self.spec.center),
+            origin=origin,
             directions=dirs,
             axes=[linspace(x0, x1, nx), linspace(y0, y1, ny)],
             anchors=[Anchor(self.spec.center, {"x": 0.0, "y": 0.0})],

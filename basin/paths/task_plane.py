@@ -50,6 +50,8 @@ class TaskPlane(TwoD):
     slots = (("origin", "Origin θ0 (pre-trained)"), ("a", "Checkpoint A (α axis)"),
              ("b", "Checkpoint B (β axis)"))
     order = 50
+    tensorwise = True
+    elementwise = True
 
     def build(self, ctx: BuildContext) -> Built:
         o = ctx.tensors(self.spec.origin)

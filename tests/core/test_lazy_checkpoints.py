@@ -96,3 +96,7 @@ def test_building_a_plane_holds_no_whole_endpoint(tmp_path):
     assert (lazy["peak"] - lazy["baseline"]) <= 1.1 * theory, (lazy, theory)
     eager = memory.measure(tmp_path / "m", "eager")
     assert (eager["peak"] - eager["baseline"]) > 1.3 * theory, (eager, theory)
+    # a worker's cache bounded by bytes (room for all three here): beyond what it holds, no more than the CLI
+    worker = memory.measure(tmp_path / "m", "worker", cache_bytes=4 * theory)
+    assert worker["cache_bytes"] == pytest.approx(0.75 * theory, rel=0.01)  # the three stayed resident
+    assert (worker["peak"] - worker["baseline"]) <= 1.1 * (theory + worker["cache_bytes"]), (worker, theory)
