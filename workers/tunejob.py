@@ -136,7 +136,8 @@ class Registrar:
 def execute_tune(ref: str, ms: MemberState, state: Any) -> dict:
     """Train member ``ref`` (``<id>.<i>``), store its checkpoints, end it."""
     from basin.errors import InvalidSpec
-    from basin.tune import TuneSpec, members, train_member
+    from basin.tune import TuneSpec, members
+    from basin.tune.train import train_member
     from service.jobs.limits import JobLimits
     from service.store import Store
     from workers.tasks import _hook
