@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from basin.data import read_rows, subsample
+from basin.tune.cartography import read_map
 from service.store import Store
 from tests.stack import running_stack
 
@@ -121,6 +123,25 @@ def test_a_family_trains_on_two_workers_and_a_killed_members_worker_is_requeued_
         "path": {"type": "trajectory", "checkpoints": {"tags": {"tune": tune_id, "seed": 0}}},
         "dataset": "eval.csv", "max_examples": 16})
     assert bad.status_code == 422 and "match two checkpoints at step" in bad.text
+
+    # a run between two members' finals: its forgetting table joined with θA's cartography
+    fa, fb = members[0]["final"], members[1]["final"]
+    line = tstack.request("POST", "/api/runs", json={
+        "path": {"type": "linear", "a": fa, "b": fb, "points": 5}, "dataset": "eval.csv", "max_examples": 32,
+        "batch_size": 32, "per_example": True})
+    assert line.status_code == 201, line.text
+    assert tstack.wait_run(line.json()["id"])["status"] == "done"
+    joined = tstack.request("GET", f"/api/runs/{line.json()['id']}/cartography").json()
+    assert joined["checkpoint"] == fa and joined["role"] == "a" and joined["examples"] > 0
+    carto = {c["row"]: c for c in read_map(tstack.store / "checkpoints" / fa / "cartography.csv")}
+    _, file = read_rows(Store(tstack.store).resolver().dataset("eval.csv"))
+    evaluated = subsample(len(file), 32, 0)  # the run's examples, as rows of the file
+    forgetting = tstack.request("GET", f"/api/runs/{line.json()['id']}/forgetting").json()["rows"]
+    want = [evaluated[r["index"]] for r in forgetting if evaluated[r["index"]] in carto]
+    assert [r["file_row"] for r in joined["rows"]] == want and joined["matched"] == len(want) > 0
+    for row in joined["rows"]:
+        assert row["confidence"] == carto[row["file_row"]]["confidence"]
+        assert row["variability"] == carto[row["file_row"]]["variability"]
 
     listed = {t["id"]: t for t in tstack.request("GET", "/api/tunes").json()}
     assert listed[tune_id]["done_members"] == 4 and listed[tune_id]["status"] == "done"
