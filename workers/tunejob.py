@@ -59,8 +59,17 @@ class Registrar:
     seed; PEFT checkpoints are stored on it (else on the base). The final checkpoint waits
     for the held-out metrics and the cartography (:meth:`finish`)."""
 
-    def __init__(self, store: Any, ms: MemberState, *, member: dict[str, Any], base: str, tune_id: str,
-                 quota: int | None, dataset: str = "") -> None:
+    def __init__(
+        self,
+        store: Any,
+        ms: MemberState,
+        *,
+        member: dict[str, Any],
+        base: str,
+        tune_id: str,
+        quota: int | None,
+        dataset: str = "",
+    ) -> None:
         self.store, self.ms, self.dataset = store, ms, dataset
         self.member, self.base = member, base
         self.tune_id, self.quota = tune_id, quota
@@ -93,21 +102,31 @@ class Registrar:
         free = self.store.free_bytes(self.quota)
         need = _dir_size(Path(path))
         if free is not None and need > free:
-            raise QuotaExceeded(f"checkpoint {name!r} needs {need:,} bytes but the store has {free:,} left under "
-                                "its quota (BASIN_MAX_STORE_BYTES); the member stopped there")
+            raise QuotaExceeded(
+                f"checkpoint {name!r} needs {need:,} bytes but the store has {free:,} left under "
+                "its quota (BASIN_MAX_STORE_BYTES); the member stopped there"
+            )
         kw: dict[str, Any] = {"base": self.base} if is_adapter_dir(Path(path)) else {}
-        added = self.store.import_checkpoint(Path(path), name=name, tags=tags, mode="copy" if copy else "move",
-                                             **kw)
+        added = self.store.import_checkpoint(
+            Path(path), name=name, tags=tags, mode="copy" if copy else "move", **kw
+        )
         return str(added.manifest["id"])
 
     def save(self, step: int, path: Any, tags: dict[str, Any] | None) -> None:
         """``on_save``: θ0 and the intermediate checkpoints go into the store now."""
         path, tags = Path(path), dict(tags or {})
         if tags.get("method") == "init":  # θ0 of a seed: not this member's alone
-            name = checkpoint_name(self.tune_id, f"{self.member['tags'].get('family', 'family')}-init-s{tags.get('seed')}",
-                                   0)
-            init_tags = {**{k: _tag_value(v) for k, v in tags.items()}, "tune": self.tune_id,
-                         "trained_on": self.dataset, "role": "tune init (θ0: the base with a seeded head)"}
+            name = checkpoint_name(
+                self.tune_id,
+                f"{self.member['tags'].get('family', 'family')}-init-s{tags.get('seed')}",
+                0,
+            )
+            init_tags = {
+                **{k: _tag_value(v) for k, v in tags.items()},
+                "tune": self.tune_id,
+                "trained_on": self.dataset,
+                "role": "tune init (θ0: the base with a seeded head)",
+            }
             self.base = self.put(path, name, init_tags, copy=True)
             self.saved.append({"step": 0, "id": self.base, "init": True})
         elif path.name == "final":
@@ -126,7 +145,9 @@ class Registrar:
         step, path, tags = self.final
         if cartography is not None and Path(cartography).is_file():
             shutil.copyfile(cartography, path / CARTOGRAPHY_FILE)
-        extra = {f"heldout_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+        extra = {
+            f"heldout_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v == v
+        }
         name = checkpoint_name(self.tune_id, str(self.member["name"]), None)
         ident = self.put(path, name, {**self.tags(step, {**tags, **extra}), "final": True})
         self.saved.append({"step": step, "id": ident, "final": True})
@@ -144,8 +165,10 @@ def execute_tune(ref: str, ms: MemberState, state: Any) -> dict:
 
     settings = state.settings
     if (getattr(settings, "api_url", "") or "").strip():
-        raise InvalidSpec("this worker has no shared store (BASIN_API_URL is set): a tune job writes its "
-                          "checkpoints into the store, so it needs a worker on the API's store")
+        raise InvalidSpec(
+            "this worker has no shared store (BASIN_API_URL is set): a tune job writes its "
+            "checkpoints into the store, so it needs a worker on the API's store"
+        )
     r = ms.r
     fam = r.hgetall(TUNE.hash_key(ms.tune_id))
     spec = TuneSpec.model_validate(json.loads(fam["spec"]))
@@ -155,8 +178,15 @@ def execute_tune(ref: str, ms: MemberState, state: Any) -> dict:
     member = next(m for m in members(spec) if m.index == ms.index)
     store = Store(settings.store)
     limits = JobLimits.from_settings(settings)
-    reg = Registrar(store, ms, member=mine, base=str(spec.base), tune_id=ms.tune_id, quota=limits.store_bytes,
-                    dataset=str(spec.dataset))
+    reg = Registrar(
+        store,
+        ms,
+        member=mine,
+        base=str(spec.base),
+        tune_id=ms.tune_id,
+        quota=limits.store_bytes,
+        dataset=str(spec.dataset),
+    )
     hook = _hook()
     total = int(spec.steps)
     t0 = time.monotonic()
@@ -172,23 +202,39 @@ def execute_tune(ref: str, ms: MemberState, state: Any) -> dict:
 
     with store.workspace() as ws:
         try:
-            result = train_member(spec, member, store.resolver(), ws, on_step=on_step, on_save=reg.save,
-                                  should_stop=should_stop)
+            result = train_member(
+                spec,
+                member,
+                store.resolver(),
+                ws,
+                on_step=on_step,
+                on_save=reg.save,
+                should_stop=should_stop,
+            )
             if result.status != DONE or ms.timed_out or not ms.holds():
                 if ms.timed_out:
-                    msg = time_limit_message("tune job's member", ms.limit_s, len(result.losses), total)
+                    msg = time_limit_message(
+                        "tune job's member", ms.limit_s, len(result.losses), total
+                    )
                     ms.end(FAILED, msg)
                     return {"tune": ref, "status": FAILED, "error": msg}
                 if not ms.holds():  # re-queued or failed under this worker: store nothing more
                     return {"tune": ref, "status": r.hget(ms.k.hash, "status") or "gone"}
                 ms.end(CANCELLED, checkpoints=reg.saved)
                 return {"tune": ref, "status": CANCELLED}
-            metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and v == v}
+            metrics = {
+                k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and v == v
+            }
             final = reg.finish(metrics, result.cartography)
         except Superseded:
             return {"tune": ref, "status": "superseded"}
-    out = ms.end(DONE, final=final, metrics=metrics, checkpoints=reg.saved,
-                 cartography=final if result.cartography is not None else "")
+    out = ms.end(
+        DONE,
+        final=final,
+        metrics=metrics,
+        checkpoints=reg.saved,
+        cartography=final if result.cartography is not None else "",
+    )
     logger.info("tune %s done (%s): final %s, %s", ref, out, final[:12], metrics)
     return {"tune": ref, "status": DONE if out == "ok" else out, "final": final}
 

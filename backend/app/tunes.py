@@ -18,15 +18,18 @@ from service.store import Store
 CARTOGRAPHY_FILE = "cartography.csv"
 
 
-def resolve_tune_spec(body: Any, store: Store, *, names: dict[str, str] | None = None,
-                      limits: JobLimits | None = None) -> Any:
+def resolve_tune_spec(
+    body: Any, store: Store, *, names: dict[str, str] | None = None, limits: JobLimits | None = None
+) -> Any:
     """Parse ``body`` as a :class:`basin.tune.TuneSpec`, check it against the server's job
     ``limits`` (before any file is read), rewrite its references (base, tokenizer,
     datasets) to store ids and check them; ``names`` gets store id → the item's name."""
     from basin.tune import parse_tune_spec
 
     if not isinstance(body, dict):
-        raise InvalidSpec("invalid tune spec: the body must be a JSON object (a TuneSpec: base, dataset, ...)")
+        raise InvalidSpec(
+            "invalid tune spec: the body must be a JSON object (a TuneSpec: base, dataset, ...)"
+        )
     spec = parse_tune_spec(body)
     over = TUNE.check(spec, limits or JobLimits(), None, {})
     if over:
@@ -51,8 +54,10 @@ def resolve_tune_spec(body: Any, store: Store, *, names: dict[str, str] | None =
             update["tokenizer"] = ckpt(spec.tokenizer)
     base = store.get_checkpoint(update["base"])
     if base.get("adapter"):
-        raise InvalidSpec(f"invalid tune spec: base {spec.base!r} is an adapter; tune its base checkpoint "
-                          f"({base.get('base_name') or base.get('base')!r}) instead")
+        raise InvalidSpec(
+            f"invalid tune spec: base {spec.base!r} is an adapter; tune its base checkpoint "
+            f"({base.get('base_name') or base.get('base')!r}) instead"
+        )
     return parse_tune_spec({**spec.model_dump(mode="json"), **update})
 
 
@@ -87,7 +92,9 @@ def read_cartography(store: Store, ref: str) -> tuple[dict[str, Any], list[dict[
     return m, read_map(path)
 
 
-def cartography_join(forgetting: dict[str, Any], carto: list[dict[str, Any]], file_rows: list[int]) -> list[dict[str, Any]]:
+def cartography_join(
+    forgetting: dict[str, Any], carto: list[dict[str, Any]], file_rows: list[int]
+) -> list[dict[str, Any]]:
     """The forgetting table's rows joined with a cartography table by the training file's row:
     forgetting row ``index`` i is the run's i-th evaluated example, file row ``file_rows[i]``
     (the run's subsample of the same file the member trained on). Each joined row gets that
@@ -103,9 +110,22 @@ def cartography_join(forgetting: dict[str, Any], carto: list[dict[str, Any]], fi
         c = by_row.get(file_rows[i])
         if c is None:
             continue
-        out.append({**row, "file_row": file_rows[i], "confidence": c["confidence"],
-                    "variability": c["variability"], "correctness": c["correctness"]})
+        out.append(
+            {
+                **row,
+                "file_row": file_rows[i],
+                "confidence": c["confidence"],
+                "variability": c["variability"],
+                "correctness": c["correctness"],
+            }
+        )
     return out
 
 
-__all__ = ["CARTOGRAPHY_FILE", "cartography_join", "parse_body", "read_cartography", "resolve_tune_spec"]
+__all__ = [
+    "CARTOGRAPHY_FILE",
+    "cartography_join",
+    "parse_body",
+    "read_cartography",
+    "resolve_tune_spec",
+]

@@ -82,8 +82,18 @@ MAX_LOSSES = 500
 #: Members of one family when the settings say nothing (``BASIN_MAX_TUNE_MEMBERS``).
 DEFAULT_MAX_MEMBERS = 64
 #: The hash fields a tunes list reads.
-LIST_FIELDS = ("spec", "names", "status", "created", "finished", "error", "members", "total",
-               "ended_members", "done_members")
+LIST_FIELDS = (
+    "spec",
+    "names",
+    "status",
+    "created",
+    "finished",
+    "error",
+    "members",
+    "total",
+    "ended_members",
+    "done_members",
+)
 
 
 class TuneNotFound(JobNotFound):
@@ -188,7 +198,9 @@ class TuneKind(WorkerJobKind):
     # -- creation ------------------------------------------------------------------------------
     def check(self, spec: Any, limits: JobLimits, store: Any, names: dict[str, str]) -> list[str]:
         caps = Caps()
-        caps.cap("steps:", int(_g(spec, "steps", 0) or 0), limits.train_steps, "BASIN_MAX_TRAIN_STEPS")
+        caps.cap(
+            "steps:", int(_g(spec, "steps", 0) or 0), limits.train_steps, "BASIN_MAX_TRAIN_STEPS"
+        )
         over_data_limits(
             caps,
             limits,
@@ -206,8 +218,10 @@ class TuneKind(WorkerJobKind):
             )
         name = str(_g(spec, "name") or "")
         if len(name) > limits.name_length:
-            out.append(f"name: {len(name)} characters is over this server's limit of {limits.name_length} "
-                       "(BASIN_MAX_NAME_LENGTH)")
+            out.append(
+                f"name: {len(name)} characters is over this server's limit of {limits.name_length} "
+                "(BASIN_MAX_NAME_LENGTH)"
+            )
         if store is not None and limits.store_bytes is not None:
             need, free = family_bytes(spec, store, members), store.free_bytes(limits.store_bytes)
             if free is not None and need > free:
@@ -233,7 +247,13 @@ class TuneKind(WorkerJobKind):
         for m in member_dicts(spec):
             pipe.hset(
                 self.member_keys(job_id, m["index"]).hash,
-                mapping={"spec": json.dumps(m), "status": QUEUED, "attempt": "1", "step": 0, "total": steps},
+                mapping={
+                    "spec": json.dumps(m),
+                    "status": QUEUED,
+                    "attempt": "1",
+                    "step": 0,
+                    "total": steps,
+                },
             )
 
     def send(self, r: redis.Redis, redis_url: str, queue: str, job_id: str) -> None:
@@ -296,8 +316,10 @@ class TuneKind(WorkerJobKind):
         self.prune(r)
         held = self.holder(ctx.alive)
         for tune_id in cast("list[str]", r.zrange(self.active_key, 0, -1)):
-            status, n_s, limit = cast("list[str | None]",
-                                      r.hmget(self.hash_key(tune_id), ["status", "members", "time_limit_s"]))
+            status, n_s, limit = cast(
+                "list[str | None]",
+                r.hmget(self.hash_key(tune_id), ["status", "members", "time_limit_s"]),
+            )
             if status is None:
                 r.zrem(self.active_key, tune_id)
                 out.forgotten.append(tune_id)
@@ -307,21 +329,43 @@ class TuneKind(WorkerJobKind):
                 mk = self.member_keys(tune_id, i)
                 ref = member_ref(tune_id, i)
                 mstatus, step, total, worker = cast(
-                    "list[str | None]", r.hmget(mk.hash, ["status", "step", "total", "worker"]))
+                    "list[str | None]", r.hmget(mk.hash, ["status", "step", "total", "worker"])
+                )
                 if mstatus != RUNNING:
                     continue
                 h = {"step": step, "total": total, "time_limit_s": limit}
-                over = r.eval(script("job_overdue"), 1, mk.hash, repr(float(ctx.grace_s)), repr(time.time()),
-                              self.overdue_message(h))
+                over = r.eval(
+                    script("job_overdue"),
+                    1,
+                    mk.hash,
+                    repr(float(ctx.grace_s)),
+                    repr(time.time()),
+                    self.overdue_message(h),
+                )
                 if over == "failed" or ref in held:
                     continue
-                msg = (f"member {i}: its worker died {MAX_ATTEMPTS} times (last {worker}, at step {step} of "
-                       f"{total}); not tried again — a member that kills its worker would kill the next one too")
-                got = r.eval(script("tune_requeue"), 2, mk.hash, mk.log, repr(float(ctx.grace_s)),
-                             str(MAX_ATTEMPTS), msg, repr(time.time()))
+                msg = (
+                    f"member {i}: its worker died {MAX_ATTEMPTS} times (last {worker}, at step {step} of "
+                    f"{total}); not tried again — a member that kills its worker would kill the next one too"
+                )
+                got = r.eval(
+                    script("tune_requeue"),
+                    2,
+                    mk.hash,
+                    mk.log,
+                    repr(float(ctx.grace_s)),
+                    str(MAX_ATTEMPTS),
+                    msg,
+                    repr(time.time()),
+                )
                 if got == "requeued":
-                    logger.warning("tune %s member %d: worker %s gave no sign of life for %.0f s; re-queued",
-                                   tune_id, i, worker, ctx.grace_s)
+                    logger.warning(
+                        "tune %s member %d: worker %s gave no sign of life for %.0f s; re-queued",
+                        tune_id,
+                        i,
+                        worker,
+                        ctx.grace_s,
+                    )
                     if ctx.send_job is not None:
                         from service.tasks import JOB_TASK
 
@@ -340,8 +384,12 @@ class TuneKind(WorkerJobKind):
         return out
 
     def overdue_message(self, h: dict[str, Any]) -> str:
-        return time_limit_message("tune job's member", float(h.get("time_limit_s") or 0),
-                                  int(h.get("step") or 0), int(h.get("total") or 0))
+        return time_limit_message(
+            "tune job's member",
+            float(h.get("time_limit_s") or 0),
+            int(h.get("step") or 0),
+            int(h.get("total") or 0),
+        )
 
 
 TUNE = register(TuneKind())
@@ -362,8 +410,16 @@ def create_tune(
 ) -> str:
     """Check the family against ``limits`` (:meth:`TuneKind.check`), store it queued with one
     hash per member and send one task per member; returns its id."""
-    return create_job(r, TUNE, spec, limits=limits or JobLimits(), redis_url=redis_url, queue=queue,
-                      names=names, store=store)
+    return create_job(
+        r,
+        TUNE,
+        spec,
+        limits=limits or JobLimits(),
+        redis_url=redis_url,
+        queue=queue,
+        names=names,
+        store=store,
+    )
 
 
 def _member_detail(r: redis.Redis, tune_id: str, i: int, now: float) -> dict[str, Any]:
@@ -372,7 +428,11 @@ def _member_detail(r: redis.Redis, tune_id: str, i: int, now: float) -> dict[str
     m = json.loads(h.get("spec") or "{}")
     step, total = int(h.get("step") or 0), int(h.get("total") or 0)
     started = _f(h.get("started"))
-    rate = step / (now - started) if h.get("status") == RUNNING and started and now > started and step else None
+    rate = (
+        step / (now - started)
+        if h.get("status") == RUNNING and started and now > started and step
+        else None
+    )
     return {
         "index": i,
         "ref": member_ref(tune_id, i),
@@ -458,7 +518,7 @@ class MemberState(JobState):
         out = super().start(worker)
         if out == "ok":
             self.worker = worker
-            attempt, = cast("list[str | None]", self.r.hmget(self.k.hash, ["attempt"]))
+            (attempt,) = cast("list[str | None]", self.r.hmget(self.k.hash, ["attempt"]))
             self.attempt = attempt or "1"
             limit, stride = self.r.hmget(self.family, ["time_limit_s", "stride"])
             self.limit_s, self._stride = float(limit or 0.0), int(stride or 1)
@@ -471,9 +531,15 @@ class MemberState(JobState):
         entry = None
         total = int(self.r.hget(self.k.hash, "total") or 0)
         if step % self._stride == 0 or step >= total:
-            entry = {"step": step, "loss": sum(self._window) / len(self._window), "examples": examples}
+            entry = {
+                "step": step,
+                "loss": sum(self._window) / len(self._window),
+                "examples": examples,
+            }
             self._window = []
-        self.progress(step, entry, examples=examples, eta_s=repr(eta_s) if eta_s is not None else "")
+        self.progress(
+            step, entry, examples=examples, eta_s=repr(eta_s) if eta_s is not None else ""
+        )
 
     def should_stop(self) -> bool:
         if super().should_stop():
@@ -491,8 +557,19 @@ class MemberState(JobState):
         flat: list[str] = []
         for k, v in fields.items():
             flat += [k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)]
-        out = str(self.r.eval(script("tune_member_end"), 1, self.k.hash, status, repr(time.time()), error,
-                              self.worker, self.attempt, *flat))
+        out = str(
+            self.r.eval(
+                script("tune_member_end"),
+                1,
+                self.k.hash,
+                status,
+                repr(time.time()),
+                error,
+                self.worker,
+                self.attempt,
+                *flat,
+            )
+        )
         TUNE.settle(self.r, self.tune_id)
         return out
 

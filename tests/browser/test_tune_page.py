@@ -16,7 +16,9 @@ LOSS_POINTS = """() => { const g = document.querySelector('#tune-loss .js-plotly
   return g && g.data && g.data.length ? g.data[0].x.length : -1; }"""
 
 
-def test_a_family_from_the_form_shows_its_loss_live_then_each_members_accuracy(stack, store_family, page):
+def test_a_family_from_the_form_shows_its_loss_live_then_each_members_accuracy(
+    stack, store_family, page
+):
     hold = stack.seam.hold("any", 3)  # the first member stops before its step 3 is recorded
     try:
         page.goto(stack.base_url + "/tunes")
@@ -33,7 +35,9 @@ def test_a_family_from_the_form_shows_its_loss_live_then_each_members_accuracy(s
         assert page.locator("#tune-status").inner_text() == "running"
         assert "0 of 2 members done" in page.locator("#tune-progress").inner_text()
         assert page.locator("#tune-members tr[data-status=running]").count() == 1
-        assert page.locator("#tune-members tr[data-status=queued]").count() == 1  # one worker: it waits
+        assert (
+            page.locator("#tune-members tr[data-status=queued]").count() == 1
+        )  # one worker: it waits
     finally:
         stack.seam.unhold(hold)
     page.locator("#tune-status", has_text="done").wait_for(timeout=300_000)

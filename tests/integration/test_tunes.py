@@ -23,10 +23,21 @@ from basin.tune.cartography import read_map
 from service.store import Store
 from tests.stack import running_stack
 
-FAMILY = {"base": "init", "dataset": "eval.csv", "family": "fam", "seeds": [0, 1],
-          "methods": [{"name": "full"}, {"name": "lora", "learning_rates": [0.01]}],
-          "learning_rates": [0.005], "steps": 6, "save_every": 2, "batch_size": 8, "max_examples": 48,
-          "max_length": 16, "cartography": True, "device": "cpu"}
+FAMILY = {
+    "base": "init",
+    "dataset": "eval.csv",
+    "family": "fam",
+    "seeds": [0, 1],
+    "methods": [{"name": "full"}, {"name": "lora", "learning_rates": [0.01]}],
+    "learning_rates": [0.005],
+    "steps": 6,
+    "save_every": 2,
+    "batch_size": 8,
+    "max_examples": 48,
+    "max_length": 16,
+    "cartography": True,
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +54,9 @@ def tstack(store_root, tmp_path_factory):
         yield s
 
 
-def wait_tune(stack, tune_id: str, until=("done", "failed", "cancelled"), limit: float = 600.0) -> dict:
+def wait_tune(
+    stack, tune_id: str, until=("done", "failed", "cancelled"), limit: float = 600.0
+) -> dict:
     end = time.monotonic() + limit
     while True:
         body = stack.request("GET", f"/api/tunes/{tune_id}").json()
@@ -54,10 +67,16 @@ def wait_tune(stack, tune_id: str, until=("done", "failed", "cancelled"), limit:
 
 
 def stored(stack, tune_id: str) -> list[dict]:
-    return [m for m in Store(stack.store).list_checkpoints() if (m.get("tags") or {}).get("tune") == tune_id]
+    return [
+        m
+        for m in Store(stack.store).list_checkpoints()
+        if (m.get("tags") or {}).get("tune") == tune_id
+    ]
 
 
-def test_a_family_trains_on_two_workers_and_a_killed_members_worker_is_requeued_and_finishes_once(tstack):
+def test_a_family_trains_on_two_workers_and_a_killed_members_worker_is_requeued_and_finishes_once(
+    tstack,
+):
     seam = tstack.seam
     hold = seam.hold("any", 3)  # every member stops at its step 3 until released
     r = tstack.request("POST", "/api/tunes", json=FAMILY)
@@ -69,7 +88,9 @@ def test_a_family_trains_on_two_workers_and_a_killed_members_worker_is_requeued_
     m0 = live["member_list"][0]
     assert live["status"] == "running" and m0["status"] == "running" and m0["worker"] == victim
     assert [p["step"] for p in m0["losses"]] == [1, 2]  # its live loss, step by step
-    assert [c["step"] for c in m0["checkpoints"] if not c.get("init")] == [2]  # step 2 already stored
+    assert [c["step"] for c in m0["checkpoints"] if not c.get("init")] == [
+        2
+    ]  # step 2 already stored
     tstack.kill_worker(tstack.worker_index(victim))
     seam.unhold(hold)
 
@@ -95,7 +116,11 @@ def test_a_family_trains_on_two_workers_and_a_killed_members_worker_is_requeued_
     assert {i: sorted(s) for i, s in by_member.items()} == {i: [2, 4, 6] for i in range(4)}
     finals = [c for c in ckpts if c["tags"].get("final")]
     assert sorted((c["tags"]["method"], c["tags"]["seed"]) for c in finals) == [
-        ("full", 0), ("full", 1), ("lora", 0), ("lora", 1)]
+        ("full", 0),
+        ("full", 1),
+        ("lora", 0),
+        ("lora", 1),
+    ]
     for m in members:
         final = next(c for c in finals if c["tags"]["member"] == m["index"])
         assert m["final"] == final["id"]
@@ -108,27 +133,53 @@ def test_a_family_trains_on_two_workers_and_a_killed_members_worker_is_requeued_
 
     # the trajectory path takes member 0's steps by tag
     sel = {"tags": {"tune": tune_id, "member": 0}}
-    run = tstack.request("POST", "/api/runs", json={
-        "path": {"type": "trajectory", "checkpoints": sel, "resolution": [3, 3]},
-        "dataset": "eval.csv", "max_examples": 16, "batch_size": 16})
+    run = tstack.request(
+        "POST",
+        "/api/runs",
+        json={
+            "path": {"type": "trajectory", "checkpoints": sel, "resolution": [3, 3]},
+            "dataset": "eval.csv",
+            "max_examples": 16,
+            "batch_size": 16,
+        },
+    )
     assert run.status_code == 201, run.text
     done = tstack.wait_run(run.json()["id"])
     assert done["status"] == "done", done
     anchors = [a["id"] for a in done["anchors"]]
-    want = [c["id"] for c in sorted((c for c in ckpts if c["tags"].get("member") == 0), key=lambda c: c["tags"]["step"])]
+    want = [
+        c["id"]
+        for c in sorted(
+            (c for c in ckpts if c["tags"].get("member") == 0), key=lambda c: c["tags"]["step"]
+        )
+    ]
     assert anchors == want and len(want) == 3
 
     # a selection that names several members is refused, saying so
-    bad = tstack.request("POST", "/api/runs", json={
-        "path": {"type": "trajectory", "checkpoints": {"tags": {"tune": tune_id, "seed": 0}}},
-        "dataset": "eval.csv", "max_examples": 16})
+    bad = tstack.request(
+        "POST",
+        "/api/runs",
+        json={
+            "path": {"type": "trajectory", "checkpoints": {"tags": {"tune": tune_id, "seed": 0}}},
+            "dataset": "eval.csv",
+            "max_examples": 16,
+        },
+    )
     assert bad.status_code == 422 and "match two checkpoints at step" in bad.text
 
     # a run between two members' finals: its forgetting table joined with θA's cartography
     fa, fb = members[0]["final"], members[1]["final"]
-    line = tstack.request("POST", "/api/runs", json={
-        "path": {"type": "linear", "a": fa, "b": fb, "points": 5}, "dataset": "eval.csv", "max_examples": 32,
-        "batch_size": 32, "per_example": True})
+    line = tstack.request(
+        "POST",
+        "/api/runs",
+        json={
+            "path": {"type": "linear", "a": fa, "b": fb, "points": 5},
+            "dataset": "eval.csv",
+            "max_examples": 32,
+            "batch_size": 32,
+            "per_example": True,
+        },
+    )
     assert line.status_code == 201, line.text
     assert tstack.wait_run(line.json()["id"])["status"] == "done"
     joined = tstack.request("GET", f"/api/runs/{line.json()['id']}/cartography").json()
@@ -152,7 +203,9 @@ def test_cancel_stops_the_running_member_and_ends_the_queued_ones(tstack):
         tstack.start_worker()
     seam = tstack.seam
     hold = seam.hold("any", 2)
-    r = tstack.request("POST", "/api/tunes", json={**FAMILY, "seeds": [0, 1, 2], "methods": [{"name": "full"}]})
+    r = tstack.request(
+        "POST", "/api/tunes", json={**FAMILY, "seeds": [0, 1, 2], "methods": [{"name": "full"}]}
+    )
     tune_id = r.json()["id"]
     seam.wait(tstack, f"{tune_id}.0", 2)
     c = tstack.request("POST", f"/api/tunes/{tune_id}/cancel")
@@ -160,7 +213,9 @@ def test_cancel_stops_the_running_member_and_ends_the_queued_ones(tstack):
     seam.unhold(hold)
     body = wait_tune(tstack, tune_id, until=("cancelled",))
     end = time.monotonic() + 300
-    while any(m["status"] == "running" for m in body["member_list"]):  # running members stop at their next step
+    while any(
+        m["status"] == "running" for m in body["member_list"]
+    ):  # running members stop at their next step
         assert time.monotonic() < end, body
         time.sleep(0.1)
         body = tstack.request("GET", f"/api/tunes/{tune_id}").json()
@@ -173,16 +228,24 @@ def test_cancel_stops_the_running_member_and_ends_the_queued_ones(tstack):
 
 def test_caps_and_bad_references_are_refused_naming_them_and_nothing_is_queued(tstack):
     before = tstack.request("GET", "/api/tunes").json()
-    over = tstack.request("POST", "/api/tunes", json={**FAMILY, "steps": 200_000, "seeds": list(range(4))})
+    over = tstack.request(
+        "POST", "/api/tunes", json={**FAMILY, "steps": 200_000, "seeds": list(range(4))}
+    )
     assert over.status_code == 422
     text = over.json()["detail"] if isinstance(over.json().get("detail"), str) else over.text
     assert "steps: 200000 is over this server's limit of 100000 (BASIN_MAX_TRAIN_STEPS)" in text
     assert "the family has 8 members" in text and "limit of 6 (BASIN_MAX_TUNE_MEMBERS)" in text
     missing = tstack.request("POST", "/api/tunes", json={**FAMILY, "base": "no-such-checkpoint"})
     assert missing.status_code == 422 and "no-such-checkpoint" in missing.text
-    yaml_bad = tstack.request("POST", "/api/tunes", content=b"base: [unclosed",
-                              headers={"Content-Type": "application/yaml"})
+    yaml_bad = tstack.request(
+        "POST",
+        "/api/tunes",
+        content=b"base: [unclosed",
+        headers={"Content-Type": "application/yaml"},
+    )
     assert yaml_bad.status_code == 422 and "not YAML" in yaml_bad.text
-    method = tstack.request("POST", "/api/tunes", json={**FAMILY, "methods": [{"name": "full", "r": 4}]})
+    method = tstack.request(
+        "POST", "/api/tunes", json={**FAMILY, "methods": [{"name": "full", "r": 4}]}
+    )
     assert method.status_code == 422 and "method full trains every parameter" in method.text
     assert tstack.request("GET", "/api/tunes").json() == before

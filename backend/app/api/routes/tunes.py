@@ -59,8 +59,15 @@ def create(body: TuneBody, settings: SettingsDep, store: StoreDep, r: RedisDep) 
     names: dict[str, str] = {}
     limits = JobLimits.from_settings(settings)
     spec = resolve_tune_spec(body, store, names=names, limits=limits)
-    tune_id = create_tune(r, spec, names=names, redis_url=settings.redis_url, queue=settings.task_queue,
-                          limits=limits, store=store)
+    tune_id = create_tune(
+        r,
+        spec,
+        names=names,
+        redis_url=settings.redis_url,
+        queue=settings.task_queue,
+        limits=limits,
+        store=store,
+    )
     return {"id": tune_id, "url": _url(settings, tune_id), "members": spec.num_members}
 
 
@@ -88,8 +95,9 @@ def cancel(tune_id: TuneId, r: RedisDep) -> dict[str, str]:
 
 
 @router.get("/runs/{run_id}/cartography", responses=responses(404, 409, 422))
-def run_cartography(run_id: Annotated[str, Depends(book.check_run_id)], store: StoreDep,
-                    r: RedisDep) -> dict[str, Any]:
+def run_cartography(
+    run_id: Annotated[str, Depends(book.check_run_id)], store: StoreDep, r: RedisDep
+) -> dict[str, Any]:
     """For a 1D classification run kept with ``per_example: true`` whose start θA (else end θB)
     is a tune member's final checkpoint with a dataset cartography: the forgetting table's
     rows joined with that member's cartography by example (text and label) — each example's
@@ -102,7 +110,14 @@ def run_cartography(run_id: Annotated[str, Depends(book.check_run_id)], store: S
     doc = book.result_document(r, store, run_id)
     spec = doc.get("spec") or {}
     path = spec.get("path") or {}
-    none = {"run": run_id, "checkpoint": None, "role": None, "rows": [], "matched": 0, "examples": 0}
+    none: dict[str, Any] = {
+        "run": run_id,
+        "checkpoint": None,
+        "role": None,
+        "rows": [],
+        "matched": 0,
+        "examples": 0,
+    }
     found = None
     for role in ("a", "b"):
         ref = path.get(role)
@@ -114,11 +129,20 @@ def run_cartography(run_id: Annotated[str, Depends(book.check_run_id)], store: S
     manifest, carto = found
     trained_on = (manifest.get("tags") or {}).get("trained_on")
     table = forgetting(doc)  # refuses a run without per-example results before reading files
-    base = {**none, "checkpoint": manifest["id"], "checkpoint_name": manifest.get("name"), "role": role,
-            "trained_on": trained_on, "examples": len(table.get("rows") or [])}
+    base = {
+        **none,
+        "checkpoint": manifest["id"],
+        "checkpoint_name": manifest.get("name"),
+        "role": role,
+        "trained_on": trained_on,
+        "examples": len(table.get("rows") or []),
+    }
     if trained_on != spec.get("dataset"):
-        return {**base, "note": "the run evaluated another dataset than the one the member trained on: "
-                "its examples have no training dynamics"}
+        return {
+            **base,
+            "note": "the run evaluated another dataset than the one the member trained on: "
+            "its examples have no training dynamics",
+        }
     try:
         data_path = store.resolver().dataset(str(spec.get("dataset")))
     except NotFound:
