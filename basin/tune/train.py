@@ -256,13 +256,28 @@ def _copy_tokenizer(dirs: Sequence[Path], dest: Path) -> None:
                 shutil.copyfile(d / name, dest / name)
 
 
+@contextlib.contextmanager
+def _quiet_saves():
+    """transformers' "Writing model shards" bar off while saving (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def _atomic_dir(dest: Path, write: Callable[[Path], None]) -> Path:
     """Write a folder through a temporary sibling, then rename it into place (replacing)."""
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        write(tmp)
+        with _quiet_saves():
+            write(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -450,6 +465,7 @@ def _save(model: nn.Module, dest: Path, *, full: bool, copy_from: Sequence[Path]
         if full:
             _copy_tokenizer(copy_from, d)
         else:  # the adapter names θ0's folder as its base (basin.resolve's convention)
+            (d / "README.md").unlink(missing_ok=True)  # peft's model card template: not the checkpoint
             cfg_path = d / "adapter_config.json"
             cfg = json.loads(cfg_path.read_text())
             cfg["base_model_name_or_path"] = base_path
