@@ -369,6 +369,14 @@ def apply_method(model: nn.Module, method: MethodSpec, task: str, seed: int) -> 
         return model
     import peft
 
+    if method.target_modules:  # peft's rule: a module named t, or ending in ".t"
+        names = [n for n, _ in model.named_modules()]
+        missing = [t for t in method.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+        if missing:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                             if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 2})
+            raise InvalidSpec(f"method {method.name}: target module(s) {missing} not found in "
+                              f"{type(model).__name__}; its weight layers are named {leaves[:20]}")
     cfg = peft_config(method, task, model)
     torch.manual_seed(seed)
     try:
