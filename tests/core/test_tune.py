@@ -23,8 +23,8 @@ from basin.errors import InvalidSpec
 from basin.resolve import FileResolver
 from basin.tune import members, parse_tune_spec
 from basin.tune.cartography import dataset_map, read_map
-from basin.tune.train import split_rows, train_member
-from tests.factories import bert_config, build_gpt2, make_tokenizer, save, sentences, write_lm_dataset
+from basin.tune.train import enable_prefix, split_rows, train_member
+from tests.factories import VOCAB, bert_config, build_gpt2, make_tokenizer, save, sentences, write_lm_dataset
 
 STEPS, SAVE_EVERY, BATCH, LR_FULL, LR_LORA = 6, 2, 8, 3e-3, 1e-2
 LABELS = {"neg": 0, "pos": 1}
@@ -249,8 +249,8 @@ def test_splits_are_disjoint_and_never_the_held_out_rows():
 
 
 def test_every_peft_method_trains_and_reloads(body, tmp_path):
-    """ia3, adapter (LoRA on the FFN output projections) and prompt tuning on the encoder; each
-    final adapter reloads with peft over θ0 and gives the member's held-out loss."""
+    """ia3, adapter (LoRA on the FFN output projections), prefix and prompt tuning on the
+    encoder; each final adapter reloads with peft over θ0 and gives the member's held-out loss."""
     import peft
     from transformers import AutoModelForSequenceClassification
 
@@ -258,6 +258,7 @@ def test_every_peft_method_trains_and_reloads(body, tmp_path):
 
     spec = parse_tune_spec(_family_spec(seeds=[1], save_every=None, cartography=False, learning_rates=[1e-2],
                                         methods=[{"name": "ia3"}, {"name": "adapter", "r": 4},
+                                                 {"name": "prefix", "num_virtual_tokens": 4},
                                                  {"name": "prompt", "num_virtual_tokens": 4}]))
     from basin.evaluate import EVALUATORS
     from basin.data import load_dataset
@@ -265,12 +266,14 @@ def test_every_peft_method_trains_and_reloads(body, tmp_path):
     for m in members(spec):
         r = train_member(spec, m, FileResolver(body), tmp_path)
         cfg = read_adapter_config(r.final)
-        assert cfg["peft_type"] == {"ia3": "IA3", "adapter": "LORA", "prompt": "PROMPT_TUNING"}[m.method.name]
+        assert cfg["peft_type"] == {"ia3": "IA3", "adapter": "LORA", "prefix": "PREFIX_TUNING",
+                                    "prompt": "PROMPT_TUNING"}[m.method.name]
         assert cfg["base_model_name_or_path"] == str((tmp_path / "init-s1").resolve())
         if m.method.name == "adapter":  # beside each FFN output projection, nowhere else
             assert sorted(cfg["target_modules"]) == [f"bert.encoder.layer.{i}.output.dense" for i in range(3)]
         base = AutoModelForSequenceClassification.from_pretrained(cfg["base_model_name_or_path"])
         model = peft.PeftModel.from_pretrained(base, str(r.final)).eval()
+        assert enable_prefix(model) == (m.method.name == "prefix")  # BERT names its cache `cache`
         data = load_dataset(body / "eval.csv", "classification", max_examples=512, label2id=LABELS, num_labels=2)
         ev = EVALUATORS["classification"](make_tokenizer("bert"), data, model, batch_size=32, max_length=32,
                                           device=torch.device("cpu"))
@@ -310,12 +313,20 @@ def test_a_method_the_base_cannot_take(body, tmp_path, capsys):
     spec = parse_tune_spec(_family_spec(seeds=[1], methods=[{"name": "lora", "target_modules": ["q_proj"]}]))
     with pytest.raises(InvalidSpec, match=r"method lora: target module\(s\) \['q_proj'\] not found in BertForSequenceClassification; its weight layers are named \[.*'query'"):
         train_member(spec, members(spec)[0], FileResolver(body), tmp_path)
-    spec = parse_tune_spec(_family_spec(seeds=[1], methods=[{"name": "prefix"}]))
-    with pytest.raises(InvalidSpec, match="method prefix does not fit BertForSequenceClassification"):
-        train_member(spec, members(spec)[0], FileResolver(body), tmp_path)
+    # DistilBERT's attention takes no key/value cache: peft cannot prefix-tune it
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    save(DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=len(VOCAB), dim=32, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+        pad_token_id=0, id2label={0: "neg", 1: "pos"}, label2id=LABELS)), tmp_path / "distil", make_tokenizer("bert"))
+    spec = parse_tune_spec(_family_spec(base="distil", dataset=str(body / "train.csv"), eval_dataset=str(body / "eval.csv"),
+                                        seeds=[1], methods=[{"name": "prefix"}]))
+    with pytest.raises(InvalidSpec, match="method prefix does not fit DistilBertForSequenceClassification"):
+        train_member(spec, members(spec)[0], FileResolver(tmp_path), tmp_path / "out")
     # the CLI: one line, exit 2, nothing trained
-    (body / "bad.yaml").write_text(yaml.safe_dump(_family_spec(methods=[{"name": "prefix"}])))
-    assert main(["tune", str(body / "bad.yaml"), "--out", str(tmp_path / "cli"), "--quiet"]) == 2
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    assert main(["tune", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "cli"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("basin: error: method prefix does not fit")
     assert not (tmp_path / "cli" / "family.json").exists()
