@@ -41,15 +41,27 @@ METHODS = ({"name": "full"}, {"name": "lora", "r": 8, "learning_rates": [1e-3]})
 def _spec(folder: Path, method: dict[str, Any], steps: int, device: str) -> Any:
     from basin.tune import parse_tune_spec
 
-    return parse_tune_spec({
-        "base": str(folder / "minilm"), "dataset": str(folder / "tweets-train.csv"),
-        "eval_dataset": str(folder / "tweets-eval.csv"), "eval_max_examples": 64, "family": "bench",
-        "seeds": [1], "methods": [method], "learning_rates": [1e-4], "steps": steps, "batch_size": 16,
-        "max_length": 48, "device": device,
-    })
+    return parse_tune_spec(
+        {
+            "base": str(folder / "minilm"),
+            "dataset": str(folder / "tweets-train.csv"),
+            "eval_dataset": str(folder / "tweets-eval.csv"),
+            "eval_max_examples": 64,
+            "family": "bench",
+            "seeds": [1],
+            "methods": [method],
+            "learning_rates": [1e-4],
+            "steps": steps,
+            "batch_size": 16,
+            "max_length": 48,
+            "device": device,
+        }
+    )
 
 
-def _plain(spec: Any, member: Any, init: Path, device: str) -> tuple[float, dict[str, torch.Tensor]]:
+def _plain(
+    spec: Any, member: Any, init: Path, device: str
+) -> tuple[float, dict[str, torch.Tensor]]:
     """The bare loop on the same batches: ``(examples/s, final trainable tensors)``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -63,7 +75,9 @@ def _plain(spec: Any, member: Any, init: Path, device: str) -> tuple[float, dict
     ids = tok([r["text"] for r in rows], truncation=True, max_length=spec.max_length)["input_ids"]
     labels = [label2id[r["label"]] for r in rows]
     model = AutoModelForSequenceClassification.from_pretrained(init).to(device)
-    model = apply_method(model, member.method, spec.task, member.seed)  # peft's model, seeded as train_member
+    model = apply_method(
+        model, member.method, spec.task, member.seed
+    )  # peft's model, seeded as train_member
     torch.manual_seed(member.seed)
     g = torch.Generator().manual_seed(member.order)
     batches = []
@@ -71,9 +85,11 @@ def _plain(spec: Any, member: Any, init: Path, device: str) -> tuple[float, dict
         perm = torch.randperm(len(rows), generator=g).tolist()
         for s in range(0, len(rows), spec.batch_size):
             idx = perm[s : s + spec.batch_size]
-            b = {"input_ids": pad([ids[i] for i in idx], tok.pad_token_id or 0),
-                 "attention_mask": pad([[1] * len(ids[i]) for i in idx], 0),
-                 "labels": torch.tensor([labels[i] for i in idx])}
+            b = {
+                "input_ids": pad([ids[i] for i in idx], tok.pad_token_id or 0),
+                "attention_mask": pad([[1] * len(ids[i]) for i in idx], 0),
+                "labels": torch.tensor([labels[i] for i in idx]),
+            }
             if member.method.name == "full":
                 b["token_type_ids"] = torch.zeros_like(b["input_ids"])
             batches.append({k: v.to(device) for k, v in b.items()})
@@ -121,9 +137,19 @@ def run(folder: Path, *, steps: int = 16, reps: int = 2, device: str = "cpu") ->
     from basin.tune.train import train_member
 
     tune_assets(folder)
-    out: dict[str, Any] = {"workload": {"model": "all-MiniLM-L6-v2 + fresh head", "rows": 2048, "batch_size": 16,
-                                        "max_length": 48, "steps": steps, "device": device},
-                           "reps": reps, "methods": {}, "target": TARGET}
+    out: dict[str, Any] = {
+        "workload": {
+            "model": "all-MiniLM-L6-v2 + fresh head",
+            "rows": 2048,
+            "batch_size": 16,
+            "max_length": 48,
+            "steps": steps,
+            "device": device,
+        },
+        "reps": reps,
+        "methods": {},
+        "target": TARGET,
+    }
     ok = True
     for method in METHODS:
         spec = _spec(folder, method, steps, device)
@@ -141,8 +167,10 @@ def run(folder: Path, *, steps: int = 16, reps: int = 2, device: str = "cpu") ->
         out["methods"][member.method.name] = {
             "tune_examples_per_s": round(statistics.median(tune_eps), 2),
             "plain_examples_per_s": round(statistics.median(plain_eps), 2),
-            "tune_over_plain": round(ratio, 3), "identical_weights": identical,
-            "all_tune": [round(x, 2) for x in tune_eps], "all_plain": [round(x, 2) for x in plain_eps],
+            "tune_over_plain": round(ratio, 3),
+            "identical_weights": identical,
+            "all_tune": [round(x, 2) for x in tune_eps],
+            "all_plain": [round(x, 2) for x in plain_eps],
         }
         ok &= identical
     out["ok"] = ok
@@ -152,12 +180,16 @@ def run(folder: Path, *, steps: int = 16, reps: int = 2, device: str = "cpu") ->
 
 def print_table(r: dict[str, Any]) -> None:
     w = r["workload"]
-    print(f"\ntune throughput — MiniLM, {w['steps']} steps × batch {w['batch_size']}, {w['device']}, "
-          f"median of {r['reps']}")
+    print(
+        f"\ntune throughput — MiniLM, {w['steps']} steps × batch {w['batch_size']}, {w['device']}, "
+        f"median of {r['reps']}"
+    )
     print(f"{'method':<10}{'train_member ex/s':>20}{'plain loop ex/s':>18}{'ratio':>8}  identical")
     for name, m in r["methods"].items():
-        print(f"{name:<10}{m['tune_examples_per_s']:>20.1f}{m['plain_examples_per_s']:>18.1f}"
-              f"{m['tune_over_plain']:>8.3f}  {m['identical_weights']}")
+        print(
+            f"{name:<10}{m['tune_examples_per_s']:>20.1f}{m['plain_examples_per_s']:>18.1f}"
+            f"{m['tune_over_plain']:>8.3f}  {m['identical_weights']}"
+        )
     print(f"target ≥ {r['target']}: {'met' if r['meets_target'] else 'NOT met'}")
 
 
@@ -181,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(r)
     print(f"\nwrote {args.out}")
     if not r["ok"]:
-        print("bench: error: train_member and the plain loop ended at different weights", file=sys.stderr)
+        print(
+            "bench: error: train_member and the plain loop ended at different weights",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

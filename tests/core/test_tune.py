@@ -24,7 +24,15 @@ from basin.resolve import FileResolver
 from basin.tune import members, parse_tune_spec
 from basin.tune.cartography import dataset_map, read_map
 from basin.tune.train import enable_prefix, split_rows, train_member
-from tests.factories import VOCAB, bert_config, build_gpt2, make_tokenizer, save, sentences, write_lm_dataset
+from tests.factories import (
+    VOCAB,
+    bert_config,
+    build_gpt2,
+    make_tokenizer,
+    save,
+    sentences,
+    write_lm_dataset,
+)
 
 STEPS, SAVE_EVERY, BATCH, LR_FULL, LR_LORA = 6, 2, 8, 3e-3, 1e-2
 LABELS = {"neg": 0, "pos": 1}
@@ -54,10 +62,18 @@ def body(tmp_path_factory) -> Path:
 
 def _family_spec(**kw) -> dict:
     spec = {
-        "base": "body", "dataset": "train.csv", "eval_dataset": "eval.csv", "family": "fam",
-        "seeds": [1, 2], "learning_rates": [LR_FULL],
+        "base": "body",
+        "dataset": "train.csv",
+        "eval_dataset": "eval.csv",
+        "family": "fam",
+        "seeds": [1, 2],
+        "learning_rates": [LR_FULL],
         "methods": [{"name": "full"}, {"name": "lora", "r": 4, "learning_rates": [LR_LORA]}],
-        "steps": STEPS, "batch_size": BATCH, "max_length": 32, "save_every": SAVE_EVERY, "cartography": True,
+        "steps": STEPS,
+        "batch_size": BATCH,
+        "max_length": 32,
+        "save_every": SAVE_EVERY,
+        "cartography": True,
     }
     spec.update(kw)
     return spec
@@ -115,7 +131,11 @@ def _plain_member(body: Path, seed: int, method: str) -> torch.nn.Module:
             width = max(len(ids[i]) for i in idx)
             input_ids = torch.tensor([ids[i] + [0] * (width - len(ids[i])) for i in idx])
             mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in idx])
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=torch.tensor([labels[i] for i in idx])).loss
+            loss = model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                labels=torch.tensor([labels[i] for i in idx]),
+            ).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -164,8 +184,12 @@ def test_family_tags_and_step_checkpoints(body, family):
         init = json.loads((out / f"init-s{seed}" / "basin_tune.json").read_text())
         assert init["tags"]["step"] == 0 and any(k.startswith("classifier.") for k in init["fresh"])
     a, b = (load_file(out / f"init-s{s}" / "model.safetensors") for s in (1, 2))
-    assert not torch.equal(a["classifier.weight"], b["classifier.weight"])  # the head follows the seed
-    assert torch.equal(a["bert.embeddings.word_embeddings.weight"], b["bert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(
+        a["classifier.weight"], b["classifier.weight"]
+    )  # the head follows the seed
+    assert torch.equal(
+        a["bert.embeddings.word_embeddings.weight"], b["bert.embeddings.word_embeddings.weight"]
+    )
 
 
 def test_same_spec_gives_identical_bytes(body, family, tmp_path):
@@ -182,7 +206,9 @@ def test_same_spec_gives_identical_bytes(body, family, tmp_path):
             for f in files:
                 if f.name in ("basin_tune.json", "adapter_config.json"):
                     continue
-                assert (tmp_path / m.name / step / f.name).read_bytes() == f.read_bytes(), f"{m.name}/{step}/{f.name}"
+                assert (tmp_path / m.name / step / f.name).read_bytes() == f.read_bytes(), (
+                    f"{m.name}/{step}/{f.name}"
+                )
 
 
 def test_members_load_back_through_the_resolver_and_evaluate(body, family):
@@ -198,10 +224,19 @@ def test_members_load_back_through_the_resolver_and_evaluate(body, family):
         a, b = (by_name[f"fam-{method}-s{s}"] for s in (1, 2))
         src = resolver.checkpoint(a["final"])
         assert (src.adapter is not None) == (method == "lora")
-        result = engine.run(parse_spec({
-            "path": {"type": "linear", "a": a["final"], "b": b["final"], "points": 3},
-            "dataset": str(body / "eval.csv"), "task": "classification", "max_length": 32, "device": "cpu",
-        }), resolver, progress=False)
+        result = engine.run(
+            parse_spec(
+                {
+                    "path": {"type": "linear", "a": a["final"], "b": b["final"], "points": 3},
+                    "dataset": str(body / "eval.csv"),
+                    "task": "classification",
+                    "max_length": 32,
+                    "device": "cpu",
+                }
+            ),
+            resolver,
+            progress=False,
+        )
         ends = result["points"][0]["metrics"], result["points"][-1]["metrics"]
         assert ends[0]["accuracy"] == pytest.approx(a["metrics"]["accuracy"], abs=1e-9)
         assert ends[1]["loss"] == pytest.approx(b["metrics"]["loss"], rel=1e-5)
@@ -219,7 +254,9 @@ def test_cartography_recomputed_by_hand(body, family):
     for r in rows:
         mu = sum(r["p"]) / 3
         assert r["confidence"] == pytest.approx(mu, abs=1e-12)
-        assert r["variability"] == pytest.approx(math.sqrt(sum((p - mu) ** 2 for p in r["p"]) / 3), abs=1e-12)
+        assert r["variability"] == pytest.approx(
+            math.sqrt(sum((p - mu) ** 2 for p in r["p"]) / 3), abs=1e-12
+        )
         assert r["correctness"] == pytest.approx(sum(p > 0.5 for p in r["p"]) / 3, abs=1e-12)
     model = AutoModelForSequenceClassification.from_pretrained(out / "fam-full-s1" / "final").eval()
     train = list(csv.DictReader(open(body / "train.csv")))
@@ -235,17 +272,39 @@ def test_cartography_recomputed_by_hand(body, family):
 
 
 def test_splits_are_disjoint_and_never_the_held_out_rows():
-    spec = parse_tune_spec({"base": "b", "dataset": "d", "split": {"kind": "kfold", "k": 3}, "max_examples": 10**6})
+    spec = parse_tune_spec(
+        {"base": "b", "dataset": "d", "split": {"kind": "kfold", "k": 3}, "max_examples": 10**6}
+    )
     parts = [split_rows(100, spec, i) for i in range(3)]
     held = parts[0][1]
     assert all(p[1] == held for p in parts) and len(held) == 20
     trains = [set(p[0]) for p in parts]
-    assert not (trains[0] & trains[1]) and not (trains[1] & trains[2]) and not (trains[0] & trains[2])
-    assert set().union(*trains) | set(held) == set(range(100)) and not set().union(*trains) & set(held)
-    names = [m.name for m in members(parse_tune_spec({"base": "b", "dataset": "d", "split": {"kind": "halves"},
-                                                       "seeds": [3], "orders": [7, 8]}))]
-    assert names == ["family-full-split0-o7-s3", "family-full-split0-o8-s3", "family-full-split1-o7-s3",
-                     "family-full-split1-o8-s3"]
+    assert (
+        not (trains[0] & trains[1]) and not (trains[1] & trains[2]) and not (trains[0] & trains[2])
+    )
+    assert set().union(*trains) | set(held) == set(range(100)) and not set().union(*trains) & set(
+        held
+    )
+    names = [
+        m.name
+        for m in members(
+            parse_tune_spec(
+                {
+                    "base": "b",
+                    "dataset": "d",
+                    "split": {"kind": "halves"},
+                    "seeds": [3],
+                    "orders": [7, 8],
+                }
+            )
+        )
+    ]
+    assert names == [
+        "family-full-split0-o7-s3",
+        "family-full-split0-o8-s3",
+        "family-full-split1-o7-s3",
+        "family-full-split1-o8-s3",
+    ]
 
 
 def test_every_peft_method_trains_and_reloads(body, tmp_path):
@@ -256,53 +315,92 @@ def test_every_peft_method_trains_and_reloads(body, tmp_path):
 
     from basin.adapters import read_adapter_config
 
-    spec = parse_tune_spec(_family_spec(seeds=[1], save_every=None, cartography=False, learning_rates=[1e-2],
-                                        methods=[{"name": "ia3"}, {"name": "adapter", "r": 4},
-                                                 {"name": "prefix", "num_virtual_tokens": 4},
-                                                 {"name": "prompt", "num_virtual_tokens": 4}]))
-    from basin.evaluate import EVALUATORS
+    spec = parse_tune_spec(
+        _family_spec(
+            seeds=[1],
+            save_every=None,
+            cartography=False,
+            learning_rates=[1e-2],
+            methods=[
+                {"name": "ia3"},
+                {"name": "adapter", "r": 4},
+                {"name": "prefix", "num_virtual_tokens": 4},
+                {"name": "prompt", "num_virtual_tokens": 4},
+            ],
+        )
+    )
     from basin.data import load_dataset
+    from basin.evaluate import EVALUATORS
 
     for m in members(spec):
         r = train_member(spec, m, FileResolver(body), tmp_path)
         cfg = read_adapter_config(r.final)
-        assert cfg["peft_type"] == {"ia3": "IA3", "adapter": "LORA", "prefix": "PREFIX_TUNING",
-                                    "prompt": "PROMPT_TUNING"}[m.method.name]
+        assert (
+            cfg["peft_type"]
+            == {
+                "ia3": "IA3",
+                "adapter": "LORA",
+                "prefix": "PREFIX_TUNING",
+                "prompt": "PROMPT_TUNING",
+            }[m.method.name]
+        )
         assert cfg["base_model_name_or_path"] == str((tmp_path / "init-s1").resolve())
         if m.method.name == "adapter":  # beside each FFN output projection, nowhere else
-            assert sorted(cfg["target_modules"]) == [f"bert.encoder.layer.{i}.output.dense" for i in range(3)]
+            assert sorted(cfg["target_modules"]) == [
+                f"bert.encoder.layer.{i}.output.dense" for i in range(3)
+            ]
         base = AutoModelForSequenceClassification.from_pretrained(cfg["base_model_name_or_path"])
         model = peft.PeftModel.from_pretrained(base, str(r.final)).eval()
         assert enable_prefix(model) == (m.method.name == "prefix")  # BERT names its cache `cache`
-        data = load_dataset(body / "eval.csv", "classification", max_examples=512, label2id=LABELS, num_labels=2)
-        ev = EVALUATORS["classification"](make_tokenizer("bert"), data, model, batch_size=32, max_length=32,
-                                          device=torch.device("cpu"))
+        data = load_dataset(
+            body / "eval.csv", "classification", max_examples=512, label2id=LABELS, num_labels=2
+        )
+        ev = EVALUATORS["classification"](
+            make_tokenizer("bert"),
+            data,
+            model,
+            batch_size=32,
+            max_length=32,
+            device=torch.device("cpu"),
+        )
         assert ev.evaluate(model)["loss"] == pytest.approx(r.metrics["loss"], rel=1e-6)
 
 
 def test_prefix_tuning_on_a_causal_lm(tmp_path):
     build_gpt2(tmp_path / "gpt2")
     write_lm_dataset(tmp_path / "lm.jsonl", n=24)
-    spec = parse_tune_spec({"base": "gpt2", "dataset": "lm.jsonl", "task": "causal_lm", "steps": 3, "batch_size": 8,
-                            "methods": [{"name": "prefix", "num_virtual_tokens": 3}], "learning_rates": [1e-2]})
+    spec = parse_tune_spec(
+        {
+            "base": "gpt2",
+            "dataset": "lm.jsonl",
+            "task": "causal_lm",
+            "steps": 3,
+            "batch_size": 8,
+            "methods": [{"name": "prefix", "num_virtual_tokens": 3}],
+            "learning_rates": [1e-2],
+        }
+    )
     r = train_member(spec, members(spec)[0], FileResolver(tmp_path), tmp_path / "out")
     stored = load_file(r.final / "adapter_model.safetensors")
     assert list(stored) == ["prompt_embeddings"] and r.metrics["loss"] > 0 and len(r.losses) == 3
     assert r.init is None and r.base_ref == "gpt2"  # no head to add: the base is step 0
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"methods": [{"name": "bottleneck"}]}, "methods.0.name"),
-    ({"methods": [{"name": "full", "r": 4}]}, "r, alpha and target_modules do not apply"),
-    ({"methods": [{"name": "lora"}, {"name": "lora", "r": 2}]}, "appear more than once"),
-    ({"seeds": [1, 1]}, "repeats a value"),
-    ({"save_every": 6}, "save_every (6) must be below steps (6)"),
-    ({"task": "causal_lm"}, "cartography"),
-    ({"task": "generation", "cartography": False}, "tuning needs a task with a training loss"),
-    ({"split": {"kind": "kfold", "k": 3, "index": [3]}}, "split index 3 is not a part of 3"),
-    ({"learning_rates": [0.0]}, "must be in (0, 10]"),
-    ({"seeds": list(range(64)), "orders": list(range(64))}, "over the limit of 1024"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"methods": [{"name": "bottleneck"}]}, "methods.0.name"),
+        ({"methods": [{"name": "full", "r": 4}]}, "r, alpha and target_modules do not apply"),
+        ({"methods": [{"name": "lora"}, {"name": "lora", "r": 2}]}, "appear more than once"),
+        ({"seeds": [1, 1]}, "repeats a value"),
+        ({"save_every": 6}, "save_every (6) must be below steps (6)"),
+        ({"task": "causal_lm"}, "cartography"),
+        ({"task": "generation", "cartography": False}, "tuning needs a task with a training loss"),
+        ({"split": {"kind": "kfold", "k": 3, "index": [3]}}, "split index 3 is not a part of 3"),
+        ({"learning_rates": [0.0]}, "must be in (0, 10]"),
+        ({"seeds": list(range(64)), "orders": list(range(64))}, "over the limit of 1024"),
+    ],
+)
 def test_bad_specs_are_refused_with_a_clear_message(change, words):
     with pytest.raises(InvalidSpec, match="invalid tune spec") as e:
         parse_tune_spec(_family_spec(**change))
@@ -310,23 +408,53 @@ def test_bad_specs_are_refused_with_a_clear_message(change, words):
 
 
 def test_a_method_the_base_cannot_take(body, tmp_path, capsys):
-    spec = parse_tune_spec(_family_spec(seeds=[1], methods=[{"name": "lora", "target_modules": ["q_proj"]}]))
-    with pytest.raises(InvalidSpec, match=r"method lora: target module\(s\) \['q_proj'\] not found in BertForSequenceClassification; its weight layers are named \[.*'query'"):
+    spec = parse_tune_spec(
+        _family_spec(seeds=[1], methods=[{"name": "lora", "target_modules": ["q_proj"]}])
+    )
+    with pytest.raises(
+        InvalidSpec,
+        match=r"method lora: target module\(s\) \['q_proj'\] not found in BertForSequenceClassification; its weight layers are named \[.*'query'",
+    ):
         train_member(spec, members(spec)[0], FileResolver(body), tmp_path)
     # DistilBERT's attention takes no key/value cache: peft cannot prefix-tune it
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     torch.manual_seed(0)
-    save(DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=len(VOCAB), dim=32, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=64,
-        pad_token_id=0, id2label={0: "neg", 1: "pos"}, label2id=LABELS)), tmp_path / "distil", make_tokenizer("bert"))
-    spec = parse_tune_spec(_family_spec(base="distil", dataset=str(body / "train.csv"), eval_dataset=str(body / "eval.csv"),
-                                        seeds=[1], methods=[{"name": "prefix"}]))
-    with pytest.raises(InvalidSpec, match="method prefix does not fit DistilBertForSequenceClassification"):
+    save(
+        DistilBertForSequenceClassification(
+            DistilBertConfig(
+                vocab_size=len(VOCAB),
+                dim=32,
+                n_layers=1,
+                n_heads=2,
+                hidden_dim=64,
+                max_position_embeddings=64,
+                pad_token_id=0,
+                id2label={0: "neg", 1: "pos"},
+                label2id=LABELS,
+            )
+        ),
+        tmp_path / "distil",
+        make_tokenizer("bert"),
+    )
+    spec = parse_tune_spec(
+        _family_spec(
+            base="distil",
+            dataset=str(body / "train.csv"),
+            eval_dataset=str(body / "eval.csv"),
+            seeds=[1],
+            methods=[{"name": "prefix"}],
+        )
+    )
+    with pytest.raises(
+        InvalidSpec, match="method prefix does not fit DistilBertForSequenceClassification"
+    ):
         train_member(spec, members(spec)[0], FileResolver(tmp_path), tmp_path / "out")
     # the CLI: one line, exit 2, nothing trained
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    assert main(["tune", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "cli"), "--quiet"]) == 2
+    assert (
+        main(["tune", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "cli"), "--quiet"]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("basin: error: method prefix does not fit")
     assert not (tmp_path / "cli" / "family.json").exists()
