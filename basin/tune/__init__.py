@@ -6,6 +6,22 @@
 :mod:`basin.tune.cartography`: dataset cartography from recorded gold-label probabilities.
 """
 
-from basin.tune.spec import Member, MethodSpec, SplitSpec, TuneSpec, load_tune_spec, members, parse_tune_spec
+from basin.tune.spec import (
+    Member,
+    MethodSpec,
+    SplitSpec,
+    TuneSpec,
+    load_tune_spec,
+    members,
+    parse_tune_spec,
+)
 
-__all__ = ["Member", "MethodSpec", "SplitSpec", "TuneSpec", "load_tune_spec", "members", "parse_tune_spec"]
+__all__ = [
+    "Member",
+    "MethodSpec",
+    "SplitSpec",
+    "TuneSpec",
+    "load_tune_spec",
+    "members",
+    "parse_tune_spec",
+]

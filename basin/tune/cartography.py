@@ -26,7 +26,9 @@ from typing import Any
 COLUMNS = ("row", "label", "confidence", "variability", "correctness")
 
 
-def dataset_map(probs: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]]) -> list[dict[str, float]]:
+def dataset_map(
+    probs: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]]
+) -> list[dict[str, float]]:
     """Confidence, variability and correctness of each example.
 
     ``probs[e][i]``: gold-label probability of example i at point e; ``correct[e][i]``:
@@ -36,7 +38,11 @@ def dataset_map(probs: Sequence[Sequence[float]], correct: Sequence[Sequence[boo
     if not probs:
         raise ValueError("cartography needs at least one recorded point")
     n = len(probs[0])
-    if any(len(p) != n for p in probs) or len(correct) != len(probs) or any(len(c) != n for c in correct):
+    if (
+        any(len(p) != n for p in probs)
+        or len(correct) != len(probs)
+        or any(len(c) != n for c in correct)
+    ):
         raise ValueError("cartography: every point must record every example")
     e = len(probs)
     out = []
@@ -44,13 +50,24 @@ def dataset_map(probs: Sequence[Sequence[float]], correct: Sequence[Sequence[boo
         ps = [float(p[i]) for p in probs]
         mu = sum(ps) / e
         var = sum((p - mu) ** 2 for p in ps) / e
-        out.append({"confidence": mu, "variability": math.sqrt(var),
-                    "correctness": sum(1.0 for c in correct if c[i]) / e})
+        out.append(
+            {
+                "confidence": mu,
+                "variability": math.sqrt(var),
+                "correctness": sum(1.0 for c in correct if c[i]) / e,
+            }
+        )
     return out
 
 
-def write_map(path: Path, steps: Sequence[int], rows: Sequence[int], labels: Sequence[Any],
-              probs: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]]) -> Path:
+def write_map(
+    path: Path,
+    steps: Sequence[int],
+    rows: Sequence[int],
+    labels: Sequence[Any],
+    probs: Sequence[Sequence[float]],
+    correct: Sequence[Sequence[bool]],
+) -> Path:
     """Write ``cartography.csv``: per training example its file ``row`` (0-based data row of
     the training file), ``label`` (class id), the three statistics and ``p@<step>`` at each
     point. Written to a temporary file and renamed."""
@@ -60,8 +77,16 @@ def write_map(path: Path, steps: Sequence[int], rows: Sequence[int], labels: Seq
         w = csv.writer(f)
         w.writerow([*COLUMNS, *(f"p@{s}" for s in steps)])
         for i, st in enumerate(stats):
-            w.writerow([rows[i], labels[i], repr(st["confidence"]), repr(st["variability"]),
-                        repr(st["correctness"]), *(repr(float(p[i])) for p in probs)])
+            w.writerow(
+                [
+                    rows[i],
+                    labels[i],
+                    repr(st["confidence"]),
+                    repr(st["variability"]),
+                    repr(st["correctness"]),
+                    *(repr(float(p[i])) for p in probs),
+                ]
+            )
     os.replace(tmp, path)
     return path
 
@@ -73,9 +98,17 @@ def read_map(path: Path) -> list[dict[str, Any]]:
         steps = [c for c in (reader.fieldnames or []) if c.startswith("p@")]
         out = []
         for r in reader:
-            out.append({"row": int(r["row"]), "label": int(r["label"]), "confidence": float(r["confidence"]),
-                        "variability": float(r["variability"]), "correctness": float(r["correctness"]),
-                        "p": [float(r[s]) for s in steps], "steps": [int(s[2:]) for s in steps]})
+            out.append(
+                {
+                    "row": int(r["row"]),
+                    "label": int(r["label"]),
+                    "confidence": float(r["confidence"]),
+                    "variability": float(r["variability"]),
+                    "correctness": float(r["correctness"]),
+                    "p": [float(r[s]) for s in steps],
+                    "steps": [int(s[2:]) for s in steps],
+                }
+            )
     return out
 
 

@@ -67,7 +67,9 @@ class MethodSpec(FrozenModel):
     def _modules(cls, v: list[str] | None) -> list[str] | None:
         for m in v or []:
             if not re.fullmatch(r"[A-Za-z0-9_.]{1,200}", m):
-                raise ValueError(f"target module {m!r}: a module name or dotted suffix (letters, digits, '_', '.')")
+                raise ValueError(
+                    f"target module {m!r}: a module name or dotted suffix (letters, digits, '_', '.')"
+                )
         return v
 
     @field_validator("learning_rates")
@@ -77,11 +79,17 @@ class MethodSpec(FrozenModel):
 
     @model_validator(mode="after")
     def _check(self) -> MethodSpec:
-        if self.name == "full" and (self.r is not None or self.alpha is not None or self.target_modules):
-            raise ValueError("method full trains every parameter: r, alpha and target_modules do not apply")
+        if self.name == "full" and (
+            self.r is not None or self.alpha is not None or self.target_modules
+        ):
+            raise ValueError(
+                "method full trains every parameter: r, alpha and target_modules do not apply"
+            )
         if self.name in ("prefix", "prompt") and (self.r is not None or self.target_modules):
-            raise ValueError(f"method {self.name} learns virtual tokens: r and target_modules do not apply "
-                             "(set num_virtual_tokens)")
+            raise ValueError(
+                f"method {self.name} learns virtual tokens: r and target_modules do not apply "
+                "(set num_virtual_tokens)"
+            )
         if self.name == "ia3" and (self.r is not None or self.alpha is not None):
             raise ValueError("method ia3 learns scaling vectors: r and alpha do not apply")
         return self
@@ -102,7 +110,9 @@ def _check_rates(v: list[float]) -> list[float]:
         if not 0.0 < lr <= 10.0:
             raise ValueError(f"learning rate {lr} must be in (0, 10]")
     if len(set(v)) != len(v):
-        raise ValueError(f"learning rates {v} repeat a value: each would train the same member twice")
+        raise ValueError(
+            f"learning rates {v} repeat a value: each would train the same member twice"
+        )
     return v
 
 
@@ -129,7 +139,9 @@ class SplitSpec(FrozenModel):
             raise ValueError("split none has no parts to index")
         for i in self.index or []:
             if not 0 <= i < self.parts:
-                raise ValueError(f"split index {i} is not a part of {self.parts} (0 … {self.parts - 1})")
+                raise ValueError(
+                    f"split index {i} is not a part of {self.parts} (0 … {self.parts - 1})"
+                )
         if self.index is not None and len(set(self.index)) != len(self.index):
             raise ValueError(f"split index {self.index} repeats a part")
         return self
@@ -176,9 +188,12 @@ class TuneSpec(FrozenModel):
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     eval_max_examples: int = Field(512, ge=1, le=1_000_000)
     #: a task with a training loss (``trainable`` in :mod:`basin.tasks`)
-    task: str = Field("classification", json_schema_extra={"enum": list(tasks_with(trainable=True))})
-    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="full")], min_length=1,
-                                      max_length=16)
+    task: str = Field(
+        "classification", json_schema_extra={"enum": list(tasks_with(trainable=True))}
+    )
+    methods: list[MethodSpec] = Field(
+        default_factory=lambda: [MethodSpec(name="full")], min_length=1, max_length=16
+    )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=64)
     #: data-order seeds; ``None``: each member's order is its seed (one axis, as Qin et al.)
     orders: list[int] | None = Field(None, min_length=1, max_length=64)
@@ -210,7 +225,9 @@ class TuneSpec(FrozenModel):
     @classmethod
     def _family(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v):
-            raise ValueError(f"family {v!r}: letters, digits, '_', '-', '.' (it names the members' folders)")
+            raise ValueError(
+                f"family {v!r}: letters, digits, '_', '-', '.' (it names the members' folders)"
+            )
         return v
 
     @field_validator("learning_rates")
@@ -232,10 +249,14 @@ class TuneSpec(FrozenModel):
     def _check(self) -> TuneSpec:
         trainable = tasks_with(trainable=True)
         if self.task not in trainable:
-            raise ValueError(f"task: tuning needs a task with a training loss, one of {list(trainable)}; "
-                             f"not {self.task!r}")
+            raise ValueError(
+                f"task: tuning needs a task with a training loss, one of {list(trainable)}; "
+                f"not {self.task!r}"
+            )
         if self.cartography and self.task != "classification":
-            raise ValueError("cartography (per-example gold-label confidence) needs task classification")
+            raise ValueError(
+                "cartography (per-example gold-label confidence) needs task classification"
+            )
         if self.labels is not None and self.task != "classification":
             raise ValueError("labels apply to task classification only")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
@@ -246,16 +267,24 @@ class TuneSpec(FrozenModel):
                 raise ValueError(f"methods: {m.name} is listed twice with the same options")
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"methods: {dup} appear more than once; a family names members by method, "
-                             "so each method may appear once")
-        if self.device != "auto" and not (self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device)):
+            raise ValueError(
+                f"methods: {dup} appear more than once; a family names members by method, "
+                "so each method may appear once"
+            )
+        if self.device != "auto" and not (
+            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device)
+        ):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.save_every is not None and self.save_every >= self.steps:
-            raise ValueError(f"save_every ({self.save_every}) must be below steps ({self.steps}): the final "
-                             "checkpoint is always saved")
+            raise ValueError(
+                f"save_every ({self.save_every}) must be below steps ({self.steps}): the final "
+                "checkpoint is always saved"
+            )
         n = self.num_members
         if n > MAX_MEMBERS:
-            raise ValueError(f"the family has {n} members, over the limit of {MAX_MEMBERS}: vary fewer axes")
+            raise ValueError(
+                f"the family has {n} members, over the limit of {MAX_MEMBERS}: vary fewer axes"
+            )
         return self
 
     @property
@@ -303,8 +332,14 @@ class Member:
 
     @property
     def tags(self) -> dict[str, Any]:
-        return {"family": self.family, "seed": self.seed, "order": self.order, "split": self.split,
-                "method": self.method.name, "lr": self.lr}
+        return {
+            "family": self.family,
+            "seed": self.seed,
+            "order": self.order,
+            "split": self.split,
+            "method": self.method.name,
+            "lr": self.lr,
+        }
 
 
 def _lr_label(lr: float) -> str:
@@ -318,9 +353,13 @@ def members(spec: TuneSpec) -> list[Member]:
     out: list[Member] = []
     orders = spec.order_values
     splits = spec.split.chosen
-    many_lr = any(len(spec.rates_of(m)) > 1 for m in spec.methods)  # a method's one rate is not named
+    many_lr = any(
+        len(spec.rates_of(m)) > 1 for m in spec.methods
+    )  # a method's one rate is not named
     for method in spec.methods:
-        for lr, split, order, seed in itertools.product(spec.rates_of(method), splits, orders, spec.seeds):
+        for lr, split, order, seed in itertools.product(
+            spec.rates_of(method), splits, orders, spec.seeds
+        ):
             parts = [spec.family, method.name]
             if many_lr:
                 parts.append(f"lr{_lr_label(lr)}")
@@ -329,8 +368,18 @@ def members(spec: TuneSpec) -> list[Member]:
             if order is not None:
                 parts.append(f"o{order}")
             parts.append(f"s{seed}")
-            out.append(Member(index=len(out), name="-".join(parts), family=spec.family, seed=seed,
-                              order=seed if order is None else order, split=split, method=method, lr=lr))
+            out.append(
+                Member(
+                    index=len(out),
+                    name="-".join(parts),
+                    family=spec.family,
+                    seed=seed,
+                    order=seed if order is None else order,
+                    split=split,
+                    method=method,
+                    lr=lr,
+                )
+            )
     return out
 
 
@@ -341,7 +390,9 @@ def parse_tune_spec(data: dict[str, Any]) -> TuneSpec:
     try:
         return TuneSpec.model_validate(data)
     except ValidationError as e:
-        raise InvalidSpec(format_validation_error(e).replace("invalid spec", "invalid tune spec", 1)) from None
+        raise InvalidSpec(
+            format_validation_error(e).replace("invalid spec", "invalid tune spec", 1)
+        ) from None
 
 
 def load_tune_spec(path: str | Path) -> TuneSpec:
@@ -351,5 +402,14 @@ def load_tune_spec(path: str | Path) -> TuneSpec:
     return parse_tune_spec(read_spec_file(path, "tune spec", "'base' and 'dataset'"))
 
 
-__all__ = ["MAX_MEMBERS", "METHODS", "Member", "MethodSpec", "SplitSpec", "TuneSpec", "load_tune_spec", "members",
-           "parse_tune_spec"]
+__all__ = [
+    "MAX_MEMBERS",
+    "METHODS",
+    "Member",
+    "MethodSpec",
+    "SplitSpec",
+    "TuneSpec",
+    "load_tune_spec",
+    "members",
+    "parse_tune_spec",
+]

@@ -114,14 +114,21 @@ class MemberResult:
             return os.path.relpath(x, relative_to) if relative_to is not None else str(x)
 
         return {
-            "name": self.member.name, "index": self.member.index, "tags": self.member.tags,
+            "name": self.member.name,
+            "index": self.member.index,
+            "tags": self.member.tags,
             "method": self.member.method.model_dump(mode="json", exclude_none=True),
-            "status": self.status, "final": p(self.final),
+            "status": self.status,
+            "final": p(self.final),
             "checkpoints": [{"step": s, "path": p(d)} for s, d in self.checkpoints],
             "base": self.base_ref if self.init is None else p(self.init),
-            "metrics": self.metrics, "losses": self.losses, "cartography": p(self.cartography),
-            "examples_seen": self.examples_seen, "train_examples": self.train_examples,
-            "eval_examples": self.eval_examples, "trainable_parameters": self.trainable_parameters,
+            "metrics": self.metrics,
+            "losses": self.losses,
+            "cartography": p(self.cartography),
+            "examples_seen": self.examples_seen,
+            "train_examples": self.train_examples,
+            "eval_examples": self.eval_examples,
+            "trainable_parameters": self.trainable_parameters,
             "timings": self.timings,
         }
 
@@ -157,8 +164,10 @@ def split_rows(n: int, spec: TuneSpec, split: int | None) -> tuple[list[int], li
     if spec.eval_dataset is None:
         k = max(1, round(n * spec.eval_fraction))
         if k >= n:
-            raise DatasetError(f"training dataset {spec.dataset!r} has {n} row(s): too few to hold "
-                               f"{spec.eval_fraction:.0%} out and still train; add rows or give eval_dataset")
+            raise DatasetError(
+                f"training dataset {spec.dataset!r} has {n} row(s): too few to hold "
+                f"{spec.eval_fraction:.0%} out and still train; add rows or give eval_dataset"
+            )
         held = sorted(random.Random(HOLDOUT_SEED).sample(rows, k))
         taken = set(held)
         rows = [r for r in rows if r not in taken]
@@ -169,14 +178,20 @@ def split_rows(n: int, spec: TuneSpec, split: int | None) -> tuple[list[int], li
     if len(rows) > spec.max_examples:
         rows = sorted(random.Random(0).sample(rows, spec.max_examples))
     if not rows:
-        raise DatasetError(f"training dataset {spec.dataset!r}: split {split} leaves no training rows")
+        raise DatasetError(
+            f"training dataset {spec.dataset!r}: split {split} leaves no training rows"
+        )
     return rows, held
 
 
 def _subset(data: Dataset, rows: Sequence[int]) -> Dataset:
-    return Dataset(path=data.path, sha256=data.sha256, task=data.task,
-                   columns={c: [v[i] for i in rows] for c, v in data.columns.items()},
-                   num_rows_total=data.num_rows_total)
+    return Dataset(
+        path=data.path,
+        sha256=data.sha256,
+        task=data.task,
+        columns={c: [v[i] for i in rows] for c, v in data.columns.items()},
+        num_rows_total=data.num_rows_total,
+    )
 
 
 # ---- θ0 --------------------------------------------------------------------------------------
@@ -186,7 +201,9 @@ def _is_default(l2i: dict[str, int]) -> bool:
     return all(k == f"LABEL_{v}" for k, v in l2i.items())
 
 
-def family_labels(spec: TuneSpec, resolver: Resolver, config: dict[str, Any]) -> dict[str, int] | None:
+def family_labels(
+    spec: TuneSpec, resolver: Resolver, config: dict[str, Any]
+) -> dict[str, int] | None:
     """The family's ``label2id`` (classification; ``None`` otherwise): ``labels``, else the
     base's named labels, else the training file's distinct labels (integers: ``LABEL_<i>``
     for 0 … max; text: sorted)."""
@@ -201,17 +218,23 @@ def family_labels(spec: TuneSpec, resolver: Resolver, config: dict[str, Any]) ->
 
     cols, rows = read_rows(resolver.dataset(spec.dataset))
     if "label" not in cols:
-        raise DatasetError(f"dataset {spec.dataset!r} lacks column 'label' needed for task 'classification'")
+        raise DatasetError(
+            f"dataset {spec.dataset!r} lacks column 'label' needed for task 'classification'"
+        )
     values = {str(r.get("label")).strip() for r in rows if r.get("label") is not None}
     if values and all(re.fullmatch(r"\d+", v) for v in values):
         n = max(2, max(int(v) for v in values) + 1, len(base_l2i))
         return {f"LABEL_{i}": i for i in range(n)}
     if len(values) < 2:
-        raise DatasetError(f"dataset {spec.dataset!r} has fewer than two distinct labels: nothing to classify")
+        raise DatasetError(
+            f"dataset {spec.dataset!r} has fewer than two distinct labels: nothing to classify"
+        )
     return {lab: i for i, lab in enumerate(sorted(values))}
 
 
-def initial_model(spec: TuneSpec, seed: int, src: CheckpointSource, label2id: dict[str, int]) -> tuple[nn.Module, list[str]]:
+def initial_model(
+    spec: TuneSpec, seed: int, src: CheckpointSource, label2id: dict[str, int]
+) -> tuple[nn.Module, list[str]]:
     """θ0 of a classifier with a fresh head: ``(model, fresh tensor names)``; see step 1 of the
     module docstring. ``fresh`` is empty when the base's head is kept."""
     import transformers
@@ -236,13 +259,22 @@ def initial_model(spec: TuneSpec, seed: int, src: CheckpointSource, label2id: di
         drop = set(head)
     drop |= {k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)}
     if spec.head == "base" and any(k not in sd or k in drop for k in head):
-        raise InvalidSpec(f"head: base, but the base's head does not fit the family's {len(label2id)} labels "
-                          f"{sorted(label2id)} (use head: auto or fresh)")
-    result = model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in drop}, strict=False)
+        raise InvalidSpec(
+            f"head: base, but the base's head does not fit the family's {len(label2id)} labels "
+            f"{sorted(label2id)} (use head: auto or fresh)"
+        )
+    result = model.load_state_dict(
+        {k: v for k, v in sd.items() if k in own and k not in drop}, strict=False
+    )
     fresh = sorted(set(result.missing_keys) | (drop & set(own)))
     body_fresh = [k for k in fresh if k not in head]
     if body_fresh:
-        logger.warning("base %s lacks %d body tensor(s), seeded fresh: %s", src.id, len(body_fresh), body_fresh[:4])
+        logger.warning(
+            "base %s lacks %d body tensor(s), seeded fresh: %s",
+            src.id,
+            len(body_fresh),
+            body_fresh[:4],
+        )
     model.eval()
     return model, fresh
 
@@ -256,13 +288,28 @@ def _copy_tokenizer(dirs: Sequence[Path], dest: Path) -> None:
                 shutil.copyfile(d / name, dest / name)
 
 
+@contextlib.contextmanager
+def _quiet_saves():
+    """transformers' "Writing model shards" bar off while saving (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def _atomic_dir(dest: Path, write: Callable[[Path], None]) -> Path:
     """Write a folder through a temporary sibling, then rename it into place (replacing)."""
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        write(tmp)
+        with _quiet_saves():
+            write(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -272,15 +319,19 @@ def _atomic_dir(dest: Path, write: Callable[[Path], None]) -> Path:
     return dest
 
 
-def ensure_init(spec: TuneSpec, seed: int, resolver: Resolver, out_dir: Path) -> tuple[str, Path | None]:
+def ensure_init(
+    spec: TuneSpec, seed: int, resolver: Resolver, out_dir: Path
+) -> tuple[str, Path | None]:
     """θ0 for members of ``seed``: ``(checkpoint ref, folder written or None)``.
 
     A classifier that needs a fresh head gets ``out_dir/init-s<seed>`` (written once; a
     later member of the same seed reuses it); otherwise the base itself (``spec.base``)."""
     src = resolver.checkpoint(spec.base)
     if src.adapter is not None:
-        raise InvalidSpec(f"base {spec.base!r} is a PEFT adapter: tune from a full checkpoint (its base, or the "
-                          "adapter merged into one)")
+        raise InvalidSpec(
+            f"base {spec.base!r} is a PEFT adapter: tune from a full checkpoint (its base, or the "
+            "adapter merged into one)"
+        )
     if spec.task != "classification":
         return spec.base, None
     config = read_config(src.config_dir)
@@ -296,9 +347,16 @@ def ensure_init(spec: TuneSpec, seed: int, resolver: Resolver, out_dir: Path) ->
     def write(d: Path) -> None:
         model.save_pretrained(d, safe_serialization=True)
         _copy_tokenizer([src.config_dir, src.weights], d)
-        meta = {"kind": "basin-tune-init", "family": spec.family, "seed": seed, "base": spec.base,
-                "base_id": src.id, "fresh": fresh, "labels": label2id,
-                "tags": {"family": spec.family, "seed": seed, "step": 0, "method": "init"}}
+        meta = {
+            "kind": "basin-tune-init",
+            "family": spec.family,
+            "seed": seed,
+            "base": spec.base,
+            "base_id": src.id,
+            "fresh": fresh,
+            "labels": label2id,
+            "tags": {"family": spec.family, "seed": seed, "step": 0, "method": "init"},
+        }
         (d / TUNE_META).write_text(json.dumps(meta, indent=1) + "\n")
 
     _atomic_dir(dest, write)
@@ -311,8 +369,14 @@ def ensure_init(spec: TuneSpec, seed: int, resolver: Resolver, out_dir: Path) ->
 def ffn_output_modules(model: nn.Module) -> list[str]:
     """Names of the FFN output projections (:data:`FFN_OUT`) of ``model``: the ``adapter``
     method's targets."""
-    return [n for n, m in model.named_modules() if FFN_OUT.search(n) and hasattr(m, "weight")
-            and getattr(m, "weight", None) is not None and m.weight.dim() == 2]
+    return [
+        n
+        for n, m in model.named_modules()
+        if FFN_OUT.search(n)
+        and hasattr(m, "weight")
+        and getattr(m, "weight", None) is not None
+        and m.weight.dim() == 2
+    ]
 
 
 def peft_config(method: MethodSpec, task: str, model: nn.Module) -> Any:
@@ -322,28 +386,85 @@ def peft_config(method: MethodSpec, task: str, model: nn.Module) -> Any:
     tt = PEFT_TASK[task]
     arch = type(model).__name__
     if method.name == "lora":
-        return peft.LoraConfig(task_type=tt, r=method.rank, lora_alpha=method.alpha or 2 * method.rank,
-                               lora_dropout=method.dropout, target_modules=method.target_modules)
+        return peft.LoraConfig(
+            task_type=tt,
+            r=method.rank,
+            lora_alpha=method.alpha or 2 * method.rank,
+            lora_dropout=method.dropout,
+            target_modules=method.target_modules,
+        )
     if method.name == "adapter":
         targets = method.target_modules or ffn_output_modules(model)
         if not targets:
-            raise InvalidSpec(f"method adapter: found no FFN output projection in {arch} to put the bottleneck "
-                              "beside; name the modules in target_modules")
-        return peft.LoraConfig(task_type=tt, r=method.rank, lora_alpha=method.alpha or method.rank,
-                               lora_dropout=method.dropout, target_modules=targets)
+            raise InvalidSpec(
+                f"method adapter: found no FFN output projection in {arch} to put the bottleneck "
+                "beside; name the modules in target_modules"
+            )
+        return peft.LoraConfig(
+            task_type=tt,
+            r=method.rank,
+            lora_alpha=method.alpha or method.rank,
+            lora_dropout=method.dropout,
+            target_modules=targets,
+        )
     if method.name == "ia3":
         targets = method.target_modules
         if targets is not None:
-            ff = [t for t in targets if FFN_OUT.search(t) or t in ("output.dense", "c_proj", "down_proj", "wo", "fc2")]
+            ff = [
+                t
+                for t in targets
+                if FFN_OUT.search(t) or t in ("output.dense", "c_proj", "down_proj", "wo", "fc2")
+            ]
             return peft.IA3Config(task_type=tt, target_modules=targets, feedforward_modules=ff)
         return peft.IA3Config(task_type=tt)
     if method.name == "prefix":
         return peft.PrefixTuningConfig(task_type=tt, num_virtual_tokens=method.num_virtual_tokens)
     if method.name == "prompt":
         if task != "classification":
-            raise InvalidSpec("method prompt (soft prompt tuning) is offered for task classification only")
+            raise InvalidSpec(
+                "method prompt (soft prompt tuning) is offered for task classification only"
+            )
         return peft.PromptTuningConfig(task_type=tt, num_virtual_tokens=method.num_virtual_tokens)
     raise InvalidSpec(f"unknown method {method.name!r}")
+
+
+def enable_prefix(peft_model: Any) -> bool:
+    """Let peft's prefix tuning reach an encoder whose forward names its key/value cache ``cache``.
+
+    peft 0.21 looks for a ``past_key_values`` parameter on the model (a classifier: on its
+    backbone, ``BertModel``) and refuses prefix tuning without one; transformers 5 renamed it
+    ``cache`` (``past_key_values`` is still accepted, deprecated until 5.40). This gives the
+    backbone's ``forward`` a signature that names ``past_key_values`` too (the call is
+    unchanged), so peft passes the prefix's keys and values, which each self-attention layer
+    prepends — as prefix tuning on BERT did with transformers 4 (positions also start after
+    the prefix, as they did there). Returns whether it changed anything. Call it on every
+    model that runs a prefix adapter on such an encoder (training, reloading).
+    """
+    import inspect
+
+    name = getattr(peft_model, "transformer_backbone_name", None)
+    cfg = getattr(peft_model, "active_peft_config", None)
+    if not name or str(getattr(cfg, "peft_type", "")).rsplit(".", 1)[-1] != "PREFIX_TUNING":
+        return False
+    backbone = peft_model.base_model.get_submodule(name)
+    fwd = backbone.forward
+    sig = inspect.signature(fwd)
+    if "past_key_values" in sig.parameters or "cache" not in sig.parameters:
+        return False
+    params = list(sig.parameters.values())
+    at = next(
+        (i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params)
+    )
+    params.insert(
+        at, inspect.Parameter("past_key_values", inspect.Parameter.KEYWORD_ONLY, default=None)
+    )
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return fwd(*args, **kwargs)
+
+    forward.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    backbone.forward = forward
+    return True
 
 
 def apply_method(model: nn.Module, method: MethodSpec, task: str, seed: int) -> nn.Module:
@@ -354,13 +475,37 @@ def apply_method(model: nn.Module, method: MethodSpec, task: str, seed: int) -> 
         return model
     import peft
 
+    if method.target_modules:  # peft's rule: a module named t, or ending in ".t"
+        names = [n for n, _ in model.named_modules()]
+        missing = [
+            t
+            for t in method.target_modules
+            if not any(n == t or n.endswith("." + t) for n in names)
+        ]
+        if missing:
+            leaves = sorted(
+                {
+                    n.rsplit(".", 1)[-1]
+                    for n, m in model.named_modules()
+                    if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 2
+                }
+            )
+            raise InvalidSpec(
+                f"method {method.name}: target module(s) {missing} not found in "
+                f"{type(model).__name__}; its weight layers are named {leaves[:20]}"
+            )
     cfg = peft_config(method, task, model)
     torch.manual_seed(seed)
     try:
-        return peft.get_peft_model(model, cfg)
+        wrapped = peft.get_peft_model(model, cfg)
     except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InvalidSpec(f"method {method.name} does not fit {type(model).__name__}: {msg}") from None
+        raise InvalidSpec(
+            f"method {method.name} does not fit {type(model).__name__}: {msg}"
+        ) from None
+    if method.name == "prefix":
+        enable_prefix(wrapped)
+    return wrapped
 
 
 # ---- batches ---------------------------------------------------------------------------------
@@ -376,8 +521,17 @@ class Batches:
     Seq2seq: source ids and target ``labels`` (−100 padding; the model builds the decoder input).
     """
 
-    def __init__(self, task: str, tokenizer: Any, data: Dataset, model: nn.Module, *, max_length: int,
-                 batch_size: int, device: torch.device):
+    def __init__(
+        self,
+        task: str,
+        tokenizer: Any,
+        data: Dataset,
+        model: nn.Module,
+        *,
+        max_length: int,
+        batch_size: int,
+        device: torch.device,
+    ):
         import inspect
 
         from basin.evaluate.base import pad
@@ -394,15 +548,22 @@ class Batches:
             self.pad_id = padding_id(model, tokenizer, batch_size=batch_size, num_rows=self.n)
             self.labels = list(data.columns["label"])
         elif task == "causal_lm":
-            self.ids = tokenizer(data.columns["text"], truncation=True, max_length=max_length)["input_ids"]
+            self.ids = tokenizer(data.columns["text"], truncation=True, max_length=max_length)[
+                "input_ids"
+            ]
             self.tt = None
             self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             if not any(len(s) > 1 for s in self.ids):
-                raise DatasetError(f"dataset {data.path.name}: no text has two or more tokens to train on")
+                raise DatasetError(
+                    f"dataset {data.path.name}: no text has two or more tokens to train on"
+                )
         elif task == "seq2seq":
-            self.ids = tokenizer(data.columns["source"], truncation=True, max_length=max_length)["input_ids"]
-            self.targets = tokenizer(text_target=data.columns["target"], truncation=True,
-                                     max_length=max_length)["input_ids"]
+            self.ids = tokenizer(data.columns["source"], truncation=True, max_length=max_length)[
+                "input_ids"
+            ]
+            self.targets = tokenizer(
+                text_target=data.columns["target"], truncation=True, max_length=max_length
+            )["input_ids"]
             self.tt = None
             self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         else:
@@ -411,7 +572,10 @@ class Batches:
     def collate(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
         pad = self._pad
         seqs = [self.ids[i] for i in idx]
-        b = {"input_ids": pad(seqs, self.pad_id), "attention_mask": pad([[1] * len(s) for s in seqs], 0)}
+        b = {
+            "input_ids": pad(seqs, self.pad_id),
+            "attention_mask": pad([[1] * len(s) for s in seqs], 0),
+        }
         if self.tt is not None:
             b["token_type_ids"] = pad([self.tt[i] for i in idx], 0)
         if self.task == "classification":
@@ -426,7 +590,9 @@ class Batches:
 # ---- the member ------------------------------------------------------------------------------
 
 
-def _gold_probabilities(model: nn.Module, batches: Batches, batch_size: int) -> tuple[list[float], list[bool]]:
+def _gold_probabilities(
+    model: nn.Module, batches: Batches, batch_size: int
+) -> tuple[list[float], list[bool]]:
     """Gold-label probability and correctness of every training row (eval mode, no RNG drawn)."""
     was = model.training
     model.eval()
@@ -443,13 +609,23 @@ def _gold_probabilities(model: nn.Module, batches: Batches, batch_size: int) -> 
     return probs, correct
 
 
-def _save(model: nn.Module, dest: Path, *, full: bool, copy_from: Sequence[Path], base_path: str,
-          meta: dict[str, Any]) -> Path:
+def _save(
+    model: nn.Module,
+    dest: Path,
+    *,
+    full: bool,
+    copy_from: Sequence[Path],
+    base_path: str,
+    meta: dict[str, Any],
+) -> Path:
     def write(d: Path) -> None:
         model.save_pretrained(d, safe_serialization=True)
         if full:
             _copy_tokenizer(copy_from, d)
         else:  # the adapter names θ0's folder as its base (basin.resolve's convention)
+            (d / "README.md").unlink(
+                missing_ok=True
+            )  # peft's model card template: not the checkpoint
             cfg_path = d / "adapter_config.json"
             cfg = json.loads(cfg_path.read_text())
             cfg["base_model_name_or_path"] = base_path
@@ -494,47 +670,82 @@ def train_member(
         on_save(0, init, {"family": spec.family, "seed": member.seed, "step": 0, "method": "init"})
 
     entry = task_entry(spec.task)
-    opened = open_model(spec.task, [base_ref], local, dataset=spec.dataset, max_examples=10**9, seed=0,
-                        device=spec.device, dtype=spec.dtype, tokenizer=spec.tokenizer, lazy=False,
-                        parameters_only=True, only_moved=False)
+    opened = open_model(
+        spec.task,
+        [base_ref],
+        local,
+        dataset=spec.dataset,
+        max_examples=10**9,
+        seed=0,
+        device=spec.device,
+        dtype=spec.dtype,
+        tokenizer=spec.tokenizer,
+        lazy=False,
+        parameters_only=True,
+        only_moved=False,
+    )
     opened.release()
     base_src = opened.first
     base_path = str(init.resolve()) if init is not None else str(base_src.config_dir)
     train_rows, held = split_rows(len(opened.data), spec, member.split)
     train = _subset(opened.data, train_rows)
     if spec.eval_dataset is not None:
-        eval_data = load_dataset(resolver.dataset(spec.eval_dataset), spec.task, max_examples=spec.eval_max_examples,
-                                 seed=0, **entry.dataset_options(opened.config))
+        eval_data = load_dataset(
+            resolver.dataset(spec.eval_dataset),
+            spec.task,
+            max_examples=spec.eval_max_examples,
+            seed=0,
+            **entry.dataset_options(opened.config),
+        )
     else:
-        eval_rows = held if len(held) <= spec.eval_max_examples else sorted(
-            random.Random(0).sample(held, spec.eval_max_examples))
+        eval_rows = (
+            held
+            if len(held) <= spec.eval_max_examples
+            else sorted(random.Random(0).sample(held, spec.eval_max_examples))
+        )
         eval_data = _subset(opened.data, eval_rows)
 
     device = opened.device
     model = apply_method(opened.model, member.method, spec.task, member.seed)
-    batches = Batches(spec.task, opened.tokenizer, train, model, max_length=spec.max_length,
-                      batch_size=spec.batch_size, device=device)
-    if member.method.name in ("prefix", "prompt"):  # peft checks the architecture at the first forward
+    batches = Batches(
+        spec.task,
+        opened.tokenizer,
+        train,
+        model,
+        max_length=spec.max_length,
+        batch_size=spec.batch_size,
+        device=device,
+    )
+    if member.method.name in (
+        "prefix",
+        "prompt",
+    ):  # peft checks the architecture at the first forward
         model.eval()
         try:
             with torch.inference_mode():
                 model(**batches.collate([0]))
         except (ValueError, TypeError, AttributeError, RuntimeError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise InvalidSpec(f"method {member.method.name} does not fit {type(opened.model).__name__}: {msg} "
-                              "(prefix tuning needs a model whose forward takes a key/value cache)") from None
+            raise InvalidSpec(
+                f"method {member.method.name} does not fit {type(opened.model).__name__}: {msg} "
+                "(prefix tuning needs a model whose forward takes a key/value cache)"
+            ) from None
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
     ev_autocast = opened.autocast
-    autocast = (torch.autocast(device_type=device.type, dtype=ev_autocast) if ev_autocast is not None
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=ev_autocast)
+        if ev_autocast is not None
+        else contextlib.nullcontext()
+    )
 
     torch.manual_seed(member.seed)  # dropout masks
     gen = torch.Generator().manual_seed(member.order)
     opt = torch.optim.AdamW(params, lr=member.lr, weight_decay=spec.weight_decay)
     steps = spec.steps
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: max(0.0, 1.0 - s / steps)) if spec.schedule == "linear" else (lambda s: 1.0))
+        opt, (lambda s: max(0.0, 1.0 - s / steps)) if spec.schedule == "linear" else (lambda s: 1.0)
+    )
     full = member.method.name == "full"
     copy_from = [base_src.config_dir, base_src.weights]
     checkpoints: list[tuple[int, Path]] = []
@@ -548,9 +759,18 @@ def train_member(
 
     def checkpoint(at: int, name: str) -> None:
         tags = {**member.tags, "step": at}
-        meta = {"kind": "basin-tune", "member": member.name, "index": member.index, "tags": tags,
-                "base": base_path, "peft": member.method.peft_class, "spec": spec.model_dump(mode="json")}
-        d = _save(model, folder / name, full=full, copy_from=copy_from, base_path=base_path, meta=meta)
+        meta = {
+            "kind": "basin-tune",
+            "member": member.name,
+            "index": member.index,
+            "tags": tags,
+            "base": base_path,
+            "peft": member.method.peft_class,
+            "spec": spec.model_dump(mode="json"),
+        }
+        d = _save(
+            model, folder / name, full=full, copy_from=copy_from, base_path=base_path, meta=meta
+        )
         checkpoints.append((at, d))
         if on_save is not None:
             on_save(at, d, tags)
@@ -586,8 +806,10 @@ def train_member(
             seen += len(idx)
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise InvalidSpec(f"member {member.name} diverged at step {step} (training loss {value}): "
-                                  f"lower its learning rate (now {member.lr})")
+                raise InvalidSpec(
+                    f"member {member.name} diverged at step {step} (training loss {value}): "
+                    f"lower its learning rate (now {member.lr})"
+                )
             losses.append(value)
             if on_step is not None:
                 on_step(step, value, seen)
@@ -604,33 +826,78 @@ def train_member(
     checkpoint(step, "final")
     record(step)
 
-    ev = EVALUATORS[spec.task](opened.tokenizer, eval_data, model, batch_size=max(spec.batch_size, 32),
-                               max_length=spec.max_length, device=device, autocast_dtype=ev_autocast)
+    ev = EVALUATORS[spec.task](
+        opened.tokenizer,
+        eval_data,
+        model,
+        batch_size=max(spec.batch_size, 32),
+        max_length=spec.max_length,
+        device=device,
+        autocast_dtype=ev_autocast,
+    )
     metrics = {k: float(v) for k, v in ev.evaluate(model).items()}
     carto_path = None
     if spec.cartography and carto_steps:
         from basin.tune.cartography import write_map
 
-        carto_path = write_map(folder / "cartography.csv", carto_steps, train_rows, list(train.columns["label"]),
-                               carto_p, carto_c)
+        carto_path = write_map(
+            folder / "cartography.csv",
+            carto_steps,
+            train_rows,
+            list(train.columns["label"]),
+            carto_p,
+            carto_c,
+        )
     result = MemberResult(
-        member=member, folder=folder, final=checkpoints[-1][1], checkpoints=checkpoints, base_ref=base_ref,
-        init=init, losses=losses, metrics=metrics, cartography=carto_path, status=status, examples_seen=seen,
-        train_examples=len(train), eval_examples=len(eval_data), trainable_parameters=n_trainable,
-        timings={"load_s": load_s, "train_s": train_s, "examples_per_s": seen / train_s if train_s > 0 else 0.0,
-                 "total_s": time.perf_counter() - t_start},
+        member=member,
+        folder=folder,
+        final=checkpoints[-1][1],
+        checkpoints=checkpoints,
+        base_ref=base_ref,
+        init=init,
+        losses=losses,
+        metrics=metrics,
+        cartography=carto_path,
+        status=status,
+        examples_seen=seen,
+        train_examples=len(train),
+        eval_examples=len(eval_data),
+        trainable_parameters=n_trainable,
+        timings={
+            "load_s": load_s,
+            "train_s": train_s,
+            "examples_per_s": seen / train_s if train_s > 0 else 0.0,
+            "total_s": time.perf_counter() - t_start,
+        },
     )
     doc = result.to_dict(relative_to=folder)
-    doc["eval"] = {"dataset": spec.eval_dataset or spec.dataset, "held_out_of_training_file": spec.eval_dataset is None,
-                   "rows": len(eval_data)}
+    doc["eval"] = {
+        "dataset": spec.eval_dataset or spec.dataset,
+        "held_out_of_training_file": spec.eval_dataset is None,
+        "rows": len(eval_data),
+    }
     tmp = folder / (MEMBER_META + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, folder / MEMBER_META)
-    del ev, opt, model
+    del ev, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
 
 
-__all__ = ["FFN_OUT", "MEMBER_META", "TUNE_META", "Batches", "MemberResult", "apply_method", "ensure_init",
-           "family_labels", "ffn_output_modules", "initial_model", "peft_config", "split_rows", "train_member"]
+__all__ = [
+    "FFN_OUT",
+    "MEMBER_META",
+    "TUNE_META",
+    "Batches",
+    "MemberResult",
+    "apply_method",
+    "ensure_init",
+    "enable_prefix",
+    "family_labels",
+    "ffn_output_modules",
+    "initial_model",
+    "peft_config",
+    "split_rows",
+    "train_member",
+]
