@@ -345,7 +345,7 @@ class TuneKind(WorkerJobKind):
                 if over == "failed" or ref in held:
                     continue
                 msg = (
-                    f"member {i}: its worker died {MAX_ATTEMPTS} times (last {worker}, at step {step} of "
+                    f"its worker died {MAX_ATTEMPTS} times (last {worker}, at step {step} of "
                     f"{total}); not tried again — a member that kills its worker would kill the next one too"
                 )
                 got = r.eval(
