@@ -315,6 +315,9 @@ class TuneKind(WorkerJobKind):
         out = ReapReport()
         self.prune(r)
         held = self.holder(ctx.alive)
+        idle = any(
+            w.get("run") is None and not w.get("fit") and not w.get("job") for w in ctx.alive
+        )
         for tune_id in cast("list[str]", r.zrange(self.active_key, 0, -1)):
             status, n_s, limit = cast(
                 "list[str | None]",
@@ -373,6 +376,8 @@ class TuneKind(WorkerJobKind):
                 elif got == "failed":
                     out.failed.append(ref)
             status = self.settle(r, tune_id)
+            if status not in TERMINAL:
+                self.rescue_queued(r, tune_id, n, idle, ctx)
             if status in TERMINAL:
                 if ctx.finished_ttl_s:
                     pipe = r.pipeline(transaction=True)
@@ -382,6 +387,38 @@ class TuneKind(WorkerJobKind):
                 r.zrem(self.active_key, tune_id)
                 out.expiring.append(tune_id)
         return out
+
+    def rescue_queued(
+        self, r: redis.Redis, tune_id: str, n: int, idle: bool, ctx: ReapContext
+    ) -> list[str]:
+        """Send again the tasks of queued members while a live worker has stood idle for
+        ``ctx.queued_grace_s`` (``BASIN_LOST_TASK_GRACE_SECONDS``): their tasks were lost (a
+        worker killed right after taking one, a broker that lost it). A duplicate task is
+        harmless: a member starts once, a second delivery is skipped."""
+        hk = self.hash_key(tune_id)
+        statuses = [r.hget(self.member_keys(tune_id, i).hash, "status") for i in range(n)]
+        queued = [member_ref(tune_id, i) for i, st in enumerate(statuses) if st == QUEUED]
+        if not queued or not idle or ctx.send_job is None:
+            r.hdel(hk, "idle_since")
+            return []
+        now = time.time()
+        since = _f(r.hget(hk, "idle_since"))
+        if since is None:
+            r.hset(hk, "idle_since", repr(now))
+            return []
+        if now - since < ctx.queued_grace_s:
+            return []
+        from service.tasks import JOB_TASK
+
+        for ref in queued:
+            ctx.send_job(JOB_TASK, [self.name, ref])
+        r.hset(hk, "idle_since", repr(now))
+        logger.warning(
+            "tune %s: %d queued member(s) while a worker is idle; their tasks sent again",
+            tune_id,
+            len(queued),
+        )
+        return queued
 
     def overdue_message(self, h: dict[str, Any]) -> str:
         return time_limit_message(

@@ -98,3 +98,25 @@ def test_cancel_ends_queued_members_at_once_and_stops_running_ones(red, redis_ur
     assert [m["status"] for m in tune_detail(red, tune_id)["member_list"]] == [CANCELLED] * 3
     with pytest.raises(TuneConflict, match="already cancelled"):
         cancel_tune(red, tune_id)
+
+
+def test_a_queued_members_lost_task_is_sent_again_once_a_worker_has_stood_idle(red, redis_url):
+    tune_id = family(red, redis_url)
+    sent: list[list[str]] = []
+    idle = [{"name": "w-idle", "run": None, "job": None}]
+    ctx = ReapContext(
+        alive=idle, grace_s=5.0, queued_grace_s=0.0, send_job=lambda _n, a: sent.append(a)
+    )
+    busy = ReapContext(
+        alive=[{"name": "w-busy", "run": "r"}],
+        grace_s=5.0,
+        queued_grace_s=0.0,
+        send_job=lambda _n, a: sent.append(a),
+    )
+    TUNE.reap(red, busy)  # every worker is busy: the tasks wait in the queue
+    TUNE.reap(red, ctx)  # a worker is idle: noted, not yet
+    assert sent == []
+    TUNE.reap(red, ctx)  # still idle a grace later with members queued: their tasks were lost
+    assert sorted(sent) == [["tune", f"{tune_id}.0"], ["tune", f"{tune_id}.1"]]
+    assert TUNE.state(red, f"{tune_id}.0").start("w-idle") == "ok"
+    assert TUNE.state(red, f"{tune_id}.0").start("w-other") == RUNNING  # the duplicate is skipped
