@@ -345,7 +345,7 @@ def ensure_init(
         return spec.base, None
 
     def write(d: Path) -> None:
-        model.save_pretrained(d, safe_serialization=True)
+        model.save_pretrained(d, safe_serialization=True)  # type: ignore[operator]
         _copy_tokenizer([src.config_dir, src.weights], d)
         meta = {
             "kind": "basin-tune-init",
@@ -369,14 +369,12 @@ def ensure_init(
 def ffn_output_modules(model: nn.Module) -> list[str]:
     """Names of the FFN output projections (:data:`FFN_OUT`) of ``model``: the ``adapter``
     method's targets."""
-    return [
-        n
-        for n, m in model.named_modules()
-        if FFN_OUT.search(n)
-        and hasattr(m, "weight")
-        and getattr(m, "weight", None) is not None
-        and m.weight.dim() == 2
-    ]
+    out = []
+    for n, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if FFN_OUT.search(n) and isinstance(w, torch.Tensor) and w.dim() == 2:
+            out.append(n)
+    return out
 
 
 def peft_config(method: MethodSpec, task: str, model: nn.Module) -> Any:
@@ -408,14 +406,14 @@ def peft_config(method: MethodSpec, task: str, model: nn.Module) -> Any:
             target_modules=targets,
         )
     if method.name == "ia3":
-        targets = method.target_modules
-        if targets is not None:
+        chosen = method.target_modules
+        if chosen is not None:
             ff = [
                 t
-                for t in targets
+                for t in chosen
                 if FFN_OUT.search(t) or t in ("output.dense", "c_proj", "down_proj", "wo", "fc2")
             ]
-            return peft.IA3Config(task_type=tt, target_modules=targets, feedforward_modules=ff)
+            return peft.IA3Config(task_type=tt, target_modules=chosen, feedforward_modules=ff)
         return peft.IA3Config(task_type=tt)
     if method.name == "prefix":
         return peft.PrefixTuningConfig(task_type=tt, num_virtual_tokens=method.num_virtual_tokens)
@@ -619,7 +617,7 @@ def _save(
     meta: dict[str, Any],
 ) -> Path:
     def write(d: Path) -> None:
-        model.save_pretrained(d, safe_serialization=True)
+        model.save_pretrained(d, safe_serialization=True)  # type: ignore[operator]
         if full:
             _copy_tokenizer(copy_from, d)
         else:  # the adapter names θ0's folder as its base (basin.resolve's convention)
