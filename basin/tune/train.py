@@ -339,6 +339,12 @@ def ensure_init(
     assert label2id is not None
     dest = Path(out_dir) / f"init-s{seed}"
     if (dest / "model.safetensors").is_file() and (dest / TUNE_META).is_file():
+        made = json.loads((dest / TUNE_META).read_text())
+        if made.get("base_id") != src.id or made.get("labels") != label2id:
+            raise InvalidSpec(
+                f"{dest} holds θ0 of another family (base {made.get('base')!r}, labels "
+                f"{sorted(made.get('labels') or {})}): train this family into another folder"
+            )
         return str(dest.resolve()), dest
     model, fresh = initial_model(spec, seed, src, label2id)
     if not fresh:
@@ -782,7 +788,7 @@ def train_member(
 
     folder.mkdir(parents=True, exist_ok=True)
     load_s = time.perf_counter() - t_start
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     while step < steps and status == "done":
         perm = torch.randperm(batches.n, generator=gen).tolist()
@@ -819,7 +825,7 @@ def train_member(
         else:
             if not spec.save_every and step < steps:
                 record(step)  # an epoch's end
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     checkpoint(step, "final")
     record(step)
@@ -865,6 +871,7 @@ def train_member(
             "load_s": load_s,
             "train_s": train_s,
             "examples_per_s": seen / train_s if train_s > 0 else 0.0,
+            "train_cpu_s": train_cpu_s,  # this process's CPU seconds in the loop (a busy machine's clock)
             "total_s": time.perf_counter() - t_start,
         },
     )

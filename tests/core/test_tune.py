@@ -407,7 +407,7 @@ def test_bad_specs_are_refused_with_a_clear_message(change, words):
     assert words in str(e.value)
 
 
-def test_a_method_the_base_cannot_take(body, tmp_path, capsys):
+def test_a_method_the_base_cannot_take(body, family, tmp_path, capsys):
     spec = parse_tune_spec(
         _family_spec(seeds=[1], methods=[{"name": "lora", "target_modules": ["q_proj"]}])
     )
@@ -450,6 +450,10 @@ def test_a_method_the_base_cannot_take(body, tmp_path, capsys):
         InvalidSpec, match="method prefix does not fit DistilBertForSequenceClassification"
     ):
         train_member(spec, members(spec)[0], FileResolver(tmp_path), tmp_path / "out")
+    # a folder holding θ0 of another family is not silently reused
+    other = parse_tune_spec(_family_spec(seeds=[1], labels=["pos", "neg"]))
+    with pytest.raises(InvalidSpec, match="holds θ0 of another family"):
+        train_member(other, members(other)[0], FileResolver(body), body / "out")
     # the CLI: one line, exit 2, nothing trained
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     assert (
