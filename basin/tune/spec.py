@@ -56,7 +56,7 @@ class MethodSpec(FrozenModel):
 
     name: Literal["full", "lora", "ia3", "prefix", "prompt", "adapter"]
     r: int | None = Field(None, ge=1, le=4096)
-    alpha: float | None = Field(None, gt=0.0, le=1e6)
+    alpha: int | None = Field(None, ge=1, le=1_000_000)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | None = Field(None, min_length=1, max_length=256)
     num_virtual_tokens: int = Field(20, ge=1, le=512)
@@ -192,12 +192,14 @@ class TuneSpec(FrozenModel):
         "classification", json_schema_extra={"enum": list(tasks_with(trainable=True))}
     )
     methods: list[MethodSpec] = Field(
-        default_factory=lambda: [MethodSpec(name="full")], min_length=1, max_length=16
+        default_factory=lambda: [MethodSpec.model_validate({"name": "full"})],
+        min_length=1,
+        max_length=16,
     )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=64)
     #: data-order seeds; ``None``: each member's order is its seed (one axis, as Qin et al.)
     orders: list[int] | None = Field(None, min_length=1, max_length=64)
-    split: SplitSpec = Field(default_factory=SplitSpec)
+    split: SplitSpec = Field(default_factory=lambda: SplitSpec.model_validate({}))
     learning_rates: list[float] = Field(default_factory=lambda: [1e-4], min_length=1, max_length=16)
     steps: int = Field(100, ge=1, le=1_000_000)
     batch_size: int = Field(16, ge=1, le=4096)

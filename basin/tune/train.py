@@ -339,13 +339,19 @@ def ensure_init(
     assert label2id is not None
     dest = Path(out_dir) / f"init-s{seed}"
     if (dest / "model.safetensors").is_file() and (dest / TUNE_META).is_file():
+        made = json.loads((dest / TUNE_META).read_text())
+        if made.get("base_id") != src.id or made.get("labels") != label2id:
+            raise InvalidSpec(
+                f"{dest} holds θ0 of another family (base {made.get('base')!r}, labels "
+                f"{sorted(made.get('labels') or {})}): train this family into another folder"
+            )
         return str(dest.resolve()), dest
     model, fresh = initial_model(spec, seed, src, label2id)
     if not fresh:
         return spec.base, None
 
     def write(d: Path) -> None:
-        model.save_pretrained(d, safe_serialization=True)
+        model.save_pretrained(d, safe_serialization=True)  # type: ignore[operator]
         _copy_tokenizer([src.config_dir, src.weights], d)
         meta = {
             "kind": "basin-tune-init",
@@ -369,14 +375,12 @@ def ensure_init(
 def ffn_output_modules(model: nn.Module) -> list[str]:
     """Names of the FFN output projections (:data:`FFN_OUT`) of ``model``: the ``adapter``
     method's targets."""
-    return [
-        n
-        for n, m in model.named_modules()
-        if FFN_OUT.search(n)
-        and hasattr(m, "weight")
-        and getattr(m, "weight", None) is not None
-        and m.weight.dim() == 2
-    ]
+    out = []
+    for n, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if FFN_OUT.search(n) and isinstance(w, torch.Tensor) and w.dim() == 2:
+            out.append(n)
+    return out
 
 
 def peft_config(method: MethodSpec, task: str, model: nn.Module) -> Any:
@@ -408,14 +412,14 @@ def peft_config(method: MethodSpec, task: str, model: nn.Module) -> Any:
             target_modules=targets,
         )
     if method.name == "ia3":
-        targets = method.target_modules
-        if targets is not None:
+        chosen = method.target_modules
+        if chosen is not None:
             ff = [
                 t
-                for t in targets
+                for t in chosen
                 if FFN_OUT.search(t) or t in ("output.dense", "c_proj", "down_proj", "wo", "fc2")
             ]
-            return peft.IA3Config(task_type=tt, target_modules=targets, feedforward_modules=ff)
+            return peft.IA3Config(task_type=tt, target_modules=chosen, feedforward_modules=ff)
         return peft.IA3Config(task_type=tt)
     if method.name == "prefix":
         return peft.PrefixTuningConfig(task_type=tt, num_virtual_tokens=method.num_virtual_tokens)
@@ -619,7 +623,7 @@ def _save(
     meta: dict[str, Any],
 ) -> Path:
     def write(d: Path) -> None:
-        model.save_pretrained(d, safe_serialization=True)
+        model.save_pretrained(d, safe_serialization=True)  # type: ignore[operator]
         if full:
             _copy_tokenizer(copy_from, d)
         else:  # the adapter names θ0's folder as its base (basin.resolve's convention)
@@ -784,7 +788,7 @@ def train_member(
 
     folder.mkdir(parents=True, exist_ok=True)
     load_s = time.perf_counter() - t_start
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     while step < steps and status == "done":
         perm = torch.randperm(batches.n, generator=gen).tolist()
@@ -821,7 +825,7 @@ def train_member(
         else:
             if not spec.save_every and step < steps:
                 record(step)  # an epoch's end
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     checkpoint(step, "final")
     record(step)
@@ -867,6 +871,7 @@ def train_member(
             "load_s": load_s,
             "train_s": train_s,
             "examples_per_s": seen / train_s if train_s > 0 else 0.0,
+            "train_cpu_s": train_cpu_s,  # this process's CPU seconds in the loop (a busy machine's clock)
             "total_s": time.perf_counter() - t_start,
         },
     )

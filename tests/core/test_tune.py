@@ -407,7 +407,7 @@ def test_bad_specs_are_refused_with_a_clear_message(change, words):
     assert words in str(e.value)
 
 
-def test_a_method_the_base_cannot_take(body, tmp_path, capsys):
+def test_a_method_the_base_cannot_take(body, family, tmp_path, capsys):
     spec = parse_tune_spec(
         _family_spec(seeds=[1], methods=[{"name": "lora", "target_modules": ["q_proj"]}])
     )
@@ -450,6 +450,10 @@ def test_a_method_the_base_cannot_take(body, tmp_path, capsys):
         InvalidSpec, match="method prefix does not fit DistilBertForSequenceClassification"
     ):
         train_member(spec, members(spec)[0], FileResolver(tmp_path), tmp_path / "out")
+    # a folder holding θ0 of another family is not silently reused
+    other = parse_tune_spec(_family_spec(seeds=[1], labels=["pos", "neg"]))
+    with pytest.raises(InvalidSpec, match="holds θ0 of another family"):
+        train_member(other, members(other)[0], FileResolver(body), body / "out")
     # the CLI: one line, exit 2, nothing trained
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     assert (
@@ -458,3 +462,23 @@ def test_a_method_the_base_cannot_take(body, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("basin: error: method prefix does not fit")
     assert not (tmp_path / "cli" / "family.json").exists()
+
+
+def test_should_stop_ends_the_member_cancelled_with_where_it_got_to(body, family, tmp_path):
+    """A cancel between steps: status cancelled, the final checkpoint at the last step taken,
+    equal to the uncancelled member's checkpoint of that step (the same trajectory)."""
+    out, _, _ = family
+    spec = parse_tune_spec(_family_spec(seeds=[1], methods=[{"name": "full"}]))
+    steps: list[int] = []
+    r = train_member(
+        spec,
+        members(spec)[0],
+        FileResolver(body),
+        tmp_path,
+        on_step=lambda s, loss, n: steps.append(s),
+        should_stop=lambda: len(steps) >= 4,
+    )
+    assert r.status == "cancelled" and steps == [1, 2, 3, 4] and len(r.losses) == 4
+    assert [s for s, _ in r.checkpoints] == [2, 4, 4]  # step-2, step-4, final
+    done = load_file(out / "fam-full-s1" / "step-4" / "model.safetensors")
+    assert all(torch.equal(v, done[k]) for k, v in load_file(r.final / "model.safetensors").items())
