@@ -6,6 +6,7 @@
     basin plot result.json -o report.html
     basin export result.json -o surface.h5     (Li et al.'s loss-landscape HDF5 layout)
     basin fit FIT_SPEC [-o FOLDER] [--device D] [--quiet]
+    basin tune TUNE_SPEC --out DIR [--device D] [--quiet]
     basin forgetting result.json -o forgetting.csv [--dataset PATH] [--format csv|json]
     basin demo [--out DIR] [--report PATH]
     basin up [--port P] [--store DIR] [--no-demo]
@@ -276,6 +277,54 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Train a family of checkpoints (every member in-process), write family.json, print held-out metrics."""
+    from basin.tune.spec import load_tune_spec, members, parse_tune_spec
+
+    spec_path = Path(args.spec)
+    if not spec_path.is_file():
+        raise InvalidSpec(f"tune spec file not found: {spec_path}")
+    spec = load_tune_spec(spec_path)
+    if args.device:
+        spec = parse_tune_spec({**spec.model_dump(mode="json"), "device": args.device})
+    from basin.resolve import FileResolver
+    from basin.tune.family import FAMILY_META, run_family
+
+    resolver = FileResolver(spec_path.resolve().parent)
+    family = members(spec)
+    bar: tqdm | None = None
+
+    def on_step(member, step: int, loss: float, _seen: int) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:  # made at the first step: input errors leave stderr with their one line
+            from tqdm import tqdm
+
+            bar = tqdm(total=spec.total_steps, unit="step", desc="basin tune", file=sys.stderr,
+                       dynamic_ncols=True, mininterval=0.2)
+        bar.set_postfix(member=f"{member.index + 1}/{len(family)}", loss=f"{loss:.4f}", refresh=False)
+        bar.update(1)
+
+    def on_done(r) -> None:
+        shown = {k: round(v, 4) for k, v in r.metrics.items()}
+        line = (f"{r.member.name}: held-out {shown} ({r.eval_examples} examples), "
+                f"{len(r.checkpoints)} checkpoint(s), final {r.final}")
+        if bar is not None:
+            bar.write(line, file=sys.stdout)
+        else:
+            print(line)
+
+    out = Path(args.out)
+    try:
+        run_family(spec, resolver, out, on_step=on_step, on_done=on_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"wrote {out / FAMILY_META}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="basin",
@@ -312,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", help="override the spec's device: cpu, cuda, cuda:N, auto")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fit)
+
+    t = sub.add_parser("tune", help="train a family of fine-tuned / delta-tuned checkpoints from one base "
+                                    "(seeds × data orders × splits × methods × learning rates)")
+    t.add_argument("spec", help="tune spec, .yaml/.yml/.json (see docs/tune.md); relative paths are relative "
+                                "to its folder")
+    t.add_argument("--out", required=True, help="folder for the members' checkpoints and family.json")
+    t.add_argument("--device", help="override the spec's device: cpu, cuda, cuda:N, auto")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_tune)
 
     fg = sub.add_parser("forgetting", help="which examples a 1D path loses and regains (needs a run with "
                         "per_example: true), as CSV or JSON")

@@ -349,6 +349,23 @@ def _finetune(model, tok, rows, label2id, *, seed: int, steps: int, batch_size: 
     model.eval()
 
 
+def tune_assets(folder: str | Path, *, n_eval: int = 256, n_train: int = 2048, seed: int = 0) -> dict[str, Path]:
+    """What ``examples/tune-minilm.yaml`` names, written into ``folder``: ``minilm`` (a link to the
+    installed all-MiniLM-L6-v2 folder) and the demo's tweet split, ``tweets-train.csv`` /
+    ``tweets-eval.csv`` (the same rows :func:`build_demo` uses: disjoint, class-balanced)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "minilm"
+    if link.is_symlink() or link.exists():
+        if link.resolve() != minilm_path().resolve():
+            raise DatasetError(f"{link} exists and is not the installed MiniLM: move it away first")
+    else:
+        link.symlink_to(minilm_path(), target_is_directory=True)
+    ev, tr = balanced_split(load_tweets(), n_eval, n_train, seed=seed)
+    return {"minilm": link, "tweets-train.csv": write_csv(folder / "tweets-train.csv", tr),
+            "tweets-eval.csv": write_csv(folder / "tweets-eval.csv", ev)}
+
+
 def demo_spec(out_dir: Path, points: int = 11) -> dict[str, Any]:
     """The demo run: the linear path seed 1 → seed 2 on the held-out tweets (paths relative to ``out_dir``)."""
     return {

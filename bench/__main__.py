@@ -16,8 +16,9 @@ one process, on the same batches, ``--reps`` times; medians are reported:
 The three tools must agree (cross-entropy at α = 0.5 within 1e-4) so they did equal
 work. Also: the frozen-prefix reuse speedups on the MiniLM demo under ``prefix_reuse``
 (:mod:`bench.prefix`; ``--no-prefix`` skips it), generation (:mod:`bench.generation`), adaptive refinement's point count and
-barrier error vs the uniform grid (:mod:`bench.refine`) and the peak memory of a plane
-through three ~500 M-parameter checkpoints (:mod:`bench.memory`). Results go to
+barrier error vs the uniform grid (:mod:`bench.refine`), the peak memory of a plane
+through three ~500 M-parameter checkpoints (:mod:`bench.memory`) and training throughput of
+``basin tune``'s member loop against a plain PyTorch loop (:mod:`bench.tune`). Results go to
 ``bench/results/latest.json``.
 """
 
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-refine-demo", action="store_true",
                     help="adaptive refinement on the synthetic curves only (not on the MiniLM demo)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory benchmark")
+    ap.add_argument("--no-tune", action="store_true", help="skip the training-throughput benchmark (bench.tune)")
     ap.add_argument("--memory-params", type=float, default=500e6,
                     help="parameters of the random model the peak-memory benchmark writes (default 500e6: "
                          "three 2 GB checkpoints, ~8.5 GB of RAM)")
@@ -310,6 +312,15 @@ def main(argv: list[str] | None = None) -> int:
         from bench import memory
 
         result["memory"] = memory.run(workload.default_cache() / "memory", params=args.memory_params)
+    if not args.no_tune:
+        from basin.errors import DatasetError
+        from bench import tune
+
+        try:
+            result["tune"] = tune.run(workload.default_cache() / "tune", reps=args.reps, device=dev)
+            ok_agree = ok_agree and result["tune"]["ok"]
+        except DatasetError as e:  # the demo's packages (the `demo` extra) are missing
+            print(f"bench: the tune benchmark is skipped: {e}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
@@ -355,6 +366,10 @@ def print_table(r: dict) -> None:
         from bench import memory
 
         memory.print_table(r["memory"])
+    if r.get("tune"):
+        from bench import tune
+
+        tune.print_table(r["tune"])
 
 
 if __name__ == "__main__":

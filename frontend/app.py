@@ -95,6 +95,7 @@ def _navbar() -> dbc.Navbar:
         ("New run", "/"),
         ("Runs", "/runs"),
         ("Fits", "/fits"),
+        ("Tune", "/tunes"),
         ("Checkpoints", "/checkpoints"),
         ("Datasets", "/datasets"),
     ]

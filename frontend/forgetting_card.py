@@ -115,7 +115,9 @@ def card(run_id: str, spec: dict, status: str | None, token: str | None = None) 
     else:
         r = api.get(f"/api/runs/{run_id}/forgetting", token=token)
         if r.ok and isinstance(r.body, dict):
-            body = card_body(run_id, r.body)
+            from frontend.cartography_card import section
+
+            body = html.Div([card_body(run_id, r.body), section(run_id, token)])  # + a tune member's dynamics
         else:
             body = dbc.Alert(r.error(), color="warning", className="mb-0", id="run-forgetting-error")
     return dbc.Card([dbc.CardHeader("Forgetting"), dbc.CardBody(body)], className="mb-3", id="run-forgetting-card")

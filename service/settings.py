@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     max_generated_tokens: int = 200_000  # per point: samples per prompt × prompts × max new tokens
     # Caps on every kind of job (the job kernel, service.jobs.limits), besides the above:
     max_train_steps: int = 100_000  # training steps of one job that trains (a curve fit)
+    max_tune_members: int = 64  # members of one tune family (the product of its axes)
     #: Wall-clock seconds one job held by a single worker (a curve fit) may run; past it the
     #: worker stops and the job ends failed (the reaper fails it if its worker is wedged).
     #: 0 = no limit. Runs are bounded per point instead (point_time_limit_s).

@@ -14,14 +14,14 @@ from starlette.types import ASGIApp
 
 from backend.app.api import errors
 from backend.app.api.responses import StrictJSONResponse
-from backend.app.api.routes import checkpoints, datasets, fits, health, hub, meta, runs, subspaces
+from backend.app.api.routes import checkpoints, datasets, fits, health, hub, meta, runs, subspaces, tunes
 from backend.app.framing import AntiFramingMiddleware
 from backend.app.security import SecurityMiddleware
 from service.runstate.reads import heartbeat_ttl
 from service.runstate.reaper import Reaper
 from service.settings import Settings, get_settings
 from service.store import Store
-from service.tasks import send_drain
+from service.tasks import send_drain, send_task
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
                 finished_ttl_s=settings.finished_run_ttl_s,
                 # a fit's worker is dead once its heartbeat has expired and the grace passed
                 fit_grace_s=heartbeat_ttl(settings.lease_seconds) + settings.lost_task_grace_seconds,
+                send_job=lambda name, args: send_task(settings.redis_url, settings.task_queue, name, args),
             ).start()
         try:
             yield
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
 
     errors.install(app)
 
-    for module in (health, meta, hub, checkpoints, datasets, runs, fits, subspaces):
+    for module in (health, meta, hub, checkpoints, datasets, runs, fits, subspaces, tunes):
         app.include_router(module.router, prefix="/api")
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

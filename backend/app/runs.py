@@ -124,6 +124,9 @@ def resolve_spec(
     limits = limits or SpecLimits()
     if not isinstance(body, dict):
         raise InvalidSpec("invalid spec: the body must be a JSON object (a RunSpec)")
+    from backend.app.tagselect import expand_tag_selection
+
+    body = expand_tag_selection(body, store)  # a trajectory's checkpoints picked by tag
     spec = parse_spec(body)
     over = over_limits(spec, limits)
     if over:

@@ -11,11 +11,11 @@ route sees it:
    re-binds its DNS name to this server sends its own domain as ``Host``: refused.
 2. **API token** (``BASIN_API_TOKEN`` set): every write under ``/api`` (POST, PUT,
    PATCH, DELETE, ``/api/runs/validate`` included) and the listings and downloads
-   (``GET /api/runs``, ``GET /api/fits``, ``GET /api/subspaces``, ``/api/checkpoints…``,
-   ``/api/datasets…``, ``/api/artefacts``) need it, as
+   (``GET /api/runs``, ``GET /api/fits``, ``GET /api/subspaces``, ``GET /api/tunes``,
+   ``/api/checkpoints…``, ``/api/datasets…``, ``/api/artefacts``) need it, as
    ``X-Basin-Token: <token>`` or ``Authorization: Bearer <token>`` (401 otherwise,
-   compared in constant time). A run's own routes (``/api/runs/{id}…``) and a fit's
-   (``/api/fits/{id}``) stay open: the 128-bit share link is the capability.
+   compared in constant time). A run's own routes (``/api/runs/{id}…``), a fit's
+   (``/api/fits/{id}``) and a tune job's (``/api/tunes/{id}``) stay open: the 128-bit share link is the capability.
 3. **CSRF guard** (no token set): a write under ``/api`` must carry one of those headers
    (any value) or a content type a plain HTML form cannot send; otherwise 403. Cross-site
    pages can send "simple" requests (form posts, ``text/plain``, no body) to a server on
@@ -59,7 +59,7 @@ UPLOAD_PATHS = frozenset({"/api/checkpoints", "/api/datasets"})
 #: The dashboard's callback routes (``/_dash-update-component``…): their own cap.
 DASHBOARD_PREFIX = "/_dash-"
 #: GET routes that need the token when one is set: listings and downloads.
-_PROTECTED_READ = re.compile(r"^/api/(?:runs/?|fits/?|subspaces/?|(?:checkpoints|datasets|artefacts)(?:/.*)?)$")
+_PROTECTED_READ = re.compile(r"^/api/(?:runs/?|fits/?|subspaces/?|tunes/?|(?:checkpoints|datasets|artefacts)(?:/.*)?)$")
 
 TOKEN_HEADERS = "X-Basin-Token: <token> or Authorization: Bearer <token>"
 MSG_NEEDS_TOKEN = (

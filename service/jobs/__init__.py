@@ -56,5 +56,6 @@ def builtin_kinds() -> list[JobKind]:
     from service.jobs.hub import HUB
     from service.jobs.run import RUN
     from service.jobs.subspace import SUBSPACE
+    from service.jobs.tune import TUNE
 
-    return [RUN, FIT, HUB, SUBSPACE]
+    return [RUN, FIT, HUB, SUBSPACE, TUNE]

@@ -76,6 +76,8 @@ class ReapContext:
     send_drain: Callable[[str], None] | None = None
     point_limit_s: float = 0.0
     queued_grace_s: float = 10.0
+    #: Send a worker task ``(name, args)`` again (a re-queued tune member); None: cannot.
+    send_job: Callable[[str, list[str]], None] | None = None
 
 
 class JobKind:

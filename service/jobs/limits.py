@@ -32,6 +32,8 @@ class JobLimits:
     name_length: int = 200
     #: Training steps of one job that trains (a fit): ``BASIN_MAX_TRAIN_STEPS``.
     train_steps: int = 100_000
+    #: Members of one tune family (the product of its axes): ``BASIN_MAX_TUNE_MEMBERS``.
+    tune_members: int = 64
     #: Wall-clock seconds a job held by one worker (a fit) may run: ``BASIN_JOB_TIME_LIMIT_S``
     #: (0 = none). Runs are bounded per point instead (``BASIN_POINT_TIME_LIMIT_S``).
     time_limit_s: float = 6 * 3600.0
@@ -52,6 +54,7 @@ class JobLimits:
             generated_tokens=settings.max_generated_tokens,
             name_length=getattr(settings, "max_name_length", cls.name_length),
             train_steps=getattr(settings, "max_train_steps", cls.train_steps),
+            tune_members=getattr(settings, "max_tune_members", cls.tune_members),
             time_limit_s=getattr(settings, "job_time_limit_s", cls.time_limit_s),
             store_bytes=getattr(settings, "max_store_bytes", None),
         )

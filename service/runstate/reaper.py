@@ -63,13 +63,15 @@ class Reaper:
 
     def __init__(self, client: redis.Redis, store: Any, send_drain: Callable[[str], None], *,
                  interval: float = 1.0, grace_s: float = 10.0, point_limit_s: float = 0.0,
-                 finished_ttl_s: int | None = None, fit_grace_s: float | None = None):
+                 finished_ttl_s: int | None = None, fit_grace_s: float | None = None,
+                 send_job: Callable[[str, list[str]], None] | None = None):
         self.client = client
         self.fit_grace_s = fit_grace_s
         self.point_limit_s = point_limit_s
         self.finished_ttl_s = finished_ttl_s
         self.store = store
         self.send_drain = send_drain
+        self.send_job = send_job  # a worker task sent again (a re-queued tune member)
         self.interval = max(0.05, float(interval))
         self.grace_s = grace_s
         self._stop = threading.Event()
@@ -100,7 +102,8 @@ class Reaper:
         for kind in self._kinds():
             ctx = ReapContext(alive=alive, grace_s=self.fit_grace_s or 0.0, finished_ttl_s=self.finished_ttl_s,
                               store=self.store, send_drain=self.send_drain, point_limit_s=self.point_limit_s,
-                              queued_grace_s=self.grace_s)
+                              queued_grace_s=self.grace_s,
+                              send_job=self.send_job)
             out[kind.name] = kind.reap(self.client, ctx)
         return out
 

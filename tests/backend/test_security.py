@@ -209,8 +209,8 @@ def test_with_a_token_listings_need_it_and_a_run_link_does_not(
     assert r.status_code == 401 and "token" in r.json()["detail"]
     listed = client.get("/api/runs", headers=AUTH)
     assert listed.status_code == 200 and run_id in [x["id"] for x in listed.json()]
-    for path in ("/api/fits", "/api/subspaces", "/api/artefacts", "/api/checkpoints", "/api/checkpoints/ft_a",
-                 "/api/checkpoints/ft_a/archive",
+    for path in ("/api/fits", "/api/subspaces", "/api/artefacts", "/api/tunes", "/api/checkpoints",
+                 "/api/checkpoints/ft_a", "/api/checkpoints/ft_a/archive",
                  "/api/datasets", "/api/datasets/eval.csv", "/api/datasets/eval.csv/file",
                  "/api/datasets/eval.csv/preview"):
         assert client.get(path).status_code == 401, path
