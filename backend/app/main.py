@@ -14,7 +14,17 @@ from starlette.types import ASGIApp
 
 from backend.app.api import errors
 from backend.app.api.responses import StrictJSONResponse
-from backend.app.api.routes import checkpoints, datasets, fits, health, hub, meta, runs, subspaces, tunes
+from backend.app.api.routes import (
+    checkpoints,
+    datasets,
+    fits,
+    health,
+    hub,
+    meta,
+    runs,
+    subspaces,
+    tunes,
+)
 from backend.app.framing import AntiFramingMiddleware
 from backend.app.security import SecurityMiddleware
 from service.runstate.reads import heartbeat_ttl
