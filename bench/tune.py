@@ -64,8 +64,9 @@ def _spec(folder: Path, method: dict[str, Any], steps: int, device: str) -> Any:
 
 def _plain(
     spec: Any, member: Any, init: Path, device: str
-) -> tuple[float, dict[str, torch.Tensor]]:
-    """The bare loop on the same batches: ``(examples/s, final trainable tensors)``."""
+) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """The bare loop on the same batches: ``(examples/s, examples per CPU second, final
+    trainable tensors)``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from basin.evaluate.base import pad
