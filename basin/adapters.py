@@ -208,10 +208,51 @@ def _inject(model: nn.Module, cfg: Any, what: str, where: str = "its base model"
     cfg.inference_mode = False  # peft then marks exactly the adapter's own tensors trainable
     model.requires_grad_(True)
     try:
-        return peft.get_peft_model(model, cfg)
+        pm = peft.get_peft_model(model, cfg)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{what} does not fit {where}: {msg}") from None
+    enable_prefix(pm)  # a prefix adapter on a BERT-like encoder (transformers 5 names the cache ``cache``)
+    return pm
+
+
+def enable_prefix(peft_model: Any) -> bool:
+    """Let peft's prefix tuning reach an encoder whose forward names its key/value cache ``cache``.
+
+    peft 0.21 looks for a ``past_key_values`` parameter on the model (a classifier: on its
+    backbone, ``BertModel``) and refuses prefix tuning without one; transformers 5 renamed it
+    ``cache`` (``past_key_values`` is still accepted, deprecated until 5.40). This gives the
+    backbone's ``forward`` a signature that names ``past_key_values`` too (the call is
+    unchanged), so peft passes the prefix's keys and values, which each self-attention layer
+    prepends — as prefix tuning on BERT did with transformers 4 (positions also start after
+    the prefix, as they did there). Returns whether it changed anything. Call it on every
+    model that runs a prefix adapter on such an encoder (training, reloading).
+    """
+    import inspect
+
+    name = getattr(peft_model, "transformer_backbone_name", None)
+    cfg = getattr(peft_model, "active_peft_config", None)
+    if not name or str(getattr(cfg, "peft_type", "")).rsplit(".", 1)[-1] != "PREFIX_TUNING":
+        return False
+    backbone = peft_model.base_model.get_submodule(name)
+    fwd = backbone.forward
+    sig = inspect.signature(fwd)
+    if "past_key_values" in sig.parameters or "cache" not in sig.parameters:
+        return False
+    params = list(sig.parameters.values())
+    at = next(
+        (i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params)
+    )
+    params.insert(
+        at, inspect.Parameter("past_key_values", inspect.Parameter.KEYWORD_ONLY, default=None)
+    )
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return fwd(*args, **kwargs)
+
+    forward.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    backbone.forward = forward
+    return True
 
 
 @dataclass

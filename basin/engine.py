@@ -251,6 +251,10 @@ class Landscape:
             return {"on": False, "reason": f"switched off ({ENV_SWITCH}=0 or prefix=False)"}
         if not self.task.prefix_reuse:
             return {"on": False, "reason": "generation samples with generate(): full passes"}
+        if getattr(getattr(self.space.model, "active_peft_config", None), "is_prompt_learning", False):
+            # the virtual tokens reach the backbone as its inputs (embeddings, every layer's keys
+            # and values), not as a module's weights: no block of it is a frozen prefix
+            return {"on": False, "reason": "a prompt-learning adapter's virtual tokens enter every layer"}
         cap = cap_from_env() if cap_mb is None else float(cap_mb)
         reuse, why = PrefixReuse.plan(self.space.model, self.names, self.groups,
                                       num_batches=len(self.evaluator.batches), cap_bytes=int(cap * 2**20))

@@ -52,6 +52,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from basin.adapters import enable_prefix
 from basin.checkpoints import TOKENIZER_FILES, load_state_dict
 from basin.data import Dataset, load_dataset
 from basin.errors import DatasetError, InvalidSpec
@@ -430,45 +431,6 @@ def peft_config(method: MethodSpec, task: str, model: nn.Module) -> Any:
             )
         return peft.PromptTuningConfig(task_type=tt, num_virtual_tokens=method.num_virtual_tokens)
     raise InvalidSpec(f"unknown method {method.name!r}")
-
-
-def enable_prefix(peft_model: Any) -> bool:
-    """Let peft's prefix tuning reach an encoder whose forward names its key/value cache ``cache``.
-
-    peft 0.21 looks for a ``past_key_values`` parameter on the model (a classifier: on its
-    backbone, ``BertModel``) and refuses prefix tuning without one; transformers 5 renamed it
-    ``cache`` (``past_key_values`` is still accepted, deprecated until 5.40). This gives the
-    backbone's ``forward`` a signature that names ``past_key_values`` too (the call is
-    unchanged), so peft passes the prefix's keys and values, which each self-attention layer
-    prepends — as prefix tuning on BERT did with transformers 4 (positions also start after
-    the prefix, as they did there). Returns whether it changed anything. Call it on every
-    model that runs a prefix adapter on such an encoder (training, reloading).
-    """
-    import inspect
-
-    name = getattr(peft_model, "transformer_backbone_name", None)
-    cfg = getattr(peft_model, "active_peft_config", None)
-    if not name or str(getattr(cfg, "peft_type", "")).rsplit(".", 1)[-1] != "PREFIX_TUNING":
-        return False
-    backbone = peft_model.base_model.get_submodule(name)
-    fwd = backbone.forward
-    sig = inspect.signature(fwd)
-    if "past_key_values" in sig.parameters or "cache" not in sig.parameters:
-        return False
-    params = list(sig.parameters.values())
-    at = next(
-        (i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params)
-    )
-    params.insert(
-        at, inspect.Parameter("past_key_values", inspect.Parameter.KEYWORD_ONLY, default=None)
-    )
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        return fwd(*args, **kwargs)
-
-    forward.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    backbone.forward = forward
-    return True
 
 
 def apply_method(model: nn.Module, method: MethodSpec, task: str, seed: int) -> nn.Module:

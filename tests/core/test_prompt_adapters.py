@@ -156,3 +156,49 @@ def test_adapter_space_point_equals_peft_with_the_mixed_prompt_table(delta_famil
         CheckpointError, match="prompt learning.*no merged checkpoint.*space: adapter"
     ):
         Landscape.open(merged, FileResolver(root))
+
+
+def test_a_prefix_adapter_on_a_bert_encoder_runs_on_an_adapter_space_path(delta_family, prompts):
+    """peft 0.21 refuses prefix tuning on transformers 5's BERT (its cache argument was renamed);
+    Basin's injection lets the prefixes through, so a point equals peft's model (made to accept
+    them the same way) with the mixed prefix table — and differs from the base without it."""
+    from basin.adapters import enable_prefix
+
+    root = prompts["root"]
+    if not (root / "x_a").exists():
+        shutil.copytree(prompts["prefix"], root / "x_a")
+        shutil.copytree(prompts["prefix"], root / "x_b")
+        w = load_file(str(root / "x_b" / "adapter_model.safetensors"))
+        save_file({k: v * -2.0 + 0.5 for k, v in w.items()}, str(root / "x_b" / "adapter_model.safetensors"))
+    if not (root / "base").exists():
+        (root / "base").symlink_to(delta_family["base"], target_is_directory=True)
+    shutil.copy(delta_family["data"], root / "eval.csv")
+    spec = helpers.cpu_spec(
+        {
+            "path": {"type": "linear", "a": "x_a::base", "b": "x_b::base", "points": 3},
+            "dataset": "eval.csv",
+            "dtype": "float32",
+            "space": "adapter",
+        }
+    )
+    land = Landscape.open(spec, FileResolver(root))
+    wa, wb = (load_file(str(root / k / "adapter_model.safetensors")) for k in ("x_a", "x_b"))
+    mixed = {k: 0.5 * wa[k] + 0.5 * wb[k] for k in wa}
+    base = BertForSequenceClassification.from_pretrained(str(delta_family["base"])).eval()
+    plain = copy.deepcopy(base)
+    ref = get_peft_model(base, copy.deepcopy(PeftConfig.from_pretrained(str(root / "x_a")))).eval()
+    assert enable_prefix(ref)
+    set_peft_model_state_dict(ref, mixed)
+    batch = factories.make_tokenizer("bert")(["good day", "bad sad movie so bad"], padding=True, return_tensors="pt")
+    land.space.mix_(land.path.coeffs({"alpha": 0.5}))
+    with torch.no_grad():
+        got = land.model(**batch).logits
+        torch.testing.assert_close(got, ref(**batch).logits, atol=1e-5, rtol=0)
+        assert not torch.allclose(got, plain(**batch).logits, atol=1e-4)  # the prefix acts
+    # through the engine: every point is its own mix (prefix reuse must not replay the backbone)
+    losses = {a: land.evaluate({"alpha": a})["loss"] for a in (0.0, 0.5, 1.0)}
+    assert len(set(losses.values())) == 3, losses
+    for alpha in (0.0, 0.5):  # again, after other points: the same
+        assert land.evaluate({"alpha": alpha})["loss"] == pytest.approx(losses[alpha], abs=1e-6)
+    assert land.prefix_summary().get("on") is False
+    land.close()
