@@ -130,6 +130,19 @@ def full_name(name: str, names: Mapping[str, str] | None = None) -> str:
     return name
 
 
+#: The modebar config of every figure Basin draws (dashboard and offline report): no control
+#: that sends data off the machine. plotly.js 3 shows "Share chart…" (upload to Plotly Cloud,
+#: ``showSendToCloud`` defaults to true) unless told not to; the server URL is emptied too.
+PLOTLY_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    "showSendToCloud": False,
+    "sendData": False,
+    "plotlyServerURL": "",
+    "modeBarButtonsToRemove": ["sendChartToCloud"],
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
+
+
 def short_name(name: str, names: Mapping[str, str] | None = None, limit: int = LABEL_MAX) -> str:
     """A label for a checkpoint reference: :func:`full_name`, cut to ``limit`` characters."""
     return ellipsize(full_name(name, names), limit)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import dash_bootstrap_components as dbc
 import yaml
-from dash import html
+from dash import dcc, html
 
-from basin.figures import short_name
+from basin.figures import PLOTLY_CONFIG, short_name
+
+#: Every dcc.Graph's ``config``: Basin's modebar (no "Share chart…" to Plotly Cloud, no logo).
+GRAPH_CONFIG: dcc.Graph.Config = cast("dcc.Graph.Config", PLOTLY_CONFIG)
 
 
 def data_attrs(**attrs: str) -> dict[str, Any]:

@@ -38,13 +38,12 @@ from basin.status import COLOUR as STATUS_COLOUR
 from basin.status import TERMINAL
 from basin.tasks import keeps_column
 from frontend import api, fitted_card, forgetting_card
-from frontend.components import data_attrs, spec_yaml
+from frontend.components import GRAPH_CONFIG, data_attrs, spec_yaml
 
 logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Basin — run")
 
-GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 def _names(info: dict) -> dict[str, str]:
