@@ -684,7 +684,8 @@ def _act(_check, _copy, _run, *values):
     nav = dash.no_update
     shown: dict[str, str] = {}
     if ctx.triggered_id == "newrun-copy":
-        return (dbc.Alert("Spec below — save it as spec.yaml and run `basin eval spec.yaml`.",
+        return (dbc.Alert("Spec below — save it as spec.yaml and run `basin eval spec.yaml -o result.json "
+                          "--store <this server's store folder>` (the ids are the store's; or set BASIN_STORE).",
                           color="secondary", id="newrun-result"), text, shown, nav)
     if ctx.triggered_id == "newrun-check":
         r = api.post("/api/runs/validate", json=spec, token=token)
