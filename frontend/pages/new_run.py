@@ -12,6 +12,7 @@ from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 from frontend import api
 from frontend.components import spec_yaml
 from frontend.defaults import default_dataset, default_picks
+from frontend.first_start import empty_store_notice
 
 logger = logging.getLogger(__name__)
 
@@ -361,9 +362,8 @@ def layout(**_: Any) -> html.Div:
                               id="newrun-needs-token"))
     elif not ck.ok:
         warn.append(dbc.Alert(f"Could not list checkpoints: {ck.error()}", color="warning"))
-    if ck.ok and not ckpts:
-        warn.append(dbc.Alert(["No checkpoints yet — ", html.A("upload or register some", href="/checkpoints"),
-                               "."], color="info"))
+    if ck.ok and not ckpts:  # the first start's demo on its way, or "No checkpoints yet"
+        warn += empty_store_notice(api.get("/api/health").body)
     copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
     dopts = [
         {"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
@@ -554,8 +554,7 @@ def _lists_with_token(needs: bool | None, token: str | None):
     copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
     dopts = [{"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
     picks = default_picks(ckpts)
-    warn = [] if ckpts else [dbc.Alert(["No checkpoints yet — ", html.A("upload or register some",
-                                                                          href="/checkpoints"), "."], color="info")]
+    warn = [] if ckpts else empty_store_notice(api.get("/api/health").body)
     return (*[copts] * MAX_SLOTS, *picks[:MAX_SLOTS], copts, *[copts] * len(BASIS_PICKERS),
             dopts, default_dataset(dsets), ckpts, copts, copts, dopts, warn)
 
