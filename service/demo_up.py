@@ -196,7 +196,9 @@ def submit_demo_lm_run(base_url: str, *, token: str | None = None) -> tuple[str 
         for run in runs:
             if isinstance(run, dict) and run.get("name") == DEMO_LM_RUN_NAME:
                 return run.get("id"), run.get("url")
-    status, body = http_json("POST", base_url + "/api/runs", demo_lm_spec(), token=token, timeout=120)
+    # background: a run a person submits meanwhile goes ahead of it (the worker yields)
+    status, body = http_json("POST", base_url + "/api/runs?background=true", demo_lm_spec(), token=token,
+                             timeout=120)
     if status >= 300:
         detail = body.get("detail") if isinstance(body, dict) else body
         raise LaunchError(f"the API refused the ready run ({status}): {detail}")

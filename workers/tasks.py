@@ -30,6 +30,7 @@ import redis
 from basin.drive import drive
 from service.documents import persist_run
 from service.runstate import TERMINAL, RunKeys, RunQueue
+from service.runstate.create import BACKGROUND, person_waiting
 from service.runstate.drain import (
     LeaseSource,
     RedisPointCache,
@@ -38,7 +39,7 @@ from service.runstate.drain import (
     fail_run,
     finish_run,
 )
-from service.tasks import FIT_TASK, JOB_TASK
+from service.tasks import FIT_TASK, JOB_TASK, send_drain
 from workers.celery_app import DRAIN_TASK, app
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,11 @@ def drain(run_id: str, state: WorkerState) -> dict:
         if persist is not None and r.hget(RunKeys(run_id).run, "persist"):
             persist()  # its writer died before storing it
         return {"run": run_id, "evaluated": 0, "skipped": "finished"}
+    background = r.hget(RunKeys(run_id).run, "priority") == BACKGROUND
+    if background and person_waiting(r, exclude=run_id) is not None:  # before loading anything
+        time.sleep(0.5)  # (no busy loop if the waiting run's own task is slow to arrive)
+        send_drain(state.settings.redis_url, state.settings.task_queue, run_id)
+        return {"run": run_id, "evaluated": 0, "yielded": True}
     hb = state.heartbeat
     if hb is not None:
         hb.draining(run_id)  # first: the reaper must see the run is being drained
@@ -209,7 +215,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
         refine = land.next_wave if spec.refine is not None else None
         limit_s = float(getattr(state.settings, "point_time_limit_s", 0) or 0) or None
         source = LeaseSource(queue, point, lease_s=lease_s, heartbeat=hb,
-                             point_limit_s=limit_s or 0.0)
+                             point_limit_s=limit_s or 0.0,
+                             yield_to=(lambda: person_waiting(r, exclude=run_id) is not None)
+                             if background else None)
         sink = StreamSink(queue, worker=state.name, heartbeat=hb)
         cache = RedisPointCache(r, getattr(state.settings, "point_cache_ttl_s", None))
         evaluated = reused = 0
@@ -241,7 +249,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
             # another finisher holds the lock: it ends the run, or it died and its lock
             # expires within seconds; then this worker finishes it
             time.sleep(0.25)
-        return {"run": run_id, "evaluated": evaluated, "reused": reused}
+        if source.over == "yielded":  # its turn again after the waiting run's drain task
+            send_drain(state.settings.redis_url, state.settings.task_queue, run_id)
+        return {"run": run_id, "evaluated": evaluated, "reused": reused, "yielded": source.over == "yielded"}
     finally:
         if hb is not None:
             hb.draining(None)

@@ -160,6 +160,22 @@ def resolve_spec(
     return resolved
 
 
+def run_estimate(r: redis.Redis, store: Store, spec: RunSpec) -> dict[str, Any] | None:
+    """What ``spec`` will cost on this server (:func:`service.estimate.summary`), spread over
+    the alive workers; None when it cannot be told (the model's size unknown)."""
+    from service.estimate import summary
+
+    try:
+        workers = len(alive_workers(r))
+    except redis.RedisError:
+        workers = 1
+    try:
+        return summary(store, spec.model_dump(mode="json"), spec.planned_points, workers=max(workers, 1))
+    except Exception:  # an estimate never refuses a spec
+        logger.exception("no estimate for a spec")
+        return None
+
+
 def check_generation(spec: RunSpec, store: Store, limits: SpecLimits,
                      *, names: dict[str, str] | None = None) -> None:
     """A generation run's checks before any worker starts: the scorer has a positive label (and
@@ -354,7 +370,66 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
         "requeued": int(h.get("requeued", 0)),
         "timings": json_or(h.get("timings")),
         "source": "redis",
+        **_cost_and_queue(r, store, run_id, h, spec, alive),
     }
+
+
+def _left_estimate(store: Store, spec: dict, left: int, workers: int) -> dict[str, Any] | None:
+    from service.estimate import summary
+
+    try:
+        return summary(store, spec, left, workers=max(workers, 1)) if left > 0 else None
+    except Exception:  # an estimate never breaks a page
+        logger.exception("no estimate for a run")
+        return None
+
+
+def _cost_and_queue(r: redis.Redis, store: Store, run_id: str, h: dict, spec: dict,
+                    alive: list[dict]) -> dict[str, Any]:
+    """``estimate`` (the remaining points' cost) while unfinished, and ``queue`` while queued:
+    the runs before it (created earlier, unfinished; a person's run skips background work,
+    which yields to it), the alive workers and when it should start."""
+    from service.runstate.create import BACKGROUND
+    from service.runstate.keys import ACTIVE_KEY
+
+    status = h.get("status")
+    if status in TERMINAL:
+        return {}
+    workers = len(alive)
+    left = max(int(h.get("total", 0)) - int(h.get("done", 0)), 0)
+    out: dict[str, Any] = {"estimate": _left_estimate(store, spec, left, workers)}
+    if status != "queued":
+        return out
+    background = h.get("priority") == BACKGROUND
+    created = _f(h.get("created")) or 0.0
+    ahead = []
+    for rid in cast("list[str]", r.zrange(ACTIVE_KEY, 0, -1)):
+        if rid == run_id:
+            continue
+        o = _redis_run(r, rid)
+        if o is None or o.get("status") in TERMINAL:
+            continue
+        o_bg = o.get("priority") == BACKGROUND
+        o_created = _f(o.get("created")) or 0.0
+        # FIFO, except that background work yields to a person's run
+        if (o_bg and not background) or (o_created > created and not (background and not o_bg)):
+            continue
+        o_spec = json_or(o.get("spec"), {})
+        o_left = max(int(o.get("total", 0)) - int(o.get("done", 0)), 0)
+        est = _left_estimate(store, o_spec, o_left, workers)
+        path = o_spec.get("path") or {}
+        ahead.append({"name": o_spec.get("name") or f"a {path.get('type', '')} run".replace("a  run", "a run"),
+                      "points_left": o_left, "status": o.get("status"), "background": o_bg,
+                      "eta_s": est["wall_s"] if est else None})
+    known = [a["eta_s"] for a in ahead if a["eta_s"] is not None]
+    out["queue"] = {
+        "position": len(ahead) + 1,
+        "ahead": ahead,
+        "workers": workers,
+        "background": background,
+        "start_in_s": (round(sum(known), 1) if len(known) == len(ahead) else None) if workers else None,
+    }
+    return out
 
 
 def _stored(store: Store, run_id: str) -> dict:

@@ -242,14 +242,16 @@
       parts.push(body.workers.length + " worker" + (body.workers.length === 1 ? "" : "s"));
     }
     if (body.warning) parts.push("⚠ " + body.warning);  // e.g. no worker is alive
-    if (body.error) parts.push("error: " + body.error);
+    // the error once: the header shows it when the page opened on a failed run
+    const said = document.getElementById("run-error-text");
+    if (body.error && !(said && said.textContent.includes(body.error))) parts.push("error: " + body.error);
     const text = parts.join(" · ");
     const shown = document.getElementById("run-extra");  // unchanged: no update
     const extra = shown && shown.textContent === text ? nu : text;
     const done = Math.max(points.length, body.done || 0);
     const pct = status === "done" ? 100 : (total ? Math.round(100 * done / total) : 0);
     const moving = !terminal().includes(status);  // striped + animated only while it can still move
-    return [newStore, figOut, points.length + " points", pct, done + " / " + total,
+    return [newStore, figOut, points.length + (points.length === 1 ? " point" : " points"), pct, done + " / " + total,
             status, key, finished, extra, moving, moving];
   }
 

@@ -10,7 +10,7 @@ import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
 from frontend import api
-from frontend.components import spec_yaml
+from frontend.components import estimate_block, plural, spec_yaml
 from frontend.defaults import default_dataset, default_picks
 from frontend.first_start import empty_store_notice
 
@@ -689,7 +689,12 @@ def _act(_check, _copy, _run, *values):
     if ctx.triggered_id == "newrun-check":
         r = api.post("/api/runs/validate", json=spec, token=token)
         if r.ok and isinstance(r.body, dict):
-            msg = dbc.Alert(f"OK — {r.body.get('num_points', '?')} points.", color="success", id="newrun-result")
+            n = r.body.get("num_points")
+            est = r.body.get("estimate")
+            msg = dbc.Alert([html.Div(f"OK — {plural(n, 'point') if isinstance(n, int) else '? points'}."),
+                             *estimate_block(est)],
+                            color="warning" if isinstance(est, dict) and est.get("warning") else "success",
+                            id="newrun-result")
         else:
             msg = _error_alert(r)
         return msg, text, shown, nav

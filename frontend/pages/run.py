@@ -38,7 +38,7 @@ from basin.status import COLOUR as STATUS_COLOUR
 from basin.status import TERMINAL
 from basin.tasks import keeps_column
 from frontend import api, fitted_card, forgetting_card
-from frontend.components import GRAPH_CONFIG, data_attrs, spec_yaml
+from frontend.components import GRAPH_CONFIG, data_attrs, estimate_block, plural, spec_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +253,47 @@ def _fit_button(ptype: str) -> list[Any]:
             dcc.Location(id="run-fit-location", refresh="callback-nav")]
 
 
+def duration(s: Any) -> str:
+    """Seconds in words: ``about 40 s`` / ``about 12 min`` / ``about 1.5 h``."""
+    s = float(s)
+    if s < 90:
+        return f"about {max(1, round(s))} s"
+    if s < 5400:
+        return f"about {round(s / 60)} min"
+    return f"about {s / 3600:.1f} h"
+
+
+def cost_and_queue(info: dict[str, Any]) -> list[Any]:
+    """While unfinished: the estimate of the points left; while queued: its place in the queue
+    (position, what runs before it, workers, estimated start)."""
+    if info.get("status") in TERMINAL:
+        return []
+    out: list[Any] = []
+    q = info.get("queue")
+    if isinstance(q, dict):
+        ahead = q.get("ahead") or []
+        workers = int(q.get("workers") or 0)
+        start = q.get("start_in_s")
+        when = ("no worker is alive: it starts when one joins" if not workers
+                else "it starts next" if not ahead
+                else f"estimated start in {duration(start)}" if isinstance(start, (int, float))
+                else "its start cannot be estimated yet")
+        items = [html.Li(f"{a.get('name') or 'a run'} — {plural(int(a.get('points_left') or 0), 'point')} left"
+                         + (f", {duration(a['eta_s'])}" if isinstance(a.get("eta_s"), (int, float)) else "")
+                         + (" (running)" if a.get("status") == "running" else "")
+                         + (" · background demo work" if a.get("background") else ""))
+                 for a in ahead[:8]]
+        out.append(html.Div([
+            html.Strong(f"Queued: position {q.get('position', '?')}"),
+            html.Span(f" · {plural(workers, 'worker')} · {when}."),
+            *([html.Div("Ahead of it:", className="mt-1"), html.Ul(items, className="mb-0")] if items else []),
+            *([html.Div("Background demo work: it yields to any run a person submits.", className="small")]
+              if q.get("background") else []),
+        ], className="small mb-2", id="run-queue"))
+    out += estimate_block(info.get("estimate"), prefix="run")
+    return out
+
+
 def layout(run_id: str | None = None, **_: Any) -> html.Div:
     if not run_id:
         return dbc.Alert("No run id in the link.", color="warning")
@@ -305,10 +346,12 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     header = dbc.Card(dbc.CardBody([
         html.Div([
             dbc.Badge(status, id="run-status", color=STATUS_COLOUR.get(status, "dark"), className="me-2 fs-6"),
-            html.Span(f"{len(points)} points", id="run-count", className="me-3 fw-semibold"),
+            html.Span(plural(len(points), "point"), id="run-count", className="me-3 fw-semibold"),
             html.Span("", id="run-extra", className="text-muted me-3"),
-            html.Span(info.get("error") or "", className="text-danger"),
+            html.Span(info.get("error") or "", className="text-danger", id="run-error-text"),
         ], className="mb-2"),
+        html.Div(cost_and_queue(info), id="run-cost"),
+        dcc.Interval(id="run-cost-poll", interval=5000, disabled=status in TERMINAL),
         dbc.Progress(id="run-progress", value=100 if status == "done" else round(100 * done / total) if total else 0,
                      label=f"{done} / {total}", style={"height": "1.4rem"},
                      animated=status not in TERMINAL, striped=status not in TERMINAL),
@@ -477,3 +520,20 @@ def _forgetting(status: str | None, shown: Any, meta: dict | None, token: str | 
         raise dash.exceptions.PreventUpdate
     spec = {"task": meta.get("task"), "per_example": meta.get("per_example"), "path": {"type": "linear"}}
     return forgetting_card.card(meta["id"], spec, status, token=token)
+
+
+@callback(
+    Output("run-cost", "children"),
+    Output("run-cost-poll", "disabled"),
+    Input("run-cost-poll", "n_intervals"),
+    State("run-meta", "data"),
+    prevent_initial_call=True,
+)
+def _cost(_n: int | None, meta: dict | None):
+    """The queue place and the estimate, every few seconds until the run ends."""
+    if not meta:
+        return dash.no_update, True
+    r = api.get(f"/api/runs/{meta['id']}")
+    if not r.ok or not isinstance(r.body, dict):
+        return dash.no_update, False
+    return cost_and_queue(r.body), r.body.get("status") in TERMINAL
