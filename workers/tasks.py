@@ -158,6 +158,18 @@ def _step_tag(store: Any, ref: str) -> dict[str, int]:
     return {"step": step} if isinstance(step, int) else {}
 
 
+def _named_failure(r: Any, run_id: str, queue: Any, persist: Any):
+    """``fail_run`` whose message names the run's checkpoints instead of their 64-hex ids."""
+    from basin.names import name_ids
+
+    names = json.loads(r.hget(RunKeys(run_id).run, "names") or "{}")
+
+    def fail(message: str) -> bool:
+        return fail_run(queue, name_ids(message, names), persist)
+
+    return fail
+
+
 def drain(run_id: str, state: WorkerState) -> dict:
     """Deserialise the run, drive the loop over leased points, finish the run."""
     from basin.errors import BasinError
@@ -175,6 +187,7 @@ def drain(run_id: str, state: WorkerState) -> dict:
     hook = _hook()
     persist = _hooked(hook, "persist", run_id, state.name, _persister(state, store, run_id))
     queue = RunQueue(r, run_id)
+    fail = _named_failure(r, run_id, queue, persist)
     if r.hget(RunKeys(run_id).run, "status") in TERMINAL:
         if persist is not None and r.hget(RunKeys(run_id).run, "persist"):
             persist()  # its writer died before storing it
@@ -195,11 +208,11 @@ def drain(run_id: str, state: WorkerState) -> dict:
                 spec = spec.model_copy(update={"device": state.device})
             land, load_s = state.landscapes.get(spec, store_resolver(store, state.settings))
         except BasinError as e:
-            fail_run(queue, str(e), persist)
+            fail(str(e))
             return {"run": run_id, "evaluated": 0, "error": str(e)}
         except Exception as e:  # a bug or a broken file: say so on the run rather than hang it
             logger.exception("opening run %s failed", run_id)
-            fail_run(queue, f"{type(e).__name__}: {e}", persist)
+            fail(f"{type(e).__name__}: {e}")
             return {"run": run_id, "evaluated": 0, "error": str(e)}
         names = json.loads(r.hget(RunKeys(run_id).run, "names") or "{}")
         # anchors carry the checkpoints as the user named them; ``id`` keeps the store id
@@ -228,11 +241,11 @@ def drain(run_id: str, state: WorkerState) -> dict:
             except (redis.ConnectionError, redis.TimeoutError):
                 raise  # Celery retries; the lease expires and the point is requeued
             except BasinError as e:
-                fail_run(queue, str(e), persist)
+                fail(str(e))
                 break
             except Exception as e:  # a bug or a broken file: say so on the run rather than hang it
                 logger.exception("point %s of run %s failed", source.current, run_id)
-                fail_run(queue, f"point {source.current}: {type(e).__name__}: {e}", persist)
+                fail(f"point {source.current}: {type(e).__name__}: {e}")
                 break
             evaluated += stats.evaluated
             reused += stats.reused

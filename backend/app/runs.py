@@ -27,8 +27,9 @@ import redis
 
 from backend.app.api.errors import carried_references
 from basin.checkpoints import read_config
-from basin.errors import IncompatibleCheckpoints, InvalidSpec
+from basin.errors import BasinError, IncompatibleCheckpoints, InvalidSpec
 from basin.generation import check_prompts, label_weights
+from basin.names import name_ids
 from basin.paths import path_class, refs_of
 from basin.results import point_view
 from basin.scope_regex import compile_scope
@@ -121,6 +122,35 @@ def resolve_spec(
     the tensors; not with ``on_mismatch: hold``, where the engine keeps them at the first
     checkpoint).
     """
+    try:
+        return _resolve_spec(body, store, limits=limits, names=names, tags=tags)
+    except (InvalidSpec, IncompatibleCheckpoints) as e:
+        # messages name checkpoints, not 64-hex ids (the form sends ids)
+        text = name_ids(str(e), lambda i: _store_name(store, i))
+        if text == str(e):
+            raise
+        if isinstance(e, IncompatibleCheckpoints):
+            raise IncompatibleCheckpoints(text, e.mismatches) from None
+        raise InvalidSpec(text) from None
+
+
+def _store_name(store: Store, ident: str) -> str | None:
+    for get in (store.get_checkpoint, store.get_dataset):
+        try:
+            return str(get(ident).get("name") or "") or None
+        except (NotFound, BasinError):
+            continue
+    return None
+
+
+def _resolve_spec(
+    body: Any,
+    store: Store,
+    *,
+    limits: SpecLimits | None = None,
+    names: dict[str, str] | None = None,
+    tags: dict[str, dict[str, Any]] | None = None,
+) -> RunSpec:
     limits = limits or SpecLimits()
     if not isinstance(body, dict):
         raise InvalidSpec("invalid spec: the body must be a JSON object (a RunSpec)")
@@ -157,6 +187,7 @@ def resolve_spec(
         resolved = spec.map_refs(ckpt, data)
     check_compatibility(resolved, store, names=seen)
     check_generation(resolved, store, limits, names=seen)
+    check_opens(resolved, store, names=seen)
     return resolved
 
 
@@ -205,16 +236,28 @@ def check_compatibility(
     message and in each mismatch's reason; ids without a name are shortened to 12 digits.
     """
     from basin.opening import check_compatible
+    from basin.precheck import check_architectures
 
     refs = path_class(spec.path.type).refs_in(spec.path)  # not the tokenizer, scorer or reference
     if spec.space == "adapter":
         check_adapter_space(refs, store, names=names or {})
         return
-    if len(refs) < 2 or spec.on_mismatch == "hold":
-        return  # with hold the engine keeps every mismatched tensor at the first checkpoint
     resolver = store.resolver()
     names = names or {}
-    check_compatible(spec.task, [(names.get(r) or r[:12], resolver.checkpoint(r)) for r in refs])
+    named = [(names.get(r) or r[:12], resolver.checkpoint(r)) for r in refs]
+    check_architectures(named)  # even with hold: no holding mixes BERT with Llama
+    if len(refs) < 2 or spec.on_mismatch == "hold":
+        return  # with hold the engine keeps every mismatched tensor at the first checkpoint
+    check_compatible(spec.task, named)
+
+
+def check_opens(spec: RunSpec, store: Store, *, names: dict[str, str] | None = None) -> None:
+    """Every other test the worker's ``open_model`` runs before its first point
+    (:func:`basin.precheck.precheck`: the task's model holds the first checkpoint, the scope
+    moves something, a tokenizer exists), so Check refuses what the worker would."""
+    from basin.precheck import precheck
+
+    precheck(spec, store.resolver(), labels=names or {})
 
 
 def check_adapter_space(refs: list[str], store: Store, *, names: dict[str, str]) -> None:

@@ -312,12 +312,33 @@
         bar.textContent = pct + "%";
       }
     };
-    xhr.onload = () => {
+    const typed = nameEl && nameEl.value.trim();
+    xhr.onload = async () => {
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch (e) { body = xhr.responseText; }
       if (xhr.status >= 200 && xhr.status < 300) {
         if (bar) { bar.style.width = "100%"; bar.textContent = "100%"; }
         setStatus((xhr.status === 200 ? "Already stored: " : "Uploaded: ") + ((body && body.name) || name), "success");
+        const wanted = params.get("name");
+        if (xhr.status === 200 && typed && body && body.id && body.name !== wanted) {
+          // the same files were stored before under another name: honour the name typed
+          const old = body.name;
+          try {
+            const r = await fetch(apiBase() + box.getAttribute("data-upload-endpoint") + "/" + encodeURIComponent(body.id), {
+              method: "PATCH", headers: {"Content-Type": "application/json", "X-Basin-Token": token() || ""},
+              body: JSON.stringify({name: wanted})});
+            const answer = await r.json().catch(() => null);
+            if (r.ok) {
+              body = answer || body;
+              setStatus("Already stored (the same files, as " + old + "): renamed to " + wanted, "success");
+            } else {
+              setStatus("Already stored as " + old + " (the same files); not renamed to " + wanted + ": "
+                        + errorText(r.status, answer), "warning");
+            }
+          } catch (e) {
+            setStatus("Already stored as " + old + " (the same files); renaming failed: " + e, "warning");
+          }
+        }
         fileInput.value = "";
         const refresh = box.getAttribute("data-refresh");
         if (refresh && window.dash_clientside && window.dash_clientside.set_props) {

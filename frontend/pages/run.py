@@ -165,7 +165,7 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
     # a generation run leads with the trend of its attribute (basin.analysis.trend), then the rest
     for m, t in (summary.get("trend") or {}).items():
         if isinstance(t, dict) and "start" in t:
-            rows.append((f"{m} trend", trend_sentence(m, t)))
+            rows.append((f"{figures.metric_name(m)} trend", trend_sentence(m, t)))
     gen = summary.get("generation")
     if isinstance(gen, dict) and gen.get("reference"):
         ref = str(gen["reference"])
@@ -177,12 +177,12 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
             # with its 95 % interval and the calibrated verdict in words (linear or curve)
             text = barrier_sentence(b, m, magnitude=max(vals, default=1.0),
                                     path_type=(spec.get("path") or {}).get("type"))
-            rows.append((m, text))
+            rows.append((figures.metric_name(m), text))  # "perplexity of samples", not sample_perplexity
     dist = summary.get("distance") or {}
     if isinstance(dist, dict) and dist.get("l2") is not None:
         rows.append(("‖θA − θB‖₂", _fmt(dist["l2"])))
         if dist.get("cosine") is not None:
-            rows.append(("cosine(θA, θB)", _fmt(dist["cosine"])))
+            rows.append(("cosine(θA, θB)", figures.cosine_text(dist["cosine"])))
     ev = (summary.get("trajectory") or {}).get("explained_variance") if isinstance(summary.get("trajectory"), dict) else None
     if ev:
         rows.append(("explained variance (2 dims)", ", ".join(_fmt(v) for v in ev)))
@@ -193,7 +193,7 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
             lo = min(vals, key=lambda t: t[0])
             hi = max(vals, key=lambda t: t[0])
             where = lambda c: ", ".join(f"{k}={_fmt(v)}" for k, v in c.items())  # noqa: E731
-            rows.append((f"{m} min / max", f"{_fmt(lo[0])} ({where(lo[1])}) / {_fmt(hi[0])} ({where(hi[1])})"))
+            rows.append((f"{figures.metric_name(m)} min / max", f"{_fmt(lo[0])} ({where(lo[1])}) / {_fmt(hi[0])} ({where(hi[1])})"))
     return rows
 
 
@@ -210,16 +210,18 @@ def _distance_card(info: dict) -> list[Any]:
     fig = figures.distance_figure({"summary": info.get("summary") or {}})
     if fig is None:
         return []
-    fig.update_layout(height=300, margin={"l": 50, "r": 50, "t": 50, "b": 50}, title=None)
+    fig.update_layout(height=340, margin={"l": 50, "r": 50, "t": 30, "b": 40}, title=None)
     return [dbc.Card([dbc.CardHeader("Distance per layer"), dbc.CardBody(
         dcc.Graph(id="run-distance", figure=fig, config=GRAPH_CONFIG), className="p-1")], className="mb-3")]
 
 
-def _fit_button(ptype: str) -> list[Any]:
+def _fit_button(ptype: str, spec: dict | None = None) -> list[Any]:
     """A straight-line run can start a curve fit between its endpoints: the button opens a
     dialog (training data, steps, curve type, bends) whose callbacks are in
-    ``frontend/pages/fit.py``."""
-    if ptype != "linear":
+    ``frontend/pages/fit.py``. Not for a generation run (a fit trains on a loss); shown only
+    once the run is done and the viewer may start a fit (:func:`_fit_allowed`)."""
+    spec = spec or {}
+    if ptype != "linear" or spec.get("task") == "generation" or spec.get("generation"):
         return []
     dialog = dbc.Modal([
         dbc.ModalHeader(dbc.ModalTitle("Fit a curve between these endpoints")),
@@ -246,9 +248,11 @@ def _fit_button(ptype: str) -> list[Any]:
         dbc.ModalFooter([dbc.Button("Cancel", id="run-fit-close", color="secondary", outline=True, size="sm"),
                          dbc.Button("Start fit", id="run-fit-start", color="primary", size="sm")]),
     ], id="run-fit-dialog", is_open=False)
-    return [html.Hr(), dbc.Button("Fit a curve", id="run-fit", color="primary", outline=True, size="sm",
-                                  title="train a curve's control point between these endpoints on training "
-                                        "data, then evaluate the line and the curve on this run's examples"),
+    return [html.Div([html.Hr(), dbc.Button(
+                "Fit a curve", id="run-fit", color="primary", outline=True, size="sm",
+                title="train a curve's control point between these endpoints on training "
+                      "data, then evaluate the line and the curve on this run's examples")],
+                     id="run-fit-box", style={"display": "none"}),
             html.Span(id="run-fit-msg", className="small ms-2"), dialog,
             dcc.Location(id="run-fit-location", refresh="callback-nav")]
 
@@ -333,6 +337,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     graphs = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
                         className="run-graph border rounded mb-3")
               for i, f in enumerate(figs)]
+    if status in ("failed", "cancelled") and not points:  # nothing to draw: no empty charts
+        graphs = [html.Div(f"This run {status} before its first point: nothing to draw.",
+                           className="text-muted p-3 border rounded", id="run-no-figures")]
     equal = figures.equal_axes_default({"spec": spec})
     controls = [html.Div([  # hidden for 1D paths; present so the rebuild callback has its inputs
         dbc.RadioItems(
@@ -377,9 +384,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             dbc.Button("Cancel run", id="run-cancel", color="danger", outline=True, size="sm",
                        disabled=status in TERMINAL),
             html.Span(id="run-cancel-msg", className="small ms-2"),
-            *_fit_button(ptype),
+            *_fit_button(ptype, spec),
         ])], className="mb-3"),
-        *_distance_card(info),
+        html.Div(_distance_card(info), id="run-distance-box"),  # filled when the summary comes
         dbc.Card([dbc.CardHeader("Spec"), dbc.CardBody(html.Pre(
             spec_yaml(spec, names), id="run-spec",
             className="small mb-0", style={"maxHeight": "360px", "overflow": "auto"}))]),
@@ -441,6 +448,7 @@ clientside_callback(
     Output("run-progress", "animated"),
     Output("run-progress", "striped"),
     Output("run-cancel", "disabled"),
+    Output("run-distance-box", "children"),
     Input("run-rebuild", "data"),
     Input("run-kind", "value"),
     Input("run-equal", "value"),
@@ -459,7 +467,8 @@ def _rebuild(_key: str, kind: str | None, equal: bool | None, meta: dict):
     names = _names(info)
     figs = build_figures(info, points, kind or "heatmap", names, bool(equal))
     running = status not in TERMINAL
-    return figs, _summary_table(info, points), STATUS_COLOUR.get(status or "", "dark"), running, running, not running
+    return (figs, _summary_table(info, points), STATUS_COLOUR.get(status or "", "dark"), running, running,
+            not running, _distance_card(info))
 
 
 @callback(
@@ -537,3 +546,17 @@ def _cost(_n: int | None, meta: dict | None):
     if not r.ok or not isinstance(r.body, dict):
         return dash.no_update, False
     return cost_and_queue(r.body), r.body.get("status") in TERMINAL
+
+
+@callback(
+    Output("run-fit-box", "style"),
+    Input("run-rebuild", "data"), Input("settings-token-input", "value"),
+    State("run-meta", "data"),
+)
+def _fit_allowed(key: str | None, token: str | None, meta: dict | None):
+    """"Fit a curve" once the run is done, for a viewer who may start one: a server without a
+    token, or the token entered (a share link alone reads, it does not train)."""
+    hide = {"display": "none"}
+    if not meta or not str(key or "").startswith("done:"):
+        return hide
+    return hide if api.needs_token(api.get("/api/fits", token=token)) else {}
