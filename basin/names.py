@@ -78,11 +78,11 @@ _STORE_ID = re.compile(r"\b[0-9a-f]{64}\b")
 
 def name_ids(text: str, names: Callable[[str], str | None] | Mapping[str, str]) -> str:
     """``text`` with every 64-hex store id replaced by its name (``names``: a mapping or a
-    lookup returning None for an unknown id, which is then shortened to 12 digits)."""
+    lookup returning None for an unknown id, which is left as it is: a hash a message reports)."""
     look = names.get if isinstance(names, Mapping) else names
 
     def one(m: re.Match[str]) -> str:
         name = look(m.group(0))
-        return name if name else m.group(0)[:12]
+        return name if name else m.group(0)
 
     return _STORE_ID.sub(one, text)

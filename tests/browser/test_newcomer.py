@@ -5,6 +5,7 @@ person's run, the copied spec running with ``basin eval``, and no Plotly cloud b
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -83,6 +84,8 @@ def test_a_persons_run_goes_ahead_of_background_work_and_shows_its_queue(stack, 
     assert held["status"] == "running" and held["done"] == 1, held
     page.locator("#run-status", has_text="done").wait_for()
     page.locator("#run-queue").wait_for(state="detached")
+    page.locator("#run-distance").wait_for()  # the distance card arrives with the summary, no reload
+    assert page.locator("#run-count").inner_text() == "3 points"
     # no control sends the figure off the machine: the modebar has PNG, not "Share chart…"
     page.locator(".run-graph .modebar-btn").first.wait_for(state="attached")
     titles = page.eval_on_selector_all(".modebar-btn", "els => els.map(e => e.getAttribute('data-title'))")
@@ -122,4 +125,56 @@ def test_check_estimates_and_the_copied_spec_runs_with_basin_eval(stack, store_f
     assert main(["eval", str(spec), "-o", str(out), "-q", "--store", str(stack.store)]) == 0
     doc = json.loads(out.read_text())
     assert len(doc["points"]) == 4 and doc["spec"]["max_examples"] == 16
+    assert not page.js_errors, page.js_errors
+
+
+def test_the_form_offers_what_fits_and_merges_start_from_theta0(stack, store_family, page, screenshots):
+    page.goto(stack.base_url + "/")
+    page.locator("#newrun-ckpt-1 option", has_text="ft_a").first.wait_for(state="attached")
+    page.select_option("#newrun-task", "causal_lm")  # the store holds only sequence classifiers
+    page.wait_for_function("!Array.from(document.querySelectorAll('#newrun-ckpt-1 option'))"
+                           ".some(o => o.textContent.includes('ft_a'))")
+    page.select_option("#newrun-task", "classification")
+    page.locator("#newrun-ckpt-1 option", has_text="ft_a").first.wait_for(state="attached")
+    # a TIES merge: the base θ0 defaults to the init checkpoint, the models picker says what it wants
+    page.select_option("#newrun-type", "ties")
+    page.wait_for_function(f"document.querySelector('#newrun-ckpt-1').value === '{store_family['init']}'")
+    page.locator("#newrun-row-traj", has_text="pick the fine-tuned models to merge").wait_for()
+    page.screenshot(path=str(screenshots / "new-run-ties-base.png"), full_page=True)
+    # a plane through a repeated checkpoint: refused naming the checkpoints, not their ids
+    page.select_option("#newrun-type", "plane")
+    page.locator("#newrun-row-3").wait_for(state="visible")
+    for k, name in ((1, "ft_a"), (2, "ft_a"), (3, "ft_b")):
+        page.select_option(f"#newrun-ckpt-{k}", store_family[name])
+    page.select_option("#newrun-dataset", store_family["data"])
+    page.click("#newrun-check")
+    err = page.locator("#newrun-result.newrun-error")
+    err.wait_for()
+    assert "'ft_a', 'ft_a', 'ft_b'" in err.inner_text() and not re.search(r"[0-9a-f]{64}", err.inner_text())
+    assert not page.js_errors, page.js_errors
+
+
+def test_a_failed_run_shows_its_error_once_and_no_empty_charts(stack, store_family, page, screenshots):
+    """Check refuses this scope now; queued without the API (as a fit queues its evaluations)
+    it fails in the worker before its first point."""
+    from basin.spec import parse_spec
+    from service.runstate.create import create_run
+
+    spec = parse_spec({"path": {"type": "linear", "a": store_family["ft_a"], "b": store_family["ft_b"],
+                                "points": 3},
+                       "dataset": store_family["data"], "max_examples": 16, "scope": "^no_such_param$"})
+    run_id = create_run(redis.Redis.from_url(stack.redis_url, decode_responses=True), spec,
+                        redis_url=stack.redis_url, queue="basin",
+                        names={store_family["ft_a"]: "ft_a", store_family["ft_b"]: "ft_b"})
+    assert stack.wait_run(run_id)["status"] == "failed"
+    page.goto(f"{stack.base_url}/runs/{run_id}")
+    page.locator("#run-no-figures").wait_for()
+    assert page.locator(".run-graph").count() == 0
+    # the page's poll has answered (it writes the workers line): the error must not come twice
+    page.wait_for_function("document.querySelector('#run-extra').textContent.includes('worker')")
+    header = page.locator("#run-status").locator("xpath=..").inner_text()
+    assert header.count("no_such_param") == 1, header
+    assert page.locator("#run-count").inner_text() == "0 points"
+    assert not page.locator("#run-fit-box").is_visible()
+    page.screenshot(path=str(screenshots / "failed-run.png"), full_page=True)
     assert not page.js_errors, page.js_errors
