@@ -360,7 +360,9 @@ def open_model(
         movable = [k for k in movable if k in moved] or movable
     opened.movable = movable
     try:
-        opened.names = select_scope(scope, movable, opened.groups)  # InvalidSpec when it matches nothing
+        opened.names = select_scope(
+            scope, movable, opened.groups
+        )  # InvalidSpec when it matches nothing
     except InvalidSpec as e:
         from basin.precheck import explain_scope
 

@@ -57,7 +57,9 @@ def check_architectures(sources: Sequence[tuple[str, CheckpointSource]]) -> None
             raise IncompatibleCheckpoints(
                 f"checkpoints {label0!r} ({architecture(cfg0)}) and {label!r} ({architecture(cfg)}) are "
                 f"different architectures ({cfg0.get('model_type')} vs {cfg.get('model_type')}): their weights "
-                "cannot be mixed; pick checkpoints fine-tuned from one pre-trained model", [])
+                "cannot be mixed; pick checkpoints fine-tuned from one pre-trained model",
+                [],
+            )
 
 
 @functools.lru_cache(maxsize=32)
@@ -90,7 +92,9 @@ def check_task_fits(task: str, label: str, src: CheckpointSource) -> Any:
     try:
         model = _model(task, src)
     except CheckpointError as e:
-        raise InvalidSpec(f"invalid spec: task {task!r} does not fit checkpoint {label!r} ({e}){hint}") from None
+        raise InvalidSpec(
+            f"invalid spec: task {task!r} does not fit checkpoint {label!r} ({e}){hint}"
+        ) from None
     stored = list(tensor_meta(src))
     canonical = set(key_mapper(model)(stored).values())
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -99,7 +103,8 @@ def check_task_fits(task: str, label: str, src: CheckpointSource) -> Any:
     if missing:
         raise InvalidSpec(
             f"invalid spec: task {task!r} needs weights that checkpoint {label!r} does not have: "
-            f"{len(missing)} parameter(s) of the task's model are missing, e.g. {', '.join(missing[:3])}{hint}")
+            f"{len(missing)} parameter(s) of the task's model are missing, e.g. {', '.join(missing[:3])}{hint}"
+        )
     return model
 
 
@@ -112,9 +117,11 @@ def explain_scope(scope: str, model: Any, label: str) -> str:
     except (AttributeError, NotImplementedError):
         return ""
     if out is not None and inp is not None and out.weight is inp.weight:
-        return (f": {label!r} ties its output head to its input embedding (tie_word_embeddings), so the "
-                "head is the embedding matrix and moves with scope 'embeddings' (or 'all'); "
-                "scope 'head' has nothing of its own to move")
+        return (
+            f": {label!r} ties its output head to its input embedding (tie_word_embeddings), so the "
+            "head is the embedding matrix and moves with scope 'embeddings' (or 'all'); "
+            "scope 'head' has nothing of its own to move"
+        )
     return ""
 
 
@@ -125,8 +132,11 @@ def check_scope(scope: str, model: Any, label: str, src: CheckpointSource) -> No
 
     meta = tensor_meta(src)
     to_model = key_mapper(model)(list(meta))
-    floats = {to_model[k] for k, (_, dtype) in meta.items() if "float" in str(dtype).lower()
-              or str(dtype).upper() in ("F16", "F32", "F64", "BF16")}
+    floats = {
+        to_model[k]
+        for k, (_, dtype) in meta.items()
+        if "float" in str(dtype).lower() or str(dtype).upper() in ("F16", "F32", "F64", "BF16")
+    }
     names = [k for k, _ in model.named_parameters() if k in floats]
     try:
         select_scope(scope, names, model_groups(model))
@@ -135,13 +145,18 @@ def check_scope(scope: str, model: Any, label: str, src: CheckpointSource) -> No
         raise InvalidSpec(f"invalid spec: {e}{why}") from None
 
 
-def check_tokenizer(sources: Sequence[tuple[str, CheckpointSource]], tokenizer: CheckpointSource | None) -> None:
+def check_tokenizer(
+    sources: Sequence[tuple[str, CheckpointSource]], tokenizer: CheckpointSource | None
+) -> None:
     dirs = ([tokenizer.config_dir, tokenizer.weights] if tokenizer else []) + [
-        d for _, s in sources for d in (s.config_dir, s.weights)]
+        d for _, s in sources for d in (s.config_dir, s.weights)
+    ]
     if not any(has_tokenizer(d) for d in dirs):
         labels = ", ".join(repr(label) for label, _ in sources[:3])
-        raise InvalidSpec(f"invalid spec: no tokenizer: none of {labels} has tokenizer files; upload a "
-                          "checkpoint with its tokenizer, or name one in 'tokenizer'")
+        raise InvalidSpec(
+            f"invalid spec: no tokenizer: none of {labels} has tokenizer files; upload a "
+            "checkpoint with its tokenizer, or name one in 'tokenizer'"
+        )
 
 
 def precheck(spec: Any, resolver: Resolver, *, labels: Mapping[str, str] | None = None) -> None:

@@ -32,7 +32,8 @@ class StoreReader:
         self.root = Path(root).expanduser()
         if not (self.root / "checkpoints").is_dir() and not (self.root / "datasets").is_dir():
             raise CheckpointError(
-                f"{self.root} is not a Basin store (no checkpoints/ or datasets/ folder in it)")
+                f"{self.root} is not a Basin store (no checkpoints/ or datasets/ folder in it)"
+            )
 
     def _manifests(self, kind: str) -> list[tuple[Path, dict[str, Any]]]:
         base = self.root / kind
@@ -46,10 +47,14 @@ class StoreReader:
                 out.append((d, m))
         return out
 
-    def _find(self, kind: str, ref: str, what: str, error: type[Exception]) -> tuple[Path, dict[str, Any]]:
+    def _find(
+        self, kind: str, ref: str, what: str, error: type[Exception]
+    ) -> tuple[Path, dict[str, Any]]:
         base = self.root / kind
         if _HEX.match(ref) and len(ref) == 64 and (base / ref / "manifest.json").is_file():
-            return base / ref, json.loads((base / ref / "manifest.json").read_text(encoding="utf-8"))
+            return base / ref, json.loads(
+                (base / ref / "manifest.json").read_text(encoding="utf-8")
+            )
         items = self._manifests(kind)
         named = [(d, m) for d, m in items if m.get("name") == ref]
         if len(named) == 1:
@@ -59,8 +64,10 @@ class StoreReader:
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
-                raise error(f"{what} id prefix {ref!r} is ambiguous in the store {self.root}: "
-                            f"it matches {len(hits)} {what}s")
+                raise error(
+                    f"{what} id prefix {ref!r} is ambiguous in the store {self.root}: "
+                    f"it matches {len(hits)} {what}s"
+                )
         raise error(f"no {what} named or with id {ref!r} in the store {self.root}")
 
     def checkpoint(self, ref: str) -> CheckpointSource:
@@ -70,10 +77,17 @@ class StoreReader:
         registered = m.get("source") == "register"
         if m.get("adapter"):  # a PEFT adapter: its base's files, the adapter's own folder
             base = self.checkpoint(str(m["base"]))
-            return CheckpointSource(weights=base.weights, config_dir=base.config_dir, id=ident,
-                                    adapter=Path(m["path"]) if registered else d, base_id=base.id)
+            return CheckpointSource(
+                weights=base.weights,
+                config_dir=base.config_dir,
+                id=ident,
+                adapter=Path(m["path"]) if registered else d,
+                base_id=base.id,
+            )
         if registered:
-            return CheckpointSource(weights=Path(m["weights"]), config_dir=Path(m["config_dir"]), id=ident)
+            return CheckpointSource(
+                weights=Path(m["weights"]), config_dir=Path(m["config_dir"]), id=ident
+            )
         return CheckpointSource(weights=d, config_dir=d, id=ident)
 
     def dataset(self, ref: str) -> Path:
@@ -86,8 +100,11 @@ class StoreReader:
 
     def names(self) -> dict[str, str]:
         """Every stored checkpoint and dataset: id → name (for the result document)."""
-        return {str(m.get("id") or d.name): str(m.get("name") or d.name[:12])
-                for kind in ("checkpoints", "datasets") for d, m in self._manifests(kind)}
+        return {
+            str(m.get("id") or d.name): str(m.get("name") or d.name[:12])
+            for kind in ("checkpoints", "datasets")
+            for d, m in self._manifests(kind)
+        }
 
 
 class StoreOrFileResolver:

@@ -51,29 +51,74 @@ def minilm_banner(health: Any) -> list[Any]:
         pct = _pct(doc)
         eta = eta_words(doc.get("eta_s")) or "estimating the time left…"
         lm = _doc(health, "demo_lm")
-        after = ([html.Div([html.Strong("Then: "), "the LM demo — ", str(lm.get("what") or "SmolLM2-135M pair"),
-                            " (in the background; a banner shows its progress)."],
-                           className="small mt-1", id="demo-next")]
-                 if lm is not None and lm.get("state") == "waiting" else [])
-        return [dbc.Alert(
-            [html.Strong("First start: building the demo. "),
-             html.Span(["MiniLM demo — ", str(doc.get("what") or "MiniLM fine-tuned on tweets"), ". "],
-                       id="demo-what"),
-             html.Div([html.Span(str(doc.get("stage") or ""), id="demo-stage"), " · ",
-                       html.Span(eta, id="demo-eta")], className="mt-1"),
-             dbc.Progress(value=pct, label=f"{pct:.0f}%", className="mt-2", id="demo-progress"),
-             html.Div("Its checkpoints appear in the pickers and on the Checkpoints page when it is ready; "
-                      "you can upload or register your own meanwhile.", className="small mt-1"),
-             *after],
-            color="info", className="mb-3", id="demo-alert",
-        )]
+        after = (
+            [
+                html.Div(
+                    [
+                        html.Strong("Then: "),
+                        "the LM demo — ",
+                        str(lm.get("what") or "SmolLM2-135M pair"),
+                        " (in the background; a banner shows its progress).",
+                    ],
+                    className="small mt-1",
+                    id="demo-next",
+                )
+            ]
+            if lm is not None and lm.get("state") == "waiting"
+            else []
+        )
+        return [
+            dbc.Alert(
+                [
+                    html.Strong("First start: building the demo. "),
+                    html.Span(
+                        [
+                            "MiniLM demo — ",
+                            str(doc.get("what") or "MiniLM fine-tuned on tweets"),
+                            ". ",
+                        ],
+                        id="demo-what",
+                    ),
+                    html.Div(
+                        [
+                            html.Span(str(doc.get("stage") or ""), id="demo-stage"),
+                            " · ",
+                            html.Span(eta, id="demo-eta"),
+                        ],
+                        className="mt-1",
+                    ),
+                    dbc.Progress(
+                        value=pct, label=f"{pct:.0f}%", className="mt-2", id="demo-progress"
+                    ),
+                    html.Div(
+                        "Its checkpoints appear in the pickers and on the Checkpoints page when it is ready; "
+                        "you can upload or register your own meanwhile.",
+                        className="small mt-1",
+                    ),
+                    *after,
+                ],
+                color="info",
+                className="mb-3",
+                id="demo-alert",
+            )
+        ]
     if state == "failed":
-        return [dbc.Alert(
-            [html.Strong("The MiniLM demo could not be built. "), html.Span(str(doc.get("error") or "")),
-             html.Div("Upload or register your own checkpoints; the next start of basin up tries again "
-                      "(log: the basin up console).", className="small")],
-            color="danger", className="mb-3", id="demo-alert",
-        )]
+        return [
+            dbc.Alert(
+                [
+                    html.Strong("The MiniLM demo could not be built. "),
+                    html.Span(str(doc.get("error") or "")),
+                    html.Div(
+                        "Upload or register your own checkpoints; the next start of basin up tries again "
+                        "(log: the basin up console).",
+                        className="small",
+                    ),
+                ],
+                color="danger",
+                className="mb-3",
+                id="demo-alert",
+            )
+        ]
     return []
 
 
@@ -83,10 +128,23 @@ def empty_store_notice(health: Any) -> list[Any]:
     doc = _doc(health, "demo")
     if doc is not None and doc.get("state") in BUILDING:
         eta = eta_words(doc.get("eta_s"))
-        return [dbc.Alert(
-            [f"The demo checkpoints are being built ({_pct(doc):.0f}%"
-             + (f", {eta}" if eta else "") + ") — they appear here when ready. Or ",
-             html.A("upload or register your own", href="/checkpoints"), "."],
-            color="info", id="newrun-empty")]
-    return [dbc.Alert(["No checkpoints yet — ", html.A("upload or register some", href="/checkpoints"), "."],
-                      color="info", id="newrun-empty")]
+        return [
+            dbc.Alert(
+                [
+                    f"The demo checkpoints are being built ({_pct(doc):.0f}%"
+                    + (f", {eta}" if eta else "")
+                    + ") — they appear here when ready. Or ",
+                    html.A("upload or register your own", href="/checkpoints"),
+                    ".",
+                ],
+                color="info",
+                id="newrun-empty",
+            )
+        ]
+    return [
+        dbc.Alert(
+            ["No checkpoints yet — ", html.A("upload or register some", href="/checkpoints"), "."],
+            color="info",
+            id="newrun-empty",
+        )
+    ]

@@ -143,22 +143,40 @@ class Estimate:
     measured_runs: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 1), "wall_s": round(self.wall_s, 1), "points": self.points,
-                "work_per_point": self.work, "parameters": self.parameters, "rate": self.rate,
-                "basis": self.basis, "measured_runs": self.measured_runs,
-                "per_point_s": round(self.seconds / max(self.points, 1), 3)}
+        return {
+            "seconds": round(self.seconds, 1),
+            "wall_s": round(self.wall_s, 1),
+            "points": self.points,
+            "work_per_point": self.work,
+            "parameters": self.parameters,
+            "rate": self.rate,
+            "basis": self.basis,
+            "measured_runs": self.measured_runs,
+            "per_point_s": round(self.seconds / max(self.points, 1), 3),
+        }
 
 
 def rate_for(store: Any, kind: str, key: str) -> tuple[float, str, int]:
     samples = measured(store)
     same_model = [c for k, m, c in samples if k == kind and m == key]
     if same_model:
-        return statistics.median(same_model), f"measured on {len(same_model)} finished run(s) of this model", len(same_model)
+        return (
+            statistics.median(same_model),
+            f"measured on {len(same_model)} finished run(s) of this model",
+            len(same_model),
+        )
     same_kind = [c for k, _, c in samples if k == kind]
     if same_kind:
-        return (statistics.median(same_kind),
-                f"measured on {len(same_kind)} finished run(s) of other models, scaled by size", len(same_kind))
-    return FALLBACK_S[kind], "no finished run on this server yet: the project's measured 2-core rate", 0
+        return (
+            statistics.median(same_kind),
+            f"measured on {len(same_kind)} finished run(s) of other models, scaled by size",
+            len(same_kind),
+        )
+    return (
+        FALLBACK_S[kind],
+        "no finished run on this server yet: the project's measured 2-core rate",
+        0,
+    )
 
 
 def estimate(store: Any, spec: dict[str, Any], points: int, *, workers: int = 1) -> Estimate | None:
@@ -173,8 +191,16 @@ def estimate(store: Any, spec: dict[str, Any], points: int, *, workers: int = 1)
     kind = kind_of(spec)
     c, basis, n = rate_for(store, kind, model_key(m))
     seconds = points * work * params * c
-    return Estimate(seconds=seconds, wall_s=seconds / max(workers, 1), points=points, work=work,
-                    parameters=params, rate=c, basis=basis, measured_runs=n)
+    return Estimate(
+        seconds=seconds,
+        wall_s=seconds / max(workers, 1),
+        points=points,
+        work=work,
+        parameters=params,
+        rate=c,
+        basis=basis,
+        measured_runs=n,
+    )
 
 
 def duration_words(s: float) -> str:
@@ -205,14 +231,18 @@ def cheaper(spec: dict[str, Any], est: Estimate) -> list[str]:
     if not spec.get("refine"):
         n = planned({**spec, "refine": "adaptive"})
         if n is not None and n < est.points:
-            out.append(f"coarse-to-fine (refine: adaptive): {n} points instead of {est.points}, "
-                       f"{cost(n, est.work)}")
+            out.append(
+                f"coarse-to-fine (refine: adaptive): {n} points instead of {est.points}, "
+                f"{cost(n, est.work)}"
+            )
     examples = int(spec.get("max_examples") or 512)
     scored = est.work // max(1, examples) if spec.get("generation") else 1
     per_point_examples = est.work // max(scored, 1)
     if per_point_examples > 64:
-        out.append(f"fewer examples (max_examples: 64 instead of {per_point_examples}): "
-                   f"{cost(est.points, 64 * max(scored, 1))} — wider intervals")
+        out.append(
+            f"fewer examples (max_examples: 64 instead of {per_point_examples}): "
+            f"{cost(est.points, 64 * max(scored, 1))} — wider intervals"
+        )
     path = spec.get("path") or {}
     if isinstance(path.get("resolution"), (list, tuple)) and est.points > 121:
         n = planned({**spec, "path": {**path, "resolution": [11, 11]}})
@@ -225,7 +255,9 @@ def cheaper(spec: dict[str, Any], est: Estimate) -> list[str]:
     return out
 
 
-def summary(store: Any, spec: dict[str, Any], points: int, *, workers: int) -> dict[str, Any] | None:
+def summary(
+    store: Any, spec: dict[str, Any], points: int, *, workers: int
+) -> dict[str, Any] | None:
     """The estimate as the API answers it: seconds, words, the basis, and for a run above
     :data:`WARN_ABOVE_S` a ``warning`` with ``suggestions`` (cheaper variants)."""
     est = estimate(store, spec, points, workers=workers)
@@ -233,13 +265,17 @@ def summary(store: Any, spec: dict[str, Any], points: int, *, workers: int) -> d
         return None
     out = est.as_dict()
     out["workers"] = workers
-    out["words"] = (f"{duration_words(est.wall_s)} ({est.points} point{'s' if est.points != 1 else ''} × "
-                    f"{est.work} {'sample-tokens' if kind_of(spec) == 'generation' else 'examples'} "
-                    f"on {max(workers, 1)} worker{'s' if max(workers, 1) != 1 else ''}; {est.basis})")
+    out["words"] = (
+        f"{duration_words(est.wall_s)} ({est.points} point{'s' if est.points != 1 else ''} × "
+        f"{est.work} {'sample-tokens' if kind_of(spec) == 'generation' else 'examples'} "
+        f"on {max(workers, 1)} worker{'s' if max(workers, 1) != 1 else ''}; {est.basis})"
+    )
     out["warning"] = None
     out["suggestions"] = []
     if est.wall_s > WARN_ABOVE_S:
-        out["warning"] = (f"This run would take {duration_words(est.wall_s)} on this server — "
-                          f"more than {round(WARN_ABOVE_S / 60)} minutes.")
+        out["warning"] = (
+            f"This run would take {duration_words(est.wall_s)} on this server — "
+            f"more than {round(WARN_ABOVE_S / 60)} minutes."
+        )
         out["suggestions"] = cheaper(spec, est)
     return out

@@ -22,12 +22,32 @@ def test_the_first_start_banner_says_what_is_built_and_when(stack, store_family,
 
     r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     now = time.time()
-    r.set(DEMO_STATUS_KEY, json.dumps({
-        "state": "building", "fraction": 0.4, "stage": "fine-tuning seed 1: step 30/60", "eta_s": 250.0,
-        "what": "all-MiniLM-L6-v2 fine-tuned on tweets with two seeds", "updated": now, "started": now - 160}))
-    r.set(DEMO_LM_STATUS_KEY, json.dumps({"state": "waiting", "fraction": 0.0, "stage": "waits for the MiniLM demo",
-                                          "what": "SmolLM2-135M fine-tuned on negative and on positive tweets",
-                                          "updated": now}))
+    r.set(
+        DEMO_STATUS_KEY,
+        json.dumps(
+            {
+                "state": "building",
+                "fraction": 0.4,
+                "stage": "fine-tuning seed 1: step 30/60",
+                "eta_s": 250.0,
+                "what": "all-MiniLM-L6-v2 fine-tuned on tweets with two seeds",
+                "updated": now,
+                "started": now - 160,
+            }
+        ),
+    )
+    r.set(
+        DEMO_LM_STATUS_KEY,
+        json.dumps(
+            {
+                "state": "waiting",
+                "fraction": 0.0,
+                "stage": "waits for the MiniLM demo",
+                "what": "SmolLM2-135M fine-tuned on negative and on positive tweets",
+                "updated": now,
+            }
+        ),
+    )
     try:
         page.goto(stack.base_url + "/")
         alert = page.locator("#demo-alert")
@@ -44,15 +64,26 @@ def test_the_first_start_banner_says_what_is_built_and_when(stack, store_family,
 
 
 def _linear(stack, store_family, *, points: int, background: bool = False, name: str = "") -> str:
-    spec = {"path": {"type": "linear", "a": store_family["ft_a"], "b": store_family["ft_b"], "points": points},
-            "dataset": store_family["data"], "metrics": ["loss", "accuracy"], "max_examples": 32,
-            **({"name": name} if name else {})}
+    spec = {
+        "path": {
+            "type": "linear",
+            "a": store_family["ft_a"],
+            "b": store_family["ft_b"],
+            "points": points,
+        },
+        "dataset": store_family["data"],
+        "metrics": ["loss", "accuracy"],
+        "max_examples": 32,
+        **({"name": name} if name else {}),
+    }
     r = stack.request("POST", "/api/runs" + ("?background=true" if background else ""), json=spec)
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
 
-def test_a_persons_run_goes_ahead_of_background_work_and_shows_its_queue(stack, store_family, page, screenshots):
+def test_a_persons_run_goes_ahead_of_background_work_and_shows_its_queue(
+    stack, store_family, page, screenshots
+):
     """One worker. A background run (the demo's ready run) is held at its first point; a
     person's run queued then shows its place (position 1: the background run yields), the
     workers and an estimate; when the background run's point ends its worker takes the
@@ -84,20 +115,27 @@ def test_a_persons_run_goes_ahead_of_background_work_and_shows_its_queue(stack, 
     assert held["status"] == "running" and held["done"] == 1, held
     page.locator("#run-status", has_text="done").wait_for()
     page.locator("#run-queue").wait_for(state="detached")
-    page.locator("#run-distance").wait_for()  # the distance card arrives with the summary, no reload
+    page.locator(
+        "#run-distance"
+    ).wait_for()  # the distance card arrives with the summary, no reload
     assert page.locator("#run-count").inner_text() == "3 points"
     # no control sends the figure off the machine: the modebar has PNG, not "Share chart…"
     page.locator(".run-graph .modebar-btn").first.wait_for(state="attached")
-    titles = page.eval_on_selector_all(".modebar-btn", "els => els.map(e => e.getAttribute('data-title'))")
+    titles = page.eval_on_selector_all(
+        ".modebar-btn", "els => els.map(e => e.getAttribute('data-title'))"
+    )
     assert any("png" in (t or "").lower() for t in titles), titles
-    assert not [t for t in titles if "share" in (t or "").lower() or "cloud" in (t or "").lower()], titles
+    assert not [
+        t for t in titles if "share" in (t or "").lower() or "cloud" in (t or "").lower()
+    ], titles
     seam.release(bg)
     assert stack.wait_run(bg)["status"] == "done"
     assert not page.js_errors, page.js_errors
 
 
-def test_check_estimates_and_the_copied_spec_runs_with_basin_eval(stack, store_family, page, tmp_path,
-                                                                   screenshots, monkeypatch):
+def test_check_estimates_and_the_copied_spec_runs_with_basin_eval(
+    stack, store_family, page, tmp_path, screenshots, monkeypatch
+):
     page.goto(stack.base_url + "/")
     page.select_option("#newrun-type", "linear")
     page.select_option("#newrun-ckpt-1", store_family["ft_a"])
@@ -128,17 +166,23 @@ def test_check_estimates_and_the_copied_spec_runs_with_basin_eval(stack, store_f
     assert not page.js_errors, page.js_errors
 
 
-def test_the_form_offers_what_fits_and_merges_start_from_theta0(stack, store_family, page, screenshots):
+def test_the_form_offers_what_fits_and_merges_start_from_theta0(
+    stack, store_family, page, screenshots
+):
     page.goto(stack.base_url + "/")
     page.locator("#newrun-ckpt-1 option", has_text="ft_a").first.wait_for(state="attached")
     page.select_option("#newrun-task", "causal_lm")  # the store holds only sequence classifiers
-    page.wait_for_function("!Array.from(document.querySelectorAll('#newrun-ckpt-1 option'))"
-                           ".some(o => o.textContent.includes('ft_a'))")
+    page.wait_for_function(
+        "!Array.from(document.querySelectorAll('#newrun-ckpt-1 option'))"
+        ".some(o => o.textContent.includes('ft_a'))"
+    )
     page.select_option("#newrun-task", "classification")
     page.locator("#newrun-ckpt-1 option", has_text="ft_a").first.wait_for(state="attached")
     # a TIES merge: the base θ0 defaults to the init checkpoint, the models picker says what it wants
     page.select_option("#newrun-type", "ties")
-    page.wait_for_function(f"document.querySelector('#newrun-ckpt-1').value === '{store_family['init']}'")
+    page.wait_for_function(
+        f"document.querySelector('#newrun-ckpt-1').value === '{store_family['init']}'"
+    )
     page.locator("#newrun-row-traj", has_text="pick the fine-tuned models to merge").wait_for()
     page.screenshot(path=str(screenshots / "new-run-ties-base.png"), full_page=True)
     # a plane through a repeated checkpoint: refused naming the checkpoints, not their ids
@@ -150,22 +194,40 @@ def test_the_form_offers_what_fits_and_merges_start_from_theta0(stack, store_fam
     page.click("#newrun-check")
     err = page.locator("#newrun-result.newrun-error")
     err.wait_for()
-    assert "'ft_a', 'ft_a', 'ft_b'" in err.inner_text() and not re.search(r"[0-9a-f]{64}", err.inner_text())
+    assert "'ft_a', 'ft_a', 'ft_b'" in err.inner_text() and not re.search(
+        r"[0-9a-f]{64}", err.inner_text()
+    )
     assert not page.js_errors, page.js_errors
 
 
-def test_a_failed_run_shows_its_error_once_and_no_empty_charts(stack, store_family, page, screenshots):
+def test_a_failed_run_shows_its_error_once_and_no_empty_charts(
+    stack, store_family, page, screenshots
+):
     """Check refuses this scope now; queued without the API (as a fit queues its evaluations)
     it fails in the worker before its first point."""
     from basin.spec import parse_spec
     from service.runstate.create import create_run
 
-    spec = parse_spec({"path": {"type": "linear", "a": store_family["ft_a"], "b": store_family["ft_b"],
-                                "points": 3},
-                       "dataset": store_family["data"], "max_examples": 16, "scope": "^no_such_param$"})
-    run_id = create_run(redis.Redis.from_url(stack.redis_url, decode_responses=True), spec,
-                        redis_url=stack.redis_url, queue="basin",
-                        names={store_family["ft_a"]: "ft_a", store_family["ft_b"]: "ft_b"})
+    spec = parse_spec(
+        {
+            "path": {
+                "type": "linear",
+                "a": store_family["ft_a"],
+                "b": store_family["ft_b"],
+                "points": 3,
+            },
+            "dataset": store_family["data"],
+            "max_examples": 16,
+            "scope": "^no_such_param$",
+        }
+    )
+    run_id = create_run(
+        redis.Redis.from_url(stack.redis_url, decode_responses=True),
+        spec,
+        redis_url=stack.redis_url,
+        queue="basin",
+        names={store_family["ft_a"]: "ft_a", store_family["ft_b"]: "ft_b"},
+    )
     assert stack.wait_run(run_id)["status"] == "failed"
     page.goto(f"{stack.base_url}/runs/{run_id}")
     page.locator("#run-no-figures").wait_for()

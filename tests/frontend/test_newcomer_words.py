@@ -11,11 +11,15 @@ from frontend.defaults import default_base
 
 
 def test_the_merge_base_defaults_to_the_step0_checkpoint():
-    demo = [{"id": "s1", "name": "minilm-seed1", "tags": {"seed": 1, "step": 60}},
-            {"id": "s2", "name": "minilm-seed2", "tags": {"seed": 2, "step": 60}},
-            {"id": "i0", "name": "minilm-init", "tags": {"seed": None, "step": 0}}]
+    demo = [
+        {"id": "s1", "name": "minilm-seed1", "tags": {"seed": 1, "step": 60}},
+        {"id": "s2", "name": "minilm-seed2", "tags": {"seed": 2, "step": 60}},
+        {"id": "i0", "name": "minilm-init", "tags": {"seed": None, "step": 0}},
+    ]
     assert default_base(demo) == "i0"
-    assert default_base([{"id": "a", "name": "ft_a"}, {"id": "b", "name": "pretrained-bert"}]) == "b"
+    assert (
+        default_base([{"id": "a", "name": "ft_a"}, {"id": "b", "name": "pretrained-bert"}]) == "b"
+    )
     assert default_base([{"id": "a", "name": "ft_a"}]) == ""
 
 
@@ -39,9 +43,17 @@ def test_titles_and_summaries_name_metrics_not_ids():
 
     assert figures.metric_name("sample_perplexity") == "perplexity of samples"
     assert figures.metric_name("distinct_2") == "distinct-2"
-    doc = {"spec": {"task": "generation", "path": {"type": "linear", "a": "a", "b": "b", "points": 2},
-                    "metrics": ["distinct_2"]},
-           "points": [{"index": i, "coords": {"alpha": float(i)}, "metrics": {"distinct_2": 0.5}} for i in range(2)]}
+    doc = {
+        "spec": {
+            "task": "generation",
+            "path": {"type": "linear", "a": "a", "b": "b", "points": 2},
+            "metrics": ["distinct_2"],
+        },
+        "points": [
+            {"index": i, "coords": {"alpha": float(i)}, "metrics": {"distinct_2": 0.5}}
+            for i in range(2)
+        ],
+    }
     title = figures.line_figure(doc, "distinct_2").layout.title.text
     assert "distinct-2" in title and "distinct_2" not in title
 
@@ -49,11 +61,33 @@ def test_titles_and_summaries_name_metrics_not_ids():
 def test_pickers_offer_what_fits_the_task_and_the_first_checkpoint():
     from frontend.defaults import fitting
 
-    ckpts = [{"id": "b1", "architecture": "BertForSequenceClassification", "model_type": "bert", "num_parameters": 10},
-             {"id": "b2", "architecture": "BertForSequenceClassification", "model_type": "bert", "num_parameters": 10},
-             {"id": "bw", "architecture": "BertForSequenceClassification", "model_type": "bert", "num_parameters": 99},
-             {"id": "l1", "architecture": "LlamaForCausalLM", "model_type": "llama", "num_parameters": 10},
-             {"id": "x", "architecture": None, "model_type": None, "num_parameters": 5}]
+    ckpts = [
+        {
+            "id": "b1",
+            "architecture": "BertForSequenceClassification",
+            "model_type": "bert",
+            "num_parameters": 10,
+        },
+        {
+            "id": "b2",
+            "architecture": "BertForSequenceClassification",
+            "model_type": "bert",
+            "num_parameters": 10,
+        },
+        {
+            "id": "bw",
+            "architecture": "BertForSequenceClassification",
+            "model_type": "bert",
+            "num_parameters": 99,
+        },
+        {
+            "id": "l1",
+            "architecture": "LlamaForCausalLM",
+            "model_type": "llama",
+            "num_parameters": 10,
+        },
+        {"id": "x", "architecture": None, "model_type": None, "num_parameters": 5},
+    ]
     ids = lambda ms: [m["id"] for m in ms]  # noqa: E731
     assert ids(fitting(ckpts, "classification")) == ["b1", "b2", "bw", "x"]
     assert ids(fitting(ckpts, "causal_lm")) == ["l1", "x"]

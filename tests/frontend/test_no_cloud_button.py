@@ -20,8 +20,11 @@ def _graph_calls() -> list[tuple[str, int, ast.Call]]:
     out = []
     for f in sorted(FRONTEND.rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "Graph"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "Graph"
+            ):
                 out.append((str(f.relative_to(FRONTEND)), node.lineno, node))
     return out
 
@@ -35,17 +38,29 @@ def test_the_shared_config_turns_off_every_cloud_control():
 def test_every_dashboard_graph_carries_the_shared_config():
     calls = _graph_calls()
     assert len(calls) >= 8, calls  # the run page, runs overlay, fit pages, cards
-    missing = [f"{f}:{line}" for f, line, call in calls
-               if not any(k.arg == "config" and isinstance(k.value, ast.Name) and k.value.id == "GRAPH_CONFIG"
-                          for k in call.keywords)]
-    assert not missing, f"dcc.Graph without config=GRAPH_CONFIG (Plotly's cloud button shows): {missing}"
+    missing = [
+        f"{f}:{line}"
+        for f, line, call in calls
+        if not any(
+            k.arg == "config" and isinstance(k.value, ast.Name) and k.value.id == "GRAPH_CONFIG"
+            for k in call.keywords
+        )
+    ]
+    assert not missing, (
+        f"dcc.Graph without config=GRAPH_CONFIG (Plotly's cloud button shows): {missing}"
+    )
 
 
 def test_the_offline_report_has_no_cloud_button():
     from basin.report import render_report
 
-    doc = {"spec": {"path": {"type": "linear", "a": "a", "b": "b", "points": 2}},
-           "points": [{"index": i, "coords": {"alpha": float(i)}, "metrics": {"loss": 1.0 + i}} for i in range(2)],
-           "summary": {}}
+    doc = {
+        "spec": {"path": {"type": "linear", "a": "a", "b": "b", "points": 2}},
+        "points": [
+            {"index": i, "coords": {"alpha": float(i)}, "metrics": {"loss": 1.0 + i}}
+            for i in range(2)
+        ],
+        "summary": {},
+    }
     html = render_report(doc)
     assert html.count('"showSendToCloud": false') == 1  # the one figure

@@ -20,16 +20,24 @@ from service.store import Store
 def store_with_family(classifier_family, tmp_path):
     store = Store(tmp_path / "store")
     ids = {}
-    ids["init"] = store.add_checkpoint_dir(classifier_family["init"], name="init")["id"]  # copied in
-    ids["ft_a"] = store.add_checkpoint_dir(classifier_family["ft_a"], name="ft_a", copy=False)["id"]  # registered
+    ids["init"] = store.add_checkpoint_dir(classifier_family["init"], name="init")[
+        "id"
+    ]  # copied in
+    ids["ft_a"] = store.add_checkpoint_dir(classifier_family["ft_a"], name="ft_a", copy=False)[
+        "id"
+    ]  # registered
     ids["ft_b"] = store.add_checkpoint_dir(classifier_family["ft_b"], name="ft_b")["id"]
     ids["data"] = store.add_dataset(classifier_family["data"], name="eval.csv")["id"]
     return store, ids
 
 
 def _copied(tmp_path, ids, names, **path):
-    spec = {"path": {"type": "linear", "a": ids["ft_a"], "b": ids["ft_b"], "points": 3, **path},
-            "dataset": ids["data"], "metrics": ["loss", "accuracy"], "max_examples": 16}
+    spec = {
+        "path": {"type": "linear", "a": ids["ft_a"], "b": ids["ft_b"], "points": 3, **path},
+        "dataset": ids["data"],
+        "metrics": ["loss", "accuracy"],
+        "max_examples": 16,
+    }
     f = tmp_path / "copied.yaml"
     f.write_text(spec_yaml(spec, names))  # exactly what the page's Copy spec gives
     return f
@@ -62,6 +70,11 @@ def test_an_unknown_store_reference_is_a_clear_error(store_with_family, tmp_path
     store, ids = store_with_family
     f = _copied(tmp_path, {**ids, "ft_b": "nosuchcheckpoint"}, {})
     before = sorted(p.name for p in (store.root / "checkpoints").iterdir())
-    assert main(["eval", str(f), "-o", str(tmp_path / "r.json"), "-q", "--store", str(store.root)]) != 0
-    assert "no checkpoint named or with id 'nosuchcheckpoint' in the store" in capsys.readouterr().err
+    assert (
+        main(["eval", str(f), "-o", str(tmp_path / "r.json"), "-q", "--store", str(store.root)])
+        != 0
+    )
+    assert (
+        "no checkpoint named or with id 'nosuchcheckpoint' in the store" in capsys.readouterr().err
+    )
     assert sorted(p.name for p in (store.root / "checkpoints").iterdir()) == before  # read only

@@ -13,7 +13,10 @@ from service.store import Store
 @pytest.fixture
 def store(classifier_family, tmp_path):
     s = Store(tmp_path / "store")
-    ids = {n: s.add_checkpoint_dir(classifier_family[n], name=n, copy=False)["id"] for n in ("ft_a", "ft_b", "ft_c")}
+    ids = {
+        n: s.add_checkpoint_dir(classifier_family[n], name=n, copy=False)["id"]
+        for n in ("ft_a", "ft_b", "ft_c")
+    }
     ids["data"] = s.add_dataset(classifier_family["data"], name="eval.csv")["id"]  # 64 rows
     s.ids = ids  # type: ignore[attr-defined]
     estimate._samples.clear()
@@ -26,8 +29,15 @@ def _spec(ids, **kw):
 
 
 def _finished(store, run_id, spec, *, evaluations, eval_s, load_s=0.0):
-    store.save_run(run_id, {"status": "done", "spec": spec, "points": [],
-                            "timings": {"evaluations": evaluations, "eval_s": eval_s, "load_s": load_s}})
+    store.save_run(
+        run_id,
+        {
+            "status": "done",
+            "spec": spec,
+            "points": [],
+            "timings": {"evaluations": evaluations, "eval_s": eval_s, "load_s": load_s},
+        },
+    )
 
 
 def test_without_finished_runs_the_documented_fallback_is_used(store):
@@ -57,8 +67,17 @@ def test_the_rate_is_measured_from_finished_runs_of_this_model(store):
 def test_a_long_run_is_warned_with_cheaper_variants(store):
     ids = store.ids
     _finished(store, "slow", _spec(ids), evaluations=1, eval_s=12.0)  # 12 s a point of 16 examples
-    plane = _spec(ids, max_examples=64, path={"type": "plane", "a": ids["ft_a"], "b": ids["ft_b"],
-                                              "c": ids["ft_c"], "resolution": [21, 21]})
+    plane = _spec(
+        ids,
+        max_examples=64,
+        path={
+            "type": "plane",
+            "a": ids["ft_a"],
+            "b": ids["ft_b"],
+            "c": ids["ft_c"],
+            "resolution": [21, 21],
+        },
+    )
     out = estimate.summary(store, plane, 441, workers=1)
     assert out["seconds"] == pytest.approx(441 * 12.0 * 4)  # 4 × the examples
     assert out["warning"] and "more than 10 minutes" in out["warning"]
