@@ -464,7 +464,7 @@ def _cost_and_queue(r: redis.Redis, store: Store, run_id: str, h: dict, spec: di
         ahead.append({"name": o_spec.get("name") or f"a {path.get('type', '')} run".replace("a  run", "a run"),
                       "points_left": o_left, "status": o.get("status"), "background": o_bg,
                       "eta_s": est["wall_s"] if est else None})
-    known = [a["eta_s"] for a in ahead if a["eta_s"] is not None]
+    known = [float(a["eta_s"]) for a in ahead if isinstance(a["eta_s"], (int, float))]
     out["queue"] = {
         "position": len(ahead) + 1,
         "ahead": ahead,

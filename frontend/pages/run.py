@@ -334,7 +334,7 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     share = f"{host}/runs/{run_id}"
     refs = refs_of(path)
     title = spec.get("name") or f"{ptype}: " + " · ".join(figures.short_name(x, names) for x in refs)
-    graphs = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
+    graphs: list[Any] = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
                         className="run-graph border rounded mb-3")
               for i, f in enumerate(figs)]
     if status in ("failed", "cancelled") and not points:  # nothing to draw: no empty charts
