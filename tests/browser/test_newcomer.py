@@ -240,3 +240,35 @@ def test_a_failed_run_shows_its_error_once_and_no_empty_charts(
     assert not page.locator("#run-fit-box").is_visible()
     page.screenshot(path=str(screenshots / "failed-run.png"), full_page=True)
     assert not page.js_errors, page.js_errors
+
+
+def test_an_upload_of_stored_files_takes_the_name_typed(
+    stack, store_family, classifier_family, page, tmp_path
+):
+    """The same files as the stored ft_c, uploaded under another name: the upload dedups and
+    the checkpoint takes the name typed (then gets its own back, for the other tests)."""
+    import zipfile
+
+    archive = tmp_path / "again.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in classifier_family["ft_c"].iterdir():
+            z.write(f, f"ft_c/{f.name}")
+    page.goto(stack.base_url + "/checkpoints")
+    page.set_input_files("#ckpt-upload-file", str(archive))
+    page.fill("#ckpt-upload-name", "ft_c-again")
+    page.click("#ckpt-upload-button")
+    try:
+        status = page.locator("#ckpt-upload-status", has_text="renamed to ft_c-again")
+        status.wait_for()
+        assert "Already stored (the same files, as ft_c)" in status.inner_text()
+        named = {m["name"]: m["id"] for m in stack.request("GET", "/api/checkpoints").json()}
+        assert named.get("ft_c-again") == store_family["ft_c"] and "ft_c" not in named
+    finally:
+        r = stack.request(
+            "PATCH",
+            f"/api/checkpoints/{store_family['ft_c']}",
+            json={"name": "ft_c"},
+            headers=stack.headers,
+        )
+        assert r.status_code == 200, r.text
+    assert not page.js_errors, page.js_errors
