@@ -72,14 +72,14 @@ def fits_task(m: dict, task: str | None) -> bool:
 
 
 def fits_first(m: dict, first: dict | None) -> bool:
-    """Whether ``m`` can share a path with the first checkpoint: one model type and size
-    (adapters: one base)."""
+    """Whether ``m`` can share a path with the first checkpoint: one model type (adapters: one
+    base). Sizes may differ — a resized head is what ``on_mismatch: hold`` is for; the API's
+    Check names the mismatched tensors."""
     if first is None or m.get("id") == first.get("id"):
         return True
     if first.get("adapter") or m.get("adapter"):
         return bool(first.get("adapter")) == bool(m.get("adapter")) and m.get("base") == first.get("base")
-    return (m.get("model_type") == first.get("model_type")
-            and m.get("num_parameters") == first.get("num_parameters"))
+    return m.get("model_type") == first.get("model_type")
 
 
 def fitting(ckpts: list[dict], task: str | None, first_id: str | None = None) -> list[dict]:

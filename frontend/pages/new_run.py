@@ -744,7 +744,7 @@ def _merge_base(ptype: str, ckpts: list | None, meta: dict | None):
 def _fitting_pickers(task: str | None, first: str | None, ptype: str | None, ckpts: list | None,
                      meta: dict | None):
     """Pickers offer what fits: the task's heads everywhere; beside the first checkpoint, only
-    checkpoints of its model type and size (a BERT is not offered beside a Llama)."""
+    checkpoints of its model type (a BERT is not offered beside a Llama)."""
     ckpts = [m for m in ckpts or [] if isinstance(m, dict) and m.get("id")]
     if not ckpts:
         return [dash.no_update] * (MAX_SLOTS + 1)
