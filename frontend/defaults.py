@@ -72,13 +72,13 @@ def fits_task(m: dict, task: str | None) -> bool:
 
 
 def fits_first(m: dict, first: dict | None) -> bool:
-    """Whether ``m`` can share a path with the first checkpoint: one model type (adapters: one
-    base). Sizes may differ — a resized head is what ``on_mismatch: hold`` is for; the API's
+    """Whether ``m`` can share a path with the first checkpoint: one model type (adapters are
+    kept). Sizes may differ — a resized head is what ``on_mismatch: hold`` is for; the API's
     Check names the mismatched tensors."""
     if first is None or m.get("id") == first.get("id"):
         return True
     if first.get("adapter") or m.get("adapter"):
-        return bool(first.get("adapter")) == bool(m.get("adapter")) and m.get("base") == first.get("base")
+        return True  # adapters and full checkpoints share a path in space: merged; the API decides
     return m.get("model_type") == first.get("model_type")
 
 
