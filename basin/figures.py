@@ -788,7 +788,7 @@ def plane_figure(
     dy = (max(ys) - min(ys)) if ys else 0.0
     if kind == "surface":
         scene: dict[str, Any] = {"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": metric_label(metric),
-                                 "camera": {"eye": {"x": 1.6, "y": -1.6, "z": 1.05}},
+                                 "camera": {"eye": {"x": 1.25, "y": -1.25, "z": 0.95}},
                                  "domain": {"x": [0, 1], "y": [0, 1]}}
         # a 3D scene needs height to read, and margins so its axis titles are not clipped
         fig.update_layout(height=640)

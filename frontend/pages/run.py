@@ -69,7 +69,11 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
             fig = figures.line_figure(doc, m, names=names)
         else:
             fig = figures.plane_figure(doc, m, kind or "heatmap", names=names, equal=equal)
-        fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
+        if kind == "surface" and not is_1d(spec.get("path", {}).get("type")):
+            # a 3D scene needs room: tall, with small margins so the axis titles are not clipped
+            fig.update_layout(height=680, margin={"l": 10, "r": 10, "b": 10})
+        else:
+            fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
         out.append(_with_band_slot(fig.to_plotly_json(), spec, live, points, m))
     return out
 
@@ -535,10 +539,11 @@ def _forgetting(status: str | None, shown: Any, meta: dict | None, token: str | 
     Output("run-cost", "children"),
     Output("run-cost-poll", "disabled"),
     Input("run-cost-poll", "n_intervals"),
+    Input("run-rebuild", "data"),  # a status change (started, done) at once, not at the next tick
     State("run-meta", "data"),
     prevent_initial_call=True,
 )
-def _cost(_n: int | None, meta: dict | None):
+def _cost(_n: int | None, _key: str | None, meta: dict | None):
     """The queue place and the estimate, every few seconds until the run ends."""
     if not meta:
         return dash.no_update, True
