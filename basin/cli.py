@@ -120,12 +120,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         spec = parse_spec({**spec.model_dump(mode="json"), **overrides})
 
     from basin import engine
-    from basin.resolve import FileResolver
+    from basin.errors import CheckpointError, DatasetError
+    from basin.resolve import FileResolver, Resolver
+    from basin.store_reader import StoreOrFileResolver, StoreReader
 
-    resolver = FileResolver(spec_path.resolve().parent)
+    store = getattr(args, "store", None) or os.environ.get("BASIN_STORE") or None
+    resolver: Resolver = FileResolver(spec_path.resolve().parent)
+    if store:  # a spec copied from the dashboard names store ids: read them from the store
+        resolver = StoreOrFileResolver(StoreReader(store), spec_path.resolve().parent)
     bar = _Progress(spec.planned_points, enabled=not args.quiet)
     try:
         result = engine.run(spec, resolver, on_point=bar, progress=False)
+    except (CheckpointError, DatasetError) as e:
+        if store or "not found" not in str(e):
+            raise
+        kind = DatasetError if isinstance(e, DatasetError) else CheckpointError
+        raise kind(f"{e}. A spec copied from the dashboard names store ids and names: pass "
+                      "--store <the server's store folder> (or set BASIN_STORE)") from None
     finally:
         bar.close()
     from basin.report import summarize, write_atomic
@@ -339,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="override the spec's device: cpu, cuda, cuda:N, auto")
     e.add_argument("--max-examples", type=int, help="override the spec's max_examples")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    e.add_argument("--store", help="a Basin store folder (env BASIN_STORE; read only): references that "
+                                   "are not paths are store ids, id prefixes or names — the dashboard's "
+                                   "copied spec runs as is")
     e.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("plot", help="render a result document as one standalone HTML report")

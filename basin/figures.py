@@ -84,6 +84,14 @@ def metric_label(metric: str) -> str:
     return m.axis_title if m is not None else metric
 
 
+def metric_name(metric: str) -> str:
+    """The metric as a person reads it, short (registry ``label`` without its parenthesis):
+    ``perplexity of samples`` for ``sample_perplexity``, ``distinct-2`` for ``distinct_2``;
+    else the id itself."""
+    m = _metric(metric)
+    return m.label.split(" (")[0] if m is not None else metric
+
+
 def metric_scale(metric: str) -> float:
     """Display factor (registry): fractions (accuracy, F1) are drawn in percent, the rest as stored."""
     m = _metric(metric)
@@ -128,6 +136,29 @@ def full_name(name: str, names: Mapping[str, str] | None = None) -> str:
     if "/" in name:
         return name.rstrip("/").rsplit("/", 1)[-1] or name
     return name
+
+
+#: The modebar config of every figure Basin draws (dashboard and offline report): no control
+#: that sends data off the machine. plotly.js 3 shows "Share chart…" (upload to Plotly Cloud,
+#: ``showSendToCloud`` defaults to true) unless told not to; the server URL is emptied too.
+PLOTLY_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    "showSendToCloud": False,
+    "plotlyServerURL": "",
+    "modeBarButtonsToRemove": ["sendChartToCloud"],
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
+
+
+def cosine_text(c: Any) -> str:
+    """A cosine with the digits that tell it from 1: ``0.999957`` (not ``1``), ``0.8123``."""
+    if not isinstance(c, (int, float)) or math.isnan(c):
+        return "nan"
+    gap = 1.0 - abs(float(c))
+    if gap <= 0:
+        return f"{float(c):.4f}"
+    digits = max(4, -math.floor(math.log10(gap)) + 1)
+    return f"{float(c):.{min(digits, 12)}f}"
 
 
 def short_name(name: str, names: Mapping[str, str] | None = None, limit: int = LABEL_MAX) -> str:
@@ -199,7 +230,7 @@ def _title(result: Mapping[str, Any], metric: str, names: Mapping[str, str] | No
     if seq:  # a trajectory: too many checkpoints to name them all
         label = f"{len(path.get(seq) or [])} {seq}"
     head = spec.get("name") or (f"{ptype}: {label}" if label else str(ptype))
-    return f"{head} — {metric}"
+    return f"{head} — {metric_name(metric)}"
 
 
 def _sequence_field(result: Mapping[str, Any]) -> str | None:
@@ -762,7 +793,10 @@ def plane_figure(
     dy = (max(ys) - min(ys)) if ys else 0.0
     if kind == "surface":
         scene: dict[str, Any] = {"xaxis_title": xl, "yaxis_title": yl, "zaxis_title": metric_label(metric),
-                                 "camera": {"eye": {"x": 1.5, "y": -1.5, "z": 1.1}}}
+                                 "camera": {"eye": {"x": 1.25, "y": -1.25, "z": 0.95}},
+                                 "domain": {"x": [0, 1], "y": [0, 1]}}
+        # a 3D scene needs height to read, and margins so its axis titles are not clipped
+        fig.update_layout(height=640)
         if equal and dx > 0 and dy > 0:
             big = max(dx, dy)
             scene.update(aspectmode="manual", aspectratio={"x": dx / big, "y": dy / big, "z": 0.6})
@@ -807,7 +841,7 @@ def distance_figure(result: Mapping[str, Any]) -> go.Figure | None:
     stacks = {r.get("stack") for r in rows if r.get("stack")}
     labels = [f"{r['stack']} {r['name']}" if len(stacks) > 1 and r.get("stack") else str(r["name"]) for r in rows]
     tip = [f"{lab}<br>‖ΔW‖₂ = {r.get('l2', float('nan')):.4g}<br>‖ΔW‖₂/√n = {r.get('scaled', float('nan')):.4g}"
-           f"<br>cosine = {r.get('cosine', float('nan')):.4f}<br>n = {r.get('numel', 0):,}"
+           f"<br>cosine = {cosine_text(r.get('cosine', float('nan')))}<br>n = {r.get('numel', 0):,}"
            for lab, r in zip(labels, rows, strict=True)]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=labels, y=[_num(r.get("scaled")) for r in rows], name="‖ΔW‖₂ / √numel",
@@ -815,7 +849,7 @@ def distance_figure(result: Mapping[str, Any]) -> go.Figure | None:
     fig.add_trace(go.Scatter(x=labels, y=[_num(r.get("cosine")) for r in rows], name="cosine(θA, θB)",
                              mode="lines+markers", yaxis="y2", line={"color": "#dd8452"}, hovertext=tip,
                              hoverinfo="text", meta="cosine"))
-    total = f"‖θA−θB‖₂ = {dist['l2']:.4g}, cosine {dist['cosine']:.4f}" if isinstance(dist.get("l2"), (int, float)) \
+    total = f"‖θA−θB‖₂ = {dist['l2']:.4g}, cosine {cosine_text(dist['cosine'])}" if isinstance(dist.get("l2"), (int, float)) \
         and isinstance(dist.get("cosine"), (int, float)) else ""
     fig.update_layout(
         template="plotly_white", height=320, margin={"l": 60, "r": 60, "t": 60, "b": 60},
@@ -824,7 +858,10 @@ def distance_figure(result: Mapping[str, Any]) -> go.Figure | None:
         yaxis={"title": "‖ΔW‖₂ / √numel", "rangemode": "tozero"},
         yaxis2={"title": "cosine", "overlaying": "y", "side": "right", "range": [min(0.0, *[
             _num(r.get("cosine")) or 0.0 for r in rows]), 1.0], "showgrid": False},
-        legend={"orientation": "h", "y": -0.25}, bargap=0.2,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"}, bargap=0.2,
+        # 30 block labels (SmolLM2) must not overlap: slanted, smaller, the margin grows to fit
+        xaxis={"tickangle": -50 if len(labels) > 10 else 0, "automargin": True,
+               "tickfont": {"size": 10 if len(labels) > 20 else 12}},
     )
     return fig
 

@@ -16,7 +16,9 @@ letters of different scripts that look alike (Latin ``a``, Cyrillic ``а``) are 
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Callable, Mapping
 
 from basin.errors import BasinError
 
@@ -69,3 +71,18 @@ def optional_name(value: str | None, what: str = "name") -> str | None:
 
 
 __all__ = ["MAX_NAME_LENGTH", "clean_name", "optional_name"]
+
+
+_STORE_ID = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def name_ids(text: str, names: Callable[[str], str | None] | Mapping[str, str]) -> str:
+    """``text`` with every 64-hex store id replaced by its name (``names``: a mapping or a
+    lookup returning None for an unknown id, which is left as it is: a hash a message reports)."""
+    look = names.get if isinstance(names, Mapping) else names
+
+    def one(m: re.Match[str]) -> str:
+        name = look(m.group(0))
+        return name if name else m.group(0)
+
+    return _STORE_ID.sub(one, text)

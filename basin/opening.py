@@ -127,11 +127,16 @@ def check_compatible(
     """:func:`compatibility`, raising :class:`IncompatibleCheckpoints` on a mismatch unless
     ``hold`` (the job keeps mismatched tensors at the first checkpoint); returns the
     mismatches. ``can_hold`` says whether the message offers ``on_mismatch: hold``."""
+    from basin.precheck import check_architectures
+
+    check_architectures(sources)  # BERT vs Llama: said plainly, no tensor list, no hold
     mismatches = compatibility(task, sources, model)
     if mismatches and not hold:
         labels = [label for label, _ in sources]
+        # holding is a remedy for a few tensors (a resized head), not for most of the model
+        few = len(mismatches) <= max(1, len(tensor_meta(sources[0][1])) // 2)
         raise IncompatibleCheckpoints(
-            mismatch_message(mismatches, labels, hold=can_hold), mismatches
+            mismatch_message(mismatches, labels, hold=can_hold and few), mismatches
         )
     return mismatches
 
@@ -356,9 +361,17 @@ def open_model(
         moved = moved_names(rename(base_sd, to_model(base_sd)), [opened.load(r) for r in refs])
         movable = [k for k in movable if k in moved] or movable
     opened.movable = movable
-    opened.names = select_scope(
-        scope, movable, opened.groups
-    )  # InvalidSpec when it matches nothing
+    try:
+        opened.names = select_scope(
+            scope, movable, opened.groups
+        )  # InvalidSpec when it matches nothing
+    except InvalidSpec as e:
+        from basin.precheck import explain_scope
+
+        why = explain_scope(scope, model, refs[0])
+        if not why:
+            raise
+        raise InvalidSpec(f"{e}{why}") from None
     return opened
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from basin.analysis.barrier import barrier_sentence
 from basin.analysis.trend import trend_sentence
+from basin.figures import PLOTLY_CONFIG, cosine_text
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def summarize(result: dict[str, Any]) -> str:
     if isinstance(dist, dict) and "l2" in dist:
         d = f"‖θA−θB‖₂ = {_fmt(dist['l2'])}"
         if "cosine" in dist:
-            d += f", cosine {_fmt(dist['cosine'])}"
+            d += f", cosine {cosine_text(dist['cosine'])}"
         parts.append(d + ".")
     if timings:
         t = f"Took {_fmt(timings.get('total_s', float('nan')))} s"
@@ -224,7 +225,7 @@ def render_report(result: dict[str, Any], figures: list[go.Figure] | None = None
         figs_html.append(
             '<div class="fig">'
             + pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False, default_width="100%",
-                          config={"displaylogo": False, "responsive": True})
+                          config={**PLOTLY_CONFIG, "responsive": True})
             + "</div>"
         )
     if not figures:

@@ -323,12 +323,36 @@ def format_validation_error(e: ValidationError) -> str:
     """pydantic's errors as one line: ``invalid spec: <where>: <what>; ...``."""
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).endswith("Path"))
-        msg = err["msg"].removeprefix("Value error, ")
+        # the union's tag (``path.trajectory.checkpoints``) is the type the user already chose
+        loc = ".".join(str(x) for x in err["loc"] if not str(x).endswith("Path") and str(x) not in PATHS)
+        msg = _words(err)
         if err["type"] == "union_tag_invalid":
             msg = f"unknown path type {err['input'].get('type')!r}; choose from {', '.join(PATHS)}"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid spec: " + "; ".join(parts)
+
+
+def _words(err: Any) -> str:
+    """One pydantic error in plain words (no ``input_value=`` / ``type=`` / links)."""
+    kind, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
+    field = str(err["loc"][-1]) if err["loc"] else ""
+    if kind == "too_short":
+        n = len(given) if isinstance(given, (list, tuple, str)) else 0
+        what = "checkpoints" if field in ("checkpoints", "models", "basis") else "items"
+        return f"pick at least {ctx.get('min_length')} {what} ({n or 'none'} given)"
+    if kind == "too_long":
+        return f"at most {ctx.get('max_length')} allowed"
+    if kind == "missing":
+        return "required"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()), "?")
+        return f"must be {op} {bound} (got {given!r})"
+    if kind in ("int_parsing", "int_type", "float_parsing", "float_type"):
+        return f"must be a number (got {given!r})"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def read_spec_file(path: str | Path, what: str = "spec", needs: str = "'path' and 'dataset'") -> dict[str, Any]:

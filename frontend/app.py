@@ -20,6 +20,7 @@ from dash import Input, Output, dcc, html
 from basin.status import TERMINAL
 from frontend import api
 from frontend.components import data_attrs
+from frontend.first_start import eta_words, minilm_banner
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def demo_lm_banner(health: Any, now: float | None = None) -> list[Any]:
              html.Span("(SmolLM2-135M fine-tuned on negative and on positive tweets; the rest of "
                        "the dashboard works meanwhile): "),
              html.Span(stage, id="demo-lm-stage"),
+             html.Span(" · " + eta_words(doc.get("eta_s")) if eta_words(doc.get("eta_s")) else ""),
              dbc.Progress(value=pct, label=f"{pct:.0f}%", className="mt-2", id="demo-lm-progress")],
             color="info", className="mb-3", id="demo-lm-alert",
         )]
@@ -173,6 +175,7 @@ def create_dash_app(api_base: str = "") -> dash.Dash:
     @app.callback(Output("demo-lm-banner", "children"), Input("demo-lm-poll", "n_intervals"))
     def _demo_lm(_n: int | None) -> list[Any]:
         r = api.get("/api/health")
-        return demo_lm_banner(r.body if isinstance(r.body, dict) else None)
+        health = r.body if isinstance(r.body, dict) else None
+        return minilm_banner(health) + demo_lm_banner(health)
 
     return app

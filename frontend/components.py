@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import dash_bootstrap_components as dbc
 import yaml
-from dash import html
+from dash import dcc, html
 
-from basin.figures import short_name
+from basin.figures import PLOTLY_CONFIG, short_name
+
+#: Every dcc.Graph's ``config``: Basin's modebar (no "Share chart…" to Plotly Cloud, no logo).
+GRAPH_CONFIG: dcc.Graph.Config = cast("dcc.Graph.Config", PLOTLY_CONFIG)
 
 
 def data_attrs(**attrs: str) -> dict[str, Any]:
@@ -97,3 +100,23 @@ def spec_yaml(spec: dict, names: dict[str, str]) -> str:
         name = names.get(value.strip("'\""))
         out.append(f"{line}  # {name}" if name and name != value else line)
     return "\n".join(out) + "\n"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 point`` / ``2 points``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def estimate_block(est: Any, *, prefix: str = "newrun") -> list[Any]:
+    """The cost estimate (``estimate`` of the validate answer or a run's detail): one line,
+    and above ~10 minutes a warning with the cheaper variants."""
+    if not isinstance(est, dict) or not est.get("words"):
+        return []
+    out: list[Any] = [html.Div(["Estimated time: ", html.Span(str(est["words"]), id=f"{prefix}-estimate")],
+                               className="small mt-1")]
+    if est.get("warning"):
+        tips = [html.Li(str(s)) for s in est.get("suggestions") or []]
+        out.append(html.Div([html.Strong(str(est["warning"])),
+                             *([html.Div("Cheaper:"), html.Ul(tips, className="mb-0")] if tips else [])],
+                            className="alert alert-warning small mt-2 mb-0", id=f"{prefix}-estimate-warning"))
+    return out

@@ -23,10 +23,10 @@ from dash import dcc, html
 from basin import figures
 from basin.analysis.barrier import barrier_sentence
 from frontend import api
+from frontend.components import GRAPH_CONFIG
 
 logger = logging.getLogger(__name__)
 
-GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 def _barrier_words(doc: dict) -> str:

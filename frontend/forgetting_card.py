@@ -21,8 +21,8 @@ from basin import figures
 from basin.paths import is_1d
 from basin.tasks import keeps_column
 from frontend import api
+from frontend.components import GRAPH_CONFIG
 
-GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 #: The table's columns: (row key, header).
 COLUMNS = (("text", "text"), ("label", "label"), ("alpha_lost", "α lost"), ("regained", "regained"),
            ("confidence_at_start", "confidence at start"))

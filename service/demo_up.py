@@ -108,33 +108,83 @@ def demo_lm_spec(points: int = 9) -> dict[str, Any]:
     }
 
 
-class DemoLmStatus:
-    """Writes the LM demo's status to Redis (best effort) and to ``say`` at stage changes.
+class DemoStatus:
+    """A demo's build status, written to Redis (best effort) and to ``say`` at stage changes.
 
-    The document: ``{"state": "building" | "registering" | "done" | "failed", "fraction",
-    "stage", "error", "run_id", "run_url", "warning", "updated", "build_s"}``."""
+    The small interface a demo builder reports through: :meth:`progress` ``(fraction, stage)``
+    is its ``on_progress`` (the build is ``build_share`` of the way, registering the rest);
+    :meth:`set` writes any field. Whoever builds the demo (``basin.demo.build_demo`` now, a
+    ``tune`` job later) calls only these.
 
-    def __init__(self, redis_port: int, say: Callable[[str], None]):
+    The document: ``{"state": "waiting" | "building" | "registering" | "done" | "failed",
+    "fraction", "stage", "error", "run_id", "run_url", "warning", "started", "updated",
+    "eta_s", "build_s", "what"}``. ``eta_s`` (seconds left, from the rate so far; ``None`` until
+    a twentieth is done) lets the dashboard say when it will be ready."""
+
+    #: the part of the way the build itself takes (registering the rest)
+    build_share = 0.95
+
+    def __init__(self, redis_port: int, say: Callable[[str], None], *,
+                 key: str | None = None, label: str = "LM demo", what: str = ""):
         self.redis_port = redis_port
         self.say = say
+        self.key = key or _keys().DEMO_LM_STATUS_KEY
+        self.label = label
         self.doc: dict[str, Any] = {"state": "building", "fraction": 0.0, "stage": "starting",
-                                    "error": None, "run_id": None, "run_url": None, "warning": None}
+                                    "error": None, "run_id": None, "run_url": None, "warning": None,
+                                    "what": what, "eta_s": None}
         self._last_stage = ""
+        self._t0: float | None = None
 
     def set(self, **fields: Any) -> None:
-        self.doc.update(fields, updated=time.time())
+        now = time.time()
+        if fields.get("state") in ("building", "registering") and self._t0 is None:
+            self._t0 = now
+            self.doc["started"] = now
+        self.doc.update(fields, updated=now)
+        f = float(self.doc.get("fraction") or 0)
+        if self._t0 is not None and self.doc.get("state") in ("building", "registering") and f >= 0.05:
+            self.doc["eta_s"] = round((now - self._t0) * (1 - f) / f, 1)
+        elif self.doc.get("state") in ("done", "failed"):
+            self.doc["eta_s"] = None
         head = str(self.doc.get("stage") or "").split(":")[0]
         if head != self._last_stage:
             self._last_stage = head
-            self.say(f"LM demo: {self.doc['stage']} ({100 * float(self.doc['fraction']):.0f}%)")
+            self.say(f"{self.label}: {self.doc['stage']} ({100 * f:.0f}%)")
         try:
-            redis_command(self.redis_port, "SET", _keys().DEMO_LM_STATUS_KEY, json.dumps(self.doc))
+            redis_command(self.redis_port, "SET", self.key, json.dumps(self.doc))
         except OSError as e:
-            logger.warning("could not record the LM demo's status: %s", e)
+            logger.warning("could not record the %s's status: %s", self.label, e)
 
     def progress(self, fraction: float, stage: str) -> None:
-        """The build's ``on_progress``: the build is 95% of the way, registering the rest."""
-        self.set(state="building", fraction=round(0.95 * fraction, 4), stage=stage)
+        """The build's ``on_progress``: the build is ``build_share`` of the way, registering the rest."""
+        self.set(state="building", fraction=round(self.build_share * max(0.0, min(1.0, fraction)), 4),
+                 stage=stage)
+
+
+class DemoLmStatus(DemoStatus):
+    """The LM demo's status (Redis key ``basin:demo:lm``, ``/api/health`` → ``demo_lm``)."""
+
+    def __init__(self, redis_port: int, say: Callable[[str], None]):
+        super().__init__(redis_port, say, key=_keys().DEMO_LM_STATUS_KEY, label="LM demo",
+                         what=LM_DEMO_WHAT)
+
+
+#: What each demo builds, as the dashboard's first-start banner says it.
+MINILM_DEMO_WHAT = ("all-MiniLM-L6-v2 fine-tuned on tweets (negative / positive) with two seeds: "
+                    "5 checkpoints (θ0, two seeds, a trajectory) and the tweets-eval dataset")
+LM_DEMO_WHAT = ("SmolLM2-135M fine-tuned on negative and on positive tweets, then the ready run "
+                "\"sentiment per α\" between them")
+
+
+def waiting_lm_status(redis_port: int) -> None:
+    """Say, from the first second, that the LM pair comes after the MiniLM demo."""
+    doc = {"state": "waiting", "fraction": 0.0, "stage": "waits for the MiniLM demo",
+           "what": LM_DEMO_WHAT, "updated": time.time(), "eta_s": None}
+    try:
+        redis_command(redis_port, "SET", _keys().DEMO_LM_STATUS_KEY, json.dumps(doc))
+    except OSError as e:
+        logger.warning("could not record the LM demo's status: %s", e)
 
 
 def submit_demo_lm_run(base_url: str, *, token: str | None = None) -> tuple[str | None, str | None]:
@@ -146,7 +196,9 @@ def submit_demo_lm_run(base_url: str, *, token: str | None = None) -> tuple[str 
         for run in runs:
             if isinstance(run, dict) and run.get("name") == DEMO_LM_RUN_NAME:
                 return run.get("id"), run.get("url")
-    status, body = http_json("POST", base_url + "/api/runs", demo_lm_spec(), token=token, timeout=120)
+    # background: a run a person submits meanwhile goes ahead of it (the worker yields)
+    status, body = http_json("POST", base_url + "/api/runs?background=true", demo_lm_spec(), token=token,
+                             timeout=120)
     if status >= 300:
         detail = body.get("detail") if isinstance(body, dict) else body
         raise LaunchError(f"the API refused the ready run ({status}): {detail}")

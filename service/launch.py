@@ -51,12 +51,15 @@ from typing import Any
 
 from service.demo_up import (
     DEMO_LM_RUN_NAME,
+    MINILM_DEMO_WHAT,
     DemoLmStatus,
+    DemoStatus,
     demo_lm_background,
     demo_lm_spec,
     register_demo,
     start_demo_lm,
     submit_demo_lm_run,
+    waiting_lm_status,
 )
 from service.procs import (
     REPO_ROOT,
@@ -173,11 +176,11 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         devices = ", ".join(w.get("device", "?") for w in health.get("workers", []))
         say(f"healthy after {time.monotonic() - t0:.1f} s (worker devices: {devices})")
         if demo:
-            _demo(base, store, say)
+            _demo(base, store, say, redis_port)
             start_demo_lm(base, store, redis_port, say)
         else:
-            try:  # no stale LM demo banner from an earlier start with the demo on
-                redis_command(redis_port, "DEL", _keys().DEMO_LM_STATUS_KEY)
+            try:  # no stale demo banners from an earlier start with the demo on
+                redis_command(redis_port, "DEL", _keys().DEMO_LM_STATUS_KEY, _keys().DEMO_STATUS_KEY)
             except OSError:
                 pass
         say(f"ready: open {base}  (Ctrl-C stops everything)")
@@ -200,18 +203,45 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _demo(base: str, store: Path, say: Callable[[str], None]) -> None:
-    """Build the demo checkpoints once (minutes on a CPU) and register them."""
+def _demo(base: str, store: Path, say: Callable[[str], None], redis_port: int | None = None, *,
+          build: Callable[..., dict] | None = None) -> None:
+    """Build the demo checkpoints once (minutes on a CPU) and register them, reporting the
+    progress to the dashboard from the first second (:class:`DemoStatus`, ``/api/health`` →
+    ``demo``); the LM pair is announced as waiting meanwhile. A failed build is shown in the
+    banner and stops nothing else. ``build`` (default :func:`basin.demo.build_demo`) is called
+    as ``build(folder, progress=True, on_progress=...)``."""
+    status = DemoStatus(redis_port, say, key=_keys().DEMO_STATUS_KEY, label="MiniLM demo",
+                        what=MINILM_DEMO_WHAT) if redis_port is not None else None
+    if status is not None:
+        status.set(state="building", fraction=0.0, stage="starting")
+        waiting_lm_status(redis_port)  # type: ignore[arg-type]
+    t0 = time.monotonic()
     try:
         from basin.demo import build_demo
+
+        build = build or build_demo
     except ImportError as e:
         say(f"demo skipped: {e}")
+        if status is not None:
+            status.set(state="failed", stage="failed", error=f"demo skipped: {e}")
         return
     src = store / "demo-src"
     say(f"building the demo checkpoints into {src} (first start only; takes minutes)")
-    built = build_demo(src, progress=True)
-    say("registering the demo checkpoints and dataset")
-    register_demo(base, built, token=os.environ.get("BASIN_API_TOKEN"), say=say)
+    try:
+        built = build(src, progress=True, on_progress=status.progress if status else None)
+        if status is not None:
+            status.set(state="registering", fraction=0.96, stage="registering the checkpoints and dataset")
+        say("registering the demo checkpoints and dataset")
+        register_demo(base, built, token=os.environ.get("BASIN_API_TOKEN"), say=say)
+    except Exception as e:  # noqa: BLE001 - shown in the banner; the service stays up
+        logger.exception("the MiniLM demo failed")
+        say(f"the MiniLM demo failed: {type(e).__name__}: {e}")
+        if status is not None:
+            status.set(state="failed", stage="failed", error=f"{type(e).__name__}: {e}",
+                       build_s=round(time.monotonic() - t0, 1))
+        return
+    if status is not None:
+        status.set(state="done", fraction=1.0, stage="ready", build_s=round(time.monotonic() - t0, 1))
 
 
 def register_cli(sub: Any) -> None:

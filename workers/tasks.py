@@ -30,6 +30,7 @@ import redis
 from basin.drive import drive
 from service.documents import persist_run
 from service.runstate import TERMINAL, RunKeys, RunQueue
+from service.runstate.create import BACKGROUND, person_waiting
 from service.runstate.drain import (
     LeaseSource,
     RedisPointCache,
@@ -38,7 +39,7 @@ from service.runstate.drain import (
     fail_run,
     finish_run,
 )
-from service.tasks import FIT_TASK, JOB_TASK
+from service.tasks import FIT_TASK, JOB_TASK, send_drain
 from workers.celery_app import DRAIN_TASK, app
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,18 @@ def _step_tag(store: Any, ref: str) -> dict[str, int]:
     return {"step": step} if isinstance(step, int) else {}
 
 
+def _named_failure(r: Any, run_id: str, queue: Any, persist: Any):
+    """``fail_run`` whose message names the run's checkpoints instead of their 64-hex ids."""
+    from basin.names import name_ids
+
+    names = json.loads(r.hget(RunKeys(run_id).run, "names") or "{}")
+
+    def fail(message: str) -> bool:
+        return fail_run(queue, name_ids(message, names), persist)
+
+    return fail
+
+
 def drain(run_id: str, state: WorkerState) -> dict:
     """Deserialise the run, drive the loop over leased points, finish the run."""
     from basin.errors import BasinError
@@ -176,10 +189,16 @@ def drain(run_id: str, state: WorkerState) -> dict:
     hook = _hook()
     persist = _hooked(hook, "persist", run_id, state.name, _persister(state, store, run_id))
     queue = RunQueue(r, run_id)
+    fail = _named_failure(r, run_id, queue, persist)
     if r.hget(RunKeys(run_id).run, "status") in TERMINAL:
         if persist is not None and r.hget(RunKeys(run_id).run, "persist"):
             persist()  # its writer died before storing it
         return {"run": run_id, "evaluated": 0, "skipped": "finished"}
+    background = r.hget(RunKeys(run_id).run, "priority") == BACKGROUND
+    if background and person_waiting(r, exclude=run_id) is not None:  # before loading anything
+        time.sleep(0.5)  # (no busy loop if the waiting run's own task is slow to arrive)
+        send_drain(state.settings.redis_url, state.settings.task_queue, run_id)
+        return {"run": run_id, "evaluated": 0, "yielded": True}
     hb = state.heartbeat
     if hb is not None:
         hb.draining(run_id)  # first: the reaper must see the run is being drained
@@ -191,11 +210,11 @@ def drain(run_id: str, state: WorkerState) -> dict:
                 spec = spec.model_copy(update={"device": state.device})
             land, load_s = state.landscapes.get(spec, store_resolver(store, state.settings))
         except BasinError as e:
-            fail_run(queue, str(e), persist)
+            fail(str(e))
             return {"run": run_id, "evaluated": 0, "error": str(e)}
         except Exception as e:  # a bug or a broken file: say so on the run rather than hang it
             logger.exception("opening run %s failed", run_id)
-            fail_run(queue, f"{type(e).__name__}: {e}", persist)
+            fail(f"{type(e).__name__}: {e}")
             return {"run": run_id, "evaluated": 0, "error": str(e)}
         names = json.loads(r.hget(RunKeys(run_id).run, "names") or "{}")
         # anchors carry the checkpoints as the user named them; ``id`` keeps the store id
@@ -211,7 +230,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
         refine = land.next_wave if spec.refine is not None else None
         limit_s = float(getattr(state.settings, "point_time_limit_s", 0) or 0) or None
         source = LeaseSource(queue, point, lease_s=lease_s, heartbeat=hb,
-                             point_limit_s=limit_s or 0.0)
+                             point_limit_s=limit_s or 0.0,
+                             yield_to=(lambda: person_waiting(r, exclude=run_id) is not None)
+                             if background else None)
         sink = StreamSink(queue, worker=state.name, heartbeat=hb)
         cache = RedisPointCache(r, getattr(state.settings, "point_cache_ttl_s", None))
         evaluated = reused = 0
@@ -222,11 +243,11 @@ def drain(run_id: str, state: WorkerState) -> dict:
             except (redis.ConnectionError, redis.TimeoutError):
                 raise  # Celery retries; the lease expires and the point is requeued
             except BasinError as e:
-                fail_run(queue, str(e), persist)
+                fail(str(e))
                 break
             except Exception as e:  # a bug or a broken file: say so on the run rather than hang it
                 logger.exception("point %s of run %s failed", source.current, run_id)
-                fail_run(queue, f"point {source.current}: {type(e).__name__}: {e}", persist)
+                fail(f"point {source.current}: {type(e).__name__}: {e}")
                 break
             evaluated += stats.evaluated
             reused += stats.reused
@@ -243,7 +264,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
             # another finisher holds the lock: it ends the run, or it died and its lock
             # expires within seconds; then this worker finishes it
             time.sleep(0.25)
-        return {"run": run_id, "evaluated": evaluated, "reused": reused}
+        if source.over == "yielded":  # its turn again after the waiting run's drain task
+            send_drain(state.settings.redis_url, state.settings.task_queue, run_id)
+        return {"run": run_id, "evaluated": evaluated, "reused": reused, "yielded": source.over == "yielded"}
     finally:
         if hb is not None:
             hb.draining(None)

@@ -27,8 +27,9 @@ import redis
 
 from backend.app.api.errors import carried_references
 from basin.checkpoints import read_config
-from basin.errors import IncompatibleCheckpoints, InvalidSpec
+from basin.errors import BasinError, IncompatibleCheckpoints, InvalidSpec
 from basin.generation import check_prompts, label_weights
+from basin.names import name_ids
 from basin.paths import path_class, refs_of
 from basin.results import point_view
 from basin.scope_regex import compile_scope
@@ -121,6 +122,35 @@ def resolve_spec(
     the tensors; not with ``on_mismatch: hold``, where the engine keeps them at the first
     checkpoint).
     """
+    try:
+        return _resolve_spec(body, store, limits=limits, names=names, tags=tags)
+    except (InvalidSpec, IncompatibleCheckpoints) as e:
+        # messages name checkpoints, not 64-hex ids (the form sends ids)
+        text = name_ids(str(e), lambda i: _store_name(store, i))
+        if text == str(e):
+            raise
+        if isinstance(e, IncompatibleCheckpoints):
+            raise IncompatibleCheckpoints(text, e.mismatches) from None
+        raise InvalidSpec(text) from None
+
+
+def _store_name(store: Store, ident: str) -> str | None:
+    for get in (store.get_checkpoint, store.get_dataset):
+        try:
+            return str(get(ident).get("name") or "") or None
+        except (NotFound, BasinError):
+            continue
+    return None
+
+
+def _resolve_spec(
+    body: Any,
+    store: Store,
+    *,
+    limits: SpecLimits | None = None,
+    names: dict[str, str] | None = None,
+    tags: dict[str, dict[str, Any]] | None = None,
+) -> RunSpec:
     limits = limits or SpecLimits()
     if not isinstance(body, dict):
         raise InvalidSpec("invalid spec: the body must be a JSON object (a RunSpec)")
@@ -160,7 +190,24 @@ def resolve_spec(
         resolved = spec.map_refs(ckpt, data)
     check_compatibility(resolved, store, names=seen)
     check_generation(resolved, store, limits, names=seen)
+    check_opens(resolved, store, names=seen)
     return resolved
+
+
+def run_estimate(r: redis.Redis, store: Store, spec: RunSpec) -> dict[str, Any] | None:
+    """What ``spec`` will cost on this server (:func:`service.estimate.summary`), spread over
+    the alive workers; None when it cannot be told (the model's size unknown)."""
+    from service.estimate import summary
+
+    try:
+        workers = len(alive_workers(r))
+    except redis.RedisError:
+        workers = 1
+    try:
+        return summary(store, spec.model_dump(mode="json"), spec.planned_points, workers=max(workers, 1))
+    except Exception:  # an estimate never refuses a spec
+        logger.exception("no estimate for a spec")
+        return None
 
 
 def check_generation(spec: RunSpec, store: Store, limits: SpecLimits,
@@ -192,16 +239,28 @@ def check_compatibility(
     message and in each mismatch's reason; ids without a name are shortened to 12 digits.
     """
     from basin.opening import check_compatible
+    from basin.precheck import check_architectures
 
     refs = path_class(spec.path.type).refs_in(spec.path)  # not the tokenizer, scorer or reference
     if spec.space == "adapter":
         check_adapter_space(refs, store, names=names or {})
         return
-    if len(refs) < 2 or spec.on_mismatch == "hold":
-        return  # with hold the engine keeps every mismatched tensor at the first checkpoint
     resolver = store.resolver()
     names = names or {}
-    check_compatible(spec.task, [(names.get(r) or r[:12], resolver.checkpoint(r)) for r in refs])
+    named = [(names.get(r) or r[:12], resolver.checkpoint(r)) for r in refs]
+    check_architectures(named)  # even with hold: no holding mixes BERT with Llama
+    if len(refs) < 2 or spec.on_mismatch == "hold":
+        return  # with hold the engine keeps every mismatched tensor at the first checkpoint
+    check_compatible(spec.task, named)
+
+
+def check_opens(spec: RunSpec, store: Store, *, names: dict[str, str] | None = None) -> None:
+    """Every other test the worker's ``open_model`` runs before its first point
+    (:func:`basin.precheck.precheck`: the task's model holds the first checkpoint, the scope
+    moves something, a tokenizer exists), so Check refuses what the worker would."""
+    from basin.precheck import precheck
+
+    precheck(spec, store.resolver(), labels=names or {})
 
 
 def check_adapter_space(refs: list[str], store: Store, *, names: dict[str, str]) -> None:
@@ -357,7 +416,66 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
         "requeued": int(h.get("requeued", 0)),
         "timings": json_or(h.get("timings")),
         "source": "redis",
+        **_cost_and_queue(r, store, run_id, h, spec, alive),
     }
+
+
+def _left_estimate(store: Store, spec: dict, left: int, workers: int) -> dict[str, Any] | None:
+    from service.estimate import summary
+
+    try:
+        return summary(store, spec, left, workers=max(workers, 1)) if left > 0 else None
+    except Exception:  # an estimate never breaks a page
+        logger.exception("no estimate for a run")
+        return None
+
+
+def _cost_and_queue(r: redis.Redis, store: Store, run_id: str, h: dict, spec: dict,
+                    alive: list[dict]) -> dict[str, Any]:
+    """``estimate`` (the remaining points' cost) while unfinished, and ``queue`` while queued:
+    the runs before it (created earlier, unfinished; a person's run skips background work,
+    which yields to it), the alive workers and when it should start."""
+    from service.runstate.create import BACKGROUND
+    from service.runstate.keys import ACTIVE_KEY
+
+    status = h.get("status")
+    if status in TERMINAL:
+        return {}
+    workers = len(alive)
+    left = max(int(h.get("total", 0)) - int(h.get("done", 0)), 0)
+    out: dict[str, Any] = {"estimate": _left_estimate(store, spec, left, workers)}
+    if status != "queued":
+        return out
+    background = h.get("priority") == BACKGROUND
+    created = _f(h.get("created")) or 0.0
+    ahead = []
+    for rid in cast("list[str]", r.zrange(ACTIVE_KEY, 0, -1)):
+        if rid == run_id:
+            continue
+        o = _redis_run(r, rid)
+        if o is None or o.get("status") in TERMINAL:
+            continue
+        o_bg = o.get("priority") == BACKGROUND
+        o_created = _f(o.get("created")) or 0.0
+        # FIFO, except that background work yields to a person's run
+        if (o_bg and not background) or (o_created > created and not (background and not o_bg)):
+            continue
+        o_spec = json_or(o.get("spec"), {})
+        o_left = max(int(o.get("total", 0)) - int(o.get("done", 0)), 0)
+        est = _left_estimate(store, o_spec, o_left, workers)
+        path = o_spec.get("path") or {}
+        ahead.append({"name": o_spec.get("name") or f"a {path.get('type', '')} run".replace("a  run", "a run"),
+                      "points_left": o_left, "status": o.get("status"), "background": o_bg,
+                      "eta_s": est["wall_s"] if est else None})
+    known = [float(a["eta_s"]) for a in ahead if isinstance(a["eta_s"], (int, float))]
+    out["queue"] = {
+        "position": len(ahead) + 1,
+        "ahead": ahead,
+        "workers": workers,
+        "background": background,
+        "start_in_s": (round(sum(known), 1) if len(known) == len(ahead) else None) if workers else None,
+    }
+    return out
 
 
 def _stored(store: Store, run_id: str) -> dict:

@@ -168,13 +168,27 @@ def barrier_sentence(entry: Any, metric: str, *, magnitude: float = 1.0,
     the older percentile bootstrap of the maximum (miscalibrated at 0) gets no verdict."""
     from basin.analysis.uncertainty import connectivity_verdict
 
-    text = barrier_text(entry, metric, magnitude=magnitude)
+    text = _coordinate(barrier_text(entry, metric, magnitude=magnitude), path_type)
     if not isinstance(entry, dict) or "ci" not in entry:
         return text + chosen_note(entry, metric)
     said = connectivity_verdict(entry, path_type, metric=metric)
     if said is None:
         return text + " — no verdict (an interval from an older, miscalibrated method: re-run for one)" + chosen_note(entry, metric)
     return f"{text} — {said}" + chosen_note(entry, metric)
+
+
+def _coordinate(text: str, path_type: str | None) -> str:
+    """The sentence in the path's own coordinate (a task-arithmetic or TIES merge's λ, a SLERP's
+    t), as its figure's axis is titled: "at λ = 0.40", not "at α = 0.40"."""
+    if not path_type:
+        return text
+    try:
+        from basin.paths import path_class
+
+        coord = path_class(path_type).axis_titles.get("alpha", "α")
+    except Exception:  # an unknown (old) path type keeps α
+        return text
+    return text.replace("α =", f"{coord} =") if coord and coord != "α" else text
 
 
 def chosen_note(entry: Any, metric: str) -> str:

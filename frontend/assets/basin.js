@@ -242,14 +242,16 @@
       parts.push(body.workers.length + " worker" + (body.workers.length === 1 ? "" : "s"));
     }
     if (body.warning) parts.push("⚠ " + body.warning);  // e.g. no worker is alive
-    if (body.error) parts.push("error: " + body.error);
+    // the error once: the header shows it when the page opened on a failed run
+    const said = document.getElementById("run-error-text");
+    if (body.error && !(said && said.textContent.includes(body.error))) parts.push("error: " + body.error);
     const text = parts.join(" · ");
     const shown = document.getElementById("run-extra");  // unchanged: no update
     const extra = shown && shown.textContent === text ? nu : text;
     const done = Math.max(points.length, body.done || 0);
     const pct = status === "done" ? 100 : (total ? Math.round(100 * done / total) : 0);
     const moving = !terminal().includes(status);  // striped + animated only while it can still move
-    return [newStore, figOut, points.length + " points", pct, done + " / " + total,
+    return [newStore, figOut, points.length + (points.length === 1 ? " point" : " points"), pct, done + " / " + total,
             status, key, finished, extra, moving, moving];
   }
 
@@ -310,12 +312,33 @@
         bar.textContent = pct + "%";
       }
     };
-    xhr.onload = () => {
+    const typed = nameEl && nameEl.value.trim();
+    xhr.onload = async () => {
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch (e) { body = xhr.responseText; }
       if (xhr.status >= 200 && xhr.status < 300) {
         if (bar) { bar.style.width = "100%"; bar.textContent = "100%"; }
         setStatus((xhr.status === 200 ? "Already stored: " : "Uploaded: ") + ((body && body.name) || name), "success");
+        const wanted = params.get("name");
+        if (xhr.status === 200 && typed && body && body.id && body.name !== wanted) {
+          // the same files were stored before under another name: honour the name typed
+          const old = body.name;
+          try {
+            const r = await fetch(apiBase() + box.getAttribute("data-upload-endpoint") + "/" + encodeURIComponent(body.id), {
+              method: "PATCH", headers: {"Content-Type": "application/json", "X-Basin-Token": token() || ""},
+              body: JSON.stringify({name: wanted})});
+            const answer = await r.json().catch(() => null);
+            if (r.ok) {
+              body = answer || body;
+              setStatus("Already stored (the same files, as " + old + "): renamed to " + wanted, "success");
+            } else {
+              setStatus("Already stored as " + old + " (the same files); not renamed to " + wanted + ": "
+                        + errorText(r.status, answer), "warning");
+            }
+          } catch (e) {
+            setStatus("Already stored as " + old + " (the same files); renaming failed: " + e, "warning");
+          }
+        }
         fileInput.value = "";
         const refresh = box.getAttribute("data-refresh");
         if (refresh && window.dash_clientside && window.dash_clientside.set_props) {

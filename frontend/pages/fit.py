@@ -22,6 +22,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from basin import figures
 from basin.status import COLOUR, TERMINAL
 from frontend import api
+from frontend.components import GRAPH_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def _view(body: dict) -> tuple:
         except Exception:
             logger.exception("overlay of fit %s", body.get("id"))
             ended = False
-    overlay_child = dcc.Graph(figure=fig, id="fit-overlay", className="border rounded") if fig is not None else (
+    overlay_child = dcc.Graph(figure=fig, id="fit-overlay", className="border rounded", config=GRAPH_CONFIG) if fig is not None else (
         html.Div("Evaluating the line and the fitted curve…", className="text-muted") if status == "done" else "")
     stop = status in TERMINAL and ended
     return (loss_figure(body.get("losses") or []), status, COLOUR.get(status, "dark"), pct, f"{step} / {total}",
@@ -116,7 +117,7 @@ def layout(fit_id: str | None = None, **_: Any) -> Any:
                                  disabled=ended, className="mt-2"),
                       html.Span(id="fit-cancel-msg", className="small ms-2")]),
         ]), className="mb-3"),
-        dcc.Graph(id="fit-loss", figure=fig, className="border rounded mb-3"),
+        dcc.Graph(id="fit-loss", figure=fig, className="border rounded mb-3", config=GRAPH_CONFIG),
         html.Div(links, id="fit-links", className="mb-3"),
         html.Div(overlay_child, id="fit-overlay-box"),
     ])

@@ -10,8 +10,9 @@ import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
 from frontend import api
-from frontend.components import spec_yaml
-from frontend.defaults import default_dataset, default_picks
+from frontend.components import estimate_block, plural, spec_yaml
+from frontend.defaults import default_base, default_dataset, default_picks, fitting
+from frontend.first_start import empty_store_notice
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,9 @@ def build_spec(v: dict[str, Any], checkpoints: list[dict] | None = None,
         if generation_of(meta, task) == "with_prompts" and not v.get("metrics"):
             spec["metrics"] += [m for m in task_info(meta, "generation").get("default_metrics") or []
                                 if m != "sentiment" or gen.get("scorer")]
-        elif generation_of(meta, task) == "always":
+        elif generation_of(meta, task) == "always" and not v.get("metrics"):
+            # the defaults leave sentiment out without a scorer; a ticked one stays, and the
+            # spec's own check refuses it in words ("metric 'sentiment' needs a scorer")
             spec["metrics"] = [m for m in spec["metrics"] if m != "sentiment" or gen.get("scorer")]
         if not gen.get("reference") and not any(path.get(f) for f in ("base", "origin")):
             # no reference LM and no θ0 on the path: the samples' perplexity is left out (an end of the path
@@ -361,9 +364,8 @@ def layout(**_: Any) -> html.Div:
                               id="newrun-needs-token"))
     elif not ck.ok:
         warn.append(dbc.Alert(f"Could not list checkpoints: {ck.error()}", color="warning"))
-    if ck.ok and not ckpts:
-        warn.append(dbc.Alert(["No checkpoints yet — ", html.A("upload or register some", href="/checkpoints"),
-                               "."], color="info"))
+    if ck.ok and not ckpts:  # the first start's demo on its way, or "No checkpoints yet"
+        warn += empty_store_notice(api.get("/api/health").body)
     copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
     dopts = [
         {"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
@@ -377,7 +379,7 @@ def layout(**_: Any) -> html.Div:
         "Checkpoints (in order)",
         html.Div([
             dcc.Dropdown(id="newrun-traj", options=copts, multi=True,
-                         placeholder="pick the training checkpoints"),
+                         placeholder="pick the checkpoints along training"),
             dbc.Checkbox(id="newrun-traj-bystep", value=True, label="order by their step tag"),
         ]),
         id_="newrun-row-traj",
@@ -554,8 +556,7 @@ def _lists_with_token(needs: bool | None, token: str | None):
     copts = [{"label": _label(m), "value": m["id"]} for m in ckpts]
     dopts = [{"label": f"{d.get('name')} ({d.get('rows', '?')} rows)", "value": d["id"]} for d in dsets]
     picks = default_picks(ckpts)
-    warn = [] if ckpts else [dbc.Alert(["No checkpoints yet — ", html.A("upload or register some",
-                                                                          href="/checkpoints"), "."], color="info")]
+    warn = [] if ckpts else empty_store_notice(api.get("/api/health").body)
     return (*[copts] * MAX_SLOTS, *picks[:MAX_SLOTS], copts, *[copts] * len(BASIS_PICKERS),
             dopts, default_dataset(dsets), ckpts, copts, copts, dopts, warn)
 
@@ -570,7 +571,8 @@ def _lists_with_token(needs: bool | None, token: str | None):
        Output("newrun-xlo", "value"), Output("newrun-xhi", "value"),
        Output("newrun-ylo", "value"), Output("newrun-yhi", "value"),
        Output("newrun-row-traj-label", "children"), Output("newrun-traj-bystep", "style"),
-       Output("newrun-params", "children"), Output("newrun-row-range-label", "children")],
+       Output("newrun-params", "children"), Output("newrun-row-range-label", "children"),
+       Output("newrun-traj", "placeholder")],
     Input("newrun-type", "value"),
     State("newrun-meta", "data"),
 )
@@ -596,18 +598,22 @@ def _show_fields(ptype: str, meta: dict | None):
             info.get("help", ""), xlo, xhi, ylo, yhi,
             list_slot[1] if list_slot else "Checkpoints (in order)",
             hide if list_slot and not info.get("sequence_field") else show,
-            param_inputs(info), f"{coord} range")
+            param_inputs(info), f"{coord} range",
+            "pick the fine-tuned models to merge" if list_slot and not info.get("sequence_field")
+            else "pick the checkpoints along training")
 
 
 @callback(Output("newrun-metrics", "options"), Output("newrun-metrics", "value"),
-          Input("newrun-task", "value"), Input("newrun-gen-prompts", "value"), State("newrun-meta", "data"),
-          prevent_initial_call=True)
-def _metrics_for_task(task: str, prompts: str | None, meta: dict | None):
+          Input("newrun-task", "value"), Input("newrun-gen-prompts", "value"), Input("newrun-gen-scorer", "value"),
+          State("newrun-meta", "data"), prevent_initial_call=True)
+def _metrics_for_task(task: str, prompts: str | None, scorer: str | None, meta: dict | None):
     opts = metric_options(meta, task)
     value = list(task_info(meta, task).get("default_metrics") or ["loss"])
     if generation_of(meta, task) == "with_prompts" and prompts:  # loss + the generation metrics of the prompts
         opts += metric_options(meta, "generation")
         value += task_info(meta, "generation").get("default_metrics") or []
+    if not scorer:  # sentiment needs a scorer: unticked, visibly (ticking it again is refused in words)
+        value = [m for m in value if m != "sentiment"]
     return opts, value
 
 
@@ -684,12 +690,18 @@ def _act(_check, _copy, _run, *values):
     nav = dash.no_update
     shown: dict[str, str] = {}
     if ctx.triggered_id == "newrun-copy":
-        return (dbc.Alert("Spec below — save it as spec.yaml and run `basin eval spec.yaml`.",
+        return (dbc.Alert("Spec below — save it as spec.yaml and run `basin eval spec.yaml -o result.json "
+                          "--store <this server's store folder>` (the ids are the store's; or set BASIN_STORE).",
                           color="secondary", id="newrun-result"), text, shown, nav)
     if ctx.triggered_id == "newrun-check":
         r = api.post("/api/runs/validate", json=spec, token=token)
         if r.ok and isinstance(r.body, dict):
-            msg = dbc.Alert(f"OK — {r.body.get('num_points', '?')} points.", color="success", id="newrun-result")
+            n = r.body.get("num_points")
+            est = r.body.get("estimate")
+            msg = dbc.Alert([html.Div(f"OK — {plural(n, 'point') if isinstance(n, int) else '? points'}."),
+                             *estimate_block(est)],
+                            color="warning" if isinstance(est, dict) and est.get("warning") else "success",
+                            id="newrun-result")
         else:
             msg = _error_alert(r)
         return msg, text, shown, nav
@@ -712,3 +724,32 @@ def _error_alert(r: api.ApiResult) -> dbc.Alert:
         if len(mism) > 12:
             items.append(html.Div(f"… and {len(mism) - 12} more", className="small"))
     return dbc.Alert(items, color="danger", id="newrun-result", className="newrun-error")
+
+
+@callback(Output("newrun-ckpt-1", "value", allow_duplicate=True),
+          Input("newrun-type", "value"), State("newrun-checkpoints", "data"), State("newrun-meta", "data"),
+          prevent_initial_call=True)
+def _merge_base(ptype: str, ckpts: list | None, meta: dict | None):
+    """A merge's base θ0 (its first slot, ``base``) defaults to the step-0 / init checkpoint."""
+    slots = path_info(meta, ptype).get("slots") or []
+    if not slots or slots[0][0] != "base":
+        return dash.no_update
+    return default_base(ckpts or []) or dash.no_update
+
+
+@callback([Output(f"newrun-ckpt-{i}", "options", allow_duplicate=True) for i in range(1, MAX_SLOTS + 1)]
+          + [Output("newrun-traj", "options", allow_duplicate=True)],
+          Input("newrun-task", "value"), Input("newrun-ckpt-1", "value"), Input("newrun-type", "value"),
+          Input("newrun-checkpoints", "data"), State("newrun-meta", "data"), prevent_initial_call=True)
+def _fitting_pickers(task: str | None, first: str | None, ptype: str | None, ckpts: list | None,
+                     meta: dict | None):
+    """Pickers offer what fits: the task's heads everywhere; beside the first checkpoint, only
+    checkpoints of its model type (a BERT is not offered beside a Llama)."""
+    ckpts = [m for m in ckpts or [] if isinstance(m, dict) and m.get("id")]
+    if not ckpts:
+        return [dash.no_update] * (MAX_SLOTS + 1)
+    has_slots = bool(path_info(meta, ptype).get("slots"))
+    for_task = [{"label": _label(m), "value": m["id"]} for m in fitting(ckpts, task)]
+    beside = [{"label": _label(m), "value": m["id"]}
+              for m in fitting(ckpts, task, first if has_slots else None)]
+    return [for_task, *[beside] * (MAX_SLOTS - 1), beside]

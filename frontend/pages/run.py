@@ -38,13 +38,12 @@ from basin.status import COLOUR as STATUS_COLOUR
 from basin.status import TERMINAL
 from basin.tasks import keeps_column
 from frontend import api, fitted_card, forgetting_card
-from frontend.components import data_attrs, spec_yaml
+from frontend.components import GRAPH_CONFIG, data_attrs, estimate_block, plural, spec_yaml
 
 logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path_template="/runs/<run_id>", name="Run", title="Basin — run")
 
-GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 def _names(info: dict) -> dict[str, str]:
@@ -70,7 +69,11 @@ def build_figures(info: dict, points: list[dict], kind: str, names: dict[str, st
             fig = figures.line_figure(doc, m, names=names)
         else:
             fig = figures.plane_figure(doc, m, kind or "heatmap", names=names, equal=equal)
-        fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
+        if kind == "surface" and not is_1d(spec.get("path", {}).get("type")):
+            # a 3D scene needs room: tall, with small margins so the axis titles are not clipped
+            fig.update_layout(height=680, margin={"l": 10, "r": 10, "b": 10})
+        else:
+            fig.update_layout(height=430 if len(spec.get("metrics") or []) > 1 else 520)
         out.append(_with_band_slot(fig.to_plotly_json(), spec, live, points, m))
     return out
 
@@ -166,7 +169,7 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
     # a generation run leads with the trend of its attribute (basin.analysis.trend), then the rest
     for m, t in (summary.get("trend") or {}).items():
         if isinstance(t, dict) and "start" in t:
-            rows.append((f"{m} trend", trend_sentence(m, t)))
+            rows.append((f"{figures.metric_name(m)} trend", trend_sentence(m, t)))
     gen = summary.get("generation")
     if isinstance(gen, dict) and gen.get("reference"):
         ref = str(gen["reference"])
@@ -178,12 +181,12 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
             # with its 95 % interval and the calibrated verdict in words (linear or curve)
             text = barrier_sentence(b, m, magnitude=max(vals, default=1.0),
                                     path_type=(spec.get("path") or {}).get("type"))
-            rows.append((m, text))
+            rows.append((figures.metric_name(m), text))  # "perplexity of samples", not sample_perplexity
     dist = summary.get("distance") or {}
     if isinstance(dist, dict) and dist.get("l2") is not None:
         rows.append(("‖θA − θB‖₂", _fmt(dist["l2"])))
         if dist.get("cosine") is not None:
-            rows.append(("cosine(θA, θB)", _fmt(dist["cosine"])))
+            rows.append(("cosine(θA, θB)", figures.cosine_text(dist["cosine"])))
     ev = (summary.get("trajectory") or {}).get("explained_variance") if isinstance(summary.get("trajectory"), dict) else None
     if ev:
         rows.append(("explained variance (2 dims)", ", ".join(_fmt(v) for v in ev)))
@@ -194,7 +197,7 @@ def summary_rows(info: dict, points: list[dict]) -> list[tuple[str, str]]:
             lo = min(vals, key=lambda t: t[0])
             hi = max(vals, key=lambda t: t[0])
             where = lambda c: ", ".join(f"{k}={_fmt(v)}" for k, v in c.items())  # noqa: E731
-            rows.append((f"{m} min / max", f"{_fmt(lo[0])} ({where(lo[1])}) / {_fmt(hi[0])} ({where(hi[1])})"))
+            rows.append((f"{figures.metric_name(m)} min / max", f"{_fmt(lo[0])} ({where(lo[1])}) / {_fmt(hi[0])} ({where(hi[1])})"))
     return rows
 
 
@@ -211,16 +214,18 @@ def _distance_card(info: dict) -> list[Any]:
     fig = figures.distance_figure({"summary": info.get("summary") or {}})
     if fig is None:
         return []
-    fig.update_layout(height=300, margin={"l": 50, "r": 50, "t": 50, "b": 50}, title=None)
+    fig.update_layout(height=340, margin={"l": 50, "r": 50, "t": 30, "b": 40}, title=None)
     return [dbc.Card([dbc.CardHeader("Distance per layer"), dbc.CardBody(
         dcc.Graph(id="run-distance", figure=fig, config=GRAPH_CONFIG), className="p-1")], className="mb-3")]
 
 
-def _fit_button(ptype: str) -> list[Any]:
+def _fit_button(ptype: str, spec: dict | None = None) -> list[Any]:
     """A straight-line run can start a curve fit between its endpoints: the button opens a
     dialog (training data, steps, curve type, bends) whose callbacks are in
-    ``frontend/pages/fit.py``."""
-    if ptype != "linear":
+    ``frontend/pages/fit.py``. Not for a generation run (a fit trains on a loss); shown only
+    once the run is done and the viewer may start a fit (:func:`_fit_allowed`)."""
+    spec = spec or {}
+    if ptype != "linear" or spec.get("task") == "generation" or spec.get("generation"):
         return []
     dialog = dbc.Modal([
         dbc.ModalHeader(dbc.ModalTitle("Fit a curve between these endpoints")),
@@ -247,11 +252,54 @@ def _fit_button(ptype: str) -> list[Any]:
         dbc.ModalFooter([dbc.Button("Cancel", id="run-fit-close", color="secondary", outline=True, size="sm"),
                          dbc.Button("Start fit", id="run-fit-start", color="primary", size="sm")]),
     ], id="run-fit-dialog", is_open=False)
-    return [html.Hr(), dbc.Button("Fit a curve", id="run-fit", color="primary", outline=True, size="sm",
-                                  title="train a curve's control point between these endpoints on training "
-                                        "data, then evaluate the line and the curve on this run's examples"),
+    return [html.Div([html.Hr(), dbc.Button(
+                "Fit a curve", id="run-fit", color="primary", outline=True, size="sm",
+                title="train a curve's control point between these endpoints on training "
+                      "data, then evaluate the line and the curve on this run's examples")],
+                     id="run-fit-box", style={"display": "none"}),
             html.Span(id="run-fit-msg", className="small ms-2"), dialog,
             dcc.Location(id="run-fit-location", refresh="callback-nav")]
+
+
+def duration(s: Any) -> str:
+    """Seconds in words: ``about 40 s`` / ``about 12 min`` / ``about 1.5 h``."""
+    s = float(s)
+    if s < 90:
+        return f"about {max(1, round(s))} s"
+    if s < 5400:
+        return f"about {round(s / 60)} min"
+    return f"about {s / 3600:.1f} h"
+
+
+def cost_and_queue(info: dict[str, Any]) -> list[Any]:
+    """While unfinished: the estimate of the points left; while queued: its place in the queue
+    (position, what runs before it, workers, estimated start)."""
+    if info.get("status") in TERMINAL:
+        return []
+    out: list[Any] = []
+    q = info.get("queue")
+    if isinstance(q, dict):
+        ahead = q.get("ahead") or []
+        workers = int(q.get("workers") or 0)
+        start = q.get("start_in_s")
+        when = ("no worker is alive: it starts when one joins" if not workers
+                else "it starts next" if not ahead
+                else f"estimated start in {duration(start)}" if isinstance(start, (int, float))
+                else "its start cannot be estimated yet")
+        items = [html.Li(f"{a.get('name') or 'a run'} — {plural(int(a.get('points_left') or 0), 'point')} left"
+                         + (f", {duration(a['eta_s'])}" if isinstance(a.get("eta_s"), (int, float)) else "")
+                         + (" (running)" if a.get("status") == "running" else "")
+                         + (" · background demo work" if a.get("background") else ""))
+                 for a in ahead[:8]]
+        out.append(html.Div([
+            html.Strong(f"Queued: position {q.get('position', '?')}"),
+            html.Span(f" · {plural(workers, 'worker')} · {when}."),
+            *([html.Div("Ahead of it:", className="mt-1"), html.Ul(items, className="mb-0")] if items else []),
+            *([html.Div("Background demo work: it yields to any run a person submits.", className="small")]
+              if q.get("background") else []),
+        ], className="small mb-2", id="run-queue"))
+    out += estimate_block(info.get("estimate"), prefix="run")
+    return out
 
 
 def layout(run_id: str | None = None, **_: Any) -> html.Div:
@@ -290,9 +338,12 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     share = f"{host}/runs/{run_id}"
     refs = refs_of(path)
     title = spec.get("name") or f"{ptype}: " + " · ".join(figures.short_name(x, names) for x in refs)
-    graphs = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
+    graphs: list[Any] = [dcc.Graph(id={"type": "run-graph", "index": i}, figure=f, config=GRAPH_CONFIG,
                         className="run-graph border rounded mb-3")
               for i, f in enumerate(figs)]
+    if status in ("failed", "cancelled") and not points:  # nothing to draw: no empty charts
+        graphs = [html.Div(f"This run {status} before its first point: nothing to draw.",
+                           className="text-muted p-3 border rounded", id="run-no-figures")]
     equal = figures.equal_axes_default({"spec": spec})
     controls = [html.Div([  # hidden for 1D paths; present so the rebuild callback has its inputs
         dbc.RadioItems(
@@ -306,10 +357,12 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
     header = dbc.Card(dbc.CardBody([
         html.Div([
             dbc.Badge(status, id="run-status", color=STATUS_COLOUR.get(status, "dark"), className="me-2 fs-6"),
-            html.Span(f"{len(points)} points", id="run-count", className="me-3 fw-semibold"),
+            html.Span(plural(len(points), "point"), id="run-count", className="me-3 fw-semibold"),
             html.Span("", id="run-extra", className="text-muted me-3"),
-            html.Span(info.get("error") or "", className="text-danger"),
+            html.Span(info.get("error") or "", className="text-danger", id="run-error-text"),
         ], className="mb-2"),
+        html.Div(cost_and_queue(info), id="run-cost"),
+        dcc.Interval(id="run-cost-poll", interval=5000, disabled=status in TERMINAL),
         dbc.Progress(id="run-progress", value=100 if status == "done" else round(100 * done / total) if total else 0,
                      label=f"{done} / {total}", style={"height": "1.4rem"},
                      animated=status not in TERMINAL, striped=status not in TERMINAL),
@@ -339,9 +392,9 @@ def layout(run_id: str | None = None, **_: Any) -> html.Div:
             dbc.Button("Cancel run", id="run-cancel", color="danger", outline=True, size="sm",
                        disabled=status in TERMINAL),
             html.Span(id="run-cancel-msg", className="small ms-2"),
-            *_fit_button(ptype),
+            *_fit_button(ptype, spec),
         ])], className="mb-3"),
-        *_distance_card(info),
+        html.Div(_distance_card(info), id="run-distance-box"),  # filled when the summary comes
         dbc.Card([dbc.CardHeader("Spec"), dbc.CardBody(html.Pre(
             spec_yaml(spec, names), id="run-spec",
             className="small mb-0", style={"maxHeight": "360px", "overflow": "auto"}))]),
@@ -403,6 +456,7 @@ clientside_callback(
     Output("run-progress", "animated"),
     Output("run-progress", "striped"),
     Output("run-cancel", "disabled"),
+    Output("run-distance-box", "children"),
     Input("run-rebuild", "data"),
     Input("run-kind", "value"),
     Input("run-equal", "value"),
@@ -421,7 +475,8 @@ def _rebuild(_key: str, kind: str | None, equal: bool | None, meta: dict):
     names = _names(info)
     figs = build_figures(info, points, kind or "heatmap", names, bool(equal))
     running = status not in TERMINAL
-    return figs, _summary_table(info, points), STATUS_COLOUR.get(status or "", "dark"), running, running, not running
+    return (figs, _summary_table(info, points), STATUS_COLOUR.get(status or "", "dark"), running, running,
+            not running, _distance_card(info))
 
 
 @callback(
@@ -482,3 +537,35 @@ def _forgetting(status: str | None, shown: Any, meta: dict | None, token: str | 
         raise dash.exceptions.PreventUpdate
     spec = {"task": meta.get("task"), "per_example": meta.get("per_example"), "path": {"type": "linear"}}
     return forgetting_card.card(meta["id"], spec, status, token=token)
+
+
+@callback(
+    Output("run-cost", "children"),
+    Output("run-cost-poll", "disabled"),
+    Input("run-cost-poll", "n_intervals"),
+    Input("run-rebuild", "data"),  # a status change (started, done) at once, not at the next tick
+    State("run-meta", "data"),
+    prevent_initial_call=True,
+)
+def _cost(_n: int | None, _key: str | None, meta: dict | None):
+    """The queue place and the estimate, every few seconds until the run ends."""
+    if not meta:
+        return dash.no_update, True
+    r = api.get(f"/api/runs/{meta['id']}")
+    if not r.ok or not isinstance(r.body, dict):
+        return dash.no_update, False
+    return cost_and_queue(r.body), r.body.get("status") in TERMINAL
+
+
+@callback(
+    Output("run-fit-box", "style"),
+    Input("run-rebuild", "data"), Input("settings-token-input", "value"),
+    State("run-meta", "data"),
+)
+def _fit_allowed(key: str | None, token: str | None, meta: dict | None):
+    """"Fit a curve" once the run is done, for a viewer who may start one: a server without a
+    token, or the token entered (a share link alone reads, it does not train)."""
+    hide = {"display": "none"}
+    if not meta or not str(key or "").startswith("done:"):
+        return hide
+    return hide if api.needs_token(api.get("/api/fits", token=token)) else {}

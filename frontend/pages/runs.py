@@ -21,7 +21,7 @@ from basin.paths import PATHS, is_1d, refs_of
 from basin.status import COLOUR as STATUS_COLOUR
 from basin.status import TERMINAL
 from frontend import api
-from frontend.components import data_attrs, fmt_time, ref_label
+from frontend.components import GRAPH_CONFIG, data_attrs, fmt_time, ref_label
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def layout(**_: Any) -> html.Div:
             ], className="g-2 mb-2"),
             html.Div(id="runs-overlay-msg", className="small"),
             dcc.Graph(id="runs-overlay-graph", style={"display": "none"},
-                      config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}),
+                      config=GRAPH_CONFIG),
         ])], className="mt-3"),
     ])
 

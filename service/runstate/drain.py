@@ -93,8 +93,12 @@ class LeaseSource:
         heartbeat: Heartbeat | None = None,
         sleep: Callable[[float], None] = time.sleep,
         point_limit_s: float = 0.0,
+        yield_to: Callable[[], bool] | None = None,
     ):
         self.queue = queue
+        # background work: before each point, ask whether a person's run waits; if so stop
+        # (``over = "yielded"``) and leave the rest of the run queued
+        self.yield_to = yield_to
         # a first-lease time older than the limit plus a minute is from a service that was
         # down (nobody watched it): it starts again (``lua/begin.lua``)
         self.begin_reset_s = float(point_limit_s) + BEGIN_RESET_MARGIN_S if point_limit_s else 0.0
@@ -106,6 +110,10 @@ class LeaseSource:
         self.current: int | None = None  # the index in hand (named when a point fails)
 
     def next(self) -> Any | None:
+        if self.yield_to is not None and self.yield_to():
+            self.over = "yielded"
+            logger.info("run %s yields its worker to a run a person submitted", self.queue.run_id)
+            return None
         while True:
             lease = self.queue.lease(self.lease_s)
             if lease.gone or lease.status:

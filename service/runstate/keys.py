@@ -114,6 +114,9 @@ def worker_key(name: str) -> str:
 ACTIVE_KEY = PREFIX + "active"
 #: ``basin up``'s LM demo build status (JSON; ``/api/health`` → ``demo_lm``).
 DEMO_LM_STATUS_KEY = PREFIX + "demo:lm"
+#: ``basin up``'s MiniLM demo build status (JSON; ``/api/health`` → ``demo``): the first start's
+#: first minutes, before any checkpoint exists.
+DEMO_STATUS_KEY = PREFIX + "demo:minilm"
 #: ``basin up``'s supervisor events (a list of JSON, newest first; ``/api/health`` → ``supervisor``).
 SUPERVISOR_EVENTS_KEY = PREFIX + "supervisor:events"
 

@@ -67,3 +67,10 @@ def test_the_per_example_checkbox_keeps_each_examples_outcome():
     assert "per_example" not in build_spec({**BASE, "task": "classification", "dataset": "d"}, meta=META)
     assert "per_example" not in build_spec({**BASE, "task": "generation", "dataset": "p", "per_example": True},
                                            meta=META)
+
+
+def test_sentiment_ticked_without_a_scorer_is_refused_in_words():
+    """Issue 28 item 4: a ticked "sentiment" with no scorer is not silently dropped."""
+    with pytest.raises(InvalidSpec, match="metric 'sentiment' needs a scorer"):
+        parse_spec(build_spec({**BASE, "task": "generation", "dataset": "p", "metrics": ["sentiment", "distinct_2"]},
+                              meta=META))

@@ -96,7 +96,7 @@ def test_a_generation_runs_summary_leads_with_the_sentiment_trend(run_page):
     rows = run_page.summary_rows(info, pts)
     assert rows[0][0] == "sentiment trend" and rows[0][1].startswith("sentiment rises from 0.15 (α = 0) to 0.85")
     assert rows[1] == ("perplexity reference LM", "smollm2-135m")
-    assert [k for k, _ in rows].index("sample_perplexity") > 1
+    assert [k for k, _ in rows].index("perplexity of samples") > 1  # its label, not the id (issue 28)
 
 
 def test_a_curve_runs_summary_says_connected_along_this_curve_not_linearly(run_page):

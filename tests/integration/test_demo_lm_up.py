@@ -123,3 +123,52 @@ def test_the_ready_run_sentiment_per_alpha_is_submitted_once(up, tmp_path):
     run = httpx.get(f"{up.base_url}/api/runs/{first['run_id']}", timeout=10).json()
     assert run["spec"]["task"] == "generation"
     assert run["spec"]["path"]["range"] == [-0.5, 1.5] and run["spec"]["path"]["points"] == 9
+
+
+def test_the_first_start_says_what_it_builds_from_the_first_second(up):
+    """Issue 28, item 1: while the MiniLM demo builds (before any checkpoint exists) health and
+    the banner say what is being built, how far, when it will be ready and that the LM pair
+    follows; the home page says the checkpoints are on their way, not "No checkpoints yet"."""
+    from basin.demo import build_demo
+    from frontend.first_start import empty_store_notice, minilm_banner
+
+    started, go_on = threading.Event(), threading.Event()
+    seen: list[float] = []
+
+    def build(out, progress, on_progress):
+        def report(f: float, stage: str) -> None:
+            seen.append(f)
+            on_progress(f, stage)
+
+        report(0.3, "fine-tuning seed 1: step 18/60")
+        started.set()
+        assert go_on.wait(WAIT_S)
+        return build_demo(out, progress=False, on_progress=report, steps=2, batch_size=4, n_eval=16,
+                          n_train=32, snapshots=1, threads=1)
+
+    said: list[str] = []
+    t = threading.Thread(target=launcher._demo, args=(up.base_url, up.store, said.append, _redis_port(up)),
+                         kwargs={"build": build}, daemon=True)
+    t.start()
+    assert started.wait(WAIT_S)
+    health = _health(up)
+    demo, lm = health["demo"], health["demo_lm"]
+    assert demo["state"] == "building" and demo["stage"] == "fine-tuning seed 1: step 18/60"
+    assert "MiniLM" in demo["what"] and lm["state"] == "waiting" and "SmolLM2" in lm["what"]
+    assert demo["eta_s"] is not None and demo["eta_s"] >= 0  # a rate is known after 5 %
+    banner = str(minilm_banner(health))
+    assert "First start: building the demo" in banner and "step 18/60" in banner and "28%" in banner
+    assert "ready in" in banner and "Then: " in banner and "SmolLM2" in banner
+    notice = str(empty_store_notice(health))
+    assert "being built" in notice and "No checkpoints yet" not in notice
+
+    go_on.set()
+    t.join(WAIT_S)
+    assert not t.is_alive()
+    health = _health(up)
+    assert health["demo"]["state"] == "done" and health["demo"]["fraction"] == 1.0
+    assert minilm_banner(health) == [] and "No checkpoints yet" in str(empty_store_notice({"demo": None}))
+    real = seen[1:]  # the build_demo part
+    assert real == sorted(real) and real[0] == 0.0 and real[-1] == 1.0 and len(real) > 4  # it only grows
+    names = {c["name"] for c in httpx.get(up.base_url + "/api/checkpoints", timeout=10).json()}
+    assert {"minilm-init", "minilm-seed1", "minilm-seed2"} <= names

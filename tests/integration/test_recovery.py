@@ -15,7 +15,7 @@ import time
 import pytest
 
 from service.runstate.presence import announce_worker, forget_worker
-from tests.integration.conftest import linear_spec
+from tests.integration.conftest import linear_spec, queue_unchecked
 from tests.integration.test_runs_api import slow_spec
 from tests.stack import running_stack
 
@@ -192,7 +192,7 @@ def test_cancelled_and_failed_runs_are_stored_and_outlive_redis(bare):
     assert sorted(p["index"] for p in doc["points"]) == sorted(p["index"] for p in kept)
 
     bad = linear_spec(points=3, seed=45, scope="^no_such_param$")
-    failed = bare.request("POST", "/api/runs", json=bad).json()["id"]
+    failed = queue_unchecked(bare, bad)  # Check refuses it up front; the worker's failure path
     f = bare.wait_run(failed, timeout=60)
     assert f["status"] == "failed" and "no_such_param" in f["error"]
     # the cancelled run's worker is free again once the failed one ended

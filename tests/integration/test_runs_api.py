@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from backend.app.main import create_app
 from service.settings import Settings
-from tests.integration.conftest import linear_spec, plane_spec
+from tests.integration.conftest import linear_spec, plane_spec, queue_unchecked
 
 #: What the dashboard and CLI send on writes without a token (the CSRF guard wants it).
 WRITE = {"X-Basin-Token": ""}
@@ -225,14 +225,18 @@ def test_writes_need_the_token_when_one_is_set_reads_do_not(stack):
 
 
 def test_an_engine_error_fails_the_run_with_its_message(stack):
-    # passes the API's checks (which load nothing) but the engine refuses it on open
+    # the API's Check refuses this scope as the worker would (issue 28: basin.precheck) ...
     r = stack.request("POST", "/api/runs", json=linear_spec(points=3, scope="^no_such_param$"))
-    assert r.status_code == 201, r.text
-    detail = stack.wait_run(r.json()["id"])
+    assert r.status_code == 422 and "no_such_param" in r.json()["detail"], r.text
+    # ... a run queued without the API (as the fit worker queues its evaluations) still fails
+    # in the worker, with the engine's message naming the checkpoints, never their ids
+    run_id = queue_unchecked(stack, linear_spec(points=3, scope="^no_such_param$"))
+    detail = stack.wait_run(run_id)
     assert detail["status"] == "failed"
     assert "scope" in detail["error"] and "no_such_param" in detail["error"]
+    assert not re.search(r"\b[0-9a-f]{64}\b", detail["error"]), detail["error"]
     assert detail["done"] == 0
-    doc = stack.wait_stored(r.json()["id"])
+    doc = stack.wait_stored(run_id)
     assert doc["status"] == "failed" and doc["error"] == detail["error"] and doc["points"] == []
     # the workers are still alive and take the next run
     ok = stack.request("POST", "/api/runs", json=linear_spec(points=2, seed=31)).json()["id"]

@@ -45,6 +45,12 @@ class RunValidated(BaseModel):
     ok: Literal[True] = True
     num_points: int
     spec: RunSpec = Field(description="the resolved spec: store ids, defaults filled in")
+    estimate: dict[str, Any] | None = Field(
+        None,
+        description="what the run will cost on this server (service/estimate.py): seconds, "
+        "wall_s over the alive workers, words, basis (measured or fallback), warning and "
+        "suggestions above ~10 minutes; null when the model's size is unknown",
+    )
 
 
 class RunCancelled(BaseModel):
@@ -121,6 +127,16 @@ class RunPublic(_RunBrief):
     )
     timings: dict[str, Any] | None
     source: Literal["redis", "store"]
+    estimate: dict[str, Any] | None = Field(
+        None,
+        description="while unfinished: what its remaining points cost on this server "
+        "(service/estimate.py: seconds, wall_s, words, basis)",
+    )
+    queue: dict[str, Any] | None = Field(
+        None,
+        description="while queued: {position, ahead: [{name, points_left, eta_s, background}], "
+        "workers, start_in_s, background} — what runs before it (never their ids)",
+    )
 
 
 class PointsPage(BaseModel):

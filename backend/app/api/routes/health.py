@@ -12,6 +12,10 @@ dashboard shows recent ones in a banner.
 ``demo_lm``: the background build of ``basin up``'s LM demo (``null`` when there is none):
 ``{"state": "building" | "registering" | "done" | "failed", "fraction": 0..1, "stage": text,
 "error", "warning", "run_id", "run_url", "updated"}``; the dashboard shows it in a banner.
+``state`` may also be ``waiting`` (the LM pair waits for the MiniLM demo); ``eta_s`` is the
+seconds left at the rate so far and ``what`` says what is built.
+``demo``: the same document for the first start's MiniLM demo (``null`` when there is none),
+written from the first second of ``basin up`` so the dashboard says what is being built.
 Health is open, and a run id opens its run: with ``BASIN_API_TOKEN`` set, ``run_id`` and
 ``run_url`` are left out unless the request carries the token (``docs/service.md``, "What a
 link reveals").
@@ -27,7 +31,7 @@ from fastapi.responses import JSONResponse
 
 from backend.app.api.deps import MayList, RedisDep, SettingsDep
 from service.runstate import alive_workers, json_or
-from service.runstate.keys import DEMO_LM_STATUS_KEY, SUPERVISOR_EVENTS_KEY
+from service.runstate.keys import DEMO_LM_STATUS_KEY, DEMO_STATUS_KEY, SUPERVISOR_EVENTS_KEY
 
 router = APIRouter(tags=["health"])
 
@@ -54,6 +58,7 @@ def health(settings: SettingsDep, r: RedisDep, may_list: MayList) -> Any:
         queued = r.llen(settings.task_queue)
         raw_events = cast("list[str]", r.lrange(SUPERVISOR_EVENTS_KEY, 0, 9))  # decode_responses
         raw_demo = r.get(DEMO_LM_STATUS_KEY)
+        raw_minilm = r.get(DEMO_STATUS_KEY)
     except redis.RedisError as e:
         body = {
             "ok": False,
@@ -85,6 +90,7 @@ def health(settings: SettingsDep, r: RedisDep, may_list: MayList) -> Any:
             "events": [e for e in (json_or(x) for x in raw_events) if isinstance(e, dict)]
         },
         "demo_lm": _demo_lm(raw_demo, with_ids=may_list),
+        "demo": _demo_lm(raw_minilm, with_ids=may_list),
     }
 
 

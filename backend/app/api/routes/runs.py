@@ -76,10 +76,13 @@ def _url(settings, run_id: str) -> str:
     openapi_extra=SPEC_BODY,
     responses=responses(422),
 )
-def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep) -> RunValidated:
-    """Check a spec exactly as creating it would (references, compatibility, size); queue nothing."""
+def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> RunValidated:
+    """Check a spec exactly as creating it would (references, compatibility, size); queue nothing.
+    With the estimate of what it will cost on this server (``estimate``: measured from the
+    finished runs' timings; a warning and cheaper variants above ~10 minutes)."""
     resolved = book.resolve_spec(spec, store, limits=book.SpecLimits.from_settings(settings))
-    return RunValidated(num_points=resolved.num_points, spec=resolved)
+    return RunValidated(num_points=resolved.num_points, spec=resolved,
+                        estimate=book.run_estimate(r, store, resolved))
 
 
 @router.post(
@@ -90,7 +93,12 @@ def validate_run(spec: SpecBody, settings: SettingsDep, store: StoreDep) -> RunV
     responses=responses(422, 503),
     dependencies=[WriteAuth],
 )
-def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisDep) -> RunCreated:
+def create_run(
+    spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisDep,
+    background: Annotated[bool, Query(description="background work (the demo's ready run): its "
+                                      "worker yields, between two points, to any run a person "
+                                      "submitted that waits")] = False,
+) -> RunCreated:
     """Validate a spec, queue its points (coarse to fine) and return the run's id and share link."""
     names: dict[str, str] = {}
     tags: dict[str, dict[str, Any]] = {}
@@ -98,7 +106,7 @@ def create_run(spec: SpecBody, settings: SettingsDep, store: StoreDep, r: RedisD
     resolved = book.resolve_spec(spec, store, limits=limits, names=names, tags=tags)
     run_id = book.create_run(
         r, resolved, redis_url=settings.redis_url, queue=settings.task_queue, names=names,
-        tags=tags, limits=limits,
+        tags=tags, limits=limits, background=background,
     )
     return RunCreated(id=run_id, url=_url(settings, run_id))
 

@@ -1,0 +1,110 @@
+"""Check (``POST /api/runs/validate``) refuses what the worker would refuse before its first
+point, in words that name checkpoints and suggest only what can work (issue 28, item 4)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+@pytest.fixture
+def store(reg_client, classifier_family, gpt2_pair):
+    c = reg_client
+    ids = {}
+    for name, path in (
+        ("ft_a", classifier_family["ft_a"]),
+        ("ft_b", classifier_family["ft_b"]),
+        ("gpt_a", gpt2_pair["a"]),
+        ("gpt_b", gpt2_pair["b"]),
+    ):
+        r = c.post("/api/checkpoints/register", json={"path": str(path), "name": name})
+        assert r.status_code in (200, 201), r.text
+        ids[name] = r.json()["id"]
+    for name, path in (("eval.csv", classifier_family["data"]), ("lm.jsonl", gpt2_pair["data"])):
+        r = c.put(
+            "/api/datasets",
+            params={"name": name},
+            content=path.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code in (200, 201), r.text
+        ids[name] = r.json()["id"]
+    return c, ids
+
+
+def _check(client, **spec):
+    spec.setdefault("max_examples", 8)
+    r = client.post("/api/runs/validate", json=spec)
+    return r.status_code, r.json()
+
+
+def _line(a, b, **kw):
+    return {"type": "linear", "a": a, "b": b, "points": 3, **kw}
+
+
+def test_a_task_the_checkpoints_head_cannot_serve_is_refused_with_the_task_that_fits(store):
+    c, ids = store
+    status, body = _check(
+        c, path=_line(ids["ft_a"], ids["ft_b"]), dataset="lm.jsonl", task="causal_lm"
+    )
+    assert status == 422, body
+    assert "task 'causal_lm' needs weights that checkpoint 'ft_a' does not have" in body["detail"]
+    assert "BertForSequenceClassification: for it pick task classification" in body["detail"]
+    assert not HEX64.search(body["detail"])
+    assert _check(c, path=_line("ft_a", "ft_b"), dataset="eval.csv")[0] == 200  # the task that fits
+
+
+def test_different_architectures_are_refused_plainly_without_a_hold_hint(store):
+    c, ids = store
+    for hold in ("error", "hold"):
+        status, body = _check(
+            c, path=_line(ids["ft_a"], ids["gpt_a"]), dataset="eval.csv", on_mismatch=hold
+        )
+        assert status == 422, body
+        d = body["detail"]
+        assert (
+            "'ft_a' (BertForSequenceClassification) and 'gpt_a' (GPT2LMHeadModel) are different architectures"
+            in d
+        )
+        assert "on_mismatch" not in d and "hold" not in d and "mismatched tensor" not in d
+
+
+def test_scope_head_on_a_tied_embedding_lm_says_the_head_is_the_embedding(store):
+    c, _ = store
+    status, body = _check(
+        c, path=_line("gpt_a", "gpt_b"), dataset="lm.jsonl", task="causal_lm", scope="head"
+    )
+    assert status == 422, body
+    assert "ties its output head to its input embedding" in body["detail"]
+    assert "scope 'embeddings'" in body["detail"]
+    assert (
+        _check(
+            c,
+            path=_line("gpt_a", "gpt_b"),
+            dataset="lm.jsonl",
+            task="causal_lm",
+            scope="embeddings",
+        )[0]
+        == 200
+    )
+
+
+def test_messages_name_checkpoints_and_read_as_words(store):
+    c, ids = store
+    # a plane through a repeated checkpoint, sent as ids (what the form sends)
+    status, body = _check(
+        c,
+        path={"type": "plane", "a": ids["ft_a"], "b": ids["ft_a"], "c": ids["ft_b"]},
+        dataset="eval.csv",
+    )
+    assert status == 422 and not HEX64.search(body["detail"]), body
+    assert "'ft_a', 'ft_a', 'ft_b'" in body["detail"]
+    # an empty trajectory picker: plain words, no pydantic internals
+    status, body = _check(c, path={"type": "trajectory", "checkpoints": []}, dataset="eval.csv")
+    assert status == 422
+    assert (
+        body["detail"] == "invalid spec: path.checkpoints: pick at least 2 checkpoints (none given)"
+    )
