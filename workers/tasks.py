@@ -241,6 +241,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
             # another finisher holds the lock: it ends the run, or it died and its lock
             # expires within seconds; then this worker finishes it
             time.sleep(0.25)
+        from service.jobs.study import after_run
+
+        after_run(r, run_id, redis_url=state.settings.redis_url, queue=state.settings.task_queue, store=store)
         return {"run": run_id, "evaluated": evaluated, "reused": reused}
     finally:
         if hb is not None:

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from backend.app.api import errors
 from backend.app.api.responses import StrictJSONResponse
-from backend.app.api.routes import checkpoints, datasets, fits, health, meta, runs
+from backend.app.api.routes import checkpoints, datasets, fits, health, meta, runs, studies
 from backend.app.framing import AntiFramingMiddleware
 from backend.app.security import SecurityMiddleware
 from service.runstate.reads import heartbeat_ttl
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
 
     errors.install(app)
 
-    for module in (health, meta, checkpoints, datasets, runs, fits):
+    for module in (health, meta, checkpoints, datasets, runs, fits, studies):
         app.include_router(module.router, prefix="/api")
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -50,8 +50,9 @@ __all__ = [
 
 
 def builtin_kinds() -> list[JobKind]:
-    """Register (by importing) and return the built-in kinds: run, fit."""
+    """Register (by importing) and return the built-in kinds: run, fit, study."""
     from service.jobs.fit import FIT
     from service.jobs.run import RUN
+    from service.jobs.study import STUDY
 
-    return [RUN, FIT]
+    return [RUN, FIT, STUDY]
