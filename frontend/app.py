@@ -95,6 +95,7 @@ def _navbar() -> dbc.Navbar:
         ("New run", "/"),
         ("Runs", "/runs"),
         ("Fits", "/fits"),
+        ("Studies", "/studies"),
         ("Checkpoints", "/checkpoints"),
         ("Datasets", "/datasets"),
     ]

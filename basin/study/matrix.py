@@ -34,7 +34,11 @@ def cell_of(summary: Mapping[str, Any] | None, metrics: Sequence[str]) -> dict[s
         b = found.get(m)
         if not isinstance(b, Mapping) or not isinstance(b.get("value"), (int, float)):
             continue
-        e = {k: b.get(k) for k in ("value", "ci", "verdict", "tolerance", "alpha") if b.get(k) is not None}
+        e = {
+            k: b.get(k)
+            for k in ("value", "ci", "verdict", "tolerance", "alpha")
+            if b.get(k) is not None
+        }
         if b.get("examples_to_decide") is not None:
             e["examples_to_decide"] = b["examples_to_decide"]
         out[m] = e
@@ -48,7 +52,11 @@ def own_metrics(points: Sequence[Mapping[str, Any]], a: int, b: int) -> dict[int
         alpha = float((p.get("coords") or {}).get("alpha", math.nan))
         who = a if alpha == 0.0 else b if alpha == 1.0 else None
         if who is not None:
-            out[who] = {k: float(v) for k, v in (p.get("metrics") or {}).items() if isinstance(v, (int, float))}
+            out[who] = {
+                k: float(v)
+                for k, v in (p.get("metrics") or {}).items()
+                if isinstance(v, (int, float))
+            }
     return out
 
 
@@ -56,15 +64,21 @@ def _nan(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) else math.nan
 
 
-def matrices(n: int, cells: Mapping[tuple[int, int], Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
+def matrices(
+    n: int, cells: Mapping[tuple[int, int], Mapping[str, Any]], metrics: Sequence[str]
+) -> dict[str, Any]:
     """``{metric: {value, lo, hi, verdict}}``, each an n × n list (symmetric; the diagonal 0 and
     ``connected``; a pair not yet measured ``None``)."""
     out: dict[str, Any] = {}
     for m in metrics:
-        val: list[list[float | None]] = [[0.0 if i == j else None for j in range(n)] for i in range(n)]
+        val: list[list[float | None]] = [
+            [0.0 if i == j else None for j in range(n)] for i in range(n)
+        ]
         lo = [row[:] for row in val]
         hi = [row[:] for row in val]
-        ver: list[list[str | None]] = [["connected" if i == j else None for j in range(n)] for i in range(n)]
+        ver: list[list[str | None]] = [
+            ["connected" if i == j else None for j in range(n)] for i in range(n)
+        ]
         for (i, j), cell in cells.items():
             e = cell.get(m)
             if not e:
@@ -78,8 +92,11 @@ def matrices(n: int, cells: Mapping[tuple[int, int], Mapping[str, Any]], metrics
     return out
 
 
-def cluster(names: Sequence[str], value: Sequence[Sequence[float | None]],
-            verdict: Sequence[Sequence[str | None]]) -> dict[str, Any] | None:
+def cluster(
+    names: Sequence[str],
+    value: Sequence[Sequence[float | None]],
+    verdict: Sequence[Sequence[str | None]],
+) -> dict[str, Any] | None:
     """Average-linkage clustering of a complete barrier matrix: ``{order, linkage, dendrogram,
     clusters}`` (``None`` while a pair is missing or n < 2). ``clusters`` are lists of
     indices: the largest subtrees with no ``not connected`` pair inside."""
@@ -90,7 +107,9 @@ def cluster(names: Sequence[str], value: Sequence[Sequence[float | None]],
     n = len(names)
     if n < 2 or any(value[i][j] is None for i in range(n) for j in range(n)):
         return None
-    d = np.array([[max(0.0, _nan(value[i][j])) if i != j else 0.0 for j in range(n)] for i in range(n)])
+    d = np.array(
+        [[max(0.0, _nan(value[i][j])) if i != j else 0.0 for j in range(n)] for i in range(n)]
+    )
     d = np.nan_to_num((d + d.T) / 2, nan=float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
     z = hierarchy.linkage(squareform(d, checks=False), method="average", optimal_ordering=n > 2)
     den = hierarchy.dendrogram(z, no_plot=True, labels=list(range(n)))
@@ -98,8 +117,11 @@ def cluster(names: Sequence[str], value: Sequence[Sequence[float | None]],
     ok: list[bool] = [True] * n
     for left, right, _, _ in z:
         lm, rm = members[int(left)], members[int(right)]
-        clean = ok[int(left)] and ok[int(right)] and all(
-            verdict[x][y] != "not connected" for x in lm for y in rm)
+        clean = (
+            ok[int(left)]
+            and ok[int(right)]
+            and all(verdict[x][y] != "not connected" for x in lm for y in rm)
+        )
         members.append(lm + rm)
         ok.append(clean)
     groups: list[list[int]] = []
@@ -125,8 +147,11 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def cluster_rows(groups: Sequence[Sequence[int]], names: Sequence[str],
-                 own: Mapping[str, Mapping[int, Mapping[str, float]]]) -> list[dict[str, Any]]:
+def cluster_rows(
+    groups: Sequence[Sequence[int]],
+    names: Sequence[str],
+    own: Mapping[str, Mapping[int, Mapping[str, float]]],
+) -> list[dict[str, Any]]:
     """Each cluster's members and their mean metrics per dataset (``own[dataset][i][metric]``)."""
     out = []
     for k, g in enumerate(groups):
@@ -134,7 +159,9 @@ def cluster_rows(groups: Sequence[Sequence[int]], names: Sequence[str],
         for ds, by in own.items():
             keys = sorted({m for i in g for m in by.get(i, {})})
             per[ds] = {m: _mean([by[i][m] for i in g if m in by.get(i, {})]) for m in keys}
-        out.append({"id": k + 1, "members": list(g), "names": [names[i] for i in g], "metrics": per})
+        out.append(
+            {"id": k + 1, "members": list(g), "names": [names[i] for i in g], "metrics": per}
+        )
     return out
 
 
@@ -151,8 +178,11 @@ def _stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def groups(tags: Sequence[Mapping[str, Any]], cells: Mapping[tuple[int, int], Mapping[str, Any]],
-           metric: str) -> dict[str, Any]:
+def groups(
+    tags: Sequence[Mapping[str, Any]],
+    cells: Mapping[tuple[int, int], Mapping[str, Any]],
+    metric: str,
+) -> dict[str, Any]:
     """Per tag key (seed, order, split, method, step, …): the barriers of pairs whose two members
     share its value (within) and of pairs whose values differ (between), as in Qin et al.'s
     comparisons. Only pairs where both members carry the tag count; a tag whose value no two
@@ -165,16 +195,25 @@ def groups(tags: Sequence[Mapping[str, Any]], cells: Mapping[tuple[int, int], Ma
             e = cell.get(metric)
             if not e or k not in tags[i] or k not in tags[j]:
                 continue
-            row = {"a": i, "b": j, "value": float(e["value"]), "ci": e.get("ci"), "verdict": e.get("verdict"),
-                   "values": [tags[i][k], tags[j][k]]}
+            row = {
+                "a": i,
+                "b": j,
+                "value": float(e["value"]),
+                "ci": e.get("ci"),
+                "verdict": e.get("verdict"),
+                "values": [tags[i][k], tags[j][k]],
+            }
             (within if tags[i][k] == tags[j][k] else between).append(row)
         if within or between:
             out[k] = {"within": _stats(within), "between": _stats(between)}
     return out
 
 
-def instability(tags: Sequence[Mapping[str, Any]], cells: Mapping[tuple[int, int], Mapping[str, Any]],
-                metric: str) -> list[dict[str, Any]]:
+def instability(
+    tags: Sequence[Mapping[str, Any]],
+    cells: Mapping[tuple[int, int], Mapping[str, Any]],
+    metric: str,
+) -> list[dict[str, Any]]:
     """Frankle et al.'s instability curve: for checkpoints tagged ``step`` (the step their
     training was spawned from) and ``pair`` (which twin group they belong to), the barrier
     between the two members of each (step, pair) group, sorted by step, with its interval and
@@ -190,18 +229,38 @@ def instability(tags: Sequence[Mapping[str, Any]], cells: Mapping[tuple[int, int
                 i, j = sorted((idx[x], idx[y]))
                 e = (cells.get((i, j)) or {}).get(metric)
                 step = tags[i]["step"]
-                out.append({"step": step, "pair": pair, "a": i, "b": j,
-                            "value": None if not e else float(e["value"]),
-                            "ci": None if not e else e.get("ci"), "verdict": None if not e else e.get("verdict")})
-    out.sort(key=lambda r: (_nan(r["step"]) if isinstance(r["step"], (int, float)) else math.inf, str(r["step"]),
-                            r["pair"]))
+                out.append(
+                    {
+                        "step": step,
+                        "pair": pair,
+                        "a": i,
+                        "b": j,
+                        "value": None if not e else float(e["value"]),
+                        "ci": None if not e else e.get("ci"),
+                        "verdict": None if not e else e.get("verdict"),
+                    }
+                )
+    out.sort(
+        key=lambda r: (
+            _nan(r["step"]) if isinstance(r["step"], (int, float)) else math.inf,
+            str(r["step"]),
+            r["pair"],
+        )
+    )
     return out
 
 
-def build(names: Sequence[str], tags: Sequence[Mapping[str, Any]], metrics: Sequence[str],
-          cells: Mapping[tuple[int, int], Mapping[str, Any]], own: Mapping[str, Mapping[int, Mapping[str, float]]],
-          *, cluster_metric: str = "loss", runs: Mapping[tuple[int, int], str] | None = None,
-          points: Mapping[tuple[int, int], int] | None = None) -> dict[str, Any]:
+def build(
+    names: Sequence[str],
+    tags: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    cells: Mapping[tuple[int, int], Mapping[str, Any]],
+    own: Mapping[str, Mapping[int, Mapping[str, float]]],
+    *,
+    cluster_metric: str = "loss",
+    runs: Mapping[tuple[int, int], str] | None = None,
+    points: Mapping[tuple[int, int], int] | None = None,
+) -> dict[str, Any]:
     """The study's result document from its pairs' cells (``{(i, j): cell_of(...)}``, i < j),
     the checkpoints' own metrics per dataset, and (service) each pair's run id and point count."""
     n = len(names)
@@ -218,8 +277,15 @@ def build(names: Sequence[str], tags: Sequence[Mapping[str, Any]], metrics: Sequ
             row["points"] = points[(i, j)]
         pairs.append(row)
     return {
-        "checkpoints": [{"index": i, "name": names[i], "tags": dict(tags[i]),
-                         "metrics": {ds: dict(by.get(i, {})) for ds, by in own.items()}} for i in range(n)],
+        "checkpoints": [
+            {
+                "index": i,
+                "name": names[i],
+                "tags": dict(tags[i]),
+                "metrics": {ds: dict(by.get(i, {})) for ds, by in own.items()},
+            }
+            for i in range(n)
+        ],
         "metrics": list(metrics),
         "cluster_metric": cm,
         "matrix": mats,
@@ -246,10 +312,23 @@ def to_csv(result: Mapping[str, Any], table: str) -> str:
         for p in result["pairs"]:
             for m, e in p["barrier"].items():
                 ci = e.get("ci") or ["", ""]
-                w.writerow([names[p["a"]], names[p["b"]], m, e["value"], ci[0], ci[1], e.get("verdict", ""),
-                            p.get("points", ""), p.get("run", "")])
+                w.writerow(
+                    [
+                        names[p["a"]],
+                        names[p["b"]],
+                        m,
+                        e["value"],
+                        ci[0],
+                        ci[1],
+                        e.get("verdict", ""),
+                        p.get("points", ""),
+                        p.get("run", ""),
+                    ]
+                )
     elif table == "clusters":
-        cols = sorted({(ds, m) for c in result["checkpoints"] for ds, by in c["metrics"].items() for m in by})
+        cols = sorted(
+            {(ds, m) for c in result["checkpoints"] for ds, by in c["metrics"].items() for m in by}
+        )
         w.writerow(["cluster", "checkpoint", *[f"{m} ({ds})" for ds, m in cols]])
         for cl in result["clusters"]:
             for i in cl["members"]:
@@ -260,12 +339,31 @@ def to_csv(result: Mapping[str, Any], table: str) -> str:
         for tag, g in result["groups"].items():
             for side in ("within", "between"):
                 for r in g[side]["pairs"]:
-                    w.writerow([tag, side, names[r["a"]], names[r["b"]], *r["values"], r["value"],
-                                r.get("verdict", "")])
+                    w.writerow(
+                        [
+                            tag,
+                            side,
+                            names[r["a"]],
+                            names[r["b"]],
+                            *r["values"],
+                            r["value"],
+                            r.get("verdict", ""),
+                        ]
+                    )
     else:
         raise ValueError(f"no table {table!r} (matrix, clusters, groups)")
     return buf.getvalue()
 
 
-__all__ = ["VERDICTS", "build", "cell_of", "cluster", "cluster_rows", "groups", "instability", "matrices",
-           "own_metrics", "to_csv"]
+__all__ = [
+    "VERDICTS",
+    "build",
+    "cell_of",
+    "cluster",
+    "cluster_rows",
+    "groups",
+    "instability",
+    "matrices",
+    "own_metrics",
+    "to_csv",
+]

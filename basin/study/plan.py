@@ -27,19 +27,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from basin.paths.base import FrozenModel
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from basin.errors import InvalidSpec
+from basin.paths.base import FrozenModel
 from basin.spec import RunSpec, format_validation_error, parse_spec, read_spec_file
 
 #: Fine grid, halvings to the coarse grid and the point budget of a pair by default: 25 points
 #: on [0, 1] (every 1/24), coarse every 8th (α = 0, 1/3, 2/3, 1), at most 8 points a pair.
 POINTS, LEVELS, BUDGET = 25, 3, 8
 #: Files of a checkpoint's folder that are weights, not the frame (config, tokenizer) around them.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".index.json")
+_WEIGHT_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".gguf",
+    ".index.json",
+)
 _FRAME_MAX_BYTES = 32 << 20
 
 
@@ -48,31 +56,49 @@ class StudyCheckpoint(FrozenModel):
 
     ref: str
     name: str | None = None
-    tags: dict[str, Any] = Field(default_factory=dict, description="seed / order / split / method / step / pair …: "
-                                 "the groups and the instability curve read them (the store's tags are added)")
+    tags: dict[str, Any] = Field(
+        default_factory=dict,
+        description="seed / order / split / method / step / pair …: "
+        "the groups and the instability curve read them (the store's tags are added)",
+    )
 
 
 class StudyPath(FrozenModel):
     """The path of every pair: its type (a 1D path between two checkpoints: linear by default) and grid."""
 
     type: str = "linear"
-    points: int = Field(POINTS, ge=3, le=10_001, description="the fine grid on [0, 1] a pair refines towards "
-                        "(k·2^levels + 1 points)")
-    levels: int = Field(LEVELS, ge=1, le=8, description="halvings from the coarse grid to the fine one")
-    budget: int = Field(BUDGET, ge=2, description="most points a pair evaluates (its two checkpoints included)")
+    points: int = Field(
+        POINTS,
+        ge=3,
+        le=10_001,
+        description="the fine grid on [0, 1] a pair refines towards (k·2^levels + 1 points)",
+    )
+    levels: int = Field(
+        LEVELS, ge=1, le=8, description="halvings from the coarse grid to the fine one"
+    )
+    budget: int = Field(
+        BUDGET, ge=2, description="most points a pair evaluates (its two checkpoints included)"
+    )
 
 
 class StudySpec(FrozenModel):
     """``basin study spec.yaml`` / ``POST /api/studies``: N checkpoints, a dataset, how to compare them."""
 
     name: str | None = Field(None, max_length=200)
-    checkpoints: list[StudyCheckpoint] = Field(default_factory=list, description="the checkpoints (≥ 2): "
-                                               "references or {ref, name, tags}")
-    where: dict[str, Any] | None = Field(None, description="service: every store checkpoint whose tags include "
-                                         "these (e.g. {family: demo}), added to 'checkpoints'")
+    checkpoints: list[StudyCheckpoint] = Field(
+        default_factory=list, description="the checkpoints (≥ 2): references or {ref, name, tags}"
+    )
+    where: dict[str, Any] | None = Field(
+        None,
+        description="service: every store checkpoint whose tags include "
+        "these (e.g. {family: demo}), added to 'checkpoints'",
+    )
     dataset: str
-    datasets: dict[str, str] = Field(default_factory=dict, description="more evaluation sets (label → "
-                                     "dataset): each checkpoint's metrics on them, per cluster")
+    datasets: dict[str, str] = Field(
+        default_factory=dict,
+        description="more evaluation sets (label → "
+        "dataset): each checkpoint's metrics on them, per cluster",
+    )
     path: StudyPath = Field(default_factory=StudyPath)
     task: str = "classification"
     metrics: list[str] = Field(default_factory=list)
@@ -96,38 +122,64 @@ class StudySpec(FrozenModel):
         refs = [c.ref for c in self.checkpoints]
         dup = sorted({r for r in refs if refs.count(r) > 1})
         if dup:
-            raise ValueError(f"checkpoints: {dup[0]!r} is named twice (a study compares distinct checkpoints)")
+            raise ValueError(
+                f"checkpoints: {dup[0]!r} is named twice (a study compares distinct checkpoints)"
+            )
         if self.where is None and len(self.checkpoints) < 2:
             raise ValueError(f"checkpoints: a study needs at least 2, got {len(self.checkpoints)}")
         if self.path.budget > self.path.points:
-            raise ValueError(f"path.budget: {self.path.budget} is more than the fine grid's {self.path.points} points")
+            raise ValueError(
+                f"path.budget: {self.path.budget} is more than the fine grid's {self.path.points} points"
+            )
         if self.dataset in self.datasets.values() or "main" in self.datasets:
-            raise ValueError("datasets: the extra evaluation sets must differ from 'dataset' (and none may be "
-                             "labelled 'main': that is the study's dataset)")
+            raise ValueError(
+                "datasets: the extra evaluation sets must differ from 'dataset' (and none may be "
+                "labelled 'main': that is the study's dataset)"
+            )
         return self
 
     def labels(self) -> list[str]:
         """Each checkpoint's label: its name, else its reference."""
         return [c.name or c.ref for c in self.checkpoints]
 
-    def pair_data(self, i: int, j: int, *, dataset: str | None = None, name: str | None = None) -> dict[str, Any]:
+    def pair_data(
+        self, i: int, j: int, *, dataset: str | None = None, name: str | None = None
+    ) -> dict[str, Any]:
         """The run spec (a dict) of pair (i, j) on the study's dataset, or a two-point run of
         the two checkpoints alone on an extra ``dataset``."""
         a, b = self.checkpoints[i], self.checkpoints[j]
         labels = self.labels()
         extra = dataset is not None
-        path: dict[str, Any] = {"type": self.path.type, "a": a.ref, "b": b.ref,
-                                "points": 2 if extra else self.path.points}
+        path: dict[str, Any] = {
+            "type": self.path.type,
+            "a": a.ref,
+            "b": b.ref,
+            "points": 2 if extra else self.path.points,
+        }
         data: dict[str, Any] = {
-            "path": path, "dataset": dataset or self.dataset, "task": self.task, "metrics": list(self.metrics),
-            "max_examples": self.max_examples, "batch_size": self.batch_size, "max_length": self.max_length,
-            "seed": self.seed, "device": self.device, "dtype": self.dtype, "scope": self.scope,
+            "path": path,
+            "dataset": dataset or self.dataset,
+            "task": self.task,
+            "metrics": list(self.metrics),
+            "max_examples": self.max_examples,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "seed": self.seed,
+            "device": self.device,
+            "dtype": self.dtype,
+            "scope": self.scope,
             "tokenizer": self.tokenizer,
-            "name": name or f"{self.name or 'study'}: {labels[i]} × {labels[j]}" + (f" on {dataset}" if extra else ""),
+            "name": name
+            or f"{self.name or 'study'}: {labels[i]} × {labels[j]}"
+            + (f" on {dataset}" if extra else ""),
         }
         if not extra:
-            data["refine"] = {"mode": "adaptive", "levels": self.path.levels, "budget": self.path.budget,
-                              "until": "decided"}
+            data["refine"] = {
+                "mode": "adaptive",
+                "levels": self.path.levels,
+                "budget": self.path.budget,
+                "until": "decided",
+            }
         return data
 
     def pair_spec(self, i: int, j: int, *, dataset: str | None = None) -> RunSpec:
@@ -140,7 +192,9 @@ def parse_study(data: dict[str, Any]) -> StudySpec:
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
-        raise InvalidSpec(format_validation_error(e).replace("invalid spec", "invalid study spec", 1)) from None
+        raise InvalidSpec(
+            format_validation_error(e).replace("invalid spec", "invalid study spec", 1)
+        ) from None
     if len(spec.checkpoints) >= 2:
         try:
             spec.pair_spec(0, 1)
@@ -235,8 +289,13 @@ def frame_of(spec: RunSpec, first: Any, tokenizer_id: str | None) -> str | None:
     tokenizer files of the checkpoint that builds the model (sha256 of their contents) and
     an explicit tokenizer. Two pairs whose first checkpoints have equal frames build the
     same model around θA (the same class, labels, padding, tokenizer)."""
-    if (spec.path.type != "linear" or spec.ensemble or spec.generation is not None or spec.space != "merged"
-            or getattr(first, "adapter", None) is not None):
+    if (
+        spec.path.type != "linear"
+        or spec.ensemble
+        or spec.generation is not None
+        or spec.space != "merged"
+        or getattr(first, "adapter", None) is not None
+    ):
         return None
     h = hashlib.sha256(json.dumps({"tokenizer": tokenizer_id}).encode())
     found = False
@@ -244,7 +303,11 @@ def frame_of(spec: RunSpec, first: Any, tokenizer_id: str | None) -> str | None:
         if not folder.is_dir():
             continue
         for f in sorted(folder.iterdir()):
-            if not f.is_file() or f.name.endswith(_WEIGHT_SUFFIXES) or f.stat().st_size > _FRAME_MAX_BYTES:
+            if (
+                not f.is_file()
+                or f.name.endswith(_WEIGHT_SUFFIXES)
+                or f.stat().st_size > _FRAME_MAX_BYTES
+            ):
                 continue
             found |= f.name == "config.json"
             h.update(f.name.encode() + b"\0")
@@ -252,5 +315,19 @@ def frame_of(spec: RunSpec, first: Any, tokenizer_id: str | None) -> str | None:
     return h.hexdigest() if found else None
 
 
-__all__ = ["BUDGET", "LEVELS", "POINTS", "Pair", "load_study", "parse_study", "StudyCheckpoint", "StudyPath", "StudySpec", "decided",
-           "frame_of", "full_points", "parse_spec", "plan"]
+__all__ = [
+    "BUDGET",
+    "LEVELS",
+    "POINTS",
+    "Pair",
+    "load_study",
+    "parse_study",
+    "StudyCheckpoint",
+    "StudyPath",
+    "StudySpec",
+    "decided",
+    "frame_of",
+    "full_points",
+    "parse_spec",
+    "plan",
+]

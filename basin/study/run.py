@@ -21,13 +21,21 @@ from basin.study.matrix import build, cell_of, own_metrics
 from basin.study.plan import Pair, StudySpec, full_points, plan
 
 
-def run_pair(spec: StudySpec, pair: Pair, resolver: Resolver, *, cache: PointCache,
-             checkpoints: CheckpointCache | None = None,
-             on_point: Callable[[dict[str, Any], bool], None] | None = None) -> dict[str, Any]:
+def run_pair(
+    spec: StudySpec,
+    pair: Pair,
+    resolver: Resolver,
+    *,
+    cache: PointCache,
+    checkpoints: CheckpointCache | None = None,
+    on_point: Callable[[dict[str, Any], bool], None] | None = None,
+) -> dict[str, Any]:
     """One pair's run: ``{points, summary, evaluated, reused}``."""
     from basin.engine import Landscape
 
-    rs = spec.pair_spec(pair.a, pair.b, dataset=None if pair.dataset == "main" else spec.datasets[pair.dataset])
+    rs = spec.pair_spec(
+        pair.a, pair.b, dataset=None if pair.dataset == "main" else spec.datasets[pair.dataset]
+    )
     land = Landscape.open(rs, resolver, cache=checkpoints)
     try:
         sink = ListSink()
@@ -38,11 +46,17 @@ def run_pair(spec: StudySpec, pair: Pair, resolver: Resolver, *, cache: PointCac
         summary = land.summary(sink.results)
     finally:
         land.close()
-    return {"points": sink.results, "summary": summary, "evaluated": stats.evaluated, "reused": stats.reused}
+    return {
+        "points": sink.results,
+        "summary": summary,
+        "evaluated": stats.evaluated,
+        "reused": stats.reused,
+    }
 
 
-def run_study(spec: StudySpec, resolver: Resolver, *, progress: bool = True,
-              cache: PointCache | None = None) -> dict[str, Any]:
+def run_study(
+    spec: StudySpec, resolver: Resolver, *, progress: bool = True, cache: PointCache | None = None
+) -> dict[str, Any]:
     """Run every pair of ``spec`` in-process; the study's result document (:func:`build`) plus
     ``evaluations``: what was computed (``performed``), what full runs would cost
     (``full_runs``: N(N−1)/2 × the fine grid's points), and each checkpoint's own point's
@@ -62,8 +76,11 @@ def run_study(spec: StudySpec, resolver: Resolver, *, progress: bool = True,
     t0 = time.perf_counter()
     upper = sum(spec.path.budget if p.dataset == "main" else 2 for p in runs)
     metrics: list[str] = []
-    with tqdm(total=upper, file=sys.stderr, disable=not progress, desc=spec.name or "study", unit="pt") as bar:
+    with tqdm(
+        total=upper, file=sys.stderr, disable=not progress, desc=spec.name or "study", unit="pt"
+    ) as bar:
         for pair in sorted(runs, key=lambda p: p.phase):
+
             def seen(record: dict[str, Any], cached: bool, pair: Pair = pair) -> None:
                 bar.update(1)
                 alpha = float(record["coords"]["alpha"])
@@ -75,14 +92,23 @@ def run_study(spec: StudySpec, resolver: Resolver, *, progress: bool = True,
             reused += got["reused"]
             own[pair.dataset].update(own_metrics(got["points"], pair.a, pair.b))
             if pair.dataset == "main":
-                metrics = metrics or list((got["summary"].get("barrier") or {}))
+                metrics = metrics or list(got["summary"].get("barrier") or {})
                 key = (min(pair.a, pair.b), max(pair.a, pair.b))
                 cells[key] = cell_of(got["summary"], metrics)
                 points[key] = len(got["points"])
-    result = build(labels, [c.tags for c in spec.checkpoints], metrics, cells, own,
-                   cluster_metric=spec.cluster_metric, points=points)
+    result = build(
+        labels,
+        [c.tags for c in spec.checkpoints],
+        metrics,
+        cells,
+        own,
+        cluster_metric=spec.cluster_metric,
+        points=points,
+    )
     result["evaluations"] = {
-        "performed": performed, "reused": reused, "full_runs": full_points(spec),
+        "performed": performed,
+        "reused": reused,
+        "full_runs": full_points(spec),
         "fraction": performed / full_points(spec) if full_points(spec) else None,
         "own": {f"{ds}:{labels[i]}": c for (ds, i), c in sorted(own_evals.items())},
     }

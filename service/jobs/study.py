@@ -71,19 +71,28 @@ class StudyKind(JobKind):
         out: list[str] = []
         n = len(spec.checkpoints)
         if n > limits.checkpoints:
-            out.append(f"checkpoints: {n} is over this server's limit of {limits.checkpoints} (BASIN_MAX_CHECKPOINTS)")
+            out.append(
+                f"checkpoints: {n} is over this server's limit of {limits.checkpoints} (BASIN_MAX_CHECKPOINTS)"
+            )
         if n >= 2:
             for ds in (None, *spec.datasets.values()):
                 run = spec.pair_spec(0, 1, dataset=ds)
-                out += [f"its pairs' runs' {x}" for x in over_run_limits(run, limits)
-                        if f"its pairs' runs' {x}" not in out]
+                out += [
+                    f"its pairs' runs' {x}"
+                    for x in over_run_limits(run, limits)
+                    if f"its pairs' runs' {x}" not in out
+                ]
         scope = scope_over_limit(spec.scope, limits)
         if scope:
             out.append(scope)
         return out
 
     def fields(self, spec: Any, limits: JobLimits) -> dict[str, Any]:
-        return {"phase": 0, "runs": "{}", "total": len(plan(len(spec.checkpoints), list(spec.datasets)))}
+        return {
+            "phase": 0,
+            "runs": "{}",
+            "total": len(plan(len(spec.checkpoints), list(spec.datasets))),
+        }
 
     def time_limit_s(self, spec: Any, limits: JobLimits) -> float:
         return float(limits.time_limit_s or 0.0)
@@ -93,8 +102,10 @@ class StudyKind(JobKind):
         advance(r, job_id, redis_url=redis_url, queue=queue)
 
     def not_found(self, job_id: str) -> JobNotFound:
-        return JobNotFound(f"no study with id {job_id!r} (an ended study is forgotten "
-                           "BASIN_FINISHED_RUN_TTL_S after it ends; its pairs' runs stay)")
+        return JobNotFound(
+            f"no study with id {job_id!r} (an ended study is forgotten "
+            "BASIN_FINISHED_RUN_TTL_S after it ends; its pairs' runs stay)"
+        )
 
     def cancel(self, r: redis.Redis, job_id: str, *, store: Any = None) -> str:
         h = job_hash(r, self, job_id)
@@ -127,15 +138,27 @@ class StudyKind(JobKind):
         out = ReapReport()
         self.prune(r)
         for job_id in cast("list[str]", r.zrange(self.active_key, 0, -1)):
-            status, started, limit = cast("list[str | None]", r.hmget(
-                self.hash_key(job_id), ["status", "started", "time_limit_s"]))
+            status, started, limit = cast(
+                "list[str | None]",
+                r.hmget(self.hash_key(job_id), ["status", "started", "time_limit_s"]),
+            )
             if status is None:
                 r.zrem(self.active_key, job_id)
                 out.forgotten.append(job_id)
                 continue
-            if status == RUNNING and limit and started and time.time() - float(started) > float(limit) + ctx.grace_s:
-                if _end(r, job_id, FAILED, f"the study ran past this server's time limit of {float(limit):.0f} s "
-                        "(BASIN_JOB_TIME_LIMIT_S); its unfinished runs were cancelled"):
+            if (
+                status == RUNNING
+                and limit
+                and started
+                and time.time() - float(started) > float(limit) + ctx.grace_s
+            ):
+                if _end(
+                    r,
+                    job_id,
+                    FAILED,
+                    f"the study ran past this server's time limit of {float(limit):.0f} s "
+                    "(BASIN_JOB_TIME_LIMIT_S); its unfinished runs were cancelled",
+                ):
                     _stop_runs(r, job_id, ctx.store)
                     out.failed.append(job_id)
                 status = FAILED
@@ -190,8 +213,14 @@ def _pairs_of(h: dict[str, str]) -> tuple[StudySpec, list[Pair]]:
     return spec, plan(len(spec.checkpoints), list(spec.datasets))
 
 
-def advance(r: redis.Redis, job_id: str, *, redis_url: str | None = None, queue: str | None = None,
-            store: Any = None) -> str:
+def advance(
+    r: redis.Redis,
+    job_id: str,
+    *,
+    redis_url: str | None = None,
+    queue: str | None = None,
+    store: Any = None,
+) -> str:
     """Move the study on, under its lock (a no-op when another process holds it): queue the
     runs of the next phase once every run of the current one is done, or build the result
     once every run is; fail the study when a run of it failed or was cancelled. Returns
@@ -212,7 +241,12 @@ def advance(r: redis.Redis, job_id: str, *, redis_url: str | None = None, queue:
             key, s = bad[0]
             err = r.hget(RunKeys(runs[key]).run, "error") or ""
             what = "expired" if s is None else s
-            _end(r, job_id, FAILED, f"its run {runs[key]} ({key}) {what}" + (f": {err}" if err else ""))
+            _end(
+                r,
+                job_id,
+                FAILED,
+                f"its run {runs[key]} ({key}) {what}" + (f": {err}" if err else ""),
+            )
             _stop_runs(r, job_id, store)
             return FAILED
         phase = int(h.get("phase") or 0)
@@ -232,7 +266,9 @@ def advance(r: redis.Redis, job_id: str, *, redis_url: str | None = None, queue:
             for p in pairs:
                 if p.phase == nxt and p.key not in runs:
                     runs[p.key] = _queue_pair(r, job_id, spec, p, names, tags, redis_url, queue)
-                    r.hset(hk, "runs", json.dumps(runs))  # one by one: a crash leaves no run unknown
+                    r.hset(
+                        hk, "runs", json.dumps(runs)
+                    )  # one by one: a crash leaves no run unknown
             fields: dict[str, Any] = {"phase": nxt, "runs": json.dumps(runs)}
             if h.get("status") == QUEUED:
                 fields.update(status=RUNNING, started=repr(time.time()))
@@ -240,7 +276,14 @@ def advance(r: redis.Redis, job_id: str, *, redis_url: str | None = None, queue:
             return RUNNING
         result = study_result(r, job_id, h=h)
         with r.pipeline(transaction=True) as pipe:
-            pipe.hset(hk, mapping={"result": json.dumps(result), "status": DONE, "finished": repr(time.time())})
+            pipe.hset(
+                hk,
+                mapping={
+                    "result": json.dumps(result),
+                    "status": DONE,
+                    "finished": repr(time.time()),
+                },
+            )
             pipe.execute()
         return DONE
     finally:
@@ -248,20 +291,42 @@ def advance(r: redis.Redis, job_id: str, *, redis_url: str | None = None, queue:
             r.delete(hk + ":lock")
 
 
-def _queue_pair(r: redis.Redis, job_id: str, spec: StudySpec, p: Pair, names: dict[str, str],
-                tags: list[dict[str, Any]], redis_url: str, queue: str) -> str:
+def _queue_pair(
+    r: redis.Redis,
+    job_id: str,
+    spec: StudySpec,
+    p: Pair,
+    names: dict[str, str],
+    tags: list[dict[str, Any]],
+    redis_url: str,
+    queue: str,
+) -> str:
     from service.jobs.run import RUN
 
-    data = spec.pair_data(p.a, p.b, dataset=None if p.dataset == "main" else spec.datasets[p.dataset])
+    data = spec.pair_data(
+        p.a, p.b, dataset=None if p.dataset == "main" else spec.datasets[p.dataset]
+    )
     from basin.spec import parse_spec
 
     run_spec = parse_spec(data)
     ids = (spec.checkpoints[p.a].ref, spec.checkpoints[p.b].ref)
-    run_tags = {ident: tags[i] for ident, i in zip(ids, (p.a, p.b), strict=True) if i < len(tags) and tags[i]}
+    run_tags = {
+        ident: tags[i]
+        for ident, i in zip(ids, (p.a, p.b), strict=True)
+        if i < len(tags) and tags[i]
+    }
     from service.settings import get_settings
 
-    return create_job(r, RUN, run_spec, limits=JobLimits.from_settings(get_settings()), redis_url=redis_url,
-                      queue=queue, names=names, fields={"tags": json.dumps(run_tags), "study": job_id})
+    return create_job(
+        r,
+        RUN,
+        run_spec,
+        limits=JobLimits.from_settings(get_settings()),
+        redis_url=redis_url,
+        queue=queue,
+        names=names,
+        fields={"tags": json.dumps(run_tags), "study": job_id},
+    )
 
 
 def study_result(r: redis.Redis, job_id: str, *, h: dict[str, str] | None = None) -> dict[str, Any]:
@@ -297,18 +362,37 @@ def study_result(r: redis.Redis, job_id: str, *, h: dict[str, str] | None = None
         if p.dataset == "main":
             run_of[key] = rid
             points[key] = len(doc["points"])
-            progress[f"{key[0]}:{key[1]}"] = {"run": rid, "status": doc["status"], "points": len(doc["points"])}
+            progress[f"{key[0]}:{key[1]}"] = {
+                "run": rid,
+                "status": doc["status"],
+                "points": len(doc["points"]),
+            }
             if doc["status"] == DONE and doc.get("summary"):
-                metrics = metrics or list((doc["summary"].get("barrier") or {}))
+                metrics = metrics or list(doc["summary"].get("barrier") or {})
                 cells[key] = cell_of(doc["summary"], metrics)
-    out = build(labels, tags, metrics, cells, own, cluster_metric=spec.cluster_metric, runs=run_of, points=points)
+    out = build(
+        labels,
+        tags,
+        metrics,
+        cells,
+        own,
+        cluster_metric=spec.cluster_metric,
+        runs=run_of,
+        points=points,
+    )
     out["progress"] = progress
-    out["evaluations"] = {"performed": evaluated, "reused": cached, "full_runs": full_points(spec),
-                          "fraction": evaluated / full_points(spec) if full_points(spec) else None}
+    out["evaluations"] = {
+        "performed": evaluated,
+        "reused": cached,
+        "full_runs": full_points(spec),
+        "fraction": evaluated / full_points(spec) if full_points(spec) else None,
+    }
     return out
 
 
-def after_run(r: redis.Redis, run_id: str, *, redis_url: str, queue: str, store: Any = None) -> None:
+def after_run(
+    r: redis.Redis, run_id: str, *, redis_url: str, queue: str, store: Any = None
+) -> None:
     """A worker ended its part of run ``run_id``: when the run belongs to a study and has ended,
     advance the study now (not at the next reaper pass)."""
     study, status = r.hmget(RunKeys(run_id).run, ["study", "status"])
@@ -322,12 +406,30 @@ def after_run(r: redis.Redis, run_id: str, *, redis_url: str, queue: str, store:
 # ---- the API's side ------------------------------------------------------------------------
 
 
-def create_study(r: redis.Redis, spec: StudySpec, *, names: dict[str, str], tags: list[dict[str, Any]],
-                 redis_url: str, queue: str, limits: JobLimits | None = None, store: Any = None) -> str:
+def create_study(
+    r: redis.Redis,
+    spec: StudySpec,
+    *,
+    names: dict[str, str],
+    tags: list[dict[str, Any]],
+    redis_url: str,
+    queue: str,
+    limits: JobLimits | None = None,
+    store: Any = None,
+) -> str:
     """Check the study against ``limits`` (every run it will queue), store it and queue its
     first phase; returns its id (a capability, like a run's)."""
-    return create_job(r, STUDY, spec, limits=limits or JobLimits(), redis_url=redis_url, queue=queue,
-                      names=names, store=store, fields={"tags": json.dumps(tags)})
+    return create_job(
+        r,
+        STUDY,
+        spec,
+        limits=limits or JobLimits(),
+        redis_url=redis_url,
+        queue=queue,
+        names=names,
+        store=store,
+        fields={"tags": json.dumps(tags)},
+    )
 
 
 def study_detail(r: redis.Redis, job_id: str) -> dict[str, Any]:
@@ -356,5 +458,13 @@ def list_studies(r: redis.Redis, *, public_url: str = "") -> list[dict[str, Any]
     return list_jobs(r, STUDY, public_url=public_url)
 
 
-__all__ = ["STUDY", "StudyKind", "advance", "after_run", "create_study", "list_studies", "study_detail",
-           "study_result"]
+__all__ = [
+    "STUDY",
+    "StudyKind",
+    "advance",
+    "after_run",
+    "create_study",
+    "list_studies",
+    "study_detail",
+    "study_result",
+]

@@ -16,7 +16,7 @@ from basin import engine
 from basin.cli import main
 from basin.drive import MemoryPointCache
 from basin.resolve import FileResolver
-from basin.study.matrix import build, cluster, groups, instability, to_csv
+from basin.study.matrix import build, cluster, to_csv
 from basin.study.plan import StudySpec, parse_study, plan
 from basin.study.run import run_study
 from tests import factories
@@ -46,10 +46,13 @@ def study(study_family):
 def test_permuted_copy_is_the_same_function(study_family):
     a = BertForSequenceClassification.from_pretrained(study_family["seed_a"]).eval()
     p = BertForSequenceClassification.from_pretrained(study_family["permuted"]).eval()
-    assert not torch.equal(a.bert.encoder.layer[0].intermediate.dense.weight,
-                           p.bert.encoder.layer[0].intermediate.dense.weight)
-    enc = factories.make_tokenizer("bert")([t for t, _ in factories.sentences(32, 4)], padding=True,
-                                           return_tensors="pt")
+    assert not torch.equal(
+        a.bert.encoder.layer[0].intermediate.dense.weight,
+        p.bert.encoder.layer[0].intermediate.dense.weight,
+    )
+    enc = factories.make_tokenizer("bert")(
+        [t for t, _ in factories.sentences(32, 4)], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         assert torch.allclose(a(**enc).logits, p(**enc).logits, atol=1e-5)
 
@@ -62,10 +65,13 @@ def test_study_puts_the_permuted_copy_in_its_own_cluster(study):
     assert v[0][1] != "not connected" and "not connected" in (v[0][2], v[1][2])
     # same function: A and P have the same own metrics; each cluster's mean is its members'
     ck = study["checkpoints"]
-    assert ck[0]["metrics"]["main"]["loss"] == pytest.approx(ck[2]["metrics"]["main"]["loss"], abs=1e-5)
+    assert ck[0]["metrics"]["main"]["loss"] == pytest.approx(
+        ck[2]["metrics"]["main"]["loss"], abs=1e-5
+    )
     ab = next(c for c in study["clusters"] if c["names"] == ["A", "B"])
     assert ab["metrics"]["main"]["loss"] == pytest.approx(
-        (ck[0]["metrics"]["main"]["loss"] + ck[1]["metrics"]["main"]["loss"]) / 2)
+        (ck[0]["metrics"]["main"]["loss"] + ck[1]["metrics"]["main"]["loss"]) / 2
+    )
 
 
 def test_each_checkpoint_is_evaluated_once_and_pairs_stop_when_decided(study):
@@ -96,8 +102,11 @@ def test_the_matrix_equals_the_pairs_own_runs(study, study_family):
             assert cell["value"] == pytest.approx(own["value"], abs=1e-5)
             assert cell["ci"] == pytest.approx(own["ci"], abs=1e-4)
             assert cell["verdict"] == own["verdict"]
-            assert study["matrix"][m]["value"][p["a"]][p["b"]] == study["matrix"][m]["value"][p["b"]][p["a"]] \
+            assert (
+                study["matrix"][m]["value"][p["a"]][p["b"]]
+                == study["matrix"][m]["value"][p["b"]][p["a"]]
                 == cell["value"]
+            )
 
 
 def test_a_checkpoints_own_point_has_one_key_in_every_pair(study_family):
@@ -106,8 +115,11 @@ def test_a_checkpoints_own_point_has_one_key_in_every_pair(study_family):
     for i, j in ((0, 1), (2, 0), (1, 2)):
         land = engine.Landscape.open(spec.pair_spec(i, j), FileResolver())
         try:
-            keys[(i, j)] = (land.point_key({"alpha": 0.0}), land.point_key({"alpha": 1.0}),
-                            land.point_key({"alpha": 0.5}))
+            keys[(i, j)] = (
+                land.point_key({"alpha": 0.0}),
+                land.point_key({"alpha": 1.0}),
+                land.point_key({"alpha": 0.5}),
+            )
         finally:
             land.close()
     assert keys[(0, 1)][0] == keys[(2, 0)][1]  # θA: α = 0 of (A, B), α = 1 of (P, A)
@@ -126,7 +138,8 @@ def test_phases_never_share_a_checkpoint_within_the_first_two():
     for n in range(2, 9):
         pairs = plan(n)
         assert sorted((min(p.a, p.b), max(p.a, p.b)) for p in pairs) == [
-            (i, j) for i in range(n) for j in range(i + 1, n)]
+            (i, j) for i in range(n) for j in range(i + 1, n)
+        ]
         first = [p for p in pairs if p.phase == 1]
         ends = [x for p in first for x in (p.a, p.b)]
         assert len(ends) == len(set(ends)) == 2 * (n // 2)
@@ -138,27 +151,46 @@ def _cell(v, lo, hi, verdict):
 
 
 def test_groups_instability_and_the_cluster_rule():
-    tags = [{"seed": 1, "step": 0, "pair": "x"}, {"seed": 2, "step": 0, "pair": "x"},
-            {"seed": 1, "step": 100, "pair": "y"}, {"seed": 2, "step": 100, "pair": "y"}]
-    cells = {(0, 1): _cell(0.3, 0.2, 0.4, "not connected"), (2, 3): _cell(0.0, 0.0, 0.01, "connected"),
-             (0, 2): _cell(0.5, 0.4, 0.6, "not connected"), (0, 3): _cell(0.5, 0.4, 0.6, "not connected"),
-             (1, 2): _cell(0.5, 0.4, 0.6, "not connected"), (1, 3): _cell(0.01, 0.0, 0.03, "inconclusive")}
+    tags = [
+        {"seed": 1, "step": 0, "pair": "x"},
+        {"seed": 2, "step": 0, "pair": "x"},
+        {"seed": 1, "step": 100, "pair": "y"},
+        {"seed": 2, "step": 100, "pair": "y"},
+    ]
+    cells = {
+        (0, 1): _cell(0.3, 0.2, 0.4, "not connected"),
+        (2, 3): _cell(0.0, 0.0, 0.01, "connected"),
+        (0, 2): _cell(0.5, 0.4, 0.6, "not connected"),
+        (0, 3): _cell(0.5, 0.4, 0.6, "not connected"),
+        (1, 2): _cell(0.5, 0.4, 0.6, "not connected"),
+        (1, 3): _cell(0.01, 0.0, 0.03, "inconclusive"),
+    }
     res = build(["a", "b", "c", "d"], tags, ["loss"], cells, {"main": {}})
     assert [r["step"] for r in res["instability"]] == [0, 100]
     assert [r["value"] for r in res["instability"]] == [0.3, 0.0]
     g = res["groups"]["seed"]
     assert g["within"]["n"] == 2 and g["between"]["n"] == 4
     assert g["within"]["mean"] == pytest.approx((0.5 + 0.01) / 2)
-    assert res["groups"]["step"]["within"]["verdicts"] == {"connected": 1, "not connected": 1, "inconclusive": 0}
+    assert res["groups"]["step"]["within"]["verdicts"] == {
+        "connected": 1,
+        "not connected": 1,
+        "inconclusive": 0,
+    }
     # b–d inconclusive and c–d connected do not split, but b–c is not connected: {a}, {b, d} or {c, d}…
     clusters = [set(c["members"]) for c in res["clusters"]]
     assert sorted(x for c in clusters for x in c) == [0, 1, 2, 3]
     for c in clusters:
-        assert all(cells.get((min(i, j), max(i, j)), {}).get("loss", {}).get("verdict") != "not connected"
-                   for i in c for j in c if i != j)
+        assert all(
+            cells.get((min(i, j), max(i, j)), {}).get("loss", {}).get("verdict") != "not connected"
+            for i in c
+            for j in c
+            if i != j
+        )
     assert {0} in clusters
     # a matrix with a pair missing is not clustered yet
-    assert cluster(["a", "b", "c"], [[0, 1, None], [1, 0, 1], [None, 1, 0]], [[None] * 3] * 3) is None
+    assert (
+        cluster(["a", "b", "c"], [[0, 1, None], [1, 0, 1], [None, 1, 0]], [[None] * 3] * 3) is None
+    )
 
 
 def test_csv_exports(study):
@@ -174,12 +206,25 @@ def test_csv_exports(study):
 def test_cli_study(study_family, tmp_path, capsys):
     spec = study_spec(study_family).model_dump(mode="json")
     (tmp_path / "study.json").write_text(json.dumps(spec))
-    code = main(["study", str(tmp_path / "study.json"), "-o", str(tmp_path / "out.json"), "--csv",
-                 str(tmp_path / "csv"), "-q"])
+    code = main(
+        [
+            "study",
+            str(tmp_path / "study.json"),
+            "-o",
+            str(tmp_path / "out.json"),
+            "--csv",
+            str(tmp_path / "csv"),
+            "-q",
+        ]
+    )
     assert code == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert {tuple(c["names"]) for c in out["clusters"]} == {("A", "B"), ("P",)}
-    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["clusters.csv", "groups.csv", "matrix.csv"]
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == [
+        "clusters.csv",
+        "groups.csv",
+        "matrix.csv",
+    ]
     (tmp_path / "bad.json").write_text(json.dumps({**spec, "checkpoints": spec["checkpoints"][:1]}))
     capsys.readouterr()
     assert main(["study", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.json")]) == 2

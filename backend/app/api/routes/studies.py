@@ -14,9 +14,8 @@ from backend.app.api.errors import responses
 from basin.errors import InvalidSpec
 from basin.study.matrix import to_csv
 from basin.study.plan import StudySpec, parse_study
-from service.jobs import JobNotFound
+from service.jobs import JobNotFound, cancel_job
 from service.jobs.limits import JobLimits
-from service.jobs import cancel_job
 from service.jobs.study import STUDY, create_study, list_studies, study_detail
 
 router = APIRouter(tags=["studies"])
@@ -39,7 +38,9 @@ def _study_id(study_id: str) -> str:
 StudyId = Annotated[str, Depends(_study_id)]
 
 
-def resolve_study(body: Any, store: Any, *, names: dict[str, str], tags: list[dict[str, Any]]) -> StudySpec:
+def resolve_study(
+    body: Any, store: Any, *, names: dict[str, str], tags: list[dict[str, Any]]
+) -> StudySpec:
     """Parse a study spec, add the checkpoints ``where`` selects by their store tags, rewrite every
     reference to a store id (names recorded in ``names``, each checkpoint's store tags under
     the spec's own in ``tags``) and check a pair's run against the store (compatibility)."""
@@ -51,7 +52,11 @@ def resolve_study(body: Any, store: Any, *, names: dict[str, str], tags: list[di
         have = {c["ref"] for c in cks}
         for m in store.list_checkpoints():
             t = m.get("tags") or {}
-            if all(t.get(k) == v for k, v in spec.where.items()) and m["id"] not in have and m.get("name") not in have:
+            if (
+                all(t.get(k) == v for k, v in spec.where.items())
+                and m["id"] not in have
+                and m.get("name") not in have
+            ):
                 cks.append({"ref": m["id"], "name": m.get("name"), "tags": {}})
     for c in cks:
         m = store.get_checkpoint(c["ref"])
@@ -59,13 +64,19 @@ def resolve_study(body: Any, store: Any, *, names: dict[str, str], tags: list[di
         c["name"] = c.get("name") or m.get("name")
         c["ref"] = m["id"]
         tags.append({**(m.get("tags") or {}), **(c.get("tags") or {})})
+
     def ds(ref: str) -> str:
         m = store.get_dataset(ref)
         names.setdefault(m["id"], str(m.get("name") or ref))
         return str(m["id"])
 
-    data = {**spec.model_dump(mode="json"), "checkpoints": cks, "where": None, "dataset": ds(spec.dataset),
-            "datasets": {k: ds(v) for k, v in spec.datasets.items()}}
+    data = {
+        **spec.model_dump(mode="json"),
+        "checkpoints": cks,
+        "where": None,
+        "dataset": ds(spec.dataset),
+        "datasets": {k: ds(v) for k, v in spec.datasets.items()},
+    }
     resolved = parse_study(data)
     from backend.app.runs import check_compatibility
 
@@ -74,15 +85,25 @@ def resolve_study(body: Any, store: Any, *, names: dict[str, str], tags: list[di
 
 
 @router.post("/studies", status_code=201, responses=responses(422, 503), dependencies=[WriteAuth])
-def create(body: Annotated[Any, Depends(_body)], settings: SettingsDep, store: StoreDep, r: RedisDep) -> dict[str, str]:
+def create(
+    body: Annotated[Any, Depends(_body)], settings: SettingsDep, store: StoreDep, r: RedisDep
+) -> dict[str, str]:
     """Validate a study spec (references resolved to store ids; the server's caps on every run it
     will queue, the checkpoints cap, the job time limit), queue its first phase of pair runs;
     ``{id, url}``."""
     names: dict[str, str] = {}
     tags: list[dict[str, Any]] = []
     spec = resolve_study(body, store, names=names, tags=tags)
-    study_id = create_study(r, spec, names=names, tags=tags, redis_url=settings.redis_url,
-                            queue=settings.task_queue, limits=JobLimits.from_settings(settings), store=store)
+    study_id = create_study(
+        r,
+        spec,
+        names=names,
+        tags=tags,
+        redis_url=settings.redis_url,
+        queue=settings.task_queue,
+        limits=JobLimits.from_settings(settings),
+        store=store,
+    )
     return {"id": study_id, "url": f"{settings.public_url.rstrip('/')}/studies/{study_id}"}
 
 
@@ -96,7 +117,10 @@ def list_all(settings: SettingsDep, r: RedisDep) -> list[dict[str, Any]]:
 def get(study_id: StudyId, settings: SettingsDep, r: RedisDep) -> dict[str, Any]:
     """A study: status, spec, its pair runs, and the result so far — the barrier matrix with a
     verdict per cell, leaf order and dendrogram, clusters, groups, instability, evaluations."""
-    return {**study_detail(r, study_id), "url": f"{settings.public_url.rstrip('/')}/studies/{study_id}"}
+    return {
+        **study_detail(r, study_id),
+        "url": f"{settings.public_url.rstrip('/')}/studies/{study_id}",
+    }
 
 
 @router.post("/studies/{study_id}/cancel", responses=responses(404, 409), dependencies=[WriteAuth])
@@ -106,8 +130,11 @@ def cancel(study_id: StudyId, r: RedisDep, store: StoreDep) -> dict[str, str]:
 
 
 @router.get("/studies/{study_id}/export", responses=responses(404, 422, 503), response_model=None)
-def export(study_id: StudyId, r: RedisDep,
-           table: Annotated[str, Query(pattern="^(json|matrix|clusters|groups)$")] = "json") -> Any:
+def export(
+    study_id: StudyId,
+    r: RedisDep,
+    table: Annotated[str, Query(pattern="^(json|matrix|clusters|groups)$")] = "json",
+) -> Any:
     """The result as JSON (``table=json``) or one table as CSV: ``matrix`` (pair × metric:
     barrier, interval, verdict, points, run), ``clusters`` (member × metrics), ``groups``."""
     d = study_detail(r, study_id)
@@ -117,8 +144,11 @@ def export(study_id: StudyId, r: RedisDep,
         text = to_csv(d["result"], table)
     except ValueError as e:  # pragma: no cover - the pattern above
         raise InvalidSpec(str(e)) from None
-    return PlainTextResponse(text, media_type="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="study-{study_id[:8]}-{table}.csv"'})
+    return PlainTextResponse(
+        text,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="study-{study_id[:8]}-{table}.csv"'},
+    )
 
 
 __all__ = ["JobNotFound", "resolve_study", "router"]
