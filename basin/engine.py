@@ -474,8 +474,9 @@ class Landscape:
         """The store id of the checkpoint this point IS, when the key may say so (else ``None``):
         α = 0 of a linear path is θA whatever the pair, α = 1 is θB when every tensor moves
         (scope ``all``, nothing held) — equal up to float rounding (θA + (θB − θA)), the
-        tolerance the key already accepts for the batch size. Only a plain linear run: no
-        ensemble, no generation, merged space, and a frame (:func:`basin.study.plan.frame_of`)."""
+        tolerance the key already accepts for the batch size. Only a study's plain linear run
+        (``refine.until: decided``; no ensemble, no generation, merged space): it has a frame
+        (:func:`basin.study.plan.frame_of`). Other runs keep their keys."""
         if self._frame is None or set(coords) != {"alpha"}:
             return None
         alpha = float(coords["alpha"])

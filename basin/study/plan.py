@@ -145,8 +145,8 @@ class StudySpec(FrozenModel):
     def pair_data(
         self, i: int, j: int, *, dataset: str | None = None, name: str | None = None
     ) -> dict[str, Any]:
-        """The run spec (a dict) of pair (i, j) on the study's dataset, or a two-point run of
-        the two checkpoints alone on an extra ``dataset``."""
+        """The run spec (a dict) of pair (i, j) on the study's dataset, or a run of the two
+        checkpoints alone (α = 0 and 1) on an extra ``dataset``."""
         a, b = self.checkpoints[i], self.checkpoints[j]
         labels = self.labels()
         extra = dataset is not None
@@ -154,7 +154,7 @@ class StudySpec(FrozenModel):
             "type": self.path.type,
             "a": a.ref,
             "b": b.ref,
-            "points": 2 if extra else self.path.points,
+            "points": 3 if extra else self.path.points,
         }
         data: dict[str, Any] = {
             "path": path,
@@ -173,13 +173,14 @@ class StudySpec(FrozenModel):
             or f"{self.name or 'study'}: {labels[i]} × {labels[j]}"
             + (f" on {dataset}" if extra else ""),
         }
-        if not extra:
-            data["refine"] = {
-                "mode": "adaptive",
-                "levels": self.path.levels,
-                "budget": self.path.budget,
-                "until": "decided",
-            }
+        data["refine"] = {
+            "mode": "adaptive",
+            "levels": self.path.levels,
+            "budget": self.path.budget,
+            "until": "decided",
+        }
+        if extra:  # the two checkpoints alone: α = 0 and 1 (the coarse grid of 3 points)
+            data["refine"].update(levels=1, budget=2)
         return data
 
     def pair_spec(self, i: int, j: int, *, dataset: str | None = None) -> RunSpec:
@@ -285,12 +286,14 @@ def decided(spec: RunSpec, results: list[dict[str, Any]] | Any) -> bool:
 
 def frame_of(spec: RunSpec, first: Any, tokenizer_id: str | None) -> str | None:
     """What, besides a checkpoint's weights, decides its own point's metrics in a run, or ``None``
-    when the run may not share such points (not a plain linear run on [0, 1]): the config and
+    when the run may not share such points (not a study's plain linear run): the config and
     tokenizer files of the checkpoint that builds the model (sha256 of their contents) and
     an explicit tokenizer. Two pairs whose first checkpoints have equal frames build the
     same model around θA (the same class, labels, padding, tokenizer)."""
     if (
-        spec.path.type != "linear"
+        spec.refine is None
+        or spec.refine.until != "decided"  # only a study's runs: ordinary runs keep their keys
+        or spec.path.type != "linear"
         or spec.ensemble
         or spec.generation is not None
         or spec.space != "merged"

@@ -125,6 +125,13 @@ def test_a_checkpoints_own_point_has_one_key_in_every_pair(study_family):
     assert keys[(0, 1)][0] == keys[(2, 0)][1]  # θA: α = 0 of (A, B), α = 1 of (P, A)
     assert keys[(0, 1)][1] == keys[(1, 2)][0]  # θB
     assert keys[(0, 1)][2] != keys[(2, 0)][2]
+    # an ordinary run (not a study's) keeps its own keys
+    plain = spec.pair_spec(0, 1).model_copy(update={"refine": None})
+    land = engine.Landscape.open(plain, FileResolver())
+    try:
+        assert land.point_key({"alpha": 0.0}) != keys[(0, 1)][0]
+    finally:
+        land.close()
     # a scope that holds tensors at θA: α = 1 of (P, A) is not θA, so its key is not A's
     held = parse_study({**spec.model_dump(mode="json"), "scope": "upper"})
     land = engine.Landscape.open(held.pair_spec(2, 0), FileResolver())
@@ -241,3 +248,17 @@ def test_shared_cache_is_what_saves_the_work(study_family):
     again = run_study(spec, FileResolver(), progress=False, cache=cache)  # all from the cache
     assert again["evaluations"]["performed"] == 0
     assert again["matrix"] == res["matrix"]
+
+
+def test_extra_evaluation_sets_give_each_checkpoints_metrics_per_cluster(study_family, tmp_path):
+    other = factories.write_classification_dataset(tmp_path / "other.csv", n=32, seed=9)
+    res = run_study(study_spec(study_family, datasets={"other": str(other)}), FileResolver(), progress=False)
+    own = res["evaluations"]["own"]
+    assert {k: v for k, v in own.items() if k.startswith("other:")} == {"other:A": 1, "other:B": 1, "other:P": 1}
+    for c in res["checkpoints"]:
+        assert set(c["metrics"]) == {"main", "other"} and "accuracy" in c["metrics"]["other"]
+    for cl in res["clusters"]:
+        assert cl["metrics"]["other"]["loss"] == pytest.approx(
+            sum(res["checkpoints"][i]["metrics"]["other"]["loss"] for i in cl["members"]) / len(cl["members"]))
+    header = next(csv.reader(io.StringIO(to_csv(res, "clusters"))))
+    assert "loss (other)" in header and "loss (main)" in header
