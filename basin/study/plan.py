@@ -36,17 +36,11 @@ from basin.spec import RunSpec, format_validation_error, parse_spec, read_spec_f
 #: Fine grid, halvings to the coarse grid and the point budget of a pair by default: 25 points
 #: on [0, 1] (every 1/24), coarse every 8th (α = 0, 1/3, 2/3, 1), at most 8 points a pair.
 POINTS, LEVELS, BUDGET = 25, 3, 8
-#: Files of a checkpoint's folder that are weights, not the frame (config, tokenizer) around them.
-_WEIGHT_SUFFIXES = (
-    ".safetensors",
-    ".bin",
-    ".pt",
-    ".pth",
-    ".ckpt",
-    ".h5",
-    ".msgpack",
-    ".gguf",
-    ".index.json",
+#: The files around a checkpoint's weights that decide how its model is built and its data
+#: tokenised (not a store's manifest, which names the checkpoint itself).
+_FRAME_FILES = (
+    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
 )
 _FRAME_MAX_BYTES = 32 << 20
 
@@ -306,11 +300,7 @@ def frame_of(spec: RunSpec, first: Any, tokenizer_id: str | None) -> str | None:
         if not folder.is_dir():
             continue
         for f in sorted(folder.iterdir()):
-            if (
-                not f.is_file()
-                or f.name.endswith(_WEIGHT_SUFFIXES)
-                or f.stat().st_size > _FRAME_MAX_BYTES
-            ):
+            if f.name not in _FRAME_FILES or not f.is_file() or f.stat().st_size > _FRAME_MAX_BYTES:
                 continue
             found |= f.name == "config.json"
             h.update(f.name.encode() + b"\0")

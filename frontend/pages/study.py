@@ -237,7 +237,7 @@ def _view(body: dict, metric: str) -> tuple:
         status,
         COLOUR.get(status, "dark"),
         words,
-        round(100 * done / total) if total else 0,
+        100 if status == "done" else round(100 * done / total) if total else 0,
         body.get("error") or "",
         clusters_table(result),
         groups_table(result),
@@ -405,6 +405,7 @@ def layout(study_id: str | None = None, **_: Any) -> Any:
     Output("study-instability-box", "children"),
     Output("study-interval", "disabled"),
     Output("study-cancel", "disabled"),
+    Output("study-metric", "options"),
     Input("study-interval", "n_intervals"),
     Input("study-metric", "value"),
     State("study-meta", "data"),
@@ -413,9 +414,10 @@ def layout(study_id: str | None = None, **_: Any) -> Any:
 def _poll(_n: int | None, metric: str, meta: dict):
     r = api.get(f"/api/studies/{meta['id']}")
     if not r.ok or not isinstance(r.body, dict):
-        return (no_update,) * 11
+        return (no_update,) * 12
     out = _view(r.body, metric or "loss")
-    return (*out, out[-1])
+    metrics = (r.body.get("result") or {}).get("metrics") or ["loss"]
+    return (*out, out[-1], [{"label": m, "value": m} for m in metrics])
 
 
 @callback(Output("study-go", "href"), Input("study-matrix", "clickData"), prevent_initial_call=True)

@@ -43,8 +43,8 @@ def test_a_study_is_drawn_live_and_a_cell_opens_its_run(stack, study_family, pag
         page.goto(stack.base_url + f"/studies/{sid}")
         page.locator("#study-matrix").wait_for()
         page.wait_for_function(
-            f"(() => {{ const c = ({CELLS})(); return c && c.length === 6 && "
-            "c.every(s => s === '…'); }})()"
+            f"() => {{ const c = ({CELLS})(); return c && c.length === 6 && "
+            "c.every(s => s === '…'); }"
         )
         assert page.locator("#study-count").inner_text().startswith("0 / 3 pairs")
         stack.start_worker()
@@ -52,8 +52,8 @@ def test_a_study_is_drawn_live_and_a_cell_opens_its_run(stack, study_family, pag
             "document.querySelector('#study-status').textContent === 'done'", timeout=600_000
         )  # a wait on the event; the limit only stops a hang
         page.wait_for_function(
-            f"(() => {{ const c = ({CELLS})(); return c && c.length === 6 && "
-            "c.every(s => /[✓✗?]$/.test(s)); }})()"
+            f"() => {{ const c = ({CELLS})(); return c && c.length === 6 && "
+            "c.every(s => /[✓✗?]$/.test(s)); }"
         )
     finally:
         if not stack.live_worker_names:
@@ -66,7 +66,19 @@ def test_a_study_is_drawn_live_and_a_cell_opens_its_run(stack, study_family, pag
     assert members == [("permuted",), ("seed_a", "seed_b")]
     assert page.locator("#study-count").inner_text().startswith("3 / 3 pairs")
     assert "✗" in "".join(page.evaluate(CELLS))
+    page.wait_for_function("document.querySelector('#study-progress .progress-bar').style.width === '100%'")
     page.screenshot(path=str(screenshots / "study-page.png"), full_page=True)
+    # the accuracy barrier, offered once the pairs are in
+    page.locator("#study-metric label", has_text="accuracy").click()
+    page.wait_for_function(
+        "() => { const g = document.querySelector('#study-matrix .js-plotly-plot');"
+        " return g && g.layout.title.text.startsWith('accuracy barrier'); }"
+    )
+    page.locator("#study-metric label", has_text="loss").click()
+    page.wait_for_function(
+        "() => { const g = document.querySelector('#study-matrix .js-plotly-plot');"
+        " return g && g.layout.title.text.startsWith('loss barrier'); }"
+    )
     # a click on the cell of row 0, column 1 opens that pair's run
     target = page.evaluate("""() => { const g = document.querySelector('#study-matrix .js-plotly-plot');
       const t = g.data.find(d => d.meta === 'matrix'); const L = g._fullLayout; const b = g.getBoundingClientRect();

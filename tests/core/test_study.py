@@ -125,6 +125,16 @@ def test_a_checkpoints_own_point_has_one_key_in_every_pair(study_family):
     assert keys[(0, 1)][0] == keys[(2, 0)][1]  # θA: α = 0 of (A, B), α = 1 of (P, A)
     assert keys[(0, 1)][1] == keys[(1, 2)][0]  # θB
     assert keys[(0, 1)][2] != keys[(2, 0)][2]
+    # a store's manifest beside the weights (naming the checkpoint) is not part of the frame
+    (study_family["permuted"] / "manifest.json").write_text('{"name": "permuted"}')
+    try:
+        land = engine.Landscape.open(spec.pair_spec(2, 0), FileResolver())
+        try:
+            assert land.point_key({"alpha": 1.0}) == keys[(0, 1)][0]
+        finally:
+            land.close()
+    finally:
+        (study_family["permuted"] / "manifest.json").unlink()
     # an ordinary run (not a study's) keeps its own keys
     plain = spec.pair_spec(0, 1).model_copy(update={"refine": None})
     land = engine.Landscape.open(plain, FileResolver())

@@ -162,6 +162,8 @@ def test_bad_studies_are_refused_with_what_is_wrong(study_stack):
         "POST", "/api/studies", json=body(where=None, checkpoints=["seed_a", "nope"])
     )
     assert r.status_code == 422 and "nope" in r.text
+    r = study_stack.request("POST", "/api/studies", json=body(where={"family": "no such family"}))
+    assert r.status_code == 422 and "at least 2" in r.text
     r = study_stack.request("POST", "/api/studies", json=body(max_examples=10**6))
     assert r.status_code == 422 and "BASIN_MAX_EXAMPLES" in r.text, r.text
     assert Path(study_stack.store).exists()

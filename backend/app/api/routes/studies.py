@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from backend.app import runs as book
 from backend.app.api.deps import RedisDep, SettingsDep, StoreDep, WriteAuth
-from backend.app.api.errors import responses
+from backend.app.api.errors import carried_references, responses
 from basin.errors import InvalidSpec
 from basin.study.matrix import to_csv
 from basin.study.plan import StudySpec, parse_study
@@ -46,7 +46,7 @@ def resolve_study(
     the spec's own in ``tags``) and check a pair's run against the store (compatibility)."""
     if not isinstance(body, dict):
         raise InvalidSpec("invalid study spec: the body must be a JSON object")
-    spec = parse_study(body) if body.get("where") is None else StudySpec.model_validate(body)
+    spec = parse_study(body)
     cks = [c.model_dump(mode="json") for c in spec.checkpoints]
     if spec.where:
         have = {c["ref"] for c in cks}
@@ -58,6 +58,23 @@ def resolve_study(
                 and m.get("name") not in have
             ):
                 cks.append({"ref": m["id"], "name": m.get("name"), "tags": {}})
+    if len(cks) < 2:
+        raise InvalidSpec(
+            f"invalid study spec: a study needs at least 2 checkpoints; 'where' {spec.where} "
+            f"and 'checkpoints' name {len(cks)}"
+        )
+    with carried_references():  # an unknown name is bad input (422), not a missing URL
+        return _resolved(spec, cks, store, names=names, tags=tags)
+
+
+def _resolved(
+    spec: StudySpec,
+    cks: list[dict[str, Any]],
+    store: Any,
+    *,
+    names: dict[str, str],
+    tags: list[dict[str, Any]],
+) -> StudySpec:
     for c in cks:
         m = store.get_checkpoint(c["ref"])
         names.setdefault(m["id"], str(m.get("name") or c["ref"]))
