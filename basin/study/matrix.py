@@ -190,7 +190,8 @@ def groups(
     keys = sorted({k for t in tags for k in t if k != "pair"})
     out: dict[str, Any] = {}
     for k in keys:
-        within, between = [], []
+        within: list[dict[str, Any]] = []
+        between: list[dict[str, Any]] = []
         for (i, j), cell in sorted(cells.items()):
             e = cell.get(metric)
             if not e or k not in tags[i] or k not in tags[j]:

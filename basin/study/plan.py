@@ -93,7 +93,7 @@ class StudySpec(FrozenModel):
         description="more evaluation sets (label → "
         "dataset): each checkpoint's metrics on them, per cluster",
     )
-    path: StudyPath = Field(default_factory=StudyPath)
+    path: StudyPath = Field(default_factory=lambda: StudyPath.model_validate({}))
     task: str = "classification"
     metrics: list[str] = Field(default_factory=list)
     max_examples: int = Field(512, ge=1, le=1_000_000)

@@ -239,7 +239,7 @@ def advance(
         bad = [(k, s) for k, s in status.items() if s in (FAILED, CANCELLED) or s is None]
         if bad:
             key, s = bad[0]
-            err = r.hget(RunKeys(runs[key]).run, "error") or ""
+            err = str(r.hget(RunKeys(runs[key]).run, "error") or "")
             what = "expired" if s is None else s
             _end(
                 r,
@@ -269,7 +269,7 @@ def advance(
                     r.hset(
                         hk, "runs", json.dumps(runs)
                     )  # one by one: a crash leaves no run unknown
-            fields: dict[str, Any] = {"phase": nxt, "runs": json.dumps(runs)}
+            fields: dict[Any, Any] = {"phase": nxt, "runs": json.dumps(runs)}
             if h.get("status") == QUEUED:
                 fields.update(status=RUNNING, started=repr(time.time()))
             r.hset(hk, mapping=fields)
