@@ -39,8 +39,17 @@ POINTS, LEVELS, BUDGET = 25, 3, 8
 #: The files around a checkpoint's weights that decide how its model is built and its data
 #: tokenised (not a store's manifest, which names the checkpoint itself).
 _FRAME_FILES = (
-    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
 )
 _FRAME_MAX_BYTES = 32 << 20
 

@@ -66,7 +66,9 @@ def test_a_study_is_drawn_live_and_a_cell_opens_its_run(stack, study_family, pag
     assert members == [("permuted",), ("seed_a", "seed_b")]
     assert page.locator("#study-count").inner_text().startswith("3 / 3 pairs")
     assert "✗" in "".join(page.evaluate(CELLS))
-    page.wait_for_function("document.querySelector('#study-progress .progress-bar').style.width === '100%'")
+    page.wait_for_function(
+        "document.querySelector('#study-progress .progress-bar').style.width === '100%'"
+    )
     page.screenshot(path=str(screenshots / "study-page.png"), full_page=True)
     # the accuracy barrier, offered once the pairs are in
     page.locator("#study-metric label", has_text="accuracy").click()

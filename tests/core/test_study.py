@@ -262,13 +262,21 @@ def test_shared_cache_is_what_saves_the_work(study_family):
 
 def test_extra_evaluation_sets_give_each_checkpoints_metrics_per_cluster(study_family, tmp_path):
     other = factories.write_classification_dataset(tmp_path / "other.csv", n=32, seed=9)
-    res = run_study(study_spec(study_family, datasets={"other": str(other)}), FileResolver(), progress=False)
+    res = run_study(
+        study_spec(study_family, datasets={"other": str(other)}), FileResolver(), progress=False
+    )
     own = res["evaluations"]["own"]
-    assert {k: v for k, v in own.items() if k.startswith("other:")} == {"other:A": 1, "other:B": 1, "other:P": 1}
+    assert {k: v for k, v in own.items() if k.startswith("other:")} == {
+        "other:A": 1,
+        "other:B": 1,
+        "other:P": 1,
+    }
     for c in res["checkpoints"]:
         assert set(c["metrics"]) == {"main", "other"} and "accuracy" in c["metrics"]["other"]
     for cl in res["clusters"]:
         assert cl["metrics"]["other"]["loss"] == pytest.approx(
-            sum(res["checkpoints"][i]["metrics"]["other"]["loss"] for i in cl["members"]) / len(cl["members"]))
+            sum(res["checkpoints"][i]["metrics"]["other"]["loss"] for i in cl["members"])
+            / len(cl["members"])
+        )
     header = next(csv.reader(io.StringIO(to_csv(res, "clusters"))))
     assert "loss (other)" in header and "loss (main)" in header
