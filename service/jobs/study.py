@@ -455,7 +455,8 @@ def study_detail(r: redis.Redis, job_id: str) -> dict[str, Any]:
 
 
 def list_studies(r: redis.Redis, *, public_url: str = "") -> list[dict[str, Any]]:
-    return list_jobs(r, STUDY, public_url=public_url)
+    fields = ("spec", "status", "runs", "total", "created", "finished", "error")  # not the result
+    return list_jobs(r, STUDY, public_url=public_url, fields=fields)
 
 
 __all__ = [
