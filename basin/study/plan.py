@@ -287,6 +287,25 @@ def decided(spec: RunSpec, results: list[dict[str, Any]] | Any) -> bool:
     return said == "connected" and len(have) > len(set(first))
 
 
+#: config.json keys that do not change what Basin computes: bookkeeping, and ``problem_type``
+#: (transformers sets it at the first training step; it picks the model's own loss, and Basin
+#: computes its losses from the logits). A fine-tuned checkpoint and its untrained θ0 then
+#: share a frame.
+_CONFIG_IGNORED = ("_name_or_path", "transformers_version", "problem_type")
+
+
+def _config_frame(data: bytes) -> bytes:
+    try:
+        config = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(config, dict):
+        return data
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in _CONFIG_IGNORED}, sort_keys=True
+    ).encode()
+
+
 def frame_of(spec: RunSpec, first: Any, tokenizer_id: str | None) -> str | None:
     """What, besides a checkpoint's weights, decides its own point's metrics in a run, or ``None``
     when the run may not share such points (not a study's plain linear run): the config and
@@ -311,9 +330,12 @@ def frame_of(spec: RunSpec, first: Any, tokenizer_id: str | None) -> str | None:
         for f in sorted(folder.iterdir()):
             if f.name not in _FRAME_FILES or not f.is_file() or f.stat().st_size > _FRAME_MAX_BYTES:
                 continue
-            found |= f.name == "config.json"
+            data = f.read_bytes()
+            if f.name == "config.json":
+                found = True
+                data = _config_frame(data)
             h.update(f.name.encode() + b"\0")
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+            h.update(hashlib.sha256(data).digest())
     return h.hexdigest() if found else None
 
 

@@ -280,3 +280,43 @@ def test_extra_evaluation_sets_give_each_checkpoints_metrics_per_cluster(study_f
         )
     header = next(csv.reader(io.StringIO(to_csv(res, "clusters"))))
     assert "loss (other)" in header and "loss (main)" in header
+
+
+def test_a_frame_is_what_builds_the_model_around_the_weights(tmp_path, study_family):
+    from types import SimpleNamespace
+
+    from basin.study.plan import frame_of
+
+    spec = study_spec(study_family).pair_spec(0, 1)
+    base = json.loads((study_family["seed_a"] / "config.json").read_text())
+
+    def frame(config: dict, extra: dict[str, str] | None = None) -> str | None:
+        d = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(config))
+        for name, text in (extra or {}).items():
+            (d / name).write_text(text)
+        return frame_of(spec, SimpleNamespace(config_dir=d, weights=d, adapter=None), None)
+
+    same = frame(base)
+    assert same is not None
+    # bookkeeping a trained copy adds, and a store's manifest, change nothing
+    assert (
+        frame({**base, "problem_type": "single_label_classification", "_name_or_path": "x"}) == same
+    )
+    assert frame(base, {"manifest.json": '{"name": "other"}'}) == same
+    # another head or tokenizer does
+    assert frame({**base, "num_labels": 3, "id2label": {"0": "a", "1": "b", "2": "c"}}) != same
+    assert frame(base, {"tokenizer.json": "{}"}) != same
+    # an ordinary run shares nothing
+    plain = spec.model_copy(update={"refine": None})
+    assert (
+        frame_of(
+            plain,
+            SimpleNamespace(
+                config_dir=study_family["seed_a"], weights=study_family["seed_a"], adapter=None
+            ),
+            None,
+        )
+        is None
+    )
