@@ -11,7 +11,7 @@ neurons permuted (of a and of b: the same functions, other basins). 256 evaluati
   finished, and its evaluations.
 
     python -m bench.study [--out DIR] [--no-service]
-    python -m bench.study --demo models_store/demo     # the MiniLM demo's six checkpoints, in-process
+    python -m bench.study --demo models_store/demo [--no-service]   # the MiniLM demo's six checkpoints
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def in_process(fam: dict[str, Path], cks: list[dict[str, Any]]) -> dict[str, Any
 
 
 def service(
-    fam: dict[str, Path], cks: list[dict[str, Any]], workers: int, root: Path
+    fam: dict[str, Path], cks: list[dict[str, Any]], workers: int, root: Path, **extra: Any
 ) -> dict[str, Any]:
     from service.store import Store
     from tests.stack import running_stack
@@ -106,6 +106,7 @@ def service(
                 "dataset": "study.csv",
                 "max_examples": 256,
                 "batch_size": 64,
+                **extra,
             },
         )
         r.raise_for_status()
@@ -183,7 +184,19 @@ def main() -> None:
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     if args.demo:
-        print(json.dumps({"demo": demo(Path(args.demo))}, indent=1))
+        out = {"demo": demo(Path(args.demo))}
+        if not args.no_service:
+            from basin.demo import build_demo
+
+            doc = build_demo(Path(args.demo), progress=False)
+            cks = [{"ref": c["path"], "name": c["name"], "tags": {}} for c in doc["checkpoints"]]
+            data = {
+                "data": Path(next(d["path"] for d in doc["datasets"] if d["name"] == "tweets-eval"))
+            }
+            out["service"] = [
+                service(data, cks, w, root, batch_size=32, max_length=48) for w in (1, 2)
+            ]
+        print(json.dumps(out, indent=1))
         return
     fam, cks = population(root / "family")
     out: dict[str, Any] = {"in_process": in_process(fam, cks)}
