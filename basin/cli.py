@@ -8,6 +8,7 @@
     basin fit FIT_SPEC [-o FOLDER] [--device D] [--quiet]
     basin tune TUNE_SPEC --out DIR [--device D] [--quiet]
     basin forgetting result.json -o forgetting.csv [--dataset PATH] [--format csv|json]
+    basin study SPEC -o study.json [--csv DIR] [--device D] [--quiet]
     basin demo [--out DIR] [--report PATH]
     basin up [--port P] [--store DIR] [--no-demo]
 
@@ -203,6 +204,41 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from basin.report import write_atomic
+    from basin.resolve import FileResolver
+    from basin.study.matrix import to_csv
+    from basin.study.plan import load_study, parse_study
+    from basin.study.run import run_study
+
+    spec_path = Path(args.spec)
+    if not spec_path.is_file():
+        raise InvalidSpec(f"study spec file not found: {spec_path}")
+    spec = load_study(spec_path)
+    if spec.where is not None:
+        raise InvalidSpec("study spec: 'where' selects checkpoints by the store's tags (the service's "
+                          "POST /api/studies); the CLI needs them listed in 'checkpoints'")
+    if args.device:
+        spec = parse_study({**spec.model_dump(mode="json"), "device": args.device})
+    result = run_study(spec, FileResolver(spec_path.resolve().parent), progress=not args.quiet)
+    out = Path(args.output)
+    write_atomic(out, json.dumps(result, indent=1, allow_nan=True) + "\n")
+    if args.csv:
+        folder = Path(args.csv)
+        folder.mkdir(parents=True, exist_ok=True)
+        for table in ("matrix", "clusters", "groups"):
+            write_atomic(folder / f"{table}.csv", to_csv(result, table))
+    if not args.quiet:
+        ev = result["evaluations"]
+        print(f"{len(result['checkpoints'])} checkpoints, {len(result['pairs'])} pairs: "
+              f"{ev['performed']} points evaluated ({ev['fraction']:.0%} of {ev['full_runs']} for full runs), "
+              f"{len(result['clusters'])} cluster(s):")
+        for c in result["clusters"]:
+            print(f"  {c['id']}: {', '.join(c['names'])}")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from basin.demo import run_demo
 
@@ -392,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--dataset", help="the run's dataset file (default: the spec's, beside the result or here)")
     fg.add_argument("--format", choices=("csv", "json"), default="csv", help="default: %(default)s")
     fg.set_defaults(func=cmd_forgetting)
+
+    st = sub.add_parser("study", help="barrier matrix, clusters, groups and instability of N checkpoints "
+                        "(docs/study.md)")
+    st.add_argument("spec", help="study spec, .yaml/.yml/.json; relative paths are relative to its folder")
+    st.add_argument("-o", "--output", required=True, help="study result to write (JSON)")
+    st.add_argument("--csv", help="also write matrix.csv, clusters.csv and groups.csv into this folder")
+    st.add_argument("--device", help="override the spec's device: cpu, cuda, cuda:N, auto")
+    st.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    st.set_defaults(func=cmd_study)
 
     d = sub.add_parser("demo", help="build the MiniLM tweet-sentiment demo and its report")
     d.add_argument("--out", default=os.environ.get("BASIN_DEMO_DIR", "models_store/demo"),

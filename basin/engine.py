@@ -113,6 +113,7 @@ class Landscape:
     load_s: float
     _order: list[int]
     _key_base: dict[str, Any]
+    _frame: str | None  # what builds the model around a checkpoint's own point (None: no shared key)
     _prefix_off: dict[str, Any] | None  # why frozen-prefix reuse is not used (None: it is)
     points_per_pass: int  # measure_many's k
     _width_why: str
@@ -239,6 +240,9 @@ class Landscape:
         self.reference_name = ref_name
         self._order = grid.order_1d(spec.shape[0]) if spec.is_1d else grid.order_2d(*spec.shape)
         self._key_base = self._key_base_doc()
+        from basin.study.plan import frame_of
+
+        self._frame = frame_of(spec, self.sources[refs[0]], self.tokenizer_id)
         self.load_s = time.perf_counter() - t0
         logger.info("opened %s landscape: %d movable tensors, %d examples, %d points on %s in %.2fs "
                     "(basis held in %s on %s)", spec.path.type, len(self.names), len(self.data), spec.num_points,
@@ -321,6 +325,11 @@ class Landscape:
         if spec.refine is None:
             seen = {int(r["index"]) for r in results}
             return [i for i in self._order if i not in seen]
+        if spec.refine.until == "decided":  # a study's pair: stop once its verdict is decided
+            from basin.study.plan import decided
+
+            if decided(spec, results):
+                return []
         return refine.next_wave(spec.refine, spec.shape, refine.values_of(results, spec.refine_metric),
                                 spec.refine_required)
 
@@ -503,8 +512,32 @@ class Landscape:
         not fp32 (in fp32 results are batch-independent up to rounding).
         """
         coords = point.coords if isinstance(point, Point) else point
-        doc = dict(self._key_base, coords={k: float(v).hex() for k, v in sorted(coords.items())})
+        shared = self._checkpoint_at(coords)
+        if shared is not None:  # one checkpoint's own point: the same key in every pair (a study's endpoints)
+            doc = {k: v for k, v in self._key_base.items() if k not in ("path", "checkpoints")}
+            doc.update(checkpoint=shared, frame=self._frame)
+        else:
+            doc = dict(self._key_base, coords={k: float(v).hex() for k, v in sorted(coords.items())})
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def _checkpoint_at(self, coords: Mapping[str, float]) -> str | None:
+        """The store id of the checkpoint this point IS, when the key may say so (else ``None``):
+        α = 0 of a linear path is θA whatever the pair, α = 1 is θB when every tensor moves
+        (scope ``all``, nothing held) — equal up to float rounding (θA + (θB − θA)), the
+        tolerance the key already accepts for the batch size. Only a study's plain linear run
+        (``refine.until: decided``; no ensemble, no generation, merged space): it has a frame
+        (:func:`basin.study.plan.frame_of`). Other runs keep their keys."""
+        if self._frame is None or set(coords) != {"alpha"}:
+            return None
+        alpha = float(coords["alpha"])
+        ends = self.path.endpoints()
+        if ends is None:
+            return None
+        if alpha == 0.0:
+            return self.sources[ends[0]].id
+        if alpha == 1.0 and self.spec.scope == "all" and not self.mismatches:
+            return self.sources[ends[1]].id
+        return None
 
     # ---- summary -------------------------------------------------------------------------
 

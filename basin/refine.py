@@ -50,6 +50,10 @@ class RefineSpec(FrozenModel):
                              "coarse grid, at most a quarter of the budget beyond it); a wave's points are evaluated in parallel by the service")
     metric: str | None = Field(None, description="the metric whose changes place points (default: the run's "
                                "first metric)")
+    until: Literal["budget", "decided"] = Field(
+        "budget", description="'budget': refine until the budget is spent; 'decided': stop as soon as the "
+        "connectivity verdict of the refinement metric is decided (basin.study.plan.decided: 'not connected' "
+        "on the points so far, or 'connected' after at least one wave beyond the coarse grid) — a study's pairs")
 
 
 def coarse_step(levels: int) -> int:

@@ -98,6 +98,7 @@ def _navbar() -> dbc.Navbar:
         ("Runs", "/runs"),
         ("Fits", "/fits"),
         ("Tune", "/tunes"),
+        ("Studies", "/studies"),
         ("Checkpoints", "/checkpoints"),
         ("Datasets", "/datasets"),
     ]

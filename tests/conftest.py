@@ -57,3 +57,10 @@ def t5_pair(tmp_path_factory) -> dict[str, Path]:
         "b": factories.build_t5(root / "b", seed=1),
         "data": factories.write_seq2seq_dataset(root / "s2s.jsonl"),
     }
+
+
+@pytest.fixture(scope="session")
+def study_family(tmp_path_factory) -> dict[str, Path]:
+    """A study's population (issue 26): ``seed_a``/``seed_b`` (one basin), ``permuted`` (seed_a's
+    FFN neurons permuted: the same function, another basin), ``init``, ``data`` (256 rows)."""
+    return factories.build_study_family(tmp_path_factory.mktemp("study"))

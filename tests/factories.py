@@ -312,3 +312,45 @@ def build_delta_family(root: Path, base: Path) -> dict[str, Path]:
     out["train"] = write_classification_dataset(root / "train.csv", n=64, seed=321)
     out["data"] = write_classification_dataset(root / "eval.csv", n=48, seed=654)
     return out
+
+
+def permute_ffn(model: BertForSequenceClassification, seed: int = 0) -> BertForSequenceClassification:
+    """The same function in another basin: in every layer the FFN's hidden neurons permuted —
+    the intermediate dense's rows (and bias) and the output dense's columns by one permutation
+    (issue 26: a study must put such a copy in a cluster of its own)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            inter, out = layer.intermediate.dense, layer.output.dense
+            perm = torch.randperm(inter.out_features, generator=g)
+            inter.weight.copy_(inter.weight[perm])
+            inter.bias.copy_(inter.bias[perm])
+            out.weight.copy_(out.weight[:, perm])
+    return model
+
+
+def build_study_family(root: Path, *, pretrain_steps: int = 100, steps: int = 12) -> dict[str, Path]:
+    """A study's tiny population (issue 26): θ0 trained ``pretrain_steps`` on the task (a
+    "pre-trained" init that sits in a basin), two seeds fine-tuned from it a few gentle steps
+    (``seed_a``, ``seed_b``: one basin), and ``seed_a`` with its FFN neurons permuted
+    (``permuted``: the same function, another basin); ``data`` an evaluation CSV. θ0's FFN
+    weights start 40× / 80× larger than the other factories' so the FFN carries the function
+    (at the usual scale this tiny BERT barely uses it, and averaging its neurons with a
+    permutation of them changed nothing); no dropout, so the family is the same on every run
+    (with these seeds the permuted copy's midpoint loses ≈ 0.2 nats, the seeds' none)."""
+    tok = make_tokenizer("bert")
+    base = init_classifier(0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with torch.no_grad():
+        for layer in base.bert.encoder.layer:
+            layer.intermediate.dense.weight.mul_(40.0)
+            layer.output.dense.weight.mul_(80.0)
+    finetune_classifier(base, 7, steps=pretrain_steps)
+    out: dict[str, Path] = {"init": save(base, root / "init", tok)}
+    for name, seed in (("seed_a", 1), ("seed_b", 2)):
+        m = BertForSequenceClassification.from_pretrained(root / "init").eval()
+        finetune_classifier(m, seed, steps=steps, lr=1e-3)
+        out[name] = save(m, root / name, tok)
+    m = permute_ffn(BertForSequenceClassification.from_pretrained(out["seed_a"]).eval(), seed=5)
+    out["permuted"] = save(m, root / "permuted", tok)
+    out["data"] = write_classification_dataset(root / "eval.csv", n=256, seed=321)
+    return out

@@ -264,6 +264,9 @@ def drain(run_id: str, state: WorkerState) -> dict:
             # another finisher holds the lock: it ends the run, or it died and its lock
             # expires within seconds; then this worker finishes it
             time.sleep(0.25)
+        from service.jobs.study import after_run
+
+        after_run(r, run_id, redis_url=state.settings.redis_url, queue=state.settings.task_queue, store=store)
         if source.over == "yielded":  # its turn again after the waiting run's drain task
             send_drain(state.settings.redis_url, state.settings.task_queue, run_id)
         return {"run": run_id, "evaluated": evaluated, "reused": reused, "yielded": source.over == "yielded"}

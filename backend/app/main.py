@@ -22,6 +22,7 @@ from backend.app.api.routes import (
     hub,
     meta,
     runs,
+    studies,
     subspaces,
     tunes,
 )
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
 
     errors.install(app)
 
-    for module in (health, meta, hub, checkpoints, datasets, runs, fits, subspaces, tunes):
+    for module in (health, meta, hub, checkpoints, datasets, runs, fits, subspaces, tunes, studies):
         app.include_router(module.router, prefix="/api")
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -59,7 +59,7 @@ UPLOAD_PATHS = frozenset({"/api/checkpoints", "/api/datasets"})
 #: The dashboard's callback routes (``/_dash-update-component``…): their own cap.
 DASHBOARD_PREFIX = "/_dash-"
 #: GET routes that need the token when one is set: listings and downloads.
-_PROTECTED_READ = re.compile(r"^/api/(?:runs/?|fits/?|subspaces/?|tunes/?|(?:checkpoints|datasets|artefacts)(?:/.*)?)$")
+_PROTECTED_READ = re.compile(r"^/api/(?:runs/?|fits/?|subspaces/?|tunes/?|studies/?|(?:checkpoints|datasets|artefacts)(?:/.*)?)$")
 
 TOKEN_HEADERS = "X-Basin-Token: <token> or Authorization: Bearer <token>"
 MSG_NEEDS_TOKEN = (

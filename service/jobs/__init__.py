@@ -55,7 +55,8 @@ def builtin_kinds() -> list[JobKind]:
     from service.jobs.fit import FIT
     from service.jobs.hub import HUB
     from service.jobs.run import RUN
+    from service.jobs.study import STUDY
     from service.jobs.subspace import SUBSPACE
     from service.jobs.tune import TUNE
 
-    return [RUN, FIT, HUB, SUBSPACE, TUNE]
+    return [RUN, FIT, HUB, SUBSPACE, TUNE, STUDY]
