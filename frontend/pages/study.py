@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 from basin.status import COLOUR, TERMINAL
 from frontend import api
+from frontend.components import GRAPH_CONFIG
 
 dash.register_page(
     __name__, path_template="/studies/<study_id>", name="Study", title="Basin — study"
@@ -241,7 +242,7 @@ def _view(body: dict, metric: str) -> tuple:
         body.get("error") or "",
         clusters_table(result),
         groups_table(result),
-        dcc.Graph(figure=inst, id="study-instability") if inst else "",
+        dcc.Graph(figure=inst, id="study-instability", config=GRAPH_CONFIG) if inst else "",
         status in TERMINAL,
     )
 
@@ -334,7 +335,10 @@ def layout(study_id: str | None = None, **_: Any) -> Any:
                                 options=[{"label": m, "value": m} for m in metrics],
                             ),
                             dcc.Graph(
-                                id="study-matrix", figure=fig, className="border rounded mb-3"
+                                id="study-matrix",
+                                figure=fig,
+                                config=GRAPH_CONFIG,
+                                className="border rounded mb-3",
                             ),
                             html.Div(inst, id="study-instability-box"),
                         ],

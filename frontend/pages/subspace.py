@@ -18,6 +18,7 @@ from dash import Input, Output, State, callback, dcc, html
 
 from basin.status import COLOUR, TERMINAL
 from frontend import api
+from frontend.components import GRAPH_CONFIG
 
 dash.register_page(
     __name__, path_template="/subspaces/<job_id>", name="Subspace", title="Basin — subspace"
@@ -199,8 +200,8 @@ def layout(job_id: str | None = None, **_: Any) -> Any:
                 ),
                 className="mb-3",
             ),
-            dcc.Graph(id="subspace-dist", figure=dist, className="border rounded mb-3"),
-            dcc.Graph(id="subspace-task", figure=task, className="border rounded mb-3"),
+            dcc.Graph(id="subspace-dist", figure=dist, config=GRAPH_CONFIG, className="border rounded mb-3"),
+            dcc.Graph(id="subspace-task", figure=task, config=GRAPH_CONFIG, className="border rounded mb-3"),
             html.Div(out, id="subspace-out", className="mb-3"),
             html.Div(table, id="subspace-table"),
         ]

@@ -16,7 +16,7 @@ from dash import Input, Output, State, callback, dcc, html
 
 from basin.status import COLOUR, TERMINAL
 from frontend import api
-from frontend.components import data_attrs
+from frontend.components import GRAPH_CONFIG, data_attrs
 
 dash.register_page(
     __name__, path_template="/tunes/<tune_id>", name="Tune job", title="Basin — tune job"
@@ -233,7 +233,7 @@ def layout(tune_id: str | None = None, **_: Any) -> Any:
                 ),
                 className="mb-3",
             ),
-            dcc.Graph(id="tune-loss", figure=fig, className="border rounded mb-3"),
+            dcc.Graph(id="tune-loss", figure=fig, config=GRAPH_CONFIG, className="border rounded mb-3"),
             html.Div(table, id="tune-members-box"),
         ]
     )

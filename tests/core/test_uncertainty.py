@@ -149,7 +149,9 @@ def test_the_verdict_says_linearly_only_for_a_straight_line(ptype, words):
     b = _barrier(bump)["loss"]
     entry = {**b, **barrier_verdicts(bump, {"loss": b}, seed=0)["loss"]}
     said = barrier_sentence(entry, "loss", magnitude=1.5, path_type=ptype)
-    assert said.startswith("barrier 0.") and " nats at α = 0.50 — " in said
+    # at the path's own coordinate: α on a line, t along a curve
+    coord = "α" if ptype == "linear" else "t (curve parameter)"
+    assert said.startswith("barrier 0.") and f" nats at {coord} = 0.50 — " in said
     assert said.endswith(f"not {words}: the barrier is above 0 at the 95 % level")
 
 

@@ -306,7 +306,7 @@ def test_the_typed_answers_keep_every_field(stack):
         "id", "url", "spec", "type", "checkpoints", "dataset", "name", "names", "status",
         "done", "total", "progress", "eta_s", "created", "started", "finished", "summary",
         "anchors", "error", "workers", "warning", "evaluations", "cached_points", "requeued",
-        "tags", "labels", "timings", "source",
+        "tags", "labels", "timings", "source", "estimate", "queue",
     ]
     assert detail["anchors"][0]["name"] == "ft_a" and detail["summary"]
     page = stack.request("GET", f"/api/runs/{run_id}/points").json()

@@ -29,6 +29,7 @@ def store(tmp_path) -> Store:
 def test_layout_is_created(tmp_path):
     Store(tmp_path / "s")
     assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == [
+        "artefacts",
         "checkpoints",
         "datasets",
         "runs",
