@@ -6,7 +6,8 @@ fresh subprocess then opens a path through them (``plane m0, m1, m2`` on a 3 × 
 ``linear m0 → m1``; two short examples) and evaluates one point; it reports its resident
 set before opening (the baseline: torch, transformers and the model's code imported — a
 tiny model of the same class is built first, ~120 MB of code and import-time state) and
-its peak (``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
+its peak (``VmHWM`` of ``/proc/self/status``: unlike ``ru_maxrss``, not inherited from the parent
+at fork across exec).
 
 Theory = what the path needs: the live model + the basis as held (origin and K directions:
 fp32, or bf16 with ``dtype: bfloat16``, :mod:`basin.holding`) + the fp32 scratch of its
@@ -49,7 +50,7 @@ TARGET = 1.10
 GPU_BYTES = 80e9
 
 _CHILD = r"""
-import json, os, resource, sys
+import json, os, sys
 import torch
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 from basin.checkpoints import CheckpointCache, state_bytes
@@ -57,10 +58,16 @@ from basin.engine import Landscape
 from basin.resolve import FileResolver
 from basin.spec import parse_spec
 
-def rss():
+def status(field):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
+def rss():
+    return status("VmRSS")
+def hwm():
+    # this process's own peak: ru_maxrss carries over the parent's resident set at fork across
+    # exec (a big pytest process made every probe read its size); VmHWM restarts with exec
+    return status("VmHWM")
 root, mode, kind, dtype, cache_bytes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 # the process baseline includes the model's code: import it and build a tiny model of its class first
 from transformers import BertConfig, BertForSequenceClassification
@@ -73,7 +80,7 @@ paths = {"plane": {"type": "plane", "a": "m0", "b": "m1", "c": "m2", "resolution
 spec = parse_spec({"path": paths[kind], "dataset": "data.csv", "max_examples": 2, "max_length": 16,
                    "batch_size": 2, "device": "cpu", "dtype": dtype})
 base = rss()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = hwm()
 cached = 0
 if mode == "worker":
     lc = LandscapeCache(max_items=2, checkpoint_bytes=cache_bytes)
@@ -81,7 +88,7 @@ if mode == "worker":
 else:
     land = Landscape.open(spec, FileResolver(root), cache=CheckpointCache(4) if mode == "eager" else None)
 loss = land.evaluate(land.point(1))["loss"]
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 if mode == "worker":
     cached = lc.checkpoints.nbytes
 s = land.space
