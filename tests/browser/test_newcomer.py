@@ -170,14 +170,12 @@ def test_the_form_offers_what_fits_and_merges_start_from_theta0(
     stack, store_family, page, screenshots
 ):
     page.goto(stack.base_url + "/")
-    page.locator("#newrun-ckpt-1 option", has_text="ft_a").first.wait_for(state="attached")
-    page.select_option("#newrun-task", "causal_lm")  # the store holds only sequence classifiers
-    page.wait_for_function(
-        "!Array.from(document.querySelectorAll('#newrun-ckpt-1 option'))"
-        ".some(o => o.textContent.includes('ft_a'))"
-    )
+    ft_a = f"#newrun-ckpt-1 option[value='{store_family['ft_a']}']"
+    page.locator(ft_a).wait_for(state="attached")
+    page.select_option("#newrun-task", "causal_lm")  # ft_a is a sequence classifier
+    page.locator(ft_a).wait_for(state="detached")
     page.select_option("#newrun-task", "classification")
-    page.locator("#newrun-ckpt-1 option", has_text="ft_a").first.wait_for(state="attached")
+    page.locator(ft_a).wait_for(state="attached")
     # a TIES merge: the base θ0 defaults to the init checkpoint, the models picker says what it wants
     page.select_option("#newrun-type", "ties")
     page.wait_for_function(
