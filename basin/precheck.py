@@ -159,6 +159,32 @@ def check_tokenizer(
         )
 
 
+def check_dataset(spec: Any, resolver: Resolver, label: str, src: CheckpointSource) -> None:
+    """The dataset reads for the task under the first checkpoint's labels, as
+    :func:`basin.opening.open_model` reads it (the same columns, the same subsample, string
+    labels through the model's ``label2id``, integer labels inside its classes)."""
+    from basin.data import load_dataset
+    from basin.errors import DatasetError
+    from basin.tasks import task_entry
+
+    if not getattr(spec, "dataset", None):
+        return
+    entry = task_entry(spec.task)
+    config = read_config(src.config_dir)
+    gen = getattr(spec, "generation", None)
+    try:
+        load_dataset(
+            resolver.dataset(spec.dataset),
+            spec.task,
+            max_examples=spec.max_examples,
+            seed=spec.seed,
+            prompts_from_text=gen is not None and gen.prompt_tokens is not None,
+            **entry.dataset_options(config),
+        )
+    except DatasetError as e:
+        raise InvalidSpec(f"invalid spec: {e} (checkpoint {label!r} reads the dataset's labels)") from None
+
+
 def precheck(spec: Any, resolver: Resolver, *, labels: Mapping[str, str] | None = None) -> None:
     """What the worker checks before any point, for a resolved :class:`~basin.spec.RunSpec`
     (references as ``resolver`` takes them; ``labels``: reference → the name to print)."""
@@ -179,3 +205,4 @@ def precheck(spec: Any, resolver: Resolver, *, labels: Mapping[str, str] | None 
     check_scope(spec.scope, model, label, first)
     tok = resolver.checkpoint(spec.tokenizer) if getattr(spec, "tokenizer", None) else None
     check_tokenizer(named, tok)
+    check_dataset(spec, resolver, label, first)

@@ -12,7 +12,7 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, ctx, dcc, html
+from dash import Input, Output, State, callback, clientside_callback, ctx, dcc, html
 
 from frontend import api
 from frontend.components import fmt_time, upload_box
@@ -79,6 +79,7 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="ckpt-edit-status", className="small mt-1"),
         ])], className="mb-3"),
         html.Div(id="ckpt-list"),
+        dcc.Store(id="ckpt-anchor"),
     ])
 
 
@@ -146,6 +147,24 @@ def _list(_: Any, token: str | None = None):
     opts = [{"label": f"{m.get('name')} ({str(m.get('id'))[:8]})", "value": m["id"]} for m in r.body]
     full = [o for o, m in zip(opts, r.body, strict=True) if not m.get("adapter")]
     return _table(r.body), opts, full, full
+
+
+# ``/checkpoints#<id>`` (the Tune page's links to a member's final checkpoint): the list
+# arrives after the browser has looked for the anchor, so once it is drawn the row whose
+# ``data-id`` is the fragment is scrolled into view and highlighted.
+clientside_callback(
+    """function(_children) {
+        const want = decodeURIComponent((window.location.hash || "").slice(1));
+        if (!want) { return window.dash_clientside.no_update; }
+        const row = document.querySelector('#ckpt-table tr[data-id="' + CSS.escape(want) + '"]');
+        if (!row) { return window.dash_clientside.no_update; }
+        row.classList.add("table-warning", "ckpt-anchored");
+        row.scrollIntoView({block: "center"});
+        return want;
+    }""",
+    Output("ckpt-anchor", "data"),
+    Input("ckpt-list", "children"),
+)
 
 
 @callback(

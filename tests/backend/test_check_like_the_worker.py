@@ -108,3 +108,26 @@ def test_messages_name_checkpoints_and_read_as_words(store):
     assert (
         body["detail"] == "invalid spec: path.checkpoints: pick at least 2 checkpoints (none given)"
     )
+
+
+@pytest.mark.parametrize(
+    "labels, says",
+    [
+        (["joy", "anger"], "has label 'joy', which is neither an integer nor one of the model's labels"),
+        ([0, 5], "has label 5, outside the model's 2 classes [0, 1]"),
+    ],
+)
+def test_a_dataset_whose_labels_the_model_lacks_is_refused_at_check(store, labels, says):
+    """The worker reads the dataset under the first checkpoint's labels before its first point;
+    Check (and Run) read it the same way, so a three-emotion file on a two-class classifier is
+    a 422 in words, not a run that fails in the worker."""
+    c, ids = store
+    rows = "".join(f"good day {i},{labels[i % 2]}\n" for i in range(6))
+    r = c.put("/api/datasets", params={"name": "emotions.csv"}, content=("text,label\n" + rows).encode(),
+              headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code in (200, 201), r.text
+    status, body = _check(c, path=_line("ft_a", "ft_b"), dataset="emotions.csv")
+    assert status == 422, body
+    assert says in body["detail"] and "checkpoint 'ft_a'" in body["detail"], body
+    assert c.post("/api/runs", json={"path": _line("ft_a", "ft_b"), "dataset": "emotions.csv",
+                                     "max_examples": 8}).status_code == 422

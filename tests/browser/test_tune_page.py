@@ -49,6 +49,15 @@ def test_a_family_from_the_form_shows_its_loss_live_then_each_members_accuracy(
         assert rows.nth(i).locator(".tune-final").count() == 1
     assert page.evaluate(f"({LOSS_POINTS})()") == 6
     assert not page.js_errors  # type: ignore[attr-defined]
+    # a member's final-checkpoint link lands on that checkpoint's row, highlighted
+    final = rows.nth(1).locator(".tune-final a, a.tune-final").first
+    ckpt_id = final.get_attribute("href").rsplit("#", 1)[1]
+    final.click()
+    page.wait_for_url("**/checkpoints#*")
+    anchored = page.locator("#ckpt-table tr.ckpt-anchored")
+    anchored.wait_for(timeout=60_000)
+    assert anchored.count() == 1 and anchored.get_attribute("data-id") == ckpt_id
+    assert anchored.is_visible()
     page.goto(stack.base_url + "/tunes")
     page.locator("#tunes-list .tunes-link").first.wait_for()
     assert "2 done / 2" in page.locator("#tunes-list").inner_text()
