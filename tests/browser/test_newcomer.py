@@ -66,7 +66,10 @@ def test_the_first_start_banner_says_what_is_built_and_when(stack, store_family,
         assert page.locator("#demo-progress").inner_text().strip() == "40%"
         assert page.locator("#demo-tune-link").get_attribute("href") == "/tunes/" + "0" * 32
         members = page.locator("#demo-members").inner_text()
-        assert "minilm-full-o1-s0 30/60 (running)" in members and "minilm-full-o2-s0 0/60 (queued)" in members
+        assert (
+            "minilm-full-o1-s0 30/60 (running)" in members
+            and "minilm-full-o2-s0 0/60 (queued)" in members
+        )
         page.screenshot(path=str(screenshots / "first-start-banner.png"), full_page=True)
     finally:
         r.delete(DEMO_STATUS_KEY, DEMO_LM_STATUS_KEY)

@@ -63,8 +63,16 @@ def _start(stack, said: list[str], **kw) -> tuple[threading.Thread, dict]:
     box: dict = {}
 
     def go() -> None:
-        box["doc"] = launcher.minilm_demo(stack.base_url, stack.store, said.append, _redis_port(stack),
-                                          token=stack.token, assets=tiny_assets, poll_s=0.05, **kw)
+        box["doc"] = launcher.minilm_demo(
+            stack.base_url,
+            stack.store,
+            said.append,
+            _redis_port(stack),
+            token=stack.token,
+            assets=tiny_assets,
+            poll_s=0.05,
+            **kw,
+        )
 
     t = threading.Thread(target=go, daemon=True)
     t.start()
@@ -91,7 +99,9 @@ def test_the_first_start_trains_the_demo_as_a_tune_job_shown_live_then_names_it_
     assert health["status"] == "ok" and demo["state"] == "building"
     assert demo["stage"] == "training minilm-full-o1-s0: step 1/4 (member 1/2)"
     assert [(m["name"], m["status"], m["step"]) for m in demo["members"]] == [
-        ("minilm-full-o1-s0", "running", 1), ("minilm-full-o2-s0", "queued", 0)]
+        ("minilm-full-o1-s0", "running", 1),
+        ("minilm-full-o2-s0", "queued", 0),
+    ]
     assert demo["eta_s"] is not None and demo["eta_s"] > 0  # from the tune job's pace
     assert 0.0 < demo["fraction"] < 0.5
     assert "MiniLM" in demo["what"] and "tune job" in demo["what"]
@@ -99,7 +109,9 @@ def test_the_first_start_trains_the_demo_as_a_tune_job_shown_live_then_names_it_
     banner = str(minilm_banner(health))
     assert "ready in" in banner and "Then: " in banner and "SmolLM2" in banner
     assert "First start: building the demo" in banner and f"/tunes/{tune_id}" in banner
-    assert "minilm-full-o1-s0 1/4 (running)" in banner and "minilm-full-o2-s0 0/4 (queued)" in banner
+    assert (
+        "minilm-full-o1-s0 1/4 (running)" in banner and "minilm-full-o2-s0 0/4 (queued)" in banner
+    )
     assert "being built" in str(empty_store_notice(health))
     page = up.request("GET", f"/api/tunes/{tune_id}").json()  # what /tunes/<id> draws
     assert page["name"] == "MiniLM demo" and page["status"] == "running"
@@ -116,14 +128,27 @@ def test_the_first_start_trains_the_demo_as_a_tune_job_shown_live_then_names_it_
     # the checkpoints in the store under the demo's names, with the demo's and the family's tags
     ckpts = {c["name"]: c for c in up.request("GET", "/api/checkpoints").json()}
     named = {n: c for n, c in ckpts.items() if (c.get("tags") or {}).get("tune") == tune_id}
-    assert set(named) == {"minilm-init", "minilm-seed1", "minilm-seed2", "minilm-seed1-step2",
-                          "minilm-seed2-step2"}
+    assert set(named) == {
+        "minilm-init",
+        "minilm-seed1",
+        "minilm-seed2",
+        "minilm-seed1-step2",
+        "minilm-seed2-step2",
+    }
     for c in named.values():
         assert c["tags"]["demo"] == "minilm" and c["tags"]["task"] == "tweet-sentiment"
         assert c["tags"]["family"] == "minilm" and c["tags"]["seed"] == 0
-    assert named["minilm-seed1"]["tags"]["order"] == 1 and named["minilm-seed2"]["tags"]["order"] == 2
-    assert named["minilm-seed1"]["tags"]["final"] and "heldout_accuracy" in named["minilm-seed1"]["tags"]
-    assert named["minilm-seed2-step2"]["tags"]["step"] == 2 and named["minilm-init"]["tags"]["step"] == 0
+    assert (
+        named["minilm-seed1"]["tags"]["order"] == 1 and named["minilm-seed2"]["tags"]["order"] == 2
+    )
+    assert (
+        named["minilm-seed1"]["tags"]["final"]
+        and "heldout_accuracy" in named["minilm-seed1"]["tags"]
+    )
+    assert (
+        named["minilm-seed2-step2"]["tags"]["step"] == 2
+        and named["minilm-init"]["tags"]["step"] == 0
+    )
     assert ckpts["minilm"]["tags"]["role"] == "pre-trained body"  # the base the job trained from
     sets = {d["name"] for d in up.request("GET", "/api/datasets").json()}
     assert {"tweets-train.csv", "tweets-eval.csv"} <= sets
@@ -131,8 +156,16 @@ def test_the_first_start_trains_the_demo_as_a_tune_job_shown_live_then_names_it_
 
     # a second start trains nothing: it finds the named checkpoints
     arrivals = len(seam.arrived(f"{tune_id}.0"))
-    again = launcher.minilm_demo(up.base_url, up.store, said.append, _redis_port(up), token=up.token,
-                                 spec=TINY_SPEC, assets=tiny_assets, poll_s=0.05)
+    again = launcher.minilm_demo(
+        up.base_url,
+        up.store,
+        said.append,
+        _redis_port(up),
+        token=up.token,
+        spec=TINY_SPEC,
+        assets=tiny_assets,
+        poll_s=0.05,
+    )
     assert again["state"] == "done" and "earlier start" in again["stage"]
     tunes = [x for x in up.request("GET", "/api/tunes").json() if x["name"] == "MiniLM demo"]
     assert [x["id"] for x in tunes] == [tune_id]
@@ -145,8 +178,11 @@ def test_a_cancelled_demo_family_shows_in_the_banner_and_stops_nothing_else(up):
     spec = {**TINY_SPEC, "family": "minilm-b", "name": "MiniLM demo (cancelled)"}
     said: list[str] = []
     t, box = _start(up, said, spec=spec)
-    health = _until(up, "the tune job is submitted",
-                    lambda h: (h.get("demo") or {}).get("run_id") and "minilm-b" in str(h["demo"].get("stage")))
+    health = _until(
+        up,
+        "the tune job is submitted",
+        lambda h: (h.get("demo") or {}).get("run_id") and "minilm-b" in str(h["demo"].get("stage")),
+    )
     tune_id = health["demo"]["run_id"]
     seam.wait(up, f"{tune_id}.0", 2)
     assert up.request("POST", f"/api/tunes/{tune_id}/cancel").json()["status"] == "cancelled"
@@ -158,14 +194,18 @@ def test_a_cancelled_demo_family_shows_in_the_banner_and_stops_nothing_else(up):
     health = _health(up)
     assert health["status"] == "ok"
     banner = str(minilm_banner(health))
-    assert "could not be built" in banner and "cancelled" in banner and f"/tunes/{tune_id}" in banner
+    assert (
+        "could not be built" in banner and "cancelled" in banner and f"/tunes/{tune_id}" in banner
+    )
     names = {c["name"] for c in up.request("GET", "/api/checkpoints").json()}
     assert "minilm-b-init" not in names  # nothing named after a family that did not finish
     assert up.request("GET", "/api/runs").status_code == 200
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("BASIN_SLOW") != "1", reason="trains real MiniLM; set BASIN_SLOW=1")
+@pytest.mark.skipif(
+    os.environ.get("BASIN_SLOW") != "1", reason="trains real MiniLM; set BASIN_SLOW=1"
+)
 def test_real_first_start_of_basin_up_trains_and_names_the_minilm_demo(tmp_path):
     """``basin up`` on an empty store, the real all-MiniLM-L6-v2 and tweets: the family trains
     as a tune job and its checkpoints are named; prints the wall times."""
@@ -178,8 +218,13 @@ def test_real_first_start_of_basin_up_trains_and_names_the_minilm_demo(tmp_path)
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(basin), "up", "--port", str(port), "--store", str(store)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(basin), "up", "--port", str(port), "--store", str(store)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         launcher.wait_healthy(base, timeout=120, procs=[proc])
         healthy_s = time.monotonic() - t0
@@ -202,10 +247,12 @@ def test_real_first_start_of_basin_up_trains_and_names_the_minilm_demo(tmp_path)
         acc = {n: ckpts[n]["tags"]["heldout_accuracy"] for n in ("minilm-seed1", "minilm-seed2")}
         assert min(acc.values()) >= 0.7, acc
         tune = httpx.get(f"{base}/api/tunes/{demo['run_id']}", timeout=10).json()
-        print(f"\nbasin up first start: healthy {healthy_s:.1f} s, family trained {trained_s or done_s:.1f} s, "
-              f"checkpoints named {done_s:.1f} s after start (demo status build_s {demo.get('build_s')}); "
-              f"held-out accuracy {acc}; members' training "
-              f"{[round((m['finished'] or 0) - (m['started'] or 0), 1) for m in tune['member_list']]} s")
+        print(
+            f"\nbasin up first start: healthy {healthy_s:.1f} s, family trained {trained_s or done_s:.1f} s, "
+            f"checkpoints named {done_s:.1f} s after start (demo status build_s {demo.get('build_s')}); "
+            f"held-out accuracy {acc}; members' training "
+            f"{[round((m['finished'] or 0) - (m['started'] or 0), 1) for m in tune['member_list']]} s"
+        )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
