@@ -337,7 +337,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from basin.resolve import FileResolver
     from basin.tune.family import FAMILY_META, run_family
 
-    resolver = FileResolver(spec_path.resolve().parent)
+    resolver = FileResolver(spec_path.absolute().parent)  # a linked spec: beside the link
     family = members(spec)
     bar: tqdm | None = None
 
@@ -438,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     st.set_defaults(func=cmd_study)
 
-    d = sub.add_parser("demo", help="build the MiniLM tweet-sentiment demo and its report")
+    d = sub.add_parser("demo", help="build the MiniLM tweet-sentiment demo (the family of examples/demo-minilm.yaml, "
+                       "in-process) and its report")
     d.add_argument("--out", default=os.environ.get("BASIN_DEMO_DIR", "models_store/demo"),
                    help="folder for the demo checkpoints and datasets (default: %(default)s)")
     d.add_argument("--report", default="reports/demo.html", help="HTML report (default: %(default)s)")

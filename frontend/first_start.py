@@ -1,7 +1,8 @@
 """What the dashboard says while ``basin up`` builds its demos on the first start.
 
 ``/api/health`` carries two status documents (:class:`service.demo_up.DemoStatus`):
-``demo`` — the MiniLM demo, built first, before any checkpoint exists — and ``demo_lm`` —
+``demo`` — the MiniLM demo, a tune job the worker trains first, before any checkpoint
+exists (the banner links to its page, ``/tunes/<id>``) — and ``demo_lm`` —
 the SmolLM2 pair and its ready run, built after it in the background. From the first
 second the banner says what is being built, how far it is and when it will be ready, and
 the home page says the checkpoints are on their way instead of "No checkpoints yet".
@@ -41,8 +42,30 @@ def _pct(doc: dict[str, Any]) -> float:
         return 0.0
 
 
+def tune_link(doc: dict[str, Any], words: str) -> list[Any]:
+    """A link to the demo's tune job page (``run_url``: ``/tunes/<id>``), when the status names one."""
+    url = str(doc.get("run_url") or "")
+    if not url:
+        return []
+    return [html.A(words, href=url, id="demo-tune-link", className="alert-link")]
+
+
+def members_line(doc: dict[str, Any]) -> list[Any]:
+    """Each member of the demo's family with its step: "minilm-full-o1-s0 step 12/60 (running)"."""
+    members = [m for m in doc.get("members") or [] if isinstance(m, dict)]
+    if not members:
+        return []
+    parts = [
+        f"{m.get('name')} {m.get('step') or 0}/{m.get('total') or '?'} ({m.get('status')})"
+        for m in members
+    ]
+    return [html.Div("Members: " + " · ".join(parts), className="small mt-1", id="demo-members")]
+
+
 def minilm_banner(health: Any) -> list[Any]:
-    """The first start's banner while the MiniLM demo is built (or failed); ``[]`` otherwise."""
+    """The first start's banner while the MiniLM demo is built (or failed); ``[]`` otherwise.
+    The demo is a tune job: the banner links to its page (``/tunes/<id>``: each member's live
+    loss) and says each member's step."""
     doc = _doc(health, "demo")
     if doc is None:
         return []
@@ -79,6 +102,7 @@ def minilm_banner(health: Any) -> list[Any]:
                         ],
                         id="demo-what",
                     ),
+                    *tune_link(doc, "Watch the family train (its tune job) →"),
                     html.Div(
                         [
                             html.Span(str(doc.get("stage") or ""), id="demo-stage"),
@@ -90,6 +114,7 @@ def minilm_banner(health: Any) -> list[Any]:
                     dbc.Progress(
                         value=pct, label=f"{pct:.0f}%", className="mt-2", id="demo-progress"
                     ),
+                    *members_line(doc),
                     html.Div(
                         "Its checkpoints appear in the pickers and on the Checkpoints page when it is ready; "
                         "you can upload or register your own meanwhile.",
@@ -108,6 +133,8 @@ def minilm_banner(health: Any) -> list[Any]:
                 [
                     html.Strong("The MiniLM demo could not be built. "),
                     html.Span(str(doc.get("error") or "")),
+                    " ",
+                    *tune_link(doc, "Its tune job →"),
                     html.Div(
                         "Upload or register your own checkpoints; the next start of basin up tries again "
                         "(log: the basin up console).",

@@ -11,14 +11,17 @@ Starts, in this order, each in its own process group:
 
 All three get ``BASIN_REDIS_URL`` and ``BASIN_STORE`` (and, unless set already,
 ``BASIN_LEASE_SECONDS=15``: a point whose worker died is taken again within seconds).
-Once ``/api/health`` answers, the demo checkpoints are built on first start (unless
-``BASIN_DEMO=0``) and registered through the API over HTTP. Then the LM demo (a
-SmolLM2-135M pair fine-tuned on negative / positive tweets, :mod:`basin.demo_lm`) is
-built in a background thread while the dashboard is already in use; its progress goes
-to the Redis key ``basin:demo:lm`` (``/api/health`` → ``demo_lm``, a banner on every
-page), and when it ends its checkpoints and datasets are registered and the ready run
-"sentiment per α" is submitted (:func:`demo_lm_background`). A failure there shows in
-the banner and touches nothing else.
+Once ``/api/health`` answers, the demos are made in a background thread (unless
+``BASIN_DEMO=0``) while the dashboard is already in use: first the MiniLM demo, a tune
+job from the shipped spec (``examples/demo-minilm.yaml``) that the worker trains — its
+inputs registered and the job submitted through the API over HTTP, its progress in the
+Redis key ``basin:demo:minilm`` (``/api/health`` → ``demo``, a banner linking to
+``/tunes/<id>``), its checkpoints named ``minilm-init``, ``minilm-seed1`` … when it ends
+(:func:`service.demo_up.minilm_demo`); then the LM demo (a SmolLM2-135M pair fine-tuned
+on negative / positive tweets, :mod:`basin.demo_lm`), built in-process, its progress in
+``basin:demo:lm`` (``/api/health`` → ``demo_lm``), and when it ends its checkpoints and
+datasets are registered and the ready run "sentiment per α" is submitted
+(:func:`demo_lm_background`). A failure there shows in the banner and touches nothing else.
 
 Supervision (:class:`Supervisor`): a worker or Redis that exits is started again after
 a back-off (1, 2, 4 … 30 s; reset once it has stayed up a minute), and a worker whose
@@ -51,15 +54,14 @@ from typing import Any
 
 from service.demo_up import (
     DEMO_LM_RUN_NAME,
-    MINILM_DEMO_WHAT,
     DemoLmStatus,
-    DemoStatus,
     demo_lm_background,
     demo_lm_spec,
+    minilm_demo,
     register_demo,
     start_demo_lm,
+    start_demos,
     submit_demo_lm_run,
-    waiting_lm_status,
 )
 from service.procs import (
     REPO_ROOT,
@@ -175,9 +177,10 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         health = wait_healthy(base, timeout=120, procs=sup.procs())
         devices = ", ".join(w.get("device", "?") for w in health.get("workers", []))
         say(f"healthy after {time.monotonic() - t0:.1f} s (worker devices: {devices})")
-        if demo:
-            _demo(base, store, say, redis_port)
-            start_demo_lm(base, store, redis_port, say)
+        if demo:  # in the background: the worker trains the MiniLM family while this loop supervises it
+            say("the demos are made in the background: the MiniLM family trains as a tune job "
+                f"(watch it at {base}/tunes), then the LM demo")
+            start_demos(base, store, redis_port, say)
         else:
             try:  # no stale demo banners from an earlier start with the demo on
                 redis_command(redis_port, "DEL", _keys().DEMO_LM_STATUS_KEY, _keys().DEMO_STATUS_KEY)
@@ -203,45 +206,11 @@ def up(port: int | None = None, store: Path | None = None, demo: bool | None = N
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _demo(base: str, store: Path, say: Callable[[str], None], redis_port: int | None = None, *,
-          build: Callable[..., dict] | None = None) -> None:
-    """Build the demo checkpoints once (minutes on a CPU) and register them, reporting the
-    progress to the dashboard from the first second (:class:`DemoStatus`, ``/api/health`` →
-    ``demo``); the LM pair is announced as waiting meanwhile. A failed build is shown in the
-    banner and stops nothing else. ``build`` (default :func:`basin.demo.build_demo`) is called
-    as ``build(folder, progress=True, on_progress=...)``."""
-    status = DemoStatus(redis_port, say, key=_keys().DEMO_STATUS_KEY, label="MiniLM demo",
-                        what=MINILM_DEMO_WHAT) if redis_port is not None else None
-    if status is not None:
-        status.set(state="building", fraction=0.0, stage="starting")
-        waiting_lm_status(redis_port)  # type: ignore[arg-type]
-    t0 = time.monotonic()
-    try:
-        from basin.demo import build_demo
-
-        build = build or build_demo
-    except ImportError as e:
-        say(f"demo skipped: {e}")
-        if status is not None:
-            status.set(state="failed", stage="failed", error=f"demo skipped: {e}")
-        return
-    src = store / "demo-src"
-    say(f"building the demo checkpoints into {src} (first start only; takes minutes)")
-    try:
-        built = build(src, progress=True, on_progress=status.progress if status else None)
-        if status is not None:
-            status.set(state="registering", fraction=0.96, stage="registering the checkpoints and dataset")
-        say("registering the demo checkpoints and dataset")
-        register_demo(base, built, token=os.environ.get("BASIN_API_TOKEN"), say=say)
-    except Exception as e:  # noqa: BLE001 - shown in the banner; the service stays up
-        logger.exception("the MiniLM demo failed")
-        say(f"the MiniLM demo failed: {type(e).__name__}: {e}")
-        if status is not None:
-            status.set(state="failed", stage="failed", error=f"{type(e).__name__}: {e}",
-                       build_s=round(time.monotonic() - t0, 1))
-        return
-    if status is not None:
-        status.set(state="done", fraction=1.0, stage="ready", build_s=round(time.monotonic() - t0, 1))
+def _demo(base: str, store: Path, say: Callable[[str], None], redis_port: int | None = None,
+          **kw: Any) -> dict[str, Any]:
+    """The MiniLM demo of the first start (:func:`service.demo_up.minilm_demo`: a tune job from
+    the shipped spec, watched until its checkpoints are named); ``kw`` go to it."""
+    return minilm_demo(base, store, say, redis_port, token=os.environ.get("BASIN_API_TOKEN"), **kw)
 
 
 def register_cli(sub: Any) -> None:
@@ -275,6 +244,7 @@ __all__ = [
     "demo_lm_background",
     "demo_lm_spec",
     "exit_reason",
+    "minilm_demo",
     "free_port",
     "http_json",
     "redis_argv",
@@ -285,6 +255,7 @@ __all__ = [
     "service_env",
     "spawn",
     "start_demo_lm",
+    "start_demos",
     "stop",
     "submit_demo_lm_run",
     "up",

@@ -28,11 +28,18 @@ def test_the_first_start_banner_says_what_is_built_and_when(stack, store_family,
             {
                 "state": "building",
                 "fraction": 0.4,
-                "stage": "fine-tuning seed 1: step 30/60",
+                "stage": "training minilm-full-o1-s0: step 30/60 (member 1/2)",
                 "eta_s": 250.0,
                 "what": "all-MiniLM-L6-v2 fine-tuned on tweets with two seeds",
                 "updated": now,
                 "started": now - 160,
+                # the demo is a tune job (issue 25): the banner links to its page
+                "run_id": "0" * 32,
+                "run_url": "/tunes/" + "0" * 32,
+                "members": [
+                    {"name": "minilm-full-o1-s0", "status": "running", "step": 30, "total": 60},
+                    {"name": "minilm-full-o2-s0", "status": "queued", "step": 0, "total": 60},
+                ],
             }
         ),
     )
@@ -57,6 +64,12 @@ def test_the_first_start_banner_says_what_is_built_and_when(stack, store_family,
         assert "step 30/60" in text and "ready in about 4 min" in text
         assert "Then:" in text and "SmolLM2-135M" in text
         assert page.locator("#demo-progress").inner_text().strip() == "40%"
+        assert page.locator("#demo-tune-link").get_attribute("href") == "/tunes/" + "0" * 32
+        members = page.locator("#demo-members").inner_text()
+        assert (
+            "minilm-full-o1-s0 30/60 (running)" in members
+            and "minilm-full-o2-s0 0/60 (queued)" in members
+        )
         page.screenshot(path=str(screenshots / "first-start-banner.png"), full_page=True)
     finally:
         r.delete(DEMO_STATUS_KEY, DEMO_LM_STATUS_KEY)

@@ -19,6 +19,21 @@ def test_final_checkpoint_of_each_seed_first_then_the_rest():
     assert default_picks(ckpts) == ["s1", "s2", "init"]
 
 
+def test_the_demo_as_a_tune_family_gives_its_two_fine_tunings_then_its_init():
+    """The demo trained as a tune job (issue 25): one seed, two data orders; beside them the
+    headless pre-trained body it started from and the trajectories."""
+    fam = {"family": "minilm", "seed": 0, "method": "full", "lr": 1e-4}
+    ckpts = [
+        _ck("minilm", role="pre-trained body", demo="minilm"),
+        _ck("minilm-init", family="minilm", seed=0, step=0, method="init"),
+        _ck("minilm-seed2-step45", **fam, order=2, step=45),
+        _ck("minilm-seed2", **fam, order=2, step=60, final=True),
+        _ck("minilm-seed1-step15", **fam, order=1, step=15),
+        _ck("minilm-seed1", **fam, order=1, step=60, final=True),
+    ]
+    assert default_picks(ckpts) == ["minilm-seed1", "minilm-seed2", "minilm-init"]
+
+
 def test_fewer_checkpoints_leave_pickers_empty():
     assert default_picks([_ck("only")]) == ["only", "", ""]
     assert default_picks([]) == ["", "", ""]
