@@ -22,6 +22,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 
 COPY pyproject.toml README.md ./
 COPY basin ./basin
+COPY service ./service
 COPY backend ./backend
 COPY workers ./workers
 COPY frontend ./frontend

@@ -117,3 +117,14 @@ def test_every_redis_key_is_spelled_in_keys_py_only() -> None:
                     if key.search(node.value):
                         bad.append(f"{file.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
     assert not bad, "Redis keys spelled outside keys.py:\n" + "\n".join(bad)
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """The Dockerfile copies each top-level package pyproject installs (``service/`` was
+    missing: the image's API and workers failed at their first import of the service layer)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in include}
+    copied = set(re.findall(r"^COPY\s+(\w+)\s+\./\1\s*$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"
