@@ -193,6 +193,14 @@ def _lm_nll(model_dir: Path, texts: list[str]) -> tuple[list[torch.Tensor], list
     return logps, targets
 
 
+def _lm_logits(model_dir: Path, texts: list[str]) -> list[torch.Tensor]:
+    """The raw next-token logits (not normalised) of each text."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return [model(tok(t, return_tensors="pt")["input_ids"]).logits[0, :-1].double() for t in texts]
+
+
 def test_lm_output_ensemble_is_the_renormalised_mix_of_log_probabilities(pair):
     spec = parse_spec({"path": {"type": "linear", "a": str(pair["neg"]), "b": str(pair["pos"]), "points": 5,
                                 "range": [-0.5, 1.5]},
@@ -204,12 +212,18 @@ def test_lm_output_ensemble_is_the_renormalised_mix_of_log_probabilities(pair):
     texts = [json.loads(line)["text"] for line in pair["text"].read_text().splitlines()]
     la, tgt = _lm_nll(pair["neg"], texts)
     lb, _ = _lm_nll(pair["pos"], texts)
+    za, zb = _lm_logits(pair["neg"], texts), _lm_logits(pair["pos"], texts)
     for a in (-0.5, 0.5, 1.5):
         nll = sum(-F.log_softmax((1 - a) * x + a * y, -1).gather(1, t[:, None]).sum().item()
                   for x, y, t in zip(la, lb, tgt, strict=True))
         n = sum(len(t) for t in tgt)
         assert by[a]["ensemble"]["loss"] == pytest.approx(nll / n, rel=1e-5)
         assert by[a]["ensemble"]["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
+        # DExperts' form, mixing raw logits, gives the same distribution after renormalisation
+        # (log p = z - logsumexp(z): one constant per position), as docs/engine.md says
+        raw = sum(-F.log_softmax((1 - a) * x + a * y, -1).gather(1, t[:, None]).sum().item()
+                  for x, y, t in zip(za, zb, tgt, strict=True))
+        assert by[a]["ensemble"]["loss"] == pytest.approx(raw / n, rel=1e-5)
     # ensembling is not weight interpolation: away from the endpoints the two curves differ
     assert max(abs(by[a]["ensemble"]["loss"] - by[a]["metrics"]["loss"]) for a in (-0.5, 0.5, 1.5)) > 1e-3
 
