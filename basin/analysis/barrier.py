@@ -157,6 +157,11 @@ def barrier_text(entry: Any, metric: str, *, magnitude: float = 1.0) -> str:
     return f"{what} {fmt_number(value * scale)}{ci}{unit}{where}"
 
 
+#: What a barrier without an interval adds to its words (sample perplexity, sentiment, distinct-n:
+#: a handful of prompts gives no calibrated band, so there is no verdict either).
+NO_INTERVAL = " (on these points only: no interval, so no verdict)"
+
+
 def barrier_sentence(entry: Any, metric: str, *, magnitude: float = 1.0,
                      path_type: str | None = "linear") -> str:
     """The barrier in words, as the run page, the report, ``basin eval`` and ``basin fit`` say
@@ -169,8 +174,10 @@ def barrier_sentence(entry: Any, metric: str, *, magnitude: float = 1.0,
     from basin.analysis.uncertainty import connectivity_verdict
 
     text = _coordinate(barrier_text(entry, metric, magnitude=magnitude), path_type)
-    if not isinstance(entry, dict) or "ci" not in entry:
-        return text + chosen_note(entry, metric)
+    if not isinstance(entry, dict) or not isinstance(entry.get("ci"), (list, tuple)):
+        # a generation metric's (or an old run's) barrier has no interval: it describes the
+        # points drawn, and nothing is concluded from it
+        return text + NO_INTERVAL + chosen_note(entry, metric)
     said = connectivity_verdict(entry, path_type, metric=metric)
     if said is None:
         return text + " — no verdict (an interval from an older, miscalibrated method: re-run for one)" + chosen_note(entry, metric)
