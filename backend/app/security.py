@@ -254,15 +254,23 @@ def _declared(headers: dict[str, str]) -> int:
 
 def _strict_json_refusal(body: bytes) -> str | None:
     """Why a JSON body is refused (a NaN or an infinite number, nesting too deep), else ``None``;
-    a body that is not JSON is for the route to judge (its own 4xx)."""
-    start = body.lstrip()[:1]
-    if start not in (b"{", b"["):
+    a body that is not JSON is for the route to judge (its own 4xx).
+
+    "JSON" is judged the way the routes' parser reads bytes (``json.loads``: UTF-8 with or
+    without a byte-order mark, UTF-16 and UTF-32 told by their zero bytes): a body that only
+    *starts* with something else — ``\\xef\\xbb\\xbf{…`` or ``\\x00[\\x00[…`` — is the same JSON
+    to the route, so it is checked the same here."""
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except (UnicodeDecodeError, LookupError):
+        return None  # not text: the route says so in its own words
+    if text.lstrip(" \t\r\n")[:1] not in ("{", "["):
         return None
     try:
-        strict_json.loads(body)
+        strict_json.loads(text)
     except strict_json.JsonRefused as e:
         return f"the JSON body is refused: {e}"
-    except ValueError:  # not JSON (or not UTF-8): the route says so in its own words
+    except ValueError:  # not JSON: the route says so in its own words
         return None
     return None
 
