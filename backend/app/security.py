@@ -30,7 +30,9 @@ route sees it:
    ``Content-Length`` over ``BASIN_MAX_UPLOAD_BYTES`` is 413 here; the route streams the
    body to disk under that cap). A request without a body (a GET with neither
    ``Content-Length`` nor ``Transfer-Encoding``) is passed on at once.
-5. **Strict JSON**: a body that is JSON (it starts with ``{`` or ``[``) is parsed by
+5. **Strict JSON**: a body that is JSON (it starts with ``{`` or ``[`` once decoded the way
+   the routes' ``json.loads`` decodes bytes: UTF-8 with or without a byte-order mark,
+   UTF-16/32) is parsed by
    :func:`basin.strict_json.loads`: NaN, ±Infinity, a number that overflows (``1e999``) or
    nesting deeper than :data:`basin.strict_json.MAX_DEPTH` is 422 ``InvalidJson``, for
    every route (specs, tags, fits, the dashboard's callbacks). A body that is not JSON
