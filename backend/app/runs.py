@@ -38,7 +38,7 @@ from service.documents import build_document
 from service.errors import InvalidCursor, RunConflict, RunNotFound
 from service.jobs import JobConflict, JobNotFound, cancel_job
 from service.jobs.limits import JobLimits, over_run_limits, scope_over_limit
-from service.jobs.run import RUN
+from service.jobs.run import RUN, public_tags
 from service.runstate import (
     ACTIVE_KEY,
     RUNS_KEY,
@@ -394,7 +394,7 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
         **_brief(spec),
         "names": names,
         "labels": _labels(store, names, spec),
-        "tags": json_or(h.get("tags"), {}),
+        "tags": public_tags(json_or(h.get("tags"), {})),
         "status": h["status"],
         "done": done,
         "total": total,
@@ -501,7 +501,7 @@ def _doc_detail(store: Store, doc: dict, run_id: str, *, url: str) -> dict:
         **_brief(spec),
         "names": doc.get("names", {}),
         "labels": _labels(store, doc.get("names") or {}, spec),
-        "tags": doc.get("tags") or {},
+        "tags": public_tags(doc.get("tags") or {}),
         "status": status,
         "done": n,
         "total": total,

@@ -767,3 +767,43 @@ def test_a_study_pair_runs_link_reveals_that_run_only(hstack, tally):
         hstack.wait_run(run_id, timeout=300)
     check(tally, "share", want)
     assert not leaked, f"a pair run's link names other checkpoints: {leaked}"
+
+
+def test_a_runs_link_names_no_job_that_made_its_checkpoints(hstack, tally):
+    """Part 5 again: a tune member's checkpoints carry their family's id in the store tag
+    ``tune`` (a fit's control ``fit``, a decoded adapter ``subspace_job``), and a run copies its
+    checkpoints' store tags. Those ids are capabilities — ``/api/tunes/{id}`` opens the whole
+    family — so a run's link (detail, stored document, export) must not carry them."""
+    want: dict[str, Any] = {}
+    ids = {c["name"]: c["id"] for c in hstack.request("GET", "/api/checkpoints").json()}
+    secret = {"tune": "T" * 22, "fit": "F" * 22, "subspace_job": "S" * 22}
+    r = hstack.request("PATCH", f"/api/checkpoints/{ids['ft_c']}", json={"tags": {**secret, "seed": 3}})
+    assert r.status_code == 200, r.text
+    hold = hstack.seam.hold()
+    try:
+        spec = linear_spec(3, seed=41)
+        spec["path"] = {"type": "linear", "a": "ft_c", "b": "ft_b", "points": 3}
+        r = hstack.request("POST", "/api/runs", json=spec)
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+        seen: dict[str, str] = {}
+        detail = httpx.get(f"{hstack.base_url}/api/runs/{run_id}", timeout=60)
+        seen["detail"] = detail.text
+        assert detail.json()["tags"][ids["ft_c"]].get("seed") == 3  # the other tags stay
+        hstack.request("POST", f"/api/runs/{run_id}/cancel")
+    finally:
+        hstack.seam.unhold(hold)
+        hstack.seam.release()
+        hstack.request(
+            "PATCH", f"/api/checkpoints/{ids['ft_c']}", json={"tags": {"task": "sentiment"}}
+        )
+    hstack.wait_run(run_id, timeout=300)
+    hstack.wait_stored(run_id, timeout=120)
+    seen["stored_detail"] = httpx.get(f"{hstack.base_url}/api/runs/{run_id}", timeout=60).text
+    seen["export_json"] = httpx.get(f"{hstack.base_url}/api/runs/{run_id}/export", timeout=60).text
+    seen["report"] = httpx.get(f"{hstack.base_url}/reports/{run_id}.html", timeout=60).text
+    for where, text in seen.items():
+        named = sorted(k for k, v in secret.items() if v in text)
+        note(tally, "share", f"job_ids_in_run_{where}", named, [])
+        want[f"job_ids_in_run_{where}"] = []
+    check(tally, "share", want)
