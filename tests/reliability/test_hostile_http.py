@@ -759,7 +759,7 @@ def test_a_study_pair_runs_link_reveals_that_run_only(hstack, tally):
             note(tally, "share", variant, r.status_code, 401)
             want[variant] = 401
         c = hstack.request("POST", f"/api/studies/{study_id}/cancel")
-        assert c.status_code == 200, c.text
+        assert c.status_code in (200, 409), c.text  # 409: it ended (a release let it run)
     finally:
         hstack.seam.unhold(hold)
         hstack.seam.release()
