@@ -77,8 +77,12 @@ class _Loader(yaml.SafeLoader):
 # a date or a time is kept as the text written (JSON has no dates)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 # sets, binary, ordered maps, pairs: no constructor, so an unknown tag (a ConstructorError)
-for _tag in ("tag:yaml.org,2002:set", "tag:yaml.org,2002:binary", "tag:yaml.org,2002:omap",
-             "tag:yaml.org,2002:pairs"):
+for _tag in (
+    "tag:yaml.org,2002:set",
+    "tag:yaml.org,2002:binary",
+    "tag:yaml.org,2002:omap",
+    "tag:yaml.org,2002:pairs",
+):
     _Loader.yaml_constructors.pop(_tag, None)
 
 
@@ -98,7 +102,9 @@ def _check(value: Any) -> None:
             if not math.isfinite(v):
                 raise YamlRefused(f"{v} is not a number JSON allows: numbers must be finite")
         elif not (v is None or isinstance(v, (str, int, bool))):
-            raise YamlRefused(f"a value of type {type(v).__name__} is not allowed (JSON's types only)")
+            raise YamlRefused(
+                f"a value of type {type(v).__name__} is not allowed (JSON's types only)"
+            )
 
 
 def loads(text: str | bytes) -> Any:

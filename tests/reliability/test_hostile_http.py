@@ -499,9 +499,13 @@ def test_run_names_are_bounded(hstack, tally):
         r = hstack.request("POST", "/api/runs/validate", json={**linear_spec(2), "name": name})
         note(tally, "names", variant, r.status_code, expect)
         want[variant] = expect
-        if expect == 422:  # the spec's own bound (basin.names) or the server's, named with its limit
+        if (
+            expect == 422
+        ):  # the spec's own bound (basin.names) or the server's, named with its limit
             detail = r.json()["detail"]
-            assert "name" in detail and ("BASIN_MAX_NAME_LENGTH" in detail or "limit is 200" in detail), r.text
+            assert "name" in detail and (
+                "BASIN_MAX_NAME_LENGTH" in detail or "limit is 200" in detail
+            ), r.text
     check(tally, "names", want)
 
 
@@ -589,7 +593,11 @@ def test_job_kinds_read_bodies_like_every_route(hstack, tally):
         for variant, body, cls in [
             (f"{short}_bom_100k_deep", hh.bom_json(deep), "nesting"),
             (f"{short}_utf16be_100k_deep", hh.utf16be_json(deep), "nesting"),
-            (f"{short}_utf16_nan", '{"steps": NaN, "tags": {"x": NaN}}'.encode("utf-16"), "strict_numbers"),
+            (
+                f"{short}_utf16_nan",
+                '{"steps": NaN, "tags": {"x": NaN}}'.encode("utf-16"),
+                "strict_numbers",
+            ),
             (f"{short}_bom_infinity", hh.bom_json('{"lr": -Infinity}'), "strict_numbers"),
         ]:
             r = hstack.request("POST", path, content=body, headers=JSON, timeout=120)
@@ -625,7 +633,10 @@ def test_tune_yaml_is_read_strictly(hstack, tally):
         "alias_bomb_in_name": (hh.yaml_alias_bomb(field="name"), "alias"),
         "alias_bomb_unknown_field": (hh.yaml_alias_bomb(field="extra"), "alias"),
         "merge_key": (good + "split: {<<: {k: 2}}\n", "merge keys"),
-        "python_tag": ("!!python/object/apply:os.system ['touch /tmp/basin-pwned']\n", "constructor"),
+        "python_tag": (
+            "!!python/object/apply:os.system ['touch /tmp/basin-pwned']\n",
+            "constructor",
+        ),
         "python_name_tag": (good + "name: !!python/name:os.system\n", "constructor"),
         "set_tag": (good.replace("steps: 2", "seeds: !!set {1, 2}\nsteps: 2"), "constructor"),
         "binary_tag": (good + "name: !!binary aGVsbG8=\n", "constructor"),
@@ -673,8 +684,18 @@ def test_every_job_kind_gets_the_shared_limits_and_names(hstack, tally):
     sol = {f"m{j}": "ft_a" for j in range(8)}
     for variant, path, body, setting in [
         ("tune_steps_200k", "/api/tunes", {**TUNE, "steps": 200_000}, "BASIN_MAX_TRAIN_STEPS"),
-        ("tune_max_examples_1M", "/api/tunes", {**TUNE, "max_examples": 1_000_000}, "BASIN_MAX_EXAMPLES"),
-        ("tune_eval_examples_1M", "/api/tunes", {**TUNE, "eval_max_examples": 1_000_000}, "BASIN_MAX_EXAMPLES"),
+        (
+            "tune_max_examples_1M",
+            "/api/tunes",
+            {**TUNE, "max_examples": 1_000_000},
+            "BASIN_MAX_EXAMPLES",
+        ),
+        (
+            "tune_eval_examples_1M",
+            "/api/tunes",
+            {**TUNE, "eval_max_examples": 1_000_000},
+            "BASIN_MAX_EXAMPLES",
+        ),
         ("tune_length_8192", "/api/tunes", {**TUNE, "max_length": 8192}, "BASIN_MAX_LENGTH"),
         ("tune_batch_4096", "/api/tunes", {**TUNE, "batch_size": 4096}, "BASIN_MAX_BATCH_SIZE"),
         (
@@ -683,20 +704,31 @@ def test_every_job_kind_gets_the_shared_limits_and_names(hstack, tally):
             {**TUNE, "seeds": list(range(64)), "learning_rates": [1e-4, 2e-4]},
             "BASIN_MAX_TUNE_MEMBERS",
         ),
-        ("study_examples_1M", "/api/studies", {**STUDY, "max_examples": 1_000_000}, "BASIN_MAX_EXAMPLES"),
+        (
+            "study_examples_1M",
+            "/api/studies",
+            {**STUDY, "max_examples": 1_000_000},
+            "BASIN_MAX_EXAMPLES",
+        ),
         ("study_batch_4096", "/api/studies", {**STUDY, "batch_size": 4096}, "BASIN_MAX_BATCH_SIZE"),
         (
             "subspace_solutions_256",
             "/api/subspaces",
-            {"kind": "subspace_fit", "tasks": {f"t{i}": {"train": "eval.csv", "solutions": sol} for i in range(32)},
-             "steps": 2},
+            {
+                "kind": "subspace_fit",
+                "tasks": {f"t{i}": {"train": "eval.csv", "solutions": sol} for i in range(32)},
+                "steps": 2,
+            },
             "BASIN_MAX_CHECKPOINTS",
         ),
         (
             "subspace_examples_1M",
             "/api/subspaces",
-            {"kind": "subspace_fit", "tasks": {"t": {"train": "eval.csv", "solutions": {"m": "ft_a"}}},
-             "train_examples": 1_000_000},
+            {
+                "kind": "subspace_fit",
+                "tasks": {"t": {"train": "eval.csv", "solutions": {"m": "ft_a"}}},
+                "train_examples": 1_000_000,
+            },
             "BASIN_MAX_EXAMPLES",
         ),
     ]:
@@ -710,7 +742,11 @@ def test_every_job_kind_gets_the_shared_limits_and_names(hstack, tally):
         for variant, path, body in [
             ("tune_name", "/api/tunes", {**TUNE, "name": bad}),
             ("study_name", "/api/studies", {**STUDY, "name": bad}),
-            ("study_label", "/api/studies", {**STUDY, "checkpoints": [{"ref": "ft_a", "name": bad}, "ft_b"]}),
+            (
+                "study_label",
+                "/api/studies",
+                {**STUDY, "checkpoints": [{"ref": "ft_a", "name": bad}, "ft_b"]},
+            ),
             ("hub_name", "/api/checkpoints/hub", {"ref": "org/model", "name": bad}),
         ]:
             r = hstack.request("POST", path, json=body, timeout=120)
@@ -752,8 +788,13 @@ def test_a_study_pair_runs_link_reveals_that_run_only(hstack, tally):
         study_open = httpx.get(f"{hstack.base_url}/api/studies/{study_id}", timeout=60)
         note(tally, "share", "study_own_link_open", study_open.status_code, 200)
         want["study_own_link_open"] = 200
-        for path in ("/api/studies", "/api/tunes", "/api/subspaces", "/api/artefacts",
-                     "/api/checkpoints/hub/abcdefghijklmnop"):
+        for path in (
+            "/api/studies",
+            "/api/tunes",
+            "/api/subspaces",
+            "/api/artefacts",
+            "/api/checkpoints/hub/abcdefghijklmnop",
+        ):
             r = httpx.get(hstack.base_url + path, timeout=60)
             variant = "list_" + path.split("/")[2] + ("_hub_job" if "hub" in path else "")
             note(tally, "share", variant, r.status_code, 401)
@@ -777,7 +818,9 @@ def test_a_runs_link_names_no_job_that_made_its_checkpoints(hstack, tally):
     want: dict[str, Any] = {}
     ids = {c["name"]: c["id"] for c in hstack.request("GET", "/api/checkpoints").json()}
     secret = {"tune": "T" * 22, "fit": "F" * 22, "subspace_job": "S" * 22}
-    r = hstack.request("PATCH", f"/api/checkpoints/{ids['ft_c']}", json={"tags": {**secret, "seed": 3}})
+    r = hstack.request(
+        "PATCH", f"/api/checkpoints/{ids['ft_c']}", json={"tags": {**secret, "seed": 3}}
+    )
     assert r.status_code == 200, r.text
     hold = hstack.seam.hold()
     try:

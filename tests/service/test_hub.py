@@ -229,7 +229,10 @@ def test_content_uploaded_before_is_not_stored_twice_and_gains_the_hub_origin(
     "change, says",
     [
         ({"target_modules": r"^((\w|\.)+)+!$"}, "regular expression"),
-        ({"peft_type": "XLORA", "adapters": {"0": "/etc", "1": "/root/.ssh"}}, "is not one Basin takes"),
+        (
+            {"peft_type": "XLORA", "adapters": {"0": "/etc", "1": "/root/.ssh"}},
+            "is not one Basin takes",
+        ),
         ({"r": 10**9}, "r"),
         ({"layers_to_transform": list(range(100_000))}, "larger than 256 KiB"),
     ],
