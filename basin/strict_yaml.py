@@ -75,7 +75,11 @@ class _Loader(yaml.SafeLoader):
 
 
 # a date or a time is kept as the text written (JSON has no dates)
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+def _as_text(loader: _Loader, node: Any) -> str:
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _as_text)
 # sets, binary, ordered maps, pairs: no constructor, so an unknown tag (a ConstructorError)
 for _tag in (
     "tag:yaml.org,2002:set",
