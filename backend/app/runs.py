@@ -649,14 +649,18 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
 
 
 def result_document(r: redis.Redis, store: Store, run_id: str) -> dict:
-    """The result document: the stored one when the run ended, else built from Redis so far."""
+    """The result document: the stored one when the run ended, else built from Redis so far
+    (its recorded store tags without other jobs' ids, :func:`public_tags`: a document stored
+    before they were left out still has them)."""
     try:
-        return _stored(store, run_id)
+        doc = _stored(store, run_id)
     except RunNotFound:
-        pass
-    doc = build_document(r, run_id)
-    if doc is None:
-        raise RunNotFound(run_id)
+        found = build_document(r, run_id)
+        if found is None:
+            raise RunNotFound(run_id) from None
+        doc = found
+    if doc.get("tags"):
+        doc = {**doc, "tags": public_tags(doc["tags"])}
     return doc
 
 

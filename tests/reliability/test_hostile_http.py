@@ -845,6 +845,14 @@ def test_a_runs_link_names_no_job_that_made_its_checkpoints(hstack, tally):
     seen["stored_detail"] = httpx.get(f"{hstack.base_url}/api/runs/{run_id}", timeout=60).text
     seen["export_json"] = httpx.get(f"{hstack.base_url}/api/runs/{run_id}/export", timeout=60).text
     seen["report"] = httpx.get(f"{hstack.base_url}/reports/{run_id}.html", timeout=60).text
+    # a document stored before runs left these tags out: its export leaves them out too
+    stored = hstack.store / "runs" / f"{run_id}.json"
+    doc = json.loads(stored.read_text())
+    doc["tags"][ids["ft_c"]] = {**doc["tags"].get(ids["ft_c"], {}), **secret}
+    stored.write_text(json.dumps(doc))
+    seen["older_document_export"] = httpx.get(
+        f"{hstack.base_url}/api/runs/{run_id}/export", timeout=60
+    ).text
     for where, text in seen.items():
         named = sorted(k for k, v in secret.items() if v in text)
         note(tally, "share", f"job_ids_in_run_{where}", named, [])
