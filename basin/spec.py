@@ -327,9 +327,19 @@ def format_validation_error(e: ValidationError) -> str:
         loc = ".".join(str(x) for x in err["loc"] if not str(x).endswith("Path") and str(x) not in PATHS)
         msg = _words(err)
         if err["type"] == "union_tag_invalid":
-            msg = f"unknown path type {err['input'].get('type')!r}; choose from {', '.join(PATHS)}"
+            msg = f"unknown path type {_shown(err['input'].get('type'))}; choose from {', '.join(PATHS)}"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid spec: " + "; ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """A client's value as an error quotes it: a short repr, whatever its size (a list of a
+    million items, or a YAML structure whose aliases stand for 9⁹ of them, is not walked)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother, r.maxlong = 2, 4, 4, 60, 60, 40
+    return r.repr(value)
 
 
 def _words(err: Any) -> str:
@@ -347,9 +357,9 @@ def _words(err: Any) -> str:
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()), "?")
-        return f"must be {op} {bound} (got {given!r})"
+        return f"must be {op} {bound} (got {_shown(given)})"
     if kind in ("int_parsing", "int_type", "float_parsing", "float_type"):
-        return f"must be a number (got {given!r})"
+        return f"must be a number (got {_shown(given)})"
     if kind == "extra_forbidden":
         return "unknown field"
     return str(err["msg"]).removeprefix("Value error, ")

@@ -38,7 +38,7 @@ from service.documents import build_document
 from service.errors import InvalidCursor, RunConflict, RunNotFound
 from service.jobs import JobConflict, JobNotFound, cancel_job
 from service.jobs.limits import JobLimits, over_run_limits, scope_over_limit
-from service.jobs.run import RUN
+from service.jobs.run import RUN, public_tags
 from service.runstate import (
     ACTIVE_KEY,
     RUNS_KEY,
@@ -394,7 +394,7 @@ def run_detail(r: redis.Redis, store: Store, run_id: str, *, url: str) -> dict:
         **_brief(spec),
         "names": names,
         "labels": _labels(store, names, spec),
-        "tags": json_or(h.get("tags"), {}),
+        "tags": public_tags(json_or(h.get("tags"), {})),
         "status": h["status"],
         "done": done,
         "total": total,
@@ -501,7 +501,7 @@ def _doc_detail(store: Store, doc: dict, run_id: str, *, url: str) -> dict:
         **_brief(spec),
         "names": doc.get("names", {}),
         "labels": _labels(store, doc.get("names") or {}, spec),
-        "tags": doc.get("tags") or {},
+        "tags": public_tags(doc.get("tags") or {}),
         "status": status,
         "done": n,
         "total": total,
@@ -649,14 +649,18 @@ def list_runs(r: redis.Redis, store: Store, *, public_url: str = "") -> list[dic
 
 
 def result_document(r: redis.Redis, store: Store, run_id: str) -> dict:
-    """The result document: the stored one when the run ended, else built from Redis so far."""
+    """The result document: the stored one when the run ended, else built from Redis so far
+    (its recorded store tags without other jobs' ids, :func:`public_tags`: a document stored
+    before they were left out still has them)."""
     try:
-        return _stored(store, run_id)
+        doc = _stored(store, run_id)
     except RunNotFound:
-        pass
-    doc = build_document(r, run_id)
-    if doc is None:
-        raise RunNotFound(run_id)
+        found = build_document(r, run_id)
+        if found is None:
+            raise RunNotFound(run_id) from None
+        doc = found
+    if doc.get("tags"):
+        doc = {**doc, "tags": public_tags(doc["tags"])}
     return doc
 
 

@@ -30,7 +30,9 @@ route sees it:
    ``Content-Length`` over ``BASIN_MAX_UPLOAD_BYTES`` is 413 here; the route streams the
    body to disk under that cap). A request without a body (a GET with neither
    ``Content-Length`` nor ``Transfer-Encoding``) is passed on at once.
-5. **Strict JSON**: a body that is JSON (it starts with ``{`` or ``[``) is parsed by
+5. **Strict JSON**: a body that is JSON (it starts with ``{`` or ``[`` once decoded the way
+   the routes' ``json.loads`` decodes bytes: UTF-8 with or without a byte-order mark,
+   UTF-16/32) is parsed by
    :func:`basin.strict_json.loads`: NaN, ±Infinity, a number that overflows (``1e999``) or
    nesting deeper than :data:`basin.strict_json.MAX_DEPTH` is 422 ``InvalidJson``, for
    every route (specs, tags, fits, the dashboard's callbacks). A body that is not JSON
@@ -254,15 +256,23 @@ def _declared(headers: dict[str, str]) -> int:
 
 def _strict_json_refusal(body: bytes) -> str | None:
     """Why a JSON body is refused (a NaN or an infinite number, nesting too deep), else ``None``;
-    a body that is not JSON is for the route to judge (its own 4xx)."""
-    start = body.lstrip()[:1]
-    if start not in (b"{", b"["):
+    a body that is not JSON is for the route to judge (its own 4xx).
+
+    "JSON" is judged the way the routes' parser reads bytes (``json.loads``: UTF-8 with or
+    without a byte-order mark, UTF-16 and UTF-32 told by their zero bytes): a body that only
+    *starts* with something else — ``\\xef\\xbb\\xbf{…`` or ``\\x00[\\x00[…`` — is the same JSON
+    to the route, so it is checked the same here."""
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except (UnicodeDecodeError, LookupError):
+        return None  # not text: the route says so in its own words
+    if text.lstrip(" \t\r\n")[:1] not in ("{", "["):
         return None
     try:
-        strict_json.loads(body)
+        strict_json.loads(text)
     except strict_json.JsonRefused as e:
         return f"the JSON body is refused: {e}"
-    except ValueError:  # not JSON (or not UTF-8): the route says so in its own words
+    except ValueError:  # not JSON: the route says so in its own words
         return None
     return None
 

@@ -4,7 +4,6 @@ joined with its forgetting table."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from backend.app.api.errors import carried_references
@@ -62,18 +61,20 @@ def resolve_tune_spec(
 
 
 def parse_body(raw: bytes, content_type: str) -> Any:
-    """The request body as data: JSON, or YAML when the content type says so (safe loader)."""
-    if "yaml" in (content_type or ""):
-        import yaml
+    """The request body as data: JSON (:func:`basin.strict_json.loads`), or YAML when the content
+    type says so (:func:`basin.strict_yaml.loads`: safe tags only, no aliases, bounded nesting,
+    finite numbers) — a request is untrusted text either way."""
+    from basin import strict_json, strict_yaml
 
+    if "yaml" in (content_type or ""):
         try:
-            return yaml.safe_load(raw.decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise InvalidSpec(f"invalid tune spec: the body is not YAML ({e})") from None
+            return strict_yaml.loads(raw)
+        except ValueError as e:
+            raise InvalidSpec(f"invalid tune spec: {e}") from None
     try:
-        return json.loads(raw)
+        return strict_json.loads(raw)
     except ValueError as e:
-        raise InvalidSpec(f"invalid tune spec: the body is not JSON ({e})") from None
+        raise InvalidSpec(f"invalid tune spec: the body is not JSON ({str(e)[:300]})") from None
 
 
 def read_cartography(store: Store, ref: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:

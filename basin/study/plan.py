@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from basin.errors import InvalidSpec
+from basin.names import optional_name
 from basin.paths.base import FrozenModel
 from basin.spec import RunSpec, format_validation_error, parse_spec, read_spec_file
 
@@ -65,6 +66,11 @@ class StudyCheckpoint(FrozenModel):
         "the groups and the instability curve read them (the store's tags are added)",
     )
 
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, v: str | None) -> str | None:
+        return optional_name(v, "checkpoint label")  # shown in every cell and pair run's name
+
 
 class StudyPath(FrozenModel):
     """The path of every pair: its type (a 1D path between two checkpoints: linear by default) and grid."""
@@ -88,6 +94,12 @@ class StudySpec(FrozenModel):
     """``basin study spec.yaml`` / ``POST /api/studies``: N checkpoints, a dataset, how to compare them."""
 
     name: str | None = Field(None, max_length=200)
+
+    @field_validator("name")
+    @classmethod
+    def _clean_study_name(cls, v: str | None) -> str | None:
+        return optional_name(v, "study name")
+
     checkpoints: list[StudyCheckpoint] = Field(
         default_factory=list, description="the checkpoints (≥ 2): references or {ref, name, tags}"
     )

@@ -119,6 +119,11 @@ class JobKind:
         """The job's wall-clock limit (0 = none): the kernel stores it with the job."""
         return 0.0
 
+    def recorded(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The creator's extra hash ``fields`` as the job records them (a run drops what its
+        share link must not reveal); the same for every creator of the kind."""
+        return fields
+
     def prepare(self, pipe: Any, job_id: str, spec: Any) -> None:
         """Extra writes in the creating transaction (a run's todo list)."""
 
@@ -223,7 +228,7 @@ def create_job(
         "status": QUEUED,
         "created": repr(created),
         **kind.fields(spec, limits),
-        **(fields or {}),
+        **kind.recorded(dict(fields or {})),
     }
     pipe.hset(kind.hash_key(job_id), mapping=mapping)
     limit_s = float(kind.time_limit_s(spec, limits))

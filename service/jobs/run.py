@@ -26,6 +26,21 @@ from service.runstate.keys import ACTIVE_KEY, RUNS_KEY, RunKeys, prune_index
 logger = logging.getLogger(__name__)
 
 
+#: Checkpoint tags whose value is another job's id — a capability: its link opens that job
+#: (a fit's control carries ``fit``, a tune member ``tune``, a decoded adapter ``subspace_job``).
+JOB_ID_TAGS = frozenset({"fit", "tune", "subspace_job"})
+
+
+def public_tags(tags: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded store tags (checkpoint id → tags) without :data:`JOB_ID_TAGS`: anyone
+    with the run's link reads them, and a link reveals its run, not the job that made one of
+    its checkpoints (the checkpoint itself, which keeps them, needs the token to read)."""
+    return {
+        ident: {k: v for k, v in t.items() if k not in JOB_ID_TAGS} if isinstance(t, dict) else t
+        for ident, t in (tags or {}).items()
+    }
+
+
 class RunKind(JobKind):
     name: ClassVar[str] = "run"
     label: ClassVar[str] = "run"
@@ -43,6 +58,11 @@ class RunKind(JobKind):
 
     def keys(self, job_id: str) -> list[str]:
         return RunKeys(job_id).all()
+
+    def recorded(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(fields.get("tags"), str):  # JSON {checkpoint id: store tags}
+            fields["tags"] = json.dumps(public_tags(json.loads(fields["tags"])))
+        return fields
 
     def check(self, spec: Any, limits: JobLimits, store: Any, names: dict[str, str]) -> list[str]:
         out = over_run_limits(spec, limits)

@@ -317,6 +317,10 @@ def _queue_pair(
     }
     from service.settings import get_settings
 
+    # a pair's run is shared by its own link: it names what it evaluates, not every
+    # checkpoint of the study (the study's own link shows those)
+    text = json.dumps(run_spec.model_dump(mode="json"))
+    own = {ident: name for ident, name in names.items() if ident in text}
     return create_job(
         r,
         RUN,
@@ -324,7 +328,7 @@ def _queue_pair(
         limits=JobLimits.from_settings(get_settings()),
         redis_url=redis_url,
         queue=queue,
-        names=names,
+        names=own,
         fields={"tags": json.dumps(run_tags), "study": job_id},
     )
 

@@ -103,6 +103,9 @@ class SubspaceKind(WorkerJobKind):
             length=spec.max_length,
             batch_size=spec.batch_size,
         )
+        if spec.kind == "subspace_fit":  # every solution is a checkpoint it loads
+            n = sum(len(t.solutions) for t in spec.tasks.values())
+            caps.cap("checkpoints (solutions):", n, limits.checkpoints, "BASIN_MAX_CHECKPOINTS")
         out = caps.lines
         if store is not None and limits.store_bytes is not None:
             free = store.free_bytes(limits.store_bytes)

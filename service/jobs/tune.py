@@ -208,6 +208,13 @@ class TuneKind(WorkerJobKind):
             length=int(_g(spec, "max_length", 0) or 0),
             batch_size=int(_g(spec, "batch_size", 0) or 0),
         )
+        # the held-out evaluation reads examples like a run does: the same cap
+        caps.cap(
+            "eval_max_examples:",
+            int(_g(spec, "eval_max_examples", 0) or 0),
+            limits.examples,
+            "BASIN_MAX_EXAMPLES",
+        )
         out = caps.lines
         members = member_dicts(spec)
         cap = int(getattr(limits, "tune_members", DEFAULT_MAX_MEMBERS) or DEFAULT_MAX_MEMBERS)

@@ -102,3 +102,35 @@ def test_a_spec_refuses_non_finite_numbers_wherever_it_comes_from(bad):
     }
     with pytest.raises(InvalidSpec, match="finite"):
         parse_spec(spec)
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("x: &a [1, 2]\ny: *a\n", "alias"),
+        ("x: {<<: {a: 1}}\n", "merge keys"),
+        ("x: " + "[" * 100_000 + "]" * 100_000, "deeper than"),
+        ("x: .nan\n", "finite"),
+        ("x: -.inf\n", "finite"),
+        ("x: " + "9" * 5000, "cannot be read"),
+        ("!!python/object/apply:os.system ['true']\n", "constructor"),
+        ("x: !!set {1, 2}\n", "constructor"),
+        ("x: !!binary aGVsbG8=\n", "constructor"),
+        ("1: a\n", "not text"),
+        ("a: 1\n---\nb: 2\n", "single document"),
+        ("a: 1\x00", "not YAML"),
+    ],
+)
+def test_yaml_from_a_request_is_read_as_strictly_as_json(text, says):
+    """basin.strict_yaml (issue 24, the tune route's YAML): aliases, merge keys, deep nesting,
+    non-finite or unreadable numbers, unsafe or non-JSON tags, several documents: refused
+    with the reason; dates stay the text written."""
+    from basin import strict_yaml
+
+    with pytest.raises(strict_yaml.YamlRefused, match=says):
+        strict_yaml.loads(text.encode())
+    assert strict_yaml.loads(b"\xef\xbb\xbfname: 2001-12-14\nsteps: 3\nlr: [0.5]\n") == {
+        "name": "2001-12-14",
+        "steps": 3,
+        "lr": [0.5],
+    }

@@ -164,3 +164,29 @@ def chunked(total: int, piece: int = 1 << 20, fill: bytes = b" ") -> list[bytes]
         out.append(f"{n:x}\r\n".encode() + fill * n + b"\r\n")
         left -= n
     return out
+
+
+# ---- the job kinds added since round three: bodies in other encodings, hostile YAML -------
+
+
+def bom_json(text: str) -> bytes:
+    """JSON after a UTF-8 byte-order mark (Python's ``json.loads(bytes)`` reads it)."""
+    return b"\xef\xbb\xbf" + text.encode()
+
+
+def utf16be_json(text: str) -> bytes:
+    """JSON in UTF-16-BE without a mark: its first byte is ``\\x00``, not ``{``."""
+    return text.encode("utf-16-be")
+
+
+def yaml_alias_bomb(levels: int = 9, width: int = 9, field: str = "seeds") -> str:
+    """``levels`` anchors of ``width`` aliases each: ``field`` stands for width**levels items
+    (9 × 9: 387 million) while the text is a few hundred bytes."""
+    lines = [f"x0: &x0 [{', '.join(['1'] * width)}]"]
+    for i in range(1, levels):
+        lines.append(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * width)}]")
+    return "\n".join(lines) + f"\nbase: ft_a\ndataset: eval.csv\n{field}: *x{levels - 1}\n"
+
+
+def yaml_nested(depth: int) -> str:
+    return "base: ft_a\ndataset: eval.csv\nlabels: " + "[" * depth + "]" * depth + "\n"

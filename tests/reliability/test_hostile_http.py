@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from collections import Counter, defaultdict
 from typing import Any
@@ -56,7 +57,7 @@ def hstack(tmp_path_factory, classifier_family) -> Stack:
 
     root = tmp_path_factory.mktemp("hostile-http") / "store"
     store = Store(root)
-    for name in ("ft_a", "ft_b"):
+    for name in ("ft_a", "ft_b", "ft_c"):
         store.add_checkpoint_dir(classifier_family[name], name=name, tags={"task": "sentiment"})
     store.add_dataset(classifier_family["data"], name="eval.csv")
     with running_stack(
@@ -498,9 +499,13 @@ def test_run_names_are_bounded(hstack, tally):
         r = hstack.request("POST", "/api/runs/validate", json={**linear_spec(2), "name": name})
         note(tally, "names", variant, r.status_code, expect)
         want[variant] = expect
-        if expect == 422:  # the spec's own bound (basin.names) or the server's, named with its limit
+        if (
+            expect == 422
+        ):  # the spec's own bound (basin.names) or the server's, named with its limit
             detail = r.json()["detail"]
-            assert "name" in detail and ("BASIN_MAX_NAME_LENGTH" in detail or "limit is 200" in detail), r.text
+            assert "name" in detail and (
+                "BASIN_MAX_NAME_LENGTH" in detail or "limit is 200" in detail
+            ), r.text
     check(tally, "names", want)
 
 
@@ -547,3 +552,309 @@ def test_over_long_dataset_lines_are_refused_while_streaming(hstack, tally):
         peak_rss_mb(hstack.api_proc.pid) - rss_before, 1
     )
     check(tally, "dataset_lines", want)
+
+
+# ---- the job kinds added since round three (tune, study, subspace, Hub, artefacts) --------
+
+TUNE = {"base": "ft_a", "dataset": "eval.csv", "steps": 2, "max_examples": 16, "batch_size": 8}
+STUDY = {
+    "checkpoints": ["ft_a", "ft_b", "ft_c"],
+    "dataset": "eval.csv",
+    "path": {"points": 5, "levels": 1, "budget": 5},
+    "max_examples": 16,
+    "batch_size": 16,
+}
+
+
+def _job_counts(stack: Stack) -> dict[str, int]:
+    return {
+        k: len(stack.request("GET", f"/api/{k}").json())
+        for k in ("tunes", "studies", "subspaces", "fits", "runs")
+    }
+
+
+def test_job_kinds_read_bodies_like_every_route(hstack, tally):
+    """Part 6 and 7 on the new kinds' routes: a body in another encoding (a UTF-8 byte-order
+    mark, UTF-16) is JSON to the routes' parser, so it is checked as JSON (it was a 500 when it
+    nested, and NaN got past the guard); errors quote a client's value briefly; nothing is
+    queued."""
+    want: dict[str, Any] = {}
+    before = _job_counts(hstack)
+    deep = hh.nested_array(100_000)
+    routes = {
+        "tunes": "/api/tunes",
+        "studies": "/api/studies",
+        "subspaces": "/api/subspaces",
+        "hub": "/api/checkpoints/hub",
+        "runs": "/api/runs",
+        "fits": "/api/fits",
+    }
+    for short, path in routes.items():
+        for variant, body, cls in [
+            (f"{short}_bom_100k_deep", hh.bom_json(deep), "nesting"),
+            (f"{short}_utf16be_100k_deep", hh.utf16be_json(deep), "nesting"),
+            (
+                f"{short}_utf16_nan",
+                '{"steps": NaN, "tags": {"x": NaN}}'.encode("utf-16"),
+                "strict_numbers",
+            ),
+            (f"{short}_bom_infinity", hh.bom_json('{"lr": -Infinity}'), "strict_numbers"),
+        ]:
+            r = hstack.request("POST", path, content=body, headers=JSON, timeout=120)
+            note(tally, cls, variant, r.status_code, 422)
+            want.setdefault(cls, {})[variant] = 422
+            if r.status_code == 422:
+                assert r.json()["error"] == "InvalidJson", r.text
+    # a 900 KB value in a field a model bounds: FastAPI's 422 echoed it whole
+    for variant, path, body in [
+        ("hub_ref_900KB", "/api/checkpoints/hub", {"ref": "a" * 900_000}),
+        ("hub_unknown_field_900KB", "/api/checkpoints/hub", {"ref": "a/b", "x": "q" * 900_000}),
+        ("register_path_900KB", "/api/checkpoints/register", {"path": "q" * 900_000}),
+        ("tune_seeds_200k", "/api/tunes", {**TUNE, "seeds": [[1]] * 200_000}),
+    ]:
+        r = hstack.request("POST", path, json=body, timeout=120)
+        got = (r.status_code, len(r.content) < 16_384)
+        note(tally, "error_sizes", variant, got, (422, True))
+        want.setdefault("error_sizes", {})[variant] = (422, True)
+    for cls, expected in want.items():
+        check(tally, cls, expected)
+    assert _job_counts(hstack) == before
+
+
+def test_tune_yaml_is_read_strictly(hstack, tally):
+    """``POST /api/tunes`` takes YAML: safe tags only, no aliases (an alias bomb standing for
+    387 million items held the API 48 s writing one error), bounded nesting (deep YAML was a
+    500), finite numbers and JSON's types; nothing is queued."""
+    want: dict[str, Any] = {}
+    before = _job_counts(hstack)
+    good = "base: ft_a\ndataset: eval.csv\nsteps: 2\nmax_examples: 16\nbatch_size: 8\n"
+    variants = {
+        "alias_bomb_in_seeds": (hh.yaml_alias_bomb(field="seeds"), "alias"),
+        "alias_bomb_in_name": (hh.yaml_alias_bomb(field="name"), "alias"),
+        "alias_bomb_unknown_field": (hh.yaml_alias_bomb(field="extra"), "alias"),
+        "merge_key": (good + "split: {<<: {k: 2}}\n", "merge keys"),
+        "python_tag": (
+            "!!python/object/apply:os.system ['touch /tmp/basin-pwned']\n",
+            "constructor",
+        ),
+        "python_name_tag": (good + "name: !!python/name:os.system\n", "constructor"),
+        "set_tag": (good.replace("steps: 2", "seeds: !!set {1, 2}\nsteps: 2"), "constructor"),
+        "binary_tag": (good + "name: !!binary aGVsbG8=\n", "constructor"),
+        "nested_100k_flow": (hh.yaml_nested(100_000), "deeper than"),
+        "nested_5k_maps": (good + "x: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "deeper than"),
+        "nan": (good + "learning_rates: [.nan]\n", "finite"),
+        "infinity": (good.replace("steps: 2", "steps: .inf"), "finite"),
+        "int_of_5000_digits": (good.replace("steps: 2", "steps: " + "9" * 5000), "cannot be read"),
+        "nul_byte": (good + "\x00", "not YAML"),
+        "two_documents": (good + "---\n" + good, "single document"),
+        "zero_width_name": (good + 'name: "fam\\u200b"\n', "invisible"),
+        "not_a_mapping": ("- base\n- ft_a\n", "JSON object"),
+    }
+    for variant, (text, says) in variants.items():
+        t0 = time.perf_counter()
+        r = hstack.request(
+            "POST",
+            "/api/tunes",
+            content=text.encode(),
+            headers={"Content-Type": "application/yaml"},
+            timeout=300,
+        )
+        note(tally, "yaml", variant, r.status_code, 422)
+        want[variant] = 422
+        assert says in r.json().get("detail", ""), (variant, r.text[:300])
+        assert time.perf_counter() - t0 < 60, f"{variant} held the API"  # a hang limit
+    r = hstack.request(
+        "POST",
+        "/api/tunes",
+        content=b"\xff\xfe" + good.encode("utf-16-le"),
+        headers={"Content-Type": "application/yaml"},
+    )
+    note(tally, "yaml", "utf16_document", r.status_code, 422)
+    want["utf16_document"] = 422
+    check(tally, "yaml", want)
+    assert not (hstack.store.parent / "basin-pwned").exists()
+    assert _job_counts(hstack) == before
+
+
+def test_every_job_kind_gets_the_shared_limits_and_names(hstack, tally):
+    """Part 4 and 8 on the new kinds: over a cap, each kind is 422 naming the setting, before
+    anything is queued; look-alike names are refused in every kind's names."""
+    want: dict[str, Any] = {}
+    before = _job_counts(hstack)
+    sol = {f"m{j}": "ft_a" for j in range(8)}
+    for variant, path, body, setting in [
+        ("tune_steps_200k", "/api/tunes", {**TUNE, "steps": 200_000}, "BASIN_MAX_TRAIN_STEPS"),
+        (
+            "tune_max_examples_1M",
+            "/api/tunes",
+            {**TUNE, "max_examples": 1_000_000},
+            "BASIN_MAX_EXAMPLES",
+        ),
+        (
+            "tune_eval_examples_1M",
+            "/api/tunes",
+            {**TUNE, "eval_max_examples": 1_000_000},
+            "BASIN_MAX_EXAMPLES",
+        ),
+        ("tune_length_8192", "/api/tunes", {**TUNE, "max_length": 8192}, "BASIN_MAX_LENGTH"),
+        ("tune_batch_4096", "/api/tunes", {**TUNE, "batch_size": 4096}, "BASIN_MAX_BATCH_SIZE"),
+        (
+            "tune_members_128",
+            "/api/tunes",
+            {**TUNE, "seeds": list(range(64)), "learning_rates": [1e-4, 2e-4]},
+            "BASIN_MAX_TUNE_MEMBERS",
+        ),
+        (
+            "study_examples_1M",
+            "/api/studies",
+            {**STUDY, "max_examples": 1_000_000},
+            "BASIN_MAX_EXAMPLES",
+        ),
+        ("study_batch_4096", "/api/studies", {**STUDY, "batch_size": 4096}, "BASIN_MAX_BATCH_SIZE"),
+        (
+            "subspace_solutions_256",
+            "/api/subspaces",
+            {
+                "kind": "subspace_fit",
+                "tasks": {f"t{i}": {"train": "eval.csv", "solutions": sol} for i in range(32)},
+                "steps": 2,
+            },
+            "BASIN_MAX_CHECKPOINTS",
+        ),
+        (
+            "subspace_examples_1M",
+            "/api/subspaces",
+            {
+                "kind": "subspace_fit",
+                "tasks": {"t": {"train": "eval.csv", "solutions": {"m": "ft_a"}}},
+                "train_examples": 1_000_000,
+            },
+            "BASIN_MAX_EXAMPLES",
+        ),
+    ]:
+        r = hstack.request("POST", path, json=body, timeout=120)
+        note(tally, "job_limits", variant, r.status_code, 422)
+        want[variant] = 422
+        assert setting in r.text, (variant, r.text[:300])
+    check(tally, "job_limits", want)
+    names: dict[str, Any] = {}
+    for bad in ("fam\u200b", "\u202eevil", "s\u2066x\u2069", "a\x1b[2J", "\ufeffs"):
+        for variant, path, body in [
+            ("tune_name", "/api/tunes", {**TUNE, "name": bad}),
+            ("study_name", "/api/studies", {**STUDY, "name": bad}),
+            (
+                "study_label",
+                "/api/studies",
+                {**STUDY, "checkpoints": [{"ref": "ft_a", "name": bad}, "ft_b"]},
+            ),
+            ("hub_name", "/api/checkpoints/hub", {"ref": "org/model", "name": bad}),
+        ]:
+            r = hstack.request("POST", path, json=body, timeout=120)
+            key = f"{variant}_{bad.encode('unicode_escape').decode()}"
+            note(tally, "names", key, r.status_code, 422)
+            names[key] = 422
+    check(tally, "names", names)
+    assert _job_counts(hstack) == before
+
+
+def test_a_study_pair_runs_link_reveals_that_run_only(hstack, tally):
+    """Part 5 on studies: a study's pair run is an ordinary run, shared by its own link; that
+    link names its two checkpoints and its dataset — not the study's other checkpoints (the
+    pair runs stored the whole study's names). The new kinds' lists need the token; their
+    own links (a study's, a tune's) open that job only."""
+    want: dict[str, Any] = {}
+    hold = hstack.seam.hold()  # no pair run evaluates anything: the study is cancelled
+    try:
+        r = hstack.request("POST", "/api/studies", json=STUDY)
+        assert r.status_code == 201, r.text
+        study_id = r.json()["id"]
+        detail = hstack.request("GET", f"/api/studies/{study_id}").json()
+        run_ids = list(detail["runs"].values())  # {pair key: run id}
+        assert run_ids, detail
+        leaked = []
+        for run_id in run_ids:
+            open_detail = httpx.get(f"{hstack.base_url}/api/runs/{run_id}", timeout=60)
+            note(tally, "share", "pair_run_open", open_detail.status_code, 200)
+            want["pair_run_open"] = 200
+            body = open_detail.json()
+            mine = {body["spec"]["path"]["a"], body["spec"]["path"]["b"], body["spec"]["dataset"]}
+            leaked += [n for n in body.get("names", {}) if n not in mine]
+            carto = httpx.get(f"{hstack.base_url}/api/runs/{run_id}/cartography", timeout=60)
+            note(tally, "share", "pair_run_cartography_open", carto.status_code, 200)
+            want["pair_run_cartography_open"] = 200
+            assert carto.json()["checkpoint"] is None  # no tune member: nothing more
+        note(tally, "share", "other_checkpoints_named_by_a_pair_link", len(leaked), 0)
+        want["other_checkpoints_named_by_a_pair_link"] = 0
+        study_open = httpx.get(f"{hstack.base_url}/api/studies/{study_id}", timeout=60)
+        note(tally, "share", "study_own_link_open", study_open.status_code, 200)
+        want["study_own_link_open"] = 200
+        for path in (
+            "/api/studies",
+            "/api/tunes",
+            "/api/subspaces",
+            "/api/artefacts",
+            "/api/checkpoints/hub/abcdefghijklmnop",
+        ):
+            r = httpx.get(hstack.base_url + path, timeout=60)
+            variant = "list_" + path.split("/")[2] + ("_hub_job" if "hub" in path else "")
+            note(tally, "share", variant, r.status_code, 401)
+            want[variant] = 401
+        c = hstack.request("POST", f"/api/studies/{study_id}/cancel")
+        assert c.status_code in (200, 409), c.text  # 409: it ended (a release let it run)
+    finally:
+        hstack.seam.unhold(hold)
+        hstack.seam.release()
+    for run_id in run_ids:
+        hstack.wait_run(run_id, timeout=300)
+    check(tally, "share", want)
+    assert not leaked, f"a pair run's link names other checkpoints: {leaked}"
+
+
+def test_a_runs_link_names_no_job_that_made_its_checkpoints(hstack, tally):
+    """Part 5 again: a tune member's checkpoints carry their family's id in the store tag
+    ``tune`` (a fit's control ``fit``, a decoded adapter ``subspace_job``), and a run copies its
+    checkpoints' store tags. Those ids are capabilities — ``/api/tunes/{id}`` opens the whole
+    family — so a run's link (detail, stored document, export) must not carry them."""
+    want: dict[str, Any] = {}
+    ids = {c["name"]: c["id"] for c in hstack.request("GET", "/api/checkpoints").json()}
+    secret = {"tune": "T" * 22, "fit": "F" * 22, "subspace_job": "S" * 22}
+    r = hstack.request(
+        "PATCH", f"/api/checkpoints/{ids['ft_c']}", json={"tags": {**secret, "seed": 3}}
+    )
+    assert r.status_code == 200, r.text
+    hold = hstack.seam.hold()
+    try:
+        spec = linear_spec(3, seed=41)
+        spec["path"] = {"type": "linear", "a": "ft_c", "b": "ft_b", "points": 3}
+        r = hstack.request("POST", "/api/runs", json=spec)
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+        seen: dict[str, str] = {}
+        detail = httpx.get(f"{hstack.base_url}/api/runs/{run_id}", timeout=60)
+        seen["detail"] = detail.text
+        assert detail.json()["tags"][ids["ft_c"]].get("seed") == 3  # the other tags stay
+        hstack.request("POST", f"/api/runs/{run_id}/cancel")
+    finally:
+        hstack.seam.unhold(hold)
+        hstack.seam.release()
+        hstack.request(
+            "PATCH", f"/api/checkpoints/{ids['ft_c']}", json={"tags": {"task": "sentiment"}}
+        )
+    hstack.wait_run(run_id, timeout=300)
+    hstack.wait_stored(run_id, timeout=120)
+    seen["stored_detail"] = httpx.get(f"{hstack.base_url}/api/runs/{run_id}", timeout=60).text
+    seen["export_json"] = httpx.get(f"{hstack.base_url}/api/runs/{run_id}/export", timeout=60).text
+    seen["report"] = httpx.get(f"{hstack.base_url}/reports/{run_id}.html", timeout=60).text
+    # a document stored before runs left these tags out: its export leaves them out too
+    stored = hstack.store / "runs" / f"{run_id}.json"
+    doc = json.loads(stored.read_text())
+    doc["tags"][ids["ft_c"]] = {**doc["tags"].get(ids["ft_c"], {}), **secret}
+    stored.write_text(json.dumps(doc))
+    seen["older_document_export"] = httpx.get(
+        f"{hstack.base_url}/api/runs/{run_id}/export", timeout=60
+    ).text
+    for where, text in seen.items():
+        named = sorted(k for k, v in secret.items() if v in text)
+        note(tally, "share", f"job_ids_in_run_{where}", named, [])
+        want[f"job_ids_in_run_{where}"] = []
+    check(tally, "share", want)

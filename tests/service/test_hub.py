@@ -223,3 +223,46 @@ def test_content_uploaded_before_is_not_stored_twice_and_gains_the_hub_origin(
         "hub_ref": "main",
     }
     assert store.get_checkpoint("hf:org/tiny-bert@main")["id"] == uploaded["id"]
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"target_modules": r"^((\w|\.)+)+!$"}, "regular expression"),
+        (
+            {"peft_type": "XLORA", "adapters": {"0": "/etc", "1": "/root/.ssh"}},
+            "is not one Basin takes",
+        ),
+        ({"r": 10**9}, "r"),
+        ({"layers_to_transform": list(range(100_000))}, "larger than 256 KiB"),
+    ],
+    ids=["regex", "path_loading_type", "huge_rank", "huge_list"],
+)
+def test_a_hostile_adapter_from_the_hub_is_refused_like_an_upload(
+    classifier_family, lora_family, tmp_path, change, says
+):
+    """Issue 24 part 1 on the Hub: an adapter fetched from a Hub repository is a third-party
+    config like an uploaded one; the store's import checks it the same way (allow-list, the
+    sandboxed peft check) — refused with the reason, nothing stored, no server path named."""
+    import json
+    import shutil
+
+    from basin.errors import BasinError
+
+    store = Store(tmp_path / "store")
+    store.add_checkpoint_dir(classifier_family["ft_a"], name="ft_a")
+    evil = tmp_path / "evil"
+    shutil.copytree(lora_family["lora_a"], evil)
+    cfg = json.loads((evil / "adapter_config.json").read_text())
+    if change.get("peft_type") not in (None, "LORA"):
+        cfg = {"base_model_name_or_path": cfg["base_model_name_or_path"]}
+    cfg.update(change)
+    cfg["base_model_name_or_path"] = "org/ft_a"  # the store's ft_a, by its last component
+    (evil / "adapter_config.json").write_text(json.dumps(cfg))
+    with HubServer() as hub:
+        hub.add("org/evil-lora", evil)
+        with pytest.raises(BasinError) as e:
+            import_from_hub(store, "org/evil-lora", endpoint=hub.url)
+    assert says in str(e.value), str(e.value)
+    assert "/etc" not in str(e.value) and "/root" not in str(e.value)
+    assert [m["name"] for m in store.list_checkpoints()] == ["ft_a"]

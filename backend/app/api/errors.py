@@ -95,6 +95,44 @@ def problem(exc: BaseException) -> tuple[int, dict[str, Any]]:
     return status, body
 
 
+#: At most this many errors in a request's 422 (FastAPI's list), each ``input`` cut short.
+MAX_VALIDATION_ERRORS = 20
+
+
+def _short_input(value: Any) -> Any:
+    """A client's value as an error may show it: short text, a number, or a short repr."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return _cut(value, 200)
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, 60, 60
+    return _cut(r.repr(value), 200)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a body or query its models refuse, in FastAPI's shape (``detail``: a
+    list of ``{type, loc, msg, input}``) but bounded: FastAPI echoes each ``input`` whole, so
+    a 900 KB ``ref`` came back as a 900 KB error. At most :data:`MAX_VALIDATION_ERRORS`
+    errors (``error_count`` gives the total), each input and message cut short."""
+    errors = list(exc.errors()) if hasattr(exc, "errors") else []
+    shown = [
+        {
+            "type": str(e.get("type", "")),
+            "loc": [x if isinstance(x, int) else _cut(str(x), 100) for x in e.get("loc", ())][:10],
+            "msg": _cut(str(e.get("msg", "")), 300),
+            "input": _short_input(e.get("input")),
+        }
+        for e in errors[:MAX_VALIDATION_ERRORS]
+    ]
+    return JSONResponse(
+        status_code=422,
+        content={"detail": shown, "error": "RequestValidationError", "error_count": len(errors)},
+    )
+
+
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status, body = problem(exc)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServerBusy) else None
@@ -103,8 +141,11 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Answer every exception type of :data:`STATUS` with :func:`problem`."""
+    from fastapi.exceptions import RequestValidationError
+
     for exc_type in STATUS:
         app.add_exception_handler(exc_type, _handle)
+    app.add_exception_handler(RequestValidationError, _validation)
 
 
 @contextlib.contextmanager
