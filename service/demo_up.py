@@ -268,13 +268,10 @@ def minilm_demo(
         if body.get("status") != "done":
             bad = [m for m in body.get("member_list") or [] if m.get("error")]
             why = body.get("error") or (f"{bad[0].get('name')}: {bad[0]['error']}" if bad else "")
-            status.set(
-                state="failed",
-                stage="failed",
+            status.failed(
+                f"the demo's tune job ended {body.get('status')}" + (f": {why}" if why else ""),
+                t0,
                 members=members,
-                error=f"the demo's tune job ended {body.get('status')}"
-                + (f": {why}" if why else ""),
-                build_s=round(time.monotonic() - t0, 1),
             )
             return status.doc
         status.set(
@@ -287,12 +284,7 @@ def minilm_demo(
         )
     except Exception as e:  # noqa: BLE001 - shown in the banner; the service stays up
         logger.exception("the MiniLM demo failed")
-        status.set(
-            state="failed",
-            stage="failed",
-            error=f"{type(e).__name__}: {e}",
-            build_s=round(time.monotonic() - t0, 1),
-        )
+        status.failed(f"{type(e).__name__}: {e}", t0)
     return status.doc
 
 
@@ -416,6 +408,11 @@ class DemoStatus:
         except OSError as e:
             logger.warning("could not record the %s's status: %s", self.label, e)
 
+    def failed(self, error: str, t0: float, **fields: Any) -> None:
+        """The demo stopped: ``error`` in the banner, the time it ran (``time.monotonic()`` at ``t0``)."""
+        self.set(state="failed", stage="failed", error=error,
+                 build_s=round(time.monotonic() - t0, 1), **fields)
+
     def progress(self, fraction: float, stage: str) -> None:
         """The build's ``on_progress``: the build is ``build_share`` of the way, registering the rest."""
         self.set(
@@ -534,12 +531,7 @@ def demo_lm_background(
         )
     except Exception as e:  # noqa: BLE001 - any failure goes to the banner, never further
         logger.exception("the LM demo failed")
-        status.set(
-            state="failed",
-            stage="failed",
-            error=f"{type(e).__name__}: {e}",
-            build_s=round(time.monotonic() - t0, 1),
-        )
+        status.failed(f"{type(e).__name__}: {e}", t0)
     return status.doc
 
 
