@@ -373,7 +373,7 @@ def _set_adapter(pm: Any, weights: Mapping[str, torch.Tensor], names: Sequence[s
 
     try:
         result = peft.set_peft_model_state_dict(pm, dict(weights))
-    except RuntimeError as e:  # size mismatches from load_state_dict
+    except (RuntimeError, KeyError) as e:  # size mismatches from load_state_dict; a tensor peft looks up
         raise IncompatibleCheckpoints(f"{what} does not fit the adapter layout of the path's first adapter: "
                                       f"{str(e).splitlines()[0]}", []) from None
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
@@ -405,7 +405,7 @@ def merged_state_dict(src: CheckpointSource, base_sd: Mapping[str, torch.Tensor]
     cfg = peft_config(src.adapter, src.config_dir)  # checked against the base before peft builds
     if getattr(cfg, "is_prompt_learning", False):
         raise CheckpointError(
-            f"adapter {src.adapter.name} is {_ptype(cfg)}, prompt learning: its virtual tokens are no weights of "
+            f"adapter {_label(src.adapter)} is {_ptype(cfg)}, prompt learning: its virtual tokens are no weights of "
             "the base model, so it has no merged checkpoint; put it on a path with space: adapter")
     task = TASK_OF_PEFT.get(str(getattr(cfg, "task_type", None)))
     model = _build_base(src.config_dir, task, meta=False)
@@ -454,6 +454,7 @@ class AdapterSpace:
         self.cfg = peft_config(first.adapter, first.config_dir)  # checked before peft builds
         self.base_id = (first.weights, first.config_dir)
         self.base = first.base_source()
+        self.first = first.adapter
         load_weights(model, rename(base_sd, key_mapper(model)(base_sd)), task)
         self.peft_model = _inject(model, self.cfg, f"adapter {first.adapter.name}")
         if getattr(self.cfg, "is_prompt_learning", False):
@@ -514,6 +515,13 @@ class AdapterSpace:
                 "use space: merged to put full checkpoints and adapters on one path", [])
         if (src.weights, src.config_dir) != self.base_id:
             self._check_same_base(src)
+        kind, first_kind = _ptype(peft_config(src.adapter, src.config_dir)), _ptype(self.cfg)
+        if kind != first_kind:  # peft would fail with a KeyError on the other type's tensors
+            why = ("a prompt-learning adapter has no merged weights, so no path joins these two"
+                   if {kind, first_kind} & {"PROMPT_TUNING", "PREFIX_TUNING"} else "space: merged mixes them")
+            raise IncompatibleCheckpoints(
+                f"space: adapter needs adapters of one type: {_label(self.first)} is {first_kind}, "
+                f"{_label(src.adapter)} is {kind} ({why})", [])
         params = dict(self.model.named_parameters())
         live = [params[n].data for n in self.names]
         saved = [t.clone() for t in live]
