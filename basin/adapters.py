@@ -520,7 +520,7 @@ class AdapterSpace:
             why = ("a prompt-learning adapter has no merged weights, so no path joins these two"
                    if {kind, first_kind} & {"PROMPT_TUNING", "PREFIX_TUNING"} else "space: merged mixes them")
             raise IncompatibleCheckpoints(
-                f"space: adapter needs adapters of one type: {_label(self.first)} is {first_kind}, "
+                f"space: adapter needs adapters of one type (one adapter layout): {_label(self.first)} is {first_kind}, "
                 f"{_label(src.adapter)} is {kind} ({why})", [])
         params = dict(self.model.named_parameters())
         live = [params[n].data for n in self.names]

@@ -228,6 +228,6 @@ def test_lora_and_prefix_adapters_on_one_adapter_space_path_are_refused_by_type(
     )
     with pytest.raises(
         IncompatibleCheckpoints,
-        match="one type: .* is LORA, .* is PREFIX_TUNING .*no merged weights",
+        match="one type .* is LORA, .* is PREFIX_TUNING .*no merged weights",
     ):
         Landscape.open(spec, FileResolver(prompts["root"]))
