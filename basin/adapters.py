@@ -373,7 +373,7 @@ def _set_adapter(pm: Any, weights: Mapping[str, torch.Tensor], names: Sequence[s
 
     try:
         result = peft.set_peft_model_state_dict(pm, dict(weights))
-    except RuntimeError as e:  # size mismatches from load_state_dict
+    except (RuntimeError, KeyError) as e:  # size mismatches from load_state_dict; a tensor peft looks up
         raise IncompatibleCheckpoints(f"{what} does not fit the adapter layout of the path's first adapter: "
                                       f"{str(e).splitlines()[0]}", []) from None
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
@@ -405,7 +405,7 @@ def merged_state_dict(src: CheckpointSource, base_sd: Mapping[str, torch.Tensor]
     cfg = peft_config(src.adapter, src.config_dir)  # checked against the base before peft builds
     if getattr(cfg, "is_prompt_learning", False):
         raise CheckpointError(
-            f"adapter {src.adapter.name} is {_ptype(cfg)}, prompt learning: its virtual tokens are no weights of "
+            f"adapter {_label(src.adapter)} is {_ptype(cfg)}, prompt learning: its virtual tokens are no weights of "
             "the base model, so it has no merged checkpoint; put it on a path with space: adapter")
     task = TASK_OF_PEFT.get(str(getattr(cfg, "task_type", None)))
     model = _build_base(src.config_dir, task, meta=False)
@@ -453,6 +453,8 @@ class AdapterSpace:
         assert first.adapter is not None
         self.cfg = peft_config(first.adapter, first.config_dir)  # checked before peft builds
         self.base_id = (first.weights, first.config_dir)
+        self.base = first.base_source()
+        self.first = first.adapter
         load_weights(model, rename(base_sd, key_mapper(model)(base_sd)), task)
         self.peft_model = _inject(model, self.cfg, f"adapter {first.adapter.name}")
         if getattr(self.cfg, "is_prompt_learning", False):
@@ -468,16 +470,58 @@ class AdapterSpace:
         if not self.names:
             raise CheckpointError(f"adapter {first.adapter.name} has no tensors of its own in the model")
 
+    def _check_same_base(self, src: CheckpointSource) -> None:
+        """``src``'s adapter sits on another base folder: accept it when that base equals the
+        live model's in every tensor the adapters do not replace. A tune family's PEFT members
+        of two seeds sit on two θ0 folders (``init-s1``, ``init-s2``) that differ only in the
+        fresh classifier head, which every member replaces with its own trained copy
+        (``modules_to_save``): the model at each end is then exactly the adapter on either
+        base. Any other difference (a tensor, a shape, the config) is refused, naming it."""
+        from basin.checkpoints import load_state_dict
+
+        assert src.adapter is not None
+        what = f"{_label(src.adapter)} is on {_label(src.weights)}, not on {_label(self.base_id[0])}"
+        ignore = ("_name_or_path", "transformers_version")
+        a_cfg = {k: v for k, v in read_config(self.base_id[1]).items() if k not in ignore}
+        b_cfg = {k: v for k, v in read_config(src.config_dir).items() if k not in ignore}
+        if a_cfg != b_cfg:
+            key = sorted(k for k in a_cfg.keys() | b_cfg.keys() if a_cfg.get(k) != b_cfg.get(k))[0]
+            raise IncompatibleCheckpoints(
+                f"space: adapter needs every adapter on the same base checkpoint; {what}, and the bases' "
+                f"configs differ in {key!r}", [])
+        saved = [str(m) for m in (getattr(self.cfg, "modules_to_save", None) or [])]
+
+        def replaced(name: str) -> bool:  # a tensor of a module the adapter carries its own copy of
+            module = name.rsplit(".", 1)[0]
+            return any(module == m or module.endswith("." + m) for m in saved)
+
+        first = load_state_dict(self.base)
+        other = load_state_dict(src.base_source())
+        differ = sorted(k for k in first.keys() ^ other.keys() if not replaced(k))
+        differ += sorted(k for k in first.keys() & other.keys() if not replaced(k) and (
+            first[k].shape != other[k].shape or not torch.equal(first[k], other[k])))
+        if differ:
+            raise IncompatibleCheckpoints(
+                f"space: adapter needs every adapter on the same base checkpoint; {what}, and the bases "
+                f"differ in {len(differ)} tensor(s) the adapters do not replace, e.g. {differ[0]!r}", [])
+
     def load(self, src: CheckpointSource) -> dict[str, torch.Tensor]:
-        """The adapter tensors of ``src`` under the live model's names (fresh copies)."""
+        """The adapter tensors of ``src`` under the live model's names (fresh copies). An adapter on
+        another base folder is taken when that base differs only in modules the adapter replaces
+        (:meth:`_check_same_base`)."""
         if src.adapter is None:
             raise IncompatibleCheckpoints(
                 f"space: adapter interpolates adapter tensors, but {src.weights.name} is a full checkpoint; "
                 "use space: merged to put full checkpoints and adapters on one path", [])
         if (src.weights, src.config_dir) != self.base_id:
+            self._check_same_base(src)
+        kind, first_kind = _ptype(peft_config(src.adapter, src.config_dir)), _ptype(self.cfg)
+        if kind != first_kind:  # peft would fail with a KeyError on the other type's tensors
+            why = ("a prompt-learning adapter has no merged weights, so no path joins these two"
+                   if {kind, first_kind} & {"PROMPT_TUNING", "PREFIX_TUNING"} else "space: merged mixes them")
             raise IncompatibleCheckpoints(
-                "space: adapter needs every adapter on the same base checkpoint; "
-                f"{src.adapter.name} is on another base", [])
+                f"space: adapter needs adapters of one type (one adapter layout): {_label(self.first)} is {first_kind}, "
+                f"{_label(src.adapter)} is {kind} ({why})", [])
         params = dict(self.model.named_parameters())
         live = [params[n].data for n in self.names]
         saved = [t.clone() for t in live]
@@ -486,6 +530,11 @@ class AdapterSpace:
         with torch.no_grad():
             torch._foreach_copy_(live, saved)
         return out
+
+
+def _label(path: Path) -> str:
+    """A checkpoint folder as a message names it: its last two components (``member/final``)."""
+    return "/".join(Path(path).parts[-2:])
 
 
 def adapter_sources(sources: Mapping[str, CheckpointSource]) -> bool:

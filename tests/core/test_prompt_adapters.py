@@ -202,3 +202,32 @@ def test_a_prefix_adapter_on_a_bert_encoder_runs_on_an_adapter_space_path(delta_
         assert land.evaluate({"alpha": alpha})["loss"] == pytest.approx(losses[alpha], abs=1e-6)
     assert land.prefix_summary().get("on") is False
     land.close()
+
+
+def test_lora_and_prefix_adapters_on_one_adapter_space_path_are_refused_by_type(
+    delta_family, prompts
+):
+    """LoRA ↔ prefix in adapter space has no common tensors: a clear refusal naming both types
+    (it was a KeyError from peft's loader, a traceback from ``basin eval``)."""
+    from basin.errors import IncompatibleCheckpoints
+
+    base = delta_family["base"]
+    shutil.copy(delta_family["data"], prompts["root"] / "eval.csv")
+    spec = helpers.cpu_spec(
+        {
+            "path": {
+                "type": "linear",
+                "a": f"{delta_family['lora']}::{base}",
+                "b": f"{prompts['prefix']}::{base}",
+                "points": 3,
+            },
+            "dataset": "eval.csv",
+            "dtype": "float32",
+            "space": "adapter",
+        }
+    )
+    with pytest.raises(
+        IncompatibleCheckpoints,
+        match="one type .* is LORA, .* is PREFIX_TUNING .*no merged weights",
+    ):
+        Landscape.open(spec, FileResolver(prompts["root"]))

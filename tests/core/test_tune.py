@@ -242,6 +242,51 @@ def test_members_load_back_through_the_resolver_and_evaluate(body, family):
         assert ends[1]["loss"] == pytest.approx(b["metrics"]["loss"], rel=1e-5)
 
 
+def test_peft_seeds_on_two_theta0_folders_share_an_adapter_space_path(body, family, tmp_path):
+    """Two seeds' LoRA members sit on two θ0 folders (init-s1, init-s2) that differ only in the
+    fresh head each member replaces with its own copy: an adapter-space path between them runs
+    (it was refused, "on another base", so prefix seeds could never share a path) and ends at
+    each member's own held-out metrics. A base that differs in a tensor the adapter does not
+    replace is still refused, naming the tensor."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from basin import engine
+    from basin.errors import IncompatibleCheckpoints
+    from basin.spec import parse_spec
+
+    out, doc, _ = family
+    by_name = {m["name"]: m for m in doc["members"]}
+    a, b = by_name["fam-lora-s1"], by_name["fam-lora-s2"]
+
+    def run(ref_b: str):
+        spec = {
+            "path": {"type": "linear", "a": a["final"], "b": ref_b, "points": 3},
+            "space": "adapter",
+            "dataset": str(body / "eval.csv"),
+            "task": "classification",
+            "max_length": 32,
+            "device": "cpu",
+        }
+        return engine.run(parse_spec(spec), FileResolver(out), progress=False)
+
+    result = run(b["final"])
+    ends = result["points"][0]["metrics"], result["points"][-1]["metrics"]
+    assert ends[0]["loss"] == pytest.approx(a["metrics"]["loss"], rel=1e-5)
+    assert ends[1]["loss"] == pytest.approx(b["metrics"]["loss"], rel=1e-5)
+    assert ends[1]["accuracy"] == pytest.approx(b["metrics"]["accuracy"], abs=1e-9)
+
+    bent = tmp_path / "init-s2-bent"  # θ0 of seed 2 with one body tensor moved
+    shutil.copytree(out / "init-s2", bent)
+    sd = load_file(bent / "model.safetensors")
+    name = next(k for k in sorted(sd) if "encoder.layer.0.attention.self.key.weight" in k)
+    sd[name] = sd[name] + 1e-3
+    save_file(sd, bent / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(IncompatibleCheckpoints, match=f"on the same base checkpoint.*{name}"):
+        run(f"{out / b['final']}::{bent}")
+
+
 def test_cartography_recomputed_by_hand(body, family):
     """cartography.csv's statistics from its own p@step columns, and p@final from the final
     checkpoint's softmax on the training rows."""
