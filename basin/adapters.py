@@ -471,39 +471,15 @@ class AdapterSpace:
             raise CheckpointError(f"adapter {first.adapter.name} has no tensors of its own in the model")
 
     def _check_same_base(self, src: CheckpointSource) -> None:
-        """``src``'s adapter sits on another base folder: accept it when that base equals the
-        live model's in every tensor the adapters do not replace. A tune family's PEFT members
-        of two seeds sit on two θ0 folders (``init-s1``, ``init-s2``) that differ only in the
-        fresh classifier head, which every member replaces with its own trained copy
-        (``modules_to_save``): the model at each end is then exactly the adapter on either
-        base. Any other difference (a tensor, a shape, the config) is refused, naming it."""
-        from basin.checkpoints import load_state_dict
-
+        """``src``'s adapter sits on another base folder: accepted when :func:`base_difference`
+        finds none in what the adapters do not replace."""
         assert src.adapter is not None
-        what = f"{_label(src.adapter)} is on {_label(src.weights)}, not on {_label(self.base_id[0])}"
-        ignore = ("_name_or_path", "transformers_version")
-        a_cfg = {k: v for k, v in read_config(self.base_id[1]).items() if k not in ignore}
-        b_cfg = {k: v for k, v in read_config(src.config_dir).items() if k not in ignore}
-        if a_cfg != b_cfg:
-            key = sorted(k for k in a_cfg.keys() | b_cfg.keys() if a_cfg.get(k) != b_cfg.get(k))[0]
-            raise IncompatibleCheckpoints(
-                f"space: adapter needs every adapter on the same base checkpoint; {what}, and the bases' "
-                f"configs differ in {key!r}", [])
         saved = [str(m) for m in (getattr(self.cfg, "modules_to_save", None) or [])]
-
-        def replaced(name: str) -> bool:  # a tensor of a module the adapter carries its own copy of
-            module = name.rsplit(".", 1)[0]
-            return any(module == m or module.endswith("." + m) for m in saved)
-
-        first = load_state_dict(self.base)
-        other = load_state_dict(src.base_source())
-        differ = sorted(k for k in first.keys() ^ other.keys() if not replaced(k))
-        differ += sorted(k for k in first.keys() & other.keys() if not replaced(k) and (
-            first[k].shape != other[k].shape or not torch.equal(first[k], other[k])))
-        if differ:
+        why = base_difference(self.base, src.base_source(), saved)
+        if why:
             raise IncompatibleCheckpoints(
-                f"space: adapter needs every adapter on the same base checkpoint; {what}, and the bases "
-                f"differ in {len(differ)} tensor(s) the adapters do not replace, e.g. {differ[0]!r}", [])
+                f"space: adapter needs every adapter on the same base checkpoint; {_label(src.adapter)} is on "
+                f"{_label(src.weights)}, not on {_label(self.base_id[0])}, and the bases {why}", [])
 
     def load(self, src: CheckpointSource) -> dict[str, torch.Tensor]:
         """The adapter tensors of ``src`` under the live model's names (fresh copies). An adapter on
@@ -530,6 +506,58 @@ class AdapterSpace:
         with torch.no_grad():
             torch._foreach_copy_(live, saved)
         return out
+
+
+def base_difference(a: CheckpointSource, b: CheckpointSource, modules_to_save: Sequence[str] = ()) -> str | None:
+    """How two base checkpoints differ for adapters that carry their own copy of
+    ``modules_to_save``, or ``None`` when they do not: the configs (but for the path and the
+    library's version) and every tensor outside those modules must be equal. A tune family's
+    PEFT members of two seeds sit on two θ0 folders (``init-s1``, ``init-s2``) that differ
+    only in the fresh classifier head, which every member replaces with its own trained copy:
+    the model at each end is then exactly the adapter on either base. Tensors are read one at
+    a time (:class:`~basin.checkpoints.LazyStateDict`), so the API can ask this of any size of
+    base without holding either. Used by :class:`AdapterSpace` and the API's Check."""
+    from basin.checkpoints import LazyStateDict
+
+    if (a.weights, a.config_dir) == (b.weights, b.config_dir):
+        return None
+    ignore = ("_name_or_path", "transformers_version")
+    a_cfg = {k: v for k, v in read_config(a.config_dir).items() if k not in ignore}
+    b_cfg = {k: v for k, v in read_config(b.config_dir).items() if k not in ignore}
+    if a_cfg != b_cfg:
+        key = sorted(k for k in a_cfg.keys() | b_cfg.keys() if a_cfg.get(k) != b_cfg.get(k))[0]
+        return f"configs differ in {key!r}"
+    saved = [str(m) for m in modules_to_save]
+
+    def replaced(name: str) -> bool:  # a tensor of a module the adapter carries its own copy of
+        module = name.rsplit(".", 1)[0]
+        return any(module == m or module.endswith("." + m) for m in saved)
+
+    first, other = LazyStateDict(a), LazyStateDict(b)
+    differ = sorted(k for k in set(first) ^ set(other) if not replaced(k))
+    for k in sorted(set(first) & set(other)):
+        if differ:
+            break
+        if replaced(k):
+            continue
+        if first.meta(k) != other.meta(k) or not torch.equal(first[k], other[k]):
+            differ.append(k)
+    if differ:
+        return f"differ in a tensor the adapters do not replace: {differ[0]!r}"
+    return None
+
+
+def saved_modules(adapter_dir: Path) -> list[str]:
+    """The ``modules_to_save`` an adapter folder's config lists (plain JSON, no peft: the store
+    has checked the file's fields and values, :mod:`basin.untrusted`)."""
+    import json
+
+    try:
+        cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    mods = cfg.get("modules_to_save") if isinstance(cfg, dict) else None
+    return [str(m) for m in mods] if isinstance(mods, list) else []
 
 
 def _label(path: Path) -> str:

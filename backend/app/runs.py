@@ -277,19 +277,34 @@ def check_adapter_space(refs: list[str], store: Store, *, names: dict[str, str])
                 "use space: merged to put full checkpoints and adapters on one path"
             )
         if first is None:
-            first = dict(m, label=label)
+            first = dict(m, label=label, ref=r)
             continue
         fa = first["adapter"]
-        if m.get("base") != first.get("base"):
+        why = _bases_differ(first["ref"], r, store) if m.get("base") != first.get("base") else None
+        if why:
             raise IncompatibleCheckpoints(
                 f"space: adapter needs every adapter on one base: {first['label']!r} is on "
                 f"{first.get('base_name') or str(first.get('base'))[:12]!r}, {label!r} on "
-                f"{m.get('base_name') or str(m.get('base'))[:12]!r}", [])
+                f"{m.get('base_name') or str(m.get('base'))[:12]!r}, and the bases {why}", [])
         for key in ("peft_type", "r", "target_modules"):
             if a.get(key) != fa.get(key):
                 raise IncompatibleCheckpoints(
                     f"space: adapter needs adapters of one layout: {key} is {fa.get(key)!r} in "
                     f"{first['label']!r} but {a.get(key)!r} in {label!r} (space: merged mixes them)", [])
+
+
+def _bases_differ(ref_a: str, ref_b: str, store: Store) -> str | None:
+    """Two adapters on different stored bases still share an adapter-space path when the bases
+    differ only in modules both adapters replace (a tune family's seeds on their own θ0s): the
+    engine's own test, :func:`basin.adapters.base_difference` (its words, or ``None``)."""
+    from basin.adapters import base_difference, saved_modules
+
+    resolver = store.resolver()
+    a, b = resolver.checkpoint(ref_a), resolver.checkpoint(ref_b)
+    if a.adapter is None or b.adapter is None:
+        return "are two checkpoints"
+    saved = set(saved_modules(a.adapter)) & set(saved_modules(b.adapter))
+    return base_difference(a.base_source(), b.base_source(), sorted(saved))
 
 
 # ---- queueing: service.runstate.create (the fit worker queues its evaluation runs too)

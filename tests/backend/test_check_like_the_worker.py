@@ -131,3 +131,44 @@ def test_a_dataset_whose_labels_the_model_lacks_is_refused_at_check(store, label
     assert says in body["detail"] and "checkpoint 'ft_a'" in body["detail"], body
     assert c.post("/api/runs", json={"path": _line("ft_a", "ft_b"), "dataset": "emotions.csv",
                                      "max_examples": 8}).status_code == 422
+
+
+def test_adapters_of_two_seeds_on_their_own_inits_share_an_adapter_space_path_in_the_api(
+    reg_client, classifier_family, tmp_path_factory
+):
+    """A tune family's PEFT seeds sit on two θ0 folders that differ only in the fresh head each
+    adapter replaces with its own copy (``modules_to_save``): the engine puts them on one
+    adapter-space path, and Check now agrees (it refused any two stored bases). Bases that
+    differ in a tensor the adapters do not replace are still refused, naming the tensor."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tests.factories import build_lora
+
+    root = tmp_path_factory.mktemp("two-inits")
+    inits = {}
+    for i, bump in enumerate((None, "classifier.weight", "bert.encoder.layer.0.attention.self.key.weight")):
+        d = root / f"init-{i}"
+        shutil.copytree(classifier_family["init"], d)
+        if bump:
+            sd = load_file(d / "model.safetensors")
+            sd[bump] = sd[bump] + 0.5
+            save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
+        inits[i] = d
+    c = reg_client
+    for i, d in inits.items():
+        assert c.post("/api/checkpoints/register", json={"path": str(d), "name": f"init-{i}"}).status_code in (200, 201)
+        ad = build_lora(d, root / f"lora-{i}", seed=i + 1, steps=2)
+        r = c.post("/api/checkpoints/register", json={"path": str(ad), "name": f"lora-{i}", "base": f"init-{i}"})
+        assert r.status_code in (200, 201), r.text
+    r = c.put("/api/datasets", params={"name": "eval.csv"}, content=classifier_family["data"].read_bytes(),
+              headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code in (200, 201), r.text
+
+    status, body = _check(c, path=_line("lora-0", "lora-1"), dataset="eval.csv", space="adapter")
+    assert status == 200, body  # only the head differs, and both adapters carry their own
+    status, body = _check(c, path=_line("lora-0", "lora-2"), dataset="eval.csv", space="adapter")
+    assert status == 422, body
+    assert "'lora-0' is on 'init-0', 'lora-2' on 'init-2'" in body["detail"], body
+    assert "a tensor the adapters do not replace: 'bert.encoder.layer.0.attention.self.key.weight'" in body["detail"]
