@@ -28,6 +28,7 @@ from backend.app.api.routes import (
 )
 from backend.app.framing import AntiFramingMiddleware
 from backend.app.security import SecurityMiddleware
+from backend.app.timing import ServerTimingMiddleware
 from service.runstate.reads import heartbeat_ttl
 from service.runstate.reaper import Reaper
 from service.settings import Settings, get_settings
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
     app.add_middleware(SecurityMiddleware, settings=settings)
     # Outermost: every response, the guard's refusals included, says it may not be framed.
     app.add_middleware(AntiFramingMiddleware)
+    # Outermost of all: the server's own time for each response (Server-Timing: app;dur=).
+    app.add_middleware(ServerTimingMiddleware)
 
     if with_ui:
         try:
