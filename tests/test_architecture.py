@@ -117,3 +117,33 @@ def test_every_redis_key_is_spelled_in_keys_py_only() -> None:
                     if key.search(node.value):
                         bad.append(f"{file.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
     assert not bad, "Redis keys spelled outside keys.py:\n" + "\n".join(bad)
+
+
+def test_every_lua_script_lives_in_a_file_and_reads_the_one_status_vocabulary() -> None:
+    """Lua in files (``service/runstate/lua/*.lua``, issue 22): fits once kept theirs as
+    inline strings beside the runs' files. No string in the five packages holds a Redis
+    script, each ``.eval(`` runs one read by ``script(name)`` (the status prelude + the file),
+    and each name it reads is a file."""
+    from basin.status import lua_prelude
+    from service.runstate.queue import LUA_DIR, script
+
+    lua = re.compile(r"redis\.p?call\s*\(")
+    bad, names = [], set()
+    for package in PACKAGES:
+        for file in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(file.read_text(), filename=str(file))
+            for node in ast.walk(tree):
+                where = f"{file.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and lua.search(node.value):
+                    bad.append(f"{where}: inline Lua")
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
+                        and node.func.attr in ("eval", "evalsha", "register_script")):  # not model.eval()
+                    arg = node.args[0]
+                    if not (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name)
+                            and arg.func.id == "script" and isinstance(arg.args[0], ast.Constant)):
+                        bad.append(f"{where}: .{node.func.attr}() of something other than script('<name>')")
+                    else:
+                        names.add(arg.args[0].value)
+    assert not bad, "Lua outside service/runstate/lua:\n" + "\n".join(bad)
+    assert names and names <= {p.stem for p in LUA_DIR.glob("*.lua")}, names
+    assert all(script(n).startswith(lua_prelude()) for n in names)  # the statuses of basin.status
