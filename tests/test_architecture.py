@@ -61,6 +61,21 @@ def test_importing_the_core_pulls_in_no_service_module() -> None:
     assert out.stdout.strip() == "", f"core import pulled in: {out.stdout.strip()}"
 
 
+def test_the_dashboard_builds_without_torch_or_service_code() -> None:
+    """The frontend imports the status vocabulary, the figures and the registries from
+    ``basin`` and talks to the API over HTTP: building every page loads no torch,
+    transformers, peft, service, queue or backend module (lint-imports only sees direct
+    imports of the frontend; this sees what they pull in)."""
+    code = (
+        "import sys; from frontend.app import create_dash_app; create_dash_app();"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'peft',"
+        " 'service', 'backend', 'workers', 'redis', 'celery'}); print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"the dashboard pulled in: {out.stdout.strip()}"
+
+
 PACKAGES = ("basin", "service", "backend", "workers", "frontend")
 
 
@@ -87,6 +102,7 @@ def test_no_import_cycles_among_the_five_packages() -> None:
     [
         ("basin.formats", {"basin.errors", "basin.strict_json"}),  # file formats: core and store
         ("basin.source", set()),  # where a checkpoint's files live
+        ("basin.status", set()),  # the status vocabulary: the frontend reads it without torch
         ("service.errors", {"basin.errors"}),  # the service's exceptions
         ("service.archives", {"basin.errors", "service.errors"}),  # archive safety
     ],
