@@ -74,7 +74,11 @@ def create_app(settings: Settings | None = None, *, with_ui: bool = True) -> Fas
         # strict JSON out: a diverged point's inf/nan metric is null, never a 500
         default_response_class=StrictJSONResponse,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def _settings() -> Settings:  # async: no thread-pool hop per request (deps.py)
+        return settings
+
+    app.dependency_overrides[get_settings] = _settings
     app.state.settings = settings
     app.state.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30)
     settings.store.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,14 @@ What a user would notice, measured on the real stack (figures to
 - no ``SCAN`` of the keyspace per poll (Redis' own command counters): the live workers
   are read from one structure the heartbeats keep;
 - p50/p95 poll latency (reported; the goal is p95 <= 50 ms, not asserted: CI's speed varies),
-  and the CPU the API and Redis spent per poll (their processes' CPU time over the polls:
-  what a poll costs, whatever else the machine is running).
+  as the viewers saw it and as the server spent it (its ``Server-Timing: app;dur=``
+  header), and the CPU the API, Redis and the viewers spent per poll (their processes'
+  CPU time over the polls: what a poll costs, whatever else the machine is running).
+
+The viewers are a load generator of their own, not the test's Python: a locust process
+(``locust_viewers.py``: gevent, :class:`locust.FastHttpUser` paced at one request each
+500 ms), so they keep the pace they are asked for (200 polls/s in full) on a small machine;
+one httpx event loop for 100 viewers reached 116 of those 200 and queued its own requests.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ async def _spec_body(request: Request) -> Any:
 SpecBody = Annotated[Any, Depends(_spec_body)]
 
 
-def _run_id(run_id: str) -> str:
+async def _run_id(run_id: str) -> str:
     """The ``{run_id}`` path parameter, 404 unless it can name a run (nothing else reaches
     Redis keys or file names)."""
     return book.check_run_id(run_id)
