@@ -54,3 +54,17 @@ def test_the_objects_the_server_starts_with_are_frozen_out_of_full_collections(m
     with make_client() as client:  # runs the lifespan, as uvicorn does at start
         assert client.get("/api/meta").status_code == 200
         assert gc.get_freeze_count() > 100_000  # torch, transformers, the app
+
+
+def test_the_server_parses_http_in_c_on_libuvs_loop():
+    """uvicorn's ``auto`` choices (how ``basin up`` and the tests' stack start it) find
+    httptools and uvloop, both in the service extra: h11's pure-Python parser and asyncio's
+    loop cost a poll more CPU than the poll's own work."""
+    from uvicorn.config import Config
+    from uvicorn.loops.auto import auto_loop_factory
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    config = Config("backend.app.main:create_app", factory=True)
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    assert auto_loop_factory(use_subprocess=False).__module__.startswith("uvloop")
