@@ -4,8 +4,8 @@ cheap to serve under a crowd (docs/service.md, "Viewers polling"; issue 22).
 FastAPI runs each plain-``def`` dependency in its thread pool, one hop per dependency per
 request; with a hundred viewers those hops queued behind one another and a poll spent
 ~150 ms waiting for threads it did nothing in (Server-Timing p50 157 ms for 3 ms of CPU).
-The poll's dependencies are coroutines now, and its Redis reads run on two threads of its
-own (not 40 fighting for the GIL); the objects the server starts with are frozen out of
+The poll's dependencies are coroutines now, and its Redis reads go through an asyncio
+client (no thread: not 40 fighting for the GIL); the objects the server starts with are frozen out of
 the garbage collector's full passes (~200 ms each with torch imported).
 """
 
@@ -32,9 +32,9 @@ def test_a_poll_takes_no_thread_hop_for_its_dependencies(make_client):
     route = next(
         r for r in router.routes if isinstance(r, APIRoute) and r.path == "/runs/{run_id}/points"
     )
-    assert inspect.iscoroutinefunction(route.dependant.call)  # runs on POLL_POOL, not in 40 threads
+    assert inspect.iscoroutinefunction(route.dependant.call)  # asyncio Redis: not in 40 threads
     calls = list(_calls(route.dependant, app.dependency_overrides))
-    assert len(calls) >= 4  # the run id, the settings, the store, Redis
+    assert len(calls) >= 3  # the run id, the store, the settings
     sync = [
         getattr(c, "__qualname__", repr(c)) for c in calls if not inspect.iscoroutinefunction(c)
     ]

@@ -4,11 +4,10 @@ export. The bookkeeping itself is in :mod:`backend.app.runs`."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal, cast
 
 import redis
@@ -137,9 +136,8 @@ def get_run(run_id: RunId, settings: SettingsDep, store: StoreDep, r: RedisDep) 
 )
 async def get_points(
     run_id: RunId,
-    settings: SettingsDep,
+    request: Request,
     store: StoreDep,
-    r: RedisDep,
     after: Cursor = None,
     samples: Annotated[bool, Query(description="also each point's kept generations")] = False,
 ) -> StrictJSONResponse:
@@ -152,18 +150,29 @@ async def get_points(
     against :class:`PointsPage`, which documents it: every viewer polls this twice a
     second.
 
-    Its Redis reads run on :data:`POLL_POOL`'s few threads, not FastAPI's pool of 40: a
-    hundred viewers' polls in 40 threads fought for the GIL (a poll of 2 ms of CPU waited
-    ~60 ms); in two they queue in the event loop and each runs through."""
-    work = functools.partial(book.run_points, r, store, run_id, book.check_cursor(after), samples=samples)
-    page = await asyncio.get_running_loop().run_in_executor(POLL_POOL, work)
+    Its Redis reads go through an asyncio client (:func:`_poll_redis`): no thread. In
+    FastAPI's pool of 40 threads a hundred viewers' polls fought for the GIL (a poll of
+    0.1 ms of work waited ~60 ms in the app)."""
+    page = await book.run_points_async(
+        _poll_redis(request), store, run_id, book.check_cursor(after), samples=samples
+    )
     return StrictJSONResponse(page)
 
 
-#: Threads that serve ``/points`` (two Redis round trips and the views: ~2 ms of CPU a poll,
-#: most of it under the GIL, so more threads only wait for one another).
-POLL_THREADS = 2
-POLL_POOL = ThreadPoolExecutor(max_workers=POLL_THREADS, thread_name_prefix="basin-poll")
+def _poll_redis(request: Request) -> aioredis.Redis:
+    """The app's asyncio Redis client for polls, one per event loop (uvicorn runs one; a test
+    client may start a loop per request, and a connection belongs to the loop it was made on)."""
+    state = request.app.state
+    clients = getattr(state, "poll_redis", None)
+    if clients is None:
+        clients = state.poll_redis = weakref.WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    client = clients.get(loop)
+    if client is None:
+        client = clients[loop] = aioredis.Redis.from_url(
+            state.settings.redis_url, decode_responses=True, socket_timeout=30
+        )
+    return client
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
