@@ -18,13 +18,15 @@ once every viewer has stopped the process quits, writing what it saw to
 - ``cpu_warning``: whether locust warned that it ran short of CPU.
 
 Configuration through the environment: ``BASIN_LOAD_RUN`` (run id), ``BASIN_LOAD_POLLS``,
-``BASIN_LOAD_USERS``, ``BASIN_LOAD_OUT``, ``BASIN_LOAD_POLL_S`` (default 0.5).
+``BASIN_LOAD_USERS``, ``BASIN_LOAD_OUT``, ``BASIN_LOAD_POLL_S`` (default 0.5),
+``BASIN_LOAD_IN_PHASE`` (``1``: every viewer polls at the same moment).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import resource
 import time
@@ -39,7 +41,9 @@ POLLS = int(os.environ.get("BASIN_LOAD_POLLS", "10"))
 USERS = int(os.environ.get("BASIN_LOAD_USERS", "100"))
 OUT = os.environ.get("BASIN_LOAD_OUT", "locust-viewers.json")
 POLL_S = float(os.environ.get("BASIN_LOAD_POLL_S", "0.5"))
+IN_PHASE = os.environ.get("BASIN_LOAD_IN_PHASE", "") == "1"
 DUR = re.compile(r"\bapp;dur=([0-9.]+)")
+_offsets = random.Random(901)  # the viewers' start offsets, the same every run
 
 seen: dict = {
     "lat_ms": [],
@@ -100,6 +104,12 @@ class Viewer(FastHttpUser):
     def on_start(self) -> None:
         self.after: str | None = None
         self.asked = 0
+        # Viewers open their pages at independent moments: each starts at its own offset
+        # within one poll period (locust starts them all at once, and in phase 100 viewers
+        # would poll in one burst every 500 ms, which no crowd of people does).
+        # BASIN_LOAD_IN_PHASE=1 keeps that burst (the worst case).
+        if not IN_PHASE:
+            gevent.sleep(_offsets.uniform(0, POLL_S))
 
     @task
     def poll(self) -> None:

@@ -170,6 +170,8 @@ def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
         "server_p50_ms": round(percentile(server, 50) * 1000, 2),
         "server_p95_ms": round(percentile(server, 95) * 1000, 2),
         "polls_per_s_asked": round(viewers / POLL_S, 1),
+        # each viewer starts at its own offset in the period unless BASIN_LOAD_IN_PHASE=1
+        "viewers_in_phase": os.environ.get("BASIN_LOAD_IN_PHASE", "") == "1",
         "polls_per_s": round(len(lat) / max(span, 1e-9), 1),
         "api_cpu_ms_per_poll": round(1000 * cpu["api"] / max(len(lat), 1), 2),
         "redis_cpu_ms_per_poll": round(1000 * cpu["redis"] / max(len(lat), 1), 2),
