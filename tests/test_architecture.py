@@ -61,6 +61,21 @@ def test_importing_the_core_pulls_in_no_service_module() -> None:
     assert out.stdout.strip() == "", f"core import pulled in: {out.stdout.strip()}"
 
 
+def test_the_dashboard_builds_without_torch_or_service_code() -> None:
+    """The frontend imports the status vocabulary, the figures and the registries from
+    ``basin`` and talks to the API over HTTP: building every page loads no torch,
+    transformers, peft, service, queue or backend module (lint-imports only sees direct
+    imports of the frontend; this sees what they pull in)."""
+    code = (
+        "import sys; from frontend.app import create_dash_app; create_dash_app();"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'peft',"
+        " 'service', 'backend', 'workers', 'redis', 'celery'}); print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"the dashboard pulled in: {out.stdout.strip()}"
+
+
 PACKAGES = ("basin", "service", "backend", "workers", "frontend")
 
 
@@ -87,6 +102,7 @@ def test_no_import_cycles_among_the_five_packages() -> None:
     [
         ("basin.formats", {"basin.errors", "basin.strict_json"}),  # file formats: core and store
         ("basin.source", set()),  # where a checkpoint's files live
+        ("basin.status", set()),  # the status vocabulary: the frontend reads it without torch
         ("service.errors", {"basin.errors"}),  # the service's exceptions
         ("service.archives", {"basin.errors", "service.errors"}),  # archive safety
     ],
@@ -128,3 +144,31 @@ def test_the_image_copies_every_package_the_project_installs() -> None:
     packages = {p.rstrip("*") for p in include}
     copied = set(re.findall(r"^COPY\s+(\w+)\s+\./\1\s*$", (ROOT / "Dockerfile").read_text(), re.M))
     assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"
+def test_every_lua_script_lives_in_a_file_and_reads_the_one_status_vocabulary() -> None:
+    """Lua in files (``service/runstate/lua/*.lua``, issue 22): fits once kept theirs as
+    inline strings beside the runs' files. No string in the five packages holds a Redis
+    script, each ``.eval(`` runs one read by ``script(name)`` (the status prelude + the file),
+    and each name it reads is a file."""
+    from basin.status import lua_prelude
+    from service.runstate.queue import LUA_DIR, script
+
+    lua = re.compile(r"redis\.p?call\s*\(")
+    bad, names = [], set()
+    for package in PACKAGES:
+        for file in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(file.read_text(), filename=str(file))
+            for node in ast.walk(tree):
+                where = f"{file.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and lua.search(node.value):
+                    bad.append(f"{where}: inline Lua")
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
+                        and node.func.attr in ("eval", "evalsha", "register_script")):  # not model.eval()
+                    arg = node.args[0]
+                    if not (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name)
+                            and arg.func.id == "script" and isinstance(arg.args[0], ast.Constant)):
+                        bad.append(f"{where}: .{node.func.attr}() of something other than script('<name>')")
+                    else:
+                        names.add(arg.args[0].value)
+    assert not bad, "Lua outside service/runstate/lua:\n" + "\n".join(bad)
+    assert names and names <= {p.stem for p in LUA_DIR.glob("*.lua")}, names
+    assert all(script(n).startswith(lua_prelude()) for n in names)  # the statuses of basin.status

@@ -15,6 +15,7 @@ headers, and the point list is ordered with the pure functions of :mod:`basin.gr
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
@@ -24,6 +25,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import redis
+import redis.asyncio as aioredis
 
 from backend.app.api.errors import carried_references
 from basin.checkpoints import read_config
@@ -48,7 +50,7 @@ from service.runstate import (
     json_or,
 )
 from service.runstate.create import create_run, point_order
-from service.runstate.presence import heartbeats, queue_recent_names
+from service.runstate.presence import beat_keys, heartbeats, parse_beats, queue_recent_names
 from service.runstate.reads import parse_points, stream_start
 from service.store import NotFound, Store
 
@@ -561,34 +563,72 @@ def run_points(
     ``workers`` names the live workers draining the run; ``warning`` says when no worker
     is alive.
     """
-    from_store = (after or "").startswith("store")  # a stored run back in Redis: restart
-    start = "-" if from_store else after or "-"
-    k = RunKeys(run_id)
+    from_store, start, k = _poll_start(run_id, after)
     # one round trip: the run's fields (status first: once it has ended, every point is in
     # the stream), the points after the cursor, the recent worker names; then their heartbeats
     pipe = r.pipeline(transaction=False)
-    pipe.hmget(k.run, POLL_FIELDS)
-    pipe.xrange(k.points, min=stream_start(start), max="+")
-    queue_recent_names(pipe)
+    _queue_poll(pipe, k, start)
     vals, entries, names = pipe.execute()
     h = {f: v for f, v in zip(POLL_FIELDS, vals, strict=True) if v is not None}
     if "spec" in h:
-        alive = heartbeats(r, names)
-        pts, last = parse_points(entries)
-        live = {
-            "points": [point_view(p, samples=samples) for p in pts],
-            "cursor": last or (start if start != "-" else "0-0"),
-            "status": h.get("status", "queued"),
-            "done": int(h.get("done", 0)),
-            "total": int(h.get("total", 0)),
-            "eta_s": _eta(h),
-            "workers": [w.get("name") for w in alive if w.get("run") == run_id],
-            "warning": _warning(h.get("status"), alive),
-            "error": h.get("error") or None,
-        }
-        if from_store:
-            live["reset"] = True
-        return live
+        return _live_page(h, entries, heartbeats(r, names), run_id, start, from_store, samples)
+    return _stored_page(store, run_id, after, samples)
+
+
+async def run_points_async(
+    r: aioredis.Redis,
+    store: Store,
+    run_id: str,
+    after: str | None,
+    *,
+    samples: bool = False,
+) -> dict:
+    """:func:`run_points` on an asyncio Redis client: the same reads and the same answer, with
+    no thread (a stored run's document is read in one)."""
+    from_store, start, k = _poll_start(run_id, after)
+    pipe = r.pipeline(transaction=False)
+    _queue_poll(pipe, k, start)
+    vals, entries, names = await pipe.execute()
+    h = {f: v for f, v in zip(POLL_FIELDS, vals, strict=True) if v is not None}
+    if "spec" in h:
+        keys = beat_keys(names)
+        alive = parse_beats(await r.mget(keys)) if keys else []
+        return _live_page(h, entries, alive, run_id, start, from_store, samples)
+    return await asyncio.to_thread(_stored_page, store, run_id, after, samples)
+
+
+def _poll_start(run_id: str, after: str | None) -> tuple[bool, str, RunKeys]:
+    from_store = (after or "").startswith("store")  # a stored run back in Redis: restart
+    return from_store, "-" if from_store else after or "-", RunKeys(run_id)
+
+
+def _queue_poll(pipe: Any, k: RunKeys, start: str) -> None:
+    pipe.hmget(k.run, POLL_FIELDS)
+    pipe.xrange(k.points, min=stream_start(start), max="+")
+    queue_recent_names(pipe)
+
+
+def _live_page(
+    h: dict, entries: Any, alive: list[dict], run_id: str, start: str, from_store: bool, samples: bool
+) -> dict:
+    pts, last = parse_points(entries)
+    live: dict[str, Any] = {
+        "points": [point_view(p, samples=samples) for p in pts],
+        "cursor": last or (start if start != "-" else "0-0"),
+        "status": h.get("status", "queued"),
+        "done": int(h.get("done", 0)),
+        "total": int(h.get("total", 0)),
+        "eta_s": _eta(h),
+        "workers": [w.get("name") for w in alive if w.get("run") == run_id],
+        "warning": _warning(h.get("status"), alive),
+        "error": h.get("error") or None,
+    }
+    if from_store:
+        live["reset"] = True
+    return live
+
+
+def _stored_page(store: Store, run_id: str, after: str | None, samples: bool) -> dict:
     doc = _stored(store, run_id)
     pts = doc.get("points", [])
     status = doc.get("status", "done")
@@ -760,5 +800,6 @@ __all__ = [
     "result_document",
     "run_detail",
     "run_points",
+    "run_points_async",
     "to_csv",
 ]

@@ -199,6 +199,14 @@ class Evaluator(ABC):
         """
         raise NotImplementedError(f"task {self.task!r} has no training loss")
 
+    def batch_weights(self) -> list[float]:
+        """How much each batch weighs in the full-data loss :meth:`batch_loss` averages: its
+        examples (a mean over examples) or its target tokens (a mean over tokens). Drawing
+        batch ``i`` with probability ``wᵢ / Σ w`` makes its mean loss an unbiased sample of
+        the full-data loss (a curve fit's objective, :func:`basin.fit.batch_weights`).
+        """
+        raise NotImplementedError(f"task {self.task!r} has no training loss")
+
     #: Output ensembling (001 §4.4) is defined for this task (see :meth:`ensemble`).
     ensembles: ClassVar[bool] = False
 

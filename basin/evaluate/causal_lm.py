@@ -50,6 +50,10 @@ class CausalLMEvaluator(Evaluator):
         return F.cross_entropy(z.reshape(-1, z.shape[-1]), self.targets[i][:, : T - 1].reshape(-1),
                                ignore_index=-100)
 
+    def batch_weights(self) -> list[float]:
+        """Each batch's predicted tokens (the loss is a mean over all target tokens)."""
+        return [float((t != -100).sum()) for t in self.targets]
+
     ensembles = True
 
     stacks = True

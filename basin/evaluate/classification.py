@@ -115,6 +115,10 @@ class ClassificationEvaluator(Evaluator):
         s, e = self.spans[i]
         return F.cross_entropy(logits.float(), self.labels[s:e])
 
+    def batch_weights(self) -> list[float]:
+        """Each batch's examples (the loss is a mean over examples)."""
+        return [float(e - s) for s, e in self.spans]
+
     ensembles = True
 
     stacks = True

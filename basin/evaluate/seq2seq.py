@@ -58,6 +58,10 @@ class Seq2SeqEvaluator(Evaluator):
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), self.labels[i].reshape(-1),
                                ignore_index=-100)
 
+    def batch_weights(self) -> list[float]:
+        """Each batch's target tokens (the loss is a mean over all target tokens)."""
+        return [float((t != -100).sum()) for t in self.labels]
+
     stacks = True
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:

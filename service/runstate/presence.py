@@ -58,19 +58,27 @@ def queue_recent_names(pipe: Any) -> None:
     pipe.zrangebyscore(WORKERS_KEY, time.time() - FORGET_S, "+inf")
 
 
-def heartbeats(client: redis.Redis, names: Any) -> list[dict]:
-    """The heartbeats of ``names`` still alive (one ``MGET``; expired ones are absent), by name."""
-    listed = sorted(_s(n) for n in cast("list[str | bytes]", names or []))
+def beat_keys(names: Any) -> list[str]:
+    """The heartbeat keys of ``names`` (the answer of :func:`queue_recent_names`), by name."""
+    return [worker_key(n) for n in sorted(_s(n) for n in cast("list[str | bytes]", names or []))]
+
+
+def parse_beats(raws: Any) -> list[dict]:
+    """``MGET``'s answer on :func:`beat_keys`: the heartbeats still alive (expired: absent)."""
     out: list[dict] = []
-    if not listed:
-        return out
-    for raw in client.mget([worker_key(n) for n in listed]):
+    for raw in raws or []:
         if raw:
             try:
                 out.append(json.loads(raw))
             except json.JSONDecodeError:
                 continue
     return out
+
+
+def heartbeats(client: redis.Redis, names: Any) -> list[dict]:
+    """The heartbeats of ``names`` still alive (one ``MGET``; expired ones are absent), by name."""
+    keys = beat_keys(names)
+    return parse_beats(client.mget(keys)) if keys else []
 
 
 def alive_workers(client: redis.Redis) -> list[dict]:
@@ -85,8 +93,10 @@ __all__ = [
     "FORGET_S",
     "alive_workers",
     "announce_worker",
+    "beat_keys",
     "forget_worker",
     "heartbeat_ttl",
     "heartbeats",
+    "parse_beats",
     "queue_recent_names",
 ]

@@ -175,6 +175,26 @@ def test_each_step_is_an_unbiased_sample_of_the_full_data_loss(folder):
     assert abs(sum(steps) / len(steps) - full) < 4 * se, (sum(steps) / len(steps), full, uniform)
 
 
+def test_a_task_fit_py_does_not_name_gets_its_batch_weights_from_its_evaluator(folder):
+    """Each task's evaluator owns its loss and its batches' weights (issue 22): an evaluator
+    serving a task ``basin/fit.py`` does not name (here the classification evaluator of a task
+    registered as ``classification_copy``, as a task module dropped in with its own evaluator
+    would be) fits with no edit there; fit.py used to read the weights from the private fields
+    of the three tasks it named and refuse any other."""
+    from basin.data import load_dataset
+
+    model = make_model("classification", folder / "a")
+    model.eval()
+    data = load_dataset(folder / "uneven.csv", "classification", max_examples=17)
+    ev = EVALUATORS["classification"](load_tokenizer([folder / "a"]), data, model, batch_size=16,
+                                      max_length=128, device=torch.device("cpu"))
+    ev.task = "classification_copy"
+    assert sorted(batch_weights(ev)) == [1.0, 16.0]  # one long example, 16 short ones
+    # a task with nothing to differentiate still gets the one message
+    with pytest.raises(InvalidSpec, match="does not know the loss of task 'generation'"):
+        batch_weights(object.__new__(EVALUATORS["generation"]))
+
+
 def test_basin_fit_refuses_to_evaluate_on_its_training_examples_in_one_line(folder, tmp_path):
     from tests.core.test_cli import assert_one_error_line, run_cli, write_spec
 

@@ -15,21 +15,24 @@ What a user would notice, measured on the real stack (figures to
 - no ``SCAN`` of the keyspace per poll (Redis' own command counters): the live workers
   are read from one structure the heartbeats keep;
 - p50/p95 poll latency (reported; the goal is p95 <= 50 ms, not asserted: CI's speed varies),
-  and the CPU the API and Redis spent per poll (their processes' CPU time over the polls:
-  what a poll costs, whatever else the machine is running).
+  as the viewers saw it and as the server spent it (its ``Server-Timing: app;dur=``
+  header), and the CPU the API, Redis and the viewers spent per poll (their processes'
+  CPU time over the polls: what a poll costs, whatever else the machine is running).
+
+The viewers are a load generator of their own, not the test's Python: a locust process
+(``locust_viewers.py``: gevent, :class:`locust.FastHttpUser` paced at one request each
+500 ms), so they keep the pace they are asked for (200 polls/s in full) on a small machine;
+one httpx event loop for 100 viewers reached 116 of those 200 and queued its own requests.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import httpx
 
 from basin.grid import order_1d
 from service.store import Store
@@ -38,6 +41,7 @@ from tests.reliability.conftest import count, ensure_worker, percentile
 
 POINTS = 9
 POLL_S = 0.5  # how often a run page asks
+LOCUSTFILE = Path(__file__).with_name("locust_viewers.py")
 
 
 def fill_point_cache(r, n: int, batch: int = 5000) -> str:
@@ -68,50 +72,30 @@ def scans(r) -> int:
     return int((r.info("commandstats").get("cmdstat_scan") or {}).get("calls", 0))
 
 
-async def viewer(
-    client: httpx.AsyncClient,
-    run_id: str,
-    polls: int,
-    lat: list[float],
-    sizes: list[int],
-    first: list[tuple[int, int]],
-    errors: Counter,
-) -> None:
-    """A run page: every point so far, then ``polls`` polls for what is new."""
-    after: str | None = None
-    for k in range(polls + 1):
-        params = {"after": after} if after else {}
-        t0 = time.perf_counter()
-        try:
-            r = await client.get(f"/api/runs/{run_id}/points", params=params)
-        except httpx.HTTPError as e:
-            errors[type(e).__name__] += 1
-            await asyncio.sleep(POLL_S)
-            continue
-        lat.append(time.perf_counter() - t0)
-        if r.status_code != 200:
-            errors[str(r.status_code)] += 1
-        else:
-            body = r.json()
-            if k == 0:
-                first.append((len(r.content), len(body["points"])))
-            else:
-                sizes.append(len(r.content))
-            after = body["cursor"]
-        await asyncio.sleep(POLL_S)
-
-
-async def crowd(base_url: str, run_id: str, n: int, polls: int):
-    lat: list[float] = []
-    sizes: list[int] = []
-    first: list[tuple[int, int]] = []
-    errors: Counter = Counter()
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
-        await asyncio.gather(
-            *(viewer(client, run_id, polls, lat, sizes, first, errors) for _ in range(n))
-        )
-    return lat, sizes, first, errors
+def crowd(base_url: str, run_id: str, n: int, polls: int, out: Path) -> tuple[dict, float]:
+    """``n`` run pages polling ``run_id``: a locust process (``locust_viewers.py``), its own
+    gevent loop of :class:`locust.FastHttpUser` paced at ``POLL_S``. Returns what it saw
+    and the seconds it took."""
+    env = {
+        **os.environ,
+        "BASIN_LOAD_RUN": run_id,
+        "BASIN_LOAD_POLLS": str(polls),
+        "BASIN_LOAD_USERS": str(n),
+        "BASIN_LOAD_OUT": str(out),
+        "BASIN_LOAD_POLL_S": str(POLL_S),
+    }
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--users", str(n), "--spawn-rate", str(n), "--host", base_url,
+        # a backstop only: the viewers end the test once each has polled `polls` times
+        "--run-time", f"{int(10 * (polls + 1) * POLL_S) + 60}s",
+        "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    took = time.monotonic() - t0
+    assert proc.returncode == 0 and out.exists(), proc.stderr[-3000:]
+    return json.loads(out.read_text()), took
 
 
 def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
@@ -150,12 +134,13 @@ def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
         r.config_resetstat()
         procs = {"api": stack.api_proc.pid, "redis": stack.redis_proc.pid}
         cpu0 = {k: cpu_s(pid) for k, pid in procs.items()}
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(1) as pool:  # its own event loop (see test_load)
-            lat, sizes, first, errors = pool.submit(
-                asyncio.run, crowd(stack.base_url, run_id, viewers, polls)
-            ).result()
-        took = time.monotonic() - t0
+        seen, took = crowd(
+            stack.base_url, run_id, viewers, polls, rel_store.parent / "locust-viewers.json"
+        )
+        lat = [ms / 1000 for ms in seen["lat_ms"]]
+        server = [ms / 1000 for ms in seen["server_ms"]]
+        sizes, first, errors = seen["sizes"], seen["first"], seen["errors"]
+        span = (seen["span_s"][1] or 0) - (seen["span_s"][0] or 0)  # first answer to last
         cpu = {k: cpu_s(pid) - cpu0[k] for k, pid in procs.items()}
         scanned = scans(r)
         # what the page also fetched every 4th tick before /points carried ETA and workers
@@ -179,9 +164,19 @@ def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
         "errors": dict(errors),
         "p50_ms": round(percentile(lat, 50) * 1000, 1),
         "p95_ms": round(percentile(lat, 95) * 1000, 1),
+        "p99_ms": round(percentile(lat, 99) * 1000, 1),
         "max_ms": round(max(lat, default=0) * 1000, 1),
+        # the app's own time (Server-Timing: app;dur=): request in to response start
+        "server_p50_ms": round(percentile(server, 50) * 1000, 2),
+        "server_p95_ms": round(percentile(server, 95) * 1000, 2),
+        "polls_per_s_asked": round(viewers / POLL_S, 1),
+        # each viewer starts at its own offset in the period unless BASIN_LOAD_IN_PHASE=1
+        "viewers_in_phase": os.environ.get("BASIN_LOAD_IN_PHASE", "") == "1",
+        "polls_per_s": round(len(lat) / max(span, 1e-9), 1),
         "api_cpu_ms_per_poll": round(1000 * cpu["api"] / max(len(lat), 1), 2),
         "redis_cpu_ms_per_poll": round(1000 * cpu["redis"] / max(len(lat), 1), 2),
+        "client_cpu_ms_per_poll": round(1000 * seen["cpu_s"] / max(len(lat), 1), 2),
+        "client_cpu_warning": seen["cpu_warning"],
         "load_average": round(os.getloadavg()[0], 1),
         "first_page_bytes": view_bytes,
         "bytes_per_point_view": round(view_per_point, 1),
@@ -192,6 +187,8 @@ def test_viewers_of_a_running_per_example_run_poll_lean_views_without_scans(
         "seconds": round(took, 1),
     }
     assert not errors, errors
+    # every answer says the server's own time for it (Server-Timing)
+    assert len(server) == len(lat), figures["poll_load"]
     assert len(first) == viewers and all(n == POINTS - 1 for _, n in first), first
     # the per-example columns stay in the stored document (and the export) ...
     assert all(len(p["examples"]["loss"]) == examples for p in doc["points"])

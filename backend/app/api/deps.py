@@ -14,14 +14,20 @@ from service.store import Store
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_store(settings: SettingsDep) -> Store:
+# The dependencies below do no I/O worth a thread, so they are ``async def``: FastAPI runs
+# a plain ``def`` dependency in its thread pool, one hop per dependency per request, and
+# under a crowd of polling viewers those hops queue behind one another (docs/service.md,
+# "Viewers polling"). Only the route itself (the Redis reads) takes a thread.
+
+
+async def get_store(settings: SettingsDep) -> Store:
     return Store(settings.store)
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def get_redis(request: Request) -> redis.Redis:
+async def get_redis(request: Request) -> redis.Redis:
     """The app's shared client (created in ``create_app``; decode_responses=True)."""
     return request.app.state.redis
 
