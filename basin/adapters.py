@@ -517,8 +517,6 @@ def base_difference(a: CheckpointSource, b: CheckpointSource, modules_to_save: S
     the model at each end is then exactly the adapter on either base. Tensors are read one at
     a time (:class:`~basin.checkpoints.LazyStateDict`), so the API can ask this of any size of
     base without holding either. Used by :class:`AdapterSpace` and the API's Check."""
-    from basin.checkpoints import LazyStateDict
-
     if (a.weights, a.config_dir) == (b.weights, b.config_dir):
         return None
     ignore = ("_name_or_path", "transformers_version")
@@ -533,18 +531,54 @@ def base_difference(a: CheckpointSource, b: CheckpointSource, modules_to_save: S
         module = name.rsplit(".", 1)[0]
         return any(module == m or module.endswith("." + m) for m in saved)
 
-    first, other = LazyStateDict(a), LazyStateDict(b)
-    differ = sorted(k for k in set(first) ^ set(other) if not replaced(k))
-    for k in sorted(set(first) & set(other)):
+    first, other = _TensorReader(a), _TensorReader(b)
+    differ = sorted(k for k in first.names ^ other.names if not replaced(k))
+    for k in sorted(first.names & other.names):
         if differ:
             break
-        if replaced(k):
-            continue
-        if first.meta(k) != other.meta(k) or not torch.equal(first[k], other[k]):
+        if not replaced(k) and not first.same(k, other):
             differ.append(k)
     if differ:
         return f"differ in a tensor the adapters do not replace: {differ[0]!r}"
     return None
+
+
+class _TensorReader:
+    """A checkpoint's tensors one at a time, for comparing two bases: safetensors by their raw
+    bytes at the header's offsets (equal bytes, dtype and shape: equal tensors), ``.bin`` files
+    memory-mapped. (:class:`basin.checkpoints.LazyStateDict` does more, but the checkpoints
+    module opens adapters, so this module reads through :mod:`basin.formats` only.)"""
+
+    def __init__(self, src: CheckpointSource):
+        from basin.formats import safetensors_spans, weight_files_at
+
+        fmt, files = weight_files_at(src.weights, src.id)
+        self._spans: dict[str, tuple[Path, Any]] = {}
+        self._bin: dict[str, torch.Tensor] = {}
+        for f in files:
+            if fmt == "bin":
+                self._bin.update(load_bin(f, mmap=True))
+            else:
+                self._spans.update({k: (f, t) for k, t in safetensors_spans(f).items()})
+        self.names = set(self._spans) | set(self._bin)
+
+    def _raw(self, name: str) -> tuple[Any, Any, bytes]:
+        f, t = self._spans[name]
+        with open(f, "rb") as fh:
+            fh.seek(t.offset)
+            return t.dtype, tuple(t.shape), fh.read(t.nbytes)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        if name in self._bin:
+            return self._bin[name]
+        dtype, shape, raw = self._raw(name)
+        return torch.frombuffer(bytearray(raw), dtype=getattr(torch, dtype)).reshape(shape)
+
+    def same(self, name: str, other: _TensorReader) -> bool:
+        if name in self._spans and name in other._spans:
+            return self._raw(name) == other._raw(name)
+        x, y = self.tensor(name), other.tensor(name)
+        return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
 
 
 def saved_modules(adapter_dir: Path) -> list[str]:

@@ -15,7 +15,6 @@ dtype codes, ``weights_only`` loading, ``config.json``) are read by :mod:`basin.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import Counter, OrderedDict
@@ -35,6 +34,7 @@ from basin.formats import (
     load_bin,
     safetensors_meta,
     safetensors_spans,
+    weight_files_at,
 )
 from basin.formats import label_info as label_info  # re-exported: it lived here
 from basin.formats import read_config as read_config  # re-exported: callers read configs from here
@@ -43,9 +43,6 @@ from basin.source import CheckpointSource
 
 logger = logging.getLogger(__name__)
 
-SAFE_SINGLE = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
-BIN_SINGLE = "pytorch_model.bin"
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
     "tokenizer.model", "sentencepiece.bpe.model",
@@ -59,36 +56,7 @@ def _source(src: CheckpointSource | str | Path) -> CheckpointSource:
 def weight_files(src: CheckpointSource | str | Path) -> tuple[str, list[Path]]:
     """``(format, files)`` for a source: format is ``safetensors``, ``sharded`` or ``bin``."""
     s = _source(src)
-    w = s.weights
-    if not w.exists():
-        raise CheckpointError(f"checkpoint {s.id}: {w} does not exist")
-    if w.is_file():
-        if w.suffix == ".safetensors":
-            return "safetensors", [w]
-        if w.suffix in (".bin", ".pt", ".pth"):
-            return "bin", [w]
-        raise CheckpointError(f"checkpoint {s.id}: {w.name} is not a .safetensors or .bin file")
-    if (w / SAFE_SINGLE).is_file():
-        return "safetensors", [w / SAFE_SINGLE]
-    if (w / SAFE_INDEX).is_file():
-        try:
-            index = json.loads((w / SAFE_INDEX).read_text())
-            shards = sorted(set(index["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as e:
-            raise CheckpointError(f"checkpoint {s.id}: unreadable {SAFE_INDEX}: {e}") from None
-        files = []
-        for name in shards:
-            if not isinstance(name, str) or Path(name).name != name:
-                raise CheckpointError(f"checkpoint {s.id}: bad shard name {name!r} in {SAFE_INDEX}")
-            if not (w / name).is_file():
-                raise CheckpointError(f"checkpoint {s.id}: shard {name} listed in {SAFE_INDEX} is missing")
-            files.append(w / name)
-        return "sharded", files
-    if (w / BIN_SINGLE).is_file():
-        return "bin", [w / BIN_SINGLE]
-    raise CheckpointError(
-        f"checkpoint {s.id}: no weights in {w} (expected {SAFE_SINGLE}, {SAFE_INDEX} or {BIN_SINGLE})"
-    )
+    return weight_files_at(s.weights, s.id)
 
 
 def load_state_dict(src: CheckpointSource | str | Path) -> dict[str, torch.Tensor]:

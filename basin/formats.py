@@ -83,6 +83,45 @@ class TensorSpan:
     nbytes: int
 
 
+SAFE_SINGLE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_SINGLE = "pytorch_model.bin"
+
+
+def weight_files_at(w: Path, ident: str) -> tuple[str, list[Path]]:
+    """``(format, files)`` of a checkpoint's weights ``w`` (a file or a folder; ``ident`` names it in
+    errors): format is ``safetensors``, ``sharded`` or ``bin``."""
+    if not w.exists():
+        raise CheckpointError(f"checkpoint {ident}: {w} does not exist")
+    if w.is_file():
+        if w.suffix == ".safetensors":
+            return "safetensors", [w]
+        if w.suffix in (".bin", ".pt", ".pth"):
+            return "bin", [w]
+        raise CheckpointError(f"checkpoint {ident}: {w.name} is not a .safetensors or .bin file")
+    if (w / SAFE_SINGLE).is_file():
+        return "safetensors", [w / SAFE_SINGLE]
+    if (w / SAFE_INDEX).is_file():
+        try:
+            index = json.loads((w / SAFE_INDEX).read_text())
+            shards = sorted(set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {ident}: unreadable {SAFE_INDEX}: {e}") from None
+        files = []
+        for name in shards:
+            if not isinstance(name, str) or Path(name).name != name:
+                raise CheckpointError(f"checkpoint {ident}: bad shard name {name!r} in {SAFE_INDEX}")
+            if not (w / name).is_file():
+                raise CheckpointError(f"checkpoint {ident}: shard {name} listed in {SAFE_INDEX} is missing")
+            files.append(w / name)
+        return "sharded", files
+    if (w / BIN_SINGLE).is_file():
+        return "bin", [w / BIN_SINGLE]
+    raise CheckpointError(
+        f"checkpoint {ident}: no weights in {w} (expected {SAFE_SINGLE}, {SAFE_INDEX} or {BIN_SINGLE})"
+    )
+
+
 def safetensors_header_length(head: bytes) -> int | None:
     """The header length a file's first bytes announce when they look like safetensors
     (``u64`` length, then ``{``), else ``None``."""
