@@ -295,6 +295,21 @@ def running_stack(
             launcher.stop(p, timeout=10)
 
 
+def start_basin_up(port: int, store: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``basin up --port PORT --store STORE`` in its own session (so a test can signal the whole
+    group), its output in ``log``; the caller waits for health and stops it."""
+    import sys
+
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "basin"), "up", "--port", str(port), "--store", str(store)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def redis_argv(port: int, data_dir: Path | None = None) -> list[str]:
     """Redis as ``basin up`` starts it; with ``data_dir``, persistent: an append-only file
     there, fsynced on every write (a restart keeps every recorded point)."""

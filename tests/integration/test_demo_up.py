@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,7 +25,7 @@ import pytest
 from frontend.first_start import empty_store_notice, minilm_banner
 from service import launch as launcher
 from tests.core.test_demo import TINY_SPEC, tiny_assets
-from tests.stack import running_stack
+from tests.stack import running_stack, start_basin_up
 
 LIMIT_S = 600  # only stops a hung test; each wait below is for an event
 
@@ -213,18 +210,10 @@ def test_real_first_start_of_basin_up_trains_and_names_the_minilm_demo(tmp_path)
     store = tmp_path / "store"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("BASIN_DEMO", None)
-    basin = Path(sys.executable).parent / "basin"
     log = tmp_path / "up.log"
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(basin), "up", "--port", str(port), "--store", str(store)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_basin_up(port, store, env, log)
     try:
         launcher.wait_healthy(base, timeout=120, procs=[proc])
         healthy_s = time.monotonic() - t0

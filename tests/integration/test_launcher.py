@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from service import launch as launcher
+from tests.stack import start_basin_up
 
 
 def _gone(pid: int) -> bool:
@@ -26,17 +24,9 @@ def test_basin_up_starts_a_healthy_stack_and_stops_it_on_sigterm(tmp_path):
     port = launcher.free_port()
     store = tmp_path / "store"
     env = {**os.environ, "BASIN_DEMO": "0", "BASIN_TORCH_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    basin = Path(sys.executable).parent / "basin"
     log = tmp_path / "up.log"
     t0 = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(basin), "up", "--port", str(port), "--store", str(store)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_basin_up(port, store, env, log)
     try:
         health = launcher.wait_healthy(f"http://127.0.0.1:{port}", timeout=90, procs=[proc])
         ready_s = time.monotonic() - t0

@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 from frontend.app import supervisor_banner
 from service import launch as launcher
 from tests.integration.test_runs_api import slow_spec
-from tests.stack import Seam
+from tests.stack import Seam, start_basin_up
 
 
 @dataclass
@@ -92,12 +91,7 @@ def up(store_root, tmp_path_factory):
     for k in ("BASIN_LEASE_SECONDS", "BASIN_API_TOKEN", "BASIN_REDIS_URL"):
         env.pop(k, None)  # basin up's own settings
     log = root / "up.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "basin"), "up", "--port", str(port),
-             "--store", str(store)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    proc = start_basin_up(port, store, env, log)
     try:
         launcher.wait_healthy(f"http://127.0.0.1:{port}", timeout=120, procs=[proc])
         m = re.search(r"starting Redis \(.*\) on 127\.0\.0\.1:(\d+)", log.read_text())
