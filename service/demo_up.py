@@ -535,22 +535,6 @@ def demo_lm_background(
     return status.doc
 
 
-def start_demo_lm(
-    base_url: str, store: Path, redis_port: int, say: Callable[[str], None]
-) -> threading.Thread:
-    """:func:`demo_lm_background` in a daemon thread (Ctrl-C does not wait for it; an
-    interrupted build leaves only a temporary folder, removed by the next build)."""
-    t = threading.Thread(
-        target=demo_lm_background,
-        name="basin-demo-lm",
-        daemon=True,
-        args=(base_url, store, redis_port, say),
-        kwargs={"token": os.environ.get("BASIN_API_TOKEN")},
-    )
-    t.start()
-    return t
-
-
 def demos_background(
     base_url: str,
     store: Path,

@@ -59,7 +59,6 @@ from service.demo_up import (
     demo_lm_spec,
     minilm_demo,
     register_demo,
-    start_demo_lm,
     start_demos,
     submit_demo_lm_run,
 )
@@ -254,7 +253,6 @@ __all__ = [
     "register_demo",
     "service_env",
     "spawn",
-    "start_demo_lm",
     "start_demos",
     "stop",
     "submit_demo_lm_run",
